@@ -1,0 +1,91 @@
+"""keel: a production runtime for AI agents.
+
+Validated tools, budgets, retries, the run journal and structured logs are on by default.
+See https://github.com/ (the README) for the quick start.
+"""
+
+from keel.core import (
+    ApprovalRequired,
+    BudgetExceeded,
+    CircuitOpen,
+    ConfigError,
+    Divergence,
+    Escalate,
+    GuardrailTripped,
+    Handoff,
+    KeelError,
+    Message,
+    MissingCredentials,
+    ModelError,
+    ModelResponse,
+    ModelSettings,
+    OutputValidationError,
+    RepeatedFailure,
+    RetryWithFeedback,
+    RunError,
+    RunNotFound,
+    Signal,
+    StoreError,
+    StoreVersionError,
+    ToolContext,
+    ToolDefinitionError,
+    ToolError,
+    UnknownModel,
+    UnknownOutcome,
+    Usage,
+    UserError,
+    configure_json_logging,
+)
+from keel.models import Model, resolve_model
+from keel.runtime import Agent, Budget, Middleware, RunContext, RunResult
+from keel.store import MemoryStore, RunStore, open_store
+from keel.tools import Tool, ToolResult, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "ApprovalRequired",
+    "Budget",
+    "BudgetExceeded",
+    "CircuitOpen",
+    "ConfigError",
+    "Divergence",
+    "Escalate",
+    "GuardrailTripped",
+    "Handoff",
+    "KeelError",
+    "MemoryStore",
+    "Message",
+    "Middleware",
+    "MissingCredentials",
+    "Model",
+    "ModelError",
+    "ModelResponse",
+    "ModelSettings",
+    "OutputValidationError",
+    "RepeatedFailure",
+    "RetryWithFeedback",
+    "RunContext",
+    "RunError",
+    "RunNotFound",
+    "RunResult",
+    "RunStore",
+    "Signal",
+    "StoreError",
+    "StoreVersionError",
+    "Tool",
+    "ToolContext",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolResult",
+    "UnknownModel",
+    "UnknownOutcome",
+    "Usage",
+    "UserError",
+    "__version__",
+    "configure_json_logging",
+    "open_store",
+    "resolve_model",
+    "tool",
+]

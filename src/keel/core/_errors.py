@@ -1,0 +1,227 @@
+"""The keel error tree, drawn once.
+
+::
+
+    KeelError                       root of everything keel raises on purpose
+    ├── UserError                   the developer misused keel; the message says the fix
+    │   ├── ConfigError             a setting that makes no sense (names the field)
+    │   ├── UnknownModel            a model id keel cannot resolve
+    │   ├── MissingCredentials      a provider needs an API key that is not set
+    │   ├── ToolDefinitionError     a function that cannot become a tool
+    │   ├── StoreError              the run store cannot be used as asked
+    │   │   ├── StoreVersionError   written by a newer keel, or not a keel store
+    │   │   └── RunNotFound         no run with that id
+    ├── RunError                    the run failed; carries run_id and step_key
+    │   ├── BudgetExceeded          steps, tokens, cost or wall time ran out
+    │   ├── ModelError              the model endpoint failed (status, retry_after)
+    │   ├── ToolError               a tool failed in a way the run cannot absorb
+    │   ├── RepeatedFailure         the same failing call kept being repeated
+    │   ├── OutputValidationError   the final answer never matched the output type
+    │   ├── Divergence              the journal no longer matches the code (both sides shown)
+    │   ├── UnknownOutcome          a non-idempotent tool crashed between intent and result
+    │   ├── GuardrailTripped        a guardrail stopped the run
+    │   └── CircuitOpen             a breaker is open; fail fast
+    └── Signal                      raised on purpose to steer control flow
+        ├── RetryWithFeedback       tell the model what to fix and let it try again
+        ├── ApprovalRequired        a step needs a human decision
+        ├── Escalate                hand the run to a human
+        └── Handoff                 hand the conversation to another agent
+
+Retryability is a field (``retryable``), never a guess from the class name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KeelError(Exception):
+    """Root of the keel error tree."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# ---------------------------------------------------------------------------- user errors
+
+
+class UserError(KeelError):
+    """keel was misused. The message names the fix."""
+
+
+class ConfigError(UserError):
+    """A configuration value that makes no sense; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"invalid setting {field!r}: {problem}")
+        self.field = field
+
+
+class UnknownModel(UserError):
+    """A model id that keel cannot resolve to an adapter."""
+
+
+class MissingCredentials(UserError):
+    """A provider needs a key that is not configured."""
+
+
+class ToolDefinitionError(UserError):
+    """A Python function that cannot be turned into a tool, or a clash between tools."""
+
+
+class StoreError(UserError):
+    """The run store cannot be used as asked."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer keel, or is not a keel store at all."""
+
+
+class RunNotFound(StoreError):
+    """No run with the given id exists in the store."""
+
+
+# ----------------------------------------------------------------------------- run errors
+
+
+class RunError(KeelError):
+    """The run failed. Carries the run id and the key of the step that failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        step_key: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.run_id = run_id
+        self.step_key = step_key
+
+    def __str__(self) -> str:
+        where = [f"run {self.run_id}"] if self.run_id else []
+        if self.step_key:
+            where.append(f"step {self.step_key}")
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+
+class BudgetExceeded(RunError):
+    """A per-run limit (steps, tokens, cost, wall time) would be crossed by the next call."""
+
+    def __init__(self, message: str, *, limit: str, used: float, allowed: float, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.used = used
+        self.allowed = allowed
+
+
+class ModelError(RunError):
+    """The model endpoint failed. ``status`` is the HTTP status when there was one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        model: str | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        self.retry_after = retry_after
+        self.model = model
+
+
+class ToolError(RunError):
+    """A tool failed. Raised by tool code to report a failure with a chosen retryability."""
+
+    def __init__(self, message: str, *, hint: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.hint = hint
+
+
+class RepeatedFailure(RunError):
+    """The model kept repeating the same failing call with the same arguments."""
+
+
+class OutputValidationError(RunError):
+    """The model's final answer never validated against the output type."""
+
+
+class Divergence(RunError):
+    """The recorded journal and the code disagree about a step."""
+
+    def __init__(self, message: str, *, recorded: dict[str, Any], requested: dict[str, Any],
+                 **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.recorded = recorded
+        self.requested = requested
+
+    def __str__(self) -> str:
+        return (
+            f"{super().__str__()}\n  recorded:  {self.recorded}\n  requested: {self.requested}\n"
+            "  The code no longer matches this run's journal. Run it with the code version that "
+            "started it, or fork it from an earlier step."
+        )
+
+
+class UnknownOutcome(RunError):
+    """A non-idempotent tool started (intent recorded) but its result was never recorded."""
+
+
+class GuardrailTripped(RunError):
+    """A guardrail stopped the run."""
+
+
+class CircuitOpen(RunError):
+    """A circuit breaker is open; the call was not attempted."""
+
+    retryable = True
+
+
+# -------------------------------------------------------------------------------- signals
+
+
+class Signal(KeelError):
+    """Raised on purpose to steer the run; not a failure."""
+
+
+class RetryWithFeedback(Signal):
+    """Raised by a tool or validator: the model gets ``message`` back and may try again."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ApprovalRequired(Signal):
+    """A step needs a human decision before it can run."""
+
+
+class Escalate(Signal):
+    """Hand the run to a human."""
+
+
+class Handoff(Signal):
+    """Hand the conversation to another agent."""
+
+    def __init__(self, target: str, reason: str = "") -> None:
+        super().__init__(f"handoff to {target}: {reason}" if reason else f"handoff to {target}")
+        self.target = target
+        self.reason = reason

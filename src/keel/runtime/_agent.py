@@ -1,0 +1,165 @@
+"""Agent: instructions + model + tools (+ an optional typed output), run as a ReAct loop
+with the journal, budgets, validation and repeated-failure detection switched on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from keel.core import ConfigError, ModelSettings, RunEvent, RunFinished, ToolSpec, UserError
+from keel.models import Model, parse_model_id, resolve_model
+from keel.runtime._budget import Budget
+from keel.runtime._middleware import Middleware, MiddlewareStack
+from keel.runtime._result import RunResult
+from keel.runtime._runner import Launch, execute, using_store
+from keel.store import RunStore
+from keel.tools import Tool, Toolset
+
+OutputT = TypeVar("OutputT")
+
+
+class Agent(Generic[OutputT]):
+    """A ReAct agent.
+
+    Everything is on by default: argument validation, per-tool timeouts, a per-run
+    :class:`Budget`, repeated-failure detection, structured step logs and the journal (an
+    SQLite file at ``.keel/runs.db`` unless ``store=`` or ``KEEL_STORE`` says otherwise).
+    """
+
+    def __init__(
+        self,
+        name: str = "agent",
+        *,
+        model: str | Model,
+        instructions: str = "",
+        tools: Iterable[Tool] = (),
+        output_type: type[OutputT] | None = None,
+        scopes: Iterable[str] = (),
+        budget: Budget | None = None,
+        settings: ModelSettings | None = None,
+        max_repeated_failures: int = 3,
+        max_output_retries: int = 3,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        if not name or "/" in name or "#" in name or ":" in name:
+            raise ConfigError("name", f"{name!r} must be non-empty without '/', '#' or ':' "
+                              "(it is the first part of every step key)")
+        if isinstance(model, str):
+            parse_model_id(model)  # an unknown id fails here, at definition time
+        elif not isinstance(model, Model):
+            raise ConfigError("model", f"expected a model id string or a keel Model, got "
+                              f"{type(model).__name__}")
+        if max_repeated_failures < 1:
+            raise ConfigError("max_repeated_failures", "must be at least 1")
+        if max_output_retries < 0:
+            raise ConfigError("max_output_retries", "must be 0 or more")
+        self.name = name
+        self.model = model
+        self.instructions = instructions
+        self.toolset = Toolset(tools)
+        if "final_result" in self.toolset and output_type is not None:
+            raise UserError("'final_result' is reserved for the typed output; rename that tool.")
+        self.output_type = output_type
+        self.scopes = frozenset(scopes)
+        self.budget = budget or Budget()
+        self.settings = settings or ModelSettings()
+        self.max_repeated_failures = max_repeated_failures
+        self.max_output_retries = max_output_retries
+        self.stack = MiddlewareStack(middleware)
+        self._model: Model | None = model if isinstance(model, Model) else None
+        self._adapter: pydantic.TypeAdapter[Any] | None = None
+        self.output_wrapped = False
+        if output_type is not None and output_type is not str:
+            self._adapter = pydantic.TypeAdapter(output_type)
+            schema = self._adapter.json_schema()
+            self.output_wrapped = schema.get("type") != "object"
+
+    def __repr__(self) -> str:
+        model = self.model if isinstance(self.model, str) else self.model.name
+        return f"<Agent {self.name} model={model}>"
+
+    # --------------------------------------------------------------------------- internals
+
+    def resolved_model(self) -> Model:
+        if self._model is None:
+            self._model = resolve_model(self.model)
+        return self._model
+
+    def output_adapter(self) -> pydantic.TypeAdapter[Any] | None:
+        return self._adapter
+
+    def final_result_spec(self) -> ToolSpec | None:
+        if self._adapter is None:
+            return None
+        schema = self._adapter.json_schema()
+        if self.output_wrapped:
+            schema = {"type": "object", "properties": {"result": schema}, "required": ["result"]}
+        return ToolSpec(name="final_result", parameters=schema,
+                        description="Give the final answer. Call this once, when done.")
+
+    # ------------------------------------------------------------------------------ running
+
+    async def run(self, input: str, *, store: RunStore | str | None = None,
+                  run_id: str | None = None, deps: Any = None, target: str | None = None,
+                  on_event: Callable[[RunEvent], None] | None = None) -> RunResult[OutputT]:
+        """Run to completion and return the result. Failures raise a ``RunError`` carrying the
+        run id; the run's journal stays in the store, so the run can be resumed."""
+        if not isinstance(input, str):
+            raise UserError(f"agent input must be a string, got {type(input).__name__}")
+        async with using_store(store) as opened:
+            return await execute(self, opened, Launch(input=input, run_id=run_id, deps=deps,
+                                                      target=target, emit=on_event))
+
+    async def resume(self, run_id: str, *, store: RunStore | str | None = None,
+                     deps: Any = None,
+                     on_event: Callable[[RunEvent], None] | None = None) -> RunResult[OutputT]:
+        """Continue a run whose process stopped: recorded steps are not executed again."""
+        async with using_store(store) as opened:
+            return await execute(self, opened, Launch(resume_id=run_id, deps=deps,
+                                                      emit=on_event))
+
+    def run_sync(self, input: str, **kwargs: Any) -> RunResult[OutputT]:
+        """Blocking wrapper around :meth:`run`; refuses to run inside an event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(input, **kwargs))
+        raise UserError("run_sync() was called inside a running event loop; use "
+                        "`await agent.run(...)` there instead.")
+
+    async def stream(self, input: str | None = None, *, resume: str | None = None,
+                     store: RunStore | str | None = None, run_id: str | None = None,
+                     deps: Any = None) -> AsyncIterator[RunEvent]:
+        """Run (or resume) as a stream of events: text and tool-call deltas, model turns,
+        tool calls, observations and step records, ending in one ``RunFinished`` whose result
+        equals what :meth:`run` returns. A failure is raised after the events so far."""
+        if (input is None) == (resume is None):
+            raise UserError("stream() takes an input for a new run or resume=RUN_ID, not both.")
+        queue: asyncio.Queue[RunEvent | BaseException | None] = asyncio.Queue()
+
+        async def drive() -> None:
+            try:
+                async with using_store(store) as opened:
+                    await execute(self, opened, Launch(
+                        input=input, resume_id=resume, run_id=run_id, deps=deps,
+                        emit=queue.put_nowait, streaming=True))
+            except BaseException as exc:  # handed to the consumer
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(drive())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, RunFinished):
+                    break
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

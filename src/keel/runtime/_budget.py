@@ -1,0 +1,81 @@
+"""Per-run budgets: steps, tokens, cost and wall time, checked before every call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from keel.core import BudgetExceeded, ConfigError, Usage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """Limits for one run. ``None`` switches one limit off; :meth:`unlimited` all of them.
+
+    Defaults are generous: they stop runaway loops and bills, not normal work. ``max_steps``
+    counts journal steps that do work (model turns and tool calls); ``max_wall_seconds`` counts
+    time spent running (time suspended or between a crash and a resume does not count).
+    """
+
+    max_steps: int | None = 200
+    max_tokens: int | None = 2_000_000
+    max_cost_usd: float | None = 10.0
+    max_wall_seconds: float | None = 1800.0
+
+    def __post_init__(self) -> None:
+        for field_name in ("max_steps", "max_tokens", "max_cost_usd", "max_wall_seconds"):
+            value = getattr(self, field_name)
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise ConfigError(field_name, f"must be a positive number or None, got {value!r}")
+
+    @classmethod
+    def unlimited(cls) -> Budget:
+        return cls(max_steps=None, max_tokens=None, max_cost_usd=None, max_wall_seconds=None)
+
+
+class BudgetTracker:
+    """What a run has used so far, against its :class:`Budget`."""
+
+    __slots__ = ("_started", "budget", "prior_seconds", "steps", "usage")
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.steps = 0
+        self.usage = Usage()
+        self.prior_seconds = 0.0
+        self._started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.prior_seconds + (time.monotonic() - self._started)
+
+    def check(self, kind: str, *, run_id: str, step_key: str) -> None:
+        """Raise :class:`BudgetExceeded` if one more ``kind`` step would cross a limit."""
+        b = self.budget
+        if b.max_steps is not None and self.steps + 1 > b.max_steps:
+            self._fail("steps", self.steps, b.max_steps, run_id, step_key)
+        if b.max_tokens is not None and self.usage.total_tokens >= b.max_tokens:
+            self._fail("tokens", self.usage.total_tokens, b.max_tokens, run_id, step_key)
+        if b.max_cost_usd is not None and self.usage.cost_usd >= b.max_cost_usd:
+            self._fail("cost_usd", self.usage.cost_usd, b.max_cost_usd, run_id, step_key)
+        if b.max_wall_seconds is not None and self.elapsed >= b.max_wall_seconds:
+            self._fail("wall_seconds", round(self.elapsed, 3), b.max_wall_seconds, run_id,
+                       step_key)
+
+    def record(self, usage: Usage | None, *, replayed_latency_ms: float = 0.0) -> None:
+        self.steps += 1
+        if usage is not None:
+            self.usage = self.usage + usage
+        if replayed_latency_ms:
+            self.prior_seconds += replayed_latency_ms / 1000.0
+
+    @staticmethod
+    def _fail(limit: str, used: float, allowed: float, run_id: str, step_key: str) -> None:
+        raise BudgetExceeded(
+            f"budget exceeded: {limit} used {used} of {allowed}. Raise the limit with "
+            f"Agent(budget=Budget({_FIELD[limit]}=...)) if this run legitimately needs more",
+            limit=limit, used=used, allowed=allowed, run_id=run_id, step_key=step_key)
+
+
+_FIELD = {"steps": "max_steps", "tokens": "max_tokens", "cost_usd": "max_cost_usd",
+          "wall_seconds": "max_wall_seconds"}

@@ -1,0 +1,165 @@
+"""The journal: every side effect of a run is a step, recorded before the run moves on.
+
+``Journal.step`` is the one door. For a key already recorded it returns the recorded result
+(after checking that kind, name and input hash still match, else :class:`Divergence`); for a
+new key it runs the function and appends a ``result`` entry. Steps that must not run twice
+(non-idempotent tools) append an ``intent`` entry first; finding an intent without a result on
+resume means the outcome is unknown: the step's reconcile hook decides, or the run stops with
+:class:`UnknownOutcome`. It never silently runs such a step again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from keel.core import STEP_LOGGER, Divergence, UnknownOutcome, Usage, UserError
+from keel.core._redact import redact
+from keel.runtime._budget import BudgetTracker
+from keel.store import JournalEntry, RunStore
+
+T = TypeVar("T")
+_log = logging.getLogger(STEP_LOGGER)
+_INFO = logging.INFO
+
+#: Called after each completed step: (entry, value, replayed).
+StepObserver = Callable[[JournalEntry, Any, bool], None]
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class Journal:
+    """One run's journal, backed by a :class:`RunStore`."""
+
+    __slots__ = ("_intents", "_results", "_seen", "agent", "budget", "observer", "run_id",
+                 "seq", "store")
+
+    def __init__(self, store: RunStore, run_id: str, agent: str, entries: list[JournalEntry],
+                 budget: BudgetTracker) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.agent = agent
+        self.budget = budget
+        self.observer: StepObserver | None = None
+        self._results: dict[str, JournalEntry] = {}
+        self._intents: dict[str, JournalEntry] = {}
+        for e in entries:
+            (self._results if e.phase == "result" else self._intents)[e.key] = e
+        self.seq = max((e.seq for e in entries), default=-1) + 1
+        self._seen: set[str] = set()
+
+    @property
+    def recorded_steps(self) -> int:
+        return len(self._results)
+
+    def is_recorded(self, key: str) -> bool:
+        return key in self._results
+
+    async def step(
+        self,
+        key: str,
+        kind: str,
+        name: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        input_hash: str,
+        intent: Any = None,
+        idempotent: bool = True,
+        reconcile: Callable[[], Awaitable[Any | None]] | None = None,
+        encode: Callable[[T], Any] = _identity,
+        decode: Callable[[Any], T] = _identity,
+        usage_of: Callable[[T], Usage | None] | None = None,
+        budgeted: bool = True,
+    ) -> tuple[T, bool]:
+        """Run or replay one step. Returns ``(value, replayed)``."""
+        if key in self._seen:
+            raise UserError(
+                f"step key {key!r} was used twice in run {self.run_id}; every step of a run "
+                "needs its own deterministic key (add a counter or an index to the path).")
+        self._seen.add(key)
+        recorded = self._results.get(key)
+        if recorded is not None:
+            self._check(recorded, kind, name, input_hash)
+            value = decode(recorded.data)
+            if budgeted:
+                self.budget.record(usage_of(value) if usage_of else None,
+                                   replayed_latency_ms=recorded.latency_ms)
+            if self.observer is not None:
+                self.observer(recorded, value, True)
+            return value, True
+        if budgeted:
+            self.budget.check(kind, run_id=self.run_id, step_key=key)
+        started_intent = self._intents.get(key)
+        if started_intent is not None:
+            self._check(started_intent, kind, name, input_hash)
+            if not idempotent:
+                decided = await self._reconcile(key, name, reconcile)
+                if decided is not None:
+                    value = decode(decided)
+                    await self._record(key, "result", kind, name, input_hash, decided, 0.0)
+                    return value, False
+        elif not idempotent:
+            await self._record(key, "intent", kind, name, input_hash, redact(intent), 0.0)
+        t0 = time.perf_counter()
+        value = await fn()
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        entry = await self._record(key, "result", kind, name, input_hash, encode(value),
+                                   latency_ms)
+        if budgeted:
+            self.budget.record(usage_of(value) if usage_of else None)
+        if self.observer is not None:
+            self.observer(entry, value, False)
+        return value, False
+
+    async def _reconcile(self, key: str, name: str,
+                         reconcile: Callable[[], Awaitable[Any | None]] | None) -> Any | None:
+        if reconcile is None:
+            raise UnknownOutcome(
+                f"{name} started but its result was never recorded (the process stopped in "
+                "between), and it is not idempotent, so keel will not run it again. Check the "
+                "outside system, then give the tool a reconcile= hook or resolve the run by hand",
+                run_id=self.run_id, step_key=key)
+        try:
+            return await reconcile()
+        except Exception as exc:
+            raise UnknownOutcome(
+                f"{name} started but its result was never recorded, and its reconcile hook "
+                f"failed: {type(exc).__name__}: {exc}", run_id=self.run_id, step_key=key) from exc
+
+    def _check(self, entry: JournalEntry, kind: str, name: str, input_hash: str) -> None:
+        if entry.kind != kind or entry.name != name or entry.input_hash != input_hash:
+            raise Divergence(
+                f"journal divergence at step {entry.key!r}",
+                recorded={"kind": entry.kind, "name": entry.name, "input_hash": entry.input_hash},
+                requested={"kind": kind, "name": name, "input_hash": input_hash},
+                run_id=self.run_id, step_key=entry.key)
+
+    async def _record(self, key: str, phase: str, kind: str, name: str, input_hash: str,
+                      data: Any, latency_ms: float) -> JournalEntry:
+        entry = JournalEntry(seq=self.seq, key=key, phase=phase,  # type: ignore[arg-type]
+                             kind=kind, name=name, input_hash=input_hash, data=data,
+                             created_at=time.time(), latency_ms=latency_ms)
+        self.seq += 1
+        await self.store.append(self.run_id, (entry,))
+        (self._results if phase == "result" else self._intents)[key] = entry
+        return entry
+
+    def log_step(self, entry: JournalEntry, *, tool_name: str | None, success: bool,
+                 usage: Usage | None, error_type: str | None = None) -> None:
+        """One structured log line for a completed step (INFO on ``keel.step``)."""
+        if not _log.isEnabledFor(_INFO):
+            return
+        _log.info(
+            "%s %s", entry.kind, entry.key,
+            extra={
+                "run_id": self.run_id, "step_key": entry.key, "agent": self.agent,
+                "action": entry.kind, "tool_name": tool_name,
+                "latency_ms": round(entry.latency_ms, 3), "success": success,
+                "input_tokens": usage.input_tokens if usage else 0,
+                "output_tokens": usage.output_tokens if usage else 0,
+                "cost_usd": usage.cost_usd if usage else 0.0, "error_type": error_type,
+            })

@@ -1,0 +1,351 @@
+"""The ReAct loop: model turn, tool calls, observations, until a valid final answer.
+
+Every model request and tool call is a journal step with a deterministic key
+(``agent/turn:N/model``, ``agent/turn:N/tool:NAME#I``), so the same loop both runs a new run
+and resumes or replays a recorded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from keel.core import (
+    Message,
+    ModelResponse,
+    ModelTurn,
+    Observation,
+    OutputValidationError,
+    RepeatedFailure,
+    RunEvent,
+    StepRecorded,
+    ToolCallPart,
+    ToolCallStarted,
+    ToolContext,
+    ToolResultPart,
+    ToolSpec,
+    Usage,
+    canonical_json,
+    message_to_dict,
+    stable_hash,
+)
+from keel.runtime._journal import Journal
+from keel.runtime._middleware import ModelRequestInput, ToolCallInput
+from keel.runtime._result import RunResult
+from keel.store import JournalEntry
+from keel.tools import ToolResult
+
+if TYPE_CHECKING:
+    from keel.runtime._agent import Agent
+
+FINAL_TOOL = "final_result"
+Emit = Callable[[RunEvent], None]
+
+
+def _decode_tool(data: Any) -> ToolResult:
+    return ToolResult.from_dict(data)
+
+
+def _encode_tool(result: ToolResult) -> Any:
+    return result.to_dict()
+
+
+def _model_usage(resp: ModelResponse) -> Usage:
+    return resp.usage
+
+
+class AgentLoop:
+    """One execution (fresh or resumed) of an agent's ReAct loop."""
+
+    def __init__(self, agent: Agent[Any], journal: Journal, *, deps: Any,
+                 emit: Emit | None, streaming: bool) -> None:
+        self.agent = agent
+        self.journal = journal
+        self.deps = deps
+        self.emit = emit
+        self.streaming = streaming
+        self.history: list[Message] = []
+        self._sent = 0
+        self._failures: dict[str, int] = {}
+        self._output_retries = 0
+        self.replayed = 0
+        tools = agent.toolset
+        self._permitted = tools.permitted(agent.scopes)
+        specs = self._permitted.specs()
+        self._final_spec: ToolSpec | None = agent.final_result_spec()
+        if self._final_spec is not None:
+            specs.append(self._final_spec)
+        self.specs = specs
+        self._specs_hash = stable_hash([model_name(agent), [s.name for s in specs]])
+        journal.observer = self._on_step
+
+    # ------------------------------------------------------------------------------ driving
+
+    async def run(self, user_input: str) -> RunResult[Any]:
+        agent = self.agent
+        if agent.instructions:
+            self.history.append(Message.system(agent.instructions))
+        self.history.append(Message.user(user_input))
+        turn = 0
+        while True:
+            response = await self._model_turn(turn)
+            calls = response.tool_calls
+            final = [c for c in calls if c.tool_name == FINAL_TOOL and self._final_spec]
+            if final:
+                done = self._accept_final_call(final[0], calls)
+                if done is not None:
+                    return self._result(done, response)
+            elif not calls:
+                done = self._accept_text(response.text)
+                if done is not None:
+                    return self._result(done, response)
+            else:
+                await self._tool_calls(turn, calls)
+            turn += 1
+
+    def _result(self, output: Any, response: ModelResponse) -> RunResult[Any]:
+        tracker = self.journal.budget
+        return RunResult(run_id=self.journal.run_id, agent=self.agent.name, output=output,
+                         text=response.text, usage=tracker.usage, steps=tracker.steps,
+                         replayed_steps=self.replayed, messages=list(self.history))
+
+    # ---------------------------------------------------------------------------- the model
+
+    async def _model_turn(self, turn: int) -> ModelResponse:
+        agent = self.agent
+        key = f"{agent.name}/turn:{turn}/model"
+        delta = [message_to_dict(m) for m in self.history[self._sent:]]
+        self._sent = len(self.history)
+        input_hash = stable_hash([self._specs_hash, delta])
+        history = self.history
+        specs = self.specs
+
+        async def request() -> ModelResponse:
+            model = agent.resolved_model()
+            if self.streaming and self.emit is not None:
+                from keel.runtime._streaming import StreamingModel
+
+                model = StreamingModel(model, self.emit)
+            inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key, agent=agent.name,
+                                    model=model, messages=history, tools=specs,
+                                    settings=agent.settings)
+            return await agent.stack.model_request(inp)
+
+        response, replayed = await self.journal.step(
+            key, "model", model_name(agent), request, input_hash=input_hash,
+            encode=ModelResponse.to_dict, decode=ModelResponse.from_dict, usage_of=_model_usage)
+        self.history.append(response.message)
+        if self.emit is not None:
+            self.emit(ModelTurn(key=key, text=response.text, usage=response.usage,
+                                tool_calls=tuple((c.tool_name, c.arguments)
+                                                 for c in response.tool_calls),
+                                replayed=replayed))
+        return response
+
+    # -------------------------------------------------------------------------------- tools
+
+    async def _tool_calls(self, turn: int, calls: list[ToolCallPart]) -> None:
+        counts: dict[str, int] = {}
+        keyed: list[tuple[str, ToolCallPart]] = []
+        for call in calls:
+            n = counts.get(call.tool_name, 0)
+            counts[call.tool_name] = n + 1
+            keyed.append((f"{self.agent.name}/turn:{turn}/tool:{call.tool_name}#{n}", call))
+        parallel = [(k, c) for k, c in keyed if not self._runs_alone(c.tool_name)]
+        alone = [(k, c) for k, c in keyed if self._runs_alone(c.tool_name)]
+        outcomes: dict[str, ToolResult | BaseException] = {}
+        if len(parallel) == 1:
+            k, c = parallel[0]
+            outcomes[k] = await self._guarded(k, c)
+        elif parallel:
+            results = await asyncio.gather(*(self._guarded(k, c) for k, c in parallel))
+            outcomes.update({k: r for (k, _), r in zip(parallel, results, strict=True)})
+        for k, c in alone:
+            outcomes[k] = await self._guarded(k, c)
+        parts: list[ToolResultPart] = []
+        for key, call in keyed:
+            outcome = outcomes[key]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            parts.append(self._observe(key, call, outcome))
+        self.history.append(Message(role="tool", parts=tuple(parts)))
+
+    def _runs_alone(self, name: str) -> bool:
+        t = self._permitted.get(name)
+        return t is not None and t.meta.run_alone
+
+    async def _guarded(self, key: str, call: ToolCallPart) -> ToolResult | BaseException:
+        """Run one call; an exception is returned (not raised) so sibling calls finish and
+        their results are recorded before the run stops."""
+        try:
+            return await self._tool_step(key, call)
+        except Exception as exc:  # re-raised by the caller after siblings finish
+            return exc
+
+    async def _tool_step(self, key: str, call: ToolCallPart) -> ToolResult:
+        agent = self.agent
+        tool = self._permitted.get(call.tool_name)
+        if self.emit is not None:
+            self.emit(ToolCallStarted(key=key, tool_name=call.tool_name, arguments=call.arguments))
+        idempotent = True if tool is None else tool.meta.idempotent
+        ctx = ToolContext(run_id=self.journal.run_id, step_key=key, agent=agent.name,
+                          idempotency_key=f"{self.journal.run_id}/{key}", scopes=agent.scopes,
+                          deps=self.deps)
+
+        async def execute() -> ToolResult:
+            if tool is None:
+                return self._missing_tool(call.tool_name)
+            inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name, tool=tool,
+                                arguments=call.arguments, ctx=ctx)
+            return await agent.stack.tool_call(inp)
+
+        reconcile = None
+        if tool is not None and tool.reconcile is not None:
+            hook = tool.reconcile
+
+            async def reconcile_call() -> Any | None:
+                args = json.loads(call.arguments or "{}")
+                value = await hook(args, ctx)
+                if value is None:
+                    return None
+                return ToolResult(content=_render(value), value=value).to_dict()
+
+            reconcile = reconcile_call
+        result, _ = await self.journal.step(
+            key, "tool", call.tool_name, execute,
+            input_hash=stable_hash([call.tool_name, call.arguments]),
+            intent={"tool": call.tool_name, "arguments": call.arguments,
+                    "idempotency_key": ctx.idempotency_key},
+            idempotent=idempotent, reconcile=reconcile, encode=_encode_tool, decode=_decode_tool)
+        return result
+
+    def _missing_tool(self, name: str) -> ToolResult:
+        if name in self.agent.toolset:
+            return ToolResult.fail(
+                "permission_denied", f"this agent may not call {name}: it needs scopes "
+                f"{sorted(self.agent.toolset.get(name).meta.scopes)}",  # type: ignore[union-attr]
+                retryable=False, hint="Use one of the tools you were given.")
+        available = ", ".join(self._permitted.names) or "(none)"
+        return ToolResult.fail("unknown_tool", f"there is no tool named {name!r}",
+                               retryable=True, hint=f"Available tools: {available}.")
+
+    def _observe(self, key: str, call: ToolCallPart, result: ToolResult) -> ToolResultPart:
+        content = result.content
+        if result.failure is not None:
+            sig = f"{call.tool_name}\x00{_canonical_args(call.arguments)}"
+            n = self._failures.get(sig, 0) + 1
+            self._failures[sig] = n
+            limit = self.agent.max_repeated_failures
+            if n >= limit:
+                raise RepeatedFailure(
+                    f"{call.tool_name} failed {n} times with the same arguments "
+                    f"({result.failure.error_type}: {result.failure.message}); stopping instead "
+                    "of looping. Raise Agent(max_repeated_failures=...) to allow more",
+                    run_id=self.journal.run_id, step_key=key)
+            if n >= 2:
+                content += (f"\n[keel: this exact call has now failed {n} times; the run stops "
+                            f"after {limit}. Change the arguments or take another approach.]")
+        if self.emit is not None:
+            self.emit(Observation(key=key, tool_name=call.tool_name, content=content,
+                                  is_error=result.is_error))
+        return ToolResultPart(call_id=call.call_id, tool_name=call.tool_name, content=content,
+                              is_error=result.is_error)
+
+    # ------------------------------------------------------------------------- final output
+
+    def _accept_final_call(self, final: ToolCallPart, calls: list[ToolCallPart]) -> Any | None:
+        adapter = self.agent.output_adapter()
+        assert adapter is not None
+        try:
+            data = json.loads(final.arguments or "{}")
+            if self.agent.output_wrapped:
+                data = data.get("result") if isinstance(data, dict) else data
+            return adapter.validate_python(data)
+        except (ValueError, pydantic.ValidationError) as exc:
+            message = _validation_message(exc)
+        parts = [ToolResultPart(call_id=c.call_id, tool_name=c.tool_name,
+                                content=(f'{{"error": "final_result rejected: {message}"}}'
+                                         if c is final else
+                                         '{"error": "not run: final_result was called"}'),
+                                is_error=True) for c in calls]
+        self.history.append(Message(role="tool", parts=tuple(parts)))
+        self._bump_output_retry(message)
+        return None
+
+    def _accept_text(self, text: str) -> Any | None:
+        adapter = self.agent.output_adapter()
+        if adapter is None:
+            return text
+        try:
+            data = json.loads(_strip_fences(text))
+            if self.agent.output_wrapped and isinstance(data, dict) and "result" in data:
+                data = data["result"]
+            return adapter.validate_python(data)
+        except (ValueError, pydantic.ValidationError) as exc:
+            message = _validation_message(exc)
+        self.history.append(Message.user(
+            f"Your answer does not match the required output: {message}. Call the "
+            f"{FINAL_TOOL} tool with arguments that match its schema."))
+        self._bump_output_retry(message)
+        return None
+
+    def _bump_output_retry(self, message: str) -> None:
+        self._output_retries += 1
+        if self._output_retries > self.agent.max_output_retries:
+            raise OutputValidationError(
+                f"the model's final answer failed validation {self._output_retries} times "
+                f"(last: {message}); raise Agent(max_output_retries=...) or simplify the output "
+                "type", run_id=self.journal.run_id)
+
+    # ------------------------------------------------------------------------------ observer
+
+    def _on_step(self, entry: JournalEntry, value: Any, replayed: bool) -> None:
+        if replayed:
+            self.replayed += 1
+        else:
+            if isinstance(value, ModelResponse):
+                self.journal.log_step(entry, tool_name=None, success=True, usage=value.usage)
+            elif isinstance(value, ToolResult):
+                f = value.failure
+                self.journal.log_step(entry, tool_name=entry.name, success=f is None, usage=None,
+                                      error_type=None if f is None else f.error_type)
+        if self.emit is not None:
+            self.emit(StepRecorded(key=entry.key, kind=entry.kind, name=entry.name,
+                                   latency_ms=entry.latency_ms, replayed=replayed))
+
+
+def model_name(agent: Agent[Any]) -> str:
+    m = agent.model
+    return m if isinstance(m, str) else m.name
+
+
+def _render(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _canonical_args(arguments: str) -> str:
+    try:
+        return canonical_json(json.loads(arguments))
+    except ValueError:
+        return arguments
+
+
+def _strip_fences(text: str) -> str:
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[1] if "\n" in t else ""
+        if t.rstrip().endswith("```"):
+            t = t.rstrip()[:-3]
+    return t
+
+
+def _validation_message(exc: Exception) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}"
+                         for e in exc.errors(include_url=False))
+    return f"not valid JSON ({exc})"
+

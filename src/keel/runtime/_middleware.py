@@ -1,0 +1,118 @@
+"""The middleware grid: one set of hooks, each taking one input object and a ``next``.
+
+Hooks wrap the live execution of a step (inside the journal), so a replayed step does not
+pass through them again. Middleware listed first is outermost. Input objects are frozen
+dataclasses that can grow fields without breaking anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from keel.core import Message, ModelResponse, ModelSettings, ToolContext, ToolSpec
+from keel.models import Model
+from keel.tools import Tool, ToolResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRequestInput:
+    run_id: str
+    step_key: str
+    agent: str
+    model: Model
+    messages: Sequence[Message]
+    tools: Sequence[ToolSpec]
+    settings: ModelSettings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallInput:
+    run_id: str
+    step_key: str
+    agent: str
+    tool: Tool
+    arguments: str
+    ctx: ToolContext
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStartInput:
+    run_id: str
+    agent: str
+    input: Any
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEndInput:
+    run_id: str
+    agent: str
+    status: str
+    output: Any
+    error: BaseException | None
+
+
+ModelNext = Callable[[ModelRequestInput], Awaitable[ModelResponse]]
+ToolNext = Callable[[ToolCallInput], Awaitable[ToolResult]]
+
+
+class Middleware:
+    """Override any hook; the defaults pass through."""
+
+    async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
+        return await next(inp)
+
+    async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
+        return await next(inp)
+
+    async def on_run_start(self, inp: RunStartInput) -> None:
+        return None
+
+    async def on_run_end(self, inp: RunEndInput) -> None:
+        return None
+
+
+async def _call_model(inp: ModelRequestInput) -> ModelResponse:
+    return await inp.model.request(inp.messages, inp.tools, inp.settings)
+
+
+async def _call_tool(inp: ToolCallInput) -> ToolResult:
+    return await inp.tool.call(inp.arguments, inp.ctx)
+
+
+def _bind_model(mw: Middleware, nxt: ModelNext) -> ModelNext:
+    async def handler(inp: ModelRequestInput) -> ModelResponse:
+        return await mw.wrap_model_request(inp, nxt)
+    return handler
+
+
+def _bind_tool(mw: Middleware, nxt: ToolNext) -> ToolNext:
+    async def handler(inp: ToolCallInput) -> ToolResult:
+        return await mw.wrap_tool_call(inp, nxt)
+    return handler
+
+
+class MiddlewareStack:
+    """Middleware composed once, in order (first = outermost)."""
+
+    def __init__(self, middleware: Sequence[Middleware] = ()) -> None:
+        self.middleware = tuple(middleware)
+        model: ModelNext = _call_model
+        tool: ToolNext = _call_tool
+        for mw in reversed(self.middleware):
+            if type(mw).wrap_model_request is not Middleware.wrap_model_request:
+                model = _bind_model(mw, model)
+            if type(mw).wrap_tool_call is not Middleware.wrap_tool_call:
+                tool = _bind_tool(mw, tool)
+        self.model_request = model
+        self.tool_call = tool
+
+    async def run_start(self, inp: RunStartInput) -> None:
+        for mw in self.middleware:
+            await mw.on_run_start(inp)
+
+    async def run_end(self, inp: RunEndInput) -> None:
+        for mw in reversed(self.middleware):
+            await mw.on_run_end(inp)

@@ -1,0 +1,30 @@
+"""What a finished run returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from keel.core import Message, Usage
+
+OutputT = TypeVar("OutputT")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult(Generic[OutputT]):
+    """A completed run: its typed ``output``, the final ``text``, totals and the conversation."""
+
+    run_id: str
+    agent: str
+    output: OutputT
+    text: str
+    usage: Usage
+    steps: int
+    replayed_steps: int = 0
+    messages: list[Message] = field(default_factory=list)
+    status: str = "completed"
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "agent": self.agent, "status": self.status,
+                "steps": self.steps, "replayed_steps": self.replayed_steps,
+                **self.usage.to_dict()}

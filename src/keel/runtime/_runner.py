@@ -1,0 +1,155 @@
+"""Run lifecycle: create or load the run record, drive the loop, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from keel.core import (
+    KeelError,
+    RunError,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    Signal,
+    StoreError,
+    new_run_id,
+)
+from keel.core._redact import redact
+from keel.runtime._budget import BudgetTracker
+from keel.runtime._journal import Journal
+from keel.runtime._loop import AgentLoop, model_name
+from keel.runtime._middleware import RunEndInput, RunStartInput
+from keel.runtime._result import RunResult
+from keel.store import RunRecord, RunStore, open_store
+
+if TYPE_CHECKING:
+    from keel.runtime._agent import Agent
+
+DEFAULT_STORE_URL = "sqlite:///.keel/runs.db"
+
+
+def default_store_url() -> str:
+    """``KEEL_STORE`` if set, else ``.keel/runs.db`` under the working directory."""
+    return os.environ.get("KEEL_STORE") or DEFAULT_STORE_URL
+
+
+@asynccontextmanager
+async def using_store(store: RunStore | str | None) -> AsyncIterator[RunStore]:
+    """Yield the given store, or open (and afterwards close) one from a URL / the default."""
+    if isinstance(store, RunStore):
+        yield store
+        return
+    opened = open_store(store or default_store_url())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """How to start one execution: a new run (``input``) or a resume (``resume_id``)."""
+
+    input: str | None = None
+    resume_id: str | None = None
+    run_id: str | None = None
+    deps: Any = None
+    target: str | None = None
+    emit: Callable[[RunEvent], None] | None = None
+    streaming: bool = False
+
+
+async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResult[Any]:
+    agent.resolved_model()  # fail on a bad id or a missing key before anything is written
+    record, entries = await _open_run(agent, store, launch)
+    tracker = BudgetTracker(agent.budget)
+    journal = Journal(store, record.run_id, agent.name, entries, tracker)
+    loop = AgentLoop(agent, journal, deps=launch.deps, emit=launch.emit,
+                     streaming=launch.streaming)
+    resumed = launch.resume_id is not None
+    if launch.emit is not None:
+        launch.emit(RunStarted(run_id=record.run_id, agent=agent.name, resumed=resumed))
+    await agent.stack.run_start(RunStartInput(run_id=record.run_id, agent=agent.name,
+                                              input=record.input, resumed=resumed))
+    try:
+        result = await loop.run(str(record.input))
+    except BaseException as exc:
+        await _record_failure(store, record, tracker, exc)
+        await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
+                                              status=_status_for(exc), output=None, error=exc))
+        raise
+    await store.update_run(record.with_status(
+        "completed", output=_jsonable(result.output), updated_at=time.time(),
+        usage={**tracker.usage.to_dict(), "steps": tracker.steps}, error=None))
+    await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
+                                          status="completed", output=result.output, error=None))
+    if launch.emit is not None:
+        launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
+    return result
+
+
+async def _open_run(agent: Agent[Any], store: RunStore,
+                    launch: Launch) -> tuple[RunRecord, list[Any]]:
+    if launch.resume_id is None:
+        now = time.time()
+        record = RunRecord(run_id=launch.run_id or new_run_id(), agent=agent.name,
+                           status="running", input=launch.input, created_at=now, updated_at=now,
+                           target=launch.target, metadata={"model": model_name(agent)})
+        await store.create_run(record)
+        return record, []
+    record = await store.get_run(launch.resume_id)
+    if record.agent != agent.name:
+        raise StoreError(
+            f"run {record.run_id} belongs to agent {record.agent!r}, not {agent.name!r}; resume "
+            "it with the agent that started it.")
+    if record.status == "completed":
+        raise StoreError(
+            f"run {record.run_id} already completed; nothing to resume. `keel runs show "
+            f"{record.run_id}` prints its journal.")
+    entries = await store.read_journal(record.run_id)
+    record = record.with_status("running", updated_at=time.time(), error=None)
+    await store.update_run(record)
+    return record, entries
+
+
+def _status_for(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "cancelled"
+    if isinstance(exc, Signal):
+        return "suspended"
+    return "failed"
+
+
+async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTracker,
+                          exc: BaseException) -> None:
+    if isinstance(exc, RunError) and exc.run_id is None:
+        exc.run_id = record.run_id
+    error = {"type": type(exc).__name__, "message": redact(getattr(exc, "message", str(exc))),
+             "step_key": getattr(exc, "step_key", None),
+             "retryable": bool(getattr(exc, "retryable", False))}
+    if not isinstance(exc, KeelError | asyncio.CancelledError | KeyboardInterrupt):
+        error["message"] = redact(f"{type(exc).__name__}: {exc}")
+    status = _status_for(exc)
+    try:
+        await asyncio.shield(store.update_run(record.with_status(
+            status, error=error, updated_at=time.time(),  # type: ignore[arg-type]
+            usage={**tracker.usage.to_dict(), "steps": tracker.steps})))
+    except Exception:  # the original failure matters more than a failed status write
+        return
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    try:
+        return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
+    except (pydantic.PydanticSchemaGenerationError, TypeError):
+        return str(value)

@@ -1,0 +1,121 @@
+"""The RunStore seam: runs and their append-only journals.
+
+A run record holds the run's identity, status, input, output and totals. Its journal is an
+ordered list of entries; each journal step writes a ``result`` entry, and steps whose effect
+must not be repeated (non-idempotent tools) first write an ``intent`` entry. ``append`` of a
+batch is atomic: a batch is either wholly in the store or not at all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeAlias
+
+#: Bump when the stored layout changes; stores refuse files written with a newer version.
+SCHEMA_VERSION = 1
+
+RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("running", "suspended", "completed", "failed", "cancelled")
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+Phase: TypeAlias = Literal["intent", "result"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalEntry:
+    """One record in a run's journal.
+
+    ``key`` is the step's deterministic path (``support/turn:3/tool:refund#0``); ``kind`` and
+    ``name`` say what the step is (``model``/``gpt-4o``, ``tool``/``refund``); ``input_hash``
+    lets a resumed run detect that the code now asks for something else (a divergence).
+    ``data`` is the step's JSON-able payload: the arguments for an intent, the output for a
+    result.
+    """
+
+    seq: int
+    key: str
+    phase: Phase
+    kind: str
+    name: str
+    input_hash: str
+    data: Any
+    created_at: float
+    latency_ms: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """A run's identity and outcome. ``target`` names the code that runs it (for
+    ``module:attr`` agents: what ``keel resume`` imports); ``metadata`` is free-form JSON."""
+
+    run_id: str
+    agent: str
+    status: RunStatus
+    input: Any
+    created_at: float
+    updated_at: float
+    target: str | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def with_status(self, status: RunStatus, **changes: Any) -> RunRecord:
+        return replace(self, status=status, **changes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFilter:
+    """Which runs ``list_runs`` returns: newest first, ``limit`` at a time from ``offset``."""
+
+    status: RunStatus | None = None
+    agent: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+class RunStore(ABC):
+    """Where runs and their journals live. Implementations: memory, SQLite (and Postgres)."""
+
+    @abstractmethod
+    async def create_run(self, record: RunRecord) -> None:
+        """Store a new run. Raises :class:`keel.StoreError` if the id exists."""
+
+    @abstractmethod
+    async def append(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
+        """Append entries to a run's journal, atomically. Raises :class:`keel.RunNotFound`."""
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord:
+        """Raises :class:`keel.RunNotFound` for an unknown id."""
+
+    @abstractmethod
+    async def read_journal(self, run_id: str) -> list[JournalEntry]:
+        """The run's entries in append order. Raises :class:`keel.RunNotFound`."""
+
+    @abstractmethod
+    async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]: ...
+
+    @abstractmethod
+    async def update_run(self, record: RunRecord) -> None:
+        """Replace a run's record (status, output, error, usage). Raises RunNotFound."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files. Safe to call more than once."""
+
+    async def __aenter__(self) -> RunStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def check_status(status: str) -> RunStatus:
+    from keel.core import UserError
+
+    if status not in RUN_STATUSES:
+        raise UserError(f"unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}.")
+    return status  # type: ignore[return-value,unused-ignore]

@@ -1,0 +1,306 @@
+"""The Tool seam and ``@tool``: typed Python functions become validated, bounded tools."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias, get_type_hints, overload
+
+import pydantic
+
+from keel.core import (
+    RetryWithFeedback,
+    Signal,
+    ToolContext,
+    ToolDefinitionError,
+    ToolError,
+    ToolSpec,
+)
+from keel.tools._docstring import parse_docstring
+from keel.tools._result import ToolResult
+
+Risk: TypeAlias = Literal["read", "write", "irreversible"]
+RISKS: tuple[Risk, ...] = ("read", "write", "irreversible")
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_OUTPUT_LIMIT = 20_000
+
+#: A semantic check on validated arguments, run before the tool. Return ``None`` to accept,
+#: or a message (or raise ``ValueError`` / ``RetryWithFeedback``) to reject.
+ArgValidator: TypeAlias = Callable[[Any], "str | Awaitable[str | None] | None"]
+#: Decides a call whose outcome is unknown (intent recorded, no result): return the result if
+#: the effect happened, ``None`` if it did not (then the call is made again with the same
+#: idempotency key).
+Reconciler: TypeAlias = Callable[[dict[str, Any], ToolContext], Awaitable[Any | None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolMeta:
+    """Everything keel needs to know about a tool besides its code."""
+
+    name: str
+    description: str
+    group: str = "default"
+    risk: Risk = "read"
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    idempotent: bool = True
+    timeout: float | None = DEFAULT_TIMEOUT
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+    run_alone: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
+            raise ToolDefinitionError(
+                f"tool name {self.name!r} must be letters, digits, '_' or '-' (providers reject "
+                "other characters); pass name= to @tool.")
+        if len(self.name) > 64:
+            raise ToolDefinitionError(f"tool name {self.name!r} is over 64 characters.")
+        if self.risk not in RISKS:
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: risk must be one of {RISKS}, not {self.risk!r}.")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ToolDefinitionError(f"tool {self.name!r}: timeout must be > 0 seconds or None.")
+        if self.output_limit < 100:
+            raise ToolDefinitionError(f"tool {self.name!r}: output_limit must be >= 100 chars.")
+
+
+class Tool(ABC):
+    """A tool: metadata, a JSON Schema, and one ``call`` that never raises for tool failures.
+
+    ``call`` returns a :class:`ToolResult`; a failure (bad JSON, bad arguments, a rejected
+    validation, a timeout, an exception) comes back as a result with ``failure`` set.
+    Signals (approval, escalation, handoff) still propagate.
+    """
+
+    meta: ToolMeta
+    reconcile: Reconciler | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    @abstractmethod
+    def parameters(self) -> dict[str, Any]: ...
+
+    @property
+    def spec(self) -> ToolSpec:
+        return ToolSpec(name=self.meta.name, description=self.meta.description,
+                        parameters=self.parameters)
+
+    @abstractmethod
+    async def call(self, arguments: str | dict[str, Any], ctx: ToolContext) -> ToolResult: ...
+
+
+def render_value(value: Any) -> str:
+    """How a return value is shown to the model."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def limit_output(content: str, limit: int, tool_name: str) -> tuple[str, bool]:
+    if len(content) <= limit:
+        return content, False
+    note = (f"\n[output cut: showing the first {limit} of {len(content)} characters. The whole "
+            f"output is kept in the run journal. To see the rest, call {tool_name} again with "
+            "narrower arguments (a filter, a smaller range or a page).]")
+    return content[:limit] + note, True
+
+
+def _format_validation_error(err: pydantic.ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(x) for x in e["loc"]) or "(arguments)"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+class FunctionTool(Tool):
+    """A tool made from a typed Python function (sync functions run in a worker thread)."""
+
+    def __init__(self, fn: Callable[..., Any], meta: ToolMeta, *,
+                 validators: Sequence[ArgValidator] = (),
+                 reconcile: Reconciler | None = None) -> None:
+        self.fn = fn
+        self.meta = meta
+        self.validators = tuple(validators)
+        self.reconcile = reconcile
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self._args_model, self._ctx_param = _build_args_model(fn, meta.name)
+        self._param_docs = parse_docstring(fn.__doc__ or "")[1]
+        try:
+            schema = self._args_model.model_json_schema()
+        except pydantic.PydanticUserError as exc:  # pragma: no cover - defensive
+            raise ToolDefinitionError(f"tool {meta.name!r}: {exc}") from exc
+        for pname, pdoc in self._param_docs.items():
+            prop = schema.get("properties", {}).get(pname)
+            if prop is not None and "description" not in prop:
+                prop["description"] = pdoc
+        schema.pop("title", None)
+        self._schema = schema
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self._schema
+
+    def __repr__(self) -> str:
+        return f"<tool {self.meta.name} risk={self.meta.risk}>"
+
+    async def call(self, arguments: str | dict[str, Any], ctx: ToolContext) -> ToolResult:
+        name = self.meta.name
+        try:
+            if isinstance(arguments, str):
+                model = self._args_model.model_validate_json(arguments or "{}")
+            else:
+                model = self._args_model.model_validate(arguments)
+        except pydantic.ValidationError as err:
+            if err.error_count() and err.errors()[0]["type"] == "json_invalid":
+                return ToolResult.fail(
+                    "invalid_json", f"arguments for {name} are not valid JSON: "
+                    f"{_format_validation_error(err)}", retryable=True,
+                    hint="Send the arguments as one JSON object matching the tool's schema.")
+            return ToolResult.fail(
+                "invalid_arguments", f"bad arguments for {name}: {_format_validation_error(err)}",
+                retryable=True, hint=f"Expected arguments: {json.dumps(self._schema)}")
+        rejected = await self._run_validators(model)
+        if rejected is not None:
+            return rejected
+        kwargs = {k: getattr(model, k) for k in type(model).model_fields}
+        if self._ctx_param:
+            kwargs[self._ctx_param] = ctx
+        try:
+            value = await asyncio.wait_for(self._invoke(kwargs), self.meta.timeout)
+        except TimeoutError:
+            return ToolResult.fail(
+                "timeout", f"{name} did not finish within {self.meta.timeout} s", retryable=True,
+                hint="Try again, or with arguments that ask for less work.")
+        except (RetryWithFeedback, ToolError) as exc:
+            return ToolResult.fail("tool_error", exc.message, retryable=exc.retryable,
+                                   hint=exc.hint)
+        except Signal:
+            raise
+        except Exception as exc:
+            return ToolResult.fail("tool_error", f"{name} failed: {type(exc).__name__}: {exc}",
+                                   retryable=False)
+        content, cut = limit_output(render_value(value), self.meta.output_limit, name)
+        return ToolResult(content=content, value=jsonable(value), truncated=cut)
+
+    async def _invoke(self, kwargs: dict[str, Any]) -> Any:
+        if self._is_async:
+            return await self.fn(**kwargs)
+        return await asyncio.to_thread(functools.partial(self.fn, **kwargs))
+
+    async def _run_validators(self, model: pydantic.BaseModel) -> ToolResult | None:
+        for check in self.validators:
+            try:
+                out = check(model)
+                if inspect.isawaitable(out):
+                    out = await out
+            except (ValueError, RetryWithFeedback) as exc:
+                out = str(exc)
+            if out:
+                return ToolResult.fail(
+                    "rejected_arguments", f"{self.meta.name} refused these arguments: {out}",
+                    retryable=True, hint="Change the arguments so they pass this check.")
+        return None
+
+
+def _build_args_model(fn: Callable[..., Any], name: str) -> tuple[type[pydantic.BaseModel],
+                                                                   str | None]:
+    try:
+        sig = inspect.signature(fn)
+        hints = get_type_hints(fn, include_extras=True)
+    except (TypeError, ValueError, NameError) as exc:
+        raise ToolDefinitionError(
+            f"tool {name!r}: cannot read the signature of {fn!r} ({exc}). Define the tool as a "
+            "plain function with annotated parameters.") from exc
+    fields: dict[str, Any] = {}
+    ctx_param: str | None = None
+    for pname, param in sig.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ToolDefinitionError(
+                f"tool {name!r}: *{pname} / **{pname} cannot become a JSON Schema; list the "
+                "parameters explicitly.")
+        if param.kind is param.POSITIONAL_ONLY:
+            raise ToolDefinitionError(
+                f"tool {name!r}: parameter {pname!r} is positional-only; tools are called with "
+                "named arguments.")
+        if pname not in hints:
+            raise ToolDefinitionError(
+                f"tool {name!r}: parameter {pname!r} has no type annotation; annotate it so "
+                "keel can build the schema and validate arguments.")
+        if hints[pname] is ToolContext:
+            ctx_param = pname
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[pname] = (hints[pname], default)
+    try:
+        model = pydantic.create_model(
+            f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+        model.model_json_schema()
+    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
+        raise ToolDefinitionError(
+            f"tool {name!r}: its parameters cannot become a JSON Schema ({exc}). Use JSON-able "
+            "types: str, int, float, bool, lists, dicts, enums, Literal, pydantic models.") from exc
+    return model, ctx_param
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> FunctionTool: ...
+
+
+@overload
+def tool(*, name: str | None = ..., description: str | None = ..., group: str = ...,
+         risk: Risk = ..., scopes: Iterable[str] = ..., idempotent: bool | None = ...,
+         timeout: float | None = ..., output_limit: int = ..., run_alone: bool = ...,
+         validators: Sequence[ArgValidator] = ..., reconcile: Reconciler | None = ...,
+         ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
+
+
+def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         description: str | None = None, group: str = "default", risk: Risk = "read",
+         scopes: Iterable[str] = (), idempotent: bool | None = None,
+         timeout: float | None = DEFAULT_TIMEOUT, output_limit: int = DEFAULT_OUTPUT_LIMIT,
+         run_alone: bool = False, validators: Sequence[ArgValidator] = (),
+         reconcile: Reconciler | None = None,
+         ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
+    """Turn a typed function (sync or async) into a :class:`Tool`.
+
+    The JSON Schema comes from the signature (pydantic); the description from the docstring
+    (its ``Args:`` section describes parameters). A parameter annotated :class:`ToolContext`
+    receives the run context (run id, step key, idempotency key) and is not in the schema.
+    ``idempotent`` defaults to True for ``read`` tools and False otherwise: keel never silently
+    re-runs a non-idempotent tool whose outcome is unknown.
+    """
+
+    def build(f: Callable[..., Any]) -> FunctionTool:
+        if not callable(f):
+            raise ToolDefinitionError(f"@tool expects a function, got {f!r}.")
+        summary, _ = parse_docstring(f.__doc__ or "")
+        meta = ToolMeta(
+            name=name or str(getattr(f, "__name__", "")),
+            description=description or summary or f"Call {getattr(f, '__name__', 'tool')}.",
+            group=group, risk=risk, scopes=frozenset(scopes),
+            idempotent=(risk == "read") if idempotent is None else idempotent,
+            timeout=timeout, output_limit=output_limit, run_alone=run_alone)
+        return FunctionTool(f, meta, validators=validators, reconcile=reconcile)
+
+    return build if fn is None else build(fn)
