@@ -58,7 +58,7 @@ def _to_response(item: ScriptItem, turn: int, messages: Sequence[Message], name:
             parts.append(ToolCallPart(call_id=call_id, tool_name=piece.tool_name,
                                       arguments=piece.arguments))
             n_calls += 1
-    prompt = sum(_estimate_tokens(m.text or "x") for m in messages)
+    prompt = _estimate_tokens(messages[-1].text or "x") if messages else 1
     completion = sum(_estimate_tokens(p.text if isinstance(p, TextPart) else p.arguments)
                      for p in parts)
     return ModelResponse(
@@ -73,19 +73,38 @@ class ScriptedModel(Model):
 
     Script items: a ``str`` (final text), :func:`call` (a tool call), a list of those (one turn
     with several parts, e.g. a thought and parallel calls), a :class:`ModelResponse`, or an
-    exception instance to raise. ``delay`` awaits that many seconds per request.
+    exception instance to raise. ``delay`` awaits that many seconds per request;
+    ``record_requests=False`` stops keeping a copy of every request in ``requests``.
     """
 
     def __init__(self, script: Sequence[ScriptItem], *, name: str = "test:scripted",
-                 delay: float = 0.0, stream_chunk: int = 0) -> None:
+                 delay: float = 0.0, record_requests: bool = True) -> None:
         self.script = list(script)
         self.name = name
         self.delay = delay
-        self.stream_chunk = stream_chunk
+        self.record_requests = record_requests
         self.requests: list[list[Message]] = []
+        # id(conversation list) -> (first message, length seen, assistant turns seen): counts
+        # only new messages when the same growing list is passed again (O(1) per turn).
+        self._turns: dict[int, tuple[Message, int, int]] = {}
+
+    def _turn(self, messages: Sequence[Message]) -> int:
+        if not messages:
+            return 0
+        cached = self._turns.get(id(messages))
+        start, count = 0, 0
+        if cached is not None and cached[0] is messages[0] and cached[1] <= len(messages):
+            start, count = cached[1], cached[2]
+        for i in range(start, len(messages)):
+            if messages[i].role == "assistant":
+                count += 1
+        if len(self._turns) > 4096:
+            self._turns.clear()
+        self._turns[id(messages)] = (messages[0], len(messages), count)
+        return count
 
     def _pick(self, messages: Sequence[Message]) -> ModelResponse:
-        turn = sum(1 for m in messages if m.role == "assistant")
+        turn = self._turn(messages)
         if turn >= len(self.script):
             raise AssertionError(
                 f"ScriptedModel has {len(self.script)} turns but was asked for turn {turn + 1}")
@@ -96,7 +115,8 @@ class ScriptedModel(Model):
 
     async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                       settings: ModelSettings | None = None) -> ModelResponse:
-        self.requests.append(list(messages))
+        if self.record_requests:
+            self.requests.append(list(messages))
         if self.delay:
             await asyncio.sleep(self.delay)
         return self._pick(messages)

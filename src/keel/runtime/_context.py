@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import json
 import random as _random
 import time
 import uuid as _uuid
 from collections.abc import Callable
 from typing import Any
 
-from keel.core import canonical_json, stable_hash
+from keel.core import UserError, stable_hash
 from keel.runtime._journal import Journal
 
 
@@ -53,7 +54,12 @@ class RunContext:
             out = fn()
             if inspect.isawaitable(out):
                 out = await out
-            canonical_json(out)  # fail now, not on replay, if the value is not JSON-able
+            try:  # fail now, not on replay, if the value is not JSON-able
+                json.dumps(out)
+            except (TypeError, ValueError) as exc:
+                raise UserError(
+                    f"step {key!r} returned {type(out).__name__}, which is not JSON-able; "
+                    "return plain data (dicts, lists, str, numbers) from ctx.step") from exc
             return out
 
         value, _ = await self.journal.step(

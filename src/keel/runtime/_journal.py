@@ -6,6 +6,11 @@ new key it runs the function and appends a ``result`` entry. Steps that must not
 (non-idempotent tools) append an ``intent`` entry first; finding an intent without a result on
 resume means the outcome is unknown: the step's reconcile hook decides, or the run stops with
 :class:`UnknownOutcome`. It never silently runs such a step again.
+
+Secrets (API keys, bearer tokens, values under secret-named keys) are masked in everything
+written to the store. Input hashes are computed over the masked form, so a resumed run still
+matches its journal; the price is that a secret which flowed through the conversation is seen
+masked by the model after a resume.
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ class Journal:
                     await self._record(key, "result", kind, name, input_hash, decided, 0.0)
                     return value, False
         elif not idempotent:
-            await self._record(key, "intent", kind, name, input_hash, redact(intent), 0.0)
+            await self._record(key, "intent", kind, name, input_hash, intent, 0.0)
         t0 = time.perf_counter()
         value = await fn()
         latency_ms = (time.perf_counter() - t0) * 1000.0
@@ -141,7 +146,7 @@ class Journal:
     async def _record(self, key: str, phase: str, kind: str, name: str, input_hash: str,
                       data: Any, latency_ms: float) -> JournalEntry:
         entry = JournalEntry(seq=self.seq, key=key, phase=phase,  # type: ignore[arg-type]
-                             kind=kind, name=name, input_hash=input_hash, data=data,
+                             kind=kind, name=name, input_hash=input_hash, data=redact(data),
                              created_at=time.time(), latency_ms=latency_ms)
         self.seq += 1
         await self.store.append(self.run_id, (entry,))

@@ -33,6 +33,7 @@ from keel.core import (
     message_to_dict,
     stable_hash,
 )
+from keel.core._redact import redact, redact_text
 from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, ToolCallInput
 from keel.runtime._result import RunResult
@@ -120,7 +121,7 @@ class AgentLoop:
         key = f"{agent.name}/turn:{turn}/model"
         delta = [message_to_dict(m) for m in self.history[self._sent:]]
         self._sent = len(self.history)
-        input_hash = stable_hash([self._specs_hash, delta])
+        input_hash = stable_hash([self._specs_hash, redact(delta)])
         history = self.history
         specs = self.specs
 
@@ -217,7 +218,7 @@ class AgentLoop:
             reconcile = reconcile_call
         result, _ = await self.journal.step(
             key, "tool", call.tool_name, execute,
-            input_hash=stable_hash([call.tool_name, call.arguments]),
+            input_hash=stable_hash([call.tool_name, redact_text(call.arguments)]),
             intent={"tool": call.tool_name, "arguments": call.arguments,
                     "idempotency_key": ctx.idempotency_key},
             idempotent=idempotent, reconcile=reconcile, encode=_encode_tool, decode=_decode_tool)
