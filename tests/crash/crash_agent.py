@@ -43,7 +43,7 @@ def die_if(point: str) -> None:
         import time
 
         time.sleep(0.02)  # give an outside killer moments to land in
-    if KILL == point:
+    if point == KILL:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

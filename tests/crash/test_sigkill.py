@@ -95,7 +95,7 @@ async def test_sigkill_then_resume_never_repeats_an_effect(tmp_path: Path, kill:
         assert status == "failed"
 
 
-async def test_kill_at_random_moments_from_outside(tmp_path: Path) -> None:
+def test_kill_at_random_moments_from_outside(tmp_path: Path) -> None:
     """The parent kills the child whenever its journal has grown, at three different depths."""
     for depth in (1, 3, 5):
         run_dir = tmp_path / f"depth{depth}"
