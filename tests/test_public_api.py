@@ -1,0 +1,49 @@
+"""The curated public surface. Changing it is a decision: update this list on purpose."""
+
+import subprocess
+import sys
+
+import keel
+
+EXPECTED = [
+    "Agent", "ApprovalRequired", "Budget", "BudgetExceeded", "CircuitOpen", "ConfigError",
+    "Divergence", "Escalate", "GuardrailTripped", "Handoff", "KeelError", "MemoryStore",
+    "Message", "Middleware", "MissingCredentials", "Model", "ModelError", "ModelResponse",
+    "ModelSettings", "OutputValidationError", "RepeatedFailure", "RetryWithFeedback",
+    "RunContext", "RunError", "RunNotFound", "RunResult", "RunStore", "Signal", "StoreError",
+    "StoreVersionError", "Tool", "ToolContext", "ToolDefinitionError", "ToolError",
+    "ToolResult", "UnknownModel", "UnknownOutcome", "Usage", "UserError", "__version__",
+    "configure_json_logging", "open_store", "resolve_model", "tool",
+]
+
+
+def test_exported_members() -> None:
+    assert sorted(keel.__all__) == sorted(EXPECTED)
+    for name in keel.__all__:
+        assert hasattr(keel, name), name
+
+
+def test_error_tree() -> None:
+    assert issubclass(keel.UserError, keel.KeelError)
+    assert issubclass(keel.RunError, keel.KeelError)
+    assert issubclass(keel.Signal, keel.KeelError)
+    for run_error in (keel.BudgetExceeded, keel.ModelError, keel.ToolError, keel.Divergence,
+                      keel.UnknownOutcome, keel.RepeatedFailure, keel.OutputValidationError):
+        assert issubclass(run_error, keel.RunError)
+    for user_error in (keel.UnknownModel, keel.MissingCredentials, keel.ToolDefinitionError,
+                       keel.StoreError, keel.StoreVersionError, keel.RunNotFound,
+                       keel.ConfigError):
+        assert issubclass(user_error, keel.UserError)
+
+
+def test_import_has_no_side_effects() -> None:
+    """Importing keel opens no connection, starts no thread and pulls in no provider SDK."""
+    code = (
+        "import sys, threading; import keel; "
+        "assert threading.active_count() == 1, threading.enumerate(); "
+        "heavy = [m for m in ('openai', 'anthropic', 'sqlite3', 'typer', 'rich') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
