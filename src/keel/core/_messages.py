@@ -7,6 +7,8 @@ dicts through :func:`message_to_dict` / :func:`message_from_dict`.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -92,6 +94,27 @@ class ModelSettings:
     timeout: float | None = None
     parallel_tool_calls: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def hash_messages(messages: Sequence[Message], *, scrub: Callable[[str], str],
+                  salt: str = "") -> str:
+    """A stable digest of ``messages`` (strings passed through ``scrub`` first), without
+    building dicts or JSON: cheap enough to run on every model turn."""
+    h = hashlib.blake2b(salt.encode(), digest_size=10)
+    for m in messages:
+        h.update(b"\x1e" + m.role.encode())
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                fields: tuple[str, ...] = ("t", p.text)
+            elif isinstance(p, ToolCallPart):
+                fields = ("c", p.call_id, p.tool_name, p.arguments)
+            else:
+                fields = ("r", p.call_id, p.tool_name, p.content, "1" if p.is_error else "0")
+            h.update("\x1f".join(scrub(f) for f in fields).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------- (de)serialization

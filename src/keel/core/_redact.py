@@ -30,14 +30,15 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
+_HINTS = ("sk-", "Bearer ", "gh", "AKIA", "xox")
+
+
 def redact_text(text: str) -> str:
-    if "sk-" not in text and "Bearer" not in text and not _maybe_other(text):
-        return text
-    return _SECRET_VALUE.sub(REDACTED, text)
-
-
-def _maybe_other(text: str) -> bool:
-    return "gh" in text or "AKIA" in text or "xox" in text
+    """Mask key- and token-shaped substrings (a cheap substring check first)."""
+    for hint in _HINTS:
+        if hint in text:
+            return _SECRET_VALUE.sub(REDACTED, text)
+    return text
 
 
 def redact(value: Any) -> Any:

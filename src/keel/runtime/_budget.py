@@ -36,14 +36,23 @@ class Budget:
 class BudgetTracker:
     """What a run has used so far, against its :class:`Budget`."""
 
-    __slots__ = ("_started", "budget", "prior_seconds", "steps", "usage")
+    __slots__ = ("_started", "budget", "cost_usd", "input_tokens", "output_tokens",
+                 "prior_seconds", "requests", "steps")
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.steps = 0
-        self.usage = Usage()
+        self.requests = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_usd = 0.0
         self.prior_seconds = 0.0
         self._started = time.monotonic()
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(requests=self.requests, input_tokens=self.input_tokens,
+                     output_tokens=self.output_tokens, cost_usd=self.cost_usd)
 
     @property
     def elapsed(self) -> float:
@@ -54,10 +63,11 @@ class BudgetTracker:
         b = self.budget
         if b.max_steps is not None and self.steps + 1 > b.max_steps:
             self._fail("steps", self.steps, b.max_steps, run_id, step_key)
-        if b.max_tokens is not None and self.usage.total_tokens >= b.max_tokens:
-            self._fail("tokens", self.usage.total_tokens, b.max_tokens, run_id, step_key)
-        if b.max_cost_usd is not None and self.usage.cost_usd >= b.max_cost_usd:
-            self._fail("cost_usd", self.usage.cost_usd, b.max_cost_usd, run_id, step_key)
+        tokens = self.input_tokens + self.output_tokens
+        if b.max_tokens is not None and tokens >= b.max_tokens:
+            self._fail("tokens", tokens, b.max_tokens, run_id, step_key)
+        if b.max_cost_usd is not None and self.cost_usd >= b.max_cost_usd:
+            self._fail("cost_usd", self.cost_usd, b.max_cost_usd, run_id, step_key)
         if b.max_wall_seconds is not None and self.elapsed >= b.max_wall_seconds:
             self._fail("wall_seconds", round(self.elapsed, 3), b.max_wall_seconds, run_id,
                        step_key)
@@ -65,7 +75,10 @@ class BudgetTracker:
     def record(self, usage: Usage | None, *, replayed_latency_ms: float = 0.0) -> None:
         self.steps += 1
         if usage is not None:
-            self.usage = self.usage + usage
+            self.requests += usage.requests
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+            self.cost_usd += usage.cost_usd
         if replayed_latency_ms:
             self.prior_seconds += replayed_latency_ms / 1000.0
 

@@ -79,8 +79,13 @@ class Journal:
         decode: Callable[[Any], T] = _identity,
         usage_of: Callable[[T], Usage | None] | None = None,
         budgeted: bool = True,
+        scrubbed: bool = False,
     ) -> tuple[T, bool]:
-        """Run or replay one step. Returns ``(value, replayed)``."""
+        """Run or replay one step. Returns ``(value, replayed)``.
+
+        ``encode`` turns the value into JSON-able data for the store; unless ``scrubbed``
+        says the encoder already masked secrets, the data is walked and masked here.
+        """
         if key in self._seen:
             raise UserError(
                 f"step key {key!r} was used twice in run {self.run_id}; every step of a run "
@@ -105,15 +110,17 @@ class Journal:
                 decided = await self._reconcile(key, name, reconcile)
                 if decided is not None:
                     value = decode(decided)
-                    await self._record(key, "result", kind, name, input_hash, decided, 0.0)
+                    await self._record(key, "result", kind, name, input_hash, redact(decided),
+                                       0.0)
                     return value, False
         elif not idempotent:
-            await self._record(key, "intent", kind, name, input_hash, intent, 0.0)
+            await self._record(key, "intent", kind, name, input_hash, redact(intent), 0.0)
         t0 = time.perf_counter()
         value = await fn()
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        entry = await self._record(key, "result", kind, name, input_hash, encode(value),
-                                   latency_ms)
+        data = encode(value)
+        entry = await self._record(key, "result", kind, name, input_hash,
+                                   data if scrubbed else redact(data), latency_ms)
         if budgeted:
             self.budget.record(usage_of(value) if usage_of else None)
         if self.observer is not None:
@@ -146,7 +153,7 @@ class Journal:
     async def _record(self, key: str, phase: str, kind: str, name: str, input_hash: str,
                       data: Any, latency_ms: float) -> JournalEntry:
         entry = JournalEntry(seq=self.seq, key=key, phase=phase,  # type: ignore[arg-type]
-                             kind=kind, name=name, input_hash=input_hash, data=redact(data),
+                             kind=kind, name=name, input_hash=input_hash, data=data,
                              created_at=time.time(), latency_ms=latency_ms)
         self.seq += 1
         await self.store.append(self.run_id, (entry,))

@@ -8,6 +8,7 @@ and resumes or replays a recorded one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from keel.core import (
     ToolSpec,
     Usage,
     canonical_json,
-    message_to_dict,
+    hash_messages,
     stable_hash,
 )
 from keel.core._redact import redact, redact_text
@@ -52,7 +53,29 @@ def _decode_tool(data: Any) -> ToolResult:
 
 
 def _encode_tool(result: ToolResult) -> Any:
-    return result.to_dict()
+    """The tool result as stored, secrets masked (cheaply: only its strings are scanned)."""
+    data = result.to_dict()
+    data["content"] = redact_text(result.content)
+    value = result.value
+    if isinstance(value, str):
+        data["value"] = redact_text(value)
+    elif isinstance(value, dict | list):
+        data["value"] = redact(value)
+    f = data["failure"]
+    if f is not None:
+        f["message"] = redact_text(f["message"])
+    return data
+
+
+def _encode_model(resp: ModelResponse) -> Any:
+    """The model response as stored, secrets masked in its text and tool arguments."""
+    data = resp.to_dict()
+    for part in data["parts"]:
+        if "text" in part:
+            part["text"] = redact_text(part["text"])
+        elif "arguments" in part:
+            part["arguments"] = redact_text(part["arguments"])
+    return data
 
 
 def _model_usage(resp: ModelResponse) -> Usage:
@@ -119,9 +142,9 @@ class AgentLoop:
     async def _model_turn(self, turn: int) -> ModelResponse:
         agent = self.agent
         key = f"{agent.name}/turn:{turn}/model"
-        delta = [message_to_dict(m) for m in self.history[self._sent:]]
+        input_hash = hash_messages(self.history[self._sent:], scrub=redact_text,
+                                   salt=self._specs_hash)
         self._sent = len(self.history)
-        input_hash = stable_hash([self._specs_hash, redact(delta)])
         history = self.history
         specs = self.specs
 
@@ -131,6 +154,8 @@ class AgentLoop:
                 from keel.runtime._streaming import StreamingModel
 
                 model = StreamingModel(model, self.emit)
+            if agent.stack.bare_model:
+                return await model.request(history, specs, agent.settings)
             inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key, agent=agent.name,
                                     model=model, messages=history, tools=specs,
                                     settings=agent.settings)
@@ -138,7 +163,8 @@ class AgentLoop:
 
         response, replayed = await self.journal.step(
             key, "model", model_name(agent), request, input_hash=input_hash,
-            encode=ModelResponse.to_dict, decode=ModelResponse.from_dict, usage_of=_model_usage)
+            encode=_encode_model, decode=ModelResponse.from_dict, usage_of=_model_usage,
+            scrubbed=True)
         self.history.append(response.message)
         if self.emit is not None:
             self.emit(ModelTurn(key=key, text=response.text, usage=response.usage,
@@ -200,11 +226,17 @@ class AgentLoop:
         async def execute() -> ToolResult:
             if tool is None:
                 return self._missing_tool(call.tool_name)
+            if agent.stack.bare_tool:
+                return await tool.call(call.arguments, ctx)
             inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name, tool=tool,
                                 arguments=call.arguments, ctx=ctx)
             return await agent.stack.tool_call(inp)
 
         reconcile = None
+        intent = None
+        if not idempotent:
+            intent = {"tool": call.tool_name, "arguments": call.arguments,
+                      "idempotency_key": ctx.idempotency_key}
         if tool is not None and tool.reconcile is not None:
             hook = tool.reconcile
 
@@ -218,10 +250,9 @@ class AgentLoop:
             reconcile = reconcile_call
         result, _ = await self.journal.step(
             key, "tool", call.tool_name, execute,
-            input_hash=stable_hash([call.tool_name, redact_text(call.arguments)]),
-            intent={"tool": call.tool_name, "arguments": call.arguments,
-                    "idempotency_key": ctx.idempotency_key},
-            idempotent=idempotent, reconcile=reconcile, encode=_encode_tool, decode=_decode_tool)
+            input_hash=_tool_hash(call.tool_name, call.arguments), intent=intent,
+            idempotent=idempotent, reconcile=reconcile, encode=_encode_tool, decode=_decode_tool,
+            scrubbed=True)
         return result
 
     def _missing_tool(self, name: str) -> ToolResult:
@@ -322,6 +353,11 @@ class AgentLoop:
 def model_name(agent: Agent[Any]) -> str:
     m = agent.model
     return m if isinstance(m, str) else m.name
+
+
+def _tool_hash(name: str, arguments: str) -> str:
+    raw = f"{name}\x00{redact_text(arguments)}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=10).hexdigest()
 
 
 def _render(value: Any) -> str:

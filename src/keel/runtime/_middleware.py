@@ -108,6 +108,10 @@ class MiddlewareStack:
                 tool = _bind_tool(mw, tool)
         self.model_request = model
         self.tool_call = tool
+        #: True when no middleware wraps model requests / tool calls (the loop then skips
+        #: building input objects).
+        self.bare_model = model is _call_model
+        self.bare_tool = tool is _call_tool
 
     async def run_start(self, inp: RunStartInput) -> None:
         for mw in self.middleware:

@@ -96,16 +96,29 @@ class Tool(ABC):
     async def call(self, arguments: str | dict[str, Any], ctx: ToolContext) -> ToolResult: ...
 
 
+_SCALARS = (int, float, bool, type(None))
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def render_value(value: Any) -> str:
     """How a return value is shown to the model."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return str(value)
+    if kind in _SCALARS:
+        return json.dumps(value)
     if isinstance(value, str):
-        return value
+        return str(value)
     if isinstance(value, pydantic.BaseModel):
         return value.model_dump_json()
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def jsonable(value: Any) -> Any:
+    if type(value) in _JSON_SCALARS:
+        return value
     if isinstance(value, pydantic.BaseModel):
         return value.model_dump(mode="json")
     if value is None or isinstance(value, str | int | float | bool):
@@ -180,14 +193,16 @@ class FunctionTool(Tool):
             return ToolResult.fail(
                 "invalid_arguments", f"bad arguments for {name}: {_format_validation_error(err)}",
                 retryable=True, hint=f"Expected arguments: {json.dumps(self._schema)}")
-        rejected = await self._run_validators(model)
-        if rejected is not None:
-            return rejected
-        kwargs = {k: getattr(model, k) for k in type(model).model_fields}
+        if self.validators:
+            rejected = await self._run_validators(model)
+            if rejected is not None:
+                return rejected
+        kwargs = dict(model.__dict__)
         if self._ctx_param:
             kwargs[self._ctx_param] = ctx
         try:
-            value = await asyncio.wait_for(self._invoke(kwargs), self.meta.timeout)
+            async with asyncio.timeout(self.meta.timeout):
+                value = await self._invoke(kwargs)
         except TimeoutError:
             return ToolResult.fail(
                 "timeout", f"{name} did not finish within {self.meta.timeout} s", retryable=True,
