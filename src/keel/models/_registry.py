@@ -4,7 +4,8 @@ Ids are ``provider:model`` with an optional ``@base_url``:
 
 * ``openai:gpt-4o-mini`` - OpenAI, key from ``OPENAI_API_KEY``
 * ``openai:qwen2.5@http://localhost:11434/v1`` - any OpenAI-compatible server (Ollama, vLLM,
-  llama.cpp server); a key is optional there
+  llama.cpp server); a key is optional there, and ``OPENAI_API_KEY`` is never sent to it
+  (pass ``api_key=`` if that server needs one)
 * ``anthropic:claude-haiku-4-5`` - Anthropic, key from ``ANTHROPIC_API_KEY``
 """
 
@@ -19,6 +20,7 @@ from keel.models._base import Model
 
 PROVIDERS = ("openai", "anthropic")
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+_OFFICIAL_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,9 @@ def resolve_model(model: str | Model, *, api_key: str | None = None,
         return model
     mid = parse_model_id(model)
     environ = os.environ if env is None else env
-    key = api_key or environ.get(_KEY_ENV[mid.provider])
+    key = api_key
+    if key is None and _may_use_env_key(mid):
+        key = environ.get(_KEY_ENV[mid.provider])
     if not key:
         if mid.base_url is None:
             raise MissingCredentials(
@@ -81,3 +85,13 @@ def resolve_model(model: str | Model, *, api_key: str | None = None,
     from keel.models._anthropic import AnthropicModel
 
     return AnthropicModel(mid.model, base_url=mid.base_url, api_key=key, timeout=timeout)
+
+
+def _may_use_env_key(mid: ModelId) -> bool:
+    """The provider's key from the environment goes only to the provider's own host: never to
+    a local server, a proxy or a typo in a ``@base_url`` (pass ``api_key=`` for those)."""
+    if mid.base_url is None:
+        return True
+    from urllib.parse import urlsplit
+
+    return urlsplit(mid.base_url).hostname == _OFFICIAL_HOSTS[mid.provider]
