@@ -1,5 +1,7 @@
 """L1: the RunStore seam and its backends (memory, SQLite)."""
 
+from typing import TYPE_CHECKING
+
 from keel.store._base import (
     RUN_STATUSES,
     SCHEMA_VERSION,
@@ -15,6 +17,9 @@ from keel.store._base import (
 from keel.store._memory import MemoryStore
 from keel.store._open import open_store
 
+if TYPE_CHECKING:
+    from keel.store._sqlite import SQLiteStore
+
 __all__ = [
     "RUN_STATUSES",
     "SCHEMA_VERSION",
@@ -26,6 +31,16 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunStore",
+    "SQLiteStore",
     "check_status",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # SQLiteStore is imported on first use so that `import keel` does not load sqlite3.
+    if name == "SQLiteStore":
+        from keel.store._sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module 'keel.store' has no attribute {name!r}")

@@ -14,17 +14,27 @@ class MemoryStore(RunStore):
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._journals: dict[str, list[JournalEntry]] = {}
+        self._recorded: dict[str, set[tuple[str, str]]] = {}
 
     async def create_run(self, record: RunRecord) -> None:
         if record.run_id in self._runs:
             raise StoreError(f"a run with id {record.run_id!r} already exists.")
         self._runs[record.run_id] = record
         self._journals[record.run_id] = []
+        self._recorded[record.run_id] = set()
 
     async def append(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
         journal = self._journals.get(run_id)
         if journal is None:
             raise RunNotFound(f"no run {run_id!r} in this store; `keel runs list` shows the runs.")
+        recorded = self._recorded[run_id]
+        batch = {(e.key, e.phase) for e in entries}
+        if len(batch) != len(entries) or not batch.isdisjoint(recorded):
+            clash = next(iter(batch & recorded), None) or "(repeated within the batch)"
+            raise StoreError(
+                f"run {run_id}: journal entry {clash} is already recorded; each step records "
+                "one intent and one result. Nothing of this batch was stored.")
+        recorded.update(batch)
         journal.extend(entries)
 
     async def get_run(self, run_id: str) -> RunRecord:

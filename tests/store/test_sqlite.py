@@ -1,0 +1,500 @@
+"""SQLiteStore beyond the conformance suite: files, durability and several writers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import selectors
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from keel.core import RunNotFound, StoreError, StoreVersionError, UserError
+from keel.store import SCHEMA_VERSION, RunFilter
+from keel.store._sqlite import SQLiteStore
+from keel.testing._store_conformance import sample_entry, sample_run
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection that commits on success and is always closed."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        yield conn
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def fill(path: Path, runs: int = 3, entries: int = 4) -> None:
+    async with SQLiteStore(path) as store:
+        for r in range(runs):
+            await store.create_run(sample_run(f"run-{r}", created_at=1.0 + r))
+            await store.append(f"run-{r}", [sample_entry(i) for i in range(entries)])
+
+
+# ------------------------------------------------------------------------ persistence
+
+
+async def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    record = sample_run("run-1", input={"q": "héllo"})
+    entries = [sample_entry(0, "k", "intent"), sample_entry(1, "k", "result"), sample_entry(2)]
+    async with SQLiteStore(path) as store:
+        await store.create_run(record)
+        await store.create_run(sample_run("run-2", created_at=record.created_at + 1))
+        await store.append("run-1", entries[:2])
+        await store.append("run-1", entries[2:])
+        done = record.with_status("completed", output={"a": 1}, updated_at=99.0)
+        await store.update_run(done)
+    async with SQLiteStore(path) as again:
+        assert await again.get_run("run-1") == done
+        assert await again.read_journal("run-1") == entries
+        assert [r.run_id for r in await again.list_runs()] == ["run-2", "run-1"]
+        await again.append("run-2", [sample_entry(0)])
+    async with SQLiteStore(path) as third:
+        assert await third.read_journal("run-2") == [sample_entry(0)]
+
+
+async def test_wal_mode_and_connection_settings(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as store:
+        await store.create_run(sample_run())
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    with raw(path) as conn:  # WAL is a property of the file, seen by every connection
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        meta = conn.execute("SELECT key, value FROM keel_meta").fetchall()
+        assert meta == [("schema_version", str(SCHEMA_VERSION))]
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE "
+                                              "type = 'index' AND tbl_name = 'runs'")}
+        assert {"runs_by_status", "runs_by_agent", "runs_by_created"} <= indexes
+
+
+async def test_opening_is_lazy_and_parents_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "runs.db"
+    store = SQLiteStore(path)
+    assert store.path == path
+    await store.close()
+    assert not (tmp_path / "a").exists(), "a store that was never used touched the disk"
+    async with SQLiteStore(path) as store:
+        assert await store.list_runs() == []
+    assert path.is_file()
+
+
+async def test_an_empty_file_is_initialised(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    path.touch()
+    async with SQLiteStore(path) as store:
+        await store.create_run(sample_run())
+    with raw(path) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+async def test_a_relative_path_is_fixed_when_the_store_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("rel.db")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    async with store:
+        await store.create_run(sample_run())
+    assert store.path == tmp_path / "rel.db"
+    assert (tmp_path / "rel.db").is_file()
+    assert files_in(tmp_path / "elsewhere") == []
+
+
+async def test_close_is_idempotent_and_a_closed_store_says_so(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")
+    await store.create_run(sample_run())
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreError, match="was closed"):
+        await store.get_run("run-1")
+
+
+# --------------------------------------------------------------------------- bad files
+
+BAD_CONTENT = {
+    "text": b"run_id,status\nr1,running\n" * 40,
+    "random": random.Random(7).randbytes(8192),
+    "short": b"SQLite",
+    "header-then-garbage": b"SQLite format 3\x00" + random.Random(8).randbytes(3 * 4096 - 16),
+}
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["async-with", "first-call"])
+@pytest.mark.parametrize("kind", sorted(BAD_CONTENT))
+async def test_a_file_that_is_not_a_keel_database_is_refused_untouched(
+        tmp_path: Path, kind: str, eager: bool) -> None:
+    path = tmp_path / "runs.db"
+    path.write_bytes(BAD_CONTENT[kind])
+    store = SQLiteStore(path)
+    first_use = store.__aenter__ if eager else store.list_runs
+    try:
+        with pytest.raises(StoreError) as info:
+            await first_use()
+    finally:
+        await store.close()
+    message = str(info.value)
+    assert str(path) in message
+    if kind == "header-then-garbage":
+        assert "damaged" in message or "not a keel run store" in message
+    else:
+        assert "is not a keel run store (not an SQLite database)" in message
+        assert "point keel at another file" in message
+    assert path.read_bytes() == BAD_CONTENT[kind], "a refused file was modified"
+    assert files_in(tmp_path) == ["runs.db"]
+
+
+def _other_programs_db(path: Path) -> None:
+    with raw(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+
+
+def _keel_meta_without_version(path: Path) -> None:
+    with raw(path) as conn:
+        conn.execute("CREATE TABLE keel_meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO keel_meta VALUES ('owner', 'someone')")
+
+
+@pytest.mark.parametrize("make", [_other_programs_db, _keel_meta_without_version])
+async def test_an_sqlite_database_of_another_program_is_refused_untouched(
+        tmp_path: Path, make: object) -> None:
+    path = tmp_path / "runs.db"
+    assert callable(make)
+    make(path)
+    before = path.read_bytes()
+    store = SQLiteStore(path)
+    with pytest.raises(StoreVersionError, match=r"not a keel run store.*point keel at another"):
+        await store.create_run(sample_run())
+    await store.close()
+    assert path.read_bytes() == before
+    assert files_in(tmp_path) == ["runs.db"]
+
+
+async def test_a_store_from_a_newer_keel_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await fill(path)
+    newer = SCHEMA_VERSION + 1
+    with raw(path) as conn:
+        conn.execute("UPDATE keel_meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
+    before = path.read_bytes()
+    with pytest.raises(StoreVersionError) as info:
+        async with SQLiteStore(path):
+            pass
+    assert str(info.value) == (
+        f"{path} was written by a newer keel (schema {newer}, this keel reads up to "
+        f"{SCHEMA_VERSION}); upgrade keel-agents (pip install -U keel-agents).")
+    assert path.read_bytes() == before
+    assert files_in(tmp_path) == ["runs.db"]
+
+
+async def test_a_keel_store_with_garbage_pages_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await fill(path, runs=20, entries=20)
+    data = bytearray(path.read_bytes())
+    data[4096:] = random.Random(9).randbytes(len(data) - 4096)  # keep page 1 (the schema)
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"damaged.*restore it from a backup"):
+        async with SQLiteStore(path) as store:
+            await store.read_journal("run-3")
+    assert path.read_bytes() == bytes(data)
+
+
+async def test_a_damaged_journal_page_gives_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await fill(path, runs=5, entries=200)
+    with raw(path) as conn:
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'journal'"
+                               ).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    data = bytearray(path.read_bytes())
+    start = (root - 1) * page_size
+    data[start:start + page_size] = b"\xff" * page_size
+    path.write_bytes(bytes(data))
+    async with SQLiteStore(path) as store:
+        assert (await store.get_run("run-0")).run_id == "run-0"
+        with pytest.raises(StoreError, match="damaged"):
+            await store.read_journal("run-0")
+
+
+async def test_missing_keel_tables_are_reported_not_recreated(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await fill(path)
+    with raw(path) as conn:
+        conn.execute("DROP TABLE journal")
+    with pytest.raises(StoreError, match="journal table is missing"):
+        async with SQLiteStore(path):
+            pass
+
+
+async def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        async with SQLiteStore(tmp_path):
+            pass
+
+
+async def test_unreadable_json_names_the_run(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await fill(path, runs=2)
+    with raw(path) as conn:
+        conn.execute("UPDATE runs SET metadata = '{broken' WHERE run_id = 'run-0'")
+        conn.execute("UPDATE journal SET data = 'nope' WHERE run_id = 'run-1' AND seq = 2")
+    async with SQLiteStore(path) as store:
+        with pytest.raises(StoreError, match=r"run 'run-0' .*unreadable JSON in its metadata"):
+            await store.get_run("run-0")
+        with pytest.raises(StoreError, match="run 'run-0'"):
+            await store.list_runs()
+        with pytest.raises(StoreError, match=r"run 'run-1' .*unreadable JSON in its journal "
+                                             r"entry for step 'agent/turn:2/model'"):
+            await store.read_journal("run-1")
+
+
+# ------------------------------------------------------------------------ JSON values
+
+
+async def test_values_json_cannot_hold(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        loop: list[object] = []
+        loop.append(loop)
+        with pytest.raises(StoreError, match=r"the input of run 'run-1'.*not JSON-able"):
+            await store.create_run(sample_run(input=loop))
+        await store.create_run(sample_run())
+        with pytest.raises(StoreError, match="entry for step 'k' of run 'run-1'"):
+            await store.append("run-1", [sample_entry(0), sample_entry(1, "k", data=loop)])
+        assert await store.read_journal("run-1") == []
+        # Anything else JSON has no type for is stored as its str().
+        await store.append("run-1", [sample_entry(0, data={"path": tmp_path, "t": (1, 2)})])
+        (entry,) = await store.read_journal("run-1")
+        assert entry.data == {"path": str(tmp_path), "t": [1, 2]}
+
+
+@pytest.mark.parametrize("size", [2, 32, 33, 500])
+async def test_batches_of_any_size_are_atomic(tmp_path: Path, size: int) -> None:
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        await store.create_run(sample_run())
+        await store.append("run-1", [sample_entry(0, "first")])
+        batch = [sample_entry(i) for i in range(1, size)]
+        with pytest.raises(StoreError, match="nothing of this batch"):
+            await store.append("run-1", [*batch, sample_entry(size, "first")])
+        with pytest.raises(RunNotFound):
+            await store.append("run-2", batch)
+        assert [e.key for e in await store.read_journal("run-1")] == ["first"]
+        await store.append("run-1", batch)
+        assert await store.read_journal("run-1") == [sample_entry(0, "first"), *batch]
+
+
+async def test_errors_name_the_clashing_step(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        await store.create_run(sample_run())
+        await store.append("run-1", [sample_entry(0, "s/tool:refund#0", "intent")])
+        with pytest.raises(StoreError, match=r"already has the intent entry for step "
+                                             r"'s/tool:refund#0'.*nothing of this batch"):
+            await store.append("run-1", [sample_entry(1, "x"),
+                                         sample_entry(2, "s/tool:refund#0", "intent")])
+        with pytest.raises(StoreError, match=r"the result entry for step 'y'"):
+            await store.append("run-1", [sample_entry(1, "y"), sample_entry(2, "y")])
+        with pytest.raises(StoreError, match="already exists"):
+            await store.create_run(sample_run())
+        with pytest.raises(StoreError, match="limit and offset must be 0 or more"):
+            await store.list_runs(RunFilter(limit=-1))
+        assert isinstance(StoreError("x"), UserError)
+
+
+# --------------------------------------------------------------------- several writers
+
+
+async def test_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as one, SQLiteStore(path) as two:
+        await one.create_run(sample_run("a"))
+        await two.create_run(sample_run("b"))
+        await asyncio.gather(
+            *(one.append("a", [sample_entry(i)]) for i in range(50)),
+            *(two.append("b", [sample_entry(i)]) for i in range(50)),
+            *(two.append("a", [sample_entry(i, f"from-two-{i}")]) for i in range(50)))
+        assert len(await one.read_journal("b")) == 50
+        assert len(await two.read_journal("a")) == 100
+
+
+def _hammer(path: Path, run_id: str, n: int) -> int:
+    async def work() -> int:
+        async with SQLiteStore(path) as store:
+            await store.create_run(sample_run(run_id))
+            for i in range(n):
+                if i % 3:
+                    await store.append(run_id, [sample_entry(i)])
+                else:
+                    await store.append(run_id, [sample_entry(i, f"t{i}", "intent"),
+                                                sample_entry(i, f"t{i}", "result")])
+            return len(await store.read_journal(run_id))
+
+    return asyncio.run(work())
+
+
+def test_two_threads_with_their_own_stores_append_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_hammer, path, f"run-{t}", 300) for t in range(2)]
+        counts = [f.result(timeout=120) for f in futures]
+    assert counts == [400, 400]
+
+
+_WRITER = r"""
+import asyncio, sys
+from keel.store._sqlite import SQLiteStore
+from keel.testing._store_conformance import sample_entry, sample_run
+
+async def main(path, run_id, n):
+    store = SQLiteStore(path)
+    print("ready", flush=True)
+    sys.stdin.readline()  # wait for "go" so both writers open the fresh file at once
+    async with store:
+        await store.create_run(sample_run(run_id))
+        for i in range(n):
+            if i % 2:
+                await store.append(run_id, [sample_entry(i)])
+            else:
+                await store.append(run_id, [sample_entry(i, f"t{i}", "intent"),
+                                            sample_entry(i, f"t{i}", "result")])
+    print("done", flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def test_two_processes_append_to_one_fresh_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared" / "runs.db"
+    with ExitStack() as stack:
+        procs = [stack.enter_context(subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), f"proc-{k}", "400"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            for k in range(2)]
+        for proc in procs:
+            stack.callback(_kill_if_running, proc)
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)[1]
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0 and out == "done\n", err
+    counts = asyncio.run(_journal_sizes(path, ["proc-0", "proc-1"]))
+    assert counts == [600, 600]
+
+
+def _kill_if_running(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+async def _journal_sizes(path: Path, run_ids: list[str]) -> list[int]:
+    async with SQLiteStore(path) as store:
+        return [len(await store.read_journal(r)) for r in run_ids]
+
+
+# -------------------------------------------------------------------------- SIGKILL
+
+_VICTIM = r"""
+import asyncio, sys
+from keel.store._sqlite import SQLiteStore
+from keel.testing._store_conformance import sample_entry
+
+async def main(path):
+    store = SQLiteStore(path)
+    i = 0
+    while True:
+        if i % 2:
+            await store.append("victim", [sample_entry(2 * i, f"step:{i}")])
+        else:
+            await store.append("victim", [sample_entry(2 * i, f"step:{i}", "intent"),
+                                          sample_entry(2 * i + 1, f"step:{i}", "result")])
+        sys.stdout.write(f"{i}\n")  # the append returned
+        sys.stdout.flush()
+        i += 1
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _read_acks(proc: subprocess.Popen[bytes], want: int, timeout: float) -> list[int]:
+    """Read acknowledgement lines until ``want`` arrived; kill the child the moment they
+    have (so it dies in or right after an append)."""
+    assert proc.stdout is not None
+    acks: list[int] = []
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while len(acks) < want and time.monotonic() < deadline:
+            if not sel.select(timeout=1.0):
+                continue
+            chunk = proc.stdout.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            acks += [int(line) for line in lines]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    rest = proc.stdout.read()
+    acks += [int(line) for line in (buffer + rest).split(b"\n") if line]
+    return acks
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+async def test_a_returned_append_survives_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as store:
+        await store.create_run(sample_run("victim"))
+    acks = await asyncio.to_thread(_sigkill_writer, path)
+    assert len(acks) >= 200, "the child did not get going"
+    async with SQLiteStore(path) as store:
+        journal = await store.read_journal("victim")
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    steps = [int(e.key.split(":")[1]) for e in journal]
+    last = max(acks)
+    assert set(range(last + 1)) <= set(steps), "an append that returned was lost"
+    expected = []  # every append is whole: intent and result together, in order
+    for i in range(max(steps) + 1):
+        expected += [(f"step:{i}", "result")] if i % 2 else [
+            (f"step:{i}", "intent"), (f"step:{i}", "result")]
+    assert [(e.key, e.phase) for e in journal] == expected
+
+
+def _sigkill_writer(path: Path) -> list[int]:
+    with subprocess.Popen([sys.executable, "-c", _VICTIM, str(path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        acks = _read_acks(proc, want=300, timeout=60)
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+    assert proc.returncode == -signal.SIGKILL, err
+    return acks
+
+
+async def test_unknown_run_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await fill(path, runs=1)
+    async with SQLiteStore(path) as store:
+        with pytest.raises(RunNotFound, match="keel runs list"):
+            await store.append("run-9", [sample_entry(0)])
