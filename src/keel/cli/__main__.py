@@ -1,0 +1,5 @@
+"""``python -m keel.cli``: the same as the ``keel`` command."""
+
+from keel.cli._app import main
+
+main()

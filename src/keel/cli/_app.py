@@ -1,0 +1,158 @@
+"""The ``keel`` command line: typer wiring. What each command does is in ``_commands`` and
+``_demo``; how failures become exit codes is in ``_errors``."""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+import keel
+from keel.cli._commands import (
+    list_command,
+    read_input,
+    resume_command,
+    run_command,
+    show_command,
+)
+from keel.cli._demo import demo_command
+from keel.cli._errors import EXIT_RUN_FAILED, reported
+from keel.cli._text import Screen
+from keel.runtime import default_store_url
+
+EPILOG = ("Exit codes: 0 success · 1 the run failed · 2 usage or user error · 3 the run is "
+          "suspended · 130 interrupted.")
+
+app = typer.Typer(
+    name="keel",
+    help="keel: run, inspect and resume durable AI agent runs.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+runs_app = typer.Typer(help="List and inspect stored runs.", no_args_is_help=True,
+                       epilog=EPILOG)
+app.add_typer(runs_app, name="runs")
+
+
+@dataclass(slots=True)
+class State:
+    store: str
+
+
+StoreOption = Annotated[str | None, typer.Option(
+    "--store", metavar="URL",
+    help="Run store: sqlite:///path/runs.db, a file path, or memory: (nothing kept). "
+         "Default: $KEEL_STORE, else sqlite:///.keel/runs.db.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print only JSON (for scripts).")]
+LogJsonOption = Annotated[str | None, typer.Option(
+    "--log-json", metavar="FILE",
+    help="Append structured step logs (JSON lines) to FILE; '-' for stderr.")]
+
+
+def _store(ctx: typer.Context, store: str | None) -> str:
+    if store:
+        return store
+    state = ctx.find_object(State)
+    return state.store if state is not None else default_store_url()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"keel {keel.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    store: StoreOption = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """keel: run, inspect and resume durable AI agent runs."""
+    ctx.obj = State(store=store or default_store_url())
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(
+        metavar="MODULE:AGENT",
+        help="The agent: a .py file or a dotted module, a colon, and the Agent's name, e.g. "
+             "examples/tool_use.py:agent.")],
+    input: Annotated[str, typer.Argument(
+        metavar="INPUT", help="The run's input; '-' reads it from standard input.")],
+    as_json: JsonOption = False,
+    log_json: LogJsonOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Run an agent, showing each step live, and store the run so it can be resumed."""
+    run_command(Screen(), store=_store(ctx, store), target=target, text=read_input(input),
+                as_json=as_json, log_json=log_json)
+
+
+@app.command("resume")
+def resume(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to continue.")],
+    as_json: JsonOption = False,
+    log_json: LogJsonOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Continue a failed, cancelled or crashed run: recorded steps replay from the journal
+    (dimmed), the rest run now."""
+    resume_command(Screen(), store=_store(ctx, store), run_id=run_id, as_json=as_json,
+                   log_json=log_json)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the examples offline on scripted models (no LLM is called, nothing is kept)."""
+    screen = Screen()
+    with reported(screen):
+        ok = demo_command(screen)
+    if not ok:
+        raise typer.Exit(EXIT_RUN_FAILED)
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="Only runs with this status: running, suspended, completed, failed "
+                         "or cancelled.")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's runs.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000,
+                                              help="At most this many runs.")] = 20,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """List runs, newest first."""
+    list_command(Screen(), store=_store(ctx, store), status=status, agent=agent, limit=limit,
+                 as_json=as_json)
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to show.")],
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Show a run's record and its journal as a timeline."""
+    show_command(Screen(), store=_store(ctx, store), run_id=run_id, as_json=as_json)
+
+
+def main() -> None:
+    """The ``keel`` console script."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            # Text a terminal's encoding cannot show is escaped, never a crash.
+            stream.reconfigure(errors="backslashreplace")
+    app(prog_name="keel")

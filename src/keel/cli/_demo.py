@@ -1,0 +1,203 @@
+"""``keel demo``: the repository's examples, run offline on their scripted models.
+
+Each example in ``examples/`` defines ``agent`` and ``INPUT`` (and ``EXPECTED_ERROR`` when it
+shows a run being stopped). The demo hides ``KEEL_MODEL`` while importing them, so each picks
+its :class:`~keel.testing.ScriptedModel`, refuses any agent that would call a real model, and
+journals the runs in a temporary SQLite store that is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+import keel
+from keel.cli._builtin import builtin_tool_use
+from keel.cli._errors import report_run_error
+from keel.cli._load import load_file
+from keel.cli._render import LiveView, summary_panel
+from keel.cli._text import Screen, safe
+from keel.cli._timeline import runs_table
+from keel.core import RunError
+from keel.models import FunctionModel, ScriptedModel
+from keel.runtime import Agent
+from keel.store import RunFilter, RunStore, open_store
+
+#: The order the demo tells its story in; other examples follow alphabetically.
+ORDER = ("tool_use", "structured_output", "self_correction", "budget_guard")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    title: str
+    agent: Agent[Any]
+    input: str
+    expected_error: type[BaseException] | None = None
+
+
+def examples_dir() -> Path | None:
+    """``examples/`` next to the package (an editable install), else under the working
+    directory; ``None`` if neither holds an example."""
+    for candidate in (Path(keel.__file__).resolve().parents[2] / "examples",
+                      Path.cwd() / "examples"):
+        if candidate.is_dir() and any(candidate.glob("*.py")):
+            return candidate
+    return None
+
+
+def example_files(directory: Path) -> list[Path]:
+    rank = {name: i for i, name in enumerate(ORDER)}
+    files = [p for p in directory.glob("*.py") if not p.name.startswith("_")]
+    return sorted(files, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+
+
+@contextmanager
+def scripted_models() -> Iterator[None]:
+    """Hide ``KEEL_MODEL`` so the examples pick their scripted models."""
+    saved = os.environ.pop("KEEL_MODEL", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["KEEL_MODEL"] = saved
+
+
+def is_offline(agent: Agent[Any]) -> bool:
+    return isinstance(agent.model, ScriptedModel | FunctionModel)
+
+
+def load_scenario(path: Path) -> Scenario | str:
+    """The example at ``path``, or why it cannot be part of the demo."""
+    with scripted_models():
+        module = load_file(path)
+    agent = getattr(module, "agent", None)
+    text = getattr(module, "INPUT", None)
+    if not isinstance(agent, Agent) or not isinstance(text, str):
+        return "it has no module-level `agent` and `INPUT`"
+    if not is_offline(agent):
+        return "its agent calls a real model (the demo stays offline)"
+    expected = getattr(module, "EXPECTED_ERROR", None)
+    if not (isinstance(expected, type) and issubclass(expected, BaseException)):
+        expected = None
+    title = (module.__doc__ or path.stem).strip().splitlines()[0]
+    return Scenario(name=f"examples/{path.name}", title=title, agent=agent, input=text,
+                    expected_error=expected)
+
+
+def banner(screen: Screen) -> None:
+    body = Text()
+    body.append("The model is scripted: ", style="bold yellow")
+    body.append("keel.testing.ScriptedModel plays back each example's SCRIPT, so no LLM is "
+                "called and no API key is needed. Everything else is the real runtime: tool "
+                "validation, parallel calls, typed output, budgets and the run journal.\n")
+    body.append("Runs are journaled in a temporary store that is deleted at the end.",
+                style="dim")
+    screen.out.print(Panel(body, title="keel demo · offline", title_align="left",
+                           border_style="yellow"))
+    if os.environ.get("KEEL_MODEL"):
+        screen.out.print(safe("KEEL_MODEL is set but ignored here: the demo never calls a "
+                              "model. Try it with `keel run examples/tool_use.py:agent ...`.",
+                              "yellow"))
+
+
+def collect(screen: Screen) -> tuple[list[Scenario], bool]:
+    """The scenarios to run, and whether all examples loaded."""
+    directory = examples_dir()
+    if directory is None:
+        screen.out.print(safe("No examples/ directory here (keel is not an editable install "
+                              "and ./examples does not exist): running a built-in copy of "
+                              "examples/tool_use.py.", "yellow"))
+        return [builtin_scenario()], True
+    scenarios: list[Scenario] = []
+    ok = True
+    for path in example_files(directory):
+        try:
+            loaded = load_scenario(path)
+        except Exception as exc:
+            screen.error(f"examples/{path.name} does not load: {exc}")
+            ok = False
+            continue
+        if isinstance(loaded, str):
+            screen.out.print(safe(f"skipping examples/{path.name}: {loaded}", "dim"))
+        else:
+            scenarios.append(loaded)
+    return scenarios, ok
+
+
+def builtin_scenario() -> Scenario:
+    agent, text = builtin_tool_use()
+    return Scenario(name="built-in tool_use", title="Tool use: parallel calls to two tools.",
+                    agent=agent, input=text)
+
+
+async def play(screen: Screen, scenario: Scenario, store: RunStore) -> bool:
+    """Run one scenario with the live view; ``True`` if it ended as the example intends."""
+    out = screen.out
+    out.rule(safe(scenario.name, "bold"), align="left")
+    out.print(safe(scenario.title, "italic"))
+    out.print(Text("input: ", style="bold") + safe(scenario.input))
+    view = LiveView(screen, structured=scenario.agent.final_result_spec() is not None)
+    expected = scenario.expected_error
+    try:
+        result = await scenario.agent.run(scenario.input, store=store, on_event=view)
+    except RunError as exc:
+        if expected is not None and isinstance(exc, expected):
+            out.print(stopped_panel(exc))
+            return True
+        report_run_error(screen, exc, view.run_id)
+        return False
+    except Exception as exc:
+        screen.error(f"{scenario.name} failed: {type(exc).__name__}: {exc}")
+        return False
+    out.print(summary_panel(result))
+    if expected is not None:
+        screen.error(f"{scenario.name} should have stopped with {expected.__name__}")
+        return False
+    return True
+
+
+def stopped_panel(exc: RunError) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("error", safe(type(exc).__name__, "bold red"))
+    grid.add_row("message", safe(exc.message, "red"))
+    grid.add_row("run id", safe(exc.run_id or "?"))
+    grid.add_row("step", safe(exc.step_key or "?"))
+    return Panel(grid, title="stopped, as this example intends", title_align="left",
+                 border_style="yellow", expand=False)
+
+
+async def play_all(screen: Screen, scenarios: list[Scenario], path: Path) -> bool:
+    ok = True
+    async with open_store(str(path)) as store:
+        for scenario in scenarios:
+            ok = await play(screen, scenario, store) and ok
+        runs = await store.list_runs(RunFilter(limit=len(scenarios)))
+    screen.out.rule(safe("the run store", "bold"), align="left")
+    screen.out.print(runs_table(runs))
+    return ok
+
+
+def demo_command(screen: Screen) -> bool:
+    """Run the demo; ``True`` if every scenario ended as intended."""
+    banner(screen)
+    scenarios, loaded = collect(screen)
+    with tempfile.TemporaryDirectory(prefix="keel-demo-") as tmp:
+        played = asyncio.run(play_all(screen, scenarios, Path(tmp) / "runs.db"))
+    screen.out.print(safe(
+        "That store is gone now. To keep runs, run an example yourself, e.g.\n"
+        '  keel run examples/tool_use.py:agent "Which is warmer, Paris or Tokyo?"\n'
+        "  keel runs list      keel runs show RUN_ID", "dim"))
+    return loaded and played

@@ -1,0 +1,187 @@
+"""Stored runs as tables: the run list, one run's record, and its journal as a timeline."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from keel.cli._render import STATUS_STYLE, latency_text, usage_text
+from keel.cli._text import LONG, SHORT, jsonable, one_line, safe, show_value
+from keel.store import JournalEntry, RunRecord
+
+
+def when(timestamp: float) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def _number(value: Any) -> float:
+    """A stored count or amount; 0 for anything that is not a number."""
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def _usage(record: RunRecord) -> tuple[int, int, float, int]:
+    u = record.usage if isinstance(record.usage, dict) else {}
+    return (int(_number(u.get("input_tokens"))), int(_number(u.get("output_tokens"))),
+            _number(u.get("cost_usd")), int(_number(u.get("steps"))))
+
+
+def status_text(status: str) -> Text:
+    return safe(status, STATUS_STYLE.get(status, ""), limit=SHORT)
+
+
+def runs_table(records: list[RunRecord]) -> Table:
+    """``keel runs list``: newest first."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True, min_width=26)
+    table.add_column("agent", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("steps", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("cost", justify="right")
+    table.add_column("created", overflow="fold")
+    for r in records:
+        tin, tout, cost, steps = _usage(r)
+        table.add_row(safe(r.run_id, limit=SHORT), safe(r.agent, limit=SHORT),
+                      status_text(r.status), str(steps), f"{tin + tout:,}", f"${cost:.4f}",
+                      when(r.created_at))
+    return table
+
+
+def record_panel(record: RunRecord) -> Panel:
+    """``keel runs show``: the run's record."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    tin, tout, cost, steps = _usage(record)
+    grid.add_row("run id", safe(record.run_id))
+    grid.add_row("agent", safe(record.agent))
+    grid.add_row("status", status_text(record.status))
+    grid.add_row("target", safe(record.target or "(none: not started from the CLI)"))
+    model = record.metadata.get("model") if isinstance(record.metadata, dict) else None
+    if model:
+        grid.add_row("model", safe(str(model), limit=SHORT))
+    grid.add_row("created", when(record.created_at))
+    grid.add_row("updated", when(record.updated_at))
+    grid.add_row("steps", str(steps))
+    grid.add_row("usage", usage_text(tin, tout, cost))
+    grid.add_row("input", safe(show_value(record.input), limit=LONG))
+    if record.status == "completed":
+        grid.add_row("output", safe(show_value(record.output), limit=LONG))
+    return Panel(grid, title=Text("run ") + safe(record.run_id, limit=SHORT),
+                 title_align="left", border_style=STATUS_STYLE.get(record.status, ""),
+                 expand=False)
+
+
+def error_panel(record: RunRecord) -> Panel | None:
+    """The stored error of a run that did not complete."""
+    err = record.error
+    if not err:
+        return None
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("type", safe(str(err.get("type", "?")), "bold red", limit=SHORT))
+    grid.add_row("message", safe(str(err.get("message", "")), "red"))
+    if err.get("step_key"):
+        grid.add_row("step", safe(str(err["step_key"]), limit=SHORT))
+    if record.status != "completed":
+        grid.add_row("next", Text(
+            f"fix the cause, then `keel resume {record.run_id}` continues from the last "
+            "recorded step" if record.target else
+            "resume it from Python with the agent that started it: "
+            f"`await agent.resume({record.run_id!r})`", style="dim"))
+    return Panel(grid, title=f"run {record.status}", title_align="left", border_style="red",
+                 expand=False)
+
+
+def timeline_table(entries: list[JournalEntry]) -> Table:
+    """One row per journal entry, in append order."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="journal", title_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
+    widest = max((len(e.key) for e in entries), default=4)
+    table.add_column("step", overflow="fold", min_width=min(widest, 40))
+    table.add_column("phase", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", overflow="fold", max_width=24)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("data", overflow="fold", ratio=1)
+    for e in entries:
+        phase = Text(e.phase, style="yellow" if e.phase == "intent" else "")
+        ms = latency_text(e.latency_ms) if e.phase == "result" else ""
+        table.add_row(str(e.seq), safe(e.key, limit=SHORT), phase, safe(e.kind, limit=SHORT),
+                      safe(e.name, limit=SHORT), ms, describe_entry(e))
+    return table
+
+
+def describe_entry(entry: JournalEntry) -> Text:
+    """A short rendering of an entry's data: model text and calls, tool observations,
+    errors in red."""
+    data = entry.data
+    if entry.kind == "model" and isinstance(data, dict) and isinstance(data.get("parts"), list):
+        return _model_data(data)
+    if entry.kind == "tool" and isinstance(data, dict):
+        if entry.phase == "intent" and "arguments" in data:
+            return safe(one_line(f"{data.get('tool', entry.name)} {data['arguments']}"),
+                        limit=None)
+        if "content" in data:
+            failure = data.get("failure")
+            if isinstance(failure, dict):
+                text = f"{failure.get('error_type', 'error')}: {failure.get('message', '')}"
+                return safe(one_line(text), "red", limit=None)
+            return safe(one_line(str(data["content"])), limit=None)
+    return safe(one_line(json.dumps(jsonable(data), ensure_ascii=False, default=str)),
+                limit=None)
+
+
+def _model_data(data: dict[str, Any]) -> Text:
+    out = Text()
+    for part in data["parts"]:
+        if not isinstance(part, dict):
+            continue
+        if out:
+            out.append("\n")
+        if part.get("type") == "text":
+            out.append_text(safe(one_line(str(part.get("text", ""))), "italic", limit=None))
+        elif part.get("type") == "tool_call":
+            call = f"{part.get('tool_name', '?')} {part.get('arguments', '')}"
+            out.append("call ", style="bold")
+            out.append_text(safe(one_line(call), limit=None))
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        if out:
+            out.append("\n")
+        out.append(usage_text(int(_number(usage.get("input_tokens"))),
+                              int(_number(usage.get("output_tokens"))),
+                              _number(usage.get("cost_usd"))), style="dim")
+    return out
+
+
+def record_json(record: RunRecord, entries: list[JournalEntry] | None = None) -> dict[str, Any]:
+    """A run (and its journal) as JSON data, for ``--json``."""
+    out: dict[str, Any] = {
+        "run_id": record.run_id, "agent": record.agent, "status": record.status,
+        "target": record.target, "input": jsonable(record.input),
+        "output": jsonable(record.output), "error": jsonable(record.error),
+        "usage": jsonable(record.usage), "metadata": jsonable(record.metadata),
+        "created_at": record.created_at, "updated_at": record.updated_at}
+    if entries is not None:
+        out["journal"] = [
+            {"seq": e.seq, "key": e.key, "phase": e.phase, "kind": e.kind, "name": e.name,
+             "latency_ms": e.latency_ms, "created_at": e.created_at, "data": jsonable(e.data)}
+            for e in entries]
+    return out
+
