@@ -281,8 +281,8 @@ async def test_model_error_fails_the_run_and_keeps_the_journal() -> None:
     assert run_id is not None
     record = await store.get_run(run_id)
     assert record.status == "failed"
-    assert record.error == {"type": "ModelError", "message": "upstream 500", "step_key": None,
-                            "retryable": True}
+    assert record.error == {"type": "ModelError", "message": "upstream 500",
+                            "step_key": "m/turn:1/model", "retryable": True}
     assert len(await store.read_journal(run_id)) == 2
 
 

@@ -4,6 +4,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -156,15 +157,18 @@ async def test_reconcile_hook_decides_an_unknown_outcome() -> None:
 
 
 async def _run_with_lost_result(agent: Agent[Any], store: MemoryStore, key: str) -> str:
-    """Simulate a crash between a tool's intent and its result: run, then cut the journal
-    back to just after the intent."""
-    result = await agent.run("go", store=store)
-    entries = await store.read_journal(result.run_id)
+    """Simulate a crash between a tool's intent and its result: run once in a scratch store,
+    then copy the run into ``store`` with its journal cut just after that intent (what a
+    SIGKILL there would leave; tests/crash does it with real processes)."""
+    scratch = MemoryStore()
+    result = await agent.run("go", store=scratch)
+    entries = await scratch.read_journal(result.run_id)
     cut = next(i for i, e in enumerate(entries) if e.key == key and e.phase == "intent")
-    store._journals[result.run_id] = entries[: cut + 1]  # what a SIGKILL would leave
-    record = await store.get_run(result.run_id)
-    await store.update_run(record.with_status("running"))
-    return result.run_id
+    record = await scratch.get_run(result.run_id)
+    run_id = f"{result.run_id}-{len(await store.list_runs())}"
+    await store.create_run(replace(record, run_id=run_id, status="running", output=None))
+    await store.append(run_id, entries[: cut + 1])
+    return run_id
 
 
 async def test_intent_is_written_before_a_non_idempotent_tool_runs() -> None:

@@ -66,6 +66,7 @@ class ToolCallStarted:
     key: str
     tool_name: str
     arguments: str
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,12 +43,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(redact(out), default=str, ensure_ascii=False)
 
 
-def configure_json_logging(stream: IO[str] | None = None, level: int = logging.INFO) -> (
-        logging.Handler):
-    """Attach a JSON-lines handler to the ``keel`` logger and return it."""
+def configure_json_logging(stream: IO[str] | None = None, level: int = logging.INFO, *,
+                           propagate: bool = False) -> logging.Handler:
+    """Attach a JSON-lines handler to the ``keel`` logger and return it (detach it with
+    ``logging.getLogger("keel").removeHandler(handler)``). Records stop propagating to the
+    root logger unless ``propagate=True``, so an app with root logging set up does not log
+    every step twice."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("keel")
     logger.addHandler(handler)
     logger.setLevel(level)
+    logger.propagate = propagate
     return handler

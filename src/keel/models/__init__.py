@@ -3,13 +3,14 @@
 from keel.models._base import Model, response_as_deltas
 from keel.models._info import ModelInfo, model_info, register_model_info
 from keel.models._registry import ModelId, parse_model_id, resolve_model
-from keel.models._scripted import FunctionModel, ScriptedModel, call
+from keel.models._scripted import FunctionModel, ScriptedModel, ScriptItem, call
 
 __all__ = [
     "FunctionModel",
     "Model",
     "ModelId",
     "ModelInfo",
+    "ScriptItem",
     "ScriptedModel",
     "call",
     "model_info",

@@ -130,6 +130,15 @@ class Agent(Generic[OutputT]):
         raise UserError("run_sync() was called inside a running event loop; use "
                         "`await agent.run(...)` there instead.")
 
+    def resume_sync(self, run_id: str, **kwargs: Any) -> RunResult[OutputT]:
+        """Blocking wrapper around :meth:`resume`; refuses to run inside an event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.resume(run_id, **kwargs))
+        raise UserError("resume_sync() was called inside a running event loop; use "
+                        "`await agent.resume(...)` there instead.")
+
     async def stream(self, input: str | None = None, *, resume: str | None = None,
                      store: RunStore | str | None = None, run_id: str | None = None,
                      deps: Any = None) -> AsyncIterator[RunEvent]:

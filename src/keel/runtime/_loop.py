@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from keel.core import (
+    KeelError,
     Message,
+    ModelError,
     ModelResponse,
     ModelTurn,
     Observation,
     OutputValidationError,
     RepeatedFailure,
+    RunError,
     RunEvent,
     StepRecorded,
     ToolCallPart,
@@ -97,6 +100,7 @@ class AgentLoop:
         self._failures: dict[str, int] = {}
         self._output_retries = 0
         self.replayed = 0
+        self._replayed: set[str] = set()
         tools = agent.toolset
         self._permitted = tools.permitted(agent.scopes)
         specs = self._permitted.specs()
@@ -154,12 +158,21 @@ class AgentLoop:
                 from keel.runtime._streaming import StreamingModel
 
                 model = StreamingModel(model, self.emit)
-            if agent.stack.bare_model:
-                return await model.request(history, specs, agent.settings)
-            inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key, agent=agent.name,
-                                    model=model, messages=history, tools=specs,
-                                    settings=agent.settings)
-            return await agent.stack.model_request(inp)
+            try:
+                if agent.stack.bare_model:
+                    return await model.request(history, specs, agent.settings)
+                inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key,
+                                        agent=agent.name, model=model, messages=history,
+                                        tools=specs, settings=agent.settings)
+                return await agent.stack.model_request(inp)
+            except KeelError as exc:
+                if isinstance(exc, RunError) and exc.step_key is None:
+                    exc.step_key = key
+                raise
+            except Exception as exc:
+                raise ModelError(f"{model.name} raised {type(exc).__name__}: {exc}",
+                                 retryable=False, model=model.name, run_id=self.journal.run_id,
+                                 step_key=key) from exc
 
         response, replayed = await self.journal.step(
             key, "model", model_name(agent), request, input_hash=input_hash,
@@ -217,7 +230,8 @@ class AgentLoop:
         agent = self.agent
         tool = self._permitted.get(call.tool_name)
         if self.emit is not None:
-            self.emit(ToolCallStarted(key=key, tool_name=call.tool_name, arguments=call.arguments))
+            self.emit(ToolCallStarted(key=key, tool_name=call.tool_name, arguments=call.arguments,
+                                      replayed=self.journal.is_recorded(key)))
         idempotent = True if tool is None else tool.meta.idempotent
         ctx = ToolContext(run_id=self.journal.run_id, step_key=key, agent=agent.name,
                           idempotency_key=f"{self.journal.run_id}/{key}", scopes=agent.scopes,
@@ -283,7 +297,8 @@ class AgentLoop:
                             f"after {limit}. Change the arguments or take another approach.]")
         if self.emit is not None:
             self.emit(Observation(key=key, tool_name=call.tool_name, content=content,
-                                  is_error=result.is_error))
+                                  is_error=result.is_error,
+                                  replayed=key in self._replayed))
         return ToolResultPart(call_id=call.call_id, tool_name=call.tool_name, content=content,
                               is_error=result.is_error)
 
@@ -305,7 +320,7 @@ class AgentLoop:
                                          '{"error": "not run: final_result was called"}'),
                                 is_error=True) for c in calls]
         self.history.append(Message(role="tool", parts=tuple(parts)))
-        self._bump_output_retry(message)
+        self._rejected_output(message)
         return None
 
     def _accept_text(self, text: str) -> Any | None:
@@ -322,10 +337,13 @@ class AgentLoop:
         self.history.append(Message.user(
             f"Your answer does not match the required output: {message}. Call the "
             f"{FINAL_TOOL} tool with arguments that match its schema."))
-        self._bump_output_retry(message)
+        self._rejected_output(message)
         return None
 
-    def _bump_output_retry(self, message: str) -> None:
+    def _rejected_output(self, message: str) -> None:
+        if self.emit is not None:
+            self.emit(Observation(key=f"{self.agent.name}/output", tool_name=FINAL_TOOL,
+                                  content=f"final answer rejected: {message}", is_error=True))
         self._output_retries += 1
         if self._output_retries > self.agent.max_output_retries:
             raise OutputValidationError(
@@ -338,6 +356,8 @@ class AgentLoop:
     def _on_step(self, entry: JournalEntry, value: Any, replayed: bool) -> None:
         if replayed:
             self.replayed += 1
+            if self.emit is not None:
+                self._replayed.add(entry.key)
         else:
             if isinstance(value, ModelResponse):
                 self.journal.log_step(entry, tool_name=None, success=True, usage=value.usage)

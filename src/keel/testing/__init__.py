@@ -1,5 +1,20 @@
-"""keel's public test kit: scripted models (more arrives as the kit grows)."""
+"""keel's public test kit: scripted models, loopback servers that speak the providers' wire
+formats, and the run-store conformance suite."""
 
-from keel.models import FunctionModel, ScriptedModel, call
+from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
+from keel.testing._store_conformance import StoreConformance
+from keel.testing._wire_anthropic import AnthropicWireServer
+from keel.testing._wire_anthropic import RecordedRequest as AnthropicRecordedRequest
+from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
 
-__all__ = ["FunctionModel", "ScriptedModel", "call"]
+__all__ = [
+    "AnthropicRecordedRequest",
+    "AnthropicWireServer",
+    "FunctionModel",
+    "OpenAIWireServer",
+    "ScriptItem",
+    "ScriptedModel",
+    "StoreConformance",
+    "ToolCallSpec",
+    "call",
+]
