@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.core import RunNotFound, StoreError, StoreVersionError, UserError
+from keel.core import ConfigError, RunNotFound, StoreError, StoreVersionError, UserError
 from keel.store import SCHEMA_VERSION, RunFilter
 from keel.store._sqlite import SQLiteStore
 from keel.testing._store_conformance import sample_entry, sample_run
@@ -310,8 +310,10 @@ async def test_errors_name_the_clashing_step(tmp_path: Path) -> None:
             await store.append("run-1", [sample_entry(1, "y"), sample_entry(2, "y")])
         with pytest.raises(StoreError, match="already exists"):
             await store.create_run(sample_run())
-        with pytest.raises(StoreError, match="limit and offset must be 0 or more"):
+        with pytest.raises(ConfigError, match="'limit'"):
             await store.list_runs(RunFilter(limit=-1))
+        with pytest.raises(ConfigError, match="'offset'"):
+            await store.list_runs(RunFilter(offset=-1))
         assert isinstance(StoreError("x"), UserError)
 
 

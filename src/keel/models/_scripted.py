@@ -41,8 +41,7 @@ def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def _to_response(item: ScriptItem, turn: int, messages: Sequence[Message], name: str) -> (
-        ModelResponse):
+def _to_response(item: ScriptItem, turn: int, prompt: int, name: str) -> ModelResponse:
     if isinstance(item, ModelResponse):
         return item
     if isinstance(item, BaseException):
@@ -58,7 +57,6 @@ def _to_response(item: ScriptItem, turn: int, messages: Sequence[Message], name:
             parts.append(ToolCallPart(call_id=call_id, tool_name=piece.tool_name,
                                       arguments=piece.arguments))
             n_calls += 1
-    prompt = _estimate_tokens(messages[-1].text or "x") if messages else 1
     completion = sum(_estimate_tokens(p.text if isinstance(p, TextPart) else p.arguments)
                      for p in parts)
     return ModelResponse(
@@ -84,34 +82,37 @@ class ScriptedModel(Model):
         self.delay = delay
         self.record_requests = record_requests
         self.requests: list[list[Message]] = []
-        # id(conversation list) -> (first message, length seen, assistant turns seen): counts
-        # only new messages when the same growing list is passed again (O(1) per turn).
-        self._turns: dict[int, tuple[Message, int, int]] = {}
+        # id(conversation list) -> (first message, length seen, assistant turns, prompt tokens):
+        # only new messages are looked at when the same growing list comes again (O(1) a turn).
+        self._turns: dict[int, tuple[Message, int, int, int]] = {}
 
-    def _turn(self, messages: Sequence[Message]) -> int:
+    def _scan(self, messages: Sequence[Message]) -> tuple[int, int]:
+        """(assistant turns so far, estimated prompt tokens) of a conversation."""
         if not messages:
-            return 0
+            return 0, 1
         cached = self._turns.get(id(messages))
-        start, count = 0, 0
+        start, count, tokens = 0, 0, 0
         if cached is not None and cached[0] is messages[0] and cached[1] <= len(messages):
-            start, count = cached[1], cached[2]
+            start, count, tokens = cached[1], cached[2], cached[3]
         for i in range(start, len(messages)):
-            if messages[i].role == "assistant":
+            m = messages[i]
+            if m.role == "assistant":
                 count += 1
+            tokens += _estimate_tokens(m.text or "x")
         if len(self._turns) > 4096:
             self._turns.clear()
-        self._turns[id(messages)] = (messages[0], len(messages), count)
-        return count
+        self._turns[id(messages)] = (messages[0], len(messages), count, tokens)
+        return count, tokens
 
     def _pick(self, messages: Sequence[Message]) -> ModelResponse:
-        turn = self._turn(messages)
+        turn, prompt = self._scan(messages)
         if turn >= len(self.script):
             raise AssertionError(
                 f"ScriptedModel has {len(self.script)} turns but was asked for turn {turn + 1}")
         item = self.script[turn]
         if isinstance(item, BaseException):
             raise item
-        return _to_response(item, turn, messages, self.name)
+        return _to_response(item, turn, prompt, self.name)
 
     async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                       settings: ModelSettings | None = None) -> ModelResponse:
@@ -151,5 +152,6 @@ class FunctionModel(Model):
             out = await out
         if isinstance(out, str):
             turn = sum(1 for m in messages if m.role == "assistant")
-            return _to_response(out, turn, messages, self.name)
+            prompt = sum(_estimate_tokens(m.text or "x") for m in messages)
+            return _to_response(out, turn, prompt, self.name)
         return out

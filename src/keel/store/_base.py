@@ -69,16 +69,41 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFilter:
-    """Which runs ``list_runs`` returns: newest first, ``limit`` at a time from ``offset``."""
+    """Which runs ``list_runs`` returns: newest first (``created_at`` descending, ties broken
+    by ``run_id`` descending, so paging never repeats or skips a run), ``limit`` at a time
+    from ``offset``."""
 
     status: RunStatus | None = None
     agent: str | None = None
     limit: int = 50
     offset: int = 0
 
+    def __post_init__(self) -> None:
+        from keel.core import ConfigError
+
+        if not isinstance(self.limit, int) or not 0 <= self.limit <= 10_000:
+            raise ConfigError("limit", f"must be a whole number from 0 to 10000, not "
+                              f"{self.limit!r}")
+        if not isinstance(self.offset, int) or self.offset < 0:
+            raise ConfigError("offset", f"must be a whole number >= 0, not {self.offset!r}")
+
 
 class RunStore(ABC):
-    """Where runs and their journals live. Implementations: memory, SQLite (and Postgres)."""
+    """Where runs and their journals live. Implementations: memory, SQLite (and Postgres).
+
+    The contract every backend keeps (``keel.testing.StoreConformance`` checks it):
+
+    * payloads (``input``, ``output``, ``data`` ...) are plain JSON values; a backend may
+      store them by reference (memory) or as JSON text (SQLite), so callers must not mutate
+      them after handing them over;
+    * ``seq`` is assigned by the caller (the journal numbers its entries); ``read_journal``
+      returns entries in append order;
+    * within a run each ``(key, phase)`` is recorded at most once; an ``append`` batch that
+      repeats one (within itself or against the store) raises ``StoreError`` and stores
+      nothing of that batch: batches are atomic;
+    * ``update_run`` replaces the record (last writer wins; leases that stop two workers
+      from continuing one run come with the Postgres store).
+    """
 
     @abstractmethod
     async def create_run(self, record: RunRecord) -> None:

@@ -1,6 +1,13 @@
 """keel's public test kit: scripted models, loopback servers that speak the providers' wire
 formats, and the run-store conformance suite."""
 
+try:  # let pytest rewrite the conformance suite's asserts for readable failures
+    import pytest
+
+    pytest.register_assert_rewrite("keel.testing._store_conformance")
+except ImportError:  # pragma: no cover - the kit works without pytest too
+    pass
+
 from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
 from keel.testing._store_conformance import StoreConformance
 from keel.testing._wire_anthropic import AnthropicWireServer
