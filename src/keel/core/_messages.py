@@ -103,18 +103,21 @@ def hash_messages(messages: Sequence[Message], *, scrub: Callable[[str], str],
                   salt: str = "") -> str:
     """A stable digest of ``messages`` (strings passed through ``scrub`` first), without
     building dicts or JSON: cheap enough to run on every model turn."""
-    h = hashlib.blake2b(salt.encode(), digest_size=10)
+    chunks = [salt]
     for m in messages:
-        h.update(b"\x1e" + m.role.encode())
+        chunks.append("\x1e" + m.role)
         for p in m.parts:
-            if isinstance(p, TextPart):
-                fields: tuple[str, ...] = ("t", p.text)
-            elif isinstance(p, ToolCallPart):
-                fields = ("c", p.call_id, p.tool_name, p.arguments)
+            kind = type(p)
+            if kind is TextPart:
+                chunks.append("\x1ft\x1f" + p.text)  # type: ignore[union-attr]
+            elif kind is ToolCallPart:
+                chunks.append(f"\x1fc\x1f{p.call_id}\x1f{p.tool_name}\x1f"  # type: ignore[union-attr]
+                              f"{p.arguments}")  # type: ignore[union-attr]
             else:
-                fields = ("r", p.call_id, p.tool_name, p.content, "1" if p.is_error else "0")
-            h.update("\x1f".join(scrub(f) for f in fields).encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
+                chunks.append(f"\x1fr\x1f{p.call_id}\x1f{p.tool_name}\x1f"  # type: ignore[union-attr]
+                              f"{p.content}\x1f{int(p.is_error)}")  # type: ignore[union-attr]
+    text = scrub("".join(chunks))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
 # ----------------------------------------------------------------------- (de)serialization

@@ -189,6 +189,13 @@ class AgentLoop:
     # -------------------------------------------------------------------------------- tools
 
     async def _tool_calls(self, turn: int, calls: list[ToolCallPart]) -> None:
+        if len(calls) == 1:  # the common case, without the bookkeeping for parallel calls
+            call = calls[0]
+            key = f"{self.agent.name}/turn:{turn}/tool:{call.tool_name}#0"
+            result = await self._tool_step(key, call)
+            part = self._observe(key, call, result)
+            self.history.append(Message(role="tool", parts=(part,)))
+            return
         counts: dict[str, int] = {}
         keyed: list[tuple[str, ToolCallPart]] = []
         for call in calls:

@@ -22,6 +22,7 @@ from keel.core import (
     ToolSpec,
 )
 from keel.tools._docstring import parse_docstring
+from keel.tools._eager import await_with_timeout
 from keel.tools._result import ToolResult
 
 Risk: TypeAlias = Literal["read", "write", "irreversible"]
@@ -201,8 +202,7 @@ class FunctionTool(Tool):
         if self._ctx_param:
             kwargs[self._ctx_param] = ctx
         try:
-            async with asyncio.timeout(self.meta.timeout):
-                value = await self._invoke(kwargs)
+            value = await await_with_timeout(self._invoke(kwargs), self.meta.timeout)
         except TimeoutError:
             return ToolResult.fail(
                 "timeout", f"{name} did not finish within {self.meta.timeout} s", retryable=True,
