@@ -8,17 +8,11 @@ import os
 import time
 from typing import Any
 
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-
 
 def new_run_id() -> str:
-    """A time-sortable unique id (ULID-like, 26 chars, lower-case Crockford base32)."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    """A unique id that sorts by creation time: 12 hex digits of milliseconds since the epoch,
+    then 64 random bits (28 lower-case hex characters)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
 
 
 def canonical_json(value: Any) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,17 +40,27 @@ def default_store_url() -> str:
     return os.environ.get("KEEL_STORE") or DEFAULT_STORE_URL
 
 
-@asynccontextmanager
-async def using_store(store: RunStore | str | None) -> AsyncIterator[RunStore]:
-    """Yield the given store, or open (and afterwards close) one from a URL / the default."""
-    if isinstance(store, RunStore):
-        yield store
-        return
-    opened = open_store(store or default_store_url())
-    try:
-        yield opened
-    finally:
-        await opened.close()
+class using_store:
+    """The given store, or one opened from a URL / the default and closed afterwards.
+
+    A plain class rather than ``@asynccontextmanager``: this runs once per run, and an async
+    generator costs a registration with the event loop each time."""
+
+    __slots__ = ("_opened", "_store")
+
+    def __init__(self, store: RunStore | str | None) -> None:
+        self._store = store
+        self._opened: RunStore | None = None
+
+    async def __aenter__(self) -> RunStore:
+        if isinstance(self._store, RunStore):
+            return self._store
+        self._opened = open_store(self._store or default_store_url())
+        return self._opened
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._opened is not None:
+            await self._opened.close()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,10 +155,27 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
         return
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, pydantic.BaseModel):
         return value.model_dump(mode="json")
     try:
-        return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
-    except (pydantic.PydanticSchemaGenerationError, TypeError):
+        return _adapter(type(value)).dump_python(value, mode="json")
+    except (pydantic.PydanticSchemaGenerationError, TypeError, ValueError):
         return str(value)
+
+
+_ADAPTERS: dict[type[Any], pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: type[Any]) -> pydantic.TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        if len(_ADAPTERS) > 256:
+            _ADAPTERS.clear()
+        adapter = _ADAPTERS[kind] = pydantic.TypeAdapter(kind)
+    return adapter
