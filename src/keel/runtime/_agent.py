@@ -12,6 +12,7 @@ import pydantic
 from keel.core import ConfigError, ModelSettings, RunEvent, RunFinished, ToolSpec, UserError
 from keel.models import Model, parse_model_id, resolve_model
 from keel.runtime._budget import Budget
+from keel.runtime._loop import ToolPlan
 from keel.runtime._middleware import Middleware, MiddlewareStack
 from keel.runtime._result import RunResult
 from keel.runtime._runner import Launch, execute, using_store
@@ -71,6 +72,7 @@ class Agent(Generic[OutputT]):
         self.stack = MiddlewareStack(middleware)
         self._model: Model | None = model if isinstance(model, Model) else None
         self._adapter: pydantic.TypeAdapter[Any] | None = None
+        self._plan: ToolPlan | None = None
         self.output_wrapped = False
         if output_type is not None and output_type is not str:
             self._adapter = pydantic.TypeAdapter(output_type)
@@ -87,6 +89,13 @@ class Agent(Generic[OutputT]):
         if self._model is None:
             self._model = resolve_model(self.model)
         return self._model
+
+    def tool_plan(self) -> ToolPlan:
+        """The tools offered to the model (built on first use; an agent's tools, scopes and
+        output type do not change after construction)."""
+        if self._plan is None:
+            self._plan = ToolPlan.build(self)
+        return self._plan
 
     def output_adapter(self) -> pydantic.TypeAdapter[Any] | None:
         return self._adapter

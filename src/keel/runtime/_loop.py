@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -42,7 +43,7 @@ from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, ToolCallInput
 from keel.runtime._result import RunResult
 from keel.store import JournalEntry
-from keel.tools import ToolResult
+from keel.tools import ToolResult, Toolset
 
 if TYPE_CHECKING:
     from keel.runtime._agent import Agent
@@ -101,14 +102,11 @@ class AgentLoop:
         self._output_retries = 0
         self.replayed = 0
         self._replayed: set[str] = set()
-        tools = agent.toolset
-        self._permitted = tools.permitted(agent.scopes)
-        specs = self._permitted.specs()
-        self._final_spec: ToolSpec | None = agent.final_result_spec()
-        if self._final_spec is not None:
-            specs.append(self._final_spec)
-        self.specs = specs
-        self._specs_hash = stable_hash([model_name(agent), [s.name for s in specs]])
+        plan = agent.tool_plan()
+        self._permitted = plan.permitted
+        self._final_spec = plan.final_spec
+        self.specs = plan.specs
+        self._specs_hash = plan.specs_hash
         journal.observer = self._on_step
 
     # ------------------------------------------------------------------------------ driving
@@ -375,6 +373,28 @@ class AgentLoop:
         if self.emit is not None:
             self.emit(StepRecorded(key=entry.key, kind=entry.kind, name=entry.name,
                                    latency_ms=entry.latency_ms, replayed=replayed))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolPlan:
+    """What an agent offers the model, computed once per agent: the tools its scopes permit,
+    their specs (plus ``final_result`` for a typed output) and a hash of them for the
+    journal's divergence check."""
+
+    permitted: Toolset
+    specs: list[ToolSpec]
+    final_spec: ToolSpec | None
+    specs_hash: str
+
+    @classmethod
+    def build(cls, agent: Agent[Any]) -> ToolPlan:
+        permitted = agent.toolset.permitted(agent.scopes)
+        specs = permitted.specs()
+        final_spec = agent.final_result_spec()
+        if final_spec is not None:
+            specs.append(final_spec)
+        return cls(permitted=permitted, specs=specs, final_spec=final_spec,
+                   specs_hash=stable_hash([model_name(agent), [s.name for s in specs]]))
 
 
 def model_name(agent: Agent[Any]) -> str:
