@@ -28,6 +28,16 @@ class MemoryStore(RunStore):
         if journal is None:
             raise RunNotFound(f"no run {run_id!r} in this store; `keel runs list` shows the runs.")
         recorded = self._recorded[run_id]
+        if len(entries) == 1:  # the journal's usual call, without a temporary set
+            entry = entries[0]
+            one = (entry.key, entry.phase)
+            if one in recorded:
+                raise StoreError(
+                    f"run {run_id}: journal entry {one} is already recorded; each step records "
+                    "one intent and one result. Nothing of this batch was stored.")
+            recorded.add(one)
+            journal.append(entry)
+            return
         batch = {(e.key, e.phase) for e in entries}
         if len(batch) != len(entries) or not batch.isdisjoint(recorded):
             clash = next(iter(batch & recorded), None) or "(repeated within the batch)"
