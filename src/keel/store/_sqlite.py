@@ -366,14 +366,19 @@ def _insert_batch(db: sqlite3.Connection, rows: list[_EntryRow]) -> None:
         raise
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_ENCODE_ASCII = json.JSONEncoder(ensure_ascii=True, default=str).encode
+
+
 def _dumps(value: Any) -> str:
     """JSON text for a value; raises TypeError/ValueError for what JSON cannot hold."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = _ENCODE(value)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: escape it, json.loads restores it
-            text = json.dumps(value, ensure_ascii=True, default=str)
+            text = _ENCODE_ASCII(value)
     return text
 
 
