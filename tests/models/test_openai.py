@@ -656,3 +656,17 @@ async def test_env_key_is_never_sent_to_a_custom_base_url(server: OpenAIWireServ
         await adapter.aclose()
     sent = json.dumps(server.request_headers)
     assert real_key not in sent
+
+
+async def test_reasoning_models_get_max_completion_tokens(server: OpenAIWireServer) -> None:
+    server.reply_text("a")
+    server.reply_text("b")
+    for model in ("o4-mini", "gpt-4o-mini"):
+        adapter = OpenAIModel(model, base_url=server.base_url, api_key="sk-test")
+        try:
+            await adapter.request([Message.user("hi")], settings=ModelSettings(max_tokens=50))
+        finally:
+            await adapter.aclose()
+    reasoning, classic = server.requests[0], server.requests[1]
+    assert reasoning["max_completion_tokens"] == 50 and "max_tokens" not in reasoning
+    assert classic["max_tokens"] == 50 and "max_completion_tokens" not in classic

@@ -20,6 +20,9 @@ class ModelInfo:
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     priced: bool = False
+    #: The request field for the output-token limit (OpenAI reasoning models want
+    #: ``max_completion_tokens`` and reject ``max_tokens``).
+    max_tokens_param: str = "max_tokens"
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
@@ -58,4 +61,5 @@ def model_info(provider: str, model: str) -> ModelInfo:
     return ModelInfo(provider=provider, model=model, context_window=row.get("context_window"),
                      supports_tools=bool(row.get("tools", True)),
                      input_per_mtok=float(row["input_per_mtok"]),
-                     output_per_mtok=float(row["output_per_mtok"]), priced=True)
+                     output_per_mtok=float(row["output_per_mtok"]), priced=True,
+                     max_tokens_param=str(row.get("max_tokens_param", "max_tokens")))

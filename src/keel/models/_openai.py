@@ -135,7 +135,7 @@ class OpenAIModel(Model):
         if settings.temperature is not None:
             params["temperature"] = settings.temperature
         if settings.max_tokens is not None:
-            params["max_tokens"] = settings.max_tokens
+            params[model_info("openai", self.model).max_tokens_param] = settings.max_tokens
         if settings.extra:
             params["extra_body"] = dict(settings.extra)
         return params
