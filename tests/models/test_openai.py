@@ -31,7 +31,8 @@ from keel.core import (
     ToolSpec,
 )
 from keel.models import resolve_model
-from keel.models._openai import OpenAIModel, retry_after_seconds
+from keel.models._http import retry_after_seconds
+from keel.models._openai import OpenAIModel
 from keel.testing._wire_openai import OpenAIWireServer
 
 KEY = "sk-test-0123456789abcdefghijklmnop"

@@ -16,10 +16,8 @@ budgeted. Every failure leaves this module as a :class:`keel.ModelError` with ``
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeAlias
 
 import anthropic
@@ -61,6 +59,7 @@ from keel.core import (
     redact_text,
 )
 from keel.models._base import Model
+from keel.models._http import retry_after_seconds
 from keel.models._info import model_info
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel", "to_anthropic_messages", "to_anthropic_tools"]
@@ -304,27 +303,6 @@ class _StreamState:
 # --------------------------------------------------------------------------- error mapping
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def _error_details(body: object) -> tuple[str, str]:
     """``(error.type, error.message)`` from an API error body, when it has them."""
     error = body.get("error") if isinstance(body, dict) else None
@@ -522,7 +500,7 @@ class AnthropicModel(Model):
             return self._fail(
                 f"{self.name} failed mid-stream with {kind}{detail}",
                 retryable=wire_status is None or _is_retryable_status(wire_status))
-        retry_after = _retry_after(exc.response.headers)
+        retry_after = retry_after_seconds(exc.response.headers)
         retryable = _is_retryable_status(status)
         if status == 401:
             message = (f"Anthropic rejected the API key (401 {kind}{detail}). Check "

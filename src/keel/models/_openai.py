@@ -12,10 +12,8 @@ retryable :class:`keel.ModelError`, as is a stream that ends before a ``finish_r
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +46,7 @@ from keel.core import (
     redact_text,
 )
 from keel.models._base import Model
+from keel.models._http import retry_after_seconds
 from keel.models._info import model_info
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -492,29 +491,6 @@ class _StreamAccumulator:
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` (milliseconds) or ``Retry-After`` (seconds or
-    an HTTP date). ``None`` when absent or unreadable."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _server_detail(body: object) -> str:
