@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import pydantic
 import pytest
 
 from keel import (
@@ -14,6 +15,7 @@ from keel import (
     Divergence,
     MemoryStore,
     ModelError,
+    OutputValidationError,
     RunNotFound,
     StoreError,
     ToolContext,
@@ -290,3 +292,66 @@ async def test_one_json_log_line_per_step_without_secrets(json_log: io.StringIO)
     assert secret not in json_log.getvalue()
     stored = json.dumps([e.data for e in await store.read_journal(result.run_id)])
     assert secret not in stored  # nor in the journal
+
+
+class CountingStore(MemoryStore):
+    """A memory store that remembers each append batch (one batch = one commit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[tuple[str, str]]] = []
+
+    async def append(self, run_id: str, entries: Any) -> None:
+        await super().append(run_id, entries)
+        self.batches.append([(e.key, e.phase) for e in entries])
+
+
+async def test_model_response_rides_with_a_read_only_tool_result() -> None:
+    @tool
+    def lookup(q: str) -> str:
+        return q
+
+    store = CountingStore()
+    model = ScriptedModel([call("lookup", {"q": "a"}), "done"])
+    await Agent("r", model=model, tools=[lookup]).run("go", store=store)
+    assert store.batches == [
+        [("r/turn:0/model", "result"), ("r/turn:0/tool:lookup#0", "result")],
+        [("r/turn:1/model", "result")],  # the final answer, committed before the run completes
+    ]
+
+
+async def test_model_response_is_committed_before_a_tool_with_effects_runs() -> None:
+    store = CountingStore()
+    seen: list[list[tuple[str, str]]] = []
+
+    @tool(risk="write", idempotent=True)
+    async def upsert(q: str, ctx: ToolContext) -> str:
+        seen.append([(e.key, e.phase) for e in await store.read_journal(ctx.run_id)])
+        return q
+
+    @tool(risk="irreversible")
+    async def send(q: str, ctx: ToolContext) -> str:
+        seen.append([(e.key, e.phase) for e in await store.read_journal(ctx.run_id)])
+        return q
+
+    model = ScriptedModel([call("upsert", {"q": "a"}), call("send", {"q": "b"}), "done"])
+    await Agent("w", model=model, tools=[upsert, send]).run("go", store=store)
+    assert seen[0] == [("w/turn:0/model", "result")]
+    assert seen[1][-2:] == [("w/turn:1/model", "result"), ("w/turn:1/tool:send#0", "intent")]
+    assert [("w/turn:1/model", "result")] in store.batches  # its own commit, before the intent
+
+
+async def test_deferred_records_are_kept_when_the_run_fails() -> None:
+    """The last model answers are only deferred when the run fails on them (the output never
+    validates): the failure path still commits them."""
+
+    class Answer(pydantic.BaseModel):
+        n: int
+
+    store = MemoryStore()
+    model = ScriptedModel(["not json", "still not", "nope"])
+    agent = Agent("f", model=model, output_type=Answer, max_output_retries=2)
+    with pytest.raises(OutputValidationError) as err:
+        await agent.run("go", store=store)
+    keys = [e.key for e in await store.read_journal(err.value.run_id or "")]
+    assert keys == ["f/turn:0/model", "f/turn:1/model", "f/turn:2/model"]

@@ -7,6 +7,11 @@ new key it runs the function and appends a ``result`` entry. Steps that must not
 resume means the outcome is unknown: the step's reconcile hook decides, or the run stops with
 :class:`UnknownOutcome`. It never silently runs such a step again.
 
+A model response has no effect outside the run, so its record may be *deferred*: it is
+committed together with the next record (a tool's intent or result), and always before a tool
+with an effect runs. A crash in that window loses only the response; the resumed run asks the
+model again (meanwhile at most read-only tools ran). This halves the commits of a typical step.
+
 Secrets (API keys, bearer tokens, values under secret-named keys) are masked in everything
 written to the store. Input hashes are computed over the masked form, so a resumed run still
 matches its journal; the price is that a secret which flowed through the conversation is seen
@@ -40,8 +45,8 @@ def _identity(value: Any) -> Any:
 class Journal:
     """One run's journal, backed by a :class:`RunStore`."""
 
-    __slots__ = ("_intents", "_results", "_seen", "agent", "budget", "observer", "run_id",
-                 "seq", "store")
+    __slots__ = ("_intents", "_pending", "_results", "_seen", "agent", "budget", "observer",
+                 "run_id", "seq", "store")
 
     def __init__(self, store: RunStore, run_id: str, agent: str, entries: list[JournalEntry],
                  budget: BudgetTracker) -> None:
@@ -56,6 +61,7 @@ class Journal:
             (self._results if e.phase == "result" else self._intents)[e.key] = e
         self.seq = max((e.seq for e in entries), default=-1) + 1
         self._seen: set[str] = set()
+        self._pending: list[JournalEntry] = []
 
     @property
     def recorded_steps(self) -> int:
@@ -80,11 +86,16 @@ class Journal:
         usage_of: Callable[[T], Usage | None] | None = None,
         budgeted: bool = True,
         scrubbed: bool = False,
+        defer: bool = False,
+        flush_first: bool = False,
     ) -> tuple[T, bool]:
         """Run or replay one step. Returns ``(value, replayed)``.
 
         ``encode`` turns the value into JSON-able data for the store; unless ``scrubbed``
         says the encoder already masked secrets, the data is walked and masked here.
+        ``defer`` lets the result ride along with the next record written (one commit instead
+        of two; only for steps without outside effects, such as a model request), and
+        ``flush_first`` commits anything deferred before ``fn`` runs (for steps with effects).
         """
         if key in self._seen:
             raise UserError(
@@ -113,14 +124,17 @@ class Journal:
                     await self._record(key, "result", kind, name, input_hash, redact(decided),
                                        0.0)
                     return value, False
-        elif not idempotent:
-            await self._record(key, "intent", kind, name, input_hash, redact(intent), 0.0)
+        else:
+            if flush_first and self._pending:
+                await self.flush()
+            if not idempotent:
+                await self._record(key, "intent", kind, name, input_hash, redact(intent), 0.0)
         t0 = time.perf_counter()
         value = await fn()
         latency_ms = (time.perf_counter() - t0) * 1000.0
         data = encode(value)
         entry = await self._record(key, "result", kind, name, input_hash,
-                                   data if scrubbed else redact(data), latency_ms)
+                                   data if scrubbed else redact(data), latency_ms, defer=defer)
         if budgeted:
             self.budget.record(usage_of(value) if usage_of else None)
         if self.observer is not None:
@@ -151,14 +165,26 @@ class Journal:
                 run_id=self.run_id, step_key=entry.key)
 
     async def _record(self, key: str, phase: str, kind: str, name: str, input_hash: str,
-                      data: Any, latency_ms: float) -> JournalEntry:
+                      data: Any, latency_ms: float, *, defer: bool = False) -> JournalEntry:
         entry = JournalEntry(seq=self.seq, key=key, phase=phase,  # type: ignore[arg-type]
                              kind=kind, name=name, input_hash=input_hash, data=data,
                              created_at=time.time(), latency_ms=latency_ms)
         self.seq += 1
-        await self.store.append(self.run_id, (entry,))
+        if defer:
+            self._pending.append(entry)
+        elif self._pending:
+            batch, self._pending = [*self._pending, entry], []
+            await self.store.append(self.run_id, batch)
+        else:
+            await self.store.append(self.run_id, (entry,))
         (self._results if phase == "result" else self._intents)[key] = entry
         return entry
+
+    async def flush(self) -> None:
+        """Commit deferred records. Called before effects, and when the run ends or stops."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await self.store.append(self.run_id, batch)
 
     def log_step(self, entry: JournalEntry, *, tool_name: str | None, success: bool,
                  usage: Usage | None, error_type: str | None = None) -> None:

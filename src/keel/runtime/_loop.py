@@ -175,7 +175,7 @@ class AgentLoop:
         response, replayed = await self.journal.step(
             key, "model", model_name(agent), request, input_hash=input_hash,
             encode=_encode_model, decode=ModelResponse.from_dict, usage_of=_model_usage,
-            scrubbed=True)
+            scrubbed=True, defer=True)
         self.history.append(response.message)
         if self.emit is not None:
             self.emit(ModelTurn(key=key, text=response.text, usage=response.usage,
@@ -271,7 +271,7 @@ class AgentLoop:
             key, "tool", call.tool_name, execute,
             input_hash=_tool_hash(call.tool_name, call.arguments), intent=intent,
             idempotent=idempotent, reconcile=reconcile, encode=_encode_tool, decode=_decode_tool,
-            scrubbed=True)
+            scrubbed=True, flush_first=tool is not None and tool.meta.risk != "read")
         return result
 
     def _missing_tool(self, name: str) -> ToolResult:

@@ -90,7 +90,9 @@ async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResu
                                               input=record.input, resumed=resumed))
     try:
         result = await loop.run(str(record.input))
+        await journal.flush()
     except BaseException as exc:
+        await _flush_quietly(journal)
         await _record_failure(store, record, tracker, exc)
         await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                               status=_status_for(exc), output=None, error=exc))
@@ -127,6 +129,15 @@ async def _open_run(agent: Agent[Any], store: RunStore,
     record = record.with_status("running", updated_at=time.time(), error=None)
     await store.update_run(record)
     return record, entries
+
+
+async def _flush_quietly(journal: Journal) -> None:
+    """Keep what the run did (deferred records) even as it fails; a failing store must not
+    hide the run's own error."""
+    try:
+        await asyncio.shield(journal.flush())
+    except Exception:
+        return
 
 
 def _status_for(exc: BaseException) -> str:
