@@ -1,0 +1,198 @@
+"""keel and the plain-Python floor.
+
+The floor is the least any framework can do for the same workload: a ``while`` loop that
+awaits a trivial fake model function, appends its answer to a list, awaits the same async
+tool function (:func:`bench.common.lookup`) with the answer's arguments and appends the
+result, until the answer has no tool call. No validation, no journal, no budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import keel
+from bench.common import (
+    FINAL_TEXT,
+    RunFn,
+    check,
+    lookup,
+    make_sleeper,
+    sleeper_names,
+    turn_of,
+)
+from keel.core import Message, ModelResponse, ModelSettings, TextPart, ToolCallPart, ToolSpec
+from keel.models import ScriptedModel, call
+
+# --------------------------------------------------------------------------------- floor
+
+
+@dataclass(frozen=True, slots=True)
+class FakeTurn:
+    """A fake model answer: tool calls (name, arguments) or, when there are none, text."""
+
+    calls: tuple[tuple[str, dict[str, Any]], ...]
+    text: str = ""
+
+
+async def fake_model(script: Sequence[FakeTurn], history: list[Any], delay: float) -> FakeTurn:
+    if delay:
+        await asyncio.sleep(delay)
+    return script[turn_of(len(history))]
+
+
+class Floor:
+    """The plain loop."""
+
+    name = "plain loop (floor)"
+
+    @asynccontextmanager
+    async def step_run(self, steps: int, delay: float = 0.0) -> AsyncIterator[RunFn]:
+        script = [FakeTurn(calls=(("lookup", {"i": k}),)) for k in range(steps)]
+        script.append(FakeTurn(calls=(), text=FINAL_TEXT))
+
+        async def run() -> None:
+            history: list[Any] = [("user", "go")]
+            while True:
+                answer = await fake_model(script, history, delay)
+                history.append(("assistant", answer))
+                if not answer.calls:
+                    break
+                _, args = answer.calls[0]
+                history.append(("tool", await lookup(**args)))
+            check(answer.text == FINAL_TEXT and len(history) == 2 * steps + 2, "floor steps")
+
+        yield run
+
+    @asynccontextmanager
+    async def parallel_run(self, tools: int, tool_delay: float) -> AsyncIterator[RunFn]:
+        fns = {name: make_sleeper(k, tool_delay) for k, name in enumerate(sleeper_names(tools))}
+        script = [FakeTurn(calls=tuple((name, {"i": k}) for k, name in enumerate(fns))),
+                  FakeTurn(calls=(), text=FINAL_TEXT)]
+
+        async def run() -> None:
+            history: list[Any] = [("user", "go")]
+            while True:
+                answer = await fake_model(script, history, 0.0)
+                history.append(("assistant", answer))
+                if not answer.calls:
+                    break
+                outs = await asyncio.gather(*(fns[n](**a) for n, a in answer.calls))
+                history.append(("tool", outs))
+            check(answer.text == FINAL_TEXT and len(history[2][1]) == tools, "floor parallel")
+
+        yield run
+
+
+# ---------------------------------------------------------------------------------- keel
+
+
+class BenchModel(keel.Model):
+    """A zero-cost keel model: answers are built once; the turn is read off the length of
+    the conversation (user message, then assistant/tool pairs)."""
+
+    def __init__(self, turns: Sequence[Sequence[tuple[str, dict[str, Any]]] | str], *,
+                 delay: float = 0.0) -> None:
+        self.name = "bench:fake"
+        self.delay = delay
+        self.responses: list[ModelResponse] = []
+        usage = keel.Usage(requests=1, input_tokens=10, output_tokens=5)
+        for n, turn in enumerate(turns):
+            if isinstance(turn, str):
+                parts: tuple[Any, ...] = (TextPart(text=turn),)
+            else:
+                parts = tuple(ToolCallPart(call_id=f"call_{n}_{k}", tool_name=name,
+                                           arguments=json.dumps(args))
+                              for k, (name, args) in enumerate(turn))
+            self.responses.append(ModelResponse(
+                parts=parts, usage=usage, model=self.name,
+                finish_reason="stop" if isinstance(turn, str) else "tool_calls"))
+
+    async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
+                      settings: ModelSettings | None = None) -> ModelResponse:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self.responses[turn_of(len(messages))]
+
+
+def scripted_model(steps: int, delay: float) -> ScriptedModel:
+    """keel's own ScriptedModel for the same script (without request recording if this
+    version of keel can switch it off)."""
+    script: list[Any] = [call("lookup", {"i": k}) for k in range(steps)] + [FINAL_TEXT]
+    params = inspect.signature(ScriptedModel).parameters
+    if "record_requests" in params:
+        return ScriptedModel(script, delay=delay, record_requests=False)
+    return ScriptedModel(script, delay=delay)
+
+
+class Keel:
+    """keel with a given journal (``memory`` or ``sqlite``) and model (``bench`` or
+    ``scripted``)."""
+
+    def __init__(self, journal: str = "memory", model: str = "bench") -> None:
+        self.journal = journal
+        self.model = model
+        suffix = "" if model == "bench" else ", ScriptedModel"
+        self.name = f"keel ({'in-memory' if journal == 'memory' else 'SQLite'} journal{suffix})"
+        self.tool = keel.tool(lookup)
+
+    @asynccontextmanager
+    async def _store(self) -> AsyncIterator[keel.RunStore]:
+        if self.journal == "memory":
+            yield keel.MemoryStore()
+            return
+        with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
+            # four slashes: an absolute path (``sqlite:///x.db`` is relative to the cwd)
+            store = keel.open_store("sqlite:///" + os.path.join(tmp, "runs.db"))
+            try:
+                yield store
+            finally:
+                await store.close()
+
+    def _model(self, steps: int, delay: float) -> keel.Model:
+        if self.model == "scripted":
+            return scripted_model(steps, delay)
+        turns: list[Any] = [[("lookup", {"i": k})] for k in range(steps)] + [FINAL_TEXT]
+        return BenchModel(turns, delay=delay)
+
+    @asynccontextmanager
+    async def step_run(self, steps: int, delay: float = 0.0) -> AsyncIterator[RunFn]:
+        agent: keel.Agent[str] = keel.Agent("bench", model=self._model(steps, delay),
+                                            tools=[self.tool], budget=keel.Budget.unlimited())
+        async with self._store() as store:
+
+            async def run() -> None:
+                result = await agent.run("go", store=store)
+                check(result.output == FINAL_TEXT and result.steps == 2 * steps + 1,
+                      f"keel steps: {result.output!r}, {result.steps}")
+
+            yield run
+
+    @asynccontextmanager
+    async def parallel_run(self, tools: int, tool_delay: float) -> AsyncIterator[RunFn]:
+        names = sleeper_names(tools)
+        keel_tools = [keel.tool(make_sleeper(k, tool_delay)) for k in range(tools)]
+        model = BenchModel([[(n, {"i": k}) for k, n in enumerate(names)], FINAL_TEXT])
+        agent: keel.Agent[str] = keel.Agent("bench", model=model, tools=keel_tools,
+                                            budget=keel.Budget.unlimited())
+        async with self._store() as store:
+
+            async def run() -> None:
+                result = await agent.run("go", store=store)
+                check(result.output == FINAL_TEXT and result.steps == tools + 2,
+                      f"keel parallel: {result.output!r}, {result.steps}")
+
+            yield run
+
+
+def keel_frameworks() -> dict[str, Any]:
+    """The keel-side frameworks by key (the floor first)."""
+    return {"floor": Floor(), "keel": Keel("memory"), "keel-sqlite": Keel("sqlite"),
+            "keel-scripted": Keel("memory", "scripted")}
