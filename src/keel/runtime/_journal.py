@@ -180,6 +180,12 @@ class Journal:
         (self._results if phase == "result" else self._intents)[key] = entry
         return entry
 
+    def take_pending(self) -> list[JournalEntry]:
+        """Hand over the deferred records (for a caller that commits them itself, together
+        with the run's final status)."""
+        batch, self._pending = self._pending, []
+        return batch
+
     async def flush(self) -> None:
         """Commit deferred records. Called before effects, and when the run ends or stops."""
         if self._pending:

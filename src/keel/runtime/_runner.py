@@ -90,16 +90,16 @@ async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResu
                                               input=record.input, resumed=resumed))
     try:
         result = await loop.run(str(record.input))
-        await journal.flush()
     except BaseException as exc:
         await _flush_quietly(journal)
         await _record_failure(store, record, tracker, exc)
         await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                               status=_status_for(exc), output=None, error=exc))
         raise
-    await store.update_run(record.with_status(
+    await store.finish_run(record.with_status(
         "completed", output=_jsonable(result.output), updated_at=time.time(),
-        usage={**tracker.usage.to_dict(), "steps": tracker.steps}, error=None))
+        usage={**tracker.usage.to_dict(), "steps": tracker.steps}, error=None),
+        journal.take_pending())
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                           status="completed", output=result.output, error=None))
     if launch.emit is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
@@ -64,7 +64,12 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
 
     def with_status(self, status: RunStatus, **changes: Any) -> RunRecord:
-        return replace(self, status=status, **changes)
+        fields = {f: getattr(self, f) for f in _RECORD_FIELDS}
+        fields.update(changes, status=status)
+        return RunRecord(**fields)
+
+
+_RECORD_FIELDS = tuple(RunRecord.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +132,14 @@ class RunStore(ABC):
     @abstractmethod
     async def update_run(self, record: RunRecord) -> None:
         """Replace a run's record (status, output, error, usage). Raises RunNotFound."""
+
+    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry]) -> None:
+        """Append ``entries`` and replace the record, as one transaction where the backend
+        has them (so a run's last steps and its final status land together). The default
+        appends, then updates."""
+        if entries:
+            await self.append(record.run_id, entries)
+        await self.update_run(record)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. Safe to call more than once."""

@@ -261,6 +261,32 @@ class SQLiteStore(RunStore):
         if changed == 0:
             raise _not_found(record.run_id)
 
+    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry]) -> None:
+        """One transaction: the entries, then the record."""
+        if not entries:
+            await self.update_run(record)
+            return
+        rows = [_entry_row(record.run_id, entry) for entry in entries]
+        run_row = _run_row(record)
+        with self._lock:
+            db = self._db()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(_INSERT_ENTRY, rows)
+                    changed = db.execute(_UPDATE_RUN, (*run_row[1:], run_row[0])).rowcount
+                    if changed == 0:
+                        raise _not_found(record.run_id)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.IntegrityError as exc:
+                raise self._append_conflict(db, exc, record.run_id, entries) from None
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
+
     async def close(self) -> None:
         with self._lock:
             self._closed = True

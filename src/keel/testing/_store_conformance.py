@@ -282,6 +282,37 @@ class StoreConformance:
         assert await store.list_runs(RunFilter(status="running")) == []
         assert await store.read_journal("run-up") == [sample_entry(0)], "update touched journal"
 
+    async def test_finish_run_appends_and_updates_together(self, store: RunStore) -> None:
+        created = sample_run("run-fin")
+        await store.create_run(created)
+        await store.append("run-fin", [sample_entry(0)])
+        done = created.with_status("completed", output="ok", updated_at=_T0 + 1)
+        await store.finish_run(done, [sample_entry(1), sample_entry(2)])
+        assert_same(await store.get_run("run-fin"), done, "the finished record")
+        assert await store.read_journal("run-fin") == [sample_entry(i) for i in range(3)]
+        await store.finish_run(done.with_status("failed", updated_at=_T0 + 2), [])
+        assert (await store.get_run("run-fin")).status == "failed"
+
+    async def test_finish_run_is_all_or_nothing(self, store: RunStore) -> None:
+        created = sample_run("run-fin2")
+        await store.create_run(created)
+        await store.append("run-fin2", [sample_entry(0)])
+        clash = created.with_status("completed", output="never", updated_at=_T0 + 1)
+        try:
+            await store.finish_run(clash, [sample_entry(1), sample_entry(0)])
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("finish_run accepted an entry that is already recorded")
+        assert_same(await store.get_run("run-fin2"), created, "record after a failed finish")
+        assert await store.read_journal("run-fin2") == [sample_entry(0)], "partial finish"
+        try:
+            await store.finish_run(sample_run("nope"), [sample_entry(0)])
+        except RunNotFound:
+            pass
+        else:
+            raise AssertionError("finish_run on an unknown run did not raise RunNotFound")
+
     # -------------------------------------------------------------------- listing
 
     async def test_list_runs_newest_first_with_filters(self, store: RunStore) -> None:
