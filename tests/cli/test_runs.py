@@ -30,7 +30,7 @@ def test_list_shows_a_table_newest_first(keel: Keel, store: str,
                                          three_runs: dict[str, str]) -> None:
     r = keel("--store", store, "runs", "list")
     assert r.exit_code == 0, r
-    header = r.stdout.splitlines()[1]
+    header = next(line for line in r.stdout.splitlines() if "agent" in line)
     for column in ("id", "agent", "status", "steps", "tokens", "cost", "created"):
         assert column in header
     rows = [line.split() for line in r.stdout.splitlines() if line.strip()[:2] == "01"]

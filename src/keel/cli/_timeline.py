@@ -17,9 +17,14 @@ from keel.cli._text import LONG, SHORT, jsonable, one_line, safe, show_value
 from keel.store import JournalEntry, RunRecord
 
 
-def when(timestamp: float) -> str:
+def when(timestamp: float, *, short: bool = False) -> str:
+    """Local time; ``short`` (for tables) gives the time for today, else the date."""
     try:
-        return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+        moment = datetime.fromtimestamp(timestamp)
+        if not short:
+            return moment.strftime("%Y-%m-%d %H:%M:%S")
+        today = moment.date() == datetime.now().date()
+        return moment.strftime("%H:%M:%S" if today else "%Y-%m-%d")
     except (OverflowError, OSError, ValueError):
         return "?"
 
@@ -45,19 +50,19 @@ def status_text(status: str) -> Text:
 
 def runs_table(records: list[RunRecord]) -> Table:
     """``keel runs list``: newest first."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("id", no_wrap=True, min_width=26)
-    table.add_column("agent", overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0, 0, 0))
+    table.add_column("id", no_wrap=True, min_width=28)  # whole, so it can be copied
+    table.add_column("agent", no_wrap=True, overflow="ellipsis", max_width=16)
     table.add_column("status", no_wrap=True)
-    table.add_column("steps", justify="right")
-    table.add_column("tokens", justify="right")
-    table.add_column("cost", justify="right")
-    table.add_column("created", overflow="fold")
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("tokens", justify="right", no_wrap=True)
+    table.add_column("cost", justify="right", no_wrap=True)
+    table.add_column("created", no_wrap=True)
     for r in records:
         tin, tout, cost, steps = _usage(r)
         table.add_row(safe(r.run_id, limit=SHORT), safe(r.agent, limit=SHORT),
                       status_text(r.status), str(steps), f"{tin + tout:,}", f"${cost:.4f}",
-                      when(r.created_at))
+                      when(r.created_at, short=True))
     return table
 
 
