@@ -115,13 +115,13 @@ def error_panel(record: RunRecord) -> Panel | None:
 
 def timeline_table(entries: list[JournalEntry]) -> Table:
     """One row per journal entry, in append order."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="journal", title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title="journal",
+                  title_justify="left", padding=(0, 1, 0, 0))
     table.add_column("#", justify="right", no_wrap=True)
-    widest = max((len(e.key) for e in entries), default=4)
-    table.add_column("step", overflow="fold", min_width=min(widest, 40))
+    table.add_column("step", overflow="fold", max_width=40)
     table.add_column("phase", no_wrap=True)
     table.add_column("kind", no_wrap=True)
-    table.add_column("name", overflow="fold", max_width=24)
+    table.add_column("name", overflow="fold", max_width=14)
     table.add_column("ms", justify="right", no_wrap=True)
     table.add_column("data", overflow="fold", ratio=1)
     for e in entries:
