@@ -53,13 +53,22 @@ def test_demo_ignores_keel_model(keel: Keel, monkeypatch: pytest.MonkeyPatch) ->
     assert os.environ["KEEL_MODEL"] == "openai:gpt-4o-mini"  # restored
 
 
-def test_demo_without_an_examples_dir_runs_a_built_in_copy(
+def test_demo_without_examples_says_how_to_get_them(
         keel: Keel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_demo, "examples_dir", lambda: None)
     r = keel("demo")
-    assert r.exit_code == 0, r
-    assert "built-in copy of examples/tool_use.py" in r.stdout
-    assert "The model is scripted" in r.stdout and "Tokyo is warmer" in r.stdout
+    assert r.exit_code != 0, r
+    assert "no examples found" in r.stderr and "reinstall keel-agents" in r.stderr
+
+
+def test_examples_dir_prefers_the_copy_shipped_in_the_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "site-packages" / "keel"
+    (package / "examples").mkdir(parents=True)
+    (package / "examples" / "tool_use.py").write_text("x = 1\n")
+    monkeypatch.setattr(_demo.keel, "__file__", str(package / "__init__.py"))
+    monkeypatch.chdir(tmp_path)
+    assert _demo.examples_dir() == package / "examples"
 
 
 def test_examples_dir_is_found_next_to_the_package() -> None:

@@ -22,7 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 import keel
-from keel.cli._builtin import builtin_tool_use
 from keel.cli._errors import report_run_error
 from keel.cli._load import load_file
 from keel.cli._render import LiveView, summary_panel
@@ -47,9 +46,11 @@ class Scenario:
 
 
 def examples_dir() -> Path | None:
-    """``examples/`` next to the package (an editable install), else under the working
-    directory; ``None`` if neither holds an example."""
-    for candidate in (Path(keel.__file__).resolve().parents[2] / "examples",
+    """The examples shipped in the package (``keel/examples`` in a wheel), else the
+    repository's ``examples/`` (an editable install), else ``./examples``; ``None`` if none
+    holds an example."""
+    package = Path(keel.__file__).resolve().parent
+    for candidate in (package / "examples", package.parents[1] / "examples",
                       Path.cwd() / "examples"):
         if candidate.is_dir() and any(candidate.glob("*.py")):
             return candidate
@@ -115,10 +116,9 @@ def collect(screen: Screen) -> tuple[list[Scenario], bool]:
     """The scenarios to run, and whether all examples loaded."""
     directory = examples_dir()
     if directory is None:
-        screen.out.print(safe("No examples/ directory here (keel is not an editable install "
-                              "and ./examples does not exist): running a built-in copy of "
-                              "examples/tool_use.py.", "yellow"))
-        return [builtin_scenario()], True
+        screen.error("no examples found: they ship inside keel-agents (keel/examples) and in "
+                     "the repository's examples/; reinstall keel-agents or run from a checkout")
+        return [], False
     scenarios: list[Scenario] = []
     ok = True
     for path in example_files(directory):
@@ -133,12 +133,6 @@ def collect(screen: Screen) -> tuple[list[Scenario], bool]:
         else:
             scenarios.append(loaded)
     return scenarios, ok
-
-
-def builtin_scenario() -> Scenario:
-    agent, text = builtin_tool_use()
-    return Scenario(name="built-in tool_use", title="Tool use: parallel calls to two tools.",
-                    agent=agent, input=text)
 
 
 async def play(screen: Screen, scenario: Scenario, store: RunStore) -> bool:
