@@ -308,3 +308,23 @@ async def test_default_store_is_durable_sqlite_from_keel_store(tmp_path: object)
         assert (await store.get_run(result.run_id)).status == "completed"
     finally:
         await store.close()
+
+
+async def test_none_is_a_valid_typed_output_not_a_rejection() -> None:
+    model = ScriptedModel([call("final_result", {"result": None}), "never asked"])
+    agent = Agent("opt", model=model, output_type=int | None)  # type: ignore[arg-type]
+    result = await agent.run("?", store=MemoryStore())
+    assert result.output is None
+    assert len(model.requests) == 1
+
+
+async def test_rejected_final_answer_is_valid_json_for_the_model() -> None:
+    class Quote(pydantic.BaseModel):
+        text: str = pydantic.Field(pattern=r'^".*"$')
+
+    model = ScriptedModel([call("final_result", {"text": "bare"}),
+                           call("final_result", {"text": '"quoted"'})])
+    result = await Agent("q", model=model, output_type=Quote).run("?", store=MemoryStore())
+    assert result.output.text == '"quoted"'
+    feedback = json.loads(tool_results(model, 1)[0].content)
+    assert feedback["error"].startswith("final_result rejected: text:")

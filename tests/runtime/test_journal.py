@@ -355,3 +355,20 @@ async def test_deferred_records_are_kept_when_the_run_fails() -> None:
         await agent.run("go", store=store)
     keys = [e.key for e in await store.read_journal(err.value.run_id or "")]
     assert keys == ["f/turn:0/model", "f/turn:1/model", "f/turn:2/model"]
+
+
+async def test_streamed_resume_marks_replayed_observations() -> None:
+    @tool
+    def lookup(q: str) -> str:
+        return q
+
+    store = MemoryStore()
+    broken = Agent("s", model=ScriptedModel([call("lookup", {"q": "a"}), ModelError("down")]),
+                   tools=[lookup])
+    with pytest.raises(ModelError) as err:
+        await broken.run("go", store=store)
+    fixed = Agent("s", model=ScriptedModel([call("lookup", {"q": "a"}), call("lookup", {"q": "b"}),
+                                            "done"]), tools=[lookup])
+    events = [e async for e in fixed.stream(resume=err.value.run_id, store=store)]
+    observed = [(e.content, e.replayed) for e in events if isinstance(e, Observation)]
+    assert observed == [("a", True), ("b", False)]

@@ -128,7 +128,7 @@ def runs_list(
         "--status", help="Only runs with this status: running, suspended, completed, failed "
                          "or cancelled.")] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's runs.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000,
                                               help="At most this many runs.")] = 20,
     as_json: JsonOption = False,
     store: StoreOption = None,

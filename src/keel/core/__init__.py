@@ -40,7 +40,7 @@ from keel.core._events import (
     ToolCallDelta,
     ToolCallStarted,
 )
-from keel.core._ids import canonical_json, new_run_id, stable_hash, wall_clock
+from keel.core._ids import canonical_json, new_run_id, stable_hash
 from keel.core._logging import STEP_LOGGER, JsonFormatter, configure_json_logging
 from keel.core._messages import (
     Message,
@@ -52,8 +52,6 @@ from keel.core._messages import (
     ToolResultPart,
     ToolSpec,
     hash_messages,
-    message_from_dict,
-    message_to_dict,
     part_from_dict,
     part_to_dict,
 )
@@ -113,13 +111,10 @@ __all__ = [
     "canonical_json",
     "configure_json_logging",
     "hash_messages",
-    "message_from_dict",
-    "message_to_dict",
     "new_run_id",
     "part_from_dict",
     "part_to_dict",
     "redact",
     "redact_text",
     "stable_hash",
-    "wall_clock",
 ]

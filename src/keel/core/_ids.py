@@ -24,8 +24,3 @@ def canonical_json(value: Any) -> str:
 def stable_hash(value: Any) -> str:
     """A short, stable hash of a JSON-able value (for journal input hashes)."""
     return hashlib.blake2b(canonical_json(value).encode(), digest_size=10).hexdigest()
-
-
-def wall_clock() -> float:
-    """Seconds since the epoch. Durable code uses ``ctx.now()`` instead."""
-    return time.time()

@@ -1,8 +1,8 @@
 """Messages and their parts: the provider-neutral conversation format.
 
 A conversation is a list of :class:`Message`. Each message has a role and a tuple of parts.
-Adapters map these to and from each provider's wire format; the journal stores them as plain
-dicts through :func:`message_to_dict` / :func:`message_from_dict`.
+Adapters map these to and from each provider's wire format; the journal stores parts as plain
+dicts through :func:`part_to_dict` / :func:`part_from_dict`.
 """
 
 from __future__ import annotations
@@ -144,14 +144,3 @@ def part_from_dict(data: dict[str, Any]) -> Part:
         return ToolResultPart(call_id=str(data["call_id"]), tool_name=str(data["tool_name"]),
                               content=str(data["content"]), is_error=bool(data["is_error"]))
     raise ValueError(f"unknown message part type {kind!r}")
-
-
-def message_to_dict(message: Message) -> dict[str, Any]:
-    return {"role": message.role, "parts": [part_to_dict(p) for p in message.parts]}
-
-
-def message_from_dict(data: dict[str, Any]) -> Message:
-    role = data.get("role")
-    if role not in ("system", "user", "assistant", "tool"):
-        raise ValueError(f"unknown message role {role!r}")
-    return Message(role=role, parts=tuple(part_from_dict(p) for p in data["parts"]))

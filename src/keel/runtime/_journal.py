@@ -63,10 +63,6 @@ class Journal:
         self._seen: set[str] = set()
         self._pending: list[JournalEntry] = []
 
-    @property
-    def recorded_steps(self) -> int:
-        return len(self._results)
-
     def is_recorded(self, key: str) -> bool:
         return key in self._results
 

@@ -43,17 +43,16 @@ from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, ToolCallInput
 from keel.runtime._result import RunResult
 from keel.store import JournalEntry
-from keel.tools import ToolResult, Toolset
+from keel.tools import ToolResult, Toolset, render_value
 
 if TYPE_CHECKING:
     from keel.runtime._agent import Agent
 
 FINAL_TOOL = "final_result"
 Emit = Callable[[RunEvent], None]
-
-
-def _decode_tool(data: Any) -> ToolResult:
-    return ToolResult.from_dict(data)
+#: Returned by the output checks when the model's final answer was rejected (``None`` can be a
+#: valid output).
+_REJECTED: Any = object()
 
 
 def _encode_tool(result: ToolResult) -> Any:
@@ -101,7 +100,6 @@ class AgentLoop:
         self._failures: dict[str, int] = {}
         self._output_retries = 0
         self.replayed = 0
-        self._replayed: set[str] = set()
         plan = agent.tool_plan()
         self._permitted = plan.permitted
         self._final_spec = plan.final_spec
@@ -123,11 +121,11 @@ class AgentLoop:
             final = [c for c in calls if c.tool_name == FINAL_TOOL and self._final_spec]
             if final:
                 done = self._accept_final_call(final[0], calls)
-                if done is not None:
+                if done is not _REJECTED:
                     return self._result(done, response)
             elif not calls:
                 done = self._accept_text(response.text)
-                if done is not None:
+                if done is not _REJECTED:
                     return self._result(done, response)
             else:
                 await self._tool_calls(turn, calls)
@@ -190,8 +188,8 @@ class AgentLoop:
         if len(calls) == 1:  # the common case, without the bookkeeping for parallel calls
             call = calls[0]
             key = f"{self.agent.name}/turn:{turn}/tool:{call.tool_name}#0"
-            result = await self._tool_step(key, call)
-            part = self._observe(key, call, result)
+            result, replayed = await self._tool_step(key, call)
+            part = self._observe(key, call, result, replayed)
             self.history.append(Message(role="tool", parts=(part,)))
             return
         counts: dict[str, int] = {}
@@ -202,7 +200,7 @@ class AgentLoop:
             keyed.append((f"{self.agent.name}/turn:{turn}/tool:{call.tool_name}#{n}", call))
         parallel = [(k, c) for k, c in keyed if not self._runs_alone(c.tool_name)]
         alone = [(k, c) for k, c in keyed if self._runs_alone(c.tool_name)]
-        outcomes: dict[str, ToolResult | BaseException] = {}
+        outcomes: dict[str, tuple[ToolResult, bool] | BaseException] = {}
         if len(parallel) == 1:
             k, c = parallel[0]
             outcomes[k] = await self._guarded(k, c)
@@ -216,14 +214,15 @@ class AgentLoop:
             outcome = outcomes[key]
             if isinstance(outcome, BaseException):
                 raise outcome
-            parts.append(self._observe(key, call, outcome))
+            parts.append(self._observe(key, call, *outcome))
         self.history.append(Message(role="tool", parts=tuple(parts)))
 
     def _runs_alone(self, name: str) -> bool:
         t = self._permitted.get(name)
         return t is not None and t.meta.run_alone
 
-    async def _guarded(self, key: str, call: ToolCallPart) -> ToolResult | BaseException:
+    async def _guarded(self, key: str,
+                       call: ToolCallPart) -> tuple[ToolResult, bool] | BaseException:
         """Run one call; an exception is returned (not raised) so sibling calls finish and
         their results are recorded before the run stops."""
         try:
@@ -231,7 +230,8 @@ class AgentLoop:
         except Exception as exc:  # re-raised by the caller after siblings finish
             return exc
 
-    async def _tool_step(self, key: str, call: ToolCallPart) -> ToolResult:
+    async def _tool_step(self, key: str, call: ToolCallPart) -> tuple[ToolResult, bool]:
+        """Run or replay one call; returns (result, replayed)."""
         agent = self.agent
         tool = self._permitted.get(call.tool_name)
         if self.emit is not None:
@@ -264,15 +264,15 @@ class AgentLoop:
                 value = await hook(args, ctx)
                 if value is None:
                     return None
-                return ToolResult(content=_render(value), value=value).to_dict()
+                return ToolResult(content=render_value(value), value=value).to_dict()
 
             reconcile = reconcile_call
-        result, _ = await self.journal.step(
+        return await self.journal.step(
             key, "tool", call.tool_name, execute,
             input_hash=_tool_hash(call.tool_name, call.arguments), intent=intent,
-            idempotent=idempotent, reconcile=reconcile, encode=_encode_tool, decode=_decode_tool,
-            scrubbed=True, flush_first=tool is not None and tool.meta.risk != "read")
-        return result
+            idempotent=idempotent, reconcile=reconcile, encode=_encode_tool,
+            decode=ToolResult.from_dict, scrubbed=True,
+            flush_first=tool is not None and tool.meta.risk != "read")
 
     def _missing_tool(self, name: str) -> ToolResult:
         if name in self.agent.toolset:
@@ -284,7 +284,8 @@ class AgentLoop:
         return ToolResult.fail("unknown_tool", f"there is no tool named {name!r}",
                                retryable=True, hint=f"Available tools: {available}.")
 
-    def _observe(self, key: str, call: ToolCallPart, result: ToolResult) -> ToolResultPart:
+    def _observe(self, key: str, call: ToolCallPart, result: ToolResult,
+                 replayed: bool) -> ToolResultPart:
         content = result.content
         if result.failure is not None:
             sig = f"{call.tool_name}\x00{_canonical_args(call.arguments)}"
@@ -302,14 +303,13 @@ class AgentLoop:
                             f"after {limit}. Change the arguments or take another approach.]")
         if self.emit is not None:
             self.emit(Observation(key=key, tool_name=call.tool_name, content=content,
-                                  is_error=result.is_error,
-                                  replayed=key in self._replayed))
+                                  is_error=result.is_error, replayed=replayed))
         return ToolResultPart(call_id=call.call_id, tool_name=call.tool_name, content=content,
                               is_error=result.is_error)
 
     # ------------------------------------------------------------------------- final output
 
-    def _accept_final_call(self, final: ToolCallPart, calls: list[ToolCallPart]) -> Any | None:
+    def _accept_final_call(self, final: ToolCallPart, calls: list[ToolCallPart]) -> Any:
         adapter = self.agent.output_adapter()
         assert adapter is not None
         try:
@@ -319,16 +319,16 @@ class AgentLoop:
             return adapter.validate_python(data)
         except (ValueError, pydantic.ValidationError) as exc:
             message = _validation_message(exc)
+        rejected = json.dumps({"error": f"final_result rejected: {message}"})
         parts = [ToolResultPart(call_id=c.call_id, tool_name=c.tool_name,
-                                content=(f'{{"error": "final_result rejected: {message}"}}'
-                                         if c is final else
+                                content=(rejected if c is final else
                                          '{"error": "not run: final_result was called"}'),
                                 is_error=True) for c in calls]
         self.history.append(Message(role="tool", parts=tuple(parts)))
         self._rejected_output(message)
-        return None
+        return _REJECTED
 
-    def _accept_text(self, text: str) -> Any | None:
+    def _accept_text(self, text: str) -> Any:
         adapter = self.agent.output_adapter()
         if adapter is None:
             return text
@@ -343,7 +343,7 @@ class AgentLoop:
             f"Your answer does not match the required output: {message}. Call the "
             f"{FINAL_TOOL} tool with arguments that match its schema."))
         self._rejected_output(message)
-        return None
+        return _REJECTED
 
     def _rejected_output(self, message: str) -> None:
         if self.emit is not None:
@@ -361,8 +361,6 @@ class AgentLoop:
     def _on_step(self, entry: JournalEntry, value: Any, replayed: bool) -> None:
         if replayed:
             self.replayed += 1
-            if self.emit is not None:
-                self._replayed.add(entry.key)
         else:
             if isinstance(value, ModelResponse):
                 self.journal.log_step(entry, tool_name=None, success=True, usage=value.usage)
@@ -405,10 +403,6 @@ def model_name(agent: Agent[Any]) -> str:
 def _tool_hash(name: str, arguments: str) -> str:
     raw = f"{name}\x00{redact_text(arguments)}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(raw, digest_size=10).hexdigest()
-
-
-def _render(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _canonical_args(arguments: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from keel.core import Message, Usage
 
@@ -23,8 +23,3 @@ class RunResult(Generic[OutputT]):
     replayed_steps: int = 0
     messages: list[Message] = field(default_factory=list)
     status: str = "completed"
-
-    def summary(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "agent": self.agent, "status": self.status,
-                "steps": self.steps, "replayed_steps": self.replayed_steps,
-                **self.usage.to_dict()}

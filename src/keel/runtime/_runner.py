@@ -91,15 +91,13 @@ async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResu
     try:
         result = await loop.run(str(record.input))
     except BaseException as exc:
-        await _flush_quietly(journal)
-        await _record_failure(store, record, tracker, exc)
+        await _record_failure(store, record, tracker, journal, exc)
         await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                               status=_status_for(exc), output=None, error=exc))
         raise
     await store.finish_run(record.with_status(
         "completed", output=_jsonable(result.output), updated_at=time.time(),
-        usage={**tracker.usage.to_dict(), "steps": tracker.steps}, error=None),
-        journal.take_pending())
+        usage=_totals(tracker), error=None), journal.take_pending())
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                           status="completed", output=result.output, error=None))
     if launch.emit is not None:
@@ -131,15 +129,6 @@ async def _open_run(agent: Agent[Any], store: RunStore,
     return record, entries
 
 
-async def _flush_quietly(journal: Journal) -> None:
-    """Keep what the run did (deferred records) even as it fails; a failing store must not
-    hide the run's own error."""
-    try:
-        await asyncio.shield(journal.flush())
-    except Exception:
-        return
-
-
 def _status_for(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
         return "cancelled"
@@ -148,8 +137,14 @@ def _status_for(exc: BaseException) -> str:
     return "failed"
 
 
+def _totals(tracker: BudgetTracker) -> dict[str, Any]:
+    return {**tracker.usage.to_dict(), "steps": tracker.steps}
+
+
 async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTracker,
-                          exc: BaseException) -> None:
+                          journal: Journal, exc: BaseException) -> None:
+    """Mark the run failed, cancelled or suspended, committing its deferred records with the
+    status; a failing store must not hide the run's own error."""
     if isinstance(exc, RunError) and exc.run_id is None:
         exc.run_id = record.run_id
     error = {"type": type(exc).__name__, "message": redact(getattr(exc, "message", str(exc))),
@@ -159,9 +154,9 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
         error["message"] = redact(f"{type(exc).__name__}: {exc}")
     status = _status_for(exc)
     try:
-        await asyncio.shield(store.update_run(record.with_status(
+        await asyncio.shield(store.finish_run(record.with_status(
             status, error=error, updated_at=time.time(),  # type: ignore[arg-type]
-            usage={**tracker.usage.to_dict(), "steps": tracker.steps})))
+            usage=_totals(tracker)), journal.take_pending()))
     except Exception:  # the original failure matters more than a failed status write
         return
 
