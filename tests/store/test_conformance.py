@@ -9,7 +9,7 @@ import pytest
 
 from keel.store import MemoryStore, RunStore
 from keel.store._sqlite import SQLiteStore
-from keel.testing._store_conformance import StoreConformance
+from keel.testing import StoreConformance
 
 
 class TestMemoryStore(StoreConformance):

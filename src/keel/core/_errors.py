@@ -89,6 +89,30 @@ class RunNotFound(StoreError):
     """No run with the given id exists in the store."""
 
 
+class RunLeased(StoreError):
+    """Another worker holds the run's lease: it is being continued elsewhere right now."""
+
+    def __init__(self, message: str, *, holder: str | None = None,
+                 expires_at: float | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LeaseLost(StoreError):
+    """This worker no longer holds the run's lease (it expired and another worker took the
+    run over, or the run was released); nothing was written."""
+
+
+class TaskNotFound(StoreError):
+    """No approval or escalation with the given id exists in the store."""
+
+
+class TaskConflict(StoreError):
+    """The approval or escalation cannot be decided now: it is already decided, or its run is
+    not waiting for it. Nothing was changed."""
+
+
 # ----------------------------------------------------------------------------- run errors
 
 
@@ -179,6 +203,14 @@ class Divergence(RunError):
         )
 
 
+class DeadlineExceeded(RunError):
+    """The run's whole-run deadline passed (it survives restarts: it is stored with the run)."""
+
+
+class RunCancelled(RunError):
+    """The run was cancelled (``keel runs cancel`` or ``cancel_run``)."""
+
+
 class UnknownOutcome(RunError):
     """A non-idempotent tool started (intent recorded) but its result was never recorded."""
 
@@ -211,11 +243,25 @@ class RetryWithFeedback(Signal):
 
 
 class ApprovalRequired(Signal):
-    """A step needs a human decision before it can run."""
+    """A step needs a human decision before it can run; the run is suspended until then."""
+
+    def __init__(self, message: str, *, approval_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.approval_ids = approval_ids
 
 
 class Escalate(Signal):
-    """Hand the run to a human."""
+    """Hand the run to a human. Raised by code (or a tool) that wants a person to take over;
+    ``reason`` says why, ``queue`` where the packet goes."""
+
+    def __init__(self, reason: str, *, trigger: str = "requested", queue: str | None = None,
+                 proposal: str | None = None, escalation_id: str | None = None) -> None:
+        super().__init__(f"escalated to a human: {reason}")
+        self.reason = reason
+        self.trigger = trigger
+        self.queue = queue
+        self.proposal = proposal
+        self.escalation_id = escalation_id
 
 
 class Handoff(Signal):

@@ -79,6 +79,23 @@ class Agent(Generic[OutputT]):
             schema = self._adapter.json_schema()
             self.output_wrapped = schema.get("type") != "object"
 
+    def clone(self, **changes: Any) -> Agent[OutputT]:
+        """A copy of this agent with some constructor arguments changed (``model=``,
+        ``instructions=`` ...); used by ``fork`` for counterfactual re-runs."""
+        args: dict[str, Any] = {
+            "name": self.name, "model": self.model, "instructions": self.instructions,
+            "tools": list(self.toolset), "output_type": self.output_type,
+            "scopes": self.scopes, "budget": self.budget, "settings": self.settings,
+            "max_repeated_failures": self.max_repeated_failures,
+            "max_output_retries": self.max_output_retries,
+            "middleware": self.stack.middleware,
+        }
+        unknown = set(changes) - set(args)
+        if unknown:
+            raise UserError(f"Agent.clone() got unknown settings: {', '.join(sorted(unknown))}")
+        args.update(changes)
+        return Agent(**args)
+
     def __repr__(self) -> str:
         model = self.model if isinstance(self.model, str) else self.model.name
         return f"<Agent {self.name} model={model}>"

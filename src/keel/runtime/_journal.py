@@ -46,11 +46,19 @@ class Journal:
     """One run's journal, backed by a :class:`RunStore`."""
 
     __slots__ = ("_intents", "_pending", "_results", "_seen", "agent", "budget", "observer",
-                 "run_id", "seq", "store")
+                 "replay_only", "run_id", "seq", "store", "trusted_seq")
 
     def __init__(self, store: RunStore, run_id: str, agent: str, entries: list[JournalEntry],
-                 budget: BudgetTracker) -> None:
+                 budget: BudgetTracker, *, replay_only: bool = False,
+                 trusted_seq: int = -1) -> None:
+        """``replay_only``: every step must come from the journal (a determinism check: a
+        step that is not recorded raises :class:`Divergence` instead of running).
+        ``trusted_seq``: entries up to this seq were copied from another run by a fork and
+        are replayed without the name and input-hash checks (the fork changed the model or
+        the instructions on purpose)."""
         self.store = store
+        self.replay_only = replay_only
+        self.trusted_seq = trusted_seq
         self.run_id = run_id
         self.agent = agent
         self.budget = budget
@@ -108,6 +116,12 @@ class Journal:
             if self.observer is not None:
                 self.observer(recorded, value, True)
             return value, True
+        if self.replay_only:
+            raise Divergence(
+                f"replay: step {key!r} is not in the journal; the code asked for a step the "
+                "recorded run never took", recorded={"kind": None, "name": None},
+                requested={"kind": kind, "name": name, "input_hash": input_hash},
+                run_id=self.run_id, step_key=key)
         if budgeted:
             self.budget.check(kind, run_id=self.run_id, step_key=key)
         started_intent = self._intents.get(key)
@@ -153,6 +167,8 @@ class Journal:
                 f"failed: {type(exc).__name__}: {exc}", run_id=self.run_id, step_key=key) from exc
 
     def _check(self, entry: JournalEntry, kind: str, name: str, input_hash: str) -> None:
+        if entry.seq <= self.trusted_seq and entry.kind == kind:
+            return
         if entry.kind != kind or entry.name != name or entry.input_hash != input_hash:
             raise Divergence(
                 f"journal divergence at step {entry.key!r}",

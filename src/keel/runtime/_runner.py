@@ -80,7 +80,10 @@ async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResu
     agent.resolved_model()  # fail on a bad id or a missing key before anything is written
     record, entries = await _open_run(agent, store, launch)
     tracker = BudgetTracker(agent.budget)
-    journal = Journal(store, record.run_id, agent.name, entries, tracker)
+    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
+    trusted = fork.get("trusted_seq", -1) if isinstance(fork, dict) else -1
+    journal = Journal(store, record.run_id, agent.name, entries, tracker,
+                      trusted_seq=trusted if isinstance(trusted, int) else -1)
     loop = AgentLoop(agent, journal, deps=launch.deps, emit=launch.emit,
                      streaming=launch.streaming)
     resumed = launch.resume_id is not None

@@ -1,17 +1,23 @@
-"""L1: the RunStore seam and its backends (memory, SQLite)."""
+"""L1: the RunStore seam and its backends (memory, SQLite, Postgres)."""
 
 from typing import TYPE_CHECKING
 
 from keel.store._base import (
     RUN_STATUSES,
     SCHEMA_VERSION,
+    TASK_KINDS,
+    TASK_STATUSES,
     TERMINAL_STATUSES,
+    HumanTask,
     JournalEntry,
     Phase,
     RunFilter,
     RunRecord,
     RunStatus,
     RunStore,
+    TaskFilter,
+    TaskKind,
+    TaskStatus,
     check_status,
 )
 from keel.store._memory import MemoryStore
@@ -23,7 +29,10 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "TASK_KINDS",
+    "TASK_STATUSES",
     "TERMINAL_STATUSES",
+    "HumanTask",
     "JournalEntry",
     "MemoryStore",
     "Phase",
@@ -32,6 +41,9 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "SQLiteStore",
+    "TaskFilter",
+    "TaskKind",
+    "TaskStatus",
     "check_status",
     "open_store",
 ]

@@ -9,17 +9,23 @@ batch is atomic: a batch is either wholly in the store or not at all.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
-SCHEMA_VERSION = 1
+#: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
+#: escalations). Version-1 stores are upgraded in place when opened.
+SCHEMA_VERSION = 2
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("running", "suspended", "completed", "failed", "cancelled")
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 Phase: TypeAlias = Literal["intent", "result"]
+TaskKind: TypeAlias = Literal["approval", "escalation"]
+TaskStatus: TypeAlias = Literal["open", "claimed", "resolved"]
+TASK_KINDS: tuple[TaskKind, ...] = ("approval", "escalation")
+TASK_STATUSES: tuple[TaskStatus, ...] = ("open", "claimed", "resolved")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +54,14 @@ class JournalEntry:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """A run's identity and outcome. ``target`` names the code that runs it (for
-    ``module:attr`` agents: what ``keel resume`` imports); ``metadata`` is free-form JSON."""
+    ``module:attr`` agents: what ``keel resume`` imports); ``metadata`` is free-form JSON.
+
+    ``lease_owner`` / ``lease_expires_at`` say which worker is continuing the run and until
+    when; they are managed by the lease methods only (``update_run`` and ``finish_run`` leave
+    them alone, except that a run leaving ``running`` loses its lease). ``deadline_at`` is the
+    whole-run deadline (epoch seconds), stored so that it survives restarts.
+    ``cancel_requested`` is set by :meth:`RunStore.request_cancel` for the lease holder to see.
+    """
 
     run_id: str
     agent: str
@@ -61,6 +74,10 @@ class RunRecord:
     error: dict[str, Any] | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    deadline_at: float | None = None
+    cancel_requested: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def with_status(self, status: RunStatus, **changes: Any) -> RunRecord:
@@ -70,6 +87,46 @@ class RunRecord:
 
 
 _RECORD_FIELDS = tuple(RunRecord.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HumanTask:
+    """Something a person must decide for a run: an ``approval`` of a tool call or an
+    ``escalation`` packet. ``data`` is the request (JSON) as the person sees it; ``queue``
+    and ``due_at`` (the SLA deadline, epoch seconds) route it; ``resolution`` is the decision.
+    The run's journal holds the same request as an intent entry at ``step_key`` and the
+    decision as its result entry: the journal is what a resumed run reads."""
+
+    task_id: str
+    run_id: str
+    kind: TaskKind
+    step_key: str
+    queue: str
+    status: TaskStatus
+    created_at: float
+    data: Any
+    due_at: float | None = None
+    claimed_by: str | None = None
+    claimed_at: float | None = None
+    resolution: Any = None
+    resolved_by: str | None = None
+    resolved_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFilter:
+    """Which tasks ``list_tasks`` returns: oldest first (``created_at`` ascending, ties by
+    ``task_id``), like a queue."""
+
+    kind: TaskKind | None = None
+    status: TaskStatus | None = None
+    queue: str | None = None
+    run_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        _check_page(self.limit, self.offset)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,39 +141,56 @@ class RunFilter:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        from keel.core import ConfigError
+        _check_page(self.limit, self.offset)
 
-        if not isinstance(self.limit, int) or not 0 <= self.limit <= 10_000:
-            raise ConfigError("limit", f"must be a whole number from 0 to 10000, not "
-                              f"{self.limit!r}")
-        if not isinstance(self.offset, int) or self.offset < 0:
-            raise ConfigError("offset", f"must be a whole number >= 0, not {self.offset!r}")
+
+def _check_page(limit: object, offset: object) -> None:
+    from keel.core import ConfigError
+
+    if not isinstance(limit, int) or not 0 <= limit <= 10_000:
+        raise ConfigError("limit", f"must be a whole number from 0 to 10000, not {limit!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ConfigError("offset", f"must be a whole number >= 0, not {offset!r}")
 
 
 class RunStore(ABC):
-    """Where runs and their journals live. Implementations: memory, SQLite (and Postgres).
+    """Where runs, their journals and their human tasks live. Backends: memory, SQLite,
+    Postgres.
 
     The contract every backend keeps (``keel.testing.StoreConformance`` checks it):
 
     * payloads (``input``, ``output``, ``data`` ...) are plain JSON values; a backend may
-      store them by reference (memory) or as JSON text (SQLite), so callers must not mutate
-      them after handing them over;
+      store them by reference (memory) or as JSON text, so callers must not mutate them after
+      handing them over;
     * ``seq`` is assigned by the caller (the journal numbers its entries); ``read_journal``
       returns entries in append order;
     * within a run each ``(key, phase)`` is recorded at most once; an ``append`` batch that
       repeats one (within itself or against the store) raises ``StoreError`` and stores
       nothing of that batch: batches are atomic;
-    * ``update_run`` replaces the record (last writer wins; leases that stop two workers
-      from continuing one run come with the Postgres store).
+    * **leases**: a worker continuing a run holds its lease (``acquire_lease``,
+      ``claim_runs``); while the lease is live no other owner can acquire it. Writes that
+      pass ``lease=OWNER`` are fenced: they raise :class:`keel.LeaseLost` and store nothing
+      unless OWNER still holds the lease, so a worker that lost its run (paused past its
+      expiry, then taken over) cannot write into it. Lease times are the store's clock.
+    * ``update_run`` / ``finish_run`` replace the record except the lease fields and
+      ``cancel_requested``; a record whose status is not ``running`` releases the lease.
+    * **human tasks** (approvals, escalations) are put once (``put_task`` is idempotent), and
+      resolved once: ``resolve_task`` checks, appends the decision and wakes or closes the run
+      in one transaction.
     """
+
+    # ------------------------------------------------------------------------------ runs
 
     @abstractmethod
     async def create_run(self, record: RunRecord) -> None:
-        """Store a new run. Raises :class:`keel.StoreError` if the id exists."""
+        """Store a new run (with its lease fields as given). Raises :class:`keel.StoreError`
+        if the id exists."""
 
     @abstractmethod
-    async def append(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
-        """Append entries to a run's journal, atomically. Raises :class:`keel.RunNotFound`."""
+    async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
+                     lease: str | None = None) -> None:
+        """Append entries to a run's journal, atomically. Raises :class:`keel.RunNotFound`,
+        and :class:`keel.LeaseLost` if ``lease`` is given and no longer holds the run."""
 
     @abstractmethod
     async def get_run(self, run_id: str) -> RunRecord:
@@ -130,16 +204,95 @@ class RunStore(ABC):
     async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]: ...
 
     @abstractmethod
-    async def update_run(self, record: RunRecord) -> None:
-        """Replace a run's record (status, output, error, usage). Raises RunNotFound."""
+    async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
+        """Replace a run's record (status, output, error, usage, metadata, deadline); see the
+        class docstring for the lease fields. Raises RunNotFound, LeaseLost."""
 
-    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry]) -> None:
-        """Append ``entries`` and replace the record, as one transaction where the backend
-        has them (so a run's last steps and its final status land together). The default
-        appends, then updates."""
-        if entries:
-            await self.append(record.run_id, entries)
-        await self.update_run(record)
+    @abstractmethod
+    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                         lease: str | None = None) -> None:
+        """Append ``entries`` and replace the record in one transaction (so a run's last
+        steps and its final status land together). Raises RunNotFound, LeaseLost, and
+        StoreError for a repeated ``(key, phase)``, changing nothing."""
+
+    @abstractmethod
+    async def prune_runs(self, *, before: float,
+                         statuses: Collection[str] = TERMINAL_STATUSES) -> int:
+        """Delete runs in ``statuses`` last updated before ``before`` (epoch seconds), with
+        their journals and tasks. Returns how many runs were deleted."""
+
+    # ---------------------------------------------------------------------------- leases
+
+    @abstractmethod
+    async def acquire_lease(self, run_id: str, owner: str, seconds: float, *,
+                            steal_from: str | None = None) -> RunRecord:
+        """Make ``owner`` the run's lease holder for ``seconds``, if the lease is free,
+        expired, already ``owner``'s or held by ``steal_from`` (a holder known to be dead).
+        Returns the updated record. Raises :class:`keel.RunLeased` (naming the holder and the
+        expiry) otherwise, and RunNotFound. The run's status is not changed."""
+
+    @abstractmethod
+    async def renew_leases(self, owner: str, seconds: float) -> set[str]:
+        """Extend every lease ``owner`` holds to now + ``seconds``; returns the run ids it
+        still holds (a run missing from the set was taken over or released)."""
+
+    @abstractmethod
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give up the lease if ``owner`` holds it; otherwise do nothing."""
+
+    @abstractmethod
+    async def claim_runs(self, owner: str, seconds: float, *,
+                         agents: Collection[str] | None = None,
+                         limit: int = 1) -> list[RunRecord]:
+        """Atomically lease up to ``limit`` runnable runs for ``owner``: status ``running``
+        with no live lease (a suspended run whose decision arrived, or a dead worker's run),
+        of the given agents, least recently updated first. Two concurrent callers never get
+        the same run."""
+
+    @abstractmethod
+    async def request_cancel(self, run_id: str) -> RunRecord:
+        """Set ``cancel_requested`` on the run (for its lease holder to act on) and return
+        the updated record. Raises RunNotFound."""
+
+    # ------------------------------------------------------------------------ human tasks
+
+    @abstractmethod
+    async def put_task(self, task: HumanTask) -> bool:
+        """Store a task unless one with its id exists; True if it was stored. Raises
+        RunNotFound if its run is unknown."""
+
+    @abstractmethod
+    async def get_task(self, task_id: str) -> HumanTask:
+        """Raises :class:`keel.TaskNotFound` for an unknown id."""
+
+    @abstractmethod
+    async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]: ...
+
+    @abstractmethod
+    async def claim_task(self, task_id: str, who: str) -> HumanTask:
+        """Mark an open task claimed by ``who`` (claiming one's own claim again is allowed).
+        Raises TaskNotFound, and :class:`keel.TaskConflict` if it is resolved or claimed by
+        someone else."""
+
+    @abstractmethod
+    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
+                           entry: JournalEntry | None = None,
+                           close: RunRecord | None = None) -> HumanTask:
+        """Decide a task, in one transaction: it must exist (TaskNotFound) and not be
+        resolved, and its run must not be finished (TaskConflict otherwise); ``entry`` (the
+        decision's journal record) is appended, the task marked resolved, and then either the
+        run record is replaced by ``close`` (a terminal record: the decision ends the run) or,
+        if the run is ``suspended``, it becomes ``running`` with no lease (runnable: any
+        worker may claim it). A repeated ``(key, phase)`` raises TaskConflict. Nothing changes
+        on any error."""
+
+    @abstractmethod
+    async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                          waiting_on: Collection[str], lease: str | None = None) -> str:
+        """Park a run that waits for humans, in one transaction: append ``entries``, write
+        ``record`` with status ``suspended`` if any task in ``waiting_on`` is still
+        unresolved, else with status ``running`` (every decision already arrived: the run is
+        runnable); either way the lease is released. Returns the status written."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. Safe to call more than once."""

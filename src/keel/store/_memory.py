@@ -1,11 +1,72 @@
-"""The in-memory run store: fast, process-local, gone when the process ends."""
+"""The in-memory run store: fast, process-local, gone when the process ends.
+
+Every method runs without an ``await`` in the middle, so each one is atomic with respect to
+other coroutines on the event loop (the memory store is not shared across threads).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
 
-from keel.core import RunNotFound, StoreError
-from keel.store._base import JournalEntry, RunFilter, RunRecord, RunStore
+from keel.core import LeaseLost, RunLeased, RunNotFound, StoreError, TaskConflict, TaskNotFound
+from keel.store._base import (
+    TERMINAL_STATUSES,
+    HumanTask,
+    JournalEntry,
+    RunFilter,
+    RunRecord,
+    RunStore,
+    TaskFilter,
+)
+
+_LEASE_FIELDS = ("lease_owner", "lease_expires_at", "cancel_requested")
+
+
+def not_found(run_id: str) -> RunNotFound:
+    return RunNotFound(f"no run {run_id!r} in this store; `keel runs list` shows the runs.")
+
+
+def task_not_found(task_id: str) -> TaskNotFound:
+    return TaskNotFound(f"no approval or escalation {task_id!r} in this store; `keel approvals "
+                        "list` and `keel escalations list` show the open ones.")
+
+
+def duplicate_entry(run_id: str, clash: object) -> StoreError:
+    return StoreError(
+        f"run {run_id}: journal entry {clash} is already recorded; each step records one "
+        "intent and one result. Nothing of this batch was stored.")
+
+
+def lease_lost(run_id: str, owner: str, holder: str | None) -> LeaseLost:
+    who = f"worker {holder}" if holder else "no worker"
+    return LeaseLost(f"run {run_id}: this worker ({owner}) no longer holds the run's lease "
+                     f"({who} does); nothing was written. Another worker continues the run.")
+
+
+def leased(run_id: str, holder: str | None, expires_at: float | None) -> RunLeased:
+    left = max(0.0, (expires_at or 0.0) - time.time())
+    return RunLeased(f"run {run_id} is being continued by worker {holder} (lease ends in "
+                     f"{left:.0f} s); wait for it, or for the lease to expire if that worker "
+                     "died.", holder=holder, expires_at=expires_at)
+
+
+def merged(old: RunRecord, new: RunRecord) -> RunRecord:
+    """``new`` with the lease fields kept from ``old`` (released if it leaves running)."""
+    keep: dict[str, Any] = {f: getattr(old, f) for f in _LEASE_FIELDS}
+    if new.status != "running":
+        keep["lease_owner"] = keep["lease_expires_at"] = None
+    return dataclasses.replace(new, **keep)
+
+
+def task_conflict_if_resolved(task: HumanTask) -> None:
+    if task.status == "resolved":
+        raise TaskConflict(
+            f"{task.kind} {task.task_id} was already decided by {task.resolved_by} "
+            f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(task.resolved_at or 0))}; "
+            "nothing was changed.")
 
 
 class MemoryStore(RunStore):
@@ -15,6 +76,9 @@ class MemoryStore(RunStore):
         self._runs: dict[str, RunRecord] = {}
         self._journals: dict[str, list[JournalEntry]] = {}
         self._recorded: dict[str, set[tuple[str, str]]] = {}
+        self._tasks: dict[str, HumanTask] = {}
+
+    # ------------------------------------------------------------------------------ runs
 
     async def create_run(self, record: RunRecord) -> None:
         if record.run_id in self._runs:
@@ -23,36 +87,45 @@ class MemoryStore(RunStore):
         self._journals[record.run_id] = []
         self._recorded[record.run_id] = set()
 
-    async def append(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
-        journal = self._journals.get(run_id)
-        if journal is None:
-            raise RunNotFound(f"no run {run_id!r} in this store; `keel runs list` shows the runs.")
+    def _fence(self, run_id: str, lease: str | None) -> RunRecord:
+        record = self._runs.get(run_id)
+        if record is None:
+            raise not_found(run_id)
+        if lease is not None and record.lease_owner != lease:
+            raise lease_lost(run_id, lease, record.lease_owner)
+        return record
+
+    def _check_entries(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
         recorded = self._recorded[run_id]
+        batch = {(e.key, e.phase) for e in entries}
+        if len(batch) != len(entries) or not batch.isdisjoint(recorded):
+            raise duplicate_entry(run_id, next(iter(batch & recorded), None)
+                                  or "(repeated within the batch)")
+
+    def _add_entries(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
+        self._recorded[run_id].update((e.key, e.phase) for e in entries)
+        self._journals[run_id].extend(entries)
+
+    async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
+                     lease: str | None = None) -> None:
+        self._fence(run_id, lease)
         if len(entries) == 1:  # the journal's usual call, without a temporary set
             entry = entries[0]
             one = (entry.key, entry.phase)
+            recorded = self._recorded[run_id]
             if one in recorded:
-                raise StoreError(
-                    f"run {run_id}: journal entry {one} is already recorded; each step records "
-                    "one intent and one result. Nothing of this batch was stored.")
+                raise duplicate_entry(run_id, one)
             recorded.add(one)
-            journal.append(entry)
+            self._journals[run_id].append(entry)
             return
-        batch = {(e.key, e.phase) for e in entries}
-        if len(batch) != len(entries) or not batch.isdisjoint(recorded):
-            clash = next(iter(batch & recorded), None) or "(repeated within the batch)"
-            raise StoreError(
-                f"run {run_id}: journal entry {clash} is already recorded; each step records "
-                "one intent and one result. Nothing of this batch was stored.")
-        recorded.update(batch)
-        journal.extend(entries)
+        self._check_entries(run_id, entries)
+        self._add_entries(run_id, entries)
 
     async def get_run(self, run_id: str) -> RunRecord:
         try:
             return self._runs[run_id]
         except KeyError:
-            raise RunNotFound(
-                f"no run {run_id!r} in this store; `keel runs list` shows the runs.") from None
+            raise not_found(run_id) from None
 
     async def read_journal(self, run_id: str) -> list[JournalEntry]:
         await self.get_run(run_id)
@@ -66,6 +139,147 @@ class MemoryStore(RunStore):
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return rows[f.offset:f.offset + f.limit]
 
-    async def update_run(self, record: RunRecord) -> None:
-        await self.get_run(record.run_id)
-        self._runs[record.run_id] = record
+    async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
+        old = self._fence(record.run_id, lease)
+        self._runs[record.run_id] = merged(old, record)
+
+    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                         lease: str | None = None) -> None:
+        old = self._fence(record.run_id, lease)
+        self._check_entries(record.run_id, entries)
+        self._add_entries(record.run_id, entries)
+        self._runs[record.run_id] = merged(old, record)
+
+    async def prune_runs(self, *, before: float,
+                         statuses: Collection[str] = TERMINAL_STATUSES) -> int:
+        doomed = [r.run_id for r in self._runs.values()
+                  if r.status in statuses and r.updated_at < before]
+        for run_id in doomed:
+            del self._runs[run_id], self._journals[run_id], self._recorded[run_id]
+        gone = set(doomed)
+        for task_id in [t.task_id for t in self._tasks.values() if t.run_id in gone]:
+            del self._tasks[task_id]
+        return len(doomed)
+
+    # ---------------------------------------------------------------------------- leases
+
+    async def acquire_lease(self, run_id: str, owner: str, seconds: float, *,
+                            steal_from: str | None = None) -> RunRecord:
+        record = await self.get_run(run_id)
+        now = time.time()
+        holder = record.lease_owner
+        live = holder is not None and (record.lease_expires_at or 0.0) > now
+        if live and holder not in (owner, steal_from):
+            raise leased(run_id, holder, record.lease_expires_at)
+        record = dataclasses.replace(record, lease_owner=owner, lease_expires_at=now + seconds)
+        self._runs[run_id] = record
+        return record
+
+    async def renew_leases(self, owner: str, seconds: float) -> set[str]:
+        until = time.time() + seconds
+        held = {r.run_id for r in self._runs.values() if r.lease_owner == owner}
+        for run_id in held:
+            self._runs[run_id] = dataclasses.replace(self._runs[run_id], lease_expires_at=until)
+        return held
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        record = self._runs.get(run_id)
+        if record is not None and record.lease_owner == owner:
+            self._runs[run_id] = dataclasses.replace(record, lease_owner=None,
+                                                     lease_expires_at=None)
+
+    async def claim_runs(self, owner: str, seconds: float, *,
+                         agents: Collection[str] | None = None,
+                         limit: int = 1) -> list[RunRecord]:
+        now = time.time()
+        ready = sorted((r for r in self._runs.values()
+                        if r.status == "running"
+                        and (r.lease_owner is None or (r.lease_expires_at or 0.0) <= now)
+                        and (agents is None or r.agent in agents)),
+                       key=lambda r: (r.updated_at, r.run_id))[:max(0, limit)]
+        claimed = []
+        for r in ready:
+            record = dataclasses.replace(r, lease_owner=owner, lease_expires_at=now + seconds)
+            self._runs[r.run_id] = record
+            claimed.append(record)
+        return claimed
+
+    async def request_cancel(self, run_id: str) -> RunRecord:
+        record = dataclasses.replace(await self.get_run(run_id), cancel_requested=True)
+        self._runs[run_id] = record
+        return record
+
+    # ------------------------------------------------------------------------ human tasks
+
+    async def put_task(self, task: HumanTask) -> bool:
+        await self.get_run(task.run_id)
+        if task.task_id in self._tasks:
+            return False
+        self._tasks[task.task_id] = task
+        return True
+
+    async def get_task(self, task_id: str) -> HumanTask:
+        try:
+            return self._tasks[task_id]
+        except KeyError:
+            raise task_not_found(task_id) from None
+
+    async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]:
+        f = filt or TaskFilter()
+        rows = [t for t in self._tasks.values()
+                if (f.kind is None or t.kind == f.kind)
+                and (f.status is None or t.status == f.status)
+                and (f.queue is None or t.queue == f.queue)
+                and (f.run_id is None or t.run_id == f.run_id)]
+        rows.sort(key=lambda t: (t.created_at, t.task_id))
+        return rows[f.offset:f.offset + f.limit]
+
+    async def claim_task(self, task_id: str, who: str) -> HumanTask:
+        task = await self.get_task(task_id)
+        task_conflict_if_resolved(task)
+        if task.status == "claimed" and task.claimed_by != who:
+            raise TaskConflict(f"{task.kind} {task_id} is already claimed by {task.claimed_by}; "
+                               "nothing was changed.")
+        task = dataclasses.replace(task, status="claimed", claimed_by=who,
+                                   claimed_at=task.claimed_at if task.claimed_by == who
+                                   else time.time())
+        self._tasks[task_id] = task
+        return task
+
+    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
+                           entry: JournalEntry | None = None,
+                           close: RunRecord | None = None) -> HumanTask:
+        task = await self.get_task(task_id)
+        task_conflict_if_resolved(task)
+        run = await self.get_run(task.run_id)
+        if run.status in TERMINAL_STATUSES:
+            raise TaskConflict(f"run {run.run_id} is {run.status}; nothing waits for "
+                               f"{task.kind} {task_id} any more. Nothing was changed.")
+        entries = [] if entry is None else [entry]
+        try:
+            self._check_entries(run.run_id, entries)
+        except StoreError as exc:
+            raise TaskConflict(f"{task.kind} {task_id}: {exc}") from None
+        now = time.time()
+        self._add_entries(run.run_id, entries)
+        task = dataclasses.replace(task, status="resolved", resolution=resolution,
+                                   resolved_by=resolved_by, resolved_at=now)
+        self._tasks[task_id] = task
+        if close is not None:
+            self._runs[run.run_id] = merged(run, close)
+        elif run.status == "suspended":
+            self._runs[run.run_id] = dataclasses.replace(
+                run, status="running", updated_at=now, lease_owner=None, lease_expires_at=None)
+        return task
+
+    async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                          waiting_on: Collection[str], lease: str | None = None) -> str:
+        old = self._fence(record.run_id, lease)
+        self._check_entries(record.run_id, entries)
+        waiting = any(t.status != "resolved" for t in
+                      (self._tasks.get(i) for i in waiting_on) if t is not None)
+        status = "suspended" if waiting else "running"
+        self._add_entries(record.run_id, entries)
+        self._runs[record.run_id] = dataclasses.replace(
+            merged(old, record), status=status, lease_owner=None, lease_expires_at=None)
+        return status

@@ -4,12 +4,13 @@ formats, and the run-store conformance suite."""
 try:  # let pytest rewrite the conformance suite's asserts for readable failures
     import pytest
 
-    pytest.register_assert_rewrite("keel.testing._store_conformance")
+    pytest.register_assert_rewrite("keel.testing._store_conformance",
+                                   "keel.testing._store_conformance_fleet")
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
 
 from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
-from keel.testing._store_conformance import StoreConformance
+from keel.testing._conformance import StoreConformance
 from keel.testing._wire_anthropic import AnthropicWireServer
 from keel.testing._wire_anthropic import RecordedRequest as AnthropicRecordedRequest
 from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec

@@ -1,6 +1,6 @@
 """A conformance suite for any :class:`~keel.store.RunStore`.
 
-Subclass :class:`StoreConformance` in a test module and give the subclass a ``store`` fixture
+Subclass :class:`keel.testing.StoreConformance` in a test module and give the subclass a ``store`` fixture
 that yields a fresh, open, empty store for each test; every ``test_*`` method then runs
 against it::
 
@@ -42,7 +42,7 @@ from typing import Any
 from keel.core import RunNotFound, StoreError
 from keel.store import JournalEntry, Phase, RunFilter, RunRecord, RunStatus, RunStore
 
-__all__ = ["StoreConformance", "assert_same", "sample_entry", "sample_run"]
+__all__ = ["RunConformance", "assert_same", "sample_entry", "sample_run"]
 
 _T0 = 1_700_000_000.0
 
@@ -110,8 +110,9 @@ def _keys(entries: list[JournalEntry]) -> list[tuple[str, str]]:
     return [(e.key, e.phase) for e in entries]
 
 
-class StoreConformance:
-    """The tests every RunStore must pass. Subclass it and provide a ``store`` fixture."""
+class RunConformance:
+    """Runs and journals: the tests every RunStore must pass (``StoreConformance`` adds the
+    fleet half)."""
 
     # ------------------------------------------------------------------ runs: round trips
 

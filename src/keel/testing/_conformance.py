@@ -1,0 +1,14 @@
+"""``StoreConformance``: the whole run-store conformance suite in one class."""
+
+from __future__ import annotations
+
+from keel.testing._store_conformance import RunConformance
+from keel.testing._store_conformance_fleet import FleetConformance
+
+__all__ = ["StoreConformance"]
+
+
+class StoreConformance(RunConformance, FleetConformance):
+    """The tests every RunStore must pass: runs and journals, then leases, claiming,
+    cancellation, pruning and human tasks. Subclass it and provide a ``store`` fixture that
+    yields a fresh, open, empty store for each test."""
