@@ -23,7 +23,7 @@ from typing import Any
 
 from keel import Agent, Budget, ToolContext, UnknownOutcome, tool
 from keel.core import Message, ModelResponse, ModelSettings, ToolSpec
-from keel.store import JournalEntry, RunFilter, RunRecord, RunStore, open_store
+from keel.store import JournalEntry, RunStore, open_store
 from keel.testing import FunctionModel, ScriptedModel, call
 
 KILL = os.environ.get("KEEL_CRASH_KILL", "none")
@@ -84,7 +84,7 @@ async def charge_reconcile(args: dict[str, Any], ctx: ToolContext) -> Any:
     return None if row is None else f"charged {row[0]} (reconciled)"
 
 
-@tool(risk="irreversible", reconcile=charge_reconcile)
+@tool(risk="irreversible", reconcile=charge_reconcile, approval=False)
 def charge(amount: int, ctx: ToolContext) -> str:
     """Charge the card (not idempotent; a reconcile hook asks the payment system)."""
     effect("charge", ctx, str(amount))
@@ -112,38 +112,22 @@ agent = Agent("orders", model=FunctionModel(model_fn), tools=[reserve, charge, n
               budget=Budget.unlimited())
 
 
-class KillingStore(RunStore):
-    """Wraps the real store; dies right after the chosen entry is committed."""
+def killing(store: RunStore) -> RunStore:
+    """The real store, made to die right after the chosen entry is committed."""
+    inner_append = store.append
 
-    def __init__(self, inner: RunStore) -> None:
-        self.inner = inner
-
-    async def create_run(self, record: RunRecord) -> None:
-        await self.inner.create_run(record)
-
-    async def get_run(self, run_id: str) -> RunRecord:
-        return await self.inner.get_run(run_id)
-
-    async def read_journal(self, run_id: str) -> list[JournalEntry]:
-        return await self.inner.read_journal(run_id)
-
-    async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]:
-        return await self.inner.list_runs(filt)
-
-    async def update_run(self, record: RunRecord) -> None:
-        await self.inner.update_run(record)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def append(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
-        await self.inner.append(run_id, entries)
+    async def append(run_id: str, entries: Sequence[JournalEntry], *,
+                     lease: str | None = None) -> None:
+        await inner_append(run_id, entries, lease=lease)
         for e in entries:
             die_if(f"append:{e.key}:{e.phase}")
 
+    store.append = append  # type: ignore[method-assign]
+    return store
+
 
 async def main(argv: list[str]) -> int:
-    store = KillingStore(open_store(os.environ["KEEL_CRASH_STORE"]))
+    store = killing(open_store(os.environ["KEEL_CRASH_STORE"]))
     try:
         if argv[0] == "run":
             result = await agent.run("Order a lamp.", store=store, run_id=argv[1])

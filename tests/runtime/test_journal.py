@@ -114,7 +114,7 @@ async def test_changed_code_is_a_divergence_showing_both_sides() -> None:
 async def test_intent_without_result_is_an_unknown_outcome_never_a_rerun() -> None:
     runs: list[str] = []
 
-    @tool(risk="irreversible")
+    @tool(risk="irreversible", approval=False)
     def wire_money(amount: int) -> str:
         runs.append("wired")
         return "ok"
@@ -137,7 +137,7 @@ async def test_reconcile_hook_decides_an_unknown_outcome() -> None:
     async def check_bank(args: dict[str, Any], ctx: ToolContext) -> Any:
         return "paid (reconciled)" if ctx.step_key in applied_elsewhere else None
 
-    @tool(risk="irreversible", reconcile=check_bank)
+    @tool(risk="irreversible", reconcile=check_bank, approval=False)
     def pay(amount: int) -> str:
         runs.append(amount)
         return "paid"
@@ -301,9 +301,14 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.batches: list[list[tuple[str, str]]] = []
 
-    async def append(self, run_id: str, entries: Any) -> None:
-        await super().append(run_id, entries)
+    async def append(self, run_id: str, entries: Any, *, lease: str | None = None) -> None:
+        await super().append(run_id, entries, lease=lease)
         self.batches.append([(e.key, e.phase) for e in entries])
+
+    async def finish_run(self, record: Any, entries: Any, *, lease: str | None = None) -> None:
+        await super().finish_run(record, entries, lease=lease)
+        if entries:
+            self.batches.append([(e.key, e.phase) for e in entries])
 
 
 async def test_model_response_rides_with_a_read_only_tool_result() -> None:
@@ -329,7 +334,7 @@ async def test_model_response_is_committed_before_a_tool_with_effects_runs() -> 
         seen.append([(e.key, e.phase) for e in await store.read_journal(ctx.run_id)])
         return q
 
-    @tool(risk="irreversible")
+    @tool(risk="irreversible", approval=False)
     async def send(q: str, ctx: ToolContext) -> str:
         seen.append([(e.key, e.phase) for e in await store.read_journal(ctx.run_id)])
         return q

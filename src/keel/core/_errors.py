@@ -229,7 +229,10 @@ class CircuitOpen(RunError):
 
 
 class Signal(KeelError):
-    """Raised on purpose to steer the run; not a failure."""
+    """Raised on purpose to steer the run; not a failure. ``run_id`` is set when the signal
+    leaves a run (e.g. the run that is now suspended)."""
+
+    run_id: str | None = None
 
 
 class RetryWithFeedback(Signal):

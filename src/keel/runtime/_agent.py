@@ -4,14 +4,19 @@ with the journal, budgets, validation and repeated-failure detection switched on
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import pydantic
 
 from keel.core import ConfigError, ModelSettings, RunEvent, RunFinished, ToolSpec, UserError
 from keel.models import Model, parse_model_id, resolve_model
+from keel.runtime._approvals import ApprovalPolicy
 from keel.runtime._budget import Budget
+from keel.runtime._escalation import EscalationPolicy
+from keel.runtime._journal import Durability
 from keel.runtime._loop import ToolPlan
 from keel.runtime._middleware import Middleware, MiddlewareStack
 from keel.runtime._result import RunResult
@@ -20,6 +25,7 @@ from keel.store import RunStore
 from keel.tools import Tool, Toolset
 
 OutputT = TypeVar("OutputT")
+_DEFAULT_ESCALATION = EscalationPolicy(on_repeated_failure=False, on_budget_exhausted=False)
 
 
 class Agent(Generic[OutputT]):
@@ -27,7 +33,11 @@ class Agent(Generic[OutputT]):
 
     Everything is on by default: argument validation, per-tool timeouts, a per-run
     :class:`Budget`, repeated-failure detection, structured step logs and the journal (an
-    SQLite file at ``.keel/runs.db`` unless ``store=`` or ``KEEL_STORE`` says otherwise).
+    SQLite file at ``.keel/runs.db`` unless ``store=`` or ``KEEL_STORE`` says otherwise),
+    a lease so that one worker at a time continues a run, approval gates
+    (:class:`ApprovalPolicy`: ``irreversible`` tools wait for a human) and escalation to a
+    person (:class:`EscalationPolicy`). ``durability`` chooses when journal records are
+    committed (:class:`Durability`; ``"balanced"`` by default).
     """
 
     def __init__(
@@ -44,6 +54,9 @@ class Agent(Generic[OutputT]):
         max_repeated_failures: int = 3,
         max_output_retries: int = 3,
         middleware: Sequence[Middleware] = (),
+        approval: ApprovalPolicy | None = None,
+        escalation: EscalationPolicy | None = None,
+        durability: Durability | str | None = None,
     ) -> None:
         if not name or "/" in name or "#" in name or ":" in name:
             raise ConfigError("name", f"{name!r} must be non-empty without '/', '#' or ':' "
@@ -70,6 +83,17 @@ class Agent(Generic[OutputT]):
         self.max_repeated_failures = max_repeated_failures
         self.max_output_retries = max_output_retries
         self.stack = MiddlewareStack(middleware)
+        if approval is not None and not isinstance(approval, ApprovalPolicy):
+            raise ConfigError("approval", "expected an ApprovalPolicy (ApprovalPolicy.off() "
+                              "switches approval gates off)")
+        if escalation is not None and not isinstance(escalation, EscalationPolicy):
+            raise ConfigError("escalation", "expected an EscalationPolicy "
+                              "(EscalationPolicy.off() switches escalation off)")
+        self.approval = approval or ApprovalPolicy()
+        # By default only a user who asks for a person escalates; failures (repeated failure,
+        # budget exhausted) fail the run with its error (resumable) unless a policy is given.
+        self.escalation = escalation or _DEFAULT_ESCALATION
+        self.durability = Durability.of(durability)
         self._model: Model | None = model if isinstance(model, Model) else None
         self._adapter: pydantic.TypeAdapter[Any] | None = None
         self._plan: ToolPlan | None = None
@@ -88,7 +112,8 @@ class Agent(Generic[OutputT]):
             "scopes": self.scopes, "budget": self.budget, "settings": self.settings,
             "max_repeated_failures": self.max_repeated_failures,
             "max_output_retries": self.max_output_retries,
-            "middleware": self.stack.middleware,
+            "middleware": self.stack.middleware, "approval": self.approval,
+            "escalation": self.escalation, "durability": self.durability,
         }
         unknown = set(changes) - set(args)
         if unknown:
@@ -130,14 +155,20 @@ class Agent(Generic[OutputT]):
 
     async def run(self, input: str, *, store: RunStore | str | None = None,
                   run_id: str | None = None, deps: Any = None, target: str | None = None,
-                  on_event: Callable[[RunEvent], None] | None = None) -> RunResult[OutputT]:
+                  on_event: Callable[[RunEvent], None] | None = None,
+                  deadline: float | datetime | None = None) -> RunResult[OutputT]:
         """Run to completion and return the result. Failures raise a ``RunError`` carrying the
-        run id; the run's journal stays in the store, so the run can be resumed."""
+        run id; the run's journal stays in the store, so the run can be resumed. A run that
+        waits for a person raises ``ApprovalRequired`` or ``Escalate`` (status
+        ``suspended``). ``deadline`` (seconds from now, or a datetime) bounds the whole run,
+        across restarts: it is stored with the run."""
         if not isinstance(input, str):
             raise UserError(f"agent input must be a string, got {type(input).__name__}")
+        deadline_at = deadline_from(deadline)
         async with using_store(store) as opened:
             return await execute(self, opened, Launch(input=input, run_id=run_id, deps=deps,
-                                                      target=target, emit=on_event))
+                                                      target=target, emit=on_event,
+                                                      deadline_at=deadline_at))
 
     async def resume(self, run_id: str, *, store: RunStore | str | None = None,
                      deps: Any = None,
@@ -198,3 +229,17 @@ class Agent(Generic[OutputT]):
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+def deadline_from(deadline: float | datetime | None) -> float | None:
+    """A deadline as epoch seconds: ``deadline`` seconds from now, or an aware datetime."""
+    if deadline is None:
+        return None
+    if isinstance(deadline, datetime):
+        if deadline.tzinfo is None:
+            raise ConfigError("deadline", "use a timezone-aware datetime (or seconds from now)")
+        return deadline.timestamp()
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
+        raise ConfigError("deadline", f"must be seconds from now (> 0) or a datetime, not "
+                          f"{deadline!r}")
+    return time.time() + float(deadline)

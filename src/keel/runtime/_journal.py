@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, TypeVar
 
-from keel.core import STEP_LOGGER, Divergence, UnknownOutcome, Usage, UserError
+from keel.core import STEP_LOGGER, ConfigError, Divergence, UnknownOutcome, Usage, UserError
 from keel.core._redact import redact
 from keel.runtime._budget import BudgetTracker
 from keel.store import JournalEntry, RunStore
@@ -42,21 +43,72 @@ def _identity(value: Any) -> Any:
     return value
 
 
+DurabilityMode: TypeAlias = Literal["always", "balanced", "batched"]
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """When journal records reach the store. In every mode, intents of non-idempotent tools,
+    approval requests and decisions, and the run's status are committed before the run moves
+    on, and anything pending is committed before a tool with an effect runs.
+
+    * ``always``: every step is committed before the run moves on. A crash loses nothing
+      that finished.
+    * ``balanced`` (default): a model response is committed together with the next record
+      (half the commits). A crash can lose the last model response; the resumed run asks the
+      model again (meanwhile at most read-only tools ran).
+    * ``batched``: results of idempotent steps (model responses, read-only tools,
+      ``ctx.step``) are committed in batches of up to ``batch_size``. A crash can lose up to
+      that many such steps, which the resumed run executes again.
+    """
+
+    mode: DurabilityMode = "balanced"
+    batch_size: int = 20
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("always", "balanced", "batched"):
+            raise ConfigError("durability", f"mode must be 'always', 'balanced' or 'batched', "
+                              f"not {self.mode!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError("durability.batch_size", f"must be a whole number >= 1, not "
+                              f"{self.batch_size!r}")
+
+    @classmethod
+    def of(cls, value: Durability | str | None) -> Durability:
+        if value is None:
+            return _BALANCED
+        if isinstance(value, Durability):
+            return value
+        if isinstance(value, str):
+            return cls(value)  # type: ignore[arg-type]
+        raise ConfigError("durability", f"expected 'always', 'balanced', 'batched' or a "
+                          f"Durability, got {type(value).__name__}")
+
+
+_BALANCED = Durability()
+
+
 class Journal:
     """One run's journal, backed by a :class:`RunStore`."""
 
-    __slots__ = ("_intents", "_pending", "_results", "_seen", "agent", "budget", "observer",
-                 "replay_only", "run_id", "seq", "store", "trusted_seq")
+    __slots__ = ("_batch", "_intents", "_mode", "_pending", "_results", "_seen", "agent",
+                 "budget", "lease", "observer", "replay_only", "run_id", "seq", "store",
+                 "trusted_seq")
 
     def __init__(self, store: RunStore, run_id: str, agent: str, entries: list[JournalEntry],
                  budget: BudgetTracker, *, replay_only: bool = False,
-                 trusted_seq: int = -1) -> None:
+                 trusted_seq: int = -1, lease: str | None = None,
+                 durability: Durability = _BALANCED) -> None:
         """``replay_only``: every step must come from the journal (a determinism check: a
         step that is not recorded raises :class:`Divergence` instead of running).
         ``trusted_seq``: entries up to this seq were copied from another run by a fork and
         are replayed without the name and input-hash checks (the fork changed the model or
-        the instructions on purpose)."""
+        the instructions on purpose). ``lease``: the worker id whose lease fences every
+        write (see :meth:`RunStore.append`)."""
         self.store = store
+        self.lease = lease
+        self._mode = durability.mode
+        self._batch = durability.batch_size
         self.replay_only = replay_only
         self.trusted_seq = trusted_seq
         self.run_id = run_id
@@ -73,6 +125,26 @@ class Journal:
 
     def is_recorded(self, key: str) -> bool:
         return key in self._results
+
+    def recorded(self, key: str, phase: str = "result") -> JournalEntry | None:
+        """The entry recorded for ``key`` in ``phase``, if any (read when the run started, or
+        written since by this journal)."""
+        return (self._results if phase == "result" else self._intents).get(key)
+
+    async def write(self, key: str, phase: str, kind: str, name: str, input_hash: str,
+                    data: Any) -> JournalEntry:
+        """Commit one record now, with anything deferred (for approval requests, escalation
+        packets and other records the run must not move past unrecorded)."""
+        return await self._record(key, phase, kind, name, input_hash, redact(data), 0.0)
+
+    def entries(self) -> list[JournalEntry]:
+        """Every record this journal knows (read at start or written since), in seq order."""
+        return sorted([*self._intents.values(), *self._results.values()], key=lambda e: e.seq)
+
+    def count(self, kind: str, phase: str = "intent") -> int:
+        """How many records of ``kind`` this run has in ``phase``."""
+        pool = self._results if phase == "result" else self._intents
+        return sum(1 for e in pool.values() if e.kind == kind)
 
     async def step(
         self,
@@ -106,6 +178,9 @@ class Journal:
                 f"step key {key!r} was used twice in run {self.run_id}; every step of a run "
                 "needs its own deterministic key (add a counter or an index to the path).")
         self._seen.add(key)
+        mode = self._mode
+        if mode != "balanced":
+            defer = mode == "batched" and idempotent
         recorded = self._results.get(key)
         if recorded is not None:
             self._check(recorded, kind, name, input_hash)
@@ -184,11 +259,13 @@ class Journal:
         self.seq += 1
         if defer:
             self._pending.append(entry)
+            if self._mode == "batched" and len(self._pending) >= self._batch:
+                await self.flush()
         elif self._pending:
             batch, self._pending = [*self._pending, entry], []
-            await self.store.append(self.run_id, batch)
+            await self.store.append(self.run_id, batch, lease=self.lease)
         else:
-            await self.store.append(self.run_id, (entry,))
+            await self.store.append(self.run_id, (entry,), lease=self.lease)
         (self._results if phase == "result" else self._intents)[key] = entry
         return entry
 
@@ -202,7 +279,7 @@ class Journal:
         """Commit deferred records. Called before effects, and when the run ends or stops."""
         if self._pending:
             batch, self._pending = self._pending, []
-            await self.store.append(self.run_id, batch)
+            await self.store.append(self.run_id, batch, lease=self.lease)
 
     def log_step(self, entry: JournalEntry, *, tool_name: str | None, success: bool,
                  usage: Usage | None, error_type: str | None = None) -> None:

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from keel.core import (
+    ApprovalRequired,
+    BudgetExceeded,
+    Escalate,
     KeelError,
     Message,
     ModelError,
@@ -39,10 +42,11 @@ from keel.core import (
     stable_hash,
 )
 from keel.core._redact import redact, redact_text
+from keel.runtime._gates import Gates
 from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, ToolCallInput
 from keel.runtime._result import RunResult
-from keel.store import JournalEntry
+from keel.store import JournalEntry, RunRecord
 from keel.tools import ToolResult, Toolset, render_value
 
 if TYPE_CHECKING:
@@ -89,8 +93,9 @@ class AgentLoop:
     """One execution (fresh or resumed) of an agent's ReAct loop."""
 
     def __init__(self, agent: Agent[Any], journal: Journal, *, deps: Any,
-                 emit: Emit | None, streaming: bool) -> None:
+                 emit: Emit | None, streaming: bool, record: RunRecord | None = None) -> None:
         self.agent = agent
+        self.gates = Gates(agent, journal, record)
         self.journal = journal
         self.deps = deps
         self.emit = emit
@@ -99,6 +104,7 @@ class AgentLoop:
         self._sent = 0
         self._failures: dict[str, int] = {}
         self._output_retries = 0
+        self._tool_escalation: str | None = None
         self.replayed = 0
         plan = agent.tool_plan()
         self._permitted = plan.permitted
@@ -114,22 +120,50 @@ class AgentLoop:
         if agent.instructions:
             self.history.append(Message.system(agent.instructions))
         self.history.append(Message.user(user_input))
+        policy = agent.escalation
+        if policy.enabled:
+            asked = policy.check_input(user_input)
+            if asked is not None:
+                self._guidance(await self.gates.escalate(asked))
         turn = 0
         while True:
-            response = await self._model_turn(turn)
-            calls = response.tool_calls
-            final = [c for c in calls if c.tool_name == FINAL_TOOL and self._final_spec]
-            if final:
-                done = self._accept_final_call(final[0], calls)
-                if done is not _REJECTED:
+            try:
+                done, response = await self._turn(turn)
+            except (BudgetExceeded, RepeatedFailure) as exc:
+                wanted = policy.from_failure(exc) if policy.enabled else None
+                if wanted is None:
+                    raise
+                wanted.__cause__ = exc
+                self._failures.clear()
+                self._guidance(await self.gates.escalate(wanted))
+                done = _REJECTED
+            if done is not _REJECTED:
+                unsure = policy.check_output(done) if policy.enabled else None
+                if unsure is None:
                     return self._result(done, response)
-            elif not calls:
-                done = self._accept_text(response.text)
-                if done is not _REJECTED:
-                    return self._result(done, response)
-            else:
-                await self._tool_calls(turn, calls)
+                self._guidance(await self.gates.escalate(unsure))
             turn += 1
+
+    async def _turn(self, turn: int) -> tuple[Any, ModelResponse]:
+        """One model turn and its tool calls: the accepted output, or _REJECTED to go on."""
+        response = await self._model_turn(turn)
+        calls = response.tool_calls
+        final = [c for c in calls if c.tool_name == FINAL_TOOL and self._final_spec]
+        if final:
+            return self._accept_final_call(final[0], calls), response
+        if not calls:
+            return self._accept_text(response.text), response
+        await self._tool_calls(turn, calls)
+        if self._tool_escalation is not None:
+            reason, self._tool_escalation = self._tool_escalation, None
+            self._guidance(await self.gates.escalate(Escalate(reason, trigger="tool")))
+        return _REJECTED, response
+
+    def _guidance(self, note: str) -> None:
+        """A person resolved an escalation and let the run go on: tell the model."""
+        text = note.strip() or "(no note)"
+        self.history.append(Message.user(f"[A human reviewed this conversation and says: "
+                                         f"{text}]"))
 
     def _result(self, output: Any, response: ModelResponse) -> RunResult[Any]:
         tracker = self.journal.budget
@@ -209,6 +243,11 @@ class AgentLoop:
             outcomes.update({k: r for (k, _), r in zip(parallel, results, strict=True)})
         for k, c in alone:
             outcomes[k] = await self._guarded(k, c)
+        waiting = [o for o in outcomes.values() if isinstance(o, ApprovalRequired)]
+        if len(waiting) > 1:  # each call that needs approval gets its own decision
+            ids = tuple(i for w in waiting for i in w.approval_ids)
+            raise ApprovalRequired(f"{len(ids)} calls need a human's approval: "
+                                   f"{', '.join(ids)}", approval_ids=ids)
         parts: list[ToolResultPart] = []
         for key, call in keyed:
             outcome = outcomes[key]
@@ -238,29 +277,43 @@ class AgentLoop:
             self.emit(ToolCallStarted(key=key, tool_name=call.tool_name, arguments=call.arguments,
                                       replayed=self.journal.is_recorded(key)))
         idempotent = True if tool is None else tool.meta.idempotent
+        input_hash = _tool_hash(call.tool_name, call.arguments)
+        arguments = call.arguments
+        denied: ToolResult | None = None
+        if tool is not None and not self.journal.is_recorded(key):
+            gate = await self.gates.approval(key, tool, arguments, input_hash, self.history)
+            if isinstance(gate, ToolResult):
+                denied = gate
+                tool, idempotent = None, True  # record the denial instead of calling
+            elif gate is not None:
+                arguments = gate
         ctx = ToolContext(run_id=self.journal.run_id, step_key=key, agent=agent.name,
                           idempotency_key=f"{self.journal.run_id}/{key}", scopes=agent.scopes,
                           deps=self.deps)
 
         async def execute() -> ToolResult:
             if tool is None:
-                return self._missing_tool(call.tool_name)
-            if agent.stack.bare_tool:
-                return await tool.call(call.arguments, ctx)
-            inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name, tool=tool,
-                                arguments=call.arguments, ctx=ctx)
-            return await agent.stack.tool_call(inp)
+                return denied if denied is not None else self._missing_tool(call.tool_name)
+            try:
+                if agent.stack.bare_tool:
+                    return await tool.call(arguments, ctx)
+                inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name,
+                                    tool=tool, arguments=arguments, ctx=ctx)
+                return await agent.stack.tool_call(inp)
+            except Escalate as exc:  # recorded as the call's result, then escalated
+                return ToolResult.fail("escalated", exc.reason, retryable=False,
+                                       hint="A human takes over from here.")
 
         reconcile = None
         intent = None
         if not idempotent:
-            intent = {"tool": call.tool_name, "arguments": call.arguments,
+            intent = {"tool": call.tool_name, "arguments": arguments,
                       "idempotency_key": ctx.idempotency_key}
         if tool is not None and tool.reconcile is not None:
             hook = tool.reconcile
 
             async def reconcile_call() -> Any | None:
-                args = json.loads(call.arguments or "{}")
+                args = json.loads(arguments or "{}")
                 value = await hook(args, ctx)
                 if value is None:
                     return None
@@ -269,7 +322,7 @@ class AgentLoop:
             reconcile = reconcile_call
         return await self.journal.step(
             key, "tool", call.tool_name, execute,
-            input_hash=_tool_hash(call.tool_name, call.arguments), intent=intent,
+            input_hash=input_hash, intent=intent,
             idempotent=idempotent, reconcile=reconcile, encode=_encode_tool,
             decode=ToolResult.from_dict, scrubbed=True,
             flush_first=tool is not None and tool.meta.risk != "read")
@@ -287,7 +340,9 @@ class AgentLoop:
     def _observe(self, key: str, call: ToolCallPart, result: ToolResult,
                  replayed: bool) -> ToolResultPart:
         content = result.content
-        if result.failure is not None:
+        if result.failure is not None and result.failure.error_type == "escalated":
+            self._tool_escalation = self._tool_escalation or result.failure.message
+        elif result.failure is not None:
             sig = f"{call.tool_name}\x00{_canonical_args(call.arguments)}"
             n = self._failures.get(sig, 0) + 1
             self._failures[sig] = n

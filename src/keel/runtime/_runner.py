@@ -6,13 +6,18 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from keel.core import (
+    ApprovalRequired,
+    DeadlineExceeded,
+    Escalate,
     KeelError,
+    LeaseLost,
+    RunCancelled,
     RunError,
     RunEvent,
     RunFinished,
@@ -24,10 +29,11 @@ from keel.core import (
 from keel.core._redact import redact
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._journal import Journal
+from keel.runtime._lease import WORKER_ID, Hold, LeaseKeeper, keeper_for
 from keel.runtime._loop import AgentLoop, model_name
 from keel.runtime._middleware import RunEndInput, RunStartInput
 from keel.runtime._result import RunResult
-from keel.store import RunRecord, RunStore, open_store
+from keel.store import JournalEntry, RunRecord, RunStore, open_store
 
 if TYPE_CHECKING:
     from keel.runtime._agent import Agent
@@ -65,7 +71,8 @@ class using_store:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Launch:
-    """How to start one execution: a new run (``input``) or a resume (``resume_id``)."""
+    """How to start one execution: a new run (``input``) or a resume (``resume_id``).
+    ``claimed``: this process already holds the run's lease (a worker's ``claim_runs``)."""
 
     input: str | None = None
     resume_id: str | None = None
@@ -74,33 +81,73 @@ class Launch:
     target: str | None = None
     emit: Callable[[RunEvent], None] | None = None
     streaming: bool = False
+    deadline_at: float | None = None
+    claimed: bool = False
+
+
+#: How often one call may find every awaited decision already made and go round again.
+_MAX_WAKES = 100
 
 
 async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResult[Any]:
     agent.resolved_model()  # fail on a bad id or a missing key before anything is written
-    record, entries = await _open_run(agent, store, launch)
+    keeper = keeper_for(store)
+    for _ in range(_MAX_WAKES):
+        try:
+            return await _execute_once(agent, store, launch, keeper)
+        except _Woken as woken:  # decided while we suspended: go on in this process
+            launch = replace(launch, input=None, resume_id=woken.run_id, run_id=None,
+                             claimed=False)
+    raise StoreError(f"run {launch.resume_id} kept waking without progress; resume it with "
+                     "`keel resume`.")
+
+
+class _Woken(Exception):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+
+async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
+                        keeper: LeaseKeeper) -> RunResult[Any]:
+    record, entries, hold = await _open_run(agent, store, launch, keeper)
     tracker = BudgetTracker(agent.budget)
     fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
     trusted = fork.get("trusted_seq", -1) if isinstance(fork, dict) else -1
     journal = Journal(store, record.run_id, agent.name, entries, tracker,
-                      trusted_seq=trusted if isinstance(trusted, int) else -1)
+                      trusted_seq=trusted if isinstance(trusted, int) else -1,
+                      lease=WORKER_ID, durability=agent.durability)
     loop = AgentLoop(agent, journal, deps=launch.deps, emit=launch.emit,
-                     streaming=launch.streaming)
+                     streaming=launch.streaming, record=record)
     resumed = launch.resume_id is not None
-    if launch.emit is not None:
-        launch.emit(RunStarted(run_id=record.run_id, agent=agent.name, resumed=resumed))
-    await agent.stack.run_start(RunStartInput(run_id=record.run_id, agent=agent.name,
-                                              input=record.input, resumed=resumed))
+    ended = False
     try:
-        result = await loop.run(str(record.input))
-    except BaseException as exc:
-        await _record_failure(store, record, tracker, journal, exc)
-        await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
-                                              status=_status_for(exc), output=None, error=exc))
-        raise
-    await store.finish_run(record.with_status(
-        "completed", output=_jsonable(result.output), updated_at=time.time(),
-        usage=_totals(tracker), error=None), journal.take_pending())
+        if launch.emit is not None:
+            launch.emit(RunStarted(run_id=record.run_id, agent=agent.name, resumed=resumed))
+        await agent.stack.run_start(RunStartInput(run_id=record.run_id, agent=agent.name,
+                                                  input=record.input, resumed=resumed))
+        try:
+            result = await _drive(loop, record, hold)
+        except (ApprovalRequired, Escalate) as signal:
+            ended = True
+            await _suspend(agent, store, record, tracker, journal, signal)
+            raise
+        except LeaseLost:
+            ended = True
+            raise
+        except BaseException as exc:
+            ended = True
+            await _record_failure(store, record, tracker, journal, exc)
+            await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
+                                                  status=_status_for(exc), output=None,
+                                                  error=exc))
+            raise
+        keeper.held.pop(record.run_id, None)  # no cancel may hit the final write
+        ended = True
+        await store.finish_run(record.with_status(
+            "completed", output=_jsonable(result.output), updated_at=time.time(),
+            usage=_totals(tracker), error=None), journal.take_pending(), lease=WORKER_ID)
+    finally:
+        await keeper.release(hold, in_store=not ended)
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                           status="completed", output=result.output, error=None))
     if launch.emit is not None:
@@ -108,32 +155,93 @@ async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResu
     return result
 
 
-async def _open_run(agent: Agent[Any], store: RunStore,
-                    launch: Launch) -> tuple[RunRecord, list[Any]]:
+async def _drive(loop: AgentLoop, record: RunRecord, hold: Hold) -> RunResult[Any]:
+    """Run the loop within the run's deadline; turn our own stops into keel errors."""
+    task = asyncio.current_task()
+    try:
+        if record.deadline_at is None:
+            return await loop.run(str(record.input))
+        left = record.deadline_at - time.time()
+        if left <= 0:
+            raise _deadline(record)
+        try:
+            async with asyncio.timeout(left):
+                return await loop.run(str(record.input))
+        except TimeoutError as exc:
+            if time.time() < record.deadline_at - 0.001:
+                raise  # not ours
+            raise _deadline(record) from exc
+    except asyncio.CancelledError:
+        reason = hold.stop_reason
+        if reason is None or task is None:
+            raise
+        task.uncancel()
+        if reason == "lease-lost":
+            raise LeaseLost(f"run {record.run_id}: this worker lost the run's lease (it "
+                            "stalled past the expiry and another worker took the run over); "
+                            "stopped here without writing.") from None
+        raise RunCancelled("the run was cancelled (`keel runs cancel`)",
+                           run_id=record.run_id) from None
+
+
+def _deadline(record: RunRecord) -> DeadlineExceeded:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.deadline_at or 0))
+    return DeadlineExceeded(f"the run's deadline ({when}) has passed", run_id=record.run_id)
+
+
+async def _open_run(agent: Agent[Any], store: RunStore, launch: Launch,
+                    keeper: LeaseKeeper) -> tuple[RunRecord, list[Any], Hold]:
     if launch.resume_id is None:
         now = time.time()
         record = RunRecord(run_id=launch.run_id or new_run_id(), agent=agent.name,
                            status="running", input=launch.input, created_at=now, updated_at=now,
-                           target=launch.target, metadata={"model": model_name(agent)})
+                           target=launch.target, metadata={"model": model_name(agent)},
+                           lease_owner=WORKER_ID, lease_expires_at=now + keeper.seconds,
+                           deadline_at=launch.deadline_at)
         await store.create_run(record)
-        return record, []
+        return record, [], await keeper.acquire(record.run_id, record=record)
     record = await store.get_run(launch.resume_id)
     if record.agent != agent.name:
         raise StoreError(
             f"run {record.run_id} belongs to agent {record.agent!r}, not {agent.name!r}; resume "
             "it with the agent that started it.")
-    if record.status == "completed":
+    if record.status in ("completed", "cancelled"):
         raise StoreError(
-            f"run {record.run_id} already completed; nothing to resume. `keel runs show "
+            f"run {record.run_id} already {record.status}; nothing to resume. `keel runs show "
             f"{record.run_id}` prints its journal.")
-    entries = await store.read_journal(record.run_id)
-    record = record.with_status("running", updated_at=time.time(), error=None)
-    await store.update_run(record)
-    return record, entries
+    hold = keeper.adopt(record.run_id) if launch.claimed else await keeper.acquire(
+        record.run_id)
+    try:
+        entries = await store.read_journal(record.run_id)
+        record = record.with_status("running", updated_at=time.time(), error=None)
+        await store.update_run(record, lease=WORKER_ID)
+    except BaseException:
+        await keeper.release(hold)
+        raise
+    return record, entries, hold
+
+
+async def _suspend(agent: Agent[Any], store: RunStore, record: RunRecord,
+                   tracker: BudgetTracker, journal: Journal,
+                   signal: ApprovalRequired | Escalate) -> None:
+    """Park the run until a person decides; if every decision is already in, go round."""
+    signal.run_id = record.run_id
+    waiting = (signal.approval_ids if isinstance(signal, ApprovalRequired)
+               else (signal.escalation_id,) if signal.escalation_id else ())
+    error = {"type": type(signal).__name__, "message": redact(signal.message),
+             "step_key": None, "retryable": False}
+    status = await asyncio.shield(store.suspend_run(
+        record.with_status("suspended", error=error, updated_at=time.time(),
+                           usage=_totals(tracker)),
+        journal.take_pending(), waiting_on=waiting, lease=WORKER_ID))
+    await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
+                                          status=status, output=None, error=signal))
+    if status == "running":
+        raise _Woken(record.run_id) from signal
 
 
 def _status_for(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | RunCancelled):
         return "cancelled"
     if isinstance(exc, Signal):
         return "suspended"
@@ -156,10 +264,17 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
     if not isinstance(exc, KeelError | asyncio.CancelledError | KeyboardInterrupt):
         error["message"] = redact(f"{type(exc).__name__}: {exc}")
     status = _status_for(exc)
+    entries = journal.take_pending()
+    if status == "cancelled":  # the stop itself is a step of the run
+        entries.append(JournalEntry(
+            seq=journal.seq, key=f"{record.agent}/cancelled", phase="result", kind="cancel",
+            name=type(exc).__name__, input_hash="", created_at=time.time(),
+            data={"reason": error["message"], "by": WORKER_ID}))
+        journal.seq += 1
     try:
         await asyncio.shield(store.finish_run(record.with_status(
             status, error=error, updated_at=time.time(),  # type: ignore[arg-type]
-            usage=_totals(tracker)), journal.take_pending()))
+            usage=_totals(tracker)), entries, lease=WORKER_ID))
     except Exception:  # the original failure matters more than a failed status write
         return
 

@@ -15,6 +15,8 @@ ErrorType: TypeAlias = Literal[
     "timeout",
     "tool_error",
     "repeated_failure",
+    "approval_denied",
+    "escalated",
 ]
 
 

@@ -52,6 +52,11 @@ class ToolMeta:
     timeout: float | None = DEFAULT_TIMEOUT
     output_limit: int = DEFAULT_OUTPUT_LIMIT
     run_alone: bool = False
+    #: Whether a call needs a human's approval before it runs: True (always), False (never,
+    #: overriding the agent's policy), a predicate on the parsed arguments (e.g.
+    #: ``lambda a: a["amount"] > 100``), or None (the agent's ApprovalPolicy decides; by
+    #: default ``irreversible`` tools need approval).
+    approval: bool | Callable[[dict[str, Any]], bool] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
@@ -287,6 +292,7 @@ def tool(*, name: str | None = ..., description: str | None = ..., group: str = 
          risk: Risk = ..., scopes: Iterable[str] = ..., idempotent: bool | None = ...,
          timeout: float | None = ..., output_limit: int = ..., run_alone: bool = ...,
          validators: Sequence[ArgValidator] = ..., reconcile: Reconciler | None = ...,
+         approval: bool | Callable[[dict[str, Any]], bool] | None = ...,
          ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -296,6 +302,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          timeout: float | None = DEFAULT_TIMEOUT, output_limit: int = DEFAULT_OUTPUT_LIMIT,
          run_alone: bool = False, validators: Sequence[ArgValidator] = (),
          reconcile: Reconciler | None = None,
+         approval: bool | Callable[[dict[str, Any]], bool] | None = None,
          ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Turn a typed function (sync or async) into a :class:`Tool`.
 
@@ -303,7 +310,8 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     (its ``Args:`` section describes parameters). A parameter annotated :class:`ToolContext`
     receives the run context (run id, step key, idempotency key) and is not in the schema.
     ``idempotent`` defaults to True for ``read`` tools and False otherwise: keel never silently
-    re-runs a non-idempotent tool whose outcome is unknown.
+    re-runs a non-idempotent tool whose outcome is unknown. ``approval`` says whether a call
+    needs a human's decision first (see :attr:`ToolMeta.approval`).
     """
 
     def build(f: Callable[..., Any]) -> FunctionTool:
@@ -315,7 +323,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             description=description or summary or f"Call {getattr(f, '__name__', 'tool')}.",
             group=group, risk=risk, scopes=frozenset(scopes),
             idempotent=(risk == "read") if idempotent is None else idempotent,
-            timeout=timeout, output_limit=output_limit, run_alone=run_alone)
+            timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval)
         return FunctionTool(f, meta, validators=validators, reconcile=reconcile)
 
     return build if fn is None else build(fn)

@@ -1,0 +1,189 @@
+"""Human approval gates: which tool calls need a person's decision, and recording it.
+
+A gate is a journal step at ``<tool step key>/approval``. When a call needs approval the run
+writes the request as that step's *intent* (before anything else happens), puts an
+``approval`` :class:`~keel.store.HumanTask` and suspends. ``decide_approval`` (the CLI's
+``keel approvals approve/deny``) writes the decision as the step's *result*, and the run,
+resumed in any process, reads it from the journal: an approved call runs (with the
+arguments as approved, possibly edited), a denied one reaches the model as an observation
+carrying the reviewer's comment. A request is written once and decided once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from keel.core import ConfigError, TaskConflict, UserError
+from keel.store import HumanTask, JournalEntry, RunStore
+from keel.tools import Tool
+
+#: ``callback(tool, arguments) -> reason | None``: a reason (str) if the call needs approval.
+ApprovalCallback: TypeAlias = Callable[[Tool, dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """Require approval for calls of ``tool`` whose parsed arguments satisfy ``when``
+    (e.g. ``ApprovalRule("refund", lambda a: a["amount"] > 100, "refunds over 100")``)."""
+
+    tool: str
+    when: Callable[[dict[str, Any]], bool]
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.tool:
+            raise ConfigError("ApprovalRule.tool", "name the tool the rule applies to")
+        if not callable(self.when):
+            raise ConfigError("ApprovalRule.when", "must be a predicate on the arguments")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalPolicy:
+    """Which tool calls wait for a human. On by default: every ``irreversible`` tool.
+
+    A call needs approval if its tool says so (``@tool(approval=...)``; ``approval=False``
+    exempts it), or its risk is in ``risks``, or a rule matches, or the callback returns a
+    reason. Requests go to ``queue`` with an SLA of ``sla_seconds``.
+    ``ApprovalPolicy.off()`` switches gates off (explicitly)."""
+
+    risks: frozenset[str] = frozenset({"irreversible"})
+    rules: tuple[ApprovalRule, ...] = ()
+    callback: ApprovalCallback | None = None
+    queue: str = "approvals"
+    sla_seconds: float | None = 24 * 3600.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "risks", frozenset(self.risks))
+        object.__setattr__(self, "rules", tuple(self.rules))
+        unknown = self.risks - {"read", "write", "irreversible"}
+        if unknown:
+            raise ConfigError("ApprovalPolicy.risks",
+                              f"unknown risk {sorted(unknown)}; use read, write, irreversible")
+        if not self.queue:
+            raise ConfigError("ApprovalPolicy.queue", "must be a non-empty queue name")
+        if self.sla_seconds is not None and not self.sla_seconds > 0:
+            raise ConfigError("ApprovalPolicy.sla_seconds", "must be > 0 seconds or None")
+
+    @classmethod
+    def off(cls) -> ApprovalPolicy:
+        return cls(enabled=False)
+
+    @classmethod
+    def build(cls, rules: Iterable[ApprovalRule] = (), **kw: Any) -> ApprovalPolicy:
+        return cls(rules=tuple(rules), **kw)
+
+    def reason_for(self, tool: Tool, arguments: dict[str, Any]) -> str | None:
+        """Why this call needs approval, or None if it may run."""
+        if not self.enabled:
+            return None
+        meta = tool.meta
+        own = meta.approval
+        if own is False:
+            return None
+        if own is True:
+            return f"{meta.name} always needs approval"
+        if own is not None and own(arguments):
+            return f"{meta.name}: its approval rule matched these arguments"
+        if meta.risk in self.risks:
+            return f"{meta.name} is {meta.risk}"
+        for rule in self.rules:
+            if rule.tool == meta.name and rule.when(arguments):
+                return rule.reason or f"{meta.name}: an approval rule matched"
+        if self.callback is not None:
+            return self.callback(tool, arguments)
+        return None
+
+
+def approval_id(run_id: str, gate_key: str) -> str:
+    """Deterministic, so a request re-made after a crash keeps its id."""
+    digest = hashlib.blake2b(f"{run_id}\x00{gate_key}".encode(), digest_size=6).hexdigest()
+    return f"ap-{digest}"
+
+
+def approval_request(*, run_id: str, agent: str, gate_key: str, tool: Tool,
+                     arguments: dict[str, Any], reason: str, thought: str,
+                     policy: ApprovalPolicy, now: float) -> dict[str, Any]:
+    """What the reviewer sees (stored as the gate's intent and as the task's data)."""
+    meta = tool.meta
+    return {
+        "approval_id": approval_id(run_id, gate_key), "run_id": run_id, "agent": agent,
+        "step_key": gate_key, "tool": meta.name, "description": meta.description,
+        "risk": meta.risk, "arguments": arguments, "reason": reason,
+        "thought": thought[:2000], "schema": tool.parameters,
+        "queue": policy.queue, "requested_at": now,
+        "due_at": None if policy.sla_seconds is None else now + policy.sla_seconds,
+    }
+
+
+def approval_task(request: Mapping[str, Any]) -> HumanTask:
+    return HumanTask(task_id=request["approval_id"], run_id=request["run_id"], kind="approval",
+                     step_key=request["step_key"], queue=request["queue"], status="open",
+                     created_at=request["requested_at"], due_at=request["due_at"],
+                     data=dict(request))
+
+
+async def decide_approval(store: RunStore, approval_id: str, *, approve: bool,
+                          decided_by: str, comment: str | None = None,
+                          edited_args: Any = None) -> HumanTask:
+    """Record a decision; the run becomes runnable (``keel resume`` or a worker continues
+    it). Refuses, changing nothing: an unknown id (TaskNotFound), a decided request or a run
+    that no longer waits (TaskConflict), a denial without a comment, or edited arguments
+    that do not match the tool's schema (UserError naming the field)."""
+    task = await store.get_task(approval_id)
+    if task.kind != "approval":
+        raise UserError(f"{approval_id} is an escalation, not an approval; use `keel "
+                        "escalations resolve`.")
+    if task.status == "resolved":
+        raise TaskConflict(f"approval {approval_id} was already decided by "
+                           f"{task.resolved_by}; nothing was changed.")
+    if not decided_by:
+        raise UserError("say who decides (decided_by / --by); the decision is audited.")
+    if not approve and not (comment or "").strip():
+        raise UserError("a denial needs a comment: the model reads it to choose what to do "
+                        "instead (--comment TEXT).")
+    request: dict[str, Any] = task.data
+    arguments = request.get("arguments", {})
+    edited = edited_args is not None
+    if edited:
+        if not approve:
+            raise UserError("edited arguments only make sense with approve.")
+        arguments = check_edited_args(edited_args, request.get("schema") or {},
+                                      request.get("tool", "?"))
+    now = time.time()
+    decision = {"approved": approve, "comment": comment or "", "arguments": arguments,
+                "edited": edited, "decided_by": decided_by, "decided_at": now}
+    journal = await store.read_journal(task.run_id)
+    intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
+    entry = JournalEntry(
+        seq=max((e.seq for e in journal), default=-1) + 1, key=task.step_key, phase="result",
+        kind="approval", name=request.get("tool", "?"),
+        input_hash=intent.input_hash if intent is not None else "", data=decision,
+        created_at=now)
+    return await store.resolve_task(approval_id, decision, resolved_by=decided_by, entry=entry)
+
+
+def check_edited_args(edited: Any, schema: Mapping[str, Any], tool: str) -> dict[str, Any]:
+    if isinstance(edited, str):
+        try:
+            edited = json.loads(edited)
+        except ValueError as exc:
+            raise UserError(f"edited arguments are not valid JSON: {exc}") from None
+    if not isinstance(edited, dict):
+        raise UserError(f"edited arguments must be a JSON object of {tool}'s parameters, got "
+                        f"{type(edited).__name__}.")
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(dict(schema))
+    problems = sorted(validator.iter_errors(edited), key=lambda e: list(e.absolute_path))
+    if problems:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e.absolute_path) or '(arguments)'}: "
+                           f"{e.message}" for e in problems[:5])
+        raise UserError(f"edited arguments do not match {tool}'s schema: {detail}. Nothing "
+                        "was changed.")
+    return edited

@@ -1,0 +1,146 @@
+"""The human gates of a run: approval before a tool call, escalation to a person.
+
+Both are journal steps whose *intent* is the request (written and committed before the run
+moves on, together with a task in the store's human queue) and whose *result* is the
+person's decision, written by ``decide_approval`` / ``resolve_escalation`` from any process.
+A resumed run re-executes its code; at a gate it finds the decision in the journal (and
+goes on), or the request without a decision (and suspends again, without asking again).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from keel.core import ApprovalRequired, Escalate, Message
+from keel.runtime._approvals import approval_request, approval_task
+from keel.tools import Tool, ToolResult
+
+if TYPE_CHECKING:
+    from keel.runtime._journal import Journal
+    from keel.store import RunRecord
+
+
+class Gates:
+    """Approval and escalation gates for one execution of an agent loop."""
+
+    __slots__ = ("_escalations", "agent", "journal", "record")
+
+    def __init__(self, agent: Any, journal: Journal, record: RunRecord | None) -> None:
+        self.agent = agent
+        self.journal = journal
+        self.record = record
+        self._escalations = 0
+
+    # ----------------------------------------------------------------------------- approval
+
+    async def approval(self, key: str, tool: Tool, arguments: str, input_hash: str,
+                       history: list[Message]) -> str | ToolResult | None:
+        """Before an unrecorded tool call: None (no approval needed, or approved as asked),
+        the approved arguments as JSON text (edited by the reviewer), or a ToolResult to
+        record instead of calling (denied). Raises ApprovalRequired while undecided."""
+        gate_key = f"{key}/approval"
+        journal = self.journal
+        decision = journal.recorded(gate_key, "result")
+        if decision is not None:
+            return _decided(decision.data)
+        asked = journal.recorded(gate_key, "intent")
+        if asked is not None:
+            await journal.store.put_task(approval_task(asked.data))  # in case we crashed
+            raise _waiting(asked.data)
+        reason = self._reason(tool, arguments)
+        if reason is None:
+            return None
+        args = _parsed(arguments)
+        request = approval_request(
+            run_id=journal.run_id, agent=self.agent.name, gate_key=gate_key, tool=tool,
+            arguments=args if args is not None else {"_raw": arguments}, reason=reason,
+            thought=_last_thought(history), policy=self.agent.approval, now=time.time())
+        await journal.write(gate_key, "intent", "approval", tool.name, input_hash, request)
+        await journal.store.put_task(approval_task(request))
+        raise _waiting(request)
+
+    def _reason(self, tool: Tool, arguments: str) -> str | None:
+        policy = self.agent.approval
+        if not policy.enabled and tool.meta.approval is not True:
+            return None
+        args = _parsed(arguments)
+        if args is None:
+            return None  # the tool rejects these arguments itself; nothing would run
+        try:
+            reason = policy.reason_for(tool, args)
+        except Exception as exc:  # a rule that cannot decide fails closed
+            return f"an approval rule could not decide ({type(exc).__name__}: {exc})"
+        return None if reason is None else str(reason)
+
+    # --------------------------------------------------------------------------- escalation
+
+    async def escalate(self, exc: Escalate) -> str:
+        """Escalate (or, on resume, find the decision). Returns the reviewer's note when the
+        run is to go on; raises ``Escalate`` (with its id) while a person decides."""
+        from keel.runtime._escalation import build_packet, escalation_task
+
+        n = self._escalations
+        self._escalations += 1
+        key = f"{self.agent.name}/escalation#{n}"
+        journal = self.journal
+        resolved = journal.recorded(key, "result")
+        if resolved is not None:
+            data = resolved.data if isinstance(resolved.data, dict) else {}
+            return str(data.get("note") or "")
+        asked = journal.recorded(key, "intent")
+        if asked is not None:
+            await journal.store.put_task(escalation_task(asked.data))
+            raise _escalated(asked.data, exc)
+        assert self.record is not None
+        packet = build_packet(self.record, journal.entries(), exc, self.agent.escalation,
+                              key=key, now=time.time())
+        await journal.write(key, "intent", "escalation", exc.trigger, "", packet)
+        await journal.store.put_task(escalation_task(packet))
+        raise _escalated(packet, exc)
+
+
+def _parsed(arguments: str) -> dict[str, Any] | None:
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        return None
+    return args if isinstance(args, dict) else None
+
+
+def _last_thought(history: list[Message]) -> str:
+    for message in reversed(history):
+        if message.role == "assistant":
+            return message.text
+    return ""
+
+
+def _waiting(request: dict[str, Any]) -> ApprovalRequired:
+    return ApprovalRequired(
+        f"{request['tool']} needs a human's approval ({request['reason']}): `keel approvals "
+        f"show {request['approval_id']}`", approval_ids=(request["approval_id"],))
+
+
+def _escalated(packet: dict[str, Any], exc: Escalate) -> Escalate:
+    out = Escalate(str(packet.get("reason", exc.reason)), trigger=exc.trigger,
+                   queue=packet.get("queue"), proposal=packet.get("proposal"),
+                   escalation_id=packet.get("escalation_id"))
+    out.__cause__ = exc.__cause__
+    return out
+
+
+def _decided(data: Any) -> str | ToolResult | None:
+    if not isinstance(data, dict):
+        return ToolResult.fail("approval_denied", "the approval record is unreadable",
+                               retryable=False, hint="Ask the user how to proceed.")
+    who = data.get("decided_by") or "a reviewer"
+    comment = str(data.get("comment") or "").strip()
+    if not data.get("approved"):
+        return ToolResult.fail(
+            "approval_denied", f"{who} denied this call" + (f": {comment}" if comment else ""),
+            retryable=False, hint="Do not repeat this call. Follow the reviewer's comment or "
+                                  "tell the user what happened.")
+    if data.get("edited"):
+        return json.dumps(data.get("arguments", {}))
+    return None
