@@ -137,13 +137,13 @@ class LeaseKeeper:
         still = await self.store.renew_leases(WORKER_ID, self.seconds)
         for run_id, hold in list(self.held.items()):
             if run_id not in still:
-                self._stop(hold, "lease-lost")
+                self.stop(hold, "lease-lost")
                 continue
             record = await self.store.get_run(run_id)
             if record.cancel_requested:
-                self._stop(hold, "cancel")
+                self.stop(hold, "cancel")
 
-    def _stop(self, hold: Hold, reason: str) -> None:
+    def stop(self, hold: Hold, reason: str) -> None:
         if hold.stop_reason is None and hold.task is not None and not hold.task.done():
             hold.stop_reason = reason
             hold.task.cancel(f"keel:{reason}")

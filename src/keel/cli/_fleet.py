@@ -1,0 +1,136 @@
+"""``keel runs cancel`` and ``keel worker``: the fleet commands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Annotated, Any
+
+import typer
+
+from keel.cli._commands import json_step_logs, open_existing
+from keel.cli._errors import CliError, reported
+from keel.cli._load import load_agent
+from keel.cli._text import Screen, safe, to_json
+from keel.core import RunNotFound
+from keel.runtime import WORKER_ID, Agent, Worker, cancel_run
+from keel.store import TERMINAL_STATUSES, open_store
+
+
+StoreOption = Annotated[str | None, typer.Option(
+    "--store", metavar="URL", help="Run store URL (default: $KEEL_STORE or "
+                                   "sqlite:///.keel/runs.db).")]
+
+
+def _who() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "cli"
+
+
+async def _cancel(url: str, run_id: str, reason: str, wait: float) -> tuple[str, str]:
+    store = open_existing(url)
+    if store is None:
+        raise RunNotFound(f"no run {run_id!r}: there is no run store at {url} yet.")
+    async with store:
+        record = await store.get_run(run_id)
+        agent: Agent[Any] | None = None
+        if record.target:
+            try:
+                agent = load_agent(record.target)[0]
+            except Exception:  # the hooks are a courtesy; cancelling must still work
+                agent = None
+        outcome = await cancel_run(store, run_id, reason=reason, by=_who(), agent=agent)
+        deadline = time.monotonic() + wait
+        while outcome == "requested" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            if (await store.get_run(run_id)).status in TERMINAL_STATUSES:
+                outcome = "cancelled"
+        return outcome, (await store.get_run(run_id)).status
+
+
+def cancel_command(screen: Screen, *, store: str, run_id: str, reason: str, wait: float,
+                   as_json: bool) -> None:
+    with reported(screen):
+        if wait < 0:
+            raise CliError("--wait must be 0 or more seconds.")
+        outcome, status = asyncio.run(_cancel(store, run_id, reason, wait))
+        if as_json:
+            typer.echo(to_json({"run_id": run_id, "outcome": outcome, "status": status}))
+            return
+        if outcome == "cancelled" or status == "cancelled":
+            screen.out.print(safe(f"run {run_id} is cancelled."))
+        elif status in TERMINAL_STATUSES:
+            screen.out.print(safe(f"run {run_id} ended as {status} before the cancel took "
+                                  "effect."))
+        else:
+            screen.out.print(safe(f"run {run_id} is being continued by a worker; it was asked "
+                                  "to stop and will within a few seconds (`keel runs show "
+                                  f"{run_id}`)."))
+
+
+async def _work(url: str, targets: list[str], concurrency: int, once: bool,
+                screen: Screen) -> int:
+    agents = [load_agent(t)[0] for t in targets]
+    names = [a.name for a in agents]
+    if len(set(names)) != len(names):
+        raise CliError(f"two targets give agents with the same name ({', '.join(names)}); "
+                       "a worker tells runs apart by agent name.")
+    async with open_store(url) as store:
+        worker = Worker(agents, store=store, concurrency=concurrency)
+        screen.out.print(safe(f"worker {WORKER_ID} on {url}: agents {', '.join(names)}", "dim"))
+        if once:
+            outcomes = await worker.run_until_idle()
+            for o in outcomes:
+                line = f"{o.run_id} {o.agent}: {o.status}" + (f" ({o.error})" if o.error else "")
+                screen.out.print(safe(line))
+            screen.out.print(safe(f"{len(outcomes)} run(s) continued; nothing runnable left.",
+                                  "dim"))
+            return len(outcomes)
+        await worker.serve()
+    return 0
+
+
+def worker_command(screen: Screen, *, store: str, targets: list[str], concurrency: int,
+                   once: bool, log_json: str | None) -> None:
+    with reported(screen), json_step_logs(log_json):
+        if concurrency < 1:
+            raise CliError("--concurrency must be at least 1.")
+        asyncio.run(_work(store, targets, concurrency, once, screen))
+
+
+def register(runs_app: typer.Typer, app: typer.Typer, store_of: Any) -> None:
+    """Add the commands to the ``keel`` app (``store_of(ctx, store)`` resolves --store)."""
+    @runs_app.command("cancel")
+    def runs_cancel(
+        ctx: typer.Context,
+        run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to stop.")],
+        reason: Annotated[str, typer.Option("--reason", help="Why (kept in the journal).")]
+        = "cancelled from the command line",
+        wait: Annotated[float, typer.Option(
+            "--wait", help="Seconds to wait for a live worker to stop the run.")] = 10.0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
+        store: StoreOption = None,
+    ) -> None:
+        """Cancel a running or suspended run: the stop is journaled and the run's end hooks
+        run; a run a worker is continuing is stopped by that worker."""
+        cancel_command(Screen(), store=store_of(ctx, store), run_id=run_id, reason=reason,
+                       wait=wait, as_json=as_json)
+
+    @app.command("worker")
+    def worker(
+        ctx: typer.Context,
+        targets: Annotated[list[str], typer.Argument(
+            metavar="MODULE:AGENT...", help="The agents whose runs this worker continues.")],
+        concurrency: Annotated[int, typer.Option("--concurrency",
+                                                 help="Runs continued at once.")] = 8,
+        once: Annotated[bool, typer.Option(
+            "--once", help="Continue what is runnable now, then exit.")] = False,
+        log_json: Annotated[str | None, typer.Option(
+            "--log-json", metavar="FILE", help="Structured step logs to FILE ('-': stderr).")]
+        = None,
+        store: StoreOption = None,
+    ) -> None:
+        """Continue runnable runs from a shared store: approved or answered runs, and runs
+        whose worker died. Leases make sure no two workers continue the same run."""
+        worker_command(Screen(), store=store_of(ctx, store), targets=targets,
+                       concurrency=concurrency, once=once, log_json=log_json)
