@@ -14,6 +14,10 @@ EXPECTED = [
     "StoreVersionError", "Tool", "ToolContext", "ToolDefinitionError", "ToolError",
     "ToolResult", "UnknownModel", "UnknownOutcome", "Usage", "UserError", "__version__",
     "configure_json_logging", "open_store", "resolve_model", "tool",
+    # durable runs for fleets
+    "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
+    "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",
+    "cancel_run", "decide_approval", "resolve_escalation",
 ]
 
 
@@ -41,7 +45,8 @@ def test_import_has_no_side_effects() -> None:
     code = (
         "import sys, threading; import keel; "
         "assert threading.active_count() == 1, threading.enumerate(); "
-        "heavy = [m for m in ('openai', 'anthropic', 'sqlite3', 'typer', 'rich') "
+        "heavy = [m for m in ('openai', 'anthropic', 'sqlite3', 'typer', 'rich', 'psycopg', "
+        "'jsonschema') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -43,7 +43,21 @@ from keel.core import (
     configure_json_logging,
 )
 from keel.models import Model, resolve_model
-from keel.runtime import Agent, Budget, Middleware, RunContext, RunResult
+from keel.runtime import (
+    Agent,
+    ApprovalPolicy,
+    ApprovalRule,
+    Budget,
+    Durability,
+    EscalationPolicy,
+    Middleware,
+    RunContext,
+    RunResult,
+    Worker,
+    cancel_run,
+    decide_approval,
+    resolve_escalation,
+)
 from keel.store import MemoryStore, RunStore, open_store
 from keel.tools import Tool, ToolResult, tool
 
@@ -51,14 +65,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "ApprovalPolicy",
     "ApprovalRequired",
+    "ApprovalRule",
     "Budget",
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
     "DeadlineExceeded",
     "Divergence",
+    "Durability",
     "Escalate",
+    "EscalationPolicy",
     "GuardrailTripped",
     "Handoff",
     "KeelError",
@@ -95,9 +113,13 @@ __all__ = [
     "UnknownOutcome",
     "Usage",
     "UserError",
+    "Worker",
     "__version__",
+    "cancel_run",
     "configure_json_logging",
+    "decide_approval",
     "open_store",
+    "resolve_escalation",
     "resolve_model",
     "tool",
 ]

@@ -172,6 +172,6 @@ def test_a_store_from_a_newer_keel(keel: Keel, tmp_path: Path) -> None:
 
 
 def test_a_bad_store_url(keel: Keel) -> None:
-    r = keel("--store", "postgres://db/runs", "runs", "list")
+    r = keel("--store", "mysql://db/runs", "runs", "list")
     assert r.exit_code == 2
     assert "cannot open run store" in r.stderr

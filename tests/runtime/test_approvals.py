@@ -195,7 +195,7 @@ def test_bad_policy_settings_are_refused() -> None:
         ApprovalPolicy(risks=frozenset({"dangerous"}))
     with pytest.raises(ConfigError, match="sla_seconds"):
         ApprovalPolicy(sla_seconds=0)
-    with pytest.raises(ConfigError, match="ApprovalRule.tool"):
+    with pytest.raises(ConfigError, match=r"ApprovalRule\.tool"):
         ApprovalRule("", lambda a: True)
     with pytest.raises(ConfigError, match="approval"):
         Agent("a", model=ScriptedModel(["x"]), approval="yes")  # type: ignore[arg-type]
@@ -205,7 +205,7 @@ async def test_unknown_and_finished_decisions_are_refused() -> None:
     store = MemoryStore()
     with pytest.raises(TaskNotFound):
         await decide_approval(store, "ap-nope", approve=True, decided_by="ann")
-    effects, wire, balance = bank()
+    effects, wire, _balance = bank()
     agent = Agent("pay", model=ScriptedModel([call("wire", {"amount": 5, "to": "x"}), "ok"]),
                   tools=[wire])
     with pytest.raises(ApprovalRequired) as info:
@@ -224,7 +224,7 @@ async def test_unknown_and_finished_decisions_are_refused() -> None:
 
 async def test_decision_from_another_store_handle_resumes_the_run(tmp_path: Path) -> None:
     """The approver is another process in practice: a separate connection to the file."""
-    effects, wire, balance = bank()
+    effects, wire, _balance = bank()
     path = tmp_path / "runs.db"
     agent = Agent("pay", model=ScriptedModel([call("wire", {"amount": 7, "to": "z"}), "ok"]),
                   tools=[wire])

@@ -75,7 +75,7 @@ async def test_opening_does_not_touch_the_disk(tmp_path: Path) -> None:
     assert _names(tmp_path) == []
 
 
-@pytest.mark.parametrize("url", ["postgres://x", "https://example.com/runs.db", "sqlite://"])
+@pytest.mark.parametrize("url", ["mysql://x", "https://example.com/runs.db", "sqlite://"])
 def test_an_unsupported_url_is_a_user_error(url: str) -> None:
     with pytest.raises(UserError, match=r"cannot open run store .*use 'memory:'"):
         open_store(url)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import math
 import random
 import selectors
 import signal
@@ -17,10 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from keel.core import ConfigError, RunNotFound, StoreError, StoreVersionError, UserError
-from keel.store import SCHEMA_VERSION, RunFilter
+from keel.core import (
+    ConfigError,
+    LeaseLost,
+    RunNotFound,
+    StoreError,
+    StoreVersionError,
+    TaskNotFound,
+    UserError,
+)
+from keel.store import SCHEMA_VERSION, RunFilter, RunRecord
+from keel.store import _sqlite_schema as schema
 from keel.store._sqlite import SQLiteStore
 from keel.testing._store_conformance import sample_entry, sample_run
+from keel.testing._store_conformance_fleet import sample_task
 
 
 @contextmanager
@@ -500,3 +513,435 @@ async def test_unknown_run_after_reopen(tmp_path: Path) -> None:
     async with SQLiteStore(path) as store:
         with pytest.raises(RunNotFound, match="keel runs list"):
             await store.append("run-9", [sample_entry(0)])
+
+
+# ------------------------------------------------------------- schema 2 and upgrades
+
+#: Schema 1 as keel 1 wrote it (copied from that release's _sqlite.py; never edit).
+V1_DDL = """
+CREATE TABLE IF NOT EXISTS keel_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+CREATE TABLE IF NOT EXISTS runs (
+        run_id         TEXT PRIMARY KEY,
+        agent          TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        target         TEXT,
+        input          TEXT NOT NULL,
+        output         TEXT NOT NULL,
+        error          TEXT,
+        usage          TEXT NOT NULL,
+        metadata       TEXT NOT NULL,
+        created_at     REAL NOT NULL,
+        updated_at     REAL NOT NULL,
+        schema_version INTEGER NOT NULL
+    );
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_by_agent ON runs (agent, created_at, run_id);
+CREATE TABLE IF NOT EXISTS journal (
+        id             INTEGER PRIMARY KEY,
+        run_id         TEXT NOT NULL REFERENCES runs (run_id),
+        seq            INTEGER NOT NULL,
+        key            TEXT NOT NULL,
+        phase          TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        input_hash     TEXT NOT NULL,
+        data           TEXT NOT NULL,
+        created_at     REAL NOT NULL,
+        latency_ms     REAL NOT NULL,
+        schema_version INTEGER NOT NULL,
+        UNIQUE (run_id, key, phase)
+    );
+INSERT OR IGNORE INTO keel_meta (key, value) VALUES ('schema_version', '1');
+"""
+
+V1_RUNS = [
+    sample_run("old-done", status="completed", output={"answer": "shipped"},
+               usage={"input_tokens": 3}, updated_at=1_700_000_100.0, schema_version=1),
+    sample_run("old-susp", status="suspended", target=None, created_at=1_700_000_001.0,
+               error={"type": "ModelError"}, schema_version=1),
+]
+V1_ENTRIES = [sample_entry(0, "k", "intent", schema_version=1),
+              sample_entry(1, "k", "result", schema_version=1),
+              sample_entry(2, data=["caf\u00e9", {"n": None}], schema_version=1)]
+
+
+def make_v1_store(path: Path) -> None:
+    """A real schema-1 file with two runs and a journal, in WAL mode like keel 1 left it."""
+    with raw(path) as conn:
+        conn.executescript(V1_DDL)
+        for r in V1_RUNS:
+            conn.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.run_id, r.agent, r.status, r.target, json.dumps(r.input),
+                 json.dumps(r.output), None if r.error is None else json.dumps(r.error),
+                 json.dumps(r.usage), json.dumps(r.metadata), r.created_at, r.updated_at, 1))
+        conn.executemany(
+            "INSERT INTO journal (run_id, seq, key, phase, kind, name, input_hash, data, "
+            "created_at, latency_ms, schema_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [("old-done", e.seq, e.key, e.phase, e.kind, e.name, e.input_hash,
+              json.dumps(e.data), e.created_at, e.latency_ms, 1) for e in V1_ENTRIES])
+    with raw(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+
+
+def layout(path: Path) -> list[tuple[str, str, str]]:
+    """Every table and index of the file, with its SQL (whitespace folded)."""
+    with raw(path) as conn:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+                            "ORDER BY name").fetchall()
+    return [(t, n, " ".join(sql.split())) for t, n, sql in rows]
+
+
+def meta_version(path: Path) -> str:
+    with raw(path) as conn:
+        return str(conn.execute("SELECT value FROM keel_meta").fetchone()[0])
+
+
+async def test_a_version_1_store_is_upgraded_in_place_keeping_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    make_v1_store(path)
+    assert meta_version(path) == "1"
+    async with SQLiteStore(path) as store:
+        for want in V1_RUNS:
+            got = await store.get_run(want.run_id)
+            assert got == want, "an upgraded run changed"
+            assert got.lease_owner is None and got.cancel_requested is False
+        assert await store.read_journal("old-done") == V1_ENTRIES
+        assert [r.run_id for r in await store.list_runs()] == ["old-susp", "old-done"]
+        # the new half of the seam works on the old rows
+        await store.put_task(sample_task("t", "old-susp"))
+        await store.resolve_task("t", {"ok": True}, resolved_by="ann",
+                                 entry=sample_entry(0, "t/approval"))
+        claimed = await store.claim_runs("w1", 60)
+        assert [r.run_id for r in claimed] == ["old-susp"]
+        await store.append("old-susp", [sample_entry(1)], lease="w1")
+    assert meta_version(path) == str(SCHEMA_VERSION) == "2"
+    fresh = tmp_path / "fresh.db"
+    async with SQLiteStore(fresh):
+        pass
+    assert layout(path) == layout(fresh), "an upgraded file differs from a new one"
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_a_failed_upgrade_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "runs.db"
+    make_v1_store(path)
+    before = layout(path)
+    failing = (*schema.UPGRADES[1], "INSERT INTO no_such_table VALUES (1)")
+    monkeypatch.setitem(schema.UPGRADES, 1, failing)
+    with pytest.raises(StoreError, match="no_such_table"):
+        async with SQLiteStore(path):
+            pass
+    assert layout(path) == before and meta_version(path) == "1", "half an upgrade was kept"
+    monkeypatch.undo()
+    async with SQLiteStore(path) as store:  # the real upgrade still goes through
+        assert await store.read_journal("old-done") == V1_ENTRIES
+    assert meta_version(path) == "2"
+
+
+async def test_a_damaged_version_1_store_is_refused_not_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    make_v1_store(path)
+    with raw(path) as conn:
+        conn.execute("DROP TABLE journal")
+    with pytest.raises(StoreError, match="journal table is missing"):
+        async with SQLiteStore(path):
+            pass
+    assert meta_version(path) == "1"
+
+
+async def test_a_version_2_store_without_its_task_table_is_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await fill(path)
+    with raw(path) as conn:
+        conn.execute("DROP TABLE tasks")
+    with pytest.raises(StoreError, match="tasks table is missing"):
+        async with SQLiteStore(path):
+            pass
+
+
+def test_stores_opening_one_old_file_at_once_upgrade_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    make_v1_store(path)
+
+    def open_and_read(n: int) -> int:
+        async def work() -> int:
+            async with SQLiteStore(path) as store:
+                await store.append("old-susp", [sample_entry(n, f"t{n}")])
+                return len(await store.read_journal("old-done"))
+        return asyncio.run(work())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        counts = list(pool.map(open_and_read, range(8)))
+    assert counts == [3] * 8
+    assert meta_version(path) == "2"
+    assert asyncio.run(_journal_sizes(path, ["old-susp"])) == [8]
+
+
+async def test_schema_2_layout_and_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as store:
+        conn = store._conn
+        assert conn is not None
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+        assert columns[-4:] == ["lease_owner", "lease_expires_at", "deadline_at",
+                                "cancel_requested"]
+        task_columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
+        assert task_columns == {f.name for f in dataclasses.fields(sample_task())}
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master "
+                                              "WHERE type = 'index'")}
+        assert {"runs_runnable", "runs_by_lease_owner", "tasks_by_created", "tasks_by_status",
+                "tasks_by_kind", "tasks_by_queue", "tasks_by_run"} <= indexes
+
+        def plan(sql: str, *params: object) -> str:
+            return " / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+        claim = plan("SELECT run_id FROM runs WHERE status = 'running' AND (lease_owner IS "
+                     "NULL OR coalesce(lease_expires_at, 0) <= ?) ORDER BY updated_at, run_id "
+                     "LIMIT 1", 1.0)
+        assert "runs_runnable" in claim and "TEMP B-TREE" not in claim, claim
+        renew = plan("UPDATE runs SET lease_expires_at = 1 WHERE lease_owner = ?", "w")
+        assert "runs_by_lease_owner" in renew, renew
+        tasks = plan("SELECT task_id FROM tasks WHERE kind = ? AND status = ? "
+                     "ORDER BY created_at, task_id", "approval", "open")
+        assert "tasks_by_kind" in tasks and "TEMP B-TREE" not in tasks, tasks
+
+
+async def test_leases_tasks_and_deadlines_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as store:
+        await store.create_run(sample_run(deadline_at=1_800_000_000.25))
+        leased = await store.acquire_lease("run-1", "w1", 600)
+        await store.request_cancel("run-1")
+        await store.put_task(sample_task("t", "run-1"))
+        claimed = await store.claim_task("t", "ann")
+    async with SQLiteStore(path) as again:
+        got = await again.get_run("run-1")
+        assert got == dataclasses.replace(leased, cancel_requested=True)
+        assert got.deadline_at == 1_800_000_000.25
+        assert await again.get_task("t") == claimed
+        assert await again.renew_leases("w1", 600) == {"run-1"}
+
+
+# ------------------------------------------------------------- leases: the fast path
+
+
+async def test_fenced_single_appends(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        await store.create_run(sample_run())
+        await store.acquire_lease("run-1", "w1", 0.01)
+        await asyncio.sleep(0.05)
+        # expired but not taken over: the holder may still write
+        await store.append("run-1", [sample_entry(0)], lease="w1")
+        with pytest.raises(StoreError, match=r"already has the result entry for step "
+                                             r"'agent/turn:0/model'") as info:
+            await store.append("run-1", [sample_entry(0)], lease="w1")
+        assert not isinstance(info.value, LeaseLost)
+        with pytest.raises(LeaseLost, match=r"run-1: this worker \(w2\) no longer holds.*"
+                                            r"worker w1 does"):
+            await store.append("run-1", [sample_entry(1)], lease="w2")
+        with pytest.raises(RunNotFound, match="keel runs list"):
+            await store.append("nope", [sample_entry(1)], lease="w1")
+        await store.release_lease("run-1", "w1")
+        with pytest.raises(LeaseLost, match="no worker does"):
+            await store.append("run-1", [sample_entry(1)], lease="w1")
+        with pytest.raises(LeaseLost):
+            await store.append("run-1", [sample_entry(1), sample_entry(2)], lease="w1")
+        assert await store.read_journal("run-1") == [sample_entry(0)]
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+async def test_bad_arguments_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        await store.create_run(sample_run(status="suspended"))
+        await store.create_run(sample_run("other", status="completed", updated_at=1.0))
+        for seconds in (0, -1, math.nan, math.inf, "60", True):
+            with pytest.raises(ConfigError, match="'seconds'"):
+                await store.acquire_lease("run-1", "w1", seconds)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="'seconds'"):
+            await store.claim_runs("w1", -5)
+        with pytest.raises(ConfigError, match="'seconds'"):
+            await store.renew_leases("w1", math.nan)
+        with pytest.raises(ConfigError, match=r"'agents'.*\['support'\]"):
+            await store.claim_runs("w1", 60, agents="support")
+        with pytest.raises(ConfigError, match="'limit'"):
+            await store.claim_runs("w1", 60, limit=2.5)  # type: ignore[arg-type]
+        assert await store.claim_runs("w1", 60, limit=-1) == []
+        assert await store.claim_runs("w1", 60, agents=[]) == []
+        with pytest.raises(ConfigError, match="'statuses'"):
+            await store.prune_runs(before=2e9, statuses="completed")
+        with pytest.raises(UserError, match="unknown run status 'done'"):
+            await store.prune_runs(before=2e9, statuses=["completed", "done"])
+        with pytest.raises(ConfigError, match="'waiting_on'"):
+            await store.suspend_run(sample_run(), [], waiting_on="t1")
+        assert await store.prune_runs(before=2e9, statuses=[]) == 0
+        assert {r.run_id for r in await store.list_runs()} == {"run-1", "other"}
+        got = await store.get_run("run-1")
+        assert got.status == "suspended" and got.lease_owner is None
+
+
+async def test_task_payloads_json_cannot_hold(tmp_path: Path) -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        await store.create_run(sample_run(status="suspended"))
+        with pytest.raises(StoreError, match=r"the data of task 't'.*not JSON-able"):
+            await store.put_task(sample_task("t", "run-1", data=loop))
+        await _raises_task_not_found(store, "t")
+        await store.put_task(sample_task("t", "run-1"))
+        with pytest.raises(StoreError, match=r"the resolution of 't'.*not JSON-able"):
+            await store.resolve_task("t", loop, resolved_by="ann",
+                                     entry=sample_entry(0, "t/approval"))
+        with pytest.raises(StoreError, match=r"entry for step 'bad'.*not JSON-able"):
+            await store.resolve_task("t", {}, resolved_by="ann",
+                                     entry=sample_entry(0, "bad", data=loop))
+        assert (await store.get_task("t")).status == "open"
+        assert await store.read_journal("run-1") == []
+        assert (await store.get_run("run-1")).status == "suspended"
+
+
+async def _raises_task_not_found(store: SQLiteStore, task_id: str) -> None:
+    with pytest.raises(TaskNotFound, match="keel approvals list"):
+        await store.get_task(task_id)
+
+
+async def test_resolve_task_refuses_a_close_record_of_another_run(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        await store.create_run(sample_run("a", status="suspended"))
+        await store.create_run(sample_run("b", status="suspended"))
+        await store.put_task(sample_task("t", "a"))
+        close = sample_run("b", status="completed", output="hijacked")
+        with pytest.raises(StoreError, match=r"belongs to run 'a'.*is run 'b'"):
+            await store.resolve_task("t", {}, resolved_by="ann", close=close)
+        assert (await store.get_run("b")).status == "suspended"
+        assert (await store.get_task("t")).status == "open"
+
+
+async def test_unreadable_task_json_names_the_task(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as store:
+        await store.create_run(sample_run(status="suspended"))
+        await store.put_task(sample_task("t", "run-1"))
+    with raw(path) as conn:
+        conn.execute("UPDATE tasks SET data = '{oops' WHERE task_id = 't'")
+    async with SQLiteStore(path) as store:
+        with pytest.raises(StoreError, match=r"task 't' .*unreadable JSON in its data"):
+            await store.get_task("t")
+        with pytest.raises(StoreError, match="task 't'"):
+            await store.claim_task("t", "ann")
+    with raw(path) as conn:
+        assert conn.execute("SELECT status FROM tasks").fetchone() == ("open",)
+
+
+# ------------------------------------------------------------ several processes race
+
+_RACER = r"""
+import asyncio, json, sys
+from keel.core import RunLeased, TaskConflict
+from keel.store._sqlite import SQLiteStore
+from keel.testing._store_conformance import sample_entry
+
+def barrier(name):
+    print(name, flush=True)
+    sys.stdin.readline()  # "go": every racer starts the phase at once
+
+async def main(path, owner, tasks, hot):
+    won = {"claimed": [], "resolved": [], "leased": []}
+    async with SQLiteStore(path) as store:
+        barrier("claim")
+        while batch := await store.claim_runs(owner, 60, agents=["worker"], limit=3):
+            won["claimed"] += [r.run_id for r in batch]
+        barrier("resolve")
+        for i in range(tasks):
+            try:  # a key of its own: only the task's state can stop a second decision
+                await store.resolve_task(f"t{i}", {"by": owner}, resolved_by=owner,
+                                         entry=sample_entry(i, f"h/{i}/{owner}", data=owner))
+                won["resolved"].append(f"t{i}")
+            except TaskConflict:
+                pass
+        barrier("lease")
+        for i in range(hot):
+            try:
+                await store.acquire_lease(f"hot-{i}", owner, 60)
+                won["leased"].append(f"hot-{i}")
+            except RunLeased:
+                pass
+    print(json.dumps(won), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+"""
+
+
+async def _racecourse(path: Path, runs: int, tasks: int, hot: int) -> None:
+    async with SQLiteStore(path) as store:
+        for i in range(runs):
+            await store.create_run(sample_run(f"w-{i:03d}", agent="worker",
+                                              created_at=1_700_000_000.0 + i))
+        await store.create_run(sample_run("humans", agent="humans", status="suspended"))
+        for i in range(tasks):
+            await store.put_task(sample_task(f"t{i}", "humans"))
+        for i in range(hot):  # big records: a wide window between reading and writing
+            await store.create_run(sample_run(f"hot-{i}", agent="hot", status="suspended",
+                                              input={"doc": "x" * 300_000}))
+
+
+def test_processes_racing_on_one_file_never_both_win(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    runs, tasks, hot, racers = 300, 40, 40, 4
+    asyncio.run(_racecourse(path, runs, tasks, hot))
+    with ExitStack() as stack:
+        procs = [stack.enter_context(subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(path), f"p{k}", str(tasks), str(hot)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            for k in range(racers)]
+        for proc in procs:
+            stack.callback(_kill_if_running, proc)
+        for phase in ("claim", "resolve", "lease"):
+            _all_reach(procs, phase)
+        results = [proc.communicate(timeout=120) for proc in procs]
+    won = {}
+    for k, (proc, (out, err)) in enumerate(zip(procs, results, strict=True)):
+        assert proc.returncode == 0, err
+        won[f"p{k}"] = json.loads(out)
+    asyncio.run(_check_race(path, won, runs, tasks, hot))
+
+
+def _all_reach(procs: list[subprocess.Popen[str]], phase: str) -> None:
+    """Wait until every racer is at ``phase``, then let them all go."""
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == f"{phase}\n", proc.communicate(timeout=60)[1]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+
+async def _check_race(path: Path, won: dict[str, dict[str, list[str]]], runs: int,
+                      tasks: int, hot: int) -> None:
+    for what, total in (("claimed", runs), ("resolved", tasks), ("leased", hot)):
+        every = [x for w in won.values() for x in w[what]]
+        twice = sorted({x for x in every if every.count(x) > 1})
+        assert not twice, f"{what}: won by two racers: {twice}"
+        assert len(every) == total, f"{what}: {len(every)} of {total} were won"
+    async with SQLiteStore(path) as store:
+        for owner, w in won.items():
+            for run_id in w["claimed"] + w["leased"]:
+                assert (await store.get_run(run_id)).lease_owner == owner
+            for task_id in w["resolved"]:
+                assert (await store.get_task(task_id)).resolved_by == owner
+        winners = {t: o for o, w in won.items() for t in w["resolved"]}
+        journal = await store.read_journal("humans")
+        assert sorted(e.key for e in journal) == sorted(f"h/{t[1:]}/{o}"
+                                                        for t, o in winners.items())
+        run: RunRecord = await store.get_run("humans")
+        assert run.status == "running"

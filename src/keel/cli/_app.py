@@ -20,6 +20,9 @@ from keel.cli._commands import (
 )
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
+from keel.cli._fleet import register as register_fleet
+from keel.cli._history import register as register_history
+from keel.cli._humans import approvals_app, escalations_app
 from keel.cli._text import Screen
 from keel.runtime import default_store_url
 
@@ -38,6 +41,9 @@ app = typer.Typer(
 runs_app = typer.Typer(help="List and inspect stored runs.", no_args_is_help=True,
                        epilog=EPILOG)
 app.add_typer(runs_app, name="runs")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(escalations_app, name="escalations")
+register_history(app, runs_app)
 
 
 @dataclass(slots=True)
@@ -147,6 +153,9 @@ def runs_show(
 ) -> None:
     """Show a run's record and its journal as a timeline."""
     show_command(Screen(), store=_store(ctx, store), run_id=run_id, as_json=as_json)
+
+
+register_fleet(runs_app, app, _store)
 
 
 def main() -> None:

@@ -111,9 +111,9 @@ def resume_command(screen: Screen, *, store: str, run_id: str, as_json: bool,
             raise CliError(f"run {run_id} already completed; nothing to resume. "
                            f"`keel runs show {run_id}` prints its journal.")
         if record.status == "running" and not as_json:
-            screen.note(f"note: run {run_id} is marked running: either its process stopped "
-                        "without recording why, or it is still running somewhere else (then "
-                        "stop that first).")
+            screen.note(f"note: run {run_id} is marked running but no live worker holds it "
+                        "(its process stopped, or a decision made it runnable); continuing it "
+                        "here.", style="dim")
         agent, _ = load_agent(record.target)
         view.structured = agent.final_result_spec() is not None
         view.recorded = frozenset(e.key for e in entries if e.phase == "result")

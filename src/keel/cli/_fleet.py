@@ -17,7 +17,6 @@ from keel.core import RunNotFound
 from keel.runtime import WORKER_ID, Agent, Worker, cancel_run
 from keel.store import TERMINAL_STATUSES, open_store
 
-
 StoreOption = Annotated[str | None, typer.Option(
     "--store", metavar="URL", help="Run store URL (default: $KEEL_STORE or "
                                    "sqlite:///.keel/runs.db).")]

@@ -1,9 +1,17 @@
 """L2: the journal, run context, budgets, the middleware grid, the Agent loop and its runner."""
 
 from keel.runtime._agent import Agent
+from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, decide_approval
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._context import RunContext
-from keel.runtime._journal import Journal
+from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs
+from keel.runtime._escalation import (
+    EscalationPolicy,
+    claim_escalation,
+    resolve_escalation,
+)
+from keel.runtime._journal import Durability, Journal
+from keel.runtime._lease import WORKER_ID
 from keel.runtime._loop import FINAL_TOOL
 from keel.runtime._middleware import (
     Middleware,
@@ -13,24 +21,45 @@ from keel.runtime._middleware import (
     RunStartInput,
     ToolCallInput,
 )
+from keel.runtime._replay import ReplayDivergence, ReplayReport, fork_run, replay_run
 from keel.runtime._result import RunResult
 from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
+from keel.runtime._worker import Worker, WorkOutcome, cancel_run
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "FINAL_TOOL",
+    "WORKER_ID",
     "Agent",
+    "ApprovalPolicy",
+    "ApprovalRule",
     "Budget",
     "BudgetTracker",
+    "Durability",
+    "EscalationPolicy",
     "Journal",
     "Middleware",
     "MiddlewareStack",
     "ModelRequestInput",
+    "ReplayDivergence",
+    "ReplayReport",
     "RunContext",
+    "RunDiff",
     "RunEndInput",
     "RunResult",
     "RunStartInput",
+    "RunTotals",
+    "StepDiff",
     "ToolCallInput",
+    "WorkOutcome",
+    "Worker",
+    "cancel_run",
+    "claim_escalation",
+    "decide_approval",
     "default_store_url",
+    "diff_runs",
+    "fork_run",
+    "replay_run",
+    "resolve_escalation",
     "using_store",
 ]

@@ -80,14 +80,14 @@ class ApprovalPolicy:
 
     def reason_for(self, tool: Tool, arguments: dict[str, Any]) -> str | None:
         """Why this call needs approval, or None if it may run."""
-        if not self.enabled:
-            return None
         meta = tool.meta
         own = meta.approval
         if own is False:
             return None
-        if own is True:
+        if own is True:  # the tool's own explicit demand holds even with the policy off
             return f"{meta.name} always needs approval"
+        if not self.enabled:
+            return None
         if own is not None and own(arguments):
             return f"{meta.name}: its approval rule matched these arguments"
         if meta.risk in self.risks:

@@ -569,8 +569,8 @@ def _check_decision(escalation_id: str, action: str, trigger: str, *, answer: An
     if action == "resume" and trigger == "budget_exhausted":
         raise UserError(
             f"escalation {escalation_id} was raised because the run's budget ran out; resuming "
-            "it as is would stop again at once. Raise the agent's budget and run `keel resume "
-            "RUN_ID`, or answer (--answer) or dismiss (--dismiss) the escalation.")
+            "it would stop again at once. Answer it (--answer TEXT: the reply becomes the run's "
+            "output) or dismiss it (--dismiss --comment TEXT).")
 
 
 def _check_text(what: str, value: Any, *, required: bool, limit: int) -> None:

@@ -64,7 +64,7 @@ class Gates:
     def _reason(self, tool: Tool, arguments: str) -> str | None:
         policy = self.agent.approval
         if not policy.enabled and tool.meta.approval is not True:
-            return None
+            return None  # cheap exit: nothing to evaluate
         args = _parsed(arguments)
         if args is None:
             return None  # the tool rejects these arguments itself; nothing would run

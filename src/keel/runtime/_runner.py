@@ -205,7 +205,8 @@ async def _open_run(agent: Agent[Any], store: RunStore, launch: Launch,
         raise StoreError(
             f"run {record.run_id} belongs to agent {record.agent!r}, not {agent.name!r}; resume "
             "it with the agent that started it.")
-    if record.status in ("completed", "cancelled"):
+    cancelled = record.status == "cancelled" and (record.error or {}).get("type") == "RunCancelled"
+    if record.status == "completed" or cancelled:  # an interrupted run may go on; not these
         raise StoreError(
             f"run {record.run_id} already {record.status}; nothing to resume. `keel runs show "
             f"{record.run_id}` prints its journal.")
@@ -230,10 +231,14 @@ async def _suspend(agent: Agent[Any], store: RunStore, record: RunRecord,
                else (signal.escalation_id,) if signal.escalation_id else ())
     error = {"type": type(signal).__name__, "message": redact(signal.message),
              "step_key": None, "retryable": False}
-    status = await asyncio.shield(store.suspend_run(
-        record.with_status("suspended", error=error, updated_at=time.time(),
-                           usage=_totals(tracker)),
-        journal.take_pending(), waiting_on=waiting, lease=WORKER_ID))
+    parked = record.with_status("suspended", error=error, updated_at=time.time(),
+                                usage=_totals(tracker))
+    if waiting:
+        status = await asyncio.shield(store.suspend_run(
+            parked, journal.take_pending(), waiting_on=waiting, lease=WORKER_ID))
+    else:  # raised by code for something keel does not track: wait for `keel resume`
+        await asyncio.shield(store.finish_run(parked, journal.take_pending(), lease=WORKER_ID))
+        status = "suspended"
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                           status=status, output=None, error=signal))
     if status == "running":

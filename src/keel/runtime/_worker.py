@@ -14,6 +14,7 @@ where compensation hooks live, sees status ``cancelled``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -95,10 +96,8 @@ class Worker:
                     task = asyncio.create_task(self._continue(r.run_id, r.agent))
                     running.add(task)
                     task.add_done_callback(running.discard)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
         if running:
             await asyncio.gather(*running, return_exceptions=True)
 

@@ -20,13 +20,22 @@ from keel.store._base import (
     TaskStatus,
     check_status,
 )
+from keel.store._export import (
+    EXPORT_FORMAT,
+    dump_export,
+    export_run,
+    import_run,
+    parse_export,
+)
 from keel.store._memory import MemoryStore
 from keel.store._open import open_store
 
 if TYPE_CHECKING:
+    from keel.store._postgres import PostgresStore
     from keel.store._sqlite import SQLiteStore
 
 __all__ = [
+    "EXPORT_FORMAT",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TASK_KINDS",
@@ -36,6 +45,7 @@ __all__ = [
     "JournalEntry",
     "MemoryStore",
     "Phase",
+    "PostgresStore",
     "RunFilter",
     "RunRecord",
     "RunStatus",
@@ -45,7 +55,11 @@ __all__ = [
     "TaskKind",
     "TaskStatus",
     "check_status",
+    "dump_export",
+    "export_run",
+    "import_run",
     "open_store",
+    "parse_export",
 ]
 
 
@@ -55,4 +69,8 @@ def __getattr__(name: str) -> object:
         from keel.store._sqlite import SQLiteStore
 
         return SQLiteStore
+    if name == "PostgresStore":  # likewise psycopg, which is an optional extra
+        from keel.store._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module 'keel.store' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from keel.core import LeaseLost, RunLeased, RunNotFound, StoreError, TaskConflict, TaskNotFound
+from keel.core import StoreError, TaskConflict
 from keel.store._base import (
     TERMINAL_STATUSES,
     HumanTask,
@@ -21,36 +21,16 @@ from keel.store._base import (
     RunStore,
     TaskFilter,
 )
+from keel.store._messages import (
+    duplicate_entry,
+    lease_lost,
+    leased,
+    not_found,
+    task_conflict_if_resolved,
+    task_not_found,
+)
 
 _LEASE_FIELDS = ("lease_owner", "lease_expires_at", "cancel_requested")
-
-
-def not_found(run_id: str) -> RunNotFound:
-    return RunNotFound(f"no run {run_id!r} in this store; `keel runs list` shows the runs.")
-
-
-def task_not_found(task_id: str) -> TaskNotFound:
-    return TaskNotFound(f"no approval or escalation {task_id!r} in this store; `keel approvals "
-                        "list` and `keel escalations list` show the open ones.")
-
-
-def duplicate_entry(run_id: str, clash: object) -> StoreError:
-    return StoreError(
-        f"run {run_id}: journal entry {clash} is already recorded; each step records one "
-        "intent and one result. Nothing of this batch was stored.")
-
-
-def lease_lost(run_id: str, owner: str, holder: str | None) -> LeaseLost:
-    who = f"worker {holder}" if holder else "no worker"
-    return LeaseLost(f"run {run_id}: this worker ({owner}) no longer holds the run's lease "
-                     f"({who} does); nothing was written. Another worker continues the run.")
-
-
-def leased(run_id: str, holder: str | None, expires_at: float | None) -> RunLeased:
-    left = max(0.0, (expires_at or 0.0) - time.time())
-    return RunLeased(f"run {run_id} is being continued by worker {holder} (lease ends in "
-                     f"{left:.0f} s); wait for it, or for the lease to expire if that worker "
-                     "died.", holder=holder, expires_at=expires_at)
 
 
 def merged(old: RunRecord, new: RunRecord) -> RunRecord:
@@ -59,14 +39,6 @@ def merged(old: RunRecord, new: RunRecord) -> RunRecord:
     if new.status != "running":
         keep["lease_owner"] = keep["lease_expires_at"] = None
     return dataclasses.replace(new, **keep)
-
-
-def task_conflict_if_resolved(task: HumanTask) -> None:
-    if task.status == "resolved":
-        raise TaskConflict(
-            f"{task.kind} {task.task_id} was already decided by {task.resolved_by} "
-            f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(task.resolved_at or 0))}; "
-            "nothing was changed.")
 
 
 class MemoryStore(RunStore):

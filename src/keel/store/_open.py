@@ -1,4 +1,5 @@
-"""Open a store from a URL: ``memory:``, ``sqlite:///path/to/file.db`` or a plain path."""
+"""Open a store from a URL: ``memory:``, ``sqlite:///path/to/file.db``, a plain path, or
+``postgresql://user:password@host:5432/dbname[?schema=NAME]``."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from keel.store._base import RunStore
 
 def open_store(url: str) -> RunStore:
     """``memory:`` -> :class:`MemoryStore`; ``sqlite:///relative.db``,
-    ``sqlite:////absolute/path.db`` or a plain file path -> :class:`SQLiteStore`."""
+    ``sqlite:////absolute/path.db`` or a plain file path -> :class:`SQLiteStore`;
+    ``postgresql://...`` or ``postgres://...`` -> :class:`PostgresStore` (``?schema=NAME``
+    puts keel's tables in that schema). Nothing is opened until the store is first used."""
     from keel.store._memory import MemoryStore
 
     if url in ("memory", "memory:", ":memory:"):
         return MemoryStore()
+    if url.startswith(("postgresql://", "postgres://")):
+        return _postgres(url)
     path: str | None = None
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]  # sqlite:///rel.db or sqlite:////abs/path.db
@@ -22,8 +27,25 @@ def open_store(url: str) -> RunStore:
         path = url
     if not path:
         raise UserError(
-            f"cannot open run store {url!r}: use 'memory:', 'sqlite:///path/to/runs.db' or a "
-            "file path.")
+            f"cannot open run store {_shown(url)!r}: use 'memory:', 'sqlite:///path/to/runs.db', "
+            "a file path or 'postgresql://user:password@host:5432/dbname'.")
     from keel.store._sqlite import SQLiteStore
 
     return SQLiteStore(path)
+
+
+def _postgres(url: str) -> RunStore:
+    try:
+        from keel.store._postgres import PostgresStore
+    except ImportError as exc:
+        raise UserError(f"cannot open run store {_shown(url)!r}: {exc}.") from None
+    return PostgresStore(url)
+
+
+def _shown(url: str) -> str:
+    """``url`` without a password, for messages."""
+    head, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}"

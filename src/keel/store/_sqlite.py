@@ -12,128 +12,76 @@ Durability
 Concurrency
     Several stores - threads or processes - may open the same file. A write takes the write
     lock up front (``BEGIN IMMEDIATE``) and waits for other writers up to the busy timeout
-    (:data:`BUSY_TIMEOUT_S`); readers never wait for writers. Calls run synchronously on the
+    (:data:`BUSY_TIMEOUT_S`); readers never wait for writers. Every read-check-write (lease
+    fencing, ``acquire_lease``, ``claim_runs``, ``claim_task``, ``resolve_task``,
+    ``suspend_run`` ...) runs inside one such transaction, so two processes can never both
+    win a lease, a run or a task. A write that is one statement (an unfenced ``append``)
+    is atomic by itself and skips the explicit transaction. Calls run synchronously on the
     calling thread: an append costs tens of microseconds, less than a hop to a worker thread
     would. The price is that a wait - a megabyte-sized payload (about a millisecond), or
     another process's write holding the lock - holds the event loop for that long.
+
+Leases
+    Lease times are ``time.time()`` of the writing process, so the machines sharing a file
+    (one machine, for SQLite) share a clock. A fenced write (``lease=``) checks the holder,
+    not the expiry: an expired lease that nobody took over still lets its owner write.
 
 Files keel does not recognise
     The file is opened lazily, on the first call (or on ``async with``), and checked before
     anything is written to it. A file that is not SQLite, an SQLite database of some other
     program, one written by a newer keel, or a damaged one gives a :class:`keel.StoreError`
     (:class:`keel.StoreVersionError` for the version cases) that names the fix, and is left
-    untouched. A new or empty file is initialised; missing parent directories are created.
-
-Layout (schema 1)
-    ``keel_meta(key, value)`` holds ``schema_version``. ``runs`` holds one row per run, with
-    JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``. ``journal``
-    holds the entries; its rowid gives the append order and ``UNIQUE (run_id, key, phase)``
-    makes a step's intent and result each recordable once. That unique index also finds a
-    run's entries for ``read_journal`` (which sorts them by rowid): one index fewer to update
-    keeps ``append`` cheap.
+    untouched. A new or empty file is initialised and an older keel's file upgraded in place
+    (see :mod:`keel.store._sqlite_schema` for the layout); missing parent directories are
+    created.
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import dataclasses
+import math
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from keel.core import RunNotFound, StoreError, StoreVersionError
+from keel.core import ConfigError, StoreError
+from keel.store import _sqlite_rows as q
 from keel.store._base import (
-    SCHEMA_VERSION,
+    TERMINAL_STATUSES,
+    HumanTask,
     JournalEntry,
-    Phase,
     RunFilter,
     RunRecord,
-    RunStatus,
     RunStore,
+    TaskFilter,
+    check_status,
 )
+from keel.store._messages import (
+    claimed_by_other,
+    duplicate_entry,
+    entry_conflict,
+    lease_lost,
+    leased,
+    not_found,
+    run_not_waiting,
+    task_conflict_if_resolved,
+    task_not_found,
+)
+from keel.store._sqlite_schema import BUSY_TIMEOUT_S, MEMORY, error_name, failure, open_db
 
 __all__ = ["BUSY_TIMEOUT_S", "SQLiteStore"]
 
-#: How long a write waits for another connection's write to finish before failing.
-BUSY_TIMEOUT_S = 5.0
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
-_MEMORY = ":memory:"
-
-_SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS keel_meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS runs (
-        run_id         TEXT PRIMARY KEY,
-        agent          TEXT NOT NULL,
-        status         TEXT NOT NULL,
-        target         TEXT,
-        input          TEXT NOT NULL,
-        output         TEXT NOT NULL,
-        error          TEXT,
-        usage          TEXT NOT NULL,
-        metadata       TEXT NOT NULL,
-        created_at     REAL NOT NULL,
-        updated_at     REAL NOT NULL,
-        schema_version INTEGER NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id)",
-    "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at, run_id)",
-    "CREATE INDEX IF NOT EXISTS runs_by_agent ON runs (agent, created_at, run_id)",
-    """CREATE TABLE IF NOT EXISTS journal (
-        id             INTEGER PRIMARY KEY,
-        run_id         TEXT NOT NULL REFERENCES runs (run_id),
-        seq            INTEGER NOT NULL,
-        key            TEXT NOT NULL,
-        phase          TEXT NOT NULL,
-        kind           TEXT NOT NULL,
-        name           TEXT NOT NULL,
-        input_hash     TEXT NOT NULL,
-        data           TEXT NOT NULL,
-        created_at     REAL NOT NULL,
-        latency_ms     REAL NOT NULL,
-        schema_version INTEGER NOT NULL,
-        UNIQUE (run_id, key, phase)
-    )""",
-)
-
-_RUN_COLUMNS = (
-    "run_id, agent, status, target, input, output, error, usage, metadata, created_at, "
-    "updated_at, schema_version"
-)
-_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_UPDATE_RUN = (
-    "UPDATE runs SET agent = ?, status = ?, target = ?, input = ?, output = ?, error = ?, "
-    "usage = ?, metadata = ?, created_at = ?, updated_at = ?, schema_version = ? "
-    "WHERE run_id = ?"
-)
-_SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
-_ENTRY_COLUMNS = (
-    "seq, key, phase, kind, name, input_hash, data, created_at, latency_ms, schema_version"
-)
-_INSERT_ENTRY = (
-    f"INSERT INTO journal (run_id, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SELECT_JOURNAL = f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE run_id = ? ORDER BY id"
-_RUN_EXISTS = "SELECT 1 FROM runs WHERE run_id = ?"
-#: Batches up to this size go in as one multi-row INSERT; larger ones as a transaction.
-_ROWS_PER_STATEMENT = 32
-
-_RunRow = tuple[Any, ...]
-_EntryRow = tuple[Any, ...]
-
-
-def _not_found(run_id: str) -> RunNotFound:
-    return RunNotFound(f"no run {run_id!r} in this store; `keel runs list` shows the runs.")
+_UNIQUE = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
 class SQLiteStore(RunStore):
-    """Runs and journals in one SQLite file (``":memory:"`` for a private in-memory one).
+    """Runs, journals and human tasks in one SQLite file (``":memory:"`` for a private
+    in-memory one).
 
     Use it as ``async with SQLiteStore(path) as store:`` or call :meth:`close` when done. The
     file is opened on the first call; ``async with`` opens it on entry, so a bad file is
@@ -142,7 +90,7 @@ class SQLiteStore(RunStore):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         raw = os.fspath(path)
-        self._in_memory = raw == _MEMORY
+        self._in_memory = raw == MEMORY
         self._path = Path(raw) if self._in_memory else Path(os.path.abspath(
             os.path.expanduser(raw)))
         self._label = "the in-memory SQLite run store" if self._in_memory else str(self._path)
@@ -163,36 +111,37 @@ class SQLiteStore(RunStore):
             self._db()
         return self
 
-    # ---------------------------------------------------------------------------- the seam
+    # ------------------------------------------------------------------------------ runs
 
     async def create_run(self, record: RunRecord) -> None:
-        row = _run_row(record)
-        with self._lock:
-            db = self._db()
+        row = q.run_row(record)
+        with self._reading() as db:
             try:
-                db.execute(_INSERT_RUN, row)
+                db.execute(q.INSERT_RUN, row)
             except sqlite3.IntegrityError as exc:
-                if _error_name(exc) in ("SQLITE_CONSTRAINT_PRIMARYKEY",
-                                        "SQLITE_CONSTRAINT_UNIQUE"):
+                if error_name(exc) in _UNIQUE:
                     raise StoreError(
                         f"a run with id {record.run_id!r} already exists; give the new run "
                         "another id, or use update_run to change this one.") from None
-                raise self._failure(exc) from exc
-            except sqlite3.Error as exc:
-                raise self._failure(exc) from exc
+                raise
 
-    async def append(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
-        rows = [_entry_row(run_id, entry) for entry in entries]
+    async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
+                     lease: str | None = None) -> None:
+        rows = [q.entry_row(run_id, entry) for entry in entries]
+        if lease is not None:
+            self._append_fenced(run_id, entries, rows, lease)
+            return
+        # The hot path: no context managers, and one statement where one will do.
         with self._lock:
             db = self._db()
             try:
                 if not rows:
-                    if db.execute(_RUN_EXISTS, (run_id,)).fetchone() is None:
-                        raise _not_found(run_id)
+                    if db.execute(q.RUN_EXISTS, (run_id,)).fetchone() is None:
+                        raise not_found(run_id)
                 elif len(rows) == 1:  # one statement is atomic by itself
-                    db.execute(_INSERT_ENTRY, rows[0])
-                elif len(rows) <= _ROWS_PER_STATEMENT:
-                    db.execute(_insert_sql(len(rows)), [v for row in rows for v in row])
+                    db.execute(q.INSERT_ENTRY, rows[0])
+                elif len(rows) <= q.ROWS_PER_STATEMENT:
+                    db.execute(q.insert_entries_sql(len(rows)), [v for r in rows for v in r])
                 else:
                     _insert_batch(db, rows)
             except sqlite3.IntegrityError as exc:
@@ -201,34 +150,22 @@ class SQLiteStore(RunStore):
                 raise self._failure(exc) from exc
 
     async def get_run(self, run_id: str) -> RunRecord:
-        with self._lock:
-            db = self._db()
-            try:
-                row = db.execute(_SELECT_RUN, (run_id,)).fetchone()
-            except sqlite3.Error as exc:
-                raise self._failure(exc) from exc
+        with self._reading() as db:
+            row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
         if row is None:
-            raise _not_found(run_id)
-        return self._record(row)
+            raise not_found(run_id)
+        return q.record_from_row(row, self._label)
 
     async def read_journal(self, run_id: str) -> list[JournalEntry]:
-        with self._lock:
-            db = self._db()
-            try:
-                rows = db.execute(_SELECT_JOURNAL, (run_id,)).fetchall()
-                # Runs are never deleted, so an empty answer needs just this one more look.
-                if not rows and db.execute(_RUN_EXISTS, (run_id,)).fetchone() is None:
-                    raise _not_found(run_id)
-            except sqlite3.Error as exc:
-                raise self._failure(exc) from exc
-        return [self._entry(run_id, row) for row in rows]
+        with self._reading() as db:
+            rows = db.execute(q.SELECT_JOURNAL, (run_id,)).fetchall()
+            # Only an empty answer needs this one more look (runs go with their journals).
+            if not rows and db.execute(q.RUN_EXISTS, (run_id,)).fetchone() is None:
+                raise not_found(run_id)
+        return [q.entry_from_row(row, run_id, self._label) for row in rows]
 
     async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]:
         f = filt or RunFilter()
-        if f.limit < 0 or f.offset < 0:
-            raise StoreError(
-                f"RunFilter limit and offset must be 0 or more (got limit={f.limit}, "
-                f"offset={f.offset}).")
         where: list[str] = []
         params: list[Any] = []
         if f.status is not None:
@@ -237,55 +174,193 @@ class SQLiteStore(RunStore):
         if f.agent is not None:
             where.append("agent = ?")
             params.append(f.agent)
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        sql = f"SELECT {q.RUN_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"
-        params += [f.limit, f.offset]
-        with self._lock:
-            db = self._db()
-            try:
-                rows = db.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise self._failure(exc) from exc
-        return [self._record(row) for row in rows]
+        with self._reading() as db:
+            rows = db.execute(sql, [*params, f.limit, f.offset]).fetchall()
+        return [q.record_from_row(row, self._label) for row in rows]
 
-    async def update_run(self, record: RunRecord) -> None:
-        row = _run_row(record)
-        with self._lock:
-            db = self._db()
-            try:
-                changed = db.execute(_UPDATE_RUN, (*row[1:], row[0])).rowcount
-            except sqlite3.Error as exc:
-                raise self._failure(exc) from exc
-        if changed == 0:
-            raise _not_found(record.run_id)
+    async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
+        args = q.update_args(record)
+        if lease is None:
+            with self._reading() as db:  # one statement: atomic by itself
+                changed = db.execute(q.UPDATE_RUN, args).rowcount
+            if changed == 0:
+                raise not_found(record.run_id)
+            return
+        with self._writing() as db:
+            _fence(db, record.run_id, lease)
+            db.execute(q.UPDATE_RUN, args)
 
-    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry]) -> None:
-        """One transaction: the entries, then the record."""
-        if not entries:
+    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                         lease: str | None = None) -> None:
+        """One transaction: the lease check, the entries, then the record."""
+        if not entries and lease is None:
             await self.update_run(record)
             return
-        rows = [_entry_row(record.run_id, entry) for entry in entries]
-        run_row = _run_row(record)
-        with self._lock:
-            db = self._db()
-            try:
-                db.execute("BEGIN IMMEDIATE")
+        rows = [q.entry_row(record.run_id, entry) for entry in entries]
+        args = q.update_args(record)
+        with self._writing() as db:
+            _fence(db, record.run_id, lease)
+            self._add_entries(db, record.run_id, entries, rows)
+            db.execute(q.UPDATE_RUN, args)
+
+    async def prune_runs(self, *, before: float,
+                         statuses: Collection[str] = TERMINAL_STATUSES) -> int:
+        chosen = sorted({check_status(s) for s in _names("statuses", statuses)})
+        if not chosen:
+            return 0
+        doomed = f"status IN ({', '.join('?' * len(chosen))}) AND updated_at < ?"
+        params = [*chosen, before]
+        with self._writing() as db:
+            for table in ("tasks", "journal"):
+                db.execute(f"DELETE FROM {table} WHERE run_id IN "
+                           f"(SELECT run_id FROM runs WHERE {doomed})", params)
+            deleted: int = db.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
+        return deleted
+
+    # ---------------------------------------------------------------------------- leases
+
+    async def acquire_lease(self, run_id: str, owner: str, seconds: float, *,
+                            steal_from: str | None = None) -> RunRecord:
+        _check_seconds(seconds)
+        with self._writing() as db:
+            row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
+            if row is None:
+                raise not_found(run_id)
+            now = time.time()  # after the lock: a wait for it must not shorten the lease
+            holder, expires_at = row[12], row[13]
+            if (holder is not None and (expires_at or 0.0) > now
+                    and holder not in (owner, steal_from)):
+                raise leased(run_id, holder, expires_at)
+            record = q.record_from_row(row, self._label)
+            db.execute(q.SET_LEASE, (owner, now + seconds, run_id))
+        return dataclasses.replace(record, lease_owner=owner, lease_expires_at=now + seconds)
+
+    async def renew_leases(self, owner: str, seconds: float) -> set[str]:
+        _check_seconds(seconds)
+        with self._writing() as db:
+            held = {row[0] for row in db.execute(
+                "SELECT run_id FROM runs WHERE lease_owner = ?", (owner,))}
+            if held:
+                db.execute("UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ?",
+                           (time.time() + seconds, owner))
+        return held
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        with self._reading() as db:  # one statement: atomic by itself
+            db.execute("UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL "
+                       "WHERE run_id = ? AND lease_owner = ?", (run_id, owner))
+
+    async def claim_runs(self, owner: str, seconds: float, *,
+                         agents: Collection[str] | None = None,
+                         limit: int = 1) -> list[RunRecord]:
+        _check_seconds(seconds)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise ConfigError("limit", f"must be a whole number, not {limit!r}")
+        names = None if agents is None else sorted(set(_names("agents", agents)))
+        if limit <= 0 or names == []:
+            return []
+        sql = q.SELECT_RUNNABLE
+        if names is not None:
+            sql += f" AND agent IN ({', '.join('?' * len(names))})"
+        sql += " ORDER BY updated_at, run_id LIMIT ?"
+        with self._writing() as db:
+            now = time.time()
+            rows = db.execute(sql, [now, *(names or ()), limit]).fetchall()
+            records = [q.record_from_row(row, self._label) for row in rows]
+            until = now + seconds
+            db.executemany(q.SET_LEASE, [(owner, until, r.run_id) for r in records])
+        return [dataclasses.replace(r, lease_owner=owner, lease_expires_at=until)
+                for r in records]
+
+    async def request_cancel(self, run_id: str) -> RunRecord:
+        with self._writing() as db:
+            db.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
+            row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
+        if row is None:
+            raise not_found(run_id)
+        return q.record_from_row(row, self._label)
+
+    # ------------------------------------------------------------------------ human tasks
+
+    async def put_task(self, task: HumanTask) -> bool:
+        row = q.task_row(task)
+        with self._writing() as db:
+            if db.execute(q.RUN_EXISTS, (task.run_id,)).fetchone() is None:
+                raise not_found(task.run_id)
+            stored: bool = db.execute(q.INSERT_TASK, row).rowcount == 1
+        return stored
+
+    async def get_task(self, task_id: str) -> HumanTask:
+        with self._reading() as db:
+            return self._task(db, task_id)
+
+    async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]:
+        sql, params = q.list_tasks_sql(filt or TaskFilter())
+        with self._reading() as db:
+            rows = db.execute(sql, params).fetchall()
+        return [q.task_from_row(row, self._label) for row in rows]
+
+    async def claim_task(self, task_id: str, who: str) -> HumanTask:
+        with self._writing() as db:
+            task = self._task(db, task_id)
+            task_conflict_if_resolved(task)
+            if task.status == "claimed" and task.claimed_by != who:
+                raise claimed_by_other(task)
+            at = task.claimed_at if task.claimed_by == who else time.time()
+            db.execute(q.CLAIM_TASK, (who, at, task_id))
+        return dataclasses.replace(task, status="claimed", claimed_by=who, claimed_at=at)
+
+    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
+                           entry: JournalEntry | None = None,
+                           close: RunRecord | None = None) -> HumanTask:
+        decision = q.json_text(resolution, f"the resolution of {task_id!r}")
+        with self._writing() as db:
+            task = self._task(db, task_id)
+            task_conflict_if_resolved(task)
+            run_id = task.run_id
+            if close is not None and close.run_id != run_id:
+                raise StoreError(
+                    f"{task.kind} {task_id} belongs to run {run_id!r}; the record that closes "
+                    f"it is run {close.run_id!r}. Nothing was changed.")
+            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:  # only if the file was edited outside keel: tasks need their run
+                raise not_found(run_id)
+            status = row[0]
+            if status in TERMINAL_STATUSES:
+                raise run_not_waiting(run_id, status, task)
+            if entry is not None:
+                rows = [q.entry_row(run_id, entry)]
                 try:
-                    db.executemany(_INSERT_ENTRY, rows)
-                    changed = db.execute(_UPDATE_RUN, (*run_row[1:], run_row[0])).rowcount
-                    if changed == 0:
-                        raise _not_found(record.run_id)
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-            except sqlite3.IntegrityError as exc:
-                raise self._append_conflict(db, exc, record.run_id, entries) from None
-            except sqlite3.Error as exc:
-                raise self._failure(exc) from exc
+                    self._add_entries(db, run_id, [entry], rows)
+                except StoreError as exc:
+                    raise entry_conflict(task, exc) from None
+            now = time.time()
+            db.execute(q.RESOLVE_TASK, (decision, resolved_by, now, task_id))
+            if close is not None:
+                db.execute(q.UPDATE_RUN, q.update_args(close))
+            elif status == "suspended":
+                db.execute("UPDATE runs SET status = 'running', updated_at = ?, lease_owner = "
+                           "NULL, lease_expires_at = NULL WHERE run_id = ?", (now, run_id))
+        return dataclasses.replace(task, status="resolved", resolution=resolution,
+                                   resolved_by=resolved_by, resolved_at=now)
+
+    async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                          waiting_on: Collection[str], lease: str | None = None) -> str:
+        rows = [q.entry_row(record.run_id, entry) for entry in entries]
+        ids = sorted(set(_names("waiting_on", waiting_on)))
+        with self._writing() as db:
+            _fence(db, record.run_id, lease)
+            self._add_entries(db, record.run_id, entries, rows)
+            waiting = bool(ids) and db.execute(
+                f"SELECT 1 FROM tasks WHERE task_id IN ({', '.join('?' * len(ids))}) "
+                "AND status != 'resolved' LIMIT 1", ids).fetchone() is not None
+            status = "suspended" if waiting else "running"
+            db.execute(q.PARK_RUN, q.park_args(record, status))
+        return status
 
     async def close(self) -> None:
         with self._lock:
@@ -304,87 +379,112 @@ class SQLiteStore(RunStore):
                 raise StoreError(
                     f"the run store {self._label} was closed; open a new one with "
                     "open_store(...) or SQLiteStore(...).")
-            conn = self._conn = _open(None if self._in_memory else self._path, self._label)
+            conn = self._conn = open_db(None if self._in_memory else self._path, self._label)
         return conn
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held against other threads; SQLite errors become StoreErrors.
+        A single statement run here is atomic by itself."""
+        with self._lock:
+            db = self._db()
+            try:
+                yield db
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: the file's write lock is taken before
+        anything is read, so what the block reads still holds when it writes. Committed when
+        the block returns, rolled back (changing nothing) when it raises."""
+        with self._reading() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def _task(self, db: sqlite3.Connection, task_id: str) -> HumanTask:
+        row = db.execute(q.SELECT_TASK, (task_id,)).fetchone()
+        if row is None:
+            raise task_not_found(task_id)
+        return q.task_from_row(row, self._label)
+
+    def _add_entries(self, db: sqlite3.Connection, run_id: str,
+                     entries: Sequence[JournalEntry], rows: list[q.Row]) -> None:
+        """Insert entries inside the caller's transaction; a clash raises StoreError."""
+        try:
+            if len(rows) == 1:
+                db.execute(q.INSERT_ENTRY, rows[0])
+            elif 1 < len(rows) <= q.ROWS_PER_STATEMENT:
+                db.execute(q.insert_entries_sql(len(rows)), [v for r in rows for v in r])
+            elif rows:
+                db.executemany(q.INSERT_ENTRY, rows)
+        except sqlite3.IntegrityError as exc:
+            raise self._append_conflict(db, exc, run_id, entries) from None
+
+    def _append_fenced(self, run_id: str, entries: Sequence[JournalEntry],
+                       rows: list[q.Row], lease: str) -> None:
+        """``append(..., lease=)``: one entry goes in by one statement that checks the lease
+        as it inserts; if that stores nothing, or for a batch, a transaction checks and
+        inserts (and says why, if it still cannot)."""
+        if len(rows) == 1:
+            with self._reading() as db:
+                try:
+                    if db.execute(q.INSERT_ENTRY_FENCED, (*rows[0], run_id, lease)).rowcount:
+                        return
+                except sqlite3.IntegrityError as exc:
+                    raise self._append_conflict(db, exc, run_id, entries) from None
+        with self._writing() as db:
+            _fence(db, run_id, lease)
+            self._add_entries(db, run_id, entries, rows)
+
     def _failure(self, exc: sqlite3.Error) -> StoreError:
-        return _failure(self._label, exc)
+        return failure(self._label, exc)
 
     def _append_conflict(self, db: sqlite3.Connection, exc: sqlite3.IntegrityError,
                          run_id: str, entries: Sequence[JournalEntry]) -> StoreError:
         """The error for an append that broke a constraint (nothing of it was stored)."""
-        name = _error_name(exc)
+        name = error_name(exc)
         if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
-            return _not_found(run_id)
-        if name not in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+            return not_found(run_id)
+        if name not in _UNIQUE:
             return self._failure(exc)
         seen: set[tuple[str, str]] = set()
-        clash: tuple[str, str] | None = None
         for entry in entries:
             pair = (entry.key, entry.phase)
             if pair in seen:
-                clash = pair
-                break
+                return duplicate_entry(run_id, pair, in_batch=True)
             seen.add(pair)
-        if clash is None:
-            try:
-                stored = set(db.execute("SELECT key, phase FROM journal WHERE run_id = ?",
-                                        (run_id,)).fetchall())
-            except sqlite3.Error:
-                stored = set()
-            clash = next((p for p in ((e.key, e.phase) for e in entries) if p in stored), None)
-        what = f"the {clash[1]} entry for step {clash[0]!r}" if clash else "one of these entries"
-        return StoreError(
-            f"run {run_id!r} already has {what}: a journal holds one intent and one result per "
-            "step, so nothing of this batch was stored. Give each step a distinct key.")
-
-    def _record(self, row: _RunRow) -> RunRecord:
-        run_id = row[0]
-        error = self._loads(run_id, "error", row[6]) if row[6] is not None else None
-        status: RunStatus = row[2]
-        return RunRecord(
-            run_id=run_id, agent=row[1], status=status, target=row[3],
-            input=self._loads(run_id, "input", row[4]),
-            output=self._loads(run_id, "output", row[5]),
-            error=error,
-            usage=self._loads(run_id, "usage", row[7]),
-            metadata=self._loads(run_id, "metadata", row[8]),
-            created_at=row[9], updated_at=row[10], schema_version=row[11])
-
-    def _entry(self, run_id: str, row: _EntryRow) -> JournalEntry:
-        phase: Phase = row[2]
         try:
-            data = json.loads(row[6])
-        except (TypeError, ValueError):
-            data = self._loads(run_id, f"journal entry for step {row[1]!r} ({phase})", row[6])
-        return JournalEntry(
-            seq=row[0], key=row[1], phase=phase, kind=row[3], name=row[4], input_hash=row[5],
-            data=data, created_at=row[7], latency_ms=row[8], schema_version=row[9])
-
-    def _loads(self, run_id: str, what: str, text: str) -> Any:
-        try:
-            return json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise StoreError(
-                f"run {run_id!r} in {self._label} has unreadable JSON in its {what} ({exc}); "
-                "the file was changed outside keel or is damaged - restore it from a backup."
-            ) from None
+            stored = set(db.execute("SELECT key, phase FROM journal WHERE run_id = ?",
+                                    (run_id,)).fetchall())
+        except sqlite3.Error:
+            stored = set()
+        return duplicate_entry(run_id, next((p for p in seen if p in stored), None))
 
 
 # ------------------------------------------------------------------------------ helpers
 
 
-@functools.cache
-def _insert_sql(n: int) -> str:
-    """One INSERT of ``n`` entries: cheaper than a transaction of ``n`` INSERTs."""
-    return _INSERT_ENTRY + ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (n - 1)
+def _fence(db: sqlite3.Connection, run_id: str, lease: str | None) -> None:
+    """Inside a write transaction: the run must exist, and be ``lease``'s if one is given."""
+    row = db.execute(q.SELECT_LEASE, (run_id,)).fetchone()
+    if row is None:
+        raise not_found(run_id)
+    if lease is not None and row[0] != lease:
+        raise lease_lost(run_id, lease, row[0])
 
 
-def _insert_batch(db: sqlite3.Connection, rows: list[_EntryRow]) -> None:
+def _insert_batch(db: sqlite3.Connection, rows: list[q.Row]) -> None:
     """Insert many entries in one transaction: all of them or none."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.executemany(_INSERT_ENTRY, rows)
+        db.executemany(q.INSERT_ENTRY, rows)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -392,182 +492,16 @@ def _insert_batch(db: sqlite3.Connection, rows: list[_EntryRow]) -> None:
         raise
 
 
-# Built once: json.dumps with options builds a new encoder on every call.
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
-_ENCODE_ASCII = json.JSONEncoder(ensure_ascii=True, default=str).encode
+def _check_seconds(seconds: object) -> None:
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds) or seconds <= 0):
+        raise ConfigError("seconds", f"a lease lasts a positive number of seconds, not "
+                                     f"{seconds!r}")
 
 
-def _dumps(value: Any) -> str:
-    """JSON text for a value; raises TypeError/ValueError for what JSON cannot hold."""
-    text = _ENCODE(value)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: escape it, json.loads restores it
-            text = _ENCODE_ASCII(value)
-    return text
-
-
-def _not_json(what: str, exc: Exception) -> StoreError:
-    return StoreError(f"cannot store {what}: it is not JSON-able ({exc}).")
-
-
-def _run_row(r: RunRecord) -> _RunRow:
-    field = "input"
-    try:
-        input_ = _dumps(r.input)
-        field = "output"
-        output = _dumps(r.output)
-        field = "error"
-        error = None if r.error is None else _dumps(r.error)
-        field = "usage"
-        usage = _dumps(r.usage)
-        field = "metadata"
-        metadata = _dumps(r.metadata)
-    except (TypeError, ValueError) as exc:
-        raise _not_json(f"the {field} of run {r.run_id!r}", exc) from None
-    return (r.run_id, r.agent, r.status, r.target, input_, output, error, usage, metadata,
-            r.created_at, r.updated_at, r.schema_version)
-
-
-def _entry_row(run_id: str, e: JournalEntry) -> _EntryRow:
-    try:
-        data = _dumps(e.data)
-    except (TypeError, ValueError) as exc:
-        raise _not_json(f"the {e.phase} entry for step {e.key!r} of run {run_id!r}",
-                        exc) from None
-    return (run_id, e.seq, e.key, e.phase, e.kind, e.name, e.input_hash, data, e.created_at,
-            e.latency_ms, e.schema_version)
-
-
-def _error_name(exc: sqlite3.Error) -> str:
-    return getattr(exc, "sqlite_errorname", "") or ""
-
-
-def _failure(label: str, exc: sqlite3.Error) -> StoreError:
-    """A StoreError for an SQLite failure, saying what to do about it."""
-    name = _error_name(exc)
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return StoreError(
-            f"the run store {label} stayed locked by another connection for more than "
-            f"{BUSY_TIMEOUT_S:g}s; retry, or find the process holding a long write on it.",
-            retryable=True)
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return StoreError(
-            f"the run store {label} is damaged ({exc}); restore it from a backup, or point "
-            "keel at another file.")
-    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")):
-        return StoreError(
-            f"cannot use the run store {label} ({exc}); check that the file and its directory "
-            "are writable, or point keel at another file.")
-    if name.startswith("SQLITE_FULL"):
-        return StoreError(f"the disk holding the run store {label} is full; free some space.")
-    return StoreError(f"the run store {label} failed: {exc} ({name or type(exc).__name__}).")
-
-
-# ------------------------------------------------------------------------------ opening
-
-
-def _open(path: Path | None, label: str) -> sqlite3.Connection:
-    """Connect to ``path`` (None: in memory), check what is there, and set it up."""
-    if path is not None:
-        _check_file(path)
-    try:
-        conn = sqlite3.connect(_MEMORY if path is None else str(path), timeout=BUSY_TIMEOUT_S,
-                               isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise _failure(label, exc) from exc
-    try:
-        _prepare(conn, label)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise _failure(label, exc) from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _check_file(path: Path) -> None:
-    """Refuse, without touching it, a file that is not an SQLite database; make the dirs."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(len(_SQLITE_HEADER))
-    except FileNotFoundError:
-        head = b""
-    except IsADirectoryError:
-        raise StoreError(
-            f"{path} is a directory, not a keel run store; point keel at a file, e.g. "
-            f"{path / 'runs.db'}.") from None
-    except OSError as exc:
-        raise StoreError(
-            f"cannot read the run store {path} ({exc.strerror}); check its permissions or "
-            "point keel at another file.") from None
-    if head and head != _SQLITE_HEADER:
-        raise StoreError(
-            f"{path} is not a keel run store (not an SQLite database); point keel at another "
-            "file - a new path is created and initialised.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create the directory {path.parent} for the run store ({exc.strerror}); "
-            "create it or point keel at another file.") from None
-
-
-def _prepare(conn: sqlite3.Connection, label: str) -> None:
-    """Check the database is a keel store this keel can read (initialising an empty one),
-    then switch on WAL. Nothing is written to a database that fails the check."""
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    if conn.execute("PRAGMA foreign_keys").fetchone() != (1,):
-        raise StoreError(
-            "this Python's SQLite library has no foreign-key support, which the keel run "
-            "store needs; use a Python built with a standard SQLite.")
-    if _inspect(conn, label) is None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if _inspect(conn, label) is None:  # nobody initialised it while we waited
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT OR IGNORE INTO keel_meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    conn.execute("PRAGMA journal_mode = WAL")
-
-
-def _inspect(conn: sqlite3.Connection, label: str) -> int | None:
-    """The store's schema version, or None for an empty database. Raises for anything that
-    is not a keel store this keel can read."""
-    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    if not names:
-        return None
-    if "keel_meta" not in names:
-        shown = ", ".join(sorted(n for n in names if not n.startswith("sqlite_"))[:5])
-        raise StoreVersionError(
-            f"{label} is not a keel run store (an SQLite database with other tables: "
-            f"{shown}); point keel at another file - a new path is created and initialised.")
-    row = conn.execute("SELECT value FROM keel_meta WHERE key = 'schema_version'").fetchone()
-    try:
-        version = int(row[0]) if row is not None else 0
-    except (TypeError, ValueError):
-        version = 0
-    if version < 1:
-        raise StoreVersionError(
-            f"{label} is not a keel run store (its keel_meta table has no valid "
-            "schema_version); point keel at another file.")
-    if version > SCHEMA_VERSION:
-        raise StoreVersionError(
-            f"{label} was written by a newer keel (schema {version}, this keel reads up to "
-            f"{SCHEMA_VERSION}); upgrade keel-agents (pip install -U keel-agents).")
-    missing = sorted({"runs", "journal"} - names)
-    if missing:
-        raise StoreError(
-            f"the run store {label} is damaged: its {' and '.join(missing)} table is missing; "
-            "restore it from a backup, or point keel at another file.")
-    return version
+def _names(what: str, values: Collection[str]) -> Collection[str]:
+    """A collection of names, refusing a bare string (which would be taken letter by letter)."""
+    if isinstance(values, str | bytes):
+        raise ConfigError(what, f"must be a collection of names such as [{values!r}], not a "
+                                "string")
+    return values

@@ -1,8 +1,8 @@
 """A conformance suite for any :class:`~keel.store.RunStore`.
 
-Subclass :class:`keel.testing.StoreConformance` in a test module and give the subclass a ``store`` fixture
-that yields a fresh, open, empty store for each test; every ``test_*`` method then runs
-against it::
+Subclass :class:`keel.testing.StoreConformance` in a test module and give the subclass a
+``store`` fixture that yields a fresh, open, empty store for each test; every ``test_*``
+method then runs against it::
 
     import pytest
     from keel.testing import StoreConformance

@@ -1,0 +1,406 @@
+"""The Postgres run store: for fleets of workers sharing runs, journals and human tasks.
+
+Connections
+    A pool of autocommit connections (``psycopg_pool.AsyncConnectionPool``, ``min_size`` to
+    ``max_size``), opened on first use or on ``async with``: ``open_store`` stays synchronous
+    and cheap. Opening checks the keel tables (see ``_postgres_schema``) on one connection
+    first, so an unreachable server or a store written by a newer keel fails there, within
+    the connect timeout, with a :class:`keel.StoreError` that names the server (never the
+    password) and what to check. A store belongs to the event loop it was opened in.
+
+Writes
+    Every write that must be atomic is one statement or one transaction, so a failed call
+    leaves nothing behind. ``append`` is one round trip: a single entry is one INSERT, a
+    batch one INSERT over ``unnest`` of per-column arrays (in batch order); with ``lease=``
+    the INSERT selects the run ``WHERE lease_owner = lease FOR SHARE``, so the lease is
+    checked by the same statement and a concurrent takeover waits for it or wins before it.
+    Only when nothing was written does a second query tell an unknown run from a lost lease.
+    ``update_run`` and ``finish_run`` are one statement each as well.
+
+Leases
+    Expiry is decided by the database clock (``clock_timestamp()``): workers with skewed
+    clocks agree on it, and ``lease_expires_at`` is in the database's epoch seconds.
+    ``claim_runs`` takes runs with ``FOR UPDATE SKIP LOCKED``: concurrent claimers never wait
+    for each other and never get the same run.
+
+Errors
+    psycopg errors become :class:`keel.StoreError` (``retryable`` for lost connections,
+    deadlocks and a pool that stayed busy); a repeated ``(key, phase)`` is a StoreError
+    naming the step, with nothing of its batch stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+try:
+    import psycopg
+    from psycopg import errors
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("the Postgres run store needs psycopg and psycopg-pool: "
+                      "pip install 'keel-agents[postgres]'") from exc
+
+from keel.core import ConfigError, StoreError
+from keel.store import _postgres_tasks as tasks
+from keel.store._base import (
+    TERMINAL_STATUSES,
+    HumanTask,
+    JournalEntry,
+    RunFilter,
+    RunRecord,
+    RunStore,
+    TaskFilter,
+)
+from keel.store._messages import duplicate_entry, lease_lost, leased, not_found
+from keel.store._postgres_connect import (
+    Conn,
+    Pool,
+    connect,
+    failure,
+    open_pool,
+    parse_target,
+)
+from keel.store._postgres_rows import (
+    entry,
+    entry_columns,
+    entry_values,
+    named_columns,
+    record,
+    run_values,
+)
+from keel.store._postgres_schema import prepare
+from keel.store._postgres_sql import Statements, statements
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+
+#: ``prune_runs`` deletes this many runs per transaction.
+_PRUNE_BATCH = 500
+
+
+class PostgresStore(RunStore):
+    """Runs, journals and human tasks in a Postgres database, shared by many workers.
+
+    ``url`` is ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too, or a
+    libpq ``key=value`` string); ``schema`` (or ``?schema=NAME`` in the URL) puts keel's
+    tables in that schema, created if missing. Use it as ``async with PostgresStore(url) as
+    store:`` or call :meth:`close` when done.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, min_size: int = 1,
+                 max_size: int = 10) -> None:
+        if not isinstance(min_size, int) or min_size < 0:
+            raise ConfigError("min_size", f"must be a whole number >= 0, not {min_size!r}")
+        if not isinstance(max_size, int) or max_size < max(1, min_size):
+            raise ConfigError("max_size", f"must be a whole number >= max(1, min_size), not "
+                                          f"{max_size!r}")
+        self._target = parse_target(url, schema)
+        self._sizes = (min_size, max_size)
+        self._pool: Pool | None = None
+        self._q: Statements | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._target.label!r})"
+
+    @property
+    def schema(self) -> str | None:
+        """The schema holding keel's tables (known once the store is open)."""
+        return self._q.schema if self._q is not None else self._target.schema
+
+    async def __aenter__(self) -> PostgresStore:
+        await self._ready()
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # ---------------------------------------------------------------------- connections
+
+    async def _ready(self) -> tuple[Pool, Statements]:
+        """The open pool and statements; opens them on first use."""
+        pool, q = self._pool, self._q
+        if pool is not None and q is not None and self._loop is asyncio.get_running_loop():
+            return pool, q
+        async with self._opening:
+            if self._closed:
+                raise StoreError(f"the run store {self._target.label} was closed; open a new "
+                                 "one with open_store(...) or PostgresStore(...).")
+            if self._pool is None:
+                conn = await connect(self._target)
+                try:
+                    schema = await prepare(conn, self._target.schema, self._target.label)
+                except psycopg.Error as exc:
+                    raise failure(self._target, exc) from None
+                finally:
+                    await conn.close()
+                pool = await open_pool(self._target, min_size=self._sizes[0],
+                                       max_size=self._sizes[1])
+                if self._closed:  # close() was called while this opened
+                    await pool.close()
+                    raise StoreError(f"the run store {self._target.label} was closed while "
+                                     "it opened.")
+                self._pool, self._q = pool, statements(schema)
+                self._loop = asyncio.get_running_loop()
+            elif self._loop is not asyncio.get_running_loop():
+                raise StoreError(
+                    f"the run store {self._target.label} was opened in another event loop; "
+                    "a PostgresStore belongs to the loop that first used it - open one per "
+                    "loop (e.g. inside each asyncio.run).")
+            assert self._pool is not None and self._q is not None
+            return self._pool, self._q
+
+    async def _with(self, work: Callable[[Conn, Statements], Awaitable[T]], *,
+                    transaction: bool = False) -> T:
+        """``work`` on a pooled connection (in a transaction if asked), errors translated."""
+        pool, q = await self._ready()
+        try:
+            async with pool.connection() as conn:
+                if not transaction:
+                    return await work(conn, q)
+                async with conn.transaction():
+                    return await work(conn, q)
+        except psycopg.Error as exc:
+            raise failure(self._target, exc) from None
+
+    async def _fetchone(self, sql: Callable[[Statements], str],
+                        params: Any) -> tuple[Any, ...] | None:
+        async def work(conn: Conn, q: Statements) -> tuple[Any, ...] | None:
+            return await (await conn.execute(sql(q), params)).fetchone()
+
+        return await self._with(work)
+
+    # ------------------------------------------------------------------------------ runs
+
+    async def create_run(self, record: RunRecord) -> None:
+        values = tuple(run_values(record).values())
+
+        async def work(conn: Conn, q: Statements) -> None:
+            try:
+                await conn.execute(q.create_run, values)
+            except errors.UniqueViolation:
+                raise StoreError(f"a run with id {record.run_id!r} already exists.") from None
+
+        await self._with(work)
+
+    async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
+                     lease: str | None = None) -> None:
+        pool, q = self._pool, self._q
+        if pool is None or q is None or self._loop is not asyncio.get_running_loop():
+            pool, q = await self._ready()
+        n = len(entries)
+        if n == 0:
+            await self._fence(run_id, lease)
+            return
+        if n == 1:
+            values = entry_values(run_id, entries[0])
+            sql, params = ((q.append_one, (run_id, *values)) if lease is None
+                           else (q.append_one_fenced, (*values, run_id, lease)))
+        else:
+            columns = entry_columns(run_id, entries)
+            sql, params = ((q.append_many, (run_id, *columns)) if lease is None
+                           else (q.append_many_fenced, (*columns, run_id, lease)))
+        try:
+            async with pool.connection() as conn:
+                try:
+                    if (await conn.execute(sql, params)).rowcount == n:
+                        return
+                    refused: psycopg.Error | None = None
+                except (errors.UniqueViolation, errors.ForeignKeyViolation) as exc:
+                    refused = exc
+                raise await _refusal(conn, q, run_id, entries, lease, refused)
+        except psycopg.Error as exc:
+            raise failure(self._target, exc) from None
+
+    async def _fence(self, run_id: str, lease: str | None) -> None:
+        row = await self._fetchone(lambda q: q.run_lease, (run_id,))
+        if row is None:
+            raise not_found(run_id)
+        if lease is not None and row[0] != lease:
+            raise lease_lost(run_id, lease, row[0])
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        row = await self._fetchone(lambda q: q.get_run, (run_id,))
+        if row is None:
+            raise not_found(run_id)
+        return record(row)
+
+    async def read_journal(self, run_id: str) -> list[JournalEntry]:
+        async def work(conn: Conn, q: Statements) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(q.read_journal, (run_id,))).fetchall()
+
+        rows = await self._with(work)
+        if not rows:
+            raise not_found(run_id)
+        return [entry(run_id, row) for row in rows if row[1] is not None]
+
+    async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]:
+        f = filt or RunFilter()
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", f.status), ("agent", f.agent)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+
+        async def work(conn: Conn, q: Statements) -> list[tuple[Any, ...]]:
+            sql = q.list_runs + (" WHERE " + " AND ".join(where) if where else "")
+            sql += " ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s"
+            return await (await conn.execute(sql, (*params, f.limit, f.offset))).fetchall()
+
+        return [record(row) for row in await self._with(work)]
+
+    async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
+        params = {**run_values(record), "lease": lease}
+
+        async def work(conn: Conn, q: Statements) -> None:
+            if (await conn.execute(q.update_run, params)).rowcount != 1:
+                raise await _refusal(conn, q, record.run_id, (), lease, None)
+
+        await self._with(work)
+
+    async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                         lease: str | None = None) -> None:
+        params = {**run_values(record), "lease": lease,
+                  **named_columns(record.run_id, entries)}
+
+        async def work(conn: Conn, q: Statements) -> None:
+            try:
+                row = await (await conn.execute(q.finish_run, params)).fetchone()
+                if row is not None and row[0] == 1:
+                    return
+                refused: psycopg.Error | None = None
+            except (errors.UniqueViolation, errors.ForeignKeyViolation) as exc:
+                refused = exc
+            raise await _refusal(conn, q, record.run_id, entries, lease, refused)
+
+        await self._with(work)
+
+    async def prune_runs(self, *, before: float,
+                         statuses: Collection[str] = TERMINAL_STATUSES) -> int:
+        params = {"statuses": list(statuses), "before": before, "batch": _PRUNE_BATCH}
+
+        async def work(conn: Conn, q: Statements) -> int:
+            total = 0
+            while True:
+                deleted = (await conn.execute(q.prune_runs, params)).rowcount
+                total += deleted
+                if deleted < _PRUNE_BATCH:
+                    return total
+
+        return await self._with(work) if params["statuses"] else 0
+
+    # ---------------------------------------------------------------------------- leases
+
+    async def acquire_lease(self, run_id: str, owner: str, seconds: float, *,
+                            steal_from: str | None = None) -> RunRecord:
+        params = {"run_id": run_id, "owner": owner, "seconds": float(seconds),
+                  "steal": steal_from}
+
+        async def work(conn: Conn, q: Statements) -> RunRecord:
+            row = await (await conn.execute(q.acquire_lease, params)).fetchone()
+            if row is not None:
+                return record(row)
+            held = await (await conn.execute(q.run_lease, (run_id,))).fetchone()
+            if held is None:
+                raise not_found(run_id)
+            raise leased(run_id, held[0], held[1])
+
+        return await self._with(work)
+
+    async def renew_leases(self, owner: str, seconds: float) -> set[str]:
+        async def work(conn: Conn, q: Statements) -> set[str]:
+            cur = await conn.execute(q.renew_leases, (float(seconds), owner))
+            return {row[0] for row in await cur.fetchall()}
+
+        return await self._with(work)
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        async def work(conn: Conn, q: Statements) -> None:
+            await conn.execute(q.release_lease, (run_id, owner))
+
+        await self._with(work)
+
+    async def claim_runs(self, owner: str, seconds: float, *,
+                         agents: Collection[str] | None = None,
+                         limit: int = 1) -> list[RunRecord]:
+        if limit <= 0:
+            return []
+        params = {"owner": owner, "seconds": float(seconds), "limit": limit,
+                  "agents": None if agents is None else list(agents)}
+
+        async def work(conn: Conn, q: Statements) -> list[tuple[Any, ...]]:
+            sql = q.claim_runs if agents is None else q.claim_runs_of
+            return await (await conn.execute(sql, params)).fetchall()
+
+        claimed = [record(row) for row in await self._with(work)]
+        claimed.sort(key=lambda r: (r.updated_at, r.run_id))
+        return claimed
+
+    async def request_cancel(self, run_id: str) -> RunRecord:
+        row = await self._fetchone(lambda q: q.request_cancel, (run_id,))
+        if row is None:
+            raise not_found(run_id)
+        return record(row)
+
+    # ------------------------------------------------------------------------ human tasks
+
+    async def put_task(self, task: HumanTask) -> bool:
+        return await self._with(lambda conn, q: tasks.put_task(conn, q, task))
+
+    async def get_task(self, task_id: str) -> HumanTask:
+        return await self._with(lambda conn, q: tasks.get_task(conn, q, task_id))
+
+    async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]:
+        f = filt or TaskFilter()
+        return await self._with(lambda conn, q: tasks.list_tasks(conn, q, f))
+
+    async def claim_task(self, task_id: str, who: str) -> HumanTask:
+        return await self._with(lambda conn, q: tasks.claim_task(conn, q, task_id, who))
+
+    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
+                           entry: JournalEntry | None = None,
+                           close: RunRecord | None = None) -> HumanTask:
+        return await self._with(lambda conn, q: tasks.resolve_task(
+            conn, q, task_id, resolution, resolved_by=resolved_by, entry=entry, close=close),
+            transaction=True)
+
+    async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
+                          waiting_on: Collection[str], lease: str | None = None) -> str:
+        async def work(conn: Conn, q: Statements) -> str:
+            try:
+                async with conn.transaction():
+                    return await tasks.suspend_run(conn, q, record, entries,
+                                                   waiting_on=waiting_on, lease=lease)
+            except errors.UniqueViolation as exc:  # rolled back: word it on the same conn
+                raise await _refusal(conn, q, record.run_id, entries, lease, exc) from None
+
+        return await self._with(work)
+
+
+async def _refusal(conn: Conn, q: Statements, run_id: str, entries: Sequence[JournalEntry],
+                   lease: str | None, exc: psycopg.Error | None) -> StoreError:
+    """Why a write stored nothing: an unknown run, a lost lease or a repeated entry."""
+    row = await (await conn.execute(q.run_lease, (run_id,))).fetchone()
+    if row is None or isinstance(exc, errors.ForeignKeyViolation):
+        return not_found(run_id)
+    if (lease is not None and row[0] != lease) or exc is None:
+        return lease_lost(run_id, lease or "", row[0])
+    seen: set[tuple[str, str]] = set()
+    for e in entries:
+        pair = (e.key, e.phase)
+        if pair in seen:
+            return duplicate_entry(run_id, pair, in_batch=True)
+        seen.add(pair)
+    cur = await conn.execute(q.stored_pairs, (run_id, sorted({e.key for e in entries})))
+    stored = {(key, phase) for key, phase in await cur.fetchall()}
+    return duplicate_entry(run_id, next(
+        ((e.key, e.phase) for e in entries if (e.key, e.phase) in stored), None))

@@ -1,0 +1,263 @@
+"""Opening the SQLite run store's file: checking it, creating its tables, upgrading old ones.
+
+Layout (schema 2)
+    ``keel_meta(key, value)`` holds ``schema_version``. ``runs`` holds one row per run, with
+    JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``, and the lease
+    (``lease_owner``, ``lease_expires_at``), ``deadline_at`` and ``cancel_requested``.
+    ``journal`` holds the entries; its rowid gives the append order and ``UNIQUE (run_id, key,
+    phase)`` makes a step's intent and result each recordable once. That unique index also
+    finds a run's entries for ``read_journal`` (which sorts them by rowid): one index fewer to
+    update keeps ``append`` cheap. ``tasks`` holds the human tasks (approvals, escalations),
+    with JSON text in ``data`` and ``resolution``.
+
+    ``runs_runnable (status, updated_at, run_id, lease_owner, lease_expires_at)`` lets
+    ``claim_runs`` walk the running runs oldest first and test their leases without reading
+    the rows (it also serves ``prune_runs``); ``runs_by_lease_owner`` (partial: leased runs
+    only) serves ``renew_leases``; the ``tasks_by_*`` indexes serve ``list_tasks`` filtered by
+    status, kind, queue or run, oldest first.
+
+Versions
+    A new file gets schema 1 and then every upgrade step, so a new file and an upgraded one
+    have the same layout. An older file is upgraded in place when it is opened, in one
+    transaction under the write lock (several processes opening it at once upgrade it once);
+    its data is kept. Schema 1 is frozen below as it shipped: never edit a released step, add
+    the next one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from keel.core import StoreError, StoreVersionError
+from keel.store._base import SCHEMA_VERSION
+
+#: How long a write waits for another connection's write to finish before failing.
+BUSY_TIMEOUT_S = 5.0
+
+MEMORY = ":memory:"
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+#: Schema 1, as keel wrote it (with ``schema_version`` '1' in ``keel_meta``).
+_SCHEMA_V1: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS keel_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id         TEXT PRIMARY KEY,
+        agent          TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        target         TEXT,
+        input          TEXT NOT NULL,
+        output         TEXT NOT NULL,
+        error          TEXT,
+        usage          TEXT NOT NULL,
+        metadata       TEXT NOT NULL,
+        created_at     REAL NOT NULL,
+        updated_at     REAL NOT NULL,
+        schema_version INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_agent ON runs (agent, created_at, run_id)",
+    """CREATE TABLE IF NOT EXISTS journal (
+        id             INTEGER PRIMARY KEY,
+        run_id         TEXT NOT NULL REFERENCES runs (run_id),
+        seq            INTEGER NOT NULL,
+        key            TEXT NOT NULL,
+        phase          TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        input_hash     TEXT NOT NULL,
+        data           TEXT NOT NULL,
+        created_at     REAL NOT NULL,
+        latency_ms     REAL NOT NULL,
+        schema_version INTEGER NOT NULL,
+        UNIQUE (run_id, key, phase)
+    )""",
+    "INSERT INTO keel_meta (key, value) VALUES ('schema_version', '1')",
+)
+
+#: Schema 1 -> 2: leases, deadlines and cancel requests on runs; the human task table.
+_V1_TO_V2: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN lease_owner TEXT",
+    "ALTER TABLE runs ADD COLUMN lease_expires_at REAL",
+    "ALTER TABLE runs ADD COLUMN deadline_at REAL",
+    "ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    """CREATE INDEX runs_runnable
+        ON runs (status, updated_at, run_id, lease_owner, lease_expires_at)""",
+    """CREATE INDEX runs_by_lease_owner
+        ON runs (lease_owner) WHERE lease_owner IS NOT NULL""",
+    """CREATE TABLE tasks (
+        task_id     TEXT PRIMARY KEY,
+        run_id      TEXT NOT NULL REFERENCES runs (run_id),
+        kind        TEXT NOT NULL,
+        step_key    TEXT NOT NULL,
+        queue       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        data        TEXT NOT NULL,
+        due_at      REAL,
+        claimed_by  TEXT,
+        claimed_at  REAL,
+        resolution  TEXT NOT NULL,
+        resolved_by TEXT,
+        resolved_at REAL
+    )""",
+    "CREATE INDEX tasks_by_created ON tasks (created_at, task_id)",
+    "CREATE INDEX tasks_by_status ON tasks (status, created_at, task_id)",
+    "CREATE INDEX tasks_by_kind ON tasks (kind, status, created_at, task_id)",
+    "CREATE INDEX tasks_by_queue ON tasks (queue, status, created_at, task_id)",
+    "CREATE INDEX tasks_by_run ON tasks (run_id, created_at, task_id)",
+    "UPDATE keel_meta SET value = '2' WHERE key = 'schema_version'",
+)
+
+#: The step that takes a store from version ``v`` to ``v + 1``.
+UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2}
+
+#: The tables each version must have (a file missing one is damaged, not re-created).
+_TABLES: dict[int, frozenset[str]] = {
+    1: frozenset({"runs", "journal"}),
+    2: frozenset({"runs", "journal", "tasks"}),
+}
+
+
+def error_name(exc: sqlite3.Error) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def failure(label: str, exc: sqlite3.Error) -> StoreError:
+    """A StoreError for an SQLite failure, saying what to do about it."""
+    name = error_name(exc)
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreError(
+            f"the run store {label} stayed locked by another connection for more than "
+            f"{BUSY_TIMEOUT_S:g}s; retry, or find the process holding a long write on it.",
+            retryable=True)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StoreError(
+            f"the run store {label} is damaged ({exc}); restore it from a backup, or point "
+            "keel at another file.")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")):
+        return StoreError(
+            f"cannot use the run store {label} ({exc}); check that the file and its directory "
+            "are writable, or point keel at another file.")
+    if name.startswith("SQLITE_FULL"):
+        return StoreError(f"the disk holding the run store {label} is full; free some space.")
+    return StoreError(f"the run store {label} failed: {exc} ({name or type(exc).__name__}).")
+
+
+def open_db(path: Path | None, label: str) -> sqlite3.Connection:
+    """Connect to ``path`` (None: in memory), check what is there, and set it up."""
+    if path is not None:
+        _check_file(path)
+    try:
+        conn = sqlite3.connect(MEMORY if path is None else str(path), timeout=BUSY_TIMEOUT_S,
+                               isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise failure(label, exc) from exc
+    try:
+        _prepare(conn, label)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise failure(label, exc) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, without touching it, a file that is not an SQLite database; make the dirs."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        head = b""
+    except IsADirectoryError:
+        raise StoreError(
+            f"{path} is a directory, not a keel run store; point keel at a file, e.g. "
+            f"{path / 'runs.db'}.") from None
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read the run store {path} ({exc.strerror}); check its permissions or "
+            "point keel at another file.") from None
+    if head and head != _SQLITE_HEADER:
+        raise StoreError(
+            f"{path} is not a keel run store (not an SQLite database); point keel at another "
+            "file - a new path is created and initialised.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the directory {path.parent} for the run store ({exc.strerror}); "
+            "create it or point keel at another file.") from None
+
+
+def _prepare(conn: sqlite3.Connection, label: str) -> None:
+    """Check the database is a keel store this keel can read, initialise an empty one or
+    upgrade an old one, then switch on WAL. Nothing is written to a database that fails the
+    check."""
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    if conn.execute("PRAGMA foreign_keys").fetchone() != (1,):
+        raise StoreError(
+            "this Python's SQLite library has no foreign-key support, which the keel run "
+            "store needs; use a Python built with a standard SQLite.")
+    if _inspect(conn, label) != SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _create_or_upgrade(conn, label)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    conn.execute("PRAGMA journal_mode = WAL")
+
+
+def _create_or_upgrade(conn: sqlite3.Connection, label: str) -> None:
+    """Inside the write transaction: look again (another connection may have done it while
+    this one waited for the lock), then create schema 1 if empty and apply each upgrade."""
+    version = _inspect(conn, label)
+    if version is None:
+        for statement in _SCHEMA_V1:
+            conn.execute(statement)
+        version = 1
+    while version < SCHEMA_VERSION:
+        for statement in UPGRADES[version]:
+            conn.execute(statement)
+        version += 1
+
+
+def _inspect(conn: sqlite3.Connection, label: str) -> int | None:
+    """The store's schema version, or None for an empty database. Raises for anything that
+    is not a keel store this keel can read."""
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if not names:
+        return None
+    if "keel_meta" not in names:
+        shown = ", ".join(sorted(n for n in names if not n.startswith("sqlite_"))[:5])
+        raise StoreVersionError(
+            f"{label} is not a keel run store (an SQLite database with other tables: "
+            f"{shown}); point keel at another file - a new path is created and initialised.")
+    row = conn.execute("SELECT value FROM keel_meta WHERE key = 'schema_version'").fetchone()
+    try:
+        version = int(row[0]) if row is not None else 0
+    except (TypeError, ValueError):
+        version = 0
+    if version < 1:
+        raise StoreVersionError(
+            f"{label} is not a keel run store (its keel_meta table has no valid "
+            "schema_version); point keel at another file.")
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"{label} was written by a newer keel (schema {version}, this keel reads up to "
+            f"{SCHEMA_VERSION}); upgrade keel-agents (pip install -U keel-agents).")
+    missing = sorted(_TABLES[version] - names)
+    if missing:
+        raise StoreError(
+            f"the run store {label} is damaged: its {' and '.join(missing)} table is missing; "
+            "restore it from a backup, or point keel at another file.")
+    return version
