@@ -18,6 +18,8 @@ EXPECTED = [
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
     "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",
     "cancel_run", "decide_approval", "resolve_escalation",
+    # replay, fork, diff, export
+    "ReplayReport", "RunDiff", "diff_runs", "export_run", "fork_run", "import_run", "replay_run",
 ]
 
 

@@ -51,14 +51,19 @@ from keel.runtime import (
     Durability,
     EscalationPolicy,
     Middleware,
+    ReplayReport,
     RunContext,
+    RunDiff,
     RunResult,
     Worker,
     cancel_run,
     decide_approval,
+    diff_runs,
+    fork_run,
+    replay_run,
     resolve_escalation,
 )
-from keel.store import MemoryStore, RunStore, open_store
+from keel.store import MemoryStore, RunStore, export_run, import_run, open_store
 from keel.tools import Tool, ToolResult, tool
 
 __version__ = "0.1.0"
@@ -91,9 +96,11 @@ __all__ = [
     "ModelSettings",
     "OutputValidationError",
     "RepeatedFailure",
+    "ReplayReport",
     "RetryWithFeedback",
     "RunCancelled",
     "RunContext",
+    "RunDiff",
     "RunError",
     "RunLeased",
     "RunNotFound",
@@ -118,7 +125,12 @@ __all__ = [
     "cancel_run",
     "configure_json_logging",
     "decide_approval",
+    "diff_runs",
+    "export_run",
+    "fork_run",
+    "import_run",
     "open_store",
+    "replay_run",
     "resolve_escalation",
     "resolve_model",
     "tool",

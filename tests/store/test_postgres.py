@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from keel.core import ConfigError, StoreError, StoreVersionError
+from keel.core import ConfigError, LeaseLost, RunNotFound, StoreError, StoreVersionError
 from keel.store import PostgresStore, RunStore, open_store
 from keel.store._postgres_connect import parse_target
 from keel.testing import StoreConformance
@@ -279,3 +279,23 @@ async def test_a_batch_mixing_int_and_float_times_is_stored(schema: str) -> None
         await store.append("run-1", [sample_entry(0, latency_ms=12), sample_entry(1)])
         got = await store.read_journal("run-1")
         assert [e.latency_ms for e in got] == [12.0, 12.5]
+
+
+@pytest.mark.parametrize("size", [3, 40], ids=["values", "unnest"])
+async def test_batches_of_any_size_keep_order_fence_and_are_atomic(schema: str,
+                                                                  size: int) -> None:
+    async with PostgresStore(URL, schema=schema) as store:
+        await store.create_run(sample_run())
+        await store.acquire_lease("run-1", "w1", 60)
+        first = [sample_entry(n, f"k{size - n:03d}") for n in range(size)]  # keys descending
+        await store.append("run-1", first, lease="w1")
+        second = [sample_entry(size + n) for n in range(size)]
+        await store.append("run-1", second)
+        clash = [sample_entry(2 * size + n) for n in range(size)] + [first[-1]]
+        with pytest.raises(StoreError, match="already has the result entry"):
+            await store.append("run-1", clash, lease="w1")
+        with pytest.raises(LeaseLost):
+            await store.append("run-1", clash[:-1], lease="w2")
+        with pytest.raises(RunNotFound):
+            await store.append("nope", clash[:-1], lease="w1")
+        assert_same(await store.read_journal("run-1"), first + second, "the journal")

@@ -237,7 +237,8 @@ def _judge(record: RunRecord, entries: Sequence[JournalEntry], outcome: _Outcome
         "recorded_output": record.output, "replayed_output": outcome.output,
         "recorded_error": err,
         "replayed_error": None if outcome.error is None else _error_dict(outcome.error),
-        "steps_recorded": len(results), "steps_replayed": len(results) - len(unused), "unused_steps": unused}
+        "steps_recorded": len(results), "steps_replayed": len(results) - len(unused),
+        "unused_steps": unused}
     exc = outcome.error
     if isinstance(exc, Divergence):
         div = _divergence(exc, entries)

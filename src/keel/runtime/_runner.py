@@ -110,6 +110,7 @@ class _Woken(Exception):
 async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
                         keeper: LeaseKeeper) -> RunResult[Any]:
     record, entries, hold = await _open_run(agent, store, launch, keeper)
+    agent = _as_forked(agent, record)
     tracker = BudgetTracker(agent.budget)
     fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
     trusted = fork.get("trusted_seq", -1) if isinstance(fork, dict) else -1
@@ -182,6 +183,30 @@ async def _drive(loop: AgentLoop, record: RunRecord, hold: Hold) -> RunResult[An
                             "stopped here without writing.") from None
         raise RunCancelled("the run was cancelled (`keel runs cancel`)",
                            run_id=record.run_id) from None
+
+
+def _as_forked(agent: Agent[Any], record: RunRecord) -> Agent[Any]:
+    """A fork goes on with the model and instructions it was forked with (its metadata),
+    whoever resumes it: ``keel resume``, a worker, or the fork itself."""
+    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
+    if not isinstance(fork, dict):
+        return agent
+    changes: dict[str, Any] = {}
+    instructions = fork.get("instructions")
+    if fork.get("instructions_changed") is True and isinstance(instructions, str) \
+            and instructions != agent.instructions:
+        changes["instructions"] = instructions
+    model = fork.get("model")
+    if isinstance(model, str) and model and model != model_name(agent):
+        from keel.models import parse_model_id
+
+        try:
+            parse_model_id(model)
+        except KeelError:
+            pass  # a test model or a Model object: the resumer's own model stands in
+        else:
+            changes["model"] = model
+    return agent.clone(**changes) if changes else agent
 
 
 def _deadline(record: RunRecord) -> DeadlineExceeded:

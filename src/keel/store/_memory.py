@@ -18,6 +18,7 @@ from keel.store._base import (
     JournalEntry,
     RunFilter,
     RunRecord,
+    RunStatus,
     RunStore,
     TaskFilter,
 )
@@ -250,7 +251,7 @@ class MemoryStore(RunStore):
         self._check_entries(record.run_id, entries)
         waiting = any(t.status != "resolved" for t in
                       (self._tasks.get(i) for i in waiting_on) if t is not None)
-        status = "suspended" if waiting else "running"
+        status: RunStatus = "suspended" if waiting else "running"
         self._add_entries(record.run_id, entries)
         self._runs[record.run_id] = dataclasses.replace(
             merged(old, record), status=status, lease_owner=None, lease_expires_at=None)

@@ -71,7 +71,7 @@ from keel.store._postgres_rows import (
     run_values,
 )
 from keel.store._postgres_schema import prepare
-from keel.store._postgres_sql import Statements, statements
+from keel.store._postgres_sql import VALUES_ROWS, Statements, statements
 
 __all__ = ["PostgresStore"]
 
@@ -200,10 +200,13 @@ class PostgresStore(RunStore):
         if n == 0:
             await self._fence(run_id, lease)
             return
+        params: Sequence[Any]
         if n == 1:
             values = entry_values(run_id, entries[0])
             sql, params = ((q.append_one, (run_id, *values)) if lease is None
                            else (q.append_one_fenced, (*values, run_id, lease)))
+        elif n <= VALUES_ROWS:
+            sql, params = _values_batch(q, run_id, entries, lease)
         else:
             columns = entry_columns(run_id, entries)
             sql, params = ((q.append_many, (run_id, *columns)) if lease is None
@@ -384,6 +387,19 @@ class PostgresStore(RunStore):
                 raise await _refusal(conn, q, record.run_id, entries, lease, exc) from None
 
         return await self._with(work)
+
+
+def _values_batch(q: Statements, run_id: str, entries: Sequence[JournalEntry],
+                  lease: str | None) -> tuple[str, list[Any]]:
+    """A small batch as one multi-row VALUES insert, and its parameters."""
+    params: list[Any] = []
+    for e in entries:
+        if lease is None:
+            params.append(run_id)
+        params.extend(entry_values(run_id, e))
+    if lease is not None:
+        params += (run_id, lease)
+    return q.append_values(len(entries), fenced=lease is not None), params
 
 
 async def _refusal(conn: Conn, q: Statements, run_id: str, entries: Sequence[JournalEntry],

@@ -34,6 +34,7 @@ Times
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 #: The database clock as epoch seconds (float8). ``clock_timestamp()`` rather than ``now()``
@@ -149,6 +150,23 @@ _NAMED_UNNEST = _UNNEST.replace("%s", "%(u{})s").format(*range(10))
 _INSERT_ENTRY = f"INSERT INTO {{s}}keel_journal (run_id, {ENTRY_COLUMNS})"
 
 
+#: Batches up to this size go in as one multi-row VALUES (cheaper to send than arrays);
+#: larger ones as ``unnest`` of per-column arrays (one statement text for any size).
+VALUES_ROWS = 16
+
+
+@functools.lru_cache(maxsize=256)
+def _append_values(s: str, n: int, fenced: bool) -> str:
+    """One INSERT of ``n`` entries as VALUES rows, fenced or not, for the schema prefix."""
+    if not fenced:
+        rows = ", ".join([f"(%s, {_ENTRY_VALUES})"] * n)
+        return f"{_INSERT_ENTRY} VALUES {rows}".replace("{s}", s)
+    rows = ", ".join(f"({_ENTRY_VALUES}, {i})" for i in range(n))
+    columns = ", ".join(f"v.{c.strip()}" for c in ENTRY_COLUMNS.split(","))
+    return (f"{_INSERT_ENTRY} SELECT r.run_id, {columns} FROM (VALUES {rows}) AS v "
+            f"({ENTRY_COLUMNS}, n) CROSS JOIN {_FENCE} ORDER BY v.n").replace("{s}", s)
+
+
 def quote_ident(name: str) -> str:
     """``name`` as a Postgres identifier, quoted."""
     return '"' + name.replace('"', '""') + '"'
@@ -189,10 +207,20 @@ class Statements:
     resolve_task: str
     wake_run: str
 
+    def append_values(self, n: int, *, fenced: bool) -> str:
+        """An INSERT of ``n`` (at most :data:`VALUES_ROWS`) entries as VALUES rows: without
+        ``fenced`` each row starts with the run id; with it the rows are followed by the run
+        id and the lease owner."""
+        return _append_values(_prefix(self.schema), n, fenced)
+
+
+def _prefix(schema: str) -> str:
+    return quote_ident(schema).replace("%", "%%") + "."  # the statements all take parameters
+
 
 def statements(schema: str) -> Statements:
     """The statements for the keel tables in ``schema``."""
-    s = quote_ident(schema).replace("%", "%%") + "."  # the statements all take parameters
+    s = _prefix(schema)
     fields = {
         "create_run": f"INSERT INTO {{s}}keel_runs ({RUN_COLUMNS}) VALUES "
                       f"({', '.join(['%s'] * 16)})",
