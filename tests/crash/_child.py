@@ -58,6 +58,7 @@ def store_url() -> str:
 
 def outside() -> sqlite3.Connection:
     db = sqlite3.connect(os.environ["KEEL_CRASH_EFFECTS"], isolation_level=None, timeout=30)
+    db.execute("PRAGMA synchronous = OFF")  # a SIGKILL keeps what the OS has; no fsync needed
     db.execute("CREATE TABLE IF NOT EXISTS effects (tool TEXT, idem TEXT, detail TEXT)")
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS dedupe ON effects (tool, idem) "
                "WHERE tool = 'reserve'")

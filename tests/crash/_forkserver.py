@@ -45,9 +45,15 @@ HERE = Path(__file__).resolve().parent
 # ------------------------------------------------------------------------------- server
 
 
+#: Imported up front besides the child scripts: what keel imports lazily on a child's path.
+PRELOAD = ("keel.store._sqlite", "keel.store._postgres", "concurrent.futures.thread")
+
+
 def serve(module_names: list[str]) -> None:
     sys.path.insert(0, str(HERE))
     modules = {name: importlib.import_module(name) for name in module_names}
+    for name in PRELOAD:
+        importlib.import_module(name)
     for line in sys.stdin:
         request = json.loads(line)
         try:

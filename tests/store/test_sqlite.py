@@ -783,6 +783,8 @@ async def test_bad_arguments_are_refused_and_change_nothing(tmp_path: Path) -> N
             await store.prune_runs(before=2e9, statuses=["completed", "done"])
         with pytest.raises(ConfigError, match="'waiting_on'"):
             await store.suspend_run(sample_run(), [], waiting_on="t1")
+        with pytest.raises(ConfigError, match="'before'"):
+            await store.prune_runs(before=None)  # type: ignore[arg-type]
         assert await store.prune_runs(before=2e9, statuses=[]) == 0
         assert {r.run_id for r in await store.list_runs()} == {"run-1", "other"}
         got = await store.get_run("run-1")

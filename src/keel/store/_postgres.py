@@ -11,9 +11,10 @@ Connections
 Writes
     Every write that must be atomic is one statement or one transaction, so a failed call
     leaves nothing behind. ``append`` is one round trip: a single entry is one INSERT, a
-    batch one INSERT over ``unnest`` of per-column arrays (in batch order); with ``lease=``
-    the INSERT selects the run ``WHERE lease_owner = lease FOR SHARE``, so the lease is
-    checked by the same statement and a concurrent takeover waits for it or wins before it.
+    small batch one multi-row INSERT, a large one an INSERT over ``unnest`` of per-column
+    arrays (in batch order). With ``lease=`` the INSERT selects from the run's row locked
+    ``FOR SHARE`` where ``lease_owner = lease``, so the lease is checked by the same
+    statement and a concurrent takeover either waits for the write or is seen by it.
     Only when nothing was written does a second query tell an unknown run from a lost lease.
     ``update_run`` and ``finish_run`` are one statement each as well.
 

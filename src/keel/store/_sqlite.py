@@ -15,11 +15,13 @@ Concurrency
     (:data:`BUSY_TIMEOUT_S`); readers never wait for writers. Every read-check-write (lease
     fencing, ``acquire_lease``, ``claim_runs``, ``claim_task``, ``resolve_task``,
     ``suspend_run`` ...) runs inside one such transaction, so two processes can never both
-    win a lease, a run or a task. A write that is one statement (an unfenced ``append``)
-    is atomic by itself and skips the explicit transaction. Calls run synchronously on the
-    calling thread: an append costs tens of microseconds, less than a hop to a worker thread
-    would. The price is that a wait - a megabyte-sized payload (about a millisecond), or
-    another process's write holding the lock - holds the event loop for that long.
+    win a lease, a run or a task. A write that is one statement is atomic by itself and
+    skips the explicit transaction: an ``append`` of one entry (with ``lease=``, the INSERT
+    itself checks the holder), an unfenced batch of up to 32, an unfenced ``update_run``.
+    Calls run synchronously on the calling thread: an append costs tens of microseconds,
+    less than a hop to a worker thread would. The price is that a wait - a megabyte-sized
+    payload (about a millisecond), or another process's write holding the lock - holds the
+    event loop for that long.
 
 Leases
     Lease times are ``time.time()`` of the writing process, so the machines sharing a file
@@ -209,6 +211,8 @@ class SQLiteStore(RunStore):
 
     async def prune_runs(self, *, before: float,
                          statuses: Collection[str] = TERMINAL_STATUSES) -> int:
+        if isinstance(before, bool) or not isinstance(before, int | float) or math.isnan(before):
+            raise ConfigError("before", f"must be a time in epoch seconds, not {before!r}")
         chosen = sorted({check_status(s) for s in _names("statuses", statuses)})
         if not chosen:
             return 0
@@ -398,15 +402,19 @@ class SQLiteStore(RunStore):
         """One ``BEGIN IMMEDIATE`` transaction: the file's write lock is taken before
         anything is read, so what the block reads still holds when it writes. Committed when
         the block returns, rolled back (changing nothing) when it raises."""
-        with self._reading() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._lock:
+            db = self._db()
             try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
 
     def _task(self, db: sqlite3.Connection, task_id: str) -> HumanTask:
         row = db.execute(q.SELECT_TASK, (task_id,)).fetchone()
