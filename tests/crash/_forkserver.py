@@ -22,6 +22,8 @@ Protocol (one JSON object per line on stdin / stdout)::
     {"op": "wait", "pid": N, "timeout": S}
         -> {"returncode": R}  R is -9 for SIGKILL (like subprocess); None after a timeout,
                               in which case the child was killed
+    {"op": "poll", "pid": N, "timeout": 0}
+        -> {"returncode": R}  None while the child runs
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def serve(module_names: list[str]) -> None:
         try:
             if request["op"] == "spawn":
                 reply: dict[str, Any] = {"pid": _spawn(modules[request["module"]], request)}
-            else:
-                reply = _wait(int(request["pid"]), float(request["timeout"]))
+            else:  # wait (poll: timeout 0, and a running child is left alone)
+                reply = _wait(int(request["pid"]), float(request["timeout"]),
+                              kill=request["op"] == "wait")
         except Exception as exc:  # reported to the client, which fails the test
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")
@@ -104,15 +107,16 @@ def _own_worker_id() -> None:
             module.WORKER_ID = _lease.WORKER_ID
 
 
-def _wait(pid: int, timeout: float) -> dict[str, Any]:
+def _wait(pid: int, timeout: float, *, kill: bool = True) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return {"returncode": os.waitstatus_to_exitcode(status)}
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        if time.monotonic() >= deadline:
+            if kill:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
             return {"returncode": None}
         time.sleep(0.002)
 
@@ -180,6 +184,13 @@ class ForkServer:
         result = Finished(code, child.stdout.read_text(), child.stderr.read_text())
         assert code is not None, f"the child hung for {timeout} s and was killed: {result.stderr}"
         return result
+
+    def poll(self, child: Spawned) -> Finished | None:
+        """How the child ended, or None while it runs."""
+        code = self._ask({"op": "poll", "pid": child.pid, "timeout": 0})["returncode"]
+        if code is None:
+            return None
+        return Finished(code, child.stdout.read_text(), child.stderr.read_text())
 
     def run(self, module: str, argv: list[str], env: dict[str, str], out_dir: Path,
             timeout: float = 60.0) -> Finished:

@@ -7,9 +7,9 @@ point. Used by test_sigkill_approvals.py.
 
 The turns: a read-only lookup; a refund (irreversible: it waits for approval); a turn with
 a second lookup and two payouts in parallel (each waits for its own approval); the answer.
-The reviewer (:data:`REVIEWER`) approves the refund and the payout to alice and denies the
-payout to bob. Gated calls are labelled by their step: ``refund#0``, ``wire#0`` (alice),
-``wire#1`` (bob).
+The reviewer (:data:`REVIEWER`) approves the refund with an edited amount (30, not 40),
+approves the payout to alice and denies the payout to bob. Gated calls are labelled by
+their step: ``refund#0``, ``wire#0`` (alice), ``wire#1`` (bob).
 
 Kill points (besides ``none``): ``model:N``, ``tool:lookup:ORDER:before|after``,
 ``tool:refund:before|after``, ``tool:wire:TO:before|after`` (around the effect),
@@ -65,9 +65,12 @@ GATES = {  # label -> the gate's step key
     "wire#0": f"{AGENT}/turn:2/tool:wire#0/approval",
     "wire#1": f"{AGENT}/turn:2/tool:wire#1/approval",
 }
-#: label -> (approve, comment): what the reviewer decides.
-REVIEWER = {"refund#0": (True, "refund ok"), "wire#0": (True, ""),
-            "wire#1": (False, "bob is not a customer")}
+#: label -> (approve, comment, edited arguments): what the reviewer decides.
+REVIEWER: dict[str, tuple[bool, str, dict[str, Any] | None]] = {
+    "refund#0": (True, "only the duplicate part", {"order": 7, "amount": 30}),
+    "wire#0": (True, "", None),
+    "wire#1": (False, "bob is not a customer", None),
+}
 
 
 def labels(run_id: str) -> dict[str, str]:
@@ -120,8 +123,9 @@ def build_agent() -> Agent[str]:
 
 
 async def decide(store: RunStore, task_id: str, label: str) -> None:
-    approve, comment = REVIEWER[label]
-    await decide_approval(store, task_id, approve=approve, decided_by="ann", comment=comment)
+    approve, comment, edited = REVIEWER[label]
+    await decide_approval(store, task_id, approve=approve, decided_by="ann", comment=comment,
+                          edited_args=edited)
 
 
 async def main(argv: list[str]) -> int:

@@ -140,6 +140,41 @@ def _check_steps(mode: str, kill: str, before: Snapshot, after: Snapshot) -> Non
     assert lost == LOST.get((mode, kill), set())
 
 
+# kills of the run and then of its resumes, and how many times each tool body ran in the end
+KILLED_AGAIN = {
+    "charge-before-twice": (("tool:charge:before", "tool:charge:before"),
+                            {CHARGE: 3, RESERVE: 1}),
+    "charge-before-then-after": (("tool:charge:before", "tool:charge:after"),
+                                 {CHARGE: 2}),
+    "reserve-after-twice": (("tool:reserve:after", "tool:reserve:after"), {RESERVE: 3}),
+    "charge-reconciled-then-next-model": (("tool:charge:after", "model:3"), {CHARGE: 1}),
+    "intent-then-effect": ((f"append:{CHARGE}:intent", "tool:charge:after"), {CHARGE: 1}),
+    "model-twice": (("model:1", "model:1", "model:1"), {STOCK: 1, M[1]: 4}),
+}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize(("kills", "runs"), list(KILLED_AGAIN.values()), ids=list(KILLED_AGAIN))
+async def test_killed_again_while_resuming(orders: Harness, kills: tuple[str, ...],
+                                           runs: dict[str, int]) -> None:
+    """Each resume can die too (and take over the lease of the one before): the effects
+    still happen once, and no committed step runs again."""
+    snapshots: list[Snapshot] = []
+    for n, kill in enumerate(kills):
+        crashed = orders.child("run" if n == 0 else "resume", RUN, kill=kill)
+        assert crashed.killed, crashed.stderr
+        snapshots.append(await orders.snapshot())
+    resumed = orders.child("resume", RUN)
+    assert resumed.returncode == 0, resumed.stderr
+    after = await orders.snapshot()
+    assert after.status == "completed"
+    assert [after.effect_count(t) for t in ("reserve", "charge", "notify")] == [1, 1, 1]
+    for before in snapshots:
+        check_journal_only_grew(before, after)
+        assert not reexecuted(before, after) & before.results()
+    assert {k: after.starts[k] for k in runs} == runs
+
+
 @pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
 async def test_kill_at_random_moments_from_outside(forker: ForkServer, store_url: str,
                                                    tmp_path: Path) -> None:

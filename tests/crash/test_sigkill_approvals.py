@@ -2,8 +2,9 @@
 processes, decide its approvals from this process (or from a decider process that is killed
 too), and check the store and the outside system:
 
-* no approved action runs twice: the refund and the payout to alice have exactly one effect
-  each, whatever was killed (the reconcile hook covers a kill between intent and result);
+* no approved action runs twice: the refund (with the amount the reviewer edited) and the
+  payout to alice have exactly one effect each, whatever was killed (the reconcile hook
+  covers a kill between intent and result);
 * denied calls never run: bob's payout has no effect and no execution;
 * no approval is lost or asked again: one intent and one decision per gate key, one task per
   approval id, each decided once by the reviewer, the journal's decision equal to the task's;
@@ -18,12 +19,17 @@ The agent and the reviewer are in approval_agent.py.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from keel.core import RunNotFound
 from keel.runtime import decide_approval
 from keel.runtime._approvals import approval_id
 from keel.store import HumanTask, open_store
@@ -38,8 +44,11 @@ MODELS = [f"shop/turn:{n}/model" for n in range(4)]
 GATES = {"refund#0": f"{REFUND}/approval", "wire#0": f"{WIRE0}/approval",
          "wire#1": f"{WIRE1}/approval"}
 LABELS = {key: label for label, key in GATES.items()}
-REVIEWER = {"refund#0": (True, "refund ok"), "wire#0": (True, ""),
-            "wire#1": (False, "bob is not a customer")}  # the same as approval_agent's
+REVIEWER: dict[str, tuple[bool, str, dict[str, Any] | None]] = {  # as in approval_agent
+    "refund#0": (True, "only the duplicate part", {"order": 7, "amount": 30}),
+    "wire#0": (True, "", None),
+    "wire#1": (False, "bob is not a customer", None),
+}
 #: What the run waits for, suspension by suspension, when each decision comes one at a time
 #: (a decision that arrives while a killed run is orphaned skips its suspension).
 WAITS = [["refund#0"], ["wire#0", "wire#1"], ["wire#1"]]
@@ -50,90 +59,123 @@ def _intent(label: str) -> str:
     return f"append:{GATES[label]}:intent"
 
 
-# (kill point, decided inline (before the run suspends), decide right after the kill)
-SCENARIOS: dict[str, tuple[str, bool, bool]] = {
-    "no-kill": ("none", False, False),
+@dataclass(frozen=True)
+class Scenario:
+    """Kill points, in order: each kills the first process (run, resume, or a decider for
+    ``decided:`` points) that reaches it. ``inline``: the reviewer decides each request right
+    after its task is stored, before the run parks. ``decide_after_kill``: decide the next
+    open approval right after a kill, while the killed run still says ``running``."""
+
+    kills: tuple[str, ...] = ()
+    inline: bool = False
+    decide_after_kill: bool = False
+
+
+def _k(*kills: str, inline: bool = False, decide_after_kill: bool = False) -> Scenario:
+    return Scenario(kills, inline, decide_after_kill)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "no-kill": _k(),
     # before the first gate
-    "lookup-committed": (f"append:{LOOKUP0}:result", False, False),
-    "inside-lookup": ("tool:lookup:7:after", False, False),
+    "lookup-committed": _k(f"append:{LOOKUP0}:result"),
+    "inside-lookup": _k("tool:lookup:7:after"),
     # the refund's gate
-    "request-committed-no-task": (_intent("refund#0"), False, False),
-    "task-put": ("put_task:refund#0", False, False),
-    "task-put-then-decided-while-orphaned": ("put_task:refund#0", False, True),
-    "before-suspend": ("suspend:refund#0:before", False, False),
-    "after-suspend": ("suspend:refund#0:after", False, False),
-    "decider-killed-after-commit": ("decided:refund#0", False, False),
+    "request-committed-no-task": _k(_intent("refund#0")),
+    "task-put": _k("put_task:refund#0"),
+    "task-put-then-decided-while-orphaned": _k("put_task:refund#0", decide_after_kill=True),
+    "before-suspend": _k("suspend:refund#0:before"),
+    "after-suspend": _k("suspend:refund#0:after"),
+    "killed-again-before-suspend": _k(_intent("refund#0"), "suspend:refund#0:before"),
+    "decider-killed-after-commit": _k("decided:refund#0"),
     # the approved refund
-    "approved-intent-committed": (f"append:{REFUND}:intent", False, False),
-    "approved-before-effect": ("tool:refund:before", False, False),
-    "approved-after-effect": ("tool:refund:after", False, False),
-    "approved-result-committed": (f"append:{REFUND}:result", False, False),
-    "model-after-approved-call": ("model:2", False, False),
+    "approved-intent-committed": _k(f"append:{REFUND}:intent"),
+    "approved-before-effect": _k("tool:refund:before"),
+    "approved-after-effect": _k("tool:refund:after"),
+    "approved-killed-before-then-after-effect": _k("tool:refund:before", "tool:refund:after"),
+    "approved-result-committed": _k(f"append:{REFUND}:result"),
+    "model-after-approved-call": _k("model:2"),
     # decisions that arrive before the run parks: it wakes and goes on in the same process
-    "inline-no-kill": ("none", True, False),
-    "inline-task-put": ("put_task:refund#0", True, False),
-    "inline-woken-suspend": ("suspend:refund#0:after", True, False),
-    "inline-after-effect": ("tool:refund:after", True, False),
-    "inline-parallel-after-effect": ("tool:wire:alice:after", True, False),
+    "inline-no-kill": _k(inline=True),
+    "inline-task-put": _k("put_task:refund#0", inline=True),
+    "inline-woken-suspend": _k("suspend:refund#0:after", inline=True),
+    "inline-after-effect": _k("tool:refund:after", inline=True),
+    "inline-parallel-after-effect": _k("tool:wire:alice:after", inline=True),
     # the two parallel gates (and a lookup in the same turn)
-    "first-parallel-request": (_intent("wire#0"), False, False),
-    "second-parallel-request": (_intent("wire#1"), False, False),
-    "second-parallel-task": ("put_task:wire#1", False, False),
-    "parallel-task-decided-while-orphaned": ("put_task:wire#1", False, True),
-    "parallel-suspended": ("suspend:wire#0+wire#1:after", False, False),
-    "parallel-lookup-committed": (f"append:{LOOKUP2}:result", False, False),
-    "decider-killed-after-first-parallel": ("decided:wire#0", False, False),
-    "parallel-approved-before-effect": ("tool:wire:alice:before", False, False),
-    "parallel-approved-after-effect": ("tool:wire:alice:after", False, False),
-    "parallel-approved-result": (f"append:{WIRE0}:result", False, False),
-    "suspended-on-the-rest": ("suspend:wire#1:after", False, False),
-    "decider-killed-after-denial": ("decided:wire#1", False, False),
-    "denial-recorded": (f"append:{WIRE1}:result", False, False),
-    "final-model": ("model:3", False, False),
+    "first-parallel-request": _k(_intent("wire#0")),
+    "second-parallel-request": _k(_intent("wire#1")),
+    "second-parallel-task": _k("put_task:wire#1"),
+    "parallel-task-decided-while-orphaned": _k("put_task:wire#1", decide_after_kill=True),
+    "parallel-suspended": _k("suspend:wire#0+wire#1:after"),
+    "parallel-lookup-committed": _k(f"append:{LOOKUP2}:result"),
+    "decider-killed-after-first-parallel": _k("decided:wire#0"),
+    "parallel-approved-before-effect": _k("tool:wire:alice:before"),
+    "parallel-approved-after-effect": _k("tool:wire:alice:after"),
+    "parallel-approved-result": _k(f"append:{WIRE0}:result"),
+    "suspended-on-the-rest": _k("suspend:wire#1:after"),
+    "decider-killed-after-denial": _k("decided:wire#1"),
+    "denial-recorded": _k(f"append:{WIRE1}:result"),
+    "final-model": _k("model:3"),
+    "killed-at-every-stage": _k("put_task:refund#0", "decided:refund#0", "tool:refund:after",
+                                "suspend:wire#0+wire#1:before", "tool:wire:alice:after",
+                                "decided:wire#1", "model:3"),
 }
 OTHER_MODES = ["no-kill", "inside-lookup", "task-put", "after-suspend", "approved-after-effect",
                "approved-result-committed", "parallel-suspended", "parallel-lookup-committed",
-               "inline-woken-suspend"]
+               "inline-woken-suspend", "killed-at-every-stage"]
 
 
 def _cases() -> list[Any]:
     cases: list[Any] = []
     for store in ("sqlite", "postgres"):
         for mode in MODES:
-            for name, spec in SCENARIOS.items():
+            for name, scenario in SCENARIOS.items():
                 if mode != "balanced" and (store == "postgres" or name not in OTHER_MODES):
                     continue
-                cases.append(pytest.param(store, mode, *spec, id=f"{store}-{mode}-{name}"))
+                cases.append(pytest.param(store, mode, scenario, id=f"{store}-{mode}-{name}"))
     return cases
 
 
 @dataclass
 class Drive:
-    """How the run went: the snapshot right after the kill, what each suspension waited
-    for, what this test decided (in order), and the last child."""
+    """How the run went: a snapshot right after each kill, what each suspension waited for,
+    what the reviewer decided (in order), and the last child."""
 
-    killed: Snapshot | None = None
+    pending: list[str]
+    kills: list[Snapshot] = field(default_factory=list)
     waits: list[list[str]] = field(default_factory=list)
     decided: list[str] = field(default_factory=list)
     final: Finished | None = None
 
+    def next_kill(self, *, decider: bool) -> str:
+        if self.pending and self.pending[0].startswith("decided:") == decider:
+            return self.pending[0]
+        return "none"
 
-async def _decide(h: Harness, task: HumanTask, drive: Drive, kill: str) -> None:
+    async def killed(self, h: Harness) -> Snapshot:
+        self.pending.pop(0)
+        snap = await h.snapshot()
+        self.kills.append(snap)
+        return snap
+
+
+async def _decide(h: Harness, task: HumanTask, drive: Drive) -> None:
     """Decide ``task`` as the reviewer: from this process on its own store connection, or,
     for ``decided:`` kill points, in a decider process that dies after committing it."""
     label = LABELS[task.step_key]
     drive.decided.append(label)
-    if kill.startswith("decided:") and drive.killed is None:
-        done = h.child("decide", RUN, task.task_id, kill=kill)
+    kill = drive.next_kill(decider=True)
+    if kill != "none":
+        done = h.child("decide", h.run_id, task.task_id, kill=kill)
         if done.killed:
-            drive.killed = await h.snapshot()
+            await drive.killed(h)
             return
         assert done.returncode == 0, done.stderr
         return
-    approve, comment = REVIEWER[label]
+    approve, comment, edited = REVIEWER[label]
     async with open_store(h.store_url) as store:
         await decide_approval(store, task.task_id, approve=approve, decided_by="ann",
-                              comment=comment)
+                              comment=comment, edited_args=edited)
 
 
 def _first_open(snap: Snapshot) -> HumanTask | None:
@@ -141,26 +183,34 @@ def _first_open(snap: Snapshot) -> HumanTask | None:
     return min(waiting, key=lambda t: LABELS[t.step_key], default=None)
 
 
-async def drive_run(h: Harness, kill: str, *, inline: bool, decide_after_kill: bool,
-                    mode: str) -> Drive:
-    """Run, and resume until done: the child dies at ``kill`` once (later children run
-    without a kill point); after each suspension this test decides one open approval."""
+async def drive_run(h: Harness, scenario: Scenario, mode: str, *,
+                    depth: int | None = None) -> Drive:
+    """Run, and resume until done, killing processes at the scenario's points; after each
+    suspension the reviewer decides one open approval (the first by label). ``depth``: also
+    kill, from this process, the first run or resume that finds the journal that long."""
     extra = {"KEEL_CRASH_DURABILITY": mode}
-    if inline:
+    if scenario.inline:
         extra["KEEL_CRASH_DECIDE_INLINE"] = "1"
-    drive = Drive()
+    drive = Drive(list(scenario.kills))
     command = "run"
-    for _ in range(12):
-        armed = drive.killed is None and not kill.startswith("decided:")
-        done = h.child(command, RUN, kill=kill if armed else "none", **extra)
+    for _ in range(16):
+        kill = drive.next_kill(decider=False)
+        if depth is None:
+            done = h.child(command, h.run_id, kill=kill, **extra)
+        else:
+            done = await _killed_at_depth(h, command, depth, extra)
+            if done.killed:
+                depth = None
+                drive.pending.insert(0, "outside")
+                kill = "outside"
         command = "resume"
         if done.killed:
-            assert armed, done.stderr
-            drive.killed = snap = await h.snapshot()
+            assert kill != "none", done.stderr
+            snap = await drive.killed(h)
             assert snap.status in ("running", "suspended")
             task = _first_open(snap)
-            if decide_after_kill and task is not None:
-                await _decide(h, task, drive, kill)
+            if scenario.decide_after_kill and task is not None:
+                await _decide(h, task, drive)
             continue
         if done.returncode == 0:
             drive.final = done
@@ -175,8 +225,30 @@ async def drive_run(h: Harness, kill: str, *, inline: bool, decide_after_kill: b
         drive.waits.append(sorted(labels[i] for i in waiting))
         task = _first_open(snap)
         assert task is not None, "suspended with nothing to decide"
-        await _decide(h, task, drive, kill)
+        await _decide(h, task, drive)
     raise AssertionError(f"the run did not finish: {drive}")
+
+
+async def _killed_at_depth(h: Harness, command: str, depth: int,
+                           extra: dict[str, str]) -> Finished:
+    """Run a child slowly; SIGKILL it from here once the run's journal has ``depth``
+    entries (it may land anywhere: inside a transaction, a tool, a suspension)."""
+    assert h.forker is not None
+    child = h.spawn(command, h.run_id, KEEL_CRASH_SLOW="1", **extra)
+    async with open_store(h.store_url) as store:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = h.forker.poll(child)
+            if done is not None:
+                return done
+            try:
+                if len(await store.read_journal(h.run_id)) >= depth:
+                    os.kill(child.pid, signal.SIGKILL)
+                    break
+            except RunNotFound:
+                pass
+            await asyncio.sleep(0.005)
+    return h.forker.wait(child)
 
 
 @pytest.fixture
@@ -184,21 +256,50 @@ def shop(forker: ForkServer, store_url: str, tmp_path: Path) -> Harness:
     return Harness(forker, store_url, tmp_path, "approval_agent", RUN)
 
 
-@pytest.mark.parametrize(("store_url", "mode", "kill", "inline", "decide_after_kill"),
-                         _cases(), indirect=["store_url"])
-async def test_sigkill_around_approval_gates(shop: Harness, mode: str, kill: str, inline: bool,
-                                             decide_after_kill: bool) -> None:
-    drive = await drive_run(shop, kill, inline=inline, decide_after_kill=decide_after_kill,
-                            mode=MODES[mode])
-    assert drive.final is not None
-    assert drive.final.reply()["output"] == "All done."
-    assert (drive.killed is not None) == (kill != "none"), "the kill point was never reached"
-    after = await shop.snapshot()
+@pytest.mark.parametrize(("store_url", "mode", "scenario"), _cases(), indirect=["store_url"])
+async def test_sigkill_around_approval_gates(shop: Harness, mode: str,
+                                             scenario: Scenario) -> None:
+    drive = await drive_run(shop, scenario, MODES[mode])
+    assert not drive.pending, f"kill points never reached: {drive.pending}"
+    after = await _check_run(shop, drive, scenario)
+    for killed in drive.kills:
+        # The loss window of the mode, for steps the run had moved past. The second lookup
+        # runs beside the gates of its turn: a kill in a gate can land while its (finished)
+        # result is still being written, before the turn moved on; it just runs again.
+        lost = killed.lost() - {LOOKUP2}
+        if mode == "always":
+            assert not lost
+        elif mode == "balanced":
+            assert lost <= set(MODELS) and len(lost) <= 1
+        else:
+            assert lost <= {*MODELS, LOOKUP0} and len(lost) <= 3
     assert after.status == "completed"
 
-    # no approved action runs twice; denied calls never run
-    assert [(t, i) for t, i, _ in after.effects if t != "lookup"] == [
-        ("refund", f"{RUN}/{REFUND}"), ("wire", f"{RUN}/{WIRE0}")]
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+async def test_kill_the_gated_run_from_outside_at_random_moments(
+        forker: ForkServer, store_url: str, tmp_path: Path) -> None:
+    """The parent kills whichever process is continuing the run once its journal reaches a
+    depth; the kill can land inside a transaction, a suspension or a tool."""
+    for depth in (3, 7, 11, 14):
+        run_dir = tmp_path / f"depth{depth}"
+        run_dir.mkdir()
+        h = Harness(forker, store_url, run_dir, "approval_agent", f"run-{depth}")
+        await _check_run(h, await drive_run(h, _k(), "balanced", depth=depth), _k())
+
+
+async def _check_run(h: Harness, drive: Drive, scenario: Scenario) -> Snapshot:
+    """What holds after every scenario: effects once, approvals once, committed steps not
+    executed again."""
+    assert drive.final is not None
+    assert drive.final.reply()["output"] == "All done."
+    after = await h.snapshot()
+    assert after.status == "completed"
+    run = h.run_id
+
+    # no approved action runs twice (and with the reviewer's edit); denied calls never run
+    assert after.effects == [("refund", f"{run}/{REFUND}", "7:30"),
+                             ("wire", f"{run}/{WIRE0}", "alice:10")]
     assert after.starts[WIRE1] == 0, "the denied payout ran"
     denial = _result(after, WIRE1)
     assert denial["failure"]["error_type"] == "approval_denied"
@@ -207,7 +308,7 @@ async def test_sigkill_around_approval_gates(shop: Harness, mode: str, kill: str
 
     # no approval is lost or asked again
     tasks = {t.task_id: t for t in after.tasks}
-    assert sorted(tasks) == sorted(approval_id(RUN, key) for key in GATES.values())
+    assert sorted(tasks) == sorted(approval_id(run, key) for key in GATES.values())
     for task in tasks.values():
         label = LABELS[task.step_key]
         assert task.kind == "approval" and task.status == "resolved", task
@@ -217,35 +318,42 @@ async def test_sigkill_around_approval_gates(shop: Harness, mode: str, kill: str
         assert [e.phase for e in gate] == ["intent", "result"], "asked twice or decision lost"
         assert gate[0].data["approval_id"] == task.task_id
         assert gate[1].data == task.resolution, "the journal and the task disagree"
-    if not inline:
+    if scenario.inline:
+        assert not drive.waits, "the run parked although every decision was in"
+    else:
         assert drive.decided == list(REVIEWER), "an approval was asked (and decided) again"
         order = [WAITS.index(w) for w in drive.waits]  # a repeat: resumed before deciding
         assert order == sorted(order), drive.waits
 
     # no completed step re-executes
     steps = [*MODELS, LOOKUP0, REFUND, LOOKUP2, WIRE0]
-    if drive.killed is None:
+    if not drive.kills:
         assert {k: after.starts[k] for k in steps} == dict.fromkeys(steps, 1)
-        return
-    killed = drive.killed
-    check_journal_only_grew(killed, after)
-    again = reexecuted(killed, after)
-    assert not again & killed.results(), f"committed steps executed again: {again}"
-    assert again <= killed.lost() | killed.in_flight(), again
-    assert all(after.starts[k] <= killed.starts[k] + 1 for k in steps)
-    assert killed.lost() <= again
-    # The loss window of the mode, for steps the run had moved past. The second lookup runs
-    # beside the gates of its turn: a kill in a gate can land while its (finished) result
-    # is still being written, before the turn moved on; it just runs again.
-    lost = killed.lost() - {LOOKUP2}
-    if mode == "always":
-        assert not lost
-    elif mode == "balanced":
-        assert lost <= set(MODELS) and len(lost) <= 1
-    else:
-        assert lost <= {*MODELS, LOOKUP0} and len(lost) <= 3
+    for n, killed in enumerate(drive.kills):
+        check_journal_only_grew(killed, after)
+        assert not reexecuted(killed, after) & killed.results(), "a committed step ran again"
+        later = drive.kills[n + 1] if n + 1 < len(drive.kills) else after
+        again = reexecuted(killed, later)
+        assert again <= killed.lost() | killed.in_flight(), again
+        assert all(later.starts[k] <= killed.starts[k] + 1 for k in steps)
+        assert killed.lost() <= reexecuted(killed, after)
+    return after
 
 
 def _result(snap: Snapshot, key: str) -> Any:
     [entry] = [e for e in snap.journal if e.key == key and e.phase == "result"]
     return entry.data
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "keel bug: decide_approval numbers the decision max(stored seq) + 1, while a live run's "
+    "Journal keeps its own counter; a decision that arrives before the run parks (here: "
+    "two parallel gates) shares its seq with the run's next record, and import_run then "
+    "refuses export_run's output ('seq: N does not follow N')."))
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+async def test_decisions_arriving_while_the_run_is_live_keep_seq_increasing(
+        shop: Harness) -> None:
+    drive = await drive_run(shop, _k(inline=True), "balanced")
+    assert drive.final is not None and drive.final.returncode == 0
+    seqs = [e.seq for e in (await shop.snapshot()).journal]
+    assert seqs == sorted(set(seqs)), seqs

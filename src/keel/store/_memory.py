@@ -11,7 +11,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from keel.core import StoreError, TaskConflict
+from keel.core import ConfigError, StoreError, TaskConflict
 from keel.store._base import (
     TERMINAL_STATUSES,
     HumanTask,
@@ -23,6 +23,8 @@ from keel.store._base import (
     TaskFilter,
 )
 from keel.store._messages import (
+    check_names,
+    check_seconds,
     duplicate_entry,
     lease_lost,
     leased,
@@ -125,6 +127,9 @@ class MemoryStore(RunStore):
 
     async def prune_runs(self, *, before: float,
                          statuses: Collection[str] = TERMINAL_STATUSES) -> int:
+        statuses = check_names("statuses", statuses)
+        if isinstance(before, bool) or not isinstance(before, int | float):
+            raise ConfigError("before", f"must be a time in epoch seconds, not {before!r}")
         doomed = [r.run_id for r in self._runs.values()
                   if r.status in statuses and r.updated_at < before]
         for run_id in doomed:
@@ -138,6 +143,7 @@ class MemoryStore(RunStore):
 
     async def acquire_lease(self, run_id: str, owner: str, seconds: float, *,
                             steal_from: str | None = None) -> RunRecord:
+        check_seconds(seconds)
         record = await self.get_run(run_id)
         now = time.time()
         holder = record.lease_owner
@@ -149,6 +155,7 @@ class MemoryStore(RunStore):
         return record
 
     async def renew_leases(self, owner: str, seconds: float) -> set[str]:
+        check_seconds(seconds)
         until = time.time() + seconds
         held = {r.run_id for r in self._runs.values() if r.lease_owner == owner}
         for run_id in held:
@@ -164,6 +171,9 @@ class MemoryStore(RunStore):
     async def claim_runs(self, owner: str, seconds: float, *,
                          agents: Collection[str] | None = None,
                          limit: int = 1) -> list[RunRecord]:
+        check_seconds(seconds)
+        if agents is not None:
+            agents = check_names("agents", agents)
         now = time.time()
         ready = sorted((r for r in self._runs.values()
                         if r.status == "running"
@@ -247,6 +257,7 @@ class MemoryStore(RunStore):
 
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                           waiting_on: Collection[str], lease: str | None = None) -> str:
+        waiting_on = check_names("waiting_on", waiting_on)
         old = self._fence(record.run_id, lease)
         self._check_entries(record.run_id, entries)
         waiting = any(t.status != "resolved" for t in

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Collection
 
-from keel.core import LeaseLost, RunLeased, RunNotFound, StoreError, TaskConflict, TaskNotFound
+from keel.core import (
+    ConfigError,
+    LeaseLost,
+    RunLeased,
+    RunNotFound,
+    StoreError,
+    TaskConflict,
+    TaskNotFound,
+)
 from keel.store._base import HumanTask
 
 
@@ -64,3 +74,18 @@ def run_not_waiting(run_id: str, status: str, task: HumanTask) -> TaskConflict:
 
 def entry_conflict(task: HumanTask, exc: StoreError) -> TaskConflict:
     return TaskConflict(f"{task.kind} {task.task_id}: {exc}")
+
+
+def check_seconds(seconds: object) -> None:
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds) or seconds <= 0):
+        raise ConfigError("seconds", f"a lease lasts a positive number of seconds, not "
+                                     f"{seconds!r}")
+
+
+def check_names(what: str, values: Collection[str]) -> Collection[str]:
+    """A collection of names, refusing a bare string (which would be taken letter by letter)."""
+    if isinstance(values, str | bytes):
+        raise ConfigError(what, f"must be a collection of names such as [{values!r}], not a "
+                                "string")
+    return values

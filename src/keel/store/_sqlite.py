@@ -64,6 +64,8 @@ from keel.store._base import (
     check_status,
 )
 from keel.store._messages import (
+    check_names,
+    check_seconds,
     claimed_by_other,
     duplicate_entry,
     entry_conflict,
@@ -213,7 +215,7 @@ class SQLiteStore(RunStore):
                          statuses: Collection[str] = TERMINAL_STATUSES) -> int:
         if isinstance(before, bool) or not isinstance(before, int | float) or math.isnan(before):
             raise ConfigError("before", f"must be a time in epoch seconds, not {before!r}")
-        chosen = sorted({check_status(s) for s in _names("statuses", statuses)})
+        chosen = sorted({check_status(s) for s in check_names("statuses", statuses)})
         if not chosen:
             return 0
         doomed = f"status IN ({', '.join('?' * len(chosen))}) AND updated_at < ?"
@@ -229,7 +231,7 @@ class SQLiteStore(RunStore):
 
     async def acquire_lease(self, run_id: str, owner: str, seconds: float, *,
                             steal_from: str | None = None) -> RunRecord:
-        _check_seconds(seconds)
+        check_seconds(seconds)
         with self._writing() as db:
             row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
             if row is None:
@@ -244,7 +246,7 @@ class SQLiteStore(RunStore):
         return dataclasses.replace(record, lease_owner=owner, lease_expires_at=now + seconds)
 
     async def renew_leases(self, owner: str, seconds: float) -> set[str]:
-        _check_seconds(seconds)
+        check_seconds(seconds)
         with self._writing() as db:
             held = {row[0] for row in db.execute(
                 "SELECT run_id FROM runs WHERE lease_owner = ?", (owner,))}
@@ -261,10 +263,10 @@ class SQLiteStore(RunStore):
     async def claim_runs(self, owner: str, seconds: float, *,
                          agents: Collection[str] | None = None,
                          limit: int = 1) -> list[RunRecord]:
-        _check_seconds(seconds)
+        check_seconds(seconds)
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise ConfigError("limit", f"must be a whole number, not {limit!r}")
-        names = None if agents is None else sorted(set(_names("agents", agents)))
+        names = None if agents is None else sorted(set(check_names("agents", agents)))
         if limit <= 0 or names == []:
             return []
         sql = q.SELECT_RUNNABLE
@@ -355,7 +357,7 @@ class SQLiteStore(RunStore):
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                           waiting_on: Collection[str], lease: str | None = None) -> str:
         rows = [q.entry_row(record.run_id, entry) for entry in entries]
-        ids = sorted(set(_names("waiting_on", waiting_on)))
+        ids = sorted(set(check_names("waiting_on", waiting_on)))
         with self._writing() as db:
             _fence(db, record.run_id, lease)
             self._add_entries(db, record.run_id, entries, rows)
@@ -498,18 +500,3 @@ def _insert_batch(db: sqlite3.Connection, rows: list[q.Row]) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-
-
-def _check_seconds(seconds: object) -> None:
-    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds) or seconds <= 0):
-        raise ConfigError("seconds", f"a lease lasts a positive number of seconds, not "
-                                     f"{seconds!r}")
-
-
-def _names(what: str, values: Collection[str]) -> Collection[str]:
-    """A collection of names, refusing a bare string (which would be taken letter by letter)."""
-    if isinstance(values, str | bytes):
-        raise ConfigError(what, f"must be a collection of names such as [{values!r}], not a "
-                                "string")
-    return values
