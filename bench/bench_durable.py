@@ -5,8 +5,8 @@ and how long a 1,000-step run takes to resume from its journal and to replay.
     python -m bench.bench_durable --quick              # tiny sizes (a smoke run)
     python -m bench.bench_durable --update-doc docs/benchmarks.md
 
-The workload is bench_keel's step run: a zero-latency model (:class:`DurableModel`, a
-:class:`~bench.bench_keel.BenchModel`) answers N times with one call of the read-only
+The workload is bench_keel's step run: a zero-latency model
+(:class:`~bench.bench_keel.BenchModel`) answers N times with one call of the read-only
 ``lookup`` tool, then with the final text. A *step* is one model turn plus one tool call.
 
 * **Journal write cost**: for each concurrency c, store and durability mode, c runs of N steps
@@ -14,9 +14,10 @@ The workload is bench_keel's step run: a zero-latency model (:class:`DurableMode
   / (c × N), steps per second its inverse. The memory store is the baseline, measured
   interleaved with the others in the same process. Each run's own time / N is its step
   latency as that run sees it.
-* **Resume**: a run of 1,000 steps whose final model call fails, then marked ``running`` with
-  no lease (a worker that died); ``agent.resume(run_id)`` is timed until the run completes:
-  lease, journal read, 1,000 steps replayed, one live model turn, the final write.
+* **Resume**: a run holding the journal of a completed 1,000-step run minus its final model
+  turn, ``running`` with no lease (as a worker that died just before that turn leaves it);
+  ``agent.resume(run_id)`` is timed until the run completes: lease, journal read, 1,000
+  steps replayed, one live model turn, the final write.
 * **Replay**: ``keel.replay_run`` of a completed 1,000-step run.
 
 Postgres: ``KEEL_BENCH_POSTGRES_URL`` (default ``postgresql://127.0.0.1:5432/test``); the bench
@@ -43,9 +44,9 @@ from typing import Any
 
 import keel
 from bench.bench_keel import BenchModel
-from bench.common import FINAL_TEXT, check, lookup, turn_of
+from bench.common import FINAL_TEXT, check, lookup
 from bench.timing import settle
-from keel.core import Message, ModelResponse, ModelSettings, ToolSpec
+from keel.core import new_run_id
 
 STORES = ("memory", "sqlite", "postgres")
 MODES = ("always", "balanced", "batched")
@@ -80,29 +81,13 @@ def durability(mode: str) -> keel.Durability:
     return keel.Durability(mode, batch_size=BATCH_SIZE)  # type: ignore[arg-type]
 
 
-class DurableModel(BenchModel):
-    """BenchModel whose final answer turn can be made to fail (``fail_final``), leaving a
-    resumable run with every step but the last one in its journal."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__([[("lookup", {"i": k})] for k in range(steps)] + [FINAL_TEXT])
-        self.final_turn = steps
-        self.fail_final = False
-
-    async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
-                      settings: ModelSettings | None = None) -> ModelResponse:
-        turn = turn_of(len(messages))
-        if self.fail_final and turn == self.final_turn:
-            raise RuntimeError("bench: the worker died before the final answer")
-        return self.responses[turn]
-
-
-def make_agent(steps: int, mode: str = "balanced") -> tuple[keel.Agent[str], DurableModel]:
-    model = DurableModel(steps)
+def make_agent(steps: int, mode: str = "balanced") -> keel.Agent[str]:
+    """bench_keel's agent for a ``steps``-step run, in durability ``mode``."""
+    model = BenchModel([[("lookup", {"i": k})] for k in range(steps)] + [FINAL_TEXT])
     agent: keel.Agent[str] = keel.Agent("bench", model=model, tools=[keel.tool(lookup)],
                                         budget=keel.Budget.unlimited(),
                                         durability=durability(mode))
-    return agent, model
+    return agent
 
 
 # --------------------------------------------------------------------------------- stores
@@ -206,7 +191,7 @@ async def write_cost(cfg: DurableConfig, stores: dict[str, keel.RunStore | None]
     n = cfg.steps
     for c in cfg.concurrency:
         started = time.perf_counter()
-        cells = [_Cell(s, m, make_agent(n, m)[0]) for s in stores for m in cfg.modes]
+        cells = [_Cell(s, m, make_agent(n, m)) for s in stores for m in cfg.modes]
         for cell in cells:  # untimed: warm-up, and it decides the batch size
             wall, _, _ = await _batch(cell, _store(stores, cell.store), c, n, 1)
             cell.times = max(1, math.ceil(cfg.min_batch_s / max(wall, 1e-9)))
@@ -229,57 +214,55 @@ async def write_cost(cfg: DurableConfig, stores: dict[str, keel.RunStore | None]
 # ------------------------------------------------------------------------ resume, replay
 
 
-async def _failed_run(agent: keel.Agent[str], model: DurableModel,
-                      store: keel.RunStore) -> str:
-    """Record a run whose final model call fails, then leave it as a dead worker would:
-    ``running``, no lease."""
-    model.fail_final = True
-    try:
-        await agent.run("go", store=store)
-    except keel.RunError as exc:
-        run_id = exc.run_id
-    else:
-        raise RuntimeError("benchmark run produced a wrong result: the run did not fail")
-    finally:
-        model.fail_final = False
-    check(run_id is not None, "the failed run carries its run id")
-    assert run_id is not None  # for the type checker; check() raised otherwise
-    record = await store.get_run(run_id)
-    await store.update_run(record.with_status("running", error=None, updated_at=time.time()))
+async def _dead_worker_run(store: keel.RunStore, done: keel.store.RunRecord,
+                           entries: Sequence[keel.store.JournalEntry]) -> str:
+    """A new run holding the journal of the completed run ``done`` minus its final model
+    turn, left as a worker that died just before that turn leaves it: ``running``, no
+    lease."""
+    run_id = new_run_id()
+    now = time.time()
+    await store.create_run(done.with_status(
+        "running", run_id=run_id, output=None, error=None, created_at=now, updated_at=now,
+        lease_owner=None, lease_expires_at=None))
+    await store.append(run_id, entries[:-1])
     return run_id
 
 
 async def resume_time(store: keel.RunStore, steps: int, repeats: int) -> dict[str, float]:
-    """Median seconds of ``agent.resume`` of a ``steps``-step run (one untimed first), and
-    of reading its journal alone."""
-    agent, model = make_agent(steps)
+    """Median seconds of ``agent.resume`` of a ``steps``-step run whose worker died before
+    the final answer turn (one untimed first), and of reading its journal alone."""
+    agent = make_agent(steps)
+    done = await agent.run("go", store=store)
+    record = await store.get_run(done.run_id)
+    entries = await store.read_journal(done.run_id)
+    check(entries[-1].kind == "model" and len(entries) == 2 * steps + 1,
+          f"resume: the recorded journal ends with {entries[-1].key} ({len(entries)} entries)")
     walls: list[float] = []
     cpus: list[float] = []
     reads: list[float] = []
-    entries = 0
     for k in range(repeats + 1):
-        run_id = await _failed_run(agent, model, store)
+        run_id = await _dead_worker_run(store, record, entries)
         settle()
+        t0 = time.perf_counter()
+        read = len(await store.read_journal(run_id))
+        reads.append(time.perf_counter() - t0)
         t0, c0 = time.perf_counter(), time.process_time()
         result = await agent.resume(run_id, store=store)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        check(result.output == FINAL_TEXT and result.replayed_steps >= 2 * steps,
-              f"resume: {result.output!r}, replayed {result.replayed_steps}")
-        t0 = time.perf_counter()
-        entries = len(await store.read_journal(run_id))
-        read = time.perf_counter() - t0
+        check(result.output == FINAL_TEXT and result.replayed_steps == 2 * steps
+              and read == 2 * steps, f"resume: {result.output!r}, replayed "
+              f"{result.replayed_steps} of {read} entries")
         if k:
             walls.append(wall)
             cpus.append(cpu)
-            reads.append(read)
     return {"seconds": statistics.median(walls), "cpu_seconds": statistics.median(cpus),
-            "read_journal_s": statistics.median(reads), "entries": entries,
+            "read_journal_s": statistics.median(reads[1:]), "entries": 2 * steps,
             "samples": len(walls), "steps": steps}
 
 
 async def replay_time(store: keel.RunStore, steps: int, repeats: int) -> dict[str, float]:
     """Median seconds of ``keel.replay_run`` of a completed ``steps``-step run."""
-    agent, _ = make_agent(steps)
+    agent = make_agent(steps)
     result = await agent.run("go", store=store)
     walls: list[float] = []
     cpus: list[float] = []

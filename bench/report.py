@@ -240,7 +240,12 @@ def render_text(results: dict[str, Any]) -> str:
             f"{m['load_start'][0]:.2f} at start, {m.get('load_end', (0,))[0]:.2f} at end  "
             f"total {m.get('total_s', 0):.0f} s\n")
     body = "\n".join(t.text() for t in all_tables(results))
-    return head + "\n" + body + "".join(f"\n{n}" for n in notes(results))
+    text = head + "\n" + body + "".join(f"\n{n}" for n in notes(results))
+    if "durable" in results:
+        from bench.report_durable import durable_text
+
+        text += "\n\n" + durable_text(results)
+    return text
 
 
 def render_markdown(results: dict[str, Any]) -> str:

@@ -137,7 +137,7 @@ def durable_notes(d: dict[str, Any]) -> list[str]:
 
 
 def durable_text(results: dict[str, Any]) -> str:
-    d = results["durable"] if "durable" in results else results
+    d: dict[str, Any] = results.get("durable", results)
     body = "\n".join(t.text() for t in durable_tables(d))
     return body + "".join(f"\n{n}" for n in durable_notes(d))
 
@@ -168,11 +168,12 @@ with c runs sharing one event loop, each run waits for the other runs' steps too
 about c × the aggregate figure when the work is CPU-bound. CPU time is this process's
 (`time.process_time`); the Postgres server's own work is not in it.
 
-**Resume**: a {long:,}-step run is recorded (default durability) with a model that fails its
-final answer turn; the run is then set back to `running` with no lease, as a worker that died
-leaves it. Timed: `await agent.resume(run_id, store=store)` until the run completes: lease,
-journal read, {long:,} model turns and {long:,} tool calls replayed from the journal, one live
-model turn, the final write. The journal read alone (`store.read_journal`) is timed
+**Resume**: a {long:,}-step run is recorded (default durability); for each timed resume a new
+run gets a copy of its journal minus the final model turn and the status `running` with no
+lease, as a worker that died just before its final answer leaves it. Timed:
+`await agent.resume(run_id, store=store)` until the run completes: lease, journal read,
+{long:,} model turns and {long:,} tool calls replayed from the journal, one live model turn,
+the final write. The journal read alone (`store.read_journal`) is timed
 separately. **Replay**: `await keel.replay_run(agent, run_id, store=store)` of a completed
 {long:,}-step run (it reads the run and its journal and calls no model or tool). Each is
 repeated {repeats} times after one untimed pass, median taken; `gc.collect()` and
@@ -187,7 +188,7 @@ commit here is a local round trip plus the server's WAL flush (`fsync` on,
 def durable_section(results: dict[str, Any], standalone: bool = False) -> str:
     """The markdown section (between markers, so ``bench_durable --update-doc`` can replace
     it)."""
-    d = results["durable"] if "durable" in results else results
+    d: dict[str, Any] = results.get("durable", results)
     cfg = d["config"]
     parts = [START, "## Durable runs: journal cost, resume, replay\n"]
     if standalone:

@@ -18,7 +18,10 @@ python -m bench.run_all --markdown docs/benchmarks.md
 `--json PATH` also saves the raw figures; `--quick` is a smoke run at tiny sizes (its figures
 mean nothing). `python -m bench.profile_keel [--steps N] [--journal sqlite]` prints a cProfile
 breakdown of keel's per-step cost. `pytest tests/bench` runs the keel benchmarks at tiny sizes
-so they cannot rot; it asserts no speed.
+so they cannot rot; it asserts no speed. The durable-runs suite needs a Postgres server
+(`KEEL_BENCH_POSTGRES_URL`, default `postgresql://127.0.0.1:5432/test`; it works in a schema of
+its own and drops it); `python -m bench.bench_durable [--quick] [--update-doc PATH]` runs it
+alone and rewrites only its section of the document.
 """
 
 METHOD = """\
@@ -203,5 +206,10 @@ def document(results: dict[str, Any], tables: list[Table], notes: list[str]) -> 
     parts += [t.markdown() for t in tables]
     if notes:
         parts.append("Notes from this run:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-    parts += [_anchors(results), CAVEATS.format(**fields)]
+    parts.append(_anchors(results))
+    if "durable" in results:
+        from bench.report_durable import durable_section
+
+        parts.append(durable_section(results))
+    parts.append(CAVEATS.format(**fields))
     return "\n".join(parts)

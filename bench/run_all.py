@@ -6,6 +6,8 @@
 ``--quick`` runs tiny sizes (a check that everything runs, not figures to publish);
 ``--only keel`` skips the other frameworks; ``--json PATH`` saves the raw results.
 Memory is measured in a fresh child process per framework (``--child memory KEY``).
+The durable-runs suite (:mod:`bench.bench_durable`: journal cost on SQLite and Postgres per
+durability mode, resume and replay of a 1,000-step run) runs last.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 from typing import Any
 
+from bench.bench_durable import durable_config, measure_durable
 from bench.bench_keel import keel_frameworks
 from bench.common import import_time, importtime_top, run_child
 from bench.timing import SuiteConfig, Timing, run_memory, run_suite, run_suites
@@ -205,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["memory"], mem_errors = memory(
         [k for k in MEMORY_KEYS if k in results["suites"]], args.quick)
     results["errors"] = {**errors, **{f"{k} (memory)": v for k, v in mem_errors.items()}}
+    print("[durable] journal cost per durability mode, resume, replay ...", flush=True)
+    results["durable"] = asyncio.run(measure_durable(durable_config(args.quick)))
     results["meta"]["load_end"] = os.getloadavg()
     results["meta"]["total_s"] = time.perf_counter() - started
 

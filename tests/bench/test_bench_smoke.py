@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.bench_durable import MODES, STORES, durable_config, measure_durable, update_doc
 from bench.bench_keel import BenchModel, Keel, keel_frameworks
 from bench.common import RunFn, check
+from bench.report_durable import END, START, durable_section
 from bench.run_all import main as run_all_main
 from bench.timing import SuiteConfig, Timing, interleaved_steps, run_memory, run_suite, run_suites
 
@@ -99,6 +101,7 @@ def test_run_all_quick_writes_markdown_without_the_other_frameworks(tmp_path: Pa
     assert results["errors"] == {}
     text = out.read_text()
     assert "keel against its targets" in text and ("PASS" in text or "MISS" in text)
+    assert results["durable"]["errors"] == {} and "## Durable runs" in text
     new = {name.split(".")[0] for name in set(sys.modules) - loaded}
     assert not new & set(OPTIONAL)
 
@@ -122,3 +125,36 @@ async def test_a_run_over_the_cap_is_stopped_and_marked_as_a_lower_bound() -> No
     out = await interleaved_steps({"slow": _Slow()}, cfg)
     timing = out["slow"][5]
     assert timing.samples == 0 and timing.wall >= 0.01
+
+
+async def test_durable_suite_gives_positive_figures_under_the_right_keys() -> None:
+    cfg = durable_config(quick=True)
+    out = await measure_durable(cfg, progress=lambda _: None)
+    assert out["errors"] == {} and out["skipped"] == {}
+    assert set(out["write"]) == set(STORES)
+    for modes in out["write"].values():
+        assert set(modes) == set(MODES)
+        for by_runs in modes.values():
+            assert set(by_runs) == set(cfg.concurrency)
+            for fig in by_runs.values():
+                assert fig["us_per_step"] > 0 and fig["steps_per_s"] > 0
+                assert fig["run_ms_per_step"] > 0 and fig["run_ms_per_step_max"] > 0
+                assert fig["cpu_us_per_step"] >= 0 and fig["samples"] == cfg.rounds
+    for what in ("resume", "replay"):
+        assert set(out[what]) == set(STORES)
+        for fig in out[what].values():
+            assert fig["seconds"] > 0 and fig["samples"] == cfg.repeats
+    assert all(fig["entries"] == 2 * cfg.long_steps for fig in out["resume"].values())
+    section = durable_section(out)
+    assert section.startswith(START) and section.rstrip().endswith(END)
+    assert "PASS" in section or "FAIL" in section
+
+
+def test_the_durable_section_replaces_its_old_self(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Results\n\nfigures\n\n## Caveats\n\n- one\n")
+    update_doc(str(doc), f"{START}\n## Durable runs\n\nold\n{END}\n")
+    update_doc(str(doc), f"{START}\n## Durable runs\n\nnew\n{END}\n")
+    text = doc.read_text()
+    assert text.count(START) == 1 and "new" in text and "old" not in text
+    assert text.index("## Results") < text.index(START) < text.index("## Caveats")

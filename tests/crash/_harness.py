@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from keel.core import RunNotFound
 from keel.store import HumanTask, JournalEntry, RunRecord, TaskFilter, open_store
 from tests.crash._forkserver import Finished, ForkServer, Spawned
 
@@ -38,8 +39,8 @@ class Snapshot:
     def results(self) -> set[str]:
         return {e.key for e in self.journal if e.phase == "result"}
 
-    def effect_count(self, tool: str, detail: str | None = None) -> int:
-        return sum(1 for t, _, d in self.effects if t == tool and detail in (None, d))
+    def effect_count(self, tool: str) -> int:
+        return sum(1 for t, _, _ in self.effects if t == tool)
 
     def in_flight(self) -> set[str]:
         """Steps whose execution was interrupted (begun, never returned)."""
@@ -76,8 +77,6 @@ class Harness:
         return self.forker.wait(self.spawn(*argv, kill=kill, **extra))
 
     async def snapshot(self) -> Snapshot:
-        from keel.core import RunNotFound
-
         async with open_store(self.store_url) as store:
             try:
                 record: RunRecord | None = await store.get_run(self.run_id)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash._forkserver import ForkServer
-from tests.crash._harness import POSTGRES_URL
+pytest.register_assert_rewrite("tests.crash._harness", "tests.crash._forkserver")
+
+from tests.crash._forkserver import ForkServer  # noqa: E402
+from tests.crash._harness import POSTGRES_URL  # noqa: E402
 
 
 @pytest.fixture(scope="session")

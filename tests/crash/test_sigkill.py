@@ -1,9 +1,12 @@
 """SIGKILL a real process at many points of a multi-step run, resume it in a new process, and
 count every tool's side effects in the outside system and every step's executions.
 
-The matrix runs on both stores (an SQLite file and a fresh Postgres schema) in every
-durability mode; children are forked from a pre-imported fork server (``_forkserver``), and
-one test per store runs them as fresh interpreters instead.
+Stores: every kill point runs on SQLite in all three durability modes, and on Postgres (a
+fresh schema per test, dropped afterwards) in the default mode, ``balanced``; on Postgres the
+other two modes run the representative subset ``PG_POINTS`` (keeps tests/crash well under two
+minutes). Kills of the resumes too, kills from outside at random moments and the lease
+takeover run on both stores. Children are forked from a pre-imported fork server
+(``_forkserver``); the lease test runs them as fresh interpreters instead.
 
 What is proved, per kill point:
 * effects happen exactly once (``reserve`` deduped by its idempotency key, ``charge``
@@ -209,7 +212,7 @@ async def test_kill_at_random_moments_from_outside(forker: ForkServer, store_url
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
-async def test_a_killed_processs_lease_is_taken_over_at_once(store_url: str,
+async def test_the_lease_of_a_killed_process_is_taken_over_at_once(store_url: str,
                                                              tmp_path: Path) -> None:
     """The killed process still holds the run's lease for the next 15 s, but it is dead (same
     host, no such pid): the resume takes the lease over at once. Both processes are fresh

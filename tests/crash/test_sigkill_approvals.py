@@ -12,9 +12,11 @@ too), and check the store and the outside system:
 * no completed step re-executes: the lookups and model requests whose results were committed
   before the kill never run again (counted per step key), the rest at most once more.
 
-Every scenario runs on both stores (SQLite file, fresh Postgres schema) in the default
-durability mode; a subset runs in ``always`` and ``batched`` on SQLite.
-The agent and the reviewer are in approval_agent.py.
+Every scenario (``SCENARIOS``: the kill points, some killing several processes in a row)
+runs on both stores (an SQLite file, a fresh Postgres schema) in the default durability mode,
+``balanced``, where the loss-window bound is also checked; the subset ``OTHER_MODES`` runs in
+``always`` and ``batched`` on SQLite. Kills from outside at random moments run on both
+stores. The agent and the reviewer are in approval_agent.py.
 """
 
 from __future__ import annotations
@@ -285,7 +287,9 @@ async def test_kill_the_gated_run_from_outside_at_random_moments(
         run_dir = tmp_path / f"depth{depth}"
         run_dir.mkdir()
         h = Harness(forker, store_url, run_dir, "approval_agent", f"run-{depth}")
-        await _check_run(h, await drive_run(h, _k(), "balanced", depth=depth), _k())
+        drive = await drive_run(h, _k(), "balanced", depth=depth)
+        assert len(drive.kills) == 1
+        await _check_run(h, drive, _k())
 
 
 async def _check_run(h: Harness, drive: Drive, scenario: Scenario) -> Snapshot:
