@@ -76,9 +76,11 @@ MAX_DECISION_TEXT = 65_536
 
 @dataclass(frozen=True, kw_only=True)
 class EscalationPolicy:
-    """When a run hands itself to a person. On by default (the user asking for a person, a
-    repeated failure, an exhausted budget); ``min_confidence`` and ``novelty`` switch on the
-    other checks. Packets go to ``queue`` with an SLA of ``sla_seconds`` (None: no deadline).
+    """When a run hands itself to a person. A policy built with defaults escalates when the
+    user asks for a person, on a repeated failure and on an exhausted budget;
+    ``min_confidence`` and ``novelty`` switch on the other checks. (An Agent given no policy
+    escalates only when the user asks for a person: its failures fail the run, resumable, as
+    before.) Packets go to ``queue`` with an SLA of ``sla_seconds`` (None: no deadline).
     ``EscalationPolicy.off()`` switches escalation off (explicitly).
 
     ``confidence`` scores the final output (0..1, None for no opinion); by default it reads a
