@@ -179,9 +179,29 @@ separately. **Replay**: `await keel.replay_run(agent, run_id, store=store)` of a
 repeated {repeats} times after one untimed pass, median taken; `gc.collect()` and
 `gc.freeze()` before each timed batch, as in the rest of the suite.
 
-The machine has 2 cores shared with other work, and Postgres runs on it too: a Postgres
-commit here is a local round trip plus the server's WAL flush (`fsync` on,
-`synchronous_commit` on), both competing with the benchmark for the same two cores.
+**The target "at most 2 ms per step at 64 concurrent runs"** is judged on the aggregate
+reading (wall time ÷ all steps of the 64 runs, i.e. what the process sustains); each run's
+own step latency is shown next to it and is about 64 times larger by construction.
+
+**Reading the figures**:
+
+- The memory and SQLite stores never suspend the event loop (SQLite writes run synchronously
+  on the loop's thread), so with a zero-latency model the runs of a batch execute one after
+  another: each run's ms per step equals the aggregate figure and concurrency changes
+  nothing. On Postgres every write awaits the server, so the runs interleave and each run's
+  step latency is about c × the aggregate. A real model call awaits the network, so real
+  runs interleave on every store.
+- Commits per model + tool step ([journal.md](journal.md)): 2 in `always`, 1 in `balanced`;
+  `batched` commits the results of idempotent steps (here all of them: the tool is
+  read-only) up to 20 records at a time. Each run also pays its own record, lease and final
+  write, spread over its {steps} steps.
+- The machine has 2 cores shared with other work, and the Postgres server runs on them too:
+  a commit is a loopback round trip plus the server's WAL flush (`fsync` on,
+  `synchronous_commit` on). Measured separately while writing this suite (Postgres
+  `always`, 64 runs): this process spent about 400–500 µs of CPU per step (keel, psycopg,
+  its pool and the event loop; 30 µs of it is keel's own in-memory cost) and the Postgres
+  processes about 300–450 µs, with the two cores over 90 % busy: the batch is CPU-bound,
+  which is why more concurrent runs do not raise the steps per second here.
 """
 
 

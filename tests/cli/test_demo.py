@@ -30,9 +30,14 @@ def test_demo_runs_every_example_and_says_the_model_is_scripted(
     assert r.exit_code == 0, r
     out = r.stdout
     assert "The model is scripted" in out and "no LLM is" in out
-    for name in ("tool_use", "structured_output", "self_correction", "budget_guard"):
+    for name in ("tool_use", "structured_output", "self_correction", "budget_guard",
+                 "approval_gate"):
         assert f"examples/{name}.py" in out
     assert out.index("examples/tool_use.py") < out.index("examples/budget_guard.py")
+    assert out.index("examples/budget_guard.py") < out.index("examples/approval_gate.py")
+    # the approval gate: suspended, decided by the demo's reviewer, resumed, refund once
+    assert "waits for a person" in out and "refunds over 100 need a person" in out
+    assert "demo reviewer approved it" in out and "refunded 249.00 for A-1042" in out
     assert 'get_weather {"city": "Paris"}' in out  # steps are shown live
     assert "Tokyo is warmer" in out
     assert "did not match the output type" in out

@@ -19,7 +19,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -113,13 +113,16 @@ def reconcile_from_outside(tool: str) -> Callable[[dict[str, Any], ToolContext],
 # ----------------------------------------------------------------------- the dying store
 
 
-def killing(store: RunStore, label: Callable[[str], str] = str) -> RunStore:
+TaskHook = Callable[[HumanTask], Awaitable[None]]
+
+
+def killing(store: RunStore, label: Callable[[str], str] = str,
+            after_put_task: TaskHook | None = None) -> RunStore:
     """The real store, made to die right after chosen writes are committed:
     ``append:KEY:PHASE`` (a journal entry; also when it rides along in a batch),
     ``put_task:LABEL`` (an approval task), ``suspend:LABELS:before`` / ``:after`` (around
     ``suspend_run``; LABELS are the awaited tasks' labels joined by ``+``). ``label`` maps a
-    task id to its label. Hooks ``after_put_task`` (if set on the store) run after
-    ``put_task`` and its kill point."""
+    task id to its label; ``after_put_task`` runs after ``put_task`` and its kill point."""
     inner_append, inner_put, inner_suspend = store.append, store.put_task, store.suspend_run
 
     def entries_done(entries: Sequence[JournalEntry]) -> None:
@@ -134,9 +137,8 @@ def killing(store: RunStore, label: Callable[[str], str] = str) -> RunStore:
     async def put_task(task: HumanTask) -> bool:
         stored = await inner_put(task)
         die_if(f"put_task:{label(task.task_id)}")
-        hook = getattr(store, "after_put_task", None)
-        if hook is not None:
-            await hook(task)
+        if after_put_task is not None:
+            await after_put_task(task)
         return stored
 
     async def suspend_run(record: RunRecord, entries: Sequence[JournalEntry], *,
@@ -154,5 +156,6 @@ def killing(store: RunStore, label: Callable[[str], str] = str) -> RunStore:
     return store
 
 
-def open_killing_store(label: Callable[[str], str] = str) -> RunStore:
-    return killing(open_store(store_url()), label)
+def open_killing_store(label: Callable[[str], str] = str,
+                       after_put_task: TaskHook | None = None) -> RunStore:
+    return killing(open_store(store_url()), label, after_put_task)

@@ -132,21 +132,21 @@ async def main(argv: list[str]) -> int:
     configure()
     run_id = argv[1]
     names = labels(run_id)
-    store = open_killing_store(lambda task_id: names.get(task_id, task_id))
+
+    async def decide_inline(task: HumanTask) -> None:
+        async with open_store(store_url()) as reviewer:  # another connection
+            if (await reviewer.get_task(task.task_id)).status != "resolved":
+                await decide(reviewer, task.task_id, names[task.task_id])
+
+    inline = os.environ.get("KEEL_CRASH_DECIDE_INLINE") == "1"
+    store = open_killing_store(lambda task_id: names.get(task_id, task_id),
+                               decide_inline if inline else None)
     try:
         if argv[0] == "decide":
             await decide(store, argv[2], names[argv[2]])
             die_if(f"decided:{names[argv[2]]}")
             print(json.dumps({"decided": argv[2]}))
             return 0
-        if os.environ.get("KEEL_CRASH_DECIDE_INLINE") == "1":
-
-            async def decide_inline(task: HumanTask) -> None:
-                async with open_store(store_url()) as reviewer:  # another connection
-                    if (await reviewer.get_task(task.task_id)).status != "resolved":
-                        await decide(reviewer, task.task_id, names[task.task_id])
-
-            store.after_put_task = decide_inline  # type: ignore[attr-defined]
         agent = build_agent()
         try:
             if argv[0] == "run":

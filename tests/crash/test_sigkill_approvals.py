@@ -354,9 +354,12 @@ def _result(snap: Snapshot, key: str) -> Any:
     "Journal keeps its own counter; a decision that arrives before the run parks (here: "
     "two parallel gates) shares its seq with the run's next record, and import_run then "
     "refuses export_run's output ('seq: N does not follow N')."))
-@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 async def test_decisions_arriving_while_the_run_is_live_keep_seq_increasing(
         shop: Harness) -> None:
+    """SQLite only: its calls do not yield to the event loop, so the first payout's decision
+    always lands before the second gate writes its request. On Postgres the same happens
+    most of the time, depending on which write returns first."""
     drive = await drive_run(shop, _k(inline=True), "balanced")
     assert drive.final is not None and drive.final.returncode == 0
     seqs = [e.seq for e in (await shop.snapshot()).journal]

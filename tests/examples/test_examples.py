@@ -59,7 +59,8 @@ def errors_seen(result: Any) -> list[str]:
 
 
 def test_the_examples_are_the_ones_tested_here() -> None:
-    assert NAMES == ["budget_guard", "self_correction", "structured_output", "tool_use"]
+    assert NAMES == ["approval_gate", "budget_guard", "self_correction", "structured_output",
+                     "tool_use"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -143,6 +144,23 @@ def test_every_example_runs_as_a_script(name: str, tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stdout.strip()
     assert (tmp_path / "runs.db").exists()  # journaled in the configured store
+
+
+async def test_approval_gate_waits_for_a_person_then_refunds_once(load: Any) -> None:
+    from keel import ApprovalRequired, MemoryStore, decide_approval
+
+    module = load("approval_gate")
+    store = MemoryStore()
+    with pytest.raises(ApprovalRequired) as info:
+        await module.agent.run(module.INPUT, store=store)
+    [task] = await store.list_tasks()
+    assert task.data["tool"] == "refund" and task.data["reason"] == "refunds over 100 need a person"
+    await decide_approval(store, task.task_id, approve=True, decided_by="t", comment="ok")
+    result = await module.agent.resume(info.value.run_id, store=store)
+    assert "refunded 249.00" in result.output
+    refunds = [e for e in await store.read_journal(result.run_id)
+               if e.kind == "tool" and e.name == "refund"]
+    assert [e.phase for e in refunds] == ["intent", "result"], "the refund ran exactly once"
 
 
 def test_run_errors_name_the_run(load: Any) -> None:

@@ -25,15 +25,15 @@ import keel
 from keel.cli._errors import report_run_error
 from keel.cli._load import load_file
 from keel.cli._render import LiveView, summary_panel
-from keel.cli._text import Screen, safe
+from keel.cli._text import Screen, safe, to_json
 from keel.cli._timeline import runs_table
-from keel.core import RunError
+from keel.core import ApprovalRequired, RunError
 from keel.models import FunctionModel, ScriptedModel
-from keel.runtime import Agent
+from keel.runtime import Agent, decide_approval
 from keel.store import RunFilter, RunStore, open_store
 
 #: The order the demo tells its story in; other examples follow alphabetically.
-ORDER = ("tool_use", "structured_output", "self_correction", "budget_guard")
+ORDER = ("tool_use", "structured_output", "self_correction", "budget_guard", "approval_gate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class Scenario:
     agent: Agent[Any]
     input: str
     expected_error: type[BaseException] | None = None
+    review: dict[str, Any] | None = None
 
 
 def examples_dir() -> Path | None:
@@ -92,8 +93,9 @@ def load_scenario(path: Path) -> Scenario | str:
     if not (isinstance(expected, type) and issubclass(expected, BaseException)):
         expected = None
     title = (module.__doc__ or path.stem).strip().splitlines()[0]
+    review = getattr(module, "REVIEW", None)
     return Scenario(name=f"examples/{path.name}", title=title, agent=agent, input=text,
-                    expected_error=expected)
+                    expected_error=expected, review=review if isinstance(review, dict) else None)
 
 
 def banner(screen: Screen) -> None:
@@ -144,7 +146,15 @@ async def play(screen: Screen, scenario: Scenario, store: RunStore) -> bool:
     view = LiveView(screen, structured=scenario.agent.final_result_spec() is not None)
     expected = scenario.expected_error
     try:
-        result = await scenario.agent.run(scenario.input, store=store, on_event=view)
+        try:
+            result = await scenario.agent.run(scenario.input, store=store, on_event=view)
+        except ApprovalRequired as waiting:
+            if scenario.review is None:
+                raise
+            await review(screen, store, waiting, scenario.review)
+            view = LiveView(screen, structured=scenario.agent.final_result_spec() is not None)
+            result = await scenario.agent.resume(waiting.run_id or "", store=store,
+                                                 on_event=view)
     except RunError as exc:
         if expected is not None and isinstance(exc, expected):
             out.print(stopped_panel(exc))
@@ -159,6 +169,31 @@ async def play(screen: Screen, scenario: Scenario, store: RunStore) -> bool:
         screen.error(f"{scenario.name} should have stopped with {expected.__name__}")
         return False
     return True
+
+
+async def review(screen: Screen, store: RunStore, waiting: ApprovalRequired,
+                 decision: dict[str, Any]) -> None:
+    """Play the reviewer: show each pending request, decide it as the example says."""
+    out = screen.out
+    for approval_id in waiting.approval_ids:
+        task = await store.get_task(approval_id)
+        request = task.data
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row("run", safe(f"{task.run_id} is suspended (the process could exit here)"))
+        grid.add_row("tool", safe(f"{request['tool']} ({request['risk']})"))
+        grid.add_row("arguments", safe(to_json(request["arguments"])))
+        grid.add_row("reason", safe(str(request["reason"])))
+        out.print(Panel(grid, title=f"approval {approval_id} waits for a person",
+                        title_align="left", border_style="yellow", expand=False))
+        by = str(decision.get("by", "demo"))
+        comment = str(decision.get("comment", ""))
+        await decide_approval(store, approval_id, approve=bool(decision.get("approve")),
+                              decided_by=by, comment=comment)
+        verb = "approved" if decision.get("approve") else "denied"
+        out.print(safe(f"{by} {verb} it ({comment}); `keel approvals approve {approval_id}` "
+                       "does the same. Resuming from the journal:", "dim"))
 
 
 def stopped_panel(exc: RunError) -> Panel:
