@@ -157,16 +157,17 @@ over its {steps} steps.
 on the same machine, default pool of at most 10 connections; the schema is created for the
 bench and dropped after it). Every journal write is fenced by the run's lease.
 
-**Journal write cost**: for each concurrency c (1, 8, 64), c runs of {steps} steps start at
+**Journal write cost**: for each concurrency c ({conc}), c runs of {steps} steps start at
 once with `asyncio.gather` on one agent and one store; a batch repeats that until it lasts
 {min_batch_ms:.0f} ms. The cells of one concurrency (store × mode) are timed *interleaved*,
 one batch each per round, {rounds} rounds, and every figure is the median over the rounds, so
 outside load lands on all of them alike. **µs per step** = batch wall time ÷ all the batch's
 steps (c × {steps} × repeats): the aggregate cost, whose inverse is the **steps per second**
 the process sustains. **A run's ms per step** = that run's own wall time ÷ its {steps} steps:
-with c runs sharing one event loop, each run waits for the other runs' steps too, so this is
-about c × the aggregate figure when the work is CPU-bound. CPU time is this process's
-(`time.process_time`); the Postgres server's own work is not in it.
+with c runs sharing one event loop, a run waits for the other runs' steps too whenever they
+interleave (see below). CPU time is this process's (`time.process_time`); the Postgres
+server's own work is not in it. In `python -m bench.run_all` this suite runs in a child
+process of its own.
 
 **Resume**: a {long:,}-step run is recorded (default durability); for each timed resume a new
 run gets a copy of its journal minus the final model turn and the status `running` with no
@@ -201,7 +202,11 @@ own step latency is shown next to it and is about 64 times larger by constructio
   `always`, 64 runs): this process spent about 400–500 µs of CPU per step (keel, psycopg,
   its pool and the event loop; 30 µs of it is keel's own in-memory cost) and the Postgres
   processes about 300–450 µs, with the two cores over 90 % busy: the batch is CPU-bound,
-  which is why more concurrent runs do not raise the steps per second here.
+  so beyond a few concurrent runs more of them do not raise the steps per second here. With
+  one run, the process also sits idle while each commit waits for its WAL flush.
+- The Postgres figures are the noisiest: two full runs of this suite an hour apart gave
+  0.87 and 1.53 ms per step for one run in `always` mode, and 0.83 and 0.73 ms at 64 runs.
+  Compare figures within one run, not across runs.
 """
 
 
@@ -222,9 +227,9 @@ def durable_section(results: dict[str, Any], standalone: bool = False) -> str:
             "Machine above.\n")
     if results.get("quick"):
         parts.append("**A `--quick` smoke run at tiny sizes: its figures mean nothing.**\n")
-    parts.append(METHOD.format(steps=cfg["steps"], min_batch_ms=cfg["min_batch_s"] * 1e3,
-                               rounds=cfg["rounds"], long=cfg["long_steps"],
-                               repeats=cfg["repeats"]))
+    parts.append(METHOD.format(conc=", ".join(map(str, cfg["concurrency"])), steps=cfg["steps"],
+                               min_batch_ms=cfg["min_batch_s"] * 1e3, rounds=cfg["rounds"],
+                               long=cfg["long_steps"], repeats=cfg["repeats"]))
     parts += [t.markdown() for t in durable_tables(d)]
     notes = durable_notes(d)
     if notes:

@@ -8,12 +8,8 @@ matrix run on both stores in every durability mode. The server itself never open
 starts an event loop or a thread, so each fork starts from the same state a fresh import
 would. (One test per store still runs the child as a fresh interpreter, see test_sigkill.)
 
-keel gives a forked child its own worker id (``os.register_at_fork`` in ``_lease``), but
-``_runner`` and ``_worker`` import ``WORKER_ID`` by value and keep the parent's: a resume in
-a forked child then acquires the lease as itself and fences its writes as the parent
-(``LeaseLost``), and a run started there is leased to the (live) parent. Until that is
-fixed, each child copies the new id into those modules (:func:`_own_worker_id`) unless
-``KEEL_CRASH_FORKED_IDS=keep`` (test_sigkill.py has a strict xfail that shows the bug).
+keel gives a forked child its own worker id (``os.register_at_fork`` in ``_lease``, read
+through ``worker_id()`` at call time), so each child leases and fences as itself.
 
 Protocol (one JSON object per line on stdin / stdout)::
 
@@ -84,8 +80,6 @@ def _spawn(module: ModuleType, request: dict[str, Any]) -> int:
         os.dup2(os.open(request["stderr"], flags, 0o644), 2)
         os.environ.clear()
         os.environ.update(request["env"])
-        if os.environ.get("KEEL_CRASH_FORKED_IDS") != "keep":
-            _own_worker_id()
         sys.argv = [str(module.__file__), *request["argv"]]
         code = int(module.main_sync(request["argv"]))
     except SystemExit as exc:
@@ -96,15 +90,6 @@ def _spawn(module: ModuleType, request: dict[str, Any]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-
-
-def _own_worker_id() -> None:
-    from keel.runtime import _lease
-
-    for name in ("keel.runtime", "keel.runtime._runner", "keel.runtime._worker"):
-        module = sys.modules.get(name)
-        if module is not None and hasattr(module, "WORKER_ID"):
-            module.WORKER_ID = _lease.WORKER_ID
 
 
 def _wait(pid: int, timeout: float, *, kill: bool = True) -> dict[str, Any]:

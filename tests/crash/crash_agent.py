@@ -11,7 +11,8 @@ durability mode). Kill points: ``model:N`` (inside turn N's model call),
 ``tool:NAME:before`` / ``tool:NAME:after`` (inside the tool, before / after its effect is
 committed), ``append:KEY:PHASE`` (right after that journal entry is committed), ``none``.
 
-Exit codes: 0 completed, 3 UnknownOutcome (the last line of stdout is JSON either way).
+Exit codes: 0 completed, 3 UnknownOutcome, 5 the run is leased by another live process or
+already finished (the last line of stdout is JSON in each case).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from _child import (
     reconcile_from_outside,
 )
 
-from keel import Agent, Budget, ToolContext, UnknownOutcome, tool
+from keel import Agent, Budget, RunLeased, StoreError, ToolContext, UnknownOutcome, tool
 from keel.core import Message, ModelResponse, ModelSettings, ToolSpec
 from keel.testing import FunctionModel, ScriptedModel, call
 
@@ -110,6 +111,9 @@ async def main(argv: list[str]) -> int:
     except UnknownOutcome as exc:
         print(json.dumps({"error": "UnknownOutcome", "step_key": exc.step_key}))
         return 3
+    except (RunLeased, StoreError) as exc:  # another process continues (or finished) the run
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        return 5
     finally:
         await store.close()
     print(json.dumps({"output": result.output, "replayed": result.replayed_steps}))

@@ -16,7 +16,8 @@ What is proved, per kill point:
 * the loss window of each durability mode: ``always`` loses nothing that finished;
   ``balanced`` at most the last model response; ``batched`` at most ``batch_size``
   idempotent steps, which the resumed run executes again (with the same effects);
-* a SIGKILLed process's lease does not hold the resume up (dead-holder takeover).
+* a SIGKILLed process's lease does not hold the resume up (dead-holder takeover), and of
+  two processes resuming the killed run at once, one takes it over and the other is refused.
 """
 
 from __future__ import annotations
@@ -239,6 +240,29 @@ async def test_the_lease_of_a_killed_process_is_taken_over_at_once(store_url: st
     assert not reexecuted(before, after) & before.results()
 
 
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+async def test_two_processes_resume_the_killed_run_at_once(orders: Harness) -> None:
+    """Both see the dead holder; one takes the lease over, the other is refused (or finds
+    the run finished): every effect still happens once."""
+    for kill in ("tool:reserve:after", "tool:charge:after"):
+        orders.run_id = f"race-{kill.split(':')[1]}"
+        assert orders.child("run", orders.run_id, kill=kill).killed
+        before = await orders.snapshot()
+        racers = [orders.spawn("resume", orders.run_id) for _ in range(2)]
+        assert orders.forker is not None
+        ends = [orders.forker.wait(racer) for racer in racers]
+        assert sorted(e.returncode for e in ends) == [0, 5], [e.stderr for e in ends]
+        refused = next(e for e in ends if e.returncode == 5).reply()
+        assert refused["error"] in ("RunLeased", "StoreError"), refused
+        after = await orders.snapshot()
+        assert after.status == "completed"
+        assert not reexecuted(before, after) & before.results()
+    effects = (await orders.snapshot()).effects
+    assert sorted(t for t, _, _ in effects) == ["charge", "charge", "notify", "notify",
+                                                "reserve", "reserve"]
+    assert len({(t, i) for t, i, _ in effects}) == 6, "an effect happened twice"
+
+
 def _fresh(h: Harness, command: str, kill: str = "none") -> tuple[int, Finished]:
     """Run the child as a fresh interpreter; its pid and how it ended."""
     proc = subprocess.Popen([sys.executable, str(HERE / "crash_agent.py"), command, h.run_id],
@@ -248,14 +272,9 @@ def _fresh(h: Harness, command: str, kill: str = "none") -> tuple[int, Finished]
     return proc.pid, Finished(proc.returncode, out, err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "keel bug: after os.fork() keel.runtime._lease gives the child its own WORKER_ID, but "
-    "_runner and _worker imported WORKER_ID by value and keep the parent's, so a resume in "
-    "a forked child acquires the lease as itself and fences its writes as the parent "
-    "(LeaseLost). Remove this marker, and _own_worker_id in _forkserver.py, once fixed."))
 async def test_a_run_resumed_in_a_forked_child_holds_its_own_lease(
         forker: ForkServer, tmp_path: Path) -> None:
     h = Harness(forker, f"sqlite:///{tmp_path / 'runs.db'}", tmp_path, "crash_agent", RUN)
     assert h.child("run", RUN, kill="model:1").killed
-    resumed = h.child("resume", RUN, KEEL_CRASH_FORKED_IDS="keep")
+    resumed = h.child("resume", RUN)
     assert resumed.returncode == 0, resumed.stderr

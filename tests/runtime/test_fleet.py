@@ -21,7 +21,7 @@ from keel import (
     UserError,
     tool,
 )
-from keel.runtime import WORKER_ID, Durability, Worker, cancel_run, decide_approval
+from keel.runtime import Durability, Worker, cancel_run, decide_approval, worker_id
 from keel.runtime._lease import keeper_for
 from keel.store import JournalEntry, SQLiteStore
 from keel.testing import ScriptedModel, call
@@ -97,7 +97,7 @@ async def test_losing_the_lease_stops_the_run_without_writing() -> None:
     agent = slow_agent(delay=0.3, turns=4)
     task = asyncio.create_task(agent.run("go", store=store, run_id="r4"))
     await asyncio.sleep(0.1)
-    await store.acquire_lease("r4", "thief:1:x", 60, steal_from=WORKER_ID)
+    await store.acquire_lease("r4", "thief:1:x", 60, steal_from=worker_id())
     with pytest.raises(LeaseLost):
         await task
     journal = await store.read_journal("r4")
@@ -254,3 +254,20 @@ def test_bad_durability_is_refused() -> None:
         Agent("a", model=ScriptedModel(["x"]), durability="sometimes")
     with pytest.raises(ConfigError, match="batch_size"):
         Durability("batched", batch_size=0)
+
+
+async def test_a_renewal_during_the_final_write_does_not_hide_the_runs_error() -> None:
+    """The final status write releases the lease; a renewal tick due at that moment must not
+    take the run for lost and cancel it (the caller must get the run's own error)."""
+    import time as _time
+
+    from keel import ModelError
+
+    store = MemoryStore()
+    keeper_for(store, 0.3)  # a renewal every 0.1 s
+    agent = Agent("f", model=ScriptedModel([ModelError("model down", retryable=False)] * 4))
+    for _ in range(3):
+        with pytest.raises(ModelError):
+            await agent.run("go", store=store)
+        _time.sleep(0.15)  # noqa: ASYNC251 - busy without awaiting: the tick falls due
+    assert [r.status for r in await store.list_runs()] == ["failed"] * 3

@@ -181,8 +181,8 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 _DELETE = object()
 
 
-def _swap_seq(data: dict[str, Any]) -> None:
-    data["journal"][1]["seq"], data["journal"][2]["seq"] = 2, 1
+def _repeat_seq(data: dict[str, Any]) -> None:
+    data["journal"][2]["seq"] = data["journal"][1]["seq"]
 
 
 def _repeat_entry(data: dict[str, Any]) -> None:
@@ -211,7 +211,7 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("phase", _set("journal.2.phase", "maybe"), "journal.2.phase: Input should be"),
     ("key missing", _set("journal.0.key", _DELETE), "journal.0.key: Field required"),
     ("latency", _set("journal.0.latency_ms", -5), "journal.0.latency_ms: Input should be"),
-    ("seq order", _swap_seq, "journal.2.seq: 1 does not follow 2"),
+    ("seq repeated", _repeat_seq, "journal.2.seq: 1 is repeated"),
     ("repeated", _repeat_entry, "journal.3: step 'support/turn:0/tool:refund#0' has two"),
 ]
 

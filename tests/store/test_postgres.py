@@ -299,3 +299,31 @@ async def test_batches_of_any_size_keep_order_fence_and_are_atomic(schema: str,
         with pytest.raises(RunNotFound):
             await store.append("nope", clash[:-1], lease="w1")
         assert_same(await store.read_journal("run-1"), first + second, "the journal")
+
+
+def test_urls_keep_their_form_when_the_schema_is_taken_out() -> None:
+    from keel.store._postgres_connect import _take_schema
+
+    assert _take_schema("postgresql:///test?host=/var/run/postgresql&schema=x") == (
+        "postgresql:///test?host=%2Fvar%2Frun%2Fpostgresql", "x")
+    assert _take_schema("postgresql://u@h/db?options=-c%20x%3Dy&schema=s") == (
+        "postgresql://u@h/db?options=-c%20x%3Dy", "s")
+    assert _take_schema("postgresql://u@h/db") == ("postgresql://u@h/db", None)
+
+
+async def test_a_unix_socket_url_connects() -> None:
+    import uuid
+
+    from keel.store import open_store
+
+    schema = f"keel_sock_{uuid.uuid4().hex[:8]}"
+    store = open_store(f"postgresql:///test?host=/var/run/postgresql&schema={schema}")
+    try:
+        assert await store.list_runs() == []
+    finally:
+        await store.close()
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(
+                "postgresql:///test?host=/var/run/postgresql", autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

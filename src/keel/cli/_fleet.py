@@ -14,7 +14,7 @@ from keel.cli._errors import CliError, reported
 from keel.cli._load import load_agent
 from keel.cli._text import Screen, safe, to_json
 from keel.core import RunNotFound
-from keel.runtime import WORKER_ID, Agent, Worker, cancel_run
+from keel.runtime import Agent, Worker, cancel_run, worker_id
 from keel.store import TERMINAL_STATUSES, open_store
 
 StoreOption = Annotated[str | None, typer.Option(
@@ -76,7 +76,7 @@ async def _work(url: str, targets: list[str], concurrency: int, once: bool,
                        "a worker tells runs apart by agent name.")
     async with open_store(url) as store:
         worker = Worker(agents, store=store, concurrency=concurrency)
-        screen.out.print(safe(f"worker {WORKER_ID} on {url}: agents {', '.join(names)}", "dim"))
+        screen.out.print(safe(f"worker {worker_id()} on {url}: agents {', '.join(names)}", "dim"))
         if once:
             outcomes = await worker.run_until_idle()
             for o in outcomes:

@@ -11,7 +11,7 @@ from keel.runtime._escalation import (
     resolve_escalation,
 )
 from keel.runtime._journal import Durability, Journal
-from keel.runtime._lease import WORKER_ID
+from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
 from keel.runtime._middleware import (
     Middleware,
@@ -29,7 +29,6 @@ from keel.runtime._worker import Worker, WorkOutcome, cancel_run
 __all__ = [
     "DEFAULT_STORE_URL",
     "FINAL_TOOL",
-    "WORKER_ID",
     "Agent",
     "ApprovalPolicy",
     "ApprovalRule",
@@ -62,4 +61,5 @@ __all__ = [
     "replay_run",
     "resolve_escalation",
     "using_store",
+    "worker_id",
 ]

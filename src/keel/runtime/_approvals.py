@@ -161,11 +161,20 @@ async def decide_approval(store: RunStore, approval_id: str, *, approve: bool,
     journal = await store.read_journal(task.run_id)
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
     entry = JournalEntry(
-        seq=max((e.seq for e in journal), default=-1) + 1, key=task.step_key, phase="result",
+        seq=decision_seq(journal, intent), key=task.step_key, phase="result",
         kind="approval", name=request.get("tool", "?"),
         input_hash=intent.input_hash if intent is not None else "", data=decision,
         created_at=now)
     return await store.resolve_task(approval_id, decision, resolved_by=decided_by, entry=entry)
+
+
+def decision_seq(journal: list[JournalEntry], intent: JournalEntry | None) -> int:
+    """The seq a decision is recorded under: the slot the run kept free right after its
+    request (``Journal.write(reserve_next=True)``), so that a run going on meanwhile never
+    shares a seq with it; after the journal's end for a request written otherwise."""
+    if intent is not None and not any(e.seq == intent.seq + 1 for e in journal):
+        return intent.seq + 1
+    return max((e.seq for e in journal), default=-1) + 1
 
 
 def check_edited_args(edited: Any, schema: Mapping[str, Any], tool: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from keel.core import (
     UserError,
     redact,
 )
+from keel.runtime._approvals import decision_seq
 from keel.store import TERMINAL_STATUSES, HumanTask, JournalEntry, RunRecord, RunStore
 
 #: ``scorer(output) -> confidence in [0, 1] | None`` (None: no opinion).
@@ -525,7 +526,7 @@ async def resolve_escalation(store: RunStore, escalation_id: str, *, resolved_by
     journal = await store.read_journal(task.run_id)
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
     entry = JournalEntry(
-        seq=max((e.seq for e in journal), default=-1) + 1, key=task.step_key, phase="result",
+        seq=decision_seq(journal, intent), key=task.step_key, phase="result",
         kind="escalation", name=trigger,
         input_hash=intent.input_hash if intent is not None else "", data=decision,
         created_at=now)

@@ -57,7 +57,8 @@ class Gates:
             run_id=journal.run_id, agent=self.agent.name, gate_key=gate_key, tool=tool,
             arguments=args if args is not None else {"_raw": arguments}, reason=reason,
             thought=_last_thought(history), policy=self.agent.approval, now=time.time())
-        await journal.write(gate_key, "intent", "approval", tool.name, input_hash, request)
+        await journal.write(gate_key, "intent", "approval", tool.name, input_hash, request,
+                            reserve_next=True)
         await journal.store.put_task(approval_task(request))
         raise _waiting(request)
 
@@ -96,7 +97,8 @@ class Gates:
         assert self.record is not None
         packet = build_packet(self.record, journal.entries(), exc, self.agent.escalation,
                               key=key, now=time.time())
-        await journal.write(key, "intent", "escalation", exc.trigger, "", packet)
+        await journal.write(key, "intent", "escalation", exc.trigger, "", packet,
+                            reserve_next=True)
         await journal.store.put_task(escalation_task(packet))
         raise _escalated(packet, exc)
 

@@ -132,10 +132,15 @@ class Journal:
         return (self._results if phase == "result" else self._intents).get(key)
 
     async def write(self, key: str, phase: str, kind: str, name: str, input_hash: str,
-                    data: Any) -> JournalEntry:
+                    data: Any, *, reserve_next: bool = False) -> JournalEntry:
         """Commit one record now, with anything deferred (for approval requests, escalation
-        packets and other records the run must not move past unrecorded)."""
-        return await self._record(key, phase, kind, name, input_hash, redact(data), 0.0)
+        packets and other records the run must not move past unrecorded). ``reserve_next``
+        keeps the following seq free for a record another process writes (a person's
+        decision on this request), so seqs stay unique while the run goes on."""
+        entry = await self._record(key, phase, kind, name, input_hash, redact(data), 0.0)
+        if reserve_next:
+            self.seq += 1
+        return entry
 
     def entries(self) -> list[JournalEntry]:
         """Every record this journal knows (read at start or written since), in seq order."""

@@ -28,6 +28,11 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 DEFAULT_LEASE_SECONDS = 15.0
 
 
+def worker_id() -> str:
+    """This process's worker id (read at call time: a forked child gets its own)."""
+    return WORKER_ID
+
+
 def _fork_reset() -> None:  # a forked child is another worker
     global WORKER_ID
     WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"

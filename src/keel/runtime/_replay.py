@@ -166,7 +166,7 @@ class _ReplayJournal(Journal):
         return entry
 
     async def write(self, key: str, phase: str, kind: str, name: str, input_hash: str,
-                    data: Any) -> JournalEntry:
+                    data: Any, *, reserve_next: bool = False) -> JournalEntry:
         raise Divergence(
             f"replay: the code wrote a new {kind} {phase} at step {key!r}, which the recorded "
             "run never wrote", recorded={"kind": None, "name": None},

@@ -29,7 +29,7 @@ from keel.core import (
 from keel.core._redact import redact
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._journal import Journal
-from keel.runtime._lease import WORKER_ID, Hold, LeaseKeeper, keeper_for
+from keel.runtime._lease import Hold, LeaseKeeper, keeper_for, worker_id
 from keel.runtime._loop import AgentLoop, model_name
 from keel.runtime._middleware import RunEndInput, RunStartInput
 from keel.runtime._result import RunResult
@@ -116,7 +116,7 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
     trusted = fork.get("trusted_seq", -1) if isinstance(fork, dict) else -1
     journal = Journal(store, record.run_id, agent.name, entries, tracker,
                       trusted_seq=trusted if isinstance(trusted, int) else -1,
-                      lease=WORKER_ID, durability=agent.durability)
+                      lease=worker_id(), durability=agent.durability)
     loop = AgentLoop(agent, journal, deps=launch.deps, emit=launch.emit,
                      streaming=launch.streaming, record=record)
     resumed = launch.resume_id is not None
@@ -130,6 +130,7 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
             result = await _drive(loop, record, hold)
         except (ApprovalRequired, Escalate) as signal:
             ended = True
+            keeper.held.pop(record.run_id, None)  # the final write releases the lease
             await _suspend(agent, store, record, tracker, journal, signal)
             raise
         except LeaseLost:
@@ -137,6 +138,7 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
             raise
         except BaseException as exc:
             ended = True
+            keeper.held.pop(record.run_id, None)  # no renewal may cancel the final write
             await _record_failure(store, record, tracker, journal, exc)
             await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                                   status=_status_for(exc), output=None,
@@ -146,7 +148,7 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
         ended = True
         await store.finish_run(record.with_status(
             "completed", output=_jsonable(result.output), updated_at=time.time(),
-            usage=_totals(tracker), error=None), journal.take_pending(), lease=WORKER_ID)
+            usage=_totals(tracker), error=None), journal.take_pending(), lease=worker_id())
     finally:
         await keeper.release(hold, in_store=not ended)
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
@@ -221,7 +223,7 @@ async def _open_run(agent: Agent[Any], store: RunStore, launch: Launch,
         record = RunRecord(run_id=launch.run_id or new_run_id(), agent=agent.name,
                            status="running", input=launch.input, created_at=now, updated_at=now,
                            target=launch.target, metadata={"model": model_name(agent)},
-                           lease_owner=WORKER_ID, lease_expires_at=now + keeper.seconds,
+                           lease_owner=worker_id(), lease_expires_at=now + keeper.seconds,
                            deadline_at=launch.deadline_at)
         await store.create_run(record)
         return record, [], await keeper.acquire(record.run_id, record=record)
@@ -240,7 +242,7 @@ async def _open_run(agent: Agent[Any], store: RunStore, launch: Launch,
     try:
         entries = await store.read_journal(record.run_id)
         record = record.with_status("running", updated_at=time.time(), error=None)
-        await store.update_run(record, lease=WORKER_ID)
+        await store.update_run(record, lease=worker_id())
     except BaseException:
         await keeper.release(hold)
         raise
@@ -260,9 +262,9 @@ async def _suspend(agent: Agent[Any], store: RunStore, record: RunRecord,
                                 usage=_totals(tracker))
     if waiting:
         status = await asyncio.shield(store.suspend_run(
-            parked, journal.take_pending(), waiting_on=waiting, lease=WORKER_ID))
+            parked, journal.take_pending(), waiting_on=waiting, lease=worker_id()))
     else:  # raised by code for something keel does not track: wait for `keel resume`
-        await asyncio.shield(store.finish_run(parked, journal.take_pending(), lease=WORKER_ID))
+        await asyncio.shield(store.finish_run(parked, journal.take_pending(), lease=worker_id()))
         status = "suspended"
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                           status=status, output=None, error=signal))
@@ -299,12 +301,12 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
         entries.append(JournalEntry(
             seq=journal.seq, key=f"{record.agent}/cancelled", phase="result", kind="cancel",
             name=type(exc).__name__, input_hash="", created_at=time.time(),
-            data={"reason": error["message"], "by": WORKER_ID}))
+            data={"reason": error["message"], "by": worker_id()}))
         journal.seq += 1
     try:
         await asyncio.shield(store.finish_run(record.with_status(
             status, error=error, updated_at=time.time(),  # type: ignore[arg-type]
-            usage=_totals(tracker)), entries, lease=WORKER_ID))
+            usage=_totals(tracker)), entries, lease=worker_id()))
     except Exception:  # the original failure matters more than a failed status write
         return
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError
-from keel.runtime._lease import DEFAULT_LEASE_SECONDS, WORKER_ID, holder_is_dead, keeper_for
+from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, execute
 from keel.store import TERMINAL_STATUSES, JournalEntry, RunStore
@@ -67,7 +67,7 @@ class Worker:
     async def run_once(self) -> list[WorkOutcome]:
         """Claim what is runnable now (up to ``concurrency``) and drive it until each run
         completes, suspends or fails."""
-        claimed = await self.store.claim_runs(WORKER_ID, self.lease_seconds,
+        claimed = await self.store.claim_runs(worker_id(), self.lease_seconds,
                                               agents=list(self.agents),
                                               limit=self.concurrency)
         return list(await asyncio.gather(*(self._continue(r.run_id, r.agent)
@@ -90,7 +90,7 @@ class Worker:
         while not stop.is_set():
             free = self.concurrency - len(running)
             if free > 0:
-                claimed = await self.store.claim_runs(WORKER_ID, self.lease_seconds,
+                claimed = await self.store.claim_runs(worker_id(), self.lease_seconds,
                                                       agents=list(self.agents), limit=free)
                 for r in claimed:
                     task = asyncio.create_task(self._continue(r.run_id, r.agent))
@@ -144,12 +144,12 @@ async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled b
         keeper_for(store).stop(hold, "cancel")
         return "requested"
     try:
-        await store.acquire_lease(run_id, WORKER_ID, 30.0)
+        await store.acquire_lease(run_id, worker_id(), 30.0)
     except RunLeased as exc:
         if not holder_is_dead(exc.holder):
             await store.request_cancel(run_id)
             return "requested"
-        await store.acquire_lease(run_id, WORKER_ID, 30.0, steal_from=exc.holder)
+        await store.acquire_lease(run_id, worker_id(), 30.0, steal_from=exc.holder)
     record = await store.get_run(run_id)
     journal = await store.read_journal(run_id)
     now = time.time()
@@ -163,9 +163,9 @@ async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled b
              "retryable": False}
     try:
         await store.finish_run(record.with_status("cancelled", error=error, updated_at=now),
-                               [entry], lease=WORKER_ID)
+                               [entry], lease=worker_id())
     except StoreError:
-        await store.release_lease(run_id, WORKER_ID)
+        await store.release_lease(run_id, worker_id())
         raise
     if agent is not None:
         await agent.stack.run_end(RunEndInput(run_id=run_id, agent=agent.name,

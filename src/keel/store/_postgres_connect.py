@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 import psycopg_pool
@@ -90,7 +90,10 @@ def _take_schema(url: str) -> tuple[str, str | None]:
     found = [v for k, v in query if k == "schema"]
     if len(found) > 1:
         raise ConfigError("schema", "the URL gives ?schema= more than once; give it once.")
-    return urlunsplit(parts._replace(query=urlencode(kept))), (found[0] if found else None)
+    base = url.split("?", 1)[0] if "?" in url else url.split("#", 1)[0]
+    query_text = urlencode(kept, quote_via=quote)
+    rebuilt = f"{base}?{query_text}" if query_text else base
+    return rebuilt, (found[0] if found else None)
 
 
 def _target(conninfo: str, params: dict[str, Any], schema: str | None) -> Target:
