@@ -46,7 +46,9 @@ _Name = Annotated[str, Field(max_length=4096)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+    # built on first use: `import keel` should not pay for validating exports
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True,
+                              defer_build=True)
 
 
 class _RunModel(_Strict):
