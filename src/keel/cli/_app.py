@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -23,6 +22,14 @@ from keel.cli._errors import EXIT_RUN_FAILED, reported
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
+from keel.cli._options import (
+    JsonOption,
+    LimitOption,
+    LogJsonOption,
+    State,
+    StoreOption,
+    store_url,
+)
 from keel.cli._text import Screen
 from keel.runtime import default_store_url
 
@@ -44,28 +51,6 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(escalations_app, name="escalations")
 register_history(app, runs_app)
-
-
-@dataclass(slots=True)
-class State:
-    store: str
-
-
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", metavar="URL",
-    help="Run store: sqlite:///path/runs.db, a file path, or memory: (nothing kept). "
-         "Default: $KEEL_STORE, else sqlite:///.keel/runs.db.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print only JSON (for scripts).")]
-LogJsonOption = Annotated[str | None, typer.Option(
-    "--log-json", metavar="FILE",
-    help="Append structured step logs (JSON lines) to FILE; '-' for stderr.")]
-
-
-def _store(ctx: typer.Context, store: str | None) -> str:
-    if store:
-        return store
-    state = ctx.find_object(State)
-    return state.store if state is not None else default_store_url()
 
 
 def _version(value: bool) -> None:
@@ -99,7 +84,7 @@ def run(
     store: StoreOption = None,
 ) -> None:
     """Run an agent, showing each step live, and store the run so it can be resumed."""
-    run_command(Screen(), store=_store(ctx, store), target=target, text=read_input(input),
+    run_command(Screen(), store=store_url(ctx, store), target=target, text=read_input(input),
                 as_json=as_json, log_json=log_json)
 
 
@@ -113,7 +98,7 @@ def resume(
 ) -> None:
     """Continue a failed, cancelled or crashed run: recorded steps replay from the journal
     (dimmed), the rest run now."""
-    resume_command(Screen(), store=_store(ctx, store), run_id=run_id, as_json=as_json,
+    resume_command(Screen(), store=store_url(ctx, store), run_id=run_id, as_json=as_json,
                    log_json=log_json)
 
 
@@ -134,13 +119,12 @@ def runs_list(
         "--status", help="Only runs with this status: running, suspended, completed, failed "
                          "or cancelled.")] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's runs.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000,
-                                              help="At most this many runs.")] = 20,
+    limit: LimitOption = 20,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
     """List runs, newest first."""
-    list_command(Screen(), store=_store(ctx, store), status=status, agent=agent, limit=limit,
+    list_command(Screen(), store=store_url(ctx, store), status=status, agent=agent, limit=limit,
                  as_json=as_json)
 
 
@@ -152,10 +136,10 @@ def runs_show(
     store: StoreOption = None,
 ) -> None:
     """Show a run's record and its journal as a timeline."""
-    show_command(Screen(), store=_store(ctx, store), run_id=run_id, as_json=as_json)
+    show_command(Screen(), store=store_url(ctx, store), run_id=run_id, as_json=as_json)
 
 
-register_fleet(runs_app, app, _store)
+register_fleet(runs_app, app)
 
 
 def main() -> None:

@@ -12,14 +12,11 @@ import typer
 from keel.cli._commands import json_step_logs, open_existing
 from keel.cli._errors import CliError, reported
 from keel.cli._load import load_agent
+from keel.cli._options import JsonOption, LogJsonOption, StoreOption, store_url
 from keel.cli._text import Screen, safe, to_json
 from keel.core import RunNotFound
 from keel.runtime import Agent, Worker, cancel_run, worker_id
 from keel.store import TERMINAL_STATUSES, open_store
-
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", metavar="URL", help="Run store URL (default: $KEEL_STORE or "
-                                   "sqlite:///.keel/runs.db).")]
 
 
 def _who() -> str:
@@ -97,8 +94,8 @@ def worker_command(screen: Screen, *, store: str, targets: list[str], concurrenc
         asyncio.run(_work(store, targets, concurrency, once, screen))
 
 
-def register(runs_app: typer.Typer, app: typer.Typer, store_of: Any) -> None:
-    """Add the commands to the ``keel`` app (``store_of(ctx, store)`` resolves --store)."""
+def register(runs_app: typer.Typer, app: typer.Typer) -> None:
+    """Add ``keel runs cancel`` and ``keel worker`` to the ``keel`` app."""
     @runs_app.command("cancel")
     def runs_cancel(
         ctx: typer.Context,
@@ -107,12 +104,12 @@ def register(runs_app: typer.Typer, app: typer.Typer, store_of: Any) -> None:
         = "cancelled from the command line",
         wait: Annotated[float, typer.Option(
             "--wait", help="Seconds to wait for a live worker to stop the run.")] = 10.0,
-        as_json: Annotated[bool, typer.Option("--json", help="Print only JSON.")] = False,
+        as_json: JsonOption = False,
         store: StoreOption = None,
     ) -> None:
         """Cancel a running or suspended run: the stop is journaled and the run's end hooks
         run; a run a worker is continuing is stopped by that worker."""
-        cancel_command(Screen(), store=store_of(ctx, store), run_id=run_id, reason=reason,
+        cancel_command(Screen(), store=store_url(ctx, store), run_id=run_id, reason=reason,
                        wait=wait, as_json=as_json)
 
     @app.command("worker")
@@ -124,12 +121,10 @@ def register(runs_app: typer.Typer, app: typer.Typer, store_of: Any) -> None:
                                                  help="Runs continued at once.")] = 8,
         once: Annotated[bool, typer.Option(
             "--once", help="Continue what is runnable now, then exit.")] = False,
-        log_json: Annotated[str | None, typer.Option(
-            "--log-json", metavar="FILE", help="Structured step logs to FILE ('-': stderr).")]
-        = None,
+        log_json: LogJsonOption = None,
         store: StoreOption = None,
     ) -> None:
         """Continue runnable runs from a shared store: approved or answered runs, and runs
         whose worker died. Leases make sure no two workers continue the same run."""
-        worker_command(Screen(), store=store_of(ctx, store), targets=targets,
+        worker_command(Screen(), store=store_url(ctx, store), targets=targets,
                        concurrency=concurrency, once=once, log_json=log_json)

@@ -18,10 +18,12 @@ from rich.text import Text
 from keel.cli._commands import open_existing
 from keel.cli._errors import EXIT_RUN_FAILED, CliError, reported
 from keel.cli._load import load_agent
+from keel.cli._options import JsonOption, StoreOption, store_url
 from keel.cli._render import LiveView, result_json, summary_panel
 from keel.cli._text import LONG, SHORT, Screen, safe, show_value, to_json
+from keel.cli._timeline import label_grid
 from keel.core import RunNotFound
-from keel.runtime import Agent, ReplayReport, RunDiff, RunResult, default_store_url
+from keel.runtime import Agent, ReplayReport, RunDiff, RunResult
 from keel.runtime._replay import plan_fork
 from keel.store import (
     MemoryStore,
@@ -35,11 +37,6 @@ from keel.store import (
 )
 from keel.store._export import MAX_EXPORT_BYTES
 
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", metavar="URL",
-    help="Run store: sqlite:///path/runs.db or a file path. Default: $KEEL_STORE, else "
-         "sqlite:///.keel/runs.db.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print only JSON (for scripts).")]
 AgentOption = Annotated[str | None, typer.Option(
     "--agent", metavar="MODULE:AGENT",
     help="The agent to use; default: the one the run was started with (its stored target).")]
@@ -52,14 +49,6 @@ def register(app: typer.Typer, runs_app: typer.Typer) -> None:
     app.command("diff")(diff)
     runs_app.command("export")(runs_export)
     runs_app.command("import")(runs_import)
-
-
-def _url(ctx: typer.Context, store: str | None) -> str:
-    if store:
-        return store
-    root = ctx.find_root().obj
-    url = getattr(root, "store", None)
-    return url if isinstance(url, str) and url else default_store_url()
 
 
 # ---------------------------------------------------------------------------------- replay
@@ -81,7 +70,7 @@ def replay(
     No model or tool is called and nothing is written. Exit 0 identical, 1 different."""
     screen = Screen()
     with reported(screen):
-        report = asyncio.run(_replay(_url(ctx, store), run_id, agent, file))
+        report = asyncio.run(_replay(store_url(ctx, store), run_id, agent, file))
         if as_json:
             typer.echo(to_json(report.to_dict()))
         else:
@@ -120,7 +109,7 @@ def _agent_for(record: RunRecord, target: str | None) -> Agent[Any]:
 
 
 def replay_panel(report: ReplayReport) -> Panel:
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("run id", safe(report.run_id))
     grid.add_row("agent", safe(report.agent))
     grid.add_row("status", safe(report.status))
@@ -210,7 +199,7 @@ def fork(
         step: int | str = int(at) if at.isdigit() else at
         text = None if instructions is None else _read_text(instructions)
         result, parent, key = asyncio.run(_fork(
-            _url(ctx, store), run_id, step, model=model, instructions=text, target=agent,
+            store_url(ctx, store), run_id, step, model=model, instructions=text, target=agent,
             view=view))
         if as_json:
             typer.echo(to_json({**result_json(result), "fork": {"parent": parent, "at": key}}))
@@ -273,7 +262,7 @@ def diff(
     the outputs, and totals with their differences."""
     screen = Screen()
     with reported(screen):
-        result = asyncio.run(_diff(_url(ctx, store), run_a, run_b))
+        result = asyncio.run(_diff(store_url(ctx, store), run_a, run_b))
         if as_json:
             typer.echo(to_json(result.to_dict()))
             return
@@ -293,7 +282,7 @@ _STEP_STYLE = {"same": ("same", "dim"), "changed": ("changed", "yellow"),
 
 
 def diff_renderables(d: RunDiff) -> list[Any]:
-    head = _grid()
+    head = label_grid()
     head.add_row("A", safe(f"{d.run_a} ({d.status_a})", limit=SHORT))
     head.add_row("B", safe(f"{d.run_b} ({d.status_b})", limit=SHORT))
     for name, other, fork in (("B", d.run_a, d.fork_b), ("A", d.run_b, d.fork_a)):
@@ -367,7 +356,7 @@ def runs_export(
     """Write a run and its journal as JSON (for keel runs import, or keel replay --file)."""
     screen = Screen()
     with reported(screen):
-        data = asyncio.run(_export(_url(ctx, store), run_id))
+        data = asyncio.run(_export(store_url(ctx, store), run_id))
         text = dump_export(data)
         if output is None or str(output) == "-":
             typer.echo(text)
@@ -404,7 +393,7 @@ def runs_import(
         raw = sys.stdin.buffer.read(MAX_EXPORT_BYTES + 1) if file == "-" else read_file(
             Path(file))
         data = parse_export(raw)
-        url = _url(ctx, store)
+        url = store_url(ctx, store)
         run_id = asyncio.run(_import(url, data, new_id))
         line = Text("imported run ")
         line.append_text(safe(run_id, "bold", limit=SHORT))
@@ -457,11 +446,4 @@ class _reading:
     async def __aexit__(self, *exc: object) -> None:
         if self._store is not None:
             await self._store.close()
-
-
-def _grid() -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
-    return grid
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ from rich.text import Text
 
 from keel.cli._render import STATUS_STYLE, latency_text, usage_text
 from keel.cli._text import LONG, SHORT, jsonable, one_line, safe, show_value
+from keel.runtime._diff import stored_number
 from keel.store import JournalEntry, RunRecord
 
 
@@ -29,19 +29,19 @@ def when(timestamp: float, *, short: bool = False) -> str:
         return "?"
 
 
-def _number(value: Any) -> float:
-    """A stored count or amount; 0 for anything that is not a number."""
-    try:
-        number = float(value or 0)
-    except (TypeError, ValueError, OverflowError):
-        return 0.0
-    return number if math.isfinite(number) else 0.0
+def label_grid() -> Table:
+    """A two-column grid for panels: bold labels, then values that fold when long."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    return grid
 
 
 def _usage(record: RunRecord) -> tuple[int, int, float, int]:
     u = record.usage if isinstance(record.usage, dict) else {}
-    return (int(_number(u.get("input_tokens"))), int(_number(u.get("output_tokens"))),
-            _number(u.get("cost_usd")), int(_number(u.get("steps"))))
+    return (int(stored_number(u.get("input_tokens"))),
+            int(stored_number(u.get("output_tokens"))), stored_number(u.get("cost_usd")),
+            int(stored_number(u.get("steps"))))
 
 
 def status_text(status: str) -> Text:
@@ -68,9 +68,7 @@ def runs_table(records: list[RunRecord]) -> Table:
 
 def record_panel(record: RunRecord) -> Panel:
     """``keel runs show``: the run's record."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid = label_grid()
     tin, tout, cost, steps = _usage(record)
     grid.add_row("run id", safe(record.run_id))
     grid.add_row("agent", safe(record.agent))
@@ -96,9 +94,7 @@ def error_panel(record: RunRecord) -> Panel | None:
     err = record.error
     if not err:
         return None
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid = label_grid()
     grid.add_row("type", safe(str(err.get("type", "?")), "bold red", limit=SHORT))
     grid.add_row("message", safe(str(err.get("message", "")), "red"))
     if err.get("step_key"):
@@ -169,9 +165,9 @@ def _model_data(data: dict[str, Any]) -> Text:
     if isinstance(usage, dict):
         if out:
             out.append("\n")
-        out.append(usage_text(int(_number(usage.get("input_tokens"))),
-                              int(_number(usage.get("output_tokens"))),
-                              _number(usage.get("cost_usd"))), style="dim")
+        out.append(usage_text(int(stored_number(usage.get("input_tokens"))),
+                              int(stored_number(usage.get("output_tokens"))),
+                              stored_number(usage.get("cost_usd"))), style="dim")
     return out
 
 

@@ -310,13 +310,15 @@ def journal_totals(journal: Iterable[JournalEntry]) -> RunTotals:
         steps += 1
         usage = e.data.get("usage") if e.kind == "model" and isinstance(e.data, dict) else None
         if isinstance(usage, dict):
-            tin += int(_number(usage.get("input_tokens")))
-            tout += int(_number(usage.get("output_tokens")))
-            cost += _number(usage.get("cost_usd"))
+            tin += int(stored_number(usage.get("input_tokens")))
+            tout += int(stored_number(usage.get("output_tokens")))
+            cost += stored_number(usage.get("cost_usd"))
     return RunTotals(steps=steps, input_tokens=tin, output_tokens=tout, cost_usd=cost)
 
 
-def _number(value: Any) -> float:
+def stored_number(value: Any) -> float:
+    """A stored count or amount (usage from a journal or a run record); 0 for anything that
+    is not a finite number."""
     try:
         number = float(value or 0)
     except (TypeError, ValueError, OverflowError):

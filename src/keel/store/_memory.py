@@ -11,7 +11,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from keel.core import ConfigError, StoreError, TaskConflict
+from keel.core import ConfigError, StoreError
 from keel.store._base import (
     TERMINAL_STATUSES,
     HumanTask,
@@ -23,12 +23,18 @@ from keel.store._base import (
     TaskFilter,
 )
 from keel.store._messages import (
+    already_stored,
     check_names,
     check_seconds,
+    claimed_by_other,
     duplicate_entry,
+    entry_conflict,
     lease_lost,
     leased,
     not_found,
+    repeated_in_batch,
+    run_exists,
+    run_not_waiting,
     task_conflict_if_resolved,
     task_not_found,
 )
@@ -57,7 +63,7 @@ class MemoryStore(RunStore):
 
     async def create_run(self, record: RunRecord) -> None:
         if record.run_id in self._runs:
-            raise StoreError(f"a run with id {record.run_id!r} already exists.")
+            raise run_exists(record.run_id)
         self._runs[record.run_id] = record
         self._journals[record.run_id] = []
         self._recorded[record.run_id] = set()
@@ -72,10 +78,11 @@ class MemoryStore(RunStore):
 
     def _check_entries(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
         recorded = self._recorded[run_id]
-        batch = {(e.key, e.phase) for e in entries}
-        if len(batch) != len(entries) or not batch.isdisjoint(recorded):
-            raise duplicate_entry(run_id, next(iter(batch & recorded), None)
-                                  or "(repeated within the batch)")
+        clash = repeated_in_batch(run_id, entries)
+        if clash is None and any((e.key, e.phase) in recorded for e in entries):
+            clash = already_stored(run_id, entries, recorded)
+        if clash is not None:
+            raise clash
 
     def _add_entries(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
         self._recorded[run_id].update((e.key, e.phase) for e in entries)
@@ -221,8 +228,7 @@ class MemoryStore(RunStore):
         task = await self.get_task(task_id)
         task_conflict_if_resolved(task)
         if task.status == "claimed" and task.claimed_by != who:
-            raise TaskConflict(f"{task.kind} {task_id} is already claimed by {task.claimed_by}; "
-                               "nothing was changed.")
+            raise claimed_by_other(task)
         task = dataclasses.replace(task, status="claimed", claimed_by=who,
                                    claimed_at=task.claimed_at if task.claimed_by == who
                                    else time.time())
@@ -236,13 +242,12 @@ class MemoryStore(RunStore):
         task_conflict_if_resolved(task)
         run = await self.get_run(task.run_id)
         if run.status in TERMINAL_STATUSES:
-            raise TaskConflict(f"run {run.run_id} is {run.status}; nothing waits for "
-                               f"{task.kind} {task_id} any more. Nothing was changed.")
+            raise run_not_waiting(run.run_id, run.status, task)
         entries = [] if entry is None else [entry]
         try:
             self._check_entries(run.run_id, entries)
         except StoreError as exc:
-            raise TaskConflict(f"{task.kind} {task_id}: {exc}") from None
+            raise entry_conflict(task, exc) from None
         now = time.time()
         self._add_entries(run.run_id, entries)
         task = dataclasses.replace(task, status="resolved", resolution=resolution,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Container, Sequence
 
 from keel.core import (
     ConfigError,
@@ -15,7 +15,7 @@ from keel.core import (
     TaskConflict,
     TaskNotFound,
 )
-from keel.store._base import HumanTask
+from keel.store._base import HumanTask, JournalEntry
 
 
 def not_found(run_id: str) -> RunNotFound:
@@ -25,6 +25,11 @@ def not_found(run_id: str) -> RunNotFound:
 def task_not_found(task_id: str) -> TaskNotFound:
     return TaskNotFound(f"no approval or escalation {task_id!r} in this store; `keel approvals "
                         "list` and `keel escalations list` show the open ones.")
+
+
+def run_exists(run_id: str) -> StoreError:
+    return StoreError(f"a run with id {run_id!r} already exists; give the new run another id, "
+                      "or use update_run to change this one.")
 
 
 def duplicate_entry(run_id: str, clash: object, *, in_batch: bool = False) -> StoreError:
@@ -39,6 +44,26 @@ def duplicate_entry(run_id: str, clash: object, *, in_batch: bool = False) -> St
     return StoreError(
         f"run {run_id!r}: {what}. A journal holds one intent and one result per step, so "
         "nothing of this batch was stored; give each step a distinct key.")
+
+
+def repeated_in_batch(run_id: str, entries: Sequence[JournalEntry]) -> StoreError | None:
+    """The error for the first ``(key, phase)`` that ``entries`` holds twice; None if none is
+    repeated."""
+    seen: set[tuple[str, str]] = set()
+    for e in entries:
+        pair = (e.key, e.phase)
+        if pair in seen:
+            return duplicate_entry(run_id, pair, in_batch=True)
+        seen.add(pair)
+    return None
+
+
+def already_stored(run_id: str, entries: Sequence[JournalEntry],
+                   stored: Container[tuple[str, str]]) -> StoreError:
+    """The error for a batch with an entry the journal already has: the first of ``entries``
+    found in ``stored`` (the run's ``(key, phase)`` pairs), else a general one."""
+    return duplicate_entry(run_id, next(
+        ((e.key, e.phase) for e in entries if (e.key, e.phase) in stored), None))
 
 
 def lease_lost(run_id: str, owner: str, holder: str | None) -> LeaseLost:

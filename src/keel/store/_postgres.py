@@ -54,7 +54,14 @@ from keel.store._base import (
     RunStore,
     TaskFilter,
 )
-from keel.store._messages import duplicate_entry, lease_lost, leased, not_found
+from keel.store._messages import (
+    already_stored,
+    lease_lost,
+    leased,
+    not_found,
+    repeated_in_batch,
+    run_exists,
+)
 from keel.store._postgres_connect import (
     Conn,
     Pool,
@@ -188,7 +195,7 @@ class PostgresStore(RunStore):
             try:
                 await conn.execute(q.create_run, values)
             except errors.UniqueViolation:
-                raise StoreError(f"a run with id {record.run_id!r} already exists.") from None
+                raise run_exists(record.run_id) from None
 
         await self._with(work)
 
@@ -411,13 +418,9 @@ async def _refusal(conn: Conn, q: Statements, run_id: str, entries: Sequence[Jou
         return not_found(run_id)
     if (lease is not None and row[0] != lease) or exc is None:
         return lease_lost(run_id, lease or "", row[0])
-    seen: set[tuple[str, str]] = set()
-    for e in entries:
-        pair = (e.key, e.phase)
-        if pair in seen:
-            return duplicate_entry(run_id, pair, in_batch=True)
-        seen.add(pair)
+    repeated = repeated_in_batch(run_id, entries)
+    if repeated is not None:
+        return repeated
     cur = await conn.execute(q.stored_pairs, (run_id, sorted({e.key for e in entries})))
     stored = {(key, phase) for key, phase in await cur.fetchall()}
-    return duplicate_entry(run_id, next(
-        ((e.key, e.phase) for e in entries if (e.key, e.phase) in stored), None))
+    return already_stored(run_id, entries, stored)

@@ -64,14 +64,16 @@ from keel.store._base import (
     check_status,
 )
 from keel.store._messages import (
+    already_stored,
     check_names,
     check_seconds,
     claimed_by_other,
-    duplicate_entry,
     entry_conflict,
     lease_lost,
     leased,
     not_found,
+    repeated_in_batch,
+    run_exists,
     run_not_waiting,
     task_conflict_if_resolved,
     task_not_found,
@@ -124,9 +126,7 @@ class SQLiteStore(RunStore):
                 db.execute(q.INSERT_RUN, row)
             except sqlite3.IntegrityError as exc:
                 if error_name(exc) in _UNIQUE:
-                    raise StoreError(
-                        f"a run with id {record.run_id!r} already exists; give the new run "
-                        "another id, or use update_run to change this one.") from None
+                    raise run_exists(record.run_id) from None
                 raise
 
     async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
@@ -464,18 +464,15 @@ class SQLiteStore(RunStore):
             return not_found(run_id)
         if name not in _UNIQUE:
             return self._failure(exc)
-        seen: set[tuple[str, str]] = set()
-        for entry in entries:
-            pair = (entry.key, entry.phase)
-            if pair in seen:
-                return duplicate_entry(run_id, pair, in_batch=True)
-            seen.add(pair)
+        repeated = repeated_in_batch(run_id, entries)
+        if repeated is not None:
+            return repeated
         try:
             stored = set(db.execute("SELECT key, phase FROM journal WHERE run_id = ?",
                                     (run_id,)).fetchall())
         except sqlite3.Error:
             stored = set()
-        return duplicate_entry(run_id, next((p for p in seen if p in stored), None))
+        return already_stored(run_id, entries, stored)
 
 
 # ------------------------------------------------------------------------------ helpers
