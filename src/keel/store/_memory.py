@@ -27,6 +27,7 @@ from keel.store._messages import (
     check_names,
     check_seconds,
     claimed_by_other,
+    close_of_other_run,
     duplicate_entry,
     entry_conflict,
     lease_lost,
@@ -240,6 +241,8 @@ class MemoryStore(RunStore):
                            close: RunRecord | None = None) -> HumanTask:
         task = await self.get_task(task_id)
         task_conflict_if_resolved(task)
+        if close is not None and close.run_id != task.run_id:
+            raise close_of_other_run(task, close.run_id)
         run = await self.get_run(task.run_id)
         if run.status in TERMINAL_STATUSES:
             raise run_not_waiting(run.run_id, run.status, task)

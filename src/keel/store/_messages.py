@@ -114,3 +114,9 @@ def check_names(what: str, values: Collection[str]) -> Collection[str]:
         raise ConfigError(what, f"must be a collection of names such as [{values!r}], not a "
                                 "string")
     return values
+
+
+def close_of_other_run(task: HumanTask, close_run_id: str) -> StoreError:
+    return StoreError(
+        f"{task.kind} {task.task_id} belongs to run {task.run_id!r}; the record that closes it "
+        f"is run {close_run_id!r}. Nothing was changed.")

@@ -19,6 +19,7 @@ from psycopg import errors
 from keel.store._base import TERMINAL_STATUSES, HumanTask, JournalEntry, RunRecord, TaskFilter
 from keel.store._messages import (
     claimed_by_other,
+    close_of_other_run,
     duplicate_entry,
     entry_conflict,
     lease_lost,
@@ -93,6 +94,8 @@ async def resolve_task(conn: Conn, q: Statements, task_id: str, resolution: Any,
         raise task_not_found(task_id)
     current, run = task(task_row), record(run_row)
     task_conflict_if_resolved(current)
+    if close is not None and close.run_id != run.run_id:
+        raise close_of_other_run(current, close.run_id)
     if run.status in TERMINAL_STATUSES:
         raise run_not_waiting(run.run_id, run.status, current)
     if entry is not None:

@@ -68,6 +68,7 @@ from keel.store._messages import (
     check_names,
     check_seconds,
     claimed_by_other,
+    close_of_other_run,
     entry_conflict,
     lease_lost,
     leased,
@@ -329,9 +330,7 @@ class SQLiteStore(RunStore):
             task_conflict_if_resolved(task)
             run_id = task.run_id
             if close is not None and close.run_id != run_id:
-                raise StoreError(
-                    f"{task.kind} {task_id} belongs to run {run_id!r}; the record that closes "
-                    f"it is run {close.run_id!r}. Nothing was changed.")
+                raise close_of_other_run(task, close.run_id)
             row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:  # only if the file was edited outside keel: tasks need their run
                 raise not_found(run_id)

@@ -290,6 +290,16 @@ class FleetConformance:
         got = await store.get_run("run-cl")
         assert got.status == "completed" and got.output == "a human answered"
 
+    async def test_resolve_task_refuses_a_close_record_of_another_run(
+            self, store: RunStore) -> None:
+        await store.create_run(sample_run("run-a", status="suspended"))
+        await store.create_run(sample_run("run-b", status="suspended"))
+        await store.put_task(sample_task("t", "run-a"))
+        wrong = sample_run("run-b").with_status("completed", output="x", updated_at=2e9)
+        await _raises(StoreError, store.resolve_task("t", {}, resolved_by="ann", close=wrong))
+        assert (await store.get_task("t")).status == "open"
+        assert (await store.get_run("run-b")).status == "suspended"
+
     async def test_resolve_on_a_running_run_keeps_its_status(self, store: RunStore) -> None:
         await store.create_run(sample_run("run-rr"))
         await store.acquire_lease("run-rr", "w1", 60)
