@@ -4,6 +4,7 @@ from keel.runtime._agent import Agent
 from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, decide_approval
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._context import RunContext
+from keel.runtime._defaults import register_default_middleware
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs
 from keel.runtime._escalation import (
     EscalationPolicy,
@@ -17,6 +18,7 @@ from keel.runtime._middleware import (
     Middleware,
     MiddlewareStack,
     ModelRequestInput,
+    RetryHook,
     RunEndInput,
     RunStartInput,
     ToolCallInput,
@@ -42,6 +44,7 @@ __all__ = [
     "ModelRequestInput",
     "ReplayDivergence",
     "ReplayReport",
+    "RetryHook",
     "RunContext",
     "RunDiff",
     "RunEndInput",
@@ -58,6 +61,7 @@ __all__ = [
     "default_store_url",
     "diff_runs",
     "fork_run",
+    "register_default_middleware",
     "replay_run",
     "resolve_escalation",
     "using_store",

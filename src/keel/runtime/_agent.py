@@ -15,6 +15,7 @@ from keel.core import ConfigError, ModelSettings, RunEvent, RunFinished, ToolSpe
 from keel.models import Model, parse_model_id, resolve_model
 from keel.runtime._approvals import ApprovalPolicy
 from keel.runtime._budget import Budget
+from keel.runtime._defaults import default_middleware as defaults_for
 from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._journal import Durability
 from keel.runtime._loop import ToolPlan
@@ -57,6 +58,7 @@ class Agent(Generic[OutputT]):
         approval: ApprovalPolicy | None = None,
         escalation: EscalationPolicy | None = None,
         durability: Durability | str | None = None,
+        default_middleware: bool = True,
     ) -> None:
         if not name or "/" in name or "#" in name or ":" in name:
             raise ConfigError("name", f"{name!r} must be non-empty without '/', '#' or ':' "
@@ -82,7 +84,11 @@ class Agent(Generic[OutputT]):
         self.settings = settings or ModelSettings()
         self.max_repeated_failures = max_repeated_failures
         self.max_output_retries = max_output_retries
-        self.stack = MiddlewareStack(middleware)
+        middleware = tuple(middleware)
+        self.default_middleware = default_middleware
+        self.user_middleware = middleware
+        defaults = defaults_for(middleware) if default_middleware else []
+        self.stack = MiddlewareStack([*defaults, *middleware])
         if approval is not None and not isinstance(approval, ApprovalPolicy):
             raise ConfigError("approval", "expected an ApprovalPolicy (ApprovalPolicy.off() "
                               "switches approval gates off)")
@@ -112,7 +118,8 @@ class Agent(Generic[OutputT]):
             "scopes": self.scopes, "budget": self.budget, "settings": self.settings,
             "max_repeated_failures": self.max_repeated_failures,
             "max_output_retries": self.max_output_retries,
-            "middleware": self.stack.middleware, "approval": self.approval,
+            "middleware": self.user_middleware, "approval": self.approval,
+            "default_middleware": self.default_middleware,
             "escalation": self.escalation, "durability": self.durability,
         }
         unknown = set(changes) - set(args)

@@ -44,7 +44,7 @@ from keel.core import (
 from keel.core._redact import redact, redact_text
 from keel.runtime._gates import Gates
 from keel.runtime._journal import Journal
-from keel.runtime._middleware import ModelRequestInput, ToolCallInput
+from keel.runtime._middleware import ModelRequestInput, RetryHook, ToolCallInput
 from keel.runtime._result import RunResult
 from keel.store import JournalEntry, RunRecord
 from keel.tools import ToolResult, Toolset, render_value
@@ -193,7 +193,8 @@ class AgentLoop:
                     return await model.request(history, specs, agent.settings)
                 inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key,
                                         agent=agent.name, model=model, messages=history,
-                                        tools=specs, settings=agent.settings)
+                                        tools=specs, settings=agent.settings,
+                                        on_retry=self._retry_hook(key, "model", model.name))
                 return await agent.stack.model_request(inp)
             except KeelError as exc:
                 if isinstance(exc, RunError) and exc.step_key is None:
@@ -298,7 +299,8 @@ class AgentLoop:
                 if agent.stack.bare_tool:
                     return await tool.call(arguments, ctx)
                 inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name,
-                                    tool=tool, arguments=arguments, ctx=ctx)
+                                    tool=tool, arguments=arguments, ctx=ctx,
+                                    on_retry=self._retry_hook(key, "tool", tool.name))
                 return await agent.stack.tool_call(inp)
             except Escalate as exc:  # recorded as the call's result, then escalated
                 return ToolResult.fail("escalated", exc.reason, retryable=False,
@@ -326,6 +328,21 @@ class AgentLoop:
             idempotent=idempotent, reconcile=reconcile, encode=_encode_tool,
             decode=ToolResult.from_dict, scrubbed=True,
             flush_first=tool is not None and tool.meta.risk != "read")
+
+    def _retry_hook(self, key: str, kind: str, name: str) -> RetryHook:
+        """Journal each failed attempt of a step and charge it to the budget."""
+        journal = self.journal
+
+        async def on_retry(attempt: int, error: str, delay: float) -> None:
+            attempt_key = f"{key}/attempt:{attempt}"
+            journal.budget.check(kind, run_id=journal.run_id, step_key=attempt_key)
+            if journal.recorded(attempt_key) is None:
+                await journal.write(attempt_key, "result", "attempt", name, "",
+                                    {"attempt": attempt, "error": error,
+                                     "retry_in_s": round(delay, 3)})
+            journal.budget.record(None)
+
+        return on_retry
 
     def _missing_tool(self, name: str) -> ToolResult:
         if name in self.agent.toolset:

@@ -15,6 +15,15 @@ from keel.core import Message, ModelResponse, ModelSettings, ToolContext, ToolSp
 from keel.models import Model
 from keel.tools import Tool, ToolResult
 
+#: ``on_retry(attempt, error, delay_seconds)``: a retrying middleware calls it before it waits
+#: and tries again; the run journals the failed attempt and charges it to the budget (raising
+#: ``BudgetExceeded`` when the budget has no room for another attempt).
+RetryHook = Callable[[int, str, float], Awaitable[None]]
+
+
+async def _no_retry_hook(attempt: int, error: str, delay: float) -> None:
+    return None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRequestInput:
@@ -25,6 +34,7 @@ class ModelRequestInput:
     messages: Sequence[Message]
     tools: Sequence[ToolSpec]
     settings: ModelSettings
+    on_retry: RetryHook = _no_retry_hook
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +45,7 @@ class ToolCallInput:
     tool: Tool
     arguments: str
     ctx: ToolContext
+    on_retry: RetryHook = _no_retry_hook
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
