@@ -18,6 +18,9 @@ EXPECTED = [
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
     "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",
     "cancel_run", "decide_approval", "resolve_escalation",
+    # reliability
+    "BreakerPolicy", "Bulkhead", "BulkheadFull", "BulkheadPolicy", "CircuitBreaker",
+    "RateLimit", "RateLimited", "RateLimiter", "Retry", "RetryPolicy",
     # replay, fork, diff, export
     "ReplayReport", "RunDiff", "diff_runs", "export_run", "fork_run", "import_run", "replay_run",
 ]
@@ -48,7 +51,7 @@ def test_import_has_no_side_effects() -> None:
         "import sys, threading; import keel; "
         "assert threading.active_count() == 1, threading.enumerate(); "
         "heavy = [m for m in ('openai', 'anthropic', 'sqlite3', 'typer', 'rich', 'psycopg', "
-        "'jsonschema') "
+        " 'jsonschema', 'redis', 'tenacity') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,6 +7,7 @@ See https://github.com/ (the README) for the quick start.
 from keel.core import (
     ApprovalRequired,
     BudgetExceeded,
+    BulkheadFull,
     CircuitOpen,
     ConfigError,
     DeadlineExceeded,
@@ -22,6 +23,7 @@ from keel.core import (
     ModelResponse,
     ModelSettings,
     OutputValidationError,
+    RateLimited,
     RepeatedFailure,
     RetryWithFeedback,
     RunCancelled,
@@ -43,6 +45,16 @@ from keel.core import (
     configure_json_logging,
 )
 from keel.models import Model, resolve_model
+from keel.reliability import (
+    BreakerPolicy,
+    Bulkhead,
+    BulkheadPolicy,
+    CircuitBreaker,
+    RateLimit,
+    RateLimiter,
+    Retry,
+    RetryPolicy,
+)
 from keel.runtime import (
     Agent,
     ApprovalPolicy,
@@ -63,18 +75,30 @@ from keel.runtime import (
     replay_run,
     resolve_escalation,
 )
+from keel.runtime import register_default_middleware as _register_default
 from keel.store import MemoryStore, RunStore, export_run, import_run, open_store
 from keel.tools import Tool, ToolResult, tool
 
 __version__ = "0.1.0"
+
+# The composition root: every Agent gets these unless it passes its own of the same type
+# (e.g. ``Retry(RetryPolicy(max_attempts=6))``, ``CircuitBreaker.off()``) or
+# ``default_middleware=False``. Outermost first: a retry goes through the breaker, so an
+# open breaker stops the retries.
+_register_default("reliability", lambda: [Retry(), CircuitBreaker()])
 
 __all__ = [
     "Agent",
     "ApprovalPolicy",
     "ApprovalRequired",
     "ApprovalRule",
+    "BreakerPolicy",
     "Budget",
     "BudgetExceeded",
+    "Bulkhead",
+    "BulkheadFull",
+    "BulkheadPolicy",
+    "CircuitBreaker",
     "CircuitOpen",
     "ConfigError",
     "DeadlineExceeded",
@@ -95,8 +119,13 @@ __all__ = [
     "ModelResponse",
     "ModelSettings",
     "OutputValidationError",
+    "RateLimit",
+    "RateLimited",
+    "RateLimiter",
     "RepeatedFailure",
     "ReplayReport",
+    "Retry",
+    "RetryPolicy",
     "RetryWithFeedback",
     "RunCancelled",
     "RunContext",

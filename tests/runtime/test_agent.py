@@ -275,15 +275,21 @@ async def test_model_error_fails_the_run_and_keeps_the_journal() -> None:
     model = ScriptedModel([call("add", {"a": 1, "b": 1}),
                            ModelError("upstream 500", status=500, retryable=True)])
     store = MemoryStore()
+    from keel import Retry, RetryPolicy
+
+    fast = Retry(RetryPolicy(base_delay=0.001, max_delay=0.002))  # retries are on by default
     with pytest.raises(ModelError) as err:
-        await Agent("m", model=model, tools=[add]).run("go", store=store)
+        await Agent("m", model=model, tools=[add], middleware=[fast]).run("go", store=store)
     run_id = err.value.run_id
     assert run_id is not None
     record = await store.get_run(run_id)
     assert record.status == "failed"
     assert record.error == {"type": "ModelError", "message": "upstream 500",
                             "step_key": "m/turn:1/model", "retryable": True}
-    assert len(await store.read_journal(run_id)) == 2
+    journal = await store.read_journal(run_id)
+    # turn 0 and its tool call, then the 3 failed attempts of turn 1 before the 4th failed too
+    assert [e.key for e in journal[2:]] == [f"m/turn:1/model/attempt:{n}" for n in (1, 2, 3)]
+    assert all(e.kind == "attempt" and "upstream 500" in e.data["error"] for e in journal[2:])
 
 
 def test_run_sync_and_its_refusal_inside_a_loop() -> None:

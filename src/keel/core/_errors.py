@@ -20,7 +20,9 @@
     │   ├── Divergence              the journal no longer matches the code (both sides shown)
     │   ├── UnknownOutcome          a non-idempotent tool crashed between intent and result
     │   ├── GuardrailTripped        a guardrail stopped the run
-    │   └── CircuitOpen             a breaker is open; fail fast
+    │   ├── CircuitOpen             a breaker is open; fail fast
+    │   ├── BulkheadFull            a concurrency pool and its queue are full (retryable)
+    │   └── RateLimited             a rate limit would not allow the call in time (retryable)
     └── Signal                      raised on purpose to steer control flow
         ├── RetryWithFeedback       tell the model what to fix and let it try again
         ├── ApprovalRequired        a step needs a human decision
@@ -223,6 +225,36 @@ class CircuitOpen(RunError):
     """A circuit breaker is open; the call was not attempted."""
 
     retryable = True
+
+
+class BulkheadFull(RunError):
+    """A bulkhead pool is at capacity and its queue is full (or the wait in the queue ran
+    past its timeout); the call was not attempted. ``pool`` names the pool; ``active`` and
+    ``waiting`` are its load when the call was turned away."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, pool: str, max_concurrent: int, max_queue: int,
+                 active: int, waiting: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.pool = pool
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.active = active
+        self.waiting = waiting
+
+
+class RateLimited(RunError):
+    """A rate limit would not let the call start within the allowed wait; the call was not
+    attempted. ``limit`` names the limit; ``retry_after`` is the estimated wait in seconds."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, limit: str, retry_after: float | None = None,
+                 **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.retry_after = retry_after
 
 
 # -------------------------------------------------------------------------------- signals

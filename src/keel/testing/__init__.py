@@ -1,5 +1,5 @@
 """keel's public test kit: scripted models, loopback servers that speak the providers' wire
-formats, and the run-store conformance suite."""
+formats, fault injection, and the run-store conformance suite."""
 
 try:  # let pytest rewrite the conformance suite's asserts for readable failures
     import pytest
@@ -11,6 +11,7 @@ except ImportError:  # pragma: no cover - the kit works without pytest too
 
 from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
 from keel.testing._conformance import StoreConformance
+from keel.testing._faults import Faults, FaultyModel, FaultyTool, faulty_tool
 from keel.testing._wire_anthropic import AnthropicWireServer
 from keel.testing._wire_anthropic import RecordedRequest as AnthropicRecordedRequest
 from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
@@ -18,6 +19,9 @@ from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
 __all__ = [
     "AnthropicRecordedRequest",
     "AnthropicWireServer",
+    "Faults",
+    "FaultyModel",
+    "FaultyTool",
     "FunctionModel",
     "OpenAIWireServer",
     "ScriptItem",
@@ -25,4 +29,5 @@ __all__ = [
     "StoreConformance",
     "ToolCallSpec",
     "call",
+    "faulty_tool",
 ]

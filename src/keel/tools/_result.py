@@ -17,24 +17,46 @@ ErrorType: TypeAlias = Literal[
     "repeated_failure",
     "approval_denied",
     "escalated",
+    "bulkhead_full",
+    "rate_limited",
+    "circuit_open",
 ]
+
+#: Why a ``tool_error`` is worth retrying as is (see :attr:`ToolFailure.transient`).
+Transient: TypeAlias = Literal["exception", "declared"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolFailure:
-    """The normalized observation a model gets for any failed call, so it can correct itself."""
+    """The normalized observation a model gets for any failed call, so it can correct itself.
+
+    ``retryable`` is for the model: it may call again (perhaps with other arguments).
+    ``transient`` is for retrying middleware, and is not shown to the model: set when the
+    same call may succeed if simply made again. ``"exception"``: the tool raised a transient
+    error (a connection error, a timeout, an OS error); ``"declared"``: the tool raised
+    ``ToolError(retryable=True)``, its author asserting that the call did not take effect
+    (so it may be retried even when the tool is not idempotent).
+    """
 
     error_type: ErrorType
     message: str
     retryable: bool
     hint: str | None = None
+    transient: Transient | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def observation(self) -> dict[str, Any]:
+        """What the model sees: ``{error_type, message, retryable, hint}``."""
         return {"error_type": self.error_type, "message": self.message,
                 "retryable": self.retryable, "hint": self.hint}
 
+    def to_dict(self) -> dict[str, Any]:
+        data = self.observation()
+        if self.transient is not None:
+            data["transient"] = self.transient
+        return data
+
     def render(self) -> str:
-        return json.dumps({"error": self.to_dict()}, ensure_ascii=False)
+        return json.dumps({"error": self.observation()}, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,9 +79,9 @@ class ToolResult:
 
     @classmethod
     def fail(cls, error_type: ErrorType, message: str, *, retryable: bool,
-             hint: str | None = None) -> ToolResult:
+             hint: str | None = None, transient: Transient | None = None) -> ToolResult:
         failure = ToolFailure(error_type=error_type, message=message, retryable=retryable,
-                              hint=hint)
+                              hint=hint, transient=transient)
         return cls(content=failure.render(), failure=failure)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +93,6 @@ class ToolResult:
         f = data.get("failure")
         failure = None if f is None else ToolFailure(
             error_type=f["error_type"], message=f["message"], retryable=bool(f["retryable"]),
-            hint=f.get("hint"))
+            hint=f.get("hint"), transient=f.get("transient"))
         return cls(content=str(data["content"]), value=data.get("value"), failure=failure,
                    truncated=bool(data.get("truncated", False)))

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 import json
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,26 @@ def limit_output(content: str, limit: int, tool_name: str) -> tuple[str, bool]:
     return content[:limit] + note, True
 
 
+#: OS errors that say something about the request, not the moment: trying again won't help.
+_PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError,
+                        NotADirectoryError, PermissionError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an exception a tool raised is worth retrying as is: connection errors,
+    timeouts and other OS errors (not the file-system ones about the request itself), and
+    httpx's network and timeout errors."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, OSError):
+        return not isinstance(exc, _PERMANENT_OS_ERRORS)
+    httpx = sys.modules.get("httpx")  # only if the tool already uses it: no import here
+    if httpx is not None:
+        return isinstance(exc, httpx.TimeoutException | httpx.NetworkError
+                          | httpx.RemoteProtocolError)
+    return False
+
+
 def _format_validation_error(err: pydantic.ValidationError) -> str:
     parts = []
     for e in err.errors(include_url=False):
@@ -212,14 +233,18 @@ class FunctionTool(Tool):
             return ToolResult.fail(
                 "timeout", f"{name} did not finish within {self.meta.timeout} s", retryable=True,
                 hint="Try again, or with arguments that ask for less work.")
-        except (RetryWithFeedback, ToolError) as exc:
+        except RetryWithFeedback as exc:
             return ToolResult.fail("tool_error", exc.message, retryable=exc.retryable,
                                    hint=exc.hint)
+        except ToolError as exc:
+            return ToolResult.fail("tool_error", exc.message, retryable=exc.retryable,
+                                   hint=exc.hint, transient="declared" if exc.retryable else None)
         except Signal:
             raise
         except Exception as exc:
             return ToolResult.fail("tool_error", f"{name} failed: {type(exc).__name__}: {exc}",
-                                   retryable=False)
+                                   retryable=False,
+                                   transient="exception" if is_transient(exc) else None)
         content, cut = limit_output(render_value(value), self.meta.output_limit, name)
         return ToolResult(content=content, value=jsonable(value), truncated=cut)
 
