@@ -134,13 +134,17 @@ def scripted_model(steps: int, delay: float) -> ScriptedModel:
 
 class Keel:
     """keel with a given journal (``memory`` or ``sqlite``) and model (``bench`` or
-    ``scripted``)."""
+    ``scripted``); ``default_middleware=False`` drops the defaults (Retry, CircuitBreaker)."""
 
-    def __init__(self, journal: str = "memory", model: str = "bench") -> None:
+    def __init__(self, journal: str = "memory", model: str = "bench", *,
+                 default_middleware: bool = True) -> None:
         self.journal = journal
         self.model = model
+        self.default_middleware = default_middleware
         suffix = "" if model == "bench" else ", ScriptedModel"
         self.name = f"keel ({'in-memory' if journal == 'memory' else 'SQLite'} journal{suffix})"
+        if not default_middleware:
+            self.name = "keel, no default middleware"
         self.tool = keel.tool(lookup)
 
     @asynccontextmanager
@@ -165,7 +169,8 @@ class Keel:
     @asynccontextmanager
     async def step_run(self, steps: int, delay: float = 0.0) -> AsyncIterator[RunFn]:
         agent: keel.Agent[str] = keel.Agent("bench", model=self._model(steps, delay),
-                                            tools=[self.tool], budget=keel.Budget.unlimited())
+                                            tools=[self.tool], budget=keel.Budget.unlimited(),
+                                            default_middleware=self.default_middleware)
         async with self._store() as store:
 
             async def run() -> None:
@@ -181,7 +186,8 @@ class Keel:
         keel_tools = [keel.tool(make_sleeper(k, tool_delay)) for k in range(tools)]
         model = BenchModel([[(n, {"i": k}) for k, n in enumerate(names)], FINAL_TEXT])
         agent: keel.Agent[str] = keel.Agent("bench", model=model, tools=keel_tools,
-                                            budget=keel.Budget.unlimited())
+                                            budget=keel.Budget.unlimited(),
+                                            default_middleware=self.default_middleware)
         async with self._store() as store:
 
             async def run() -> None:
@@ -196,3 +202,28 @@ def keel_frameworks() -> dict[str, Any]:
     """The keel-side frameworks by key (the floor first)."""
     return {"floor": Floor(), "keel": Keel("memory"), "keel-sqlite": Keel("sqlite"),
             "keel-scripted": Keel("memory", "scripted")}
+
+
+# ------------------------------------------------- the cost of the default middleware
+
+
+def main() -> None:
+    """``python -m bench.bench_keel``: per-step cost of the default middleware (Retry and
+    CircuitBreaker), keel with the defaults against ``Agent(default_middleware=False)`` and
+    the floor, in this process, interleaved (steps benchmark only)."""
+    from bench.timing import SuiteConfig, run_suites
+
+    fws = {"floor": Floor(), "keel": Keel("memory"),
+           "keel-nodefault": Keel("memory", default_middleware=False)}
+    cfg = SuiteConfig(sizes=(10, 100, 1000), repeats=9, benches=("steps",))
+    out = asyncio.run(run_suites(fws, cfg))
+    print(f"{'steps':>6} {'floor':>9} {'keel':>9} {'no defaults':>12} {'defaults cost':>14}"
+          "  (µs per step, wall)")
+    for n in cfg.sizes:
+        floor, on, off = (out[k]["steps"][n].wall / n * 1e6
+                          for k in ("floor", "keel", "keel-nodefault"))
+        print(f"{n:>6} {floor:>9.1f} {on:>9.1f} {off:>12.1f} {on - off:>14.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -703,3 +703,25 @@ async def test_concurrent_workers_neither_lose_nor_double_count_failures(
     assert (await child(prefix, "fail", count=1, now=201.0, policy=policy)) == {"opened": 1}
     assert (await redis_store.acquire("tool:flaky", BreakerPolicy(**policy),
                                       now=201.0)).state == "open"
+
+
+async def test_default_breaker_counts_consecutive_failures_only() -> None:
+    """A busy endpoint failing now and then stays closed; one failing call after call opens;
+    consecutive=False counts every failure in the window."""
+    from keel.reliability import BreakerPolicy, InMemoryBreakerStore
+    from keel.reliability._breaker import Permit
+
+    store = InMemoryBreakerStore(clock=lambda: 0.0)
+    busy = BreakerPolicy(failure_threshold=3)
+    for i in range(300):  # one failure in three, interleaved with successes
+        state = await store.record("k", busy, "failure" if i % 3 == 0 else "success", now=i / 10)
+        assert state == "closed", f"opened at call {i}"
+    for i in range(3):
+        state = await store.record("k", busy, "failure", now=40 + i)
+    assert state == "open"
+    counting = BreakerPolicy(failure_threshold=3, consecutive=False)
+    other = InMemoryBreakerStore(clock=lambda: 0.0)
+    states = [await other.record("c", counting, o, now=t) for t, o in
+              enumerate(["failure", "success", "failure", "success", "failure"])]
+    assert states[-1] == "open"
+    assert Permit  # the type is part of the store protocol

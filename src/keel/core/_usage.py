@@ -44,12 +44,17 @@ class Usage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelResponse:
-    """One model turn: text and/or tool calls, with usage. Adapters fill ``usage.cost_usd``."""
+    """One model turn: text and/or tool calls, with usage. Adapters fill ``usage.cost_usd``.
+
+    ``provider_details`` is optional JSON data about how the answer was obtained (e.g. which
+    link of a :class:`~keel.reliability.FallbackModel` answered); it is journaled with the
+    response and left out of :meth:`to_dict` when None, so older records are unchanged."""
 
     parts: tuple[Part, ...]
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     finish_reason: str | None = None
+    provider_details: dict[str, Any] | None = None
 
     @property
     def message(self) -> Message:
@@ -64,11 +69,20 @@ class ModelResponse:
         return [p for p in self.parts if isinstance(p, ToolCallPart)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parts": [part_to_dict(p) for p in self.parts], "usage": self.usage.to_dict(),
-                "model": self.model, "finish_reason": self.finish_reason}
+        data: dict[str, Any] = {
+            "parts": [part_to_dict(p) for p in self.parts], "usage": self.usage.to_dict(),
+            "model": self.model, "finish_reason": self.finish_reason}
+        if self.provider_details is not None:
+            data["provider_details"] = self.provider_details
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
         return cls(parts=tuple(part_from_dict(p) for p in data["parts"]),
                    usage=Usage.from_dict(data.get("usage", {})),
-                   model=str(data.get("model", "")), finish_reason=data.get("finish_reason"))
+                   model=str(data.get("model", "")), finish_reason=data.get("finish_reason"),
+                   provider_details=_details(data.get("provider_details")))
+
+
+def _details(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, dict) else None

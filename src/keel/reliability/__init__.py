@@ -13,9 +13,18 @@ from keel.reliability._breaker import (
 )
 from keel.reliability._breaker_redis import RedisBreakerStore
 from keel.reliability._bulkhead import Bulkhead, BulkheadKey, BulkheadPolicy, PoolLoad
+from keel.reliability._fallback import (
+    ChainResult,
+    FallbackChain,
+    FallbackModel,
+    LinkFailure,
+    falls_back,
+    link_failed,
+)
 from keel.reliability._ratelimit import RateLimit, RateLimiter, RateLimitKey
 from keel.reliability._ratelimit_redis import RedisRateStore
 from keel.reliability._retry import Retry, RetryPolicy, retryable_tool_failure
+from keel.reliability._timeout import Timeout
 
 __all__: list[str] = [
     "BreakerOutcome",
@@ -26,8 +35,12 @@ __all__: list[str] = [
     "Bulkhead",
     "BulkheadKey",
     "BulkheadPolicy",
+    "ChainResult",
     "CircuitBreaker",
+    "FallbackChain",
+    "FallbackModel",
     "InMemoryBreakerStore",
+    "LinkFailure",
     "Permit",
     "PoolLoad",
     "RateLimit",
@@ -37,5 +50,8 @@ __all__: list[str] = [
     "RedisRateStore",
     "Retry",
     "RetryPolicy",
+    "Timeout",
+    "falls_back",
+    "link_failed",
     "retryable_tool_failure",
 ]

@@ -57,19 +57,25 @@ TOOL_HINT = "This tool is failing repeatedly; use another approach or tell the u
 class BreakerPolicy:
     """When a breaker opens and how it recovers.
 
-    ``failure_threshold`` failures within ``window`` seconds open the breaker; after
+    ``failure_threshold`` failures within ``window`` seconds open the breaker (with
+    ``consecutive``, the default, only failures since the last success count, so a busy
+    endpoint with a modest error rate is not cut off: its successes keep resetting the
+    count, while a dependency that is down fails call after call and opens it); after
     ``cooldown`` seconds it lets up to ``half_open_probes`` trial calls through at once;
     ``success_threshold`` trial successes close it, one trial failure opens it again. A trial
     that never reports back (its process died) frees its slot after ``cooldown``.
     """
 
-    failure_threshold: int = 5
+    failure_threshold: int = 10
     window: float = 60.0
     cooldown: float = 30.0
     half_open_probes: int = 1
     success_threshold: int = 1
+    consecutive: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.consecutive, bool):
+            raise ConfigError("consecutive", f"must be True or False, not {self.consecutive!r}")
         for name in ("failure_threshold", "half_open_probes", "success_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -204,6 +210,9 @@ class InMemoryBreakerStore:
                     if b.successes >= policy.success_threshold:
                         return b.close()
                 return "half_open"
+            if b.open_until is None and outcome == "success" and policy.consecutive:
+                b.failures.clear()  # a success ends the run of failures
+                return "closed"
             if b.open_until is not None or outcome != "failure":
                 return b.state(t)  # a late answer from a call let through before it opened
             b.failures.append(t)
@@ -302,8 +311,9 @@ class CircuitBreaker(Middleware):
         return await self.store.snapshot(key, self.policy, now=self._now())
 
     async def _record(self, key: str, permit: Permit, outcome: BreakerOutcome) -> None:
-        if permit.probe is None and outcome != "failure":
-            return  # nothing to count: a closed breaker only counts failures
+        if permit.probe is None and outcome != "failure" and not (
+                outcome == "success" and self.policy.consecutive):
+            return  # nothing to count: a closed breaker counts failures (and resets on success)
         before = permit.state
         after = await self.store.record(key, self.policy, outcome, probe=permit.probe,
                                         now=self._now())

@@ -62,7 +62,8 @@ return {'half_open', ''}
 
 # KEYS: state, fails, probes. ARGV: now, outcome, probe token ('' = not a trial), failure
 # threshold, window (s), cooldown (s), success threshold, failure id, state ttl (ms), fails
-# ttl (ms). Returns the state afterwards.
+# ttl (ms), consecutive ('1': a success while closed forgets the failures). Returns the state
+# afterwards.
 _RECORD = _CLOCK + """
 local now = clock(ARGV[1])
 local outcome = ARGV[2]
@@ -91,6 +92,10 @@ if token ~= '' then
     redis.call('PEXPIRE', KEYS[1], ARGV[9])
   end
   return 'half_open'
+end
+if not open_until and outcome == 'success' and ARGV[11] == '1' then
+  redis.call('DEL', KEYS[2])
+  return 'closed'
 end
 if open_until or outcome ~= 'failure' then return current() end
 redis.call('ZADD', KEYS[2], string.format('%.6f', now), ARGV[8])
@@ -242,7 +247,7 @@ class RedisBreakerStore:
             _now_arg(now), outcome, probe or "", policy.failure_threshold,
             repr(float(policy.window)), repr(float(policy.cooldown)), policy.success_threshold,
             uuid.uuid4().hex, _ms(2 * policy.cooldown + _IDLE_TTL),
-            _ms(policy.window) + 1000])
+            _ms(policy.window) + 1000, "1" if policy.consecutive else "0"])
         return _STATES[_text(state)]
 
     async def snapshot(self, key: str, policy: BreakerPolicy, *,

@@ -38,7 +38,9 @@ class Agent(Generic[OutputT]):
     a lease so that one worker at a time continues a run, approval gates
     (:class:`ApprovalPolicy`: ``irreversible`` tools wait for a human) and escalation to a
     person (:class:`EscalationPolicy`). ``durability`` chooses when journal records are
-    committed (:class:`Durability`; ``"balanced"`` by default).
+    committed (:class:`Durability`; ``"balanced"`` by default). ``compensate_on_failure``
+    (on by default) undoes a failed or cancelled run's completed calls of tools that declare
+    ``compensate=``, newest first (a saga, see docs/sagas.md).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Agent(Generic[OutputT]):
         escalation: EscalationPolicy | None = None,
         durability: Durability | str | None = None,
         default_middleware: bool = True,
+        compensate_on_failure: bool = True,
     ) -> None:
         if not name or "/" in name or "#" in name or ":" in name:
             raise ConfigError("name", f"{name!r} must be non-empty without '/', '#' or ':' "
@@ -100,6 +103,11 @@ class Agent(Generic[OutputT]):
         # budget exhausted) fail the run with its error (resumable) unless a policy is given.
         self.escalation = escalation or _DEFAULT_ESCALATION
         self.durability = Durability.of(durability)
+        if not isinstance(compensate_on_failure, bool):
+            raise ConfigError("compensate_on_failure", "must be True or False")
+        #: When the run fails or is cancelled, undo its completed compensable tool calls
+        #: (tools with ``compensate=``), newest first: a saga (docs/sagas.md).
+        self.compensate_on_failure = compensate_on_failure
         self._model: Model | None = model if isinstance(model, Model) else None
         self._adapter: pydantic.TypeAdapter[Any] | None = None
         self._plan: ToolPlan | None = None
@@ -121,6 +129,7 @@ class Agent(Generic[OutputT]):
             "middleware": self.user_middleware, "approval": self.approval,
             "default_middleware": self.default_middleware,
             "escalation": self.escalation, "durability": self.durability,
+            "compensate_on_failure": self.compensate_on_failure,
         }
         unknown = set(changes) - set(args)
         if unknown:

@@ -33,6 +33,8 @@ from keel.runtime._lease import Hold, LeaseKeeper, keeper_for, worker_id
 from keel.runtime._loop import AgentLoop, model_name
 from keel.runtime._middleware import RunEndInput, RunStartInput
 from keel.runtime._result import RunResult
+from keel.runtime._saga import applies as _compensates
+from keel.runtime._saga import compensate, recorded_failure
 from keel.store import JournalEntry, RunRecord, RunStore, open_store
 
 if TYPE_CHECKING:
@@ -127,6 +129,9 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
         await agent.stack.run_start(RunStartInput(run_id=record.run_id, agent=agent.name,
                                                   input=record.input, resumed=resumed))
         try:
+            failed = recorded_failure(journal) if resumed else None
+            if failed is not None:  # a run that began compensating finishes that, never goes on
+                raise failed
             result = await _drive(loop, record, hold)
         except (ApprovalRequired, Escalate) as signal:
             ended = True
@@ -138,11 +143,17 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
             raise
         except BaseException as exc:
             ended = True
+            failure = exc
+            if _compensates(agent, journal, exc):
+                failure = await _compensate(agent, store, record, tracker, journal, hold,
+                                            launch, exc)
             keeper.held.pop(record.run_id, None)  # no renewal may cancel the final write
-            await _record_failure(store, record, tracker, journal, exc)
+            await _record_failure(store, record, tracker, journal, failure)
             await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
-                                                  status=_status_for(exc), output=None,
-                                                  error=exc))
+                                                  status=_status_for(failure), output=None,
+                                                  error=failure))
+            if failure is not exc:
+                raise failure from exc
             raise
         keeper.held.pop(record.run_id, None)  # no cancel may hit the final write
         ended = True
@@ -156,6 +167,26 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
+
+
+async def _compensate(agent: Agent[Any], store: RunStore, record: RunRecord,
+                      tracker: BudgetTracker, journal: Journal, hold: Hold, launch: Launch,
+                      exc: BaseException) -> BaseException:
+    """Undo the failed run's completed steps (see ``_saga``) with its lease still renewed;
+    returns the failure to record. A compensation that keeps failing suspends the run."""
+    hold.stop_reason = hold.stop_reason or "compensating"  # a cancel request cannot stop it
+    try:
+        await compensate(agent, journal, record, exc, deps=launch.deps)
+    except Escalate as signal:
+        keeper_for(store).held.pop(record.run_id, None)
+        await _suspend(agent, store, record, tracker, journal, signal)
+        raise signal from exc
+    except Exception as broke:  # the saga goes on when the run is resumed
+        error = RunError(f"compensation stopped ({type(broke).__name__}: {broke}); resume "
+                         "the run to finish it", run_id=record.run_id)
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 async def _drive(loop: AgentLoop, record: RunRecord, hold: Hold) -> RunResult[Any]:
@@ -240,6 +271,9 @@ async def _open_run(agent: Agent[Any], store: RunStore, launch: Launch,
     hold = keeper.adopt(record.run_id) if launch.claimed else await keeper.acquire(
         record.run_id)
     try:
+        record = await store.get_run(record.run_id)  # as of holding the lease: it may have
+        if record.status == "completed":  # finished while we were taking it
+            raise StoreError(f"run {record.run_id} already completed; nothing to resume.")
         entries = await store.read_journal(record.run_id)
         record = record.with_status("running", updated_at=time.time(), error=None)
         await store.update_run(record, lease=worker_id())

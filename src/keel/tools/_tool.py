@@ -58,6 +58,10 @@ class ToolMeta:
     #: ``lambda a: a["amount"] > 100``), or None (the agent's ApprovalPolicy decides; by
     #: default ``irreversible`` tools need approval).
     approval: bool | Callable[[dict[str, Any]], bool] | None = None
+    #: The tool that undoes a completed call when the run fails or is cancelled (a saga, see
+    #: docs/sagas.md). It is called with those of the original call's arguments it declares
+    #: (by name) plus ``result``, the original call's return value, if it declares that.
+    compensate: Tool | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
@@ -73,6 +77,10 @@ class ToolMeta:
             raise ToolDefinitionError(f"tool {self.name!r}: timeout must be > 0 seconds or None.")
         if self.output_limit < 100:
             raise ToolDefinitionError(f"tool {self.name!r}: output_limit must be >= 100 chars.")
+        if self.compensate is not None and not isinstance(self.compensate, Tool):
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: compensate must be a tool or a typed function, not "
+                f"{type(self.compensate).__name__}.")
 
 
 class Tool(ABC):
@@ -318,6 +326,7 @@ def tool(*, name: str | None = ..., description: str | None = ..., group: str = 
          timeout: float | None = ..., output_limit: int = ..., run_alone: bool = ...,
          validators: Sequence[ArgValidator] = ..., reconcile: Reconciler | None = ...,
          approval: bool | Callable[[dict[str, Any]], bool] | None = ...,
+         compensate: Tool | Callable[..., Any] | None = ...,
          ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -328,6 +337,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          run_alone: bool = False, validators: Sequence[ArgValidator] = (),
          reconcile: Reconciler | None = None,
          approval: bool | Callable[[dict[str, Any]], bool] | None = None,
+         compensate: Tool | Callable[..., Any] | None = None,
          ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Turn a typed function (sync or async) into a :class:`Tool`.
 
@@ -336,7 +346,9 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     receives the run context (run id, step key, idempotency key) and is not in the schema.
     ``idempotent`` defaults to True for ``read`` tools and False otherwise: keel never silently
     re-runs a non-idempotent tool whose outcome is unknown. ``approval`` says whether a call
-    needs a human's decision first (see :attr:`ToolMeta.approval`).
+    needs a human's decision first (see :attr:`ToolMeta.approval`). ``compensate`` is the
+    tool (or a typed function, made a ``write`` tool) that undoes a completed call if the run
+    fails (see :attr:`ToolMeta.compensate` and docs/sagas.md).
     """
 
     def build(f: Callable[..., Any]) -> FunctionTool:
@@ -348,7 +360,34 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             description=description or summary or f"Call {getattr(f, '__name__', 'tool')}.",
             group=group, risk=risk, scopes=frozenset(scopes),
             idempotent=(risk == "read") if idempotent is None else idempotent,
-            timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval)
-        return FunctionTool(f, meta, validators=validators, reconcile=reconcile)
+            timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
+            compensate=_compensation(compensate))
+        built = FunctionTool(f, meta, validators=validators, reconcile=reconcile)
+        if meta.compensate is not None:
+            _check_compensation(built, meta.compensate)
+        return built
 
     return build if fn is None else build(fn)
+
+
+def _compensation(compensate: Tool | Callable[..., Any] | None) -> Tool | None:
+    if compensate is None or isinstance(compensate, Tool):
+        return compensate
+    if not callable(compensate):
+        raise ToolDefinitionError(f"compensate must be a tool or a typed function, not "
+                                  f"{type(compensate).__name__}.")
+    return tool(risk="write")(compensate)
+
+
+def _check_compensation(original: Tool, compensate: Tool) -> None:
+    """A compensation gets the original call's arguments it names, and ``result``: any other
+    required parameter could never be filled."""
+    known = set(original.parameters.get("properties", {})) | {"result"}
+    required = set(compensate.parameters.get("required", ()))
+    missing = sorted(required - known)
+    if missing:
+        raise ToolDefinitionError(
+            f"tool {original.name!r}: its compensation {compensate.name!r} requires "
+            f"{', '.join(missing)}, which the original call does not have. A compensation "
+            "receives the original arguments it names (same names) and `result` (the original "
+            "call's return value); give the others defaults.")
