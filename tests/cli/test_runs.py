@@ -175,3 +175,25 @@ def test_a_bad_store_url(keel: Keel) -> None:
     r = keel("--store", "mysql://db/runs", "runs", "list")
     assert r.exit_code == 2
     assert "cannot open run store" in r.stderr
+
+
+def test_show_names_the_fallback_link_that_answered(keel: Keel, store: str) -> None:
+    import asyncio as _asyncio
+
+    from keel import Agent, ModelError
+    from keel.reliability import FallbackModel
+    from keel.store import open_store as _open
+    from keel.testing import ScriptedModel
+
+    async def go() -> str:
+        primary = ScriptedModel([ModelError("down", status=503, retryable=True)] * 9,
+                                name="test:primary")
+        backup = ScriptedModel(["from the backup"], name="test:backup")
+        agent = Agent("fb", model=FallbackModel(primary, backup), default_middleware=False)
+        async with _open(store) as s:
+            return (await agent.run("hi", store=s)).run_id
+
+    run_id = _asyncio.run(go())
+    r = keel("--store", store, "runs", "show", run_id)
+    assert r.exit_code == 0, r
+    assert "answered by test:backup after test:primary failed" in r.stdout

@@ -168,6 +168,16 @@ def _model_data(data: dict[str, Any]) -> Text:
         out.append(usage_text(int(stored_number(usage.get("input_tokens"))),
                               int(stored_number(usage.get("output_tokens"))),
                               stored_number(usage.get("cost_usd"))), style="dim")
+    details = data.get("provider_details")
+    chain = details.get("fallback") if isinstance(details, dict) else None
+    if isinstance(chain, dict):  # a FallbackModel answered: say which link, after what
+        listed = chain.get("failed")
+        failed: list[Any] = listed if isinstance(listed, list) else []
+        names = ", ".join(str(f.get("model", "?")) for f in failed if isinstance(f, dict))
+        out.append("\n")
+        out.append_text(safe(f"answered by {chain.get('model', '?')}"
+                             + (f" after {names} failed" if names else ""), "yellow",
+                             limit=None))
     return out
 
 

@@ -240,6 +240,12 @@ class InMemoryBreakerStore:
         with self._lock:
             self._breakers.pop(key, None)
 
+    def quiet(self, key: str) -> bool:
+        """True if ``key``'s breaker is closed with no failure counted and no trial out: a
+        call may go straight through, and only a failure needs recording (the hot path)."""
+        b = self._breakers.get(key)
+        return b is None or (b.open_until is None and not b.failures and not b.probes)
+
 
 # ------------------------------------------------------------------------------ classifying
 
@@ -269,6 +275,9 @@ def tool_outcome(result: ToolResult) -> BreakerOutcome:
 # ------------------------------------------------------------------------------ middleware
 
 
+_CLOSED = Permit(allowed=True, state="closed")
+
+
 class CircuitBreaker(Middleware):
     """Middleware: one circuit breaker per model endpoint and per tool.
 
@@ -290,6 +299,10 @@ class CircuitBreaker(Middleware):
         self.store: BreakerStore = store if store is not None else InMemoryBreakerStore()
         self.clock = clock
         self.enabled = True
+        #: the in-process store when its own clock is used: lets healthy calls skip the
+        #: acquire/record round (a success on a quiet breaker changes nothing)
+        self._quiet_store = (self.store if isinstance(self.store, InMemoryBreakerStore)
+                             and clock is None else None)
 
     @classmethod
     def off(cls) -> CircuitBreaker:
@@ -328,6 +341,15 @@ class CircuitBreaker(Middleware):
         if not self.enabled:
             return await next(inp)
         key = f"model:{inp.model.name}"
+        quiet = self._quiet_store
+        if quiet is not None and quiet.quiet(key):
+            try:
+                return await next(inp)
+            except BaseException as exc:
+                outcome = model_outcome(exc)
+                if outcome == "failure":
+                    await self._record(key, _CLOSED, outcome)
+                raise
         permit = await self.store.acquire(key, self.policy, now=self._now())
         if not permit.allowed:
             raise CircuitOpen(f"model endpoint {inp.model.name}: {_refusal(permit)}",
@@ -345,6 +367,13 @@ class CircuitBreaker(Middleware):
             return await next(inp)
         name = inp.tool.meta.name
         key = f"tool:{name}"
+        quiet = self._quiet_store
+        if quiet is not None and quiet.quiet(key):
+            result = await next(inp)
+            outcome = tool_outcome(result)
+            if outcome == "failure":
+                await self._record(key, _CLOSED, outcome)
+            return result
         permit = await self.store.acquire(key, self.policy, now=self._now())
         if not permit.allowed:
             return ToolResult.fail("circuit_open", f"tool {name!r} was not called: "

@@ -337,9 +337,12 @@ class AgentLoop:
             attempt_key = f"{key}/attempt:{attempt}"
             journal.budget.check(kind, run_id=journal.run_id, step_key=attempt_key)
             if journal.recorded(attempt_key) is None:
-                await journal.write(attempt_key, "result", "attempt", name, "",
-                                    {"attempt": attempt, "error": error,
-                                     "retry_in_s": round(delay, 3)})
+                entry = await journal.write(attempt_key, "result", "attempt", name, "",
+                                            {"attempt": attempt, "error": error,
+                                             "retry_in_s": round(delay, 3)})
+                journal.log_step(entry, tool_name=name if kind == "tool" else None,
+                                 success=False, usage=None,
+                                 error_type=error.partition(":")[0] or "error")
             journal.budget.record(None)
 
         return on_retry

@@ -45,6 +45,7 @@ from keel.core import (
     RunCancelled,
     RunError,
     ToolContext,
+    UnknownOutcome,
     canonical_json,
 )
 from keel.runtime._escalation import build_packet, escalation_task
@@ -73,12 +74,14 @@ def compensation_key(agent: str, step_key: str) -> str:
 
 
 def applies(agent: Agent[Any], journal: Journal, exc: BaseException) -> bool:
-    """Whether this failure is compensated: a run error other than a divergence with the
-    agent's flag on, or any failure of a run whose saga has begun."""
+    """Whether this failure is compensated: a run error other than a divergence or an
+    unknown outcome (both need a person to look first: undoing the other steps would take
+    away the choice of resolving the step by hand and resuming) with the agent's flag on, or
+    any failure of a run whose saga has begun."""
     if journal.recorded(saga_key(agent.name), "intent") is not None:
         return True
     return (agent.compensate_on_failure and isinstance(exc, RunError)
-            and not isinstance(exc, Divergence))
+            and not isinstance(exc, Divergence | UnknownOutcome))
 
 
 def recorded_failure(journal: Journal) -> RunError | None:
