@@ -19,10 +19,8 @@ changed. ``redis`` is imported on first use, never at import time.
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from keel.core import ConfigError, StoreError
 from keel.reliability._breaker import (
@@ -32,6 +30,7 @@ from keel.reliability._breaker import (
     BreakerState,
     Permit,
 )
+from keel.reliability._redis_util import ms, safe_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -123,20 +122,8 @@ _STATES: dict[str, BreakerState] = {"closed": "closed", "open": "open",
 _IDLE_TTL = 3600.0
 
 
-def _safe_url(url: str) -> str:
-    """The URL with any password masked, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
-def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
 
 
 def _now_arg(now: float | None) -> str:
@@ -173,7 +160,7 @@ class RedisBreakerStore:
         self._scripts: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"RedisBreakerStore({_safe_url(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisBreakerStore({safe_url(self.url)!r}, prefix={self.prefix!r})"
 
     def _keys(self, key: str) -> list[str]:
         base = f"{self.prefix}{{{key}}}"
@@ -200,7 +187,7 @@ class RedisBreakerStore:
     def _error(self, exc: Exception) -> StoreError:
         from redis.exceptions import ConnectionError, TimeoutError
 
-        where = f"the circuit-breaker store at {_safe_url(self.url)}"
+        where = f"the circuit-breaker store at {safe_url(self.url)}"
         if isinstance(exc, ConnectionError | TimeoutError | OSError):
             return StoreError(
                 f"{where} is unreachable ({type(exc).__name__}: {exc}). Start Redis there or "
@@ -231,7 +218,7 @@ class RedisBreakerStore:
         token = uuid.uuid4().hex
         decision, left = await self._run("acquire", self._keys(key), [
             _now_arg(now), policy.half_open_probes, token, repr(float(policy.cooldown)),
-            _ms(policy.cooldown) + 1000])
+            ms(policy.cooldown) + 1000])
         decision, left = _text(decision), _text(left)
         if decision == "closed":
             return Permit(allowed=True, state="closed")
@@ -246,8 +233,8 @@ class RedisBreakerStore:
         state = await self._run("record", self._keys(key), [
             _now_arg(now), outcome, probe or "", policy.failure_threshold,
             repr(float(policy.window)), repr(float(policy.cooldown)), policy.success_threshold,
-            uuid.uuid4().hex, _ms(2 * policy.cooldown + _IDLE_TTL),
-            _ms(policy.window) + 1000, "1" if policy.consecutive else "0"])
+            uuid.uuid4().hex, ms(2 * policy.cooldown + _IDLE_TTL),
+            ms(policy.window) + 1000, "1" if policy.consecutive else "0"])
         return _STATES[_text(state)]
 
     async def snapshot(self, key: str, policy: BreakerPolicy, *,

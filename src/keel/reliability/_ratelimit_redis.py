@@ -10,9 +10,9 @@ used, never at import time.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from keel.core import ConfigError, StoreError
+from keel.reliability._redis_util import safe_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,16 +50,6 @@ return total
 """
 
 
-def _safe_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
 class RedisRateStore:
@@ -86,7 +76,7 @@ class RedisRateStore:
         self._scripts: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"RedisRateStore({_safe_url(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisRateStore({safe_url(self.url)!r}, prefix={self.prefix!r})"
 
     def _connect(self) -> Redis:
         if self._client is None:
@@ -110,7 +100,7 @@ class RedisRateStore:
             result = await self._scripts[script](keys=[f"{self.prefix}:{key}"], args=list(args))
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise StoreError(
-                f"the rate-limit store at {_safe_url(self.url)} is unreachable ({exc}). Start "
+                f"the rate-limit store at {safe_url(self.url)} is unreachable ({exc}). Start "
                 "Redis there, fix the URL, or drop store= to limit in this process only."
             ) from exc
         return int(result)
