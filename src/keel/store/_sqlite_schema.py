@@ -205,7 +205,12 @@ def _prepare(conn: sqlite3.Connection, label: str) -> None:
         raise StoreError(
             "this Python's SQLite library has no foreign-key support, which the keel run "
             "store needs; use a Python built with a standard SQLite.")
-    if _inspect(conn, label) != SCHEMA_VERSION:
+    conn.execute("BEGIN")  # one read snapshot: another opener may be upgrading the file
+    try:
+        version = _inspect(conn, label)
+    finally:
+        conn.execute("COMMIT")
+    if version != SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
             _create_or_upgrade(conn, label)
