@@ -45,7 +45,7 @@ from keel.runtime._diff import same_json, summarize
 from keel.runtime._journal import Journal
 from keel.runtime._loop import AgentLoop, model_name
 from keel.runtime._result import RunResult
-from keel.runtime._runner import _jsonable, using_store
+from keel.runtime._runner import _jsonable, fork_overrides, fork_trusted_seq, using_store
 from keel.store import JournalEntry, MemoryStore, RunRecord, RunStore
 
 if TYPE_CHECKING:
@@ -197,15 +197,11 @@ def as_recorded(agent: Agent[Any], record: RunRecord) -> Agent[Any]:
     """For a fork: ``agent`` with the model and instructions the fork ran with (from its
     metadata), so that it replays with the agent that made it. The model is a stand-in that
     carries only the name: a replay never calls it."""
-    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
-    if not isinstance(fork, dict):
-        return agent
+    model, instructions = fork_overrides(agent, record)
     changes: dict[str, Any] = {}
-    model = fork.get("model")
-    if isinstance(model, str) and model and model != model_name(agent):
+    if model is not None:
         changes["model"] = _RecordedModel(model)
-    instructions = fork.get("instructions")
-    if fork.get("instructions_changed") is True and isinstance(instructions, str):
+    if instructions is not None:
         changes["instructions"] = instructions
     return agent.clone(**changes) if changes else agent
 
@@ -217,14 +213,6 @@ class _RecordedModel(Model):
     async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                       settings: ModelSettings | None = None) -> ModelResponse:
         raise UserError(f"{self.name} stands in for a recorded model; a replay calls no model.")
-
-
-def fork_trusted_seq(record: RunRecord) -> int:
-    """The seq up to which a forked run's entries were copied from its parent (-1 if the run
-    is not a fork)."""
-    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
-    seq = fork.get("trusted_seq", -1) if isinstance(fork, dict) else -1
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
 
 
 def _judge(record: RunRecord, entries: Sequence[JournalEntry], outcome: _Outcome,

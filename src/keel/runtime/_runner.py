@@ -114,11 +114,9 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
     record, entries, hold = await _open_run(agent, store, launch, keeper)
     agent = _as_forked(agent, record)
     tracker = BudgetTracker(agent.budget)
-    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
-    trusted = fork.get("trusted_seq", -1) if isinstance(fork, dict) else -1
     journal = Journal(store, record.run_id, agent.name, entries, tracker,
-                      trusted_seq=trusted if isinstance(trusted, int) else -1,
-                      lease=worker_id(), durability=agent.durability)
+                      trusted_seq=fork_trusted_seq(record), lease=worker_id(),
+                      durability=agent.durability)
     loop = AgentLoop(agent, journal, deps=launch.deps, emit=launch.emit,
                      streaming=launch.streaming, record=record)
     resumed = launch.resume_id is not None
@@ -218,19 +216,42 @@ async def _drive(loop: AgentLoop, record: RunRecord, hold: Hold) -> RunResult[An
                            run_id=record.run_id) from None
 
 
+def _fork(record: RunRecord) -> dict[str, Any] | None:
+    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
+    return fork if isinstance(fork, dict) else None
+
+
+def fork_trusted_seq(record: RunRecord) -> int:
+    """The seq up to which a forked run's entries were copied from its parent (-1 if the run
+    is not a fork)."""
+    fork = _fork(record)
+    seq = fork.get("trusted_seq", -1) if fork is not None else -1
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
+
+
+def fork_overrides(agent: Agent[Any], record: RunRecord) -> tuple[str | None, str | None]:
+    """What a fork changed, from its metadata: (the model name if it differs from
+    ``agent``'s, the instructions if they differ), each None when unchanged."""
+    fork = _fork(record)
+    if fork is None:
+        return None, None
+    model = fork.get("model")
+    instructions = fork.get("instructions")
+    return (model if isinstance(model, str) and model and model != model_name(agent)
+            else None,
+            instructions if fork.get("instructions_changed") is True
+            and isinstance(instructions, str) and instructions != agent.instructions
+            else None)
+
+
 def _as_forked(agent: Agent[Any], record: RunRecord) -> Agent[Any]:
     """A fork goes on with the model and instructions it was forked with (its metadata),
     whoever resumes it: ``keel resume``, a worker, or the fork itself."""
-    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
-    if not isinstance(fork, dict):
-        return agent
+    model, instructions = fork_overrides(agent, record)
     changes: dict[str, Any] = {}
-    instructions = fork.get("instructions")
-    if fork.get("instructions_changed") is True and isinstance(instructions, str) \
-            and instructions != agent.instructions:
+    if instructions is not None:
         changes["instructions"] = instructions
-    model = fork.get("model")
-    if isinstance(model, str) and model and model != model_name(agent):
+    if model is not None:
         from keel.models import parse_model_id
 
         try:
