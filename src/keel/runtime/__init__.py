@@ -11,6 +11,7 @@ from keel.runtime._escalation import (
     claim_escalation,
     resolve_escalation,
 )
+from keel.runtime._flow import Flow, FlowContext, flow
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
@@ -38,6 +39,8 @@ __all__ = [
     "BudgetTracker",
     "Durability",
     "EscalationPolicy",
+    "Flow",
+    "FlowContext",
     "Journal",
     "Middleware",
     "MiddlewareStack",
@@ -60,6 +63,7 @@ __all__ = [
     "decide_approval",
     "default_store_url",
     "diff_runs",
+    "flow",
     "fork_run",
     "register_default_middleware",
     "replay_run",

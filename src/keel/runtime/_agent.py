@@ -17,12 +17,12 @@ from keel.runtime._approvals import ApprovalPolicy
 from keel.runtime._budget import Budget
 from keel.runtime._defaults import default_middleware as defaults_for
 from keel.runtime._escalation import EscalationPolicy
-from keel.runtime._journal import Durability
-from keel.runtime._loop import ToolPlan
+from keel.runtime._journal import Durability, Journal
+from keel.runtime._loop import AgentLoop, ToolPlan, model_name
 from keel.runtime._middleware import Middleware, MiddlewareStack
 from keel.runtime._result import RunResult
-from keel.runtime._runner import Launch, execute, using_store
-from keel.store import RunStore
+from keel.runtime._runner import Launch, as_forked, execute, using_store
+from keel.store import RunRecord, RunStore
 from keel.tools import Tool, Toolset
 
 OutputT = TypeVar("OutputT")
@@ -142,6 +142,20 @@ class Agent(Generic[OutputT]):
         return f"<Agent {self.name} model={model}>"
 
     # --------------------------------------------------------------------------- internals
+
+    def prepare(self) -> None:
+        self.resolved_model()
+
+    def for_record(self, record: RunRecord) -> Agent[OutputT]:
+        return as_forked(self, record)
+
+    def run_metadata(self) -> dict[str, Any]:
+        return {"model": model_name(self)}
+
+    def driver(self, journal: Journal, *, deps: Any, emit: Callable[[RunEvent], None] | None,
+               streaming: bool, record: RunRecord, prefix: str | None = None) -> AgentLoop:
+        return AgentLoop(self, journal, deps=deps, emit=emit, streaming=streaming,
+                         record=record, prefix=prefix)
 
     def resolved_model(self) -> Model:
         if self._model is None:

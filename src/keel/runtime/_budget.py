@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from keel.core import BudgetExceeded, ConfigError, Usage
 
@@ -32,15 +33,40 @@ class Budget:
     def unlimited(cls) -> Budget:
         return cls(max_steps=None, max_tokens=None, max_cost_usd=None, max_wall_seconds=None)
 
+    def scaled(self, fraction: float) -> Budget:
+        """This budget times ``fraction`` (0 < fraction <= 1), each limit kept positive."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not (
+                0 < fraction <= 1):
+            raise ConfigError("budget share", f"a fraction must be in (0, 1], not {fraction!r}")
+        return Budget(
+            max_steps=None if self.max_steps is None else max(1, int(self.max_steps * fraction)),
+            max_tokens=None if self.max_tokens is None else max(
+                1, int(self.max_tokens * fraction)),
+            max_cost_usd=None if self.max_cost_usd is None else self.max_cost_usd * fraction,
+            max_wall_seconds=None if self.max_wall_seconds is None
+            else self.max_wall_seconds * fraction)
+
+    def capped(self, other: Budget) -> Budget:
+        """Each limit the smaller of this budget's and ``other``'s."""
+        def low(a: float | None, b: float | None) -> Any:
+            return b if a is None else a if b is None else min(a, b)
+        return Budget(max_steps=low(self.max_steps, other.max_steps),
+                      max_tokens=low(self.max_tokens, other.max_tokens),
+                      max_cost_usd=low(self.max_cost_usd, other.max_cost_usd),
+                      max_wall_seconds=low(self.max_wall_seconds, other.max_wall_seconds))
+
 
 class BudgetTracker:
     """What a run has used so far, against its :class:`Budget`."""
 
-    __slots__ = ("_started", "budget", "cost_usd", "input_tokens", "output_tokens",
+    __slots__ = ("_started", "budget", "cost_usd", "input_tokens", "output_tokens", "parent",
                  "prior_seconds", "requests", "steps")
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, *, parent: BudgetTracker | None = None) -> None:
         self.budget = budget
+        #: A sub-agent's or pattern step's tracker counts into its parent's too, and a step
+        #: must fit both.
+        self.parent = parent
         self.steps = 0
         self.requests = 0
         self.input_tokens = 0
@@ -58,8 +84,36 @@ class BudgetTracker:
     def elapsed(self) -> float:
         return self.prior_seconds + (time.monotonic() - self._started)
 
+    def remaining(self) -> Budget | None:
+        """What is left of every limit, or None when one is already used up."""
+        b = self.budget
+        tokens = self.input_tokens + self.output_tokens
+        left = (None if b.max_steps is None else b.max_steps - self.steps,
+                None if b.max_tokens is None else b.max_tokens - tokens,
+                None if b.max_cost_usd is None else b.max_cost_usd - self.cost_usd,
+                None if b.max_wall_seconds is None else b.max_wall_seconds - self.elapsed)
+        if any(v is not None and v <= 0 for v in left):
+            return None
+        mine = Budget(max_steps=left[0], max_tokens=left[1],
+                      max_cost_usd=left[2], max_wall_seconds=left[3])
+        if self.parent is None:
+            return mine
+        above = self.parent.remaining()
+        return None if above is None else mine.capped(above)
+
+    def child(self, budget: Budget | None = None) -> BudgetTracker:
+        """A tracker for a sub-agent or a pattern step: ``budget`` (or all that is left) capped
+        by what is left of this one; what the child uses counts here too."""
+        left = self.remaining()
+        if left is None:  # nothing left: the child's first step fails with our limit
+            return BudgetTracker(budget or self.budget, parent=self)
+        return BudgetTracker(left if budget is None else budget.capped(left), parent=self)
+
     def check(self, kind: str, *, run_id: str, step_key: str) -> None:
-        """Raise :class:`BudgetExceeded` if one more ``kind`` step would cross a limit."""
+        """Raise :class:`BudgetExceeded` if one more ``kind`` step would cross a limit (this
+        tracker's or any parent's)."""
+        if self.parent is not None:
+            self.parent.check(kind, run_id=run_id, step_key=step_key)
         b = self.budget
         if b.max_steps is not None and self.steps + 1 > b.max_steps:
             self._fail("steps", self.steps, b.max_steps, run_id, step_key)
@@ -73,6 +127,8 @@ class BudgetTracker:
                        step_key)
 
     def record(self, usage: Usage | None, *, replayed_latency_ms: float = 0.0) -> None:
+        if self.parent is not None:
+            self.parent.record(usage, replayed_latency_ms=replayed_latency_ms)
         self.steps += 1
         if usage is not None:
             self.requests += usage.requests

@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 class Gates:
     """Approval and escalation gates for one execution of an agent loop."""
 
-    __slots__ = ("_escalations", "agent", "journal", "record")
+    __slots__ = ("_escalations", "agent", "journal", "prefix", "record")
 
-    def __init__(self, agent: Any, journal: Journal, record: RunRecord | None) -> None:
+    def __init__(self, agent: Any, journal: Journal, record: RunRecord | None, *,
+                 prefix: str | None = None) -> None:
         self.agent = agent
+        self.prefix = prefix or agent.name
         self.journal = journal
         self.record = record
         self._escalations = 0
@@ -84,7 +86,7 @@ class Gates:
 
         n = self._escalations
         self._escalations += 1
-        key = f"{self.agent.name}/escalation#{n}"
+        key = f"{self.prefix}/escalation#{n}"
         journal = self.journal
         resolved = journal.recorded(key, "result")
         if resolved is not None:

@@ -20,6 +20,7 @@ masked by the model after a resume.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -91,8 +92,8 @@ _BALANCED = Durability()
 class Journal:
     """One run's journal, backed by a :class:`RunStore`."""
 
-    __slots__ = ("_batch", "_intents", "_mode", "_pending", "_results", "_seen", "agent",
-                 "budget", "lease", "observer", "replay_only", "run_id", "seq", "store",
+    __slots__ = ("_batch", "_cursor", "_intents", "_mode", "_pending", "_results", "_seen",
+                 "agent", "budget", "lease", "observer", "replay_only", "run_id", "store",
                  "trusted_seq")
 
     def __init__(self, store: RunStore, run_id: str, agent: str, entries: list[JournalEntry],
@@ -119,9 +120,30 @@ class Journal:
         self._intents: dict[str, JournalEntry] = {}
         for e in entries:
             (self._results if e.phase == "result" else self._intents)[e.key] = e
-        self.seq = max((e.seq for e in entries), default=-1) + 1
+        # One cell shared with every view (see :meth:`view`): the next seq to write.
+        self._cursor = [max((e.seq for e in entries), default=-1) + 1]
         self._seen: set[str] = set()
         self._pending: list[JournalEntry] = []
+
+    @property
+    def seq(self) -> int:
+        """The seq the next record gets."""
+        return self._cursor[0]
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._cursor[0] = value
+
+    def view(self, *, budget: BudgetTracker, agent: str | None = None) -> Journal:
+        """The same journal (records, seqs, deferred writes, used keys) seen through another
+        budget and with its own step observer: what a nested agent or pattern step writes
+        through, so its steps count against its own share and against the run's."""
+        other = copy.copy(self)
+        other.budget = budget
+        other.observer = None
+        if agent is not None:
+            other.agent = agent
+        return other
 
     def is_recorded(self, key: str) -> bool:
         return key in self._results
@@ -267,7 +289,8 @@ class Journal:
             if self._mode == "batched" and len(self._pending) >= self._batch:
                 await self.flush()
         elif self._pending:
-            batch, self._pending = [*self._pending, entry], []
+            batch = [*self._pending, entry]
+            self._pending.clear()
             await self.store.append(self.run_id, batch, lease=self.lease)
         else:
             await self.store.append(self.run_id, (entry,), lease=self.lease)
@@ -277,14 +300,14 @@ class Journal:
     def take_pending(self) -> list[JournalEntry]:
         """Hand over the deferred records (for a caller that commits them itself, together
         with the run's final status)."""
-        batch, self._pending = self._pending, []
+        batch = self._pending[:]
+        self._pending.clear()  # in place: views share this list
         return batch
 
     async def flush(self) -> None:
         """Commit deferred records. Called before effects, and when the run ends or stops."""
         if self._pending:
-            batch, self._pending = self._pending, []
-            await self.store.append(self.run_id, batch, lease=self.lease)
+            await self.store.append(self.run_id, self.take_pending(), lease=self.lease)
 
     def log_step(self, entry: JournalEntry, *, tool_name: str | None, success: bool,
                  usage: Usage | None, error_type: str | None = None) -> None:

@@ -93,9 +93,13 @@ class AgentLoop:
     """One execution (fresh or resumed) of an agent's ReAct loop."""
 
     def __init__(self, agent: Agent[Any], journal: Journal, *, deps: Any,
-                 emit: Emit | None, streaming: bool, record: RunRecord | None = None) -> None:
+                 emit: Emit | None, streaming: bool, record: RunRecord | None = None,
+                 prefix: str | None = None) -> None:
+        """``prefix``: the path under which this loop's steps are keyed (the agent's name for
+        a run of its own; ``<pattern path>/<agent>`` for an agent inside a pattern)."""
         self.agent = agent
-        self.gates = Gates(agent, journal, record)
+        self.prefix = prefix or agent.name
+        self.gates = Gates(agent, journal, record, prefix=self.prefix)
         self.journal = journal
         self.deps = deps
         self.emit = emit
@@ -115,10 +119,16 @@ class AgentLoop:
 
     # ------------------------------------------------------------------------------ driving
 
-    async def run(self, user_input: str) -> RunResult[Any]:
+    async def run(self, user_input: str, *,
+                  history: list[Message] | None = None) -> RunResult[Any]:
+        """Run to a valid final answer. ``history``: earlier conversation to continue (its
+        system messages are dropped in favour of this agent's instructions), for an agent
+        that takes over a conversation (a handoff)."""
         agent = self.agent
         if agent.instructions:
             self.history.append(Message.system(agent.instructions))
+        if history:
+            self.history.extend(m for m in history if m.role != "system")
         self.history.append(Message.user(user_input))
         policy = agent.escalation
         if policy.enabled:
@@ -175,7 +185,7 @@ class AgentLoop:
 
     async def _model_turn(self, turn: int) -> ModelResponse:
         agent = self.agent
-        key = f"{agent.name}/turn:{turn}/model"
+        key = f"{self.prefix}/turn:{turn}/model"
         input_hash = hash_messages(self.history[self._sent:], scrub=redact_text,
                                    salt=self._specs_hash)
         self._sent = len(self.history)
@@ -222,7 +232,7 @@ class AgentLoop:
     async def _tool_calls(self, turn: int, calls: list[ToolCallPart]) -> None:
         if len(calls) == 1:  # the common case, without the bookkeeping for parallel calls
             call = calls[0]
-            key = f"{self.agent.name}/turn:{turn}/tool:{call.tool_name}#0"
+            key = f"{self.prefix}/turn:{turn}/tool:{call.tool_name}#0"
             result, replayed = await self._tool_step(key, call)
             part = self._observe(key, call, result, replayed)
             self.history.append(Message(role="tool", parts=(part,)))
@@ -232,7 +242,7 @@ class AgentLoop:
         for call in calls:
             n = counts.get(call.tool_name, 0)
             counts[call.tool_name] = n + 1
-            keyed.append((f"{self.agent.name}/turn:{turn}/tool:{call.tool_name}#{n}", call))
+            keyed.append((f"{self.prefix}/turn:{turn}/tool:{call.tool_name}#{n}", call))
         parallel = [(k, c) for k, c in keyed if not self._runs_alone(c.tool_name)]
         alone = [(k, c) for k, c in keyed if self._runs_alone(c.tool_name)]
         outcomes: dict[str, tuple[ToolResult, bool] | BaseException] = {}
@@ -422,7 +432,7 @@ class AgentLoop:
 
     def _rejected_output(self, message: str) -> None:
         if self.emit is not None:
-            self.emit(Observation(key=f"{self.agent.name}/output", tool_name=FINAL_TOOL,
+            self.emit(Observation(key=f"{self.prefix}/output", tool_name=FINAL_TOOL,
                                   content=f"final answer rejected: {message}", is_error=True))
         self._output_retries += 1
         if self._output_retries > self.agent.max_output_retries:

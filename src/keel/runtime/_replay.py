@@ -43,9 +43,15 @@ from keel.models import Model
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._diff import same_json, summarize
 from keel.runtime._journal import Journal
-from keel.runtime._loop import AgentLoop, model_name
+from keel.runtime._loop import model_name
 from keel.runtime._result import RunResult
-from keel.runtime._runner import _jsonable, fork_overrides, fork_trusted_seq, using_store
+from keel.runtime._runner import (
+    Runnable,
+    _jsonable,
+    fork_overrides,
+    fork_trusted_seq,
+    using_store,
+)
 from keel.store import JournalEntry, MemoryStore, RunRecord, RunStore
 
 if TYPE_CHECKING:
@@ -103,7 +109,7 @@ class ReplayReport:
 # --------------------------------------------------------------------------------- replay
 
 
-async def replay_run(agent: Agent[Any], run_id: str, *,
+async def replay_run(agent: Runnable, run_id: str, *,
                      store: RunStore | str | None = None) -> ReplayReport:
     """Re-execute the finished run ``run_id`` against its journal, calling no model and no
     tool and writing nothing, and report whether it reproduces the recorded outcome.
@@ -117,11 +123,14 @@ async def replay_run(agent: Agent[Any], run_id: str, *,
     return await replay_journal(agent, record, entries)
 
 
-async def replay_journal(agent: Agent[Any], record: RunRecord,
+async def replay_journal(agent: Runnable, record: RunRecord,
                          entries: Sequence[JournalEntry]) -> ReplayReport:
     """:func:`replay_run` on a record and journal already read (from a store or an export)."""
     _check_replayable(agent, record)
-    agent = as_recorded(agent, record)
+    from keel.runtime._agent import Agent
+
+    if isinstance(agent, Agent):
+        agent = as_recorded(agent, record)
     # The journal gets a scratch store of its own: whatever the code does, a replay cannot
     # write to the run's store.
     scratch = MemoryStore()
@@ -129,15 +138,7 @@ async def replay_journal(agent: Agent[Any], record: RunRecord,
     journal = _ReplayJournal(scratch, record.run_id, agent.name, list(entries),
                              BudgetTracker(agent.budget), replay_only=True,
                              trusted_seq=fork_trusted_seq(record))
-    loop = AgentLoop(agent, journal, deps=None, emit=None, streaming=False, record=record)
-    inner = journal.observer
-
-    def observe(entry: JournalEntry, value: Any, replayed: bool) -> None:
-        journal.used.add(entry.key)
-        if inner is not None:
-            inner(entry, value, replayed)
-
-    journal.observer = observe
+    loop = agent.driver(journal, deps=None, emit=None, streaming=False, record=record)
     outcome = _Outcome()
     try:
         result = await loop.run(str(record.input))
@@ -158,6 +159,11 @@ class _ReplayJournal(Journal):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.used: set[str] = set()
+
+    async def step(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        out = await super().step(key, *args, **kwargs)
+        self.used.add(key)
+        return out
 
     def recorded(self, key: str, phase: str = "result") -> JournalEntry | None:
         entry = super().recorded(key, phase)
@@ -181,7 +187,7 @@ class _Outcome:
     error: Exception | None = None
 
 
-def _check_replayable(agent: Agent[Any], record: RunRecord) -> None:
+def _check_replayable(agent: Runnable, record: RunRecord) -> None:
     if record.agent != agent.name:
         raise UserError(
             f"run {record.run_id} was made by agent {record.agent!r}, not {agent.name!r}; "

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 
@@ -30,7 +30,7 @@ from keel.core._redact import redact
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._journal import Journal
 from keel.runtime._lease import Hold, LeaseKeeper, keeper_for, worker_id
-from keel.runtime._loop import AgentLoop, model_name
+from keel.runtime._loop import model_name
 from keel.runtime._middleware import RunEndInput, RunStartInput
 from keel.runtime._result import RunResult
 from keel.runtime._saga import applies as _compensates
@@ -38,7 +38,43 @@ from keel.runtime._saga import compensate, recorded_failure
 from keel.store import JournalEntry, RunRecord, RunStore, open_store
 
 if TYPE_CHECKING:
+    from keel.core import Message
     from keel.runtime._agent import Agent
+    from keel.runtime._budget import Budget
+    from keel.runtime._journal import Durability
+    from keel.runtime._middleware import MiddlewareStack
+
+
+class Driver(Protocol):
+    """One execution of a runnable's body on a journal."""
+
+    async def run(self, user_input: str, *,
+                  history: list[Message] | None = None) -> RunResult[Any]: ...
+
+
+class Runnable(Protocol):
+    """What the runner runs as a journaled run: an :class:`Agent` or a pattern
+    (:class:`~keel.runtime.Flow`)."""
+
+    name: str
+    budget: Budget
+    durability: Durability
+    stack: MiddlewareStack
+    compensate_on_failure: bool
+
+    def prepare(self) -> None:
+        """Fail on bad configuration (an unknown model id, a missing key) before anything
+        is written."""
+
+    def for_record(self, record: RunRecord) -> Runnable:
+        """The runnable to continue ``record`` with (a fork's model and instructions)."""
+
+    def run_metadata(self) -> dict[str, Any]:
+        """Stored with a new run (the model, the pattern)."""
+
+    def driver(self, journal: Journal, *, deps: Any, emit: Callable[[RunEvent], None] | None,
+               streaming: bool, record: RunRecord) -> Driver:
+        """What runs the body on ``journal``."""
 
 DEFAULT_STORE_URL = "sqlite:///.keel/runs.db"
 
@@ -91,8 +127,8 @@ class Launch:
 _MAX_WAKES = 100
 
 
-async def execute(agent: Agent[Any], store: RunStore, launch: Launch) -> RunResult[Any]:
-    agent.resolved_model()  # fail on a bad id or a missing key before anything is written
+async def execute(agent: Runnable, store: RunStore, launch: Launch) -> RunResult[Any]:
+    agent.prepare()  # fail on a bad id or a missing key before anything is written
     keeper = keeper_for(store)
     for _ in range(_MAX_WAKES):
         try:
@@ -109,16 +145,16 @@ class _Woken(Exception):
         self.run_id = run_id
 
 
-async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
+async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
                         keeper: LeaseKeeper) -> RunResult[Any]:
     record, entries, hold = await _open_run(agent, store, launch, keeper)
-    agent = _as_forked(agent, record)
+    agent = agent.for_record(record)
     tracker = BudgetTracker(agent.budget)
     journal = Journal(store, record.run_id, agent.name, entries, tracker,
                       trusted_seq=fork_trusted_seq(record), lease=worker_id(),
                       durability=agent.durability)
-    loop = AgentLoop(agent, journal, deps=launch.deps, emit=launch.emit,
-                     streaming=launch.streaming, record=record)
+    loop = agent.driver(journal, deps=launch.deps, emit=launch.emit,
+                        streaming=launch.streaming, record=record)
     resumed = launch.resume_id is not None
     ended = False
     try:
@@ -167,7 +203,7 @@ async def _execute_once(agent: Agent[Any], store: RunStore, launch: Launch,
     return result
 
 
-async def _compensate(agent: Agent[Any], store: RunStore, record: RunRecord,
+async def _compensate(agent: Any, store: RunStore, record: RunRecord,
                       tracker: BudgetTracker, journal: Journal, hold: Hold, launch: Launch,
                       exc: BaseException) -> BaseException:
     """Undo the failed run's completed steps (see ``_saga``) with its lease still renewed;
@@ -187,7 +223,7 @@ async def _compensate(agent: Agent[Any], store: RunStore, record: RunRecord,
     return exc
 
 
-async def _drive(loop: AgentLoop, record: RunRecord, hold: Hold) -> RunResult[Any]:
+async def _drive(loop: Driver, record: RunRecord, hold: Hold) -> RunResult[Any]:
     """Run the loop within the run's deadline; turn our own stops into keel errors."""
     task = asyncio.current_task()
     try:
@@ -244,7 +280,7 @@ def fork_overrides(agent: Agent[Any], record: RunRecord) -> tuple[str | None, st
             else None)
 
 
-def _as_forked(agent: Agent[Any], record: RunRecord) -> Agent[Any]:
+def as_forked(agent: Agent[Any], record: RunRecord) -> Agent[Any]:
     """A fork goes on with the model and instructions it was forked with (its metadata),
     whoever resumes it: ``keel resume``, a worker, or the fork itself."""
     model, instructions = fork_overrides(agent, record)
@@ -268,13 +304,13 @@ def _deadline(record: RunRecord) -> DeadlineExceeded:
     return DeadlineExceeded(f"the run's deadline ({when}) has passed", run_id=record.run_id)
 
 
-async def _open_run(agent: Agent[Any], store: RunStore, launch: Launch,
+async def _open_run(agent: Runnable, store: RunStore, launch: Launch,
                     keeper: LeaseKeeper) -> tuple[RunRecord, list[Any], Hold]:
     if launch.resume_id is None:
         now = time.time()
         record = RunRecord(run_id=launch.run_id or new_run_id(), agent=agent.name,
                            status="running", input=launch.input, created_at=now, updated_at=now,
-                           target=launch.target, metadata={"model": model_name(agent)},
+                           target=launch.target, metadata=agent.run_metadata(),
                            lease_owner=worker_id(), lease_expires_at=now + keeper.seconds,
                            deadline_at=launch.deadline_at)
         await store.create_run(record)
@@ -304,7 +340,7 @@ async def _open_run(agent: Agent[Any], store: RunStore, launch: Launch,
     return record, entries, hold
 
 
-async def _suspend(agent: Agent[Any], store: RunStore, record: RunRecord,
+async def _suspend(agent: Runnable, store: RunStore, record: RunRecord,
                    tracker: BudgetTracker, journal: Journal,
                    signal: ApprovalRequired | Escalate) -> None:
     """Park the run until a person decides; if every decision is already in, go round."""

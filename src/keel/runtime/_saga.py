@@ -73,7 +73,7 @@ def compensation_key(agent: str, step_key: str) -> str:
     return f"{agent}/compensate:{step_key}"
 
 
-def applies(agent: Agent[Any], journal: Journal, exc: BaseException) -> bool:
+def applies(agent: Any, journal: Journal, exc: BaseException) -> bool:
     """Whether this failure is compensated: a run error other than a divergence or an
     unknown outcome (both need a person to look first: undoing the other steps would take
     away the choice of resolving the step by hand and resuming) with the agent's flag on, or

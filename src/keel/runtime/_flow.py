@@ -1,0 +1,331 @@
+"""Flows: runs whose body is plain async Python over the journal (every pattern is one).
+
+A :class:`Flow` is run, resumed, replayed and traced like an :class:`Agent`. Its body gets a
+:class:`FlowContext`: steps keyed under the flow's path, sub-agents and sub-flows that run
+on the same journal under their own keys (``triage/route``, ``triage/billing/turn:0/model``)
+with a share of the run's budget, and a ``gather`` that runs branches concurrently without
+leaving any of them behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from keel.core import (
+    ApprovalRequired,
+    ConfigError,
+    Message,
+    RunEvent,
+    Signal,
+    UserError,
+    stable_hash,
+)
+from keel.runtime._budget import Budget, BudgetTracker
+from keel.runtime._journal import Durability, Journal
+from keel.runtime._middleware import Middleware, MiddlewareStack
+from keel.runtime._result import RunResult
+from keel.runtime._runner import Launch, execute, using_store
+from keel.store import RunRecord, RunStore
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from keel.runtime._agent import Agent
+
+OutputT = TypeVar("OutputT")
+T = TypeVar("T")
+#: A share of the parent's budget: a :class:`Budget` (capped by what is left), a fraction of
+#: what is left, or None (the sub-agent's own budget, capped by what is left).
+Share = Budget | float | None
+
+
+def check_name(part: str, name: object) -> str:
+    """A name that becomes part of step keys: non-empty, without '/', '#' or ':'."""
+    if not isinstance(name, str) or not name or any(c in name for c in "/#:"):
+        raise ConfigError(part, f"{name!r} must be a non-empty string without '/', '#' or ':' "
+                          "(it becomes part of step keys)")
+    return name
+
+
+class FlowContext:
+    """What a flow's body uses: :meth:`step` for side effects and decisions,
+    :meth:`run_agent` / :meth:`run_flow` for sub-runs, :meth:`gather` for branches."""
+
+    __slots__ = ("deps", "emit", "journal", "path", "record")
+
+    def __init__(self, journal: Journal, *, path: str, deps: Any = None,
+                 emit: Callable[[RunEvent], None] | None = None,
+                 record: RunRecord | None = None) -> None:
+        self.journal = journal
+        self.path = path
+        self.deps = deps
+        self.emit = emit
+        self.record = record
+
+    @property
+    def run_id(self) -> str:
+        return self.journal.run_id
+
+    @property
+    def budget(self) -> BudgetTracker:
+        """This scope's tracker (its share, counting into the run's)."""
+        return self.journal.budget
+
+    def remaining(self) -> Budget | None:
+        """What is left of this scope's budget (None when a limit is used up)."""
+        return self.journal.budget.remaining()
+
+    def key(self, name: str) -> str:
+        """The full step key of ``name`` in this scope."""
+        if not isinstance(name, str) or not name or name.startswith("/"):
+            raise UserError(f"a step name must be a non-empty relative path, not {name!r}")
+        return f"{self.path}/{name}"
+
+    def recorded(self, name: str) -> Any:
+        """The recorded result of step ``name`` in this scope, or None."""
+        entry = self.journal.recorded(self.key(name))
+        return None if entry is None else entry.data
+
+    async def step(self, name: str, fn: Callable[[], Any], *, kind: str = "call",
+                   input: Any = None, idempotent: bool = True, budgeted: bool = False) -> Any:
+        """Run ``fn`` (sync or async, returning JSON-able data) once for this run, keyed
+        ``<path>/<name>``; a resumed or replayed run gets the recorded value. ``budgeted``
+        counts the step against the budget (for steps that do work, not decisions)."""
+        key = self.key(name)
+
+        async def run() -> Any:
+            out = fn()
+            if inspect.isawaitable(out):
+                out = await out
+            try:
+                json.dumps(out)
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"step {key!r} returned {type(out).__name__}, which is not "
+                                "JSON-able; return plain data from a flow step") from exc
+            return out
+
+        value, _ = await self.journal.step(
+            key, kind, name.rsplit("/", 1)[-1].split("#", 1)[0], run,
+            input_hash=stable_hash(input), intent=input, idempotent=idempotent,
+            budgeted=budgeted)
+        return value
+
+    def scope(self, name: str, *, budget: Share = None) -> FlowContext:
+        """A sub-scope ``<path>/<name>``; with ``budget``, its steps count against that share
+        (and still against this scope's)."""
+        view = self.journal if budget is None else self.journal.view(
+            budget=self._share(budget))
+        return FlowContext(view, path=self.key(name), deps=self.deps, emit=self.emit,
+                           record=self.record)
+
+    def _share(self, share: Share, own: Budget | None = None) -> BudgetTracker:
+        tracker = self.journal.budget
+        if share is None:
+            return tracker.child(own)
+        if isinstance(share, Budget):
+            return tracker.child(share)
+        left = tracker.remaining() or tracker.budget
+        return tracker.child(left.scaled(share))
+
+    async def run_agent(self, agent: Agent[Any], input: str, *, name: str | None = None,
+                        history: Sequence[Message] | None = None,
+                        budget: Share = None) -> RunResult[Any]:
+        """Run ``agent`` on this run's journal under ``<path>/<name or agent.name>``, with a
+        share of the budget (by default the agent's own budget, capped by what is left).
+        ``history``: earlier conversation the agent continues (a handoff)."""
+        if not isinstance(input, str):
+            raise UserError(f"agent input must be a string, got {type(input).__name__}")
+        prefix = self.key(check_name("name", name or agent.name))
+        view = self.journal.view(budget=self._share(budget, agent.budget), agent=agent.name)
+        loop = agent.driver(view, deps=self.deps, emit=self.emit, streaming=False,
+                            record=self._record(), prefix=prefix)
+        return await loop.run(input, history=list(history) if history else None)
+
+    async def run_flow(self, flow: Flow[T], input: str, *, name: str | None = None,
+                       budget: Share = None) -> RunResult[T]:
+        """Run ``flow``'s body as part of this run, under ``<path>/<name or flow.name>``."""
+        view = self.journal.view(budget=self._share(budget, flow.budget))
+        ctx = FlowContext(view, path=self.key(check_name("name", name or flow.name)),
+                          deps=self.deps, emit=self.emit, record=self.record)
+        return await _finish(flow, ctx, await flow.body(ctx, input))
+
+    async def gather(self, *branches: Awaitable[T]) -> list[T]:
+        """Run branches concurrently and wait for all of them (none is left running). If
+        any failed, the first failure is raised; if branches only wait for people, one
+        ``ApprovalRequired`` carries every approval they wait for."""
+        results = await asyncio.gather(*branches, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise _merged(errors)
+        return list(results)  # type: ignore[arg-type]
+
+    def _record(self) -> RunRecord:
+        if self.record is None:
+            raise UserError("this FlowContext has no run record; run the flow with flow.run()")
+        return self.record
+
+
+def _merged(errors: list[BaseException]) -> BaseException:
+    hard = [e for e in errors if not isinstance(e, Signal)]
+    if hard:
+        return hard[0]
+    approvals = [e for e in errors if isinstance(e, ApprovalRequired)]
+    if len(approvals) == len(errors) and len(approvals) > 1:
+        ids = tuple(i for e in approvals for i in e.approval_ids)
+        return ApprovalRequired(f"{len(ids)} calls wait for approval", approval_ids=ids)
+    return errors[0]
+
+
+async def _finish(flow: Flow[Any], ctx: FlowContext, output: Any) -> RunResult[Any]:
+    tracker = ctx.journal.budget
+    return RunResult(run_id=ctx.run_id, agent=flow.name, output=output,
+                     text=output if isinstance(output, str) else _text(output),
+                     usage=tracker.usage, steps=tracker.steps)
+
+
+def _text(output: Any) -> str:
+    try:
+        return json.dumps(output, default=str)
+    except (TypeError, ValueError):
+        return str(output)
+
+
+class _FlowDriver:
+    __slots__ = ("ctx", "flow")
+
+    def __init__(self, flow: Flow[Any], ctx: FlowContext) -> None:
+        self.flow = flow
+        self.ctx = ctx
+
+    async def run(self, user_input: str, *,
+                  history: list[Message] | None = None) -> RunResult[Any]:
+        return await _finish(self.flow, self.ctx, await self.flow.body(self.ctx, user_input))
+
+
+class Flow(Generic[OutputT]):
+    """A run whose body is plain async Python (subclass and implement :meth:`body`, or use
+    :func:`flow`). Runs, resumes and replays like an :class:`Agent`: the journal, the
+    budget (shared down to sub-agents), leases, deadlines and cancellation all apply."""
+
+    #: Stored with each run (``keel runs show`` says which pattern made it).
+    kind: ClassVar[str] = "flow"
+
+    def __init__(self, name: str, *, budget: Budget | None = None,
+                 durability: Durability | str | None = None,
+                 middleware: Iterable[Middleware] = ()) -> None:
+        self.name = check_name("name", name)
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigError("budget", f"expected a Budget, got {type(budget).__name__}")
+        self.budget = budget or Budget()
+        self.durability = Durability.of(durability)
+        self.stack = MiddlewareStack(list(middleware))
+        #: Compensation (sagas) applies to an agent's own tool calls; a flow's failure is
+        #: recorded and the flow can be resumed.
+        self.compensate_on_failure = False
+
+    async def body(self, ctx: FlowContext, input: str) -> OutputT:
+        raise NotImplementedError(f"{type(self).__name__} must implement body(ctx, input)")
+
+    def agents(self) -> Sequence[Agent[Any]]:
+        """The agents this flow runs (checked before a run starts)."""
+        return ()
+
+    # -------------------------------------------------------------------- the runner's side
+
+    def prepare(self) -> None:
+        for agent in self.agents():
+            agent.prepare()
+
+    def for_record(self, record: RunRecord) -> Flow[OutputT]:
+        return self
+
+    def run_metadata(self) -> dict[str, Any]:
+        return {"pattern": self.kind}
+
+    def driver(self, journal: Journal, *, deps: Any, emit: Callable[[RunEvent], None] | None,
+               streaming: bool, record: RunRecord, prefix: str | None = None) -> _FlowDriver:
+        ctx = FlowContext(journal, path=prefix or self.name, deps=deps, emit=emit,
+                          record=record)
+        return _FlowDriver(self, ctx)
+
+    # ----------------------------------------------------------------------------- running
+
+    async def run(self, input: str, *, store: RunStore | str | None = None,
+                  run_id: str | None = None, deps: Any = None, target: str | None = None,
+                  on_event: Callable[[RunEvent], None] | None = None,
+                  deadline: float | datetime | None = None) -> RunResult[OutputT]:
+        """Run to completion (see :meth:`Agent.run`: same store, failures and signals)."""
+        from keel.runtime._agent import deadline_from
+
+        if not isinstance(input, str):
+            raise UserError(f"flow input must be a string, got {type(input).__name__}")
+        async with using_store(store) as opened:
+            return await execute(self, opened, Launch(
+                input=input, run_id=run_id, deps=deps, target=target, emit=on_event,
+                deadline_at=deadline_from(deadline)))
+
+    async def resume(self, run_id: str, *, store: RunStore | str | None = None,
+                     deps: Any = None,
+                     on_event: Callable[[RunEvent], None] | None = None) -> RunResult[OutputT]:
+        """Continue an interrupted or suspended run: recorded steps are not executed again."""
+        async with using_store(store) as opened:
+            return await execute(self, opened, Launch(resume_id=run_id, deps=deps,
+                                                      emit=on_event))
+
+    def run_sync(self, input: str, **kwargs: Any) -> RunResult[OutputT]:
+        """Blocking wrapper around :meth:`run`; refuses to run inside an event loop."""
+        _no_loop("run_sync")
+        return asyncio.run(self.run(input, **kwargs))
+
+    def resume_sync(self, run_id: str, **kwargs: Any) -> RunResult[OutputT]:
+        _no_loop("resume_sync")
+        return asyncio.run(self.resume(run_id, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def _no_loop(what: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UserError(f"{what}() was called inside a running event loop; await the async "
+                    "method there instead.")
+
+
+Body = Callable[[FlowContext, str], Awaitable[Any]]
+
+
+class _FunctionFlow(Flow[Any]):
+    kind = "flow"
+
+    def __init__(self, fn: Body, name: str, agents: Sequence[Agent[Any]], **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self._fn = fn
+        self._agents = tuple(agents)
+
+    async def body(self, ctx: FlowContext, input: str) -> Any:
+        return await self._fn(ctx, input)
+
+    def agents(self) -> Sequence[Agent[Any]]:
+        return self._agents
+
+
+def flow(name: str | None = None, *, agents: Sequence[Agent[Any]] = (),
+         budget: Budget | None = None, durability: Durability | str | None = None,
+         middleware: Iterable[Middleware] = ()) -> Callable[[Body], Flow[Any]]:
+    """Make a :class:`Flow` of an ``async def body(ctx, input)`` function."""
+
+    def wrap(fn: Body) -> Flow[Any]:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigError("flow", f"{getattr(fn, '__name__', fn)!r} must be an async "
+                              "function body(ctx, input)")
+        return _FunctionFlow(fn, name or fn.__name__, agents, budget=budget,
+                             durability=durability, middleware=middleware)
+
+    return wrap

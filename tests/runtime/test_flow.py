@@ -1,0 +1,186 @@
+"""Flows: plain async bodies on the journal, nested agents with budget shares, replay."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from keel import Agent, ApprovalRequired, Budget, BudgetExceeded, ConfigError, MemoryStore, tool
+from keel.runtime import Flow, FlowContext, decide_approval, flow, replay_run
+from keel.testing import ScriptedModel, call
+
+
+def _agent(name: str, answer: str, **kw: Any) -> Agent[str]:
+    return Agent(name, model=ScriptedModel([answer]), **kw)
+
+
+class TwoWriters(Flow[str]):
+    kind = "test"
+
+    def __init__(self, counter: list[str]) -> None:
+        super().__init__("pair")
+        self.a = _agent("alpha", "A says hi")
+        self.b = _agent("beta", "B says hi")
+        self.counter = counter
+
+    async def body(self, ctx: FlowContext, input: str) -> str:
+        def note() -> str:
+            self.counter.append("note")
+            return f"noted {input}"
+
+        noted = await ctx.step("note", note, input=input)
+        a, b = await ctx.gather(ctx.run_agent(self.a, input), ctx.run_agent(self.b, input))
+        return f"{noted}: {a.output} / {b.output}"
+
+
+async def test_flow_runs_agents_under_its_path_and_journals_every_step() -> None:
+    store = MemoryStore()
+    counter: list[str] = []
+    result = await TwoWriters(counter).run("x", store=store)
+    assert result.output == "noted x: A says hi / B says hi"
+    keys = [e.key for e in await store.read_journal(result.run_id)]
+    assert "pair/note" in keys
+    assert "pair/alpha/turn:0/model" in keys and "pair/beta/turn:0/model" in keys
+    record = await store.get_run(result.run_id)
+    assert record.status == "completed" and record.metadata == {"pattern": "test"}
+    assert record.usage["steps"] == 2  # two model turns; the note is a decision, not work
+
+
+async def test_replay_of_a_flow_reproduces_it_without_running_steps() -> None:
+    store = MemoryStore()
+    counter: list[str] = []
+    pair = TwoWriters(counter)
+    result = await pair.run("x", store=store)
+    report = await replay_run(pair, result.run_id, store=store)
+    assert report.identical, report
+    assert counter == ["note"]
+
+
+async def test_a_sub_agent_cannot_spend_more_than_its_share() -> None:
+    looping = Agent("looper", model=ScriptedModel([call("ping")] * 50 + ["done"]),
+                    tools=[tool(lambda: "pong", name="ping")])
+
+    @flow("outer", agents=[looping], budget=Budget(max_steps=100))
+    async def outer(ctx: FlowContext, input: str) -> Any:
+        return (await ctx.run_agent(looping, input, budget=Budget(max_steps=5))).output
+
+    store = MemoryStore()
+    with pytest.raises(BudgetExceeded) as info:
+        await outer.run("go", store=store)
+    assert info.value.limit == "steps" and info.value.allowed == 5
+    assert len([e for e in await store.read_journal(info.value.run_id or "")
+                if e.kind == "model"]) == 3  # 3 turns + 2 tools = 5 steps
+
+
+async def test_the_parents_budget_caps_every_share() -> None:
+    looping = Agent("looper", model=ScriptedModel([call("ping")] * 50 + ["done"]),
+                    tools=[tool(lambda: "pong", name="ping")], budget=Budget(max_steps=80))
+
+    @flow("outer", budget=Budget(max_steps=7))
+    async def outer(ctx: FlowContext, input: str) -> Any:
+        first = ctx.run_agent(looping, input, name="one", budget=0.5)
+        await first
+        return None
+
+    with pytest.raises(BudgetExceeded) as info:
+        await outer.run("go", store=MemoryStore())
+    assert info.value.allowed == 3  # half of 7, rounded down
+
+
+async def test_parallel_branches_waiting_for_approval_suspend_once_with_all_ids() -> None:
+    def refund_fn(amount: int) -> str:
+        return f"refunded {amount}"
+
+    refund = tool(refund_fn, name="refund", risk="irreversible")
+    a = Agent("a", model=ScriptedModel([call("refund", {"amount": 1}), "a done"]),
+              tools=[refund])
+    b = Agent("b", model=ScriptedModel([call("refund", {"amount": 2}), "b done"]),
+              tools=[refund])
+
+    @flow("both", agents=[a, b])
+    async def both(ctx: FlowContext, input: str) -> str:
+        ra, rb = await ctx.gather(ctx.run_agent(a, input), ctx.run_agent(b, input))
+        return f"{ra.output}+{rb.output}"
+
+    store = MemoryStore()
+    with pytest.raises(ApprovalRequired) as info:
+        await both.run("go", store=store)
+    assert len(info.value.approval_ids) == 2
+    run_id = info.value.run_id or ""
+    assert (await store.get_run(run_id)).status == "suspended"
+    for approval_id in info.value.approval_ids:
+        await decide_approval(store, approval_id, approve=True, decided_by="ops")
+    result = await both.resume(run_id, store=store)
+    assert result.output == "a done+b done"
+
+
+async def test_resume_after_a_crash_does_not_run_finished_agents_again() -> None:
+    calls: list[str] = []
+
+    def slow() -> str:
+        calls.append("slow")
+        return "ok"
+
+    first = Agent("first", model=ScriptedModel([call("work"), "first done"]),
+                  tools=[tool(slow, name="work")])
+    crashing = Agent("second", model=ScriptedModel([RuntimeError("boom"), "second done"]))
+
+    @flow("crashy", agents=[first, crashing])
+    async def crashy(ctx: FlowContext, input: str) -> str:
+        one = await ctx.run_agent(first, input)
+        two = await ctx.run_agent(crashing, one.output)
+        return str(two.output)
+
+    store = MemoryStore()
+    with pytest.raises(Exception, match="boom"):
+        await crashy.run("go", store=store, run_id="r1")
+    assert calls == ["slow"]
+    steady = Agent("second", model=ScriptedModel(["second done"]))
+
+    @flow("crashy", agents=[first, steady])
+    async def fixed(ctx: FlowContext, input: str) -> str:
+        one = await ctx.run_agent(first, input)
+        return str((await ctx.run_agent(steady, one.output)).output)
+
+    result = await fixed.resume("r1", store=store)
+    assert result.output == "second done" and calls == ["slow"]
+
+
+def test_bad_flow_definitions_name_the_part() -> None:
+    with pytest.raises(ConfigError, match="name"):
+        Flow("a/b")
+    with pytest.raises(ConfigError, match="budget"):
+        Flow("ok", budget=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="async"):
+        flow("f")(lambda ctx, x: x)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError, match="fraction"):
+        Budget().scaled(1.5)
+
+
+async def test_a_step_name_must_be_relative_and_values_json() -> None:
+    @flow("bad")
+    async def bad(ctx: FlowContext, input: str) -> Any:
+        return await ctx.step("x", lambda: object())
+
+    with pytest.raises(Exception, match="JSON-able"):
+        await bad.run("go", store=MemoryStore())
+
+    @flow("worse")
+    async def worse(ctx: FlowContext, input: str) -> Any:
+        return await ctx.step("/abs", lambda: 1)
+
+    with pytest.raises(Exception, match="relative"):
+        await worse.run("go", store=MemoryStore())
+
+
+def test_run_sync_refuses_inside_a_loop() -> None:
+    async def inside() -> None:
+        @flow("f")
+        async def f(ctx: FlowContext, input: str) -> str:
+            return input
+        f.run_sync("x")
+
+    with pytest.raises(Exception, match="event loop"):
+        asyncio.run(inside())
