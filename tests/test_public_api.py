@@ -18,6 +18,8 @@ EXPECTED = [
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
     "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",
     "cancel_run", "decide_approval", "resolve_escalation",
+    # flows (every pattern is one)
+    "Flow", "FlowContext", "flow",
     # reliability
     "BreakerPolicy", "Bulkhead", "BulkheadFull", "BulkheadPolicy", "CircuitBreaker",
     "RateLimit", "RateLimited", "RateLimiter", "Retry", "RetryPolicy",

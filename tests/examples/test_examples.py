@@ -22,7 +22,11 @@ from keel.core import ToolResultPart
 from keel.testing import ScriptedModel
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NAMES = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+ALL = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+#: Examples of a single agent (``agent``); the others show a pattern (``flow``, a keel Flow)
+#: and are tested in tests/examples/test_pattern_examples.py.
+NAMES = ["approval_gate", "budget_guard", "self_correction", "structured_output", "tool_use"]
+PATTERNS = [name for name in ALL if name not in NAMES]
 
 
 @pytest.fixture(autouse=True)
@@ -59,8 +63,17 @@ def errors_seen(result: Any) -> list[str]:
 
 
 def test_the_examples_are_the_ones_tested_here() -> None:
-    assert NAMES == ["approval_gate", "budget_guard", "self_correction", "structured_output",
-                     "tool_use"]
+    assert set(NAMES) <= set(ALL)
+
+
+@pytest.mark.parametrize("name", PATTERNS)
+def test_every_pattern_example_is_offline_with_flow_and_input(load: Any, name: str) -> None:
+    from keel import Flow
+
+    module = load(name)
+    assert isinstance(module.flow, Flow), f"examples/{name}.py must define `flow`"
+    assert isinstance(module.INPUT, str) and module.INPUT
+    assert module.__doc__ and "KEEL_MODEL" in module.__doc__
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -133,7 +146,7 @@ def test_budget_guard_stops_repeated_failures(load: Any) -> None:
     assert caught.value.step_key == "stubborn/turn:2/tool:fetch_report#0"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_every_example_runs_as_a_script(name: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KEEL_MODEL"}
     env["KEEL_STORE"] = f"sqlite:///{tmp_path / 'runs.db'}"

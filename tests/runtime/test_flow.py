@@ -184,3 +184,28 @@ def test_run_sync_refuses_inside_a_loop() -> None:
 
     with pytest.raises(Exception, match="event loop"):
         asyncio.run(inside())
+
+
+async def test_a_flow_escalates_to_a_person_and_goes_on_with_their_note() -> None:
+    from keel import Escalate
+    from keel.runtime import resolve_escalation
+
+    seen: list[str] = []
+
+    @flow("asker")
+    async def asker(ctx: FlowContext, input: str) -> str:
+        note = await ctx.escalate("not sure which team", trigger="low_route_confidence",
+                                  queue="triage", proposal="billing?")
+        seen.append(note)
+        return f"routed by a person: {note}"
+
+    store = MemoryStore()
+    with pytest.raises(Escalate) as info:
+        await asker.run("help", store=store)
+    assert info.value.trigger == "low_route_confidence" and info.value.queue == "triage"
+    task = await store.get_task(info.value.escalation_id or "")
+    assert task.data["step_key"] == "asker/escalation" and task.data["proposal"] == "billing?"
+    await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+                             note="billing")
+    result = await asker.resume(info.value.run_id or "", store=store)
+    assert result.output == "routed by a person: billing" and seen == ["billing"]

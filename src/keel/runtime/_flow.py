@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from keel.core import (
     ApprovalRequired,
     ConfigError,
+    Escalate,
     Message,
     RunEvent,
     Signal,
@@ -25,6 +26,8 @@ from keel.core import (
     stable_hash,
 )
 from keel.runtime._budget import Budget, BudgetTracker
+from keel.runtime._escalation import EscalationPolicy
+from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._middleware import Middleware, MiddlewareStack
 from keel.runtime._result import RunResult
@@ -41,6 +44,7 @@ T = TypeVar("T")
 #: A share of the parent's budget: a :class:`Budget` (capped by what is left), a fraction of
 #: what is left, or None (the sub-agent's own budget, capped by what is left).
 Share = Budget | float | None
+_POLICY = EscalationPolicy()
 
 
 def check_name(part: str, name: object) -> str:
@@ -152,6 +156,18 @@ class FlowContext:
         ctx = FlowContext(view, path=self.key(check_name("name", name or flow.name)),
                           deps=self.deps, emit=self.emit, record=self.record)
         return await _finish(flow, ctx, await flow.body(ctx, input))
+
+    async def escalate(self, reason: str, *, name: str = "escalation",
+                       trigger: str = "requested", queue: str | None = None,
+                       proposal: str | None = None,
+                       policy: EscalationPolicy | None = None) -> str:
+        """Hand the run to a person (step ``<path>/<name>``): the packet goes to the queue
+        (``keel escalations``) and the run is suspended with ``Escalate``. Once the person
+        lets it go on (``resume``), this returns their note; ``answer`` completes the run
+        with their answer and ``dismiss`` cancels it (both without running the body on)."""
+        exc = Escalate(reason, trigger=trigger, queue=queue, proposal=proposal)
+        return await escalate_at(self.journal, self._record(), self.key(name), exc,
+                                 policy or _POLICY)
 
     async def gather(self, *branches: Awaitable[T]) -> list[T]:
         """Run branches concurrently and wait for all of them (none is left running). If

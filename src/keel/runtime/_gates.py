@@ -82,27 +82,32 @@ class Gates:
     async def escalate(self, exc: Escalate) -> str:
         """Escalate (or, on resume, find the decision). Returns the reviewer's note when the
         run is to go on; raises ``Escalate`` (with its id) while a person decides."""
-        from keel.runtime._escalation import build_packet, escalation_task
-
         n = self._escalations
         self._escalations += 1
-        key = f"{self.prefix}/escalation#{n}"
-        journal = self.journal
-        resolved = journal.recorded(key, "result")
-        if resolved is not None:
-            data = resolved.data if isinstance(resolved.data, dict) else {}
-            return str(data.get("note") or "")
-        asked = journal.recorded(key, "intent")
-        if asked is not None:
-            await journal.store.put_task(escalation_task(asked.data))
-            raise _escalated(asked.data, exc)
         assert self.record is not None
-        packet = build_packet(self.record, journal.entries(), exc, self.agent.escalation,
-                              key=key, now=time.time())
-        await journal.write(key, "intent", "escalation", exc.trigger, "", packet,
-                            reserve_next=True)
-        await journal.store.put_task(escalation_task(packet))
-        raise _escalated(packet, exc)
+        return await escalate_at(self.journal, self.record, f"{self.prefix}/escalation#{n}",
+                                 exc, self.agent.escalation)
+
+
+async def escalate_at(journal: Journal, record: RunRecord, key: str, exc: Escalate,
+                      policy: Any) -> str:
+    """The escalation step ``key``: the reviewer's note once a person let the run go on;
+    until then the packet is written (once) and ``Escalate`` (with its id) is raised."""
+    from keel.runtime._escalation import build_packet, escalation_task
+
+    resolved = journal.recorded(key, "result")
+    if resolved is not None:
+        data = resolved.data if isinstance(resolved.data, dict) else {}
+        return str(data.get("note") or "")
+    asked = journal.recorded(key, "intent")
+    if asked is not None:
+        await journal.store.put_task(escalation_task(asked.data))
+        raise _escalated(asked.data, exc)
+    packet = build_packet(record, journal.entries(), exc, policy, key=key, now=time.time())
+    await journal.write(key, "intent", "escalation", exc.trigger, "", packet,
+                        reserve_next=True)
+    await journal.store.put_task(escalation_task(packet))
+    raise _escalated(packet, exc)
 
 
 def _parsed(arguments: str) -> dict[str, Any] | None:
