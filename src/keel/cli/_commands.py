@@ -14,7 +14,7 @@ from typing import IO, Any
 import typer
 
 from keel.cli._errors import CliError, reported
-from keel.cli._load import load_agent
+from keel.cli._load import Runnable, load_agent
 from keel.cli._render import LiveView, result_json, summary_panel
 from keel.cli._text import Screen, safe, to_json
 from keel.cli._timeline import error_panel, record_json, record_panel, runs_table, timeline_table
@@ -80,15 +80,20 @@ def run_command(screen: Screen, *, store: str, target: str, text: str, as_json: 
     view = LiveView(screen, quiet=as_json)
     with reported(screen, run_id=lambda: view.run_id, as_json=as_json):
         agent, canonical = load_agent(target)
-        view.structured = agent.final_result_spec() is not None
+        view.structured = structured(agent)
         with json_step_logs(log_json):
             result = asyncio.run(_run(agent, text, store, canonical, view))
         _print_result(screen, result, as_json)
 
 
-async def _run(agent: Agent[Any], text: str, url: str, target: str,
+def structured(agent: Runnable) -> bool:
+    """Whether the run's output is typed (shown as data rather than text)."""
+    return not isinstance(agent, Agent) or agent.final_result_spec() is not None
+
+
+async def _run(agent: Runnable, text: str, url: str, target: str,
                view: LiveView) -> RunResult[Any]:
-    agent.resolved_model()  # an unknown model or a missing key fails before the store opens
+    agent.prepare()  # an unknown model or a missing key fails before the store opens
     async with open_store(url) as store:
         return await agent.run(text, store=store, target=target, on_event=view)
 
@@ -115,15 +120,15 @@ def resume_command(screen: Screen, *, store: str, run_id: str, as_json: bool,
                         "(its process stopped, or a decision made it runnable); continuing it "
                         "here.", style="dim")
         agent, _ = load_agent(record.target)
-        view.structured = agent.final_result_spec() is not None
+        view.structured = structured(agent)
         view.recorded = frozenset(e.key for e in entries if e.phase == "result")
         with json_step_logs(log_json):
             result = asyncio.run(_resume(agent, run_id, store, view))
         _print_result(screen, result, as_json)
 
 
-async def _resume(agent: Agent[Any], run_id: str, url: str, view: LiveView) -> RunResult[Any]:
-    agent.resolved_model()
+async def _resume(agent: Runnable, run_id: str, url: str, view: LiveView) -> RunResult[Any]:
+    agent.prepare()
     async with open_store(url) as store:
         return await agent.resume(run_id, store=store, on_event=view)
 

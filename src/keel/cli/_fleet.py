@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from keel.cli._commands import json_step_logs, open_existing
 from keel.cli._errors import CliError, reported
-from keel.cli._load import load_agent
+from keel.cli._load import Runnable, load_agent
 from keel.cli._options import JsonOption, LogJsonOption, StoreOption, store_url
 from keel.cli._text import Screen, safe, to_json
 from keel.core import RunNotFound
-from keel.runtime import Agent, Worker, cancel_run, worker_id
+from keel.runtime import Worker, cancel_run, worker_id
 from keel.store import TERMINAL_STATUSES, open_store
 
 
@@ -29,7 +29,7 @@ async def _cancel(url: str, run_id: str, reason: str, wait: float) -> tuple[str,
         raise RunNotFound(f"no run {run_id!r}: there is no run store at {url} yet.")
     async with store:
         record = await store.get_run(run_id)
-        agent: Agent[Any] | None = None
+        agent: Runnable | None = None
         if record.target:
             try:
                 agent = load_agent(record.target)[0]

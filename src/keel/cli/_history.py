@@ -17,7 +17,7 @@ from rich.text import Text
 
 from keel.cli._commands import open_existing
 from keel.cli._errors import EXIT_RUN_FAILED, CliError, reported
-from keel.cli._load import load_agent
+from keel.cli._load import Runnable, load_agent
 from keel.cli._options import JsonOption, StoreOption, store_url
 from keel.cli._render import LiveView, result_json, summary_panel
 from keel.cli._text import LONG, SHORT, Screen, safe, show_value, to_json
@@ -98,7 +98,7 @@ async def _replay(url: str, run_id: str | None, target: str | None,
         return await replay_run(_agent_for(record, target), run_id, store=opened)
 
 
-def _agent_for(record: RunRecord, target: str | None) -> Agent[Any]:
+def _agent_for(record: RunRecord, target: str | None) -> Runnable:
     if target is None:
         target = record.target
         if target is None:
@@ -215,6 +215,10 @@ async def _fork(url: str, run_id: str, at: int | str, *, model: str | None,
     async with _reading(url, run_id) as opened:
         record = await opened.get_run(run_id)
         agent = _agent_for(record, target)
+        if not isinstance(agent, Agent):
+            raise CliError(f"run {run_id} was made by the {type(agent).__name__} "
+                           f"{agent.name!r}; fork re-runs one agent with another model or "
+                           "prompt, so fork a run of an agent (replay works for any run).")
         plan = plan_fork(record, await opened.read_journal(run_id), at)
         view.structured = agent.final_result_spec() is not None
         view.recorded = plan.copied_steps

@@ -18,7 +18,10 @@ from types import ModuleType
 from typing import Any
 
 from keel.core import KeelError, UserError
-from keel.runtime import Agent
+from keel.runtime import Agent, Flow
+
+#: What a target names: an agent, or a flow (any pattern).
+Runnable = Agent[Any] | Flow[Any]
 
 _FORM = ("use MODULE:ATTR, e.g. examples/tool_use.py:agent (a file) or myapp.agents:support "
          "(a module importable from the current directory)")
@@ -42,7 +45,7 @@ def is_path(module: str) -> bool:
             or Path(module).is_file())
 
 
-def load_agent(target: str) -> tuple[Agent[Any], str]:
+def load_agent(target: str) -> tuple[Runnable, str]:
     """Import ``target`` and return the agent and the target to store with its runs (a file
     path made absolute, so ``keel resume`` works from any directory)."""
     module_ref, attr = split_target(target)
@@ -119,8 +122,9 @@ def _import_failed(what: str, exc: Exception) -> UserError:
                      "so it imports cleanly (try `python -c 'import ...'`).")
 
 
-def find_agent(module: ModuleType, module_ref: str, attr: str) -> Agent[Any]:
-    """The :class:`Agent` at ``module.attr`` (dotted), or a UserError saying what is there."""
+def find_agent(module: ModuleType, module_ref: str, attr: str) -> Runnable:
+    """The :class:`Agent` or :class:`Flow` at ``module.attr`` (dotted), or a UserError saying
+    what is there."""
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -129,13 +133,13 @@ def find_agent(module: ModuleType, module_ref: str, attr: str) -> Agent[Any]:
                      else "it defines no keel Agent at module level")
             raise UserError(f"{module_ref} has no attribute {attr!r}; {found}.")
         obj = getattr(obj, part)
-    if not isinstance(obj, Agent):
+    if not isinstance(obj, Agent | Flow):
         raise UserError(
-            f"{module_ref}:{attr} is a {type(obj).__name__}, not a keel Agent; point at an "
-            "Agent instance, e.g. `agent = keel.Agent(...)`.")
+            f"{module_ref}:{attr} is a {type(obj).__name__}, not a keel Agent or Flow; point "
+            "at an Agent instance (`agent = keel.Agent(...)`) or a pattern (a keel Flow).")
     return obj
 
 
 def agents_in(module: ModuleType) -> list[str]:
     return sorted(name for name, value in vars(module).items()
-                  if isinstance(value, Agent) and not name.startswith("_"))
+                  if isinstance(value, Agent | Flow) and not name.startswith("_"))

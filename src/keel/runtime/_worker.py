@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
-from keel.runtime._runner import Launch, execute
+from keel.runtime._runner import Launch, Runnable, execute
 from keel.store import TERMINAL_STATUSES, JournalEntry, RunStore
 
 if TYPE_CHECKING:
-    from keel.runtime._agent import Agent
+    pass
 
 _log = logging.getLogger("keel.worker")
 
@@ -44,9 +44,9 @@ class WorkOutcome:
 
 
 class Worker:
-    """Continues runnable runs of the given agents from a shared store."""
+    """Continues runnable runs of the given agents (or flows) from a shared store."""
 
-    def __init__(self, agents: Iterable[Agent[Any]], *, store: RunStore,
+    def __init__(self, agents: Iterable[Runnable], *, store: RunStore,
                  concurrency: int = 8, poll_seconds: float = 1.0,
                  lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.agents = {a.name: a for a in agents}
@@ -131,7 +131,7 @@ CancelOutcome = Literal["cancelled", "requested"]
 
 
 async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled by request",
-                     by: str = "api", agent: Agent[Any] | None = None) -> CancelOutcome:
+                     by: str = "api", agent: Runnable | None = None) -> CancelOutcome:
     """Cancel a run. Returns ``"cancelled"`` if it is now cancelled, ``"requested"`` if a
     live worker holds it and was asked to stop. ``agent`` (optional) gets its
     ``on_run_end`` middleware called for an idle run, as a live run's own agent would."""
