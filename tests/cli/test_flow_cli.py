@@ -4,6 +4,7 @@ the refusals that apply to them, on a real SQLite file."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,3 +86,13 @@ def test_a_target_that_is_neither_agent_nor_flow_is_refused(
     path = write_module("not_runnable", "thing = 42\n")
     r = keel("--store", store, "run", f"{path}:thing", "hi")
     assert r.exit_code != 0 and "not a keel Agent or Flow" in r.output
+
+
+def test_runs_show_names_the_pattern_and_the_nested_steps(
+        keel: Keel, store: str, write_module: Callable[[str, str], Path]) -> None:
+    r = keel("--store", store, "run", "--json", _target(write_module), "a poem")
+    run_id = json.loads(r.stdout)["run_id"]
+    r = keel("--store", store, "runs", "show", run_id)
+    assert r.exit_code == 0, r
+    assert re.search(r"pattern\s+flow", r.stdout)
+    assert "pair/writer/turn:0/model" in r.stdout and "pair/editor/turn:0/model" in r.stdout

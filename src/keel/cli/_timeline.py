@@ -74,9 +74,11 @@ def record_panel(record: RunRecord) -> Panel:
     grid.add_row("agent", safe(record.agent))
     grid.add_row("status", status_text(record.status))
     grid.add_row("target", safe(record.target or "(none: not started from the CLI)"))
-    model = record.metadata.get("model") if isinstance(record.metadata, dict) else None
-    if model:
-        grid.add_row("model", safe(str(model), limit=SHORT))
+    meta = record.metadata if isinstance(record.metadata, dict) else {}
+    if meta.get("model"):
+        grid.add_row("model", safe(str(meta["model"]), limit=SHORT))
+    if meta.get("pattern"):
+        grid.add_row("pattern", safe(str(meta["pattern"]), limit=SHORT))
     grid.add_row("created", when(record.created_at))
     grid.add_row("updated", when(record.updated_at))
     grid.add_row("steps", str(steps))
