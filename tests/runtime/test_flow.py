@@ -209,3 +209,31 @@ async def test_a_flow_escalates_to_a_person_and_goes_on_with_their_note() -> Non
                              note="billing")
     result = await asker.resume(info.value.run_id or "", store=store)
     assert result.output == "routed by a person: billing" and seen == ["billing"]
+
+
+async def test_a_worker_continues_a_flow_once_its_approval_is_decided() -> None:
+    from keel import Worker
+
+    def pay_fn(amount: int) -> str:
+        return f"paid {amount}"
+
+    pay = tool(pay_fn, name="pay", risk="irreversible")
+    payer = Agent("payer", model=ScriptedModel([call("pay", {"amount": 5}), "paid"]),
+                  tools=[pay])
+
+    @flow("billing", agents=[payer])
+    async def billing(ctx: FlowContext, input: str) -> str:
+        return str((await ctx.run_agent(payer, input)).output)
+
+    store = MemoryStore()
+    with pytest.raises(ApprovalRequired) as info:
+        await billing.run("pay it", store=store)
+    [approval_id] = info.value.approval_ids
+    await decide_approval(store, approval_id, approve=True, decided_by="ops")
+    outcomes = await Worker([billing], store=store).run_until_idle()
+    assert [(o.agent, o.status) for o in outcomes] == [("billing", "completed")]
+    record = await store.get_run(info.value.run_id or "")
+    assert record.status == "completed" and record.output == "paid"
+    pays = [e.phase for e in await store.read_journal(record.run_id)
+            if e.kind == "tool" and e.name == "pay"]
+    assert pays.count("result") == 1
