@@ -14,12 +14,12 @@ from typing import IO, Any
 import typer
 
 from keel.cli._errors import CliError, reported
-from keel.cli._load import Runnable, load_agent
+from keel.cli._load import Runnable, load_agent, structured
 from keel.cli._render import LiveView, result_json, summary_panel
 from keel.cli._text import Screen, safe, to_json
 from keel.cli._timeline import error_panel, record_json, record_panel, runs_table, timeline_table
 from keel.core import RunNotFound, configure_json_logging
-from keel.runtime import Agent, RunResult
+from keel.runtime import RunResult
 from keel.store import (
     JournalEntry,
     MemoryStore,
@@ -84,11 +84,6 @@ def run_command(screen: Screen, *, store: str, target: str, text: str, as_json: 
         with json_step_logs(log_json):
             result = asyncio.run(_run(agent, text, store, canonical, view))
         _print_result(screen, result, as_json)
-
-
-def structured(agent: Runnable) -> bool:
-    """Whether the run's output is typed (shown as data rather than text)."""
-    return not isinstance(agent, Agent) or agent.final_result_spec() is not None
 
 
 async def _run(agent: Runnable, text: str, url: str, target: str,

@@ -23,13 +23,13 @@ from rich.text import Text
 
 import keel
 from keel.cli._errors import report_run_error
-from keel.cli._load import load_file
+from keel.cli._load import Runnable, load_file, structured
 from keel.cli._render import LiveView, summary_panel
 from keel.cli._text import Screen, safe, to_json
 from keel.cli._timeline import runs_table
 from keel.core import ApprovalRequired, RunError
 from keel.models import FunctionModel, ScriptedModel
-from keel.runtime import Agent, decide_approval
+from keel.runtime import Agent, Flow, decide_approval
 from keel.store import RunFilter, RunStore, open_store
 
 #: The order the demo tells its story in; other examples follow alphabetically.
@@ -40,7 +40,7 @@ ORDER = ("tool_use", "structured_output", "self_correction", "budget_guard", "ap
 class Scenario:
     name: str
     title: str
-    agent: Agent[Any]
+    agent: Runnable
     input: str
     expected_error: type[BaseException] | None = None
     review: dict[str, Any] | None = None
@@ -75,8 +75,10 @@ def scripted_models() -> Iterator[None]:
             os.environ["KEEL_MODEL"] = saved
 
 
-def is_offline(agent: Agent[Any]) -> bool:
-    return isinstance(agent.model, ScriptedModel | FunctionModel)
+def is_offline(agent: Runnable) -> bool:
+    """Whether the agent (or every agent of a flow) plays a scripted model."""
+    agents = [agent] if isinstance(agent, Agent) else list(agent.agents())
+    return all(isinstance(a.model, ScriptedModel | FunctionModel) for a in agents)
 
 
 def load_scenario(path: Path) -> Scenario | str:
@@ -84,9 +86,11 @@ def load_scenario(path: Path) -> Scenario | str:
     with scripted_models():
         module = load_file(path)
     agent = getattr(module, "agent", None)
+    if not isinstance(agent, Agent):
+        agent = getattr(module, "flow", None)  # a pattern's example
     text = getattr(module, "INPUT", None)
-    if not isinstance(agent, Agent) or not isinstance(text, str):
-        return "it has no module-level `agent` and `INPUT`"
+    if not isinstance(agent, Agent | Flow) or not isinstance(text, str):
+        return "it has no module-level `agent` (or `flow`) and `INPUT`"
     if not is_offline(agent):
         return "its agent calls a real model (the demo stays offline)"
     expected = getattr(module, "EXPECTED_ERROR", None)
@@ -143,7 +147,7 @@ async def play(screen: Screen, scenario: Scenario, store: RunStore) -> bool:
     out.rule(safe(scenario.name, "bold"), align="left")
     out.print(safe(scenario.title, "italic"))
     out.print(Text("input: ", style="bold") + safe(scenario.input))
-    view = LiveView(screen, structured=scenario.agent.final_result_spec() is not None)
+    view = LiveView(screen, structured=structured(scenario.agent))
     expected = scenario.expected_error
     try:
         try:
@@ -152,7 +156,7 @@ async def play(screen: Screen, scenario: Scenario, store: RunStore) -> bool:
             if scenario.review is None:
                 raise
             await review(screen, store, waiting, scenario.review)
-            view = LiveView(screen, structured=scenario.agent.final_result_spec() is not None)
+            view = LiveView(screen, structured=structured(scenario.agent))
             result = await scenario.agent.resume(waiting.run_id or "", store=store,
                                                  on_event=view)
     except RunError as exc:

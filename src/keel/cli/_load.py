@@ -23,6 +23,11 @@ from keel.runtime import Agent, Flow
 #: What a target names: an agent, or a flow (any pattern).
 Runnable = Agent[Any] | Flow[Any]
 
+
+def structured(agent: Runnable) -> bool:
+    """Whether the run's output is typed (shown as data rather than text)."""
+    return not isinstance(agent, Agent) or agent.final_result_spec() is not None
+
 _FORM = ("use MODULE:ATTR, e.g. examples/tool_use.py:agent (a file) or myapp.agents:support "
          "(a module importable from the current directory)")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
