@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,5 +103,6 @@ def test_a_module_without_agents_says_so(keel: Keel, tmp_path: Path) -> None:
 
 def test_examples_load_by_path() -> None:
     for path in sorted(EXAMPLES.glob("*.py")):
-        agent, _ = load_agent(f"{path}:agent")
+        attr = "agent" if re.search(r"^agent\b[^=\n]*= ", path.read_text("utf-8"), re.M) else "flow"
+        agent, _ = load_agent(f"{path}:{attr}")
         assert agent.name

@@ -15,6 +15,7 @@ import typer
 
 from keel.cli._errors import CliError, reported
 from keel.cli._load import Runnable, load_agent, structured
+from keel.cli._plan_render import plan_tables, plans_json
 from keel.cli._render import LiveView, result_json, summary_panel
 from keel.cli._text import Screen, safe, to_json
 from keel.cli._timeline import error_panel, record_json, record_panel, runs_table, timeline_table
@@ -187,7 +188,10 @@ def show_command(screen: Screen, *, store: str, run_id: str, as_json: bool) -> N
     with reported(screen):
         record, entries = asyncio.run(_read_run(store, run_id, journal=True))
         if as_json:
-            typer.echo(to_json(record_json(record, entries)))
+            data = record_json(record, entries)
+            if plans := plans_json(entries):
+                data["plans"] = plans
+            typer.echo(to_json(data))
             return
         screen.out.print(record_panel(record))
         if entries:
@@ -195,6 +199,8 @@ def show_command(screen: Screen, *, store: str, run_id: str, as_json: bool) -> N
         else:
             screen.out.print(safe("(the journal is empty: the run stopped before its first "
                                   "step)", "dim"))
+        for table in plan_tables(entries):
+            screen.out.print(table)
         failure = error_panel(record)
         if failure is not None:
             screen.out.print(failure)

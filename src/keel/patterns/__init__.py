@@ -1,7 +1,181 @@
 """L4: orchestration patterns built on flows (:class:`keel.Flow`): planning, reflection,
-workflows, routing, supervisor and hierarchical teams, handoffs, group chat and marketplace.
+workflows, routing and tool selection, supervisor and hierarchical teams, handoffs, group chat
+and marketplace.
 
 Every pattern is a flow, so it resumes, replays and traces like a single agent, and its
-sub-agents run with a share of its budget."""
+sub-agents run with a share of its budget. One page per pattern in docs/patterns/.
+"""
 
-__all__: list[str] = []
+from keel.patterns._embed import (
+    Embedder,
+    WordLlamaEmbedder,
+)
+from keel.patterns._groupchat import (
+    Agreement,
+    ChatResult,
+    ChatTurn,
+    GroupChat,
+    Judge,
+    JudgeVerdict,
+    Keyword,
+    ModelSelector,
+    NextSpeaker,
+    RoundRobin,
+    RuleSelector,
+)
+from keel.patterns._handoff import (
+    HandoffLoop,
+    HandoffTeam,
+)
+from keel.patterns._history_filter import (
+    HistoryFilter,
+)
+from keel.patterns._marketplace import (
+    AwardAttempt,
+    Bid,
+    Marketplace,
+    MarketplaceFailed,
+    MarketResult,
+    PlacedBid,
+    default_score,
+)
+from keel.patterns._plan import (
+    Plan,
+    PlanDraft,
+    PlanStep,
+    PlanStepFailed,
+)
+from keel.patterns._planning import (
+    Planner,
+    read_plan,
+)
+from keel.patterns._reflection import (
+    Check,
+    Criterion,
+    JsonSchema,
+    Judgement,
+    Predicate,
+    Reflection,
+    ReflectionResult,
+    Round,
+    Rubric,
+    RubricScore,
+    Tests,
+)
+from keel.patterns._routers import (
+    EmbeddingRouter,
+    HybridRouter,
+    LLMRouter,
+    RouteChoice,
+    Rule,
+    RuleRouter,
+)
+from keel.patterns._routing import (
+    Conversation,
+    DecisionRecord,
+    Labelled,
+    Route,
+    Routed,
+    RouteDecider,
+    RouteDecision,
+    Router,
+    conversation_input,
+    route_decisions,
+    routes_from,
+    routing_dataset,
+)
+from keel.patterns._supervisor import (
+    Supervisor,
+)
+from keel.patterns._toolselect import (
+    ToolSelection,
+    ToolSelector,
+)
+from keel.patterns._workflow import (
+    Branch,
+    Gate,
+    GateFailed,
+    Node,
+    Parallel,
+    Sequential,
+    Step,
+    Workflow,
+    WorkflowError,
+    pipeline,
+)
+from keel.patterns._workflow_types import WorstCase
+
+__all__ = [
+    "Agreement",
+    "AwardAttempt",
+    "Bid",
+    "Branch",
+    "ChatResult",
+    "ChatTurn",
+    "Check",
+    "Conversation",
+    "Criterion",
+    "DecisionRecord",
+    "Embedder",
+    "EmbeddingRouter",
+    "Gate",
+    "GateFailed",
+    "GroupChat",
+    "HandoffLoop",
+    "HandoffTeam",
+    "HistoryFilter",
+    "HybridRouter",
+    "JsonSchema",
+    "Judge",
+    "JudgeVerdict",
+    "Judgement",
+    "Keyword",
+    "LLMRouter",
+    "Labelled",
+    "MarketResult",
+    "Marketplace",
+    "MarketplaceFailed",
+    "ModelSelector",
+    "NextSpeaker",
+    "Node",
+    "Parallel",
+    "PlacedBid",
+    "Plan",
+    "PlanDraft",
+    "PlanStep",
+    "PlanStepFailed",
+    "Planner",
+    "Predicate",
+    "Reflection",
+    "ReflectionResult",
+    "Round",
+    "RoundRobin",
+    "Route",
+    "RouteChoice",
+    "RouteDecider",
+    "RouteDecision",
+    "Routed",
+    "Router",
+    "Rubric",
+    "RubricScore",
+    "Rule",
+    "RuleRouter",
+    "RuleSelector",
+    "Sequential",
+    "Step",
+    "Supervisor",
+    "Tests",
+    "ToolSelection",
+    "ToolSelector",
+    "WordLlamaEmbedder",
+    "Workflow",
+    "WorkflowError",
+    "WorstCase",
+    "conversation_input",
+    "default_score",
+    "pipeline",
+    "read_plan",
+    "route_decisions",
+    "routes_from",
+    "routing_dataset",
+]

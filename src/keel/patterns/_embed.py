@@ -1,0 +1,93 @@
+"""The Embedder seam (one method: ``embed(texts) -> array``) and its default,
+:class:`WordLlamaEmbedder`, which runs the WordLlama model shipped inside the ``wordllama``
+package: offline, CPU only, ~20 µs per short text. Nothing is downloaded, ever."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from keel.core import ConfigError, UserError
+
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors: one row per text, any fixed width. Rows need not be
+    normalised (the routers normalise them)."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, int], Any] = {}
+
+
+def _load(dim: int) -> Any:
+    """The WordLlama model, loaded once per process from the installed package's own files."""
+    try:
+        import wordllama
+        from wordllama import WordLlama
+    except ImportError as exc:  # pragma: no cover - wordllama is a keel dependency
+        raise UserError("the default embedder needs the 'wordllama' package "
+                        "(pip install wordllama), or pass embedder=") from exc
+    folder = os.path.dirname(wordllama.__file__)
+    key = (folder, dim)
+    model = _LOADED.get(key)
+    if model is not None:
+        return model
+    with _LOCK:
+        model = _LOADED.get(key)
+        if model is None:
+            try:
+                model = WordLlama.load(cache_dir=folder, dim=dim, disable_download=True)
+            except (FileNotFoundError, ValueError) as exc:
+                raise UserError(f"the WordLlama weights (dim {dim}) are not in {folder}; "
+                                "keel never downloads them. Reinstall wordllama or pass "
+                                "embedder=") from exc
+            _LOADED[key] = model
+    return model
+
+
+class WordLlamaEmbedder:
+    """The default embedder: WordLlama ``l2_supercat`` (256 dimensions) from the installed
+    ``wordllama`` package, loaded lazily on first use and shared by the whole process.
+    ``dim`` may truncate the vectors (64, 128 or 256; smaller is faster, a little less exact)."""
+
+    def __init__(self, *, dim: int = 256) -> None:
+        if dim not in (64, 128, 256):
+            raise ConfigError("dim", f"must be 64, 128 or 256, not {dim!r}")
+        self.dim = dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        model = _load(256)
+        out = np.asarray(model.embed(list(texts)), dtype=np.float32)
+        return out[:, : self.dim] if self.dim != 256 else out
+
+    def __repr__(self) -> str:
+        return f"<WordLlamaEmbedder dim={self.dim}>"
+
+
+def normalised(vectors: Vectors) -> Vectors:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    out: Vectors = (vectors / norms).astype(np.float32)
+    return out
+
+
+def embed_checked(embedder: Embedder, texts: Sequence[str]) -> Vectors:
+    """Call the embedder and check its answer's shape: one finite row per text."""
+    out = np.asarray(embedder.embed(texts), dtype=np.float32)
+    if out.ndim != 2 or out.shape[0] != len(texts):
+        raise UserError(f"embedder {embedder!r} returned shape {out.shape} for {len(texts)} "
+                        "texts; it must return one row per text")
+    if not np.isfinite(out).all():
+        raise UserError(f"embedder {embedder!r} returned non-finite values")
+    return out

@@ -1,0 +1,305 @@
+"""Handoffs: an agent hands the conversation to another agent, or to a person.
+
+Each agent of a :class:`HandoffTeam` gets ``transfer_to_<name>(reason)`` tools for the agents
+it may hand to, and ``transfer_to_human(reason)``. When the model calls one, the call is
+journaled as an ordinary tool step, the agent's run stops right after it (also when the step
+is read back on resume or replay), the handoff is journaled as a ``handoff`` step, and the
+target agent continues the conversation with the history a :class:`HistoryFilter` lets through.
+
+Step keys (team ``desk``)::
+
+    desk/hop:0/triage/turn:0/model                  the first agent's run
+    desk/hop:0/triage/turn:0/tool:transfer_to_billing#0
+    desk/hop:0/handoff                              {"from", "to", "reason", "hop"}
+    desk/hop:1/billing/turn:0/model                 the next agent's run
+    desk/hop:1/human                                an escalation (to a person)
+
+Loops (A to B to A ...) are stopped: a directed handoff repeated more than ``max_repeats``
+times, or more than ``max_handoffs`` handoffs, is escalated to a person (default) or fails
+the run with :class:`HandoffLoop`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from keel.core import ConfigError, Handoff, Message, RunError, RunEvent
+from keel.patterns._history_filter import HistoryFilter, answer_calls
+from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Journal, Middleware
+from keel.store import JournalEntry, RunRecord
+from keel.tools import Tool, ToolResult, tool
+
+HUMAN = "human"
+_PREFIX = "transfer_to_"
+#: Agent names become tool names (``transfer_to_<name>``): letters, digits, '_' and '-'.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,47}$")
+OnLoop = Literal["escalate", "fail"]
+
+
+class HandoffLoop(RunError):
+    """The agents of a team kept handing the conversation around (a loop, or more handoffs
+    than ``max_handoffs``) and the team is set to fail (``on_loop="fail"``)."""
+
+
+class _Transfer(Handoff):
+    """Raised right after a transfer call was recorded: stops the handing agent's run."""
+
+    def __init__(self, target: str, reason: str, *, messages: list[Message], key: str) -> None:
+        super().__init__(target, reason)
+        self.messages = messages
+        self.key = key
+
+
+class _Member(Agent[Any]):
+    """A team agent: after a recorded (or replayed) transfer call its run stops."""
+
+    transfers: dict[str, str]
+
+    def driver(self, journal: Journal, *, deps: Any, emit: Callable[[RunEvent], None] | None,
+               streaming: bool, record: RunRecord, prefix: str | None = None) -> Any:
+        loop = super().driver(journal, deps=deps, emit=emit, streaming=streaming,
+                              record=record, prefix=prefix)
+        inner = journal.observer
+        transfers = self.transfers
+
+        def observe(entry: JournalEntry, value: Any, replayed: bool) -> None:
+            if inner is not None:
+                inner(entry, value, replayed)
+            target = transfers.get(entry.name)
+            if (target is None or entry.kind != "tool" or not isinstance(value, ToolResult)
+                    or value.failure is not None or not isinstance(value.value, dict)):
+                return
+            # A replay counts a step as used once ``step`` returns; this one stops the run
+            # inside it, so mark it used here.
+            used = getattr(journal, "used", None)
+            if isinstance(used, set):
+                used.add(entry.key)
+            raise _Transfer(target, str(value.value.get("reason", "")),
+                            messages=list(loop.history), key=entry.key)
+
+        journal.observer = observe
+        return loop
+
+
+def _member(agent: Agent[Any], tools: list[Tool], transfers: dict[str, str]) -> _Member:
+    clone = agent.clone(tools=[*agent.toolset, *tools])
+    clone.__class__ = _Member  # same state; only the driver differs
+    member = cast(_Member, clone)
+    member.transfers = transfers
+    return member
+
+
+def _transfer_tool(target: str, about: str) -> Tool:
+    def transfer(reason: str) -> dict[str, str]:
+        return {"transfer_to": target, "reason": reason}
+
+    return tool(name=f"{_PREFIX}{target}", description=about)(transfer)
+
+
+def _about(agent: Agent[Any]) -> str:
+    first = agent.instructions.strip().split("\n", 1)[0][:200]
+    return (f"Hand the conversation to {agent.name}" + (f" ({first})" if first else "")
+            + ". Say why in `reason`; you stop and they continue.")
+
+
+@dataclass
+class _Trail:
+    """Handoffs since the run started (or since a person last looked): the loop check."""
+
+    max_handoffs: int
+    max_repeats: int
+    path: list[str]
+    count: int = 0
+    pairs: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, source: str, target: str) -> str | None:
+        """Record a handoff; a description of the loop when it is one too many."""
+        self.count += 1
+        n = self.pairs[(source, target)] = self.pairs.get((source, target), 0) + 1
+        self.path.append(target)
+        route = " -> ".join(self.path)
+        if self.count > self.max_handoffs:
+            return f"more than {self.max_handoffs} handoffs in a row ({route})"
+        if n > self.max_repeats:
+            return f"handoff loop: {source} handed to {target} {n} times ({route})"
+        return None
+
+    def reset(self, current: str) -> None:
+        self.count = 0
+        self.pairs.clear()
+        self.path = [current]
+
+
+@dataclass
+class _Hop:
+    """Who talks next, with what."""
+
+    agent: str
+    task: str
+    history: list[Message]
+
+
+class HandoffTeam(Flow[Any]):
+    """Agents that hand the conversation to each other (and to a person).
+
+    ``agents``: the team (names are unique, usable in tool names, and not ``human``).
+    ``start``: who talks first (default: the first agent). ``routes``: who may hand to whom
+    (``{"triage": ["billing", "tech"]}``; default: everyone to everyone else; an agent missing
+    from a given mapping hands to nobody). ``history``: what travels with a handoff (default
+    :meth:`HistoryFilter.conversation`: no tool internals). ``human``: give every agent
+    ``transfer_to_human`` (an escalation with trigger ``handoff`` to ``human_queue``; once
+    resolved with ``resume`` the same agent goes on with the person's note).
+    ``max_handoffs`` / ``max_repeats``: the loop limits; ``on_loop``: ``"escalate"`` to a
+    person (default) or ``"fail"`` with :class:`HandoffLoop`. The output is the final output of
+    whichever agent answers.
+    """
+
+    kind = "handoff"
+
+    def __init__(self, name: str, *, agents: Sequence[Agent[Any]], start: str | None = None,
+                 routes: Mapping[str, Iterable[str]] | None = None,
+                 history: HistoryFilter | None = None, human: bool = True,
+                 human_queue: str | None = None, max_handoffs: int = 10, max_repeats: int = 2,
+                 on_loop: OnLoop = "escalate", budget: Budget | None = None,
+                 durability: Durability | str | None = None,
+                 middleware: Iterable[Middleware] = ()) -> None:
+        super().__init__(name, budget=budget, durability=durability, middleware=middleware)
+        team = _team(agents)
+        self.start = next(iter(team)) if start is None else start
+        if self.start not in team:
+            raise ConfigError("start", f"{start!r} is not in the team ({', '.join(team)})")
+        graph = _routes(team, routes)
+        if history is not None and not isinstance(history, HistoryFilter):
+            raise ConfigError("history", f"expected a HistoryFilter, got "
+                              f"{type(history).__name__}")
+        self.history = history or HistoryFilter.conversation()
+        for part, value in (("max_handoffs", max_handoffs), ("max_repeats", max_repeats)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(part, f"must be a whole number >= 1, not {value!r}")
+        if on_loop not in ("escalate", "fail"):
+            raise ConfigError("on_loop", f"must be 'escalate' or 'fail', not {on_loop!r}")
+        self.human = bool(human)
+        self.human_queue = human_queue
+        self.max_handoffs = max_handoffs
+        self.max_repeats = max_repeats
+        self.on_loop: OnLoop = on_loop
+        self.routes = graph
+        self.members = {n: self._equip(a, graph[n], team) for n, a in team.items()}
+
+    def _equip(self, agent: Agent[Any], targets: list[str],
+               team: dict[str, Agent[Any]]) -> _Member:
+        tools = [_transfer_tool(t, _about(team[t])) for t in targets]
+        if self.human:
+            tools.append(_transfer_tool(HUMAN, "Hand the conversation to a person (a human "
+                                        "agent). Say why in `reason`."))
+        clash = [t.name for t in tools if t.name in agent.toolset]
+        if clash:
+            raise ConfigError(f"agents[{agent.name!r}].tools", f"{', '.join(clash)} is "
+                              "reserved for handoffs; rename that tool")
+        return _member(agent, tools, {t.name: t.name[len(_PREFIX):] for t in tools})
+
+    def agents(self) -> Sequence[Agent[Any]]:
+        return list(self.members.values())
+
+    # ---------------------------------------------------------------------------- the run
+
+    async def body(self, ctx: FlowContext, input: str) -> Any:
+        trail = _Trail(self.max_handoffs, self.max_repeats, [self.start])
+        hop = _Hop(self.start, input, [])
+        n = 0
+        while True:
+            try:
+                result = await ctx.scope(f"hop:{n}").run_agent(
+                    self.members[hop.agent], hop.task, name=hop.agent, history=hop.history)
+                return result.output
+            except _Transfer as transfer:
+                moved = transfer
+            record = {"from": hop.agent, "to": moved.target, "reason": moved.reason, "hop": n,
+                      "call": moved.key}
+            await ctx.step(f"hop:{n}/handoff", _const(record), kind="handoff", input=record)
+            hop = await self._next(ctx, n, hop.agent, moved, trail)
+            n += 1
+
+    async def _next(self, ctx: FlowContext, n: int, source: str, moved: _Transfer,
+                    trail: _Trail) -> _Hop:
+        """Where the conversation goes after hop ``n`` asked to hand it to ``moved.target``."""
+        if moved.target == HUMAN:
+            note = await ctx.escalate(f"{source} handed the conversation to a person: "
+                                      f"{moved.reason or '(no reason given)'}",
+                                      name=f"hop:{n}/human", trigger="handoff",
+                                      queue=self.human_queue)
+            trail.reset(source)
+            own = answer_calls(moved.messages, "A person took the conversation over.")
+            return _Hop(source, f"[A person took the conversation over and says: "
+                                f"{note.strip() or '(no note)'}]", own)
+        loop = trail.add(source, moved.target)
+        if loop is not None:
+            if self.on_loop == "fail":
+                raise HandoffLoop(f"{loop}; raise max_handoffs / max_repeats or fix the "
+                                  "agents' instructions", run_id=ctx.run_id,
+                                  step_key=ctx.key(f"hop:{n}/handoff"))
+            note = await ctx.escalate(loop, name=f"hop:{n}/loop", trigger="handoff_loop",
+                                      queue=self.human_queue)
+            trail.reset(source)
+            own = answer_calls(moved.messages, f"Not handed over: {loop}.")
+            return _Hop(source, f"[Your handoff to {moved.target} was stopped ({loop}). A "
+                                f"person reviewed the conversation and says: "
+                                f"{note.strip() or '(no note)'}]", own)
+        packet = self.history.packet_text(moved.messages)
+        brief = (f"[{source} handed this conversation to you. Reason: "
+                 f"{moved.reason or '(none given)'}]")
+        if packet is not None:
+            brief += f"\n{packet}"
+        return _Hop(moved.target, brief, self.history.apply(moved.messages))
+
+
+def _const(value: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: value
+
+
+def _team(agents: Sequence[Agent[Any]]) -> dict[str, Agent[Any]]:
+    if isinstance(agents, Agent | str) or not isinstance(agents, Sequence) or not agents:
+        raise ConfigError("agents", "expected a non-empty list of Agents")
+    team: dict[str, Agent[Any]] = {}
+    for i, agent in enumerate(agents):
+        if not isinstance(agent, Agent):
+            raise ConfigError(f"agents[{i}]", f"expected an Agent, got {type(agent).__name__}")
+        name = agent.name
+        if not _NAME.match(name):
+            raise ConfigError(f"agents[{i}].name", f"{name!r} must start with a letter and "
+                              "hold only letters, digits, '_' and '-' (up to 48): it becomes "
+                              f"the tool name {_PREFIX}{name}")
+        if name == HUMAN:
+            raise ConfigError(f"agents[{i}].name", f"{HUMAN!r} is reserved for the handoff "
+                              "to a person")
+        if name in team:
+            raise ConfigError(f"agents[{i}].name", f"two agents are named {name!r}")
+        team[name] = agent
+    return team
+
+
+def _routes(team: dict[str, Agent[Any]],
+            routes: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]]:
+    if routes is None:
+        return {n: [t for t in team if t != n] for n in team}
+    if not isinstance(routes, Mapping):
+        raise ConfigError("routes", "expected a mapping {agent: [agents it may hand to]}")
+    graph: dict[str, list[str]] = {n: [] for n in team}
+    for source, targets in routes.items():
+        if source not in team:
+            raise ConfigError(f"routes[{source!r}]", f"{source!r} is not in the team "
+                              f"({', '.join(team)})")
+        if isinstance(targets, str):
+            raise ConfigError(f"routes[{source!r}]", "expected a list of agent names")
+        for target in targets:
+            if target not in team:
+                raise ConfigError(f"routes[{source!r}]", f"{target!r} is not in the team "
+                                  f"({', '.join(team)})")
+            if target == source:
+                raise ConfigError(f"routes[{source!r}]", "an agent cannot hand to itself")
+            if target not in graph[source]:
+                graph[source].append(target)
+    return graph

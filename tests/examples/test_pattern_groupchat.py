@@ -1,0 +1,50 @@
+"""examples/group_chat.py runs offline and shows what its docstring claims."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from keel import MemoryStore
+from keel.runtime import replay_run
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "group_chat.py"
+
+
+@pytest.fixture
+def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    monkeypatch.delenv("KEEL_MODEL", raising=False)
+    spec = importlib.util.spec_from_file_location("_keel_example_group_chat", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+async def test_the_editor_approves_after_two_rounds(example: ModuleType) -> None:
+    store = MemoryStore()
+    result = await example.flow.run(example.INPUT, store=store)
+    chat = result.output
+    assert chat.speakers == ["writer", "checker", "editor"] * 2
+    assert chat.stopped_by == "keyword" and chat.final.endswith("APPROVED")
+    seen = [m.text for m in example.checker.model.requests[0]]
+    assert any(text.startswith("[writer]: Draft: keel 1.0") for text in seen)
+    keys = [e.key for e in await store.read_journal(result.run_id)]
+    assert "launch/turn:5/stop" in keys and "launch/turn:6/select" not in keys
+    assert (await replay_run(example.flow, result.run_id, store=store)).identical
+
+
+def test_it_follows_keel_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_MODEL", "openai:gpt-4o-mini")
+    spec = importlib.util.spec_from_file_location("_keel_example_group_chat_live", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert all(peer.model == "openai:gpt-4o-mini" for peer in module.flow.peers)
