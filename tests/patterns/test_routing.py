@@ -461,3 +461,18 @@ async def test_a_route_can_be_a_flow_or_an_async_function() -> None:
     assert "triage/billing/call" in [e.key for e in await store.read_journal(billed.run_id)]
     nothing = await desk.run("hello", store=store)
     assert nothing.output.route == "other" and nothing.output.output is None
+
+
+def test_loading_wordllama_leaves_the_applications_logging_alone() -> None:
+    """wordllama calls logging.basicConfig(INFO) when imported; keel undoes that, or every
+    keel.step record would start printing in the user's application."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from keel.patterns import WordLlamaEmbedder; "
+            "WordLlamaEmbedder().embed(['hello']); root = logging.getLogger(); "
+            "print(len(root.handlers), root.level)")
+    env = {"HF_HUB_OFFLINE": "1", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, env=env)
+    assert out.stdout.split() == ["0", "30"], out.stderr

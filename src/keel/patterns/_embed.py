@@ -4,9 +4,11 @@ package: offline, CPU only, ~20 µs per short text. Nothing is downloaded, ever.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,11 +31,25 @@ _LOCK = threading.Lock()
 _LOADED: dict[tuple[str, int], Any] = {}
 
 
+@contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """Undo what an import does to the root logger (handlers and level): a library must not
+    switch on INFO logging for the whole application."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def _load(dim: int) -> Any:
     """The WordLlama model, loaded once per process from the installed package's own files."""
     try:
-        import wordllama
-        from wordllama import WordLlama
+        with _root_logging_kept():  # wordllama calls logging.basicConfig(INFO) on import
+            import wordllama
+            from wordllama import WordLlama
     except ImportError as exc:  # pragma: no cover - wordllama is a keel dependency
         raise UserError("the default embedder needs the 'wordllama' package "
                         "(pip install wordllama), or pass embedder=") from exc
