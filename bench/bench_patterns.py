@@ -153,13 +153,13 @@ async def measure(cases: list[Case], *, store: RunStore, rounds: int,
 def render(figures: list[Figure], store: str) -> str:
     lines = [f"Orchestration overhead per step ({store} store; µs = wall clock, median)", "",
              "| pattern | steps | journal entries | run, ms | per step, µs | single agent "
-             "per step, µs | overhead per step, µs | × single agent |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "per step, µs | overhead per step, µs | × single agent | overhead per run, ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for f in figures:
         ratio = f.per_step_us / f.baseline_us if f.baseline_us else float("nan")
         lines.append(f"| {f.name} | {f.steps} | {f.journal_entries} | {f.run_ms:.2f} | "
                      f"{f.per_step_us:.0f} | {f.baseline_us:.0f} | {f.overhead_us:+.0f} | "
-                     f"{ratio:.2f} |")
+                     f"{ratio:.2f} | {f.overhead_us * f.steps / 1e3:+.2f} |")
     notes = [f"- {f.name}: {f.note}" for f in figures if f.note]
     return "\n".join(lines + (["", *notes] if notes else []))
 
