@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, Budget, ConfigError, MemoryStore, tool
+from keel import Agent, Budget, ConfigError, Escalate, MemoryStore, tool
 from keel.core import Message, ToolCallPart, ToolResultPart
 from keel.patterns import Supervisor
-from keel.runtime import replay_run
+from keel.runtime import replay_run, resolve_escalation
+from keel.store import TaskFilter
 from keel.testing import ScriptedModel, call
 
 BOTH = [call("ask_research", {"task": "find the facts"}),
@@ -200,3 +201,31 @@ async def test_a_supervisor_that_contains_itself_is_refused_before_it_runs() -> 
     assert await store.list_runs() == []
     with pytest.raises(ConfigError, match="cycle"):
         Supervisor("again", lead=_agent("x"), workers=[outer])
+
+
+async def test_a_worker_that_escalates_suspends_the_run_once_on_its_own_task() -> None:
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        raise Escalate(f"a refund of {order_id} needs a person")
+
+    worker_model = ScriptedModel([call("refund", {"order_id": "A1"}), "Refunded A1."])
+    worker = Agent("billing", model=worker_model, tools=[tool(refund)],
+                   instructions="Handle billing.")
+    lead_model = ScriptedModel([call("ask_billing", {"task": "refund A1"}), "Done: refunded."])
+    team = Supervisor("team", lead=Agent("lead", model=lead_model), workers=[worker])
+    store = MemoryStore()
+    with pytest.raises(Escalate) as info:
+        await team.run("refund A1", store=store)
+    run_id = info.value.run_id or ""
+    tasks = await store.list_tasks(TaskFilter(run_id=run_id))
+    assert [t.task_id for t in tasks] == [info.value.escalation_id]  # exactly one task
+    assert tasks[0].data["step_key"].startswith("team/lead/turn:0/tool:ask_billing#0/billing/")
+    assert (await store.get_run(run_id)).status == "suspended"
+    await resolve_escalation(store, tasks[0].task_id, resolved_by="ana", action="resume",
+                             note="go ahead")
+    result = await team.resume(run_id, store=store)
+    assert result.output == "Done: refunded."
+    assert len(await store.list_tasks(TaskFilter(run_id=run_id))) == 1
+    assert len(lead_model.requests) == 2 and len(worker_model.requests) == 2
+    assert "go ahead" in worker_model.requests[-1][-1].text
+    assert (await replay_run(team, run_id, store=store)).identical

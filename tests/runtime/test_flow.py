@@ -7,8 +7,21 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, ApprovalRequired, Budget, BudgetExceeded, ConfigError, MemoryStore, tool
+from keel import (
+    Agent,
+    ApprovalRequired,
+    Budget,
+    BudgetExceeded,
+    ConfigError,
+    MemoryStore,
+    ModelError,
+    RunError,
+    tool,
+)
+from keel.core import ToolContext
 from keel.runtime import Flow, FlowContext, decide_approval, flow, replay_run
+from keel.runtime._replay import _used
+from keel.store import JournalEntry
 from keel.testing import ScriptedModel, call
 
 
@@ -237,3 +250,194 @@ async def test_a_worker_continues_a_flow_once_its_approval_is_decided() -> None:
     pays = [e.phase for e in await store.read_journal(record.run_id)
             if e.kind == "tool" and e.name == "pay"]
     assert pays.count("result") == 1
+
+
+class Inspector(Flow[str]):
+    """An agent whose tool records steps of its own under the tool's step key."""
+
+    kind = "test"
+
+    def __init__(self, runs: list[str]) -> None:
+        super().__init__("desk")
+        self.runs = runs
+
+    async def body(self, ctx: FlowContext, input: str) -> str:
+        async def inspect(item: str, call: ToolContext) -> str:
+            """Inspect an item."""
+            inner = ctx.scope(call.step_key[len(ctx.path) + 1:])
+
+            def look() -> str:
+                self.runs.append(item)
+                return f"{item} looks fine"
+
+            return str(await inner.step("look", look, input=item))
+
+        agent = Agent("clerk", model=ScriptedModel([call("inspect", {"item": "box"}), "done"]),
+                      tools=[tool(inspect)])
+        return str((await ctx.run_agent(agent, input)).output)
+
+
+async def test_replay_counts_steps_recorded_under_a_replayed_step_as_used() -> None:
+    store = MemoryStore()
+    runs: list[str] = []
+    result = await Inspector(runs).run("check", store=store)
+    keys = [e.key for e in await store.read_journal(result.run_id) if e.phase == "result"]
+    assert "desk/clerk/turn:0/tool:inspect#0/look" in keys and runs == ["box"]
+    report = await replay_run(Inspector(runs), result.run_id, store=store)
+    assert report.identical and not report.unused_steps, report
+    assert report.steps_replayed == report.steps_recorded == len(keys) and runs == ["box"]
+
+
+def test_only_steps_under_a_used_key_are_covered() -> None:
+    def entry(key: str) -> JournalEntry:
+        return JournalEntry(seq=0, key=key, phase="result", kind="call", name="x",
+                            input_hash="", created_at=0.0, data=None)
+
+    seen = {"f/a/tool:t#0"}
+    assert _used(entry("f/a/tool:t#0/w/turn:0/model"), seen)
+    assert _used(entry("f/a/tool:t#0"), seen)
+    assert not _used(entry("f/a/tool:t#01/x"), seen)
+    assert not _used(entry("f/a"), seen)
+
+
+# ------------------------------------------------------------- failures a flow handles
+
+
+class Crash(Exception):
+    """A stand-in for the process dying (not a run error: nothing handles it)."""
+
+
+def _flaky() -> tuple[Agent[str], ScriptedModel, list[str]]:
+    """An agent that calls a tool (a recorded step), then its model fails for good."""
+    pings: list[str] = []
+
+    def ping() -> str:
+        pings.append("ping")
+        return "pong"
+
+    model = ScriptedModel([call("ping"), RuntimeError("endpoint down")])
+    return Agent("flaky", model=model, tools=[tool(ping, name="ping")]), model, pings
+
+
+def _fallback_flow(flaky: Agent[str], crash: list[bool], seen: list[str],
+                   durability: str | None = None) -> Flow[Any]:
+    backup = _agent("backup", "backup done")
+
+    @flow("fallback", agents=[flaky, backup], durability=durability)
+    async def fallback(ctx: FlowContext, input: str) -> str:
+        try:
+            return str((await ctx.run_agent(flaky, input)).output)
+        except ModelError as exc:
+            seen.append(f"{type(exc).__name__}: {exc.message}")
+            pending = [e for e in await ctx.journal.store.read_journal(ctx.run_id)
+                       if e.kind == "failure"]
+            seen.append(f"committed before going on: {len(pending)}")
+        await ctx.step("went_on", lambda: "yes")
+        if crash:
+            crash.pop()
+            raise Crash("the process died")
+        return str((await ctx.run_agent(backup, input)).output)
+
+    return fallback
+
+
+@pytest.mark.parametrize("durability", ["balanced", "always", "batched"])
+async def test_a_failure_the_flow_goes_past_is_journaled_and_not_attempted_again(
+        durability: str) -> None:
+    flaky, model, pings = _flaky()
+    seen: list[str] = []
+    fallback = _fallback_flow(flaky, [True], seen, durability)
+    store = MemoryStore()
+    with pytest.raises(Crash):
+        await fallback.run("go", store=store, run_id="f1")
+    assert len(model.requests) == 2 and pings == ["ping"]
+    failed = [e for e in await store.read_journal("f1") if e.kind == "failure"]
+    assert [(e.key, e.input_hash) for e in failed] == [("fallback/flaky/failed", "")]
+    assert failed[0].data["type"] == "ModelError" and failed[0].data["retryable"] is False
+    assert failed[0].data["step_key"] == "fallback/flaky/turn:1/model"
+    result = await fallback.resume("f1", store=store)
+    assert result.output == "backup done"
+    assert len(model.requests) == 2 and pings == ["ping"]  # not attempted again
+    assert seen[0] == seen[2] and "endpoint down" in seen[0]  # the same error, both times
+    assert seen[1] == "committed before going on: 0"  # held until the flow went on
+    report = await replay_run(fallback, "f1", store=store)
+    assert report.identical, report
+    assert len(model.requests) == 2 and pings == ["ping"]
+
+
+async def test_a_failure_the_flow_does_not_handle_is_not_kept_and_resume_tries_again() -> None:
+    flaky, model, _ = _flaky()
+
+    @flow("strict", agents=[flaky])
+    async def strict(ctx: FlowContext, input: str) -> str:
+        return str((await ctx.run_agent(flaky, input)).output)
+
+    store = MemoryStore()
+    with pytest.raises(ModelError, match="endpoint down"):
+        await strict.run("go", store=store, run_id="s1")
+    record = await store.get_run("s1")
+    assert record.status == "failed" and record.error is not None
+    assert record.error["type"] == "ModelError"
+    assert [e for e in await store.read_journal("s1") if e.kind == "failure"] == []
+    model.script[1] = "fixed"  # the endpoint is back
+    result = await strict.resume("s1", store=store)
+    assert result.output == "fixed" and len(model.requests) == 3  # asked again
+    report = await replay_run(strict, "s1", store=store)
+    assert report.identical, report
+
+
+async def test_a_failed_sub_flow_the_parent_goes_past_is_journaled() -> None:
+    flaky, model, pings = _flaky()
+
+    @flow("inner", agents=[flaky])
+    async def inner(ctx: FlowContext, input: str) -> str:
+        return str((await ctx.run_agent(flaky, input)).output)
+
+    crash = [True]
+    errors: list[RunError] = []
+
+    @flow("outer", agents=[flaky])
+    async def outer(ctx: FlowContext, input: str) -> str:
+        try:
+            return str((await ctx.run_flow(inner, input)).output)
+        except RunError as exc:
+            errors.append(exc)
+        await ctx.step("went_on", lambda: "yes")
+        if crash:
+            crash.pop()
+            raise Crash("the process died")
+        return "without inner"
+
+    store = MemoryStore()
+    with pytest.raises(Crash):
+        await outer.run("go", store=store, run_id="o1")
+    keys = [e.key for e in await store.read_journal("o1") if e.kind == "failure"]
+    assert keys == ["outer/inner/flaky/failed", "outer/inner/failed"]
+    result = await outer.resume("o1", store=store)
+    assert result.output == "without inner"
+    assert len(model.requests) == 2 and pings == ["ping"]
+    assert [type(e) for e in errors] == [ModelError, ModelError]
+    assert errors[0].message == errors[1].message
+    assert errors[1].step_key == "outer/inner/flaky/turn:1/model"
+    report = await replay_run(outer, "o1", store=store)
+    assert report.identical, report
+
+
+async def test_a_budget_failure_comes_back_as_budget_exceeded() -> None:
+    looping = Agent("looper", model=ScriptedModel([call("ping")] * 50 + ["done"]),
+                    tools=[tool(lambda: "pong", name="ping")])
+    limits: list[tuple[str, float]] = []
+
+    @flow("capped", agents=[looping])
+    async def capped(ctx: FlowContext, input: str) -> str:
+        try:
+            await ctx.run_agent(looping, input, budget=Budget(max_steps=3))
+        except BudgetExceeded as exc:
+            limits.append((exc.limit, exc.allowed))
+        return "gave up"
+
+    store = MemoryStore()
+    result = await capped.run("go", store=store)
+    report = await replay_run(capped, result.run_id, store=store)
+    assert report.identical, report
+    assert limits == [("steps", 3.0), ("steps", 3.0)]

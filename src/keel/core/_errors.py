@@ -34,7 +34,10 @@ Retryability is a field (``retryable``), never a guess from the class name.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.core._messages import Message
 
 
 class KeelError(Exception):
@@ -300,9 +303,21 @@ class Escalate(Signal):
 
 
 class Handoff(Signal):
-    """Hand the conversation to another agent."""
+    """Hand the conversation to another agent.
 
-    def __init__(self, target: str, reason: str = "") -> None:
+    A tool raises ``Handoff(target, reason)``; the agent loop records the call as a
+    successful step (so resume and replay read it back), finishes the other calls of the
+    turn and then raises ``Handoff`` from its run with ``messages`` (the conversation so far,
+    the handoff's observation included) and ``step_key`` (the tool step that handed off)
+    filled in. Only the first handoff of a turn (in call order) is raised. A team or flow
+    catches it around ``ctx.run_agent`` and gives the conversation to ``target``; a run
+    that nobody receives it in fails with a ``RunError``.
+    """
+
+    def __init__(self, target: str, reason: str = "", *,
+                 messages: list[Message] | None = None, step_key: str | None = None) -> None:
         super().__init__(f"handoff to {target}: {reason}" if reason else f"handoff to {target}")
         self.target = target
         self.reason = reason
+        self.messages: list[Message] = list(messages or ())
+        self.step_key = step_key

@@ -1,10 +1,12 @@
 """Handoffs: an agent hands the conversation to another agent, or to a person.
 
 Each agent of a :class:`HandoffTeam` gets ``transfer_to_<name>(reason)`` tools for the agents
-it may hand to, and ``transfer_to_human(reason)``. When the model calls one, the call is
-journaled as an ordinary tool step, the agent's run stops right after it (also when the step
-is read back on resume or replay), the handoff is journaled as a ``handoff`` step, and the
+it may hand to, and ``transfer_to_human(reason)``. A transfer tool raises
+:class:`keel.Handoff`: the agent loop journals the call as an ordinary tool step, finishes
+the turn's other calls and ends the agent's run with the ``Handoff`` (also when the step is
+read back on resume or replay); the team journals the handoff as a ``handoff`` step, and the
 target agent continues the conversation with the history a :class:`HistoryFilter` lets through.
+Only the first transfer of a turn counts.
 
 Step keys (team ``desk``)::
 
@@ -24,13 +26,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from keel.core import ConfigError, Handoff, Message, RunError, RunEvent
+from keel.core import ConfigError, Handoff, Message, RunError, ToolResultPart
 from keel.patterns._history_filter import HistoryFilter, answer_calls
-from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Journal, Middleware
-from keel.store import JournalEntry, RunRecord
-from keel.tools import Tool, ToolResult, tool
+from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware
+from keel.tools import Tool, tool
 
 HUMAN = "human"
 _PREFIX = "transfer_to_"
@@ -44,59 +45,27 @@ class HandoffLoop(RunError):
     than ``max_handoffs``) and the team is set to fail (``on_loop="fail"``)."""
 
 
-class _Transfer(Handoff):
-    """Raised right after a transfer call was recorded: stops the handing agent's run."""
-
-    def __init__(self, target: str, reason: str, *, messages: list[Message], key: str) -> None:
-        super().__init__(target, reason)
-        self.messages = messages
-        self.key = key
-
-
-class _Member(Agent[Any]):
-    """A team agent: after a recorded (or replayed) transfer call its run stops."""
-
-    transfers: dict[str, str]
-
-    def driver(self, journal: Journal, *, deps: Any, emit: Callable[[RunEvent], None] | None,
-               streaming: bool, record: RunRecord, prefix: str | None = None) -> Any:
-        loop = super().driver(journal, deps=deps, emit=emit, streaming=streaming,
-                              record=record, prefix=prefix)
-        inner = journal.observer
-        transfers = self.transfers
-
-        def observe(entry: JournalEntry, value: Any, replayed: bool) -> None:
-            if inner is not None:
-                inner(entry, value, replayed)
-            target = transfers.get(entry.name)
-            if (target is None or entry.kind != "tool" or not isinstance(value, ToolResult)
-                    or value.failure is not None or not isinstance(value.value, dict)):
-                return
-            # A replay counts a step as used once ``step`` returns; this one stops the run
-            # inside it, so mark it used here.
-            used = getattr(journal, "used", None)
-            if isinstance(used, set):
-                used.add(entry.key)
-            raise _Transfer(target, str(value.value.get("reason", "")),
-                            messages=list(loop.history), key=entry.key)
-
-        journal.observer = observe
-        return loop
-
-
-def _member(agent: Agent[Any], tools: list[Tool], transfers: dict[str, str]) -> _Member:
-    clone = agent.clone(tools=[*agent.toolset, *tools])
-    clone.__class__ = _Member  # same state; only the driver differs
-    member = cast(_Member, clone)
-    member.transfers = transfers
-    return member
-
-
 def _transfer_tool(target: str, about: str) -> Tool:
-    def transfer(reason: str) -> dict[str, str]:
-        return {"transfer_to": target, "reason": reason}
+    def transfer(reason: str) -> None:
+        raise Handoff(target, reason)  # the loop records the call, then hands off
 
     return tool(name=f"{_PREFIX}{target}", description=about)(transfer)
+
+
+def _unanswered(messages: list[Message], transfers: frozenset[str]) -> list[Message]:
+    """The handing agent's conversation with the transfer calls of its last turn left
+    unanswered (the handoff answers them, not a tool result): the receiving agent gets no
+    tool internals of the handoff itself, and the sender, if it goes on, gets them answered
+    by what happened."""
+    out = list(messages)
+    if out and out[-1].role == "tool":
+        kept = tuple(p for p in out[-1].parts
+                     if not (isinstance(p, ToolResultPart) and p.tool_name in transfers))
+        if kept:
+            out[-1] = Message(role="tool", parts=kept)
+        else:
+            out.pop()
+    return out
 
 
 def _about(agent: Agent[Any]) -> str:
@@ -131,6 +100,16 @@ class _Trail:
         self.count = 0
         self.pairs.clear()
         self.path = [current]
+
+
+@dataclass(frozen=True)
+class _Moved:
+    """A handoff that left an agent's run: where to, why, the conversation, the call."""
+
+    target: str
+    reason: str
+    messages: list[Message]
+    key: str
 
 
 @dataclass
@@ -188,9 +167,10 @@ class HandoffTeam(Flow[Any]):
         self.on_loop: OnLoop = on_loop
         self.routes = graph
         self.members = {n: self._equip(a, graph[n], team) for n, a in team.items()}
+        self._transfers = frozenset([*(f"{_PREFIX}{n}" for n in team), f"{_PREFIX}{HUMAN}"])
 
     def _equip(self, agent: Agent[Any], targets: list[str],
-               team: dict[str, Agent[Any]]) -> _Member:
+               team: dict[str, Agent[Any]]) -> Agent[Any]:
         tools = [_transfer_tool(t, _about(team[t])) for t in targets]
         if self.human:
             tools.append(_transfer_tool(HUMAN, "Hand the conversation to a person (a human "
@@ -199,7 +179,7 @@ class HandoffTeam(Flow[Any]):
         if clash:
             raise ConfigError(f"agents[{agent.name!r}].tools", f"{', '.join(clash)} is "
                               "reserved for handoffs; rename that tool")
-        return _member(agent, tools, {t.name: t.name[len(_PREFIX):] for t in tools})
+        return agent.clone(tools=[*agent.toolset, *tools])
 
     def agents(self) -> Sequence[Agent[Any]]:
         return list(self.members.values())
@@ -215,15 +195,22 @@ class HandoffTeam(Flow[Any]):
                 result = await ctx.scope(f"hop:{n}").run_agent(
                     self.members[hop.agent], hop.task, name=hop.agent, history=hop.history)
                 return result.output
-            except _Transfer as transfer:
-                moved = transfer
+            except Handoff as handoff:
+                moved = _Moved(handoff.target, handoff.reason,
+                               _unanswered(handoff.messages, self._transfers),
+                               handoff.step_key or "")
+            allowed = [*self.routes[hop.agent], *([HUMAN] if self.human else [])]
+            if moved.target not in allowed:
+                raise RunError(f"{hop.agent} handed the conversation to {moved.target!r}, "
+                               f"which it may not hand to (it may: {', '.join(allowed) or 'none'})",
+                               run_id=ctx.run_id, step_key=moved.key or None)
             record = {"from": hop.agent, "to": moved.target, "reason": moved.reason, "hop": n,
                       "call": moved.key}
             await ctx.step(f"hop:{n}/handoff", _const(record), kind="handoff", input=record)
             hop = await self._next(ctx, n, hop.agent, moved, trail)
             n += 1
 
-    async def _next(self, ctx: FlowContext, n: int, source: str, moved: _Transfer,
+    async def _next(self, ctx: FlowContext, n: int, source: str, moved: _Moved,
                     trail: _Trail) -> _Hop:
         """Where the conversation goes after hop ``n`` asked to hand it to ``moved.target``."""
         if moved.target == HUMAN:

@@ -10,7 +10,9 @@ A market named ``market`` journals, in order:
   ``market/award:i/<bidder>/...`` and ``market/award:i/outcome`` (kind ``check``: ok or the
   reason it failed). A failed award goes to the next bid.
 
-A resumed run takes the recorded bids and awards: no bidder bids twice.
+A bid or a work run that failed with a run error has a ``.../<bidder>/failed`` record (kind
+``failure``, written by the runtime). A resumed run takes the recorded bids, awards and
+failures: no bidder bids twice and failed work is not done again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from keel.core import BudgetExceeded, ConfigError, Divergence, RunError
+from keel.core import BudgetExceeded, ConfigError, RunError
 from keel.runtime import Agent, Budget, Flow, FlowContext, RunResult
 
 Share = Budget | float | None
@@ -146,9 +148,8 @@ class Marketplace(Flow[MarketResult]):
         names = sorted(self._by_name)
         await ctx.step("announce", lambda: {"task": input, "bidders": names},
                        kind="announce", input=input)
-        prior = ctx.recorded("bids")
-        raw = await ctx.gather(*(self._bid(ctx, name, input, prior) for name in names))
-        # The input leaves error texts out: a replayed failure outside the journal has none.
+        raw = await ctx.gather(*(self._bid(ctx, name, input) for name in names))
+        # The input leaves error texts out (as runs recorded before failures were journaled).
         placed = [{"bidder": e["bidder"], "bid": e.get("bid")} for e in raw]
         book = await ctx.step("bids", lambda: self._rank(raw), kind="bids", input=placed)
         ranked = [PlacedBid(**b) for b in book["ranked"]]
@@ -163,19 +164,13 @@ class Marketplace(Flow[MarketResult]):
 
     # --------------------------------------------------------------------------- bidding
 
-    async def _bid(self, ctx: FlowContext, name: str, task: str,
-                   prior: Any) -> dict[str, Any]:
-        """One bidder's bid as plain data (a run error while bidding discards the bid)."""
-        failed_before = prior is not None and any(
-            d["bidder"] == name and d.get("error") for d in prior["discarded"])
+    async def _bid(self, ctx: FlowContext, name: str, task: str) -> dict[str, Any]:
+        """One bidder's bid as plain data (a run error while bidding discards the bid; the
+        runtime journals it, so a resumed or replayed run gets it without bidding again)."""
         try:
             result = await ctx.scope("bid").run_agent(
                 self._bidding[name], f"Task for bids: {task}", name=name,
                 budget=self.bid_budget)
-        except Divergence:
-            if failed_before:  # replaying a bid that failed outside the journal
-                return {"bidder": name, "error": "recorded failure"}
-            raise
         except RunError as exc:
             return {"bidder": name, "error": f"{type(exc).__name__}: {exc.message}"}
         bid = result.output
@@ -235,16 +230,11 @@ class Marketplace(Flow[MarketResult]):
         award = {"bidder": bid.bidder, "rank": rank, "score": bid.score,
                  "estimate": bid.estimate}
         await scope.step("award", lambda: award, kind="award", input=award)
-        prior = scope.recorded("outcome")
         result: RunResult[Any] | None = None
         error = ""
-        try:
+        try:  # failed work is journaled by the runtime: a resumed run does not redo it
             result = await scope.run_agent(self._by_name[bid.bidder], task, name=bid.bidder,
                                            budget=self._work_share(bid))
-        except Divergence:
-            if prior is None or prior["ok"]:
-                raise
-            error = "recorded failure"  # replaying work that failed outside the journal
         except RunError as exc:
             if isinstance(exc, BudgetExceeded) and scope.remaining() is None:
                 raise  # the market's own budget is spent: no other bid could work either

@@ -16,6 +16,7 @@ Journal, under the flow's path (see docs/patterns/planning.md)::
     plan#0, plan#1 ...         kind "plan": the whole plan state after every change
     approval                   the plan approval (``require_approval``)
     step.<id>.v<V>.<n>/...     attempt n of step <id> in plan version V (an agent run or a tool)
+    step.<id>.v<V>.<n>/failed  kind "failure": the attempt's run error (held by the runtime)
     step.<id>.v<V>.<n>/outcome kind "plan_step": {status, result | error, surprise}
     synthesize/...             the synthesizer agent, if any
 """
@@ -31,7 +32,6 @@ from pydantic_core import to_jsonable_python
 from keel.core import (
     BudgetExceeded,
     ConfigError,
-    Divergence,
     OutputValidationError,
     RepeatedFailure,
     RunError,
@@ -282,23 +282,12 @@ class _PlanRun:
     async def _attempt(self, plan: Plan, step: PlanStep, share: Budget | None
                        ) -> dict[str, Any]:
         name = _attempt_name(plan, step)
-        outcome_key = f"{name}/outcome"
-        recorded = self.ctx.recorded(outcome_key)
-        failed_before = isinstance(recorded, dict) and recorded.get("status") == "failed"
-        if failed_before and not self.ctx.journal.replay_only:
-            # a resumed run does not make a failed attempt again
-            return dict(await self.ctx.step(outcome_key, lambda: recorded, kind="plan_step",
-                                            input=step.id))
         error: str | None = None
         value: Any = None
-        try:
+        try:  # a failure recorded for this attempt is raised again without running it
             value = await self._work(plan, step, name, share)
         except Signal:
             raise
-        except Divergence:
-            if not failed_before:
-                raise
-            error = "replayed failure"  # the recorded outcome below is what counts
         except BudgetExceeded as exc:
             if self.ctx.remaining() is None or BudgetExceeded not in self.owner.step_failures:
                 raise  # the whole planner's budget is used up
@@ -312,7 +301,8 @@ class _PlanRun:
             surprise = None if self.owner.check is None else self.owner.check(step, value)
             return {"status": "complete", "result": value, "surprise": surprise}
 
-        return dict(await self.ctx.step(outcome_key, decide, kind="plan_step", input=step.id))
+        return dict(await self.ctx.step(f"{name}/outcome", decide, kind="plan_step",
+                                        input=step.id))
 
     async def _work(self, plan: Plan, step: PlanStep, name: str, share: Budget | None
                     ) -> Any:

@@ -16,30 +16,21 @@ Step keys (supervisor ``team``, lead ``lead``)::
 A worker that fails (its budget share runs out, its model keeps failing ...) does not fail the
 run: the lead gets a ``tool_error`` observation naming the worker and the error, and can try
 another worker, narrow the task or answer with what it has. A worker waiting for a person
-(an approval) suspends the whole run; on resume, finished workers are read back from the
-journal, not run again.
+(an approval, or an escalation: one task, the worker's own) suspends the whole run; on
+resume, finished workers are read back from the journal, not run again, and a waiting
+worker goes on from where it stopped.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pydantic
 
-from keel.core import ConfigError, Message, RunError, RunEvent, Signal, ToolContext, ToolError
-from keel.runtime import (
-    Agent,
-    Budget,
-    Durability,
-    Flow,
-    FlowContext,
-    Journal,
-    Middleware,
-    RunResult,
-)
-from keel.store import JournalEntry, RunRecord
+from keel.core import ConfigError, Message, RunError, Signal, ToolContext, ToolError
+from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware, RunResult
 from keel.tools import Tool, tool
 
 #: A share of what is left of the supervisor's budget: a Budget, a fraction, or None.
@@ -48,34 +39,6 @@ Worker = Agent[Any] | Flow[Any]
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _PREFIX = "ask_"
 _CLIP = 300
-
-
-class _Lead(Agent[Any]):
-    """The lead agent with its delegation tools. In a replay, a delegation read back from
-    the journal covers the worker steps recorded under it (the worker is not run again,
-    exactly as on resume), so the replay does not report them as unused."""
-
-    delegations: frozenset[str]
-
-    def driver(self, journal: Journal, *, deps: Any, emit: Callable[[RunEvent], None] | None,
-               streaming: bool, record: RunRecord, prefix: str | None = None) -> Any:
-        loop = super().driver(journal, deps=deps, emit=emit, streaming=streaming,
-                              record=record, prefix=prefix)
-        used = getattr(journal, "used", None)  # only a replay's journal keeps this
-        if not isinstance(used, set):
-            return loop
-        inner = journal.observer
-        names = self.delegations
-
-        def observe(entry: JournalEntry, value: Any, replayed: bool) -> None:
-            if inner is not None:
-                inner(entry, value, replayed)
-            if replayed and entry.kind == "tool" and entry.name in names:
-                below = f"{entry.key}/"
-                used.update(e.key for e in journal.entries() if e.key.startswith(below))
-
-        journal.observer = observe
-        return loop
 
 
 class Supervisor(Flow[Any]):
@@ -130,10 +93,7 @@ class Supervisor(Flow[Any]):
 
     async def body(self, ctx: FlowContext, input: str) -> Any:
         tools = [self._ask(ctx, name, worker) for name, worker in self.workers.items()]
-        clone = self.lead.clone(tools=[*self.lead.toolset, *tools])
-        clone.__class__ = _Lead  # same state; only the driver differs
-        lead = cast(_Lead, clone)
-        lead.delegations = frozenset(t.name for t in tools)
+        lead = self.lead.clone(tools=[*self.lead.toolset, *tools])
         result = await ctx.run_agent(lead, input, name=self.lead.name)
         return result.output
 

@@ -27,6 +27,7 @@ from keel.core import (
 )
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._escalation import EscalationPolicy
+from keel.runtime._failures import guarded
 from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._middleware import Middleware, MiddlewareStack
@@ -140,14 +141,17 @@ class FlowContext:
                         budget: Share = None) -> RunResult[Any]:
         """Run ``agent`` on this run's journal under ``<path>/<name or agent.name>``, with a
         share of the budget (by default the agent's own budget, capped by what is left).
-        ``history``: earlier conversation the agent continues (a handoff)."""
+        ``history``: earlier conversation the agent continues (a handoff). A run error it
+        fails with is journaled once the flow goes past it: a resumed or replayed run gets
+        the same error again without running the agent (see ``_failures``)."""
         if not isinstance(input, str):
             raise UserError(f"agent input must be a string, got {type(input).__name__}")
         prefix = self.key(check_name("name", name or agent.name))
         view = self.journal.view(budget=self._share(budget, agent.budget), agent=agent.name)
         loop = agent.driver(view, deps=self.deps, emit=self.emit, streaming=False,
                             record=self._record(), prefix=prefix)
-        return await loop.run(input, history=list(history) if history else None)
+        return await guarded(view, prefix, lambda: loop.run(
+            input, history=list(history) if history else None))
 
     async def run_flow(self, flow: Flow[T], input: str, *, name: str | None = None,
                        budget: Share = None) -> RunResult[T]:
@@ -155,7 +159,11 @@ class FlowContext:
         view = self.journal.view(budget=self._share(budget, flow.budget))
         ctx = FlowContext(view, path=self.key(check_name("name", name or flow.name)),
                           deps=self.deps, emit=self.emit, record=self.record)
-        return await _finish(flow, ctx, await flow.body(ctx, input))
+
+        async def run() -> RunResult[T]:
+            return await _finish(flow, ctx, await flow.body(ctx, input))
+
+        return await guarded(view, ctx.path, run)
 
     async def escalate(self, reason: str, *, name: str = "escalation",
                        trigger: str = "requested", queue: str | None = None,

@@ -27,7 +27,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from keel.core import STEP_LOGGER, ConfigError, Divergence, UnknownOutcome, Usage, UserError
+from keel.core import (
+    STEP_LOGGER,
+    ConfigError,
+    Divergence,
+    RunError,
+    UnknownOutcome,
+    Usage,
+    UserError,
+)
 from keel.core._redact import redact
 from keel.runtime._budget import BudgetTracker
 from keel.store import JournalEntry, RunStore
@@ -93,8 +101,8 @@ class Journal:
     """One run's journal, backed by a :class:`RunStore`."""
 
     __slots__ = ("_batch", "_cursor", "_intents", "_mode", "_pending", "_results", "_seen",
-                 "agent", "budget", "lease", "observer", "replay_only", "run_id", "store",
-                 "trusted_seq")
+                 "agent", "budget", "failed", "lease", "observer", "replay_only", "run_id",
+                 "store", "trusted_seq")
 
     def __init__(self, store: RunStore, run_id: str, agent: str, entries: list[JournalEntry],
                  budget: BudgetTracker, *, replay_only: bool = False,
@@ -116,6 +124,9 @@ class Journal:
         self.agent = agent
         self.budget = budget
         self.observer: StepObserver | None = None
+        #: Set on the view of a sub-run whose failure is recorded: its recorded steps replay,
+        #: and the first step not recorded raises this error instead of running.
+        self.failed: RunError | None = None
         self._results: dict[str, JournalEntry] = {}
         self._intents: dict[str, JournalEntry] = {}
         for e in entries:
@@ -218,6 +229,8 @@ class Journal:
             if self.observer is not None:
                 self.observer(recorded, value, True)
             return value, True
+        if self.failed is not None:
+            raise self.failed
         if self.replay_only:
             raise Divergence(
                 f"replay: step {key!r} is not in the journal; the code asked for a step the "
@@ -295,6 +308,17 @@ class Journal:
         else:
             await self.store.append(self.run_id, (entry,), lease=self.lease)
         (self._results if phase == "result" else self._intents)[key] = entry
+        return entry
+
+    def hold(self, key: str, kind: str, name: str, data: Any) -> JournalEntry:
+        """Defer a record whatever the durability mode: it is committed with the next record
+        the run commits, or with the run's final status (for a sub-run's failure that the
+        flow may handle, which must not reach the store before the flow goes on)."""
+        entry = JournalEntry(seq=self.seq, key=key, phase="result", kind=kind, name=name,
+                             input_hash="", data=redact(data), created_at=time.time())
+        self.seq += 1
+        self._pending.append(entry)
+        self._results[key] = entry
         return entry
 
     def take_pending(self) -> list[JournalEntry]:

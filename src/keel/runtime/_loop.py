@@ -3,6 +3,14 @@
 Every model request and tool call is a journal step with a deterministic key
 (``agent/turn:N/model``, ``agent/turn:N/tool:NAME#I``), so the same loop both runs a new run
 and resumes or replays a recorded one.
+
+A tool that raises :class:`keel.Handoff` is a successful call, recorded with
+``ToolResult.handoff`` set; once the turn's other calls are done the loop raises ``Handoff``
+with the conversation so far (``messages``) and the call's ``step_key``; on resume or replay
+the recorded call raises it again. Only the first handoff of a turn (in call order) is
+raised. A tool's ``Escalate`` becomes an ``escalated`` observation and an escalation of this
+agent, unless it already carries an ``escalation_id`` (a nested run escalated and a person
+has the task): that one propagates unchanged and the run waits on it.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from keel.core import (
     ApprovalRequired,
     BudgetExceeded,
     Escalate,
+    Handoff,
     KeelError,
     Message,
     ModelError,
@@ -71,6 +80,9 @@ def _encode_tool(result: ToolResult) -> Any:
     f = data["failure"]
     if f is not None:
         f["message"] = redact_text(f["message"])
+    h = data.get("handoff")
+    if h is not None:
+        h["reason"] = redact_text(h["reason"])
     return data
 
 
@@ -109,6 +121,7 @@ class AgentLoop:
         self._failures: dict[str, int] = {}
         self._output_retries = 0
         self._tool_escalation: str | None = None
+        self._handoff: tuple[str, dict[str, str]] | None = None
         self.replayed = 0
         plan = agent.tool_plan()
         self._permitted = plan.permitted
@@ -163,10 +176,17 @@ class AgentLoop:
             return self._accept_final_call(final[0], calls), response
         if not calls:
             return self._accept_text(response.text), response
+        self._handoff = None
         await self._tool_calls(turn, calls)
         if self._tool_escalation is not None:
             reason, self._tool_escalation = self._tool_escalation, None
             self._guidance(await self.gates.escalate(Escalate(reason, trigger="tool")))
+        if self._handoff is not None:
+            # Every call of the turn is recorded and observed; the first handoff wins.
+            key, handoff = self._handoff
+            self._handoff = None
+            raise Handoff(handoff["target"], handoff["reason"], messages=list(self.history),
+                          step_key=key)
         return _REJECTED, response
 
     def _guidance(self, note: str) -> None:
@@ -313,8 +333,12 @@ class AgentLoop:
                                     on_retry=self._retry_hook(key, "tool", tool.name))
                 return await agent.stack.tool_call(inp)
             except Escalate as exc:  # recorded as the call's result, then escalated
+                if exc.escalation_id is not None:
+                    raise  # a person already has the task (a nested run escalated): wait
                 return ToolResult.fail("escalated", exc.reason, retryable=False,
                                        hint="A human takes over from here.")
+            except Handoff as exc:  # a successful call; the run hands off after the turn
+                return ToolResult.handed_off(exc.target, exc.reason)
 
         reconcile = None
         intent = None
@@ -370,7 +394,9 @@ class AgentLoop:
     def _observe(self, key: str, call: ToolCallPart, result: ToolResult,
                  replayed: bool) -> ToolResultPart:
         content = result.content
-        if result.failure is not None and result.failure.error_type == "escalated":
+        if result.handoff is not None:
+            self._handoff = self._handoff or (key, result.handoff)
+        elif result.failure is not None and result.failure.error_type == "escalated":
             self._tool_escalation = self._tool_escalation or result.failure.message
         elif result.failure is not None:
             sig = f"{call.tool_name}\x00{_canonical_args(call.arguments)}"

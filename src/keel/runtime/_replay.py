@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.core import (
     Divergence,
+    Handoff,
     KeelError,
     Message,
     ModelResponse,
@@ -50,6 +51,7 @@ from keel.runtime._runner import (
     _jsonable,
     fork_overrides,
     fork_trusted_seq,
+    unreceived,
     using_store,
 )
 from keel.store import JournalEntry, MemoryStore, RunRecord, RunStore
@@ -144,6 +146,8 @@ async def replay_journal(agent: Runnable, record: RunRecord,
         result = await loop.run(str(record.input))
         outcome.output = _jsonable(result.output)
         outcome.completed = True
+    except Handoff as exc:  # as the runner records it
+        outcome.error = unreceived(exc, record.run_id)
     except Exception as exc:  # the replay's failure is the finding, reported not raised
         outcome.error = exc
     return _judge(record, entries, outcome, journal.used)
@@ -265,12 +269,17 @@ def _judge(record: RunRecord, entries: Sequence[JournalEntry], outcome: _Outcome
 
 
 def _used(entry: JournalEntry, seen: set[str]) -> bool:
-    """Whether a replay used a recorded result. An approval decision (``STEP/approval``) is
-    read only before its tool call runs, so a replay that reads the call's recorded result
-    has passed its gate too."""
-    if entry.key in seen:
-        return True
-    return entry.kind == "approval" and entry.key.rpartition("/")[0] in seen
+    """Whether a replay used a recorded result: its own key, or a step it lies under. Work
+    done inside a step (a nested agent run by a tool, a retry attempt, the approval decision
+    ``STEP/approval`` read before the call) is covered by that step's recorded result, which
+    the replay read instead of running the step again."""
+    key = entry.key
+    while True:
+        if key in seen:
+            return True
+        key, sep, _ = key.rpartition("/")
+        if not sep:
+            return False
 
 
 def _judge_failure(base: dict[str, Any], err: dict[str, Any] | None,

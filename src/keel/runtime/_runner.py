@@ -15,6 +15,7 @@ from keel.core import (
     ApprovalRequired,
     DeadlineExceeded,
     Escalate,
+    Handoff,
     KeelError,
     LeaseLost,
     RunCancelled,
@@ -239,6 +240,8 @@ async def _drive(loop: Driver, record: RunRecord, hold: Hold) -> RunResult[Any]:
             if time.time() < record.deadline_at - 0.001:
                 raise  # not ours
             raise _deadline(record) from exc
+    except Handoff as exc:
+        raise unreceived(exc, record.run_id) from exc
     except asyncio.CancelledError:
         reason = hold.stop_reason
         if reason is None or task is None:
@@ -363,6 +366,14 @@ async def _suspend(agent: Runnable, store: RunStore, record: RunRecord,
         raise _Woken(record.run_id) from signal
 
 
+def unreceived(exc: Handoff, run_id: str) -> RunError:
+    """A handoff that left the run: nothing in it takes the conversation over."""
+    return RunError(f"the run handed the conversation to {exc.target!r} "
+                    f"({exc.reason or 'no reason given'}), but nothing receives a handoff "
+                    "here: run the agent in a HandoffTeam, or catch keel.Handoff around "
+                    "ctx.run_agent in a flow", run_id=run_id, step_key=exc.step_key)
+
+
 def _status_for(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | RunCancelled):
         return "cancelled"
@@ -388,6 +399,10 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
         error["message"] = redact(f"{type(exc).__name__}: {exc}")
     status = _status_for(exc)
     entries = journal.take_pending()
+    # Sub-run failures held for a flow that would go past them, but nothing came after them:
+    # the run failed of them, so they are not kept and resuming it tries those sub-runs again.
+    while status != "suspended" and entries and entries[-1].kind == "failure":
+        entries.pop()
     if status == "cancelled":  # the stop itself is a step of the run
         entries.append(JournalEntry(
             seq=journal.seq, key=f"{record.agent}/cancelled", phase="result", kind="cancel",

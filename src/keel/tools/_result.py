@@ -65,13 +65,16 @@ class ToolResult:
 
     ``content`` is what the model sees (possibly cut to the tool's output limit); ``value`` is
     the JSON-able return value, kept whole in the journal; ``failure`` is set when the call
-    failed, and then ``content`` is its rendering.
+    failed, and then ``content`` is its rendering. ``handoff`` (``{"target", "reason"}``) is
+    set when the tool handed the conversation on (it raised ``keel.Handoff``): a successful
+    call whose recorded result makes the agent's run hand off again on resume and replay.
     """
 
     content: str
     value: Any = None
     failure: ToolFailure | None = None
     truncated: bool = False
+    handoff: dict[str, str] | None = None
 
     @property
     def is_error(self) -> bool:
@@ -84,9 +87,19 @@ class ToolResult:
                               hint=hint, transient=transient)
         return cls(content=failure.render(), failure=failure)
 
+    @classmethod
+    def handed_off(cls, target: str, reason: str = "") -> ToolResult:
+        """The result of a call that handed the conversation to ``target``."""
+        handoff = {"target": target, "reason": reason}
+        return cls(content=json.dumps({"handoff": handoff}, ensure_ascii=False),
+                   handoff=handoff)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"content": self.content, "value": self.value, "truncated": self.truncated,
+        data = {"content": self.content, "value": self.value, "truncated": self.truncated,
                 "failure": None if self.failure is None else self.failure.to_dict()}
+        if self.handoff is not None:  # only then: other results keep their stored shape
+            data["handoff"] = dict(self.handoff)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolResult:
@@ -94,5 +107,8 @@ class ToolResult:
         failure = None if f is None else ToolFailure(
             error_type=f["error_type"], message=f["message"], retryable=bool(f["retryable"]),
             hint=f.get("hint"), transient=f.get("transient"))
+        h = data.get("handoff")
+        handoff = None if not isinstance(h, dict) else {
+            "target": str(h.get("target", "")), "reason": str(h.get("reason", ""))}
         return cls(content=str(data["content"]), value=data.get("value"), failure=failure,
-                   truncated=bool(data.get("truncated", False)))
+                   truncated=bool(data.get("truncated", False)), handoff=handoff)
