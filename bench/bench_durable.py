@@ -315,16 +315,18 @@ async def measure_durable(cfg: DurableConfig, progress: Callable[[str], None] = 
     return out
 
 
-def update_doc(path: str, section: str) -> None:
-    """Replace the durable section of the doc at ``path`` (between its markers), or insert
-    it before ``## Caveats`` (at the end if there is none)."""
+def update_doc(path: str, section: str, *, markers: tuple[str, str] | None = None) -> None:
+    """Replace a section of the doc at ``path`` (between its markers: the durable section's
+    unless ``markers`` says otherwise), or insert it before ``## Caveats`` (at the end if
+    there is none)."""
     from bench.report_durable import END, START
 
+    start, end = markers or (START, END)
     with open(path) as f:
         text = f.read()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.strip("\n") + rest.split(END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section.strip("\n") + rest.split(end, 1)[1]
     elif "\n## Caveats" in text:
         head, tail = text.split("\n## Caveats", 1)
         text = head + "\n" + section + "\n## Caveats" + tail

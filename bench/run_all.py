@@ -245,10 +245,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(args.json, "w") as f:
             json.dump(_jsonable(results), f, indent=2)
     if args.markdown:
+        kept = _patterns_section(args.markdown)
         with open(args.markdown, "w") as f:
             f.write(render_markdown(results))
+        if kept:  # that section comes from its own run (bench.bench_patterns)
+            from bench.bench_durable import update_doc
+            from bench.bench_patterns import MARKERS
+
+            update_doc(args.markdown, kept, markers=MARKERS)
         print(f"wrote {args.markdown}")
     return results
+
+
+def _patterns_section(path: str) -> str | None:
+    """The patterns section already in the document at ``path`` (markers included)."""
+    from bench.bench_patterns import MARKERS
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    start, end = MARKERS
+    if start not in text or end not in text:
+        return None
+    return start + text.split(start, 1)[1].split(end, 1)[0] + end + "\n"
 
 
 if __name__ == "__main__":

@@ -158,3 +158,28 @@ def test_the_durable_section_replaces_its_old_self(tmp_path: Path) -> None:
     text = doc.read_text()
     assert text.count(START) == 1 and "new" in text and "old" not in text
     assert text.index("## Results") < text.index(START) < text.index("## Caveats")
+
+
+def test_patterns_bench_runs_every_pattern_example_at_tiny_size() -> None:
+    from bench import bench_patterns
+
+    text = bench_patterns.main(["--quick"])
+    for name in ("planning", "reflection", "workflow", "routing", "supervisor", "handoff",
+                 "group_chat", "marketplace"):
+        assert f"| {name} (examples/{name}.py) |" in text
+    assert "flow: 4 sub-agents in parallel" in text
+
+
+def test_run_all_keeps_the_patterns_section_it_did_not_measure(tmp_path: Path) -> None:
+    from bench.bench_patterns import MARKERS
+    from bench.run_all import _patterns_section
+
+    doc = tmp_path / "b.md"
+    section = f"{MARKERS[0]}\n## Orchestration patterns\nfigures\n{MARKERS[1]}\n"
+    doc.write_text("# Benchmarks\n\n" + section + "\n## Caveats\n- x\n")
+    kept = _patterns_section(str(doc))
+    assert kept == section
+    doc.write_text("# Benchmarks (regenerated)\n\n## Caveats\n- x\n")
+    update_doc(str(doc), kept, markers=MARKERS)
+    text = doc.read_text()
+    assert text.index("figures") < text.index("## Caveats") and "regenerated" in text
