@@ -6,7 +6,6 @@ The examples are documentation; an example that silently breaks fails here.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from keel import Agent, BudgetExceeded, MemoryStore, RepeatedFailure, RunError
 from keel.core import ToolResultPart
 from keel.testing import ScriptedModel
+from tests.examples.conftest import load_example
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALL = sorted(p.stem for p in EXAMPLES.glob("*.py"))
@@ -40,13 +40,8 @@ def load() -> Iterator[Any]:
 
     def load(name: str) -> ModuleType:
         module_name = f"_keel_example_{name}"
-        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
         loaded.append(module_name)
-        spec.loader.exec_module(module)
-        return module
+        return load_example(EXAMPLES / f"{name}.py", module_name)
 
     yield load
     for module_name in loaded:

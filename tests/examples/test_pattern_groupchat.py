@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -12,20 +9,9 @@ import pytest
 
 from keel import MemoryStore
 from keel.runtime import replay_run
+from tests.examples.conftest import live_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "group_chat.py"
-
-
-@pytest.fixture
-def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.delenv("KEEL_MODEL", raising=False)
-    spec = importlib.util.spec_from_file_location("_keel_example_group_chat", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 async def test_the_editor_approves_after_two_rounds(example: ModuleType) -> None:
@@ -43,8 +29,5 @@ async def test_the_editor_approves_after_two_rounds(example: ModuleType) -> None
 
 def test_it_follows_keel_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_MODEL", "openai:gpt-4o-mini")
-    spec = importlib.util.spec_from_file_location("_keel_example_group_chat_live", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = live_example(EXAMPLE)
     assert all(peer.model == "openai:gpt-4o-mini" for peer in module.flow.peers)

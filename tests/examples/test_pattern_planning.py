@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -13,20 +10,9 @@ import pytest
 from keel import MemoryStore
 from keel.patterns import Plan
 from keel.runtime import replay_run
+from tests.examples.conftest import live_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "planning.py"
-
-
-@pytest.fixture
-def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.delenv("KEEL_MODEL", raising=False)
-    spec = importlib.util.spec_from_file_location("_keel_example_planning", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 async def test_the_plan_runs_with_a_retried_tool_step_and_a_written_answer(
@@ -55,8 +41,5 @@ async def test_the_plan_runs_with_a_retried_tool_step_and_a_written_answer(
 
 def test_with_keel_model_every_agent_uses_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_MODEL", "openai:gpt-4o-mini")
-    spec = importlib.util.spec_from_file_location("_keel_example_planning_live", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = live_example(EXAMPLE)
     assert {a.model for a in module.flow.agents()} == {"openai:gpt-4o-mini"}

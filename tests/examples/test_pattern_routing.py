@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -12,24 +9,9 @@ import pytest
 
 from keel import MemoryStore
 from keel.runtime import replay_run
+from tests.examples.conftest import live_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "routing.py"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.delenv("KEEL_MODEL", raising=False)
-    yield _load("_keel_example_routing")
-    sys.modules.pop("_keel_example_routing", None)
 
 
 async def test_the_follow_up_is_routed_to_returns_by_its_context(example: ModuleType) -> None:
@@ -59,6 +41,5 @@ async def test_rules_take_the_obvious_cases_first(example: ModuleType) -> None:
 
 def test_it_follows_keel_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_MODEL", "openai:gpt-4o-mini")
-    module = _load("_keel_example_routing_live")
-    sys.modules.pop("_keel_example_routing_live", None)
+    module = live_example(EXAMPLE)
     assert all(r.target.model == "openai:gpt-4o-mini" for r in module.routes)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -15,20 +12,6 @@ from keel.patterns import GateFailed, WorkflowError
 from keel.runtime import replay_run
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "workflow.py"
-
-
-@pytest.fixture
-def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.delenv("KEEL_MODEL", raising=False)
-    spec = importlib.util.spec_from_file_location("_keel_example_workflow_t", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 async def test_a_large_refund_goes_to_the_reviewer(example: ModuleType) -> None:

@@ -4,10 +4,8 @@ with the journal, budgets, validation and repeated-failure detection switched on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -20,8 +18,8 @@ from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._loop import AgentLoop, ToolPlan, model_name
 from keel.runtime._middleware import Middleware, MiddlewareStack
-from keel.runtime._result import RunResult
 from keel.runtime._runner import Launch, as_forked, execute, using_store
+from keel.runtime._runs import Runs
 from keel.store import RunRecord, RunStore
 from keel.tools import Tool, Toolset
 
@@ -29,7 +27,7 @@ OutputT = TypeVar("OutputT")
 _DEFAULT_ESCALATION = EscalationPolicy(on_repeated_failure=False, on_budget_exhausted=False)
 
 
-class Agent(Generic[OutputT]):
+class Agent(Runs[OutputT]):
     """A ReAct agent.
 
     Everything is on by default: argument validation, per-tool timeouts, a per-run
@@ -183,49 +181,6 @@ class Agent(Generic[OutputT]):
 
     # ------------------------------------------------------------------------------ running
 
-    async def run(self, input: str, *, store: RunStore | str | None = None,
-                  run_id: str | None = None, deps: Any = None, target: str | None = None,
-                  on_event: Callable[[RunEvent], None] | None = None,
-                  deadline: float | datetime | None = None) -> RunResult[OutputT]:
-        """Run to completion and return the result. Failures raise a ``RunError`` carrying the
-        run id; the run's journal stays in the store, so the run can be resumed. A run that
-        waits for a person raises ``ApprovalRequired`` or ``Escalate`` (status
-        ``suspended``). ``deadline`` (seconds from now, or a datetime) bounds the whole run,
-        across restarts: it is stored with the run."""
-        if not isinstance(input, str):
-            raise UserError(f"agent input must be a string, got {type(input).__name__}")
-        deadline_at = deadline_from(deadline)
-        async with using_store(store) as opened:
-            return await execute(self, opened, Launch(input=input, run_id=run_id, deps=deps,
-                                                      target=target, emit=on_event,
-                                                      deadline_at=deadline_at))
-
-    async def resume(self, run_id: str, *, store: RunStore | str | None = None,
-                     deps: Any = None,
-                     on_event: Callable[[RunEvent], None] | None = None) -> RunResult[OutputT]:
-        """Continue a run whose process stopped: recorded steps are not executed again."""
-        async with using_store(store) as opened:
-            return await execute(self, opened, Launch(resume_id=run_id, deps=deps,
-                                                      emit=on_event))
-
-    def run_sync(self, input: str, **kwargs: Any) -> RunResult[OutputT]:
-        """Blocking wrapper around :meth:`run`; refuses to run inside an event loop."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.run(input, **kwargs))
-        raise UserError("run_sync() was called inside a running event loop; use "
-                        "`await agent.run(...)` there instead.")
-
-    def resume_sync(self, run_id: str, **kwargs: Any) -> RunResult[OutputT]:
-        """Blocking wrapper around :meth:`resume`; refuses to run inside an event loop."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.resume(run_id, **kwargs))
-        raise UserError("resume_sync() was called inside a running event loop; use "
-                        "`await agent.resume(...)` there instead.")
-
     async def stream(self, input: str | None = None, *, resume: str | None = None,
                      store: RunStore | str | None = None, run_id: str | None = None,
                      deps: Any = None) -> AsyncIterator[RunEvent]:
@@ -259,17 +214,3 @@ class Agent(Generic[OutputT]):
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-def deadline_from(deadline: float | datetime | None) -> float | None:
-    """A deadline as epoch seconds: ``deadline`` seconds from now, or an aware datetime."""
-    if deadline is None:
-        return None
-    if isinstance(deadline, datetime):
-        if deadline.tzinfo is None:
-            raise ConfigError("deadline", "use a timezone-aware datetime (or seconds from now)")
-        return deadline.timestamp()
-    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
-        raise ConfigError("deadline", f"must be seconds from now (> 0) or a datetime, not "
-                          f"{deadline!r}")
-    return time.time() + float(deadline)

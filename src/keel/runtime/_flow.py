@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from keel.core import (
     ApprovalRequired,
@@ -32,11 +32,10 @@ from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._middleware import Middleware, MiddlewareStack
 from keel.runtime._result import RunResult
-from keel.runtime._runner import Launch, execute, using_store
-from keel.store import RunRecord, RunStore
+from keel.runtime._runs import Runs
+from keel.store import RunRecord
 
 if TYPE_CHECKING:
-    from datetime import datetime
 
     from keel.runtime._agent import Agent
 
@@ -230,13 +229,14 @@ class _FlowDriver:
         return await _finish(self.flow, self.ctx, await self.flow.body(self.ctx, user_input))
 
 
-class Flow(Generic[OutputT]):
+class Flow(Runs[OutputT]):
     """A run whose body is plain async Python (subclass and implement :meth:`body`, or use
     :func:`flow`). Runs, resumes and replays like an :class:`Agent`: the journal, the
     budget (shared down to sub-agents), leases, deadlines and cancellation all apply."""
 
     #: Stored with each run (``keel runs show`` says which pattern made it).
     kind: ClassVar[str] = "flow"
+    noun: ClassVar[str] = "flow"
 
     def __init__(self, name: str, *, budget: Budget | None = None,
                  durability: Durability | str | None = None,
@@ -276,50 +276,8 @@ class Flow(Generic[OutputT]):
                           record=record)
         return _FlowDriver(self, ctx)
 
-    # ----------------------------------------------------------------------------- running
-
-    async def run(self, input: str, *, store: RunStore | str | None = None,
-                  run_id: str | None = None, deps: Any = None, target: str | None = None,
-                  on_event: Callable[[RunEvent], None] | None = None,
-                  deadline: float | datetime | None = None) -> RunResult[OutputT]:
-        """Run to completion (see :meth:`Agent.run`: same store, failures and signals)."""
-        from keel.runtime._agent import deadline_from
-
-        if not isinstance(input, str):
-            raise UserError(f"flow input must be a string, got {type(input).__name__}")
-        async with using_store(store) as opened:
-            return await execute(self, opened, Launch(
-                input=input, run_id=run_id, deps=deps, target=target, emit=on_event,
-                deadline_at=deadline_from(deadline)))
-
-    async def resume(self, run_id: str, *, store: RunStore | str | None = None,
-                     deps: Any = None,
-                     on_event: Callable[[RunEvent], None] | None = None) -> RunResult[OutputT]:
-        """Continue an interrupted or suspended run: recorded steps are not executed again."""
-        async with using_store(store) as opened:
-            return await execute(self, opened, Launch(resume_id=run_id, deps=deps,
-                                                      emit=on_event))
-
-    def run_sync(self, input: str, **kwargs: Any) -> RunResult[OutputT]:
-        """Blocking wrapper around :meth:`run`; refuses to run inside an event loop."""
-        _no_loop("run_sync")
-        return asyncio.run(self.run(input, **kwargs))
-
-    def resume_sync(self, run_id: str, **kwargs: Any) -> RunResult[OutputT]:
-        _no_loop("resume_sync")
-        return asyncio.run(self.resume(run_id, **kwargs))
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
-
-
-def _no_loop(what: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise UserError(f"{what}() was called inside a running event loop; await the async "
-                    "method there instead.")
 
 
 Body = Callable[[FlowContext, str], Awaitable[Any]]

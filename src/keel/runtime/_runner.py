@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pydantic
 
@@ -25,6 +25,7 @@ from keel.core import (
     RunStarted,
     Signal,
     StoreError,
+    UserError,
     new_run_id,
 )
 from keel.core._redact import redact
@@ -78,6 +79,7 @@ class Runnable(Protocol):
         """What runs the body on ``journal``."""
 
 DEFAULT_STORE_URL = "sqlite:///.keel/runs.db"
+T = TypeVar("T")
 
 
 def default_store_url() -> str:
@@ -122,6 +124,24 @@ class Launch:
     streaming: bool = False
     deadline_at: float | None = None
     claimed: bool = False
+
+
+def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``what`` (``run_sync``, ``resume_sync``) from synchronous code: the coroutine run to
+    completion; refused inside a running event loop, where it would block the loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(start())
+    raise UserError(f"{what}() was called inside a running event loop; await "
+                    f"{what.removesuffix('_sync')}() there instead.")
+
+
+async def launch(runnable: Runnable, store: RunStore | str | None,
+                 how: Launch) -> RunResult[Any]:
+    """Run or resume ``runnable`` on ``store`` (a store, a URL, or the default)."""
+    async with using_store(store) as opened:
+        return await execute(runnable, opened, how)
 
 
 #: How often one call may find every awaited decision already made and go round again.
