@@ -107,3 +107,13 @@ def test_a_broken_example_fails_the_demo(keel: Keel, tmp_path: Path,
     assert "skipping examples/no_agent.py" in r.stdout
     assert "error: BudgetExceeded" in r.stderr  # loops.py stopped without expecting it
     assert "Traceback" not in r.output
+
+
+def test_demo_plays_the_pattern_examples_without_false_alarms(keel: Keel) -> None:
+    r = keel("demo")
+    assert r.exit_code == 0, r
+    for name in ("planning", "reflection", "workflow", "routing", "supervisor", "handoff",
+                 "group_chat", "marketplace"):
+        assert f"examples/{name}.py" in r.stdout
+    # peers and bidders answer in text: the live view must not call that a rejected answer
+    assert r.stdout.count("did not match the output type") == 1  # structured_output's own

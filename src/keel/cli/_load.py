@@ -25,8 +25,10 @@ Runnable = Agent[Any] | Flow[Any]
 
 
 def structured(agent: Runnable) -> bool:
-    """Whether the run's output is typed (shown as data rather than text)."""
-    return not isinstance(agent, Agent) or agent.final_result_spec() is not None
+    """Whether the live view reads the run's model turns as one agent with a typed output
+    (a text answer then means the model is asked again). A flow's turns belong to several
+    agents, each answering its own way: never."""
+    return isinstance(agent, Agent) and agent.final_result_spec() is not None
 
 _FORM = ("use MODULE:ATTR, e.g. examples/tool_use.py:agent (a file) or myapp.agents:support "
          "(a module importable from the current directory)")
