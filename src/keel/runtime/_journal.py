@@ -211,11 +211,7 @@ class Journal:
         of two; only for steps without outside effects, such as a model request), and
         ``flush_first`` commits anything deferred before ``fn`` runs (for steps with effects).
         """
-        if key in self._seen:
-            raise UserError(
-                f"step key {key!r} was used twice in run {self.run_id}; every step of a run "
-                "needs its own deterministic key (add a counter or an index to the path).")
-        self._seen.add(key)
+        self._claim(key)
         mode = self._mode
         if mode != "balanced":
             defer = mode == "batched" and idempotent
@@ -223,22 +219,9 @@ class Journal:
         if recorded is not None:
             self._check(recorded, kind, name, input_hash)
             value = decode(recorded.data)
-            if budgeted:
-                self.budget.record(usage_of(value) if usage_of else None,
-                                   replayed_latency_ms=recorded.latency_ms)
-            if self.observer is not None:
-                self.observer(recorded, value, True)
+            self._replayed(recorded, value, usage_of, budgeted)
             return value, True
-        if self.failed is not None:
-            raise self.failed
-        if self.replay_only:
-            raise Divergence(
-                f"replay: step {key!r} is not in the journal; the code asked for a step the "
-                "recorded run never took", recorded={"kind": None, "name": None},
-                requested={"kind": kind, "name": name, "input_hash": input_hash},
-                run_id=self.run_id, step_key=key)
-        if budgeted:
-            self.budget.check(kind, run_id=self.run_id, step_key=key)
+        self._may_run(key, kind, name, input_hash, budgeted)
         started_intent = self._intents.get(key)
         if started_intent is not None:
             self._check(started_intent, kind, name, input_hash)
@@ -265,6 +248,38 @@ class Journal:
         if self.observer is not None:
             self.observer(entry, value, False)
         return value, False
+
+    def _claim(self, key: str) -> None:
+        """Each step key once per execution: a repeat is a programming error."""
+        if key in self._seen:
+            raise UserError(
+                f"step key {key!r} was used twice in run {self.run_id}; every step of a run "
+                "needs its own deterministic key (add a counter or an index to the path).")
+        self._seen.add(key)
+
+    def _replayed(self, recorded: JournalEntry, value: Any,
+                  usage_of: Callable[[Any], Usage | None] | None, budgeted: bool) -> None:
+        """A step read back from the journal: charged to the budget, shown to the observer."""
+        if budgeted:
+            self.budget.record(usage_of(value) if usage_of else None,
+                               replayed_latency_ms=recorded.latency_ms)
+        if self.observer is not None:
+            self.observer(recorded, value, True)
+
+    def _may_run(self, key: str, kind: str, name: str, input_hash: str,
+                 budgeted: bool) -> None:
+        """Before a step not in the journal runs: raise if it must not (a sub-run whose
+        failure is recorded, a replay, an exhausted budget)."""
+        if self.failed is not None:
+            raise self.failed
+        if self.replay_only:
+            raise Divergence(
+                f"replay: step {key!r} is not in the journal; the code asked for a step the "
+                "recorded run never took", recorded={"kind": None, "name": None},
+                requested={"kind": kind, "name": name, "input_hash": input_hash},
+                run_id=self.run_id, step_key=key)
+        if budgeted:
+            self.budget.check(kind, run_id=self.run_id, step_key=key)
 
     async def _reconcile(self, key: str, name: str,
                          reconcile: Callable[[], Awaitable[Any | None]] | None) -> Any | None:
