@@ -140,7 +140,7 @@ def open_existing(url: str) -> RunStore | None:
         raise CliError(
             f"the {url!r} store keeps runs only inside the process that made them, so another "
             "keel command cannot read them; use a file store: --store sqlite:///path/runs.db.")
-    from keel.store._sqlite import SQLiteStore
+    from keel.store import SQLiteStore
 
     if isinstance(store, SQLiteStore) and not store.path.exists():
         return None

@@ -23,9 +23,9 @@ from keel.cli._render import LiveView, result_json, summary_panel
 from keel.cli._text import LONG, SHORT, Screen, safe, show_value, to_json
 from keel.cli._timeline import label_grid
 from keel.core import RunNotFound
-from keel.runtime import Agent, ReplayReport, RunDiff, RunResult
-from keel.runtime._replay import plan_fork
+from keel.runtime import Agent, ReplayReport, RunDiff, RunResult, plan_fork
 from keel.store import (
+    MAX_EXPORT_BYTES,
     MemoryStore,
     RunRecord,
     RunStore,
@@ -35,7 +35,6 @@ from keel.store import (
     open_store,
     parse_export,
 )
-from keel.store._export import MAX_EXPORT_BYTES
 
 AgentOption = Annotated[str | None, typer.Option(
     "--agent", metavar="MODULE:AGENT",

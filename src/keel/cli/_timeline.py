@@ -13,7 +13,7 @@ from rich.text import Text
 
 from keel.cli._render import STATUS_STYLE, latency_text, usage_text
 from keel.cli._text import LONG, SHORT, jsonable, one_line, safe, show_value
-from keel.runtime._diff import stored_number
+from keel.runtime import stored_number
 from keel.store import JournalEntry, RunRecord
 
 

@@ -49,8 +49,7 @@ from keel.patterns._plan import (
     revise,
     short,
 )
-from keel.runtime import Agent, Budget, Flow, FlowContext, RunResult
-from keel.runtime._runner import using_store
+from keel.runtime import Agent, Budget, Flow, FlowContext, RunResult, using_store
 from keel.store import MemoryStore, RunStore
 from keel.tools import Tool
 

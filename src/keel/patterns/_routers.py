@@ -31,8 +31,7 @@ from keel.patterns._routing import (
     check_threshold,
     conversation_of,
 )
-from keel.runtime import Agent
-from keel.runtime._flow import check_name
+from keel.runtime import Agent, check_name
 
 
 class _Base:

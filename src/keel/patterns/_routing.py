@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from keel.core import ConfigError, Message, UserError
-from keel.runtime import Agent, Budget, Flow, FlowContext
-from keel.runtime._flow import check_name
+from keel.runtime import Agent, Budget, Flow, FlowContext, check_name
 from keel.store import RunFilter, RunStore
 
 if TYPE_CHECKING:

@@ -20,8 +20,7 @@ from keel.patterns._routing import (
     check_threshold,
     conversation_of,
 )
-from keel.runtime import Agent, FlowContext, RunResult
-from keel.runtime._flow import Share, check_name
+from keel.runtime import Agent, FlowContext, RunResult, Share, check_name
 from keel.tools import Tool
 
 

@@ -32,8 +32,7 @@ from keel.patterns._workflow_types import (
     signature_types,
     union_of,
 )
-from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware
-from keel.runtime._flow import check_name
+from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware, check_name
 from keel.tools import Tool
 
 #: What a workflow accepts as a step: a :class:`Node`, or a function, Agent or Tool (wrapped

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from keel.core import CircuitOpen, ConfigError, KeelError, ModelError, ModelResponse
-from keel.runtime import Middleware
-from keel.runtime._middleware import ModelNext, ModelRequestInput, ToolCallInput, ToolNext
+from keel.runtime import Middleware, ModelNext, ModelRequestInput, ToolCallInput, ToolNext
 from keel.tools import ToolResult
 
 _log = logging.getLogger("keel.breaker")

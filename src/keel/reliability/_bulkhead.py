@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias, get_args
 
 from keel.core import BulkheadFull, ConfigError, ModelResponse
-from keel.runtime import Middleware, ModelRequestInput, ToolCallInput
-from keel.runtime._middleware import ModelNext, ToolNext
+from keel.runtime import Middleware, ModelNext, ModelRequestInput, ToolCallInput, ToolNext
 from keel.tools import ToolResult
 
 BulkheadKey: TypeAlias = Literal["tool_group", "agent", "model"]

@@ -56,12 +56,18 @@ from keel.core import (
     ToolSpec,
     UnknownOutcome,
     UserError,
+    new_run_id,
 )
-from keel.core._ids import new_run_id
 from keel.models import FunctionModel, Model, parse_model_id, resolve_model
-from keel.runtime import Agent, EscalationPolicy, Middleware, ModelRequestInput, RunResult
-from keel.runtime._middleware import MiddlewareStack
-from keel.runtime._runner import using_store
+from keel.runtime import (
+    Agent,
+    EscalationPolicy,
+    Middleware,
+    MiddlewareStack,
+    ModelRequestInput,
+    RunResult,
+    using_store,
+)
 from keel.store import RunStore
 
 #: ``when(error) -> bool``: should this failure move on to the next link?

@@ -28,8 +28,7 @@ from aiolimiter import AsyncLimiter
 
 from keel.core import ConfigError, ModelResponse, RateLimited
 from keel.reliability._ratelimit_redis import RedisRateStore
-from keel.runtime import Middleware, ModelRequestInput, ToolCallInput
-from keel.runtime._middleware import ModelNext, ToolNext
+from keel.runtime import Middleware, ModelNext, ModelRequestInput, ToolCallInput, ToolNext
 from keel.tools import ToolResult
 
 RateLimitKey: TypeAlias = Literal["tool", "model"]

@@ -22,8 +22,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from keel.core import CircuitOpen, ConfigError, KeelError, ModelError, ModelResponse
-from keel.runtime import Middleware, ModelRequestInput, RetryHook, ToolCallInput
-from keel.runtime._middleware import ModelNext, ToolNext
+from keel.runtime import (
+    Middleware,
+    ModelNext,
+    ModelRequestInput,
+    RetryHook,
+    ToolCallInput,
+    ToolNext,
+)
 from keel.tools import Tool, ToolFailure, ToolResult
 
 if TYPE_CHECKING:  # tenacity is imported on the first retry, not with keel

@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 
 from keel.core import ConfigError, ModelError, ModelResponse
-from keel.runtime import Middleware
-from keel.runtime._middleware import ModelNext, ModelRequestInput, ToolCallInput, ToolNext
+from keel.runtime import Middleware, ModelNext, ModelRequestInput, ToolCallInput, ToolNext
 from keel.tools import ToolResult
 
 

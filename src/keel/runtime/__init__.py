@@ -5,26 +5,34 @@ from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, decide_approva
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._context import RunContext
 from keel.runtime._defaults import register_default_middleware
-from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs
+from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
 from keel.runtime._escalation import (
     EscalationPolicy,
     claim_escalation,
     resolve_escalation,
 )
-from keel.runtime._flow import Flow, FlowContext, flow
+from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
 from keel.runtime._middleware import (
     Middleware,
     MiddlewareStack,
+    ModelNext,
     ModelRequestInput,
     RetryHook,
     RunEndInput,
     RunStartInput,
     ToolCallInput,
+    ToolNext,
 )
-from keel.runtime._replay import ReplayDivergence, ReplayReport, fork_run, replay_run
+from keel.runtime._replay import (
+    ReplayDivergence,
+    ReplayReport,
+    fork_run,
+    plan_fork,
+    replay_run,
+)
 from keel.runtime._result import RunResult
 from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
 from keel.runtime._worker import Worker, WorkOutcome, cancel_run
@@ -44,6 +52,7 @@ __all__ = [
     "Journal",
     "Middleware",
     "MiddlewareStack",
+    "ModelNext",
     "ModelRequestInput",
     "ReplayDivergence",
     "ReplayReport",
@@ -54,20 +63,25 @@ __all__ = [
     "RunResult",
     "RunStartInput",
     "RunTotals",
+    "Share",
     "StepDiff",
     "ToolCallInput",
+    "ToolNext",
     "WorkOutcome",
     "Worker",
     "cancel_run",
+    "check_name",
     "claim_escalation",
     "decide_approval",
     "default_store_url",
     "diff_runs",
     "flow",
     "fork_run",
+    "plan_fork",
     "register_default_middleware",
     "replay_run",
     "resolve_escalation",
+    "stored_number",
     "using_store",
     "worker_id",
 ]

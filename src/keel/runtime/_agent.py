@@ -15,10 +15,11 @@ from keel.runtime._approvals import ApprovalPolicy
 from keel.runtime._budget import Budget
 from keel.runtime._defaults import default_middleware as defaults_for
 from keel.runtime._escalation import EscalationPolicy
+from keel.runtime._forks import as_forked
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._loop import AgentLoop, ToolPlan, model_name
 from keel.runtime._middleware import Middleware, MiddlewareStack
-from keel.runtime._runner import Launch, as_forked, execute, using_store
+from keel.runtime._runner import Launch, execute, using_store
 from keel.runtime._runs import Runs
 from keel.store import RunRecord, RunStore
 from keel.tools import Tool, Toolset

@@ -35,8 +35,8 @@ from keel.core import (
     UnknownOutcome,
     Usage,
     UserError,
+    redact,
 )
-from keel.core._redact import redact
 from keel.runtime._budget import BudgetTracker
 from keel.store import JournalEntry, RunStore
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 
@@ -48,9 +48,10 @@ from keel.core import (
     Usage,
     canonical_json,
     hash_messages,
+    redact,
+    redact_text,
     stable_hash,
 )
-from keel.core._redact import redact, redact_text
 from keel.runtime._gates import Gates
 from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, RetryHook, ToolCallInput
@@ -59,7 +60,11 @@ from keel.store import JournalEntry, RunRecord
 from keel.tools import ToolResult, Toolset, render_value
 
 if TYPE_CHECKING:
-    from keel.runtime._agent import Agent
+    from keel.core import ModelSettings
+    from keel.models import Model
+    from keel.runtime._approvals import ApprovalPolicy
+    from keel.runtime._escalation import EscalationPolicy
+    from keel.runtime._middleware import MiddlewareStack
 
 FINAL_TOOL = "final_result"
 Emit = Callable[[RunEvent], None]
@@ -101,10 +106,50 @@ def _model_usage(resp: ModelResponse) -> Usage:
     return resp.usage
 
 
+class HasModel(Protocol):
+    """Anything that names its model (an agent, a fork's stand-in)."""
+
+    @property
+    def model(self) -> str | Model: ...
+
+
+class LoopAgent(HasModel, Protocol):
+    """What the ReAct loop reads of the agent it runs: its configuration and the few things
+    built from it. :class:`~keel.runtime.Agent` is one; the loop depends on nothing else."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def instructions(self) -> str: ...
+    @property
+    def toolset(self) -> Toolset: ...
+    @property
+    def scopes(self) -> frozenset[str]: ...
+    @property
+    def settings(self) -> ModelSettings: ...
+    @property
+    def stack(self) -> MiddlewareStack: ...
+    @property
+    def approval(self) -> ApprovalPolicy: ...
+    @property
+    def escalation(self) -> EscalationPolicy: ...
+    @property
+    def max_repeated_failures(self) -> int: ...
+    @property
+    def max_output_retries(self) -> int: ...
+    @property
+    def output_wrapped(self) -> bool: ...
+
+    def resolved_model(self) -> Model: ...
+    def tool_plan(self) -> ToolPlan: ...
+    def output_adapter(self) -> pydantic.TypeAdapter[Any] | None: ...
+    def final_result_spec(self) -> ToolSpec | None: ...
+
+
 class AgentLoop:
     """One execution (fresh or resumed) of an agent's ReAct loop."""
 
-    def __init__(self, agent: Agent[Any], journal: Journal, *, deps: Any,
+    def __init__(self, agent: LoopAgent, journal: Journal, *, deps: Any,
                  emit: Emit | None, streaming: bool, record: RunRecord | None = None,
                  prefix: str | None = None) -> None:
         """``prefix``: the path under which this loop's steps are keyed (the agent's name for
@@ -496,7 +541,7 @@ class ToolPlan:
     specs_hash: str
 
     @classmethod
-    def build(cls, agent: Agent[Any]) -> ToolPlan:
+    def build(cls, agent: LoopAgent) -> ToolPlan:
         permitted = agent.toolset.permitted(agent.scopes)
         specs = permitted.specs()
         final_spec = agent.final_result_spec()
@@ -506,7 +551,7 @@ class ToolPlan:
                    specs_hash=stable_hash([model_name(agent), [s.name for s in specs]]))
 
 
-def model_name(agent: Agent[Any]) -> str:
+def model_name(agent: HasModel) -> str:
     m = agent.model
     return m if isinstance(m, str) else m.name
 

@@ -43,14 +43,13 @@ from keel.core import (
 from keel.models import Model
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._diff import same_json, summarize
+from keel.runtime._forks import fork_overrides, fork_trusted_seq
 from keel.runtime._journal import Journal
 from keel.runtime._loop import model_name
 from keel.runtime._result import RunResult
 from keel.runtime._runner import (
     Runnable,
     _jsonable,
-    fork_overrides,
-    fork_trusted_seq,
     unreceived,
     using_store,
 )

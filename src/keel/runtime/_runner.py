@@ -27,12 +27,12 @@ from keel.core import (
     StoreError,
     UserError,
     new_run_id,
+    redact,
 )
-from keel.core._redact import redact
 from keel.runtime._budget import BudgetTracker
+from keel.runtime._forks import fork_trusted_seq
 from keel.runtime._journal import Journal
 from keel.runtime._lease import Hold, LeaseKeeper, keeper_for, worker_id
-from keel.runtime._loop import model_name
 from keel.runtime._middleware import RunEndInput, RunStartInput
 from keel.runtime._result import RunResult
 from keel.runtime._saga import applies as _compensates
@@ -41,7 +41,6 @@ from keel.store import JournalEntry, RunRecord, RunStore, open_store
 
 if TYPE_CHECKING:
     from keel.core import Message
-    from keel.runtime._agent import Agent
     from keel.runtime._budget import Budget
     from keel.runtime._journal import Durability
     from keel.runtime._middleware import MiddlewareStack
@@ -273,53 +272,6 @@ async def _drive(loop: Driver, record: RunRecord, hold: Hold) -> RunResult[Any]:
                             "stopped here without writing.") from None
         raise RunCancelled("the run was cancelled (`keel runs cancel`)",
                            run_id=record.run_id) from None
-
-
-def _fork(record: RunRecord) -> dict[str, Any] | None:
-    fork = record.metadata.get("fork") if isinstance(record.metadata, dict) else None
-    return fork if isinstance(fork, dict) else None
-
-
-def fork_trusted_seq(record: RunRecord) -> int:
-    """The seq up to which a forked run's entries were copied from its parent (-1 if the run
-    is not a fork)."""
-    fork = _fork(record)
-    seq = fork.get("trusted_seq", -1) if fork is not None else -1
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
-
-
-def fork_overrides(agent: Agent[Any], record: RunRecord) -> tuple[str | None, str | None]:
-    """What a fork changed, from its metadata: (the model name if it differs from
-    ``agent``'s, the instructions if they differ), each None when unchanged."""
-    fork = _fork(record)
-    if fork is None:
-        return None, None
-    model = fork.get("model")
-    instructions = fork.get("instructions")
-    return (model if isinstance(model, str) and model and model != model_name(agent)
-            else None,
-            instructions if fork.get("instructions_changed") is True
-            and isinstance(instructions, str) and instructions != agent.instructions
-            else None)
-
-
-def as_forked(agent: Agent[Any], record: RunRecord) -> Agent[Any]:
-    """A fork goes on with the model and instructions it was forked with (its metadata),
-    whoever resumes it: ``keel resume``, a worker, or the fork itself."""
-    model, instructions = fork_overrides(agent, record)
-    changes: dict[str, Any] = {}
-    if instructions is not None:
-        changes["instructions"] = instructions
-    if model is not None:
-        from keel.models import parse_model_id
-
-        try:
-            parse_model_id(model)
-        except KeelError:
-            pass  # a test model or a Model object: the resumer's own model stands in
-        else:
-            changes["model"] = model
-    return agent.clone(**changes) if changes else agent
 
 
 def _deadline(record: RunRecord) -> DeadlineExceeded:

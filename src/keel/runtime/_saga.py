@@ -36,7 +36,7 @@ import hashlib
 import json
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keel.core import (
     Divergence,
@@ -49,12 +49,27 @@ from keel.core import (
     canonical_json,
 )
 from keel.runtime._escalation import build_packet, escalation_task
-from keel.tools import Tool, ToolResult, render_value
+from keel.tools import Tool, ToolResult, Toolset, render_value
 
 if TYPE_CHECKING:
-    from keel.runtime._agent import Agent
+    from keel.runtime._escalation import EscalationPolicy
     from keel.runtime._journal import Journal
     from keel.store import RunRecord
+
+class SagaAgent(Protocol):
+    """What compensation reads of the agent whose run failed."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def toolset(self) -> Toolset: ...
+    @property
+    def scopes(self) -> frozenset[str]: ...
+    @property
+    def escalation(self) -> EscalationPolicy: ...
+    @property
+    def compensate_on_failure(self) -> bool: ...
+
 
 #: Attempts of one compensation (in one execution) before it escalates.
 MAX_ATTEMPTS = 4
@@ -104,7 +119,7 @@ class _Failed(Exception):
         self.attempts = attempts
 
 
-async def compensate(agent: Agent[Any], journal: Journal, record: RunRecord,
+async def compensate(agent: SagaAgent, journal: Journal, record: RunRecord,
                      exc: BaseException, *, deps: Any = None) -> None:
     """Compensate the run's completed compensable steps, newest first (or go on doing so).
     Returns when all are compensated; raises ``Escalate`` when one keeps failing."""
@@ -134,7 +149,7 @@ async def compensate(agent: Agent[Any], journal: Journal, record: RunRecord,
 # ------------------------------------------------------------------------------- the plan
 
 
-def _plan(agent: Agent[Any], journal: Journal) -> list[dict[str, Any]]:
+def _plan(agent: SagaAgent, journal: Journal) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
     for entry in journal.entries():
         if entry.phase != "result" or entry.kind != "tool":
@@ -199,7 +214,7 @@ def _call_arguments(compensation: Tool, step: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-async def _compensate_one(agent: Agent[Any], journal: Journal, step: dict[str, Any],
+async def _compensate_one(agent: SagaAgent, journal: Journal, step: dict[str, Any],
                           deps: Any) -> None:
     original = agent.toolset.get(str(step["tool"]))
     comp = original.meta.compensate if original is not None else None
@@ -270,7 +285,7 @@ def _escalation_key(agent: str, journal: Journal) -> str:
     return f"{agent}/saga/escalation#{n}"
 
 
-async def _still_waiting(agent: Agent[Any], journal: Journal) -> None:
+async def _still_waiting(agent: SagaAgent, journal: Journal) -> None:
     """A saga escalation asked and not yet decided (the process stopped before suspending):
     suspend again without asking again or retrying."""
     asked = journal.recorded(_escalation_key(agent.name, journal), "intent")
@@ -279,7 +294,7 @@ async def _still_waiting(agent: Agent[Any], journal: Journal) -> None:
         raise _signal(asked.data)
 
 
-async def _escalate(agent: Agent[Any], journal: Journal, record: RunRecord,
+async def _escalate(agent: SagaAgent, journal: Journal, record: RunRecord,
                     saga: dict[str, Any], done: list[str], step: dict[str, Any],
                     failed: _Failed) -> None:
     steps = [str(s["key"]) for s in saga.get("steps") or []]

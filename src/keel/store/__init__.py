@@ -22,6 +22,7 @@ from keel.store._base import (
 )
 from keel.store._export import (
     EXPORT_FORMAT,
+    MAX_EXPORT_BYTES,
     dump_export,
     export_run,
     import_run,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXPORT_FORMAT",
+    "MAX_EXPORT_BYTES",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TASK_KINDS",
