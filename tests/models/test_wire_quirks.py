@@ -169,7 +169,8 @@ async def test_openai_401_at_the_default_url_names_the_env_var() -> None:
     assert srv.requests  # it really went through the wire server
     message = str(info.value)
     assert "https://api.openai.com/v1" in message
-    assert f"set the OPENAI_API_KEY environment variable, or pass the key with {PASS_KEY}" in message
+    assert (f"set the OPENAI_API_KEY environment variable, or pass the key with "
+            f"{PASS_KEY}") in message
 
 
 async def test_anthropic_401_at_a_custom_url_says_to_pass_api_key(

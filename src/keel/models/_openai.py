@@ -51,7 +51,6 @@ from keel.models._info import model_info
 from keel.models._keys import key_fix
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-KEY_ENV = "OPENAI_API_KEY"
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
 _MASKED_KEY = re.compile(r"\bsk-[A-Za-z0-9_*\-.]{4,}")
