@@ -375,7 +375,7 @@ async def test_status_retryability(model: AnthropicModel, server: AnthropicWireS
 
 
 @pytest.mark.parametrize("key", [KEY, "local-secret-4711"])
-async def test_401_names_the_env_var_and_hides_the_key(server: AnthropicWireServer,
+async def test_401_names_the_fix_and_hides_the_key(server: AnthropicWireServer,
                                                        key: str) -> None:
     server.reply_error(401, message=f"invalid x-api-key: {key}")  # even if the server echoes it
     adapter = AnthropicModel(MODEL, base_url=server.base_url, api_key=key)
@@ -385,7 +385,9 @@ async def test_401_names_the_env_var_and_hides_the_key(server: AnthropicWireServ
         await adapter.aclose()
 
     assert (error.status, error.retryable) == (401, False)
-    assert "ANTHROPIC_API_KEY" in str(error)
+    # A custom base URL: keel never reads ANTHROPIC_API_KEY for it, so the fix is api_key=.
+    assert "keel.resolve_model(..., api_key=...)" in str(error)
+    assert "set the ANTHROPIC_API_KEY" not in str(error)
     for text in (str(error), repr(error), error.message, repr(error.args)):
         assert key not in text
 

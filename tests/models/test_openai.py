@@ -438,7 +438,7 @@ async def test_not_found_names_the_fix(server: OpenAIWireServer, model: OpenAIMo
     assert server.base_url in str(info.value)
 
 
-async def test_auth_error_names_env_var_and_hides_key(server: OpenAIWireServer,
+async def test_auth_error_names_the_fix_and_hides_key(server: OpenAIWireServer,
                                                       model: OpenAIModel) -> None:
     masked = KEY[:7] + "*" * 20 + KEY[-4:]
     server.reply_error(401, f"Incorrect API key provided: {KEY}. Also seen as {masked}.",
@@ -449,7 +449,9 @@ async def test_auth_error_names_env_var_and_hides_key(server: OpenAIWireServer,
 
     error = info.value
     assert (error.status, error.retryable) == (401, False)
-    assert "OPENAI_API_KEY" in str(error)
+    # A custom base URL: keel never reads OPENAI_API_KEY for it, so the fix is api_key=.
+    assert "keel.resolve_model(..., api_key=...)" in str(error)
+    assert "set the OPENAI_API_KEY" not in str(error)
     assert KEY not in str(error)
     assert KEY not in repr(error)
     assert masked not in str(error)

@@ -16,11 +16,12 @@ budgeted. Every failure leaves this module as a :class:`keel.ModelError` with ``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 import anthropic
+from anthropic._models import construct_type
 from anthropic.types import (
     AssistantMessageParam,
     InputJSONDelta,
@@ -58,14 +59,25 @@ from keel.core import (
     ToolSpec,
     redact_text,
 )
-from keel.models._base import Model
-from keel.models._http import retry_after_seconds
+from keel.models._base import Model, response_as_deltas
+from keel.models._http import is_json, is_transport_error, retry_after_seconds
 from keel.models._info import model_info
+from keel.models._keys import is_official_host, key_fix
 
-__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel", "to_anthropic_messages", "to_anthropic_tools"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "AnthropicModel",
+    "auth_headers",
+    "to_anthropic_messages",
+    "to_anthropic_tools",
+]
 
 #: ``max_tokens`` is required by the Messages API; this is sent when settings leave it unset.
 DEFAULT_MAX_TOKENS = 4096
+
+#: The ``anthropic-version`` the Messages API documents; sent to servers other than
+#: Anthropic's own (which get the SDK's version).
+DOCUMENTED_API_VERSION = "2023-06-01"
 
 # Error types the API reports in an SSE ``error`` event, and the HTTP status each one has when
 # it is returned before the stream starts. Used to decide whether a mid-stream error is worth
@@ -317,14 +329,19 @@ def _is_retryable_status(status: int) -> bool:
     return status in (408, 409, 429) or status >= 500
 
 
-def _is_transport_error(exc: BaseException) -> bool:
-    """An error from the HTTP stack under the SDK (httpx/httpx2, httpcore, h11) or the OS.
+def auth_headers(api_key: str, base_url: str | None) -> dict[str, str | anthropic.Omit]:
+    """The documented authentication headers: ``x-api-key`` with the key, and no
+    ``Authorization`` header.
 
-    The SDK wraps transport errors raised while sending a request, but not those raised while
-    a streamed body is being read, so those are recognised here by origin.
-    """
-    module = type(exc).__module__.split(".")[0]
-    return isinstance(exc, OSError) or module.startswith(("httpx", "httpcore", "h11", "anyio"))
+    The installed SDK sends ``api_key`` as ``Authorization: Bearer``, which Anthropic-compatible
+    servers that follow the API reference reject ("missing x-api-key header"), so the headers
+    are set explicitly. Servers other than Anthropic's own also get the documented
+    ``anthropic-version``."""
+    headers: dict[str, str | anthropic.Omit] = {"x-api-key": api_key,
+                                                "Authorization": anthropic.omit}
+    if not is_official_host("anthropic", base_url):
+        headers["anthropic-version"] = DOCUMENTED_API_VERSION
+    return headers
 
 
 # ------------------------------------------------------------------------------ the model
@@ -348,7 +365,10 @@ class AnthropicModel(Model):
         self._owns_client = client is None
         if client is None:
             client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url,
-                                              timeout=timeout, max_retries=0)
+                                              timeout=timeout, max_retries=0,
+                                              # Omit values drop a header (typed as str only)
+                                              default_headers=cast(Mapping[str, str],
+                                                                   auth_headers(api_key, base_url)))
         self._client = client
         self.base_url = base_url or str(client.base_url)
 
@@ -393,13 +413,17 @@ class AnthropicModel(Model):
                 raise
             raise error from exc
         try:
-            if not isinstance(reply, SDKMessage):
-                raise _MalformedResponse("the body is not a JSON message")
-            parts = _parts_from_content(getattr(reply, "content", None))
-            usage = getattr(reply, "usage", None)
-            tokens = _tokens(usage, "input_tokens"), _tokens(usage, "output_tokens")
+            return self._read_message(reply)
         except _MalformedResponse as exc:
             raise self._malformed(exc) from exc
+
+    def _read_message(self, reply: object) -> ModelResponse:
+        """A non-streamed Messages API message as a response, or :class:`_MalformedResponse`."""
+        if not isinstance(reply, SDKMessage):
+            raise _MalformedResponse("the body is not a JSON message")
+        parts = _parts_from_content(getattr(reply, "content", None))
+        usage = getattr(reply, "usage", None)
+        tokens = _tokens(usage, "input_tokens"), _tokens(usage, "output_tokens")
         return self._response(parts, tokens, getattr(reply, "stop_reason", None))
 
     async def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
@@ -412,6 +436,11 @@ class AnthropicModel(Model):
                 system=call.system or anthropic.omit, tools=call.tools or anthropic.omit,
                 tool_choice=self._tool_choice(call), extra_body=call.extra_body or None,
                 timeout=call.timeout, stream=True)
+            if is_json(events.response.headers):
+                # The server ignored ``stream: true`` and sent one whole message as JSON.
+                for out in response_as_deltas(await self._json_instead_of_stream(events)):
+                    yield out
+                return
             async with events:
                 async for event in events:
                     for out in state.feed(event):
@@ -433,6 +462,36 @@ class AnthropicModel(Model):
                 "endpoint may be faulty or not an Anthropic Messages API", retryable=True)
         tokens = state.input_tokens, state.output_tokens
         yield ResponseDone(response=self._response(state.parts(), tokens, state.stop_reason))
+
+    async def _json_instead_of_stream(self, events: anthropic.AsyncStream[Any]) -> ModelResponse:
+        """Read a JSON answer to a streamed request as the message it should be.
+
+        A message that cannot be read here would read the same way on every retry, so that
+        failure is not retryable; an error object is retryable as its type says."""
+        async with events:
+            raw = await events.response.aread()  # transport errors: mapped by the caller
+        try:
+            body: object = json.loads(raw)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("type") == "error":
+            kind, detail = _error_details(body)
+            wire_status = _ERROR_TYPE_STATUS.get(kind)
+            raise self._fail(
+                f"{self.name} answered the streamed request with {kind}"
+                + (f": {detail}" if detail else ""),
+                status=wire_status,
+                retryable=wire_status is None or _is_retryable_status(wire_status))
+        try:
+            if not isinstance(body, dict):
+                raise _MalformedResponse("the body is not a JSON object")
+            return self._read_message(construct_type(type_=SDKMessage, value=body))
+        except _MalformedResponse as exc:
+            raise self._fail(
+                f"{self.name} answered a streamed request with a JSON body (content-type "
+                f"application/json) instead of an event stream, and that body is not a "
+                f"Messages API message ({exc}); the server would answer the same way again, "
+                f"so this is not retried", retryable=False) from exc
 
     def _response(self, parts: list[Part], tokens: tuple[int, int],
                   stop_reason: object) -> ModelResponse:
@@ -468,7 +527,7 @@ class AnthropicModel(Model):
         Anything else (a bug on keel's side, not an endpoint failure) is returned unchanged,
         to be re-raised as is."""
         if isinstance(exc, anthropic.APITimeoutError) or (
-                _is_transport_error(exc) and "Timeout" in type(exc).__name__):
+                is_transport_error(exc) and "Timeout" in type(exc).__name__):
             return self._fail(f"request to {self.name} timed out after {timeout:g}s",
                               retryable=True)
         if isinstance(exc, anthropic.APIConnectionError):
@@ -481,7 +540,7 @@ class AnthropicModel(Model):
             return self._status_error(exc)
         if isinstance(exc, anthropic.APIResponseValidationError | ValueError):
             return self._malformed(exc)
-        if _is_transport_error(exc):
+        if is_transport_error(exc):
             return self._fail(
                 f"the connection to {self.base_url} failed mid-response "
                 f"({type(exc).__name__}: {exc}); the partial response was discarded",
@@ -503,8 +562,8 @@ class AnthropicModel(Model):
         retry_after = retry_after_seconds(exc.response.headers)
         retryable = _is_retryable_status(status)
         if status == 401:
-            message = (f"Anthropic rejected the API key (401 {kind}{detail}). Check "
-                       "ANTHROPIC_API_KEY, or the api_key passed to keel")
+            message = (f"{self.base_url} rejected the API key (401 {kind}{detail}): "
+                       f"{key_fix('anthropic', self.base_url)}")
         elif status == 403:
             message = (f"the API key may not use {self.model!r} (403 {kind}{detail}); check "
                        "the key's workspace and permissions")

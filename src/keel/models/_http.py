@@ -29,3 +29,20 @@ def retry_after_seconds(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def is_json(headers: Any) -> bool:
+    """Whether a response's ``content-type`` says JSON (``application/json``, ``…+json``)."""
+    media = str(headers.get("content-type") or "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """An error from the HTTP stack under the SDKs (httpx/httpx2, httpcore, h11, anyio) or
+    the OS.
+
+    The SDKs wrap transport errors raised while sending a request, but not those raised while
+    a streamed body is being read, so those are recognised here by origin.
+    """
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, OSError) or module.startswith(("httpx", "httpcore", "h11", "anyio"))

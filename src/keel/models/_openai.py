@@ -45,12 +45,12 @@ from keel.core import (
     Usage,
     redact_text,
 )
-from keel.models._base import Model
-from keel.models._http import retry_after_seconds
+from keel.models._base import Model, response_as_deltas
+from keel.models._http import is_json, is_transport_error, retry_after_seconds
 from keel.models._info import model_info
+from keel.models._keys import key_fix
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-KEY_ENV = "OPENAI_API_KEY"
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
 _MASKED_KEY = re.compile(r"\bsk-[A-Za-z0-9_*\-.]{4,}")
@@ -181,6 +181,12 @@ class OpenAIModel(Model):
             raise self._error(exc, timeout=params["timeout"]) from exc
         except _UNDECODABLE as exc:
             raise self._bad_body(exc) from exc
+        if is_json(chunks.response.headers):
+            # The server ignored ``stream: true`` and sent one whole completion as JSON.
+            response = await self._json_instead_of_stream(chunks)
+            for event in response_as_deltas(response):
+                yield event
+            return
         acc = _StreamAccumulator()
         async with chunks:
             try:
@@ -192,6 +198,39 @@ class OpenAIModel(Model):
             except (*_UNDECODABLE, _BadBody) as exc:
                 raise self._bad_body(exc, stream=True) from exc
         yield ResponseDone(response=self._stream_response(acc))
+
+    async def _json_instead_of_stream(self, chunks: openai.AsyncStream[Any]) -> ModelResponse:
+        """Read a JSON answer to a streamed request as the completion it should be.
+
+        A completion that cannot be read here would read the same way on every retry, so that
+        failure is not retryable; an error object or a lost connection may be transient."""
+        async with chunks:
+            try:
+                raw = await chunks.response.aread()
+            except Exception as exc:
+                if not is_transport_error(exc):
+                    raise
+                raise ModelError(self._scrub(
+                    f"{self._label}: the connection to {self._display_url()} broke off while "
+                    f"reading its JSON answer ({_describe(exc)})"), retryable=True,
+                    model=self.name) from exc
+        try:
+            body = json.loads(raw)
+            if isinstance(body, dict) and "error" in body and "choices" not in body:
+                raise ModelError(self._scrub(
+                    f"{self._label}: {self._display_url()} answered the streamed request with "
+                    f"an error: {_server_detail(body) or 'no detail'}"), retryable=True,
+                    model=self.name)
+            parsed = parse_completion(body)
+        except (*_UNDECODABLE, _BadBody) as exc:
+            raise ModelError(self._scrub(
+                f"{self._label}: {self._display_url()} answered a streamed request with a JSON "
+                f"body (content-type application/json) instead of an event stream, and that body "
+                f"is not a valid chat completion ({_describe(exc)}); the server would answer "
+                f"the same way again, so this is not retried"), retryable=False,
+                model=self.name) from exc
+        return ModelResponse(parts=parsed.parts(), usage=self._usage(*parsed.tokens),
+                             model=self.name, finish_reason=parsed.finish_reason)
 
     def _stream_response(self, acc: _StreamAccumulator) -> ModelResponse:
         if acc.finish_reason is None:
@@ -252,8 +291,10 @@ class OpenAIModel(Model):
         detail = _server_detail(exc.body) or exc.response.reason_phrase or "no detail"
         message = f"{self._label}: HTTP {status} from {url}: {detail.rstrip('. ')}"
         hint = _STATUS_HINTS.get(status)
-        if hint:
-            message += f". {hint.format(model=self.model, url=url, env=KEY_ENV)}"
+        if status == 401:
+            message += f". The API key was rejected (or none was sent): {key_fix('openai', url)}"
+        elif hint:
+            message += f". {hint.format(model=self.model, url=url)}"
         return ModelError(self._scrub(message), status=status, retryable=retryable,
                           retry_after=retry_after_seconds(exc.response.headers),
                           model=self.name)
@@ -261,7 +302,6 @@ class OpenAIModel(Model):
 
 _STATUS_HINTS = {
     400: "The server rejected the request; check the messages, tools and settings sent",
-    401: "The API key was rejected: check {env} (or the api_key= passed to keel)",
     403: "The API key may not use this model or endpoint; check its permissions",
     404: "Model not found on this server: check that {model!r} is served at {url} (the model "
          "name and the base URL)",

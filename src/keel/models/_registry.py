@@ -7,6 +7,9 @@ Ids are ``provider:model`` with an optional ``@base_url``:
   llama.cpp server); a key is optional there, and ``OPENAI_API_KEY`` is never sent to it
   (pass ``api_key=`` if that server needs one)
 * ``anthropic:claude-haiku-4-5`` - Anthropic, key from ``ANTHROPIC_API_KEY``
+
+The provider SDKs are imported when an adapter is first built, never at ``import keel``; a
+missing SDK is a :class:`keel.UserError` naming the extra that installs it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ from dataclasses import dataclass
 
 from keel.core import MissingCredentials, UnknownModel
 from keel.models._base import Model
+from keel.models._keys import KEY_ENV, is_official_host, key_fix, require_sdk
 
 PROVIDERS = ("openai", "anthropic")
-_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-_OFFICIAL_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,23 +63,28 @@ def resolve_model(model: str | Model, *, api_key: str | None = None,
                   env: Mapping[str, str] | None = None, timeout: float = 60.0) -> Model:
     """Return ``model`` if it is already a :class:`Model`, else build the adapter its id names.
 
-    Raises :class:`UnknownModel` for an id keel cannot resolve and :class:`MissingCredentials`
-    when a hosted provider's key is not set.
+    Raises :class:`UnknownModel` for an id keel cannot resolve, :class:`MissingCredentials`
+    when a hosted provider's key is not set, and :class:`keel.UserError` when the provider's
+    SDK is not installed.
     """
     if isinstance(model, Model):
         return model
     mid = parse_model_id(model)
     environ = os.environ if env is None else env
+    official = is_official_host(mid.provider, mid.base_url)
     key = api_key
-    if key is None and _may_use_env_key(mid):
-        key = environ.get(_KEY_ENV[mid.provider])
+    if key is None and official:
+        # The provider's key from the environment goes only to the provider's own host:
+        # never to a local server, a proxy or a typo in a ``@base_url``.
+        key = environ.get(KEY_ENV[mid.provider])
     if not key:
-        if mid.base_url is None:
+        if official:
             raise MissingCredentials(
-                f"{mid.provider} model {str(mid)!r} needs an API key: set the "
-                f"{_KEY_ENV[mid.provider]} environment variable or pass api_key=. "
+                f"{mid.provider} model {str(mid)!r} needs an API key: "
+                f"{key_fix(mid.provider, mid.base_url)}. "
                 f"To run without a provider, use keel.testing.ScriptedModel.")
         key = "unused"  # local OpenAI-compatible servers usually ignore the key
+    require_sdk(mid.provider, str(mid))
     if mid.provider == "openai":
         from keel.models._openai import OpenAIModel
 
@@ -85,13 +92,3 @@ def resolve_model(model: str | Model, *, api_key: str | None = None,
     from keel.models._anthropic import AnthropicModel
 
     return AnthropicModel(mid.model, base_url=mid.base_url, api_key=key, timeout=timeout)
-
-
-def _may_use_env_key(mid: ModelId) -> bool:
-    """The provider's key from the environment goes only to the provider's own host: never to
-    a local server, a proxy or a typo in a ``@base_url`` (pass ``api_key=`` for those)."""
-    if mid.base_url is None:
-        return True
-    from urllib.parse import urlsplit
-
-    return urlsplit(mid.base_url).hostname == _OFFICIAL_HOSTS[mid.provider]

@@ -146,13 +146,29 @@ class AnthropicWireServer:
 
     ``model`` is the model name echoed in replies; ``chunk_size`` is how many characters of
     text (or tool-input JSON) each streamed delta carries.
+
+    Options that make the server stricter or odder, as real servers are:
+
+    * ``require_api_key``: authenticate as the API reference says, with the ``x-api-key``
+      header. A request without it (an ``Authorization: Bearer`` header does not count) gets
+      401 ``authentication_error`` "x-api-key header is required", one with another key gets
+      401 "invalid x-api-key"; neither takes a scripted reply.
+    * ``require_version``: a request whose ``anthropic-version`` header is missing or is not
+      this value gets 400 ``invalid_request_error``.
+    * ``ignore_stream``: answer ``"stream": true`` with the whole message as a JSON body
+      (``content-type: application/json``), as servers without streaming support do.
     """
 
-    def __init__(self, *, model: str = "claude-haiku-4-5", chunk_size: int = 4) -> None:
+    def __init__(self, *, model: str = "claude-haiku-4-5", chunk_size: int = 4,
+                 require_api_key: str | None = None, require_version: str | None = None,
+                 ignore_stream: bool = False) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.model = model
         self.chunk_size = chunk_size
+        self.require_api_key = require_api_key
+        self.require_version = require_version
+        self.ignore_stream = ignore_stream
         self._state = _State()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -296,6 +312,23 @@ class AnthropicWireServer:
         with self._state.lock:
             self._state.errors.append(error)
 
+    def _refusal(self, request: RecordedRequest) -> tuple[int, str, str] | None:
+        """``(status, error type, message)`` for a request the header checks refuse."""
+        if self.require_api_key is not None:
+            key = request.headers.get("x-api-key")
+            if not key:
+                return 401, "authentication_error", "x-api-key header is required"
+            if key != self.require_api_key:
+                return 401, "authentication_error", "invalid x-api-key"
+        if self.require_version is not None:
+            version = request.headers.get("anthropic-version")
+            if not version:
+                return 400, "invalid_request_error", "anthropic-version: header is required"
+            if version != self.require_version:
+                return (400, "invalid_request_error",
+                        f"anthropic-version: {version!r} is not a valid version")
+        return None
+
     def _message_json(self, reply: _MessageReply) -> dict[str, Any]:
         """The non-streamed JSON body for a message reply."""
         return {"id": f"msg_{self._next_id():04d}", "type": "message", "role": "assistant",
@@ -395,6 +428,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] != "/v1/messages":
             self._send_json(404, _error_body("not_found_error", f"no route POST {self.path}"))
             return
+        refusal = self.wire._refusal(request)
+        if refusal is not None:
+            with self.wire._state.lock:
+                self.wire._state.requests.append(request)
+            self._send_json(refusal[0], _error_body(*refusal[1:]))
+            return
         reply = self.wire._take(request)
         if reply is None:
             self._send_json(500, _error_body(
@@ -408,7 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_broken_stream(reply)
         elif reply.delay and self.wire._state.closing.wait(reply.delay):
             self.close_connection = True  # shutting down: the client gave up long ago
-        elif request.stream:
+        elif request.stream and not self.wire.ignore_stream:
             self._send_stream(self.wire._message_events(reply))
         else:
             self._send_json(200, self.wire._message_json(reply))

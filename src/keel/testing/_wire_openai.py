@@ -55,10 +55,11 @@ class _Context:
     number: int
     chunk_size: int
     interleave: bool
+    ignore_stream: bool = False
 
     @property
     def streaming(self) -> bool:
-        return self.body.get("stream") is True
+        return self.body.get("stream") is True and not self.ignore_stream
 
     @property
     def include_usage(self) -> bool:
@@ -342,14 +343,18 @@ class OpenAIWireServer:
 
     ``chunk_size`` is how many characters of text or tool arguments go into one stream chunk;
     with ``interleave`` the fragments of parallel tool calls alternate by index, as an
-    OpenAI-compatible server is allowed to send them.
+    OpenAI-compatible server is allowed to send them. With ``ignore_stream`` the server
+    behaves like one that does not implement streaming: it answers ``"stream": true`` with
+    the whole completion as a JSON body (``content-type: application/json``).
     """
 
-    def __init__(self, *, chunk_size: int = 4, interleave: bool = True) -> None:
+    def __init__(self, *, chunk_size: int = 4, interleave: bool = True,
+                 ignore_stream: bool = False) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.chunk_size = chunk_size
         self.interleave = interleave
+        self.ignore_stream = ignore_stream
         #: The JSON body of every chat-completions request, in arrival order.
         self.requests: list[dict[str, Any]] = []
         #: The headers of every chat-completions request (parallel to :attr:`requests`), with
@@ -501,4 +506,5 @@ class OpenAIWireServer:
             self._count += 1
             reply = self._queue.popleft() if self._queue else None
             return reply, _Context(body=body, number=self._count, chunk_size=self.chunk_size,
-                                   interleave=self.interleave)
+                                   interleave=self.interleave,
+                                   ignore_stream=self.ignore_stream)
