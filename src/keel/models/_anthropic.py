@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, cast
 
 import anthropic
-from anthropic._models import construct_type
+import pydantic
 from anthropic.types import (
     AssistantMessageParam,
     InputJSONDelta,
@@ -485,7 +485,13 @@ class AnthropicModel(Model):
         try:
             if not isinstance(body, dict):
                 raise _MalformedResponse("the body is not a JSON object")
-            return self._read_message(construct_type(type_=SDKMessage, value=body))
+            try:
+                message = SDKMessage.model_validate(body)
+            except pydantic.ValidationError as exc:
+                raise _MalformedResponse("; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors(include_url=False)[:3])) from exc
+            return self._read_message(message)
         except _MalformedResponse as exc:
             raise self._fail(
                 f"{self.name} answered a streamed request with a JSON body (content-type "
