@@ -46,18 +46,12 @@ def sleepers(tools: int, delay: float) -> list[Callable[..., Any]]:
 # ----------------------------------------------------------------------------- LangGraph
 
 
-def langgraph_framework(checkpointer: bool = False) -> Any:
-    """LangGraph: a ``StateGraph(MessagesState)`` with an agent node, the prebuilt
-    ``ToolNode`` and ``tools_condition`` (the graph ``create_react_agent`` builds), and a
-    custom ``BaseChatModel``. With ``checkpointer``, an ``InMemorySaver`` records every super
-    step (LangGraph's counterpart of keel's in-memory journal)."""
-    import langgraph
+def _langchain_fake_chat() -> Any:
+    """A LangChain chat model (``BaseChatModel``) answering from scripted turns, found by the
+    length of the conversation (``by_length``)."""
     from langchain_core.language_models.chat_models import BaseChatModel
     from langchain_core.messages import AIMessage, BaseMessage
     from langchain_core.outputs import ChatGeneration, ChatResult
-    from langchain_core.tools import StructuredTool
-    from langgraph.graph import START, MessagesState, StateGraph
-    from langgraph.prebuilt import ToolNode, tools_condition
 
     class FakeChat(BaseChatModel):
         turns: list[Any]
@@ -91,6 +85,21 @@ def langgraph_framework(checkpointer: bool = False) -> Any:
 
         def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
             return self
+
+    return FakeChat
+
+
+def langgraph_framework(checkpointer: bool = False) -> Any:
+    """LangGraph: a ``StateGraph(MessagesState)`` with an agent node, the prebuilt
+    ``ToolNode`` and ``tools_condition`` (the graph ``create_react_agent`` builds), and a
+    custom ``BaseChatModel``. With ``checkpointer``, an ``InMemorySaver`` records every super
+    step (LangGraph's counterpart of keel's in-memory journal)."""
+    import langgraph
+    from langchain_core.tools import StructuredTool
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    FakeChat = _langchain_fake_chat()
 
     def build(turns: list[Turn], fns: list[Callable[..., Any]], delay: float) -> Any:
         tools = [StructuredTool.from_function(coroutine=f, name=f.__name__,

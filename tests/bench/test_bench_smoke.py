@@ -21,6 +21,8 @@ from bench.timing import SuiteConfig, Timing, interleaved_steps, run_memory, run
 
 import keel
 
+pytestmark = pytest.mark.slow  # benchmark smoke tests: real workloads at tiny sizes
+
 OPTIONAL = ("langgraph", "langchain_core", "pydantic_ai", "agents")
 
 TINY = SuiteConfig(sizes=(1, 3), concurrent_runs=5, concurrent_turns=3, model_delay=0.0,

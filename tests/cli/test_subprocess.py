@@ -16,6 +16,8 @@ import pytest
 
 from tests.cli.conftest import TOOL_USE
 
+pytestmark = pytest.mark.slow  # each test runs the keel CLI in a subprocess
+
 ECHO = '''
 from keel import Agent
 from keel.testing import FunctionModel

@@ -37,6 +37,8 @@ from keel.store import open_store
 from tests.crash._forkserver import HERE, Finished, ForkServer
 from tests.crash._harness import Harness, Snapshot, check_journal_only_grew, reexecuted
 
+pytestmark = pytest.mark.slow  # the crash matrix: each case forks and SIGKILLs real processes
+
 RUN = "run-1"
 M = [f"orders/turn:{n}/model" for n in range(5)]
 STOCK, RESERVE = "orders/turn:0/tool:stock#0", "orders/turn:1/tool:reserve#0"

@@ -38,6 +38,8 @@ from keel.store import HumanTask, open_store
 from tests.crash._forkserver import Finished, ForkServer
 from tests.crash._harness import Harness, Snapshot, check_journal_only_grew, reexecuted
 
+pytestmark = pytest.mark.slow  # the crash matrix: each case forks and SIGKILLs real processes
+
 RUN = "run-1"
 LOOKUP0, LOOKUP2 = "shop/turn:0/tool:lookup#0", "shop/turn:2/tool:lookup#0"
 REFUND = "shop/turn:1/tool:refund#0"

@@ -21,6 +21,8 @@ import pytest
 from tests.crash._forkserver import ForkServer
 from tests.crash._harness import Harness, check_journal_only_grew
 
+pytestmark = pytest.mark.slow  # the crash matrix: each case forks and SIGKILLs real processes
+
 RUN = "run-1"
 AGENT = "trip"
 FLIGHT = f"{AGENT}/turn:0/tool:book_flight#0"

@@ -141,6 +141,7 @@ def test_budget_guard_stops_repeated_failures(load: Any) -> None:
     assert caught.value.step_key == "stubborn/turn:2/tool:fetch_report#0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_every_example_runs_as_a_script(name: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KEEL_MODEL"}

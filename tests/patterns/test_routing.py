@@ -463,6 +463,7 @@ async def test_a_route_can_be_a_flow_or_an_async_function() -> None:
     assert nothing.output.route == "other" and nothing.output.output is None
 
 
+@pytest.mark.slow
 def test_loading_wordllama_leaves_the_applications_logging_alone() -> None:
     """wordllama calls logging.basicConfig(INFO) when imported; keel undoes that, or every
     keel.step record would start printing in the user's application."""

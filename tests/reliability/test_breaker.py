@@ -660,6 +660,7 @@ async def test_failures_in_one_process_open_the_breaker_in_another(
     assert snap.retry_in is not None and 0 < snap.retry_in <= 30
 
 
+@pytest.mark.slow
 @needs_redis
 async def test_this_process_opens_the_breaker_for_another(
         prefix: str, redis_store: RedisBreakerStore) -> None:
@@ -680,6 +681,7 @@ async def test_this_process_opens_the_breaker_for_another(
     assert len(calls) == 3
 
 
+@pytest.mark.slow
 @needs_redis
 async def test_only_one_trial_across_many_concurrent_workers(
         prefix: str, redis_store: RedisBreakerStore) -> None:
@@ -690,6 +692,7 @@ async def test_only_one_trial_across_many_concurrent_workers(
     assert all(o["states"] == ["half_open"] for o in outs)
 
 
+@pytest.mark.slow
 @needs_redis
 async def test_concurrent_workers_neither_lose_nor_double_count_failures(
         prefix: str, redis_store: RedisBreakerStore) -> None:

@@ -327,6 +327,7 @@ _WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_limit(prefix: str) -> None:
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, REDIS_URL, prefix, "4"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -153,6 +153,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     book.db.close()
 
 
+@pytest.mark.slow
 async def test_a_thousand_runs_under_faults_finish_correctly_and_write_once(
         ledger: Ledger) -> None:
     model = FaultyModel(FunctionModel(ledger_model, name="test:ledger"), seed=11,

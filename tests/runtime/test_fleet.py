@@ -27,11 +27,21 @@ from keel.store import JournalEntry, SQLiteStore
 from keel.testing import ScriptedModel, call
 
 
-def slow_agent(name: str = "slow", *, delay: float = 0.05, turns: int = 3) -> Agent[Any]:
+def slow_agent(name: str = "slow", *, delay: float = 0.05, turns: int = 3,
+               started: asyncio.Event | None = None,
+               release: asyncio.Event | None = None) -> Agent[Any]:
+    """An agent whose tool takes ``delay`` seconds (or, with ``release``, until it is set);
+    ``started`` is set when a tool call begins, i.e. the run is in flight."""
+
     @tool
     async def wait(n: int) -> int:
         """Wait a little."""
-        await asyncio.sleep(delay)
+        if started is not None:
+            started.set()
+        if release is not None:
+            await release.wait()
+        else:
+            await asyncio.sleep(delay)
         return n
 
     script: list[Any] = [call("wait", {"n": i}) for i in range(turns)] + ["finished"]
@@ -40,11 +50,13 @@ def slow_agent(name: str = "slow", *, delay: float = 0.05, turns: int = 3) -> Ag
 
 async def test_two_executions_of_one_run_never_overlap() -> None:
     store = MemoryStore()
-    agent = slow_agent(delay=0.2, turns=1)
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = slow_agent(turns=1, started=started, release=release)
     first = asyncio.create_task(agent.run("go", store=store, run_id="r1"))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(started.wait(), 5)  # the first execution is inside its tool call
     with pytest.raises(RunLeased, match="already being continued"):
         await agent.resume("r1", store=store)
+    release.set()
     assert (await first).output == "finished"
     record = await store.get_run("r1")
     assert record.status == "completed" and record.lease_owner is None
@@ -93,9 +105,10 @@ async def test_a_dead_local_holder_is_taken_over_at_once() -> None:
 async def test_losing_the_lease_stops_the_run_without_writing() -> None:
     store = MemoryStore()
     keeper = keeper_for(store, 0.3)
-    agent = slow_agent(delay=0.3, turns=4)
+    started = asyncio.Event()
+    agent = slow_agent(delay=0.3, turns=4, started=started)
     task = asyncio.create_task(agent.run("go", store=store, run_id="r4"))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(started.wait(), 5)
     await store.acquire_lease("r4", "thief:1:x", 60, steal_from=worker_id())
     with pytest.raises(LeaseLost):
         await task
@@ -109,9 +122,10 @@ async def test_losing_the_lease_stops_the_run_without_writing() -> None:
 async def test_cancel_a_live_run_through_its_worker() -> None:
     store = MemoryStore()
     keeper_for(store, 0.3)
-    agent = slow_agent(delay=0.2, turns=20)
+    started = asyncio.Event()
+    agent = slow_agent(delay=0.2, turns=20, started=started)
     task = asyncio.create_task(agent.run("go", store=store, run_id="r5"))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(started.wait(), 5)
     assert await cancel_run(store, "r5", reason="customer hung up") == "requested"
     with pytest.raises(RunCancelled):
         await asyncio.wait_for(task, 5)
@@ -159,7 +173,7 @@ async def test_whole_run_deadline_survives_a_restart(tmp_path: Path) -> None:
                                                      deadline=0.3)
         deadline_at = (await store.get_run("r7")).deadline_at
         assert deadline_at is not None and deadline_at <= time.time() + 0.3
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(max(0.0, deadline_at - time.time()) + 0.01)  # the deadline passes
     async with SQLiteStore(path) as store:
         with pytest.raises(DeadlineExceeded):
             await agent.resume("r7", store=store)

@@ -240,6 +240,7 @@ _CLAIMER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 async def test_two_processes_claiming_never_share_a_run(schema: str) -> None:
     async with PostgresStore(URL, schema=schema) as store:
         for i in range(200):

@@ -392,6 +392,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
+@pytest.mark.slow
 def test_two_processes_append_to_one_fresh_file(tmp_path: Path) -> None:
     path = tmp_path / "shared" / "runs.db"
     with ExitStack() as stack:
@@ -896,6 +897,7 @@ async def _racecourse(path: Path, runs: int, tasks: int, hot: int) -> None:
                                               input={"doc": "x" * 300_000}))
 
 
+@pytest.mark.slow
 def test_processes_racing_on_one_file_never_both_win(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     runs, tasks, hot, racers = 300, 40, 40, 4

@@ -81,7 +81,7 @@ class Conversation:
         return [{"role": t.role, "content": t.text} for t in self.turns]
 
 
-def conversation_of(value: RouterInput | Conversation) -> Conversation:
+def conversation_of(value: RouterInput | Conversation) -> Conversation:  # noqa: C901 - one branch per accepted input shape; to split
     """Normalise a router input. A string that is a JSON list of ``{"role", "content"}``
     objects (what :func:`conversation_input` makes) is read as a conversation."""
     if isinstance(value, Conversation):

@@ -345,7 +345,7 @@ class AgentLoop:
         except Exception as exc:  # re-raised by the caller after siblings finish
             return exc
 
-    async def _tool_step(self, key: str, call: ToolCallPart) -> tuple[ToolResult, bool]:
+    async def _tool_step(self, key: str, call: ToolCallPart) -> tuple[ToolResult, bool]:  # noqa: C901 - replay, gates, reconcile; to split
         """Run or replay one call; returns (result, replayed)."""
         agent = self.agent
         tool = self._permitted.get(call.tool_name)
