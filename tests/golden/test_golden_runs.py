@@ -88,17 +88,8 @@ def test_the_fixtures_are_there() -> None:
     assert make_fixtures.SCHEMA_1_STORE.is_file()
 
 
-#: A failed run whose saga compensated replays as "different" today: the replay stops at the
-#: failure and never reads the ``<agent>/saga`` and ``compensate:`` steps the runner wrote
-#: after it, so it reports them unused (keel.runtime._replay._judge). Strict: when replay
-#: learns about sagas this xfail fails, and the mark comes off.
-SAGA_REPLAY_GAP = pytest.mark.xfail(
-    reason="replay_run reports a compensated saga's compensation steps as unused", strict=True)
-
-
 def _replay_cases(names: tuple[str, ...]) -> list[Any]:
-    return [pytest.param(p, id=_id(p), marks=[SAGA_REPLAY_GAP] if p.stem == "saga" else [])
-            for p in FIXTURES if p.stem in names]
+    return [pytest.param(p, id=_id(p)) for p in FIXTURES if p.stem in names]
 
 
 @pytest.mark.parametrize("path", _replay_cases(FINISHED))
@@ -251,7 +242,7 @@ async def test_a_schema_1_store_is_upgraded_and_its_runs_read_and_replay(
         for name, data in exports.items():
             got = await export_run(store, data["run"]["run_id"])
             assert _without_export_time(got) == _without_export_time(data), name
-        for name in ("plain", "team"):  # the saga: see SAGA_REPLAY_GAP
+        for name in ("plain", "team", "saga"):
             report = await replay_run(agents.BUILDERS[name](), agents.RUNS[name][0],
                                       store=store)
             assert report.identical, (name, report.reason)

@@ -53,6 +53,8 @@ from keel.runtime._runner import (
     unreceived,
     using_store,
 )
+from keel.runtime._saga import applies as compensation_applies
+from keel.runtime._saga import compensate, compensation_key, saga_key
 from keel.store import JournalEntry, MemoryStore, RunRecord, RunStore
 
 if TYPE_CHECKING:
@@ -148,8 +150,30 @@ async def replay_journal(agent: Runnable, record: RunRecord,
     except Handoff as exc:  # as the runner records it
         outcome.error = unreceived(exc, record.run_id)
     except Exception as exc:  # the replay's failure is the finding, reported not raised
-        outcome.error = exc
+        outcome.error = await _replay_compensation(agent, journal, record, exc)
     return _judge(record, entries, outcome, journal.used)
+
+
+async def _replay_compensation(agent: Runnable, journal: Journal, record: RunRecord,
+                               exc: Exception) -> Exception:
+    """A failed agent run that compensated (a saga) is replayed as the runner ran it: the
+    recorded compensations are read back, none runs. Returns the failure to judge: the run's
+    own, or where the compensation no longer matches the journal."""
+    from keel.runtime._agent import Agent
+
+    if not isinstance(agent, Agent) or not compensation_applies(agent, journal, exc):
+        return exc
+    try:
+        await compensate(agent, journal, record, exc)
+    except Exception as broke:
+        return broke
+    if isinstance(journal, _ReplayJournal) and journal.recorded(saga_key(agent.name),
+                                                                "result") is not None:
+        # A finished saga's result covers the compensations it ran (as a step's result
+        # covers the work inside it): they were read back, not run again.
+        prefix = compensation_key(agent.name, "")
+        journal.used.update(e.key for e in journal.entries() if e.key.startswith(prefix))
+    return exc
 
 
 class _ReplayJournal(Journal):
