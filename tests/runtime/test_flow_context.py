@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from keel import FlowContext, MemoryStore, flow, open_store
-from keel.runtime import replay_run
+from keel import Escalate, FlowContext, MemoryStore, flow, open_store
+from keel.runtime import replay_run, resolve_escalation
+from keel.store import TaskFilter
 from tests.runtime._clock_child import clock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +161,30 @@ async def test_where_each_kind_of_step_function_runs() -> None:
     result = await where.run("go", store=MemoryStore())
     assert result.output == ["s", "q", "a", "a"]
     assert ran == {"sync": False, "quick": True, "async": True}
+
+
+async def test_a_run_suspended_for_a_person_resumes_with_the_recorded_values(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    drawn: list[list[Any]] = []
+
+    @flow("wait")
+    async def wait(ctx: FlowContext, input: str) -> list[Any]:
+        values = [await ctx.now(), await ctx.uuid(), await ctx.random()]
+        drawn.append(values)
+        note = await ctx.escalate("a person checks the order first")
+        return [*values, note]
+
+    with pytest.raises(Escalate):
+        await wait.run("go", store=url, run_id="w1")
+    async with open_store(url) as store:
+        assert (await store.get_run("w1")).status == "suspended"
+        [task] = await store.list_tasks(TaskFilter(run_id="w1"))
+        await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+                                 note="checked")
+    result = await wait.resume("w1", store=url)
+    assert result.output == [*drawn[0], "checked"]
+    assert drawn[1] == drawn[0]  # the body ran again and read the recorded values back
+    async with open_store(url) as store:
+        report = await replay_run(wait, "w1", store=store)
+    assert report.identical, report
