@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import keel
 
 EXPECTED = [
@@ -10,7 +12,7 @@ EXPECTED = [
     "Divergence", "Escalate", "GuardrailTripped", "Handoff", "KeelError", "MemoryStore",
     "Message", "Middleware", "MissingCredentials", "Model", "ModelError", "ModelResponse",
     "ModelSettings", "OutputValidationError", "RepeatedFailure", "RetryWithFeedback",
-    "RunContext", "RunError", "RunNotFound", "RunResult", "RunStore", "Signal", "StoreError",
+    "RunError", "RunNotFound", "RunResult", "RunStore", "Signal", "StoreError",
     "StoreVersionError", "Tool", "ToolContext", "ToolDefinitionError", "ToolError",
     "ToolResult", "UnknownModel", "UnknownOutcome", "Usage", "UserError", "__version__",
     "configure_json_logging", "open_store", "resolve_model", "tool",
@@ -32,6 +34,20 @@ def test_exported_members() -> None:
     assert sorted(keel.__all__) == sorted(EXPECTED)
     for name in keel.__all__:
         assert hasattr(keel, name), name
+
+
+def test_run_context_is_a_deprecated_alias_of_flow_context() -> None:
+    """keel.RunContext (never created by the runtime) was merged into FlowContext; the old
+    name works for one release, with a DeprecationWarning, and is not in __all__."""
+    import keel.runtime
+
+    for module in (keel, keel.runtime):
+        with pytest.warns(DeprecationWarning, match="FlowContext"):
+            alias = module.RunContext
+        assert alias is keel.FlowContext
+        assert "RunContext" not in module.__all__
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        _ = keel.NoSuchThing  # type: ignore[attr-defined]
 
 
 def test_error_tree() -> None:

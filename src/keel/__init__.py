@@ -4,6 +4,9 @@ Validated tools, budgets, retries, the run journal and structured logs are on by
 See https://github.com/ (the README) for the quick start.
 """
 
+import warnings
+from typing import Any
+
 from keel.core import (
     ApprovalRequired,
     BudgetExceeded,
@@ -66,7 +69,6 @@ from keel.runtime import (
     FlowContext,
     Middleware,
     ReplayReport,
-    RunContext,
     RunDiff,
     RunResult,
     Worker,
@@ -133,7 +135,6 @@ __all__ = [
     "RetryPolicy",
     "RetryWithFeedback",
     "RunCancelled",
-    "RunContext",
     "RunDiff",
     "RunError",
     "RunLeased",
@@ -170,3 +171,12 @@ __all__ = [
     "resolve_model",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunContext":  # deprecated alias, to be removed in the next release
+        warnings.warn("keel.RunContext is deprecated: it was never created by the runtime; "
+                      "use keel.FlowContext (a flow's ctx, with the same step(), now(), "
+                      "uuid() and random())", DeprecationWarning, stacklevel=2)
+        return FlowContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

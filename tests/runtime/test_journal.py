@@ -24,7 +24,7 @@ from keel import (
     tool,
 )
 from keel.core import JsonFormatter, ModelTurn, Observation, RunFinished, RunStarted, TextDelta
-from keel.runtime import BudgetTracker, Journal, RunContext
+from keel.runtime import BudgetTracker, FlowContext, Journal
 from keel.store import RunRecord
 from keel.testing import ScriptedModel, call
 
@@ -188,7 +188,7 @@ async def test_intent_is_written_before_a_non_idempotent_tool_runs() -> None:
     assert seen[0][-1] == ("mail/turn:0/tool:send_email#0", "intent")
 
 
-async def test_run_context_steps_and_deterministic_helpers() -> None:
+async def test_flow_context_steps_and_deterministic_helpers() -> None:
     store = MemoryStore()
     now = 1_000.0
     await store.create_run(RunRecord(run_id="r", agent="flow", status="running", input=None,
@@ -198,9 +198,9 @@ async def test_run_context_steps_and_deterministic_helpers() -> None:
     async def workflow() -> list[Any]:
         journal = Journal(store, "r", "flow", await store.read_journal("r"),
                           BudgetTracker(__import__("keel").Budget()))
-        ctx = RunContext(journal)
+        ctx = FlowContext(journal)
         out = [await ctx.now(), await ctx.uuid(), await ctx.random()]
-        out.append(await ctx.step("flow/fetch", lambda: calls.append(1) or {"n": len(calls)},
+        out.append(await ctx.step("fetch", lambda: calls.append(1) or {"n": len(calls)},
                                   input={"q": 1}))
         return out
 
@@ -211,12 +211,12 @@ async def test_run_context_steps_and_deterministic_helpers() -> None:
 
     journal = Journal(store, "r", "flow", await store.read_journal("r"),
                       BudgetTracker(__import__("keel").Budget()))
-    ctx = RunContext(journal)
+    ctx = FlowContext(journal)
     with pytest.raises(UserError, match="not JSON"):
-        await ctx.step("flow/bad", lambda: object())
-    await ctx.step("flow/once", lambda: 1)
+        await ctx.step("bad", lambda: object())
+    await ctx.step("once", lambda: 1)
     with pytest.raises(UserError, match="used twice"):
-        await ctx.step("flow/once", lambda: 2)
+        await ctx.step("once", lambda: 2)
 
 
 async def test_stream_ends_in_exactly_the_non_streamed_result() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 from keel.core import (
+    ConfigError,
     Message,
     ModelResponse,
     ModelSettings,
@@ -21,6 +22,7 @@ from keel.core import (
     ToolCallPart,
     ToolSpec,
     Usage,
+    UserError,
 )
 from keel.models._base import Model, response_as_deltas
 
@@ -37,19 +39,38 @@ ScriptItem: TypeAlias = (
 )
 
 
+#: What a scripted answer may be, for error messages (ScriptedModel and FunctionModel alike).
+ACCEPTED = ("text (a str), a tool call (keel.testing.call(name, args)), a list of those (one "
+            "turn: a thought and parallel calls), a ModelResponse, or an exception instance "
+            "to raise")
+
+
 def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def _to_response(item: ScriptItem, turn: int, prompt: int, name: str) -> ModelResponse:
+def _describe(value: object) -> str:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{type(value).__name__} {shown}"
+
+
+def script_response(item: object, *, turn: int, prompt: int, name: str,
+                    source: str) -> ModelResponse:
+    """The one reading of a scripted answer, shared by :class:`ScriptedModel` (a script item)
+    and :class:`FunctionModel` (what its function returned): a :class:`ModelResponse` as is,
+    an exception raised, text and tool calls (alone or a list of them, one turn) made into a
+    response. Anything else is a :class:`UserError`: ``source`` (e.g. "ScriptedModel
+    script[2] is") followed by what was given and what is accepted. ``turn`` numbers the
+    call ids (``call_<turn>_<n>``); ``prompt`` is the estimated prompt size for the usage."""
     if isinstance(item, ModelResponse):
         return item
     if isinstance(item, BaseException):
         raise item
-    items: Sequence[str | ToolCallPart] = [item] if isinstance(item, str | ToolCallPart) else item
     parts: list[TextPart | ToolCallPart] = []
     n_calls = 0
-    for piece in items:
+    for piece in _pieces(item, source):
         if isinstance(piece, str):
             parts.append(TextPart(text=piece))
         else:
@@ -62,6 +83,22 @@ def _to_response(item: ScriptItem, turn: int, prompt: int, name: str) -> ModelRe
     return ModelResponse(
         parts=tuple(parts), model=name, finish_reason="tool_calls" if n_calls else "stop",
         usage=Usage(requests=1, input_tokens=prompt, output_tokens=completion, cost_usd=0.0))
+
+
+def _pieces(item: object, source: str) -> list[str | ToolCallPart]:
+    """The parts of one scripted turn (text and tool calls), or a UserError saying why not."""
+    if isinstance(item, str | ToolCallPart):
+        return [item]
+    if not isinstance(item, Sequence) or isinstance(item, bytes | bytearray):
+        raise UserError(f"{source} {_describe(item)}; an answer must be {ACCEPTED}")
+    pieces: list[str | ToolCallPart] = []
+    for i, piece in enumerate(item):
+        if not isinstance(piece, str | ToolCallPart):
+            raise UserError(f"{source} a turn whose part {i} is {_describe(piece)}; the parts "
+                            "of one turn must be text (a str) or tool calls "
+                            "(keel.testing.call(name, args))")
+        pieces.append(piece)
+    return pieces
 
 
 class ScriptedModel(Model):
@@ -77,7 +114,13 @@ class ScriptedModel(Model):
 
     def __init__(self, script: Sequence[ScriptItem], *, name: str = "test:scripted",
                  delay: float = 0.0, record_requests: bool = True) -> None:
+        if isinstance(script, str | ModelResponse) or not isinstance(script, Iterable):
+            raise ConfigError("script", f"expected a list of script items (one per turn), "
+                              f"got {_describe(script)}")
         self.script = list(script)
+        for turn, item in enumerate(self.script):  # a bad item fails here, not at turn n
+            if not isinstance(item, ModelResponse | BaseException):
+                _pieces(item, f"ScriptedModel script[{turn}] is")
         self.name = name
         self.delay = delay
         self.record_requests = record_requests
@@ -109,10 +152,8 @@ class ScriptedModel(Model):
         if turn >= len(self.script):
             raise AssertionError(
                 f"ScriptedModel has {len(self.script)} turns but was asked for turn {turn + 1}")
-        item = self.script[turn]
-        if isinstance(item, BaseException):
-            raise item
-        return _to_response(item, turn, prompt, self.name)
+        return script_response(self.script[turn], turn=turn, prompt=prompt, name=self.name,
+                               source=f"ScriptedModel script[{turn}] is")
 
     async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                       settings: ModelSettings | None = None) -> ModelResponse:
@@ -130,16 +171,21 @@ class ScriptedModel(Model):
 
 
 ModelFunction: TypeAlias = Callable[
-    [list[Message], list[ToolSpec], ModelSettings],
-    ModelResponse | str | Awaitable[ModelResponse | str],
-]
+    [list[Message], list[ToolSpec], ModelSettings], ScriptItem | Awaitable[ScriptItem]]
 
 
 class FunctionModel(Model):
-    """A model whose answer is computed by a Python function (sync or async) from the
-    conversation, the tools and the settings. A returned ``str`` is a final text answer."""
+    """A model whose answer is computed by a Python function, sync or async, called as
+    ``fn(messages, tools, settings)`` for each request. It returns what a
+    :class:`ScriptedModel` script item may be: text (a final answer), :func:`call` (a tool
+    call), a list of those (one turn with a thought and parallel calls), a
+    :class:`ModelResponse`, or an exception instance to raise (or it raises). Anything else is
+    a :class:`~keel.UserError` at that request, saying what the function returned."""
 
     def __init__(self, fn: ModelFunction, *, name: str = "test:function") -> None:
+        if not callable(fn):
+            raise ConfigError("fn", f"FunctionModel needs a function fn(messages, tools, "
+                              f"settings), got {_describe(fn)}")
         self.fn = fn
         self.name = name
         self.requests: list[list[Message]] = []
@@ -150,8 +196,9 @@ class FunctionModel(Model):
         out = self.fn(list(messages), list(tools), settings or ModelSettings())
         if inspect.isawaitable(out):
             out = await out
-        if isinstance(out, str):
-            turn = sum(1 for m in messages if m.role == "assistant")
-            prompt = sum(_estimate_tokens(m.text or "x") for m in messages)
-            return _to_response(out, turn, prompt, self.name)
-        return out
+        turn = sum(1 for m in messages if m.role == "assistant")
+        prompt = sum(_estimate_tokens(m.text or "x") for m in messages) or 1
+        fn_name = getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
+        return script_response(out, turn=turn, prompt=prompt, name=self.name,
+                               source=f"the function {fn_name} of FunctionModel {self.name!r} "
+                               "returned")

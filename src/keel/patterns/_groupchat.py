@@ -239,7 +239,7 @@ class GroupChat(Flow[ChatResult]):
                 choice = {"speaker": self._after(transcript), "by": "round_robin_fallback",
                           "reason": f"the selector named {proposed!r}, who is not in the chat"}
             return str((await turn.step("select", lambda: choice, kind="select",
-                                        input=choice))["speaker"])
+                                        input=choice, blocking=False))["speaker"])
 
         def pick() -> dict[str, Any]:
             if isinstance(selector, RuleSelector):
@@ -288,7 +288,8 @@ class GroupChat(Flow[ChatResult]):
             return {"stop": False, "by": None, "reason": ""}
 
         decision = await turn.step("stop", check, kind="check",
-                                   input={"turn": n, "speaker": transcript[-1].speaker})
+                                   input={"turn": n, "speaker": transcript[-1].speaker},
+                                   blocking=False)
         return decision if decision["stop"] else None
 
     # ------------------------------------------------------------------------ messages

@@ -206,7 +206,8 @@ class HandoffTeam(Flow[Any]):
                                run_id=ctx.run_id, step_key=moved.key or None)
             record = {"from": hop.agent, "to": moved.target, "reason": moved.reason, "hop": n,
                       "call": moved.key}
-            await ctx.step(f"hop:{n}/handoff", _const(record), kind="handoff", input=record)
+            await ctx.step(f"hop:{n}/handoff", _const(record), kind="handoff", input=record,
+                           blocking=False)
             hop = await self._next(ctx, n, hop.agent, moved, trail)
             n += 1
 

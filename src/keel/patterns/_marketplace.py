@@ -147,11 +147,12 @@ class Marketplace(Flow[MarketResult]):
     async def body(self, ctx: FlowContext, input: str) -> MarketResult:
         names = sorted(self._by_name)
         await ctx.step("announce", lambda: {"task": input, "bidders": names},
-                       kind="announce", input=input)
+                       kind="announce", input=input, blocking=False)
         raw = await ctx.gather(*(self._bid(ctx, name, input) for name in names))
         # The input leaves error texts out (as runs recorded before failures were journaled).
         placed = [{"bidder": e["bidder"], "bid": e.get("bid")} for e in raw]
-        book = await ctx.step("bids", lambda: self._rank(raw), kind="bids", input=placed)
+        book = await ctx.step("bids", lambda: self._rank(raw), kind="bids", input=placed,
+                              blocking=False)
         ranked = [PlacedBid(**b) for b in book["ranked"]]
         attempts: list[AwardAttempt] = []
         for i, bid in enumerate(ranked):
@@ -229,7 +230,7 @@ class Marketplace(Flow[MarketResult]):
         """Award the task to ``bid``; the winner's result, or None when the work failed."""
         award = {"bidder": bid.bidder, "rank": rank, "score": bid.score,
                  "estimate": bid.estimate}
-        await scope.step("award", lambda: award, kind="award", input=award)
+        await scope.step("award", lambda: award, kind="award", input=award, blocking=False)
         result: RunResult[Any] | None = None
         error = ""
         try:  # failed work is journaled by the runtime: a resumed run does not redo it

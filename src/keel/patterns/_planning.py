@@ -187,7 +187,8 @@ class _PlanRun:
         data = plan.model_dump(mode="json")
         name = f"plan#{self.records}"
         self.records += 1
-        stored = await self.ctx.step(name, lambda: data, kind="plan", input=plan.version)
+        stored = await self.ctx.step(name, lambda: data, kind="plan", input=plan.version,
+                                     blocking=False)
         return Plan.model_validate(stored)
 
     async def first_plan(self) -> Plan:

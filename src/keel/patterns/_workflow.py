@@ -420,7 +420,7 @@ class Branch(Node):
     async def run(self, ctx: FlowContext, value: Any, key: str) -> Any:
         scope = ctx.scope(key)
         label = await scope.step("route", lambda: self._choose(scope, value), kind="decision",
-                                 input=jsonable(value))
+                                 input=jsonable(value), blocking=False)
         return await self.routes[label].run(scope, value, label)
 
 

@@ -1,9 +1,11 @@
 """L2: the journal, run context, budgets, the middleware grid, the Agent loop and its runner."""
 
+import warnings
+from typing import Any
+
 from keel.runtime._agent import Agent
 from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, decide_approval
 from keel.runtime._budget import Budget, BudgetTracker
-from keel.runtime._context import RunContext
 from keel.runtime._defaults import register_default_middleware
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
 from keel.runtime._escalation import (
@@ -57,7 +59,6 @@ __all__ = [
     "ReplayDivergence",
     "ReplayReport",
     "RetryHook",
-    "RunContext",
     "RunDiff",
     "RunEndInput",
     "RunResult",
@@ -85,3 +86,12 @@ __all__ = [
     "using_store",
     "worker_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunContext":  # deprecated alias, to be removed in the next release
+        warnings.warn("keel.runtime.RunContext is deprecated: it was never created by the "
+                      "runtime; use keel.FlowContext (a flow's ctx, with the same step(), "
+                      "now(), uuid() and random())", DeprecationWarning, stacklevel=2)
+        return FlowContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,8 +3,9 @@
 A :class:`Flow` is run, resumed, replayed and traced like an :class:`Agent`. Its body gets a
 :class:`FlowContext`: steps keyed under the flow's path, sub-agents and sub-flows that run
 on the same journal under their own keys (``triage/route``, ``triage/billing/turn:0/model``)
-with a share of the run's budget, and a ``gather`` that runs branches concurrently without
-leaving any of them behind.
+with a share of the run's budget, a ``gather`` that runs branches concurrently without
+leaving any of them behind, and journaled ``now()``, ``uuid()`` and ``random()`` so that a
+resumed or replayed run sees the values the original saw.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import random as _random
+import time
+import uuid as _uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -57,18 +61,31 @@ def check_name(part: str, name: object) -> str:
 
 class FlowContext:
     """What a flow's body uses: :meth:`step` for side effects and decisions,
-    :meth:`run_agent` / :meth:`run_flow` for sub-runs, :meth:`gather` for branches."""
+    :meth:`run_agent` / :meth:`run_flow` for sub-runs, :meth:`gather` for branches, and
+    :meth:`now` / :meth:`uuid` / :meth:`random` for values that must be the same when the
+    run is resumed or replayed."""
 
-    __slots__ = ("deps", "emit", "journal", "path", "record")
+    __slots__ = ("_counters", "deps", "emit", "journal", "path", "record")
 
-    def __init__(self, journal: Journal, *, path: str, deps: Any = None,
+    def __init__(self, journal: Journal, *, path: str | None = None, deps: Any = None,
                  emit: Callable[[RunEvent], None] | None = None,
                  record: RunRecord | None = None) -> None:
+        """``path``: the prefix of this scope's step keys (by default the journal's agent
+        name, i.e. the run's top level)."""
         self.journal = journal
-        self.path = path
+        self.path = journal.agent if path is None else path
         self.deps = deps
         self.emit = emit
         self.record = record
+        # Calls of now()/uuid()/random() so far in this execution, per key prefix; shared by
+        # every scope of the run, so two views of one scope never hand out the same key.
+        self._counters: dict[str, int] = {}
+
+    def _child(self, journal: Journal, path: str) -> FlowContext:
+        ctx = FlowContext(journal, path=path, deps=self.deps, emit=self.emit,
+                          record=self.record)
+        ctx._counters = self._counters
+        return ctx
 
     @property
     def run_id(self) -> str:
@@ -95,16 +112,21 @@ class FlowContext:
         return None if entry is None else entry.data
 
     async def step(self, name: str, fn: Callable[[], Any], *, kind: str = "call",
-                   input: Any = None, idempotent: bool = True, budgeted: bool = False) -> Any:
-        """Run ``fn`` (sync or async, returning JSON-able data) once for this run, keyed
-        ``<path>/<name>``; a resumed or replayed run gets the recorded value. ``budgeted``
-        counts the step against the budget (for steps that do work, not decisions)."""
+                   input: Any = None, idempotent: bool = True, budgeted: bool = False,
+                   blocking: bool = True) -> Any:
+        """Run ``fn`` once for this run, keyed ``<path>/<name>``, and return its JSON-able
+        result; a resumed or replayed run gets the recorded value without calling ``fn``.
+
+        An ``async def`` is awaited on the event loop. A plain function runs in a worker
+        thread (like a sync tool), so a slow one does not stall the run's other branches or
+        other runs; if it returns an awaitable, that is awaited on the loop. ``blocking=False``
+        says a plain function is quick and never blocks (it returns a value already at hand):
+        it is then called on the loop, saving the thread hop. ``budgeted`` counts the step
+        against the budget (for steps that do work, not decisions)."""
         key = self.key(name)
 
         async def run() -> Any:
-            out = fn()
-            if inspect.isawaitable(out):
-                out = await out
+            out = await _call(fn, blocking)
             try:
                 json.dumps(out)
             except (TypeError, ValueError) as exc:
@@ -118,13 +140,41 @@ class FlowContext:
             budgeted=budgeted)
         return value
 
+    async def now(self) -> float:
+        """The time (seconds since the epoch, as :func:`time.time`), read once and journaled
+        at ``<path>/now#<n>`` (the n-th call in this scope): a resumed or replayed run gets
+        the recorded time. Use it instead of ``time.time()`` / ``datetime.now()`` in a flow's
+        body."""
+        return float(await self._draw("now", "clock", time.time))
+
+    async def uuid(self) -> str:
+        """A random UUID (version 4, as a string), journaled at ``<path>/uuid#<n>``."""
+        return str(await self._draw("uuid", "uuid", lambda: str(_uuid.uuid4())))
+
+    async def random(self) -> float:
+        """A random float in [0, 1) (as :func:`random.random`), journaled at
+        ``<path>/random#<n>``. Derive other draws from it (``int(await ctx.random() * 6)``)."""
+        return float(await self._draw("random", "random", _random.random))
+
+    async def _draw(self, name: str, kind: str, make: Callable[[], Any]) -> Any:
+        """Record one value of a non-deterministic source at the next key of ``name``."""
+        prefix = self.key(name)
+        n = self._counters.get(prefix, 0)
+        self._counters[prefix] = n + 1
+
+        async def run() -> Any:
+            return make()
+
+        value, _ = await self.journal.step(f"{prefix}#{n}", kind, name, run,
+                                           input_hash=stable_hash(None), budgeted=False)
+        return value
+
     def scope(self, name: str, *, budget: Share = None) -> FlowContext:
         """A sub-scope ``<path>/<name>``; with ``budget``, its steps count against that share
         (and still against this scope's)."""
         view = self.journal if budget is None else self.journal.view(
             budget=self._share(budget))
-        return FlowContext(view, path=self.key(name), deps=self.deps, emit=self.emit,
-                           record=self.record)
+        return self._child(view, self.key(name))
 
     def _share(self, share: Share, own: Budget | None = None) -> BudgetTracker:
         tracker = self.journal.budget
@@ -156,8 +206,7 @@ class FlowContext:
                        budget: Share = None) -> RunResult[T]:
         """Run ``flow``'s body as part of this run, under ``<path>/<name or flow.name>``."""
         view = self.journal.view(budget=self._share(budget, flow.budget))
-        ctx = FlowContext(view, path=self.key(check_name("name", name or flow.name)),
-                          deps=self.deps, emit=self.emit, record=self.record)
+        ctx = self._child(view, self.key(check_name("name", name or flow.name)))
 
         async def run() -> RunResult[T]:
             return await _finish(flow, ctx, await flow.body(ctx, input))
@@ -190,6 +239,24 @@ class FlowContext:
         if self.record is None:
             raise UserError("this FlowContext has no run record; run the flow with flow.run()")
         return self.record
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """An ``async def`` (or a partial of one, or an object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        type(fn).__call__)
+
+
+async def _call(fn: Callable[[], Any], blocking: bool) -> Any:
+    """Call a step's function without blocking the loop: async on the loop, sync in a
+    worker thread unless it says it does not block; an awaitable it returns is awaited."""
+    if _is_async(fn) or not blocking:
+        out = fn()
+    else:
+        out = await asyncio.to_thread(fn)
+    if inspect.isawaitable(out):
+        out = await out
+    return out
 
 
 def _merged(errors: list[BaseException]) -> BaseException:
