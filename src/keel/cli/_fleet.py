@@ -107,8 +107,9 @@ def register(runs_app: typer.Typer, app: typer.Typer) -> None:
         as_json: JsonOption = False,
         store: StoreOption = None,
     ) -> None:
-        """Cancel a running or suspended run: the stop is journaled and the run's end hooks
-        run; a run a worker is continuing is stopped by that worker."""
+        """Cancel a running or suspended run; the stop and who asked are journaled.
+
+        The run's end hooks run; a run a worker is continuing is stopped by that worker."""
         cancel_command(Screen(), store=store_url(ctx, store), run_id=run_id, reason=reason,
                        wait=wait, as_json=as_json)
 
@@ -124,7 +125,10 @@ def register(runs_app: typer.Typer, app: typer.Typer) -> None:
         log_json: LogJsonOption = None,
         store: StoreOption = None,
     ) -> None:
-        """Continue runnable runs from a shared store: approved or answered runs, and runs
-        whose worker died. Leases make sure no two workers continue the same run."""
+        """Continue the runnable runs of a shared store, as many workers as you like.
+
+        Runnable: approved or answered runs, and runs whose worker died (a dead worker on this
+        host at once, one elsewhere when its lease expires). Leases make sure no two workers
+        continue the same run."""
         worker_command(Screen(), store=store_url(ctx, store), targets=targets,
                        concurrency=concurrency, once=once, log_json=log_json)

@@ -2,7 +2,9 @@
 
 A :class:`Worker` claims runnable runs from a shared store (a suspended run whose decision
 arrived, a run whose worker died) and continues them, ``concurrency`` at a time. The lease
-taken by ``claim_runs`` guarantees that no two workers continue the same run.
+taken by ``claim_runs`` guarantees that no two workers continue the same run. A run whose
+worker was a process on this host that no longer exists (SIGKILL, OOM) is taken over at once,
+as a resume does; a dead worker elsewhere is waited out until its lease expires.
 
 :func:`cancel_run` stops a run cleanly: an idle run (suspended, or running with no live
 worker) is marked ``cancelled`` at once with a journaled ``cancel`` step; a run that a
@@ -19,18 +21,17 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, Runnable, execute
-from keel.store import TERMINAL_STATUSES, JournalEntry, RunStore
-
-if TYPE_CHECKING:
-    pass
+from keel.store import TERMINAL_STATUSES, JournalEntry, RunFilter, RunRecord, RunStore
 
 _log = logging.getLogger("keel.worker")
+#: How many running runs per agent a worker looks through for a dead local holder per poll.
+DEAD_SCAN_LIMIT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +68,7 @@ class Worker:
     async def run_once(self) -> list[WorkOutcome]:
         """Claim what is runnable now (up to ``concurrency``) and drive it until each run
         completes, suspends or fails."""
-        claimed = await self.store.claim_runs(worker_id(), self.lease_seconds,
-                                              agents=list(self.agents),
-                                              limit=self.concurrency)
+        claimed = await self._claim(self.concurrency)
         return list(await asyncio.gather(*(self._continue(r.run_id, r.agent)
                                            for r in claimed)))
 
@@ -90,9 +89,7 @@ class Worker:
         while not stop.is_set():
             free = self.concurrency - len(running)
             if free > 0:
-                claimed = await self.store.claim_runs(worker_id(), self.lease_seconds,
-                                                      agents=list(self.agents), limit=free)
-                for r in claimed:
+                for r in await self._claim(free):
                     task = asyncio.create_task(self._continue(r.run_id, r.agent))
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -100,6 +97,39 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), self.poll_seconds)
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+    async def _claim(self, limit: int) -> list[RunRecord]:
+        """Up to ``limit`` runs to continue: the store's runnable runs (decided, or with an
+        expired lease), then running runs whose lease a dead process of this host holds."""
+        claimed = list(await self.store.claim_runs(worker_id(), self.lease_seconds,
+                                                   agents=list(self.agents), limit=limit))
+        if len(claimed) < limit:
+            taken = {r.run_id for r in claimed}
+            claimed += await self._take_over_dead(limit - len(claimed), taken)
+        return claimed
+
+    async def _take_over_dead(self, limit: int, taken: set[str]) -> list[RunRecord]:
+        """Lease running runs whose holder is a process of this host that no longer exists,
+        without waiting for the lease to expire (``holder_is_dead`` never says so for a
+        worker on another host)."""
+        now = time.time()
+        found: list[RunRecord] = []
+        for name in self.agents:
+            for record in await self.store.list_runs(
+                    RunFilter(status="running", agent=name, limit=DEAD_SCAN_LIMIT)):
+                if len(found) >= limit:
+                    return found
+                holder = record.lease_owner
+                if (record.run_id in taken or holder is None
+                        or (record.lease_expires_at or 0.0) <= now
+                        or not holder_is_dead(holder)):
+                    continue  # free or expired leases are claim_runs' part
+                try:
+                    found.append(await self.store.acquire_lease(
+                        record.run_id, worker_id(), self.lease_seconds, steal_from=holder))
+                except RunLeased:
+                    continue  # another worker took it first
+        return found
 
     async def _continue(self, run_id: str, agent_name: str) -> WorkOutcome:
         agent = self.agents[agent_name]
