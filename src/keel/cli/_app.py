@@ -20,7 +20,7 @@ from keel.cli._commands import (
     show_command,
 )
 from keel.cli._demo import demo_command
-from keel.cli._errors import EXIT_RUN_FAILED, EXIT_USAGE, reported
+from keel.cli._errors import EXIT_RUN_FAILED, reported
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app

@@ -219,7 +219,7 @@ async def play_all(screen: Screen, scenarios: list[Scenario], path: Path) -> boo
             ok = await play(screen, scenario, store) and ok
         runs = await store.list_runs(RunFilter(limit=len(scenarios)))
     screen.out.rule(safe("the run store", "bold"), align="left")
-    screen.out.print(runs_table(runs))
+    screen.out.print(runs_table(runs, screen.out.width))
     return ok
 
 

@@ -27,7 +27,7 @@ from keel.runtime._middleware import (
 from keel.runtime._replay import ReplayDivergence, ReplayReport, fork_run, replay_run
 from keel.runtime._result import RunResult
 from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
-from keel.runtime._worker import Worker, WorkOutcome, cancel_run
+from keel.runtime._worker import Worker, WorkOutcome, cancel_run, resolve_unknown_outcome
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -68,6 +68,7 @@ __all__ = [
     "register_default_middleware",
     "replay_run",
     "resolve_escalation",
+    "resolve_unknown_outcome",
     "using_store",
     "worker_id",
 ]

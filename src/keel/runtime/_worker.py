@@ -11,6 +11,10 @@ worker) is marked ``cancelled`` at once with a journaled ``cancel`` step; a run 
 worker is continuing gets a cancel request, which that worker acts on within a third of the
 lease time (the run's task is cancelled, the stop is journaled, ``on_run_end`` middleware,
 where compensation hooks live, sees status ``cancelled``).
+
+:func:`resolve_unknown_outcome` records a person's finding about a step whose outcome is
+unknown (the run stopped with :class:`keel.UnknownOutcome`), so the run can be resumed without
+running that step again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError
+from keel.core._redact import redact
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, Runnable, execute
@@ -205,3 +210,105 @@ async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled b
 
 def _fields(entry: JournalEntry) -> dict[str, Any]:
     return {f: getattr(entry, f) for f in JournalEntry.__dataclass_fields__}
+
+
+# ----------------------------------------------------------------------------- resolve
+
+ResolvedOutcome = Literal["succeeded", "failed"]
+#: Step kinds whose recorded result is a tool result (a tool call, a saga's compensation).
+_TOOL_KINDS = frozenset({"tool", "compensate"})
+
+
+async def resolve_unknown_outcome(store: RunStore, run_id: str, *, outcome: ResolvedOutcome,
+                                  by: str, result: Any = None, comment: str | None = None,
+                                  step_key: str | None = None) -> JournalEntry:
+    """Record what a person found out about a step whose outcome is unknown (its intent was
+    journaled, its result never was: the process stopped while a non-idempotent tool ran).
+
+    ``outcome="succeeded"`` records the call as done, with ``result`` (any JSON value) as what
+    it returned; ``"failed"`` records it as not done, so the model sees a failed call and can
+    decide what to do. Two entries are appended under the run's lease: a ``resolve`` record
+    (``<step>/resolved``: outcome, result, comment, ``by``) and the step's ``result``, so that
+    resuming the run replays the step instead of running the tool again. ``step_key`` is needed
+    only when more than one step is unresolved. Returns the step's new result entry."""
+    if outcome not in ("succeeded", "failed"):
+        raise UserError(f"outcome must be 'succeeded' or 'failed', not {outcome!r}.")
+    record = await store.get_run(run_id)
+    if record.status in TERMINAL_STATUSES and record.status != "failed":
+        raise UserError(f"run {run_id} is {record.status}; only a failed or stopped run has a "
+                        "step to resolve.")
+    journal = await store.read_journal(run_id)
+    intent = _unresolved(run_id, journal, step_key, (record.error or {}).get("step_key"))
+    data = _resolved_data(intent, outcome, result, comment, by)
+    await _lease_for_resolve(store, run_id)
+    now = time.time()
+    seq = max(e.seq for e in journal) + 1
+    note = JournalEntry(seq=seq, key=f"{intent.key}/resolved", phase="result", kind="resolve",
+                        name=intent.name, input_hash="", created_at=now,
+                        data=redact({"step_key": intent.key, "outcome": outcome,
+                                     "result": result, "comment": comment, "by": by}))
+    entry = JournalEntry(seq=seq + 1, key=intent.key, phase="result", kind=intent.kind,
+                         name=intent.name, input_hash=intent.input_hash, created_at=now,
+                         data=redact(data))
+    try:
+        await store.append(run_id, [note, entry], lease=worker_id())
+    finally:
+        await store.release_lease(run_id, worker_id())
+    return entry
+
+
+def _unresolved(run_id: str, journal: list[JournalEntry], step_key: str | None,
+                failed_at: str | None) -> JournalEntry:
+    """The intent to resolve: ``step_key``'s, else the one the run failed at, else the only
+    intent without a result."""
+    done = {e.key for e in journal if e.phase == "result"}
+    open_ = [e for e in journal if e.phase == "intent" and e.key not in done]
+    by_key = {e.key: e for e in open_}
+    if step_key is not None:
+        if step_key not in by_key:
+            known = ", ".join(by_key) or "none"
+            raise UserError(f"run {run_id} has no unresolved step {step_key!r} (unresolved: "
+                            f"{known}).")
+        return by_key[step_key]
+    if failed_at in by_key:
+        return by_key[failed_at]
+    if len(open_) == 1:
+        return open_[0]
+    if not open_:
+        raise UserError(f"run {run_id} has no step whose outcome is unknown; nothing to "
+                        f"resolve (`keel runs show {run_id}` prints its journal).")
+    raise UserError(f"run {run_id} has {len(open_)} unresolved steps "
+                    f"({', '.join(by_key)}); name one with --step.")
+
+
+def _resolved_data(intent: JournalEntry, outcome: ResolvedOutcome, result: Any,
+                   comment: str | None, by: str) -> Any:
+    """The step's result as the runtime reads it back: a tool result for tool calls and
+    compensations, the value itself for a flow's step."""
+    from keel.tools import ToolResult, render_value
+
+    if intent.kind in _TOOL_KINDS:
+        if outcome == "failed":
+            why = comment or "it did not take effect"
+            return ToolResult.fail("tool_error", f"the call did not happen ({why}; resolved by "
+                                   f"{by})", retryable=False).to_dict()
+        content = (render_value(result) if result is not None
+                   else f"the call succeeded (resolved by {by})")
+        return ToolResult(content=content, value=result).to_dict()
+    if outcome == "failed":
+        raise UserError(f"step {intent.key} is a {intent.kind} step, whose result is a value: it "
+                        "can only be resolved as succeeded with --result; to give the run up, "
+                        f"cancel it (`keel runs cancel`).")
+    return result
+
+
+async def _lease_for_resolve(store: RunStore, run_id: str) -> None:
+    """Hold the run while resolving it: refused if a live worker is continuing it."""
+    try:
+        await store.acquire_lease(run_id, worker_id(), 30.0)
+    except RunLeased as exc:
+        if not holder_is_dead(exc.holder):
+            raise UserError(f"run {run_id} is being continued by worker {exc.holder}; resolve "
+                            "a step only of a run that stopped (`keel runs cancel` stops it)."
+                            ) from None
+        await store.acquire_lease(run_id, worker_id(), 30.0, steal_from=exc.holder)
