@@ -103,3 +103,10 @@ def test_every_summary_is_one_whole_sentence() -> None:
         # a sentence, not a label: the first word is a verb the user asks for
         assert summary.split()[0] not in {"The", "Approvals", "Escalations", "Everything",
                                           "Tool", "Runs"}, (path, summary)
+
+
+def test_resume_help_does_not_offer_cancelled_runs(runner: CliRunner) -> None:
+    commands = dict(_commands(typer.main.get_command(app), "keel"))
+    assert "cancelled" not in commands["keel resume"]
+    text = " ".join(runner.invoke(app, ["resume", "--help"]).stdout.split())
+    assert "stopped with `keel runs cancel`, is not resumed" in text
