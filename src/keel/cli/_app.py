@@ -48,12 +48,12 @@ def _ordered(names: list[str], order: Sequence[str]) -> list[str]:
     return sorted(names, key=lambda n: (rank.get(n, len(order)), n))
 
 
-def usage_error_lines(exc: typer.TyperException) -> list[str]:
+def usage_error_lines(exc: typer.TyperException) -> tuple[str, str]:
     """A usage error as one line naming the problem, and a line naming the command's help."""
     ctx = getattr(exc, "ctx", None)
     path = ctx.command_path if ctx is not None else "keel"
     message = " ".join(exc.format_message().split())
-    return [f"{path}: {message}", f"try: {path} --help"]
+    return f"{path}: {message}", f"try: {path} --help"
 
 
 class KeelGroup(TyperGroup):
@@ -69,21 +69,25 @@ class KeelGroup(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
+        def run() -> Any:
+            return super(KeelGroup, self).main(
+                args, prog_name, complete_var, standalone_mode=False,
+                windows_expand_args=windows_expand_args, **extra)
+
+        if not standalone_mode:  # the caller handles exceptions, as with click
+            return run()
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False,
-                                windows_expand_args=windows_expand_args, **extra)
+            code = run()
         except typer.TyperException as exc:
             # click's exceptions (typer vendors click) derive from TyperException; a bare
             # ``keel`` or ``keel runs`` raises NoArgsIsHelpError after printing the help.
             if type(exc).__name__ != "NoArgsIsHelpError":
-                first, *rest = usage_error_lines(exc)
-                Screen().error(first, hint=rest[0] if rest else None)
+                problem, help_line = usage_error_lines(exc)
+                Screen().error(problem, hint=help_line)
             code = exc.exit_code
         except typer.Abort:
             Screen().note("aborted.")
             code = 1
-        if not standalone_mode:
-            return code
         sys.exit(code if isinstance(code, int) else 0)
 
 
