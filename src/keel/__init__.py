@@ -1,7 +1,9 @@
 """keel: a production runtime for AI agents.
 
 Validated tools, budgets, retries, the run journal and structured logs are on by default.
-See https://github.com/ (the README) for the quick start.
+Install with ``pip install keel-agents`` (``'keel-agents[all]'`` for the ``keel`` command,
+the provider SDKs and embeddings); the quick start is the project's README.md, which is
+also this distribution's long description (``importlib.metadata.metadata("keel-agents")``).
 """
 
 import warnings

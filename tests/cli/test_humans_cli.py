@@ -182,7 +182,11 @@ def test_lists_fit_a_narrow_terminal_with_whole_ids(keel: Keel, store: str,
         lines = r.stdout.splitlines()
         assert all(len(line) <= 80 for line in lines), r.stdout
         row = next(line for line in lines if line.startswith(task_id))
-        assert "…" in row and ("in 5" in row or "in 3h" in row)
+        assert "in 5" in row or "in 3h" in row
+        if args[0] == "approvals":  # the reason wraps onto more lines instead of being cut
+            assert r.stdout.count("r" * 30) >= 3
+        else:
+            assert "…" in row
     monkeypatch.setenv("COLUMNS", "160")
     wide = keel("--store", store, "approvals", "list").stdout
     assert "01J9Z8K2QW3E4R5T6Y7U8I9O0P" in wide  # the run column, when there is room

@@ -1,5 +1,5 @@
 """``python -m keel.cli``: the same as the ``keel`` command."""
 
-from keel.cli._app import main
+from keel.cli import main
 
 main()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 import keel
 from keel.cli._commands import (
@@ -33,6 +35,68 @@ from keel.cli._options import (
 from keel.cli._text import Screen
 from keel.runtime import default_store_url
 
+# The order ``keel --help`` lists commands in: the order a user meets them. Start a run, continue
+# it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
+# run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
+COMMAND_ORDER = ("run", "resume", "runs", "approvals", "escalations", "worker", "replay", "fork",
+                 "diff", "demo")
+RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
+
+
+def _ordered(names: list[str], order: Sequence[str]) -> list[str]:
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(names, key=lambda n: (rank.get(n, len(order)), n))
+
+
+def usage_error_lines(exc: typer.TyperException) -> tuple[str, str]:
+    """A usage error as one line naming the problem, and a line naming the command's help."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "keel"
+    message = " ".join(exc.format_message().split())
+    return f"{path}: {message}", f"try: {path} --help"
+
+
+class KeelGroup(TyperGroup):
+    """The ``keel`` command group: commands in :data:`COMMAND_ORDER`, and usage errors (a bad
+    option value, an unknown command, a missing argument) as one line on stderr, exit code 2,
+    instead of typer's boxed error."""
+
+    order: Sequence[str] = COMMAND_ORDER
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return _ordered(list(super().list_commands(ctx)), self.order)
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        def run() -> Any:
+            return super(KeelGroup, self).main(
+                args, prog_name, complete_var, standalone_mode=False,
+                windows_expand_args=windows_expand_args, **extra)
+
+        if not standalone_mode:  # the caller handles exceptions, as with click
+            return run()
+        try:
+            code = run()
+        except typer.TyperException as exc:
+            # click's exceptions (typer vendors click) derive from TyperException; a bare
+            # ``keel`` or ``keel runs`` raises NoArgsIsHelpError after printing the help.
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                problem, help_line = usage_error_lines(exc)
+                Screen().error(problem, hint=help_line)
+            code = exc.exit_code
+        except typer.Abort:
+            Screen().note("aborted.")
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class RunsGroup(KeelGroup):
+    """``keel runs``: its commands in :data:`RUNS_ORDER`."""
+
+    order = RUNS_ORDER
+
+
 EPILOG = ("Exit codes: 0 success · 1 the run failed · 2 usage or user error · 3 the run is "
           "suspended · 130 interrupted.")
 
@@ -43,10 +107,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=KeelGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-runs_app = typer.Typer(help="List and inspect stored runs.", no_args_is_help=True,
-                       epilog=EPILOG)
+runs_app = typer.Typer(help="List, inspect, cancel, resolve, export and import stored runs.",
+                       no_args_is_help=True, epilog=EPILOG, cls=RunsGroup)
 app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(escalations_app, name="escalations")
@@ -96,8 +161,10 @@ def resume(
     log_json: LogJsonOption = None,
     store: StoreOption = None,
 ) -> None:
-    """Continue a failed, cancelled or crashed run: recorded steps replay from the journal
-    (dimmed), the rest run now."""
+    """Continue a failed, interrupted, crashed, approved or answered run where it stopped.
+
+    Recorded steps replay from the journal (dimmed) and the rest run now. A completed run, or
+    one stopped with `keel runs cancel`, is not resumed: `keel fork` starts a new run from it."""
     resume_command(Screen(), store=store_url(ctx, store), run_id=run_id, as_json=as_json,
                    log_json=log_json)
 

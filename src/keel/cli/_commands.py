@@ -181,7 +181,7 @@ def list_command(screen: Screen, *, store: str, status: str | None, agent: str |
             screen.out.print(safe(f"No runs in {store} ({where}). Start one with "
                                   '`keel run MODULE:AGENT "input"`.'))
             return
-        screen.out.print(runs_table(records))
+        screen.out.print(runs_table(records, screen.out.width))
 
 
 def show_command(screen: Screen, *, store: str, run_id: str, as_json: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,6 +103,18 @@ def load_scenario(path: Path) -> Scenario | str:
                     expected_error=expected, review=review if isinstance(review, dict) else None)
 
 
+def example_target(directory: Path | None, name: str = "tool_use.py") -> str:
+    """``MODULE:AGENT`` for one shipped example, as ``keel run`` takes it from the current
+    directory: relative inside a checkout (``examples/tool_use.py:agent``), else the file's
+    absolute path inside the installed package, quoted for the shell if it needs it."""
+    path = (directory or Path.cwd() / "examples") / name
+    try:
+        shown = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(path)
+    return shlex.quote(f"{shown}:agent")
+
+
 def banner(screen: Screen) -> None:
     body = Text()
     body.append("The model is scripted: ", style="bold yellow")
@@ -114,7 +127,8 @@ def banner(screen: Screen) -> None:
                            border_style="yellow"))
     if os.environ.get("KEEL_MODEL"):
         screen.out.print(safe("KEEL_MODEL is set but ignored here: the demo never calls a "
-                              "model. Try it with `keel run examples/tool_use.py:agent ...`.",
+                              f"model. Try it with `keel run {example_target(examples_dir())} "
+                              '"..."`.',
                               "yellow"))
 
 
@@ -219,7 +233,7 @@ async def play_all(screen: Screen, scenarios: list[Scenario], path: Path) -> boo
             ok = await play(screen, scenario, store) and ok
         runs = await store.list_runs(RunFilter(limit=len(scenarios)))
     screen.out.rule(safe("the run store", "bold"), align="left")
-    screen.out.print(runs_table(runs))
+    screen.out.print(runs_table(runs, screen.out.width))
     return ok
 
 
@@ -231,6 +245,6 @@ def demo_command(screen: Screen) -> bool:
         played = asyncio.run(play_all(screen, scenarios, Path(tmp) / "runs.db"))
     screen.out.print(safe(
         "That store is gone now. To keep runs, run an example yourself, e.g.\n"
-        '  keel run examples/tool_use.py:agent "Which is warmer, Paris or Tokyo?"\n'
+        f'  keel run {example_target(examples_dir())} "Which is warmer, Paris or Tokyo?"\n'
         "  keel runs list      keel runs show RUN_ID", "dim"))
     return loaded and played

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import click
 import typer
 
 from keel.cli._text import Screen, jsonable, to_json
@@ -59,7 +58,7 @@ def reported(screen: Screen, *, run_id: Callable[[], str | None] = lambda: None,
     going (for the interrupt note); with ``as_json`` a failed run is also printed as JSON."""
     try:
         yield
-    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+    except (typer.Exit, typer.TyperException, typer.Abort):  # typer's (vendored click's) own
         raise
     except KeyboardInterrupt:
         rid = run_id()

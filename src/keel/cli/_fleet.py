@@ -1,21 +1,22 @@
-"""``keel runs cancel`` and ``keel worker``: the fleet commands."""
+"""``keel runs cancel``, ``keel runs resolve`` and ``keel worker``: the fleet commands."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from keel.cli._commands import json_step_logs, open_existing
 from keel.cli._errors import CliError, reported
 from keel.cli._load import Runnable, load_agent
-from keel.cli._options import JsonOption, LogJsonOption, StoreOption, store_url
+from keel.cli._options import ByOption, JsonOption, LogJsonOption, StoreOption, store_url
 from keel.cli._text import Screen, safe, to_json
 from keel.core import RunNotFound
-from keel.runtime import Worker, cancel_run, worker_id
+from keel.runtime import Worker, cancel_run, resolve_unknown_outcome, worker_id
 from keel.store import TERMINAL_STATUSES, open_store
 
 
@@ -64,6 +65,46 @@ def cancel_command(screen: Screen, *, store: str, run_id: str, reason: str, wait
                                   f"{run_id}`)."))
 
 
+async def _resolve(url: str, run_id: str, *, outcome: str, result: Any, comment: str | None,
+                   step: str | None, by: str) -> str:
+    store = open_existing(url)
+    if store is None:
+        raise RunNotFound(f"no run {run_id!r}: there is no run store at {url} yet.")
+    async with store:
+        entry = await resolve_unknown_outcome(
+            store, run_id, outcome=outcome,  # type: ignore[arg-type]  # checked by the callee
+            by=by, result=result, comment=comment, step_key=step)
+    return entry.key
+
+
+def resolve_command(screen: Screen, *, store: str, run_id: str, outcome: str,
+                    result: str | None, comment: str | None, step: str | None, by: str | None,
+                    as_json: bool) -> None:
+    with reported(screen):
+        if outcome not in ("succeeded", "failed"):
+            raise CliError(f"--outcome must be succeeded or failed, not {outcome!r}.")
+        if result is not None and outcome == "failed":
+            raise CliError("--result is what a call that succeeded returned; leave it out "
+                           "with --outcome failed (say why with --comment).")
+        value: Any = None
+        if result is not None:
+            try:
+                value = json.loads(result)
+            except ValueError as exc:
+                raise CliError(f"--result is not valid JSON ({exc}); quote a string as "
+                               """'"text"'.""") from None
+        who = by or _who()
+        key = asyncio.run(_resolve(store, run_id, outcome=outcome, result=value,
+                                   comment=comment, step=step, by=who))
+        if as_json:
+            typer.echo(to_json({"run_id": run_id, "step_key": key, "outcome": outcome,
+                                "by": who}))
+            return
+        screen.out.print(safe(f"step {key} of run {run_id} is recorded as {outcome} (by {who}); "
+                              f"`keel resume {run_id}` continues the run without running it "
+                              "again."))
+
+
 async def _work(url: str, targets: list[str], concurrency: int, once: bool,
                 screen: Screen) -> int:
     agents = [load_agent(t)[0] for t in targets]
@@ -95,7 +136,7 @@ def worker_command(screen: Screen, *, store: str, targets: list[str], concurrenc
 
 
 def register(runs_app: typer.Typer, app: typer.Typer) -> None:
-    """Add ``keel runs cancel`` and ``keel worker`` to the ``keel`` app."""
+    """Add ``keel runs cancel``, ``keel runs resolve`` and ``keel worker`` to ``keel``."""
     @runs_app.command("cancel")
     def runs_cancel(
         ctx: typer.Context,
@@ -107,10 +148,41 @@ def register(runs_app: typer.Typer, app: typer.Typer) -> None:
         as_json: JsonOption = False,
         store: StoreOption = None,
     ) -> None:
-        """Cancel a running or suspended run: the stop is journaled and the run's end hooks
-        run; a run a worker is continuing is stopped by that worker."""
+        """Cancel a running or suspended run; the stop and who asked are journaled.
+
+        The run's end hooks run; a run a worker is continuing is stopped by that worker."""
         cancel_command(Screen(), store=store_url(ctx, store), run_id=run_id, reason=reason,
                        wait=wait, as_json=as_json)
+
+    @runs_app.command("resolve")
+    def runs_resolve(
+        ctx: typer.Context,
+        run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to resolve.")],
+        outcome: Annotated[str, typer.Option(
+            "--outcome", metavar="succeeded|failed",
+            help="What you found in the outside system: the call took effect, or it did not.")],
+        result: Annotated[str | None, typer.Option(
+            "--result", metavar="JSON",
+            help="With succeeded: what the call returned, as JSON (the model sees it).")]
+        = None,
+        comment: Annotated[str | None, typer.Option(
+            "--comment", help="Why (kept in the journal; with failed, the model sees it).")]
+        = None,
+        step: Annotated[str | None, typer.Option(
+            "--step", metavar="STEP_KEY",
+            help="The step to resolve; needed only if the run has several unresolved steps.")]
+        = None,
+        by: ByOption = None,
+        as_json: JsonOption = False,
+        store: StoreOption = None,
+    ) -> None:
+        """Record whether a step with an unknown outcome took effect, so the run can resume.
+
+        For a run stopped by UnknownOutcome: a non-idempotent tool started but its result was
+        never recorded. Check the outside system, record what you found (journaled with who
+        decided), then `keel resume RUN_ID`: the step replays and is never run again."""
+        resolve_command(Screen(), store=store_url(ctx, store), run_id=run_id, outcome=outcome,
+                        result=result, comment=comment, step=step, by=by, as_json=as_json)
 
     @app.command("worker")
     def worker(
@@ -124,7 +196,10 @@ def register(runs_app: typer.Typer, app: typer.Typer) -> None:
         log_json: LogJsonOption = None,
         store: StoreOption = None,
     ) -> None:
-        """Continue runnable runs from a shared store: approved or answered runs, and runs
-        whose worker died. Leases make sure no two workers continue the same run."""
+        """Continue the runnable runs of a shared store, as many workers as you like.
+
+        Runnable: approved or answered runs, and runs whose worker died (a dead worker on this
+        host at once, one elsewhere when its lease expires). Leases make sure no two workers
+        continue the same run."""
         worker_command(Screen(), store=store_url(ctx, store), targets=targets,
                        concurrency=concurrency, once=once, log_json=log_json)

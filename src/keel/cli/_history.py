@@ -189,7 +189,7 @@ def fork(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """Fork a run at a step and continue it live, e.g. with another model or prompt.
+    """Fork a run at a step and continue it live, for example with another model or prompt.
 
     The steps before --at are copied into a new run; it prints the new run id and result."""
     screen = Screen()
@@ -259,7 +259,7 @@ def diff(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """Compare two runs step by step, e.g. a fork and its parent.
+    """Compare two runs step by step, for example a fork and its parent.
 
     Shows which steps are the same, changed or only in one run, the first divergent step,
     the outputs, and totals with their differences."""

@@ -57,10 +57,10 @@ MAX_ARGS = 1_000_000
 MAX_NAME = 200
 
 approvals_app = typer.Typer(
-    help="Tool calls waiting for a person's approval: list, show, approve, deny.",
+    help="List, show, approve and deny tool calls that wait for a person's approval.",
     no_args_is_help=True, epilog=EPILOG)
 escalations_app = typer.Typer(
-    help="Runs handed to a person: list, show, claim, resolve.",
+    help="List, show, claim and resolve runs that an agent handed to a person.",
     no_args_is_help=True, epilog=EPILOG)
 
 QueueOption = Annotated[str | None, typer.Option("--queue", help="Only this queue.")]
@@ -209,7 +209,9 @@ def approvals_list(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """Approvals waiting for a decision (open or claimed, run still waiting), oldest first."""
+    """List the approvals that wait for a decision, oldest first, with the agent's reasoning.
+
+    Open or claimed approvals whose run still waits; --all adds decided ones."""
 
     def table(rows: list[Row], now: float, width: int) -> Table:
         return approvals_table(rows, now, with_status=all_ or any(
@@ -224,7 +226,7 @@ def approvals_list(
 @approvals_app.command("show")
 def approvals_show(ctx: typer.Context, approval_id: IdArgument, as_json: JsonOption = False,
                    store: StoreOption = None) -> None:
-    """Everything about one approval: the call, why, the agent's thought, the run's input."""
+    """Show one approval in full: the call, why it waits, the agent's reasoning and the input."""
     _show_command(ctx, store, "approval", approval_id, as_json)
 
 
@@ -306,7 +308,7 @@ def escalations_list(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """Escalations, oldest first (a queue)."""
+    """List the escalations, oldest first, as a queue."""
     _list_command(ctx, store, kind="escalation", statuses=lambda: _escalation_statuses(status),
                   live_only=status is None, queue=queue, limit=limit, as_json=as_json,
                   none="none match",
@@ -316,7 +318,7 @@ def escalations_list(
 @escalations_app.command("show")
 def escalations_show(ctx: typer.Context, escalation_id: IdArgument,
                      as_json: JsonOption = False, store: StoreOption = None) -> None:
-    """The packet: request, reason, what the agent did, evidence, proposal, deadline."""
+    """Show one escalation's packet: the request, the reason, the evidence and the deadline."""
     _show_command(ctx, store, "escalation", escalation_id, as_json)
 
 

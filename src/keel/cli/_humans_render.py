@@ -7,6 +7,7 @@ through :func:`keel.cli._text.safe`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,6 +204,9 @@ class Column:
     flex: int = 0
     justify: Literal["left", "right"] = "left"
     optional: bool = False
+    wrap: bool = False  # wrapped onto more lines (never cut) rather than cut with an ellipsis
+    merge_into: str | None = None  # an optional column whose text, when it is left out, goes
+    # under the text of this (wrapping) column instead
 
 
 def fitted_table(columns: list[Column], width: int) -> Table:
@@ -218,8 +222,13 @@ def fitted_table(columns: list[Column], width: int) -> Table:
     def floor(c: Column) -> int:
         return min(natural(c), 8)
 
-    if room(columns) < sum(floor(c) + 8 for c in columns if c.flex):
-        columns = [c for c in columns if not c.optional]
+    # Optional columns go, first listed first, until each text column has room to be read.
+    while room(columns) < sum(floor(c) + 8 for c in columns if c.flex):
+        optional = next((c for c in columns if c.optional), None)
+        if optional is None:
+            break
+        columns = [_merged(c, optional) if c.name == optional.merge_into else c
+                   for c in columns if c is not optional]
     sizes = {id(c): natural(c) if not c.flex else floor(c) for c in columns}
     left = max(0, room(columns) - sum(sizes[id(c)] for c in columns if c.flex))
     # Each text column grows toward its natural width, by its share of what is left.
@@ -237,11 +246,18 @@ def fitted_table(columns: list[Column], width: int) -> Table:
             growing.remove(c)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
     for c in columns:
-        table.add_column(c.name, no_wrap=True, overflow="ellipsis", width=sizes[id(c)],
-                         justify=c.justify)
+        table.add_column(c.name, no_wrap=not c.wrap, overflow="fold" if c.wrap else "ellipsis",
+                         width=sizes[id(c)], justify=c.justify)
     for cells in zip(*(c.cells for c in columns), strict=True):
         table.add_row(*cells)
     return table
+
+
+def _merged(into: Column, extra: Column) -> Column:
+    """``into`` with each of ``extra``'s non-empty cells on a line under its own."""
+    cells = [a.copy().append("\n").append_text(b) if b.plain else a
+             for a, b in zip(into.cells, extra.cells, strict=True)]
+    return dataclasses.replace(into, name=f"{into.name} / {extra.name}", cells=cells)
 
 
 def _cells(rows: list[Row], value: Callable[[Row], str], style: str = "") -> list[Text]:
@@ -265,11 +281,17 @@ def _task_table(rows: list[Row], now: float, columns: list[Column], width: int) 
 
 
 def approvals_table(rows: list[Row], now: float, *, with_status: bool, width: int) -> Table:
+    """``keel approvals list``: one row per approval. The reason is never cut (it wraps in a
+    narrow terminal); the agent's reasoning (its thought before the call) is a column, or, when
+    the terminal is too narrow for it, an italic line under the reason. The arguments are one
+    line, left out in a narrow terminal (``show`` prints everything whole)."""
     columns = [
         Column("tool", _data_cells(rows, "tool", "?", "bold"), flex=1),
         Column("arguments", _cells(rows, lambda r: compact(task_data(r.task).get("arguments"))),
-               flex=4),
-        Column("reason", _data_cells(rows, "reason", ""), flex=3)]
+               flex=3, optional=True),
+        Column("reason", _data_cells(rows, "reason", ""), flex=3, wrap=True),
+        Column("reasoning", _data_cells(rows, "thought", "", "italic"), flex=3,
+               optional=True, merge_into="reason")]
     if with_status:
         columns.append(Column("status", _cells(rows, lambda r: _status(r.task)), flex=1))
     return _task_table(rows, now, columns, width)

@@ -48,21 +48,32 @@ def status_text(status: str) -> Text:
     return safe(status, STATUS_STYLE.get(status, ""), limit=SHORT)
 
 
-def runs_table(records: list[RunRecord]) -> Table:
-    """``keel runs list``: newest first."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0, 0, 0))
-    table.add_column("id", no_wrap=True, min_width=28)  # whole, so it can be copied
-    table.add_column("agent", no_wrap=True, overflow="ellipsis", max_width=16)
-    table.add_column("status", no_wrap=True)
-    table.add_column("steps", justify="right", no_wrap=True)
-    table.add_column("tokens", justify="right", no_wrap=True)
-    table.add_column("cost", justify="right", no_wrap=True)
-    table.add_column("created", no_wrap=True)
+def runs_table(records: list[RunRecord], width: int | None = None) -> Table:
+    """``keel runs list``: newest first. Ids and statuses are never cut: in a narrow terminal
+    (``width``) the created, cost, tokens and steps columns are left out, in that order."""
+    names = ("id", "agent", "status", "steps", "tokens", "cost", "created")
+    rows = []
     for r in records:
         tin, tout, cost, steps = _usage(r)
-        table.add_row(safe(r.run_id, limit=SHORT), safe(r.agent, limit=SHORT),
-                      status_text(r.status), str(steps), f"{tin + tout:,}", f"${cost:.4f}",
-                      when(r.created_at, short=True))
+        rows.append((safe(r.run_id, limit=SHORT), safe(r.agent, limit=SHORT),
+                     status_text(r.status), Text(str(steps)), Text(f"{tin + tout:,}"),
+                     Text(f"${cost:.4f}"), Text(when(r.created_at, short=True))))
+    natural = [max([len(n), *(row[i].cell_len for row in rows)]) for i, n in enumerate(names)]
+    natural[1] = min(natural[1], 16)
+    keep = list(range(len(names)))
+    for drop in (6, 5, 4, 3):  # what matters least goes first
+        if width is None or sum(natural[i] for i in keep) + len(keep) - 1 <= width:
+            break
+        keep.remove(drop)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0, 0, 0))
+    for i in keep:
+        whole = i != 1  # only the agent's name may be shortened
+        table.add_column(names[i], no_wrap=True, overflow="ellipsis",
+                         min_width=natural[i] if whole else min(natural[i], 8),
+                         max_width=None if whole else 16,
+                         justify="right" if i in (3, 4, 5) else "left")
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
     return table
 
 

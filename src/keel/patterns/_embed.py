@@ -50,9 +50,10 @@ def _load(dim: int) -> Any:
         with _root_logging_kept():  # wordllama calls logging.basicConfig(INFO) on import
             import wordllama
             from wordllama import WordLlama
-    except ImportError as exc:  # pragma: no cover - wordllama is a keel dependency
-        raise UserError("the default embedder needs the 'wordllama' package "
-                        "(pip install wordllama), or pass embedder=") from exc
+    except ImportError as exc:
+        raise UserError("the default embedder (WordLlama) needs the 'embed' extra: pip "
+                        "install 'keel-agents[embed]' (or 'keel-agents[all]'); or pass "
+                        "embedder= your own Embedder") from exc
     folder = os.path.dirname(wordllama.__file__)
     key = (folder, dim)
     model = _LOADED.get(key)

@@ -37,7 +37,7 @@ from keel.runtime._replay import (
 )
 from keel.runtime._result import RunResult
 from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
-from keel.runtime._worker import Worker, WorkOutcome, cancel_run
+from keel.runtime._worker import Worker, WorkOutcome, cancel_run, resolve_unknown_outcome
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -82,6 +82,7 @@ __all__ = [
     "register_default_middleware",
     "replay_run",
     "resolve_escalation",
+    "resolve_unknown_outcome",
     "stored_number",
     "using_store",
     "worker_id",

@@ -287,7 +287,10 @@ class Journal:
             raise UnknownOutcome(
                 f"{name} started but its result was never recorded (the process stopped in "
                 "between), and it is not idempotent, so keel will not run it again. Check the "
-                "outside system, then give the tool a reconcile= hook or resolve the run by hand",
+                "outside system, record what you found with `keel runs resolve "
+                f"{self.run_id} --outcome succeeded|failed` (or keel.runtime."
+                "resolve_unknown_outcome) and resume the run; a reconcile= hook on the tool "
+                "decides this by itself next time",
                 run_id=self.run_id, step_key=key)
         try:
             return await reconcile()

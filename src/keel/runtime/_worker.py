@@ -2,13 +2,19 @@
 
 A :class:`Worker` claims runnable runs from a shared store (a suspended run whose decision
 arrived, a run whose worker died) and continues them, ``concurrency`` at a time. The lease
-taken by ``claim_runs`` guarantees that no two workers continue the same run.
+taken by ``claim_runs`` guarantees that no two workers continue the same run. A run whose
+worker was a process on this host that no longer exists (SIGKILL, OOM) is taken over at once,
+as a resume does; a dead worker elsewhere is waited out until its lease expires.
 
 :func:`cancel_run` stops a run cleanly: an idle run (suspended, or running with no live
 worker) is marked ``cancelled`` at once with a journaled ``cancel`` step; a run that a
 worker is continuing gets a cancel request, which that worker acts on within a third of the
 lease time (the run's task is cancelled, the stop is journaled, ``on_run_end`` middleware,
 where compensation hooks live, sees status ``cancelled``).
+
+:func:`resolve_unknown_outcome` records a person's finding about a step whose outcome is
+unknown (the run stopped with :class:`keel.UnknownOutcome`), so the run can be resumed without
+running that step again.
 """
 
 from __future__ import annotations
@@ -19,18 +25,17 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError
+from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError, redact
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, Runnable, execute
-from keel.store import TERMINAL_STATUSES, JournalEntry, RunStore
-
-if TYPE_CHECKING:
-    pass
+from keel.store import TERMINAL_STATUSES, JournalEntry, RunFilter, RunRecord, RunStore
 
 _log = logging.getLogger("keel.worker")
+#: How many running runs per agent a worker looks through for a dead local holder per poll.
+DEAD_SCAN_LIMIT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +72,7 @@ class Worker:
     async def run_once(self) -> list[WorkOutcome]:
         """Claim what is runnable now (up to ``concurrency``) and drive it until each run
         completes, suspends or fails."""
-        claimed = await self.store.claim_runs(worker_id(), self.lease_seconds,
-                                              agents=list(self.agents),
-                                              limit=self.concurrency)
+        claimed = await self._claim(self.concurrency)
         return list(await asyncio.gather(*(self._continue(r.run_id, r.agent)
                                            for r in claimed)))
 
@@ -90,9 +93,7 @@ class Worker:
         while not stop.is_set():
             free = self.concurrency - len(running)
             if free > 0:
-                claimed = await self.store.claim_runs(worker_id(), self.lease_seconds,
-                                                      agents=list(self.agents), limit=free)
-                for r in claimed:
+                for r in await self._claim(free):
                     task = asyncio.create_task(self._continue(r.run_id, r.agent))
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -100,6 +101,39 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), self.poll_seconds)
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+    async def _claim(self, limit: int) -> list[RunRecord]:
+        """Up to ``limit`` runs to continue: the store's runnable runs (decided, or with an
+        expired lease), then running runs whose lease a dead process of this host holds."""
+        claimed = list(await self.store.claim_runs(worker_id(), self.lease_seconds,
+                                                   agents=list(self.agents), limit=limit))
+        if len(claimed) < limit:
+            taken = {r.run_id for r in claimed}
+            claimed += await self._take_over_dead(limit - len(claimed), taken)
+        return claimed
+
+    async def _take_over_dead(self, limit: int, taken: set[str]) -> list[RunRecord]:
+        """Lease running runs whose holder is a process of this host that no longer exists,
+        without waiting for the lease to expire (``holder_is_dead`` never says so for a
+        worker on another host)."""
+        now = time.time()
+        found: list[RunRecord] = []
+        for name in self.agents:
+            for record in await self.store.list_runs(
+                    RunFilter(status="running", agent=name, limit=DEAD_SCAN_LIMIT)):
+                if len(found) >= limit:
+                    return found
+                holder = record.lease_owner
+                if (record.run_id in taken or holder is None
+                        or (record.lease_expires_at or 0.0) <= now
+                        or not holder_is_dead(holder)):
+                    continue  # free or expired leases are claim_runs' part
+                try:
+                    found.append(await self.store.acquire_lease(
+                        record.run_id, worker_id(), self.lease_seconds, steal_from=holder))
+                except RunLeased:
+                    continue  # another worker took it first
+        return found
 
     async def _continue(self, run_id: str, agent_name: str) -> WorkOutcome:
         agent = self.agents[agent_name]
@@ -175,3 +209,105 @@ async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled b
 
 def _fields(entry: JournalEntry) -> dict[str, Any]:
     return {f: getattr(entry, f) for f in JournalEntry.__dataclass_fields__}
+
+
+# ----------------------------------------------------------------------------- resolve
+
+ResolvedOutcome = Literal["succeeded", "failed"]
+#: Step kinds whose recorded result is a tool result (a tool call, a saga's compensation).
+_TOOL_KINDS = frozenset({"tool", "compensate"})
+
+
+async def resolve_unknown_outcome(store: RunStore, run_id: str, *, outcome: ResolvedOutcome,
+                                  by: str, result: Any = None, comment: str | None = None,
+                                  step_key: str | None = None) -> JournalEntry:
+    """Record what a person found out about a step whose outcome is unknown (its intent was
+    journaled, its result never was: the process stopped while a non-idempotent tool ran).
+
+    ``outcome="succeeded"`` records the call as done, with ``result`` (any JSON value) as what
+    it returned; ``"failed"`` records it as not done, so the model sees a failed call and can
+    decide what to do. Two entries are appended under the run's lease: a ``resolve`` record
+    (``<step>/resolved``: outcome, result, comment, ``by``) and the step's ``result``, so that
+    resuming the run replays the step instead of running the tool again. ``step_key`` is needed
+    only when more than one step is unresolved. Returns the step's new result entry."""
+    if outcome not in ("succeeded", "failed"):
+        raise UserError(f"outcome must be 'succeeded' or 'failed', not {outcome!r}.")
+    record = await store.get_run(run_id)
+    if record.status in TERMINAL_STATUSES and record.status != "failed":
+        raise UserError(f"run {run_id} is {record.status}; only a failed or stopped run has a "
+                        "step to resolve.")
+    journal = await store.read_journal(run_id)
+    intent = _unresolved(run_id, journal, step_key, (record.error or {}).get("step_key"))
+    data = _resolved_data(intent, outcome, result, comment, by)
+    await _lease_for_resolve(store, run_id)
+    now = time.time()
+    seq = max(e.seq for e in journal) + 1
+    note = JournalEntry(seq=seq, key=f"{intent.key}/resolved", phase="result", kind="resolve",
+                        name=intent.name, input_hash="", created_at=now,
+                        data=redact({"step_key": intent.key, "outcome": outcome,
+                                     "result": result, "comment": comment, "by": by}))
+    entry = JournalEntry(seq=seq + 1, key=intent.key, phase="result", kind=intent.kind,
+                         name=intent.name, input_hash=intent.input_hash, created_at=now,
+                         data=redact(data))
+    try:
+        await store.append(run_id, [note, entry], lease=worker_id())
+    finally:
+        await store.release_lease(run_id, worker_id())
+    return entry
+
+
+def _unresolved(run_id: str, journal: list[JournalEntry], step_key: str | None,
+                failed_at: str | None) -> JournalEntry:
+    """The intent to resolve: ``step_key``'s, else the one the run failed at, else the only
+    intent without a result."""
+    done = {e.key for e in journal if e.phase == "result"}
+    open_ = [e for e in journal if e.phase == "intent" and e.key not in done]
+    by_key = {e.key: e for e in open_}
+    if step_key is not None:
+        if step_key not in by_key:
+            known = ", ".join(by_key) or "none"
+            raise UserError(f"run {run_id} has no unresolved step {step_key!r} (unresolved: "
+                            f"{known}).")
+        return by_key[step_key]
+    if failed_at in by_key:
+        return by_key[failed_at]
+    if len(open_) == 1:
+        return open_[0]
+    if not open_:
+        raise UserError(f"run {run_id} has no step whose outcome is unknown; nothing to "
+                        f"resolve (`keel runs show {run_id}` prints its journal).")
+    raise UserError(f"run {run_id} has {len(open_)} unresolved steps "
+                    f"({', '.join(by_key)}); name one with --step.")
+
+
+def _resolved_data(intent: JournalEntry, outcome: ResolvedOutcome, result: Any,
+                   comment: str | None, by: str) -> Any:
+    """The step's result as the runtime reads it back: a tool result for tool calls and
+    compensations, the value itself for a flow's step."""
+    from keel.tools import ToolResult, render_value
+
+    if intent.kind in _TOOL_KINDS:
+        if outcome == "failed":
+            why = comment or "it did not take effect"
+            return ToolResult.fail("tool_error", f"the call did not happen ({why}; resolved by "
+                                   f"{by})", retryable=False).to_dict()
+        content = (render_value(result) if result is not None
+                   else f"the call succeeded (resolved by {by})")
+        return ToolResult(content=content, value=result).to_dict()
+    if outcome == "failed":
+        raise UserError(f"step {intent.key} is a {intent.kind} step, whose result is a value: it "
+                        "can only be resolved as succeeded with --result; to give the run up, "
+                        f"cancel it (`keel runs cancel`).")
+    return result
+
+
+async def _lease_for_resolve(store: RunStore, run_id: str) -> None:
+    """Hold the run while resolving it: refused if a live worker is continuing it."""
+    try:
+        await store.acquire_lease(run_id, worker_id(), 30.0)
+    except RunLeased as exc:
+        if not holder_is_dead(exc.holder):
+            raise UserError(f"run {run_id} is being continued by worker {exc.holder}; resolve "
+                            "a step only of a run that stopped (`keel runs cancel` stops it)."
+                            ) from None
+        await store.acquire_lease(run_id, worker_id(), 30.0, steal_from=exc.holder)
