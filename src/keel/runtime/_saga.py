@@ -49,7 +49,7 @@ from keel.core import (
     canonical_json,
 )
 from keel.runtime._escalation import build_packet, escalation_task
-from keel.tools import Tool, ToolResult, render_value
+from keel.tools import Tool, ToolResult
 
 if TYPE_CHECKING:
     from keel.runtime._agent import Agent
@@ -239,8 +239,7 @@ async def _compensate_one(agent: Agent[Any], journal: Journal, step: dict[str, A
         if comp.reconcile is None:
             return None
         value = await comp.reconcile(args, ctx)
-        return None if value is None else ToolResult(content=render_value(value),
-                                                     value=value).to_dict()
+        return None if value is None else ToolResult.of(value).to_dict()
 
     await journal.step(
         key, "compensate", comp.name, run, input_hash=_hash(comp.name, args),
