@@ -66,10 +66,6 @@ def task_data(task: HumanTask) -> dict[str, Any]:
     return task.data if isinstance(task.data, dict) else {}
 
 
-def compact(value: Any) -> str:
-    return to_text(value)
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
         else None
@@ -141,7 +137,7 @@ def decided_line(row: Row, *, approve: bool, who: str) -> Text:
     resolution = row.task.resolution if isinstance(row.task.resolution, dict) else {}
     if approve and resolution.get("edited"):
         line.append(" with arguments ")
-        line.append_text(safe(one_line(compact(resolution.get("arguments"))), limit=None))
+        line.append_text(safe(one_line(to_text(resolution.get("arguments"))), limit=None))
     elif not approve:
         line.append("; the model reads your comment and chooses what to do instead")
     return line
@@ -265,7 +261,7 @@ def _task_table(rows: list[Row], now: float, columns: list[Column], width: int) 
 def approvals_table(rows: list[Row], now: float, *, with_status: bool, width: int) -> Table:
     columns = [
         Column("tool", _data_cells(rows, "tool", "?", "bold"), flex=1),
-        Column("arguments", _cells(rows, lambda r: compact(task_data(r.task).get("arguments"))),
+        Column("arguments", _cells(rows, lambda r: to_text(task_data(r.task).get("arguments"))),
                flex=4),
         Column("reason", _data_cells(rows, "reason", ""), flex=3)]
     if with_status:
@@ -403,7 +399,7 @@ def _evidence(data: dict[str, Any]) -> RenderableType:
         head = Text("✗ " if error else "✓ ", style="red" if error else "green")
         head.append_text(safe(str(item.get("tool", "?")), "bold", limit=SHORT))
         head.append(" ")
-        head.append_text(safe(one_line(compact(item.get("arguments"))), limit=None))
+        head.append_text(safe(one_line(to_text(item.get("arguments"))), limit=None))
         lines.append(head)
         content = safe(str(item.get("content", "")), "red" if error else "", limit=LONG)
         lines.append(_indent(content))

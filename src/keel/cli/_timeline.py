@@ -146,8 +146,7 @@ def describe_entry(entry: JournalEntry) -> Text:
                 text = f"{failure.get('error_type', 'error')}: {failure.get('message', '')}"
                 return safe(one_line(text), "red", limit=None)
             return safe(one_line(str(data["content"])), limit=None)
-    return safe(one_line(dumps(data)),
-                limit=None)
+    return safe(one_line(dumps(data)), limit=None)
 
 
 def _model_data(data: dict[str, Any]) -> Text:
