@@ -27,6 +27,8 @@ EXPECTED = [
     "RateLimit", "RateLimited", "RateLimiter", "Retry", "RetryPolicy",
     # replay, fork, diff, export
     "ReplayReport", "RunDiff", "diff_runs", "export_run", "fork_run", "import_run", "replay_run",
+    # the JSON codec (what a value becomes in the journal and the model's view)
+    "to_jsonable",
 ]
 
 

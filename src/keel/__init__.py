@@ -48,6 +48,7 @@ from keel.core import (
     Usage,
     UserError,
     configure_json_logging,
+    to_jsonable,
 )
 from keel.models import Model, resolve_model
 from keel.reliability import (
@@ -171,6 +172,7 @@ __all__ = [
     "replay_run",
     "resolve_escalation",
     "resolve_model",
+    "to_jsonable",
     "tool",
 ]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 from typing import Any
 
 import pytest
@@ -173,11 +175,31 @@ def test_bad_flow_definitions_name_the_part() -> None:
 
 
 async def test_a_step_name_must_be_relative_and_values_json() -> None:
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        when: datetime.date
+
+    store = MemoryStore()
+
+    @flow("plain")
+    async def plain(ctx: FlowContext, input: str) -> Any:
+        return await ctx.step("p", lambda: Point(1, datetime.date(2024, 1, 2)))
+
+    # The step's value is the plain data the journal holds, live and on replay alike.
+    done = await plain.run("go", store=store)
+    assert done.output == {"x": 1, "when": "2024-01-02"}
+    steps = {e.key: e.data for e in await store.read_journal(done.run_id)
+             if e.phase == "result"}
+    assert steps["plain/p"] == {"x": 1, "when": "2024-01-02"}
+
     @flow("bad")
     async def bad(ctx: FlowContext, input: str) -> Any:
-        return await ctx.step("x", lambda: object())
+        loop: list[Any] = []
+        loop.append(loop)
+        return await ctx.step("x", lambda: loop)
 
-    with pytest.raises(Exception, match="JSON-able"):
+    with pytest.raises(Exception, match="cannot be recorded"):
         await bad.run("go", store=MemoryStore())
 
     @flow("worse")

@@ -212,8 +212,10 @@ async def test_flow_context_steps_and_deterministic_helpers() -> None:
     journal = Journal(store, "r", "flow", await store.read_journal("r"),
                       BudgetTracker(__import__("keel").Budget()))
     ctx = FlowContext(journal)
-    with pytest.raises(UserError, match="not JSON"):
-        await ctx.step("bad", lambda: object())
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(UserError, match="cannot be recorded"):
+        await ctx.step("bad", lambda: looped)
     await ctx.step("once", lambda: 1)
     with pytest.raises(UserError, match="used twice"):
         await ctx.step("once", lambda: 2)

@@ -14,8 +14,8 @@ from typing import Any
 
 import typer
 
-from keel.cli._text import Screen, jsonable, to_json
-from keel.core import Divergence, KeelError, RunError, Signal, UserError
+from keel.cli._text import Screen, to_json
+from keel.core import Divergence, KeelError, RunError, Signal, UserError, to_jsonable
 
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
@@ -45,8 +45,8 @@ def report_run_error(screen: Screen, exc: RunError, run_id: str | None) -> None:
     if where:
         screen.note("  " + " · ".join(where), style="red")
     if isinstance(exc, Divergence):
-        screen.note(f"  recorded:  {jsonable(exc.recorded)}", style="dim")
-        screen.note(f"  requested: {jsonable(exc.requested)}", style="dim")
+        screen.note(f"  recorded:  {to_jsonable(exc.recorded)}", style="dim")
+        screen.note(f"  requested: {to_jsonable(exc.requested)}", style="dim")
     if run_id:
         screen.note(f"  see its journal: keel runs show {run_id}", style="dim")
 

@@ -20,9 +20,9 @@ from keel.cli._errors import EXIT_RUN_FAILED, CliError, reported
 from keel.cli._load import Runnable, load_agent
 from keel.cli._options import JsonOption, StoreOption, store_url
 from keel.cli._render import LiveView, result_json, summary_panel
-from keel.cli._text import LONG, SHORT, Screen, safe, show_value, to_json
+from keel.cli._text import LONG, SHORT, Screen, safe, to_json
 from keel.cli._timeline import label_grid
-from keel.core import RunNotFound
+from keel.core import RunNotFound, to_text
 from keel.runtime import Agent, ReplayReport, RunDiff, RunResult, plan_fork
 from keel.store import (
     MAX_EXPORT_BYTES,
@@ -121,14 +121,14 @@ def replay_panel(report: ReplayReport) -> Panel:
     grid.add_row("result", verdict)
     if report.identical:
         if report.status == "completed":
-            grid.add_row("output", safe(show_value(report.recorded_output)))
+            grid.add_row("output", safe(to_text(report.recorded_output, indent=2)))
         elif report.recorded_error:
             grid.add_row("error", _error_text(report.recorded_error))
         return _panel(grid, report)
     if report.status == "completed":
-        grid.add_row("recorded output", safe(show_value(report.recorded_output)))
+        grid.add_row("recorded output", safe(to_text(report.recorded_output, indent=2)))
     if report.replayed_output is not None:
-        grid.add_row("replayed output", safe(show_value(report.replayed_output)))
+        grid.add_row("replayed output", safe(to_text(report.replayed_output, indent=2)))
     if report.recorded_error:
         grid.add_row("recorded error", _error_text(report.recorded_error))
     div = report.divergence
@@ -298,10 +298,11 @@ def diff_renderables(d: RunDiff) -> list[Any]:
                  safe(d.first_divergence, "bold yellow", limit=SHORT) if d.first_divergence
                  else Text("none", style="green"))
     if d.outputs_equal:
-        head.add_row("output", Group(Text("equal", style="green"), safe(show_value(d.output_a))))
+        head.add_row("output", Group(Text("equal", style="green"),
+                                     safe(to_text(d.output_a, indent=2))))
     else:
-        head.add_row("output A", safe(show_value(d.output_a)))
-        head.add_row("output B", safe(show_value(d.output_b)))
+        head.add_row("output A", safe(to_text(d.output_a, indent=2)))
+        head.add_row("output B", safe(to_text(d.output_b, indent=2)))
     title = "same steps and output" if d.identical else "runs differ"
     parts: list[Any] = [Panel(head, title=title, title_align="left", expand=False,
                               border_style="green" if d.identical else "yellow")]

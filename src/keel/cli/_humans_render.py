@@ -8,7 +8,6 @@ through :func:`keel.cli._text.safe`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,8 +19,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from keel.cli._text import LONG, SHORT, jsonable, one_line, safe, show_value
+from keel.cli._text import LONG, SHORT, one_line, safe
 from keel.cli._timeline import label_grid, status_text, when
+from keel.core import to_jsonable, to_text
 from keel.store import HumanTask, RunRecord
 
 
@@ -65,12 +65,6 @@ def _status(task: HumanTask) -> str:
 
 def task_data(task: HumanTask) -> dict[str, Any]:
     return task.data if isinstance(task.data, dict) else {}
-
-
-def compact(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(jsonable(value), ensure_ascii=False, default=str)
 
 
 def _number(value: Any) -> float | None:
@@ -144,7 +138,7 @@ def decided_line(row: Row, *, approve: bool, who: str) -> Text:
     resolution = row.task.resolution if isinstance(row.task.resolution, dict) else {}
     if approve and resolution.get("edited"):
         line.append(" with arguments ")
-        line.append_text(safe(one_line(compact(resolution.get("arguments"))), limit=None))
+        line.append_text(safe(one_line(to_text(resolution.get("arguments"))), limit=None))
     elif not approve:
         line.append("; the model reads your comment and chooses what to do instead")
     return line
@@ -156,7 +150,7 @@ def decided_line(row: Row, *, approve: bool, who: str) -> Text:
 def _outcome_json(row: Row) -> dict[str, Any]:
     """The fields both kinds of task end their JSON with: how it was resolved, and the run."""
     task = row.task
-    return {"resolution": jsonable(task.resolution), "resolved_by": task.resolved_by,
+    return {"resolution": to_jsonable(task.resolution), "resolved_by": task.resolved_by,
             "resolved_at": task.resolved_at,
             "run_status": None if row.run is None else row.run.status}
 
@@ -171,11 +165,11 @@ def approval_json(row: Row, now: float) -> dict[str, Any]:
         "approval_id": task.task_id, "run_id": task.run_id, "agent": data.get("agent"),
         "status": task.status, "queue": task.queue, "tool": data.get("tool"),
         "risk": data.get("risk"), "description": data.get("description"),
-        "arguments": jsonable(data.get("arguments")), "reason": data.get("reason"),
+        "arguments": to_jsonable(data.get("arguments")), "reason": data.get("reason"),
         "thought": data.get("thought"), "step_key": task.step_key,
         "requested_at": task.created_at, "due_at": task.due_at,
         "overdue": _overdue(task, now), "claimed_by": task.claimed_by, **_outcome_json(row),
-        "run_input": None if row.run is None else jsonable(row.run.input),
+        "run_input": None if row.run is None else to_jsonable(row.run.input),
     }
 
 
@@ -186,7 +180,7 @@ def escalation_json(row: Row, now: float) -> dict[str, Any]:
         "queue": task.queue, "step_key": task.step_key, "created_at": task.created_at,
         "due_at": task.due_at, "overdue": _overdue(task, now),
         "claimed_by": task.claimed_by, "claimed_at": task.claimed_at, **_outcome_json(row),
-        "packet": jsonable(task.data),
+        "packet": to_jsonable(task.data),
     }
 
 
@@ -287,7 +281,7 @@ def approvals_table(rows: list[Row], now: float, *, with_status: bool, width: in
     line, left out in a narrow terminal (``show`` prints everything whole)."""
     columns = [
         Column("tool", _data_cells(rows, "tool", "?", "bold"), flex=1),
-        Column("arguments", _cells(rows, lambda r: compact(task_data(r.task).get("arguments"))),
+        Column("arguments", _cells(rows, lambda r: to_text(task_data(r.task).get("arguments"))),
                flex=3, optional=True),
         Column("reason", _data_cells(rows, "reason", ""), flex=3, wrap=True),
         Column("reasoning", _data_cells(rows, "thought", "", "italic"), flex=3,
@@ -343,12 +337,12 @@ def approval_panel(row: Row, now: float) -> Panel:
     grid.add_row("tool", tool)
     if data.get("description"):
         grid.add_row("description", safe(str(data["description"])))
-    grid.add_row("arguments", safe(show_value(data.get("arguments", {})), limit=LONG * 2))
+    grid.add_row("arguments", safe(to_text(data.get("arguments", {}), indent=2), limit=LONG * 2))
     grid.add_row("reason", safe(str(data.get("reason", "")), "yellow"))
     if data.get("thought"):
         grid.add_row("agent's thought", safe(str(data["thought"]), "italic"))
     if row.run is not None:
-        grid.add_row("run input", safe(show_value(row.run.input)))
+        grid.add_row("run input", safe(to_text(row.run.input, indent=2)))
     grid.add_row("step", safe(task.step_key, limit=SHORT))
     grid.add_row("queue", safe(task.queue, limit=SHORT))
     _time_rows(grid, "requested", task, now)
@@ -376,10 +370,10 @@ def escalation_view(row: Row, now: float) -> Group:
     proposal = data.get("proposal")
     parts: list[RenderableType] = [
         _titled(grid, task, "magenta"),
-        _section("request", safe(show_value(data.get("request")))),
+        _section("request", safe(to_text(data.get("request"), indent=2))),
         _section("what the agent did", safe(str(data.get("summary") or "(none)"), limit=None)),
         _section("evidence", _evidence(data)),
-        _section("the agent's proposal", safe(show_value(proposal)) if proposal else
+        _section("the agent's proposal", safe(to_text(proposal, indent=2)) if proposal else
                  Text("(none)", style="dim"))]
     if task.status == "resolved":
         parts.append(_section("decision", _decision_text(task)))
@@ -427,7 +421,7 @@ def _evidence(data: dict[str, Any]) -> RenderableType:
         head = Text("✗ " if error else "✓ ", style="red" if error else "green")
         head.append_text(safe(str(item.get("tool", "?")), "bold", limit=SHORT))
         head.append(" ")
-        head.append_text(safe(one_line(compact(item.get("arguments"))), limit=None))
+        head.append_text(safe(one_line(to_text(item.get("arguments"))), limit=None))
         lines.append(head)
         content = safe(str(item.get("content", "")), "red" if error else "", limit=LONG)
         lines.append(_indent(content))

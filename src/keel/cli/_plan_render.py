@@ -7,13 +7,13 @@ JSON alone, so a run made by another keel version still shows what it can.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich import box
 from rich.table import Table
 
-from keel.cli._text import jsonable, one_line, safe
+from keel.cli._text import one_line, safe
+from keel.core import to_jsonable, to_text
 from keel.store import JournalEntry
 
 _STATUS_STYLE = {"complete": "green", "failed": "red", "in_progress": "cyan",
@@ -34,7 +34,7 @@ def latest_plans(entries: list[JournalEntry]) -> dict[str, dict[str, Any]]:
 
 def plans_json(entries: list[JournalEntry]) -> dict[str, Any]:
     """The newest plans as JSON data (for ``keel runs show --json``)."""
-    return {path: jsonable(plan) for path, plan in latest_plans(entries).items()}
+    return {path: to_jsonable(plan) for path, plan in latest_plans(entries).items()}
 
 
 def plan_tables(entries: list[JournalEntry]) -> list[Table]:
@@ -72,8 +72,7 @@ def _outcome(step: dict[str, Any]) -> Any:
     result = step.get("result")
     if result is None:
         return safe("")
-    text = result if isinstance(result, str) else json.dumps(jsonable(result),
-                                                             ensure_ascii=False, default=str)
+    text = to_text(result)
     shown = safe(one_line(text, _RESULT), limit=None)
     if step.get("surprise"):
         shown.append(f"  (surprise: {one_line(str(step['surprise']), _RESULT)})",

@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from keel.cli._text import LONG, SHORT, Screen, jsonable, one_line, safe, show_value
+from keel.cli._text import LONG, SHORT, Screen, one_line, safe
 from keel.core import (
     ModelTurn,
     Observation,
@@ -18,6 +18,8 @@ from keel.core import (
     StepRecorded,
     ToolCallStarted,
     Usage,
+    to_jsonable,
+    to_text,
 )
 from keel.runtime import FINAL_TOOL, RunResult
 
@@ -170,7 +172,7 @@ def summary_panel(result: RunResult[Any]) -> Panel:
     grid.add_row("steps", steps)
     grid.add_row("tokens", f"{u.input_tokens:,} in · {u.output_tokens:,} out")
     grid.add_row("cost", f"${u.cost_usd:.4f}")
-    grid.add_row("output", safe(show_value(result.output), limit=LONG))
+    grid.add_row("output", safe(to_text(result.output, indent=2), limit=LONG))
     style = STATUS_STYLE.get(result.status, "")
     return Panel(grid, title=f"run {result.status}", title_align="left", border_style=style,
                  expand=False)
@@ -179,5 +181,5 @@ def summary_panel(result: RunResult[Any]) -> Panel:
 def result_json(result: RunResult[Any]) -> dict[str, Any]:
     """What ``keel run --json`` prints."""
     return {"run_id": result.run_id, "agent": result.agent, "status": result.status,
-            "output": jsonable(result.output), "text": result.text, "steps": result.steps,
+            "output": to_jsonable(result.output), "text": result.text, "steps": result.steps,
             "replayed_steps": result.replayed_steps, "usage": result.usage.to_dict()}

@@ -8,14 +8,14 @@ escapes (so ANSI sequences cannot recolour or rewrite the terminal), and long va
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import pydantic
 from rich.console import Console
 from rich.text import Text
+
+from keel.core import dumps
 
 #: Control characters (except newline and tab) and bidirectional overrides.
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -54,28 +54,10 @@ def safe(text: str, style: str = "", limit: int | None = LONG) -> Text:
     return Text(printable(shown), style=style)
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data (pydantic models dumped; anything else as text)."""
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    try:
-        return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
-    except (pydantic.PydanticSchemaGenerationError, TypeError, ValueError):
-        return str(value)
-
-
-def show_value(value: Any) -> str:
-    """A value for humans: text as is, anything else as indented JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(jsonable(value), indent=2, ensure_ascii=False, default=str)
-
-
 def to_json(value: Any) -> str:
-    """JSON for scripts (``--json``): ASCII only, so no byte of it can act on a terminal."""
-    return json.dumps(value, ensure_ascii=True, default=str, indent=2)
+    """JSON for scripts (``--json``): keel's codec, indented, ASCII only, so no byte of it can
+    act on a terminal."""
+    return dumps(value, indent=2, ensure_ascii=True)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from keel.cli._render import STATUS_STYLE, latency_text, usage_text
-from keel.cli._text import LONG, SHORT, jsonable, one_line, safe, show_value
+from keel.cli._text import LONG, SHORT, one_line, safe
+from keel.core import dumps, to_jsonable, to_text
 from keel.runtime import stored_number
 from keel.store import JournalEntry, RunRecord
 
@@ -94,9 +94,9 @@ def record_panel(record: RunRecord) -> Panel:
     grid.add_row("updated", when(record.updated_at))
     grid.add_row("steps", str(steps))
     grid.add_row("usage", usage_text(tin, tout, cost))
-    grid.add_row("input", safe(show_value(record.input), limit=LONG))
+    grid.add_row("input", safe(to_text(record.input, indent=2), limit=LONG))
     if record.status == "completed":
-        grid.add_row("output", safe(show_value(record.output), limit=LONG))
+        grid.add_row("output", safe(to_text(record.output, indent=2), limit=LONG))
     return Panel(grid, title=Text("run ") + safe(record.run_id, limit=SHORT),
                  title_align="left", border_style=STATUS_STYLE.get(record.status, ""),
                  expand=False)
@@ -157,8 +157,7 @@ def describe_entry(entry: JournalEntry) -> Text:
                 text = f"{failure.get('error_type', 'error')}: {failure.get('message', '')}"
                 return safe(one_line(text), "red", limit=None)
             return safe(one_line(str(data["content"])), limit=None)
-    return safe(one_line(json.dumps(jsonable(data), ensure_ascii=False, default=str)),
-                limit=None)
+    return safe(one_line(dumps(data)), limit=None)
 
 
 def _model_data(data: dict[str, Any]) -> Text:
@@ -198,14 +197,14 @@ def record_json(record: RunRecord, entries: list[JournalEntry] | None = None) ->
     """A run (and its journal) as JSON data, for ``--json``."""
     out: dict[str, Any] = {
         "run_id": record.run_id, "agent": record.agent, "status": record.status,
-        "target": record.target, "input": jsonable(record.input),
-        "output": jsonable(record.output), "error": jsonable(record.error),
-        "usage": jsonable(record.usage), "metadata": jsonable(record.metadata),
+        "target": record.target, "input": to_jsonable(record.input),
+        "output": to_jsonable(record.output), "error": to_jsonable(record.error),
+        "usage": to_jsonable(record.usage), "metadata": to_jsonable(record.metadata),
         "created_at": record.created_at, "updated_at": record.updated_at}
     if entries is not None:
         out["journal"] = [
             {"seq": e.seq, "key": e.key, "phase": e.phase, "kind": e.kind, "name": e.name,
-             "latency_ms": e.latency_ms, "created_at": e.created_at, "data": jsonable(e.data)}
+             "latency_ms": e.latency_ms, "created_at": e.created_at, "data": to_jsonable(e.data)}
             for e in entries]
     return out
 

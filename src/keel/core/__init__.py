@@ -1,5 +1,6 @@
-"""L0: messages, usage, ids, the error tree, events and the tool context."""
+"""L0: messages, usage, ids, the JSON codec, the error tree, events and the tool context."""
 
+from keel.core._codec import dumps, to_jsonable, to_text
 from keel.core._context import ToolContext
 from keel.core._errors import (
     ApprovalRequired,
@@ -126,6 +127,7 @@ __all__ = [
     "UserError",
     "canonical_json",
     "configure_json_logging",
+    "dumps",
     "hash_messages",
     "new_run_id",
     "part_from_dict",
@@ -133,4 +135,6 @@ __all__ = [
     "redact",
     "redact_text",
     "stable_hash",
+    "to_jsonable",
+    "to_text",
 ]

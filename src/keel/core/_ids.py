@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from typing import Any
+
+from keel.core._codec import dumps
 
 
 def new_run_id() -> str:
@@ -16,9 +17,9 @@ def new_run_id() -> str:
 
 
 def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces: equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+    """JSON with sorted keys and no spaces: equal values give equal text (any value, by
+    :func:`keel.core.to_jsonable`'s rules; plain data exactly as ``json.dumps`` writes it)."""
+    return dumps(value, sort_keys=True, compact=True)
 
 
 def stable_hash(value: Any) -> str:

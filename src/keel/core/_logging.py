@@ -8,12 +8,12 @@ formatter to your own handler.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from keel.core._codec import dumps, to_jsonable
 from keel.core._redact import redact
 
 STEP_LOGGER = "keel.step"
@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info and record.exc_info[1] is not None:
             out["exception"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return json.dumps(redact(out), default=str, ensure_ascii=False)
+        return dumps(redact(to_jsonable(out)))
 
 
 def configure_json_logging(stream: IO[str] | None = None, level: int = logging.INFO, *,

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from keel.core import BudgetExceeded, ConfigError, RunError
+from keel.core import BudgetExceeded, ConfigError, RunError, to_jsonable
 from keel.runtime import Agent, Budget, Flow, FlowContext, RunResult
 
 Share = Budget | float | None
@@ -175,8 +175,7 @@ class Marketplace(Flow[MarketResult]):
         except RunError as exc:
             return {"bidder": name, "error": f"{type(exc).__name__}: {exc.message}"}
         bid = result.output
-        return {"bidder": name, "bid": bid.model_dump(mode="json")
-                if isinstance(bid, BaseModel) else bid}
+        return {"bidder": name, "bid": to_jsonable(bid)}
 
     def _rank(self, raw: list[dict[str, Any]]) -> dict[str, Any]:
         valid: list[PlacedBid] = []

@@ -23,11 +23,8 @@ Journal, under the flow's path (see docs/patterns/planning.md)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
-
-from pydantic_core import to_jsonable_python
 
 from keel.core import (
     BudgetExceeded,
@@ -38,6 +35,8 @@ from keel.core import (
     Signal,
     ToolContext,
     ToolError,
+    to_jsonable,
+    to_text,
 )
 from keel.patterns._plan import (
     Plan,
@@ -153,7 +152,7 @@ class Planner(Flow[Any]):
             return plan.results()
         done = await ctx.run_agent(self.synthesizer, _synthesis_input(input, plan),
                                    name="synthesize")
-        return to_jsonable_python(done.output)
+        return to_jsonable(done.output)
 
 
 class _Preview(Flow[Any]):
@@ -312,7 +311,7 @@ class _PlanRun:
         inputs = {d: plan.get(d).result for d in step.depends_on}
         result: RunResult[Any] = await self.ctx.run_agent(
             agent, _step_input(self.goal, step, inputs, self.note), name=name, budget=share)
-        return to_jsonable_python(result.output)
+        return to_jsonable(result.output)
 
     async def _call_tool(self, step: PlanStep, name: str) -> Any:
         tool = self.owner.tools[step.tool or ""]
@@ -456,14 +455,14 @@ def _step_input(goal: str, step: PlanStep, inputs: Mapping[str, Any], note: str)
              f"The overall goal: {goal}"]
     if inputs:
         parts.append("Results of the steps this one builds on:\n" + "\n".join(
-            f"- {dep}: {_text(value)}" for dep, value in inputs.items()))
+            f"- {dep}: {to_text(value)}" for dep, value in inputs.items()))
     if note:
         parts.append(f"A person approved the plan with this note: {note}")
     return "\n\n".join(parts)
 
 
 def _synthesis_input(goal: str, plan: Plan) -> str:
-    results = "\n".join(f"- {s.id} ({s.description}): {_text(s.result)}"
+    results = "\n".join(f"- {s.id} ({s.description}): {to_text(s.result)}"
                          for s in plan.steps if s.status == "complete")
     missing = [s.id for s in plan.steps if s.status in ("failed", "skipped")]
     note = f"\n\nSteps that did not complete: {', '.join(missing)}" if missing else ""
@@ -471,7 +470,3 @@ def _synthesis_input(goal: str, plan: Plan) -> str:
             "Write the final answer from these results.")
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)

@@ -19,7 +19,7 @@ import jsonschema
 import pydantic
 from pydantic import BaseModel, Field
 
-from keel.core import ConfigError, KeelError, Message
+from keel.core import ConfigError, KeelError, Message, to_jsonable
 from keel.patterns._workflow import call_user
 from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware
 
@@ -105,7 +105,7 @@ class JsonSchema(Criterion):
             except ValueError as exc:
                 return [_verdict(self.name, False, f"the answer is not valid JSON: {exc}")]
         else:
-            data = pydantic.TypeAdapter(Any).dump_python(candidate, mode="json")
+            data = to_jsonable(candidate)
         errors = sorted(self.validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         problems = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
                     for e in errors]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from keel.core import ConfigError, Message, UserError
+from keel.core import ConfigError, Message, UserError, to_text
 from keel.runtime import Agent, Budget, Flow, FlowContext, check_name
 from keel.store import RunFilter, RunStore
 
@@ -272,8 +272,7 @@ class Routed:
     def text(self) -> str:
         if self.decision.action == "clarify":
             return self.decision.question or ""
-        return self.output if isinstance(self.output, str) else json.dumps(self.output,
-                                                                            default=str)
+        return to_text(self.output)
 
 
 DEFAULT_QUESTION = ("Sorry, I'm not sure I understood. Could you tell me a bit more about "

@@ -27,9 +27,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import pydantic
-
-from keel.core import ConfigError, Message, RunError, Signal, ToolContext, ToolError
+from keel.core import (
+    ConfigError,
+    Message,
+    RunError,
+    Signal,
+    ToolContext,
+    ToolError,
+    to_jsonable,
+)
 from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware, RunResult
 from keel.tools import Tool, tool
 
@@ -118,7 +124,7 @@ class Supervisor(Flow[Any]):
                     f"worker {name!r} failed: {exc.error_type}: {exc.message}",
                     retryable=False, hint="Try another worker, a smaller task, or answer with "
                     "what you have.") from exc
-            output = _plain(result.output)
+            output = to_jsonable(result.output)  # what the lead gets
             if not internals:
                 return output
             return {"output": output, "transcript": transcript(result.messages)}
@@ -135,13 +141,6 @@ def _relative(path: str, step_key: str) -> str:
         raise RunError(f"a delegation at {step_key!r} is outside the supervisor {path!r}",
                        step_key=step_key)
     return step_key[len(path) + 1:]
-
-
-def _plain(output: Any) -> Any:
-    """The worker's output as JSON-able data (what the lead gets)."""
-    if isinstance(output, pydantic.BaseModel):
-        return output.model_dump(mode="json")
-    return output
 
 
 def transcript(messages: Sequence[Message]) -> list[str]:

@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import pydantic
-from pydantic_core import to_jsonable_python
 
-from keel.core import ConfigError, KeelError, RunError, ToolContext
+from keel.core import ConfigError, KeelError, RunError, ToolContext, dumps, to_jsonable
 from keel.patterns._workflow_types import (
     ToolArgs,
     WorstCase,
@@ -55,11 +54,6 @@ class GateFailed(WorkflowError):
     def __init__(self, message: str, *, step: str, reason: str, **kw: Any) -> None:
         super().__init__(message, step=step, **kw)
         self.reason = reason
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON data for a step's input hash or result."""
-    return to_jsonable_python(value, fallback=str)
 
 
 async def call_user(fn: Callable[..., Any], *args: Any) -> Any:
@@ -192,13 +186,15 @@ class Step(Node):
         async def execute() -> Any:
             try:
                 out = await call_user(fn, value)
-                return self._adapter.dump_python(out, mode="json")
+                if self.output_type is Any:  # no declared type: keel's one codec
+                    return to_jsonable(out)
+                return self._adapter.dump_python(out, mode="json")  # validated back below
             except KeelError:
                 raise
             except Exception as exc:
                 raise _failed(ctx, key, self.name, exc) from exc
 
-        data = await ctx.step(key, execute, kind="function", input=jsonable(value),
+        data = await ctx.step(key, execute, kind="function", input=to_jsonable(value),
                               budgeted=True)
         return self._adapter.validate_python(data)
 
@@ -209,13 +205,13 @@ class Step(Node):
         except Exception as exc:
             raise _failed(ctx, key, self.name, exc) from exc
         if not isinstance(text, str):
-            text = pydantic.TypeAdapter(Any).dump_json(jsonable(text)).decode()
+            text = dumps(text, compact=True)
         result = await ctx.run_agent(agent, text, name=key, budget=self.budget)
         return result.output
 
     async def _run_tool(self, ctx: FlowContext, tool: Tool, value: Any, key: str) -> Any:
         try:
-            args = jsonable(value if self.args is None else await call_user(self.args, value))
+            args = to_jsonable(value if self.args is None else await call_user(self.args, value))
         except Exception as exc:
             raise _failed(ctx, key, self.name, exc) from exc
         if not isinstance(args, dict):
@@ -420,7 +416,7 @@ class Branch(Node):
     async def run(self, ctx: FlowContext, value: Any, key: str) -> Any:
         scope = ctx.scope(key)
         label = await scope.step("route", lambda: self._choose(scope, value), kind="decision",
-                                 input=jsonable(value), blocking=False)
+                                 input=to_jsonable(value), blocking=False)
         return await self.routes[label].run(scope, value, label)
 
 
@@ -456,7 +452,7 @@ class Gate(Node):
                         f"{exc})"}
             return {"passed": ok, "reason": "" if ok else self.message}
 
-        data = await ctx.step(key, verdict, kind="gate", input=jsonable(value))
+        data = await ctx.step(key, verdict, kind="gate", input=to_jsonable(value))
         if not data["passed"]:
             raise GateFailed(f"workflow stopped at gate {self.name!r}: {data['reason']}",
                              step=self.name, reason=data["reason"], run_id=ctx.run_id,

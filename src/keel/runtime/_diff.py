@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from keel.core import canonical_json
+from keel.core import canonical_json, dumps
 from keel.runtime._runner import using_store
 from keel.store import JournalEntry, RunRecord, RunStore
 
@@ -251,13 +251,13 @@ def summarize(entry: JournalEntry, intent: JournalEntry | None = None, *,
     elif entry.kind == "tool" and isinstance(entry.data, dict) and "content" in entry.data:
         text = _tool_text(entry.data)
     else:
-        text = _json_text(entry.data)
+        text = dumps(entry.data)
     return _clip(_one_line(text))
 
 
 def _model_text(data: Any) -> str:
     if not isinstance(data, dict) or not isinstance(data.get("parts"), list):
-        return _json_text(data)
+        return dumps(data)
     pieces = []
     for p in data["parts"]:
         if not isinstance(p, dict):
@@ -280,11 +280,7 @@ def _intent_text(entry: JournalEntry) -> str:
     data = entry.data
     if isinstance(data, dict) and "arguments" in data:
         return f"{data.get('tool', entry.name)} {data['arguments']}"
-    return f"{entry.name} {_json_text(data)}"
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return f"{entry.name} {dumps(data)}"
 
 
 def _one_line(text: str) -> str:

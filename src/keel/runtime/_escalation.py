@@ -29,8 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, TypeGuard
 
-import pydantic
-
 from keel.core import (
     BudgetExceeded,
     ConfigError,
@@ -38,7 +36,9 @@ from keel.core import (
     RepeatedFailure,
     TaskConflict,
     UserError,
+    dumps,
     redact,
+    to_text,
 )
 from keel.runtime._approvals import decision_seq
 from keel.store import TERMINAL_STATUSES, HumanTask, JournalEntry, RunRecord, RunStore
@@ -135,7 +135,7 @@ class EscalationPolicy:
         if not self.enabled:
             return None
         if not isinstance(text, str):
-            text = _as_text(text)
+            text = dumps(text)
         for pattern in self._patterns:
             found = pattern.search(text)
             if found is not None:
@@ -166,7 +166,7 @@ class EscalationPolicy:
             return None
         return Escalate(f"confidence {score:.2f} is below the threshold "
                         f"{self.min_confidence:.2f}", trigger="low_confidence",
-                        queue=self.queue, proposal=render_output(output))
+                        queue=self.queue, proposal=to_text(output, indent=2))
 
     def from_failure(self, exc: BaseException) -> Escalate | None:
         """A failure a person can rescue: the agent kept failing, or its budget ran out.
@@ -225,22 +225,6 @@ def read_confidence(output: Any) -> float | None:
     return None
 
 
-def render_output(output: Any) -> str:
-    """An output as text for a person: text as is, anything else as indented JSON."""
-    if isinstance(output, str):
-        return output
-    return _as_text(output, indent=2)
-
-
-def _as_text(value: Any, *, indent: int | None = None) -> str:
-    try:
-        if not isinstance(value, dict | list | int | float | bool | type(None)):
-            value = pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
-        return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
-    except (pydantic.PydanticSchemaGenerationError, TypeError, ValueError):
-        return str(value)
-
-
 def escalation_id(run_id: str, key: str) -> str:
     """Deterministic, so a packet re-made after a crash keeps its id."""
     digest = hashlib.blake2b(f"{run_id}\x00{key}".encode(), digest_size=6).hexdigest()
@@ -268,7 +252,7 @@ def build_packet(record: RunRecord, entries: Sequence[JournalEntry], exc: Escala
 
 def packet_size(packet: Mapping[str, Any]) -> int:
     """The packet's size as stored (UTF-8 JSON bytes)."""
-    return len(json.dumps(packet, ensure_ascii=False, default=str).encode())
+    return len(dumps(packet).encode())
 
 
 def _packet(record: RunRecord, facts: _JournalFacts, exc: Escalate, policy: EscalationPolicy,
@@ -458,7 +442,7 @@ def _bounded(value: Any, limit: int) -> Any:
     """A JSON value kept whole when small, else as clipped text."""
     if isinstance(value, str):
         return _clip(value, limit)
-    text = _as_text(value)
+    text = dumps(value)
     return value if len(text) <= limit else _clip(text, limit)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import random as _random
 import time
 import uuid as _uuid
@@ -28,6 +27,8 @@ from keel.core import (
     Signal,
     UserError,
     stable_hash,
+    to_jsonable,
+    to_text,
 )
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._escalation import EscalationPolicy
@@ -114,8 +115,10 @@ class FlowContext:
     async def step(self, name: str, fn: Callable[[], Any], *, kind: str = "call",
                    input: Any = None, idempotent: bool = True, budgeted: bool = False,
                    blocking: bool = True) -> Any:
-        """Run ``fn`` once for this run, keyed ``<path>/<name>``, and return its JSON-able
-        result; a resumed or replayed run gets the recorded value without calling ``fn``.
+        """Run ``fn`` once for this run, keyed ``<path>/<name>``, and return its result as
+        plain JSON data (:func:`keel.core.to_jsonable`: a dataclass or pydantic model becomes a
+        dict, a date its ISO text, a set a sorted list), the same value a resumed or replayed
+        run gets back from the journal without calling ``fn``.
 
         An ``async def`` is awaited on the event loop. A plain function runs in a worker
         thread (like a sync tool), so a slow one does not stall the run's other branches or
@@ -128,11 +131,10 @@ class FlowContext:
         async def run() -> Any:
             out = await _call(fn, blocking)
             try:
-                json.dumps(out)
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"step {key!r} returned {type(out).__name__}, which is not "
-                                "JSON-able; return plain data from a flow step") from exc
-            return out
+                return to_jsonable(out)
+            except ValueError as exc:  # a value that contains itself
+                raise UserError(f"step {key!r} returned {type(out).__name__}, which cannot be "
+                                f"recorded ({exc}); return plain data from a flow step") from exc
 
         value, _ = await self.journal.step(
             key, kind, name.rsplit("/", 1)[-1].split("#", 1)[0], run,
@@ -273,15 +275,9 @@ def _merged(errors: list[BaseException]) -> BaseException:
 async def _finish(flow: Flow[Any], ctx: FlowContext, output: Any) -> RunResult[Any]:
     tracker = ctx.journal.budget
     return RunResult(run_id=ctx.run_id, agent=flow.name, output=output,
-                     text=output if isinstance(output, str) else _text(output),
+                     text=to_text(output),
                      usage=tracker.usage, steps=tracker.steps)
 
-
-def _text(output: Any) -> str:
-    try:
-        return json.dumps(output, default=str)
-    except (TypeError, ValueError):
-        return str(output)
 
 
 class _FlowDriver:

@@ -57,7 +57,7 @@ from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, RetryHook, ToolCallInput
 from keel.runtime._result import RunResult
 from keel.store import JournalEntry, RunRecord
-from keel.tools import ToolResult, Toolset, render_value
+from keel.tools import ToolResult, Toolset
 
 if TYPE_CHECKING:
     from keel.core import ModelSettings
@@ -398,7 +398,7 @@ class AgentLoop:
                 value = await hook(args, ctx)
                 if value is None:
                     return None
-                return ToolResult(content=render_value(value), value=value).to_dict()
+                return ToolResult.of(value).to_dict()
 
             reconcile = reconcile_call
         return await self.journal.step(

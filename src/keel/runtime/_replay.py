@@ -39,6 +39,7 @@ from keel.core import (
     UserError,
     new_run_id,
     redact_text,
+    to_jsonable,
 )
 from keel.models import Model
 from keel.runtime._budget import BudgetTracker
@@ -49,7 +50,6 @@ from keel.runtime._loop import model_name
 from keel.runtime._result import RunResult
 from keel.runtime._runner import (
     Runnable,
-    _jsonable,
     unreceived,
     using_store,
 )
@@ -145,7 +145,7 @@ async def replay_journal(agent: Runnable, record: RunRecord,
     outcome = _Outcome()
     try:
         result = await loop.run(str(record.input))
-        outcome.output = _jsonable(result.output)
+        outcome.output = to_jsonable(result.output)
         outcome.completed = True
     except Handoff as exc:  # as the runner records it
         outcome.error = unreceived(exc, record.run_id)

@@ -9,8 +9,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import pydantic
-
 from keel.core import (
     ApprovalRequired,
     DeadlineExceeded,
@@ -28,6 +26,7 @@ from keel.core import (
     UserError,
     new_run_id,
     redact,
+    to_jsonable,
 )
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._forks import fork_trusted_seq
@@ -212,7 +211,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
         keeper.held.pop(record.run_id, None)  # no cancel may hit the final write
         ended = True
         await store.finish_run(record.with_status(
-            "completed", output=_jsonable(result.output), updated_at=time.time(),
+            "completed", output=to_jsonable(result.output), updated_at=time.time(),
             usage=_totals(tracker), error=None), journal.take_pending(), lease=worker_id())
     finally:
         await keeper.release(hold, in_store=not ended)
@@ -387,29 +386,3 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
             usage=_totals(tracker)), entries, lease=worker_id()))
     except Exception:  # the original failure matters more than a failed status write
         return
-
-
-_PLAIN = frozenset({str, int, float, bool, type(None)})
-
-
-def _jsonable(value: Any) -> Any:
-    if type(value) in _PLAIN:
-        return value
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
-    try:
-        return _adapter(type(value)).dump_python(value, mode="json")
-    except (pydantic.PydanticSchemaGenerationError, TypeError, ValueError):
-        return str(value)
-
-
-_ADAPTERS: dict[type[Any], pydantic.TypeAdapter[Any]] = {}
-
-
-def _adapter(kind: type[Any]) -> pydantic.TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(kind)
-    if adapter is None:
-        if len(_ADAPTERS) > 256:
-            _ADAPTERS.clear()
-        adapter = _ADAPTERS[kind] = pydantic.TypeAdapter(kind)
-    return adapter

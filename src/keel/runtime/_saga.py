@@ -49,7 +49,7 @@ from keel.core import (
     canonical_json,
 )
 from keel.runtime._escalation import build_packet, escalation_task
-from keel.tools import Tool, ToolResult, Toolset, render_value
+from keel.tools import Tool, ToolResult, Toolset
 
 if TYPE_CHECKING:
     from keel.runtime._escalation import EscalationPolicy
@@ -254,8 +254,7 @@ async def _compensate_one(agent: SagaAgent, journal: Journal, step: dict[str, An
         if comp.reconcile is None:
             return None
         value = await comp.reconcile(args, ctx)
-        return None if value is None else ToolResult(content=render_value(value),
-                                                     value=value).to_dict()
+        return None if value is None else ToolResult.of(value).to_dict()
 
     await journal.step(
         key, "compensate", comp.name, run, input_hash=_hash(comp.name, args),

@@ -284,16 +284,16 @@ def _resolved_data(intent: JournalEntry, outcome: ResolvedOutcome, result: Any,
                    comment: str | None, by: str) -> Any:
     """The step's result as the runtime reads it back: a tool result for tool calls and
     compensations, the value itself for a flow's step."""
-    from keel.tools import ToolResult, render_value
+    from keel.tools import ToolResult
 
     if intent.kind in _TOOL_KINDS:
         if outcome == "failed":
             why = comment or "it did not take effect"
             return ToolResult.fail("tool_error", f"the call did not happen ({why}; resolved by "
                                    f"{by})", retryable=False).to_dict()
-        content = (render_value(result) if result is not None
-                   else f"the call succeeded (resolved by {by})")
-        return ToolResult(content=content, value=result).to_dict()
+        if result is None:
+            return ToolResult(content=f"the call succeeded (resolved by {by})").to_dict()
+        return ToolResult.of(result).to_dict()
     if outcome == "failed":
         raise UserError(f"step {intent.key} is a {intent.kind} step, whose result is a value: it "
                         "can only be resolved as succeeded with --result; to give the run up, "

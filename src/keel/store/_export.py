@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from keel.core import StoreError, StoreVersionError, new_run_id
+from keel.core import StoreError, StoreVersionError, dumps, new_run_id
 from keel.store._base import SCHEMA_VERSION, JournalEntry, RunRecord, RunStatus, RunStore
 
 EXPORT_FORMAT = "keel.run"
@@ -109,7 +109,7 @@ async def export_run(store: RunStore, run_id: str) -> dict[str, Any]:
         "journal": [{f: getattr(e, f) for f in ENTRY_FIELDS} for e in entries],
     }
     try:  # a copy in plain JSON: tuples become lists, and nothing aliases the store's objects
-        copied: dict[str, Any] = json.loads(json.dumps(doc, allow_nan=False, default=str))
+        copied: dict[str, Any] = json.loads(dumps(doc, allow_nan=False))
     except ValueError as exc:
         raise StoreError(f"run {run_id} cannot be exported as JSON: {exc} (a payload holds "
                          "NaN or Infinity).") from None

@@ -11,19 +11,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from keel.core import StoreError
+from keel.core import StoreError, dumps
 from keel.store._base import HumanTask, JournalEntry, RunRecord
-
-# Built once: json.dumps with options builds a new encoder on every call. ``default=str``
-# as the SQLite store, so both durable backends store the same thing.
-_ENCODE = json.JSONEncoder(ensure_ascii=True, default=str).encode
 
 Row = tuple[Any, ...]
 
 
 def _dumps(value: Any, what: str) -> str:
     try:
-        return _ENCODE(value)
+        return dumps(value, ensure_ascii=True)  # keel's codec, as the SQLite store
     except (TypeError, ValueError) as exc:
         raise StoreError(f"cannot store {what}: it is not JSON-able ({exc}).") from None
 

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from keel.core import StoreError
+from keel.core import dumps as codec_dumps
 from keel.store._base import HumanTask, JournalEntry, RunRecord, TaskFilter
 
 Row = tuple[Any, ...]
@@ -97,19 +98,14 @@ def list_tasks_sql(f: TaskFilter) -> tuple[str, list[Any]]:
 
 # ---------------------------------------------------------------------------- encoding
 
-# Built once: json.dumps with options builds a new encoder on every call.
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
-_ENCODE_ASCII = json.JSONEncoder(ensure_ascii=True, default=str).encode
-
-
 def dumps(value: Any) -> str:
-    """JSON text for a value; raises TypeError/ValueError for what JSON cannot hold."""
-    text = _ENCODE(value)
+    """JSON text for a value (keel's codec); raises ValueError for what JSON cannot hold."""
+    text = codec_dumps(value)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: escape it, json.loads restores it
-            text = _ENCODE_ASCII(value)
+            text = codec_dumps(value, ensure_ascii=True)
     return text
 
 

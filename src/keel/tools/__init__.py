@@ -1,5 +1,7 @@
 """L1: the Tool seam, ``@tool``, schemas and validation, metadata and tool sets."""
 
+import warnings
+
 from keel.tools._result import ErrorType, ToolFailure, ToolResult
 from keel.tools._tool import (
     DEFAULT_OUTPUT_LIMIT,
@@ -10,7 +12,6 @@ from keel.tools._tool import (
     Risk,
     Tool,
     ToolMeta,
-    render_value,
     tool,
 )
 from keel.tools._toolset import Toolset
@@ -28,6 +29,16 @@ __all__ = [
     "ToolMeta",
     "ToolResult",
     "Toolset",
-    "render_value",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "render_value":  # deprecated: one release, then removed
+        from keel.core import to_text
+
+        warnings.warn("keel.tools.render_value is deprecated; use keel.core.to_text (the "
+                      "same rendering every part of keel uses)", DeprecationWarning,
+                      stacklevel=2)
+        return to_text
+    raise AttributeError(f"module 'keel.tools' has no attribute {name!r}")

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from keel.core import to_jsonable, to_text
+
 ErrorType: TypeAlias = Literal[
     "unknown_tool",
     "permission_denied",
@@ -79,6 +81,14 @@ class ToolResult:
     @property
     def is_error(self) -> bool:
         return self.failure is not None
+
+    @classmethod
+    def of(cls, value: Any) -> ToolResult:
+        """The result of a call that returned ``value``: ``value`` becomes plain JSON data
+        (:func:`keel.core.to_jsonable`), and the model sees that data as text
+        (:func:`keel.core.to_text`), so the journal and the model agree."""
+        data = to_jsonable(value)
+        return cls(content=to_text(data), value=data)
 
     @classmethod
     def fail(cls, error_type: ErrorType, message: str, *, retryable: bool,

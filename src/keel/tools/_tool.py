@@ -111,39 +111,6 @@ class Tool(ABC):
     async def call(self, arguments: str | dict[str, Any], ctx: ToolContext) -> ToolResult: ...
 
 
-_SCALARS = (int, float, bool, type(None))
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def render_value(value: Any) -> str:
-    """How a return value is shown to the model."""
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]
-    if kind is int:
-        return str(value)
-    if kind in _SCALARS:
-        return json.dumps(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def jsonable(value: Any) -> Any:
-    if type(value) in _JSON_SCALARS:
-        return value
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    try:
-        return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def limit_output(content: str, limit: int, tool_name: str) -> tuple[str, bool]:
     if len(content) <= limit:
         return content, False
@@ -253,8 +220,9 @@ class FunctionTool(Tool):
             return ToolResult.fail("tool_error", f"{name} failed: {type(exc).__name__}: {exc}",
                                    retryable=False,
                                    transient="exception" if is_transient(exc) else None)
-        content, cut = limit_output(render_value(value), self.meta.output_limit, name)
-        return ToolResult(content=content, value=jsonable(value), truncated=cut)
+        result = ToolResult.of(value)  # the journal and the model see the same data
+        content, cut = limit_output(result.content, self.meta.output_limit, name)
+        return ToolResult(content=content, value=result.value, truncated=cut) if cut else result
 
     async def _invoke(self, kwargs: dict[str, Any]) -> Any:
         if self._is_async:
