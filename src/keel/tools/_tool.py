@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -25,6 +24,7 @@ from keel.core import (
 from keel.tools._docstring import parse_docstring
 from keel.tools._eager import await_with_timeout
 from keel.tools._result import ToolResult
+from keel.tools._threads import run_in_worker
 
 Risk: TypeAlias = Literal["read", "write", "irreversible"]
 RISKS: tuple[Risk, ...] = ("read", "write", "irreversible")
@@ -62,6 +62,12 @@ class ToolMeta:
     #: docs/sagas.md). It is called with those of the original call's arguments it declares
     #: (by name) plus ``result``, the original call's return value, if it declares that.
     compensate: Tool | None = None
+    #: For a plain ``def`` function: whether it may block (wait on I/O, a lock, a sleep, or
+    #: compute for long), so it runs in a worker thread and the event loop goes on meanwhile
+    #: (True, the default); or it returns at once, so it is called on the event loop itself,
+    #: which is cheaper but holds every other run until it returns and cannot be stopped by
+    #: ``timeout`` (False). An ``async def`` tool always runs on the event loop.
+    blocking: bool = True
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
@@ -182,7 +188,8 @@ def _format_validation_error(err: pydantic.ValidationError) -> str:
 
 
 class FunctionTool(Tool):
-    """A tool made from a typed Python function (sync functions run in a worker thread)."""
+    """A tool made from a typed Python function (``def`` functions run in a worker thread
+    unless declared ``blocking=False``; see :attr:`ToolMeta.blocking`)."""
 
     def __init__(self, fn: Callable[..., Any], meta: ToolMeta, *,
                  validators: Sequence[ArgValidator] = (),
@@ -192,6 +199,7 @@ class FunctionTool(Tool):
         self.validators = tuple(validators)
         self.reconcile = reconcile
         self._is_async = inspect.iscoroutinefunction(fn)
+        self._inline = not self._is_async and not meta.blocking
         self._args_model, self._ctx_param = _build_args_model(fn, meta.name)
         self._param_docs = parse_docstring(fn.__doc__ or "")[1]
         try:
@@ -236,7 +244,13 @@ class FunctionTool(Tool):
         if self._ctx_param:
             kwargs[self._ctx_param] = ctx
         try:
-            value = await await_with_timeout(self._invoke(kwargs), self.meta.timeout)
+            if self._inline:
+                value = self.fn(**kwargs)
+            elif self._is_async:
+                value = await await_with_timeout(self.fn(**kwargs), self.meta.timeout)
+            else:
+                value = await run_in_worker(functools.partial(self.fn, **kwargs),
+                                            self.meta.timeout)
         except TimeoutError:
             return ToolResult.fail(
                 "timeout", f"{name} did not finish within {self.meta.timeout} s", retryable=True,
@@ -255,11 +269,6 @@ class FunctionTool(Tool):
                                    transient="exception" if is_transient(exc) else None)
         content, cut = limit_output(render_value(value), self.meta.output_limit, name)
         return ToolResult(content=content, value=jsonable(value), truncated=cut)
-
-    async def _invoke(self, kwargs: dict[str, Any]) -> Any:
-        if self._is_async:
-            return await self.fn(**kwargs)
-        return await asyncio.to_thread(functools.partial(self.fn, **kwargs))
 
     async def _run_validators(self, model: pydantic.BaseModel) -> ToolResult | None:
         for check in self.validators:
@@ -326,7 +335,7 @@ def tool(*, name: str | None = ..., description: str | None = ..., group: str = 
          timeout: float | None = ..., output_limit: int = ..., run_alone: bool = ...,
          validators: Sequence[ArgValidator] = ..., reconcile: Reconciler | None = ...,
          approval: bool | Callable[[dict[str, Any]], bool] | None = ...,
-         compensate: Tool | Callable[..., Any] | None = ...,
+         compensate: Tool | Callable[..., Any] | None = ..., blocking: bool = ...,
          ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -337,7 +346,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          run_alone: bool = False, validators: Sequence[ArgValidator] = (),
          reconcile: Reconciler | None = None,
          approval: bool | Callable[[dict[str, Any]], bool] | None = None,
-         compensate: Tool | Callable[..., Any] | None = None,
+         compensate: Tool | Callable[..., Any] | None = None, blocking: bool = True,
          ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Turn a typed function (sync or async) into a :class:`Tool`.
 
@@ -348,7 +357,10 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     re-runs a non-idempotent tool whose outcome is unknown. ``approval`` says whether a call
     needs a human's decision first (see :attr:`ToolMeta.approval`). ``compensate`` is the
     tool (or a typed function, made a ``write`` tool) that undoes a completed call if the run
-    fails (see :attr:`ToolMeta.compensate` and docs/sagas.md).
+    fails (see :attr:`ToolMeta.compensate` and docs/sagas.md). A plain ``def`` function runs
+    in a worker thread; ``blocking=False`` says it returns at once (no I/O, no waiting), so
+    it is called on the event loop, without the thread hop (see :attr:`ToolMeta.blocking`
+    and docs/tools.md).
     """
 
     def build(f: Callable[..., Any]) -> FunctionTool:
@@ -361,7 +373,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             group=group, risk=risk, scopes=frozenset(scopes),
             idempotent=(risk == "read") if idempotent is None else idempotent,
             timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
-            compensate=_compensation(compensate))
+            compensate=_compensation(compensate), blocking=blocking)
         built = FunctionTool(f, meta, validators=validators, reconcile=reconcile)
         if meta.compensate is not None:
             _check_compensation(built, meta.compensate)
