@@ -40,7 +40,7 @@ class _Pool:
 
     def __init__(self) -> None:
         self.queue: SimpleQueue[_Item] = SimpleQueue()
-        self.idle = threading.Semaphore(0)  # released by a worker as it starts waiting
+        self.idle = threading.Semaphore(0)  # released by a worker each time it is free again
         self.lock = threading.Lock()
         self.threads = 0
 
@@ -55,8 +55,7 @@ class _Pool:
 
     def _work(self) -> None:
         get, idle = self.queue.get, self.idle
-        while True:
-            idle.release()
+        while True:  # a new thread takes the item that started it, so idle only after one
             fn, ctx, loop, fut = get()
             try:
                 value, error = ctx.run(fn), None
@@ -64,6 +63,7 @@ class _Pool:
                 value, error = None, exc
             _deliver(loop, fut, value, error)
             del fn, ctx, loop, fut, value, error  # no reference outlives the call
+            idle.release()
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], value: Any,
