@@ -24,6 +24,7 @@ from bench.common import (
     RunFn,
     check,
     lookup,
+    lookup_def,
     make_sleeper,
     sleeper_names,
     turn_of,
@@ -132,29 +133,50 @@ def scripted_model(steps: int, delay: float) -> ScriptedModel:
     return ScriptedModel(script, delay=delay)
 
 
+#: How the benchmarked ``lookup`` tool is written: ``async def``, a plain ``def`` (run in a
+#: worker thread), or a plain ``def`` declared ``blocking=False`` (called on the event loop).
+TOOL_KINDS = {"async": "async def tool", "def": "def tool", "inline": "def tool, blocking=False"}
+_JOURNALS = {"memory": "in-memory journal", "sqlite": "SQLite journal",
+             "default": "no store=: default SQLite store"}
+
+
 class Keel:
-    """keel with a given journal (``memory`` or ``sqlite``) and model (``bench`` or
-    ``scripted``); ``default_middleware=False`` drops the defaults (Retry, CircuitBreaker)."""
+    """keel with a given journal (``memory``, ``sqlite``, or ``default``: no ``store=``, so
+    the default SQLite store, pointed at a temporary file through ``KEEL_STORE``), model
+    (``bench`` or ``scripted``) and tool kind (see :data:`TOOL_KINDS`);
+    ``default_middleware=False`` drops the defaults (Retry, CircuitBreaker)."""
 
     def __init__(self, journal: str = "memory", model: str = "bench", *,
-                 default_middleware: bool = True) -> None:
+                 default_middleware: bool = True, tool: str = "async") -> None:
         self.journal = journal
         self.model = model
         self.default_middleware = default_middleware
         suffix = "" if model == "bench" else ", ScriptedModel"
-        self.name = f"keel ({'in-memory' if journal == 'memory' else 'SQLite'} journal{suffix})"
+        self.name = f"keel ({_JOURNALS[journal]}, {TOOL_KINDS[tool]}{suffix})"
         if not default_middleware:
-            self.name = "keel, no default middleware"
-        self.tool = keel.tool(lookup)
+            self.name = f"keel, no default middleware ({TOOL_KINDS[tool]})"
+        self.tool_kind = tool
+        self.tool = (keel.tool(lookup) if tool == "async"
+                     else keel.tool(name="lookup", blocking=tool != "inline")(lookup_def))
 
     @asynccontextmanager
-    async def _store(self) -> AsyncIterator[keel.RunStore]:
+    async def _store(self) -> AsyncIterator[keel.RunStore | None]:
         if self.journal == "memory":
             yield keel.MemoryStore()
             return
         with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
             # four slashes: an absolute path (``sqlite:///x.db`` is relative to the cwd)
-            store = keel.open_store("sqlite:///" + os.path.join(tmp, "runs.db"))
+            url = "sqlite:///" + os.path.join(tmp, "runs.db")
+            if self.journal == "default":
+                before = os.environ.get("KEEL_STORE")
+                os.environ["KEEL_STORE"] = url
+                try:
+                    yield None  # agent.run(...) without store=
+                finally:
+                    _restore("KEEL_STORE", before)
+                    _close_kept()
+                return
+            store = keel.open_store(url)
             try:
                 yield store
             finally:
@@ -198,31 +220,69 @@ class Keel:
             yield run
 
 
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def _close_kept() -> None:
+    """Close the default stores keel keeps open (the temporary file goes next)."""
+    try:
+        from keel.runtime._kept_stores import close_kept
+    except ImportError:  # a keel that opens and closes the default store around each run
+        return
+    close_kept()
+
+
 def keel_frameworks() -> dict[str, Any]:
-    """The keel-side frameworks by key (the floor first)."""
-    return {"floor": Floor(), "keel": Keel("memory"), "keel-sqlite": Keel("sqlite"),
+    """The keel-side frameworks by key (the floor first). ``keel-default`` is the path most
+    users take: a plain ``def`` tool, no ``store=``, every default on."""
+    return {"floor": Floor(), "keel": Keel("memory"), "keel-def": Keel("memory", tool="def"),
+            "keel-inline": Keel("memory", tool="inline"), "keel-sqlite": Keel("sqlite"),
+            "keel-default": Keel("default", tool="def"),
             "keel-scripted": Keel("memory", "scripted")}
 
 
-# ------------------------------------------------- the cost of the default middleware
+# ----------------------------------------------- tool kinds, store=, default middleware
 
 
 def main() -> None:
-    """``python -m bench.bench_keel``: per-step cost of the default middleware (Retry and
-    CircuitBreaker), keel with the defaults against ``Agent(default_middleware=False)`` and
-    the floor, in this process, interleaved (steps benchmark only)."""
+    """``python -m bench.bench_keel [--quick]``: per-step cost of keel's variants in this
+    process, interleaved (steps benchmark only): the async tool against a plain ``def`` tool
+    (worker thread) and one declared ``blocking=False``, ``store=`` a MemoryStore / an SQLite
+    store against no ``store=`` (the default SQLite store), and the default middleware
+    (Retry, CircuitBreaker) against ``default_middleware=False``. The ratios are to the
+    async-tool, in-memory run of the same size, measured alongside."""
+    import sys
+
     from bench.timing import SuiteConfig, run_suites
 
-    fws = {"floor": Floor(), "keel": Keel("memory"),
-           "keel-nodefault": Keel("memory", default_middleware=False)}
-    cfg = SuiteConfig(sizes=(10, 100, 1000), repeats=9, benches=("steps",))
+    fws: dict[str, Any] = {
+        "floor": Floor(), "keel": Keel("memory"), "keel-def": Keel("memory", tool="def"),
+        "keel-inline": Keel("memory", tool="inline"),
+        "keel-nodefault": Keel("memory", default_middleware=False),
+        "keel-sqlite": Keel("sqlite"), "keel-sqlite-def": Keel("sqlite", tool="def"),
+        "keel-default": Keel("default", tool="def")}
+    quick = "--quick" in sys.argv[1:]
+    cfg = (SuiteConfig(sizes=(1, 10), repeats=2, warmup_s=0.1, benches=("steps",)) if quick
+           else SuiteConfig(sizes=(1, 10, 100, 1000), repeats=9, benches=("steps",)))
     out = asyncio.run(run_suites(fws, cfg))
-    print(f"{'steps':>6} {'floor':>9} {'keel':>9} {'no defaults':>12} {'defaults cost':>14}"
-          "  (µs per step, wall)")
-    for n in cfg.sizes:
-        floor, on, off = (out[k]["steps"][n].wall / n * 1e6
-                          for k in ("floor", "keel", "keel-nodefault"))
-        print(f"{n:>6} {floor:>9.1f} {on:>9.1f} {off:>12.1f} {on - off:>14.1f}")
+    print("µs per step (wall, median of interleaved batches); in brackets: × the async-tool,"
+          " in-memory run of the same size")
+    print(f"{'':58}" + "".join(f"{n:>16}" for n in cfg.sizes))
+    for key, fw in fws.items():
+        cells = []
+        for n in cfg.sizes:
+            mine, base = out[key]["steps"][n].wall, out["keel"]["steps"][n].wall
+            cells.append(f"{mine / n * 1e6:>8.1f} ({mine / base:4.2f}×)")
+        print(f"{fw.name:58}" + "".join(f"{c:>16}" for c in cells))
+    for key in ("keel", "keel-def", "keel-inline"):
+        over = [(out[key]["steps"][n].wall - out["floor"]["steps"][n].wall) / n * 1e6
+                for n in cfg.sizes]
+        print(f"overhead over the floor, {fws[key].name}, µs per step: "
+              + ", ".join(f"{n} steps {v:.1f}" for n, v in zip(cfg.sizes, over, strict=True)))
 
 
 if __name__ == "__main__":

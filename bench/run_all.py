@@ -41,7 +41,8 @@ MEMORY_KEYS = ("floor", "keel", "langgraph", "pydantic-ai", "openai-agents")
 #: Concurrent runs in the memory measurement of the other frameworks (1000 for keel and the
 #: floor): their 1000-run batches take 20-40 s each, and tracemalloc slows them further.
 OTHERS_MEMORY_RUNS = 200
-KEEL_SIDE = ("floor", "keel", "keel-sqlite", "keel-scripted")
+KEEL_SIDE = ("floor", "keel", "keel-def", "keel-inline", "keel-sqlite", "keel-default",
+             "keel-scripted")
 #: The longest single run of another framework we wait for (their 1000-step runs can take
 #: minutes: the work per step grows with the length of the conversation).
 RUN_CAP_S = 40.0
@@ -76,8 +77,10 @@ def all_frameworks(only_keel: bool) -> tuple[dict[str, Any], dict[str, str]]:
 
 def suite_plan(key: str) -> tuple[str, ...]:
     """Which benches each framework runs (variants of keel and LangGraph: steps only)."""
-    if key in ("keel-sqlite", "keel-scripted", "langgraph-saver"):
+    if key in ("keel-sqlite", "keel-default", "keel-scripted", "langgraph-saver"):
         return ("steps",)
+    if key in ("keel-def", "keel-inline"):
+        return ("steps", "concurrent")
     return ("steps", "concurrent", "parallel")
 
 

@@ -5,6 +5,7 @@ sane numbers under the right keys, and that the runs they time are correct."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -183,3 +184,16 @@ def test_run_all_keeps_the_patterns_section_it_did_not_measure(tmp_path: Path) -
     update_doc(str(doc), kept, markers=MARKERS)
     text = doc.read_text()
     assert text.index("figures") < text.index("## Caveats") and "regenerated" in text
+
+
+@pytest.mark.parametrize(("journal", "kind"), [("memory", "def"), ("memory", "inline"),
+                                               ("default", "def"), ("sqlite", "def")])
+async def test_keel_tool_kinds_and_the_default_store_run_the_workload(
+        journal: str, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_STORE", "sqlite:////nonexistent-dir/should-not-be-used.db")
+    fw = Keel(journal, tool=kind)
+    assert fw.tool.meta.blocking is (kind == "def")
+    async with fw.step_run(3) as run:
+        await run()  # checks output == "done" and steps == 2 * 3 + 1
+        await run()
+    assert os.environ["KEEL_STORE"] == "sqlite:////nonexistent-dir/should-not-be-used.db"
