@@ -247,42 +247,93 @@ def keel_frameworks() -> dict[str, Any]:
 
 # ----------------------------------------------- tool kinds, store=, default middleware
 
+#: The section of docs/benchmarks.md this benchmark writes (``--update-doc``).
+MARKERS = ("<!-- tool-kinds:start -->", "<!-- tool-kinds:end -->")
+
+
+def variants() -> dict[str, Any]:
+    """keel's variants compared by :func:`main`, the baseline (``keel``) first after the
+    floor."""
+    return {"floor": Floor(), "keel": Keel("memory"), "keel-def": Keel("memory", tool="def"),
+            "keel-inline": Keel("memory", tool="inline"),
+            "keel-nodefault": Keel("memory", default_middleware=False),
+            "keel-sqlite": Keel("sqlite"), "keel-sqlite-def": Keel("sqlite", tool="def"),
+            "keel-default": Keel("default", tool="def")}
+
+
+def variants_table(out: dict[str, Any], names: dict[str, str], sizes: Sequence[int],
+                   cpu: bool = False) -> list[str]:
+    """Markdown rows: µs per step of each variant, × the baseline's run in brackets."""
+    def per_step(key: str, n: int) -> float:
+        t = out[key]["steps"][n]
+        return float(t.cpu if cpu else t.wall)
+
+    lines = ["| variant | " + " | ".join(f"{n} steps" for n in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for key, name in names.items():
+        cells = [f"{per_step(key, n) / n * 1e6:,.1f} "
+                 f"({per_step(key, n) / per_step('keel', n):.2f}×)" for n in sizes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def doc_section(out: dict[str, Any], names: dict[str, str], sizes: Sequence[int]) -> str:
+    import datetime as dt
+    import platform
+    import sys
+
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
+    return "\n".join([
+        MARKERS[0], "", "## Tool kinds and `store=`", "",
+        f"From `python -m bench.bench_keel --update-doc docs/benchmarks.md` ({when}, Python "
+        f"{sys.version.split()[0]}, {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{load:.1f}); its own run, separate from the figures above. The same step runs as "
+        "above, every variant timed interleaved in one process; each figure is µs per step "
+        "(whole run ÷ steps, median), and in brackets the run time × the baseline's: keel "
+        "with an `async def` tool and a `MemoryStore` passed as `store=`. *def tool*: the "
+        "same tool written as a plain `def` (a worker thread per call); *blocking=False*: "
+        "that `def` declared `@tool(blocking=False)` (called on the event loop); *no store=*: "
+        "`agent.run(\"go\")` without `store=`, so the default SQLite store (kept open "
+        "between runs). The ratios are what to read when the machine is shared.", "",
+        "### Wall clock", "", *variants_table(out, names, sizes), "",
+        "### CPU time of the process (all threads)", "",
+        *variants_table(out, names, sizes, cpu=True), "", MARKERS[1], ""])
+
 
 def main() -> None:
-    """``python -m bench.bench_keel [--quick]``: per-step cost of keel's variants in this
-    process, interleaved (steps benchmark only): the async tool against a plain ``def`` tool
-    (worker thread) and one declared ``blocking=False``, ``store=`` a MemoryStore / an SQLite
-    store against no ``store=`` (the default SQLite store), and the default middleware
-    (Retry, CircuitBreaker) against ``default_middleware=False``. The ratios are to the
-    async-tool, in-memory run of the same size, measured alongside."""
-    import sys
+    """``python -m bench.bench_keel [--quick] [--update-doc PATH]``: per-step cost of keel's
+    variants (:func:`variants`) in this process, interleaved (steps benchmark only): the async
+    tool against a plain ``def`` tool (worker thread) and one declared ``blocking=False``,
+    ``store=`` a MemoryStore / an SQLite store against no ``store=`` (the default SQLite
+    store), and the default middleware (Retry, CircuitBreaker) against
+    ``default_middleware=False``. The ratios are to the async-tool, in-memory run of the same
+    size, measured alongside. ``--update-doc`` rewrites that section of the document."""
+    import argparse
 
     from bench.timing import SuiteConfig, run_suites
 
-    fws: dict[str, Any] = {
-        "floor": Floor(), "keel": Keel("memory"), "keel-def": Keel("memory", tool="def"),
-        "keel-inline": Keel("memory", tool="inline"),
-        "keel-nodefault": Keel("memory", default_middleware=False),
-        "keel-sqlite": Keel("sqlite"), "keel-sqlite-def": Keel("sqlite", tool="def"),
-        "keel-default": Keel("default", tool="def")}
-    quick = "--quick" in sys.argv[1:]
-    cfg = (SuiteConfig(sizes=(1, 10), repeats=2, warmup_s=0.1, benches=("steps",)) if quick
-           else SuiteConfig(sizes=(1, 10, 100, 1000), repeats=9, benches=("steps",)))
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_keel")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--update-doc", metavar="PATH", help="rewrite this doc's section")
+    args = parser.parse_args()
+    fws = variants()
+    cfg = (SuiteConfig(sizes=(1, 10), repeats=2, warmup_s=0.1, benches=("steps",))
+           if args.quick else
+           SuiteConfig(sizes=(1, 10, 100, 1000), repeats=9, benches=("steps",)))
     out = asyncio.run(run_suites(fws, cfg))
-    print("µs per step (wall, median of interleaved batches); in brackets: × the async-tool,"
-          " in-memory run of the same size")
-    print(f"{'':58}" + "".join(f"{n:>16}" for n in cfg.sizes))
-    for key, fw in fws.items():
-        cells = []
-        for n in cfg.sizes:
-            mine, base = out[key]["steps"][n].wall, out["keel"]["steps"][n].wall
-            cells.append(f"{mine / n * 1e6:>8.1f} ({mine / base:4.2f}×)")
-        print(f"{fw.name:58}" + "".join(f"{c:>16}" for c in cells))
+    names = {k: fw.name for k, fw in fws.items()}
+    print("\n".join(variants_table(out, names, cfg.sizes)))
     for key in ("keel", "keel-def", "keel-inline"):
         over = [(out[key]["steps"][n].wall - out["floor"]["steps"][n].wall) / n * 1e6
                 for n in cfg.sizes]
         print(f"overhead over the floor, {fws[key].name}, µs per step: "
               + ", ".join(f"{n} steps {v:.1f}" for n, v in zip(cfg.sizes, over, strict=True)))
+    if args.update_doc:
+        from bench.bench_durable import update_doc
+
+        update_doc(args.update_doc, doc_section(out, names, cfg.sizes), markers=MARKERS)
+        print(f"wrote the tool-kinds section of {args.update_doc}")
 
 
 if __name__ == "__main__":
