@@ -99,6 +99,16 @@ async def test_an_exception_in_the_worker_is_the_calls_failure() -> None:
     assert "KeyError" in result.failure.message
 
 
+async def test_stop_iteration_from_a_sync_tool_is_a_failure_not_a_hang() -> None:
+    @tool(timeout=5)
+    def exhausted() -> str:
+        return next(iter([]))
+
+    result = await exhausted.call("{}", ctx())
+    assert result.failure is not None and result.failure.error_type == "tool_error"
+    assert "StopIteration" in result.failure.message
+
+
 async def test_a_cancelled_call_leaves_the_worker_usable() -> None:
     release = threading.Event()
 

@@ -77,6 +77,8 @@ def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> 
         return
     if exc is None:
         fut.set_result(value)
+    elif isinstance(exc, StopIteration):  # an asyncio future refuses it (and would never end)
+        fut.set_exception(RuntimeError(f"the function raised StopIteration({exc.value!r})"))
     else:
         fut.set_exception(exc)
 
