@@ -35,9 +35,12 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from keel.store import RunStore, open_store
-from keel.store._sqlite import SQLiteStore
+
+if TYPE_CHECKING:  # imported when a store is opened: importing keel must not load sqlite3
+    from keel.store._sqlite import SQLiteStore
 
 #: The most stores kept open at once (per process).
 MAX_KEPT = 8
@@ -92,6 +95,8 @@ async def borrow(url: str) -> tuple[RunStore, Kept | None]:
             stale.append(kept)
     await _close_unused(stale)
     store = open_store(url)
+    from keel.store._sqlite import SQLiteStore
+
     if not isinstance(store, SQLiteStore) or store.path.name == ":memory:":
         return store, None
     kept = Kept(store=store, thread=threading.current_thread(), users=1)
