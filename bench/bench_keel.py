@@ -24,6 +24,7 @@ from bench.common import (
     RunFn,
     check,
     lookup,
+    lookup_def,
     make_sleeper,
     sleeper_names,
     turn_of,
@@ -132,29 +133,50 @@ def scripted_model(steps: int, delay: float) -> ScriptedModel:
     return ScriptedModel(script, delay=delay)
 
 
+#: How the benchmarked ``lookup`` tool is written: ``async def``, a plain ``def`` (run in a
+#: worker thread), or a plain ``def`` declared ``blocking=False`` (called on the event loop).
+TOOL_KINDS = {"async": "async def tool", "def": "def tool", "inline": "def tool, blocking=False"}
+_JOURNALS = {"memory": "in-memory journal", "sqlite": "SQLite journal",
+             "default": "no store=: default SQLite store"}
+
+
 class Keel:
-    """keel with a given journal (``memory`` or ``sqlite``) and model (``bench`` or
-    ``scripted``); ``default_middleware=False`` drops the defaults (Retry, CircuitBreaker)."""
+    """keel with a given journal (``memory``, ``sqlite``, or ``default``: no ``store=``, so
+    the default SQLite store, pointed at a temporary file through ``KEEL_STORE``), model
+    (``bench`` or ``scripted``) and tool kind (see :data:`TOOL_KINDS`);
+    ``default_middleware=False`` drops the defaults (Retry, CircuitBreaker)."""
 
     def __init__(self, journal: str = "memory", model: str = "bench", *,
-                 default_middleware: bool = True) -> None:
+                 default_middleware: bool = True, tool: str = "async") -> None:
         self.journal = journal
         self.model = model
         self.default_middleware = default_middleware
         suffix = "" if model == "bench" else ", ScriptedModel"
-        self.name = f"keel ({'in-memory' if journal == 'memory' else 'SQLite'} journal{suffix})"
+        self.name = f"keel ({_JOURNALS[journal]}, {TOOL_KINDS[tool]}{suffix})"
         if not default_middleware:
-            self.name = "keel, no default middleware"
-        self.tool = keel.tool(lookup)
+            self.name = f"keel, no default middleware ({TOOL_KINDS[tool]})"
+        self.tool_kind = tool
+        self.tool = (keel.tool(lookup) if tool == "async"
+                     else keel.tool(name="lookup", blocking=tool != "inline")(lookup_def))
 
     @asynccontextmanager
-    async def _store(self) -> AsyncIterator[keel.RunStore]:
+    async def _store(self) -> AsyncIterator[keel.RunStore | None]:
         if self.journal == "memory":
             yield keel.MemoryStore()
             return
         with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
             # four slashes: an absolute path (``sqlite:///x.db`` is relative to the cwd)
-            store = keel.open_store("sqlite:///" + os.path.join(tmp, "runs.db"))
+            url = "sqlite:///" + os.path.join(tmp, "runs.db")
+            if self.journal == "default":
+                before = os.environ.get("KEEL_STORE")
+                os.environ["KEEL_STORE"] = url
+                try:
+                    yield None  # agent.run(...) without store=
+                finally:
+                    _restore("KEEL_STORE", before)
+                    _close_kept()
+                return
+            store = keel.open_store(url)
             try:
                 yield store
             finally:
@@ -198,31 +220,120 @@ class Keel:
             yield run
 
 
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def _close_kept() -> None:
+    """Close the default stores keel keeps open (the temporary file goes next)."""
+    try:
+        from keel.runtime._kept_stores import close_kept
+    except ImportError:  # a keel that opens and closes the default store around each run
+        return
+    close_kept()
+
+
 def keel_frameworks() -> dict[str, Any]:
-    """The keel-side frameworks by key (the floor first)."""
-    return {"floor": Floor(), "keel": Keel("memory"), "keel-sqlite": Keel("sqlite"),
+    """The keel-side frameworks by key (the floor first). ``keel-default`` is the path most
+    users take: a plain ``def`` tool, no ``store=``, every default on."""
+    return {"floor": Floor(), "keel": Keel("memory"), "keel-def": Keel("memory", tool="def"),
+            "keel-inline": Keel("memory", tool="inline"), "keel-sqlite": Keel("sqlite"),
+            "keel-default": Keel("default", tool="def"),
             "keel-scripted": Keel("memory", "scripted")}
 
 
-# ------------------------------------------------- the cost of the default middleware
+# ----------------------------------------------- tool kinds, store=, default middleware
+
+#: The section of docs/benchmarks.md this benchmark writes (``--update-doc``).
+MARKERS = ("<!-- tool-kinds:start -->", "<!-- tool-kinds:end -->")
+
+
+def variants() -> dict[str, Any]:
+    """keel's variants compared by :func:`main`, the baseline (``keel``) first after the
+    floor."""
+    return {"floor": Floor(), "keel": Keel("memory"), "keel-def": Keel("memory", tool="def"),
+            "keel-inline": Keel("memory", tool="inline"),
+            "keel-nodefault": Keel("memory", default_middleware=False),
+            "keel-sqlite": Keel("sqlite"), "keel-sqlite-def": Keel("sqlite", tool="def"),
+            "keel-default": Keel("default", tool="def")}
+
+
+def variants_table(out: dict[str, Any], names: dict[str, str], sizes: Sequence[int],
+                   cpu: bool = False) -> list[str]:
+    """Markdown rows: µs per step of each variant, × the baseline's run in brackets."""
+    def per_step(key: str, n: int) -> float:
+        t = out[key]["steps"][n]
+        return float(t.cpu if cpu else t.wall)
+
+    lines = ["| variant | " + " | ".join(f"{n} steps" for n in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for key, name in names.items():
+        cells = [f"{per_step(key, n) / n * 1e6:,.1f} "
+                 f"({per_step(key, n) / per_step('keel', n):.2f}×)" for n in sizes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def doc_section(out: dict[str, Any], names: dict[str, str], sizes: Sequence[int]) -> str:
+    import datetime as dt
+    import platform
+    import sys
+
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
+    return "\n".join([
+        MARKERS[0], "", "## Tool kinds and `store=`", "",
+        f"From `python -m bench.bench_keel --update-doc docs/benchmarks.md` ({when}, Python "
+        f"{sys.version.split()[0]}, {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{load:.1f}); its own run, separate from the figures above. The same step runs as "
+        "above, every variant timed interleaved in one process; each figure is µs per step "
+        "(whole run ÷ steps, median), and in brackets the run time × the baseline's: keel "
+        "with an `async def` tool and a `MemoryStore` passed as `store=`. *def tool*: the "
+        "same tool written as a plain `def` (a worker thread per call); *blocking=False*: "
+        "that `def` declared `@tool(blocking=False)` (called on the event loop); *no store=*: "
+        "`agent.run(\"go\")` without `store=`, so the default SQLite store (kept open "
+        "between runs). The ratios are what to read when the machine is shared.", "",
+        "### Wall clock", "", *variants_table(out, names, sizes), "",
+        "### CPU time of the process (all threads)", "",
+        *variants_table(out, names, sizes, cpu=True), "", MARKERS[1], ""])
 
 
 def main() -> None:
-    """``python -m bench.bench_keel``: per-step cost of the default middleware (Retry and
-    CircuitBreaker), keel with the defaults against ``Agent(default_middleware=False)`` and
-    the floor, in this process, interleaved (steps benchmark only)."""
+    """``python -m bench.bench_keel [--quick] [--update-doc PATH]``: per-step cost of keel's
+    variants (:func:`variants`) in this process, interleaved (steps benchmark only): the async
+    tool against a plain ``def`` tool (worker thread) and one declared ``blocking=False``,
+    ``store=`` a MemoryStore / an SQLite store against no ``store=`` (the default SQLite
+    store), and the default middleware (Retry, CircuitBreaker) against
+    ``default_middleware=False``. The ratios are to the async-tool, in-memory run of the same
+    size, measured alongside. ``--update-doc`` rewrites that section of the document."""
+    import argparse
+
     from bench.timing import SuiteConfig, run_suites
 
-    fws = {"floor": Floor(), "keel": Keel("memory"),
-           "keel-nodefault": Keel("memory", default_middleware=False)}
-    cfg = SuiteConfig(sizes=(10, 100, 1000), repeats=9, benches=("steps",))
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_keel")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--update-doc", metavar="PATH", help="rewrite this doc's section")
+    args = parser.parse_args()
+    fws = variants()
+    cfg = (SuiteConfig(sizes=(1, 10), repeats=2, warmup_s=0.1, benches=("steps",))
+           if args.quick else
+           SuiteConfig(sizes=(1, 10, 100, 1000), repeats=9, benches=("steps",)))
     out = asyncio.run(run_suites(fws, cfg))
-    print(f"{'steps':>6} {'floor':>9} {'keel':>9} {'no defaults':>12} {'defaults cost':>14}"
-          "  (µs per step, wall)")
-    for n in cfg.sizes:
-        floor, on, off = (out[k]["steps"][n].wall / n * 1e6
-                          for k in ("floor", "keel", "keel-nodefault"))
-        print(f"{n:>6} {floor:>9.1f} {on:>9.1f} {off:>12.1f} {on - off:>14.1f}")
+    names = {k: fw.name for k, fw in fws.items()}
+    print("\n".join(variants_table(out, names, cfg.sizes)))
+    for key in ("keel", "keel-def", "keel-inline"):
+        over = [(out[key]["steps"][n].wall - out["floor"]["steps"][n].wall) / n * 1e6
+                for n in cfg.sizes]
+        print(f"overhead over the floor, {fws[key].name}, µs per step: "
+              + ", ".join(f"{n} steps {v:.1f}" for n, v in zip(cfg.sizes, over, strict=True)))
+    if args.update_doc:
+        from bench.bench_durable import update_doc
+
+        update_doc(args.update_doc, doc_section(out, names, cfg.sizes), markers=MARKERS)
+        print(f"wrote the tool-kinds section of {args.update_doc}")
 
 
 if __name__ == "__main__":

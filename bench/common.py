@@ -48,6 +48,11 @@ async def lookup(i: int) -> str:
     return f"item {i}"
 
 
+def lookup_def(i: int) -> str:
+    """Look up item i (the same tool as a plain ``def`` function, as most users write it)."""
+    return f"item {i}"
+
+
 def make_sleeper(index: int, delay: float) -> Callable[[int], Awaitable[str]]:
     """An async tool ``wait_<index>`` that awaits ``delay`` seconds."""
 

@@ -14,6 +14,8 @@ TARGET_CONCURRENT_X = 2.0
 TARGET_KB_PER_RUN = 30.0
 TARGET_PARALLEL_X = 1.2
 TARGET_IMPORT_S = 0.3
+#: A plain ``def`` tool's run against the same run with an ``async def`` tool.
+TARGET_SYNC_X = 1.3
 
 
 def _steps(results: dict[str, Any], key: str) -> dict[int, Timing]:
@@ -30,6 +32,15 @@ def overhead_us(results: dict[str, Any], key: str, n: int, cpu: bool = False) ->
     if cpu:
         return (mine.cpu - floor.cpu) / n * 1e6
     return (mine.wall - floor.wall) / n * 1e6
+
+
+def sync_ratio(results: dict[str, Any], key: str) -> float | None:
+    """The worst (run time with ``key``'s tool) / (run time with the async tool) over the
+    sizes above 1 step, both measured interleaved in the same process."""
+    mine, base = _steps(results, key), _steps(results, "keel")
+    ratios = [mine[n].wall / base[n].wall for n in _sizes(results)
+              if n > 1 and n in mine and n in base]
+    return max(ratios) if ratios else None
 
 
 def _cell(value: float | None, fmt: str = "{:,.1f}") -> str:
@@ -181,7 +192,10 @@ def targets_table(results: dict[str, Any]) -> Table:
         rows.append([label, _cell(value, unit), _verdict(ok), "", ""])
 
     for key, limit, label in (("keel", TARGET_US_MEMORY, "in-memory journal"),
+                              ("keel-def", TARGET_US_MEMORY, "in-memory, def tool"),
                               ("keel-sqlite", TARGET_US_SQLITE, "SQLite journal")):
+        if key not in results["suites"]:
+            continue
         both(f"{label}: overhead ≤ {limit:.0f} µs/step ({'/'.join(map(str, multi))} steps, "
              "worst)", worst(key, False), worst(key, True), limit)
         if 1 in sizes:
@@ -197,13 +211,23 @@ def targets_table(results: dict[str, Any]) -> Table:
         both(f"in-memory: flat, {sizes[-1]}-step overhead ≤ {TARGET_FLAT}× the 10-step one",
              flat[0], flat[1], TARGET_FLAT, "{:.2f}×")
 
+    for key in ("keel-def", "keel-inline"):
+        ratio = sync_ratio(results, key)
+        if ratio is not None:
+            one(f"{results['names'][key]}: run ≤ {TARGET_SYNC_X}× the async tool's "
+                f"({'/'.join(map(str, multi))} steps, worst)", ratio, ratio <= TARGET_SYNC_X,
+                "{:.2f}×")
     cfg = results["config"]["keel"]
     keel = results["suites"].get("keel", {})
     ideal = cfg["concurrent_turns"] * cfg["model_delay"]
-    wall = keel.get("concurrent_s")
-    one(f"{cfg['concurrent_runs']} concurrent runs ≤ {TARGET_CONCURRENT_X}× the {ideal:.2f} s "
-        "ideal", wall, None if wall is None else wall <= TARGET_CONCURRENT_X * ideal,
-        "{:.3f} s")
+    for key in ("keel", "keel-def", "keel-inline"):
+        wall = results["suites"].get(key, {}).get("concurrent_s")
+        if key != "keel" and wall is None:
+            continue
+        kind = "" if key == "keel" else f" ({results['names'][key]})"
+        one(f"{cfg['concurrent_runs']} concurrent runs ≤ {TARGET_CONCURRENT_X}× the "
+            f"{ideal:.2f} s ideal{kind}", wall,
+            None if wall is None else wall <= TARGET_CONCURRENT_X * ideal, "{:.3f} s")
     mem = results["memory"].get("keel", {})
     for field, label in (("tracemalloc_peak_per_run_kb", "tracemalloc peak"),
                          ("rss_delta_per_run_kb", "RSS growth")):

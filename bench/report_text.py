@@ -49,6 +49,13 @@ about what the floor's fake model costs. The row "ScriptedModel" runs the same w
 keel's own `keel.testing.ScriptedModel` (request recording off where the installed keel
 supports `record_requests=False`), which also builds each answer and estimates token usage.
 
+**Tool kinds and `store=`**: unless a row says otherwise, keel's `lookup` is the `async def`
+function the floor awaits and the run gets `store=`. The rows "def tool" use the same function
+written as a plain `def` (`bench.common.lookup_def`): keel runs it in a worker thread, or on
+the event loop when it is declared `@tool(blocking=False)`. The row "no store=" is the path most
+users take: a plain `def` tool and `await agent.run("go")` without `store=`, so keel uses its
+default SQLite store (`KEEL_STORE` pointed at a temporary file), every default on.
+
 **The other frameworks**, each with its own fake model that makes no network call and picks
 its answer in O(1) from the conversation length (`bench/bench_frameworks.py`):
 LangGraph as a `StateGraph(MessagesState)` with an agent node, the prebuilt `ToolNode` and

@@ -41,7 +41,8 @@ MEMORY_KEYS = ("floor", "keel", "langgraph", "pydantic-ai", "openai-agents")
 #: Concurrent runs in the memory measurement of the other frameworks (1000 for keel and the
 #: floor): their 1000-run batches take 20-40 s each, and tracemalloc slows them further.
 OTHERS_MEMORY_RUNS = 200
-KEEL_SIDE = ("floor", "keel", "keel-sqlite", "keel-scripted")
+KEEL_SIDE = ("floor", "keel", "keel-def", "keel-inline", "keel-sqlite", "keel-default",
+             "keel-scripted")
 #: The longest single run of another framework we wait for (their 1000-step runs can take
 #: minutes: the work per step grows with the length of the conversation).
 RUN_CAP_S = 40.0
@@ -76,8 +77,10 @@ def all_frameworks(only_keel: bool) -> tuple[dict[str, Any], dict[str, str]]:
 
 def suite_plan(key: str) -> tuple[str, ...]:
     """Which benches each framework runs (variants of keel and LangGraph: steps only)."""
-    if key in ("keel-sqlite", "keel-scripted", "langgraph-saver"):
+    if key in ("keel-sqlite", "keel-default", "keel-scripted", "langgraph-saver"):
         return ("steps",)
+    if key in ("keel-def", "keel-inline"):
+        return ("steps", "concurrent")
     return ("steps", "concurrent", "parallel")
 
 
@@ -245,28 +248,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(args.json, "w") as f:
             json.dump(_jsonable(results), f, indent=2)
     if args.markdown:
-        kept = _patterns_section(args.markdown)
+        from bench.bench_durable import update_doc
+        from bench.bench_keel import MARKERS as TOOL_KINDS
+        from bench.bench_patterns import MARKERS as PATTERNS
+
+        kept = {m: _own_section(args.markdown, m) for m in (TOOL_KINDS, PATTERNS)}
         with open(args.markdown, "w") as f:
             f.write(render_markdown(results))
-        if kept:  # that section comes from its own run (bench.bench_patterns)
-            from bench.bench_durable import update_doc
-            from bench.bench_patterns import MARKERS
-
-            update_doc(args.markdown, kept, markers=MARKERS)
+        for markers, section in kept.items():  # sections that come from their own runs
+            if section:
+                update_doc(args.markdown, section, markers=markers)
         print(f"wrote {args.markdown}")
     return results
 
 
-def _patterns_section(path: str) -> str | None:
-    """The patterns section already in the document at ``path`` (markers included)."""
-    from bench.bench_patterns import MARKERS
-
+def _own_section(path: str, markers: tuple[str, str]) -> str | None:
+    """The section between ``markers`` already in the document at ``path`` (markers
+    included): the patterns' and the tool kinds' come from their own runs."""
     try:
         with open(path) as f:
             text = f.read()
     except FileNotFoundError:
         return None
-    start, end = MARKERS
+    start, end = markers
     if start not in text or end not in text:
         return None
     return start + text.split(start, 1)[1].split(end, 1)[0] + end + "\n"

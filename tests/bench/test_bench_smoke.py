@@ -5,6 +5,7 @@ sane numbers under the right keys, and that the runs they time are correct."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -174,14 +175,44 @@ def test_patterns_bench_runs_every_pattern_example_at_tiny_size() -> None:
 
 def test_run_all_keeps_the_patterns_section_it_did_not_measure(tmp_path: Path) -> None:
     from bench.bench_patterns import MARKERS
-    from bench.run_all import _patterns_section
+    from bench.run_all import _own_section
 
     doc = tmp_path / "b.md"
     section = f"{MARKERS[0]}\n## Orchestration patterns\nfigures\n{MARKERS[1]}\n"
     doc.write_text("# Benchmarks\n\n" + section + "\n## Caveats\n- x\n")
-    kept = _patterns_section(str(doc))
+    kept = _own_section(str(doc), MARKERS)
     assert kept == section
     doc.write_text("# Benchmarks (regenerated)\n\n## Caveats\n- x\n")
     update_doc(str(doc), kept, markers=MARKERS)
     text = doc.read_text()
     assert text.index("figures") < text.index("## Caveats") and "regenerated" in text
+
+
+@pytest.mark.parametrize(("journal", "kind"), [("memory", "def"), ("memory", "inline"),
+                                               ("default", "def"), ("sqlite", "def")])
+async def test_keel_tool_kinds_and_the_default_store_run_the_workload(
+        journal: str, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_STORE", "sqlite:////nonexistent-dir/should-not-be-used.db")
+    fw = Keel(journal, tool=kind)
+    assert fw.tool.meta.blocking is (kind == "def")
+    async with fw.step_run(3) as run:
+        await run()  # checks output == "done" and steps == 2 * 3 + 1
+        await run()
+    assert os.environ["KEEL_STORE"] == "sqlite:////nonexistent-dir/should-not-be-used.db"
+
+
+def test_the_tool_kinds_section_shows_ratios_to_the_async_tool(tmp_path: Path) -> None:
+    from bench.bench_keel import MARKERS, doc_section
+
+    out = {"keel": {"steps": {10: Timing(0.001, 0.001, 3)}},
+           "keel-def": {"steps": {10: Timing(0.002, 0.003, 3)}}}
+    names = {"keel": "keel (async)", "keel-def": "keel (def)"}
+    section = doc_section(out, names, [10])
+    assert section.startswith(MARKERS[0]) and section.rstrip().endswith(MARKERS[1])
+    assert "| keel (async) | 100.0 (1.00×) |" in section
+    assert "| keel (def) | 200.0 (2.00×) |" in section  # wall
+    assert "| keel (def) | 300.0 (3.00×) |" in section  # CPU
+    doc = tmp_path / "b.md"
+    doc.write_text("# Benchmarks\n\n## Caveats\n- x\n")
+    update_doc(str(doc), section, markers=MARKERS)
+    assert doc.read_text().index("## Tool kinds") < doc.read_text().index("## Caveats")

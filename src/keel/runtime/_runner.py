@@ -31,12 +31,13 @@ from keel.core import (
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._forks import fork_trusted_seq
 from keel.runtime._journal import Journal
+from keel.runtime._kept_stores import Kept, borrow, give_back
 from keel.runtime._lease import Hold, LeaseKeeper, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput, RunStartInput
 from keel.runtime._result import RunResult
 from keel.runtime._saga import applies as _compensates
 from keel.runtime._saga import compensate, recorded_failure
-from keel.store import JournalEntry, RunRecord, RunStore, open_store
+from keel.store import JournalEntry, RunRecord, RunStore
 
 if TYPE_CHECKING:
     from keel.core import Message
@@ -86,26 +87,30 @@ def default_store_url() -> str:
 
 
 class using_store:
-    """The given store, or one opened from a URL / the default and closed afterwards.
+    """The given store, or one for a URL / the default. An SQLite store opened from a URL
+    stays open for the next run that names the same file (see ``_kept_stores``); a store
+    of another kind is opened for this run and closed afterwards.
 
     A plain class rather than ``@asynccontextmanager``: this runs once per run, and an async
     generator costs a registration with the event loop each time."""
 
-    __slots__ = ("_opened", "_store")
+    __slots__ = ("_kept", "_opened", "_store")
 
     def __init__(self, store: RunStore | str | None) -> None:
         self._store = store
         self._opened: RunStore | None = None
+        self._kept: Kept | None = None
 
     async def __aenter__(self) -> RunStore:
         if isinstance(self._store, RunStore):
             return self._store
-        self._opened = open_store(self._store or default_store_url())
+        self._opened, self._kept = await borrow(self._store or default_store_url())
         return self._opened
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._opened is not None:
-            await self._opened.close()
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            await give_back(opened, self._kept)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -25,6 +24,7 @@ from keel.core import (
 from keel.tools._docstring import parse_docstring
 from keel.tools._eager import await_with_timeout
 from keel.tools._result import ToolResult
+from keel.tools._threads import run_in_worker
 
 Risk: TypeAlias = Literal["read", "write", "irreversible"]
 RISKS: tuple[Risk, ...] = ("read", "write", "irreversible")
@@ -62,6 +62,12 @@ class ToolMeta:
     #: docs/sagas.md). It is called with those of the original call's arguments it declares
     #: (by name) plus ``result``, the original call's return value, if it declares that.
     compensate: Tool | None = None
+    #: For a plain ``def`` function: whether it may block (wait on I/O, a lock, a sleep, or
+    #: compute for long), so it runs in a worker thread and the event loop goes on meanwhile
+    #: (True, the default); or it returns at once, so it is called on the event loop itself,
+    #: which is cheaper but holds every other run until it returns and cannot be stopped by
+    #: ``timeout`` (False). An ``async def`` tool always runs on the event loop.
+    blocking: bool = True
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
@@ -149,7 +155,8 @@ def _format_validation_error(err: pydantic.ValidationError) -> str:
 
 
 class FunctionTool(Tool):
-    """A tool made from a typed Python function (sync functions run in a worker thread)."""
+    """A tool made from a typed Python function (``def`` functions run in a worker thread
+    unless declared ``blocking=False``; see :attr:`ToolMeta.blocking`)."""
 
     def __init__(self, fn: Callable[..., Any], meta: ToolMeta, *,
                  validators: Sequence[ArgValidator] = (),
@@ -159,6 +166,7 @@ class FunctionTool(Tool):
         self.validators = tuple(validators)
         self.reconcile = reconcile
         self._is_async = inspect.iscoroutinefunction(fn)
+        self._inline = not self._is_async and not meta.blocking
         self._args_model, self._ctx_param = _build_args_model(fn, meta.name)
         self._param_docs = parse_docstring(fn.__doc__ or "")[1]
         try:
@@ -203,31 +211,41 @@ class FunctionTool(Tool):
         if self._ctx_param:
             kwargs[self._ctx_param] = ctx
         try:
-            value = await await_with_timeout(self._invoke(kwargs), self.meta.timeout)
-        except TimeoutError:
-            return ToolResult.fail(
-                "timeout", f"{name} did not finish within {self.meta.timeout} s", retryable=True,
-                hint="Try again, or with arguments that ask for less work.")
-        except RetryWithFeedback as exc:
-            return ToolResult.fail("tool_error", exc.message, retryable=exc.retryable,
-                                   hint=exc.hint)
-        except ToolError as exc:
-            return ToolResult.fail("tool_error", exc.message, retryable=exc.retryable,
-                                   hint=exc.hint, transient="declared" if exc.retryable else None)
+            value = await self._invoke(kwargs)
+        except RetryWithFeedback as exc:  # a signal, but one the model answers
+            return self._failure(exc)
         except Signal:
             raise
         except Exception as exc:
-            return ToolResult.fail("tool_error", f"{name} failed: {type(exc).__name__}: {exc}",
-                                   retryable=False,
-                                   transient="exception" if is_transient(exc) else None)
+            return self._failure(exc)
         result = ToolResult.of(value)  # the journal and the model see the same data
         content, cut = limit_output(result.content, self.meta.output_limit, name)
         return ToolResult(content=content, value=result.value, truncated=cut) if cut else result
 
     async def _invoke(self, kwargs: dict[str, Any]) -> Any:
+        """Call the function where its kind says: inline, awaited, or in a worker thread."""
+        if self._inline:
+            return self.fn(**kwargs)
         if self._is_async:
-            return await self.fn(**kwargs)
-        return await asyncio.to_thread(functools.partial(self.fn, **kwargs))
+            return await await_with_timeout(self.fn(**kwargs), self.meta.timeout)
+        return await run_in_worker(functools.partial(self.fn, **kwargs), self.meta.timeout)
+
+    def _failure(self, exc: Exception) -> ToolResult:
+        """A failed call as the observation the model sees."""
+        name = self.meta.name
+        if isinstance(exc, TimeoutError):
+            return ToolResult.fail(
+                "timeout", f"{name} did not finish within {self.meta.timeout} s", retryable=True,
+                hint="Try again, or with arguments that ask for less work.")
+        if isinstance(exc, RetryWithFeedback):
+            return ToolResult.fail("tool_error", exc.message, retryable=exc.retryable,
+                                   hint=exc.hint)
+        if isinstance(exc, ToolError):
+            return ToolResult.fail("tool_error", exc.message, retryable=exc.retryable,
+                                   hint=exc.hint, transient="declared" if exc.retryable else None)
+        return ToolResult.fail("tool_error", f"{name} failed: {type(exc).__name__}: {exc}",
+                               retryable=False,
+                               transient="exception" if is_transient(exc) else None)
 
     async def _run_validators(self, model: pydantic.BaseModel) -> ToolResult | None:
         for check in self.validators:
@@ -294,7 +312,7 @@ def tool(*, name: str | None = ..., description: str | None = ..., group: str = 
          timeout: float | None = ..., output_limit: int = ..., run_alone: bool = ...,
          validators: Sequence[ArgValidator] = ..., reconcile: Reconciler | None = ...,
          approval: bool | Callable[[dict[str, Any]], bool] | None = ...,
-         compensate: Tool | Callable[..., Any] | None = ...,
+         compensate: Tool | Callable[..., Any] | None = ..., blocking: bool = ...,
          ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -305,7 +323,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          run_alone: bool = False, validators: Sequence[ArgValidator] = (),
          reconcile: Reconciler | None = None,
          approval: bool | Callable[[dict[str, Any]], bool] | None = None,
-         compensate: Tool | Callable[..., Any] | None = None,
+         compensate: Tool | Callable[..., Any] | None = None, blocking: bool = True,
          ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Turn a typed function (sync or async) into a :class:`Tool`.
 
@@ -316,7 +334,10 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     re-runs a non-idempotent tool whose outcome is unknown. ``approval`` says whether a call
     needs a human's decision first (see :attr:`ToolMeta.approval`). ``compensate`` is the
     tool (or a typed function, made a ``write`` tool) that undoes a completed call if the run
-    fails (see :attr:`ToolMeta.compensate` and docs/sagas.md).
+    fails (see :attr:`ToolMeta.compensate` and docs/sagas.md). A plain ``def`` function runs
+    in a worker thread; ``blocking=False`` says it returns at once (no I/O, no waiting), so
+    it is called on the event loop, without the thread hop (see :attr:`ToolMeta.blocking`
+    and docs/tools.md).
     """
 
     def build(f: Callable[..., Any]) -> FunctionTool:
@@ -329,7 +350,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             group=group, risk=risk, scopes=frozenset(scopes),
             idempotent=(risk == "read") if idempotent is None else idempotent,
             timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
-            compensate=_compensation(compensate))
+            compensate=_compensation(compensate), blocking=blocking)
         built = FunctionTool(f, meta, validators=validators, reconcile=reconcile)
         if meta.compensate is not None:
             _check_compensation(built, meta.compensate)
