@@ -25,8 +25,9 @@ Leases
     for each other and never get the same run.
 
 Errors
-    psycopg errors become :class:`keel.StoreError` (``retryable`` for lost connections,
-    deadlocks and a pool that stayed busy); a repeated ``(key, phase)`` is a StoreError
+    psycopg errors become :class:`keel.StoreError`, or :class:`keel.StoreUnavailable`
+    (a retryable run error, not a usage error) for lost connections, deadlocks and a pool
+    that stayed busy; a repeated ``(key, phase)`` is a StoreError
     naming the step, with nothing of its batch stored.
 """
 
@@ -94,12 +95,13 @@ class PostgresStore(RunStore):
 
     ``url`` is ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too, or a
     libpq ``key=value`` string); ``schema`` (or ``?schema=NAME`` in the URL) puts keel's
-    tables in that schema, created if missing. Use it as ``async with PostgresStore(url) as
+    tables in that schema, created if missing (with ``create=False`` a schema without keel
+    tables is refused and nothing is created). Use it as ``async with PostgresStore(url) as
     store:`` or call :meth:`close` when done.
     """
 
     def __init__(self, url: str, *, schema: str | None = None, min_size: int = 1,
-                 max_size: int = 10) -> None:
+                 max_size: int = 10, create: bool = True) -> None:
         if not isinstance(min_size, int) or min_size < 0:
             raise ConfigError("min_size", f"must be a whole number >= 0, not {min_size!r}")
         if not isinstance(max_size, int) or max_size < max(1, min_size):
@@ -107,6 +109,7 @@ class PostgresStore(RunStore):
                                           f"{max_size!r}")
         self._target = parse_target(url, schema)
         self._sizes = (min_size, max_size)
+        self._create = create
         self._pool: Pool | None = None
         self._q: Statements | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,7 +148,8 @@ class PostgresStore(RunStore):
             if self._pool is None:
                 conn = await connect(self._target)
                 try:
-                    schema = await prepare(conn, self._target.schema, self._target.label)
+                    schema = await prepare(conn, self._target.schema, self._target.label,
+                                           create=self._create)
                 except psycopg.Error as exc:
                     raise failure(self._target, exc) from None
                 finally:

@@ -35,7 +35,15 @@ Files keel does not recognise
     (:class:`keel.StoreVersionError` for the version cases) that names the fix, and is left
     untouched. A new or empty file is initialised and an older keel's file upgraded in place
     (see :mod:`keel.store._sqlite_schema` for the layout); missing parent directories are
-    created.
+    created. With ``create=False`` (what keel's reading commands use) nothing is created: a
+    missing, empty or table-less file is refused with a :class:`keel.StoreError` and left as
+    it was.
+
+Damage
+    A file damaged past its first pages opens and may answer some reads. When a read looks
+    impossible (a run that was listed is not found, a run has no journal, SQLite reports an
+    error), :meth:`SQLiteStore.check` runs ``PRAGMA quick_check`` and a damaged file is
+    reported as such, naming it, instead of the misleading answer.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from keel.core import ConfigError, StoreError
+from keel.core import ConfigError, StoreError, StoreUnavailable
 from keel.store import _sqlite_rows as q
 from keel.store._base import (
     TERMINAL_STATUSES,
@@ -92,11 +100,13 @@ class SQLiteStore(RunStore):
 
     Use it as ``async with SQLiteStore(path) as store:`` or call :meth:`close` when done. The
     file is opened on the first call; ``async with`` opens it on entry, so a bad file is
-    reported there.
+    reported there. With ``create=False`` a missing, empty or table-less file is refused
+    instead of initialised (for code that only reads).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         raw = os.fspath(path)
+        self._create = create
         self._in_memory = raw == MEMORY
         self._path = Path(raw) if self._in_memory else Path(os.path.abspath(
             os.path.expanduser(raw)))
@@ -384,7 +394,8 @@ class SQLiteStore(RunStore):
                 raise StoreError(
                     f"the run store {self._label} was closed; open a new one with "
                     "open_store(...) or SQLiteStore(...).")
-            conn = self._conn = open_db(None if self._in_memory else self._path, self._label)
+            conn = self._conn = open_db(None if self._in_memory else self._path, self._label,
+                                           create=self._create)
         return conn
 
     @contextmanager
@@ -452,11 +463,12 @@ class SQLiteStore(RunStore):
             _fence(db, run_id, lease)
             self._add_entries(db, run_id, entries, rows)
 
-    def _failure(self, exc: sqlite3.Error) -> StoreError:
+    def _failure(self, exc: sqlite3.Error) -> StoreError | StoreUnavailable:
         return failure(self._label, exc)
 
     def _append_conflict(self, db: sqlite3.Connection, exc: sqlite3.IntegrityError,
-                         run_id: str, entries: Sequence[JournalEntry]) -> StoreError:
+                         run_id: str, entries: Sequence[JournalEntry]
+                         ) -> StoreError | StoreUnavailable:
         """The error for an append that broke a constraint (nothing of it was stored)."""
         name = error_name(exc)
         if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
