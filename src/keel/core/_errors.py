@@ -232,7 +232,12 @@ class DeadlineExceeded(RunError):
 
 
 class RunCancelled(RunError):
-    """The run was cancelled (``keel runs cancel`` or ``cancel_run``)."""
+    """The run was cancelled (``keel runs cancel`` or ``cancel_run``). ``message`` is the
+    reason given; ``by`` says who asked (None when nobody said)."""
+
+    def __init__(self, message: str, *, by: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.by = by
 
 
 class UnknownOutcome(RunError):

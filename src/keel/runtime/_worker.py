@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Iterable
@@ -140,14 +141,14 @@ async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled b
         raise UserError(f"run {run_id} is already {record.status}; there is nothing to cancel.")
     hold = keeper_for(store).held.get(run_id)
     if hold is not None:  # this very process continues it: stop it now
-        await store.request_cancel(run_id)
-        keeper_for(store).stop(hold, "cancel")
+        await request_cancel(store, run_id, reason=reason, by=by)
+        keeper_for(store).stop(hold, "cancel", cancel_reason=reason, cancel_by=by)
         return "requested"
     try:
         await store.acquire_lease(run_id, worker_id(), 30.0)
     except RunLeased as exc:
         if not holder_is_dead(exc.holder):
-            await store.request_cancel(run_id)
+            await request_cancel(store, run_id, reason=reason, by=by)
             return "requested"
         await store.acquire_lease(run_id, worker_id(), 30.0, steal_from=exc.holder)
     record = await store.get_run(run_id)
@@ -171,6 +172,17 @@ async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled b
         await agent.stack.run_end(RunEndInput(run_id=run_id, agent=agent.name,
                                               status="cancelled", output=None, error=None))
     return "cancelled"
+
+
+async def request_cancel(store: RunStore, run_id: str, *, reason: str, by: str) -> None:
+    """Ask the run's lease holder to stop, with the reason and who asked (kept by the store
+    for the holder's journaled cancel step). A store written for an older keel, whose
+    ``request_cancel`` takes only the run id, gets that (its holder journals no reason)."""
+    params = inspect.signature(store.request_cancel).parameters
+    if "reason" in params and "by" in params:
+        await store.request_cancel(run_id, reason=reason, by=by)
+    else:
+        await store.request_cancel(run_id)
 
 
 def _fields(entry: JournalEntry) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING
 
 from keel.store._base import (
+    CANCEL_REQUEST,
     RUN_STATUSES,
     SCHEMA_VERSION,
     TASK_KINDS,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from keel.store._sqlite import SQLiteStore
 
 __all__ = [
+    "CANCEL_REQUEST",
     "EXPORT_FORMAT",
     "RUN_STATUSES",
     "SCHEMA_VERSION",

@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeAlias
 SCHEMA_VERSION = 2
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
+#: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
+CANCEL_REQUEST = "cancel_request"
 RUN_STATUSES: tuple[RunStatus, ...] = ("running", "suspended", "completed", "failed", "cancelled")
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 Phase: TypeAlias = Literal["intent", "result"]
@@ -60,7 +62,8 @@ class RunRecord:
     when; they are managed by the lease methods only (``update_run`` and ``finish_run`` leave
     them alone, except that a run leaving ``running`` loses its lease). ``deadline_at`` is the
     whole-run deadline (epoch seconds), stored so that it survives restarts.
-    ``cancel_requested`` is set by :meth:`RunStore.request_cancel` for the lease holder to see.
+    ``cancel_requested`` is set by :meth:`RunStore.request_cancel` for the lease holder to see
+    (with the reason and who asked in ``metadata["cancel_request"]``).
     """
 
     run_id: str
@@ -250,9 +253,13 @@ class RunStore(ABC):
         the same run."""
 
     @abstractmethod
-    async def request_cancel(self, run_id: str) -> RunRecord:
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
         """Set ``cancel_requested`` on the run (for its lease holder to act on) and return
-        the updated record. Raises RunNotFound."""
+        the updated record. ``reason`` and ``by`` (who asked), when given, are kept in the
+        record's metadata under :data:`CANCEL_REQUEST` (``{"reason": ..., "by": ...}``) in
+        the same write, so that the worker that stops the run journals them. Raises
+        RunNotFound."""
 
     # ------------------------------------------------------------------------ human tasks
 
@@ -310,3 +317,9 @@ def check_status(status: str) -> RunStatus:
     if status not in RUN_STATUSES:
         raise UserError(f"unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}.")
     return status  # type: ignore[return-value,unused-ignore]
+
+
+def cancel_request(reason: str | None, by: str | None) -> dict[str, str] | None:
+    """What :meth:`RunStore.request_cancel` keeps in the metadata (None: nothing to keep)."""
+    request = {k: v for k, v in (("reason", reason), ("by", by)) if v is not None}
+    return request or None

@@ -13,6 +13,7 @@ from typing import Any
 
 from keel.core import ConfigError, StoreError
 from keel.store._base import (
+    CANCEL_REQUEST,
     TERMINAL_STATUSES,
     HumanTask,
     JournalEntry,
@@ -21,6 +22,7 @@ from keel.store._base import (
     RunStatus,
     RunStore,
     TaskFilter,
+    cancel_request,
 )
 from keel.store._messages import (
     already_stored,
@@ -195,8 +197,13 @@ class MemoryStore(RunStore):
             claimed.append(record)
         return claimed
 
-    async def request_cancel(self, run_id: str) -> RunRecord:
-        record = dataclasses.replace(await self.get_run(run_id), cancel_requested=True)
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
+        record = await self.get_run(run_id)
+        request = cancel_request(reason, by)
+        metadata = record.metadata if request is None else {**record.metadata,
+                                                             CANCEL_REQUEST: request}
+        record = dataclasses.replace(record, cancel_requested=True, metadata=metadata)
         self._runs[run_id] = record
         return record
 

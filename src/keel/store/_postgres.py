@@ -34,6 +34,7 @@ Errors
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -47,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from keel.core import ConfigError, StoreError
 from keel.store import _postgres_tasks as tasks
 from keel.store._base import (
+    CANCEL_REQUEST,
     TERMINAL_STATUSES,
     HumanTask,
     JournalEntry,
@@ -54,6 +56,7 @@ from keel.store._base import (
     RunRecord,
     RunStore,
     TaskFilter,
+    cancel_request,
 )
 from keel.store._messages import (
     already_stored,
@@ -360,8 +363,11 @@ class PostgresStore(RunStore):
         claimed.sort(key=lambda r: (r.updated_at, r.run_id))
         return claimed
 
-    async def request_cancel(self, run_id: str) -> RunRecord:
-        row = await self._fetchone(lambda q: q.request_cancel, (run_id,))
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
+        request = cancel_request(reason, by)
+        text = None if request is None else json.dumps({CANCEL_REQUEST: request})
+        row = await self._fetchone(lambda q: q.request_cancel, (text, text, run_id))
         if row is None:
             raise not_found(run_id)
         return record(row)

@@ -62,6 +62,7 @@ from typing import Any
 from keel.core import ConfigError, StoreError, StoreUnavailable
 from keel.store import _sqlite_rows as q
 from keel.store._base import (
+    CANCEL_REQUEST,
     TERMINAL_STATUSES,
     HumanTask,
     JournalEntry,
@@ -69,6 +70,7 @@ from keel.store._base import (
     RunRecord,
     RunStore,
     TaskFilter,
+    cancel_request,
     check_status,
 )
 from keel.store._messages import (
@@ -293,9 +295,20 @@ class SQLiteStore(RunStore):
         return [dataclasses.replace(r, lease_owner=owner, lease_expires_at=until)
                 for r in records]
 
-    async def request_cancel(self, run_id: str) -> RunRecord:
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
+        request = cancel_request(reason, by)
         with self._writing() as db:
             db.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
+            if request is not None:
+                found = db.execute("SELECT metadata FROM runs WHERE run_id = ?",
+                                   (run_id,)).fetchone()
+                if found is not None:
+                    old = q.loads(self._label, f"run {run_id!r}", "metadata", found[0])
+                    metadata = {**(old if isinstance(old, dict) else {}),
+                                CANCEL_REQUEST: request}
+                    db.execute("UPDATE runs SET metadata = ? WHERE run_id = ?",
+                               (q.json_text(metadata, "the metadata of run " + run_id), run_id))
             row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
         if row is None:
             raise not_found(run_id)
