@@ -149,3 +149,105 @@ def test_writing_still_creates_the_store(keel: Keel, schema: str, tmp_path: Path
     assert keel("--store", url, "run", TOOL_USE, "q").exit_code == 0
     listed = keel("--store", url, "runs", "list")
     assert listed.exit_code == 0 and "weather" in listed.stdout
+
+
+# ------------------------------------------------------------------------- damaged files
+
+
+def _store_with_runs(path: Path, count: int = 300) -> None:
+    """A real store with enough runs and journal entries to fill many pages."""
+    import asyncio
+
+    from keel.store import JournalEntry, RunRecord, SQLiteStore
+
+    async def fill() -> None:
+        async with SQLiteStore(path) as store:
+            for i in range(count):
+                run_id = f"run{i:04d}"
+                await store.create_run(RunRecord(
+                    run_id=run_id, agent="a", status="completed", input="x" * 200,
+                    created_at=float(i), updated_at=float(i)))
+                await store.append(run_id, [JournalEntry(
+                    seq=j, key=f"a/s{j}", phase="result", kind="model", name="m",
+                    input_hash="h", created_at=1.0, data={"t": "y" * 300}) for j in range(5)])
+
+    asyncio.run(fill())
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _leaves(path: Path, name: str) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [p for (p,) in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+            (name,))]
+
+
+def _overwrite(path: Path, page: int, data: bytes) -> None:
+    with path.open("r+b") as f:
+        f.seek((page - 1) * 4096)
+        f.write(data)
+
+
+def _page(path: Path, page: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek((page - 1) * 4096)
+        return f.read(4096)
+
+
+def test_a_run_lost_from_a_damaged_index_is_reported_as_damage(keel: Keel,
+                                                               tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    _store_with_runs(path)
+    first, last = _leaves(path, "sqlite_autoindex_runs_1")[-2:]
+    _overwrite(path, last, _page(path, first))  # a well-formed page with the wrong keys
+    listed = keel("--store", str(path), "runs", "list", "--limit", "1", "--json")
+    assert '"run0299"' in listed.stdout
+    r = keel("--store", str(path), "runs", "show", "run0299")
+    assert r.exit_code == 2, r
+    assert f"the run store {path} is damaged" in r.stderr and "no run" not in r.stderr
+    assert keel("--store", str(path), "runs", "show", "nope").stderr.startswith(
+        "error: no run 'nope'")
+
+
+def test_a_journal_lost_from_a_damaged_index_is_not_shown_as_empty(keel: Keel,
+                                                                   tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    _store_with_runs(path)
+    first, second = _leaves(path, "sqlite_autoindex_journal_1")[:2]
+    _overwrite(path, first, _page(path, second))
+    r = keel("--store", str(path), "runs", "show", "run0000")
+    assert r.exit_code == 2, r
+    assert f"the run store {path} is damaged" in r.stderr
+    assert "journal is empty" not in r.output
+
+
+@pytest.mark.parametrize("table", ["runs", "journal"])
+def test_garbage_in_a_table_page_is_reported_as_damage(keel: Keel, tmp_path: Path,
+                                                       table: str) -> None:
+    path = tmp_path / "runs.db"
+    _store_with_runs(path)
+    _overwrite(path, _leaves(path, table)[3], bytes(range(256)) * 16)
+    import asyncio
+
+    from keel.core import StoreError
+    from keel.store import SQLiteStore
+
+    async def sweep() -> dict[str, str]:
+        """run id -> the error reading it gave (runs read back whole are left out)."""
+        broken = {}
+        async with SQLiteStore(path, create=False) as store:
+            for i in range(300):
+                run_id = f"run{i:04d}"
+                try:
+                    await store.get_run(run_id)
+                    assert len(await store.read_journal(run_id)) == 5, run_id
+                except StoreError as exc:
+                    broken[run_id] = str(exc)
+        return broken
+
+    broken = asyncio.run(sweep())
+    assert broken, "the damaged page held no run"
+    assert all(f"the run store {path} is damaged" in e for e in broken.values()), broken
+    r = keel("--store", str(path), "runs", "show", next(iter(broken)))
+    assert r.exit_code == 2 and f"the run store {path} is damaged" in r.stderr, r

@@ -89,7 +89,16 @@ from keel.store._messages import (
     task_conflict_if_resolved,
     task_not_found,
 )
-from keel.store._sqlite_schema import BUSY_TIMEOUT_S, MEMORY, error_name, failure, open_db
+from keel.store._sqlite_schema import (
+    BUSY_TIMEOUT_S,
+    MEMORY,
+    damaged,
+    error_name,
+    failure,
+    integrity,
+    looks_damaged,
+    open_db,
+)
 
 __all__ = ["BUSY_TIMEOUT_S", "SQLiteStore"]
 
@@ -109,6 +118,7 @@ class SQLiteStore(RunStore):
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         raw = os.fspath(path)
         self._create = create
+        self._checked = False  # quick_check passed (see _miss)
         self._in_memory = raw == MEMORY
         self._path = Path(raw) if self._in_memory else Path(os.path.abspath(
             os.path.expanduser(raw)))
@@ -169,17 +179,29 @@ class SQLiteStore(RunStore):
     async def get_run(self, run_id: str) -> RunRecord:
         with self._reading() as db:
             row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
-        if row is None:
-            raise not_found(run_id)
+            if row is None:
+                raise self._miss(db, "runs", run_id) or not_found(run_id)
         return q.record_from_row(row, self._label)
 
     async def read_journal(self, run_id: str) -> list[JournalEntry]:
         with self._reading() as db:
             rows = db.execute(q.SELECT_JOURNAL, (run_id,)).fetchall()
             # Only an empty answer needs this one more look (runs go with their journals).
-            if not rows and db.execute(q.RUN_EXISTS, (run_id,)).fetchone() is None:
-                raise not_found(run_id)
+            if not rows:
+                damage = self._miss(db, "journal", run_id)
+                if damage is not None:
+                    raise damage
+                if db.execute(q.RUN_EXISTS, (run_id,)).fetchone() is None:
+                    raise not_found(run_id)
         return [q.entry_from_row(row, run_id, self._label) for row in rows]
+
+    async def check(self) -> None:
+        """Check the file with ``PRAGMA quick_check``; a damaged one raises a
+        :class:`keel.StoreError` naming it and what is wrong."""
+        with self._reading() as db:
+            damage = integrity(db, self._label)
+        if damage is not None:
+            raise damage
 
     async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]:
         f = filt or RunFilter()
@@ -477,7 +499,30 @@ class SQLiteStore(RunStore):
             self._add_entries(db, run_id, entries, rows)
 
     def _failure(self, exc: sqlite3.Error) -> StoreError | StoreUnavailable:
+        """The error for ``exc`` (hold ``_lock``); one that may come of a damaged file is
+        checked with ``PRAGMA quick_check``, and a damaged file is reported as such."""
+        if self._conn is not None and looks_damaged(exc):
+            damage = integrity(self._conn, self._label)
+            if damage is not None:
+                return damage
         return failure(self._label, exc)
+
+    def _miss(self, db: sqlite3.Connection, table: str, run_id: str) -> StoreError | None:
+        """A store opened with ``create=False`` (to read what exists) found no ``run_id`` in
+        ``table``: look again past the indexes, and check the file once, so that a damaged
+        file is reported as damaged rather than as a missing run or an empty journal."""
+        if self._create:
+            return None
+        found = db.execute(f"SELECT 1 FROM {table} NOT INDEXED WHERE run_id = ? LIMIT 1",
+                           (run_id,)).fetchone()
+        if found is not None:
+            return damaged(self._label, [f"the {table} table holds run {run_id!r}, its index "
+                                         "does not"])
+        if self._checked:
+            return None
+        damage = integrity(db, self._label)
+        self._checked = damage is None
+        return damage
 
     def _append_conflict(self, db: sqlite3.Connection, exc: sqlite3.IntegrityError,
                          run_id: str, entries: Sequence[JournalEntry]

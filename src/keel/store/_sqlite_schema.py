@@ -127,6 +127,30 @@ def error_name(exc: sqlite3.Error) -> str:
     return getattr(exc, "sqlite_errorname", "") or ""
 
 
+def looks_damaged(exc: sqlite3.Error) -> bool:
+    """An error a damaged file gives (rather than a busy, full or read-only one)."""
+    return (error_name(exc).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+            or type(exc) is sqlite3.DatabaseError)
+
+
+def integrity(conn: sqlite3.Connection, label: str) -> StoreError | None:
+    """``PRAGMA quick_check``: a StoreError naming the file if it is damaged, else None."""
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    else:
+        problems = [str(row[0]) for row in rows if row[0] != "ok"]
+    return damaged(label, problems) if problems else None
+
+
+def damaged(label: str, problems: list[str]) -> StoreError:
+    return StoreError(
+        f"the run store {label} is damaged ({'; '.join(problems[:3])}); what it answers "
+        "cannot be trusted. Restore it from a backup, or point keel at another file "
+        "(`sqlite3 FILE .recover` may save what is left).")
+
+
 def failure(label: str, exc: sqlite3.Error) -> StoreError | StoreUnavailable:
     """The error for an SQLite failure, saying what to do about it (a file locked past the
     busy timeout is a retryable :class:`StoreUnavailable`)."""
@@ -167,8 +191,9 @@ def open_db(path: Path | None, label: str, *, create: bool = True) -> sqlite3.Co
     try:
         _prepare(conn, label, create=create)
     except sqlite3.Error as exc:
+        found = integrity(conn, label) if looks_damaged(exc) else None
         conn.close()
-        raise failure(label, exc) from exc
+        raise (found or failure(label, exc)) from exc
     except BaseException:
         conn.close()
         raise
