@@ -80,14 +80,14 @@ async def test_the_live_and_the_idle_cancel_journal_the_same(
     path = tmp_path / "runs.db"
     async with SQLiteStore(path) as store:
         await store.create_run(_idle_record("idle"))
-        assert await cancel_run(store, "idle", reason="dup", by="bob") == "cancelled"
+        assert await cancel_run("idle", store=store, reason="dup", by="bob") == "cancelled"
         idle = (await store.read_journal("idle"))[-1]
     # The canceller is another worker (as another process would be) on the same file.
     monkeypatch.setattr(_worker, "worker_id", lambda: "elsewhere:1:abc")
     async with SQLiteStore(path) as worker, SQLiteStore(path) as canceller:
 
         async def cancel() -> None:
-            assert await cancel_run(canceller, "live", reason="dup", by="bob") == "requested"
+            assert await cancel_run("live", store=canceller, reason="dup", by="bob") == "requested"
 
         await _cancel_live(worker, cancel)
         live = (await canceller.read_journal("live"))[-1]
@@ -99,7 +99,7 @@ async def test_a_cancel_in_the_same_process_journals_reason_and_who() -> None:
     store = MemoryStore()
 
     async def cancel() -> None:
-        assert await cancel_run(store, "live", reason="wrong customer", by="carol") == \
+        assert await cancel_run("live", store=store, reason="wrong customer", by="carol") == \
             "requested"
 
     exc = await _cancel_live(store, cancel)

@@ -26,7 +26,7 @@ from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, Runnable, execute
-from keel.store import TERMINAL_STATUSES, JournalEntry, RunStore
+from keel.store import TERMINAL_STATUSES, JournalEntry, RunStore, required_store, store_moved
 
 if TYPE_CHECKING:
     pass
@@ -131,11 +131,16 @@ def _outcome_status(exc: KeelError) -> str:
 CancelOutcome = Literal["cancelled", "requested"]
 
 
-async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled by request",
+async def cancel_run(run_id: str, _old: str | None = None, /, *,
+                     store: RunStore | None = None, reason: str = "cancelled by request",
                      by: str = "api", agent: Runnable | None = None) -> CancelOutcome:
-    """Cancel a run. Returns ``"cancelled"`` if it is now cancelled, ``"requested"`` if a
-    live worker holds it and was asked to stop. ``agent`` (optional) gets its
-    ``on_run_end`` middleware called for an idle run, as a live run's own agent would."""
+    """Cancel run ``run_id`` of ``store``; ``reason`` and ``by`` (who asked) are journaled.
+    Returns ``"cancelled"`` if it is now cancelled, ``"requested"`` if a live worker holds it
+    and was asked to stop. ``agent`` (optional) gets its ``on_run_end`` middleware called for
+    an idle run, as a live run's own agent would. (``cancel_run(store, run_id)`` is the
+    deprecated form.)"""
+    (run_id,), given = store_moved("cancel_run", [run_id], _old, store)
+    store = required_store("cancel_run", given)
     record = await store.get_run(run_id)
     if record.status in TERMINAL_STATUSES:
         raise UserError(f"run {run_id} is already {record.status}; there is nothing to cancel.")

@@ -20,6 +20,10 @@ from keel.store._base import (
     TaskKind,
     TaskStatus,
     check_status,
+    required_store,
+    resolve_task,
+    store_moved,
+    who_acted,
 )
 from keel.store._export import (
     EXPORT_FORMAT,
@@ -62,6 +66,10 @@ __all__ = [
     "import_run",
     "open_store",
     "parse_export",
+    "required_store",
+    "resolve_task",
+    "store_moved",
+    "who_acted",
 ]
 
 

@@ -23,6 +23,7 @@ from keel.store._base import (
     RunStore,
     TaskFilter,
     cancel_request,
+    who_acted,
 )
 from keel.store._messages import (
     already_stored,
@@ -243,9 +244,10 @@ class MemoryStore(RunStore):
         self._tasks[task_id] = task
         return task
 
-    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
-                           entry: JournalEntry | None = None,
-                           close: RunRecord | None = None) -> HumanTask:
+    async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
+                           entry: JournalEntry | None = None, close: RunRecord | None = None,
+                           resolved_by: str | None = None) -> HumanTask:
+        by = who_acted(by, resolved_by, "resolved_by")
         task = await self.get_task(task_id)
         task_conflict_if_resolved(task)
         if close is not None and close.run_id != task.run_id:
@@ -261,7 +263,7 @@ class MemoryStore(RunStore):
         now = time.time()
         self._add_entries(run.run_id, entries)
         task = dataclasses.replace(task, status="resolved", resolution=resolution,
-                                   resolved_by=resolved_by, resolved_at=now)
+                                   by=by, resolved_at=now)
         self._tasks[task_id] = task
         if close is not None:
             self._runs[run.run_id] = merged(run, close)

@@ -57,6 +57,7 @@ from keel.store._base import (
     RunStore,
     TaskFilter,
     cancel_request,
+    who_acted,
 )
 from keel.store._messages import (
     already_stored,
@@ -387,11 +388,12 @@ class PostgresStore(RunStore):
     async def claim_task(self, task_id: str, who: str) -> HumanTask:
         return await self._with(lambda conn, q: tasks.claim_task(conn, q, task_id, who))
 
-    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
-                           entry: JournalEntry | None = None,
-                           close: RunRecord | None = None) -> HumanTask:
+    async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
+                           entry: JournalEntry | None = None, close: RunRecord | None = None,
+                           resolved_by: str | None = None) -> HumanTask:
+        by = who_acted(by, resolved_by, "resolved_by")
         return await self._with(lambda conn, q: tasks.resolve_task(
-            conn, q, task_id, resolution, resolved_by=resolved_by, entry=entry, close=close),
+            conn, q, task_id, resolution, by=by, entry=entry, close=close),
             transaction=True)
 
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,

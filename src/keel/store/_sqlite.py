@@ -72,6 +72,7 @@ from keel.store._base import (
     TaskFilter,
     cancel_request,
     check_status,
+    who_acted,
 )
 from keel.store._messages import (
     already_stored,
@@ -366,9 +367,10 @@ class SQLiteStore(RunStore):
             db.execute(q.CLAIM_TASK, (who, at, task_id))
         return dataclasses.replace(task, status="claimed", claimed_by=who, claimed_at=at)
 
-    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
-                           entry: JournalEntry | None = None,
-                           close: RunRecord | None = None) -> HumanTask:
+    async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
+                           entry: JournalEntry | None = None, close: RunRecord | None = None,
+                           resolved_by: str | None = None) -> HumanTask:
+        by = who_acted(by, resolved_by, "resolved_by")
         decision = q.json_text(resolution, f"the resolution of {task_id!r}")
         with self._writing() as db:
             task = self._task(db, task_id)
@@ -389,14 +391,14 @@ class SQLiteStore(RunStore):
                 except StoreError as exc:
                     raise entry_conflict(task, exc) from None
             now = time.time()
-            db.execute(q.RESOLVE_TASK, (decision, resolved_by, now, task_id))
+            db.execute(q.RESOLVE_TASK, (decision, by, now, task_id))
             if close is not None:
                 db.execute(q.UPDATE_RUN, q.update_args(close))
             elif status == "suspended":
                 db.execute("UPDATE runs SET status = 'running', updated_at = ?, lease_owner = "
                            "NULL, lease_expires_at = NULL WHERE run_id = ?", (now, run_id))
         return dataclasses.replace(task, status="resolved", resolution=resolution,
-                                   resolved_by=resolved_by, resolved_at=now)
+                                   by=by, resolved_at=now)
 
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                           waiting_on: Collection[str], lease: str | None = None) -> str:
@@ -517,7 +519,7 @@ class SQLiteStore(RunStore):
                            (run_id,)).fetchone()
         if found is not None:
             return damaged(self._label, [f"the {table} table holds run {run_id!r}, its index "
-                                         "does not"])
+                                         "does not"], seen_by="a look past the index")
         if self._checked:
             return None
         damage = integrity(db, self._label)

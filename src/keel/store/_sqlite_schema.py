@@ -144,10 +144,12 @@ def integrity(conn: sqlite3.Connection, label: str) -> StoreError | None:
     return damaged(label, problems) if problems else None
 
 
-def damaged(label: str, problems: list[str]) -> StoreError:
+def damaged(label: str, problems: list[str], *, seen_by: str = "PRAGMA quick_check"
+            ) -> StoreError:
+    found = " ".join("; ".join(problems[:3]).split())
     return StoreError(
-        f"the run store {label} is damaged ({'; '.join(problems[:3])}); what it answers "
-        "cannot be trusted. Restore it from a backup, or point keel at another file "
+        f"the run store {label} is damaged ({seen_by}: {found}); what it answers "
+        "cannot be trusted: restore it from a backup, or point keel at another file "
         "(`sqlite3 FILE .recover` may save what is left).")
 
 
