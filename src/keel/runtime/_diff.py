@@ -1,4 +1,4 @@
-"""Compare two runs step by step: ``diff_runs(store, run_a, run_b)``.
+"""Compare two runs step by step: ``diff_runs(run_a, run_b, store=store)``.
 
 Steps are aligned by key (``agent/turn:2/tool:refund#0``), in order of first appearance in
 either journal, and each is ``same``, ``changed``, ``only_a`` or ``only_b``. Model steps are
