@@ -172,6 +172,33 @@ def import_top_table(results: dict[str, Any]) -> Table:
                  ["module", "ms"], rows)
 
 
+def _tool_kind_rows(results: dict[str, Any], multi: list[int]) -> list[list[str]]:
+    """Targets for the tool kinds: a def tool's run against the async tool's, and
+    concurrent runs against the ideal, for each kind."""
+    rows: list[list[str]] = []
+
+    def one(label: str, value: float | None, ok: bool | None, unit: str) -> None:
+        rows.append([label, _cell(value, unit), _verdict(ok), "", ""])
+
+    for key in ("keel-def", "keel-inline"):
+        ratio = sync_ratio(results, key)
+        if ratio is not None:
+            one(f"{results['names'][key]}: run ≤ {TARGET_SYNC_X}× the async tool's "
+                f"({'/'.join(map(str, multi))} steps, worst)", ratio, ratio <= TARGET_SYNC_X,
+                "{:.2f}×")
+    cfg = results["config"]["keel"]
+    ideal = cfg["concurrent_turns"] * cfg["model_delay"]
+    for key in ("keel", "keel-def", "keel-inline"):
+        wall = results["suites"].get(key, {}).get("concurrent_s")
+        if key != "keel" and wall is None:
+            continue
+        kind = "" if key == "keel" else f" ({results['names'][key]})"
+        one(f"{cfg['concurrent_runs']} concurrent runs ≤ {TARGET_CONCURRENT_X}× the "
+            f"{ideal:.2f} s ideal{kind}", wall,
+            None if wall is None else wall <= TARGET_CONCURRENT_X * ideal, "{:.3f} s")
+    return rows
+
+
 def targets_table(results: dict[str, Any]) -> Table:
     sizes = _sizes(results)
     multi = [n for n in sizes if n > 1]
@@ -211,23 +238,9 @@ def targets_table(results: dict[str, Any]) -> Table:
         both(f"in-memory: flat, {sizes[-1]}-step overhead ≤ {TARGET_FLAT}× the 10-step one",
              flat[0], flat[1], TARGET_FLAT, "{:.2f}×")
 
-    for key in ("keel-def", "keel-inline"):
-        ratio = sync_ratio(results, key)
-        if ratio is not None:
-            one(f"{results['names'][key]}: run ≤ {TARGET_SYNC_X}× the async tool's "
-                f"({'/'.join(map(str, multi))} steps, worst)", ratio, ratio <= TARGET_SYNC_X,
-                "{:.2f}×")
+    rows.extend(_tool_kind_rows(results, multi))
     cfg = results["config"]["keel"]
     keel = results["suites"].get("keel", {})
-    ideal = cfg["concurrent_turns"] * cfg["model_delay"]
-    for key in ("keel", "keel-def", "keel-inline"):
-        wall = results["suites"].get(key, {}).get("concurrent_s")
-        if key != "keel" and wall is None:
-            continue
-        kind = "" if key == "keel" else f" ({results['names'][key]})"
-        one(f"{cfg['concurrent_runs']} concurrent runs ≤ {TARGET_CONCURRENT_X}× the "
-            f"{ideal:.2f} s ideal{kind}", wall,
-            None if wall is None else wall <= TARGET_CONCURRENT_X * ideal, "{:.3f} s")
     mem = results["memory"].get("keel", {})
     for field, label in (("tracemalloc_peak_per_run_kb", "tracemalloc peak"),
                          ("rss_delta_per_run_kb", "RSS growth")):

@@ -72,7 +72,7 @@ if __name__ == "__main__":
         except ApprovalRequired as waiting:
             print(f"suspended: {waiting.message}")
             for approval_id in waiting.approval_ids:
-                await decide_approval(store, approval_id, approve=True, decided_by="you",
+                await decide_approval(approval_id, store=store, approve=True, by="you",
                                       comment=str(REVIEW["comment"]))
             result = await agent.resume(waiting.run_id or "", store=store)
             print(result.output)

@@ -13,9 +13,9 @@ EXPECTED = [
     "Message", "Middleware", "MissingCredentials", "Model", "ModelError", "ModelResponse",
     "ModelSettings", "OutputValidationError", "RepeatedFailure", "RetryWithFeedback",
     "RunError", "RunNotFound", "RunResult", "RunStore", "Signal", "StoreError",
-    "StoreVersionError", "Tool", "ToolContext", "ToolDefinitionError", "ToolError",
-    "ToolResult", "UnknownModel", "UnknownOutcome", "Usage", "UserError", "__version__",
-    "configure_json_logging", "open_store", "resolve_model", "tool",
+    "StoreUnavailable", "StoreVersionError", "Tool", "ToolContext", "ToolDefinitionError",
+    "ToolError", "ToolResult", "UnknownModel", "UnknownOutcome", "Usage", "UserError",
+    "__version__", "configure_json_logging", "open_store", "resolve_model", "tool",
     # durable runs for fleets
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
     "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",

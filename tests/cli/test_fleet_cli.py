@@ -47,7 +47,7 @@ def _decide(url: str, run_id: str, approve: bool) -> None:
     async def go() -> None:
         async with open_store(url) as s:
             [task] = [t for t in await s.list_tasks() if t.run_id == run_id]
-            await decide_approval(s, task.task_id, approve=approve, decided_by="ann",
+            await decide_approval(task.task_id, store=s, approve=approve, by="ann",
                                   comment="ok" if approve else "no")
 
     asyncio.run(go())

@@ -270,7 +270,7 @@ def test_approve_makes_the_run_runnable(keel: Keel, store: str,
     assert "run run-a is runnable: `keel resume run-a`, or a `keel worker` continues it." \
         in r.stdout
     task, run, journal = state(store, a)
-    assert (task.status, task.resolved_by, run.status) == ("resolved", "tester", "running")
+    assert (task.status, task.by, run.status) == ("resolved", "tester", "running")
     last = journal[-1]
     assert (last.key, last.phase, last.kind, last.input_hash) == (
         "support/turn:0/tool:refund#0/approval", "result", "approval", "gate-hash")
@@ -283,7 +283,7 @@ def test_by_defaults_to_cli_without_user(keel: Keel, store: str,
     monkeypatch.delenv("USER", raising=False)
     a = seed_approval(store, "run-a")
     assert "by cli" in keel("--store", store, "approvals", "approve", a).stdout
-    assert state(store, a)[0].resolved_by == "cli"
+    assert state(store, a)[0].by == "cli"
 
 
 def test_approve_with_edited_arguments(keel: Keel, store: str) -> None:
@@ -390,7 +390,7 @@ def test_oversized_and_hostile_input_is_refused_or_shown_literally(keel: Keel,
              "[bold]ana[/]")
     assert r.exit_code == 0, r
     assert "\x1b" not in r.output and "by [bold]ana[/]" in r.stdout
-    assert state(store, a)[0].resolved_by == "[bold]ana[/]"
+    assert state(store, a)[0].by == "[bold]ana[/]"
     assert state(store, a)[2][-1].data["comment"] == HOSTILE
 
 

@@ -124,7 +124,7 @@ def build_agent() -> Agent[str]:
 
 async def decide(store: RunStore, task_id: str, label: str) -> None:
     approve, comment, edited = REVIEWER[label]
-    await decide_approval(store, task_id, approve=approve, decided_by="ann", comment=comment,
+    await decide_approval(task_id, store=store, approve=approve, by="ann", comment=comment,
                           edited_args=edited)
 
 

@@ -178,7 +178,7 @@ async def _decide(h: Harness, task: HumanTask, drive: Drive) -> None:
         return
     approve, comment, edited = REVIEWER[label]
     async with open_store(h.store_url) as store:
-        await decide_approval(store, task.task_id, approve=approve, decided_by="ann",
+        await decide_approval(task.task_id, store=store, approve=approve, by="ann",
                               comment=comment, edited_args=edited)
 
 
@@ -318,7 +318,7 @@ async def _check_run(h: Harness, drive: Drive, scenario: Scenario) -> Snapshot:
     for task in tasks.values():
         label = LABELS[task.step_key]
         assert task.kind == "approval" and task.status == "resolved", task
-        assert task.resolved_by == "ann"
+        assert task.by == "ann"
         assert task.resolution["approved"] is REVIEWER[label][0]
         gate = [e for e in after.journal if e.key == task.step_key]
         assert [e.phase for e in gate] == ["intent", "result"], "asked twice or decision lost"

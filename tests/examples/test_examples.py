@@ -164,7 +164,7 @@ async def test_approval_gate_waits_for_a_person_then_refunds_once(load: Any) -> 
         await module.agent.run(module.INPUT, store=store)
     [task] = await store.list_tasks()
     assert task.data["tool"] == "refund" and task.data["reason"] == "refunds over 100 need a person"
-    await decide_approval(store, task.task_id, approve=True, decided_by="t", comment="ok")
+    await decide_approval(task.task_id, store=store, approve=True, by="t", comment="ok")
     result = await module.agent.resume(info.value.run_id, store=store)
     assert "refunded 249.00" in result.output
     refunds = [e for e in await store.read_journal(result.run_id)

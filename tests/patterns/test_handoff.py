@@ -121,7 +121,7 @@ async def test_a_handoff_to_a_person_escalates_and_goes_on_with_their_note() -> 
     assert task.data["step_key"] == "desk/hop:0/human"
     assert "wants a manager" in task.data["reason"]
     run_id = info.value.run_id or ""
-    await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ana", action="resume",
                              note="full refund approved")
     result = await team.resume(run_id, store=store)
     assert result.output == "Our manager approved a full refund."
@@ -165,7 +165,7 @@ async def test_ping_pong_escalates_by_default_and_the_person_breaks_the_loop() -
     assert info.value.trigger == "handoff_loop"
     task = await store.get_task(info.value.escalation_id or "")
     assert task.data["step_key"] == "desk/hop:2/loop"
-    await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ana", action="resume",
                              note="I'll answer: yes")
     result = await team.resume(info.value.run_id or "", store=store)
     assert result.output == "Yes, we ship to Norway."

@@ -279,7 +279,7 @@ async def test_the_plan_waits_for_approval_then_runs_with_the_note() -> None:
     task = await store.get_task(info.value.escalation_id or "")
     assert "1. [pending] a by agent writer: do a" in task.data["proposal"]
     assert seen == []
-    await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ana", action="resume",
                              note="go ahead")
     result = await flow.resume(info.value.run_id or "", store=store)
     assert result.output == {"a": "writer did do a"} and len(queue.seen) == 1

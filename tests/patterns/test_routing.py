@@ -218,7 +218,7 @@ async def test_low_confidence_escalates_and_a_person_picks_the_route() -> None:
     assert task.queue == "triage-desk" and task.data["trigger"] == "low_route_confidence"
     assert task.data["proposal"] == "billing" and task.data["step_key"] == (
         "triage/route-escalation")
-    await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ana", action="resume",
                              note="shipping")
     result = await flow.resume(info.value.run_id or "", store=store)
     assert result.output.route == "shipping" and result.output.output == "shipping team here"

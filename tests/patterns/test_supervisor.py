@@ -221,7 +221,7 @@ async def test_a_worker_that_escalates_suspends_the_run_once_on_its_own_task() -
     assert [t.task_id for t in tasks] == [info.value.escalation_id]  # exactly one task
     assert tasks[0].data["step_key"].startswith("team/lead/turn:0/tool:ask_billing#0/billing/")
     assert (await store.get_run(run_id)).status == "suspended"
-    await resolve_escalation(store, tasks[0].task_id, resolved_by="ana", action="resume",
+    await resolve_escalation(tasks[0].task_id, store=store, by="ana", action="resume",
                              note="go ahead")
     result = await team.resume(run_id, store=store)
     assert result.output == "Done: refunded."

@@ -337,7 +337,7 @@ async def test_chain_everything_fails_a_person_gets_a_packet_then_answers() -> N
     assert "primary (run c1-0)" in packet["reason"] and "simple (run c1-1)" in packet["reason"]
 
     # a person answers; running the chain again with the same id picks the answer up
-    await resolve_escalation(store, tasks[0].task_id, resolved_by="ana", action="answer",
+    await resolve_escalation(tasks[0].task_id, store=store, by="ana", action="answer",
                              answer="Refunded the duplicate charge.")
     runs_before = len(await store.list_runs())
     result = await chain.run("I was charged twice", store=store, chain_id="c1")
@@ -354,7 +354,7 @@ async def test_chain_human_resume_with_a_note_answers_with_the_note() -> None:
     with pytest.raises(Escalate):
         await chain.run("help", store=store, chain_id="c2")
     task = (await store.list_tasks(TaskFilter(kind="escalation")))[0]
-    await resolve_escalation(store, task.task_id, resolved_by="bo", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="bo", action="resume",
                              note="Call us on 0800 123.")
     result = await chain.run("help", store=store, chain_id="c2")
     assert result.link == "primary-human" and result.output == "Call us on 0800 123."

@@ -56,7 +56,7 @@ async def test_irreversible_call_suspends_then_runs_once_after_approval() -> Non
     assert len(await store.list_tasks()) == 1
     assert effects == [("balance",)], "code before the gate ran again"
 
-    await decide_approval(store, task.task_id, approve=True, decided_by="ann", comment="ok")
+    await decide_approval(task.task_id, store=store, approve=True, by="ann", comment="ok")
     assert (await store.get_run(run_id)).status == "running"  # runnable
     result = await agent.resume(run_id, store=store)
     assert result.output == "done"
@@ -64,10 +64,10 @@ async def test_irreversible_call_suspends_then_runs_once_after_approval() -> Non
     journal = await store.read_journal(run_id)
     gate = [e for e in journal if e.key.endswith("/approval")]
     assert [(e.phase, e.kind) for e in gate] == [("intent", "approval"), ("result", "approval")]
-    assert gate[1].data["decided_by"] == "ann"
+    assert gate[1].data["by"] == "ann"
     # a second resume has nothing to do; a second decision is refused
     with pytest.raises(TaskConflict):
-        await decide_approval(store, task.task_id, approve=False, decided_by="bob",
+        await decide_approval(task.task_id, store=store, approve=False, by="bob",
                               comment="no")
 
 
@@ -81,8 +81,8 @@ async def test_denial_reaches_the_model_with_the_comment() -> None:
         await agent.run("wire it", store=store)
     [task] = await store.list_tasks()
     with pytest.raises(UserError, match="comment"):
-        await decide_approval(store, task.task_id, approve=False, decided_by="ann")
-    await decide_approval(store, task.task_id, approve=False, decided_by="ann",
+        await decide_approval(task.task_id, store=store, approve=False, by="ann")
+    await decide_approval(task.task_id, store=store, approve=False, by="ann",
                           comment="mallory is not a customer")
     result = await agent.resume(info.value.run_id or "", store=store)
     assert result.output == "I could not send it."
@@ -104,10 +104,10 @@ async def test_edited_arguments_are_validated_and_used() -> None:
     [task] = await store.list_tasks()
     for bad in ('{"amount": "lots", "to": "bob"}', '{"to": "bob"}', "[1]", "not json"):
         with pytest.raises(UserError, match="edited arguments"):
-            await decide_approval(store, task.task_id, approve=True, decided_by="ann",
+            await decide_approval(task.task_id, store=store, approve=True, by="ann",
                                   edited_args=bad)
     assert (await store.get_task(task.task_id)).status == "open", "a refusal changed the task"
-    await decide_approval(store, task.task_id, approve=True, decided_by="ann",
+    await decide_approval(task.task_id, store=store, approve=True, by="ann",
                           edited_args='{"amount": 100, "to": "bob"}')
     await agent.resume(info.value.run_id or "", store=store)
     assert effects == [("wire", 100, "bob")]
@@ -130,12 +130,12 @@ async def test_parallel_calls_are_decided_independently() -> None:
     assert effects == [("balance",)]
     first = next(t for t in tasks if t.data["arguments"]["to"] == "a")
     second = next(t for t in tasks if t.data["arguments"]["to"] == "b")
-    await decide_approval(store, first.task_id, approve=True, decided_by="ann")
+    await decide_approval(first.task_id, store=store, approve=True, by="ann")
     with pytest.raises(ApprovalRequired) as again:
         await agent.resume(run_id, store=store)
     assert again.value.approval_ids == (second.task_id,)
     assert effects == [("balance",), ("wire", 1, "a")], "the approved call ran, once"
-    await decide_approval(store, second.task_id, approve=False, decided_by="ann",
+    await decide_approval(second.task_id, store=store, approve=False, by="ann",
                           comment="b is closed")
     result = await agent.resume(run_id, store=store)
     assert result.output == "done"
@@ -204,7 +204,7 @@ def test_bad_policy_settings_are_refused() -> None:
 async def test_unknown_and_finished_decisions_are_refused() -> None:
     store = MemoryStore()
     with pytest.raises(TaskNotFound):
-        await decide_approval(store, "ap-nope", approve=True, decided_by="ann")
+        await decide_approval("ap-nope", store=store, approve=True, by="ann")
     effects, wire, _balance = bank()
     agent = Agent("pay", model=ScriptedModel([call("wire", {"amount": 5, "to": "x"}), "ok"]),
                   tools=[wire])
@@ -213,10 +213,10 @@ async def test_unknown_and_finished_decisions_are_refused() -> None:
     run_id = info.value.run_id or ""
     from keel.runtime import cancel_run
 
-    assert await cancel_run(store, run_id, reason="customer withdrew") == "cancelled"
+    assert await cancel_run(run_id, store=store, reason="customer withdrew") == "cancelled"
     [task] = await store.list_tasks()
     with pytest.raises(TaskConflict, match="cancelled"):
-        await decide_approval(store, task.task_id, approve=True, decided_by="ann")
+        await decide_approval(task.task_id, store=store, approve=True, by="ann")
     journal = await store.read_journal(run_id)
     assert journal[-1].kind == "cancel" and journal[-1].data["reason"] == "customer withdrew"
     assert effects == []
@@ -233,7 +233,7 @@ async def test_decision_from_another_store_handle_resumes_the_run(tmp_path: Path
             await agent.run("go", store=store)
     async with SQLiteStore(path) as other:
         [task] = await other.list_tasks()
-        await decide_approval(other, task.task_id, approve=True, decided_by="ann")
+        await decide_approval(task.task_id, store=other, approve=True, by="ann")
     async with SQLiteStore(path) as store:
         result = await agent.resume(info.value.run_id or "", store=store)
         assert result.output == "ok" and effects == [("wire", 7, "z")]

@@ -37,7 +37,7 @@ async def test_a_fork_against_its_parent() -> None:
     other = ScriptedModel([*TWO_LOOKUPS[:1], call("lookup", {"key": "bad"}), "only a"],
                           name="test:other")
     fork = await fork_run(agent(TWO_LOOKUPS), parent.run_id, at=2, store=store, model=other)
-    d = await diff_runs(store, parent.run_id, fork.run_id)
+    d = await diff_runs(parent.run_id, fork.run_id, store=store)
     assert [(s.key, s.status) for s in d.steps] == [
         ("d/turn:0/model", "same"),
         ("d/turn:0/tool:lookup#0", "same"),
@@ -66,7 +66,7 @@ async def test_steps_only_in_one_run_keep_their_place() -> None:
     short = await agent([call("lookup", {"key": "a"}), "a"]).run("q", store=store)
     long = await agent([call("lookup", {"key": "a"}), call("lookup", {"key": "b"}),
                         "a and b"]).run("q", store=store)
-    d = await diff_runs(store, short.run_id, long.run_id)
+    d = await diff_runs(short.run_id, long.run_id, store=store)
     assert [(s.key, s.status) for s in d.steps] == [
         ("d/turn:0/model", "same"),
         ("d/turn:0/tool:lookup#0", "same"),
@@ -79,7 +79,7 @@ async def test_steps_only_in_one_run_keep_their_place() -> None:
     assert d.totals_a.steps == 3 and d.totals_b.steps == 5
     assert d.deltas()["steps"] == 2
     assert d.deltas()["tokens"] == d.totals_b.tokens - d.totals_a.tokens > 0
-    reverse = await diff_runs(store, long.run_id, short.run_id)
+    reverse = await diff_runs(long.run_id, short.run_id, store=store)
     assert [s.status for s in reverse.steps][-2:] == ["only_a", "only_a"]
 
 
@@ -100,7 +100,7 @@ async def test_identical_runs_ignore_provider_call_ids_and_token_counts() -> Non
     a = await Agent("d", model=FunctionModel(reply), tools=[lookup]).run("q", store=store)
     b = await Agent("d", model=FunctionModel(reply), tools=[lookup],
                     instructions="Be brief.").run("q", store=store)
-    d = await diff_runs(store, a.run_id, b.run_id)
+    d = await diff_runs(a.run_id, b.run_id, store=store)
     assert [s.status for s in d.steps] == ["same", "same", "same"]
     assert d.first_divergence is None and d.outputs_equal and d.identical
     assert d.totals_a.tokens != d.totals_b.tokens  # the prompt differed in length
@@ -115,7 +115,7 @@ async def test_a_run_that_failed_and_one_that_did_not() -> None:
     await store.append("failed-1", [JournalEntry(
         seq=0, key="d/turn:0/tool:pay#0", phase="intent", kind="tool", name="pay",
         input_hash="h", data={"tool": "pay", "arguments": '{"amount": 5}'}, created_at=1.0)])
-    d = await diff_runs(store, ok.run_id, "failed-1")
+    d = await diff_runs(ok.run_id, "failed-1", store=store)
     assert not d.outputs_equal  # statuses differ, even though neither output is compared
     intent = next(s for s in d.steps if s.status == "only_b")
     assert intent.b == 'started, no result recorded: pay {"amount": 5}'
@@ -125,9 +125,9 @@ async def test_unknown_runs_are_refused() -> None:
     store = MemoryStore()
     ok = await agent(["fine"]).run("q", store=store)
     with pytest.raises(RunNotFound):
-        await diff_runs(store, ok.run_id, "nope")
+        await diff_runs(ok.run_id, "nope", store=store)
     with pytest.raises(RunNotFound):
-        await diff_runs(store, "nope", ok.run_id)
+        await diff_runs("nope", ok.run_id, store=store)
 
 
 def test_merge_order_places_one_sided_keys_between_shared_ones() -> None:

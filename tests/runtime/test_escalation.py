@@ -409,10 +409,10 @@ def test_packet_masks_secrets() -> None:
 async def test_answer_completes_the_run_with_the_answer() -> None:
     store = MemoryStore()
     task = await escalated(store)
-    done = await resolve_escalation(store, task.task_id, resolved_by="ana", action="answer",
+    done = await resolve_escalation(task.task_id, store=store, by="ana", action="answer",
                                     answer="Your parcel is re-shipped today.",
                                     comment="called the carrier")
-    assert (done.status, done.resolved_by) == ("resolved", "ana")
+    assert (done.status, done.by) == ("resolved", "ana")
     assert done.resolution["action"] == "answer"
     run = await store.get_run(RUN)
     assert (run.status, run.output, run.error) == (
@@ -420,17 +420,17 @@ async def test_answer_completes_the_run_with_the_answer() -> None:
     last = (await store.read_journal(RUN))[-1]
     assert (last.key, last.phase, last.kind, last.name, last.input_hash) == (
         KEY, "result", "escalation", "human_requested", "esc-hash")
-    assert set(last.data) == {"action", "answer", "note", "comment", "resolved_by",
+    assert set(last.data) == {"action", "answer", "note", "comment", "by",
                               "resolved_at"}
     assert last.data["answer"] == "Your parcel is re-shipped today."
-    assert last.data["comment"] == "called the carrier" and last.data["resolved_by"] == "ana"
+    assert last.data["comment"] == "called the carrier" and last.data["by"] == "ana"
     assert last.seq == 6
 
 
 async def test_resume_wakes_the_run_with_the_note() -> None:
     store = MemoryStore()
     task = await escalated(store, trigger="repeated_failure")
-    await resolve_escalation(store, task.task_id, resolved_by="bo", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="bo", action="resume",
                              note="The tracking API is back; try again.")
     run = await store.get_run(RUN)
     assert (run.status, run.lease_owner, run.output) == ("running", None, None)
@@ -445,16 +445,16 @@ async def test_resume_is_refused_after_an_exhausted_budget() -> None:
     task = await escalated(store, trigger="budget_exhausted")
     before = await snapshot(store, task.task_id)
     with pytest.raises(UserError, match=r"budget ran out.*--answer.*--dismiss"):
-        await resolve_escalation(store, task.task_id, resolved_by="bo", action="resume")
+        await resolve_escalation(task.task_id, store=store, by="bo", action="resume")
     assert await snapshot(store, task.task_id) == before
-    await resolve_escalation(store, task.task_id, resolved_by="bo", action="dismiss",
+    await resolve_escalation(task.task_id, store=store, by="bo", action="dismiss",
                              comment="customer refunded by phone")
 
 
 async def test_dismiss_cancels_the_run_with_the_comment() -> None:
     store = MemoryStore()
     task = await escalated(store)
-    await resolve_escalation(store, task.task_id, resolved_by="cy", action="dismiss",
+    await resolve_escalation(task.task_id, store=store, by="cy", action="dismiss",
                              comment="duplicate of ticket 77")
     run = await store.get_run(RUN)
     assert run.status == "cancelled"
@@ -470,7 +470,7 @@ async def test_dismiss_cancels_the_run_with_the_comment() -> None:
     ({"action": "resume", "answer": "x"}, UserError, "only goes with the answer action"),
     ({"action": "answer", "answer": "x", "note": "y"}, UserError, "does not go with answer"),
     ({"action": "close"}, UserError, "unknown action"),
-    ({"action": "answer", "answer": "x", "resolved_by": ""}, UserError, "say who"),
+    ({"action": "answer", "answer": "x", "by": ""}, UserError, "say who"),
     ({"action": "answer", "answer": "x" * 70_000}, UserError, "at most 65,536"),
     ({"action": "resume", "note": "n" * 70_000}, UserError, "at most 65,536"),
     ({"action": "answer", "answer": {"too": "x" * 70_000}}, UserError, "characters of JSON"),
@@ -482,9 +482,9 @@ async def test_bad_decisions_change_nothing(kwargs: dict[str, Any], error: type[
     store = MemoryStore()
     task = await escalated(store)
     before = await snapshot(store, task.task_id)
-    kwargs = {"resolved_by": "ana", **kwargs}
+    kwargs = {"by": "ana", **kwargs}
     with pytest.raises(error, match=match):
-        await resolve_escalation(store, task.task_id, **kwargs)
+        await resolve_escalation(task.task_id, store=store, **kwargs)
     assert await snapshot(store, task.task_id) == before
 
 
@@ -492,18 +492,18 @@ async def test_unknown_ids_approvals_repeats_and_finished_runs_are_refused() -> 
     store = MemoryStore()
     task = await escalated(store)
     with pytest.raises(TaskNotFound):
-        await resolve_escalation(store, "es-000000000000", resolved_by="a", action="resume")
+        await resolve_escalation("es-000000000000", store=store, by="a", action="resume")
     approval = HumanTask(task_id="ap-1", run_id=RUN, kind="approval", step_key="k/approval",
                          queue="approvals", status="open", created_at=NOW, data={})
     await store.put_task(approval)
     with pytest.raises(UserError, match="is an approval"):
-        await resolve_escalation(store, "ap-1", resolved_by="a", action="resume")
+        await resolve_escalation("ap-1", store=store, by="a", action="resume")
     with pytest.raises(UserError, match="is an approval"):
-        await claim_escalation(store, "ap-1", "a")
-    await resolve_escalation(store, task.task_id, resolved_by="a", action="resume")
+        await claim_escalation("ap-1", "a", store=store)
+    await resolve_escalation(task.task_id, store=store, by="a", action="resume")
     after = await snapshot(store, task.task_id)
     with pytest.raises(TaskConflict, match="already resolved by a"):
-        await resolve_escalation(store, task.task_id, resolved_by="b", action="answer",
+        await resolve_escalation(task.task_id, store=store, by="b", action="answer",
                                  answer="x")
     assert await snapshot(store, task.task_id) == after
 
@@ -515,7 +515,7 @@ async def test_a_finished_run_is_not_waiting_any_more() -> None:
     await store.finish_run(run.with_status("failed", updated_at=time.time()), [])
     before = await snapshot(store, task.task_id)
     with pytest.raises(TaskConflict, match="is failed; nothing waits"):
-        await resolve_escalation(store, task.task_id, resolved_by="a", action="answer",
+        await resolve_escalation(task.task_id, store=store, by="a", action="answer",
                                  answer="x")
     assert await snapshot(store, task.task_id) == before
 
@@ -523,15 +523,15 @@ async def test_a_finished_run_is_not_waiting_any_more() -> None:
 async def test_claiming() -> None:
     store = MemoryStore()
     task = await escalated(store)
-    claimed = await claim_escalation(store, task.task_id, "ana")
+    claimed = await claim_escalation(task.task_id, "ana", store=store)
     assert (claimed.status, claimed.claimed_by) == ("claimed", "ana")
-    assert (await claim_escalation(store, task.task_id, "ana")).claimed_by == "ana"
+    assert (await claim_escalation(task.task_id, "ana", store=store)).claimed_by == "ana"
     with pytest.raises(TaskConflict, match="claimed by ana"):
-        await claim_escalation(store, task.task_id, "bo")
+        await claim_escalation(task.task_id, "bo", store=store)
     with pytest.raises(UserError, match="say who"):
-        await claim_escalation(store, task.task_id, " ")
+        await claim_escalation(task.task_id, " ", store=store)
     with pytest.raises(TaskNotFound):
-        await claim_escalation(store, "es-nope", "ana")
-    await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume")
+        await claim_escalation("es-nope", "ana", store=store)
+    await resolve_escalation(task.task_id, store=store, by="ana", action="resume")
     with pytest.raises(TaskConflict, match="already resolved"):
-        await claim_escalation(store, task.task_id, "ana")
+        await claim_escalation(task.task_id, "ana", store=store)

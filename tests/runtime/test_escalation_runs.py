@@ -33,13 +33,13 @@ async def test_user_asking_for_a_person_escalates_by_default_and_an_answer_close
     assert packet["trigger"] == "human_requested" and packet["queue"] == "support"
     assert packet["due_at"] > packet["created_at"]
     assert (await store.get_run(task.run_id)).status == "suspended"
-    await resolve_escalation(store, task.task_id, resolved_by="ann", action="answer",
+    await resolve_escalation(task.task_id, store=store, by="ann", action="answer",
                              answer="Your bill is fixed; I refunded the late fee.")
     record = await store.get_run(task.run_id)
     assert record.status == "completed"
     assert record.output == "Your bill is fixed; I refunded the late fee."
     with pytest.raises(TaskConflict):
-        await resolve_escalation(store, task.task_id, resolved_by="bob", action="answer",
+        await resolve_escalation(task.task_id, store=store, by="bob", action="answer",
                                  answer="again")
 
 
@@ -50,7 +50,7 @@ async def test_resume_with_a_note_hands_the_note_to_the_model() -> None:
     with pytest.raises(Escalate) as info:
         await agent.run("can I speak to a person?", store=store)
     task = await _only_escalation(store)
-    await resolve_escalation(store, task.task_id, resolved_by="ann", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ann", action="resume",
                              note="Customer is verified; go ahead and help.")
     result = await agent.resume(info.value.run_id or "", store=store)
     assert result.output == "Sure, here is the plan."
@@ -77,7 +77,7 @@ async def test_low_confidence_answer_escalates_with_the_answer_as_proposal() -> 
     task = await _only_escalation(store)
     assert task.queue == "shipping" and task.data["trigger"] == "low_confidence"
     assert "Maybe 3 days?" in task.data["proposal"]
-    await resolve_escalation(store, task.task_id, resolved_by="ann", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ann", action="resume",
                              note="Check the warehouse status first.")
     result = await agent.resume(info.value.run_id or "", store=store)
     assert result.output == Answer(text="It ships tomorrow.", confidence=0.95)
@@ -98,7 +98,7 @@ async def test_repeated_failure_and_budget_escalate_when_the_policy_says_so() ->
     task = await _only_escalation(store)
     assert task.data["trigger"] == "repeated_failure" and task.queue == "tier2"
     assert any("database down" in str(e) for e in task.data["evidence"])
-    await resolve_escalation(store, task.task_id, resolved_by="ann", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ann", action="resume",
                              note="DB is back.")
     assert (await failing.resume(info.value.run_id or "", store=store)).output == "done"
 
@@ -110,8 +110,8 @@ async def test_repeated_failure_and_budget_escalate_when_the_policy_says_so() ->
     assert budget_info.value.trigger == "budget_exhausted"
     [btask] = await other.list_tasks()
     with pytest.raises(Exception, match="budget"):
-        await resolve_escalation(other, btask.task_id, resolved_by="ann", action="resume")
-    await resolve_escalation(other, btask.task_id, resolved_by="ann", action="dismiss",
+        await resolve_escalation(btask.task_id, store=other, by="ann", action="resume")
+    await resolve_escalation(btask.task_id, store=other, by="ann", action="dismiss",
                              comment="duplicate ticket")
     assert (await other.get_run(btask.run_id)).status == "cancelled"
 
@@ -145,7 +145,7 @@ async def test_a_tool_can_escalate_and_the_run_goes_on_after_resolution() -> Non
         await agent.run("check o1", store=store)
     task = await _only_escalation(store)
     assert task.data["trigger"] == "tool" and "fraudulent" in task.data["reason"]
-    await resolve_escalation(store, task.task_id, resolved_by="ann", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ann", action="resume",
                              note="Genuine customer.")
     result = await agent.resume(info.value.run_id or "", store=store)
     assert result.output == "Order held."

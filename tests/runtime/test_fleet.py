@@ -94,7 +94,7 @@ async def test_a_dead_local_holder_is_taken_over_at_once() -> None:
     await store.acquire_lease("r3", dead, 600)
     [task] = await store.list_tasks()
     await store.release_lease("r3", dead)
-    await decide_approval(store, task.task_id, approve=True, decided_by="ann")
+    await decide_approval(task.task_id, store=store, approve=True, by="ann")
     await store.acquire_lease("r3", dead, 600)
     resumed = Agent("slow", model=ScriptedModel([call("wire", {}), "done"]),
                     tools=[_irreversible()])
@@ -126,7 +126,7 @@ async def test_cancel_a_live_run_through_its_worker() -> None:
     agent = slow_agent(delay=0.2, turns=20, started=started)
     task = asyncio.create_task(agent.run("go", store=store, run_id="r5"))
     await asyncio.wait_for(started.wait(), 5)
-    assert await cancel_run(store, "r5", reason="customer hung up") == "requested"
+    assert await cancel_run("r5", store=store, reason="customer hung up") == "requested"
     with pytest.raises(RunCancelled):
         await asyncio.wait_for(task, 5)
     record = await store.get_run("r5")
@@ -134,7 +134,7 @@ async def test_cancel_a_live_run_through_its_worker() -> None:
     journal = await store.read_journal("r5")
     assert journal[-1].kind == "cancel"
     with pytest.raises(UserError, match="already cancelled"):
-        await cancel_run(store, "r5")
+        await cancel_run("r5", store=store)
     with pytest.raises(Exception, match="cancelled"):
         await agent.resume("r5", store=store)
 
@@ -155,12 +155,12 @@ async def test_cancel_an_idle_run_calls_the_end_hook() -> None:
     with pytest.raises(ApprovalRequired):
         await agent.run("go", store=store, run_id="r6")
     assert ended == ["suspended"]
-    assert await cancel_run(store, "r6", agent=agent, by="ops") == "cancelled"
+    assert await cancel_run("r6", store=store, agent=agent, by="ops") == "cancelled"
     assert ended == ["suspended", "cancelled"]
     record = await store.get_run("r6")
     assert record.status == "cancelled" and record.error is not None
     with pytest.raises(Exception, match="no run"):
-        await cancel_run(store, "nope")
+        await cancel_run("nope", store=store)
 
 
 async def test_whole_run_deadline_survives_a_restart(tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ async def test_worker_continues_approved_runs_and_leaves_the_rest(tmp_path: Path
                 await agent().run("ship A", store=store, run_id=f"s{i}")
         tasks = await store.list_tasks()
         for t in tasks[:2]:
-            await decide_approval(store, t.task_id, approve=True, decided_by="ann")
+            await decide_approval(t.task_id, store=store, approve=True, by="ann")
         worker = Worker([agent()], store=store, concurrency=4)
         outcomes = await worker.run_until_idle()
         assert sorted(o.run_id for o in outcomes) == sorted(t.run_id for t in tasks[:2])

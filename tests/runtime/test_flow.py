@@ -126,7 +126,7 @@ async def test_parallel_branches_waiting_for_approval_suspend_once_with_all_ids(
     run_id = info.value.run_id or ""
     assert (await store.get_run(run_id)).status == "suspended"
     for approval_id in info.value.approval_ids:
-        await decide_approval(store, approval_id, approve=True, decided_by="ops")
+        await decide_approval(approval_id, store=store, approve=True, by="ops")
     result = await both.resume(run_id, store=store)
     assert result.output == "a done+b done"
 
@@ -240,7 +240,7 @@ async def test_a_flow_escalates_to_a_person_and_goes_on_with_their_note() -> Non
     assert info.value.trigger == "low_route_confidence" and info.value.queue == "triage"
     task = await store.get_task(info.value.escalation_id or "")
     assert task.data["step_key"] == "asker/escalation" and task.data["proposal"] == "billing?"
-    await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ana", action="resume",
                              note="billing")
     result = await asker.resume(info.value.run_id or "", store=store)
     assert result.output == "routed by a person: billing" and seen == ["billing"]
@@ -264,7 +264,7 @@ async def test_a_worker_continues_a_flow_once_its_approval_is_decided() -> None:
     with pytest.raises(ApprovalRequired) as info:
         await billing.run("pay it", store=store)
     [approval_id] = info.value.approval_ids
-    await decide_approval(store, approval_id, approve=True, decided_by="ops")
+    await decide_approval(approval_id, store=store, approve=True, by="ops")
     outcomes = await Worker([billing], store=store).run_until_idle()
     assert [(o.agent, o.status) for o in outcomes] == [("billing", "completed")]
     record = await store.get_run(info.value.run_id or "")

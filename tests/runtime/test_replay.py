@@ -102,7 +102,7 @@ async def recorded_run(store: MemoryStore, **kw: Any) -> str:
 async def test_replay_reproduces_a_completed_run_without_model_tools_or_writes() -> None:
     store = ReadOnlyStore()
     run_id = await recorded_run(store)
-    before = await export_run(store, run_id)
+    before = await export_run(run_id, store=store)
     counter = Counter()
     store.frozen = True
     report = await replay_run(agent_with(NoModel(), counter=counter), run_id, store=store)
@@ -112,7 +112,7 @@ async def test_replay_reproduces_a_completed_run_without_model_tools_or_writes()
     assert report.steps_recorded == report.steps_replayed == 6
     assert report.divergence is None and report.unused_steps == ()
     assert counter.calls == []  # no tool ran
-    after = await export_run(store, run_id)
+    after = await export_run(run_id, store=store)
     assert {**after, "exported_at": 0} == {**before, "exported_at": 0}
 
 
@@ -268,7 +268,7 @@ async def test_fork_copies_the_steps_before_k_and_continues_with_a_new_model() -
     counter = Counter()
     parent_id = await recorded_run(store, counter=counter)
     assert counter.calls == ["Paris", "Oslo", "Rome"]
-    parent_before = await export_run(store, parent_id)
+    parent_before = await export_run(parent_id, store=store)
     new_model = ScriptedModel([*SCRIPT[:1], call("weather", {"city": "Oslo"}), "Only Oslo."],
                               name="test:other")
     result = await fork_run(agent_with(counter=counter), parent_id, at=3, store=store,
@@ -287,7 +287,7 @@ async def test_fork_copies_the_steps_before_k_and_continues_with_a_new_model() -
     parent_journal = await store.read_journal(parent_id)
     assert journal[:3] == parent_journal[:3]
     assert journal[3].name == "test:other"
-    after = await export_run(store, parent_id)
+    after = await export_run(parent_id, store=store)
     assert {**after, "exported_at": 0} == {**parent_before, "exported_at": 0}
 
 
@@ -429,7 +429,7 @@ async def test_replay_reads_approval_decisions_from_the_journal() -> None:
     run_id = info.value.run_id
     assert run_id is not None
     [task] = await store.list_tasks(TaskFilter(kind="approval"))
-    await decide_approval(store, task.task_id, approve=True, decided_by="ann")
+    await decide_approval(task.task_id, store=store, approve=True, by="ann")
     await agent.resume(run_id, store=store)
     report = await replay_run(agent.clone(model=NoModel()), run_id, store=store)
     assert report.identical, report

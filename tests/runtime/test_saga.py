@@ -269,7 +269,7 @@ async def test_a_cancelled_run_is_compensated(travel: Travel, store: RunStore) -
     @tool(name="confirm")
     async def confirm(ctx: ToolContext) -> str:
         """Ask the traveller to confirm: they cancel the run meanwhile (`cancel_run`)."""
-        await cancel_run(store, "r1", reason="the traveller changed their mind")
+        await cancel_run("r1", store=store, reason="the traveller changed their mind")
         await asyncio.sleep(5)
         return "confirmed"
 
@@ -325,7 +325,7 @@ async def test_a_permanently_failing_compensation_escalates_with_the_state(
     assert state["payments"] == [] and state["hotels"] == [("HO-1", "ada", 2)]
 
     # a person fixes the cause and resumes: the saga goes on where it stopped
-    await resolve_escalation(store, task.task_id, resolved_by="ann", action="resume",
+    await resolve_escalation(task.task_id, store=store, by="ann", action="resume",
                              note="unlocked the booking")
     with pytest.raises(RunError, match="the model is down"):
         await agent.resume("r1", store=store)
@@ -345,7 +345,7 @@ async def test_transient_failures_past_the_limit_escalate(travel: Travel,
     assert task.data["saga"]["failed"]["attempts"] == 4
     assert task.data["saga"]["not_compensated"] == [FLIGHT]
     # dismissed: the person cancelled the flight by hand; the run is closed
-    await resolve_escalation(store, task.task_id, resolved_by="ann", action="dismiss",
+    await resolve_escalation(task.task_id, store=store, by="ann", action="dismiss",
                              comment="cancelled FL-1 by phone")
     assert (await store.get_run("r1")).status == "cancelled"
 

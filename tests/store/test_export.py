@@ -64,14 +64,14 @@ async def contents(store: RunStore) -> list[tuple[RunRecord, list[JournalEntry]]
 
 
 async def test_export_then_import_reproduces_the_run() -> None:
-    data = await export_run(await seeded(), "run-1")
+    data = await export_run("run-1", store=await seeded())
     assert data["format"] == EXPORT_FORMAT == "keel.run"
     assert data["schema_version"] == SCHEMA_VERSION
     assert isinstance(data["exported_at"], float)
     assert data["run"]["output"] == {"ok": True, "n": 2}
     assert len(data["journal"]) == 3
     target = MemoryStore()
-    run_id = await import_run(target, parse_export(dump_export(data)))
+    run_id = await import_run(parse_export(dump_export(data)), store=target)
     assert run_id == "run-1"
     assert await target.get_run("run-1") == RECORD
     assert await target.read_journal("run-1") == JOURNAL
@@ -79,7 +79,7 @@ async def test_export_then_import_reproduces_the_run() -> None:
 
 async def test_export_is_plain_json_that_does_not_alias_the_store() -> None:
     store = await seeded()
-    data = await export_run(store, "run-1")
+    data = await export_run("run-1", store=store)
     data["run"]["output"]["ok"] = False
     data["journal"][0]["data"]["parts"].clear()
     assert (await store.get_run("run-1")).output == {"ok": True, "n": 2}
@@ -91,12 +91,12 @@ async def test_leases_are_neither_exported_nor_imported() -> None:
     store = await seeded()
     await store.update_run(RECORD.with_status("running"))
     await store.acquire_lease("run-1", "worker-a", 60.0)
-    data = await export_run(store, "run-1")
+    data = await export_run("run-1", store=store)
     assert "lease_owner" not in data["run"] and "lease_expires_at" not in data["run"]
     data["run"]["lease_owner"] = "worker-a"  # even when a file carries one
     data["run"]["lease_expires_at"] = 9e9
     target = MemoryStore()
-    await import_run(target, data)
+    await import_run(data, store=target)
     imported = await target.get_run("run-1")
     assert imported.status == "running"
     assert imported.lease_owner is None and imported.lease_expires_at is None
@@ -105,12 +105,12 @@ async def test_leases_are_neither_exported_nor_imported() -> None:
 
 async def test_an_existing_run_id_is_refused_unless_new_id() -> None:
     store = await seeded()
-    data = await export_run(store, "run-1")
+    data = await export_run("run-1", store=store)
     before = await contents(store)
     with pytest.raises(StoreError, match="'run-1' already exists in this store; nothing was"):
-        await import_run(store, data)
+        await import_run(data, store=store)
     assert await contents(store) == before
-    new = await import_run(store, data, new_id=True)
+    new = await import_run(data, store=store, new_id=True)
     assert new != "run-1"
     record = await store.get_run(new)
     assert record.metadata == {**RECORD.metadata, "imported_from": "run-1"}
@@ -120,16 +120,16 @@ async def test_an_existing_run_id_is_refused_unless_new_id() -> None:
 
 async def test_export_of_an_unknown_run() -> None:
     with pytest.raises(RunNotFound):
-        await export_run(MemoryStore(), "nope")
+        await export_run("nope", store=MemoryStore())
 
 
 async def test_sqlite_to_sqlite(tmp_path: Path) -> None:
     """Persistence is the point: a run exported from one SQLite file and imported into
     another reads back the same."""
     async with open_store(f"sqlite:///{tmp_path / 'a.db'}") as a:
-        text = dump_export(await export_run(await seeded(a), "run-1"))
+        text = dump_export(await export_run("run-1", store=await seeded(a)))
     async with open_store(f"sqlite:///{tmp_path / 'b.db'}") as b:
-        await import_run(b, parse_export(text.encode()))
+        await import_run(parse_export(text.encode()), store=b)
     async with open_store(f"sqlite:///{tmp_path / 'b.db'}") as b:
         assert await b.get_run("run-1") == RECORD
         assert await b.read_journal("run-1") == JOURNAL
@@ -139,23 +139,23 @@ async def test_sqlite_to_sqlite(tmp_path: Path) -> None:
 
 
 async def test_a_newer_schema_version_is_refused_naming_both_versions() -> None:
-    data = await export_run(await seeded(), "run-1")
+    data = await export_run("run-1", store=await seeded())
     data["schema_version"] = SCHEMA_VERSION + 1
     data["run"]["something_new"] = 1  # a newer layout: the version is reported, not fields
     target = MemoryStore()
     with pytest.raises(StoreVersionError) as err:
-        await import_run(target, data)
+        await import_run(data, store=target)
     assert f"version {SCHEMA_VERSION + 1}" in str(err.value)
     assert f"up to {SCHEMA_VERSION}" in str(err.value)
     assert await target.list_runs() == []
 
 
 async def test_an_older_schema_version_imports() -> None:
-    data = await export_run(await seeded(), "run-1")
+    data = await export_run("run-1", store=await seeded())
     data["schema_version"] = 1
     del data["run"]["deadline_at"]
     target = MemoryStore()
-    await import_run(target, data)
+    await import_run(data, store=target)
     assert (await target.get_run("run-1")).deadline_at is None
 
 
@@ -220,11 +220,11 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
                          ids=[name for name, _, _ in MALFORMED])
 async def test_malformed_exports_are_refused_naming_the_field(
         change: Callable[[dict[str, Any]], None], message: str) -> None:
-    data = copy.deepcopy(await export_run(await seeded(), "run-1"))
+    data = copy.deepcopy(await export_run("run-1", store=await seeded()))
     change(data)
     target = MemoryStore()
     with pytest.raises(StoreError) as err:
-        await import_run(target, data)
+        await import_run(data, store=target)
     assert message in str(err.value)
     assert not isinstance(err.value, StoreVersionError)
     assert await target.list_runs() == []
@@ -233,25 +233,25 @@ async def test_malformed_exports_are_refused_naming_the_field(
 @pytest.mark.parametrize("data", [None, [], "keel.run", 3])
 async def test_a_non_object_is_refused(data: Any) -> None:
     with pytest.raises(StoreError, match="not a keel run export: expected an object"):
-        await import_run(MemoryStore(), data)
+        await import_run(data, store=MemoryStore())
 
 
 async def test_payloads_that_are_not_json_values_are_refused() -> None:
-    data = await export_run(await seeded(), "run-1")
+    data = await export_run("run-1", store=await seeded())
     data["journal"][0]["data"] = {"when": object()}
     with pytest.raises(StoreError, match=r"journal\.0\.data\.when: input was not a valid JSON"):
-        await import_run(MemoryStore(), data)
+        await import_run(data, store=MemoryStore())
 
 
 async def test_deeply_nested_payloads_are_refused() -> None:
-    data = await export_run(await seeded(), "run-1")
+    data = await export_run("run-1", store=await seeded())
     deep: Any = "bottom"
     for _ in range(export_module.MAX_DEPTH + 5):
         deep = [deep]
     data["run"]["output"] = deep
     target = MemoryStore()
     with pytest.raises(StoreError, match="nested deeper than 200 levels"):
-        await import_run(target, data)
+        await import_run(data, store=target)
     assert await target.list_runs() == []
 
 
@@ -292,10 +292,10 @@ class BrokenAppend(MemoryStore):
 
 
 async def test_a_failed_journal_write_says_what_happened_and_is_visible() -> None:
-    data = await export_run(await seeded(), "run-1")
+    data = await export_run("run-1", store=await seeded())
     target = BrokenAppend()
     with pytest.raises(StoreError) as err:
-        await import_run(target, data)
+        await import_run(data, store=target)
     message = str(err.value)
     assert "run run-1 was created but writing its 3 journal entries failed" in message
     assert "OSError: disk full" in message and "ImportIncomplete" in message

@@ -21,7 +21,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from keel.core import ConfigError, LeaseLost, RunNotFound, StoreError, StoreVersionError
+from keel.core import (
+    ConfigError,
+    LeaseLost,
+    RunNotFound,
+    StoreError,
+    StoreUnavailable,
+    StoreVersionError,
+)
 from keel.store import PostgresStore, RunStore, open_store
 from keel.store._postgres_connect import parse_target
 from keel.testing import StoreConformance
@@ -104,7 +111,7 @@ async def test_close_is_safe_twice_and_refuses_later_use(schema: str) -> None:
 async def test_an_unreachable_server_fails_fast_naming_it_without_the_password() -> None:
     start = time.monotonic()
     store = open_store("postgresql://keel:s3cret-pw@127.0.0.1:1/test")
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(StoreUnavailable) as info:
         async with store:
             pass
     assert time.monotonic() - start < 5
@@ -125,7 +132,7 @@ async def test_an_unknown_host_fails_fast(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     start = time.monotonic()
-    with pytest.raises(StoreError, match=r"no-such-host\.invalid:5432") as info:
+    with pytest.raises(StoreUnavailable, match=r"no-such-host\.invalid:5432") as info:
         await PostgresStore("postgresql://u:hunter2@no-such-host.invalid/test").get_run("x")
     assert time.monotonic() - start < 5
     assert "hunter2" not in str(info.value)

@@ -615,7 +615,7 @@ async def test_a_version_1_store_is_upgraded_in_place_keeping_its_data(tmp_path:
         assert [r.run_id for r in await store.list_runs()] == ["old-susp", "old-done"]
         # the new half of the seam works on the old rows
         await store.put_task(sample_task("t", "old-susp"))
-        await store.resolve_task("t", {"ok": True}, resolved_by="ann",
+        await store.resolve_task("t", {"ok": True}, by="ann",
                                  entry=sample_entry(0, "t/approval"))
         claimed = await store.claim_runs("w1", 60)
         assert [r.run_id for r in claimed] == ["old-susp"]
@@ -695,7 +695,9 @@ async def test_schema_2_layout_and_indexes(tmp_path: Path) -> None:
         assert columns[-4:] == ["lease_owner", "lease_expires_at", "deadline_at",
                                 "cancel_requested"]
         task_columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
-        assert task_columns == {f.name for f in dataclasses.fields(sample_task())}
+        # HumanTask.by is stored in the column keel 0.1 named resolved_by (schema unchanged)
+        fields = {f.name for f in dataclasses.fields(sample_task())} - {"by"}
+        assert task_columns == fields | {"resolved_by"}
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master "
                                               "WHERE type = 'index'")}
         assert {"runs_runnable", "runs_by_lease_owner", "tasks_by_created", "tasks_by_status",
@@ -802,10 +804,10 @@ async def test_task_payloads_json_cannot_hold(tmp_path: Path) -> None:
         await _raises_task_not_found(store, "t")
         await store.put_task(sample_task("t", "run-1"))
         with pytest.raises(StoreError, match=r"the resolution of 't'.*not JSON-able"):
-            await store.resolve_task("t", loop, resolved_by="ann",
+            await store.resolve_task("t", loop, by="ann",
                                      entry=sample_entry(0, "t/approval"))
         with pytest.raises(StoreError, match=r"entry for step 'bad'.*not JSON-able"):
-            await store.resolve_task("t", {}, resolved_by="ann",
+            await store.resolve_task("t", {}, by="ann",
                                      entry=sample_entry(0, "bad", data=loop))
         assert (await store.get_task("t")).status == "open"
         assert await store.read_journal("run-1") == []
@@ -824,7 +826,7 @@ async def test_resolve_task_refuses_a_close_record_of_another_run(tmp_path: Path
         await store.put_task(sample_task("t", "a"))
         close = sample_run("b", status="completed", output="hijacked")
         with pytest.raises(StoreError, match=r"belongs to run 'a'.*is run 'b'"):
-            await store.resolve_task("t", {}, resolved_by="ann", close=close)
+            await store.resolve_task("t", {}, by="ann", close=close)
         assert (await store.get_run("b")).status == "suspended"
         assert (await store.get_task("t")).status == "open"
 
@@ -866,7 +868,7 @@ async def main(path, owner, tasks, hot):
         barrier("resolve")
         for i in range(tasks):
             try:  # a key of its own: only the task's state can stop a second decision
-                await store.resolve_task(f"t{i}", {"by": owner}, resolved_by=owner,
+                await store.resolve_task(f"t{i}", {"by": owner}, by=owner,
                                          entry=sample_entry(i, f"h/{i}/{owner}", data=owner))
                 won["resolved"].append(f"t{i}")
             except TaskConflict:
@@ -942,7 +944,7 @@ async def _check_race(path: Path, won: dict[str, dict[str, list[str]]], runs: in
             for run_id in w["claimed"] + w["leased"]:
                 assert (await store.get_run(run_id)).lease_owner == owner
             for task_id in w["resolved"]:
-                assert (await store.get_task(task_id)).resolved_by == owner
+                assert (await store.get_task(task_id)).by == owner
         winners = {t: o for o, w in won.items() for t in w["resolved"]}
         journal = await store.read_journal("humans")
         assert sorted(e.key for e in journal) == sorted(f"h/{t[1:]}/{o}"

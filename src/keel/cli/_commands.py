@@ -133,9 +133,11 @@ async def _resume(agent: Runnable, run_id: str, url: str, view: LiveView) -> Run
 
 
 def open_existing(url: str) -> RunStore | None:
-    """The store at ``url`` for reading; ``None`` if its file does not exist yet (reading
-    must not create a store)."""
-    store = open_store(url)
+    """The store at ``url`` for reading, or for writing to runs already in it; ``None`` if its
+    file does not exist yet. It is opened with ``create=False``: these commands never create
+    or initialise a store (an empty file, or a Postgres schema without keel tables, is
+    refused, naming it)."""
+    store = open_store(url, create=False)
     if isinstance(store, MemoryStore):
         raise CliError(
             f"the {url!r} store keeps runs only inside the process that made them, so another "

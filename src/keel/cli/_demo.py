@@ -207,8 +207,8 @@ async def review(screen: Screen, store: RunStore, waiting: ApprovalRequired,
                         title_align="left", border_style="yellow", expand=False))
         by = str(decision.get("by", "demo"))
         comment = str(decision.get("comment", ""))
-        await decide_approval(store, approval_id, approve=bool(decision.get("approve")),
-                              decided_by=by, comment=comment)
+        await decide_approval(approval_id, store=store, approve=bool(decision.get("approve")),
+                              by=by, comment=comment)
         verb = "approved" if decision.get("approve") else "denied"
         out.print(safe(f"{by} {verb} it ({comment}); `keel approvals approve {approval_id}` "
                        "does the same. Resuming from the journal:", "dim"))

@@ -1,8 +1,10 @@
 """Every failure becomes a red line that names the fix and an exit code; never a traceback.
 
-Exit codes: 0 success, 1 the run failed (:class:`keel.RunError`), 2 usage or user error
-(:class:`keel.UserError`: bad target, unknown run, unusable store, unknown model, missing API
-key ...), 3 the run is suspended (a signal such as an approval stopped it), 130 interrupted.
+Exit codes: 0 success, 1 the run failed or the attempt did (:class:`keel.RunError`, which
+includes :class:`keel.StoreUnavailable`: a database outage is not a usage error), 2 usage or
+user error (:class:`keel.UserError`: bad target, unknown run, unusable store, unknown model,
+missing API key ...), 3 the run is suspended (a signal such as an approval stopped it), 130
+interrupted.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ async def _cancel(url: str, run_id: str, reason: str, wait: float) -> tuple[str,
                 agent = load_agent(record.target)[0]
             except Exception:  # the hooks are a courtesy; cancelling must still work
                 agent = None
-        outcome = await cancel_run(store, run_id, reason=reason, by=_who(), agent=agent)
+        outcome = await cancel_run(run_id, store=store, reason=reason, by=_who(), agent=agent)
         deadline = time.monotonic() + wait
         while outcome == "requested" and time.monotonic() < deadline:
             await asyncio.sleep(0.2)

@@ -84,7 +84,7 @@ async def _replay(url: str, run_id: str | None, target: str | None,
 
     if file is not None:
         scratch = MemoryStore()
-        imported = await import_run(scratch, parse_export(read_file(file)))
+        imported = await import_run(parse_export(read_file(file)), store=scratch)
         if run_id is not None and run_id != imported:
             raise CliError(f"{file} holds run {imported}, not {run_id}; drop RUN_ID or give "
                            "the matching file.")
@@ -277,7 +277,7 @@ async def _diff(url: str, run_a: str, run_b: str) -> RunDiff:
     from keel.runtime import diff_runs
 
     async with _reading(url, run_a) as opened:
-        return await diff_runs(opened, run_a, run_b)
+        return await diff_runs(run_a, run_b, store=opened)
 
 
 _STEP_STYLE = {"same": ("same", "dim"), "changed": ("changed", "yellow"),
@@ -376,7 +376,7 @@ def runs_export(
 
 async def _export(url: str, run_id: str) -> dict[str, Any]:
     async with _reading(url, run_id) as opened:
-        return await export_run(opened, run_id)
+        return await export_run(run_id, store=opened)
 
 
 def runs_import(
@@ -412,7 +412,7 @@ async def _import(url: str, data: dict[str, Any], new_id: bool) -> str:
         raise CliError(f"the {url!r} store keeps nothing after this command; import into a "
                        "file store: --store sqlite:///path/runs.db.")
     async with opened:
-        return await import_run(opened, data, new_id=new_id)
+        return await import_run(data, store=opened, new_id=new_id)
 
 
 def read_file(path: Path) -> bytes:

@@ -233,7 +233,7 @@ def approvals_show(ctx: typer.Context, approval_id: IdArgument, as_json: JsonOpt
 async def _decide(url: str, approval_id: str, *, approve: bool, who: str,
                   comment: str | None, edit_args: str | None) -> Row:
     async with _task_store(url, "approval", approval_id) as store:
-        task = await decide_approval(store, approval_id, approve=approve, decided_by=who,
+        task = await decide_approval(approval_id, store=store, approve=approve, by=who,
                                      comment=comment, edited_args=edit_args)
         return await _row(store, task)
 
@@ -324,7 +324,7 @@ def escalations_show(ctx: typer.Context, escalation_id: IdArgument,
 
 async def _claim(url: str, escalation_id: str, who: str) -> HumanTask:
     async with _task_store(url, "escalation", escalation_id) as store:
-        return await claim_escalation(store, escalation_id, who)
+        return await claim_escalation(escalation_id, who, store=store)
 
 
 @escalations_app.command("claim")
@@ -350,7 +350,7 @@ def escalations_claim(
 
 async def _resolve(url: str, escalation_id: str, **decision: Any) -> Row:
     async with _task_store(url, "escalation", escalation_id) as store:
-        task = await resolve_escalation(store, escalation_id, **decision)
+        task = await resolve_escalation(escalation_id, store=store, **decision)
         return await _row(store, task)
 
 
@@ -393,7 +393,7 @@ def escalations_resolve(
         who = _who(by)
         for option, value in (("--answer", answer), ("--note", note), ("--comment", comment)):
             _checked_text(option, value, MAX_TEXT)
-        row = asyncio.run(_resolve(url, escalation_id, resolved_by=who, action=action,
+        row = asyncio.run(_resolve(url, escalation_id, by=who, action=action,
                                    answer=answer, note=note, comment=comment))
         verb = {"answer": "answered", "resume": "resumed", "dismiss": "dismissed"}[action]
         screen.line(done_line(verb, row.task.task_id, who))

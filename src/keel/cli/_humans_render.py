@@ -59,7 +59,7 @@ def _status(task: HumanTask) -> str:
     if task.status == "claimed":
         return f"claimed by {task.claimed_by}"
     if task.status == "resolved":
-        return f"resolved by {task.resolved_by}"
+        return f"resolved by {task.by}"
     return task.status
 
 
@@ -89,7 +89,7 @@ def _decision_text(task: HumanTask) -> Text:
     else:
         line = Text(str(resolution.get("action", "?")), style="bold")
     line.append(" by ")
-    line.append_text(safe(str(task.resolved_by), limit=SHORT))
+    line.append_text(safe(str(task.by), limit=SHORT))
     line.append(f" at {at}")
     comment = resolution.get("comment")
     if comment:
@@ -150,8 +150,9 @@ def decided_line(row: Row, *, approve: bool, who: str) -> Text:
 def _outcome_json(row: Row) -> dict[str, Any]:
     """The fields both kinds of task end their JSON with: how it was resolved, and the run."""
     task = row.task
-    return {"resolution": to_jsonable(task.resolution), "resolved_by": task.resolved_by,
-            "resolved_at": task.resolved_at,
+    # "resolved_by" is the name keel 0.1 printed; kept for scripts for one release.
+    return {"resolution": to_jsonable(task.resolution), "by": task.by,
+            "resolved_by": task.by, "resolved_at": task.resolved_at,
             "run_status": None if row.run is None else row.run.status}
 
 

@@ -10,7 +10,12 @@
     │   ├── ToolDefinitionError     a function that cannot become a tool
     │   ├── StoreError              the run store cannot be used as asked
     │   │   ├── StoreVersionError   written by a newer keel, or not a keel store
-    │   │   └── RunNotFound         no run with that id
+    │   │   ├── RunNotFound         no run with that id
+    │   │   ├── RunLeased           another worker holds the run's lease right now
+    │   │   ├── LeaseLost           this worker's lease expired and another took the run over
+    │   │   ├── TaskNotFound        no approval or escalation with that id
+    │   │   └── TaskConflict        the approval or escalation is already decided
+    │   └── CliError                (keel.cli) a bad option value on the command line
     ├── RunError                    the run failed; carries run_id and step_key
     │   ├── BudgetExceeded          steps, tokens, cost or wall time ran out
     │   ├── ModelError              the model endpoint failed (status, retry_after)
@@ -18,16 +23,30 @@
     │   ├── RepeatedFailure         the same failing call kept being repeated
     │   ├── OutputValidationError   the final answer never matched the output type
     │   ├── Divergence              the journal no longer matches the code (both sides shown)
+    │   ├── DeadlineExceeded        the run's whole-run deadline passed
+    │   ├── RunCancelled            the run was cancelled (reason, by)
     │   ├── UnknownOutcome          a non-idempotent tool crashed between intent and result
     │   ├── GuardrailTripped        a guardrail stopped the run
-    │   ├── CircuitOpen             a breaker is open; fail fast
+    │   ├── CircuitOpen             a breaker is open; fail fast (retryable)
     │   ├── BulkheadFull            a concurrency pool and its queue are full (retryable)
-    │   └── RateLimited             a rate limit would not allow the call in time (retryable)
+    │   ├── RateLimited             a rate limit would not allow the call in time (retryable)
+    │   ├── StoreUnavailable        the store failed for a while: lost connection, deadlock,
+    │   │                           pool timeout, a lock held past the busy timeout (retryable)
+    │   ├── PlanStepFailed          (keel.patterns) a plan step failed and may not be skipped
+    │   ├── WorkflowError           (keel.patterns) a workflow step failed
+    │   │   └── GateFailed          (keel.patterns) a gate did not pass
+    │   ├── MarketplaceFailed       (keel.patterns) no valid bid, or every award failed
+    │   └── HandoffLoop             (keel.patterns) agents kept handing the conversation around
     └── Signal                      raised on purpose to steer control flow
         ├── RetryWithFeedback       tell the model what to fix and let it try again
         ├── ApprovalRequired        a step needs a human decision
         ├── Escalate                hand the run to a human
         └── Handoff                 hand the conversation to another agent
+
+A :class:`UserError` is a mistake to fix (the CLI exits 2); a :class:`RunError` is a failure
+of this attempt (the CLI exits 1), and one marked ``retryable`` may pass when tried again: a
+database outage is a :class:`StoreUnavailable`, never a usage error. The public classes print
+as ``keel.X`` (``keel.patterns.X`` for the patterns' own), where users import them from.
 
 Retryability is a field (``retryable``), never a guess from the class name.
 """
@@ -213,7 +232,12 @@ class DeadlineExceeded(RunError):
 
 
 class RunCancelled(RunError):
-    """The run was cancelled (``keel runs cancel`` or ``cancel_run``)."""
+    """The run was cancelled (``keel runs cancel`` or ``cancel_run``). ``message`` is the
+    reason given; ``by`` says who asked (None when nobody said)."""
+
+    def __init__(self, message: str, *, by: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.by = by
 
 
 class UnknownOutcome(RunError):
@@ -222,6 +246,15 @@ class UnknownOutcome(RunError):
 
 class GuardrailTripped(RunError):
     """A guardrail stopped the run."""
+
+
+class StoreUnavailable(RunError):
+    """The run store failed for a while rather than for good: the connection was lost, the
+    server stopped answering, a write met another (deadlock, serialization failure), no pooled
+    connection came free, or an SQLite file stayed locked past the busy timeout. Nothing was
+    written by the failed call; trying again later may work (``retryable`` is true)."""
+
+    retryable = True
 
 
 class CircuitOpen(RunError):
@@ -321,3 +354,18 @@ class Handoff(Signal):
         self.reason = reason
         self.messages: list[Message] = list(messages or ())
         self.step_key = step_key
+
+
+def _public(module: str, *classes: type[BaseException]) -> None:
+    """Name ``classes`` by the module users import them from, so that a traceback, ``repr``
+    and ``str(type(exc))`` say ``keel.RunError`` rather than this private module."""
+    for cls in classes:
+        cls.__module__ = module
+
+
+_public("keel", KeelError, UserError, ConfigError, UnknownModel, MissingCredentials,
+        ToolDefinitionError, StoreError, StoreVersionError, RunNotFound, RunLeased, LeaseLost,
+        TaskNotFound, TaskConflict, RunError, BudgetExceeded, ModelError, ToolError,
+        RepeatedFailure, OutputValidationError, Divergence, DeadlineExceeded, RunCancelled,
+        UnknownOutcome, GuardrailTripped, StoreUnavailable, CircuitOpen, BulkheadFull,
+        RateLimited, Signal, RetryWithFeedback, ApprovalRequired, Escalate, Handoff)

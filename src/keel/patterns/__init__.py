@@ -179,3 +179,8 @@ __all__ = [
     "routes_from",
     "routing_dataset",
 ]
+
+# Public errors print as ``keel.patterns.X``, where users import them from.
+for _error in (GateFailed, HandoffLoop, MarketplaceFailed, PlanStepFailed, WorkflowError):
+    _error.__module__ = __name__
+del _error

@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from keel.core import ConfigError, TaskConflict, UserError
-from keel.store import HumanTask, JournalEntry, RunStore
+from keel.store import (
+    HumanTask,
+    JournalEntry,
+    RunStore,
+    required_store,
+    resolve_task,
+    store_moved,
+    who_acted,
+)
 from keel.tools import Tool
 
 #: ``callback(tool, arguments) -> reason | None``: a reason (str) if the call needs approval.
@@ -128,22 +136,29 @@ def approval_task(request: Mapping[str, Any]) -> HumanTask:
                      data=dict(request))
 
 
-async def decide_approval(store: RunStore, approval_id: str, *, approve: bool,
-                          decided_by: str, comment: str | None = None,
-                          edited_args: Any = None) -> HumanTask:
-    """Record a decision; the run becomes runnable (``keel resume`` or a worker continues
-    it). Refuses, changing nothing: an unknown id (TaskNotFound), a decided request or a run
-    that no longer waits (TaskConflict), a denial without a comment, or edited arguments
-    that do not match the tool's schema (UserError naming the field)."""
+async def decide_approval(approval_id: str, _old: str | None = None, /, *,
+                          store: RunStore | None = None, approve: bool,
+                          by: str | None = None, comment: str | None = None,
+                          edited_args: Any = None,
+                          decided_by: str | None = None) -> HumanTask:
+    """Record a decision by ``by`` (who decides; audited); the run becomes runnable
+    (``keel resume`` or a worker continues it). Refuses, changing nothing: an unknown id
+    (TaskNotFound), a decided request or a run that no longer waits (TaskConflict), a denial
+    without a comment, or edited arguments that do not match the tool's schema (UserError
+    naming the field). ``decided_by=`` is the deprecated name of ``by=``, and
+    ``decide_approval(store, approval_id, ...)`` the deprecated form of the call."""
+    (approval_id,), given = store_moved("decide_approval", [approval_id], _old, store)
+    store = required_store("decide_approval", given)
+    by = who_acted(by, decided_by, "decided_by")
     task = await store.get_task(approval_id)
     if task.kind != "approval":
         raise UserError(f"{approval_id} is an escalation, not an approval; use `keel "
                         "escalations resolve`.")
     if task.status == "resolved":
         raise TaskConflict(f"approval {approval_id} was already decided by "
-                           f"{task.resolved_by}; nothing was changed.")
-    if not decided_by:
-        raise UserError("say who decides (decided_by / --by); the decision is audited.")
+                           f"{task.by}; nothing was changed.")
+    if not by:
+        raise UserError("say who decides (by= / --by); the decision is audited.")
     if not approve and not (comment or "").strip():
         raise UserError("a denial needs a comment: the model reads it to choose what to do "
                         "instead (--comment TEXT).")
@@ -157,7 +172,7 @@ async def decide_approval(store: RunStore, approval_id: str, *, approve: bool,
                                       request.get("tool", "?"))
     now = time.time()
     decision = {"approved": approve, "comment": comment or "", "arguments": arguments,
-                "edited": edited, "decided_by": decided_by, "decided_at": now}
+                "edited": edited, "by": by, "decided_at": now}
     journal = await store.read_journal(task.run_id)
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
     entry = JournalEntry(
@@ -165,7 +180,7 @@ async def decide_approval(store: RunStore, approval_id: str, *, approve: bool,
         kind="approval", name=request.get("tool", "?"),
         input_hash=intent.input_hash if intent is not None else "", data=decision,
         created_at=now)
-    return await store.resolve_task(approval_id, decision, resolved_by=decided_by, entry=entry)
+    return await resolve_task(store, approval_id, decision, by=by, entry=entry)
 
 
 def decision_seq(journal: list[JournalEntry], intent: JournalEntry | None) -> int:

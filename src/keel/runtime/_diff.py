@@ -1,4 +1,4 @@
-"""Compare two runs step by step: ``diff_runs(store, run_a, run_b)``.
+"""Compare two runs step by step: ``diff_runs(run_a, run_b, store=store)``.
 
 Steps are aligned by key (``agent/turn:2/tool:refund#0``), in order of first appearance in
 either journal, and each is ``same``, ``changed``, ``only_a`` or ``only_b``. Model steps are
@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeAlias
 
 from keel.core import canonical_json, dumps
 from keel.runtime._runner import using_store
-from keel.store import JournalEntry, RunRecord, RunStore
+from keel.store import JournalEntry, RunRecord, RunStore, store_moved
 
 StepStatus: TypeAlias = Literal["same", "changed", "only_a", "only_b"]
 #: How many characters of one side a step summary keeps.
@@ -107,9 +107,12 @@ class RunDiff:
                 "steps": [s.to_dict() for s in self.steps]}
 
 
-async def diff_runs(store: RunStore | str, run_a: str, run_b: str) -> RunDiff:
-    """Compare runs ``run_a`` and ``run_b`` of ``store`` (a store or its URL). Raises
-    :class:`~keel.RunNotFound` for an unknown id. Reads only."""
+async def diff_runs(run_a: str, run_b: str, _old: str | None = None, /, *,
+                    store: RunStore | str | None = None) -> RunDiff:
+    """Compare runs ``run_a`` and ``run_b`` of ``store`` (a store, its URL, or None for the
+    default store). Raises :class:`~keel.RunNotFound` for an unknown id. Reads only.
+    (``diff_runs(store, run_a, run_b)`` is the deprecated form.)"""
+    (run_a, run_b), store = store_moved("diff_runs", [run_a, run_b], _old, store)
     async with using_store(store) as opened:
         record_a = await opened.get_run(run_a)
         record_b = await opened.get_run(run_b)

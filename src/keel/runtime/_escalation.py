@@ -41,7 +41,17 @@ from keel.core import (
     to_text,
 )
 from keel.runtime._approvals import decision_seq
-from keel.store import TERMINAL_STATUSES, HumanTask, JournalEntry, RunRecord, RunStore
+from keel.store import (
+    TERMINAL_STATUSES,
+    HumanTask,
+    JournalEntry,
+    RunRecord,
+    RunStore,
+    required_store,
+    resolve_task,
+    store_moved,
+    who_acted,
+)
 
 #: ``scorer(output) -> confidence in [0, 1] | None`` (None: no opinion).
 ConfidenceScorer: TypeAlias = Callable[[Any], "float | None"]
@@ -473,29 +483,41 @@ def escalation_task(packet: Mapping[str, Any]) -> HumanTask:
 # ---------------------------------------------------------------------------- decisions
 
 
-async def claim_escalation(store: RunStore, escalation_id: str, who: str) -> HumanTask:
-    """Take an escalation so that colleagues see someone is on it. Raises TaskNotFound, and
-    TaskConflict if it is resolved or someone else holds it."""
+async def claim_escalation(escalation_id: str, who: str, _old: str | None = None, /, *,
+                           store: RunStore | None = None) -> HumanTask:
+    """Take an escalation for ``who`` so that colleagues see someone is on it. Raises
+    TaskNotFound, and TaskConflict if it is resolved or someone else holds it.
+    (``claim_escalation(store, escalation_id, who)`` is the deprecated form.)"""
+    (escalation_id, who), given = store_moved("claim_escalation", [escalation_id, who], _old,
+                                              store)
+    store = required_store("claim_escalation", given)
     task = await _escalation(store, escalation_id)
     if task.status == "resolved":
         raise TaskConflict(f"escalation {escalation_id} was already resolved by "
-                           f"{task.resolved_by}; nothing was changed.")
+                           f"{task.by}; nothing was changed.")
     _check_text("who claims it (--by)", who, required=True, limit=200)
     return await store.claim_task(escalation_id, who.strip())
 
 
-async def resolve_escalation(store: RunStore, escalation_id: str, *, resolved_by: str,
+async def resolve_escalation(escalation_id: str, _old: str | None = None, /, *,
+                             store: RunStore | None = None, by: str | None = None,
                              action: str, answer: Any = None, note: str | None = None,
-                             comment: str | None = None) -> HumanTask:
-    """Record a person's decision on an escalation; see the module docstring for what each
-    action does to the run. Refuses, changing nothing: an unknown id (TaskNotFound), a
-    resolved escalation or a finished run (TaskConflict), an unknown action, a missing
-    answer or dismissal comment, ``resume`` after an exhausted budget (UserError)."""
+                             comment: str | None = None,
+                             resolved_by: str | None = None) -> HumanTask:
+    """Record the decision of ``by`` (who resolves it; audited) on an escalation; see the
+    module docstring for what each action does to the run. Refuses, changing nothing: an
+    unknown id (TaskNotFound), a resolved escalation or a finished run (TaskConflict), an
+    unknown action, a missing answer or dismissal comment, ``resume`` after an exhausted
+    budget (UserError). ``resolved_by=`` is the deprecated name of ``by=``, and
+    ``resolve_escalation(store, escalation_id, ...)`` the deprecated form of the call."""
+    (escalation_id,), given = store_moved("resolve_escalation", [escalation_id], _old, store)
+    store = required_store("resolve_escalation", given)
+    by = who_acted(by, resolved_by, "resolved_by")
     task = await _escalation(store, escalation_id)
     if task.status == "resolved":
         raise TaskConflict(f"escalation {escalation_id} was already resolved by "
-                           f"{task.resolved_by}; nothing was changed.")
-    _check_text("who resolves it (resolved_by / --by)", resolved_by, required=True, limit=200)
+                           f"{task.by}; nothing was changed.")
+    _check_text("who resolves it (by= / --by)", by, required=True, limit=200)
     packet: dict[str, Any] = task.data if isinstance(task.data, dict) else {}
     trigger = str(packet.get("trigger") or "requested")
     _check_decision(escalation_id, action, trigger, answer=answer, note=note, comment=comment)
@@ -504,9 +526,9 @@ async def resolve_escalation(store: RunStore, escalation_id: str, *, resolved_by
         raise TaskConflict(f"run {record.run_id} is {record.status}; nothing waits for "
                            f"escalation {escalation_id} any more. Nothing was changed.")
     now = time.time()
-    resolved_by = resolved_by.strip()
+    by = by.strip()
     decision = {"action": action, "answer": answer, "note": note, "comment": comment,
-                "resolved_by": resolved_by, "resolved_at": now}
+                "by": by, "resolved_at": now}
     journal = await store.read_journal(task.run_id)
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
     entry = JournalEntry(
@@ -520,9 +542,8 @@ async def resolve_escalation(store: RunStore, escalation_id: str, *, resolved_by
     elif action == "dismiss":
         close = record.with_status("cancelled", output=None, updated_at=now, error={
             "type": "EscalationDismissed", "message": comment, "step_key": task.step_key,
-            "retryable": False, "dismissed_by": resolved_by})
-    return await store.resolve_task(escalation_id, decision, resolved_by=resolved_by,
-                                    entry=entry, close=close)
+            "retryable": False, "by": by})
+    return await resolve_task(store, escalation_id, decision, by=by, entry=entry, close=close)
 
 
 async def _escalation(store: RunStore, escalation_id: str) -> HumanTask:

@@ -26,6 +26,7 @@ from keel.core import (
     RepeatedFailure,
     RunCancelled,
     RunError,
+    StoreUnavailable,
     ToolError,
     UnknownOutcome,
 )
@@ -37,8 +38,9 @@ T = TypeVar("T")
 _KINDS: dict[str, type[RunError]] = {k.__name__: k for k in (
     ModelError, OutputValidationError, RepeatedFailure, ToolError, GuardrailTripped,
     CircuitOpen, DeadlineExceeded, UnknownOutcome)}
-#: Not a failure a flow goes past: the journal disagrees with the code, or the run stops.
-_NOT_HANDLED = (Divergence, RunCancelled)
+#: Not a failure a flow goes past: the journal disagrees with the code, the run stops, or
+#: the store failed (the sub-run did not fail; trying again may pass).
+_NOT_HANDLED = (Divergence, RunCancelled, StoreUnavailable)
 
 
 def failure_key(prefix: str) -> str:

@@ -143,7 +143,7 @@ def _decided(data: Any) -> str | ToolResult | None:
     if not isinstance(data, dict):
         return ToolResult.fail("approval_denied", "the approval record is unreadable",
                                retryable=False, hint="Ask the user how to proceed.")
-    who = data.get("decided_by") or "a reviewer"
+    who = data.get("by") or data.get("decided_by") or "a reviewer"  # decided_by: keel 0.1
     comment = str(data.get("comment") or "").strip()
     if not data.get("approved"):
         return ToolResult.fail(

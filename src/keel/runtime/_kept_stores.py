@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from keel.store import RunStore, open_store
 
 if TYPE_CHECKING:  # imported when a store is opened: importing keel must not load sqlite3
-    from keel.store._sqlite import SQLiteStore
+    from keel.store import SQLiteStore
 
 #: The most stores kept open at once (per process).
 MAX_KEPT = 8
@@ -95,7 +95,7 @@ async def borrow(url: str) -> tuple[RunStore, Kept | None]:
             stale.append(kept)
     await _close_unused(stale)
     store = open_store(url)
-    from keel.store._sqlite import SQLiteStore
+    from keel.store import SQLiteStore
 
     if not isinstance(store, SQLiteStore) or store.path.name == ":memory:":
         return store, None

@@ -2,7 +2,8 @@
 
 Each process has one worker id (``host:pid:random``). Starting or resuming a run acquires
 the run's lease in the store; one background task per (process, store) renews every lease
-this process holds in a single call, and watches the held runs for cancel requests. A run
+this process holds in a single call, and watches the held runs for cancel requests (a
+request's reason and who asked reach the run's journaled cancel step through the Hold). A run
 whose lease was lost (this process stalled past the expiry and another worker took over) is
 stopped; its writes were fenced off by the store in the meantime anyway.
 
@@ -21,7 +22,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from keel.core import RunLeased
-from keel.store import RunRecord, RunStore
+from keel.store import CANCEL_REQUEST, RunRecord, RunStore
 
 #: This process's worker id, the lease owner of every run it continues.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -78,6 +79,9 @@ class Hold:
     run_id: str
     task: asyncio.Task[object] | None
     stop_reason: str | None = None  # "cancel" or "lease-lost"
+    #: For a cancel: why and who asked, as given to ``request_cancel`` (None if not said).
+    cancel_reason: str | None = None
+    cancel_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -155,12 +159,23 @@ class LeaseKeeper:
                 continue
             record = await self.store.get_run(run_id)
             if record.cancel_requested:
-                self.stop(hold, "cancel")
+                request = record.metadata.get(CANCEL_REQUEST)
+                request = request if isinstance(request, dict) else {}
+                self.stop(hold, "cancel", cancel_reason=_text(request.get("reason")),
+                          cancel_by=_text(request.get("by")))
 
-    def stop(self, hold: Hold, reason: str) -> None:
+    def stop(self, hold: Hold, reason: str, *, cancel_reason: str | None = None,
+             cancel_by: str | None = None) -> None:
+        """Stop the run's task; for a cancel, ``cancel_reason`` and ``cancel_by`` are what
+        its journaled cancel step records."""
         if hold.stop_reason is None and hold.task is not None and not hold.task.done():
             hold.stop_reason = reason
+            hold.cancel_reason, hold.cancel_by = cancel_reason, cancel_by
             hold.task.cancel(f"keel:{reason}")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 _KEEPERS: weakref.WeakKeyDictionary[RunStore, LeaseKeeper] = weakref.WeakKeyDictionary()

@@ -274,8 +274,8 @@ async def _drive(loop: Driver, record: RunRecord, hold: Hold) -> RunResult[Any]:
             raise LeaseLost(f"run {record.run_id}: this worker lost the run's lease (it "
                             "stalled past the expiry and another worker took the run over); "
                             "stopped here without writing.") from None
-        raise RunCancelled("the run was cancelled (`keel runs cancel`)",
-                           run_id=record.run_id) from None
+        raise RunCancelled(hold.cancel_reason or "the run was cancelled (`keel runs cancel`)",
+                           by=hold.cancel_by, run_id=record.run_id) from None
 
 
 def _deadline(record: RunRecord) -> DeadlineExceeded:
@@ -383,7 +383,8 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
         entries.append(JournalEntry(
             seq=journal.seq, key=f"{record.agent}/cancelled", phase="result", kind="cancel",
             name=type(exc).__name__, input_hash="", created_at=time.time(),
-            data={"reason": error["message"], "by": worker_id()}))
+            data={"reason": error["message"],
+                  "by": getattr(exc, "by", None) or worker_id()}))
         journal.seq += 1
     try:
         await asyncio.shield(store.finish_run(record.with_status(

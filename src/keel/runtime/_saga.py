@@ -44,6 +44,7 @@ from keel.core import (
     ModelResponse,
     RunCancelled,
     RunError,
+    StoreUnavailable,
     ToolContext,
     UnknownOutcome,
     canonical_json,
@@ -91,12 +92,13 @@ def compensation_key(agent: str, step_key: str) -> str:
 def applies(agent: Any, journal: Journal, exc: BaseException) -> bool:
     """Whether this failure is compensated: a run error other than a divergence or an
     unknown outcome (both need a person to look first: undoing the other steps would take
-    away the choice of resolving the step by hand and resuming) with the agent's flag on, or
+    away the choice of resolving the step by hand and resuming) or a store outage (the run did
+    not fail; resuming it may pass) with the agent's flag on, or
     any failure of a run whose saga has begun."""
     if journal.recorded(saga_key(agent.name), "intent") is not None:
         return True
     return (agent.compensate_on_failure and isinstance(exc, RunError)
-            and not isinstance(exc, Divergence | UnknownOutcome))
+            and not isinstance(exc, Divergence | UnknownOutcome | StoreUnavailable))
 
 
 def recorded_failure(journal: Journal) -> RunError | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Iterable
@@ -31,7 +32,15 @@ from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError, 
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, Runnable, execute
-from keel.store import TERMINAL_STATUSES, JournalEntry, RunFilter, RunRecord, RunStore
+from keel.store import (
+    TERMINAL_STATUSES,
+    JournalEntry,
+    RunFilter,
+    RunRecord,
+    RunStore,
+    required_store,
+    store_moved,
+)
 
 _log = logging.getLogger("keel.worker")
 #: How many running runs per agent a worker looks through for a dead local holder per poll.
@@ -164,24 +173,29 @@ def _outcome_status(exc: KeelError) -> str:
 CancelOutcome = Literal["cancelled", "requested"]
 
 
-async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled by request",
+async def cancel_run(run_id: str, _old: str | None = None, /, *,
+                     store: RunStore | None = None, reason: str = "cancelled by request",
                      by: str = "api", agent: Runnable | None = None) -> CancelOutcome:
-    """Cancel a run. Returns ``"cancelled"`` if it is now cancelled, ``"requested"`` if a
-    live worker holds it and was asked to stop. ``agent`` (optional) gets its
-    ``on_run_end`` middleware called for an idle run, as a live run's own agent would."""
+    """Cancel run ``run_id`` of ``store``; ``reason`` and ``by`` (who asked) are journaled.
+    Returns ``"cancelled"`` if it is now cancelled, ``"requested"`` if a live worker holds it
+    and was asked to stop. ``agent`` (optional) gets its ``on_run_end`` middleware called for
+    an idle run, as a live run's own agent would. (``cancel_run(store, run_id)`` is the
+    deprecated form.)"""
+    (run_id,), given = store_moved("cancel_run", [run_id], _old, store)
+    store = required_store("cancel_run", given)
     record = await store.get_run(run_id)
     if record.status in TERMINAL_STATUSES:
         raise UserError(f"run {run_id} is already {record.status}; there is nothing to cancel.")
     hold = keeper_for(store).held.get(run_id)
     if hold is not None:  # this very process continues it: stop it now
-        await store.request_cancel(run_id)
-        keeper_for(store).stop(hold, "cancel")
+        await request_cancel(store, run_id, reason=reason, by=by)
+        keeper_for(store).stop(hold, "cancel", cancel_reason=reason, cancel_by=by)
         return "requested"
     try:
         await store.acquire_lease(run_id, worker_id(), 30.0)
     except RunLeased as exc:
         if not holder_is_dead(exc.holder):
-            await store.request_cancel(run_id)
+            await request_cancel(store, run_id, reason=reason, by=by)
             return "requested"
         await store.acquire_lease(run_id, worker_id(), 30.0, steal_from=exc.holder)
     record = await store.get_run(run_id)
@@ -205,6 +219,17 @@ async def cancel_run(store: RunStore, run_id: str, *, reason: str = "cancelled b
         await agent.stack.run_end(RunEndInput(run_id=run_id, agent=agent.name,
                                               status="cancelled", output=None, error=None))
     return "cancelled"
+
+
+async def request_cancel(store: RunStore, run_id: str, *, reason: str, by: str) -> None:
+    """Ask the run's lease holder to stop, with the reason and who asked (kept by the store
+    for the holder's journaled cancel step). A store written for an older keel, whose
+    ``request_cancel`` takes only the run id, gets that (its holder journals no reason)."""
+    params = inspect.signature(store.request_cancel).parameters
+    if "reason" in params and "by" in params:
+        await store.request_cancel(run_id, reason=reason, by=by)
+    else:
+        await store.request_cancel(run_id)
 
 
 def _fields(entry: JournalEntry) -> dict[str, Any]:

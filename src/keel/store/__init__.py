@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING
 
 from keel.store._base import (
+    CANCEL_REQUEST,
     RUN_STATUSES,
     SCHEMA_VERSION,
     TASK_KINDS,
@@ -19,6 +20,10 @@ from keel.store._base import (
     TaskKind,
     TaskStatus,
     check_status,
+    required_store,
+    resolve_task,
+    store_moved,
+    who_acted,
 )
 from keel.store._export import (
     EXPORT_FORMAT,
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from keel.store._sqlite import SQLiteStore
 
 __all__ = [
+    "CANCEL_REQUEST",
     "EXPORT_FORMAT",
     "MAX_EXPORT_BYTES",
     "RUN_STATUSES",
@@ -62,6 +68,10 @@ __all__ = [
     "import_run",
     "open_store",
     "parse_export",
+    "required_store",
+    "resolve_task",
+    "store_moved",
+    "who_acted",
 ]
 
 

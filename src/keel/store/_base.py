@@ -8,10 +8,14 @@ batch is atomic: a batch is either wholly in the store or not at all.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
+
+from keel.core import UserError
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
 #: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
@@ -19,6 +23,8 @@ from typing import Any, Literal, TypeAlias
 SCHEMA_VERSION = 2
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
+#: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
+CANCEL_REQUEST = "cancel_request"
 RUN_STATUSES: tuple[RunStatus, ...] = ("running", "suspended", "completed", "failed", "cancelled")
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 Phase: TypeAlias = Literal["intent", "result"]
@@ -60,7 +66,8 @@ class RunRecord:
     when; they are managed by the lease methods only (``update_run`` and ``finish_run`` leave
     them alone, except that a run leaving ``running`` loses its lease). ``deadline_at`` is the
     whole-run deadline (epoch seconds), stored so that it survives restarts.
-    ``cancel_requested`` is set by :meth:`RunStore.request_cancel` for the lease holder to see.
+    ``cancel_requested`` is set by :meth:`RunStore.request_cancel` for the lease holder to see
+    (with the reason and who asked in ``metadata["cancel_request"]``).
     """
 
     run_id: str
@@ -109,8 +116,15 @@ class HumanTask:
     claimed_by: str | None = None
     claimed_at: float | None = None
     resolution: Any = None
-    resolved_by: str | None = None
+    by: str | None = None
     resolved_at: float | None = None
+
+    @property
+    def resolved_by(self) -> str | None:
+        """Deprecated: use :attr:`by` (who decided; one name for who acted everywhere)."""
+        warnings.warn("HumanTask.resolved_by is deprecated; use HumanTask.by",
+                      DeprecationWarning, stacklevel=2)
+        return self.by
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,9 +264,13 @@ class RunStore(ABC):
         the same run."""
 
     @abstractmethod
-    async def request_cancel(self, run_id: str) -> RunRecord:
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
         """Set ``cancel_requested`` on the run (for its lease holder to act on) and return
-        the updated record. Raises RunNotFound."""
+        the updated record. ``reason`` and ``by`` (who asked), when given, are kept in the
+        record's metadata under :data:`CANCEL_REQUEST` (``{"reason": ..., "by": ...}``) in
+        the same write, so that the worker that stops the run journals them. Raises
+        RunNotFound."""
 
     # ------------------------------------------------------------------------ human tasks
 
@@ -275,16 +293,16 @@ class RunStore(ABC):
         someone else."""
 
     @abstractmethod
-    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
+    async def resolve_task(self, task_id: str, resolution: Any, *, by: str,
                            entry: JournalEntry | None = None,
                            close: RunRecord | None = None) -> HumanTask:
-        """Decide a task, in one transaction: it must exist (TaskNotFound) and not be
-        resolved, and its run must not be finished (TaskConflict otherwise); ``entry`` (the
-        decision's journal record) is appended, the task marked resolved, and then either the
-        run record is replaced by ``close`` (a terminal record: the decision ends the run) or,
-        if the run is ``suspended``, it becomes ``running`` with no lease (runnable: any
-        worker may claim it). A repeated ``(key, phase)`` raises TaskConflict. Nothing changes
-        on any error."""
+        """Decide a task (``by``: who decided), in one transaction: it must exist (TaskNotFound)
+        and not be resolved, and its run must not be finished (TaskConflict otherwise);
+        ``entry`` (the decision's journal record) is appended, the task marked resolved, and
+        then either the run record is replaced by ``close`` (a terminal record: the decision
+        ends the run) or, if the run is ``suspended``, it becomes ``running`` with no lease
+        (runnable: any worker may claim it). A repeated ``(key, phase)`` raises TaskConflict.
+        Nothing changes on any error."""
 
     @abstractmethod
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
@@ -310,3 +328,54 @@ def check_status(status: str) -> RunStatus:
     if status not in RUN_STATUSES:
         raise UserError(f"unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}.")
     return status  # type: ignore[return-value,unused-ignore]
+
+
+def cancel_request(reason: str | None, by: str | None) -> dict[str, str] | None:
+    """What :meth:`RunStore.request_cancel` keeps in the metadata (None: nothing to keep)."""
+    request = {k: v for k, v in (("reason", reason), ("by", by)) if v is not None}
+    return request or None
+
+
+def who_acted(by: str | None, old: str | None, old_name: str, *, stacklevel: int = 3) -> str:
+    """``by``, or the value given under a deprecated name for it (``decided_by``,
+    ``resolved_by``), with a DeprecationWarning. keel names who acted ``by`` everywhere."""
+    if old is not None:
+        warnings.warn(f"{old_name}= is deprecated; pass by= (keel names who acted `by` "
+                      "everywhere)", DeprecationWarning, stacklevel=stacklevel)
+        if by is not None and by != old:
+            raise UserError(f"give who acted once: by={by!r} and {old_name}={old!r} differ.")
+        return old
+    return by or ""
+
+
+async def resolve_task(store: RunStore, task_id: str, resolution: Any, *, by: str,
+                       entry: JournalEntry | None = None,
+                       close: RunRecord | None = None) -> HumanTask:
+    """``store.resolve_task`` with ``by``; a store written for an older keel, whose
+    ``resolve_task`` takes ``resolved_by=``, gets that."""
+    if "by" in inspect.signature(store.resolve_task).parameters:
+        return await store.resolve_task(task_id, resolution, by=by, entry=entry, close=close)
+    return await store.resolve_task(task_id, resolution, resolved_by=by,  # type: ignore[call-arg]
+                                    entry=entry, close=close)
+
+
+def store_moved(func: str, args: Sequence[Any], old: Any, store: Any) -> tuple[list[Any], Any]:
+    """The arguments of a call in keel's one form, ``func(ids..., store=store)``, given those
+    of a call in the form keel 0.1 used for some functions, ``func(store, ids...)`` (``old``
+    is the extra positional argument that form leaves; None for a call in the new form). The
+    old form works for one release, with a DeprecationWarning."""
+    if old is None:
+        return list(args), store
+    warnings.warn(f"{func}(store, ...) is deprecated; pass the store as store= "
+                  f"({func}(..., store=store)), as every keel function takes it",
+                  DeprecationWarning, stacklevel=3)
+    if store is not None:
+        raise UserError(f"{func}() was given the store twice (first argument and store=).")
+    return [*args[1:], old], args[0]
+
+
+def required_store(func: str, store: RunStore | None) -> RunStore:
+    if store is None:
+        raise UserError(f"{func}() needs the run store: pass store=... (a RunStore, e.g. "
+                        "open_store(url)).")
+    return store

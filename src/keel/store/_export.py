@@ -26,7 +26,15 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from keel.core import StoreError, StoreVersionError, dumps, new_run_id
-from keel.store._base import SCHEMA_VERSION, JournalEntry, RunRecord, RunStatus, RunStore
+from keel.store._base import (
+    SCHEMA_VERSION,
+    JournalEntry,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    required_store,
+    store_moved,
+)
 
 EXPORT_FORMAT = "keel.run"
 #: Exports larger than this are refused before they are parsed.
@@ -96,9 +104,13 @@ class _ExportModel(_Strict):
 # ----------------------------------------------------------------------------- export
 
 
-async def export_run(store: RunStore, run_id: str) -> dict[str, Any]:
-    """The run ``run_id`` and its journal as a JSON-able dict (see the module docstring).
-    Raises :class:`~keel.RunNotFound` for an unknown id."""
+async def export_run(run_id: str, _old: str | None = None, /, *,
+                     store: RunStore | None = None) -> dict[str, Any]:
+    """The run ``run_id`` of ``store`` and its journal as a JSON-able dict (see the module
+    docstring). Raises :class:`~keel.RunNotFound` for an unknown id. (``export_run(store,
+    run_id)`` is the deprecated form.)"""
+    (run_id,), given = store_moved("export_run", [run_id], _old, store)
+    store = required_store("export_run", given)
     record = await store.get_run(run_id)
     entries = await store.read_journal(run_id)
     doc = {
@@ -152,9 +164,11 @@ def parse_export(raw: str | bytes) -> dict[str, Any]:
     return data
 
 
-async def import_run(store: RunStore, data: Any, *, new_id: bool = False) -> str:
+async def import_run(data: Any, _old: Any = None, /, *, store: RunStore | None = None,
+                     new_id: bool = False) -> str:
     """Write an exported run (a dict as :func:`export_run` returns, or :func:`parse_export`
-    reads) into ``store``; returns the run id it was stored under.
+    reads) into ``store``; returns the run id it was stored under. (``import_run(store,
+    data)`` is the deprecated form.)
 
     Everything is checked before anything is written. An existing run id is refused unless
     ``new_id``, which stores the run under a fresh id (the original is kept in
@@ -165,6 +179,8 @@ async def import_run(store: RunStore, data: Any, *, new_id: bool = False) -> str
     fails, the run is left visibly incomplete rather than looking finished with a missing
     journal, and the error says so. While it is incomplete no worker can claim it.
     """
+    (data,), given = store_moved("import_run", [data], _old, store)
+    store = required_store("import_run", given)
     export = validate_export(data)
     run = export.run
     run_id = new_run_id() if new_id else run.run_id

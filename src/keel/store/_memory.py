@@ -13,6 +13,7 @@ from typing import Any
 
 from keel.core import ConfigError, StoreError
 from keel.store._base import (
+    CANCEL_REQUEST,
     TERMINAL_STATUSES,
     HumanTask,
     JournalEntry,
@@ -21,6 +22,8 @@ from keel.store._base import (
     RunStatus,
     RunStore,
     TaskFilter,
+    cancel_request,
+    who_acted,
 )
 from keel.store._messages import (
     already_stored,
@@ -195,8 +198,13 @@ class MemoryStore(RunStore):
             claimed.append(record)
         return claimed
 
-    async def request_cancel(self, run_id: str) -> RunRecord:
-        record = dataclasses.replace(await self.get_run(run_id), cancel_requested=True)
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
+        record = await self.get_run(run_id)
+        request = cancel_request(reason, by)
+        metadata = record.metadata if request is None else {**record.metadata,
+                                                             CANCEL_REQUEST: request}
+        record = dataclasses.replace(record, cancel_requested=True, metadata=metadata)
         self._runs[run_id] = record
         return record
 
@@ -236,9 +244,10 @@ class MemoryStore(RunStore):
         self._tasks[task_id] = task
         return task
 
-    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
-                           entry: JournalEntry | None = None,
-                           close: RunRecord | None = None) -> HumanTask:
+    async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
+                           entry: JournalEntry | None = None, close: RunRecord | None = None,
+                           resolved_by: str | None = None) -> HumanTask:
+        by = who_acted(by, resolved_by, "resolved_by")
         task = await self.get_task(task_id)
         task_conflict_if_resolved(task)
         if close is not None and close.run_id != task.run_id:
@@ -254,7 +263,7 @@ class MemoryStore(RunStore):
         now = time.time()
         self._add_entries(run.run_id, entries)
         task = dataclasses.replace(task, status="resolved", resolution=resolution,
-                                   resolved_by=resolved_by, resolved_at=now)
+                                   by=by, resolved_at=now)
         self._tasks[task_id] = task
         if close is not None:
             self._runs[run.run_id] = merged(run, close)

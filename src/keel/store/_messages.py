@@ -82,7 +82,7 @@ def leased(run_id: str, holder: str | None, expires_at: float | None) -> RunLeas
 def task_conflict_if_resolved(task: HumanTask) -> None:
     if task.status == "resolved":
         raise TaskConflict(
-            f"{task.kind} {task.task_id} was already decided by {task.resolved_by} "
+            f"{task.kind} {task.task_id} was already decided by {task.by} "
             f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(task.resolved_at or 0))}; "
             "nothing was changed.")
 

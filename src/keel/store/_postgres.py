@@ -25,14 +25,16 @@ Leases
     for each other and never get the same run.
 
 Errors
-    psycopg errors become :class:`keel.StoreError` (``retryable`` for lost connections,
-    deadlocks and a pool that stayed busy); a repeated ``(key, phase)`` is a StoreError
+    psycopg errors become :class:`keel.StoreError`, or :class:`keel.StoreUnavailable`
+    (a retryable run error, not a usage error) for lost connections, deadlocks and a pool
+    that stayed busy; a repeated ``(key, phase)`` is a StoreError
     naming the step, with nothing of its batch stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -46,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from keel.core import ConfigError, StoreError
 from keel.store import _postgres_tasks as tasks
 from keel.store._base import (
+    CANCEL_REQUEST,
     TERMINAL_STATUSES,
     HumanTask,
     JournalEntry,
@@ -53,6 +56,8 @@ from keel.store._base import (
     RunRecord,
     RunStore,
     TaskFilter,
+    cancel_request,
+    who_acted,
 )
 from keel.store._messages import (
     already_stored,
@@ -94,12 +99,13 @@ class PostgresStore(RunStore):
 
     ``url`` is ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too, or a
     libpq ``key=value`` string); ``schema`` (or ``?schema=NAME`` in the URL) puts keel's
-    tables in that schema, created if missing. Use it as ``async with PostgresStore(url) as
+    tables in that schema, created if missing (with ``create=False`` a schema without keel
+    tables is refused and nothing is created). Use it as ``async with PostgresStore(url) as
     store:`` or call :meth:`close` when done.
     """
 
     def __init__(self, url: str, *, schema: str | None = None, min_size: int = 1,
-                 max_size: int = 10) -> None:
+                 max_size: int = 10, create: bool = True) -> None:
         if not isinstance(min_size, int) or min_size < 0:
             raise ConfigError("min_size", f"must be a whole number >= 0, not {min_size!r}")
         if not isinstance(max_size, int) or max_size < max(1, min_size):
@@ -107,6 +113,7 @@ class PostgresStore(RunStore):
                                           f"{max_size!r}")
         self._target = parse_target(url, schema)
         self._sizes = (min_size, max_size)
+        self._create = create
         self._pool: Pool | None = None
         self._q: Statements | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,7 +152,8 @@ class PostgresStore(RunStore):
             if self._pool is None:
                 conn = await connect(self._target)
                 try:
-                    schema = await prepare(conn, self._target.schema, self._target.label)
+                    schema = await prepare(conn, self._target.schema, self._target.label,
+                                           create=self._create)
                 except psycopg.Error as exc:
                     raise failure(self._target, exc) from None
                 finally:
@@ -356,8 +364,11 @@ class PostgresStore(RunStore):
         claimed.sort(key=lambda r: (r.updated_at, r.run_id))
         return claimed
 
-    async def request_cancel(self, run_id: str) -> RunRecord:
-        row = await self._fetchone(lambda q: q.request_cancel, (run_id,))
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
+        request = cancel_request(reason, by)
+        text = None if request is None else json.dumps({CANCEL_REQUEST: request})
+        row = await self._fetchone(lambda q: q.request_cancel, (text, text, run_id))
         if row is None:
             raise not_found(run_id)
         return record(row)
@@ -377,11 +388,12 @@ class PostgresStore(RunStore):
     async def claim_task(self, task_id: str, who: str) -> HumanTask:
         return await self._with(lambda conn, q: tasks.claim_task(conn, q, task_id, who))
 
-    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
-                           entry: JournalEntry | None = None,
-                           close: RunRecord | None = None) -> HumanTask:
+    async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
+                           entry: JournalEntry | None = None, close: RunRecord | None = None,
+                           resolved_by: str | None = None) -> HumanTask:
+        by = who_acted(by, resolved_by, "resolved_by")
         return await self._with(lambda conn, q: tasks.resolve_task(
-            conn, q, task_id, resolution, resolved_by=resolved_by, entry=entry, close=close),
+            conn, q, task_id, resolution, by=by, entry=entry, close=close),
             transaction=True)
 
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,

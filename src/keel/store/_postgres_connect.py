@@ -23,7 +23,7 @@ from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from keel.core import ConfigError, StoreError
+from keel.core import ConfigError, StoreError, StoreUnavailable
 
 #: How long one connection attempt may take unless the URL sets ``connect_timeout``.
 CONNECT_TIMEOUT_S = 5
@@ -150,8 +150,10 @@ async def open_pool(target: Target, *, min_size: int, max_size: int) -> Pool:
     return pool
 
 
-def connect_error(target: Target, exc: BaseException) -> StoreError:
-    """The error for a server keel cannot connect to: where, why, and what to check."""
+def connect_error(target: Target, exc: BaseException) -> StoreError | StoreUnavailable:
+    """The error for a server keel cannot connect to: where, why, and what to check. A
+    refusal (bad password, unknown database) is a :class:`StoreError` to fix; a server that
+    is down or does not answer is a retryable :class:`StoreUnavailable`."""
     if isinstance(exc, TimeoutError | psycopg_pool.PoolTimeout):
         reason = f"no answer within {target.timeout:g} s"
     else:
@@ -169,23 +171,26 @@ def connect_error(target: Target, exc: BaseException) -> StoreError:
         hint = (f"check that Postgres is running and accepts connections there "
                 f"(pg_isready -h {target.host} -p {target.port}), and the host and port in "
                 "the store URL")
-    return StoreError(f"cannot connect to the Postgres run store at {target.label}: "
-                      f"{reason}. {hint[0].upper()}{hint[1:]}.", retryable=not refused)
+    message = (f"cannot connect to the Postgres run store at {target.label}: {reason}. "
+               f"{hint[0].upper()}{hint[1:]}.")
+    return StoreError(message) if refused else StoreUnavailable(message)
 
 
-def failure(target: Target, exc: psycopg.Error) -> StoreError:
-    """A StoreError for a failed statement, saying what to do about it."""
+def failure(target: Target, exc: psycopg.Error) -> StoreError | StoreUnavailable:
+    """The error for a failed statement, saying what to do about it: a lost connection, a
+    deadlock, a serialization failure or a busy pool is a retryable
+    :class:`StoreUnavailable`; anything else a :class:`StoreError`."""
     where = f"the Postgres run store at {target.label}"
     reason = target.scrub(str(exc)) or type(exc).__name__
     if isinstance(exc, psycopg_pool.PoolTimeout):
-        return StoreError(
+        return StoreUnavailable(
             f"no connection to {where} came free within {POOL_TIMEOUT_S:g} s: every pooled "
             "connection is busy or the server stopped answering. Raise max_size, or check "
-            "the server.", retryable=True)
+            "the server.")
     if isinstance(exc, errors.SerializationFailure | errors.DeadlockDetected
                   | errors.LockNotAvailable | errors.QueryCanceled):
-        return StoreError(f"{where} gave up on a write that met another ({reason}); retry it.",
-                          retryable=True)
+        return StoreUnavailable(f"{where} gave up on a write that met another ({reason}); "
+                                "retry it.")
     if isinstance(exc, errors.UndefinedTable | errors.InvalidSchemaName):
         return StoreError(
             f"the keel tables in {where} are gone ({reason}); they were dropped while the "
@@ -195,8 +200,7 @@ def failure(target: Target, exc: psycopg.Error) -> StoreError:
             f"the database user may not do this in {where} ({reason}); grant it the use of "
             "the store's schema and tables, or connect as their owner.")
     if isinstance(exc, psycopg.OperationalError):
-        return StoreError(
+        return StoreUnavailable(
             f"lost the connection to {where} ({reason}); retry. If it keeps failing, check "
-            f"that the server is up (pg_isready -h {target.host} -p {target.port}).",
-            retryable=True)
+            f"that the server is up (pg_isready -h {target.host} -p {target.port}).")
     return StoreError(f"{where} failed: {reason} ({exc.sqlstate or type(exc).__name__}).")

@@ -109,7 +109,7 @@ def task_values(t: HumanTask) -> tuple[Any, ...]:
     of = f"of {t.kind} {t.task_id!r}"
     return (t.task_id, t.run_id, t.kind, t.step_key, t.queue, t.status, t.created_at,
             _dumps(t.data, f"the data {of}"), t.due_at, t.claimed_by, t.claimed_at,
-            _dumps(t.resolution, f"the resolution {of}"), t.resolved_by, t.resolved_at)
+            _dumps(t.resolution, f"the resolution {of}"), t.by, t.resolved_at)
 
 
 def dump_resolution(task_id: str, resolution: Any) -> str:
@@ -123,4 +123,4 @@ def task(row: Row) -> HumanTask:
         task_id=row[0], run_id=row[1], kind=row[2], step_key=row[3], queue=row[4],
         status=row[5], created_at=row[6], data=_loads(row[7], f"{of} data"), due_at=row[8],
         claimed_by=row[9], claimed_at=row[10], resolution=_loads(row[11], f"{of} resolution"),
-        resolved_by=row[12], resolved_at=row[13])
+        by=row[12], resolved_at=row[13])

@@ -5,6 +5,8 @@ not a keel store this keel can read, is refused with :class:`keel.StoreVersionEr
 untouched. A schema without keel tables gets them (the schema itself is created if missing)
 in one transaction under an advisory lock, so that two processes opening a new store at the
 same moment create it once; the one that waited sees the tables and leaves them alone.
+With ``create=False`` (keel's reading commands) a schema without keel tables is refused and
+nothing is created: neither the schema nor the tables.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-async def prepare(conn: Conn, schema: str | None, label: str) -> str:
-    """Check (and if new, create) the keel tables; returns the schema they are in."""
+async def prepare(conn: Conn, schema: str | None, label: str, *, create: bool = True) -> str:
+    """Check (and if new and ``create``, create) the keel tables; returns the schema they
+    are in."""
     if schema is None:
         row = await (await conn.execute("SELECT current_schema()")).fetchone()
         schema = row[0] if row else None
@@ -36,6 +39,12 @@ async def prepare(conn: Conn, schema: str | None, label: str) -> str:
                 "store URL.")
     if await inspect(conn, schema, label) is not None:
         return schema
+    if not create:
+        where = label.split(" (schema")[0]
+        raise StoreError(
+            f"there is no keel store in schema {schema!r} of {where}; nothing was created. "
+            "Check the database and ?schema= in the store URL; only commands that write "
+            "(keel run, keel worker) create a store.")
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
         if await inspect(conn, schema, label) is None:  # nobody created them while we waited

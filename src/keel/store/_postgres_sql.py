@@ -281,7 +281,10 @@ def _lease_statements() -> dict[str, str]:
                           "WHERE run_id = %s AND lease_owner = %s"),
         "claim_runs": claim.replace("{agents}", ""),
         "claim_runs_of": claim.replace("{agents}", "AND agent = ANY(%(agents)s::text[]) "),
-        "request_cancel": ("UPDATE {s}keel_runs SET cancel_requested = true "
+        # With a request (JSON), also keep it in the metadata under "cancel_request".
+        "request_cancel": ("UPDATE {s}keel_runs SET cancel_requested = true, metadata = "
+                           "CASE WHEN %s::jsonb IS NULL THEN metadata ELSE (metadata::jsonb "
+                           "|| %s::jsonb)::text END "
                            f"WHERE run_id = %s RETURNING {RUN_COLUMNS}"),
         "lock_run": ("SELECT status, lease_owner FROM {s}keel_runs WHERE run_id = %s "
                      "FOR UPDATE"),

@@ -84,7 +84,7 @@ async def claim_task(conn: Conn, q: Statements, task_id: str, who: str) -> Human
 
 
 async def resolve_task(conn: Conn, q: Statements, task_id: str, resolution: Any, *,
-                       resolved_by: str, entry: JournalEntry | None,
+                       by: str, entry: JournalEntry | None,
                        close: RunRecord | None) -> HumanTask:
     """Decide a task; run inside a transaction (any error rolls all of it back)."""
     decided = dump_resolution(task_id, resolution)
@@ -104,7 +104,7 @@ async def resolve_task(conn: Conn, q: Statements, task_id: str, resolution: Any,
         except errors.UniqueViolation:  # the transaction is rolled back as this leaves it
             clash = duplicate_entry(run.run_id, (entry.key, entry.phase))
             raise entry_conflict(current, clash) from None
-    row = await (await conn.execute(q.resolve_task, (decided, resolved_by, task_id))
+    row = await (await conn.execute(q.resolve_task, (decided, by, task_id))
                  ).fetchone()
     assert row is not None  # locked above
     if close is not None:

@@ -35,7 +35,15 @@ Files keel does not recognise
     (:class:`keel.StoreVersionError` for the version cases) that names the fix, and is left
     untouched. A new or empty file is initialised and an older keel's file upgraded in place
     (see :mod:`keel.store._sqlite_schema` for the layout); missing parent directories are
-    created.
+    created. With ``create=False`` (what keel's reading commands use) nothing is created: a
+    missing, empty or table-less file is refused with a :class:`keel.StoreError` and left as
+    it was.
+
+Damage
+    A file damaged past its first pages opens and may answer some reads. When a read looks
+    impossible (a run that was listed is not found, a run has no journal, SQLite reports an
+    error), :meth:`SQLiteStore.check` runs ``PRAGMA quick_check`` and a damaged file is
+    reported as such, naming it, instead of the misleading answer.
 """
 
 from __future__ import annotations
@@ -51,9 +59,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from keel.core import ConfigError, StoreError
+from keel.core import ConfigError, StoreError, StoreUnavailable
 from keel.store import _sqlite_rows as q
 from keel.store._base import (
+    CANCEL_REQUEST,
     TERMINAL_STATUSES,
     HumanTask,
     JournalEntry,
@@ -61,7 +70,9 @@ from keel.store._base import (
     RunRecord,
     RunStore,
     TaskFilter,
+    cancel_request,
     check_status,
+    who_acted,
 )
 from keel.store._messages import (
     already_stored,
@@ -79,7 +90,16 @@ from keel.store._messages import (
     task_conflict_if_resolved,
     task_not_found,
 )
-from keel.store._sqlite_schema import BUSY_TIMEOUT_S, MEMORY, error_name, failure, open_db
+from keel.store._sqlite_schema import (
+    BUSY_TIMEOUT_S,
+    MEMORY,
+    damaged,
+    error_name,
+    failure,
+    integrity,
+    looks_damaged,
+    open_db,
+)
 
 __all__ = ["BUSY_TIMEOUT_S", "SQLiteStore"]
 
@@ -92,11 +112,14 @@ class SQLiteStore(RunStore):
 
     Use it as ``async with SQLiteStore(path) as store:`` or call :meth:`close` when done. The
     file is opened on the first call; ``async with`` opens it on entry, so a bad file is
-    reported there.
+    reported there. With ``create=False`` a missing, empty or table-less file is refused
+    instead of initialised (for code that only reads).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         raw = os.fspath(path)
+        self._create = create
+        self._checked = False  # quick_check passed (see _miss)
         self._in_memory = raw == MEMORY
         self._path = Path(raw) if self._in_memory else Path(os.path.abspath(
             os.path.expanduser(raw)))
@@ -157,17 +180,29 @@ class SQLiteStore(RunStore):
     async def get_run(self, run_id: str) -> RunRecord:
         with self._reading() as db:
             row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
-        if row is None:
-            raise not_found(run_id)
+            if row is None:
+                raise self._miss(db, "runs", run_id) or not_found(run_id)
         return q.record_from_row(row, self._label)
 
     async def read_journal(self, run_id: str) -> list[JournalEntry]:
         with self._reading() as db:
             rows = db.execute(q.SELECT_JOURNAL, (run_id,)).fetchall()
             # Only an empty answer needs this one more look (runs go with their journals).
-            if not rows and db.execute(q.RUN_EXISTS, (run_id,)).fetchone() is None:
-                raise not_found(run_id)
+            if not rows:
+                damage = self._miss(db, "journal", run_id)
+                if damage is not None:
+                    raise damage
+                if db.execute(q.RUN_EXISTS, (run_id,)).fetchone() is None:
+                    raise not_found(run_id)
         return [q.entry_from_row(row, run_id, self._label) for row in rows]
+
+    async def check(self) -> None:
+        """Check the file with ``PRAGMA quick_check``; a damaged one raises a
+        :class:`keel.StoreError` naming it and what is wrong."""
+        with self._reading() as db:
+            damage = integrity(db, self._label)
+        if damage is not None:
+            raise damage
 
     async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]:
         f = filt or RunFilter()
@@ -283,9 +318,20 @@ class SQLiteStore(RunStore):
         return [dataclasses.replace(r, lease_owner=owner, lease_expires_at=until)
                 for r in records]
 
-    async def request_cancel(self, run_id: str) -> RunRecord:
+    async def request_cancel(self, run_id: str, *, reason: str | None = None,
+                             by: str | None = None) -> RunRecord:
+        request = cancel_request(reason, by)
         with self._writing() as db:
             db.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
+            if request is not None:
+                found = db.execute("SELECT metadata FROM runs WHERE run_id = ?",
+                                   (run_id,)).fetchone()
+                if found is not None:
+                    old = q.loads(self._label, f"run {run_id!r}", "metadata", found[0])
+                    metadata = {**(old if isinstance(old, dict) else {}),
+                                CANCEL_REQUEST: request}
+                    db.execute("UPDATE runs SET metadata = ? WHERE run_id = ?",
+                               (q.json_text(metadata, "the metadata of run " + run_id), run_id))
             row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
         if row is None:
             raise not_found(run_id)
@@ -321,9 +367,10 @@ class SQLiteStore(RunStore):
             db.execute(q.CLAIM_TASK, (who, at, task_id))
         return dataclasses.replace(task, status="claimed", claimed_by=who, claimed_at=at)
 
-    async def resolve_task(self, task_id: str, resolution: Any, *, resolved_by: str,
-                           entry: JournalEntry | None = None,
-                           close: RunRecord | None = None) -> HumanTask:
+    async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
+                           entry: JournalEntry | None = None, close: RunRecord | None = None,
+                           resolved_by: str | None = None) -> HumanTask:
+        by = who_acted(by, resolved_by, "resolved_by")
         decision = q.json_text(resolution, f"the resolution of {task_id!r}")
         with self._writing() as db:
             task = self._task(db, task_id)
@@ -344,14 +391,14 @@ class SQLiteStore(RunStore):
                 except StoreError as exc:
                     raise entry_conflict(task, exc) from None
             now = time.time()
-            db.execute(q.RESOLVE_TASK, (decision, resolved_by, now, task_id))
+            db.execute(q.RESOLVE_TASK, (decision, by, now, task_id))
             if close is not None:
                 db.execute(q.UPDATE_RUN, q.update_args(close))
             elif status == "suspended":
                 db.execute("UPDATE runs SET status = 'running', updated_at = ?, lease_owner = "
                            "NULL, lease_expires_at = NULL WHERE run_id = ?", (now, run_id))
         return dataclasses.replace(task, status="resolved", resolution=resolution,
-                                   resolved_by=resolved_by, resolved_at=now)
+                                   by=by, resolved_at=now)
 
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                           waiting_on: Collection[str], lease: str | None = None) -> str:
@@ -384,7 +431,8 @@ class SQLiteStore(RunStore):
                 raise StoreError(
                     f"the run store {self._label} was closed; open a new one with "
                     "open_store(...) or SQLiteStore(...).")
-            conn = self._conn = open_db(None if self._in_memory else self._path, self._label)
+            conn = self._conn = open_db(None if self._in_memory else self._path, self._label,
+                                           create=self._create)
         return conn
 
     @contextmanager
@@ -452,11 +500,35 @@ class SQLiteStore(RunStore):
             _fence(db, run_id, lease)
             self._add_entries(db, run_id, entries, rows)
 
-    def _failure(self, exc: sqlite3.Error) -> StoreError:
+    def _failure(self, exc: sqlite3.Error) -> StoreError | StoreUnavailable:
+        """The error for ``exc`` (hold ``_lock``); one that may come of a damaged file is
+        checked with ``PRAGMA quick_check``, and a damaged file is reported as such."""
+        if self._conn is not None and looks_damaged(exc):
+            damage = integrity(self._conn, self._label)
+            if damage is not None:
+                return damage
         return failure(self._label, exc)
 
+    def _miss(self, db: sqlite3.Connection, table: str, run_id: str) -> StoreError | None:
+        """A store opened with ``create=False`` (to read what exists) found no ``run_id`` in
+        ``table``: look again past the indexes, and check the file once, so that a damaged
+        file is reported as damaged rather than as a missing run or an empty journal."""
+        if self._create:
+            return None
+        found = db.execute(f"SELECT 1 FROM {table} NOT INDEXED WHERE run_id = ? LIMIT 1",
+                           (run_id,)).fetchone()
+        if found is not None:
+            return damaged(self._label, [f"the {table} table holds run {run_id!r}, its index "
+                                         "does not"], seen_by="a look past the index")
+        if self._checked:
+            return None
+        damage = integrity(db, self._label)
+        self._checked = damage is None
+        return damage
+
     def _append_conflict(self, db: sqlite3.Connection, exc: sqlite3.IntegrityError,
-                         run_id: str, entries: Sequence[JournalEntry]) -> StoreError:
+                         run_id: str, entries: Sequence[JournalEntry]
+                         ) -> StoreError | StoreUnavailable:
         """The error for an append that broke a constraint (nothing of it was stored)."""
         name = error_name(exc)
         if name == "SQLITE_CONSTRAINT_FOREIGNKEY":

@@ -168,7 +168,7 @@ def task_row(t: HumanTask) -> Row:
     data = json_text(t.data, f"the data of task {t.task_id!r}")
     resolution = json_text(t.resolution, f"the resolution of task {t.task_id!r}")
     return (t.task_id, t.run_id, t.kind, t.step_key, t.queue, t.status, t.created_at, data,
-            t.due_at, t.claimed_by, t.claimed_at, resolution, t.resolved_by, t.resolved_at)
+            t.due_at, t.claimed_by, t.claimed_at, resolution, t.by, t.resolved_at)
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -215,5 +215,5 @@ def task_from_row(row: Row, label: str) -> HumanTask:
         task_id=row[0], run_id=row[1], kind=row[2], step_key=row[3], queue=row[4],
         status=row[5], created_at=row[6], data=loads(label, owner, "data", row[7]),
         due_at=row[8], claimed_by=row[9], claimed_at=row[10],
-        resolution=loads(label, owner, "resolution", row[11]), resolved_by=row[12],
+        resolution=loads(label, owner, "resolution", row[11]), by=row[12],
         resolved_at=row[13])

@@ -29,7 +29,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from keel.core import StoreError, StoreVersionError
+from keel.core import StoreError, StoreUnavailable, StoreVersionError
 from keel.store._base import SCHEMA_VERSION
 
 #: How long a write waits for another connection's write to finish before failing.
@@ -127,14 +127,40 @@ def error_name(exc: sqlite3.Error) -> str:
     return getattr(exc, "sqlite_errorname", "") or ""
 
 
-def failure(label: str, exc: sqlite3.Error) -> StoreError:
-    """A StoreError for an SQLite failure, saying what to do about it."""
+def looks_damaged(exc: sqlite3.Error) -> bool:
+    """An error a damaged file gives (rather than a busy, full or read-only one)."""
+    return (error_name(exc).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+            or type(exc) is sqlite3.DatabaseError)
+
+
+def integrity(conn: sqlite3.Connection, label: str) -> StoreError | None:
+    """``PRAGMA quick_check``: a StoreError naming the file if it is damaged, else None."""
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    else:
+        problems = [str(row[0]) for row in rows if row[0] != "ok"]
+    return damaged(label, problems) if problems else None
+
+
+def damaged(label: str, problems: list[str], *, seen_by: str = "PRAGMA quick_check"
+            ) -> StoreError:
+    found = " ".join("; ".join(problems[:3]).split())
+    return StoreError(
+        f"the run store {label} is damaged ({seen_by}: {found}); what it answers "
+        "cannot be trusted: restore it from a backup, or point keel at another file "
+        "(`sqlite3 FILE .recover` may save what is left).")
+
+
+def failure(label: str, exc: sqlite3.Error) -> StoreError | StoreUnavailable:
+    """The error for an SQLite failure, saying what to do about it (a file locked past the
+    busy timeout is a retryable :class:`StoreUnavailable`)."""
     name = error_name(exc)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return StoreError(
+        return StoreUnavailable(
             f"the run store {label} stayed locked by another connection for more than "
-            f"{BUSY_TIMEOUT_S:g}s; retry, or find the process holding a long write on it.",
-            retryable=True)
+            f"{BUSY_TIMEOUT_S:g}s; retry, or find the process holding a long write on it.")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return StoreError(
             f"the run store {label} is damaged ({exc}); restore it from a backup, or point "
@@ -148,32 +174,44 @@ def failure(label: str, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"the run store {label} failed: {exc} ({name or type(exc).__name__}).")
 
 
-def open_db(path: Path | None, label: str) -> sqlite3.Connection:
-    """Connect to ``path`` (None: in memory), check what is there, and set it up."""
+def open_db(path: Path | None, label: str, *, create: bool = True) -> sqlite3.Connection:
+    """Connect to ``path`` (None: in memory), check what is there, and set it up. With
+    ``create=False`` a missing, empty or table-less file is refused, never initialised."""
     if path is not None:
-        _check_file(path)
+        _check_file(path, create=create)
     try:
-        conn = sqlite3.connect(MEMORY if path is None else str(path), timeout=BUSY_TIMEOUT_S,
-                               isolation_level=None, check_same_thread=False)
+        if path is None or create:
+            conn = sqlite3.connect(MEMORY if path is None else str(path),
+                                   timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+        else:  # mode=rw: a file removed since the check is not created again
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True,
+                                   timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
     except sqlite3.Error as exc:
         raise failure(label, exc) from exc
     try:
-        _prepare(conn, label)
+        _prepare(conn, label, create=create)
     except sqlite3.Error as exc:
+        found = integrity(conn, label) if looks_damaged(exc) else None
         conn.close()
-        raise failure(label, exc) from exc
+        raise (found or failure(label, exc)) from exc
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _check_file(path: Path) -> None:
-    """Refuse, without touching it, a file that is not an SQLite database; make the dirs."""
+def _check_file(path: Path, *, create: bool = True) -> None:
+    """Refuse, without touching it, a file that is not an SQLite database; make the dirs
+    (with ``create=False`` refuse a missing or empty file instead)."""
     try:
         with path.open("rb") as fh:
             head = fh.read(len(_SQLITE_HEADER))
     except FileNotFoundError:
+        if not create:
+            raise StoreError(f"there is no keel run store at {path}; pass --store (or set "
+                             "KEEL_STORE) to the store the runs were written to.") from None
         head = b""
     except IsADirectoryError:
         raise StoreError(
@@ -187,6 +225,10 @@ def _check_file(path: Path) -> None:
         raise StoreError(
             f"{path} is not a keel run store (not an SQLite database); point keel at another "
             "file - a new path is created and initialised.")
+    if not create:
+        if not head:
+            raise no_store(str(path), "an empty file")
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -195,10 +237,18 @@ def _check_file(path: Path) -> None:
             "create it or point keel at another file.") from None
 
 
-def _prepare(conn: sqlite3.Connection, label: str) -> None:
-    """Check the database is a keel store this keel can read, initialise an empty one or
-    upgrade an old one, then switch on WAL. Nothing is written to a database that fails the
-    check."""
+def no_store(label: str, what: str) -> StoreError:
+    """A reading command pointed at a file that holds no keel store: it is left as it was."""
+    return StoreError(
+        f"there is no keel run store in {label} ({what}); nothing was written to it. Pass "
+        "--store (or set KEEL_STORE) to the store the runs were written to; only commands "
+        "that write (keel run, keel worker) create a store.")
+
+
+def _prepare(conn: sqlite3.Connection, label: str, *, create: bool = True) -> None:
+    """Check the database is a keel store this keel can read, initialise an empty one (unless
+    ``create`` is false) or upgrade an old one, then switch on WAL. Nothing is written to a
+    database that fails the check."""
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
     if conn.execute("PRAGMA foreign_keys").fetchone() != (1,):
@@ -210,6 +260,8 @@ def _prepare(conn: sqlite3.Connection, label: str) -> None:
         version = _inspect(conn, label)
     finally:
         conn.execute("COMMIT")
+    if version is None and not create:
+        raise no_store(label, "an SQLite database with no tables")
     if version != SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:

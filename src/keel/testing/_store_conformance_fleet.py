@@ -247,9 +247,9 @@ class FleetConformance:
         await store.put_task(sample_task("t", "run-w"))
         decision = {"approved": True, "comment": "ok \u2603"}
         entry = sample_entry(1, "k/approval", "result", data=decision)
-        done = await store.resolve_task("t", decision, resolved_by="ann", entry=entry)
+        done = await store.resolve_task("t", decision, by="ann", entry=entry)
         assert done.status == "resolved" and done.resolution == decision
-        assert done.resolved_by == "ann" and done.resolved_at is not None
+        assert done.by == "ann" and done.resolved_at is not None
         assert_same(await store.get_task("t"), done, "the resolved task")
         run = await store.get_run("run-w")
         assert run.status == "running" and run.lease_owner is None, "runnable after decision"
@@ -262,21 +262,21 @@ class FleetConformance:
         await store.create_run(record)
         await store.put_task(sample_task("t1", "run-x"))
         await store.put_task(sample_task("t2", "run-x", step_key="k2"))
-        await store.resolve_task("t1", {"approved": True}, resolved_by="ann",
+        await store.resolve_task("t1", {"approved": True}, by="ann",
                                  entry=sample_entry(0, "k1", "result"))
         journal = await store.read_journal("run-x")
         err = await _raises(TaskConflict, store.resolve_task(
-            "t1", {"approved": False}, resolved_by="bob", entry=sample_entry(1, "k1b")))
+            "t1", {"approved": False}, by="bob", entry=sample_entry(1, "k1b")))
         assert "already decided" in str(err) and "ann" in str(err)
         # t2's decision repeats a journal key: refused, t2 stays open
         await _raises(TaskConflict, store.resolve_task(
-            "t2", {"approved": True}, resolved_by="bob", entry=sample_entry(5, "k1", "result")))
+            "t2", {"approved": True}, by="bob", entry=sample_entry(5, "k1", "result")))
         assert (await store.get_task("t2")).status == "open"
         assert await store.read_journal("run-x") == journal
-        await _raises(TaskNotFound, store.resolve_task("nope", {}, resolved_by="ann"))
+        await _raises(TaskNotFound, store.resolve_task("nope", {}, by="ann"))
         finished = (await store.get_run("run-x")).with_status("cancelled", updated_at=2e9)
         await store.update_run(finished)
-        err = await _raises(TaskConflict, store.resolve_task("t2", {}, resolved_by="ann"))
+        err = await _raises(TaskConflict, store.resolve_task("t2", {}, by="ann"))
         assert "cancelled" in str(err)
         assert (await store.get_task("t2")).status == "open"
 
@@ -285,7 +285,7 @@ class FleetConformance:
         await store.create_run(record)
         await store.put_task(sample_task("esc", "run-cl", kind="escalation"))
         closed = record.with_status("completed", output="a human answered", updated_at=2e9)
-        await store.resolve_task("esc", {"answer": "a human answered"}, resolved_by="ann",
+        await store.resolve_task("esc", {"answer": "a human answered"}, by="ann",
                                  close=closed)
         got = await store.get_run("run-cl")
         assert got.status == "completed" and got.output == "a human answered"
@@ -296,7 +296,7 @@ class FleetConformance:
         await store.create_run(sample_run("run-b", status="suspended"))
         await store.put_task(sample_task("t", "run-a"))
         wrong = sample_run("run-b").with_status("completed", output="x", updated_at=2e9)
-        await _raises(StoreError, store.resolve_task("t", {}, resolved_by="ann", close=wrong))
+        await _raises(StoreError, store.resolve_task("t", {}, by="ann", close=wrong))
         assert (await store.get_task("t")).status == "open"
         assert (await store.get_run("run-b")).status == "suspended"
 
@@ -304,7 +304,7 @@ class FleetConformance:
         await store.create_run(sample_run("run-rr"))
         await store.acquire_lease("run-rr", "w1", 60)
         await store.put_task(sample_task("t", "run-rr"))
-        await store.resolve_task("t", {"approved": True}, resolved_by="ann")
+        await store.resolve_task("t", {"approved": True}, by="ann")
         got = await store.get_run("run-rr")
         assert got.status == "running" and got.lease_owner == "w1"
 
@@ -320,10 +320,10 @@ class FleetConformance:
         got = await store.get_run("run-s")
         assert got.status == "suspended" and got.lease_owner is None
         assert await store.read_journal("run-s") == [sample_entry(0)]
-        await store.resolve_task("a", {"approved": True}, resolved_by="ann")
+        await store.resolve_task("a", {"approved": True}, by="ann")
         await store.acquire_lease("run-s", "w1", 60)
         # the worker suspends again for b, but b is decided meanwhile: the run stays runnable
-        await store.resolve_task("b", {"approved": True}, resolved_by="ann")
+        await store.resolve_task("b", {"approved": True}, by="ann")
         status = await store.suspend_run(record.with_status("suspended"), [],
                                          waiting_on=["b"], lease="w1")
         assert status == "running"
