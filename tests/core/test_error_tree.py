@@ -98,7 +98,15 @@ def test_a_store_outage_is_a_retryable_run_error_not_a_usage_error() -> None:
 # a mapping-style get, an abstract method), parse errors caught inside keel, a missing
 # optional dependency, unreachable branches, and the test kit's assertions.
 _ALLOWED = {
+    # A module __getattr__ (lazy imports, deprecated aliases) answers unknown names so.
+    ("__init__.py", "AttributeError"),
+    ("cli/__init__.py", "AttributeError"),
+    ("runtime/__init__.py", "AttributeError"),
     ("store/__init__.py", "AttributeError"),
+    ("tools/__init__.py", "AttributeError"),
+    ("cli/__init__.py", "ImportError"),  # the cli extra is missing: main() says which
+    ("cli/__init__.py", "SystemExit"),  # the `keel` command's exit status
+    ("core/_codec.py", "ValueError"),  # a value that contains itself, as json.dumps says
     ("patterns/_plan.py", "KeyError"),
     ("patterns/_plan.py", "ValueError"),  # a pydantic validator: becomes a ValidationError
     ("patterns/_routers.py", "ValueError"),  # caught by the router, which asks again

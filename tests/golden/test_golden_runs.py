@@ -96,10 +96,10 @@ def _replay_cases(names: tuple[str, ...]) -> list[Any]:
 async def test_a_finished_run_imports_and_replays_identically(
         store: RunStore, path: Path) -> None:
     data = load(path)
-    run_id = await import_run(store, data)
+    run_id = await import_run(data, store=store)
     assert run_id == data["run"]["run_id"]
     # the store gives back exactly what the file holds: nothing re-encoded on the way
-    again = await export_run(store, run_id)
+    again = await export_run(run_id, store=store)
     assert _without_export_time(again) == _without_export_time(data)
     report = await replay_run(agents.BUILDERS[path.stem](), run_id, store=store)
     assert report.identical, (report.reason, report.divergence)
@@ -110,7 +110,7 @@ async def test_a_finished_run_imports_and_replays_identically(
 @pytest.mark.parametrize("path", [p for p in FIXTURES if p.stem == "approval"], ids=_id)
 async def test_a_run_suspended_on_an_approval_resumes_to_completion(
         store: RunStore, path: Path) -> None:
-    run_id = await import_run(store, load(path))
+    run_id = await import_run(load(path), store=store)
     agent = agents.approval_agent()
     # an export carries no task: resuming puts the recorded request back in the queue
     with pytest.raises(ApprovalRequired) as waiting:
@@ -120,7 +120,7 @@ async def test_a_run_suspended_on_an_approval_resumes_to_completion(
     task = await store.get_task(agents.APPROVAL_ID)
     assert task.data["arguments"] == {"account": "DE-ÄÖÜ-1", "amount": 99.5,
                                       "memo": "Rückzahlung ✓"}
-    await decide_approval(store, agents.APPROVAL_ID, approve=True, decided_by="golden")
+    await decide_approval(agents.APPROVAL_ID, store=store, approve=True, by="golden")
     result = await agent.resume(run_id, store=store)
     assert result.output == "Überwiesen: 99.5 € an DE-ÄÖÜ-1."
     assert agents.EFFECTS == {"transfer": 1}, "the approved tool did not run exactly once"
@@ -137,7 +137,7 @@ async def test_a_run_suspended_on_an_approval_resumes_to_completion(
 @pytest.mark.parametrize("path", [p for p in FIXTURES if p.stem == "saga"], ids=_id)
 async def test_the_compensated_saga_stays_compensated(store: RunStore, path: Path) -> None:
     data = load(path)
-    run_id = await import_run(store, data)
+    run_id = await import_run(data, store=store)
     record = await store.get_run(run_id)
     assert record.status == "failed" and record.error is not None
     assert record.error["type"] == "ModelError"
@@ -162,7 +162,7 @@ async def test_a_changed_hash_or_encoding_is_caught_by_the_replay() -> None:
         changed = copy.deepcopy(data)
         mutate(changed)
         store = MemoryStore()
-        run_id = await import_run(store, changed)
+        run_id = await import_run(changed, store=store)
         report = await replay_run(agents.plain_agent(), run_id, store=store)
         assert not report.identical, mutate.__name__
 
@@ -240,7 +240,7 @@ async def test_a_schema_1_store_is_upgraded_and_its_runs_read_and_replay(
         listed = {r.run_id: r for r in await store.list_runs()}
         assert set(listed) == {agents.RUNS[n][0] for n in make_fixtures.NAMES}
         for name, data in exports.items():
-            got = await export_run(store, data["run"]["run_id"])
+            got = await export_run(data["run"]["run_id"], store=store)
             assert _without_export_time(got) == _without_export_time(data), name
         for name in ("plain", "team", "saga"):
             report = await replay_run(agents.BUILDERS[name](), agents.RUNS[name][0],
@@ -290,7 +290,7 @@ async def test_a_run_suspended_in_a_schema_1_store_resumes_after_the_upgrade(
     async with SQLiteStore(old_store) as store:
         with pytest.raises(ApprovalRequired):  # schema 1 had no task table: the task is made
             await agent.resume(agents.APPROVAL_RUN, store=store)
-        await decide_approval(store, agents.APPROVAL_ID, approve=True, decided_by="golden")
+        await decide_approval(agents.APPROVAL_ID, store=store, approve=True, by="golden")
         result = await agent.resume(agents.APPROVAL_RUN, store=store)
     assert result.output == "Überwiesen: 99.5 € an DE-ÄÖÜ-1."
     assert agents.EFFECTS == {"transfer": 1}

@@ -180,7 +180,7 @@ async def test_a_run_suspended_for_a_person_resumes_with_the_recorded_values(
     async with open_store(url) as store:
         assert (await store.get_run("w1")).status == "suspended"
         [task] = await store.list_tasks(TaskFilter(run_id="w1"))
-        await resolve_escalation(store, task.task_id, resolved_by="ana", action="resume",
+        await resolve_escalation(task.task_id, store=store, by="ana", action="resume",
                                  note="checked")
     result = await wait.resume("w1", store=url)
     assert result.output == [*drawn[0], "checked"]
