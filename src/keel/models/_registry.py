@@ -75,7 +75,8 @@ def resolve_model(model: str | Model, *, api_key: str | None = None,
         if mid.base_url is None:
             raise MissingCredentials(
                 f"{mid.provider} model {str(mid)!r} needs an API key: set the "
-                f"{_KEY_ENV[mid.provider]} environment variable or pass api_key=. "
+                f"{_KEY_ENV[mid.provider]} environment variable, or pass the key as "
+                f"Agent(..., api_key=...) or resolve_model(..., api_key=...). "
                 f"To run without a provider, use keel.testing.ScriptedModel.")
         key = "unused"  # local OpenAI-compatible servers usually ignore the key
     if mid.provider == "openai":

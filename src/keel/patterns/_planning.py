@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from pydantic_core import to_jsonable_python
 
@@ -49,7 +49,7 @@ from keel.patterns._plan import (
     revise,
     short,
 )
-from keel.runtime import Agent, Budget, Flow, FlowContext, RunResult
+from keel.runtime import Agent, Budget, Flow, FlowContext, FlowOptions, RunResult
 from keel.runtime._runner import using_store
 from keel.store import MemoryStore, RunStore
 from keel.tools import Tool
@@ -86,9 +86,10 @@ class Planner(Flow[Any]):
                  max_replans: int = 2, max_step_attempts: int = 2,
                  on_failure: OnFailure = "replan", require_approval: bool = False,
                  approval_queue: str | None = None, check: Check | None = None,
-                 step_budget: Budget | float | None = None, budget: Budget | None = None,
-                 step_failures: Sequence[type[RunError]] = STEP_FAILURES) -> None:
-        super().__init__(name, budget=budget)
+                 step_budget: Budget | float | None = None,
+                 step_failures: Sequence[type[RunError]] = STEP_FAILURES,
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         self.workers = _workers(workers)
         self.tools = _tools(tools)
         _check_settings(mode, max_replans, max_step_attempts, on_failure, step_budget)

@@ -16,7 +16,7 @@ import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, Unpack
 
 import pydantic
 from pydantic_core import to_jsonable_python
@@ -32,7 +32,7 @@ from keel.patterns._workflow_types import (
     signature_types,
     union_of,
 )
-from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware
+from keel.runtime import Agent, Budget, Flow, FlowContext, FlowOptions
 from keel.runtime._flow import check_name
 from keel.tools import Tool
 
@@ -473,10 +473,9 @@ class Workflow(Flow[Any]):
 
     kind = "workflow"
 
-    def __init__(self, name: str, steps: Iterable[StepLike], *, budget: Budget | None = None,
-                 strict_budget: bool = False, durability: Durability | str | None = None,
-                 middleware: Iterable[Middleware] = ()) -> None:
-        super().__init__(name, budget=budget, durability=durability, middleware=middleware)
+    def __init__(self, name: str, steps: Iterable[StepLike], *, strict_budget: bool = False,
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         self.steps = _children(steps, f"workflow {name!r}")
         self.output_type = _check_sequence(self.steps, str, "the workflow input (a string)")
         if strict_budget:
