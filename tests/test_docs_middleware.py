@@ -14,6 +14,6 @@ def test_the_middleware_page_runs_as_written() -> None:
     assert len(blocks) >= 3
     namespace: dict[str, object] = {"__name__": "middleware_doc"}
     for block in blocks:
-        exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 - our own docs
+        exec(compile(block, str(DOC), "exec"), namespace)  # our own docs
     audit = namespace["audit"]
     assert audit.lines[-1] == "run completed"  # type: ignore[attr-defined]

@@ -63,6 +63,10 @@ def test_clone_checks_what_it_is_given() -> None:
         agent.clone(max_repeated_failures=0)
     with pytest.raises(ConfigError, match="name"):
         agent.clone(name="a/b")
+    with pytest.raises(ConfigError, match="expected a Budget"):
+        agent.clone(budget=5)
+    with pytest.raises(ConfigError, match="expected a Budget"):
+        Agent("desk", model=ScriptedModel(["x"]), budget=5)  # type: ignore[arg-type]
 
 
 def test_api_key_is_handed_to_resolve_model(monkeypatch: pytest.MonkeyPatch) -> None:

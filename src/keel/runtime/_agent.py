@@ -69,6 +69,11 @@ class AgentConfig:
                 raise ConfigError("api_key", "the model is already resolved (a Model object "
                                   "carries its own key); give a model id with api_key=, or "
                                   "resolve_model(id, api_key=...) and no api_key= here")
+        if not isinstance(self.budget, Budget):
+            raise ConfigError("budget", f"expected a Budget, got {type(self.budget).__name__}")
+        if not isinstance(self.settings, ModelSettings):
+            raise ConfigError("settings", f"expected ModelSettings, got "
+                              f"{type(self.settings).__name__}")
         if self.max_repeated_failures < 1:
             raise ConfigError("max_repeated_failures", "must be at least 1")
         if self.max_output_retries < 0:
