@@ -107,3 +107,12 @@ def test_a_resolved_model_is_accepted_as_is() -> None:
     model = resolve_model("openai:m@http://127.0.0.1:9/v1", api_key="sk-y")
     agent = Agent("a", model=model)
     assert agent.resolved_model() is model
+
+
+def test_an_llm_router_built_from_an_agent_uses_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.patterns import LLMRouter, Route
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    agent = Agent("a", model="openai:gpt-4o-mini", api_key="sk-router")
+    router = LLMRouter(agent, [Route("billing"), Route("other")])
+    assert router.model().name  # resolved with the agent's key: no MissingCredentials

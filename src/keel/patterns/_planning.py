@@ -162,7 +162,8 @@ class _Preview(Flow[Any]):
     kind = "planning"
 
     def __init__(self, owner: Planner) -> None:
-        super().__init__(owner.name, budget=owner.budget)
+        super().__init__(owner.name, budget=owner.budget, durability=owner.durability,
+                         middleware=owner.stack.middleware)
         self.owner = owner
 
     def agents(self) -> Sequence[Agent[Any]]:
