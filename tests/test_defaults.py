@@ -139,3 +139,15 @@ def test_register_default_middleware_is_deprecated_but_works_for_one_release() -
     finally:
         _defaults._LEGACY.clear()
     assert types(Agent("a", model=ScriptedModel(["x"]))) == [Retry, CircuitBreaker]
+
+
+def test_a_clone_keeps_a_subclass_and_what_it_added() -> None:
+    class Tagged(Agent[str]):
+        def __init__(self, *args: object, tag: str, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.tag = tag
+
+    agent = Tagged("a", model=ScriptedModel(["x"]), tag="blue")
+    clone = agent.clone(instructions="Be brief.")
+    assert (type(clone), clone.tag, clone.instructions) == (Tagged, "blue", "Be brief.")
+    assert clone.stack.middleware[1] is not agent.stack.middleware[1]  # fresh defaults

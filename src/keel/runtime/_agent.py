@@ -207,6 +207,7 @@ class Agent(Runs[OutputT]):
             changes["api_key"] = None  # a resolved model carries its own key
         config = replace(self.config, **_config_values(changes))
         copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)  # what a subclass added; the rest is rebuilt
         copy._configure(config)
         return copy
 
