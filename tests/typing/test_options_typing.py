@@ -50,7 +50,7 @@ def test_mypy_reports_misspelt_and_mistyped_options(tmp_path: Path) -> None:
     path.write_text(SNIPPET)
     out, err, _ = api.run([str(path), "--config-file", str(ROOT / "pyproject.toml"),
                            "--no-error-summary", "--show-error-codes",
-                           "--cache-dir", str(ROOT / ".mypy_cache")])
+                           "--cache-dir", str(ROOT / ".mypy_cache" / "typing-tests")])
     assert not err, err
     lines = SNIPPET.splitlines()
     expected = {i + 1: m.group(1) for i, line in enumerate(lines)
