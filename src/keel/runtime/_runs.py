@@ -71,9 +71,9 @@ RESUME_OPTIONS = frozenset(ResumeOptions.__required_keys__ | ResumeOptions.__opt
 def check_options(what: str, options: Mapping[str, Any], allowed: frozenset[str]) -> None:
     """Refuse keyword arguments that are not options of ``what`` (a typo would otherwise be
     a ``TypeError`` deep inside, or silently mean something else)."""
-    unknown = sorted(set(options) - allowed)
-    if not unknown:
+    if options.keys() <= allowed:  # the common case, checked in C
         return
+    unknown = sorted(set(options) - allowed)
     name = unknown[0]
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f" (did you mean {close[0]}=?)" if close else ""
