@@ -29,6 +29,11 @@ EXPECTED = [
     "ReplayReport", "RunDiff", "diff_runs", "export_run", "fork_run", "import_run", "replay_run",
     # the JSON codec (what a value becomes in the journal and the model's view)
     "to_jsonable",
+    # typed options and configuration
+    "AgentConfig", "FlowOptions", "ResumeOptions", "RunOptions",
+    # the default middleware, and what a middleware's hooks take
+    "defaults", "ModelNext", "ModelRequestInput", "RetryHook", "RunEndInput", "RunStartInput",
+    "ToolCallInput", "ToolNext",
 ]
 
 
@@ -77,3 +82,12 @@ def test_import_has_no_side_effects() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_keel_registers_nothing() -> None:
+    """The default middleware is listed by keel.defaults(), not registered in a process-wide
+    registry when keel is imported."""
+    from keel.runtime import _defaults
+
+    assert _defaults._LEGACY == {}
+    assert [type(m) for m in keel.defaults()] == [keel.Retry, keel.CircuitBreaker]

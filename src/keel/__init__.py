@@ -9,6 +9,7 @@ also this distribution's long description (``importlib.metadata.metadata("keel-a
 import warnings
 from typing import Any
 
+from keel._defaults import Agent, defaults
 from keel.core import (
     ApprovalRequired,
     BudgetExceeded,
@@ -63,7 +64,7 @@ from keel.reliability import (
     RetryPolicy,
 )
 from keel.runtime import (
-    Agent,
+    AgentConfig,
     ApprovalPolicy,
     ApprovalRule,
     Budget,
@@ -71,10 +72,20 @@ from keel.runtime import (
     EscalationPolicy,
     Flow,
     FlowContext,
+    FlowOptions,
     Middleware,
+    ModelNext,
+    ModelRequestInput,
     ReplayReport,
+    ResumeOptions,
+    RetryHook,
     RunDiff,
+    RunEndInput,
+    RunOptions,
     RunResult,
+    RunStartInput,
+    ToolCallInput,
+    ToolNext,
     Worker,
     cancel_run,
     decide_approval,
@@ -84,20 +95,17 @@ from keel.runtime import (
     replay_run,
     resolve_escalation,
 )
-from keel.runtime import register_default_middleware as _register_default
 from keel.store import MemoryStore, RunStore, export_run, import_run, open_store
 from keel.tools import Tool, ToolResult, tool
 
 __version__ = "0.1.0"
 
-# The composition root: every Agent gets these unless it passes its own of the same type
-# (e.g. ``Retry(RetryPolicy(max_attempts=6))``, ``CircuitBreaker.off()``) or
-# ``default_middleware=False``. Outermost first: a retry goes through the breaker, so an
-# open breaker stops the retries.
-_register_default("reliability", lambda: [Retry(), CircuitBreaker()])
+# The default middleware every keel.Agent gets is listed, in order, by keel.defaults()
+# (keel/_defaults.py, the composition root); nothing is registered at import time.
 
 __all__ = [
     "Agent",
+    "AgentConfig",
     "ApprovalPolicy",
     "ApprovalRequired",
     "ApprovalRule",
@@ -117,6 +125,7 @@ __all__ = [
     "EscalationPolicy",
     "Flow",
     "FlowContext",
+    "FlowOptions",
     "GuardrailTripped",
     "Handoff",
     "KeelError",
@@ -127,6 +136,8 @@ __all__ = [
     "MissingCredentials",
     "Model",
     "ModelError",
+    "ModelNext",
+    "ModelRequestInput",
     "ModelResponse",
     "ModelSettings",
     "OutputValidationError",
@@ -135,15 +146,20 @@ __all__ = [
     "RateLimiter",
     "RepeatedFailure",
     "ReplayReport",
+    "ResumeOptions",
     "Retry",
+    "RetryHook",
     "RetryPolicy",
     "RetryWithFeedback",
     "RunCancelled",
     "RunDiff",
+    "RunEndInput",
     "RunError",
     "RunLeased",
     "RunNotFound",
+    "RunOptions",
     "RunResult",
+    "RunStartInput",
     "RunStore",
     "Signal",
     "StoreError",
@@ -152,9 +168,11 @@ __all__ = [
     "TaskConflict",
     "TaskNotFound",
     "Tool",
+    "ToolCallInput",
     "ToolContext",
     "ToolDefinitionError",
     "ToolError",
+    "ToolNext",
     "ToolResult",
     "UnknownModel",
     "UnknownOutcome",
@@ -165,6 +183,7 @@ __all__ = [
     "cancel_run",
     "configure_json_logging",
     "decide_approval",
+    "defaults",
     "diff_runs",
     "export_run",
     "flow",

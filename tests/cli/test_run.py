@@ -266,3 +266,17 @@ def test_version_and_help(keel: Keel) -> None:
     assert keel("--version").stdout.startswith("keel ")
     out = keel("--help").stdout
     assert "run" in out and "resume" in out and "demo" in out and "Exit codes" in out
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_an_empty_input_is_refused_with_one_line_and_no_run(keel: Keel, store: str,
+                                                            prompt: str) -> None:
+    r = keel("--store", store, "run", TOOL_USE, prompt)
+    assert r.exit_code == 2, r
+    assert "input is empty" in r.stderr + r.stdout
+
+    async def count() -> int:
+        async with open_store(store) as s:
+            return len(await s.list_runs())
+
+    assert asyncio.run(count()) == 0

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from pydantic import BaseModel, Field
 
 from keel.core import ConfigError, Message
-from keel.runtime import Agent, Budget, Flow, FlowContext
+from keel.runtime import Agent, Budget, Flow, FlowContext, FlowOptions
 
 #: A share of the chat's budget for each peer turn: a Budget, a fraction of what is left, or
 #: None (the peer's own budget, capped by what is left).
@@ -167,8 +167,8 @@ class GroupChat(Flow[ChatResult]):
     def __init__(self, name: str, peers: Sequence[Agent[Any]], *,
                  selector: Selector | None = None, until: Sequence[Termination] = (),
                  max_turns: int = 12, peer_budget: Share = None,
-                 budget: Budget | None = None) -> None:
-        super().__init__(name, budget=budget)
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         self.peers = _check_peers(peers)
         self.selector: Selector = RoundRobin() if selector is None else selector
         if not isinstance(self.selector, RoundRobin | RuleSelector | ModelSelector):

@@ -26,11 +26,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from keel.core import ConfigError, Handoff, Message, RunError, ToolResultPart
 from keel.patterns._history_filter import HistoryFilter, answer_calls
-from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware
+from keel.runtime import Agent, Flow, FlowContext, FlowOptions
 from keel.tools import Tool, tool
 
 HUMAN = "human"
@@ -142,10 +142,8 @@ class HandoffTeam(Flow[Any]):
                  routes: Mapping[str, Iterable[str]] | None = None,
                  history: HistoryFilter | None = None, human: bool = True,
                  human_queue: str | None = None, max_handoffs: int = 10, max_repeats: int = 2,
-                 on_loop: OnLoop = "escalate", budget: Budget | None = None,
-                 durability: Durability | str | None = None,
-                 middleware: Iterable[Middleware] = ()) -> None:
-        super().__init__(name, budget=budget, durability=durability, middleware=middleware)
+                 on_loop: OnLoop = "escalate", **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         team = _team(agents)
         self.start = next(iter(team)) if start is None else start
         if self.start not in team:

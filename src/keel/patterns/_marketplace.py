@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from pydantic import BaseModel, Field
 
 from keel.core import BudgetExceeded, ConfigError, RunError, to_jsonable
-from keel.runtime import Agent, Budget, Flow, FlowContext, RunResult
+from keel.runtime import Agent, Budget, Flow, FlowContext, FlowOptions, RunResult
 
 Share = Budget | float | None
 _RESERVED = frozenset({"announce", "bids", "award", "outcome", "bid"})
@@ -108,8 +108,8 @@ class Marketplace(Flow[MarketResult]):
                  min_confidence: float = 0.0, bid_budget: Share = None,
                  work_budget: Budget | None = None, estimate_slack: float | None = 2.0,
                  on_failure: Literal["raise", "escalate"] = "raise",
-                 budget: Budget | None = None) -> None:
-        super().__init__(name, budget=budget)
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         self.bidders = _check_bidders(bidders)
         if score is not None and not callable(score):
             raise ConfigError("score", "expected a function(bid: PlacedBid) -> float")

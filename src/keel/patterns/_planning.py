@@ -24,7 +24,7 @@ Journal, under the flow's path (see docs/patterns/planning.md)::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from keel.core import (
     BudgetExceeded,
@@ -48,7 +48,7 @@ from keel.patterns._plan import (
     revise,
     short,
 )
-from keel.runtime import Agent, Budget, Flow, FlowContext, RunResult, using_store
+from keel.runtime import Agent, Budget, Flow, FlowContext, FlowOptions, RunResult, using_store
 from keel.store import MemoryStore, RunStore
 from keel.tools import Tool
 
@@ -84,9 +84,10 @@ class Planner(Flow[Any]):
                  max_replans: int = 2, max_step_attempts: int = 2,
                  on_failure: OnFailure = "replan", require_approval: bool = False,
                  approval_queue: str | None = None, check: Check | None = None,
-                 step_budget: Budget | float | None = None, budget: Budget | None = None,
-                 step_failures: Sequence[type[RunError]] = STEP_FAILURES) -> None:
-        super().__init__(name, budget=budget)
+                 step_budget: Budget | float | None = None,
+                 step_failures: Sequence[type[RunError]] = STEP_FAILURES,
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         self.workers = _workers(workers)
         self.tools = _tools(tools)
         _check_settings(mode, max_replans, max_step_attempts, on_failure, step_budget)
@@ -159,7 +160,8 @@ class _Preview(Flow[Any]):
     kind = "planning"
 
     def __init__(self, owner: Planner) -> None:
-        super().__init__(owner.name, budget=owner.budget)
+        super().__init__(owner.name, budget=owner.budget, durability=owner.durability,
+                         middleware=owner.stack.middleware)
         self.owner = owner
 
     def agents(self) -> Sequence[Agent[Any]]:

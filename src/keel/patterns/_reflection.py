@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, Unpack
 
 import jsonschema
 import pydantic
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from keel.core import ConfigError, KeelError, Message, to_jsonable
 from keel.patterns._workflow import call_user
-from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware
+from keel.runtime import Agent, Flow, FlowContext, FlowOptions
 
 T = TypeVar("T")
 Stop = Literal["passed", "no_improvement", "max_rounds"]
@@ -209,10 +209,8 @@ class Reflection(Flow[ReflectionResult[Any]]):
 
     def __init__(self, name: str, *, generator: Agent[Any],
                  criteria: Sequence[Criterion | Rubric] = (), critic: Agent[Any] | None = None,
-                 max_rounds: int = 3, budget: Budget | None = None,
-                 durability: Durability | str | None = None,
-                 middleware: Iterable[Middleware] = ()) -> None:
-        super().__init__(name, budget=budget, durability=durability, middleware=middleware)
+                 max_rounds: int = 3, **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         if not isinstance(generator, Agent):
             raise ConfigError("generator", f"expected an Agent, got {type(generator).__name__}")
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:

@@ -285,9 +285,11 @@ class LLMRouter(_Base):
         self._routes = check_routes(routes)
         self.threshold = check_threshold("threshold", threshold)
         extra = ""
+        self._api_key: str | None = None
         if isinstance(model, Agent):
             extra = model.instructions
             self._model_ref: str | Model = model.model
+            self._api_key = model.config.api_key  # an Agent(api_key=...) lends its key
         elif isinstance(model, str | Model):
             self._model_ref = model
         else:
@@ -318,7 +320,7 @@ class LLMRouter(_Base):
 
     def model(self) -> Model:
         if self._model is None:
-            self._model = resolve_model(self._model_ref)
+            self._model = resolve_model(self._model_ref, api_key=self._api_key)
         return self._model
 
     def messages(self, conversation: Conversation) -> list[Message]:

@@ -16,14 +16,14 @@ import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, Unpack
 
 from keel.core import ConfigError, Message, UserError, to_text
-from keel.runtime import Agent, Budget, Flow, FlowContext, check_name
+from keel.runtime import Agent, Flow, FlowContext, FlowOptions, check_name
 from keel.store import RunFilter, RunStore
 
 if TYPE_CHECKING:
-    from keel.runtime import Durability, Middleware
+    pass
 
 Action: TypeAlias = Literal["route", "clarify", "fallback", "escalate"]
 ACTIONS: tuple[str, ...] = ("route", "clarify", "fallback", "escalate")
@@ -302,9 +302,8 @@ class Router(Flow[Routed]):
                  routes: Iterable[Route] | None = None, catch_all: str = "other",
                  on_low_confidence: LowConfidence = "clarify", fallback: str | None = None,
                  question: str = DEFAULT_QUESTION, queue: str | None = None,
-                 budget: Budget | None = None, durability: Durability | str | None = None,
-                 middleware: Iterable[Middleware] = ()) -> None:
-        super().__init__(name, budget=budget, durability=durability, middleware=middleware)
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         if not callable(getattr(router, "decide", None)):
             raise ConfigError("router", f"expected a router (RuleRouter, EmbeddingRouter, "
                               f"LLMRouter, HybridRouter), got {type(router).__name__}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from keel.core import (
     ConfigError,
@@ -36,7 +36,14 @@ from keel.core import (
     ToolError,
     to_jsonable,
 )
-from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware, RunResult
+from keel.runtime import (
+    Agent,
+    Budget,
+    Flow,
+    FlowContext,
+    FlowOptions,
+    RunResult,
+)
 from keel.tools import Tool, tool
 
 #: A share of what is left of the supervisor's budget: a Budget, a fraction, or None.
@@ -66,10 +73,9 @@ class Supervisor(Flow[Any]):
     def __init__(self, name: str, *, lead: Agent[Any],
                  workers: Sequence[Worker] | Mapping[str, Worker],
                  descriptions: Mapping[str, str] | None = None, worker_budget: Share = None,
-                 share_internals: bool | Iterable[str] = False, budget: Budget | None = None,
-                 durability: Durability | str | None = None,
-                 middleware: Iterable[Middleware] = ()) -> None:
-        super().__init__(name, budget=budget, durability=durability, middleware=middleware)
+                 share_internals: bool | Iterable[str] = False,
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         if not isinstance(lead, Agent):
             raise ConfigError("lead", f"expected an Agent, got {type(lead).__name__}")
         self.lead = lead

@@ -16,7 +16,7 @@ import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, Unpack
 
 import pydantic
 
@@ -31,7 +31,14 @@ from keel.patterns._workflow_types import (
     signature_types,
     union_of,
 )
-from keel.runtime import Agent, Budget, Durability, Flow, FlowContext, Middleware, check_name
+from keel.runtime import (
+    Agent,
+    Budget,
+    Flow,
+    FlowContext,
+    FlowOptions,
+    check_name,
+)
 from keel.tools import Tool
 
 #: What a workflow accepts as a step: a :class:`Node`, or a function, Agent or Tool (wrapped
@@ -468,10 +475,9 @@ class Workflow(Flow[Any]):
 
     kind = "workflow"
 
-    def __init__(self, name: str, steps: Iterable[StepLike], *, budget: Budget | None = None,
-                 strict_budget: bool = False, durability: Durability | str | None = None,
-                 middleware: Iterable[Middleware] = ()) -> None:
-        super().__init__(name, budget=budget, durability=durability, middleware=middleware)
+    def __init__(self, name: str, steps: Iterable[StepLike], *, strict_budget: bool = False,
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         self.steps = _children(steps, f"workflow {name!r}")
         self.output_type = _check_sequence(self.steps, str, "the workflow input (a string)")
         if strict_budget:

@@ -3,10 +3,9 @@
 import warnings
 from typing import Any
 
-from keel.runtime._agent import Agent
+from keel.runtime._agent import Agent, AgentConfig
 from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, decide_approval
 from keel.runtime._budget import Budget, BudgetTracker
-from keel.runtime._defaults import register_default_middleware
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
 from keel.runtime._escalation import (
     EscalationPolicy,
@@ -37,12 +36,14 @@ from keel.runtime._replay import (
 )
 from keel.runtime._result import RunResult
 from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
+from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
 from keel.runtime._worker import Worker, WorkOutcome, cancel_run, resolve_unknown_outcome
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "FINAL_TOOL",
     "Agent",
+    "AgentConfig",
     "ApprovalPolicy",
     "ApprovalRule",
     "Budget",
@@ -51,6 +52,7 @@ __all__ = [
     "EscalationPolicy",
     "Flow",
     "FlowContext",
+    "FlowOptions",
     "Journal",
     "Middleware",
     "MiddlewareStack",
@@ -58,9 +60,11 @@ __all__ = [
     "ModelRequestInput",
     "ReplayDivergence",
     "ReplayReport",
+    "ResumeOptions",
     "RetryHook",
     "RunDiff",
     "RunEndInput",
+    "RunOptions",
     "RunResult",
     "RunStartInput",
     "RunTotals",
@@ -79,7 +83,6 @@ __all__ = [
     "flow",
     "fork_run",
     "plan_fork",
-    "register_default_middleware",
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",
@@ -95,4 +98,11 @@ def __getattr__(name: str) -> Any:
                       "runtime; use keel.FlowContext (a flow's ctx, with the same step(), "
                       "now(), uuid() and random())", DeprecationWarning, stacklevel=2)
         return FlowContext
+    if name == "register_default_middleware":  # deprecated: keel.defaults() lists them
+        from keel.runtime import _defaults
+
+        warnings.warn("keel.runtime.register_default_middleware is deprecated: keel's defaults "
+                      "are listed by keel.defaults() (see docs/middleware.md)",
+                      DeprecationWarning, stacklevel=2)
+        return _defaults.register_default_middleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

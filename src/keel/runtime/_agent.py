@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Self, TypeVar, Unpack
 
 import pydantic
 
@@ -13,19 +14,94 @@ from keel.core import ConfigError, ModelSettings, RunEvent, RunFinished, ToolSpe
 from keel.models import Model, parse_model_id, resolve_model
 from keel.runtime._approvals import ApprovalPolicy
 from keel.runtime._budget import Budget
-from keel.runtime._defaults import default_middleware as defaults_for
+from keel.runtime._defaults import legacy_defaults
 from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._forks import as_forked
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._loop import AgentLoop, ToolPlan, model_name
-from keel.runtime._middleware import Middleware, MiddlewareStack
+from keel.runtime._middleware import Middleware, MiddlewareStack, with_defaults
 from keel.runtime._runner import Launch, execute, using_store
-from keel.runtime._runs import Runs
-from keel.store import RunRecord, RunStore
+from keel.runtime._runs import RUN_OPTIONS, RunOptions, Runs, check_options, new_run
+from keel.store import RunRecord
 from keel.tools import Tool, Toolset
 
 OutputT = TypeVar("OutputT")
 _DEFAULT_ESCALATION = EscalationPolicy(on_repeated_failure=False, on_budget_exhausted=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    """Everything an :class:`Agent` is made of, as one frozen value (checked when made).
+    ``agent.config`` is the agent's; ``agent.clone(**changes)`` is a ``dataclasses.replace``
+    of it. ``api_key`` is never shown (``repr``) nor stored with a run."""
+
+    name: str = "agent"
+    model: str | Model
+    instructions: str = ""
+    tools: tuple[Tool, ...] = ()
+    output_type: type[Any] | None = None
+    scopes: frozenset[str] = frozenset()
+    budget: Budget = field(default_factory=Budget)
+    settings: ModelSettings = field(default_factory=ModelSettings)
+    max_repeated_failures: int = 3
+    max_output_retries: int = 3
+    middleware: tuple[Middleware, ...] = ()
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    escalation: EscalationPolicy = _DEFAULT_ESCALATION
+    durability: Durability = field(default_factory=Durability)
+    default_middleware: bool = True
+    compensate_on_failure: bool = True
+    api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._check_name_and_model()
+        for name, kind, fix in _TYPED_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ConfigError(name, f"expected {fix}, got {type(value).__name__}")
+        if self.max_repeated_failures < 1:
+            raise ConfigError("max_repeated_failures", "must be at least 1")
+        if self.max_output_retries < 0:
+            raise ConfigError("max_output_retries", "must be 0 or more")
+
+    def _check_name_and_model(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name or "/" in name or "#" in name or ":" in name:
+            raise ConfigError("name", f"{name!r} must be non-empty without '/', '#' or ':' "
+                              "(it is the first part of every step key)")
+        if isinstance(self.model, str):
+            parse_model_id(self.model)  # an unknown id fails here, at definition time
+        elif not isinstance(self.model, Model):
+            raise ConfigError("model", f"expected a model id string or a keel Model, got "
+                              f"{type(self.model).__name__}")
+        if self.api_key is not None:
+            if not isinstance(self.api_key, str) or not self.api_key:
+                raise ConfigError("api_key", "must be a non-empty string (or None)")
+            if isinstance(self.model, Model):
+                raise ConfigError("api_key", "the model is already resolved (a Model object "
+                                  "carries its own key); give a model id with api_key=, or "
+                                  "resolve_model(id, api_key=...) and no api_key= here")
+
+    @classmethod
+    def of(cls, **given: Any) -> AgentConfig:
+        """A config from constructor-style arguments: ``None`` means the default, iterables
+        become tuples or frozensets."""
+        return cls(**_config_values(given))
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in fields(AgentConfig))
+#: The fields checked by type when a config is made: (field, type, what to pass instead).
+_TYPED_FIELDS: tuple[tuple[str, type[Any], str], ...] = (
+    ("budget", Budget, "a Budget (Budget.unlimited() switches the limits off)"),
+    ("settings", ModelSettings, "ModelSettings"),
+    ("approval", ApprovalPolicy, "an ApprovalPolicy (ApprovalPolicy.off() switches approval "
+     "gates off)"),
+    ("escalation", EscalationPolicy, "an EscalationPolicy (EscalationPolicy.off() switches "
+     "escalation off)"),
+    ("compensate_on_failure", bool, "True or False"),
+    ("default_middleware", bool, "True or False (to change one default, pass a middleware "
+     "of its type in middleware=)"),
+)
 
 
 class Agent(Runs[OutputT]):
@@ -40,6 +116,16 @@ class Agent(Runs[OutputT]):
     committed (:class:`Durability`; ``"balanced"`` by default). ``compensate_on_failure``
     (on by default) undoes a failed or cancelled run's completed calls of tools that declare
     ``compensate=``, newest first (a saga, see docs/sagas.md).
+
+    ``model`` is a model id (``"openai:gpt-4o-mini"``; ``api_key=`` is then handed to
+    :func:`~keel.resolve_model` instead of the provider's environment variable) or a resolved
+    :class:`~keel.Model`.
+
+    Default middleware: this class (``keel.runtime.Agent``, the L2 runtime) has none of its
+    own; ``keel.Agent`` is this agent composed with :func:`keel.defaults` (retry, circuit
+    breaker ...), outside ``middleware``. A middleware of the same type as a default
+    replaces that default; ``default_middleware=False`` drops them all. See
+    docs/middleware.md.
     """
 
     def __init__(
@@ -61,80 +147,73 @@ class Agent(Runs[OutputT]):
         durability: Durability | str | None = None,
         default_middleware: bool = True,
         compensate_on_failure: bool = True,
+        api_key: str | None = None,
     ) -> None:
-        if not name or "/" in name or "#" in name or ":" in name:
-            raise ConfigError("name", f"{name!r} must be non-empty without '/', '#' or ':' "
-                              "(it is the first part of every step key)")
-        if isinstance(model, str):
-            parse_model_id(model)  # an unknown id fails here, at definition time
-        elif not isinstance(model, Model):
-            raise ConfigError("model", f"expected a model id string or a keel Model, got "
-                              f"{type(model).__name__}")
-        if max_repeated_failures < 1:
-            raise ConfigError("max_repeated_failures", "must be at least 1")
-        if max_output_retries < 0:
-            raise ConfigError("max_output_retries", "must be 0 or more")
-        self.name = name
-        self.model = model
-        self.instructions = instructions
-        self.toolset = Toolset(tools)
-        if "final_result" in self.toolset and output_type is not None:
+        self._configure(AgentConfig.of(
+            name=name, model=model, instructions=instructions, tools=tools,
+            output_type=output_type, scopes=scopes, budget=budget, settings=settings,
+            max_repeated_failures=max_repeated_failures, max_output_retries=max_output_retries,
+            middleware=middleware, approval=approval, escalation=escalation,
+            durability=durability, default_middleware=default_middleware,
+            compensate_on_failure=compensate_on_failure, api_key=api_key))
+
+    def _configure(self, config: AgentConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.model = config.model
+        self.instructions = config.instructions
+        self.toolset = Toolset(config.tools)
+        if "final_result" in self.toolset and config.output_type is not None:
             raise UserError("'final_result' is reserved for the typed output; rename that tool.")
-        self.output_type = output_type
-        self.scopes = frozenset(scopes)
-        self.budget = budget or Budget()
-        self.settings = settings or ModelSettings()
-        self.max_repeated_failures = max_repeated_failures
-        self.max_output_retries = max_output_retries
-        middleware = tuple(middleware)
-        self.default_middleware = default_middleware
-        self.user_middleware = middleware
-        defaults = defaults_for(middleware) if default_middleware else []
-        self.stack = MiddlewareStack([*defaults, *middleware])
-        if approval is not None and not isinstance(approval, ApprovalPolicy):
-            raise ConfigError("approval", "expected an ApprovalPolicy (ApprovalPolicy.off() "
-                              "switches approval gates off)")
-        if escalation is not None and not isinstance(escalation, EscalationPolicy):
-            raise ConfigError("escalation", "expected an EscalationPolicy "
-                              "(EscalationPolicy.off() switches escalation off)")
-        self.approval = approval or ApprovalPolicy()
+        self.output_type: type[OutputT] | None = config.output_type
+        self.scopes = config.scopes
+        self.budget = config.budget
+        self.settings = config.settings
+        self.max_repeated_failures = config.max_repeated_failures
+        self.max_output_retries = config.max_output_retries
+        self.default_middleware = config.default_middleware
+        self.user_middleware = config.middleware
+        defaults = self.make_defaults() if config.default_middleware else ()
+        self.stack = MiddlewareStack(with_defaults(defaults, config.middleware))
+        self.approval = config.approval
         # By default only a user who asks for a person escalates; failures (repeated failure,
         # budget exhausted) fail the run with its error (resumable) unless a policy is given.
-        self.escalation = escalation or _DEFAULT_ESCALATION
-        self.durability = Durability.of(durability)
-        if not isinstance(compensate_on_failure, bool):
-            raise ConfigError("compensate_on_failure", "must be True or False")
+        self.escalation = config.escalation
+        self.durability = config.durability
         #: When the run fails or is cancelled, undo its completed compensable tool calls
         #: (tools with ``compensate=``), newest first: a saga (docs/sagas.md).
-        self.compensate_on_failure = compensate_on_failure
-        self._model: Model | None = model if isinstance(model, Model) else None
+        self.compensate_on_failure = config.compensate_on_failure
+        self._model: Model | None = config.model if isinstance(config.model, Model) else None
         self._adapter: pydantic.TypeAdapter[Any] | None = None
         self._plan: ToolPlan | None = None
         self.output_wrapped = False
-        if output_type is not None and output_type is not str:
-            self._adapter = pydantic.TypeAdapter(output_type)
+        if config.output_type is not None and config.output_type is not str:
+            self._adapter = pydantic.TypeAdapter(config.output_type)
             schema = self._adapter.json_schema()
             self.output_wrapped = schema.get("type") != "object"
 
-    def clone(self, **changes: Any) -> Agent[OutputT]:
-        """A copy of this agent with some constructor arguments changed (``model=``,
-        ``instructions=`` ...); used by ``fork`` for counterfactual re-runs."""
-        args: dict[str, Any] = {
-            "name": self.name, "model": self.model, "instructions": self.instructions,
-            "tools": list(self.toolset), "output_type": self.output_type,
-            "scopes": self.scopes, "budget": self.budget, "settings": self.settings,
-            "max_repeated_failures": self.max_repeated_failures,
-            "max_output_retries": self.max_output_retries,
-            "middleware": self.user_middleware, "approval": self.approval,
-            "default_middleware": self.default_middleware,
-            "escalation": self.escalation, "durability": self.durability,
-            "compensate_on_failure": self.compensate_on_failure,
-        }
-        unknown = set(changes) - set(args)
+    def make_defaults(self) -> Sequence[Middleware]:
+        """Fresh default middleware for this agent, outermost first. The L2 runtime has none
+        of its own (it cannot see the layers above it); ``keel.Agent`` returns
+        :func:`keel.defaults`. Subclass and override to compose your own defaults."""
+        return legacy_defaults()
+
+    def clone(self, **changes: Any) -> Self:
+        """A copy of this agent with some settings changed (``model=``, ``instructions=``
+        ...: the fields of :class:`AgentConfig`); used by ``fork`` for counterfactual
+        re-runs. It has fresh default middleware (a new circuit breaker ...)."""
+        unknown = set(changes) - _CONFIG_FIELDS
         if unknown:
-            raise UserError(f"Agent.clone() got unknown settings: {', '.join(sorted(unknown))}")
-        args.update(changes)
-        return Agent(**args)
+            raise UserError(f"Agent.clone() got unknown settings: {', '.join(sorted(unknown))}"
+                            f"; it takes {', '.join(sorted(_CONFIG_FIELDS))}")
+        if "model" in changes and isinstance(changes["model"], Model) \
+                and "api_key" not in changes:
+            changes["api_key"] = None  # a resolved model carries its own key
+        config = replace(self.config, **_config_values(changes))
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)  # what a subclass added; the rest is rebuilt
+        copy._configure(config)
+        return copy
 
     def __repr__(self) -> str:
         model = self.model if isinstance(self.model, str) else self.model.name
@@ -158,7 +237,7 @@ class Agent(Runs[OutputT]):
 
     def resolved_model(self) -> Model:
         if self._model is None:
-            self._model = resolve_model(self.model)
+            self._model = resolve_model(self.model, api_key=self.config.api_key)
         return self._model
 
     def tool_plan(self) -> ToolPlan:
@@ -183,21 +262,37 @@ class Agent(Runs[OutputT]):
     # ------------------------------------------------------------------------------ running
 
     async def stream(self, input: str | None = None, *, resume: str | None = None,
-                     store: RunStore | str | None = None, run_id: str | None = None,
-                     deps: Any = None) -> AsyncIterator[RunEvent]:
+                     **options: Unpack[RunOptions]) -> AsyncIterator[RunEvent]:
         """Run (or resume) as a stream of events: text and tool-call deltas, model turns,
         tool calls, observations and step records, ending in one ``RunFinished`` whose result
-        equals what :meth:`run` returns. A failure is raised after the events so far."""
+        equals what :meth:`run` returns. A failure is raised after the events so far.
+        Options: :class:`RunOptions`, as :meth:`run` (a resume takes ``store``, ``deps``
+        and ``on_event``, which sees each event before it is yielded)."""
+        check_options("stream", options, RUN_OPTIONS)
         if (input is None) == (resume is None):
             raise UserError("stream() takes an input for a new run or resume=RUN_ID, not both.")
         queue: asyncio.Queue[RunEvent | BaseException | None] = asyncio.Queue()
+        on_event = options.get("on_event")
+        emit: Callable[[RunEvent], None] = queue.put_nowait
+        if on_event is not None:
+            def emit(event: RunEvent) -> None:
+                on_event(event)
+                queue.put_nowait(event)
+
+        if resume is None:
+            how = new_run(self, input, {**options, "on_event": emit}, streaming=True)
+        else:
+            only_new = sorted(set(options) - {"store", "deps", "on_event"})
+            if only_new:
+                raise UserError(f"stream(resume=...) continues a run: {only_new[0]}= is for a "
+                                "new run (a deadline is stored with the run when it starts)")
+            how = Launch(resume_id=resume, deps=options.get("deps"), emit=emit, streaming=True)
+        store = options.get("store")
 
         async def drive() -> None:
             try:
                 async with using_store(store) as opened:
-                    await execute(self, opened, Launch(
-                        input=input, resume_id=resume, run_id=run_id, deps=deps,
-                        emit=queue.put_nowait, streaming=True))
+                    await execute(self, opened, how)
             except BaseException as exc:  # handed to the consumer
                 queue.put_nowait(exc)
             finally:
@@ -215,3 +310,23 @@ class Agent(Runs[OutputT]):
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+
+_AS_CONFIG: dict[str, Callable[[Any], Any]] = {
+    "tools": tuple, "scopes": frozenset, "middleware": tuple, "durability": Durability.of}
+_NONE_MEANS: dict[str, Callable[[], Any]] = {
+    "budget": Budget, "settings": ModelSettings, "approval": ApprovalPolicy,
+    "escalation": lambda: _DEFAULT_ESCALATION}
+
+
+def _config_values(given: dict[str, Any]) -> dict[str, Any]:
+    """Constructor-style arguments (``tools=[...]``, ``budget=None``) as config values."""
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is None and key in _NONE_MEANS:
+            value = _NONE_MEANS[key]()
+        elif key in _AS_CONFIG:
+            value = _AS_CONFIG[key](value)
+        out[key] = value
+    return out

@@ -15,8 +15,8 @@ import inspect
 import random as _random
 import time
 import uuid as _uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Unpack
 
 from keel.core import (
     ApprovalRequired,
@@ -35,9 +35,9 @@ from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._failures import guarded
 from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
-from keel.runtime._middleware import Middleware, MiddlewareStack
+from keel.runtime._middleware import MiddlewareStack
 from keel.runtime._result import RunResult
-from keel.runtime._runs import Runs
+from keel.runtime._runs import FLOW_OPTIONS, FlowOptions, Runs, check_options
 from keel.store import RunRecord
 
 if TYPE_CHECKING:
@@ -300,16 +300,20 @@ class Flow(Runs[OutputT]):
     #: Stored with each run (``keel runs show`` says which pattern made it).
     kind: ClassVar[str] = "flow"
     noun: ClassVar[str] = "flow"
+    #: A flow's body decides what a blank input means (an agent refuses one).
+    empty_input: ClassVar[bool] = True
 
-    def __init__(self, name: str, *, budget: Budget | None = None,
-                 durability: Durability | str | None = None,
-                 middleware: Iterable[Middleware] = ()) -> None:
+    def __init__(self, name: str, **options: Unpack[FlowOptions]) -> None:
+        """``options``: :class:`FlowOptions` (``budget``, ``durability``, ``middleware``),
+        the same for every pattern."""
+        check_options(type(self).__name__, options, FLOW_OPTIONS)
         self.name = check_name("name", name)
+        budget = options.get("budget")
         if budget is not None and not isinstance(budget, Budget):
             raise ConfigError("budget", f"expected a Budget, got {type(budget).__name__}")
         self.budget = budget or Budget()
-        self.durability = Durability.of(durability)
-        self.stack = MiddlewareStack(list(middleware))
+        self.durability = Durability.of(options.get("durability"))
+        self.stack = MiddlewareStack(list(options.get("middleware", ())))
         #: Compensation (sagas) applies to an agent's own tool calls; a flow's failure is
         #: recorded and the flow can be resumed.
         self.compensate_on_failure = False
@@ -349,8 +353,9 @@ Body = Callable[[FlowContext, str], Awaitable[Any]]
 class _FunctionFlow(Flow[Any]):
     kind = "flow"
 
-    def __init__(self, fn: Body, name: str, agents: Sequence[Agent[Any]], **kwargs: Any) -> None:
-        super().__init__(name, **kwargs)
+    def __init__(self, fn: Body, name: str, agents: Sequence[Agent[Any]],
+                 **options: Unpack[FlowOptions]) -> None:
+        super().__init__(name, **options)
         self._fn = fn
         self._agents = tuple(agents)
 
@@ -362,15 +367,15 @@ class _FunctionFlow(Flow[Any]):
 
 
 def flow(name: str | None = None, *, agents: Sequence[Agent[Any]] = (),
-         budget: Budget | None = None, durability: Durability | str | None = None,
-         middleware: Iterable[Middleware] = ()) -> Callable[[Body], Flow[Any]]:
-    """Make a :class:`Flow` of an ``async def body(ctx, input)`` function."""
+         **options: Unpack[FlowOptions]) -> Callable[[Body], Flow[Any]]:
+    """Make a :class:`Flow` of an ``async def body(ctx, input)`` function; ``options`` are
+    :class:`FlowOptions` (``budget``, ``durability``, ``middleware``)."""
+    check_options("flow", options, FLOW_OPTIONS)
 
     def wrap(fn: Body) -> Flow[Any]:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError("flow", f"{getattr(fn, '__name__', fn)!r} must be an async "
                               "function body(ctx, input)")
-        return _FunctionFlow(fn, name or fn.__name__, agents, budget=budget,
-                             durability=durability, middleware=middleware)
+        return _FunctionFlow(fn, name or fn.__name__, agents, **options)
 
     return wrap

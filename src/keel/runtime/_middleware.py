@@ -105,6 +105,20 @@ def _bind_tool(mw: Middleware, nxt: ToolNext) -> ToolNext:
     return handler
 
 
+def with_defaults(defaults: Sequence[Middleware],
+                  middleware: Sequence[Middleware]) -> list[Middleware]:
+    """An agent's whole stack: ``defaults`` (outermost first), then its own ``middleware``.
+    A middleware of the same type as a default replaces that default in the default's place
+    (so ``Retry(RetryPolicy(max_attempts=6))`` stays outside the default breaker, as the
+    default retry was); the others follow the defaults, in their order."""
+    own: dict[type[Middleware], Middleware] = {}
+    for mw in middleware:
+        own.setdefault(type(mw), mw)
+    stack = [own.get(type(d), d) for d in defaults]
+    placed = {id(mw) for mw in stack}
+    return [*stack, *(mw for mw in middleware if id(mw) not in placed)]
+
+
 class MiddlewareStack:
     """Middleware composed once, in order (first = outermost)."""
 

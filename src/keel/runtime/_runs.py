@@ -1,18 +1,95 @@
-"""What agents and flows share: starting, resuming and the blocking wrappers."""
+"""What agents and flows share: starting, resuming and the blocking wrappers.
+
+Every entry point takes its options through one typed mechanism: :class:`RunOptions` (a new
+run) and :class:`ResumeOptions` (a resumed one) are ``TypedDict``\\ s unpacked into keyword
+arguments (``**options: Unpack[RunOptions]``), so a misspelt option (``stor=``) is a type
+error for mypy or pyright, and a clear :class:`~keel.UserError` at run time.
+"""
 
 from __future__ import annotations
 
+import difflib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar, Unpack
 
 from keel.core import ConfigError, RunEvent, UserError
+from keel.runtime._budget import Budget
+from keel.runtime._journal import Durability
+from keel.runtime._middleware import Middleware
 from keel.runtime._result import RunResult
 from keel.runtime._runner import Launch, Runnable, blocking, launch
 from keel.store import RunStore
 
 OutputT = TypeVar("OutputT")
+
+
+class ResumeOptions(TypedDict, total=False):
+    """Options of :meth:`~keel.Agent.resume` and ``resume_sync`` (and of a new run)."""
+
+    #: The run store: a :class:`~keel.RunStore`, a URL (``sqlite:///runs.db``,
+    #: ``postgresql://...``), or None for ``KEEL_STORE`` / ``.keel/runs.db``.
+    store: RunStore | str | None
+    #: Your dependencies, handed to tools as ``ctx.deps`` (never journaled).
+    deps: Any
+    #: Called with every :class:`~keel.core.RunEvent` of the run, as it happens.
+    on_event: Callable[[RunEvent], None] | None
+
+
+class RunOptions(ResumeOptions, total=False):
+    """Options of ``run``, ``run_sync`` and ``stream``: everything :class:`ResumeOptions`
+    takes, and what only a new run can say."""
+
+    #: The new run's id (default: a fresh one); an id already in the store is refused.
+    run_id: str | None
+    #: Stored with the run: who or what it is for (a ticket, a customer).
+    target: str | None
+    #: Seconds from now, or an aware datetime: bounds the whole run, across restarts.
+    deadline: float | datetime | None
+
+
+class FlowOptions(TypedDict, total=False):
+    """What every flow and pattern (``Flow``, ``Workflow``, ``Supervisor``, ``Planner``,
+    ``GroupChat``, ``Marketplace``, ``HandoffTeam``, ``Reflection``, ``Router``) takes, the
+    same way: ``GroupChat("chat", peers, budget=Budget(max_steps=40), durability="always",
+    middleware=[audit])``."""
+
+    #: The whole run's budget (sub-agents run with shares of it).
+    budget: Budget | None
+    #: When journal records are committed (:class:`~keel.Durability`; ``"balanced"``).
+    durability: Durability | str | None
+    #: Middleware that sees the flow's run start and end (``on_run_start``/``on_run_end``).
+    middleware: Iterable[Middleware]
+
+
+FLOW_OPTIONS = frozenset(FlowOptions.__required_keys__ | FlowOptions.__optional_keys__)
+RUN_OPTIONS = frozenset(RunOptions.__required_keys__ | RunOptions.__optional_keys__)
+RESUME_OPTIONS = frozenset(ResumeOptions.__required_keys__ | ResumeOptions.__optional_keys__)
+
+
+def check_options(what: str, options: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse keyword arguments that are not options of ``what`` (a typo would otherwise be
+    a ``TypeError`` deep inside, or silently mean something else)."""
+    if options.keys() <= allowed:  # the common case, checked in C
+        return
+    unknown = sorted(set(options) - allowed)
+    name = unknown[0]
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" (did you mean {close[0]}=?)" if close else ""
+    raise UserError(f"{what}() got an unknown option {name}={hint}; its options are "
+                    f"{', '.join(f'{k}=' for k in sorted(allowed))}.")
+
+
+def check_input(noun: str, input: object, *, empty: bool = False) -> str:
+    """A run's input: a string, with something in it unless ``empty`` (an agent given an
+    empty prompt would call the model with nothing)."""
+    if not isinstance(input, str):
+        raise UserError(f"{noun} input must be a string, got {type(input).__name__}")
+    if not empty and not input.strip():
+        raise UserError(f"{noun} input is empty; give the {noun} something to work on "
+                        "(a question, a task, a document).")
+    return input
 
 
 class Runs(Generic[OutputT]):
@@ -21,40 +98,48 @@ class Runs(Generic[OutputT]):
 
     #: How error messages name what runs.
     noun: ClassVar[str] = "agent"
+    #: Whether a blank input may start a run (an agent refuses one: a flow's body decides).
+    empty_input: ClassVar[bool] = False
 
     def _runnable(self) -> Runnable:
         return self  # type: ignore[return-value]  # Agent and Flow implement Runnable
 
-    async def run(self, input: str, *, store: RunStore | str | None = None,
-                  run_id: str | None = None, deps: Any = None, target: str | None = None,
-                  on_event: Callable[[RunEvent], None] | None = None,
-                  deadline: float | datetime | None = None) -> RunResult[OutputT]:
+    async def run(self, input: str, **options: Unpack[RunOptions]) -> RunResult[OutputT]:
         """Run to completion and return the result. Failures raise a ``RunError`` carrying the
         run id; the run's journal stays in the store, so the run can be resumed. A run that
         waits for a person raises ``ApprovalRequired`` or ``Escalate`` (status
-        ``suspended``). ``deadline`` (seconds from now, or a datetime) bounds the whole run,
-        across restarts: it is stored with the run."""
-        if not isinstance(input, str):
-            raise UserError(f"{self.noun} input must be a string, got "
-                            f"{type(input).__name__}")
-        how = Launch(input=input, run_id=run_id, deps=deps, target=target, emit=on_event,
-                     deadline_at=deadline_from(deadline))
-        return await launch(self._runnable(), store, how)
+        ``suspended``). Options: :class:`RunOptions` (``store``, ``run_id``, ``deps``,
+        ``target``, ``on_event``, ``deadline``)."""
+        check_options("run", options, RUN_OPTIONS)
+        how = new_run(self, input, options)
+        return await launch(self._runnable(), options.get("store"), how)
 
-    async def resume(self, run_id: str, *, store: RunStore | str | None = None,
-                     deps: Any = None,
-                     on_event: Callable[[RunEvent], None] | None = None) -> RunResult[OutputT]:
-        """Continue a run whose process stopped: recorded steps are not executed again."""
-        how = Launch(resume_id=run_id, deps=deps, emit=on_event)
-        return await launch(self._runnable(), store, how)
+    async def resume(self, run_id: str, **options: Unpack[ResumeOptions]) -> RunResult[OutputT]:
+        """Continue a run whose process stopped: recorded steps are not executed again.
+        Options: :class:`ResumeOptions` (``store``, ``deps``, ``on_event``)."""
+        check_options("resume", options, RESUME_OPTIONS)
+        how = Launch(resume_id=run_id, deps=options.get("deps"), emit=options.get("on_event"))
+        return await launch(self._runnable(), options.get("store"), how)
 
-    def run_sync(self, input: str, **kwargs: Any) -> RunResult[OutputT]:
+    def run_sync(self, input: str, **options: Unpack[RunOptions]) -> RunResult[OutputT]:
         """Blocking wrapper around :meth:`run`; refuses to run inside an event loop."""
-        return blocking("run_sync", lambda: self.run(input, **kwargs))
+        check_options("run_sync", options, RUN_OPTIONS)
+        return blocking("run_sync", lambda: self.run(input, **options))
 
-    def resume_sync(self, run_id: str, **kwargs: Any) -> RunResult[OutputT]:
+    def resume_sync(self, run_id: str, **options: Unpack[ResumeOptions]) -> RunResult[OutputT]:
         """Blocking wrapper around :meth:`resume`; refuses to run inside an event loop."""
-        return blocking("resume_sync", lambda: self.resume(run_id, **kwargs))
+        check_options("resume_sync", options, RESUME_OPTIONS)
+        return blocking("resume_sync", lambda: self.resume(run_id, **options))
+
+
+def new_run(runs: Runs[Any], input: object, options: RunOptions, *,
+            streaming: bool = False) -> Launch:
+    """How to start a new run with ``options`` (checked: the input and the deadline)."""
+    return Launch(input=check_input(runs.noun, input, empty=runs.empty_input),
+                  run_id=options.get("run_id"),
+                  deps=options.get("deps"), target=options.get("target"),
+                  emit=options.get("on_event"), streaming=streaming,
+                  deadline_at=deadline_from(options.get("deadline")))
 
 
 def deadline_from(deadline: float | datetime | None) -> float | None:

@@ -1,0 +1,60 @@
+"""The composition root: keel's default middleware, listed in one place, in order.
+
+Layers are L0 core → L1 models/tools/store → L2 runtime → L3 reliability … The runtime's
+:class:`keel.runtime.Agent` cannot import the layers above it, so it has no default
+middleware of its own. This module sits at the package root, where every layer is visible,
+and composes them:
+
+* :func:`defaults` returns a fresh list of the default middleware, **outermost first**.
+  It is the only place the default stack is written down; the next layers (guards, tracing,
+  metrics, history policy) join it by adding their middleware to this list.
+* :class:`Agent` (exported as ``keel.Agent``) is the runtime agent whose
+  :meth:`~keel.runtime.Agent.make_defaults` is :func:`defaults`. Nothing is registered at
+  import time and there is no process-wide state: the defaults are a property of the class
+  you construct, resolved when each agent is built (one fresh instance per agent).
+
+Per agent: a middleware in ``middleware=`` of the same type as a default replaces that
+default (``Retry(RetryPolicy(max_attempts=5))``, ``CircuitBreaker.off()``), and
+``default_middleware=False`` drops them all. To change the defaults of every agent you make,
+subclass :class:`Agent` and override ``make_defaults``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from keel.reliability import CircuitBreaker, Retry
+from keel.runtime import Agent as RuntimeAgent
+from keel.runtime import Middleware
+
+OutputT = TypeVar("OutputT")
+
+
+def defaults() -> list[Middleware]:
+    """keel's default middleware, fresh instances, outermost first (the order they wrap a
+    model request or a tool call):
+
+    1. :class:`~keel.Retry`: retries transient failures with backoff and jitter. It is
+       outside the breaker, so every attempt goes through the breaker and an open breaker
+       stops the retries.
+    2. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
+    """
+    return [Retry(), CircuitBreaker()]
+
+
+class Agent(RuntimeAgent[OutputT]):
+    """A ReAct agent with keel's defaults: the runtime :class:`keel.runtime.Agent`
+    (everything it documents applies) composed with :func:`keel.defaults`, the default
+    middleware, outside the agent's own ``middleware``.
+
+    ``middleware=[Retry(RetryPolicy(max_attempts=5))]`` replaces the default of that type;
+    ``default_middleware=False`` drops them all; ``keel.defaults()`` shows them in order.
+    """
+
+    def make_defaults(self) -> Sequence[Middleware]:
+        """:func:`keel.defaults` (and what deprecated ``register_default_middleware`` added)."""
+        return [*defaults(), *super().make_defaults()]
+
+
+Agent.__module__ = "keel"
