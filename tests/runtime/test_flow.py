@@ -20,7 +20,7 @@ from keel import (
     RunError,
     tool,
 )
-from keel.core import ToolContext
+from keel.core import ToolContext, UserError
 from keel.runtime import Flow, FlowContext, decide_approval, flow, replay_run
 from keel.runtime._replay import _used
 from keel.store import JournalEntry
@@ -463,3 +463,17 @@ async def test_a_budget_failure_comes_back_as_budget_exceeded() -> None:
     report = await replay_run(capped, result.run_id, store=store)
     assert report.identical, report
     assert limits == [("steps", 3.0), ("steps", 3.0)]
+
+
+async def test_a_flow_cannot_hand_a_sub_agent_an_empty_prompt() -> None:
+    agent = Agent("helper", model=ScriptedModel(["never asked"]))
+    store = MemoryStore()
+
+    @flow("blank")
+    async def blank(ctx: FlowContext, input: str) -> Any:
+        return (await ctx.run_agent(agent, "   ")).output
+
+    with pytest.raises(UserError, match="input is empty"):
+        await blank.run("go", store=store)
+    steps = [e.key for e in await store.read_journal((await store.list_runs())[0].run_id)]
+    assert not any(k.startswith("blank/helper") for k in steps)

@@ -11,7 +11,6 @@ so a resumed run skips finished steps and a replay reproduces the run exactly.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from abc import ABC, abstractmethod
@@ -39,7 +38,7 @@ from keel.runtime import (
     FlowOptions,
     check_name,
 )
-from keel.tools import Tool
+from keel.tools import Tool, run_in_worker
 
 #: What a workflow accepts as a step: a :class:`Node`, or a function, Agent or Tool (wrapped
 #: in :class:`Step`).
@@ -67,7 +66,7 @@ async def call_user(fn: Callable[..., Any], *args: Any) -> Any:
     """Call a user function: async functions are awaited, sync ones run in a worker thread."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    out = await asyncio.to_thread(functools.partial(fn, *args))
+    out = await run_in_worker(functools.partial(fn, *args), None)
     if inspect.isawaitable(out):
         out = await out
     return out

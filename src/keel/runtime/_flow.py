@@ -37,8 +37,9 @@ from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._middleware import MiddlewareStack
 from keel.runtime._result import RunResult
-from keel.runtime._runs import FLOW_OPTIONS, FlowOptions, Runs, check_options
+from keel.runtime._runs import FLOW_OPTIONS, FlowOptions, Runs, check_input, check_options
 from keel.store import RunRecord
+from keel.tools import run_in_worker
 
 if TYPE_CHECKING:
 
@@ -195,8 +196,7 @@ class FlowContext:
         ``history``: earlier conversation the agent continues (a handoff). A run error it
         fails with is journaled once the flow goes past it: a resumed or replayed run gets
         the same error again without running the agent (see ``_failures``)."""
-        if not isinstance(input, str):
-            raise UserError(f"agent input must be a string, got {type(input).__name__}")
+        check_input("agent", input, empty=bool(history))  # a handoff may continue on history
         prefix = self.key(check_name("name", name or agent.name))
         view = self.journal.view(budget=self._share(budget, agent.budget), agent=agent.name)
         loop = agent.driver(view, deps=self.deps, emit=self.emit, streaming=False,
@@ -255,7 +255,7 @@ async def _call(fn: Callable[[], Any], blocking: bool) -> Any:
     if _is_async(fn) or not blocking:
         out = fn()
     else:
-        out = await asyncio.to_thread(fn)
+        out = await run_in_worker(fn, None)
     if inspect.isawaitable(out):
         out = await out
     return out

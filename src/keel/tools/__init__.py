@@ -3,6 +3,7 @@
 import warnings
 
 from keel.tools._result import ErrorType, ToolFailure, ToolResult
+from keel.tools._threads import run_in_worker
 from keel.tools._tool import (
     DEFAULT_OUTPUT_LIMIT,
     DEFAULT_TIMEOUT,
@@ -29,6 +30,7 @@ __all__ = [
     "ToolMeta",
     "ToolResult",
     "Toolset",
+    "run_in_worker",
     "tool",
 ]
 
