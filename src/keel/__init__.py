@@ -6,7 +6,6 @@ the provider SDKs and embeddings); the quick start is the project's README.md, w
 also this distribution's long description (``importlib.metadata.metadata("keel-agents")``).
 """
 
-import warnings
 from typing import Any
 
 from keel._defaults import Agent, defaults
@@ -199,9 +198,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RunContext":  # deprecated alias, to be removed in the next release
-        warnings.warn("keel.RunContext is deprecated: it was never created by the runtime; "
-                      "use keel.FlowContext (a flow's ctx, with the same step(), now(), "
-                      "uuid() and random())", DeprecationWarning, stacklevel=2)
-        return FlowContext
+    if name == "RunContext":  # deprecated alias, as keel.runtime's
+        from keel.runtime import run_context_alias
+
+        return run_context_alias()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -92,12 +92,17 @@ __all__ = [
 ]
 
 
+def run_context_alias() -> type[FlowContext]:
+    """``RunContext``, deprecated: the runtime never created one (to go in the next release)."""
+    warnings.warn("RunContext is deprecated: it was never created by the runtime; use "
+                  "keel.FlowContext (a flow's ctx, with the same step(), now(), uuid() and "
+                  "random())", DeprecationWarning, stacklevel=3)  # the caller's caller
+    return FlowContext
+
+
 def __getattr__(name: str) -> Any:
-    if name == "RunContext":  # deprecated alias, to be removed in the next release
-        warnings.warn("keel.runtime.RunContext is deprecated: it was never created by the "
-                      "runtime; use keel.FlowContext (a flow's ctx, with the same step(), "
-                      "now(), uuid() and random())", DeprecationWarning, stacklevel=2)
-        return FlowContext
+    if name == "RunContext":
+        return run_context_alias()
     if name == "register_default_middleware":  # deprecated: keel.defaults() lists them
         from keel.runtime import _defaults
 
