@@ -89,7 +89,8 @@ def run_command(screen: Screen, *, store: str, target: str, text: str, as_json: 
 
 async def _run(agent: Runnable, text: str, url: str, target: str,
                view: LiveView) -> RunResult[Any]:
-    agent.prepare()  # an unknown model or a missing key fails before the store opens
+    agent.prepare()  # an unknown model, a missing key or a blank input fails before the
+    agent.check_input(text)  # store is opened (and created)
     async with open_store(url) as store:
         return await agent.run(text, store=store, target=target, on_event=view)
 

@@ -104,6 +104,12 @@ class Runs(Generic[OutputT]):
     def _runnable(self) -> Runnable:
         return self  # type: ignore[return-value]  # Agent and Flow implement Runnable
 
+    def check_input(self, input: object) -> str:
+        """``input`` if it may start a run of this agent or flow, else a ``UserError`` saying
+        why (not a string; blank, for an agent). :meth:`run` checks it the same way; callers
+        that must open or create something first (the CLI's store) check it before."""
+        return check_input(self.noun, input, empty=self.empty_input)
+
     async def run(self, input: str, **options: Unpack[RunOptions]) -> RunResult[OutputT]:
         """Run to completion and return the result. Failures raise a ``RunError`` carrying the
         run id; the run's journal stays in the store, so the run can be resumed. A run that
