@@ -150,9 +150,8 @@ async def test_the_compensated_saga_stays_compensated(store: RunStore, path: Pat
     assert not agents.EFFECTS, "a recorded booking or compensation ran again"
     after = await store.get_run(run_id)
     assert after.status == "failed" and after.error is not None
-    # (the error's type is re-recorded as RunError, not ModelError: the message and step stay)
-    assert {k: after.error[k] for k in ("message", "step_key")} == {
-        k: record.error[k] for k in ("message", "step_key")}
+    assert {k: after.error[k] for k in ("type", "message", "step_key")} == {
+        k: record.error[k] for k in ("type", "message", "step_key")}
 
 
 async def test_a_changed_hash_or_encoding_is_caught_by_the_replay() -> None:

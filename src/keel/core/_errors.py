@@ -154,6 +154,9 @@ class RunError(KeelError):
         super().__init__(message, retryable=retryable)
         self.run_id = run_id
         self.step_key = step_key
+        #: For a failure read back from the journal (a resumed run that must end as it did):
+        #: the type it was recorded with, which the run records again.
+        self.recorded_type: str | None = None
 
     def __str__(self) -> str:
         where = [f"run {self.run_id}"] if self.run_id else []
@@ -163,7 +166,8 @@ class RunError(KeelError):
 
     @property
     def error_type(self) -> str:
-        return type(self).__name__
+        """The type the run's record names: the class, or the type it was recorded with."""
+        return self.recorded_type or type(self).__name__
 
 
 class BudgetExceeded(RunError):

@@ -368,7 +368,8 @@ async def _record_failure(store: RunStore, record: RunRecord, tracker: BudgetTra
     status; a failing store must not hide the run's own error."""
     if isinstance(exc, RunError) and exc.run_id is None:
         exc.run_id = record.run_id
-    error = {"type": type(exc).__name__, "message": redact(getattr(exc, "message", str(exc))),
+    kind = exc.error_type if isinstance(exc, RunError) else type(exc).__name__
+    error = {"type": kind, "message": redact(getattr(exc, "message", str(exc))),
              "step_key": getattr(exc, "step_key", None),
              "retryable": bool(getattr(exc, "retryable", False))}
     if not isinstance(exc, KeelError | asyncio.CancelledError | KeyboardInterrupt):

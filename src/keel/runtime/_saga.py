@@ -110,8 +110,11 @@ def recorded_failure(journal: Journal) -> RunError | None:
     error = data.get("error") if isinstance(data.get("error"), dict) else {}
     assert isinstance(error, dict)
     kind = RunCancelled if error.get("type") == "RunCancelled" else RunError
-    return kind(str(error.get("message") or "the run failed"), run_id=journal.run_id,
-                step_key=error.get("step_key"))
+    failure = kind(str(error.get("message") or "the run failed"), run_id=journal.run_id,
+                   step_key=error.get("step_key"))
+    recorded = error.get("type")
+    failure.recorded_type = recorded if isinstance(recorded, str) and recorded else None
+    return failure
 
 
 class _Failed(Exception):
