@@ -1,0 +1,9 @@
+"""L3: the security layer (work in progress, not yet on by default).
+
+What is here so far are building blocks that the guardrail seam will compose: input
+normalisation and injection heuristics, PII and secret detection with redaction, and
+validators for dangerous tool arguments. None of them runs unless you call it; the guardrail
+middleware that puts them on the model and tool seams by default is not built yet.
+"""
+
+__all__: list[str] = []
