@@ -23,6 +23,7 @@ from keel.core import (
     RunStarted,
     Signal,
     StoreError,
+    StoreUnavailable,
     UserError,
     new_run_id,
     redact,
@@ -198,6 +199,12 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             raise
         except LeaseLost:
             ended = True
+            raise
+        except StoreUnavailable:
+            # The store went away (a lost connection, a deadlock, a busy pool): as after a
+            # crash, the run stays running with its lease given back (best effort), so any
+            # worker or `keel resume` continues it from its journal once the store is back.
+            # Nothing is compensated and no failure is recorded: the run did not fail.
             raise
         except BaseException as exc:
             ended = True

@@ -53,7 +53,7 @@ class WorkOutcome:
 
     run_id: str
     agent: str
-    status: str  # completed, suspended, failed, cancelled, lost
+    status: str  # completed, suspended, failed, cancelled, lost, interrupted (store outage)
     error: str | None = None
 
 
@@ -159,7 +159,7 @@ class Worker:
 
 
 def _outcome_status(exc: KeelError) -> str:
-    from keel.core import LeaseLost, RunCancelled, Signal
+    from keel.core import LeaseLost, RunCancelled, Signal, StoreUnavailable
 
     if isinstance(exc, Signal):
         return "suspended"
@@ -167,6 +167,8 @@ def _outcome_status(exc: KeelError) -> str:
         return "cancelled"
     if isinstance(exc, LeaseLost):
         return "lost"
+    if isinstance(exc, StoreUnavailable):  # left running: continued once the store is back
+        return "interrupted"
     return "failed"
 
 
