@@ -18,6 +18,7 @@ EXPECTED = [
     "__version__", "configure_json_logging", "open_store", "resolve_model", "tool",
     # durable runs for fleets
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
+    "Review",
     "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",
     "cancel_run", "decide_approval", "resolve_escalation",
     # flows (every pattern is one)

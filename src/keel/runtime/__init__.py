@@ -4,7 +4,7 @@ import warnings
 from typing import Any
 
 from keel.runtime._agent import Agent, AgentConfig
-from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, decide_approval
+from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, Review, decide_approval
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
 from keel.runtime._escalation import (
@@ -62,6 +62,7 @@ __all__ = [
     "ReplayReport",
     "ResumeOptions",
     "RetryHook",
+    "Review",
     "RunDiff",
     "RunEndInput",
     "RunOptions",

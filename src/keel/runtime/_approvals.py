@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -32,6 +32,26 @@ from keel.tools import Tool
 
 #: ``callback(tool, arguments) -> reason | None``: a reason (str) if the call needs approval.
 ApprovalCallback: TypeAlias = Callable[[Tool, dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Review:
+    """An in-process reviewer's decision on an approval request (see
+    :attr:`ApprovalPolicy.reviewer`): journaled exactly like a person's decision through
+    ``keel approvals``. A denial needs a ``comment`` (the model reads it); ``edited_args``
+    approves with other arguments (checked against the tool's schema)."""
+
+    approve: bool
+    by: str
+    comment: str = ""
+    edited_args: dict[str, Any] | None = None
+
+
+#: ``reviewer(request) -> Review | None`` (sync or async): decides an approval request as it
+#: is made, in the run's process (a policy engine, an LLM judge, a test harness); ``None``
+#: leaves it to a person. ``request`` is what a person would see (tool, arguments, reason,
+#: the agent's reasoning, run id, schema).
+Reviewer: TypeAlias = Callable[[dict[str, Any]], "Review | Awaitable[Review | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +77,17 @@ class ApprovalPolicy:
     A call needs approval if its tool says so (``@tool(approval=...)``; ``approval=False``
     exempts it), or its risk is in ``risks``, or a rule matches, or the callback returns a
     reason. Requests go to ``queue`` with an SLA of ``sla_seconds``.
-    ``ApprovalPolicy.off()`` switches gates off (explicitly)."""
+    ``ApprovalPolicy.off()`` switches gates off (explicitly).
+
+    ``reviewer`` decides requests in process as they are made (see :data:`Reviewer`): its
+    :class:`Review` is journaled with who decided, and the run goes on without suspending. A
+    reviewer that returns None, raises or gives an invalid decision leaves the request to a
+    person (fail closed: the call never runs undecided)."""
 
     risks: frozenset[str] = frozenset({"irreversible"})
     rules: tuple[ApprovalRule, ...] = ()
     callback: ApprovalCallback | None = None
+    reviewer: Reviewer | None = None
     queue: str = "approvals"
     sla_seconds: float | None = 24 * 3600.0
     enabled: bool = True
@@ -77,6 +103,9 @@ class ApprovalPolicy:
             raise ConfigError("ApprovalPolicy.queue", "must be a non-empty queue name")
         if self.sla_seconds is not None and not self.sla_seconds > 0:
             raise ConfigError("ApprovalPolicy.sla_seconds", "must be > 0 seconds or None")
+        if self.reviewer is not None and not callable(self.reviewer):
+            raise ConfigError("ApprovalPolicy.reviewer", "must be a function of the request "
+                              "returning a Review or None")
 
     @classmethod
     def off(cls) -> ApprovalPolicy:
@@ -157,22 +186,10 @@ async def decide_approval(approval_id: str, _old: str | None = None, /, *,
     if task.status == "resolved":
         raise TaskConflict(f"approval {approval_id} was already decided by "
                            f"{task.by}; nothing was changed.")
-    if not by:
-        raise UserError("say who decides (by= / --by); the decision is audited.")
-    if not approve and not (comment or "").strip():
-        raise UserError("a denial needs a comment: the model reads it to choose what to do "
-                        "instead (--comment TEXT).")
     request: dict[str, Any] = task.data
-    arguments = request.get("arguments", {})
-    edited = edited_args is not None
-    if edited:
-        if not approve:
-            raise UserError("edited arguments only make sense with approve.")
-        arguments = check_edited_args(edited_args, request.get("schema") or {},
-                                      request.get("tool", "?"))
-    now = time.time()
-    decision = {"approved": approve, "comment": comment or "", "arguments": arguments,
-                "edited": edited, "by": by, "decided_at": now}
+    decision = approval_decision(request, approve=approve, by=by or "", comment=comment,
+                                 edited_args=edited_args)
+    now = decision["decided_at"]
     journal = await store.read_journal(task.run_id)
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
     entry = JournalEntry(
@@ -181,6 +198,26 @@ async def decide_approval(approval_id: str, _old: str | None = None, /, *,
         input_hash=intent.input_hash if intent is not None else "", data=decision,
         created_at=now)
     return await resolve_task(store, approval_id, decision, by=by, entry=entry)
+
+
+def approval_decision(request: Mapping[str, Any], *, approve: bool, by: str,
+                      comment: str | None, edited_args: Any) -> dict[str, Any]:
+    """The decision record of ``request`` (the gate step's result), checked: a denial needs a
+    comment, edited arguments only go with approve and must match the tool's schema."""
+    if not by:
+        raise UserError("say who decides (by= / --by); the decision is audited.")
+    if not approve and not (comment or "").strip():
+        raise UserError("a denial needs a comment: the model reads it to choose what to do "
+                        "instead (--comment TEXT).")
+    arguments = request.get("arguments", {})
+    edited = edited_args is not None
+    if edited:
+        if not approve:
+            raise UserError("edited arguments only make sense with approve.")
+        arguments = check_edited_args(edited_args, request.get("schema") or {},
+                                      request.get("tool", "?"))
+    return {"approved": approve, "comment": comment or "", "arguments": arguments,
+            "edited": edited, "by": by, "decided_at": time.time()}
 
 
 def decision_seq(journal: list[JournalEntry], intent: JournalEntry | None) -> int:

@@ -9,13 +9,22 @@ goes on), or the request without a decision (and suspends again, without asking 
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from keel.core import ApprovalRequired, Escalate, Message
-from keel.runtime._approvals import approval_request, approval_task
+from keel.core import ApprovalRequired, Escalate, Message, TaskNotFound, UserError
+from keel.runtime._approvals import (
+    Review,
+    approval_decision,
+    approval_request,
+    approval_task,
+)
 from keel.tools import Tool, ToolResult
+
+_log = logging.getLogger("keel.approvals")
 
 if TYPE_CHECKING:
     from keel.runtime._journal import Journal
@@ -48,21 +57,52 @@ class Gates:
         if decision is not None:
             return _decided(decision.data)
         asked = journal.recorded(gate_key, "intent")
-        if asked is not None:
-            await journal.store.put_task(approval_task(asked.data))  # in case we crashed
-            raise _waiting(asked.data)
-        reason = self._reason(tool, arguments)
-        if reason is None:
-            return None
-        args = _parsed(arguments)
-        request = approval_request(
-            run_id=journal.run_id, agent=self.agent.name, gate_key=gate_key, tool=tool,
-            arguments=args if args is not None else {"_raw": arguments}, reason=reason,
-            thought=_last_thought(history), policy=self.agent.approval, now=time.time())
-        await journal.write(gate_key, "intent", "approval", tool.name, input_hash, request,
-                            reserve_next=True)
+        if asked is not None:  # asked before a crash or a suspension
+            request: dict[str, Any] = asked.data
+            if self.agent.approval.reviewer is None or await _queued(journal, request):
+                await journal.store.put_task(approval_task(request))  # in case we crashed
+                raise _waiting(request)  # in a person's queue: a person decides
+        else:
+            reason = self._reason(tool, arguments)
+            if reason is None:
+                return None
+            args = _parsed(arguments)
+            request = approval_request(
+                run_id=journal.run_id, agent=self.agent.name, gate_key=gate_key, tool=tool,
+                arguments=args if args is not None else {"_raw": arguments}, reason=reason,
+                thought=_last_thought(history), policy=self.agent.approval, now=time.time())
+            await journal.write(gate_key, "intent", "approval", tool.name, input_hash,
+                                request, reserve_next=True)
+        reviewed = await self._review(request)
+        if reviewed is not None:  # decided in process: journaled as a person's decision
+            await journal.write(gate_key, "result", "approval", tool.name, input_hash,
+                                reviewed)
+            return _decided(reviewed)
         await journal.store.put_task(approval_task(request))
         raise _waiting(request)
+
+    async def _review(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The policy's in-process reviewer's decision record, or None: no reviewer, it left
+        the request to a person, or it failed (fail closed: a person decides)."""
+        reviewer = self.agent.approval.reviewer
+        if reviewer is None:
+            return None
+        try:
+            out = reviewer(dict(request))
+            if inspect.isawaitable(out):
+                out = await out
+            if out is None:
+                return None
+            if not isinstance(out, Review):
+                raise UserError(f"a reviewer returns a keel Review or None, not "
+                                f"{type(out).__name__}")
+            return approval_decision(request, approve=out.approve, by=out.by,
+                                     comment=out.comment, edited_args=out.edited_args)
+        except Exception as exc:  # a reviewer that cannot decide leaves it to a person
+            _log.warning("approval %s: the reviewer could not decide (%s: %s); a person "
+                         "decides", request.get("approval_id"), type(exc).__name__, exc,
+                         extra={"run_id": request.get("run_id")})
+            return None
 
     def _reason(self, tool: Tool, arguments: str) -> str | None:
         policy = self.agent.approval
@@ -123,6 +163,16 @@ def _last_thought(history: list[Message]) -> str:
         if message.role == "assistant":
             return message.text
     return ""
+
+
+async def _queued(journal: Journal, request: dict[str, Any]) -> bool:
+    """Whether ``request`` already waits in the human queue (put before a suspension); a
+    request written just before a crash has no task yet and goes to the reviewer, if any."""
+    try:
+        await journal.store.get_task(request["approval_id"])
+    except TaskNotFound:
+        return False
+    return True
 
 
 def _waiting(request: dict[str, Any]) -> ApprovalRequired:
