@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, ApprovalRequired, MemoryStore, TaskConflict, TaskNotFound, UserError, tool
+from keel import (
+    Agent,
+    ApprovalRequired,
+    ConfigError,
+    MemoryStore,
+    TaskConflict,
+    TaskNotFound,
+    UserError,
+    tool,
+)
 from keel.runtime import ApprovalPolicy, ApprovalRule, decide_approval
 from keel.store import SQLiteStore, TaskFilter
 from keel.testing import ScriptedModel, call
@@ -238,3 +247,35 @@ async def test_decision_from_another_store_handle_resumes_the_run(tmp_path: Path
         result = await agent.resume(info.value.run_id or "", store=store)
         assert result.output == "ok" and effects == [("wire", 7, "z")]
         assert (await store.get_run(result.run_id)).status == "completed"
+
+
+async def test_an_exemption_rule_lets_harmless_arguments_of_a_gated_tool_through() -> None:
+    effects, wire, _ = bank()
+    policy = ApprovalPolicy(rules=(ApprovalRule(
+        "wire", lambda a: a["to"] == "treasury" and a["amount"] <= 20, "internal, small",
+        exempt=True),))
+    store = MemoryStore()
+    small = Agent("w", model=ScriptedModel([call("wire", {"amount": 20, "to": "treasury"}),
+                                            "ok"]), tools=[wire], approval=policy)
+    assert (await small.run("x", store=store)).output == "ok"
+    assert effects == [("wire", 20, "treasury")]
+    for args in ({"amount": 21, "to": "treasury"}, {"amount": 5, "to": "mallory"}, {}):
+        gated = Agent("w", model=ScriptedModel([call("wire", args), "ok"]), tools=[wire],
+                      approval=policy)  # {}: the exemption cannot decide, so it fails closed
+        with pytest.raises(ApprovalRequired):
+            await gated.run("x", store=store)
+    assert effects == [("wire", 20, "treasury")]
+
+    @tool(risk="irreversible", approval=True)
+    def close_account(to: str, amount: int) -> str:
+        """Close the account (always asks)."""
+        return "closed"
+
+    own = Agent("c", model=ScriptedModel([call("close_account", {"to": "treasury",
+                                                                   "amount": 1}), "ok"]),
+                tools=[close_account], approval=ApprovalPolicy(rules=(ApprovalRule(
+                    "close_account", lambda a: True, exempt=True),)))
+    with pytest.raises(ApprovalRequired):  # the tool's own demand outranks an exemption
+        await own.run("x", store=store)
+    with pytest.raises(ConfigError, match="exempt"):
+        ApprovalRule("wire", lambda a: True, exempt="yes")  # type: ignore[arg-type]

@@ -57,17 +57,25 @@ Reviewer: TypeAlias = Callable[[dict[str, Any]], "Review | Awaitable[Review | No
 @dataclass(frozen=True, slots=True)
 class ApprovalRule:
     """Require approval for calls of ``tool`` whose parsed arguments satisfy ``when``
-    (e.g. ``ApprovalRule("refund", lambda a: a["amount"] > 100, "refunds over 100")``)."""
+    (e.g. ``ApprovalRule("refund", lambda a: a["amount"] > 100, "refunds over 100")``).
+
+    ``exempt=True`` turns the rule around: a matching call needs **no** approval, even from a
+    tool whose risk the policy gates (``ApprovalRule("refund", lambda a: a["amount"] <= 20,
+    "small refunds", exempt=True)`` lets an ``irreversible`` refund of 20 through). Only a
+    tool's own ``@tool(approval=True)`` outranks an exemption."""
 
     tool: str
     when: Callable[[dict[str, Any]], bool]
     reason: str = ""
+    exempt: bool = False
 
     def __post_init__(self) -> None:
         if not self.tool:
             raise ConfigError("ApprovalRule.tool", "name the tool the rule applies to")
         if not callable(self.when):
             raise ConfigError("ApprovalRule.when", "must be a predicate on the arguments")
+        if not isinstance(self.exempt, bool):
+            raise ConfigError("ApprovalRule.exempt", "must be True or False")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,12 +133,15 @@ class ApprovalPolicy:
             return f"{meta.name} always needs approval"
         if not self.enabled:
             return None
+        rules = [r for r in self.rules if r.tool == meta.name]
+        if any(r.exempt and r.when(arguments) for r in rules):
+            return None  # an explicit exemption for these arguments
         if own is not None and own(arguments):
             return f"{meta.name}: its approval rule matched these arguments"
         if meta.risk in self.risks:
             return f"{meta.name} is {meta.risk}"
-        for rule in self.rules:
-            if rule.tool == meta.name and rule.when(arguments):
+        for rule in rules:
+            if not rule.exempt and rule.when(arguments):
                 return rule.reason or f"{meta.name}: an approval rule matched"
         if self.callback is not None:
             return self.callback(tool, arguments)
