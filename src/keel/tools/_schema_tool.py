@@ -93,8 +93,8 @@ def _violations(errors: Iterator[jsonschema.ValidationError]) -> str:
     for err in found[:MAX_REPORTED_ERRORS]:
         where = ".".join(str(x) for x in err.absolute_path) or "(arguments)"
         message = err.message
-        if len(message) > MAX_ERROR_CHARS:
-            message = message[:MAX_ERROR_CHARS] + "…"
+        if len(message) > MAX_ERROR_CHARS:  # keep both ends: the value's start, the reason
+            message = f"{message[:MAX_ERROR_CHARS - 80]}…{message[-80:]}"
         parts.append(f"{where}: {message}")
     if len(found) > MAX_REPORTED_ERRORS:
         parts.append("and more")
