@@ -24,7 +24,7 @@ from keel import (
     tool_from_schema,
 )
 from keel.core import Message, RetryWithFeedback, ToolSpec
-from keel.runtime import decide_approval
+from keel.runtime import decide_approval, diff_runs
 from keel.store import TaskFilter
 from keel.testing import FunctionModel, ScriptedModel, call
 from keel.tools import SchemaTool, Toolset, tool
@@ -382,9 +382,23 @@ async def test_hostile_arguments_in_an_agent_never_crash_the_run() -> None:
     deep = '{"city": ' + "[" * 50_000 + "]" * 50_000 + "}"
     model = ScriptedModel([call("forecast", deep), call("forecast", {"city": "x" * 2_000_000}),
                            "gave up"])
-    result = await Agent("w", model=model, tools=[t]).run("go", store=MemoryStore())
+    store = MemoryStore()
+    result = await Agent("w", model=model, tools=[t]).run("go", store=store)
     assert result.output == "gave up"
     assert seen == [{"city": "x" * 2_000_000}]  # no maxLength: a long string is valid
+    journal = await store.read_journal(result.run_id)
+    first = next(e.data for e in journal if e.kind == "tool" and e.phase == "result")
+    assert first["failure"]["error_type"] == "invalid_json"
+
+    @tool  # the runtime's own parsing (gate, repeat check) is the same for @tool functions
+    def forecast(city: str) -> str:
+        return city
+
+    model = ScriptedModel([call("forecast", deep), "gave up"])
+    other = await Agent("w", model=model, tools=[forecast]).run("go", store=store)
+    assert other.output == "gave up"
+    d = await diff_runs(result.run_id, other.run_id, store=store)  # and the diff reads them
+    assert not d.identical
 
 
 async def test_irreversible_schema_tool_suspends_for_approval_then_runs_once() -> None:
