@@ -16,6 +16,7 @@ EXPECTED = [
     "StoreUnavailable", "StoreVersionError", "Tool", "ToolContext", "ToolDefinitionError",
     "ToolError", "ToolResult", "UnknownModel", "UnknownOutcome", "Usage", "UserError",
     "__version__", "configure_json_logging", "open_store", "resolve_model", "tool",
+    "tool_from_schema",
     # durable runs for fleets
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
     "Review",

@@ -96,7 +96,7 @@ from keel.runtime import (
     resolve_escalation,
 )
 from keel.store import MemoryStore, RunStore, export_run, import_run, open_store
-from keel.tools import Tool, ToolResult, tool
+from keel.tools import Tool, ToolResult, tool, tool_from_schema
 
 __version__ = "0.1.0"
 
@@ -196,6 +196,7 @@ __all__ = [
     "resolve_model",
     "to_jsonable",
     "tool",
+    "tool_from_schema",
 ]
 
 

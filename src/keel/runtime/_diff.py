@@ -234,7 +234,7 @@ def _canonical_args(arguments: Any) -> Any:
         return arguments
     try:
         return canonical_json(json.loads(arguments))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for json
         return arguments
 
 

@@ -153,7 +153,7 @@ async def escalate_at(journal: Journal, record: RunRecord, key: str, exc: Escala
 def _parsed(arguments: str) -> dict[str, Any] | None:
     try:
         args = json.loads(arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for json
         return None
     return args if isinstance(args, dict) else None
 

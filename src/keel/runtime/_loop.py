@@ -564,7 +564,7 @@ def _tool_hash(name: str, arguments: str) -> str:
 def _canonical_args(arguments: str) -> str:
     try:
         return canonical_json(json.loads(arguments))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for json
         return arguments
 
 

@@ -3,6 +3,7 @@
 import warnings
 
 from keel.tools._result import ErrorType, ToolFailure, ToolResult
+from keel.tools._schema_tool import SchemaTool, tool_from_schema
 from keel.tools._threads import run_in_worker
 from keel.tools._tool import (
     DEFAULT_OUTPUT_LIMIT,
@@ -25,6 +26,7 @@ __all__ = [
     "FunctionTool",
     "Reconciler",
     "Risk",
+    "SchemaTool",
     "Tool",
     "ToolFailure",
     "ToolMeta",
@@ -32,6 +34,7 @@ __all__ = [
     "Toolset",
     "run_in_worker",
     "tool",
+    "tool_from_schema",
 ]
 
 

@@ -154,9 +154,36 @@ def _format_validation_error(err: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-class FunctionTool(Tool):
-    """A tool made from a typed Python function (``def`` functions run in a worker thread
-    unless declared ``blocking=False``; see :attr:`ToolMeta.blocking`)."""
+def invalid_json(name: str, detail: str) -> ToolResult:
+    """The observation for arguments that are not JSON (every kind of tool gives this one)."""
+    return ToolResult.fail(
+        "invalid_json", f"arguments for {name} are not valid JSON: {detail}", retryable=True,
+        hint="Send the arguments as one JSON object matching the tool's schema.")
+
+
+def invalid_arguments(name: str, detail: str, schema: dict[str, Any]) -> ToolResult:
+    """The observation for arguments that fail the tool's schema; the hint shows the schema."""
+    return ToolResult.fail(
+        "invalid_arguments", f"bad arguments for {name}: {detail}", retryable=True,
+        hint=f"Expected arguments: {json.dumps(schema)}")
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """An ``async def`` function, a partial of one, or an object whose ``__call__`` is one."""
+    return (inspect.iscoroutinefunction(fn)
+            or inspect.iscoroutinefunction(getattr(fn, "__call__", None)))  # noqa: B004
+
+
+class CallableTool(Tool):
+    """The one call path of tools that wrap a Python callable (:class:`FunctionTool`, and
+    :class:`~keel.tools.SchemaTool`): parse and validate the arguments, run the semantic
+    validators, call the function where its kind says (inline, awaited, or in a worker
+    thread) within the timeout, map failures to observations, render the value through
+    keel's codec and cut it to the output limit.
+
+    A subclass says how arguments are parsed (:meth:`_parse`: the validated arguments, or a
+    failed :class:`ToolResult`) and how the function is called with them (:meth:`_bind`).
+    """
 
     def __init__(self, fn: Callable[..., Any], meta: ToolMeta, *,
                  validators: Sequence[ArgValidator] = (),
@@ -165,53 +192,31 @@ class FunctionTool(Tool):
         self.meta = meta
         self.validators = tuple(validators)
         self.reconcile = reconcile
-        self._is_async = inspect.iscoroutinefunction(fn)
+        self._is_async = is_async_callable(fn)
         self._inline = not self._is_async and not meta.blocking
-        self._args_model, self._ctx_param = _build_args_model(fn, meta.name)
-        self._param_docs = parse_docstring(fn.__doc__ or "")[1]
-        try:
-            schema = self._args_model.model_json_schema()
-        except pydantic.PydanticUserError as exc:  # pragma: no cover - defensive
-            raise ToolDefinitionError(f"tool {meta.name!r}: {exc}") from exc
-        for pname, pdoc in self._param_docs.items():
-            prop = schema.get("properties", {}).get(pname)
-            if prop is not None and "description" not in prop:
-                prop["description"] = pdoc
-        schema.pop("title", None)
-        self._schema = schema
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return self._schema
 
     def __repr__(self) -> str:
         return f"<tool {self.meta.name} risk={self.meta.risk}>"
 
+    @abstractmethod
+    def _parse(self, arguments: str | dict[str, Any]) -> Any:
+        """The validated arguments, or the failed :class:`ToolResult` the model sees."""
+
+    @abstractmethod
+    def _bind(self, parsed: Any, ctx: ToolContext) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments the function is called with."""
+
     async def call(self, arguments: str | dict[str, Any], ctx: ToolContext) -> ToolResult:
-        name = self.meta.name
-        try:
-            if isinstance(arguments, str):
-                model = self._args_model.model_validate_json(arguments or "{}")
-            else:
-                model = self._args_model.model_validate(arguments)
-        except pydantic.ValidationError as err:
-            if err.error_count() and err.errors()[0]["type"] == "json_invalid":
-                return ToolResult.fail(
-                    "invalid_json", f"arguments for {name} are not valid JSON: "
-                    f"{_format_validation_error(err)}", retryable=True,
-                    hint="Send the arguments as one JSON object matching the tool's schema.")
-            return ToolResult.fail(
-                "invalid_arguments", f"bad arguments for {name}: {_format_validation_error(err)}",
-                retryable=True, hint=f"Expected arguments: {json.dumps(self._schema)}")
+        parsed = self._parse(arguments)
+        if isinstance(parsed, ToolResult):
+            return parsed
         if self.validators:
-            rejected = await self._run_validators(model)
+            rejected = await self._run_validators(parsed)
             if rejected is not None:
                 return rejected
-        kwargs = dict(model.__dict__)
-        if self._ctx_param:
-            kwargs[self._ctx_param] = ctx
+        args, kwargs = self._bind(parsed, ctx)
         try:
-            value = await self._invoke(kwargs)
+            value = await self._invoke(args, kwargs)
         except RetryWithFeedback as exc:  # a signal, but one the model answers
             return self._failure(exc)
         except Signal:
@@ -219,16 +224,17 @@ class FunctionTool(Tool):
         except Exception as exc:
             return self._failure(exc)
         result = ToolResult.of(value)  # the journal and the model see the same data
-        content, cut = limit_output(result.content, self.meta.output_limit, name)
+        content, cut = limit_output(result.content, self.meta.output_limit, self.meta.name)
         return ToolResult(content=content, value=result.value, truncated=cut) if cut else result
 
-    async def _invoke(self, kwargs: dict[str, Any]) -> Any:
+    async def _invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call the function where its kind says: inline, awaited, or in a worker thread."""
         if self._inline:
-            return self.fn(**kwargs)
+            return self.fn(*args, **kwargs)
         if self._is_async:
-            return await await_with_timeout(self.fn(**kwargs), self.meta.timeout)
-        return await run_in_worker(functools.partial(self.fn, **kwargs), self.meta.timeout)
+            return await await_with_timeout(self.fn(*args, **kwargs), self.meta.timeout)
+        return await run_in_worker(functools.partial(self.fn, *args, **kwargs),
+                                   self.meta.timeout)
 
     def _failure(self, exc: Exception) -> ToolResult:
         """A failed call as the observation the model sees."""
@@ -247,10 +253,10 @@ class FunctionTool(Tool):
                                retryable=False,
                                transient="exception" if is_transient(exc) else None)
 
-    async def _run_validators(self, model: pydantic.BaseModel) -> ToolResult | None:
+    async def _run_validators(self, parsed: Any) -> ToolResult | None:
         for check in self.validators:
             try:
-                out = check(model)
+                out = check(parsed)
                 if inspect.isawaitable(out):
                     out = await out
             except (ValueError, RetryWithFeedback) as exc:
@@ -260,6 +266,50 @@ class FunctionTool(Tool):
                     "rejected_arguments", f"{self.meta.name} refused these arguments: {out}",
                     retryable=True, hint="Change the arguments so they pass this check.")
         return None
+
+
+class FunctionTool(CallableTool):
+    """A tool made from a typed Python function (``def`` functions run in a worker thread
+    unless declared ``blocking=False``; see :attr:`ToolMeta.blocking`)."""
+
+    def __init__(self, fn: Callable[..., Any], meta: ToolMeta, *,
+                 validators: Sequence[ArgValidator] = (),
+                 reconcile: Reconciler | None = None) -> None:
+        super().__init__(fn, meta, validators=validators, reconcile=reconcile)
+        self._args_model, self._ctx_param = _build_args_model(fn, meta.name)
+        self._param_docs = parse_docstring(fn.__doc__ or "")[1]
+        try:
+            schema = self._args_model.model_json_schema()
+        except pydantic.PydanticUserError as exc:  # pragma: no cover - defensive
+            raise ToolDefinitionError(f"tool {meta.name!r}: {exc}") from exc
+        for pname, pdoc in self._param_docs.items():
+            prop = schema.get("properties", {}).get(pname)
+            if prop is not None and "description" not in prop:
+                prop["description"] = pdoc
+        schema.pop("title", None)
+        self._schema = schema
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self._schema
+
+    def _parse(self, arguments: str | dict[str, Any]) -> pydantic.BaseModel | ToolResult:
+        try:
+            if isinstance(arguments, str):
+                return self._args_model.model_validate_json(arguments or "{}")
+            return self._args_model.model_validate(arguments)
+        except pydantic.ValidationError as err:
+            if err.error_count() and err.errors()[0]["type"] == "json_invalid":
+                return invalid_json(self.meta.name, _format_validation_error(err))
+            return invalid_arguments(self.meta.name, _format_validation_error(err),
+                                     self._schema)
+
+    def _bind(self, parsed: pydantic.BaseModel, ctx: ToolContext
+              ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs = dict(parsed.__dict__)
+        if self._ctx_param:
+            kwargs[self._ctx_param] = ctx
+        return (), kwargs
 
 
 def _build_args_model(fn: Callable[..., Any], name: str) -> tuple[type[pydantic.BaseModel],
