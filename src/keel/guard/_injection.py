@@ -304,7 +304,7 @@ class InjectionDetector:
             for rule, pattern in self._compiled:
                 if rule.name in seen:
                     continue
-                if rule.keywords and not any(k in lowered for k in rule.keywords):
+                if rule.keywords and not any(map(lowered.__contains__, rule.keywords)):
                     continue
                 match = pattern.search(body)
                 if match is None:
