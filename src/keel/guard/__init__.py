@@ -6,4 +6,25 @@ validators for dangerous tool arguments. None of them runs unless you call it; t
 middleware that puts them on the model and tool seams by default is not built yet.
 """
 
-__all__: list[str] = []
+from keel.guard._injection import (
+    DEFAULT_THRESHOLD,
+    InjectionDetector,
+    InjectionEvidence,
+    InjectionResult,
+    InjectionRule,
+    detect_injection,
+)
+from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
+
+__all__: list[str] = [
+    "DEFAULT_THRESHOLD",
+    "MAX_CHARS",
+    "Decoded",
+    "InjectionDetector",
+    "InjectionEvidence",
+    "InjectionResult",
+    "InjectionRule",
+    "Normalized",
+    "detect_injection",
+    "normalize",
+]
