@@ -6,4 +6,24 @@ validators for dangerous tool arguments. None of them runs unless you call it; t
 middleware that puts them on the model and tool seams by default is not built yet.
 """
 
-__all__: list[str] = []
+from keel.guard._limits import TextLimits, json_depth, json_text_depth
+from keel.guard._validators import (
+    AllowedCommands,
+    AllowedURLs,
+    ArgumentCheck,
+    ArgumentRefused,
+    PathInRoot,
+    ReadOnlySQL,
+)
+
+__all__ = [
+    "AllowedCommands",
+    "AllowedURLs",
+    "ArgumentCheck",
+    "ArgumentRefused",
+    "PathInRoot",
+    "ReadOnlySQL",
+    "TextLimits",
+    "json_depth",
+    "json_text_depth",
+]
