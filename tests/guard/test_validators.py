@@ -67,12 +67,24 @@ HOSTILE_SQL = [
     "select * from users where name = 'unterminated",
     "begin; delete from users; commit",
     "select 1 union all select 2; delete from users",
+    "select 1 /*! ; drop table users */",  # MySQL runs /*! ... */
+    "select 1 /*!50000 ; drop table users */",
+    "select 1 /* /* */ ; drop table users -- */",  # nested in PostgreSQL only
+    "select 1 --; drop table users",  # no comment in MySQL (needs a space after --)
+    "select 1 -- harmless ; drop table users",
+    "select 1 # ; drop table users",
+    "do $$ begin drop table users; end $$",
+    "prepare p as delete from users",
+    "lock table users",
+    "select 1 into temp t",
+    "select * from users for share",
 ]
 
 BENIGN_SQL = [
     "select 1",
     "SELECT id, name FROM users WHERE id = 3",
-    "select * from users where name = 'a;b' -- a comment with ; drop table",
+    "select * from users where name = 'a;b' -- a comment",
+    "select /* the count */ count(*) from t -- all of them",
     "select count(*) from orders o join users u on u.id = o.user_id group by u.id",
     "with recent as (select * from orders where ts > now() - interval '1 day') "
     "select * from recent",

@@ -152,12 +152,11 @@ class ReadOnlySQL(ArgumentCheck):
             from sqlglot import Dialect
         except ImportError as exc:  # pragma: no cover - a main dependency
             raise ConfigError("ReadOnlySQL", "needs sqlglot: pip install sqlglot") from exc
-        if dialect is not None:
-            try:
-                Dialect.get_or_raise(dialect)
-            except ValueError as exc:
-                raise ConfigError("dialect", f"{dialect!r} is not a SQL dialect sqlglot knows "
-                                  "(e.g. 'postgres', 'sqlite', 'mysql', 'duckdb')") from exc
+        try:
+            self._dialect = Dialect.get_or_raise(dialect)
+        except ValueError as exc:
+            raise ConfigError("dialect", f"{dialect!r} is not a SQL dialect sqlglot knows "
+                              "(e.g. 'postgres', 'sqlite', 'mysql', 'duckdb')") from exc
         if isinstance(denied_functions, str):
             raise ConfigError("denied_functions", "pass a list of function names, not a str")
         self.dialect = dialect
@@ -165,14 +164,18 @@ class ReadOnlySQL(ArgumentCheck):
         self._forbidden = _sql_forbidden()
 
     def _refusal(self, value: str) -> str | None:
-        import sqlglot
         from sqlglot import exp
         from sqlglot.errors import SqlglotError
 
         if _bracket_depth(value) > self.max_depth:
             return f"SQL is nested more than {self.max_depth} brackets deep"
         try:
-            statements = [s for s in sqlglot.parse(value, read=self.dialect) if s is not None]
+            for token in self._dialect.tokenize(value):
+                for comment in token.comments:
+                    if _hiding(comment):
+                        return ("SQL has a comment that could hide or run code (';', a "
+                                "nested '/*' or '*/', or MySQL's '/*!'); remove the comment")
+            statements = [s for s in self._dialect.parse(value) if s is not None]
         except (SqlglotError, RecursionError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return f"SQL could not be parsed, so it is refused ({first[:120]})"
@@ -192,6 +195,13 @@ class ReadOnlySQL(ArgumentCheck):
                 if fname.lower() in self.denied_functions:
                     return f"SQL calls {fname.lower()}(), which is not allowed here"
         return None
+
+
+def _hiding(comment: str) -> bool:
+    """Whether a comment could mean code to some database: a ';' (MySQL's '--' needs a
+    space after it, so '--;' is no comment there), nested comment marks (PostgreSQL nests
+    block comments, MySQL and SQLite do not), or MySQL's executable '/*! ... */'."""
+    return ";" in comment or "/*" in comment or "*/" in comment or comment.startswith("!")
 
 
 def _bracket_depth(text: str) -> int:
