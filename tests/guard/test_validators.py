@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -376,7 +377,17 @@ def test_urls_to_other_hosts_or_with_tricks_are_refused(url: str) -> None:
 def test_urls_to_allowed_hosts_pass(url: str) -> None:
     check = AllowedURLs(["example.com", "*.example.org"])
     assert check.check(url) is None
-    assert check.validate(url) == url
+    normalised = check.validate(url)
+    assert check.check(normalised) is None
+    assert normalised.isascii() and normalised.split("/")[2] == normalised.split("/")[2].lower()
+
+
+def test_validate_returns_the_url_with_the_checked_host() -> None:
+    check = AllowedURLs(["example.com", "*.example.org"])
+    assert check.validate("HTTPS://EXAMPLE.com./Path?Q=1#F") == "https://example.com/Path?Q=1#F"
+    assert check.validate("https://bücher.example.org:443/x") == \
+        "https://xn--bcher-kva.example.org:443/x"
+    assert check.validate("https://example。com/") == "https://example.com/"  # ideographic .
 
 
 def test_url_options_allow_http_listed_ips_ports_and_idna_hosts() -> None:
@@ -580,3 +591,17 @@ def test_text_limits_on_a_tool_check_nested_arguments() -> None:
     assert "nested over 3" in str(check(Args({"a": [[[1]]]})))
     assert "characters" in str(check(Args({"a": ["toolong"]})))
     assert "characters" in str(check(Args({"toolongkey": 1})))
+
+
+def test_the_validators_section_of_the_security_page_runs_as_written() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = page.split("## Validating dangerous arguments", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks
+    namespace: dict[str, Any] = {"__name__": "security_doc"}
+    for block in blocks:
+        exec(compile(block, "docs/security.md", "exec"), namespace)  # our own docs
+    query, read_file = namespace["query"], namespace["read_file"]
+    assert query.fn("select name from users") == [("Ada",)]
+    assert ReadOnlySQL(dialect="sqlite").check("delete from users") is not None
+    assert read_file.validators and namespace["inside"].check("../x") is not None

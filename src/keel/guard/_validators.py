@@ -400,6 +400,13 @@ def _ascii_host(host: str) -> str | None:
     return ascii_host
 
 
+def _split_host(netloc: str) -> str:
+    """The host part of a netloc without user info (``[v6]`` keeps its brackets)."""
+    if netloc.startswith("["):
+        return netloc[:netloc.find("]") + 1]
+    return netloc.rsplit(":", 1)[0] if ":" in netloc else netloc
+
+
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]").split("%")[0])
@@ -413,7 +420,9 @@ class AllowedURLs(ArgumentCheck):
     subdomains (not the apex). Hosts are compared IDNA-normalised (``bücher.de`` is
     ``xn--bcher-kva.de``). Refused: user info (``https://ok.com@evil.com``), IP literals
     (unless the IP is listed in ``hosts``), ports other than the scheme's default (unless in
-    ``ports``), backslashes, whitespace and control characters. ``validate`` returns the URL."""
+    ``ports``), backslashes, whitespace and control characters. ``validate`` returns the URL
+    with its scheme and host normalised (lower case, IDNA): fetch that one, so the client
+    reaches the host that was checked."""
 
     kind = "URL"
 
@@ -439,6 +448,20 @@ class AllowedURLs(ArgumentCheck):
         self.ports = frozenset(ports)
         if not all(isinstance(p, int) and 0 < p < 65536 for p in self.ports):
             raise ConfigError("ports", f"{sorted(self.ports)!r} must be TCP ports 1-65535")
+
+    def validate(self, value: Any) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        reason = self.check(value)
+        if reason is not None:
+            raise ArgumentRefused(reason)
+        parts = urlsplit(value)
+        host = _split_host(parts.netloc)
+        if not host.startswith("["):
+            host = _ascii_host(host) or host
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query,
+                           parts.fragment))
 
     def _add_host(self, pattern: Any) -> None:
         if not isinstance(pattern, str):
@@ -476,12 +499,7 @@ class AllowedURLs(ArgumentCheck):
             return "user info (name@ or name:password@) in a URL is not allowed"
         if port is not None and port not in self.ports and port != _DEFAULT_PORTS.get(scheme):
             return f"port {port} is not allowed"
-        netloc = parts.netloc
-        if netloc.startswith("["):
-            host = netloc[:netloc.find("]") + 1]
-        else:
-            host = netloc.rsplit(":", 1)[0] if ":" in netloc else netloc
-        return self._host_refusal(host)
+        return self._host_refusal(_split_host(parts.netloc))
 
     def _host_refusal(self, netloc_host: str) -> str | None:
         ip = _ip(netloc_host) if netloc_host.startswith("[") or \
