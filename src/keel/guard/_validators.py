@@ -29,6 +29,12 @@ from keel.core import ConfigError, KeelError
 MAX_ARGUMENT_CHARS = 100_000
 
 
+def _show(value: str, limit: int = 80) -> str:
+    """``value`` quoted for a message, cut to ``limit`` characters (refused values can be
+    huge, and the message goes to the model and the journal)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} chars)"
+
+
 class ArgumentRefused(KeelError, ValueError):
     """A validator refused an argument; ``reason`` says why (and is what the model sees).
 
@@ -313,7 +319,7 @@ class AllowedCommands(ArgumentCheck):
             return [], "the command is empty"
         for argv in commands:
             if argv[0] not in self.programs:
-                return [], (f"program {argv[0]!r} is not allowed; allowed: "
+                return [], (f"program {_show(argv[0])} is not allowed; allowed: "
                             f"{', '.join(sorted(self.programs))}")
         return commands, None
 
@@ -327,7 +333,7 @@ class AllowedCommands(ArgumentCheck):
                 f"chaining commands ({tok.strip() or 'newline'}) is not allowed")
         if "<" in tok or ">" in tok:
             return None if self.allow_redirects else "redirection (<, >) is not allowed"
-        return f"shell operator {tok!r} is not allowed"
+        return f"shell operator {_show(tok)} is not allowed"
 
 
 # ---------------------------------------------------------------------------------- paths
@@ -340,6 +346,7 @@ class PathInRoot(ArgumentCheck):
     still redirect the open: keep attackers from writing inside ``root``.)"""
 
     kind = "path"
+    max_chars = 4096  # Linux's PATH_MAX
 
     def __init__(self, root: str | os.PathLike[str], *, must_exist: bool = False) -> None:
         try:
@@ -367,11 +374,11 @@ class PathInRoot(ArgumentCheck):
         try:
             resolved = (self.root / value).resolve(strict=self.must_exist)
         except FileNotFoundError:
-            return self.root, f"{value!r} does not exist"
+            return self.root, f"{_show(value)} does not exist"
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, bad names
-            return self.root, f"{value!r} cannot be resolved ({type(exc).__name__})"
+            return self.root, f"{_show(value)} cannot be resolved ({type(exc).__name__})"
         if resolved != self.root and not resolved.is_relative_to(self.root):
-            return self.root, (f"{value!r} is outside the allowed directory; use a path "
+            return self.root, (f"{_show(value)} is outside the allowed directory; use a path "
                                "relative to it without '..'")
         return resolved, None
 
@@ -425,6 +432,7 @@ class AllowedURLs(ArgumentCheck):
     reaches the host that was checked."""
 
     kind = "URL"
+    max_chars = 8192
 
     def __init__(self, hosts: Iterable[str], *, schemes: Iterable[str] = ("https",),
                  ports: Iterable[int] = ()) -> None:
@@ -455,7 +463,7 @@ class AllowedURLs(ArgumentCheck):
         reason = self.check(value)
         if reason is not None:
             raise ArgumentRefused(reason)
-        parts = urlsplit(value)
+        parts = urlsplit(str(value))
         host = _split_host(parts.netloc)
         if not host.startswith("["):
             host = _ascii_host(host) or host
@@ -491,7 +499,7 @@ class AllowedURLs(ArgumentCheck):
             return f"the URL cannot be parsed ({exc})"
         scheme = parts.scheme.lower()
         if scheme not in self.schemes:
-            return (f"scheme {scheme or '(none)'!r} is not allowed; use "
+            return (f"scheme {_show(scheme or '(none)')} is not allowed; use "
                     f"{' or '.join(sorted(self.schemes))}")
         if not parts.netloc:
             return "the URL has no host; send an absolute URL like https://host/path"
@@ -511,8 +519,8 @@ class AllowedURLs(ArgumentCheck):
             return "the URL's host cannot be parsed"
         host = _ascii_host(netloc_host)
         if host is None:
-            return f"host {netloc_host!r} is not a valid host name"
+            return f"host {_show(netloc_host)} is not a valid host name"
         if host in self.exact or any(host.endswith("." + s) for s in self.suffixes):
             return None
-        return f"host {host!r} is not in the allowed hosts"
+        return f"host {_show(host)} is not in the allowed hosts"
 
