@@ -27,3 +27,5 @@ __all__ = [
     "json_depth",
     "json_text_depth",
 ]
+
+ArgumentRefused.__module__ = __name__  # prints as keel.guard.ArgumentRefused

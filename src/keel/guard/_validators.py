@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from keel.core import ConfigError, KeelError
+from keel.core import ConfigError, UserError
 
 #: The longest argument any validator here looks at; longer ones are refused unparsed.
 MAX_ARGUMENT_CHARS = 100_000
@@ -35,10 +35,11 @@ def _show(value: str, limit: int = 80) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} chars)"
 
 
-class ArgumentRefused(KeelError, ValueError):
+class ArgumentRefused(UserError, ValueError):
     """A validator refused an argument; ``reason`` says why (and is what the model sees).
 
-    It is a ``ValueError`` too, so raising it inside a tool validator rejects the call."""
+    A :class:`keel.UserError` (bad input, the message says what to change) and a
+    ``ValueError`` too, so raising it inside a tool validator rejects the call."""
 
     def __init__(self, reason: str, *, argument: str | None = None) -> None:
         prefix = f"{argument}: " if argument else ""
