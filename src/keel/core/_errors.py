@@ -15,6 +15,7 @@
     │   │   ├── LeaseLost           this worker's lease expired and another took the run over
     │   │   ├── TaskNotFound        no approval or escalation with that id
     │   │   └── TaskConflict        the approval or escalation is already decided
+    │   ├── ArgumentRefused         (keel.guard) a validator refused an argument; a ValueError too
     │   └── CliError                (keel.cli) a bad option value on the command line
     ├── RunError                    the run failed; carries run_id and step_key
     │   ├── BudgetExceeded          steps, tokens, cost or wall time ran out

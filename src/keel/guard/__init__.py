@@ -14,17 +14,37 @@ from keel.guard._injection import (
     InjectionRule,
     detect_injection,
 )
+from keel.guard._limits import TextLimits, json_depth, json_text_depth
 from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
+from keel.guard._validators import (
+    AllowedCommands,
+    AllowedURLs,
+    ArgumentCheck,
+    ArgumentRefused,
+    PathInRoot,
+    ReadOnlySQL,
+)
 
-__all__: list[str] = [
+__all__ = [
     "DEFAULT_THRESHOLD",
     "MAX_CHARS",
+    "AllowedCommands",
+    "AllowedURLs",
+    "ArgumentCheck",
+    "ArgumentRefused",
     "Decoded",
     "InjectionDetector",
     "InjectionEvidence",
     "InjectionResult",
     "InjectionRule",
     "Normalized",
+    "PathInRoot",
+    "ReadOnlySQL",
+    "TextLimits",
     "detect_injection",
+    "json_depth",
+    "json_text_depth",
     "normalize",
 ]
+
+ArgumentRefused.__module__ = __name__  # prints as keel.guard.ArgumentRefused
