@@ -6,4 +6,18 @@ validators for dangerous tool arguments. None of them runs unless you call it; t
 middleware that puts them on the model and tool seams by default is not built yet.
 """
 
-__all__: list[str] = []
+from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
+from keel.guard._redaction import Redactor, SensitiveDataBlocked
+from keel.guard._secrets import SECRET_KINDS, find_secrets
+
+__all__ = [
+    "PII_KINDS",
+    "SECRET_KINDS",
+    "Finding",
+    "Redactor",
+    "SensitiveDataBlocked",
+    "find_pii",
+    "find_secrets",
+    "iban_valid",
+    "luhn_valid",
+]
