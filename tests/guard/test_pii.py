@@ -244,3 +244,39 @@ def test_deep_nesting_is_truncated_not_a_crash() -> None:
     looped = Redactor().redact_value(loop)
     assert looped["mail"] == "[EMAIL]"
     assert "jane" not in json.dumps(looped)
+
+
+CORE_SAMPLES = [
+    "key sk-abcdefghijklmnop1234 here",
+    "anthropic sk-ant-abcdefghijklmnop1234",
+    "OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrst",
+    "Authorization: Bearer abcdefghijklmnop.qrstu-vwx",
+    "token ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "gho_abcdefghijklmnopqrst and more",
+    "aws AKIAIOSFODNN7EXAMPLE.",
+    "slack xoxp-1234567890-abcdef",
+]
+
+
+@pytest.mark.parametrize("text", CORE_SAMPLES)
+def test_masks_at_least_what_keel_core_masks_in_logs(text: str) -> None:
+    from keel.core import REDACTED, redact_text
+
+    core = redact_text(text)
+    assert REDACTED in core  # the sample is one core masks
+    secret = text[core.index(REDACTED):][: len(text) - len(core) + len(REDACTED)]
+    out, findings = Redactor().redact_text(text)
+    assert secret not in out
+    assert findings and all(f.kind in SECRET_KINDS for f in findings)
+
+
+def test_secret_named_keys_are_replaced_like_keel_core_does() -> None:
+    from keel.core import REDACTED, redact
+
+    value = {"api_key": "plain", "client_secret": 7, "password": "", "x-api-key": "v",
+             "refresh_token": ["a"], "name": "Ann"}
+    core = redact(value)
+    ours = Redactor().redact_value(value)
+    assert {k for k, v in core.items() if v == REDACTED} == \
+        {k for k, v in ours.items() if v == "[SECRET_FIELD]"}
+    assert ours["password"] == "" and ours["name"] == "Ann"

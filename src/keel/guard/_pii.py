@@ -1,8 +1,9 @@
 """Detectors of personal data in text: each returns typed findings, validated where a rule exists.
 
 Kinds: ``email``, ``phone``, ``card`` (Luhn and issuer prefix), ``iban`` (ISO 13616 country
-length and mod-97), ``ip_address`` (IPv4/IPv6 via :mod:`ipaddress`), ``us_ssn`` (SSA area, group
-and serial rules), ``uk_nino`` (HMRC prefix rules), ``es_dni`` (DNI/NIE control letter) and
+length and mod-97), ``ip_address`` (IPv4/IPv6 via :mod:`ipaddress`; loopback and unspecified
+addresses are not personal data and are left alone), ``us_ssn`` (SSA area, group and serial
+rules), ``uk_nino`` (HMRC prefix rules), ``es_dni`` (DNI/NIE control letter) and
 ``postal_address`` (English-language street addresses with a street suffix; see the limits in
 docs/security.md).
 
@@ -193,20 +194,22 @@ def detect_ip(text: str) -> list[Finding]:
     if "." in text:
         for m in _IPV4.finditer(text):
             try:
-                ipaddress.IPv4Address(m.group())
+                v4 = ipaddress.IPv4Address(m.group())
             except ValueError:
                 continue
-            found.append(_finding("ip_address", m, 0.85))
+            if not (v4.is_loopback or v4.is_unspecified):
+                found.append(_finding("ip_address", m, 0.85))
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6.finditer(text):
             raw = m.group()
             if sum(1 for part in raw.split(":") if part) < 2:
                 continue  # "::" or "::1"-like fragments of code, not addresses worth masking
             try:
-                ipaddress.IPv6Address(raw)
+                v6 = ipaddress.IPv6Address(raw)
             except ValueError:
                 continue
-            found.append(_finding("ip_address", m, 0.9))
+            if not (v6.is_loopback or v6.is_unspecified):
+                found.append(_finding("ip_address", m, 0.9))
     return found
 
 

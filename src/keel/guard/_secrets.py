@@ -67,7 +67,7 @@ _JWT = re.compile(r"(?<![\w-])(eyJ[A-Za-z0-9_-]{8,})\.([A-Za-z0-9_-]{4,})\.([A-Z
 _KEYWORD_VALUE = re.compile(
     r"(?i)(?<![a-z])(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key"
     r"|client[_-]?secret|private[_-]?key|credentials?)[\w-]{0,20}"
-    r"(?:[\"']?\s*[:=]\s*|\s+(?:is|was|=)\s+)[\"']?([^\s\"',;<>]{8,200})"
+    r"(?:[\"']?\s*[:=]\s*|\s+(?:is|was|=)\s+)[\"']?([^\s\"',;<>(){}\[\]]{8,200})"
 )
 
 
@@ -79,10 +79,18 @@ def shannon_entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
+_DOTTED_NAME = re.compile(r"[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)+")
+
+
 def _looks_random(value: str) -> bool:
-    classes = sum((any(c.islower() for c in value), any(c.isupper() for c in value),
-                   any(c.isdigit() for c in value), any(not c.isalnum() for c in value)))
-    return classes >= 2 and shannon_entropy(value) >= 3.0
+    """A secret-like value: letters with digits or with symbols other than ``_-.``, at least 3
+    bits of entropy per character, and not a dotted name (``settings.api_key``)."""
+    letters = any(c.isalpha() for c in value)
+    digits = any(c.isdigit() for c in value)
+    symbols = any(not c.isalnum() and c not in "_-." for c in value)
+    if not letters or not (digits or symbols) or _DOTTED_NAME.fullmatch(value):
+        return False
+    return shannon_entropy(value) >= 3.0
 
 
 def detect_private_key(text: str) -> list[Finding]:
