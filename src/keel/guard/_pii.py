@@ -73,11 +73,19 @@ _PHONE_NATIONAL = re.compile(
 )
 
 
+# Cheap gates for plain prose: every number-shaped kind has a digit, and all but addresses have
+# six digits with at most two separators between neighbours.
+_DIGIT = re.compile(r"\d")
+_SIX_DIGITS = re.compile(r"\d(?:[ ().-]{0,2}\d){5}")
+
+
 def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
 
 def detect_phone(text: str) -> list[Finding]:
+    if not _SIX_DIGITS.search(text):
+        return []
     found: list[Finding] = []
     for m in _PHONE_INTL.finditer(text):
         if 8 <= len(_digits(m.group())) <= 15:
@@ -120,6 +128,8 @@ def luhn_valid(digits: str) -> bool:
 
 
 def detect_card(text: str) -> list[Finding]:
+    if not _SIX_DIGITS.search(text):
+        return []
     found: list[Finding] = []
     for m in _CARD.finditer(text):
         raw = m.group()
@@ -162,6 +172,8 @@ def iban_valid(iban: str) -> bool:
 
 
 def detect_iban(text: str) -> list[Finding]:
+    if not _SIX_DIGITS.search(text):
+        return []
     found: list[Finding] = []
     for m in _IBAN.finditer(text):
         length = IBAN_LENGTHS.get(m.group(1))
@@ -227,6 +239,8 @@ _DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
 def detect_us_ssn(text: str) -> list[Finding]:
     """US social security numbers with dashes or spaces: area not 000, 666 or 9xx; group not
     00; serial not 0000."""
+    if not _SIX_DIGITS.search(text):
+        return []
     found: list[Finding] = []
     for m in _SSN.finditer(text):
         area, group, serial = m.group(1), m.group(3), m.group(4)
@@ -238,12 +252,16 @@ def detect_us_ssn(text: str) -> list[Finding]:
 
 def detect_uk_nino(text: str) -> list[Finding]:
     """UK National Insurance numbers (HMRC's excluded letters and prefixes)."""
+    if not _SIX_DIGITS.search(text):
+        return []
     return [_finding("uk_nino", m, 0.85) for m in _NINO.finditer(text)
             if m.group(1) not in _NINO_BAD_PREFIX]
 
 
 def detect_es_dni(text: str) -> list[Finding]:
     """Spanish DNI (8 digits and a control letter) and NIE (X/Y/Z, 7 digits, letter)."""
+    if not _SIX_DIGITS.search(text):
+        return []
     found: list[Finding] = []
     for m in _DNI.finditer(text):
         prefix, number, letter = m.group(1), m.group(2), m.group(3)
@@ -275,6 +293,8 @@ _ADDRESS = re.compile(
 def detect_postal_address(text: str) -> list[Finding]:
     """Street addresses in English form: a house number, one to four capitalised words and a
     street suffix, optionally a unit and a city with a US state and ZIP or a UK postcode."""
+    if not _DIGIT.search(text):
+        return []
     return [_finding("postal_address", m, 0.9 if m.group("city") else 0.7)
             for m in _ADDRESS.finditer(text)]
 

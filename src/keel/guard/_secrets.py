@@ -53,7 +53,8 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "aws_access_key_id": ("AKIA", "ASIA", "ABIA", "ACCA", "AIDA", "AROA", "AIPA", "ANPA",
                           "ANVA", "AGPA"),
     "github_token": ("gh", "github_pat_"), "slack_token": ("xox",),
-    "stripe_key": ("_live_", "_test_"), "google_api_key": ("AIza",), "url_password": ("://",),
+    "stripe_key": ("_live_", "_test_"), "aws_secret_key": ("aws", "AWS", "Aws"),
+    "bearer_token": ("earer", "EARER"), "google_api_key": ("AIza",), "url_password": ("://",),
 }
 
 _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----")
@@ -64,6 +65,7 @@ _PEM_MAX = 32768
 _JWT = re.compile(r"(?<![\w-])(eyJ[A-Za-z0-9_-]{8,})\.([A-Za-z0-9_-]{4,})\.([A-Za-z0-9_-]*)"
                   r"(?![\w.-])")
 
+_KEYWORDS = ("pass", "pwd", "secret", "token", "key", "credential")
 _KEYWORD_VALUE = re.compile(
     r"(?i)(?<![a-z])(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key"
     r"|client[_-]?secret|private[_-]?key|credentials?)[\w-]{0,20}"
@@ -139,6 +141,9 @@ def detect_jwt(text: str) -> list[Finding]:
 def detect_keyword_secret(text: str) -> list[Finding]:
     """Random-looking values (two character classes, entropy >= 3 bits/char) right after a word
     like password, secret, token or api_key."""
+    lower = text.lower()
+    if not any(word in lower for word in _KEYWORDS):
+        return []
     found: list[Finding] = []
     for m in _KEYWORD_VALUE.finditer(text):
         if _looks_random(m.group(1)):
