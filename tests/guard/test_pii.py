@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,3 +281,48 @@ def test_secret_named_keys_are_replaced_like_keel_core_does() -> None:
     assert {k for k, v in core.items() if v == REDACTED} == \
         {k for k, v in ours.items() if v == "[SECRET_FIELD]"}
     assert ours["password"] == "" and ours["name"] == "Ann"
+
+
+def test_the_docs_example_runs() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = doc.split("## PII and secrets", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "docs/security.md", "exec"), {})  # our own docs
+
+
+def test_a_finding_repr_does_not_show_the_value() -> None:
+    (finding,) = find_secrets("key AKIAIOSFODNN7EXAMPLE")
+    assert finding.text == "AKIAIOSFODNN7EXAMPLE"
+    assert "AKIAIOSFODNN7EXAMPLE" not in repr(finding)
+
+
+def _luhn_complete(prefix: str) -> str:
+    for d in "0123456789":
+        if luhn_valid(prefix + d):
+            return prefix + d
+    raise AssertionError
+
+
+def test_random_cards_are_flagged_exactly_when_luhn_holds() -> None:
+    rng = random.Random(11)
+    redactor = Redactor(kinds=["card"])
+    for _ in range(500):
+        valid = _luhn_complete("4" + "".join(rng.choice("0123456789") for _ in range(14)))
+        invalid = valid[:-1] + str((int(valid[-1]) + rng.randint(1, 9)) % 10)
+        grouped = " ".join(valid[i:i + 4] for i in range(0, 16, 4))
+        assert [f.kind for f in redactor.find(f"paid with {grouped} today")] == ["card"]
+        assert redactor.find(f"paid with {invalid} today") == []
+
+
+def test_random_ibans_are_flagged_exactly_when_the_checksum_holds() -> None:
+    rng = random.Random(13)
+    redactor = Redactor(kinds=["iban"])
+    for _ in range(300):
+        bban = "".join(rng.choice("0123456789") for _ in range(18))
+        check = 98 - int("".join(str(int(c, 36)) for c in bban + "DE00")) % 97
+        valid = f"DE{check:02d}{bban}"
+        assert iban_valid(valid)
+        wrong = f"DE{(check + rng.randint(1, 96)) % 97 or 97:02d}{bban}"
+        spaced = " ".join(valid[i:i + 4] for i in range(0, 22, 4))
+        assert [f.text for f in redactor.find(f"to {spaced}.")] == [spaced]
+        assert redactor.find(f"to {wrong}.") == []

@@ -19,18 +19,19 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, kw_only=True)
 class Finding:
     """One piece of sensitive data found in a text: its ``kind``, the span ``[start, end)``,
-    the matched ``text`` and the detector's ``confidence`` (0..1)."""
+    the matched ``text`` and the detector's ``confidence`` (0..1). The text is left out of the
+    repr, so logging a finding does not log the value."""
 
     kind: str
     start: int
     end: int
-    text: str
+    text: str = field(repr=False)
     confidence: float
 
 
