@@ -10,6 +10,8 @@ from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
 from keel.guard._redaction import Redactor, SensitiveDataBlocked
 from keel.guard._secrets import SECRET_KINDS, find_secrets
 
+SensitiveDataBlocked.__module__ = __name__  # prints as keel.guard.SensitiveDataBlocked
+
 __all__ = [
     "PII_KINDS",
     "SECRET_KINDS",
