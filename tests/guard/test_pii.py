@@ -326,3 +326,10 @@ def test_random_ibans_are_flagged_exactly_when_the_checksum_holds() -> None:
         spaced = " ".join(valid[i:i + 4] for i in range(0, 22, 4))
         assert [f.text for f in redactor.find(f"to {spaced}.")] == [spaced]
         assert redactor.find(f"to {wrong}.") == []
+
+
+def test_redact_text_refuses_what_is_not_text() -> None:
+    from keel import UserError
+
+    with pytest.raises(UserError, match="redact_value"):
+        Redactor().redact_text({"mail": "a@example.com"})  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, get_args
 
-from keel.core import ConfigError, KeelError, to_jsonable
+from keel.core import ConfigError, KeelError, UserError, to_jsonable
 from keel.guard._pii import PII_DETECTORS, PII_KINDS, Detector, Finding
 from keel.guard._secrets import SECRET_DETECTORS, SECRET_KINDS
 
@@ -193,6 +193,9 @@ class Redactor:
     def redact_text(self, text: str) -> tuple[str, list[Finding]]:
         """``text`` with every finding replaced, and the findings. Raises
         :class:`SensitiveDataBlocked` if a finding's kind is blocked."""
+        if not isinstance(text, str):
+            raise UserError(f"redact_text takes a str, not {type(text).__name__}: use "
+                            "redact_value for dicts, lists and other data")
         findings = self.find(text)
         self._check_blocked(findings, "")
         return self._apply(text, findings), findings
