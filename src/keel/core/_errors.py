@@ -38,6 +38,8 @@
     │   │   └── GateFailed          (keel.patterns) a gate did not pass
     │   ├── MarketplaceFailed       (keel.patterns) no valid bid, or every award failed
     │   └── HandoffLoop             (keel.patterns) agents kept handing the conversation around
+    ├── SensitiveDataBlocked        (keel.guard) content holds a kind of personal data or
+    │                               secret that the redaction policy blocks (never the value)
     └── Signal                      raised on purpose to steer control flow
         ├── RetryWithFeedback       tell the model what to fix and let it try again
         ├── ApprovalRequired        a step needs a human decision

@@ -16,6 +16,9 @@ from keel.guard._injection import (
 )
 from keel.guard._limits import TextLimits, json_depth, json_text_depth
 from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
+from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
+from keel.guard._redaction import Redactor, SensitiveDataBlocked
+from keel.guard._secrets import SECRET_KINDS, find_secrets
 from keel.guard._validators import (
     AllowedCommands,
     AllowedURLs,
@@ -28,11 +31,14 @@ from keel.guard._validators import (
 __all__ = [
     "DEFAULT_THRESHOLD",
     "MAX_CHARS",
+    "PII_KINDS",
+    "SECRET_KINDS",
     "AllowedCommands",
     "AllowedURLs",
     "ArgumentCheck",
     "ArgumentRefused",
     "Decoded",
+    "Finding",
     "InjectionDetector",
     "InjectionEvidence",
     "InjectionResult",
@@ -40,11 +46,19 @@ __all__ = [
     "Normalized",
     "PathInRoot",
     "ReadOnlySQL",
+    "Redactor",
+    "SensitiveDataBlocked",
     "TextLimits",
     "detect_injection",
+    "find_pii",
+    "find_secrets",
+    "iban_valid",
     "json_depth",
     "json_text_depth",
+    "luhn_valid",
     "normalize",
 ]
 
-ArgumentRefused.__module__ = __name__  # prints as keel.guard.ArgumentRefused
+# Public errors print as keel.guard.X.
+ArgumentRefused.__module__ = __name__
+SensitiveDataBlocked.__module__ = __name__
