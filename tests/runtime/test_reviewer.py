@@ -9,7 +9,7 @@ import pytest
 
 from keel import Agent, ApprovalRequired, MemoryStore, Review, replay_run, tool
 from keel.runtime import ApprovalPolicy
-from keel.store import SQLiteStore, TaskFilter
+from keel.store import HumanTask, SQLiteStore, TaskFilter
 from keel.testing import ScriptedModel, call
 
 
@@ -97,13 +97,18 @@ async def test_a_reviewer_that_does_not_decide_leaves_it_to_a_person(answer: Any
     assert task.status == "open"
 
 
+async def suspended_for_a_person(wire: Any, store: MemoryStore) -> tuple[str, HumanTask]:
+    """A run of the agent without a reviewer, suspended on its approval: (run id, task)."""
+    with pytest.raises(ApprovalRequired) as info:
+        await agent_with(None, wire).run("pay bob 50", store=store)
+    [task] = await store.list_tasks(TaskFilter(kind="approval"))
+    return info.value.run_id or "", task
+
+
 async def test_a_request_in_a_persons_queue_stays_there() -> None:
     effects, wire = bank()
     store = MemoryStore()
-    person = agent_with(None, wire)
-    with pytest.raises(ApprovalRequired) as info:
-        await person.run("pay bob 50", store=store)
-    run_id = info.value.run_id or ""
+    run_id, _ = await suspended_for_a_person(wire, store)
     # The same agent, now with a reviewer: the request a person was asked stays theirs.
     reviewed = agent_with(lambda r: Review(approve=True, by="policy"), wire)
     with pytest.raises(ApprovalRequired):
@@ -116,11 +121,7 @@ async def test_a_request_in_a_persons_queue_stays_there() -> None:
 async def test_a_request_written_just_before_a_crash_goes_to_the_reviewer() -> None:
     effects, wire = bank()
     store = MemoryStore()
-    person = agent_with(None, wire)
-    with pytest.raises(ApprovalRequired) as info:
-        await person.run("pay bob 50", store=store)
-    run_id = info.value.run_id or ""
-    [task] = await store.list_tasks(TaskFilter(kind="approval"))
+    run_id, task = await suspended_for_a_person(wire, store)
     store._tasks.pop(task.task_id)  # as if the process died between the request and its task
     reviewed = agent_with(lambda r: Review(approve=True, by="policy"), wire)
     result = await reviewed.resume(run_id, store=store)
