@@ -4,7 +4,13 @@ import warnings
 from typing import Any
 
 from keel.runtime._agent import Agent, AgentConfig
-from keel.runtime._approvals import ApprovalPolicy, ApprovalRule, Review, decide_approval
+from keel.runtime._approvals import (
+    ApprovalContext,
+    ApprovalPolicy,
+    ApprovalRule,
+    Review,
+    decide_approval,
+)
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
 from keel.runtime._escalation import (
@@ -44,6 +50,7 @@ __all__ = [
     "FINAL_TOOL",
     "Agent",
     "AgentConfig",
+    "ApprovalContext",
     "ApprovalPolicy",
     "ApprovalRule",
     "Budget",

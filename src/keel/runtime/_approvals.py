@@ -11,14 +11,16 @@ carrying the reviewer's comment. A request is written once and decided once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from keel.core import ConfigError, TaskConflict, UserError
+from keel.core import ConfigError, Message, TaskConflict, ToolResultPart, UserError
 from keel.store import (
     HumanTask,
     JournalEntry,
@@ -30,8 +32,28 @@ from keel.store import (
 )
 from keel.tools import Tool
 
-#: ``callback(tool, arguments) -> reason | None``: a reason (str) if the call needs approval.
-ApprovalCallback: TypeAlias = Callable[[Tool, dict[str, Any]], str | None]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalContext:
+    """The run around a call that may need approval, for callbacks and reviewers that judge
+    more than the tool and its arguments: the run and agent, the gate's step key, the run's
+    ``deps``, the conversation so far (``history``: the instructions, the user's messages,
+    the model's turns and every tool result the model has seen)."""
+
+    run_id: str
+    agent: str
+    step_key: str
+    deps: Any
+    history: tuple[Message, ...]
+
+    def tool_results(self) -> list[ToolResultPart]:
+        """The tool results the model has seen so far in this run, oldest first."""
+        return [p for m in self.history for p in m.parts if isinstance(p, ToolResultPart)]
+
+
+#: ``callback(tool, arguments) -> reason | None``, or ``callback(tool, arguments, context)``
+#: with an :class:`ApprovalContext`: a reason (str) if the call needs approval.
+ApprovalCallback: TypeAlias = Callable[..., str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +80,7 @@ Reviewer: TypeAlias = Callable[[dict[str, Any]], "Review | Awaitable[Review | No
 class ApprovalRule:
     """Require approval for calls of ``tool`` whose parsed arguments satisfy ``when``
     (e.g. ``ApprovalRule("refund", lambda a: a["amount"] > 100, "refunds over 100")``).
+    ``when`` may take the run's :class:`ApprovalContext` as a second parameter.
 
     ``exempt=True`` turns the rule around: a matching call needs **no** approval, even from a
     tool whose risk the policy gates (``ApprovalRule("refund", lambda a: a["amount"] <= 20,
@@ -65,7 +88,7 @@ class ApprovalRule:
     tool's own ``@tool(approval=True)`` outranks an exemption."""
 
     tool: str
-    when: Callable[[dict[str, Any]], bool]
+    when: Callable[..., bool]
     reason: str = ""
     exempt: bool = False
 
@@ -76,6 +99,13 @@ class ApprovalRule:
             raise ConfigError("ApprovalRule.when", "must be a predicate on the arguments")
         if not isinstance(self.exempt, bool):
             raise ConfigError("ApprovalRule.exempt", "must be True or False")
+
+    def matches(self, arguments: dict[str, Any], context: ApprovalContext | None) -> bool:
+        """``when(arguments)``, or ``when(arguments, context)`` for a predicate that takes the
+        run's :class:`ApprovalContext` too."""
+        if _takes_context(self.when, 2):
+            return bool(self.when(arguments, context))
+        return bool(self.when(arguments))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,8 +153,10 @@ class ApprovalPolicy:
     def build(cls, rules: Iterable[ApprovalRule] = (), **kw: Any) -> ApprovalPolicy:
         return cls(rules=tuple(rules), **kw)
 
-    def reason_for(self, tool: Tool, arguments: dict[str, Any]) -> str | None:
-        """Why this call needs approval, or None if it may run."""
+    def reason_for(self, tool: Tool, arguments: dict[str, Any],
+                   context: ApprovalContext | None = None) -> str | None:
+        """Why this call needs approval, or None if it may run. ``context`` is handed to a
+        callback that takes a third parameter."""
         meta = tool.meta
         own = meta.approval
         if own is False:
@@ -134,18 +166,31 @@ class ApprovalPolicy:
         if not self.enabled:
             return None
         rules = [r for r in self.rules if r.tool == meta.name]
-        if any(r.exempt and r.when(arguments) for r in rules):
+        if any(r.exempt and r.matches(arguments, context) for r in rules):
             return None  # an explicit exemption for these arguments
         if own is not None and own(arguments):
             return f"{meta.name}: its approval rule matched these arguments"
         if meta.risk in self.risks:
             return f"{meta.name} is {meta.risk}"
         for rule in rules:
-            if not rule.exempt and rule.when(arguments):
+            if not rule.exempt and rule.matches(arguments, context):
                 return rule.reason or f"{meta.name}: an approval rule matched"
         if self.callback is not None:
+            if _takes_context(self.callback):
+                return self.callback(tool, arguments, context)
             return self.callback(tool, arguments)
         return None
+
+
+@functools.lru_cache(maxsize=256)  # asked on every gated call; a signature costs ~10 µs
+def _takes_context(fn: Callable[..., Any], position: int = 3) -> bool:
+    """Whether a callback takes a context parameter at ``position`` (1-based)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= position or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def approval_id(run_id: str, gate_key: str) -> str:

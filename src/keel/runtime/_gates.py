@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.core import ApprovalRequired, Escalate, Message, TaskNotFound, UserError
 from keel.runtime._approvals import (
+    ApprovalContext,
     Review,
     approval_decision,
     approval_request,
@@ -34,11 +35,12 @@ if TYPE_CHECKING:
 class Gates:
     """Approval and escalation gates for one execution of an agent loop."""
 
-    __slots__ = ("_escalations", "agent", "journal", "prefix", "record")
+    __slots__ = ("_escalations", "agent", "deps", "journal", "prefix", "record")
 
     def __init__(self, agent: Any, journal: Journal, record: RunRecord | None, *,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None, deps: Any = None) -> None:
         self.agent = agent
+        self.deps = deps
         self.prefix = prefix or agent.name
         self.journal = journal
         self.record = record
@@ -63,7 +65,9 @@ class Gates:
                 await journal.store.put_task(approval_task(request))  # in case we crashed
                 raise _waiting(request)  # in a person's queue: a person decides
         else:
-            reason = self._reason(tool, arguments)
+            reason = self._reason(tool, arguments, ApprovalContext(
+                run_id=journal.run_id, agent=self.agent.name, step_key=gate_key,
+                deps=self.deps, history=tuple(history)))
             if reason is None:
                 return None
             args = _parsed(arguments)
@@ -104,7 +108,7 @@ class Gates:
                          extra={"run_id": request.get("run_id")})
             return None
 
-    def _reason(self, tool: Tool, arguments: str) -> str | None:
+    def _reason(self, tool: Tool, arguments: str, context: ApprovalContext) -> str | None:
         policy = self.agent.approval
         if not policy.enabled and tool.meta.approval is not True:
             return None  # cheap exit: nothing to evaluate
@@ -112,7 +116,7 @@ class Gates:
         if args is None:
             return None  # the tool rejects these arguments itself; nothing would run
         try:
-            reason = policy.reason_for(tool, args)
+            reason = policy.reason_for(tool, args, context)
         except Exception as exc:  # a rule that cannot decide fails closed
             return f"an approval rule could not decide ({type(exc).__name__}: {exc})"
         return None if reason is None else str(reason)

@@ -156,7 +156,7 @@ class AgentLoop:
         a run of its own; ``<pattern path>/<agent>`` for an agent inside a pattern)."""
         self.agent = agent
         self.prefix = prefix or agent.name
-        self.gates = Gates(agent, journal, record, prefix=self.prefix)
+        self.gates = Gates(agent, journal, record, prefix=self.prefix, deps=deps)
         self.journal = journal
         self.deps = deps
         self.emit = emit
