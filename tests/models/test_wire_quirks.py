@@ -262,18 +262,23 @@ async def test_openai_stream_answered_with_json_is_read_as_the_completion(
     assert json_openai.requests[0]["stream"] is True
 
 
-async def test_agent_run_completes_against_a_server_that_ignores_stream(
-        json_openai: OpenAIWireServer, openai_model: OpenAIModel) -> None:
-    json_openai.reply_text("The whole answer at once.")
-    agent = keel.Agent(model=openai_model)
+async def _streamed_run_completes(server: Any, model: Any, text: str) -> None:
+    """An agent streamed against ``server`` (which answers streams with a JSON body)
+    completes with ``text``, after one request, and the store says so."""
+    server.reply_text(text)
     store = keel.MemoryStore()
-    events = [event async for event in agent.stream("hi", store=store)]
+    events = [event async for event in keel.Agent(model=model).stream("hi", store=store)]
     finished = events[-1]
     assert isinstance(finished, RunFinished)
-    assert finished.result.output == "The whole answer at once."
-    assert len(json_openai.requests) == 1
+    assert finished.result.output == text
+    assert len(server.requests) == 1
     record = await store.get_run(finished.run_id)
-    assert (record.status, record.output) == ("completed", "The whole answer at once.")
+    assert (record.status, record.output) == ("completed", text)
+
+
+async def test_agent_run_completes_against_a_server_that_ignores_stream(
+        json_openai: OpenAIWireServer, openai_model: OpenAIModel) -> None:
+    await _streamed_run_completes(json_openai, openai_model, "The whole answer at once.")
 
 
 @pytest.mark.parametrize("body", [
@@ -346,15 +351,7 @@ async def test_anthropic_stream_answered_with_json_is_read_as_the_message(
 
 async def test_anthropic_agent_run_completes_against_a_server_that_ignores_stream(
         json_anthropic: AnthropicWireServer, anthropic_model: AnthropicModel) -> None:
-    json_anthropic.reply_text("Whole message.")
-    agent = keel.Agent(model=anthropic_model)
-    store = keel.MemoryStore()
-    events = [event async for event in agent.stream("hi", store=store)]
-    finished = events[-1]
-    assert isinstance(finished, RunFinished)
-    assert finished.result.output == "Whole message."
-    assert len(json_anthropic.requests) == 1
-    assert (await store.get_run(finished.run_id)).status == "completed"
+    await _streamed_run_completes(json_anthropic, anthropic_model, "Whole message.")
 
 
 @pytest.mark.parametrize("body", [b'{"type": "message", "content": "nope"}', b'"text"',
