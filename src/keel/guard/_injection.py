@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keel.core import ConfigError, UserError
+from keel.guard._classifier import InjectionClassifier, load_classifier
 from keel.guard._normalize import MAX_CHARS, Normalized, normalize
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLD = 0.5
+CLASSIFIER_FLOOR = 0.4
+"""The classifier's probability becomes evidence (weight = the probability) from this value on."""
 
 _I = re.IGNORECASE
 _ADJ = (
@@ -148,7 +151,7 @@ RULES: tuple[InjectionRule, ...] = (
        r"what (?:are|were|is))\b(?:\s+\w+){0,3}?\s+(?:system prompt|initial (?:prompt|"
        r"instructions)|hidden (?:prompt|instructions)|original (?:prompt|instructions)|"
        r"(?:your|the) (?:instructions|prompt|configuration)(?: (?:verbatim|word for "
-       r"word|above))?)\b"),
+       r"word|above))?)\b(?!\s+(?:for|on|about|of|to|in|that came|with)\b)"),
     _r("repeat-above", "exfiltration", 0.55, "above before far",
        r"\b(?:repeat|print|output|copy) (?:the |all |everything |all the )?(?:text|words|"
        r"everything|content|messages?) (?:above|before this|so far)\b"),
@@ -263,7 +266,9 @@ class InjectionDetector:
     """Scores text for prompt injection with weighted patterns; offline and linear in the input.
 
     ``threshold`` is the verdict line in (0, 1]; ``extra_rules`` add patterns of your own;
-    ``max_chars`` caps the text inspected (longer input is truncated, noted in the result).
+    ``max_chars`` caps the text inspected (longer input is truncated, noted in the result);
+    ``classifier`` (on by default) adds the trained classifier's probability as one more
+    signal (rule ``"classifier"``) once it reaches ``CLASSIFIER_FLOOR``.
     """
 
     def __init__(
@@ -272,6 +277,7 @@ class InjectionDetector:
         threshold: float = DEFAULT_THRESHOLD,
         extra_rules: Sequence[InjectionRule] = (),
         max_chars: int = MAX_CHARS,
+        classifier: bool | InjectionClassifier = True,
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int | float):
             raise ConfigError("threshold", f"must be a number in (0, 1], got {threshold!r}")
@@ -287,6 +293,16 @@ class InjectionDetector:
         self.threshold = float(threshold)
         self.max_chars = max_chars
         self._compiled = tuple((rule, rule.compiled()) for rule in rules)
+        if isinstance(classifier, InjectionClassifier):
+            self.classifier: InjectionClassifier | None = classifier
+        elif classifier is True:
+            self.classifier = load_classifier()
+        elif classifier is False:
+            self.classifier = None
+        else:
+            raise ConfigError(
+                "classifier", f"must be True, False or an InjectionClassifier, got {classifier!r}"
+            )
 
     def scan(self, text: str) -> InjectionResult:
         """Normalise ``text``, match every rule on it and its decoded payloads, and score."""
@@ -321,6 +337,8 @@ class InjectionDetector:
                         excerpt=match.group()[:80],
                     )
                 )
+        if self.classifier is not None:
+            evidence.extend(_classifier_evidence(self.classifier, sources))
         evidence.extend(_signals(norm))
         remaining = 1.0
         for item in evidence:
@@ -331,6 +349,31 @@ class InjectionDetector:
         )
 
     __call__ = scan
+
+
+def _classifier_evidence(
+    classifier: InjectionClassifier, sources: Sequence[tuple[str, str]]
+) -> list[InjectionEvidence]:
+    """The classifier's most suspicious window over the text and its payloads, if it counts."""
+    best: tuple[float, str, str, int, int] | None = None
+    for source, body in sources:
+        hit = classifier.best_window(body)
+        if best is None or hit.probability > best[0]:
+            best = (hit.probability, source, body, hit.start, hit.end)
+    if best is None or best[0] < CLASSIFIER_FLOOR:
+        return []
+    probability, source, body, start, end = best
+    return [
+        InjectionEvidence(
+            rule="classifier",
+            family="classifier",
+            weight=round(min(probability, 0.99), 4),
+            source=source,
+            start=start,
+            end=end,
+            excerpt=body[start:end][:80],
+        )
+    ]
 
 
 def _signals(norm: Normalized) -> list[InjectionEvidence]:
