@@ -102,8 +102,12 @@ class InjectionClassifier:
         """The probability of the most suspicious window of ``text`` and where it is."""
         if not isinstance(text, str):
             raise UserError(f"InjectionClassifier takes a str, got {type(text).__name__}")
-        matches = list(_TOKEN.finditer(text.lower()))
-        tokens = [m.group() for m in matches]
+        low = text.lower()
+        tokens = _TOKEN.findall(low)
+        if len(tokens) <= WINDOW:  # one window: the span is the whole text
+            ids = set(features(tokens, self.mask))
+            return ClassifierHit(_sigmoid(self._window_score(ids)), 0, len(text))
+        matches = list(_TOKEN.finditer(low))
         mask = self.mask
         uni = _token_ids(tokens, mask)
         crc = zlib.crc32
@@ -114,8 +118,8 @@ class InjectionClassifier:
             score = self._window_score(ids)
             if score > best:
                 best, span = score, (lo, hi)
-        start = matches[span[0]].start() if tokens else 0
-        end = matches[span[1] - 1].end() if tokens else 0
+        start = matches[span[0]].start()
+        end = matches[span[1] - 1].end()
         return ClassifierHit(probability=_sigmoid(best), start=start, end=end)
 
     def probability(self, text: str) -> float:

@@ -150,8 +150,10 @@ RULES: tuple[InjectionRule, ...] = (
        r"\b(?:reveal|print|show|repeat|output|tell me|display|leak|dump|give me|share|recite|"
        r"what (?:are|were|is))\b(?:\s+\w+){0,3}?\s+(?:system prompt|initial (?:prompt|"
        r"instructions)|hidden (?:prompt|instructions)|original (?:prompt|instructions)|"
-       r"(?:your|the) (?:instructions|prompt|configuration)(?: (?:verbatim|word for "
-       r"word|above))?)\b(?!\s+(?:for|on|about|of|to|in|that came|with)\b)"),
+       r"your (?:instructions|prompt|configuration)(?: (?:verbatim|word for word|above))?"
+       # "the instructions for pairing ..." is a support question, not a prompt leak.
+       r"|the (?:instructions|prompt|configuration)(?: (?:verbatim|word for word|above))?"
+       r"(?!\s+(?:for|on|about|of|to|in|that came|with)\b))\b"),
     _r("repeat-above", "exfiltration", 0.55, "above before far",
        r"\b(?:repeat|print|output|copy) (?:the |all |everything |all the )?(?:text|words|"
        r"everything|content|messages?) (?:above|before this|so far)\b"),
