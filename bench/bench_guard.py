@@ -5,9 +5,10 @@ pre-check.
     python bench/bench_guard.py            # markdown tables on stdout (< 60 s)
 
 Texts: a ~100-character user message and a ~200-character tool output (JSON) as a normal
-agent step has them, a short attack, and two 10 KB tool outputs: JSON records (what most
-tools return) and support prose with the words attacks use ("ignore", "instructions",
-"password"), which the pre-check cannot clear. Stages:
+agent step has them, a short attack, and three 10 KB tool outputs: JSON records (what most
+tools return), a documentation page (keel's docs/tools.md), and support prose dense with the
+words attacks use ("ignore", "instructions", "password"; keel's benign test set, a worst
+case), the last two of which the pre-check cannot clear. Stages:
 
 * **pre-check**: ``injection_precheck`` (keel.guard), the fast path that clears plain text;
 * **classifier**: the trained classifier alone (``InjectionClassifier.probability``);
@@ -66,6 +67,11 @@ def _records_10k() -> str:
     return text[: 10 * 1024]
 
 
+def _docs_10k() -> str:
+    """A technical page, as a fetch or search tool returns one: keel's own tools guide."""
+    return (REPO / "docs" / "tools.md").read_text(encoding="utf-8")[: 10 * 1024]
+
+
 def _prose_10k() -> str:
     lines = [json.loads(line)["text"] for line in BENIGN.read_text().splitlines() if line]
     text = "\n".join(lines)
@@ -122,6 +128,7 @@ def texts_of() -> dict[str, str]:
         f"tool output (benign JSON, {len(TOOL)} ch)": TOOL,
         f"short attack ({len(ATTACK)} ch)": ATTACK,
         "10 KB tool output (JSON records)": _records_10k(),
+        "10 KB tool output (docs page)": _docs_10k(),
         "10 KB tool output (support prose)": _prose_10k(),
     }
 

@@ -14,10 +14,11 @@ are in docs/security.md ("Detecting prompt injection").
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from keel.core import ConfigError, UserError
+from keel.guard._anchors import RULE_ANCHORS, Condition, compile_conditions, holds, tokens_of
 from keel.guard._classifier import InjectionClassifier, load_classifier
 from keel.guard._normalize import MAX_CHARS, Normalized, normalize
 
@@ -294,7 +295,14 @@ class InjectionDetector:
             raise ConfigError("extra_rules", f"rule names must be unique, repeated: {dupes}")
         self.threshold = float(threshold)
         self.max_chars = max_chars
-        self._compiled = tuple((rule, rule.compiled()) for rule in rules)
+        self._compiled = tuple(
+            (
+                rule,
+                rule.compiled(),
+                compile_conditions(RULE_ANCHORS[rule.name]) if rule in RULES else None,
+            )
+            for rule in rules
+        )
         if isinstance(classifier, InjectionClassifier):
             self.classifier: InjectionClassifier | None = classifier
         elif classifier is True:
@@ -318,15 +326,7 @@ class InjectionDetector:
         evidence: list[InjectionEvidence] = []
         seen: set[str] = set()
         for source, body in sources:
-            lowered = body.lower()
-            for rule, pattern in self._compiled:
-                if rule.name in seen:
-                    continue
-                if rule.keywords and not any(map(lowered.__contains__, rule.keywords)):
-                    continue
-                match = pattern.search(body)
-                if match is None:
-                    continue
+            for rule, match in self._matches(body, seen):
                 seen.add(rule.name)
                 evidence.append(
                     InjectionEvidence(
@@ -351,6 +351,70 @@ class InjectionDetector:
         )
 
     __call__ = scan
+
+    def _matches(
+        self, body: str, seen: set[str]
+    ) -> Iterator[tuple[InjectionRule, re.Match[str]]]:
+        """The first match of each rule not ``seen`` yet, in ``body``.
+
+        A keel rule's pattern only runs on the chunks of ``body`` whose words satisfy its
+        anchors (:mod:`keel.guard._anchors`); a rule of your own runs on the whole text that
+        contains one of its keywords.
+        """
+        spans = _chunks(body)
+        tokens = [tokens_of(body[lo:hi].lower()) for lo, hi in spans]
+        lowered: str | None = None
+        for rule, pattern, anchors in self._compiled:
+            if rule.name in seen:
+                continue
+            if anchors is None:
+                lowered = body.lower() if lowered is None else lowered
+                if rule.keywords and not any(map(lowered.__contains__, rule.keywords)):
+                    continue
+                match = pattern.search(body)
+            else:
+                match = _search_chunks(pattern, anchors, body, spans, tokens)
+            if match is not None:
+                yield rule, match
+
+
+_CHUNK = 2048  # characters of a long text whose words gate the rules together
+_OVERLAP = 640  # consecutive chunks share at least this much: longer than any rule's match
+_SLACK = 256  # how far a cut may move back to fall on whitespace
+
+
+def _cut(body: str, lo: int, hi: int) -> int:
+    """The last whitespace position in ``body[lo:hi]``, or ``hi`` when there is none."""
+    cut = max(body.rfind(" ", lo, hi), body.rfind("\n", lo, hi))
+    return cut if cut > lo else hi
+
+
+def _chunks(body: str) -> list[tuple[int, int]]:
+    """Overlapping spans covering ``body``, cut at whitespace (one span for a short text)."""
+    n = len(body)
+    spans: list[tuple[int, int]] = []
+    lo = 0
+    while True:
+        hi = n if n - lo <= _CHUNK else _cut(body, lo + _CHUNK - _SLACK, lo + _CHUNK)
+        spans.append((lo, hi))
+        if hi >= n:
+            return spans
+        lo = _cut(body, hi - _OVERLAP - _SLACK, hi - _OVERLAP)
+
+
+def _search_chunks(
+    pattern: re.Pattern[str],
+    anchors: tuple[Condition, ...],
+    body: str,
+    spans: list[tuple[int, int]],
+    tokens: list[set[str]],
+) -> re.Match[str] | None:
+    for (lo, hi), words in zip(spans, tokens, strict=True):
+        if holds(anchors, words):
+            match = pattern.search(body, lo, hi)
+            if match is not None:
+                return match
+    return None
 
 
 def _classifier_evidence(
