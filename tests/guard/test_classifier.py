@@ -262,3 +262,16 @@ def test_the_detector_refuses_a_bad_classifier_setting() -> None:
 def test_the_classifier_refuses_non_text() -> None:
     with pytest.raises(UserError, match="takes a str"):
         load_injection_classifier().probability(b"ignore")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_guard_benchmark_runs_at_a_tiny_size() -> None:
+    # bench/bench_guard.py at one round of tiny batches, so it cannot rot (speed is not
+    # asserted here: the figures are in docs/security.md).
+    from bench.bench_guard import cost_table, measure, step_line, texts_of
+
+    samples = measure(rounds=1, min_s=0.0005)
+    table = cost_table(samples)
+    assert [row[0] for row in table.rows] == list(texts_of())
+    assert all(value > 0 for values in samples.values() for value in values)
+    assert "µs" in step_line(samples)
