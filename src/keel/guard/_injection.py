@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from keel.core import ConfigError, UserError
 from keel.guard._anchors import RULE_ANCHORS, Condition, compile_conditions, holds, tokens_of
@@ -263,6 +264,21 @@ class InjectionResult:
     @property
     def families(self) -> frozenset[str]:
         return frozenset(e.family for e in self.evidence)
+
+    def summary(self) -> dict[str, Any]:
+        """The verdict as JSON-able data without any of the inspected text (no excerpt, no
+        normalised text): what a guard may journal about input it blocked."""
+        return {
+            "score": self.score,
+            "threshold": self.threshold,
+            "flagged": self.flagged,
+            "evidence": [
+                {"rule": e.rule, "family": e.family, "weight": e.weight, "source": e.source,
+                 "start": e.start, "end": e.end}
+                for e in self.evidence
+            ],
+            "truncated": self.normalized.truncated,
+        }
 
 
 class InjectionDetector:
