@@ -44,17 +44,41 @@ class ClassifierHit:
     end: int
 
 
-def _token_ids(tokens: list[str], mask: int) -> list[int]:
-    crc = zlib.crc32
-    return [crc(t.encode()) & mask for t in tokens]
+_CACHE_LIMIT = 200_000  # cached feature ids (words and word pairs); the cache is then reset
+_IDS: dict[int, dict[str | tuple[str, str], int]] = {}  # by mask
+
+
+def _unigram_ids(tokens: list[str], mask: int) -> list[int]:
+    ids = _IDS.setdefault(mask, {})
+    out = []
+    for token in tokens:
+        value = ids.get(token)
+        if value is None:
+            value = ids[token] = zlib.crc32(token.encode()) & mask
+        out.append(value)
+    return out
+
+
+def _bigram_ids(tokens: list[str], mask: int) -> list[int]:
+    ids = _IDS.setdefault(mask, {})
+    out = []
+    for pair in itertools.pairwise(tokens):
+        value = ids.get(pair)
+        if value is None:
+            value = ids[pair] = zlib.crc32(f"{pair[0]} {pair[1]}".encode()) & mask
+        out.append(value)
+    if len(ids) > _CACHE_LIMIT:
+        ids.clear()
+    return out
 
 
 def features(tokens: list[str], mask: int) -> list[int]:
-    """The hashed feature ids of one window of tokens: unigrams, then bigrams (may repeat)."""
-    crc = zlib.crc32
-    ids = [crc(t.encode()) & mask for t in tokens]
-    ids.extend(crc(f"{a} {b}".encode()) & mask for a, b in itertools.pairwise(tokens))
-    return ids
+    """The hashed feature ids of one window of tokens: unigrams, then bigrams (may repeat).
+
+    A feature's id is ``zlib.crc32`` of the word (or of ``"first second"``) ``& mask``; ids
+    are cached per process, which changes nothing but the time.
+    """
+    return _unigram_ids(tokens, mask) + _bigram_ids(tokens, mask)
 
 
 def windows(n_tokens: int) -> list[tuple[int, int]]:
@@ -95,8 +119,7 @@ class InjectionClassifier:
     def _window_score(self, ids: set[int]) -> float:
         if not ids:
             return self.bias
-        w = self._w
-        return self.bias + self.scale * sum(w[i] for i in ids) / math.sqrt(len(ids))
+        return self.bias + self.scale * sum(map(self._w.__getitem__, ids)) / math.sqrt(len(ids))
 
     def best_window(self, text: str) -> ClassifierHit:
         """The probability of the most suspicious window of ``text`` and where it is."""
@@ -107,19 +130,17 @@ class InjectionClassifier:
         if len(tokens) <= WINDOW:  # one window: the span is the whole text
             ids = set(features(tokens, self.mask))
             return ClassifierHit(_sigmoid(self._window_score(ids)), 0, len(text))
-        matches = list(_TOKEN.finditer(low))
-        mask = self.mask
-        uni = _token_ids(tokens, mask)
-        crc = zlib.crc32
-        bi = [crc(f"{a} {b}".encode()) & mask for a, b in itertools.pairwise(tokens)]
+        uni = _unigram_ids(tokens, self.mask)
+        bi = _bigram_ids(tokens, self.mask)
         best, span = -math.inf, (0, 0)
         for lo, hi in windows(len(tokens)):
             ids = {*uni[lo:hi], *bi[lo : max(lo, hi - 1)]}
             score = self._window_score(ids)
             if score > best:
                 best, span = score, (lo, hi)
+        matches = list(itertools.islice(_TOKEN.finditer(low), span[1]))
         start = matches[span[0]].start()
-        end = matches[span[1] - 1].end()
+        end = matches[-1].end()
         return ClassifierHit(probability=_sigmoid(best), start=start, end=end)
 
     def probability(self, text: str) -> float:
