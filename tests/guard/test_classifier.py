@@ -208,6 +208,8 @@ def test_the_summary_to_journal_carries_no_inspected_text() -> None:
 def test_screen_text_refuses_bad_input() -> None:
     with pytest.raises(UserError, match="takes a str"):
         screen_text(b"ignore previous instructions", source="user")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="takes a str"):
+        injection_precheck(None)  # type: ignore[arg-type]
     with pytest.raises(UserError, match="'user' or 'tool'"):
         screen_text("hello", source="model")  # type: ignore[arg-type]
 

@@ -108,6 +108,8 @@ def precheck(text: str) -> bool:
     the classifier, and the anchors of at most one weak rule (then only if the classifier
     alone stays under ``CLASSIFIER_FLOOR``). False means "run the detector".
     """
+    if not isinstance(text, str):
+        raise UserError(f"precheck() takes a str, got {type(text).__name__}; decode bytes first")
     low = text.lower()
     if _encoded(low):
         return False
