@@ -397,6 +397,8 @@ class InjectionDetector:
 _CHUNK = 2048  # characters of a long text whose words gate the rules together
 _OVERLAP = 640  # consecutive chunks share at least this much: longer than any rule's match
 _SLACK = 256  # how far a cut may move back to fall on whitespace
+_STRETCH = 64  # a word or whitespace run this long could stretch a match past the overlap
+_SPACE_RUN = re.compile(rf"\s{{{_STRETCH}}}")
 
 
 def _cut(body: str, lo: int, hi: int) -> int:
@@ -405,9 +407,22 @@ def _cut(body: str, lo: int, hi: int) -> int:
     return cut if cut > lo else hi
 
 
+def _stretched(body: str) -> bool:
+    """Whether ``body`` has a word or a whitespace run of ``_STRETCH`` characters or more.
+
+    With neither, no rule's match is longer than ``_OVERLAP`` (the longest, a markdown image
+    link, is under 560 characters; the patterns' unbounded parts are whitespace runs and
+    words), so every match lies inside one chunk.
+    """
+    return max(map(len, body.split()), default=0) >= _STRETCH or _SPACE_RUN.search(body) is not None
+
+
 def _chunks(body: str) -> list[tuple[int, int]]:
-    """Overlapping spans covering ``body``, cut at whitespace (one span for a short text)."""
+    """Overlapping spans covering ``body``, cut at whitespace (one span for a short text, or
+    for a text whose words or spaces could stretch a match past the overlap)."""
     n = len(body)
+    if n > _CHUNK and _stretched(body):
+        return [(0, n)]
     spans: list[tuple[int, int]] = []
     lo = 0
     while True:
