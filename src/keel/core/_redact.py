@@ -8,9 +8,16 @@ tokens are masked wherever they appear.
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
+from keel.core._errors import ConfigError
+
 REDACTED = "[REDACTED]"
+#: The shortest value :func:`mask_secret` accepts (shorter ones would mask ordinary text).
+MIN_SECRET_CHARS = 8
+#: How many registered values are kept (the oldest are forgotten first).
+MAX_SECRETS = 4096
 
 _SECRET_KEY = re.compile(
     r"(api[_-]?key|authorization|passw(or)?d|secret|access[_-]?token|refresh[_-]?token|"
@@ -33,8 +40,49 @@ def is_secret_key(key: str) -> bool:
 _HINTS = ("sk-", "Bearer ", "gh", "AKIA", "xox")
 
 
+class _KnownSecrets:
+    """Values keel was told are secret (issued credentials), masked wherever they appear.
+
+    Process-wide on purpose: a value handed to a tool must be masked in every log line and
+    journal record written anywhere in the process, whichever task or thread writes it."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, None] = {}  # insertion order: the oldest is evicted first
+        self.pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, value: str) -> None:
+        with self._lock:
+            if value in self.values:
+                return
+            self.values[value] = None
+            while len(self.values) > MAX_SECRETS:
+                del self.values[next(iter(self.values))]
+            # Longest first, so a value that contains another is masked whole.
+            ordered = sorted(self.values, key=len, reverse=True)
+            self.pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+_KNOWN = _KnownSecrets()
+
+
+def mask_secret(value: str) -> None:
+    """Mask ``value`` wherever keel writes text from now on (logs, the journal, exports,
+    escalation packets, what a tool returns to the model when the credential middleware
+    wraps it). For issued credentials; values shorter than ``MIN_SECRET_CHARS`` are refused
+    (they would mask ordinary text). The most recent ``MAX_SECRETS`` values are kept."""
+    if not isinstance(value, str) or len(value) < MIN_SECRET_CHARS:
+        raise ConfigError("mask_secret", f"a secret to mask must be text of at least "
+                          f"{MIN_SECRET_CHARS} characters")
+    _KNOWN.add(value)
+
+
 def redact_text(text: str) -> str:
-    """Mask key- and token-shaped substrings (a cheap substring check first)."""
+    """Mask registered secret values and key- and token-shaped substrings (a cheap
+    substring check first)."""
+    pattern = _KNOWN.pattern
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
     for hint in _HINTS:
         if hint in text:
             return _SECRET_VALUE.sub(REDACTED, text)

@@ -6,6 +6,7 @@ validators for dangerous tool arguments. None of them runs unless you call it; t
 middleware that puts them on the model and tool seams by default is not built yet.
 """
 
+from keel.guard._credentials import Credentials
 from keel.guard._injection import (
     DEFAULT_THRESHOLD,
     InjectionDetector,
@@ -17,6 +18,7 @@ from keel.guard._injection import (
 from keel.guard._limits import TextLimits, json_depth, json_text_depth
 from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
 from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
+from keel.guard._policy import EmailDomains, Limit, Matches, OneOf, ToolPolicy, ToolRules
 from keel.guard._redaction import Redactor, SensitiveDataBlocked
 from keel.guard._secrets import SECRET_KINDS, find_secrets
 from keel.guard._validators import (
@@ -37,18 +39,25 @@ __all__ = [
     "AllowedURLs",
     "ArgumentCheck",
     "ArgumentRefused",
+    "Credentials",
     "Decoded",
+    "EmailDomains",
     "Finding",
     "InjectionDetector",
     "InjectionEvidence",
     "InjectionResult",
     "InjectionRule",
+    "Limit",
+    "Matches",
     "Normalized",
+    "OneOf",
     "PathInRoot",
     "ReadOnlySQL",
     "Redactor",
     "SensitiveDataBlocked",
     "TextLimits",
+    "ToolPolicy",
+    "ToolRules",
     "detect_injection",
     "find_pii",
     "find_secrets",

@@ -23,6 +23,7 @@ from keel.runtime._journal import Durability, Journal
 from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
 from keel.runtime._middleware import (
+    AgentInput,
     Middleware,
     MiddlewareStack,
     ModelNext,
@@ -50,6 +51,7 @@ __all__ = [
     "FINAL_TOOL",
     "Agent",
     "AgentConfig",
+    "AgentInput",
     "ApprovalContext",
     "ApprovalPolicy",
     "ApprovalRule",
