@@ -5,7 +5,8 @@ Outcomes:
 
 - ``gated``: a call waited for approval (the approval gate's request, key ``…/approval``);
 - ``approved`` / ``denied``: the decision on it, with who decided and their comment;
-- ``denied`` also: a call a policy refused (a ``permission_denied`` result, by ``policy``);
+- ``denied`` also: a call a tool policy refused (a ``permission_denied`` result, by
+  ``tool-policy``);
 - ``blocked``: a call a guardrail stopped (a ``guardrail_blocked`` result, by ``guardrail``).
 """
 
@@ -30,7 +31,7 @@ from keel.cli._text import SHORT, Screen, safe, to_json
 from keel.store import JournalEntry, RunFilter, RunRecord, RunStore
 
 OUTCOMES = ("approved", "denied", "blocked", "gated")
-_FAILURES = {"permission_denied": ("denied", "policy"),
+_FAILURES = {"permission_denied": ("denied", "tool-policy"),
              "guardrail_blocked": ("blocked", "guardrail"),
              "approval_denied": ("denied", "reviewer")}
 _PAGE = 500
@@ -90,10 +91,12 @@ def events_of(record: RunRecord, entries: Iterable[JournalEntry]) -> list[AuditE
     entries = list(entries)
     decided = {e.key.removesuffix("/approval") for e in entries
                if e.phase == "result" and e.key.endswith("/approval")}
+    ids = {e.key: e.data.get("approval_id") for e in entries
+           if e.phase == "intent" and e.kind == "approval" and isinstance(e.data, dict)}
     out: list[AuditEvent] = []
     for e in entries:
         if e.key.endswith("/approval") and e.kind == "approval":
-            event = _approval_event(record, e)
+            event = _approval_event(record, e, _str_or_none(ids.get(e.key)))
         elif e.kind == "tool" and e.phase == "result":
             event = _failure_event(record, e, decided)
         else:
@@ -103,15 +106,16 @@ def events_of(record: RunRecord, entries: Iterable[JournalEntry]) -> list[AuditE
     return out
 
 
-def _approval_event(record: RunRecord, e: JournalEntry) -> AuditEvent | None:
+def _approval_event(record: RunRecord, e: JournalEntry,
+                    approval_id: str | None) -> AuditEvent | None:
     data = e.data if isinstance(e.data, dict) else {}
     step = e.key.removesuffix("/approval")
     common: dict[str, Any] = {"at": e.created_at, "run_id": record.run_id,
-                              "agent": record.agent, "step_key": step, "tool": e.name}
+                              "agent": record.agent, "step_key": step, "tool": e.name,
+                              "approval_id": approval_id}
     if e.phase == "intent":
-        return AuditEvent(**common, outcome="gated", by="policy",
+        return AuditEvent(**common, outcome="gated", by="approval-policy",
                           reason=str(data.get("reason") or ""),
-                          approval_id=_str_or_none(data.get("approval_id")),
                           arguments=data.get("arguments"))
     if e.phase == "result":
         approved = bool(data.get("approved"))
@@ -205,7 +209,7 @@ def audit(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """The audit trail: gated, approved, denied and blocked tool calls, newest first.
+    """List the audit trail: gated, approved, denied and blocked tool calls, newest first.
 
     Read from the runs' journals: approval requests and decisions (who decided), calls a
     tool policy refused (permission_denied) and calls a guardrail blocked."""
