@@ -276,3 +276,37 @@ async def test_a_provider_returning_nonsense_fails_the_call_not_the_run() -> Non
         [entry] = [e for e in await store.read_journal(result.run_id)
                    if e.kind == "tool" and e.phase == "result"]
         assert words in entry.data["failure"]["message"] and outside == []
+
+
+async def test_plain_def_tools_fetch_credentials_from_their_worker_thread() -> None:
+    from keel import MemoryStore
+
+    vault = Vault([time.time()])
+    outside: list[str] = []
+    refused: list[str] = []
+
+    @tool(scopes=["db:read"])
+    def report(ctx: ToolContext) -> str:
+        """A plain def tool: it runs in a worker thread."""
+        outside.append(ctx.credential_sync("warehouse").reveal())
+        return f"report made with {outside[-1]}"
+
+    @tool
+    async def wrong(ctx: ToolContext) -> str:
+        """An async tool must await instead."""
+        try:
+            ctx.credential_sync("warehouse")
+        except MissingCredentials as exc:
+            refused.append(str(exc))
+        return "ok"
+
+    store = MemoryStore()
+    model = ScriptedModel([call("report", {}), call("wrong", {}), "done"])
+    agent = Agent("r", model=model, tools=[report, wrong], scopes=["db:read"],
+                  middleware=[Credentials(vault)])
+    result = await agent.run("go", store=store)
+    assert outside == vault.issued[:1] and vault.requests[0]["scopes"] == {"db:read"}
+    assert refused and "would block the event loop" in refused[0]
+    [entry] = [e for e in await store.read_journal(result.run_id)
+               if e.key.endswith("tool:report#0")]
+    assert entry.data["content"] == "report made with [REDACTED]"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,10 +40,38 @@ class ToolContext:
         the tool's declared scopes; asking for more is refused). Use ``.reveal()`` on it
         where the value goes out; keel masks the value everywhere else."""
         if self.credentials is None:
-            raise MissingCredentials(
-                f"the tool asked for credential {name!r} but agent {self.agent!r} has no "
-                "credential provider; add keel.guard.Credentials(provider) to its middleware")
+            return _no_provider(self, name)
         if isinstance(scopes, str):
             raise MissingCredentials("credential(scopes=...) takes a list of scopes, not "
                                      "one str")
         return await self.credentials(name, None if scopes is None else frozenset(scopes))
+
+    def credential_sync(self, name: str, *, scopes: Iterable[str] | None = None,
+                        timeout: float = 30.0) -> Credential:
+        """:meth:`credential` for a plain ``def`` tool (it runs in a worker thread, and this
+        waits up to ``timeout`` seconds for the event loop to fetch the credential). Not for
+        ``async def`` tools: they ``await ctx.credential(...)``."""
+        if self.credentials is None:
+            return _no_provider(self, name)
+        loop = self.credentials.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise MissingCredentials("credential_sync() would block the event loop; an "
+                                     "async tool uses `await ctx.credential(...)`")
+        future = asyncio.run_coroutine_threadsafe(
+            self.credential(name, scopes=scopes), loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise MissingCredentials(f"credential {name!r} was not issued within "
+                                     f"{timeout} s") from None
+
+
+def _no_provider(ctx: ToolContext, name: str) -> Credential:
+    raise MissingCredentials(
+        f"the tool asked for credential {name!r} but agent {ctx.agent!r} has no "
+        "credential provider; add keel.guard.Credentials(provider) to its middleware")

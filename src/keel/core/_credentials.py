@@ -10,8 +10,9 @@ returns it or raises with it.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from keel.core._errors import ConfigError, UserError
@@ -80,6 +81,13 @@ class CredentialProvider(Protocol):
                   tool: str) -> Credential: ...
 
 
-#: What a tool's context holds to fetch credentials: ``source(name, scopes)``, bound by the
-#: credential middleware to the run and the tool (``scopes=None``: the tool's declared scopes).
-CredentialSource = Callable[[str, "frozenset[str] | None"], Awaitable[Credential]]
+class CredentialSource(Protocol):
+    """What a tool's context holds to fetch credentials: ``await source(name, scopes)``, bound
+    by the credential middleware to the run and the tool (``scopes=None``: the tool's
+    declared scopes); ``loop`` is the event loop it runs on (for plain ``def`` tools, which
+    run in worker threads)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def __call__(self, name: str, scopes: frozenset[str] | None, /) -> Awaitable[Credential]:
+        ...

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -65,7 +65,7 @@ class Credentials(Middleware):
         tool = inp.tool
         declared = tool.meta.scopes
 
-        async def source(name: str, scopes: frozenset[str] | None) -> Credential:
+        async def fetch(name: str, scopes: frozenset[str] | None) -> Credential:
             wanted = declared if scopes is None else scopes
             extra = sorted(wanted - declared)
             if extra:
@@ -75,7 +75,7 @@ class Credentials(Middleware):
                     f"(@tool(scopes=[...])) or ask for fewer")
             return await self.get(name, scopes=wanted, run_id=inp.run_id, tool=tool.name)
 
-        ctx = replace(inp.ctx, credentials=source)
+        ctx = replace(inp.ctx, credentials=_Source(fetch, asyncio.get_running_loop()))
         result = await next(replace(inp, ctx=ctx))
         return scrubbed(result)
 
@@ -126,6 +126,20 @@ class Credentials(Middleware):
     async def on_run_end(self, inp: RunEndInput) -> None:
         for key in [k for k in self._cache if k[0] == inp.run_id]:
             del self._cache[key]
+
+
+class _Source:
+    """A call's credential source: ``fetch`` and the loop it runs on."""
+
+    __slots__ = ("fetch", "loop")
+
+    def __init__(self, fetch: Callable[[str, frozenset[str] | None], Awaitable[Credential]],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.fetch = fetch
+        self.loop = loop
+
+    def __call__(self, name: str, scopes: frozenset[str] | None, /) -> Awaitable[Credential]:
+        return self.fetch(name, scopes)
 
 
 def scrubbed(result: ToolResult) -> ToolResult:
