@@ -310,3 +310,34 @@ async def test_plain_def_tools_fetch_credentials_from_their_worker_thread() -> N
     [entry] = [e for e in await store.read_journal(result.run_id)
                if e.key.endswith("tool:report#0")]
     assert entry.data["content"] == "report made with [REDACTED]"
+
+
+def test_masking_finds_every_registered_value_in_any_text() -> None:
+    import secrets
+
+    from keel.core import REDACTED, mask_secret
+    from keel.core._redact import MAX_SECRETS
+
+    values = [secrets.token_urlsafe(24) for _ in range(300)]
+    for v in values:
+        mask_secret(v, expires_at=time.time() + 300)
+    odd = "a passphrase with spaces, quotes \" and ünïcode"
+    mask_secret(odd)
+    blob = secrets.token_urlsafe(3000)  # a long token-like run around a value
+    for v in (values[0], values[-1], odd):
+        for text in (v, f"key={v};", f"x{v}y", f"{v}{v}", f"{blob}{v}{blob}",
+                     json.dumps({"nested": [v]})):
+            masked = redact_text(text)
+            assert v not in masked and REDACTED in masked, text[:60]
+    assert redact_text(values[1][:-1]) == values[1][:-1]  # a prefix alone is not the secret
+    assert redact_text("plain words of a support message") == "plain words of a support message"
+    with pytest.raises(ConfigError, match="at least 8"):
+        mask_secret("short")
+
+    # expired values are forgotten an hour after expiry; at most MAX_SECRETS are kept
+    stale = secrets.token_urlsafe(24)
+    mask_secret(stale, expires_at=time.time() - 7200)
+    for _ in range(MAX_SECRETS):
+        mask_secret(secrets.token_urlsafe(24), expires_at=time.time() + 300)
+    assert redact_text(stale) == stale
+    assert redact_text(values[0]) == values[0]  # pushed out by newer ones

@@ -41,7 +41,7 @@ class Credential:
                               f"(time.time() + ttl) or None, not {expires_at!r}")
         if isinstance(scopes, str):
             raise ConfigError("Credential.scopes", "pass a list of scopes, not one str")
-        mask_secret(value)
+        mask_secret(value, expires_at=expires_at)
         self.__value = value
         self.name = str(name)
         self.expires_at = None if expires_at is None else float(expires_at)
