@@ -341,3 +341,27 @@ def test_masking_finds_every_registered_value_in_any_text() -> None:
         mask_secret(secrets.token_urlsafe(24), expires_at=time.time() + 300)
     assert redact_text(stale) == stale
     assert redact_text(values[0]) == values[0]  # pushed out by newer ones
+
+
+async def test_the_credentials_section_of_the_security_page_runs_as_written() -> None:
+    from keel import MemoryStore
+
+    [block] = doc_blocks("Credentials")
+    namespace: dict[str, Any] = {"__name__": "security_doc"}
+    exec(compile(block, "docs/security.md", "exec", dont_inherit=True),  # our own docs
+         namespace)
+    store = MemoryStore()
+    result = await namespace["billing"].run("charge 5", store=store)
+    [token] = namespace["sent"]
+    assert token.startswith("tok-stripe-") and result.run_id in token
+    journal = json.dumps([e.data for e in await store.read_journal(result.run_id)])
+    assert token not in journal and "charged 5" in journal
+
+
+def doc_blocks(title: str) -> list[str]:
+    """The python blocks of one section of docs/security.md."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)

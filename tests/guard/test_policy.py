@@ -316,3 +316,26 @@ async def test_a_default_rule_naming_an_unknown_tool_fails_at_the_first_call(
     Agent("treasury", model=ScriptedModel(["done"]), tools=[transfer], middleware=[shared])
     effects, _ = await run_calls(tmp_path, shared, [call("lookup", {"order": "A"})])
     assert effects == [("lookup", "A")]
+
+
+async def test_the_least_privilege_section_of_the_security_page_runs_as_written() -> None:
+    [block] = doc_blocks("Least privilege")
+    namespace: dict[str, Any] = {"__name__": "security_doc"}
+    exec(compile(block, "docs/security.md", "exec", dont_inherit=True),  # our own docs
+         namespace)
+    support, caller = namespace["support"], namespace["Caller"]
+    store = MemoryStore()
+    result = await support.run("refund A7", store=store,
+                               deps=caller(tenant="acme", scopes=("payments:write",)))
+    [entry] = [e for e in await store.read_journal(result.run_id)
+               if e.kind == "tool" and e.phase == "result"]
+    assert entry.data["failure"]["message"] == "amount: 250 is above the limit of 100"
+
+
+def doc_blocks(title: str) -> list[str]:
+    """The python blocks of one section of docs/security.md."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
