@@ -365,3 +365,22 @@ def doc_blocks(title: str) -> list[str]:
     page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     section = page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+async def test_a_handoff_reason_with_the_value_is_masked() -> None:
+    from keel import Handoff, MemoryStore, RunError
+
+    vault = Vault([time.time()])
+
+    @tool
+    async def transfer(ctx: ToolContext) -> str:
+        """Hands the conversation on, carelessly quoting its credential."""
+        cred = await ctx.credential("crm")
+        raise Handoff("billing", f"the CRM key {cred.reveal()} did not work")
+
+    agent = Agent("front", model=ScriptedModel([call("transfer", {}), "done"]),
+                  tools=[transfer], middleware=[Credentials(vault)])
+    with pytest.raises(RunError, match="nothing receives a handoff") as info:
+        await agent.run("go", store=MemoryStore())  # a lone agent: no one takes it
+    [secret] = vault.issued
+    assert secret not in str(info.value) and "the CRM key [REDACTED]" in str(info.value)

@@ -23,6 +23,8 @@ from keel.core import (
     ConfigError,
     Credential,
     CredentialProvider,
+    Escalate,
+    Handoff,
     MissingCredentials,
     redact,
     redact_text,
@@ -76,7 +78,11 @@ class Credentials(Middleware):
             return await self.get(name, scopes=wanted, run_id=inp.run_id, tool=tool.name)
 
         ctx = replace(inp.ctx, credentials=_Source(fetch, asyncio.get_running_loop()))
-        result = await next(replace(inp, ctx=ctx))
+        try:
+            result = await next(replace(inp, ctx=ctx))
+        except (Escalate, Handoff) as exc:  # their reason becomes the model's observation
+            exc.reason = redact_text(exc.reason)
+            raise
         return scrubbed(result)
 
     async def get(self, name: str, *, scopes: frozenset[str], run_id: str,
