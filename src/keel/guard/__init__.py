@@ -4,6 +4,10 @@ What is here so far are building blocks that the guardrail seam will compose: in
 normalisation and injection heuristics, PII and secret detection with redaction, and
 validators for dangerous tool arguments. None of them runs unless you call it; the guardrail
 middleware that puts them on the model and tool seams by default is not built yet.
+
+Middleware you add yourself: :class:`ToolPolicy` (least privilege: allow-lists, scopes and
+argument constraints per agent and tenant) and :class:`Credentials` (short-lived scoped
+credentials for tools, masked everywhere keel writes).
 """
 
 from keel.guard._credentials import Credentials
