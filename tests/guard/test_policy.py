@@ -339,3 +339,34 @@ def doc_blocks(title: str) -> list[str]:
     page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     section = page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@pytest.mark.parametrize(("check", "value", "allowed"), [
+    (Limit(max=100), 10**40, False),
+    (Limit(max=100), "1e999999999", False),
+    (Limit(max=100), "-1e999999999", True),
+    (Limit(max=100), float("inf"), False),
+    (Limit(max=100), "NaN", False),
+    (Limit(max=100), "9" * 101, False),
+    (Limit(max=100), [1], False),
+    (Limit(max=100), "  42 ", True),
+    (EmailDomains(["example.com"]), "ann@example.com.", True),
+    (EmailDomains(["example.com"]), "ann@EXAMPLE.com", True),
+    (EmailDomains(["example.com"]), "ann@ex\u0430mple.com", False),  # a Cyrillic a
+    (EmailDomains(["example.com"]), "ann@example.com@evil.test", False),
+    (EmailDomains(["example.com"]), "Ann <ann@example.com>", False),
+    (EmailDomains(["example.com"]), "ann@example.com, eve@evil.test", False),
+    (EmailDomains(["example.com"]), "ann@example.com\x00", False),
+    (EmailDomains(["example.com"]), "a" * 400 + "@example.com", False),
+    (EmailDomains(["*.example.com"]), "ann@example.com", False),
+    (EmailDomains(["*.example.com"]), "ann@mail.example.com", True),
+    (OneOf(["EUR", "USD"]), {"not": "hashable"}, False),
+    (OneOf(["EUR", "USD"]), "eur", False),
+    (Matches(r"[A-Z]\d{1,6}"), "A1\nB2", False),
+    (Matches(r"[A-Z]\d{1,6}"), b"A1", False),
+])
+def test_checks_on_hostile_values(check: Any, value: Any, allowed: bool) -> None:
+    reason = check.check(value)
+    assert (reason is None) is allowed, reason
+    if reason is not None:
+        assert len(reason) < 300
