@@ -21,8 +21,7 @@ from keel.guard import Limit, ToolPolicy
 from keel.runtime import decide_approval
 from keel.store import JournalEntry, RunRecord, RunStore, TaskFilter, open_store
 from keel.testing import ScriptedModel, call
-
-from .conftest import Invoke
+from tests.cli.conftest import Invoke
 
 PG_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
