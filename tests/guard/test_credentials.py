@@ -83,6 +83,20 @@ def test_nonsense_middleware_settings_are_refused(kwargs: dict[str, Any], part: 
         Credentials(**kwargs)
 
 
+class Records(logging.Handler):
+    """Every record's message and fields, unformatted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        return "\n".join(f"{r.getMessage()} {r.__dict__!r}" for r in self.records)
+
+
 def store_files(folder: Path) -> bytes:
     """The bytes of the SQLite store and its side files (WAL, shared memory)."""
     return b"".join(p.read_bytes() for p in folder.iterdir() if p.name.startswith("runs.db"))
@@ -133,12 +147,15 @@ async def test_an_issued_value_appears_nowhere_keel_writes(tmp_path: Path) -> No
                   scopes=["charges:write"], middleware=[Credentials(vault)])
     logs = io.StringIO()
     handler = configure_json_logging(logs, level=logging.DEBUG)
+    raw = Records()  # the records themselves, as any other formatter would see them
+    logging.getLogger("keel").addHandler(raw)
     db = tmp_path / "runs.db"
     try:
         async with SQLiteStore(db) as store:
             result = await agent.run("charge 5", store=store)
     finally:
         logging.getLogger("keel").removeHandler(handler)
+        logging.getLogger("keel").removeHandler(raw)
     assert result.output == "done"
     assert len(outside) == 6 and set(outside) <= set(vault.issued)  # the tools got the values
     secrets = set(vault.issued)
@@ -160,13 +177,14 @@ async def test_an_issued_value_appears_nowhere_keel_writes(tmp_path: Path) -> No
         assert secret not in prompts
         assert secret.encode() not in store_bytes
         assert secret not in logs.getvalue()
+        assert secret not in raw.text()
         assert secret not in exported.stdout
         assert secret not in shown.stdout
     # what the model saw says a secret was there, masked
     assert "used [REDACTED]" in prompts and "upstream refused key [REDACTED]" in prompts
     assert "reset while sending [REDACTED]" in store_bytes.decode("utf-8", "replace")
     assert json.loads(exported.stdout)["run"]["run_id"] == result.run_id
-    assert logs.getvalue().count("\n") >= 5  # the steps were logged
+    assert logs.getvalue().count("\n") >= 5 and len(raw.records) >= 5  # steps were logged
 
 
 async def test_cached_per_run_and_tool_refreshed_near_expiry_scoped_to_the_tool() -> None:
