@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from keel.core._errors import MissingCredentials
 
@@ -40,7 +40,7 @@ class ToolContext:
         the tool's declared scopes; asking for more is refused). Use ``.reveal()`` on it
         where the value goes out; keel masks the value everywhere else."""
         if self.credentials is None:
-            return _no_provider(self, name)
+            _no_provider(self, name)
         if isinstance(scopes, str):
             raise MissingCredentials("credential(scopes=...) takes a list of scopes, not "
                                      "one str")
@@ -52,7 +52,7 @@ class ToolContext:
         waits up to ``timeout`` seconds for the event loop to fetch the credential). Not for
         ``async def`` tools: they ``await ctx.credential(...)``."""
         if self.credentials is None:
-            return _no_provider(self, name)
+            _no_provider(self, name)
         loop = self.credentials.loop
         try:
             running = asyncio.get_running_loop()
@@ -71,7 +71,7 @@ class ToolContext:
                                      f"{timeout} s") from None
 
 
-def _no_provider(ctx: ToolContext, name: str) -> Credential:
+def _no_provider(ctx: ToolContext, name: str) -> NoReturn:
     raise MissingCredentials(
         f"the tool asked for credential {name!r} but agent {ctx.agent!r} has no "
         "credential provider; add keel.guard.Credentials(provider) to its middleware")
