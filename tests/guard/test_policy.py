@@ -316,6 +316,10 @@ async def test_a_default_rule_naming_an_unknown_tool_fails_at_the_first_call(
     Agent("treasury", model=ScriptedModel(["done"]), tools=[transfer], middleware=[shared])
     effects, _ = await run_calls(tmp_path, shared, [call("lookup", {"order": "A"})])
     assert effects == [("lookup", "A")]
+    # rules for an agent no agent of that name was built with would never apply
+    typo = ToolPolicy(agents={"suport": {"allow": ["lookup"]}})
+    with pytest.raises(ConfigError, match=r"ToolPolicy\.agents\['suport'\].*never apply"):
+        await run_calls(tmp_path, typo, [call("lookup", {"order": "A"})])
 
 
 async def test_the_least_privilege_section_of_the_security_page_runs_as_written() -> None:

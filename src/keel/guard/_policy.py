@@ -366,7 +366,7 @@ class ToolPolicy(Middleware):
     Tool and argument names are checked when an agent is built with the policy: an agent's
     rules against that agent's tools; the default and tenant rules, at the first call,
     against the tools of all the agents built with it (a typo in ``deny`` would otherwise
-    leave the tool allowed)."""
+    leave the tool allowed), and then the names in ``agents`` against those agents."""
 
     def __init__(self, *, allow: Iterable[str] | None = None, deny: Iterable[str] = (),
                  scopes: Mapping[str, Iterable[str]] | None = None,
@@ -394,6 +394,7 @@ class ToolPolicy(Middleware):
         self.require_tenant = require_tenant
         self.scopes_of = scopes_of
         self._tools: dict[str, Tool] = {}  # every tool of the agents built with this policy
+        self._agent_names: set[str] = set()
         self._checked = False
 
     # ------------------------------------------------------------------- construction
@@ -404,12 +405,19 @@ class ToolPolicy(Middleware):
         if rules is not None:
             _check_names(rules, tools, f"agent {inp.agent!r}")
         self._tools.update(tools)
+        self._agent_names.add(inp.agent)
         self._checked = False
 
     def _check_shared(self) -> None:
-        if self._tools:
+        if self._agent_names:
             for rules in (self.default, *self.tenants.values()):
                 _check_names(rules, self._tools, "the agents built with this policy")
+            unknown = sorted(set(self.agents) - self._agent_names)
+            if unknown:
+                raise ConfigError(f"ToolPolicy.agents[{unknown[0]!r}]", "no agent of that name "
+                                  "was built with this policy (agents built with it: "
+                                  f"{', '.join(sorted(self._agent_names))}); its rules would "
+                                  "never apply")
         self._checked = True
 
     # ------------------------------------------------------------------------- calls
