@@ -6,10 +6,15 @@ Guards are middleware with ``check`` (the seam is ``keel.runtime``'s: ``GuardInp
 tool output and answers, taint gating of calls with effects whose arguments came from tool
 output, and tool output delimited as untrusted when the model reads it. The building blocks
 (normalisation, detectors, redaction, argument validators) are usable on their own.
+
+Middleware you add yourself: :class:`ToolPolicy` (least privilege: allow-lists, scopes and
+argument constraints per agent and tenant) and :class:`Credentials` (short-lived scoped
+credentials for tools, masked everywhere keel writes).
 """
 
 from keel.guard._classifier import ClassifierHit, InjectionClassifier
 from keel.guard._classifier import load_classifier as load_injection_classifier
+from keel.guard._credentials import Credentials
 from keel.guard._guards import (
     InjectionGuard,
     LimitsGuard,
@@ -28,6 +33,7 @@ from keel.guard._injection import (
 from keel.guard._limits import TextLimits, json_depth, json_text_depth
 from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
 from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
+from keel.guard._policy import EmailDomains, Limit, Matches, OneOf, ToolPolicy, ToolRules
 from keel.guard._provenance import Source, ValueOrigin, provenance
 from keel.guard._redaction import Redactor, SensitiveDataBlocked
 from keel.guard._screen import ScreenSource, screen_text
@@ -54,7 +60,9 @@ __all__ = [
     "ArgumentCheck",
     "ArgumentRefused",
     "ClassifierHit",
+    "Credentials",
     "Decoded",
+    "EmailDomains",
     "Finding",
     "InjectionClassifier",
     "InjectionDetector",
@@ -62,8 +70,11 @@ __all__ = [
     "InjectionGuard",
     "InjectionResult",
     "InjectionRule",
+    "Limit",
     "LimitsGuard",
+    "Matches",
     "Normalized",
+    "OneOf",
     "PathInRoot",
     "ReadOnlySQL",
     "Redactor",
@@ -73,6 +84,8 @@ __all__ = [
     "Source",
     "TaintGuard",
     "TextLimits",
+    "ToolPolicy",
+    "ToolRules",
     "UntrustedContent",
     "ValueOrigin",
     "default_guards",
