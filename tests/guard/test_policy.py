@@ -21,6 +21,7 @@ from keel.guard import (
     ReadOnlySQL,
     ToolPolicy,
     ToolRules,
+    undelimit,
 )
 from keel.store import SQLiteStore
 from keel.testing import ScriptedModel, call
@@ -106,7 +107,7 @@ async def test_the_model_sees_the_normalized_observation() -> None:
                   middleware=[ToolPolicy(allow=["lookup"])])
     await agent.run("go", store=MemoryStore())
     [part] = model.requests[1][-1].parts
-    seen = json.loads(part.content)["error"]  # type: ignore[union-attr]
+    seen = json.loads(undelimit(part.content))["error"]  # type: ignore[union-attr]
     assert seen["error_type"] == "permission_denied" and seen["retryable"] is False
     assert seen["hint"].startswith("Do not retry")
 
