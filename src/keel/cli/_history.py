@@ -20,6 +20,7 @@ from keel.cli._errors import EXIT_RUN_FAILED, CliError, reported
 from keel.cli._load import Runnable, load_agent
 from keel.cli._options import JsonOption, StoreOption, store_url
 from keel.cli._render import LiveView, result_json, summary_panel
+from keel.cli._scrub import scrubbed_export
 from keel.cli._text import LONG, SHORT, Screen, safe, to_json
 from keel.cli._timeline import label_grid
 from keel.core import RunNotFound, to_text
@@ -357,7 +358,10 @@ def runs_export(
         help="Write to FILE instead of standard output.")] = None,
     store: StoreOption = None,
 ) -> None:
-    """Write a run and its journal as JSON (for keel runs import, or keel replay --file)."""
+    """Write a run and its journal as JSON (for keel runs import, or keel replay --file).
+
+    Personal data and secrets are masked as the data policy says for exports
+    ($KEEL_DATA_POLICY, default: masked)."""
     screen = Screen()
     with reported(screen):
         data = asyncio.run(_export(store_url(ctx, store), run_id))
@@ -376,7 +380,8 @@ def runs_export(
 
 async def _export(url: str, run_id: str) -> dict[str, Any]:
     async with _reading(url, run_id) as opened:
-        return await export_run(run_id, store=opened)
+        data = await export_run(run_id, store=opened)
+        return scrubbed_export(data, await opened.get_run(run_id))
 
 
 def runs_import(

@@ -6,6 +6,14 @@ validators for dangerous tool arguments. None of them runs unless you call it; t
 middleware that puts them on the model and tool seams by default is not built yet.
 """
 
+from keel.guard._data_policy import (
+    DATA_ACTIONS,
+    DATA_GROUPS,
+    DEFAULT_RULES,
+    DESTINATIONS,
+    DataPolicy,
+    DataScope,
+)
 from keel.guard._injection import (
     DEFAULT_THRESHOLD,
     InjectionDetector,
@@ -29,7 +37,11 @@ from keel.guard._validators import (
 )
 
 __all__ = [
+    "DATA_ACTIONS",
+    "DATA_GROUPS",
+    "DEFAULT_RULES",
     "DEFAULT_THRESHOLD",
+    "DESTINATIONS",
     "MAX_CHARS",
     "PII_KINDS",
     "SECRET_KINDS",
@@ -37,6 +49,8 @@ __all__ = [
     "AllowedURLs",
     "ArgumentCheck",
     "ArgumentRefused",
+    "DataPolicy",
+    "DataScope",
     "Decoded",
     "Finding",
     "InjectionDetector",

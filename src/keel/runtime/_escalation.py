@@ -57,6 +57,9 @@ from keel.store import (
 ConfidenceScorer: TypeAlias = Callable[[Any], "float | None"]
 #: ``novelty(input_text) -> reason | None``: a reason when the agent was not built for it.
 NoveltyCheck: TypeAlias = Callable[[str], "str | None"]
+#: ``scrub(packet, record) -> packet``: rewrites a packet's content before it is stored (the
+#: security layer's personal-data policy makes one: ``keel.guard.DataPolicy.packet_scrubber``).
+PacketScrubber: TypeAlias = Callable[[dict[str, Any], RunRecord], dict[str, Any]]
 EscalationAction: TypeAlias = Literal["answer", "resume", "dismiss"]
 ESCALATION_ACTIONS: tuple[EscalationAction, ...] = ("answer", "resume", "dismiss")
 
@@ -97,7 +100,12 @@ class EscalationPolicy:
     ``confidence`` scores the final output (0..1, None for no opinion); by default it reads a
     ``confidence`` attribute or key of the output, if it holds a number from 0 to 1.
     ``human_phrases`` are regular expressions (case-insensitive) on the input that mean "let
-    me talk to a person"."""
+    me talk to a person".
+
+    ``scrub_packet(packet, record)`` rewrites each packet before it is stored (the journal's
+    intent and the human task carry the same packet), e.g. to mask personal data:
+    ``EscalationPolicy(scrub_packet=keel.guard.DataPolicy().packet_scrubber())``. A scrubber
+    that fails leaves the packet's content out rather than store it unscrubbed."""
 
     queue: str = "support"
     sla_seconds: float | None = 4 * 3600.0
@@ -108,6 +116,7 @@ class EscalationPolicy:
     on_repeated_failure: bool = True
     on_budget_exhausted: bool = True
     enabled: bool = True
+    scrub_packet: PacketScrubber | None = None
     _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False,
                                                    default=())
 
@@ -123,7 +132,7 @@ class EscalationPolicy:
             raise ConfigError("EscalationPolicy.min_confidence",
                               f"must be a number from 0 to 1 or None, not "
                               f"{self.min_confidence!r}")
-        for name in ("confidence", "novelty"):
+        for name in ("confidence", "novelty", "scrub_packet"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigError(f"EscalationPolicy.{name}", "must be a function or None")

@@ -1,0 +1,548 @@
+"""Where personal data and secrets may go: one :class:`DataPolicy` per deployment, with rules per
+destination, per agent and per tenant.
+
+A *destination* is a place text leaves to: ``answers`` (what the user is told), ``logs`` (log
+lines), ``journal`` (the run's durable record, which the model re-reads on resume), ``exports``
+(``keel runs export``, ``keel runs show --json``) and ``packets`` (escalation packets a person
+reads). For each destination and each kind of data (see ``PII_KINDS``/``SECRET_KINDS``, or a
+group: ``pii``, ``secrets``, ``national_id``) the action is ``allow``, ``mask``, ``hash``
+(an HMAC keyed by ``hash_key``, stable across runs, so a person can match a customer without
+seeing the value) or ``block``.
+
+Rules are layered, later layers winning kind by kind: the defaults (:data:`DEFAULT_RULES`),
+``rules``, ``agents[agent]``, ``tenants[tenant]``. Within a layer, the ``"*"`` destination comes
+before a named one, and a group before a kind.
+
+:meth:`DataScope.scrub` is on the hot path (every answer, tool output and log line): text with
+nothing that could be personal data or a secret is answered by one cheap gate before any
+detector runs. Text with look-alike letters, invisible characters or full-width digits is
+folded first (detection runs on the folded text; the original span is replaced), so
+``jo\u200bhn@example.com`` does not slip through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from keel.core import ConfigError, UserError, to_jsonable
+from keel.guard._normalize import _BIDI, _CONFUSABLES, _INVISIBLE
+from keel.guard._pii import PII_KINDS, Finding
+from keel.guard._redaction import _SECRET_KEY, Redactor, SensitiveDataBlocked
+from keel.guard._secrets import SECRET_KINDS
+
+if TYPE_CHECKING:
+    from keel.store import RunRecord
+
+__all__ = [
+    "DATA_ACTIONS",
+    "DATA_GROUPS",
+    "DEFAULT_RULES",
+    "DESTINATIONS",
+    "DataPolicy",
+    "DataScope",
+]
+
+Destination = Literal["answers", "logs", "journal", "exports", "packets"]
+DESTINATIONS: tuple[str, ...] = get_args(Destination)
+DataAction = Literal["allow", "mask", "hash", "block"]
+DATA_ACTIONS: tuple[str, ...] = get_args(DataAction)
+
+#: Groups a rule may name instead of a kind (broadest first; a narrower entry wins).
+DATA_GROUPS: dict[str, tuple[str, ...]] = {
+    "pii": PII_KINDS,
+    "secrets": SECRET_KINDS,
+    "national_id": ("us_ssn", "uk_nino", "es_dni"),
+}
+_ALL_KINDS = frozenset((*PII_KINDS, *SECRET_KINDS))
+
+#: The defaults, the first layer of every policy. Secrets are masked everywhere. Personal data
+#: is masked in logs, exports and escalation packets (copies that travel to people and systems
+#: that do not need it); card and national-id numbers are masked in answers too (an answer
+#: never needs the full number; a card keeps its last four digits). Personal data stays in the
+#: journal: the model re-reads the journal on resume and replay, and a tool later in the run
+#: may need the value (see docs/security.md, "Personal data and secrets policy").
+DEFAULT_RULES: Mapping[str, Mapping[str, str]] = {
+    "*": {"secrets": "mask"},
+    "answers": {"card": "mask", "national_id": "mask"},
+    "logs": {"pii": "mask"},
+    "exports": {"pii": "mask"},
+    "packets": {"pii": "mask"},
+}
+
+Rules = Mapping[str, Mapping[str, str]]
+TenantOf = Callable[["RunRecord"], "str | None"]
+#: ``scrub(packet, record) -> packet``: what ``EscalationPolicy(scrub_packet=...)`` takes.
+PacketScrubber = Callable[[dict[str, Any], "RunRecord"], dict[str, Any]]
+
+_MIN_KEY_BYTES = 16
+_LONG_INT = 10**8  # integers with at least 9 digits are checked as text (a card as a number)
+
+
+def tenant_from_metadata(record: RunRecord) -> str | None:
+    """The default ``tenant_of``: ``record.metadata["tenant"]`` when it is a string."""
+    tenant = record.metadata.get("tenant") if isinstance(record.metadata, dict) else None
+    return tenant if isinstance(tenant, str) and tenant else None
+
+
+# ------------------------------------------------------------------------------- the gate
+
+# Any text a detector could act on matches one of these: the shapes of number-like kinds (six
+# digits, the start of an IPv4 address, a house number before a capitalised word) on the text,
+# and the detectors' literal hints on the lower-cased text. Kept in step with the detectors' own
+# gates in _pii.py and _secrets.py; the planted corpus in tests/guard proves it.
+_GATE_DIGITS = re.compile(r"(?a)\d(?:(?:[ ().-]{0,2}\d){5}|\.\d{1,3}\.\d|[A-Za-z]? [A-Z])")
+_GATE_HINTS = re.compile(
+    r"@|::|://|-----begin|eyj|sk-|gh[pousr]_|github_pat_|xox|_live_|_test_|aiza"
+    r"|a(?:kia|sia|bia|cca|ida|roa|ipa|npa|nva|gpa)"
+    r"|pass|pwd|secret|token|key|credential|bearer|aws"
+)
+
+# Characters folded away before detection: invisible and bidi controls, tag characters.
+_DROP = frozenset(_INVISIBLE + _BIDI)
+_DASHES = dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d", "-")
+_FOLD_CACHE: dict[str, str] = {}
+
+
+def _fold_char(c: str) -> str:
+    folded = _FOLD_CACHE.get(c)
+    if folded is None:
+        if c in _DROP or "\U000e0000" <= c <= "\U000e007f":
+            folded = ""
+        elif c in _DASHES:
+            folded = _DASHES[c]
+        elif ord(c) in _CONFUSABLES:
+            folded = _CONFUSABLES[ord(c)]
+        elif c.isdecimal():
+            folded = str(unicodedata.decimal(c))
+        else:
+            folded = unicodedata.normalize("NFKC", c)
+            if folded.isspace():
+                folded = " "
+        if len(_FOLD_CACHE) < 4096:
+            _FOLD_CACHE[c] = folded
+    return folded
+
+
+def _fold(text: str) -> tuple[str, list[int]]:
+    """``text`` with look-alikes folded to ASCII and invisible characters dropped, and for each
+    folded character the index of the original character it came from."""
+    chars: list[str] = []
+    origin: list[int] = []
+    for i, c in enumerate(text):
+        folded = c if c.isascii() else _fold_char(c)
+        for f in folded:
+            chars.append(f)
+            origin.append(i)
+    return "".join(chars), origin
+
+
+# ------------------------------------------------------------------------------- one scope
+
+
+@dataclass(frozen=True, slots=True)
+class _Destination:
+    redactor: Redactor
+    actions: Mapping[str, str]
+    secret_fields: bool
+    custom: tuple[re.Pattern[str], ...]
+
+
+class DataScope:
+    """A :class:`DataPolicy` resolved for one agent and tenant: what ``scrub`` and
+    ``scrub_value`` apply. Get one from :meth:`DataPolicy.scope` (cached)."""
+
+    def __init__(self, agent: str | None, tenant: str | None,
+                 destinations: Mapping[str, _Destination | None]) -> None:
+        self.agent = agent
+        self.tenant = tenant
+        self._destinations = dict(destinations)
+
+    def actions(self, destination: str) -> dict[str, str]:
+        """The action for every kind at ``destination`` (``allow`` where nothing is done)."""
+        compiled = self._get(destination)
+        out = dict.fromkeys(sorted(_ALL_KINDS), "allow")
+        if compiled is not None:
+            out.update(compiled.actions)
+        return out
+
+    def _get(self, destination: str) -> _Destination | None:
+        try:
+            return self._destinations[destination]
+        except KeyError:
+            raise UserError(f"unknown destination {destination!r}; one of "
+                            f"{', '.join(DESTINATIONS)}") from None
+
+    def scrub(self, text: str, destination: str, *, where: str = "") -> str:
+        """``text`` as it may go to ``destination``: masked and hashed values replaced.
+        Raises :class:`SensitiveDataBlocked` (naming the kind and where, never the value)
+        when a kind found is blocked there."""
+        compiled = self._get(destination)
+        if compiled is None:
+            return text
+        if not isinstance(text, str):
+            raise UserError(f"scrub takes a str, not {type(text).__name__}: use scrub_value "
+                            "for dicts, lists and other data")
+        return _scrub_text(compiled, text, where or destination)
+
+    def scrub_value(self, value: Any, destination: str, *, where: str = "") -> Any:
+        """``value`` with every string in it scrubbed (dicts, lists; tuples become lists; other
+        objects are first made plain data), values under keys that name a secret
+        (``password``, ``api_key`` ...) replaced whole, and integers of nine digits or more
+        checked as text (a card number stored as a number)."""
+        compiled = self._get(destination)
+        if compiled is None:
+            return value
+        return _walk(compiled, value, 0, where or destination)
+
+
+def _gate(compiled: _Destination, text: str) -> bool:
+    """Whether ``text`` may hold something a detector finds (False: certainly not)."""
+    if (_GATE_DIGITS.search(text) or _GATE_HINTS.search(text.lower())
+            or text.count(":") >= 7):
+        return True
+    return any(p.search(text) for p in compiled.custom)
+
+
+def _scrub_text(compiled: _Destination, text: str, where: str) -> str:
+    if text.isascii():
+        if not _gate(compiled, text):
+            return text
+        findings = compiled.redactor.find(text)
+    else:
+        folded, origin = _fold(text)
+        if not _gate(compiled, folded):
+            return text
+        findings = [
+            Finding(kind=f.kind, start=origin[f.start], end=origin[f.end - 1] + 1,
+                    text=f.text, confidence=f.confidence)
+            for f in compiled.redactor.find(folded)]
+    if not findings:
+        return text
+    compiled.redactor._check_blocked(findings, where)
+    return compiled.redactor._apply(text, findings)
+
+
+def _walk(compiled: _Destination, value: Any, depth: int, path: str) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(compiled, value, path)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        if abs(value) < _LONG_INT:
+            return value
+        text = str(value)
+        scrubbed = _scrub_text(compiled, text, path)
+        return value if scrubbed == text else scrubbed
+    if depth >= 64:
+        return "[TRUNCATED: nested deeper than 64]"
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            sub = f"{path}.{k}"
+            if (compiled.secret_fields and isinstance(k, str) and _SECRET_KEY.search(k)
+                    and v not in (None, "")):
+                out[k] = compiled.redactor._secret_field(v, sub)
+            else:
+                out[k] = _walk(compiled, v, depth + 1, sub)
+        return out
+    if isinstance(value, list | tuple):
+        return [_walk(compiled, v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
+    try:
+        plain = to_jsonable(value)
+    except ValueError:
+        return "[UNREDACTABLE: contains itself]"
+    return _walk(compiled, plain, depth + 1, path)
+
+
+# ------------------------------------------------------------------------------ the policy
+
+
+class DataPolicy:
+    """Rules for personal data and secrets per destination, agent and tenant (see the module
+    docstring and docs/security.md).
+
+    ``rules``, each value of ``agents`` and each value of ``tenants`` map a destination (or
+    ``"*"`` for all) to ``{kind or group: action}``. ``hash_key`` (bytes or str, at least 16
+    bytes) keys the ``hash`` action; ``hash_key_env`` names an environment variable to read it
+    from instead (read once, here). A policy that hashes anywhere without a key is refused.
+    ``tenant_of(record)`` names a run's tenant where keel has the run's record (escalation
+    packets, exports); the default reads ``record.metadata["tenant"]``. ``patterns`` adds
+    named regular expressions (masked by default, like any kind). Every error names the part.
+    """
+
+    def __init__(
+        self,
+        rules: Rules | None = None,
+        *,
+        agents: Mapping[str, Rules] | None = None,
+        tenants: Mapping[str, Rules] | None = None,
+        hash_key: bytes | str | None = None,
+        hash_key_env: str | None = None,
+        tenant_of: TenantOf | None = None,
+        patterns: Mapping[str, str] | None = None,
+        min_confidence: float = 0.5,
+    ) -> None:
+        self._patterns = _check_patterns(patterns or {})
+        self._kinds = frozenset((*_ALL_KINDS, *self._patterns))
+        defaults = {**DEFAULT_RULES, "*": {**DEFAULT_RULES["*"],
+                                           **dict.fromkeys(self._patterns, "mask")}}
+        self._base = (_check_rules("DataPolicy.defaults", defaults, self._kinds),
+                      _check_rules("DataPolicy.rules", rules or {}, self._kinds))
+        self._agents = _check_layers("DataPolicy.agents", agents or {}, self._kinds)
+        self._tenants = _check_layers("DataPolicy.tenants", tenants or {}, self._kinds)
+        if tenant_of is not None and not callable(tenant_of):
+            raise ConfigError("DataPolicy.tenant_of", "must be a function of a RunRecord")
+        self.tenant_of: TenantOf = tenant_of or tenant_from_metadata
+        self._key = _hash_key(hash_key, hash_key_env, self._hashes())
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ConfigError("DataPolicy.min_confidence",
+                              f"{min_confidence!r} is not between 0 and 1")
+        self._min_confidence = min_confidence
+        self._scopes: dict[tuple[str | None, str | None], DataScope] = {}
+        self.scope()  # build the base scope now: any remaining error shows at construction
+        for agent in self._agents:
+            self.scope(agent=agent)
+        for tenant in self._tenants:
+            self.scope(tenant=tenant)
+
+    def _hashes(self) -> list[str]:
+        """Where some layer hashes (for the error when no key is given)."""
+        return [f"{where}[{dest!r}][{kind!r}]"
+                for where, layer in (("rules", self._base[1]), *(
+                    (f"agents[{a!r}]", r) for a, r in self._agents.items()), *(
+                    (f"tenants[{t!r}]", r) for t, r in self._tenants.items()))
+                for dest, kinds in layer.items() for kind, action in kinds.items()
+                if action == "hash"]
+
+    def scope(self, *, agent: str | None = None, tenant: str | None = None) -> DataScope:
+        """The policy resolved for ``agent`` and ``tenant`` (either may be None; names with no
+        rules of their own get the policy-wide rules). Cached."""
+        key = (agent if agent in self._agents else None,
+               tenant if tenant in self._tenants else None)
+        found = self._scopes.get(key)
+        if found is None:
+            layers = [*self._base]
+            if key[0] is not None:
+                layers.append(self._agents[key[0]])
+            if key[1] is not None:
+                layers.append(self._tenants[key[1]])
+            found = DataScope(key[0], key[1], {
+                dest: self._compile(dest, _resolve(layers, dest)) for dest in DESTINATIONS})
+            self._scopes[key] = found
+        return found
+
+    def scope_of(self, record: RunRecord) -> DataScope:
+        """The scope of a stored run: its agent, and its tenant by ``tenant_of``."""
+        try:
+            tenant = self.tenant_of(record)
+        except Exception as exc:  # a tenant function that fails must not leak: strictest scope
+            raise UserError(f"DataPolicy.tenant_of failed for run {record.run_id}: "
+                            f"{type(exc).__name__}: {exc}") from exc
+        return self.scope(agent=record.agent, tenant=tenant)
+
+    def _compile(self, destination: str, actions: dict[str, str]) -> _Destination | None:
+        acting = {k: a for k, a in actions.items() if a != "allow"}
+        if not acting:
+            return None
+        redactor = Redactor(
+            acting, kinds=list(acting), hash_key=self._key or None,
+            patterns={n: s for n, s in self._patterns.items() if n in acting},
+            min_confidence=self._min_confidence)
+        custom = tuple(re.compile(s) for n, s in self._patterns.items() if n in acting)
+        return _Destination(redactor=redactor, actions=acting,
+                            secret_fields="secret_field" in acting, custom=custom)
+
+    # ------------------------------------------------------------------- convenience
+
+    def scrub(self, text: str, destination: str, *, agent: str | None = None,
+              tenant: str | None = None) -> str:
+        """``self.scope(agent=..., tenant=...).scrub(text, destination)``."""
+        return self.scope(agent=agent, tenant=tenant).scrub(text, destination)
+
+    def scrub_value(self, value: Any, destination: str, *, agent: str | None = None,
+                    tenant: str | None = None) -> Any:
+        """``self.scope(agent=..., tenant=...).scrub_value(value, destination)``."""
+        return self.scope(agent=agent, tenant=tenant).scrub_value(value, destination)
+
+    def log_scrubber(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """The hook for :class:`keel.core.JsonFormatter` (``scrub=``) and
+        ``configure_json_logging(scrub=...)``: scrubs a log line's fields for ``logs``, with
+        the rules of the record's ``agent`` and ``tenant`` fields when it has them. A blocked
+        value is withheld (a log line is never refused)."""
+        return self._scrub_log_fields
+
+    def _scrub_log_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        agent, tenant = fields.get("agent"), fields.get("tenant")
+        scope = self.scope(agent=agent if isinstance(agent, str) else None,
+                           tenant=tenant if isinstance(tenant, str) else None)
+        return {k: _withheld_on_block(scope, v, "logs", k) for k, v in fields.items()}
+
+    def log_filter(self) -> logging.Filter:
+        """A :class:`logging.Filter` that scrubs each record's message and ``extra`` fields in
+        place (for handlers with formatters of their own); add it to the handler."""
+        return _LogFilter(self)
+
+    def packet_scrubber(self) -> PacketScrubber:
+        """The hook for ``EscalationPolicy(scrub_packet=...)``: scrubs a packet's content for
+        ``packets`` with the run's agent and tenant rules; a blocked field is withheld."""
+        return self._scrub_packet
+
+    def _scrub_packet(self, packet: dict[str, Any], record: RunRecord) -> dict[str, Any]:
+        scope = self.scope_of(record)
+        return {k: v if k in _PACKET_STRUCTURE else _withheld_on_block(scope, v, "packets", k)
+                for k, v in packet.items()}
+
+    def scrub_export(self, data: dict[str, Any], record: RunRecord) -> dict[str, Any]:
+        """An export (``keel.store.export_run``) or a ``--json`` view of ``record`` scrubbed for
+        ``exports``: run content (input, output, error, metadata) and each journal entry's
+        data. Raises :class:`SensitiveDataBlocked` when a blocked kind is in it."""
+        scope = self.scope_of(record)
+        out = dict(data)
+        run = out.get("run")
+        if isinstance(run, dict):
+            out["run"] = _scrub_fields(scope, run, "run")
+        else:
+            out = _scrub_fields(scope, out, "run")
+        journal = out.get("journal")
+        if isinstance(journal, list):
+            out["journal"] = [
+                {**e, "data": scope.scrub_value(e.get("data"), "exports",
+                                                where=f"journal[{i}].data")}
+                if isinstance(e, dict) else e for i, e in enumerate(journal)]
+        return out
+
+
+_PACKET_STRUCTURE = frozenset({"escalation_id", "run_id", "agent", "step_key", "trigger", "queue",
+                               "steps", "usage", "created_at", "due_at", "evidence_omitted"})
+_RUN_CONTENT = ("input", "output", "error", "metadata")
+
+
+def _scrub_fields(scope: DataScope, run: dict[str, Any], where: str) -> dict[str, Any]:
+    return {k: scope.scrub_value(v, "exports", where=f"{where}.{k}") if k in _RUN_CONTENT else v
+            for k, v in run.items()}
+
+
+def _withheld_on_block(scope: DataScope, value: Any, destination: str, where: str) -> Any:
+    try:
+        return scope.scrub_value(value, destination, where=where)
+    except SensitiveDataBlocked as exc:
+        return f"[WITHHELD: holds {', '.join(exc.kinds)}]"
+
+
+class _LogFilter(logging.Filter):
+    def __init__(self, policy: DataPolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = {k: v for k, v in record.__dict__.items()
+                  if k not in _LOG_RESERVED and not k.startswith("_")}
+        fields["msg"] = record.getMessage()
+        for key, value in self._policy._scrub_log_fields(fields).items():
+            setattr(record, key, value)
+        record.args = None
+        return True
+
+
+_LOG_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+# ------------------------------------------------------------------------ checking config
+
+
+def _mapping(where: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, f"must be a mapping, not {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(where, f"keys must be non-empty strings, not {key!r}")
+    return value
+
+
+def _check_patterns(patterns: Any) -> dict[str, str]:
+    checked = dict(_mapping("DataPolicy.patterns", patterns))
+    for name, source in checked.items():
+        if not isinstance(source, str):
+            raise ConfigError(f"DataPolicy.patterns[{name!r}]",
+                              f"a regular expression string, not {type(source).__name__}")
+        if name in DATA_GROUPS:
+            raise ConfigError(f"DataPolicy.patterns[{name!r}]", "the name is a group; choose "
+                              "another")
+    if checked:
+        try:  # the redactor checks names and compiles the expressions
+            Redactor(patterns=checked)
+        except ConfigError as exc:
+            problem = str(exc).split(": ", 1)[-1]
+            raise ConfigError(f"DataPolicy.{exc.field}", problem) from None
+    return checked
+
+
+def _check_rules(where: str, rules: Any, kinds: frozenset[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for dest, entries in _mapping(where, rules).items():
+        part = f"{where}[{dest!r}]"
+        if dest != "*" and dest not in DESTINATIONS:
+            raise ConfigError(part, f"unknown destination; one of "
+                              f"{', '.join(DESTINATIONS)} or '*' for all")
+        checked: dict[str, str] = {}
+        for name, action in _mapping(part, entries).items():
+            if name not in kinds and name not in DATA_GROUPS:
+                raise ConfigError(f"{part}[{name!r}]", f"unknown kind or group; groups: "
+                                  f"{', '.join(DATA_GROUPS)}; kinds: {', '.join(sorted(kinds))}")
+            if action not in DATA_ACTIONS:
+                raise ConfigError(f"{part}[{name!r}]",
+                                  f"{action!r} is not one of {', '.join(DATA_ACTIONS)}")
+            checked[name] = action
+        out[dest] = checked
+    return out
+
+
+def _check_layers(where: str, layers: Any, kinds: frozenset[str]) -> dict[str, dict[
+        str, dict[str, str]]]:
+    return {name: _check_rules(f"{where}[{name!r}]", rules, kinds)
+            for name, rules in _mapping(where, layers).items()}
+
+
+def _resolve(layers: Iterable[Mapping[str, Mapping[str, str]]], dest: str) -> dict[str, str]:
+    actions: dict[str, str] = {}
+    order = list(DATA_GROUPS)
+    for layer in layers:
+        for scope in ("*", dest):
+            entries = layer.get(scope, {})
+            for name in sorted(entries, key=lambda n: order.index(n) if n in order else 99):
+                for kind in DATA_GROUPS.get(name, (name,)):
+                    actions[kind] = entries[name]
+    return actions
+
+
+def _hash_key(key: bytes | str | None, env: str | None, hashing: list[str]) -> bytes:
+    if key is not None and env is not None:
+        raise ConfigError("DataPolicy.hash_key", "give hash_key or hash_key_env, not both")
+    where = "DataPolicy.hash_key"
+    if env is not None:
+        if not isinstance(env, str) or not env:
+            raise ConfigError("DataPolicy.hash_key_env", "must name an environment variable")
+        where = f"DataPolicy.hash_key_env ({env})"
+        key = os.environ.get(env) or None
+        if key is None and hashing:
+            raise ConfigError(where, f"the environment variable {env} is not set or empty; "
+                              f"it keys {', '.join(hashing[:3])}")
+    if key is None:
+        if hashing:
+            raise ConfigError("DataPolicy.hash_key", f"required to hash ({', '.join(hashing[:3])}"
+                              "): give a secret key, or hash_key_env naming a variable holding "
+                              "one; the same key for every run, so hashes match")
+        return b""
+    if not isinstance(key, bytes | str):
+        raise ConfigError(where, f"must be bytes or str, not {type(key).__name__}")
+    raw = key.encode() if isinstance(key, str) else key
+    if len(raw) < _MIN_KEY_BYTES:
+        raise ConfigError(where, f"too short ({len(raw)} bytes): use at least {_MIN_KEY_BYTES} "
+                          "random bytes, or a short key is guessed and every hash reversed")
+    return raw
