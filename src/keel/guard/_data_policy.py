@@ -22,6 +22,7 @@ folded first (detection runs on the folded text; the original span is replaced),
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -77,8 +78,8 @@ DEFAULT_RULES: Mapping[str, Mapping[str, str]] = {
 
 Rules = Mapping[str, Mapping[str, str]]
 TenantOf = Callable[["RunRecord"], "str | None"]
-#: ``scrub(packet, record) -> packet``: what ``EscalationPolicy(scrub_packet=...)`` takes.
-PacketScrubber = Callable[[dict[str, Any], "RunRecord"], dict[str, Any]]
+#: ``scrub(value, record) -> value``: what ``EscalationPolicy(scrub_packet=...)`` takes.
+PacketScrubber = Callable[[Any, "RunRecord"], Any]
 
 _MIN_KEY_BYTES = 16
 _LONG_INT = 10**8  # integers with at least 9 digits are checked as text (a card as a number)
@@ -129,17 +130,68 @@ def _fold_char(c: str) -> str:
     return folded
 
 
-def _fold(text: str) -> tuple[str, list[int]]:
-    """``text`` with look-alikes folded to ASCII and invisible characters dropped, and for each
-    folded character the index of the original character it came from."""
-    chars: list[str] = []
-    origin: list[int] = []
-    for i, c in enumerate(text):
-        folded = c if c.isascii() else _fold_char(c)
-        for f in folded:
-            chars.append(f)
-            origin.append(i)
-    return "".join(chars), origin
+_SPECIAL = re.compile(r"\\u[0-9A-Fa-f]{4}|\\[nrtbf\"\\/]|[^\x00-\x7f]+")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "\\": "\\",
+            "/": "/"}
+
+
+class _Folded:
+    """``text`` with JSON escapes decoded (a value inside JSON text, as tool arguments are),
+    look-alikes folded to ASCII and invisible characters dropped, and the way back: which span
+    of the original each folded position came from (worked out only when something is found).
+    """
+
+    __slots__ = ("_identity", "_origin", "_positions", "invisible", "text")
+
+    def __init__(self, text: str, *, invisible: str = "") -> None:
+        pieces: list[str] = []
+        positions: list[int] = []  # where each segment starts in the folded text
+        origin: list[tuple[int, int]] = []  # the original span of each segment
+        identity: list[bool] = []  # a segment copied as it is (else: one folded char/escape)
+        pos = done = 0
+        self.invisible = False
+        for m in _SPECIAL.finditer(text):
+            if m.start() > pos:
+                pieces.append(text[pos:m.start()])
+                positions.append(done)
+                origin.append((pos, m.start()))
+                identity.append(True)
+                done += m.start() - pos
+            raw = m.group()
+            if raw[0] == "\\":
+                parts = [(chr(int(raw[2:], 16)) if raw[1] == "u" else _ESCAPES[raw[1]],
+                          m.start(), m.end())]
+            else:
+                parts = [(c, m.start() + i, m.start() + i + 1) for i, c in enumerate(raw)]
+            for c, begin, finish in parts:
+                folded = c if c.isascii() else _fold_char(c)
+                if not folded and c in _DROP:
+                    self.invisible = True
+                    folded = invisible
+                if folded:
+                    pieces.append(folded)
+                    positions.append(done)
+                    origin.append((begin, finish))
+                    identity.append(False)
+                    done += len(folded)
+            pos = m.end()
+        if pos < len(text):
+            pieces.append(text[pos:])
+            positions.append(done)
+            origin.append((pos, len(text)))
+            identity.append(True)
+        self.text = "".join(pieces)
+        self._positions, self._origin, self._identity = positions, origin, identity
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of the folded span ``[start, end)``."""
+        first = bisect.bisect_right(self._positions, start) - 1
+        last = bisect.bisect_right(self._positions, end - 1) - 1
+        begin = self._origin[first][0] + (start - self._positions[first]
+                                          if self._identity[first] else 0)
+        finish = (self._origin[last][0] + end - self._positions[last]
+                  if self._identity[last] else self._origin[last][1])
+        return begin, finish
 
 
 # ------------------------------------------------------------------------------- one scope
@@ -190,15 +242,17 @@ class DataScope:
                             "for dicts, lists and other data")
         return _scrub_text(compiled, text, where or destination)
 
-    def scrub_value(self, value: Any, destination: str, *, where: str = "") -> Any:
+    def scrub_value(self, value: Any, destination: str, *, where: str = "",
+                    withhold: bool = False) -> Any:
         """``value`` with every string in it scrubbed (dicts, lists; tuples become lists; other
         objects are first made plain data), values under keys that name a secret
         (``password``, ``api_key`` ...) replaced whole, and integers of nine digits or more
-        checked as text (a card number stored as a number)."""
+        checked as text (a card number stored as a number). With ``withhold``, a string
+        holding a blocked kind becomes ``[WITHHELD: holds KIND]`` instead of raising."""
         compiled = self._get(destination)
         if compiled is None:
             return value
-        return _walk(compiled, value, 0, where or destination)
+        return _walk(compiled, value, 0, where or destination, withhold)
 
 
 def _gate(compiled: _Destination, text: str) -> bool:
@@ -210,34 +264,62 @@ def _gate(compiled: _Destination, text: str) -> bool:
 
 
 def _scrub_text(compiled: _Destination, text: str, where: str) -> str:
-    if text.isascii():
+    if text.isascii() and "\\" not in text:
         if not _gate(compiled, text):
             return text
         findings = compiled.redactor.find(text)
     else:
-        folded, origin = _fold(text)
-        if not _gate(compiled, folded):
-            return text
-        findings = [
-            Finding(kind=f.kind, start=origin[f.start], end=origin[f.end - 1] + 1,
-                    text=f.text, confidence=f.confidence)
-            for f in compiled.redactor.find(folded)]
+        findings = _find_folded(compiled, text)
     if not findings:
         return text
     compiled.redactor._check_blocked(findings, where)
     return compiled.redactor._apply(text, findings)
 
 
-def _walk(compiled: _Destination, value: Any, depth: int, path: str) -> Any:
+def _find_folded(compiled: _Destination, text: str) -> list[Finding]:
+    """Findings in the folded text, at their original spans. Invisible characters are read
+    both as nothing (``jo<ZWSP>hn@example.com``) and as a space (``<ZWSP>4111<ZWSP>1111
+    ...``, a card split by them); overlapping findings of the two readings are merged."""
+    folded = _Folded(text)
+    readings = [folded]
+    if folded.invisible:
+        readings.append(_Folded(text, invisible=" "))
+    found: list[Finding] = []
+    for reading in readings:
+        if not _gate(compiled, reading.text):
+            continue
+        for f in compiled.redactor.find(reading.text):
+            start, end = reading.span(f.start, f.end)
+            found.append(Finding(kind=f.kind, start=start, end=end, text=f.text,
+                                 confidence=f.confidence))
+    found.sort(key=lambda f: (f.start, -f.end))
+    merged: list[Finding] = []
+    for f in found:
+        last = merged[-1] if merged else None
+        if last is None or f.start >= last.end:
+            merged.append(f)
+        elif f.end > last.end:  # overlapping: one span over both, named by the longer
+            longer = f if f.end - f.start > last.end - last.start else last
+            merged[-1] = Finding(kind=longer.kind, start=last.start, end=f.end,
+                                 text=longer.text, confidence=longer.confidence)
+    return merged
+
+
+def _walk(compiled: _Destination, value: Any, depth: int, path: str, withhold: bool) -> Any:
     if isinstance(value, str):
-        return _scrub_text(compiled, value, path)
+        if not withhold:
+            return _scrub_text(compiled, value, path)
+        try:
+            return _scrub_text(compiled, value, path)
+        except SensitiveDataBlocked as exc:
+            return f"[WITHHELD: holds {', '.join(exc.kinds)}]"
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
         if abs(value) < _LONG_INT:
             return value
         text = str(value)
-        scrubbed = _scrub_text(compiled, text, path)
+        scrubbed = _walk(compiled, text, depth, path, withhold)
         return value if scrubbed == text else scrubbed
     if depth >= 64:
         return "[TRUNCATED: nested deeper than 64]"
@@ -247,17 +329,27 @@ def _walk(compiled: _Destination, value: Any, depth: int, path: str) -> Any:
             sub = f"{path}.{k}"
             if (compiled.secret_fields and isinstance(k, str) and _SECRET_KEY.search(k)
                     and v not in (None, "")):
-                out[k] = compiled.redactor._secret_field(v, sub)
+                out[k] = _secret_field(compiled, v, sub, withhold)
             else:
-                out[k] = _walk(compiled, v, depth + 1, sub)
+                out[k] = _walk(compiled, v, depth + 1, sub, withhold)
         return out
     if isinstance(value, list | tuple):
-        return [_walk(compiled, v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_walk(compiled, v, depth + 1, f"{path}[{i}]", withhold)
+                for i, v in enumerate(value)]
     try:
         plain = to_jsonable(value)
     except ValueError:
         return "[UNREDACTABLE: contains itself]"
-    return _walk(compiled, plain, depth + 1, path)
+    return _walk(compiled, plain, depth + 1, path, withhold)
+
+
+def _secret_field(compiled: _Destination, value: Any, path: str, withhold: bool) -> str:
+    try:
+        return compiled.redactor._secret_field(value, path)
+    except SensitiveDataBlocked:
+        if not withhold:
+            raise
+        return "[WITHHELD: holds secret_field]"
 
 
 # ------------------------------------------------------------------------------ the policy
@@ -381,7 +473,8 @@ class DataPolicy:
         agent, tenant = fields.get("agent"), fields.get("tenant")
         scope = self.scope(agent=agent if isinstance(agent, str) else None,
                            tenant=tenant if isinstance(tenant, str) else None)
-        return {k: _withheld_on_block(scope, v, "logs", k) for k, v in fields.items()}
+        return {k: scope.scrub_value(v, "logs", where=k, withhold=True)
+                for k, v in fields.items()}
 
     def log_filter(self) -> logging.Filter:
         """A :class:`logging.Filter` that scrubs each record's message and ``extra`` fields in
@@ -389,14 +482,14 @@ class DataPolicy:
         return _LogFilter(self)
 
     def packet_scrubber(self) -> PacketScrubber:
-        """The hook for ``EscalationPolicy(scrub_packet=...)``: scrubs a packet's content for
-        ``packets`` with the run's agent and tenant rules; a blocked field is withheld."""
+        """The hook for ``EscalationPolicy(scrub_packet=...)``: scrubs what goes into a packet
+        for ``packets`` with the run's agent and tenant rules; a string holding a blocked kind
+        is withheld (the escalation still reaches a person)."""
         return self._scrub_packet
 
-    def _scrub_packet(self, packet: dict[str, Any], record: RunRecord) -> dict[str, Any]:
-        scope = self.scope_of(record)
-        return {k: v if k in _PACKET_STRUCTURE else _withheld_on_block(scope, v, "packets", k)
-                for k, v in packet.items()}
+    def _scrub_packet(self, value: Any, record: RunRecord) -> Any:
+        return self.scope_of(record).scrub_value(value, "packets", where="packet",
+                                                 withhold=True)
 
     def scrub_export(self, data: dict[str, Any], record: RunRecord) -> dict[str, Any]:
         """An export (``keel.store.export_run``) or a ``--json`` view of ``record`` scrubbed for
@@ -418,21 +511,12 @@ class DataPolicy:
         return out
 
 
-_PACKET_STRUCTURE = frozenset({"escalation_id", "run_id", "agent", "step_key", "trigger", "queue",
-                               "steps", "usage", "created_at", "due_at", "evidence_omitted"})
 _RUN_CONTENT = ("input", "output", "error", "metadata")
 
 
 def _scrub_fields(scope: DataScope, run: dict[str, Any], where: str) -> dict[str, Any]:
     return {k: scope.scrub_value(v, "exports", where=f"{where}.{k}") if k in _RUN_CONTENT else v
             for k, v in run.items()}
-
-
-def _withheld_on_block(scope: DataScope, value: Any, destination: str, where: str) -> Any:
-    try:
-        return scope.scrub_value(value, destination, where=where)
-    except SensitiveDataBlocked as exc:
-        return f"[WITHHELD: holds {', '.join(exc.kinds)}]"
 
 
 class _LogFilter(logging.Filter):
