@@ -93,21 +93,59 @@ def tenant_from_metadata(record: RunRecord) -> str | None:
 
 # ------------------------------------------------------------------------------- the gate
 
-# Any text a detector could act on matches one of these: the shapes of number-like kinds (six
-# digits, the start of an IPv4 address, a house number before a capitalised word) on the text,
-# and the detectors' literal hints on the lower-cased text. Kept in step with the detectors' own
-# gates in _pii.py and _secrets.py; the planted corpus in tests/guard proves it.
-_GATE_DIGITS = re.compile(r"(?a)\d(?:(?:[ ().-]{0,2}\d){5}|\.\d{1,3}\.\d|[A-Za-z]? [A-Z])")
-_GATE_HINTS = re.compile(
-    r"@|::|://|-----begin|eyj|sk-|gh[pousr]_|github_pat_|xox|_live_|_test_|aiza"
-    r"|a(?:kia|sia|bia|cca|ida|roa|ipa|npa|nva|gpa)"
-    r"|pass|pwd|secret|token|key|credential|bearer|aws"
-)
+# Any text a detector could act on matches its kind's gate: a shape of the digits for the
+# number-like kinds, the detectors' literal hints (on the lower-cased text) for the others. A
+# destination's gate joins the gates of the kinds it acts on. Kept in step with the detectors'
+# own gates in _pii.py and _secrets.py; tests/guard/test_data_policy.py proves it on random text.
+_NUMBERS = r"\d(?:[ ().-]{0,2}\d){5}"
+_DIGIT_GATES: dict[str, str] = {
+    **dict.fromkeys(("phone", "card", "iban", "us_ssn", "uk_nino", "es_dni"), _NUMBERS),
+    "ip_address": r"\d\.\d{1,3}\.\d",
+    "postal_address": r"\d[A-Za-z]? [A-Z]",
+}
+_SECRET_HINTS = (r"://|-----begin|eyj|sk-|gh[pousr]_|github_pat_|xox|_live_|_test_|aiza"
+                 r"|a(?:kia|sia|bia|cca|ida|roa|ipa|npa|nva|gpa)"
+                 r"|pass|pwd|secret|token|key|credential|bearer|aws")
+_HINT_GATES: dict[str, str] = {"email": "@", "ip_address": "::",
+                               **dict.fromkeys(SECRET_KINDS, _SECRET_HINTS)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Gate:
+    digits: re.Pattern[str] | None
+    hints: re.Pattern[str] | None
+    colons: bool  # a full IPv6 address: seven colons
+    custom: tuple[re.Pattern[str], ...]
+
+    @classmethod
+    def of(cls, kinds: Iterable[str], custom: tuple[re.Pattern[str], ...]) -> _Gate:
+        kinds = set(kinds)
+        digits = sorted({_DIGIT_GATES[k] for k in kinds if k in _DIGIT_GATES})
+        hints = sorted({_HINT_GATES[k] for k in kinds if k in _HINT_GATES})
+        return cls(digits=re.compile("(?a)" + "|".join(digits)) if digits else None,
+                   hints=re.compile("|".join(hints)) if hints else None,
+                   colons="ip_address" in kinds, custom=custom)
+
+    def __call__(self, text: str) -> bool:
+        """Whether ``text`` may hold something a detector finds (False: certainly not)."""
+        if self.digits is not None and self.digits.search(text):
+            return True
+        if self.hints is not None and self.hints.search(text.lower()):
+            return True
+        if self.colons and text.count(":") >= 7:
+            return True
+        return any(p.search(text) for p in self.custom)
+
 
 # Characters folded away before detection: invisible and bidi controls, tag characters.
 _DROP = frozenset(_INVISIBLE + _BIDI)
 _DASHES = dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d", "-")
 _FOLD_CACHE: dict[str, str] = {}
+# What folding changes besides NFKC: invisible and tag characters, dashes, look-alike letters,
+# digits of other scripts. Text that is NFKC-normal with none of these folds to itself.
+_UNFOLDED = re.compile(
+    "[" + "".join(map(re.escape, sorted(_DROP | set(_DASHES) | {chr(c) for c in _CONFUSABLES})))
+    + "\U000e0000-\U000e007f]|[^\\D0-9]")
 
 
 def _fold_char(c: str) -> str:
@@ -144,19 +182,22 @@ class _Folded:
     __slots__ = ("_identity", "_origin", "_positions", "invisible", "text")
 
     def __init__(self, text: str, *, invisible: str = "") -> None:
-        pieces: list[str] = []
-        positions: list[int] = []  # where each segment starts in the folded text
-        origin: list[tuple[int, int]] = []  # the original span of each segment
-        identity: list[bool] = []  # a segment copied as it is (else: one folded char/escape)
-        pos = done = 0
+        self._positions: list[int] = []  # where each segment starts in the folded text
+        self._origin: list[tuple[int, int]] = []  # the original span of each segment
+        self._identity: list[bool] = []  # copied as it is (else: one folded char or escape)
         self.invisible = False
+        pieces: list[str] = []
+        done = kept = 0  # folded length so far; start of the run of text copied as it is
+
+        def add(piece: str, begin: int, finish: int, same: bool) -> None:
+            nonlocal done
+            pieces.append(piece)
+            self._positions.append(done)
+            self._origin.append((begin, finish))
+            self._identity.append(same)
+            done += len(piece)
+
         for m in _SPECIAL.finditer(text):
-            if m.start() > pos:
-                pieces.append(text[pos:m.start()])
-                positions.append(done)
-                origin.append((pos, m.start()))
-                identity.append(True)
-                done += m.start() - pos
             raw = m.group()
             if raw[0] == "\\":
                 parts = [(chr(int(raw[2:], 16)) if raw[1] == "u" else _ESCAPES[raw[1]],
@@ -165,23 +206,19 @@ class _Folded:
                 parts = [(c, m.start() + i, m.start() + i + 1) for i, c in enumerate(raw)]
             for c, begin, finish in parts:
                 folded = c if c.isascii() else _fold_char(c)
+                if folded == c and finish - begin == 1:
+                    continue  # stays in the run copied as it is
                 if not folded and c in _DROP:
                     self.invisible = True
                     folded = invisible
+                if begin > kept:
+                    add(text[kept:begin], kept, begin, True)
                 if folded:
-                    pieces.append(folded)
-                    positions.append(done)
-                    origin.append((begin, finish))
-                    identity.append(False)
-                    done += len(folded)
-            pos = m.end()
-        if pos < len(text):
-            pieces.append(text[pos:])
-            positions.append(done)
-            origin.append((pos, len(text)))
-            identity.append(True)
+                    add(folded, begin, finish, False)
+                kept = finish
+        if kept < len(text):
+            add(text[kept:], kept, len(text), True)
         self.text = "".join(pieces)
-        self._positions, self._origin, self._identity = positions, origin, identity
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of the folded span ``[start, end)``."""
@@ -202,7 +239,7 @@ class _Destination:
     redactor: Redactor
     actions: Mapping[str, str]
     secret_fields: bool
-    custom: tuple[re.Pattern[str], ...]
+    gate: _Gate
 
 
 class DataScope:
@@ -255,17 +292,9 @@ class DataScope:
         return _walk(compiled, value, 0, where or destination, withhold)
 
 
-def _gate(compiled: _Destination, text: str) -> bool:
-    """Whether ``text`` may hold something a detector finds (False: certainly not)."""
-    if (_GATE_DIGITS.search(text) or _GATE_HINTS.search(text.lower())
-            or text.count(":") >= 7):
-        return True
-    return any(p.search(text) for p in compiled.custom)
-
-
 def _scrub_text(compiled: _Destination, text: str, where: str) -> str:
     if text.isascii() and "\\" not in text:
-        if not _gate(compiled, text):
+        if not compiled.gate(text):
             return text
         findings = compiled.redactor.find(text)
     else:
@@ -280,13 +309,16 @@ def _find_folded(compiled: _Destination, text: str) -> list[Finding]:
     """Findings in the folded text, at their original spans. Invisible characters are read
     both as nothing (``jo<ZWSP>hn@example.com``) and as a space (``<ZWSP>4111<ZWSP>1111
     ...``, a card split by them); overlapping findings of the two readings are merged."""
+    if ("\\" not in text and unicodedata.is_normalized("NFKC", text)
+            and not _UNFOLDED.search(text)):  # nothing to fold: the common accented text
+        return compiled.redactor.find(text) if compiled.gate(text) else []
     folded = _Folded(text)
     readings = [folded]
     if folded.invisible:
         readings.append(_Folded(text, invisible=" "))
     found: list[Finding] = []
     for reading in readings:
-        if not _gate(compiled, reading.text):
+        if not compiled.gate(reading.text):
             continue
         for f in compiled.redactor.find(reading.text):
             start, end = reading.span(f.start, f.end)
@@ -448,7 +480,8 @@ class DataPolicy:
             min_confidence=self._min_confidence)
         custom = tuple(re.compile(s) for n, s in self._patterns.items() if n in acting)
         return _Destination(redactor=redactor, actions=acting,
-                            secret_fields="secret_field" in acting, custom=custom)
+                            secret_fields="secret_field" in acting,
+                            gate=_Gate.of(acting, custom))
 
     # ------------------------------------------------------------------- convenience
 
