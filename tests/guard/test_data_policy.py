@@ -383,3 +383,22 @@ def test_hostile_text_is_scrubbed_whole() -> None:
     assert "4111 1111" not in out and out.count("[CARD ****1111]") == 300
     binary = bytes(range(256)).decode("latin-1") * 50
     assert scope.scrub(binary, "logs") == binary
+
+
+def test_an_export_keeps_keels_own_fields_and_scrubs_every_other() -> None:
+    from keel.store import RunRecord
+
+    record = RunRecord(run_id="r1", agent="support", status="completed", input=EMAIL,
+                       created_at=1.0, updated_at=2.0, metadata={"tenant": "acme"})
+    view = {"run_id": "r1", "agent": "support", "status": "completed", "input": EMAIL,
+            "usage": {"requests": 4111111111111111}, "plans": [{"step": f"mail {EMAIL}"}],
+            "journal": [{"key": "support/turn:0/tool:send#0", "data": {"content": CARD}}]}
+    policy = DataPolicy(tenants={"acme": {"exports": {"email": "allow"}}})
+    assert policy.scrub_export(view, record) == {
+        **view, "journal": [{"key": "support/turn:0/tool:send#0",
+                             "data": {"content": "[CARD ****1111]"}}]}
+    other = dataclasses.replace(record, metadata={})
+    scrubbed = policy.scrub_export(view, other)
+    assert scrubbed["input"] == "[EMAIL]" and scrubbed["plans"] == [{"step": "mail [EMAIL]"}]
+    export = {"format": "keel.run", "run": {"run_id": "r1", "input": EMAIL}, "journal": []}
+    assert policy.scrub_export(export, other)["run"] == {"run_id": "r1", "input": "[EMAIL]"}

@@ -526,15 +526,14 @@ class DataPolicy:
 
     def scrub_export(self, data: dict[str, Any], record: RunRecord) -> dict[str, Any]:
         """An export (``keel.store.export_run``) or a ``--json`` view of ``record`` scrubbed for
-        ``exports``: run content (input, output, error, metadata) and each journal entry's
-        data. Raises :class:`SensitiveDataBlocked` when a blocked kind is in it."""
+        ``exports``: the run's content (input, output, error, metadata, and any field that is
+        not an id, a name, a status, a time or the usage) and each journal entry's data.
+        Raises :class:`SensitiveDataBlocked` when a blocked kind is in it."""
         scope = self.scope_of(record)
-        out = dict(data)
+        out = _scrub_fields(scope, data, "export")
         run = out.get("run")
         if isinstance(run, dict):
             out["run"] = _scrub_fields(scope, run, "run")
-        else:
-            out = _scrub_fields(scope, out, "run")
         journal = out.get("journal")
         if isinstance(journal, list):
             out["journal"] = [
@@ -544,11 +543,16 @@ class DataPolicy:
         return out
 
 
-_RUN_CONTENT = ("input", "output", "error", "metadata")
+# Fields of a run, an export and a --json view that are keel's own (ids, names, numbers);
+# every other field is content and is scrubbed (a field added later is scrubbed too).
+_STRUCTURE = frozenset({"format", "schema_version", "exported_at", "run_id", "agent", "status",
+                        "target", "usage", "created_at", "updated_at", "deadline_at",
+                        "lease_owner", "lease_expires_at", "cancel_requested"})
 
 
 def _scrub_fields(scope: DataScope, run: dict[str, Any], where: str) -> dict[str, Any]:
-    return {k: scope.scrub_value(v, "exports", where=f"{where}.{k}") if k in _RUN_CONTENT else v
+    return {k: v if k in _STRUCTURE or k in ("run", "journal")
+            else scope.scrub_value(v, "exports", where=f"{where}.{k}")
             for k, v in run.items()}
 
 
