@@ -402,3 +402,37 @@ def test_an_export_keeps_keels_own_fields_and_scrubs_every_other() -> None:
     assert scrubbed["input"] == "[EMAIL]" and scrubbed["plans"] == [{"step": "mail [EMAIL]"}]
     export = {"format": "keel.run", "run": {"run_id": "r1", "input": EMAIL}, "journal": []}
     assert policy.scrub_export(export, other)["run"] == {"run_id": "r1", "input": "[EMAIL]"}
+
+
+@pytest.mark.parametrize(("kwargs", "part"), [
+    ({"places": ["tool_args"]}, "DataGuard.places"),
+    ({"places": []}, "DataGuard.places"),
+    ({"policy": {"logs": {}}}, "DataGuard.policy"),
+    ({"tenant": "acme"}, "DataGuard.tenant"),
+])
+def test_a_data_guard_that_makes_no_sense_is_refused(kwargs: dict[str, Any], part: str) -> None:
+    from keel.guard import DataGuard
+
+    with pytest.raises(ConfigError) as info:
+        DataGuard(**kwargs)
+    assert info.value.field == part
+
+
+async def test_the_data_guard_names_the_kinds_never_the_values() -> None:
+    from keel import GuardInput
+    from keel.guard import DataGuard
+
+    guard = DataGuard(DataPolicy({"journal": {"email": "hash"}}, hash_key=KEY),
+                      tenant=lambda inp: inp.deps)
+    inp = GuardInput(place="tool_output", text=f"{EMAIL} paid with {CARD}", run_id="r",
+                     agent="support", step_key="support/turn:0/tool:x#0", deps="acme")
+    decision = await guard.check(inp)
+    assert decision is not None and decision.action == "redact"
+    assert decision.text is not None and decision.text.startswith("[EMAIL:")
+    assert CARD in decision.text  # the journal keeps cards by default
+    assert decision.evidence == {"kinds": ["email"], "destinations": ["journal"]}
+    assert EMAIL not in decision.reason
+    answer = dataclasses.replace(inp, place="output", text=f"card {CARD}")
+    decision = await guard.check(answer)
+    assert decision is not None and decision.text == "card [CARD ****1111]"
+    assert await guard.check(dataclasses.replace(inp, text="nothing here")) is None

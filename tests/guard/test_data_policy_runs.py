@@ -201,3 +201,73 @@ def test_an_unmasked_export_is_a_faithful_copy_and_a_blocking_policy_refuses_the
     done = cli.invoke(app, ["runs", "show", run.run_id, "--json", "--store",
                             f"sqlite:///{db}"], catch_exceptions=False)
     assert done.exit_code != 0 and "KEEL_DATA_POLICY" in done.output
+
+
+# ------------------------------------------------------- inside the loop: the guard seam
+
+
+async def test_the_data_guard_masks_answers_and_what_the_journal_stores(tmp_path: Path) -> None:
+    """Through the guardrail seam, with a policy that keeps personal data out of the journal:
+    the user's input, each tool output and the answer are stored masked, the model sees them
+    masked, and the tool that needs the value still receives it in clear."""
+    items = [i for i in PII if i.kind in ("card", "email", "iban", "us_ssn")][:8]
+    policy = DataPolicy({"journal": {"pii": "mask"}})
+    db = tmp_path / "runs.db"
+    for item in items:
+        await _guarded_run(item, policy, db)
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT input || output FROM runs").fetchall()
+        tools = conn.execute("SELECT data FROM journal WHERE kind = 'tool' AND phase = "
+                             "'result'").fetchall()
+        guards = conn.execute("SELECT data FROM journal WHERE key LIKE '%/guard:%'").fetchall()
+    blob = "\n".join(r[0] for r in stored + tools + guards).encode()
+    assert_no_leak(blob, items, "stored inputs, outputs, tool results and guard records")
+    assert len(guards) >= 3 * len(items)  # input, tool output, answer: journaled decisions
+
+
+async def _guarded_run(item: Planted, policy: DataPolicy, db: Path) -> None:
+    from keel import Agent, tool
+    from keel.guard import DataGuard
+    from keel.testing import ScriptedModel, call
+
+    received: list[str] = []
+
+    @tool
+    def lookup(customer_id: str) -> str:
+        """Look a customer up."""
+        return f"customer {customer_id}: {item.text}"
+
+    @tool
+    def send_to(destination: str) -> str:
+        """Send the documents."""
+        received.append(destination)
+        return "sent"
+
+    model = ScriptedModel([call("lookup", {"customer_id": "c-1"}),
+                           call("send_to", {"destination": item.value}),
+                           f"Done: {item.text}"], record_requests=True)
+    agent = Agent("support", model=model, tools=[lookup, send_to],
+                  middleware=[DataGuard(policy)])
+    async with open_store(f"sqlite:///{db}") as store:
+        result = await agent.run(f"Hello: {item.text}", store=store)
+    assert received == [item.value], item.id
+    assert _masked(str(result.output), item), (item.id, result.output)
+    seen = "\n".join(m.text for request in model.requests for m in request)
+    assert_no_leak(seen.encode(), [item], f"what the model saw ({item.id})")
+
+
+async def test_the_data_guard_blocks_a_blocked_kind_in_the_answer() -> None:
+    from keel import Agent, GuardrailTripped, MemoryStore
+    from keel.guard import DataGuard
+    from keel.testing import ScriptedModel
+
+    item = next(i for i in PII if i.kind == "card")
+    agent = Agent("support", model=ScriptedModel([f"Your card: {item.text}"]),
+                  middleware=[DataGuard(DataPolicy({"answers": {"card": "block"}}))])
+    store = MemoryStore()
+    with pytest.raises(GuardrailTripped) as info:
+        await agent.run("what card do I have?", store=store)
+    assert "card" in str(info.value)
+    assert_no_leak(str(info.value).encode(), [item], "the error")
+    journal = await store.read_journal(info.value.run_id or "")
+    assert_no_leak(json.dumps([e.data for e in journal]).encode(), [item], "the journal")

@@ -6,6 +6,7 @@ validators for dangerous tool arguments. None of them runs unless you call it; t
 middleware that puts them on the model and tool seams by default is not built yet.
 """
 
+from keel.guard._data_guard import DataGuard
 from keel.guard._data_policy import (
     DATA_ACTIONS,
     DATA_GROUPS,
@@ -49,6 +50,7 @@ __all__ = [
     "AllowedURLs",
     "ArgumentCheck",
     "ArgumentRefused",
+    "DataGuard",
     "DataPolicy",
     "DataScope",
     "Decoded",

@@ -279,6 +279,17 @@ class DataScope:
                             "for dicts, lists and other data")
         return _scrub_text(compiled, text, where or destination)
 
+    def scrub_found(self, text: str, destination: str, *, where: str = "") -> tuple[
+            str, tuple[str, ...]]:
+        """:meth:`scrub`, and the kinds it replaced (sorted, each once), for evidence."""
+        compiled = self._get(destination)
+        if compiled is None:
+            return text, ()
+        if not isinstance(text, str):
+            raise UserError(f"scrub takes a str, not {type(text).__name__}")
+        out, findings = _scrub_found(compiled, text, where or destination)
+        return out, tuple(sorted({f.kind for f in findings}))
+
     def scrub_value(self, value: Any, destination: str, *, where: str = "",
                     withhold: bool = False) -> Any:
         """``value`` with every string in it scrubbed (dicts, lists; tuples become lists; other
@@ -293,16 +304,20 @@ class DataScope:
 
 
 def _scrub_text(compiled: _Destination, text: str, where: str) -> str:
+    return _scrub_found(compiled, text, where)[0]
+
+
+def _scrub_found(compiled: _Destination, text: str, where: str) -> tuple[str, list[Finding]]:
     if text.isascii() and "\\" not in text:
         if not compiled.gate(text):
-            return text
+            return text, []
         findings = compiled.redactor.find(text)
     else:
         findings = _find_folded(compiled, text)
     if not findings:
-        return text
+        return text, []
     compiled.redactor._check_blocked(findings, where)
-    return compiled.redactor._apply(text, findings)
+    return compiled.redactor._apply(text, findings), findings
 
 
 def _find_folded(compiled: _Destination, text: str) -> list[Finding]:
