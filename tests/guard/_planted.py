@@ -2,10 +2,12 @@
 everywhere: the user's input, a tool's output, the arguments of a tool that needs the real
 value, a log line, and an escalation packet.
 
-Extend it for the places inside the loop (answers, tool output, the journal): `run_planted`
-returns the run id and the store path; assert with `assert_no_leak` on whatever bytes the new
-place produced (the SQLite file, a formatted log line, an HTTP body), and on `received` that a
-tool needing the real value still got it.
+Extend it for new places: `run_planted` returns the run id (the store is the SQLite file you
+gave it); assert with `assert_no_leak` on whatever bytes the new place produced (rows of the
+SQLite file, a formatted log line, an HTTP body), and on `received` that a tool needing the
+real value still got it. `planted_agent(..., )` builds the agent; pass `middleware=` through
+`Agent` for guards (tests/guard/test_data_policy_runs.py does it with `DataGuard` for the
+input, tool output and answers).
 """
 
 from __future__ import annotations
