@@ -5,9 +5,9 @@ value, a log line, and an escalation packet.
 Extend it for new places: `run_planted` returns the run id (the store is the SQLite file you
 gave it); assert with `assert_no_leak` on whatever bytes the new place produced (rows of the
 SQLite file, a formatted log line, an HTTP body), and on `received` that a tool needing the
-real value still got it. `planted_agent(..., )` builds the agent; pass `middleware=` through
-`Agent` for guards (tests/guard/test_data_policy_runs.py does it with `DataGuard` for the
-input, tool output and answers).
+real value still got it. Give `middleware=[...]` (guards) to `run_planted` / `planted_agent`
+to test a place inside the loop (tests/guard/test_data_policy_runs.py does it with
+`DataGuard` for the input, tool output and answers).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import json
 import logging
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keel import Agent, Escalate, tool
+from keel import Agent, Escalate, Middleware, tool
 from keel.core import JsonFormatter
 from keel.guard import DataPolicy
 from keel.runtime import EscalationPolicy
@@ -129,7 +129,7 @@ class PlantedRun:
 
 
 def planted_agent(item: Planted, policy: DataPolicy, received: list[str],
-                  name: str = "support") -> Agent[Any, Any]:
+                  name: str = "support", middleware: Sequence[Middleware] = ()) -> Agent[Any, Any]:
     """An agent whose scripted model looks a customer up (the tool's output holds the item),
     sends the item's value to a tool that needs it (which logs it), then hands over to a
     person with the item in the reason."""
@@ -159,14 +159,15 @@ def planted_agent(item: Planted, policy: DataPolicy, received: list[str],
         "Done.",
     ])
     return Agent(name, model=model, tools=[lookup_customer, send_to, hand_over],
-                 escalation=EscalationPolicy(scrub_packet=policy.packet_scrubber()))
+                 escalation=EscalationPolicy(scrub_packet=policy.packet_scrubber()),
+                 middleware=middleware)
 
 
-async def run_planted(item: Planted, policy: DataPolicy, db: Path,
-                      agent: str = "support") -> PlantedRun:
+async def run_planted(item: Planted, policy: DataPolicy, db: Path, agent: str = "support",
+                      middleware: Sequence[Middleware] = ()) -> PlantedRun:
     """Run the planted agent for ``item`` on the SQLite store at ``db`` until it escalates."""
     received: list[str] = []
-    runnable = planted_agent(item, policy, received, name=agent)
+    runnable = planted_agent(item, policy, received, name=agent, middleware=middleware)
     run_id = ""
     async with open_store(f"sqlite:///{db}") as store:
         try:

@@ -280,9 +280,15 @@ def test_a_failing_log_scrubber_withholds_the_line_and_a_filter_scrubs_in_place(
     logger.propagate = False
     try:
         logger.warning("call %s", "+44 20 7946 0958", extra={"phone": "415-555-2671"})
+        try:
+            raise ValueError(f"bad card {CARD}")
+        except ValueError:
+            logger.exception("failed for %s", EMAIL, extra={"phone": ""})
     finally:
         logger.removeHandler(handler)
-    assert stream.getvalue() == "call [PHONE]|[PHONE]\n"
+    lines = stream.getvalue()
+    assert lines.startswith("call [PHONE]|[PHONE]\nfailed for [EMAIL]|\n")
+    assert "ValueError: bad card [CARD ****1111]" in lines and "4111 1111" not in lines
 
 
 # ----------------------------------------------------------------------- escalation hook

@@ -580,6 +580,12 @@ class _LogFilter(logging.Filter):
         fields = {k: v for k, v in record.__dict__.items()
                   if k not in _LOG_RESERVED and not k.startswith("_")}
         fields["msg"] = record.getMessage()
+        if record.exc_info and not record.exc_text:  # the traceback, as formatters show it
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            fields["exc_text"] = record.exc_text
+        if record.stack_info:
+            fields["stack_info"] = record.stack_info
         for key, value in self._policy._scrub_log_fields(fields).items():
             setattr(record, key, value)
         record.args = None
