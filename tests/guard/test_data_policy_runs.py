@@ -271,3 +271,32 @@ async def test_the_data_guard_blocks_a_blocked_kind_in_the_answer() -> None:
     assert_no_leak(str(info.value).encode(), [item], "the error")
     journal = await store.read_journal(info.value.run_id or "")
     assert_no_leak(json.dumps([e.data for e in journal]).encode(), [item], "the journal")
+
+
+def test_keel_run_log_json_writes_step_logs_scrubbed(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    item = next(i for i in PII if i.kind == "iban")
+    module = tmp_path / "payments_agent.py"
+    module.write_text(
+        "import logging\n"
+        "from keel import Agent, tool\n"
+        "from keel.testing import ScriptedModel, call\n\n\n"
+        "@tool\n"
+        "def pay(iban: str) -> str:\n"
+        '    """Pay."""\n'
+        '    logging.getLogger("keel.app").info("paying %s", iban)\n'
+        "    PAID.append(iban)\n"
+        '    return "paid"\n\n\n'
+        "PAID = []\n"
+        f"agent = Agent('payer', model=ScriptedModel([call('pay', {{'iban': {item.value!r}}}), "
+        "'ok']), tools=[pay])\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KEEL_DATA_POLICY", raising=False)
+    log = tmp_path / "steps.jsonl"
+    done = CliRunner().invoke(app, ["run", f"{module}:agent", "pay it", "--log-json", str(log),
+                                    "--store", f"sqlite:///{tmp_path / 'runs.db'}"],
+                              catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    lines = log.read_text(encoding="utf-8")
+    assert '"paying [IBAN]"' in lines
+    assert_no_leak(lines.encode(), [item], "keel run --log-json")
