@@ -52,7 +52,7 @@ from keel.core._events import (
     ToolCallStarted,
 )
 from keel.core._ids import canonical_json, new_run_id, stable_hash
-from keel.core._logging import STEP_LOGGER, JsonFormatter, configure_json_logging
+from keel.core._logging import STEP_LOGGER, JsonFormatter, LogScrubber, configure_json_logging
 from keel.core._messages import (
     Message,
     ModelSettings,
@@ -88,6 +88,7 @@ __all__ = [
     "JsonFormatter",
     "KeelError",
     "LeaseLost",
+    "LogScrubber",
     "Message",
     "MissingCredentials",
     "ModelError",

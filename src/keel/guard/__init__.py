@@ -15,6 +15,15 @@ credentials for tools, masked everywhere keel writes).
 from keel.guard._classifier import ClassifierHit, InjectionClassifier
 from keel.guard._classifier import load_classifier as load_injection_classifier
 from keel.guard._credentials import Credentials
+from keel.guard._data_guard import DataGuard
+from keel.guard._data_policy import (
+    DATA_ACTIONS,
+    DATA_GROUPS,
+    DEFAULT_RULES,
+    DESTINATIONS,
+    DataPolicy,
+    DataScope,
+)
 from keel.guard._guards import (
     InjectionGuard,
     LimitsGuard,
@@ -51,7 +60,11 @@ from keel.guard._validators import (
 
 __all__ = [
     "CLASSIFIER_FLOOR",
+    "DATA_ACTIONS",
+    "DATA_GROUPS",
+    "DEFAULT_RULES",
     "DEFAULT_THRESHOLD",
+    "DESTINATIONS",
     "MAX_CHARS",
     "PII_KINDS",
     "SECRET_KINDS",
@@ -61,6 +74,9 @@ __all__ = [
     "ArgumentRefused",
     "ClassifierHit",
     "Credentials",
+    "DataGuard",
+    "DataPolicy",
+    "DataScope",
     "Decoded",
     "EmailDomains",
     "Finding",
