@@ -180,17 +180,17 @@ return 1
 
 # KEYS[1] the throttle hash. ARGV: until, now. Starts or extends a throttle.
 _THROTTLE = """
-local until, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ends, now = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cur = tonumber(redis.call('HGET', KEYS[1], 'until'))
 if not cur or cur <= now then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'until', ARGV[1], 'next', '0')
-elseif until > cur then
+elseif ends > cur then
   redis.call('HSET', KEYS[1], 'until', ARGV[1])
 else
-  until = cur
+  ends = cur
 end
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((until - now) * 1000)) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((ends - now) * 1000)) + 1000)
 return 1
 """
 
@@ -198,8 +198,8 @@ return 1
 # wait in seconds (the slot is taken if the wait is at most max wait).
 _RESERVE = """
 local interval, max_wait, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local until = tonumber(redis.call('HGET', KEYS[1], 'until'))
-if not until or now >= until then return '' end
+local ends = tonumber(redis.call('HGET', KEYS[1], 'until'))
+if not ends or now >= ends then return '' end
 local slot = math.max(now, tonumber(redis.call('HGET', KEYS[1], 'next') or '0'))
 local wait = slot - now
 if wait <= max_wait then

@@ -120,11 +120,11 @@ return {'half_open', '0', ''}
 # breaker until now + seconds unless it is already open until later.
 _FORCE = _CLOCK + """
 local now = clock(ARGV[1])
-local until = now + tonumber(ARGV[2])
+local ends = now + tonumber(ARGV[2])
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until'))
-if open_until and open_until >= until then return 0 end
+if open_until and open_until >= ends then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'open_until', string.format('%.6f', until), 'successes', '0')
+redis.call('HSET', KEYS[1], 'open_until', string.format('%.6f', ends), 'successes', '0')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
