@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, CircuitBreaker, ConfigError, Escalate, MemoryStore, ToolError, tool
+from keel import (
+    Agent,
+    ApprovalRequired,
+    CircuitBreaker,
+    ConfigError,
+    Escalate,
+    MemoryStore,
+    ToolError,
+    tool,
+)
 from keel.core import (
     Message,
     ModelResponse,
@@ -178,6 +187,11 @@ async def tool_results(store: MemoryStore, run_id: str) -> list[JournalEntry]:
             if e.kind == "tool" and e.phase == "result"]
 
 
+async def guard_records(store: MemoryStore, run_id: str) -> list[JournalEntry]:
+    """The monitor's decisions the runtime journaled (escalate, block, approve)."""
+    return [e for e in await store.read_journal(run_id) if e.kind == "guard"]
+
+
 def failure(entry: JournalEntry) -> dict[str, Any] | None:
     f = entry.data.get("failure")
     return f if isinstance(f, dict) else None
@@ -228,9 +242,15 @@ async def test_a_burst_without_a_baseline_is_held_to_the_absolute_limit() -> Non
     assert len(results) == 51
     last = failure(results[-1])
     assert last is not None and last["error_type"] == "escalated"
-    assert "behaviour monitor" in last["message"] and '"calls":51' in last["message"]
+    assert "behaviour monitor" in last["message"] and "51 calls" in last["message"]
+    [decision] = await guard_records(store, info.value.run_id or "")
+    assert decision.key == results[-1].key + "/guard:args"
+    assert decision.data["action"] == "escalate" and decision.data["guard"] == "Monitor"
+    [evidence] = decision.data["evidence"]["monitor"]
+    assert evidence["deviation"] == "burst" and evidence["calls"] == 51
+    assert evidence["limit"] == 50 and evidence["actions"] == ["alert", "escalate"]
     task = await only_escalation(store)
-    assert '"limit":50' in task.data["reason"]
+    assert "(limit 50)" in task.data["reason"]
     assert (await store.get_run(info.value.run_id or "")).status == "suspended"
     assert alerts.kinds() == ["burst"]
 
@@ -254,9 +274,12 @@ async def test_calls_beyond_the_throttle_wait_are_refused_and_journaled() -> Non
     assert desk.sleeps == [3.0, 6.0]
     results = await tool_results(store, result.run_id)
     kinds = [(failure(e) or {}).get("error_type") for e in results]
-    assert kinds == [None] * 8 + ["rate_limited"] * 4
+    assert kinds == [None] * 8 + ["guardrail_blocked"] * 4
     refused = failure(results[-1])
     assert refused is not None and "throttled by the behaviour monitor" in refused["message"]
+    decisions = await guard_records(store, result.run_id)
+    assert [d.data["action"] for d in decisions] == ["block"] * 4
+    assert decisions[0].data["evidence"]["monitor"][0]["wait_s"] == 9.0
     assert desk.executed == {"lookup": 8}
     assert alerts.kinds() == ["burst"]
 
@@ -337,6 +360,33 @@ async def test_a_tool_the_agent_never_used_is_reported_and_owes_approvals() -> N
     assert [await owed.take_approval("desk") for _ in range(4)] == [True, True, True, False]
 
 
+async def test_after_a_deviation_the_next_high_impact_calls_wait_for_a_person() -> None:
+    desk, alerts = make_desk()
+    agent = desk.agent()
+    store = MemoryStore()
+    await warm_up(desk, agent, store)
+    refunds_before = desk.executed["refund"]
+    with pytest.raises(ApprovalRequired) as info:
+        await desk.run(agent, store, Plan(calls=[
+            ("export_customers", {"segment": "all"}),
+            ("lookup", {"order_id": 3}),
+            ("refund", {"order_id": 3, "amount": 900.0})]), "export then refund")
+    assert alerts.kinds() == ["new_tool"]
+    assert desk.executed["export_customers"] == 1 and desk.executed["lookup"] > 0
+    assert desk.executed["refund"] == refunds_before, "the refund waits for a person"
+    [task] = await store.list_tasks()
+    assert task.kind == "approval" and task.step_key.endswith("tool:refund#0/approval")
+    shown = json.dumps(task.data)
+    assert "behaviour monitor" in shown and "new_tool" in shown
+    [decision] = await guard_records(store, info.value.run_id or "")
+    assert decision.data["action"] == "approve"
+    [evidence] = decision.data["evidence"]["monitor"]
+    assert evidence["tool"] == "export_customers" and evidence["actions"] == ["alert", "approve"]
+    # a read call does not consume an owed approval; two more high-impact calls will ask
+    assert [await desk.monitor.store.take_approval("desk") for _ in range(3)] == [
+        True, True, False]
+
+
 async def test_a_new_tool_is_not_flagged_during_warm_up() -> None:
     desk, alerts = make_desk()
     agent = desk.agent()
@@ -351,11 +401,14 @@ async def test_the_same_call_over_and_over_is_a_loop_and_is_escalated() -> None:
     store = MemoryStore()
     with pytest.raises(Escalate) as info:
         await desk.run(desk.agent(), store,
-                       Plan(calls=[("lookup", {"order_id": 7})] * 10), "loop")
+                       Plan(calls=[("lookup", {"order_id": 424242})] * 10), "loop")
     assert desk.executed == {"lookup": 3}
     results = await tool_results(store, info.value.run_id or "")
     f = failure(results[-1])
-    assert f is not None and "loop" in f["message"] and '"repeats":4' in f["message"]
+    assert f is not None and f["error_type"] == "escalated" and "loop" in f["message"]
+    [decision] = await guard_records(store, info.value.run_id or "")
+    assert decision.data["evidence"]["monitor"][0]["repeats"] == 4
+    assert "424242" not in json.dumps(decision.data), "arguments are hashed, not journaled"
     assert alerts.kinds() == ["loop"]
 
 
@@ -433,9 +486,11 @@ async def test_disable_forces_the_tools_circuit_breaker_open_for_a_while() -> No
     assert desk.executed == {"lookup": 3}
     results = await tool_results(store, result.run_id)
     kinds = [(failure(e) or {}).get("error_type") for e in results]
-    assert kinds == [None] * 3 + ["circuit_open"] * 3
+    assert kinds == [None] * 3 + ["guardrail_blocked"] + ["circuit_open"] * 2
     first = failure(results[3])
     assert first is not None and "switched off" in first["message"]
+    [decision] = await guard_records(store, result.run_id)
+    assert decision.data["evidence"]["monitor"][0]["actions"] == ["alert", "disable"]
     assert (await breaker.state("tool:lookup")).state == "open"
     clock.now += 121.0
     assert (await breaker.state("tool:lookup")).state == "half_open"

@@ -29,6 +29,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from keel.core import ConfigError, Escalate, ModelResponse, canonical_json, stable_hash
@@ -39,9 +40,12 @@ from keel.guard._monitor_state import Baseline, InMemoryMonitorStore, MonitorSto
 from keel.guard._monitor_stats import RunStats, record_count, stats_from_journal
 from keel.guard._notify import Alert, LogNotifier, Notifier
 from keel.runtime import (
+    GuardDecision,
+    GuardInput,
     Middleware,
     ModelNext,
     ModelRequestInput,
+    Place,
     RunEndInput,
     ToolCallInput,
     ToolNext,
@@ -77,7 +81,10 @@ class Monitor(Middleware):
     (baselines are then per agent and tenant). ``clock`` and ``sleep`` are for tests.
     """
 
-    guard_places = frozenset({"tool_args"})
+    guard_places: frozenset[Place] = frozenset({"tool_args"})
+    #: the monitor bounds its own waits (``throttle_max_wait``); a guard timeout would turn
+    #: a throttled call into a block
+    guard_timeout = None
 
     def __init__(self, policy: MonitorPolicy | None = None, *,
                  store: MonitorStore | None = None, notifier: Notifier | None = None,
@@ -195,32 +202,54 @@ class Monitor(Middleware):
             await self._alert_only(finding, stats, inp.run_id, inp.step_key)
         return response
 
-    async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
+    async def check(self, inp: GuardInput) -> GuardDecision | None:
+        """At ``tool_args``: count the call, look for a new tool, a burst, a loop (and a cost
+        deviation seen at the last model turn), take the configured actions, wait for a
+        throttled tool's slot, and ask for approval of a high-impact call while approvals
+        are owed. The decision (escalate, block, approve) is journaled by the runtime with
+        the evidence."""
+        if inp.place != "tool_args" or inp.tool is None:
+            return None
         name = inp.tool.meta.name
-        stats = self._stats(inp.run_id, inp.agent, inp.ctx.deps, with_deps=True)
+        stats = self._stats(inp.run_id, inp.agent, inp.deps, with_deps=True)
         baseline = await self.baseline(stats.scope)
         now = self.clock()
         t = stats.tool(name)
-        signature = f"{name}\x00{_args_hash(inp.arguments)}"
-        if inp.step_key not in stats.steps:  # a retried attempt is not another call
-            stats.steps.add(inp.step_key)
-            t.calls += 1
-            t.recent.append(now)
-            stats.repeats[signature] = stats.repeats.get(signature, 0) + 1
+        signature = f"{name}\x00{_args_hash(inp.text)}"
+        t.calls += 1
+        t.recent.append(now)
+        stats.repeats[signature] = stats.repeats.get(signature, 0) + 1
         found = [*stats.pending,
                  checks.new_tool(name, baseline, self.policy),
                  checks.burst(name, t, now, baseline, self.policy),
                  checks.loop(name, signature, stats, self.policy)]
         stats.pending.clear()
-        refusal = await self._act(found, stats, inp)
-        if refusal is not None:
-            return refusal
-        refusal = await self._wait_for_slot(stats, name, inp)
-        if refusal is not None:
-            return refusal
+        acted = await self._act(found, stats, name, inp.run_id, inp.step_key)
+        if acted.escalate:
+            return GuardDecision.escalate(acted.reason("escalated"), evidence=acted.evidence())
+        if acted.disabled:
+            return GuardDecision.block(acted.reason("switched off"), evidence=acted.evidence())
+        refused = await self._wait_for_slot(stats, name)
+        if refused is not None:
+            return refused
+        if inp.tool.meta.risk != "read" and await self.store.take_approval(stats.scope):
+            return GuardDecision.require_approval(
+                f"the behaviour monitor asks a person to approve this {inp.tool.meta.risk} "
+                f"call after a deviation of agent {stats.agent}",
+                evidence={"monitor": [*acted.records, *stats.history]})
+        return None
+
+    async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
+        """After the call: count what it returned (bytes, records, a failure, its latency)
+        and look for a volume, error or latency deviation. Escalating here replaces the
+        result with an ``escalated`` observation, so data read in excess never reaches the
+        model."""
+        name = inp.tool.meta.name
+        stats = self._stats(inp.run_id, inp.agent, inp.ctx.deps, with_deps=True)
         started = self.clock()
         result = await next(inp)
         seconds = self.clock() - started
+        t = stats.tool(name)
         t.bytes += len(result.content)
         t.latency_sum += seconds
         t.latency_n += 1
@@ -228,11 +257,20 @@ class Monitor(Middleware):
             t.errors += 1
         else:
             t.records += record_count(result.value)
+        baseline = await self.baseline(stats.scope)
         after = [checks.volume(name, t, baseline, self.policy),
                  checks.errors(name, stats, baseline, self.policy),
                  checks.latency(name, seconds, baseline, self.policy)]
-        refusal = await self._act(after, stats, inp)
-        return refusal if refusal is not None else result
+        acted = await self._act(after, stats, name, inp.run_id, inp.step_key)
+        if acted.escalate:
+            raise Escalate(f"{acted.reason('escalated')} (evidence: "
+                           f"{canonical_json(acted.evidence())})", trigger="monitor")
+        if acted.disabled:
+            return ToolResult.fail(
+                "circuit_open", f"{acted.reason('switched off')} (evidence: "
+                f"{canonical_json(acted.evidence())})", retryable=False,
+                hint="Use another approach or tell the user.")
+        return result
 
     async def on_run_end(self, inp: RunEndInput) -> None:
         finished = [k for k in self._runs if k[0] == inp.run_id]
@@ -244,12 +282,12 @@ class Monitor(Middleware):
 
     # ---------------------------------------------------------------------------- actions
 
-    async def _act(self, found: Sequence[Finding | None], stats: RunStats,
-                   inp: ToolCallInput) -> ToolResult | None:
-        """Take the configured actions for each new finding; a refusal for this call (the
-        tool was disabled), or None. Raises Escalate when a finding says to escalate."""
-        escalate: list[Finding] = []
-        refusal: ToolResult | None = None
+    async def _act(self, found: Sequence[Finding | None], stats: RunStats, tool: str,
+                   run_id: str, step_key: str) -> _Acted:
+        """Take the configured side effects (throttle, owe approvals, force the breaker open,
+        alert) of each finding not yet acted on in this run; what this call must become."""
+        acted = _Acted()
+        policy = self.policy
         for f in found:
             if f is None:
                 continue
@@ -257,33 +295,27 @@ class Monitor(Middleware):
             if mark in stats.acted and f.deviation != "cost":
                 continue
             stats.acted.add(mark)
-            actions = self.policy.actions_for(f.deviation)
-            throttle_key = f"{stats.scope}\t{inp.tool.meta.name}"
+            actions = policy.actions_for(f.deviation)
             now = self.clock()
             if "throttle" in actions:
-                await self.store.throttle(throttle_key, until=now + self.policy.throttle_for,
-                                          now=now)
+                await self.store.throttle(f"{stats.scope}\t{tool}",
+                                          until=now + policy.throttle_for, now=now)
             if "approve" in actions:
-                await self.store.owe_approvals(stats.scope, self.policy.approve_calls)
+                await self.store.owe_approvals(stats.scope, policy.approve_calls)
             if "disable" in actions and self.breaker is not None:
-                await self.breaker.force_open(f"tool:{inp.tool.meta.name}",
-                                              self.policy.disable_for)
-                refusal = ToolResult.fail(
-                    "circuit_open", f"tool {inp.tool.meta.name!r} was switched off for "
-                    f"{self.policy.disable_for:g}s by the behaviour monitor: {f.reason} "
-                    f"(evidence: {_evidence(f)})", retryable=False,
-                    hint="Use another approach or tell the user.")
+                await self.breaker.force_open(f"tool:{tool}", policy.disable_for)
+                acted.disabled = True
             if "alert" in actions and f.deviation != "cost":  # cost alerted at the model turn
-                await self._notify(f, actions, stats, inp.run_id, inp.step_key)
-            if "escalate" in actions:
-                escalate.append(f)
-        if escalate:
-            raise Escalate("behaviour monitor: " + "; ".join(
-                f"{f.deviation}: {f.reason} (evidence: {_evidence(f)})" for f in escalate))
-        return refusal
+                await self._notify(f, actions, stats, run_id, step_key)
+            acted.escalate = acted.escalate or "escalate" in actions
+            acted.findings.append(f)
+            record = {"deviation": f.deviation, "actions": list(actions), "reason": f.reason,
+                      **f.evidence}
+            acted.records.append(record)
+            stats.history.append(record)
+        return acted
 
-    async def _wait_for_slot(self, stats: RunStats, name: str,
-                             inp: ToolCallInput) -> ToolResult | None:
+    async def _wait_for_slot(self, stats: RunStats, name: str) -> GuardDecision | None:
         policy = self.policy
         wait = await self.store.reserve(f"{stats.scope}\t{name}",
                                         interval=policy.throttle_interval,
@@ -291,10 +323,14 @@ class Monitor(Middleware):
         if wait is None or wait <= 0:
             return None
         if wait > policy.throttle_max_wait:
-            return ToolResult.fail(
-                "rate_limited", f"calls to {name} are throttled by the behaviour monitor "
-                f"(one every {policy.throttle_interval:g}s); the next slot is in {wait:.1f}s",
-                retryable=True, hint="Slow down: make fewer calls, or stop and tell the user.")
+            return GuardDecision.block(
+                f"calls to {name} are throttled by the behaviour monitor (one every "
+                f"{policy.throttle_interval:g}s); the next slot is in {wait:.1f}s: slow down, "
+                "make fewer calls, or stop and tell the user",
+                evidence={"monitor": [{"action": "throttle", "tool": name,
+                                       "wait_s": round(wait, 3),
+                                       "max_wait_s": policy.throttle_max_wait,
+                                       "interval_s": policy.throttle_interval}]})
         await self.sleep(wait)
         return None
 
@@ -312,15 +348,28 @@ class Monitor(Middleware):
         await self.notifier.notify(alert)
 
 
+@dataclass(slots=True)
+class _Acted:
+    """What the actions taken for one call's findings mean for the call."""
+
+    findings: list[Finding] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    escalate: bool = False
+    disabled: bool = False
+
+    def reason(self, what: str) -> str:
+        said = "; ".join(f"{f.deviation}: {f.reason}" for f in self.findings)
+        return f"behaviour monitor ({what}): {said}"
+
+    def evidence(self) -> dict[str, Any]:
+        return {"monitor": list(self.records)}
+
+
 def _args_hash(arguments: str) -> str:
     try:
         return stable_hash(json.loads(arguments or "{}"))
     except (ValueError, RecursionError):
         return stable_hash(arguments)
-
-
-def _evidence(f: Finding) -> str:
-    return canonical_json(dict(f.evidence))
 
 
 __all__ = ["Monitor", "ToolSwitch"]

@@ -62,11 +62,12 @@ class RunStats:
     cost: float = 0.0
     tools: dict[str, ToolStats] = field(default_factory=dict)
     repeats: dict[str, int] = field(default_factory=dict)
-    steps: set[str] = field(default_factory=set)
     #: (deviation, tool) pairs already acted on in this run
     acted: set[tuple[str, str]] = field(default_factory=set)
     #: deviations noticed where no action could be taken yet (cost, after a model turn)
     pending: list[Any] = field(default_factory=list)
+    #: the evidence of every action taken in this run (shown to an approver)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:
