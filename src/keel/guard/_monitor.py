@@ -25,6 +25,7 @@ monitor acted are not learned from, so an attack does not become the new normal.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -32,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from keel.core import ConfigError, Escalate, ModelResponse, canonical_json, stable_hash
+from keel.core import ConfigError, Escalate, ModelResponse, canonical_json
 from keel.guard import _monitor_checks as checks
 from keel.guard._monitor_checks import Finding
 from keel.guard._monitor_policy import MonitorPolicy
@@ -366,10 +367,13 @@ class _Acted:
 
 
 def _args_hash(arguments: str) -> str:
+    """A short hash of a call's arguments, equal for equal JSON (key order aside)."""
     try:
-        return stable_hash(json.loads(arguments or "{}"))
+        text = json.dumps(json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)
     except (ValueError, RecursionError):
-        return stable_hash(arguments)
+        text = arguments
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 __all__ = ["Monitor", "ToolSwitch"]
