@@ -114,7 +114,13 @@ class Desk:
             self._ran("export_customers")
             return [{"customer": i} for i in range(self.records)]
 
-        return [lookup, refund, export_customers]
+        @tool(risk="irreversible")
+        def close_account(customer: int) -> str:
+            """Close a customer's account."""
+            self._ran("close_account")
+            return "closed"
+
+        return [lookup, refund, export_customers, close_account]
 
     def _ran(self, name: str) -> None:
         self.executed[name] = self.executed.get(name, 0) + 1
@@ -385,6 +391,19 @@ async def test_after_a_deviation_the_next_high_impact_calls_wait_for_a_person() 
     # a read call does not consume an owed approval; two more high-impact calls will ask
     assert [await desk.monitor.store.take_approval("desk") for _ in range(3)] == [
         True, True, False]
+
+
+async def test_the_first_call_of_a_new_high_impact_tool_waits_for_a_person() -> None:
+    desk, alerts = make_desk()
+    agent = desk.agent()
+    store = MemoryStore()
+    await warm_up(desk, agent, store)
+    with pytest.raises(ApprovalRequired):
+        await desk.run(agent, store, Plan(calls=[("close_account", {"customer": 1})]), "close")
+    assert "close_account" not in desk.executed
+    assert alerts.kinds() == ["new_tool"]
+    [task] = await store.list_tasks()
+    assert task.kind == "approval" and "close_account" in task.step_key
 
 
 async def test_a_new_tool_is_not_flagged_during_warm_up() -> None:
