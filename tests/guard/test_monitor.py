@@ -574,6 +574,24 @@ async def test_a_baseline_can_be_learned_from_the_journal_of_completed_runs() ->
     assert alerts.kinds() == ["new_tool"]
 
 
+async def test_learning_per_tenant_reads_the_tenant_from_the_stored_run() -> None:
+    desk, _ = make_desk()
+    store = MemoryStore()
+    await warm_up(desk, desk.agent(middleware=[]), store, runs=6)
+    runs = await store.list_runs()
+    for n, r in enumerate(runs):
+        await store.update_run(r.with_status(r.status, metadata={
+            "tenant": "acme" if n % 3 else "globex"}))
+    learned = await desk.monitor.learn(store, agent="desk",
+                                       tenant=lambda r: r.metadata.get("tenant"))
+    assert learned == 6
+    assert (await desk.monitor.store.baseline("desk@acme")).runs == 4
+    assert (await desk.monitor.store.baseline("desk@globex")).runs == 2
+    with pytest.raises(ConfigError) as err:
+        await desk.monitor.learn(store, agent="desk", limit=0)
+    assert err.value.field == "limit"
+
+
 @dataclass
 class Deps:
     tenant: str

@@ -51,7 +51,7 @@ from keel.runtime import (
     ToolCallInput,
     ToolNext,
 )
-from keel.store import RunFilter, RunStore
+from keel.store import RunFilter, RunRecord, RunStore
 from keel.tools import ToolResult
 
 Clock = Callable[[], float]
@@ -168,13 +168,19 @@ class Monitor(Middleware):
         self._baselines[scope] = (now, b)
         return b
 
-    async def learn(self, runs: RunStore, *, agent: str, tenant: str | None = None,
+    async def learn(self, runs: RunStore, *, agent: str,
+                    tenant: Callable[[RunRecord], str | None] | None = None,
                     limit: int = 1000) -> int:
         """Fold up to ``limit`` of ``agent``'s most recent completed runs in ``runs`` into
         its baseline (for a monitor deployed on an agent that already has history; runs it
-        watched live are folded at their end, so do not learn them twice). Returns how many
-        runs were learned."""
-        scope = self.scope(agent, tenant)
+        watched live are folded at their end, so do not learn them twice). ``tenant`` finds
+        a stored run's tenant (``lambda r: r.metadata.get("tenant")``); each run then folds
+        into its tenant's baseline. Returns how many runs were learned."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError("limit", f"must be a whole number >= 1, not {limit!r}")
+        if tenant is not None and not callable(tenant):
+            raise ConfigError("tenant", "must be a function of a RunRecord returning the "
+                                        "tenant (or None)")
         learned = 0
         while learned < limit:
             page = await runs.list_runs(RunFilter(status="completed", agent=agent,
@@ -183,11 +189,12 @@ class Monitor(Middleware):
             if not page:
                 break
             for record in page:
-                entries = await runs.read_journal(record.run_id)
-                stats = stats_from_journal(agent, scope, entries)
+                found = None if tenant is None else tenant(record)
+                scope = self.scope(agent, None if found is None else str(found))
+                stats = stats_from_journal(agent, scope, await runs.read_journal(record.run_id))
                 await self.store.fold(scope, stats.fold_ops())
+                self._baselines.pop(scope, None)
             learned += len(page)
-        self._baselines.pop(scope, None)
         return learned
 
     # --------------------------------------------------------------------------- the hooks
