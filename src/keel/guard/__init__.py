@@ -40,7 +40,16 @@ from keel.guard._injection import (
     detect_injection,
 )
 from keel.guard._limits import TextLimits, json_depth, json_text_depth
+from keel.guard._monitor import Monitor, ToolSwitch
+from keel.guard._monitor_policy import ACTIONS, DEFAULT_ACTIONS, DEVIATIONS, MonitorPolicy
+from keel.guard._monitor_state import (
+    Baseline,
+    InMemoryMonitorStore,
+    MonitorStore,
+    RedisMonitorStore,
+)
 from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
+from keel.guard._notify import Alert, LogNotifier, Notifier, WebhookNotifier
 from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
 from keel.guard._policy import EmailDomains, Limit, Matches, OneOf, ToolPolicy, ToolRules
 from keel.guard._provenance import Source, ValueOrigin, provenance
@@ -59,19 +68,24 @@ from keel.guard._validators import (
 )
 
 __all__ = [
+    "ACTIONS",
     "CLASSIFIER_FLOOR",
     "DATA_ACTIONS",
     "DATA_GROUPS",
+    "DEFAULT_ACTIONS",
     "DEFAULT_RULES",
     "DEFAULT_THRESHOLD",
     "DESTINATIONS",
+    "DEVIATIONS",
     "MAX_CHARS",
     "PII_KINDS",
     "SECRET_KINDS",
+    "Alert",
     "AllowedCommands",
     "AllowedURLs",
     "ArgumentCheck",
     "ArgumentRefused",
+    "Baseline",
     "ClassifierHit",
     "Credentials",
     "DataGuard",
@@ -80,6 +94,7 @@ __all__ = [
     "Decoded",
     "EmailDomains",
     "Finding",
+    "InMemoryMonitorStore",
     "InjectionClassifier",
     "InjectionDetector",
     "InjectionEvidence",
@@ -88,12 +103,18 @@ __all__ = [
     "InjectionRule",
     "Limit",
     "LimitsGuard",
+    "LogNotifier",
     "Matches",
+    "Monitor",
+    "MonitorPolicy",
+    "MonitorStore",
     "Normalized",
+    "Notifier",
     "OneOf",
     "PathInRoot",
     "ReadOnlySQL",
     "Redactor",
+    "RedisMonitorStore",
     "ScreenSource",
     "SecretsGuard",
     "SensitiveDataBlocked",
@@ -102,8 +123,10 @@ __all__ = [
     "TextLimits",
     "ToolPolicy",
     "ToolRules",
+    "ToolSwitch",
     "UntrustedContent",
     "ValueOrigin",
+    "WebhookNotifier",
     "default_guards",
     "delimit",
     "detect_injection",
