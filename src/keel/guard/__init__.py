@@ -39,6 +39,7 @@ from keel.guard._injection import (
     InjectionRule,
     detect_injection,
 )
+from keel.guard._judge import JudgeGuard, JudgeVerdict
 from keel.guard._limits import TextLimits, json_depth, json_text_depth
 from keel.guard._monitor import Monitor, ToolSwitch
 from keel.guard._monitor_policy import ACTIONS, DEFAULT_ACTIONS, DEVIATIONS, MonitorPolicy
@@ -101,6 +102,8 @@ __all__ = [
     "InjectionGuard",
     "InjectionResult",
     "InjectionRule",
+    "JudgeGuard",
+    "JudgeVerdict",
     "Limit",
     "LimitsGuard",
     "LogNotifier",

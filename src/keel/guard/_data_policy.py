@@ -103,17 +103,25 @@ _DIGIT_GATES: dict[str, str] = {
     "ip_address": r"\d\.\d{1,3}\.\d",
     "postal_address": r"\d[A-Za-z]? [A-Z]",
 }
-_SECRET_HINTS = (r"://|-----begin|eyj|sk-|gh[pousr]_|github_pat_|xox|_live_|_test_|aiza"
-                 r"|a(?:kia|sia|bia|cca|ida|roa|ipa|npa|nva|gpa)"
-                 r"|pass|pwd|secret|token|key|credential|bearer|aws")
-_HINT_GATES: dict[str, str] = {"email": "@", "ip_address": "::",
-                               **dict.fromkeys(SECRET_KINDS, _SECRET_HINTS)}
+# The secret detectors' literal hints (on the lower-cased text), and the keyword secret's
+# shape: a keyword with a separator after it (see _KEYWORD_VALUE in _secrets.py), so that
+# "keyboard" or "token ring" alone do not open the gate.
+_SECRET_LITERALS = ("://", "-----begin", "eyj", "sk-", "gho_", "ghp_", "ghu_", "ghs_", "ghr_",
+                    "github_pat_", "xox", "_live_", "_test_", "aiza", "akia", "asia", "abia",
+                    "acca", "aida", "aroa", "aipa", "anpa", "anva", "agpa", "bearer", "aws")
+_KEYWORDS = ("pass", "pwd", "secret", "token", "key", "credential")
+_KEYWORD_SHAPE = re.compile(r"(?:pass|pwd|secret|token|key|credential)[\w-]{0,20}"
+                            r"(?:[\"']?\s*[:=]|\s+(?:is|was|=)\s)")
+_HINT_LITERALS: dict[str, tuple[str, ...]] = {
+    "email": ("@",), "ip_address": ("::",), **dict.fromkeys(SECRET_KINDS, _SECRET_LITERALS)}
+_KEYWORD_KINDS = frozenset(SECRET_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
 class _Gate:
     digits: re.Pattern[str] | None
-    hints: re.Pattern[str] | None
+    literals: tuple[str, ...]  # any of them in the lower-cased text opens the gate
+    keywords: bool  # a keyword secret's shape opens it
     colons: bool  # a full IPv6 address: seven colons
     custom: tuple[re.Pattern[str], ...]
 
@@ -121,17 +129,22 @@ class _Gate:
     def of(cls, kinds: Iterable[str], custom: tuple[re.Pattern[str], ...]) -> _Gate:
         kinds = set(kinds)
         digits = sorted({_DIGIT_GATES[k] for k in kinds if k in _DIGIT_GATES})
-        hints = sorted({_HINT_GATES[k] for k in kinds if k in _HINT_GATES})
+        literals = sorted({lit for k in kinds for lit in _HINT_LITERALS.get(k, ())})
         return cls(digits=re.compile("(?a)" + "|".join(digits)) if digits else None,
-                   hints=re.compile("|".join(hints)) if hints else None,
+                   literals=tuple(literals), keywords=bool(kinds & _KEYWORD_KINDS),
                    colons="ip_address" in kinds, custom=custom)
 
     def __call__(self, text: str) -> bool:
         """Whether ``text`` may hold something a detector finds (False: certainly not)."""
         if self.digits is not None and self.digits.search(text):
             return True
-        if self.hints is not None and self.hints.search(text.lower()):
-            return True
+        if self.literals or self.keywords:
+            low = text.lower()
+            if any(lit in low for lit in self.literals):
+                return True
+            if self.keywords and any(k in low for k in _KEYWORDS) \
+                    and _KEYWORD_SHAPE.search(low):
+                return True
         if self.colons and text.count(":") >= 7:
             return True
         return any(p.search(text) for p in self.custom)

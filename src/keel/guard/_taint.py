@@ -193,12 +193,13 @@ class UntrustedContent(Middleware):
 
     def _wrap(self, message: Message, *, first: bool) -> Message:
         if message.role == "system" and first and self.note:
-            parts = (*message.parts, TextPart(text="\n\n" + self.note))
-            return replace(message, parts=parts)
+            return Message(role="system", parts=(*message.parts,
+                                                 TextPart(text="\n\n" + self.note)))
         if message.role != "tool":
             return message
-        return replace(message, parts=tuple(
-            replace(p, content=delimit(p.tool_name, p.content))
+        return Message(role="tool", parts=tuple(
+            ToolResultPart(call_id=p.call_id, tool_name=p.tool_name,
+                           content=delimit(p.tool_name, p.content), is_error=p.is_error)
             if isinstance(p, ToolResultPart) else p for p in message.parts))
 
 

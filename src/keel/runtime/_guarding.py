@@ -62,8 +62,17 @@ class GuardInput:
     step_key: str
     tool: Tool | None = None
     arguments: Mapping[str, Any] | None = None
-    history: tuple[Message, ...] = ()
+    #: The conversation so far, read-only (the run's own list: do not change or keep it).
+    history: Sequence[Message] = ()
     deps: Any = None
+    #: ``await inp.judge(agent, text)``: run ``agent`` on ``text`` as a sub-run of this run
+    #: (journaled under ``<step>/guard:<place>/<agent>``, within the run's budget, with the
+    #: agent's own retries), for a guard that asks a model; None where there is no run yet
+    #: (``input``).
+    judge: Judge | None = None
+    #: True when ``text`` is the part of a streamed answer received so far (see
+    #: ``guard_partial``), not the whole answer.
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +153,8 @@ class GuardDecision:
 
 
 _ALLOW = GuardDecision(action="allow")
+#: ``judge(agent, text) -> RunResult``: see :attr:`GuardInput.judge`.
+Judge: TypeAlias = Callable[[Any, str], Awaitable[Any]]
 #: How decisions rank inside a concurrent group (the strongest wins).
 _RANK = {"allow": 0, "redact": 1, "approve": 2, "escalate": 3, "block": 4}
 
@@ -187,6 +198,7 @@ class Guard(Protocol):
     guard_places: frozenset[Place]
     guard_timeout: float | None
     guard_concurrent: bool
+    guard_partial: bool
 
     async def check(self, inp: GuardInput) -> GuardDecision | None: ...
 
@@ -219,6 +231,11 @@ class GuardPipeline:
 
     def active(self, place: Place) -> bool:
         return place in self._stages
+
+    def partial_ok(self, place: Place) -> bool:
+        """Whether every guard at ``place`` can judge part of a text (a streamed answer so
+        far); one that cannot (an LLM judge) makes the stream hold the text to the end."""
+        return all(g.guard_partial for s in self._stages.get(place, ()) for g in s.guards)
 
     def names(self, place: Place) -> list[str]:
         return [guard_name(g) for s in self._stages.get(place, ()) for g in s.guards]

@@ -175,7 +175,7 @@ class AgentLoop:
         self.specs = plan.specs
         self._specs_hash = plan.specs_hash
         guards = agent.stack.guards
-        self.screens = Screens(guards, journal, agent.name, deps)
+        self.screens = Screens(guards, journal, agent.name, deps, record)
         self._screen_output = guards.active("tool_output")
         self._screen_answer = guards.active("output")
         journal.observer = self._on_step
@@ -280,7 +280,8 @@ class AgentLoop:
 
                 streamed = model = StreamingModel(
                     model, self.emit, screen=self.screens.chunk_screen(key, history)
-                    if self._screen_answer else None)
+                    if self._screen_answer else None,
+                    hold=self._screen_answer and not agent.stack.guards.partial_ok("output"))
             try:
                 if agent.stack.bare_model:
                     response = await model.request(history, specs, agent.settings)

@@ -101,6 +101,9 @@ class Middleware:
     guard_places: frozenset[Place] = PLACES
     guard_timeout: float | None = 10.0
     guard_concurrent: bool = False
+    #: Whether the guard can judge part of a streamed answer (``GuardInput.partial``); an LLM
+    #: judge cannot, and the stream then holds the answer until it passed.
+    guard_partial: bool = True
 
     async def check(self, inp: GuardInput) -> GuardDecision | None:
         """A guard's decision on ``inp`` (``None``: allow). Not a guard unless overridden."""

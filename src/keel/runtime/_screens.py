@@ -7,6 +7,7 @@ places and acts on what they return. Decisions that are not "allow" are journale
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from keel.runtime._guarding import (
     GuardDecision,
     GuardInput,
     GuardPipeline,
+    Judge,
     Place,
     journal_decision,
     recorded_decision,
@@ -26,6 +28,7 @@ from keel.tools import Tool, ToolResult
 
 if TYPE_CHECKING:
     from keel.runtime._journal import Journal
+    from keel.store import RunRecord
 
 FINAL_TOOL = "final_result"
 
@@ -88,13 +91,34 @@ def blocked(decision: GuardDecision, run_id: str, key: str, what: str) -> Guardr
 class Screens:
     """The tool and answer places for one execution of an agent loop."""
 
-    __slots__ = ("agent", "deps", "guards", "journal")
+    __slots__ = ("agent", "deps", "guards", "journal", "record")
 
-    def __init__(self, guards: GuardPipeline, journal: Journal, agent: str, deps: Any) -> None:
+    def __init__(self, guards: GuardPipeline, journal: Journal, agent: str, deps: Any,
+                 record: RunRecord | None = None) -> None:
         self.guards = guards
         self.journal = journal
         self.agent = agent
         self.deps = deps
+        self.record = record
+
+    def judge(self, key: str, place: Place) -> Judge | None:
+        """Runs a judge agent as a sub-run of this run under ``<key>/guard:<place>/<agent>``
+        (journaled, within the run's budget), or None without a run record."""
+        record = self.record
+        if record is None:
+            return None
+
+        async def run(agent: Any, text: str) -> Any:
+            from keel.runtime._failures import guarded
+
+            prefix = f"{guard_key(key, place)}/{agent.name}"
+            view = self.journal.view(budget=self.journal.budget.child(agent.budget),
+                                     agent=agent.name)
+            loop = agent.driver(view, deps=self.deps, emit=None, streaming=False,
+                                record=record, prefix=prefix)
+            return await guarded(view, prefix, lambda: loop.run(text))
+
+        return run
 
     # ----------------------------------------------------------------------- tool arguments
 
@@ -110,8 +134,8 @@ class Screens:
             return None  # decided before a suspension: the gate has the request
         decision = await self.guards.decide(GuardInput(
             place="tool_args", text=arguments, run_id=self.journal.run_id, agent=self.agent,
-            step_key=key, tool=tool, arguments=_parsed(arguments), history=tuple(history),
-            deps=self.deps))
+            step_key=key, tool=tool, arguments=_parsed(arguments), history=history,
+            deps=self.deps, judge=self.judge(key, "tool_args")))
         if decision.action == "allow":
             return None
         await journal_decision(self.journal, gkey, "tool_args", decision)
@@ -127,7 +151,7 @@ class Screens:
         decision = await self.guards.decide(GuardInput(
             place="tool_output", text=result.content, run_id=self.journal.run_id,
             agent=self.agent, step_key=key, tool=tool, arguments=_parsed(arguments),
-            history=tuple(history), deps=self.deps))
+            history=history, deps=self.deps, judge=self.judge(key, "tool_output")))
         if decision.action == "allow":
             return result
         await journal_decision(self.journal, guard_key(key, "tool_output"), "tool_output",
@@ -157,7 +181,8 @@ class Screens:
         text = final.arguments if final is not None else response.text
         decision = await self.guards.decide(GuardInput(
             place="output", text=text, run_id=self.journal.run_id, agent=self.agent,
-            step_key=key, history=tuple(history), deps=self.deps))
+            step_key=key, history=history, deps=self.deps,
+            judge=self.judge(key, "output")))
         if decision.action == "allow":
             return response
         gkey = guard_key(key, "output")
@@ -177,7 +202,7 @@ class Screens:
         async def screen(text: str) -> str | None:
             decision = await self.guards.decide(GuardInput(
                 place="output", text=text, run_id=self.journal.run_id, agent=self.agent,
-                step_key=key, history=tuple(history), deps=self.deps))
+                step_key=key, history=history, deps=self.deps, partial=True))
             if decision.action == "allow":
                 return text
             return decision.text if decision.action == "redact" else None
@@ -202,7 +227,9 @@ def _with_answer(response: ModelResponse, final: ToolCallPart | None,
     return replace(response, parts=parts)
 
 
+@functools.lru_cache(maxsize=256)
 def _parsed(arguments: str) -> dict[str, Any] | None:
+    """The call's arguments, parsed once for every guard of the call (read-only)."""
     try:
         value = json.loads(arguments or "{}")
     except (ValueError, RecursionError):

@@ -37,8 +37,11 @@ class StreamingModel(Model):
     """Wraps a model so that ``request`` consumes its stream, emitting deltas on the way."""
 
     def __init__(self, inner: Model, emit: Callable[[RunEvent], None], *,
-                 screen: Screen | None = None, chunk: int = 160) -> None:
+                 screen: Screen | None = None, chunk: int = 160, hold: bool = False) -> None:
+        """``hold``: show no text until the whole answer passed (a guard that cannot judge
+        part of an answer, such as an LLM judge); a thought before tool calls is not shown."""
         self.inner = inner
+        self.hold = hold
         self.emit = emit
         self.name = inner.name
         self.screen = screen
@@ -58,7 +61,8 @@ class StreamingModel(Model):
                     self.emit(event)
                 else:
                     self._raw += event.text
-                    await self._flush(self._boundary())
+                    if not self.hold:
+                        await self._flush(self._boundary())
             elif isinstance(event, ToolCallDelta):
                 self.emit(event)
             elif isinstance(event, ResponseDone):
@@ -74,7 +78,8 @@ class StreamingModel(Model):
         if self.screen is None or self._held:
             return
         if not final:
-            await self._flush(len(self._raw))
+            if not self.hold:
+                await self._flush(len(self._raw))
             return
         self._show(response.text)
 
