@@ -36,6 +36,8 @@ EXPECTED = [
     # the default middleware, and what a middleware's hooks take
     "defaults", "ModelNext", "ModelRequestInput", "RetryHook", "RunEndInput", "RunStartInput",
     "ToolCallInput", "ToolNext",
+    # the guardrail seam
+    "GuardDecision", "GuardInput", "Guardrail",
 ]
 
 

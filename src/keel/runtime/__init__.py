@@ -22,7 +22,9 @@ from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
+from keel.runtime._guarding import GuardDecision, GuardInput, Place
 from keel.runtime._middleware import (
+    Guardrail,
     Middleware,
     MiddlewareStack,
     ModelNext,
@@ -61,7 +63,11 @@ __all__ = [
     "FlowContext",
     "FlowOptions",
     "Journal",
+    "GuardDecision",
+    "GuardInput",
+    "Guardrail",
     "Middleware",
+    "Place",
     "MiddlewareStack",
     "ModelNext",
     "ModelRequestInput",

@@ -201,10 +201,13 @@ def approval_id(run_id: str, gate_key: str) -> str:
 
 def approval_request(*, run_id: str, agent: str, gate_key: str, tool: Tool,
                      arguments: dict[str, Any], reason: str, thought: str,
-                     policy: ApprovalPolicy, now: float) -> dict[str, Any]:
-    """What the reviewer sees (stored as the gate's intent and as the task's data)."""
+                     policy: ApprovalPolicy, now: float,
+                     evidence: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the reviewer sees (stored as the gate's intent and as the task's data).
+    ``evidence``: why a guard asked (e.g. taint: which argument came from which tool
+    output), when a guard rather than the policy routed the call here."""
     meta = tool.meta
-    return {
+    request = {
         "approval_id": approval_id(run_id, gate_key), "run_id": run_id, "agent": agent,
         "step_key": gate_key, "tool": meta.name, "description": meta.description,
         "risk": meta.risk, "arguments": arguments, "reason": reason,
@@ -212,6 +215,9 @@ def approval_request(*, run_id: str, agent: str, gate_key: str, tool: Tool,
         "queue": policy.queue, "requested_at": now,
         "due_at": None if policy.sla_seconds is None else now + policy.sla_seconds,
     }
+    if evidence:
+        request["evidence"] = dict(evidence)
+    return request
 
 
 def approval_task(request: Mapping[str, Any]) -> HumanTask:

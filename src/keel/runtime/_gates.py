@@ -23,6 +23,7 @@ from keel.runtime._approvals import (
     approval_request,
     approval_task,
 )
+from keel.runtime._guarding import GuardDecision
 from keel.tools import Tool, ToolResult
 
 _log = logging.getLogger("keel.approvals")
@@ -49,10 +50,15 @@ class Gates:
     # ----------------------------------------------------------------------------- approval
 
     async def approval(self, key: str, tool: Tool, arguments: str, input_hash: str,
-                       history: list[Message]) -> str | ToolResult | None:
+                       history: list[Message],
+                       guard: GuardDecision | None = None) -> str | ToolResult | None:
         """Before an unrecorded tool call: None (no approval needed, or approved as asked),
         the approved arguments as JSON text (edited by the reviewer), or a ToolResult to
-        record instead of calling (denied). Raises ApprovalRequired while undecided."""
+        record instead of calling (denied). Raises ApprovalRequired while undecided.
+        ``guard``: a guard's ``approve`` decision on this call: the call needs approval
+        whatever the policy says (its exemptions included), with the guard's evidence in
+        the request; with approvals switched off (``ApprovalPolicy.off()``) it is denied
+        (fail closed)."""
         gate_key = f"{key}/approval"
         journal = self.journal
         decision = journal.recorded(gate_key, "result")
@@ -65,16 +71,22 @@ class Gates:
                 await journal.store.put_task(approval_task(request))  # in case we crashed
                 raise _waiting(request)  # in a person's queue: a person decides
         else:
-            reason = self._reason(tool, arguments, ApprovalContext(
-                run_id=journal.run_id, agent=self.agent.name, step_key=gate_key,
-                deps=self.deps, history=tuple(history)))
+            if guard is not None:
+                if not self.agent.approval.enabled:
+                    return _guard_denied(guard)
+                reason: str | None = f"{guard.reason} (guard {guard.guard})"
+            else:
+                reason = self._reason(tool, arguments, ApprovalContext(
+                    run_id=journal.run_id, agent=self.agent.name, step_key=gate_key,
+                    deps=self.deps, history=tuple(history)))
             if reason is None:
                 return None
             args = _parsed(arguments)
             request = approval_request(
                 run_id=journal.run_id, agent=self.agent.name, gate_key=gate_key, tool=tool,
                 arguments=args if args is not None else {"_raw": arguments}, reason=reason,
-                thought=_last_thought(history), policy=self.agent.approval, now=time.time())
+                thought=_last_thought(history), policy=self.agent.approval, now=time.time(),
+                evidence=None if guard is None else guard.evidence)
             await journal.write(gate_key, "intent", "approval", tool.name, input_hash,
                                 request, reserve_next=True)
         reviewed = await self._review(request)
@@ -152,6 +164,13 @@ async def escalate_at(journal: Journal, record: RunRecord, key: str, exc: Escala
                         reserve_next=True)
     await journal.store.put_task(escalation_task(packet))
     raise _escalated(packet, exc)
+
+
+def _guard_denied(guard: GuardDecision) -> ToolResult:
+    return ToolResult.fail(
+        "guardrail_blocked", f"{guard.reason} (guard {guard.guard}); this call needs a "
+        "person's approval and approvals are switched off for this agent", retryable=False,
+        hint="Do not repeat this call. Tell the user it needs a person's approval.")
 
 
 def _parsed(arguments: str) -> dict[str, Any] | None:

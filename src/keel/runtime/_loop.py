@@ -56,8 +56,9 @@ from keel.runtime._gates import Gates
 from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, RetryHook, ToolCallInput
 from keel.runtime._result import RunResult
+from keel.runtime._screens import Screens, answer_escalation, input_escalation
 from keel.store import JournalEntry, RunRecord
-from keel.tools import ToolResult, Toolset
+from keel.tools import Tool, ToolResult, Toolset
 
 if TYPE_CHECKING:
     from keel.core import ModelSettings
@@ -173,6 +174,10 @@ class AgentLoop:
         self._final_spec = plan.final_spec
         self.specs = plan.specs
         self._specs_hash = plan.specs_hash
+        guards = agent.stack.guards
+        self.screens = Screens(guards, journal, agent.name, deps)
+        self._screen_output = guards.active("tool_output")
+        self._screen_answer = guards.active("output")
         journal.observer = self._on_step
 
     # ------------------------------------------------------------------------------ driving
@@ -188,6 +193,10 @@ class AgentLoop:
         if history:
             self.history.extend(m for m in history if m.role != "system")
         self.history.append(Message.user(user_input))
+        flagged = input_escalation(self.journal, self.prefix)
+        if flagged is not None:  # a guard sent the user's input to a person
+            self._guidance(await self.gates.escalate(Escalate(
+                f"guard {flagged.guard}: {flagged.reason}", trigger="guardrail")))
         policy = agent.escalation
         if policy.enabled:
             asked = policy.check_input(user_input)
@@ -215,6 +224,12 @@ class AgentLoop:
     async def _turn(self, turn: int) -> tuple[Any, ModelResponse]:
         """One model turn and its tool calls: the accepted output, or _REJECTED to go on."""
         response = await self._model_turn(turn)
+        if self._screen_answer:
+            held = answer_escalation(self.journal, f"{self.prefix}/turn:{turn}/model")
+            if held is not None:  # a guard sent the answer to a person before it left
+                self._guidance(await self.gates.escalate(Escalate(
+                    f"guard {held.guard}: {held.reason}", trigger="guardrail")))
+                return _REJECTED, response
         calls = response.tool_calls
         final = [c for c in calls if c.tool_name == FINAL_TOOL and self._final_spec]
         if final:
@@ -265,12 +280,17 @@ class AgentLoop:
                 model = StreamingModel(model, self.emit)
             try:
                 if agent.stack.bare_model:
-                    return await model.request(history, specs, agent.settings)
-                inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key,
-                                        agent=agent.name, model=model, messages=history,
-                                        tools=specs, settings=agent.settings,
-                                        on_retry=self._retry_hook(key, "model", model.name))
-                return await agent.stack.model_request(inp)
+                    response = await model.request(history, specs, agent.settings)
+                else:
+                    inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key,
+                                            agent=agent.name, model=model, messages=history,
+                                            tools=specs, settings=agent.settings,
+                                            on_retry=self._retry_hook(key, "model", model.name))
+                    response = await agent.stack.model_request(inp)
+                if self._screen_answer:
+                    response = await self.screens.answer(key, response, history,
+                                                         self._final_spec is not None)
+                return response
             except KeelError as exc:
                 if isinstance(exc, RunError) and exc.step_key is None:
                     exc.step_key = key
@@ -357,12 +377,9 @@ class AgentLoop:
         arguments = call.arguments
         denied: ToolResult | None = None
         if tool is not None and not self.journal.is_recorded(key):
-            gate = await self.gates.approval(key, tool, arguments, input_hash, self.history)
-            if isinstance(gate, ToolResult):
-                denied = gate
+            arguments, denied = await self._before_call(key, tool, arguments, input_hash)
+            if denied is not None:
                 tool, idempotent = None, True  # record the denial instead of calling
-            elif gate is not None:
-                arguments = gate
         ctx = ToolContext(run_id=self.journal.run_id, step_key=key, agent=agent.name,
                           idempotency_key=f"{self.journal.run_id}/{key}", scopes=agent.scopes,
                           deps=self.deps)
@@ -372,11 +389,16 @@ class AgentLoop:
                 return denied if denied is not None else self._missing_tool(call.tool_name)
             try:
                 if agent.stack.bare_tool:
-                    return await tool.call(arguments, ctx)
-                inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name,
-                                    tool=tool, arguments=arguments, ctx=ctx,
-                                    on_retry=self._retry_hook(key, "tool", tool.name))
-                return await agent.stack.tool_call(inp)
+                    result = await tool.call(arguments, ctx)
+                else:
+                    inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name,
+                                        tool=tool, arguments=arguments, ctx=ctx,
+                                        on_retry=self._retry_hook(key, "tool", tool.name))
+                    result = await agent.stack.tool_call(inp)
+                if self._screen_output:
+                    result = await self.screens.tool_output(key, tool, arguments, result,
+                                                            self.history)
+                return result
             except Escalate as exc:  # recorded as the call's result, then escalated
                 if exc.escalation_id is not None:
                     raise  # a person already has the task (a nested run escalated): wait
@@ -407,6 +429,32 @@ class AgentLoop:
             idempotent=idempotent, reconcile=reconcile, encode=_encode_tool,
             decode=ToolResult.from_dict, scrubbed=True,
             flush_first=tool is not None and tool.meta.risk != "read")
+
+    async def _before_call(self, key: str, tool: Tool, arguments: str,
+                           input_hash: str) -> tuple[str, ToolResult | None]:
+        """The guards on the call's arguments, then the approval gate: the arguments to call
+        with, or a result to record instead of calling (blocked, escalated, denied)."""
+        decision = await self.screens.tool_args(key, tool, arguments, self.history)
+        approve = None
+        if decision is not None:
+            if decision.action == "block":
+                return arguments, ToolResult.fail(
+                    "guardrail_blocked", f"guard {decision.guard} blocked this call: "
+                    f"{decision.reason}", retryable=False,
+                    hint="Do not repeat this call; take another approach or tell the user.")
+            if decision.action == "escalate":
+                return arguments, ToolResult.fail(
+                    "escalated", f"guard {decision.guard}: {decision.reason}", retryable=False,
+                    hint="A human takes over from here.")
+            if decision.action == "redact":
+                arguments = decision.text or "{}"
+            elif decision.action == "approve":
+                approve = decision
+        gate = await self.gates.approval(key, tool, arguments, input_hash, self.history,
+                                         guard=approve)
+        if isinstance(gate, ToolResult):
+            return arguments, gate
+        return (arguments if gate is None else gate), None
 
     def _retry_hook(self, key: str, kind: str, name: str) -> RetryHook:
         """Journal each failed attempt of a step and charge it to the budget."""

@@ -7,12 +7,23 @@ dataclasses that can grow fields without breaking anyone.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keel.core import Message, ModelResponse, ModelSettings, ToolContext, ToolSpec
+from keel.core import ConfigError, Message, ModelResponse, ModelSettings, ToolContext, ToolSpec
 from keel.models import Model
+from keel.runtime._guarding import (
+    PLACES,
+    GuardDecision,
+    GuardFunction,
+    GuardInput,
+    GuardPipeline,
+    Place,
+    check_places,
+    check_timeout,
+)
 from keel.tools import Tool, ToolResult
 
 #: ``on_retry(attempt, error, delay_seconds)``: a retrying middleware calls it before it waits
@@ -70,7 +81,21 @@ ToolNext = Callable[[ToolCallInput], Awaitable[ToolResult]]
 
 
 class Middleware:
-    """Override any hook; the defaults pass through."""
+    """Override any hook; the defaults pass through.
+
+    ``check`` makes a middleware a *guard* (see ``keel.runtime._guarding``): the runtime asks
+    it at the places in ``guard_places`` (the user's input, a tool call's arguments, a tool's
+    output, the final answer) and journals any decision that is not "allow".
+    ``guard_timeout`` (seconds, or None) bounds an async check; ``guard_concurrent`` lets it
+    run together with adjacent concurrent guards (a detector that never redacts)."""
+
+    guard_places: frozenset[Place] = PLACES
+    guard_timeout: float | None = 10.0
+    guard_concurrent: bool = False
+
+    async def check(self, inp: GuardInput) -> GuardDecision | None:
+        """A guard's decision on ``inp`` (``None``: allow). Not a guard unless overridden."""
+        return None
 
     async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
         return await next(inp)
@@ -83,6 +108,42 @@ class Middleware:
 
     async def on_run_end(self, inp: RunEndInput) -> None:
         return None
+
+
+class Guardrail(Middleware):
+    """A guard from a plain function: ``Guardrail(fn)`` where ``fn(inp: GuardInput)``
+    (sync or async) returns a :class:`GuardDecision`, ``None`` or ``True`` (allow) or
+    ``False`` (block). ``places`` (default: all four) says where it checks; ``timeout``
+    bounds an async check (it then fails closed); ``concurrent=True`` lets it run together
+    with adjacent concurrent guards (for detectors that never redact)."""
+
+    def __init__(self, check: GuardFunction, *, places: Iterable[Place] | Place = PLACES,
+                 name: str | None = None, timeout: float | None = 10.0,
+                 concurrent: bool = False) -> None:
+        if not callable(check):
+            raise ConfigError("Guardrail.check", f"must be a function of a GuardInput, got "
+                              f"{type(check).__name__}")
+        self.guard_places = check_places(places, "Guardrail.places")
+        self.guard_timeout = check_timeout(timeout, "Guardrail.timeout")
+        if not isinstance(concurrent, bool):
+            raise ConfigError("Guardrail.concurrent", "must be True or False")
+        self.guard_concurrent = concurrent
+        label = name if name is not None else getattr(check, "__name__", None)
+        if label is None:
+            label = type(check).__name__
+        if not isinstance(label, str) or not label.strip():
+            raise ConfigError("Guardrail.name", "must be a non-empty string")
+        self.name = label
+        self._fn = check
+
+    async def check(self, inp: GuardInput) -> GuardDecision | None:
+        out = self._fn(inp)
+        if inspect.isawaitable(out):
+            out = await out
+        return out  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"<Guardrail {self.name} places={sorted(self.guard_places)}>"
 
 
 async def _call_model(inp: ModelRequestInput) -> ModelResponse:
@@ -137,6 +198,9 @@ class MiddlewareStack:
         #: building input objects).
         self.bare_model = model is _call_model
         self.bare_tool = tool is _call_tool
+        #: The guards (middleware overriding ``check``), per place, in order.
+        self.guards = GuardPipeline([mw for mw in self.middleware
+                                     if type(mw).check is not Middleware.check])
 
     async def run_start(self, inp: RunStartInput) -> None:
         for mw in self.middleware:

@@ -38,6 +38,7 @@ from keel.runtime._middleware import RunEndInput, RunStartInput
 from keel.runtime._result import RunResult
 from keel.runtime._saga import applies as _compensates
 from keel.runtime._saga import compensate, recorded_failure
+from keel.runtime._screens import record_input, screen_input
 from keel.store import JournalEntry, RunRecord, RunStore
 
 if TYPE_CHECKING:
@@ -172,6 +173,13 @@ class _Woken(Exception):
 
 async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
                         keeper: LeaseKeeper) -> RunResult[Any]:
+    screened = None
+    if launch.resume_id is None and launch.input is not None \
+            and agent.stack.guards.active("input"):  # before anything is stored
+        run_id = launch.run_id or new_run_id()
+        screened = await screen_input(agent.stack.guards, run_id=run_id, agent=agent.name,
+                                      text=launch.input)
+        launch = replace(launch, input=screened.text, run_id=run_id)
     record, entries, hold = await _open_run(agent, store, launch, keeper)
     agent = agent.for_record(record)
     tracker = BudgetTracker(agent.budget)
@@ -188,6 +196,8 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
         await agent.stack.run_start(RunStartInput(run_id=record.run_id, agent=agent.name,
                                                   input=record.input, resumed=resumed))
         try:
+            if screened is not None:
+                await record_input(journal, agent.name, screened)
             failed = recorded_failure(journal) if resumed else None
             if failed is not None:  # a run that began compensating finishes that, never goes on
                 raise failed

@@ -19,6 +19,7 @@ ErrorType: TypeAlias = Literal[
     "repeated_failure",
     "approval_denied",
     "escalated",
+    "guardrail_blocked",
     "bulkhead_full",
     "rate_limited",
     "circuit_open",
