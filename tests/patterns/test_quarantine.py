@@ -146,6 +146,8 @@ async def test_a_compromised_extractor_cannot_add_or_change_a_tool_call(
         "final_result"}
     (request,) = [e.data for e in journal if e.kind == "approval" and e.phase == "intent"]
     assert request["tool"] == "transfer" and request["arguments"]["iban"] == ATTACKER_IBAN
+    assert request["evidence"]["tainted_arguments"]["iban"] == {
+        "ref": "$bill.iban", "extract": "bill", "tool": "read_bill", "step": "fetch"}
     assert "'iban' is $bill.iban, extracted from the output of read_bill (step fetch)" in \
         request["reason"]
 
@@ -273,4 +275,13 @@ async def test_a_broken_plan_goes_back_to_the_planner_with_the_reasons(
     result = await flow.run("What is my balance?", store=store)
     assert json.loads(result.output["look"])["balance"] == 4210.55
     assert "raw output of tool step fetch" in planner.seen[1][-1].parts[0].content  # type: ignore[union-attr]
+    assert world.effects() == []
+
+
+async def test_with_approvals_off_an_extracted_value_is_denied_not_waved_through(
+        tmp_path: Path, store: SQLiteStore) -> None:
+    world = World(tmp_path / "world.db")
+    flow = isolated(world, Planner(PAY_BILL), honest_extractor, approval=ApprovalPolicy.off())
+    with pytest.raises(PlanStepFailed, match="guardrail_blocked"):
+        await flow.run("Pay my December electricity bill (bill-december.txt).", store=store)
     assert world.effects() == []

@@ -9,10 +9,10 @@ Nothing the extractor reads can add a tool call or change one: the plan is fixed
 tool runs, the extractor has no tool to call, and its result is data of a declared type.
 
 Values are still data from untrusted text, so a call of a tool that is not ``read`` with an
-argument filled from an extraction waits for a person's approval (through the executor's
-approval gate, with the argument's provenance in the reason), even where an ``exempt`` rule
-would let the same call through with the user's own values. Only a tool's own
-``@tool(approval=False)`` outranks that.
+argument filled from an extraction waits for a person's approval: a guard on the executor
+routes it to the approval gate with each argument's provenance as the evidence, even where
+an ``exempt`` rule would let the same call through with the user's own values (and with
+approvals switched off, such a call is denied).
 
 Each tool step runs as a one-call turn of the *executor* agent (by default a plain agent with
 the tools; pass your own to apply its middleware, guards and approval policy), so a planned
@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, Unpack
 
 import pydantic
@@ -53,11 +52,13 @@ from keel.models import Model
 from keel.patterns._plan import PlanStepFailed
 from keel.runtime import (
     Agent,
-    ApprovalPolicy,
-    ApprovalRule,
     Flow,
     FlowContext,
     FlowOptions,
+    GuardDecision,
+    GuardInput,
+    Middleware,
+    Place,
     RunResult,
 )
 from keel.tools import Tool
@@ -235,17 +236,27 @@ def _const(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
-def _always(arguments: dict[str, Any]) -> bool:
-    return True
+class _FromToolOutput(Middleware):
+    """The executor's guard for one planned call whose arguments were filled from
+    extractions: a call of a tool that is not ``read`` needs a person's approval, through the
+    approval gate, with each argument's provenance as the evidence (the gate then ignores
+    the policy's exemptions, and denies the call if approvals are switched off)."""
 
+    guard_places: frozenset[Place] = frozenset({"tool_args"})
+    name = "plan_isolation"
 
-def gated(policy: ApprovalPolicy, tool: Tool, reason: str) -> ApprovalPolicy:
-    """``policy`` for one call of ``tool`` whose arguments came from tool output: always
-    asks, with ``reason`` (the provenance) first, and the tool's exemptions do not apply.
-    (The executor's clone makes only this call, so the risks gate nothing else here.)"""
-    rules = tuple(r for r in policy.rules if not (r.exempt and r.tool == tool.name))
-    return replace(policy, enabled=True, risks=frozenset(),
-                   rules=(ApprovalRule(tool.name, _always, reason), *rules))
+    def __init__(self, sources: Mapping[str, dict[str, str]]) -> None:
+        self.sources = dict(sources)
+
+    async def check(self, inp: GuardInput) -> GuardDecision | None:
+        if inp.tool is None or inp.tool.meta.risk == "read":
+            return None
+        said = "; ".join(f"argument {arg!r} is {src['ref']}, extracted from the output of "
+                         f"{src['tool']} (step {src['step']})"
+                         for arg, src in self.sources.items())
+        return GuardDecision.require_approval(
+            f"values taken from tool output need a person's approval: {said}",
+            evidence={"tainted_arguments": self.sources})
 
 
 class IsolatedPlanner(Flow[dict[str, Any]]):
@@ -322,8 +333,9 @@ class IsolatedPlanner(Flow[dict[str, Any]]):
         base = self.executor or Agent("executor", model=_PlannedCall(tool.name, args),
                                       tools=list(self.tools.values()))
         changes: dict[str, Any] = {"model": _PlannedCall(tool.name, args)}
-        if sources and tool.meta.risk != "read":
-            changes["approval"] = gated(base.approval, tool, _provenance(sources, steps))
+        if sources:
+            guard = _FromToolOutput(_provenance(sources, steps))
+            changes["middleware"] = (*base.config.middleware, guard)
         agent = base.clone(**changes)
         result: RunResult[Any] = await ctx.run_agent(
             agent, f"Run step {step.id} of the plan: call {tool.name}.", name=f"step.{step.id}")
@@ -366,16 +378,18 @@ def _resolve(args: Mapping[str, Any], values: Mapping[str, Any]
     return {k: fill(v, k) for k, v in args.items()}, sources
 
 
-def _provenance(sources: Mapping[str, str], steps: Mapping[str, IsolatedStep]) -> str:
-    """Where each argument's value came from, for the reviewer."""
-    parts = []
+def _provenance(sources: Mapping[str, str], steps: Mapping[str, IsolatedStep]
+                ) -> dict[str, dict[str, str]]:
+    """Where each argument's value came from: {argument: {ref, extract step, tool, step}}."""
+    out: dict[str, dict[str, str]] = {}
     for arg, ref in sources.items():
         found = _REF.match(ref)
         extract = steps.get(found.group(1)) if found else None
         origin = steps.get(extract.source or "") if extract else None
-        tool = f"{origin.tool} (step {origin.id})" if origin else "a tool"
-        parts.append(f"argument {arg!r} is {ref}, extracted from the output of {tool}")
-    return "values taken from tool output need a person's approval: " + "; ".join(parts)
+        out[arg] = {"ref": ref, "extract": extract.id if extract else "?",
+                    "tool": (origin.tool or "?") if origin else "?",
+                    "step": origin.id if origin else "?"}
+    return out
 
 
 def _tools(tools: Iterable[Tool]) -> dict[str, Tool]:
