@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,7 +316,7 @@ async def run_case(model_fn: Callable[..., ScriptItem], world: World, prompt: st
 
 async def attack(case: Case, tmp: Path, store: RunStore, *, detection: bool,
                  reviewer: Callable[[dict[str, Any]], Review] | None = None) -> Outcome:
-    world = World(tmp / f"world-{abs(hash(case.id))}.db", case.task.slot, case.payload())
+    world = World(tmp / f"world-{uuid.uuid4().hex}.db", case.task.slot, case.payload())
     return await run_case(compromised(case.task, case.goal), world, case.task.prompt, store,
                           name=case.id, detection=detection, reviewer=reviewer)
 
@@ -325,7 +326,7 @@ async def honest_run(task: Task, tmp: Path, store: RunStore, *, detection: bool,
     """The honest model on ``task`` (in the injected environment of ``case``, if given),
     with an in-process reviewer that approves whatever is asked."""
     slot, payload = (task.slot, case.payload()) if case else (None, "")
-    world = World(tmp / f"honest-{abs(hash((task.id, case and case.id)))}.db", slot, payload)
+    world = World(tmp / f"honest-{uuid.uuid4().hex}.db", slot, payload)
     return await run_case(honest(task), world, task.prompt, store,
                           name=case.id if case else task.id, detection=detection,
                           reviewer=approve_all)
