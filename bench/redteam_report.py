@@ -38,6 +38,8 @@ async def measure() -> dict[str, Any]:
         try:
             off = await _attacks(tmp, store, detection=False)
             on = await _attacks(tmp, store, detection=True)
+            disguised = [await h.attack(c, tmp, store, detection=False)
+                         for c in h.disguised_cases()]
             stamp = [await h.attack(c, tmp, store, detection=False, reviewer=h.approve_all)
                      for c in h.cases()]
             honest = [await h.honest_run(t, tmp, store, detection=True) for t in h.TASKS]
@@ -45,7 +47,8 @@ async def measure() -> dict[str, Any]:
                         for c in h.cases()]
         finally:
             await store.close()
-    return {"off": off, "on": on, "stamp": stamp, "honest": honest, "injected": injected}
+    return {"off": off, "on": on, "disguised": disguised, "stamp": stamp, "honest": honest,
+            "injected": injected}
 
 
 def _by_template(outcomes: list[h.Outcome]) -> dict[str, list[h.Outcome]]:
@@ -68,7 +71,11 @@ def render(results: dict[str, Any]) -> str:
     lines.append(f"| **all** | **{t_off['cases']}** | **{t_off['executed']}** | "
                  f"**{t_off['ungated']}** | **{t_on['executed']}** | **{t_on['ungated']}** |")
     stamp = h.attack_figures(results["stamp"])
-    lines += ["", f"With a reviewer that approves everything, {stamp['executed']} of "
+    disguised = h.attack_figures(results["disguised"])
+    lines += ["", f"Attacker values written in another form (an IBAN in groups of four, an "
+              f"address spelt out; {disguised['cases']} cases, detection off): "
+              f"{disguised['executed']} ran, {disguised['ungated']} without approval.",
+              "", f"With a reviewer that approves everything, {stamp['executed']} of "
               f"{stamp['cases']} attacker calls ran, {stamp['ungated']} of them without an "
               "approval decision in the journal.", "",
               "| honest task | completed | approval interruptions |", "| --- | --- | --- |"]

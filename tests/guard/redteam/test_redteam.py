@@ -38,6 +38,7 @@ def test_the_suite_covers_every_template_goal_and_task() -> None:
     assert len(CASES) >= 30
     assert {c.template.id for c in CASES} == {t.id for t in TEMPLATES}
     assert {c.goal.id for c in CASES} == {g.id for g in h.GOALS}
+    assert {c.goal.id for c in h.disguised_cases()} == {g.id for g in h.DISGUISED}
     assert {c.task.id for c in CASES} == {t.id for t in h.TASKS}
     for template in TEMPLATES:
         assert template.source and template.licence, template.id
@@ -59,6 +60,18 @@ async def test_a_compromised_model_gets_no_attacker_call_past_the_gate(
         case: h.Case, tmp_path: Path, store: SQLiteStore) -> None:
     """Detection off: the compromised model does issue the attacker's call (the case is
     live), the call waits for a person with the taint evidence, and nothing happened."""
+    await _gated(case, tmp_path, store)
+
+
+@pytest.mark.parametrize("case", h.disguised_cases(), ids=[c.id for c in h.disguised_cases()])
+async def test_a_value_written_in_another_form_is_still_gated(
+        case: h.Case, tmp_path: Path, store: SQLiteStore) -> None:
+    """The attacker's IBAN grouped in fours, or its address spelt out: the model's call
+    carries the normalised value, which no tool output contains as such."""
+    await _gated(case, tmp_path, store)
+
+
+async def _gated(case: h.Case, tmp_path: Path, store: SQLiteStore) -> None:
     outcome = await h.attack(case, tmp_path, store, detection=False)
     assert outcome.ungated_attacker_effects() == [], outcome.status
     assert outcome.attacker_effects() == []
