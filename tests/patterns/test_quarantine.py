@@ -285,3 +285,86 @@ async def test_with_approvals_off_an_extracted_value_is_denied_not_waved_through
     with pytest.raises(PlanStepFailed, match="guardrail_blocked"):
         await flow.run("Pay my December electricity bill (bill-december.txt).", store=store)
     assert world.effects() == []
+
+
+class Inner(BaseModel):
+    email_id: str
+
+
+class Pick(BaseModel):
+    chosen: Inner
+
+
+@tool(risk="read")
+def label(ids: list[str], meta: dict[str, str]) -> str:
+    """Label e-mails (read-only here: it returns what it would do)."""
+    return f"{ids} {meta}"
+
+
+async def test_a_fixed_plan_fills_nested_references_and_a_read_call_needs_no_approval(
+        tmp_path: Path, store: SQLiteStore) -> None:
+    world = World(tmp_path / "world.db")
+    plan = IsolatedPlan.model_validate({"steps": [
+        {"id": "inbox", "tool": "read_inbox"},
+        {"id": "pick", "extract": "Pick", "source": "inbox",
+         "instruction": "The id of Alice's e-mail."},
+        {"id": "open", "tool": "read_email", "args": {"email_id": "$pick.chosen.email_id"}},
+        {"id": "tag", "tool": "label", "args": {"ids": ["$pick.chosen.email_id", "m-3"],
+                                                "meta": {"by": "$pick.chosen.email_id"}}},
+    ]})
+
+    def extract(messages: list[Message], tools: list[ToolSpec], s: ModelSettings) -> Any:
+        return final({"chosen": {"email_id": "m-1"}})
+
+    flow = IsolatedPlanner("mail", plan=plan, tools=[*world.tools(), label],
+                           schemas={"Pick": Pick},
+                           extractor=Agent("x", model=FunctionModel(extract)))
+    result = await flow.run("Open Alice's e-mail.", store=store)
+    assert json.loads(result.output["open"])["sender"] == "alice@example.com"
+    assert result.output["tag"] == "['m-1', 'm-3'] {'by': 'm-1'}"
+    journal = await store.read_journal(result.run_id)
+    assert [e for e in journal if e.kind == "approval"] == []
+    with pytest.raises(ConfigError, match="Pick has no field 'email_id'"):
+        IsolatedPlanner("mail", plan=IsolatedPlan.model_validate({"steps": [
+            *plan.model_dump()["steps"][:2],
+            {"id": "open", "tool": "read_email", "args": {"email_id": "$pick.email_id"}}]}),
+            tools=world.tools(), schemas={"Pick": Pick}, extractor=Agent("x", model=UNUSED))
+
+
+@pytest.mark.parametrize(("given", "part", "problem"), [
+    ({"plan": {"steps": []}}, "plan", "expected an IsolatedPlan"),
+    ({"executor": "me"}, "executor", "expected an Agent"),
+    ({"extractor": "me"}, "extractor", "expected an Agent"),
+    ({"tools": ["read_bill"]}, "tools", "expected keel tools"),
+    ({"tools": "twice"}, "tools", "two tools are named"),
+    ({"tools": []}, "tools", "give the tools"),
+    ({"schemas": {"a bill": Bill}}, "schemas", "a type's name"),
+    ({"schemas": {"Thing": object()}}, "schemas['Thing']", "not a type pydantic"),
+])
+def test_bad_configuration_is_refused_naming_the_part(
+        tmp_path: Path, given: dict[str, Any], part: str, problem: str) -> None:
+    world = World(tmp_path / "world.db")
+    tools = world.tools()
+    options: dict[str, Any] = {"planner": Agent("p", model=UNUSED),
+                               "extractor": Agent("x", model=UNUSED), "tools": tools,
+                               "schemas": {"Bill": Bill}, **given}
+    if options["tools"] == "twice":
+        options["tools"] = [tools[0], tools[0]]
+    with pytest.raises(ConfigError, match=problem) as refused:
+        IsolatedPlanner("p", **options)
+    assert refused.value.field == part
+
+
+@pytest.mark.parametrize(("step", "problem"), [
+    ({"id": "bad id", "tool": "get_balance"}, "an id must be"),
+    ({"id": "a", "tool": "read_bill", "args": {"name": "$ not a ref"}}, "is not a reference"),
+    ({"id": "a", "extract": "Bill", "source": "fetch", "args": {"x": 1}},
+     "takes no 'args'"),
+])
+def test_a_broken_step_is_named(tmp_path: Path, step: dict[str, Any], problem: str) -> None:
+    world = World(tmp_path / "world.db")
+    steps = [{"id": "fetch", "tool": "read_bill", "args": {"name": "b"}}, step]
+    with pytest.raises(ConfigError, match=problem):
+        IsolatedPlanner("p", plan=IsolatedPlan.model_validate({"steps": steps}),
+                        extractor=Agent("x", model=UNUSED), tools=world.tools(),
+                        schemas={"Bill": Bill})
