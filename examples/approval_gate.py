@@ -25,7 +25,7 @@ from keel.testing import ScriptedModel, call
 ORDERS = {"A-1042": {"amount": 249.0, "status": "lost by carrier"}}
 
 
-@tool
+@tool(risk="read")
 def lookup_order(order_id: str) -> dict[str, object]:
     """Look up an order's amount and delivery status."""
     order = ORDERS.get(order_id)

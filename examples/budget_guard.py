@@ -19,13 +19,13 @@ from keel import Agent, Budget, BudgetExceeded, RunError, tool
 from keel.testing import ScriptedModel, call
 
 
-@tool
+@tool(risk="read")
 def check_job(job_id: str) -> str:
     """Check whether a background job has finished."""
     return f"job {job_id} is still running"  # it never finishes
 
 
-@tool
+@tool(risk="read")
 def fetch_report(report_id: str) -> str:
     """Fetch a finished report by id."""
     raise ValueError(f"no report {report_id!r}")

@@ -27,7 +27,7 @@ from keel.testing import FunctionModel, ScriptedModel, call
 ORDERS = {"A-1001": {"item": "kettle", "charged": [49.0, 49.0]}}
 
 
-@tool
+@tool(risk="read")
 def get_order(order_id: str) -> dict[str, Any]:
     """Look an order up by id."""
     return ORDERS.get(order_id, {"error": f"no order {order_id}"})

@@ -64,7 +64,7 @@ def model() -> str | Model:
 _calls: list[str] = []
 
 
-@tool
+@tool(risk="read")
 def exchange_rate(currency: str) -> float:
     """The value of one unit of ``currency`` in EUR."""
     _calls.append(currency)

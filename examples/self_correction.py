@@ -22,7 +22,7 @@ from keel.testing import ScriptedModel, call
 ORDERS = {1001: {"item": "blue kettle", "status": "shipped", "eta": "6 March"}}
 
 
-@tool
+@tool(risk="read")
 def get_order(order_id: int) -> dict[str, str]:
     """Look up an order by its number.
 

@@ -32,7 +32,7 @@ class Ticket(BaseModel):
 CUSTOMERS = {"ana@example.com": {"name": "Ana", "plan": "pro"}}
 
 
-@tool
+@tool(risk="read")
 def lookup_customer(email: str) -> dict[str, str]:
     """Find a customer's name and plan by email address."""
     return CUSTOMERS.get(email.strip().lower(), {"plan": "unknown"})

@@ -30,13 +30,13 @@ NOTES = {
 }
 
 
-@tool
+@tool(risk="read")
 def search_notes(topic: str) -> str:
     """Search the research notes for a topic."""
     return NOTES.get(topic.lower(), f"no notes on {topic!r}")
 
 
-@tool
+@tool(risk="read")
 def heat_cost(price_per_kwh: float, efficiency: float) -> float:
     """Cost of one kWh of heat, given the energy price and the efficiency (1.0 = 100%)."""
     return round(price_per_kwh / efficiency, 3)

@@ -23,7 +23,7 @@ WEATHER = {
 }
 
 
-@tool
+@tool(risk="read")
 def get_weather(city: str) -> dict[str, object]:
     """Current weather for a city.
 
@@ -36,7 +36,7 @@ def get_weather(city: str) -> dict[str, object]:
     return {"city": city, **weather}
 
 
-@tool
+@tool(risk="read")
 def calculate(a: float, op: Literal["+", "-", "*", "/"], b: float) -> float:
     """Arithmetic on two numbers: a op b."""
     if op == "+":

@@ -53,7 +53,7 @@ def parse_request(text: str) -> Request:
     return Request(email=email.group(0), order_id=int(order.group(1)))
 
 
-@tool
+@tool(risk="read")
 def lookup_order(order_id: int) -> dict[str, Any]:
     """Find an order by its number."""
     return ORDERS.get(order_id, {"item": "", "amount": 0.0, "status": "unknown"})

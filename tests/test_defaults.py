@@ -19,8 +19,13 @@ from keel import (
     RetryPolicy,
 )
 from keel.core import Message, ModelResponse, ModelSettings, ToolSpec
+from keel.guard import InjectionGuard, LimitsGuard, SecretsGuard, TaintGuard, UntrustedContent
 from keel.reliability import Timeout
 from keel.testing import FunctionModel, ScriptedModel
+
+#: keel's default guards, in order, after the reliability defaults.
+GUARDS: list[type[Middleware]] = [LimitsGuard, InjectionGuard, SecretsGuard, TaintGuard,
+                                  UntrustedContent]
 
 
 def types(agent: keel.runtime.Agent[object]) -> list[type[Middleware]]:
@@ -29,15 +34,15 @@ def types(agent: keel.runtime.Agent[object]) -> list[type[Middleware]]:
 
 def test_defaults_lists_the_default_stack_outermost_first_fresh_each_call() -> None:
     first, second = keel.defaults(), keel.defaults()
-    assert [type(m) for m in first] == [Retry, CircuitBreaker]
+    assert [type(m) for m in first] == [Retry, CircuitBreaker, *GUARDS]
     assert all(a is not b for a, b in zip(first, second, strict=True))
 
 
 def test_an_agent_puts_the_defaults_outside_its_own_middleware() -> None:
     timeout = Timeout(model=5)
     agent = Agent("a", model=ScriptedModel(["x"]), middleware=[timeout])
-    assert types(agent) == [Retry, CircuitBreaker, Timeout]
-    assert agent.stack.middleware[2] is timeout
+    assert types(agent) == [Retry, CircuitBreaker, *GUARDS, Timeout]
+    assert agent.stack.middleware[-1] is timeout
     other = Agent("b", model=ScriptedModel(["x"]))
     assert other.stack.middleware[1] is not agent.stack.middleware[1]  # one breaker each
 
@@ -46,7 +51,7 @@ def test_a_middleware_of_a_defaults_type_replaces_it_in_its_place() -> None:
     retry = Retry(RetryPolicy(max_attempts=6))
     agent = Agent("a", model=ScriptedModel(["x"]), middleware=[Timeout(model=5), retry])
     # the replacement keeps the default's place: retry outside the breaker, as documented
-    assert types(agent) == [Retry, CircuitBreaker, Timeout]
+    assert types(agent) == [Retry, CircuitBreaker, *GUARDS, Timeout]
     assert agent.stack.middleware[0] is retry
     off = CircuitBreaker.off()
     assert Agent("b", model=ScriptedModel(["x"]), middleware=[off]).stack.middleware[1] is off
@@ -72,10 +77,10 @@ def test_a_subclass_composes_its_own_defaults_and_clones_keep_them() -> None:
             return [*super().make_defaults(), Timeout(model=30)]
 
     agent = Quiet("a", model=ScriptedModel(["x"]))
-    assert types(agent) == [Retry, CircuitBreaker, Timeout]
+    assert types(agent) == [Retry, CircuitBreaker, *GUARDS, Timeout]
     clone = agent.clone(instructions="Be brief.")
     assert type(clone) is Quiet
-    assert types(clone) == [Retry, CircuitBreaker, Timeout]
+    assert types(clone) == [Retry, CircuitBreaker, *GUARDS, Timeout]
 
 
 def flaky(failures: int) -> FunctionModel:
@@ -135,10 +140,10 @@ def test_register_default_middleware_is_deprecated_but_works_for_one_release() -
         with pytest.warns(DeprecationWarning, match="make_defaults"):
             register("extra", lambda: [Timeout(model=9)])
         assert types(Agent("a", model=ScriptedModel(["x"]))) == [
-            Retry, CircuitBreaker, Timeout]
+            Retry, CircuitBreaker, *GUARDS, Timeout]
     finally:
         _defaults._LEGACY.clear()
-    assert types(Agent("a", model=ScriptedModel(["x"]))) == [Retry, CircuitBreaker]
+    assert types(Agent("a", model=ScriptedModel(["x"]))) == [Retry, CircuitBreaker, *GUARDS]
 
 
 def test_a_clone_keeps_a_subclass_and_what_it_added() -> None:

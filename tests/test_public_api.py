@@ -94,4 +94,8 @@ def test_importing_keel_registers_nothing() -> None:
     from keel.runtime import _defaults
 
     assert _defaults._LEGACY == {}
-    assert [type(m) for m in keel.defaults()] == [keel.Retry, keel.CircuitBreaker]
+    from keel import guard
+
+    assert [type(m) for m in keel.defaults()] == [
+        keel.Retry, keel.CircuitBreaker, guard.LimitsGuard, guard.InjectionGuard,
+        guard.SecretsGuard, guard.TaintGuard, guard.UntrustedContent]

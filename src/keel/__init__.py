@@ -101,7 +101,7 @@ from keel.runtime import (
 from keel.store import MemoryStore, RunStore, export_run, import_run, open_store
 from keel.tools import Tool, ToolResult, tool, tool_from_schema
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # The default middleware every keel.Agent gets is listed, in order, by keel.defaults()
 # (keel/_defaults.py, the composition root); nothing is registered at import time.
@@ -129,15 +129,15 @@ __all__ = [
     "Flow",
     "FlowContext",
     "FlowOptions",
+    "GuardDecision",
+    "GuardInput",
+    "Guardrail",
     "GuardrailTripped",
     "Handoff",
     "KeelError",
     "LeaseLost",
     "MemoryStore",
     "Message",
-    "GuardDecision",
-    "GuardInput",
-    "Guardrail",
     "Middleware",
     "MissingCredentials",
     "Model",

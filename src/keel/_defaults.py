@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from keel.guard import TaintGuard, default_guards
 from keel.reliability import CircuitBreaker, Retry
 from keel.runtime import Agent as RuntimeAgent
-from keel.runtime import Middleware
+from keel.runtime import AgentConfig, Middleware
 
 OutputT = TypeVar("OutputT")
 
@@ -39,8 +40,12 @@ def defaults() -> list[Middleware]:
        outside the breaker, so every attempt goes through the breaker and an open breaker
        stops the retries.
     2. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
+    3. the guards (:func:`keel.guard.default_guards`, docs/security.md):
+       :class:`~keel.guard.LimitsGuard`, :class:`~keel.guard.InjectionGuard`,
+       :class:`~keel.guard.SecretsGuard`, :class:`~keel.guard.TaintGuard` and
+       :class:`~keel.guard.UntrustedContent`.
     """
-    return [Retry(), CircuitBreaker()]
+    return [Retry(), CircuitBreaker(), *default_guards()]
 
 
 class Agent(RuntimeAgent[OutputT]):
@@ -55,6 +60,12 @@ class Agent(RuntimeAgent[OutputT]):
     def make_defaults(self) -> Sequence[Middleware]:
         """:func:`keel.defaults` (and what deprecated ``register_default_middleware`` added)."""
         return [*defaults(), *super().make_defaults()]
+
+    def _configure(self, config: AgentConfig) -> None:
+        super()._configure(config)
+        taint = next((m for m in self.stack.middleware if isinstance(m, TaintGuard)), None)
+        if taint is not None:
+            taint.warn_unannotated(self.name, config.tools)
 
 
 Agent.__module__ = "keel"

@@ -90,7 +90,7 @@ ECHO_AGENT = '''
     HOSTILE = "[bold red]x[/] \\u001b[31mred\\u001b[0m"
 
 
-    @tool
+    @tool(risk="read")
     def echo(text: str) -> str:
         """Return the text."""
         return text

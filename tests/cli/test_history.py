@@ -23,7 +23,7 @@ HISTORY = '''
     from keel.testing import ScriptedModel, call
 
 
-    @tool
+    @tool(risk="read")
     def lookup(key: str) -> str:
         """Look a key up."""
         return f"value of {key} [bold]\\x1b[31m"

@@ -26,6 +26,7 @@ BANK = '''
     import os, sys, time
     from keel import Agent, tool
     from keel.core import ModelResponse, ToolCallPart
+    from keel.guard import undelimit
     from keel.testing import FunctionModel
 
 
@@ -45,7 +46,7 @@ BANK = '''
         if not done:
             call = ToolCallPart(call_id="c0", tool_name="wire", arguments='{"amount": 5}')
             return ModelResponse(parts=(call,))
-        return "model saw: " + done[-1].parts[0].content
+        return "model saw: " + undelimit(done[-1].parts[0].content)
 
 
     agent = Agent("bank", model=FunctionModel(reply), tools=[wire])

@@ -27,7 +27,7 @@ FLAKY = '''
     UP = Path(__file__).with_name("provider-up")
 
 
-    @tool
+    @tool(risk="read")
     def lookup(key: str) -> str:
         """Look a key up."""
         return f"value of {key}"

@@ -209,7 +209,7 @@ INTERRUPTED = '''
     FLAG = Path(__file__).with_name("go-on")
 
 
-    @tool
+    @tool(risk="read")
     def step(n: int) -> int:
         """Count."""
         return n

@@ -50,7 +50,7 @@ CUTTER = '''
     from keel.core import ModelResponse, TextPart, ToolCallPart
     from keel.testing import FunctionModel
 
-    @tool
+    @tool(risk="read")
     def outage() -> str:
         """Terminate the store's server connections."""
         with psycopg.connect({admin!r}, autocommit=True) as conn:

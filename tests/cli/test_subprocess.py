@@ -37,7 +37,7 @@ from keel import Agent, tool
 from keel.testing import ScriptedModel, call
 
 
-@tool
+@tool(risk="read")
 async def wait(seconds: float) -> str:
     """Wait."""
     await asyncio.sleep(seconds)

@@ -30,6 +30,7 @@ from keel.core import (
     to_jsonable,
     to_text,
 )
+from keel.guard import delimit, undelimit
 from keel.patterns import Planner, Supervisor, Workflow
 from keel.store import JournalEntry, SQLiteStore
 from keel.testing import FunctionModel, ScriptedModel, call
@@ -198,7 +199,8 @@ async def test_a_tool_result_the_model_and_the_journal_see(name: str, store: Run
     agent = Agent("shop", model=model, tools=[returning(name)])
     result = await agent.run("go", store=store)
     seen = [p for p in model.requests[1][-1].parts if isinstance(p, ToolResultPart)]
-    assert [p.content for p in seen] == [text]  # not a Python repr
+    assert [undelimit(p.content) for p in seen] == [text]  # not a Python repr
+    assert all(p.content == delimit("fetch", text) for p in seen)
     entry = next(e for e in await results(store, result.run_id) if e.kind == "tool")
     assert entry.data["value"] == data and entry.data["content"] == text
 
@@ -316,7 +318,8 @@ def lead_for(worker: str) -> tuple[Agent[Any], ScriptedModel]:
 
 
 def lead_saw(model: ScriptedModel) -> list[str]:
-    return [p.content for p in model.requests[1][-1].parts if isinstance(p, ToolResultPart)]
+    return [undelimit(p.content) for p in model.requests[1][-1].parts
+            if isinstance(p, ToolResultPart)]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -392,6 +395,7 @@ async def test_every_place_agrees(name: str) -> None:
               ).output
     lead, lead_model = lead_for("produce")
     await Supervisor("team", lead=lead, workers=[producing(name)]).run("go", store=store)
-    seen = [p.content for p in model.requests[1][-1].parts if isinstance(p, ToolResultPart)]
+    seen = [undelimit(p.content) for p in model.requests[1][-1].parts
+            if isinstance(p, ToolResultPart)]
     assert tool_value == output == to_jsonable(value) == data
     assert seen == lead_saw(lead_model) == [to_text(value)] == [text]

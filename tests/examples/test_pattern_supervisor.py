@@ -6,6 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 from keel import MemoryStore
+from keel.guard import undelimit
 from keel.runtime import replay_run
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "supervisor.py"
@@ -16,7 +17,7 @@ async def test_the_editor_delegates_to_both_workers_and_synthesizes(example: Mod
     result = await example.flow.run(example.INPUT, store=store)
     assert "about 10% cheaper" in result.output
     last = example.editor.model.requests[-1]
-    answers = {p.tool_name: p.content for m in last for p in m.tool_results}
+    answers = {p.tool_name: undelimit(p.content) for m in last for p in m.tool_results}
     assert answers == {
         "ask_researcher": "Heat pumps deliver about 3 kWh of heat per kWh of electricity (COP 3).",
         "ask_analyst": "Heat from a heat pump costs 0.10 per kWh; from a gas boiler 0.111."}

@@ -24,6 +24,7 @@ from keel.guard import (
     TextLimits,
     json_depth,
     json_text_depth,
+    undelimit,
 )
 from keel.testing import ScriptedModel, call
 
@@ -504,7 +505,7 @@ def test_text_limits_configuration_is_checked(kwargs: dict[str, Any], field: str
 def _observation(model: ScriptedModel, turn: int) -> dict[str, Any]:
     [result] = model.requests[turn][-1].tool_results
     assert result.is_error
-    return json.loads(result.content)["error"]  # type: ignore[no-any-return]
+    return json.loads(undelimit(result.content))["error"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(("validator", "argument", "value"), [
@@ -557,7 +558,7 @@ async def test_the_model_can_fix_its_arguments_and_the_tool_then_runs(tmp_path: 
     result = await Agent("files", model=model, tools=[read]).run("read", store=MemoryStore())
     assert "outside" in _observation(model, 1)["message"]
     assert "links: scheme 'http'" in _observation(model, 2)["message"]
-    assert [r.content for r in model.requests[3][-1].tool_results] == ["hello"]
+    assert [undelimit(r.content) for r in model.requests[3][-1].tool_results] == ["hello"]
     assert ran == ["notes.txt"]
     assert result.output == "hello it says"
 

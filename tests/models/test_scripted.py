@@ -9,6 +9,7 @@ import pytest
 
 from keel import Agent, ConfigError, MemoryStore, ModelError, ModelResponse, UserError, tool
 from keel.core import Message, ModelSettings, TextPart, ToolSpec, Usage
+from keel.guard import undelimit
 from keel.testing import FunctionModel, ScriptedModel, call
 
 GOOD: list[Any] = [
@@ -84,7 +85,7 @@ async def test_function_model_drives_tool_calls_in_a_run() -> None:
                settings: ModelSettings) -> Any:
         results = messages[-1].tool_results
         if results:
-            return f"answer: {results[0].content}"
+            return f"answer: {undelimit(results[0].content)}"
         return ["let me look", call("lookup", {"q": "tides"})]
 
     result = await Agent("a", model=FunctionModel(answer), tools=[lookup]).run(

@@ -9,6 +9,7 @@ import pytest
 
 from keel import Agent, ConfigError, Escalate, MemoryStore, tool
 from keel.core import Message, ModelResponse, TextPart, ToolCallPart, ToolResultPart, ToolSpec
+from keel.guard import undelimit
 from keel.patterns import HandoffLoop, HandoffTeam, HistoryFilter
 from keel.runtime import replay_run, resolve_escalation
 from keel.testing import FunctionModel, ScriptedModel, call
@@ -50,8 +51,8 @@ async def test_an_agent_hands_over_with_a_reason_and_the_next_sees_filtered_hist
     assert result.output == "Refunded the second charge on A1."
     assert len(triage_model.requests) == 2 and len(billing_model.requests) == 1
     seen = billing_model.requests[0]
-    assert [(m.role, m.text) for m in seen] == [
-        ("system", "Fix billing problems."),
+    assert seen[0].text.startswith("Fix billing problems.")  # + the untrusted-content note
+    assert [(m.role, m.text) for m in seen[1:]] == [
         ("user", "I was charged twice for A1"),
         ("assistant", "It looks like a billing problem."),
         ("user", "[triage handed this conversation to you. Reason: double charge on A1]")]
@@ -74,7 +75,7 @@ async def test_a_full_history_carries_tool_work_but_not_the_unanswered_transfer(
     await team.run("I was charged twice for A1", store=MemoryStore())
     seen = billing_model.requests[0]
     calls = [p.tool_name for m in seen for p in m.parts if isinstance(p, ToolCallPart)]
-    results = [p.content for m in seen for p in m.tool_results]
+    results = [undelimit(p.content) for m in seen for p in m.tool_results]
     assert calls == ["lookup_order"] and results == ["order A1: paid twice"]
 
 

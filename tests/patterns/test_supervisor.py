@@ -10,6 +10,7 @@ import pytest
 
 from keel import Agent, Budget, ConfigError, Escalate, MemoryStore, tool
 from keel.core import Message, ToolCallPart, ToolResultPart
+from keel.guard import undelimit
 from keel.patterns import Supervisor
 from keel.runtime import replay_run, resolve_escalation
 from keel.store import TaskFilter
@@ -25,7 +26,7 @@ def _texts(requests: list[list[Message]]) -> str:
         for m in request:
             for p in m.parts:
                 if isinstance(p, ToolResultPart):
-                    parts.append(p.content)
+                    parts.append(undelimit(p.content))
                 elif isinstance(p, ToolCallPart):
                     parts.append(f"{p.tool_name}({p.arguments})")
                 else:
@@ -61,7 +62,7 @@ async def test_workers_run_concurrently_and_the_lead_sees_only_their_results() -
     assert barrier.n_waiting == 0 and all(len(m.requests) == 2 for m in workers)
     for worker, topic in zip(workers, ("facts", "style"), strict=True):
         seen_by_worker = [p for m in worker.requests[-1] for p in m.tool_results]
-        assert [(p.content, p.is_error) for p in seen_by_worker] == [
+        assert [(undelimit(p.content), p.is_error) for p in seen_by_worker] == [
             (f"secret-internal-{topic}", False)]
     seen = _texts(lead_model.requests)
     assert "facts: the sky is blue" in seen and "intro: Once upon a time" in seen
@@ -81,7 +82,8 @@ async def test_workers_run_concurrently_and_the_lead_sees_only_their_results() -
 async def test_share_internals_shows_the_lead_a_transcript_of_the_workers_tools() -> None:
     team, lead_model, _ = _team(share_internals=["research"])
     await team.run("write a report", store=MemoryStore())
-    results = {p.tool_name: p.content for m in lead_model.requests[-1] for p in m.tool_results}
+    results = {p.tool_name: undelimit(p.content) for m in lead_model.requests[-1]
+               for p in m.tool_results}
     assert "call lookup(" in results["ask_research"]
     assert "result lookup: secret-internal-facts" in results["ask_research"]
     assert results["ask_writer"] == "intro: Once upon a time"

@@ -44,6 +44,7 @@ from keel import (
     tool,
 )
 from keel.core import Message, ModelResponse, ModelSettings, ToolCallPart, ToolSpec, Usage
+from keel.guard import undelimit
 from keel.reliability import BreakerPolicy, RedisBreakerStore
 from keel.testing import FaultyModel, FaultyTool, FunctionModel, faulty_tool
 from keel.tools import Tool
@@ -63,7 +64,7 @@ def tool_call(turn: int, name: str, args: dict[str, Any]) -> ModelResponse:
 
 def observations(messages: list[Message]) -> list[tuple[str, bool, str]]:
     """(tool name, is_error, content) of every tool result so far, in order."""
-    return [(p.tool_name, p.is_error, p.content)
+    return [(p.tool_name, p.is_error, undelimit(p.content))
             for m in messages if m.role == "tool" for p in m.tool_results]
 
 

@@ -18,6 +18,7 @@ from keel import (
     UserError,
     tool,
 )
+from keel.guard import TaintGuard
 from keel.runtime import ApprovalPolicy, ApprovalRule, decide_approval
 from keel.store import SQLiteStore, TaskFilter
 from keel.testing import ScriptedModel, call
@@ -306,7 +307,8 @@ async def test_callbacks_and_rules_may_read_the_runs_context() -> None:
     store = MemoryStore()
     attacked = Agent("w", model=ScriptedModel([call("inbox", {}),
                                                call("wire", {"amount": 50, "to": "mallory"}),
-                                               "ok"]), tools=[wire, inbox], approval=policy)
+                                               "ok"]), tools=[wire, inbox], approval=policy,
+                     middleware=[TaintGuard.off()])  # the policy alone decides here
     with pytest.raises(ApprovalRequired):
         await attacked.run("handle my inbox", store=store)
     ctx = seen[-1]

@@ -158,7 +158,7 @@ _PRELUDE = """
     from keel import Agent, tool
     from keel.testing import ScriptedModel, call
 
-    @tool
+    @tool(risk="read")
     def lookup(i: int) -> str:
         return f"item {i}"
 

@@ -298,7 +298,7 @@ async def test_fork_at_a_step_key_with_new_instructions() -> None:
     result = await fork_run(agent_with(model, instructions="Be terse."), parent_id,
                             at="wx/turn:0/model", store=store, instructions="Be verbose.")
     assert result.replayed_steps == 0
-    assert model.requests[0][0] == Message.system("Be verbose.")
+    assert model.requests[0][0].text.startswith("Be verbose.")  # + the untrusted-content note
     meta = (await store.get_run(result.run_id)).metadata["fork"]
     assert meta["trusted_seq"] == -1 and meta["instructions_changed"] is True
     assert meta["instructions"] == "Be verbose."

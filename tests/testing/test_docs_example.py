@@ -4,6 +4,7 @@ from typing import Any
 
 from keel import Agent, MemoryStore, Retry, RetryPolicy, tool
 from keel.core import Message, ModelSettings, ToolSpec
+from keel.guard import undelimit
 from keel.testing import FaultyModel, FunctionModel, call, faulty_tool
 
 
@@ -22,7 +23,9 @@ def support_model(messages: list[Message], tools: list[ToolSpec],
         return ["Let me check.", call("order_status", {"order_id": 7})]
     if results[0].is_error:
         return "Sorry, I cannot look your order up right now."
-    return f"Good news: {results[0].content}."
+    # keel delimits tool output as untrusted in what the model reads; undelimit() gives the
+    # tool's own text back (docs/security.md, "Untrusted content").
+    return f"Good news: {undelimit(results[0].content)}."
 
 
 def no_waiting(waits: list[float]) -> Retry:

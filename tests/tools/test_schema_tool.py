@@ -24,6 +24,7 @@ from keel import (
     tool_from_schema,
 )
 from keel.core import Message, RetryWithFeedback, ToolSpec
+from keel.guard import undelimit
 from keel.runtime import decide_approval, diff_runs
 from keel.store import TaskFilter
 from keel.testing import FunctionModel, ScriptedModel, call
@@ -373,8 +374,8 @@ async def test_agent_runs_sync_and_async_schema_tools_and_a_timeout() -> None:
     result = await Agent("w", model=model, tools=[t, sleepy]).run("go", store=store)
     assert result.output == "done"
     observations = [p.content for p in model.requests[-1][-1].tool_results]
-    assert json.loads(observations[0])["sky"] == "clear"
-    assert json.loads(observations[1])["error"]["error_type"] == "timeout"
+    assert json.loads(undelimit(observations[0]))["sky"] == "clear"
+    assert json.loads(undelimit(observations[1]))["error"]["error_type"] == "timeout"
 
 
 async def test_hostile_arguments_in_an_agent_never_crash_the_run() -> None:

@@ -1,11 +1,19 @@
-"""L3: the security layer (work in progress, not yet on by default).
+"""L3: the security layer.
 
-What is here so far are building blocks that the guardrail seam will compose: input
-normalisation and injection heuristics, PII and secret detection with redaction, and
-validators for dangerous tool arguments. None of them runs unless you call it; the guardrail
-middleware that puts them on the model and tool seams by default is not built yet.
+Guards are middleware with ``check`` (the seam is ``keel.runtime``'s: ``GuardInput``,
+``GuardDecision``, ``Guardrail``). ``keel.defaults()`` puts :func:`default_guards` on every
+``keel.Agent``: size limits, injection detection on input and tool output, secrets masked in
+tool output and answers, taint gating of calls with effects whose arguments came from tool
+output, and tool output delimited as untrusted when the model reads it. The building blocks
+(normalisation, detectors, redaction, argument validators) are usable on their own.
 """
 
+from keel.guard._guards import (
+    InjectionGuard,
+    LimitsGuard,
+    SecretsGuard,
+    default_guards,
+)
 from keel.guard._injection import (
     DEFAULT_THRESHOLD,
     InjectionDetector,
@@ -17,8 +25,10 @@ from keel.guard._injection import (
 from keel.guard._limits import TextLimits, json_depth, json_text_depth
 from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
 from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
+from keel.guard._provenance import Source, ValueOrigin, provenance
 from keel.guard._redaction import Redactor, SensitiveDataBlocked
 from keel.guard._secrets import SECRET_KINDS, find_secrets
+from keel.guard._taint import TaintGuard, UntrustedContent, delimit, undelimit
 from keel.guard._validators import (
     AllowedCommands,
     AllowedURLs,
@@ -41,14 +51,23 @@ __all__ = [
     "Finding",
     "InjectionDetector",
     "InjectionEvidence",
+    "InjectionGuard",
     "InjectionResult",
     "InjectionRule",
+    "LimitsGuard",
     "Normalized",
     "PathInRoot",
     "ReadOnlySQL",
     "Redactor",
+    "SecretsGuard",
     "SensitiveDataBlocked",
+    "Source",
+    "TaintGuard",
     "TextLimits",
+    "UntrustedContent",
+    "ValueOrigin",
+    "default_guards",
+    "delimit",
     "detect_injection",
     "find_pii",
     "find_secrets",
@@ -57,6 +76,8 @@ __all__ = [
     "json_text_depth",
     "luhn_valid",
     "normalize",
+    "provenance",
+    "undelimit",
 ]
 
 # Public errors print as keel.guard.X.

@@ -49,7 +49,7 @@ def _transfer_tool(target: str, about: str) -> Tool:
     def transfer(reason: str) -> None:
         raise Handoff(target, reason)  # the loop records the call, then hands off
 
-    return tool(name=f"{_PREFIX}{target}", description=about)(transfer)
+    return tool(name=f"{_PREFIX}{target}", description=about, risk="read")(transfer)
 
 
 def _unanswered(messages: list[Message], transfers: frozenset[str]) -> list[Message]:

@@ -136,7 +136,8 @@ class Supervisor(Flow[Any]):
             return {"output": output, "transcript": transcript(result.messages)}
 
         about = self.descriptions[name]
-        return tool(name=f"{_PREFIX}{name}", timeout=None,
+        # risk="read" for the lead: the worker is an agent with its own gates and guards.
+        return tool(name=f"{_PREFIX}{name}", timeout=None, risk="read",
                     description=f"Delegate a task to the worker {name!r}: {about}. Give the "
                     "whole task in `task`; you get the worker's answer back. Independent "
                     "tasks can be delegated in the same turn and run at the same time.")(delegate)

@@ -19,10 +19,10 @@ from keel.runtime._escalation import (
     resolve_escalation,
 )
 from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
+from keel.runtime._guarding import GuardDecision, GuardInput, Place
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
-from keel.runtime._guarding import GuardDecision, GuardInput, Place
 from keel.runtime._middleware import (
     Guardrail,
     Middleware,
@@ -62,15 +62,15 @@ __all__ = [
     "Flow",
     "FlowContext",
     "FlowOptions",
-    "Journal",
     "GuardDecision",
     "GuardInput",
     "Guardrail",
+    "Journal",
     "Middleware",
-    "Place",
     "MiddlewareStack",
     "ModelNext",
     "ModelRequestInput",
+    "Place",
     "ReplayDivergence",
     "ReplayReport",
     "ResumeOptions",

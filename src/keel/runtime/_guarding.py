@@ -27,13 +27,12 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, get_args
 
 from keel.core import ConfigError, Message, redact, redact_text
 
 if TYPE_CHECKING:
     from keel.runtime._journal import Journal
-    from keel.runtime._middleware import Middleware
     from keel.tools import Tool
 
 Place: TypeAlias = Literal["input", "tool_args", "tool_output", "output"]
@@ -182,11 +181,21 @@ def check_timeout(timeout: float | None, where: str) -> float | None:
     return float(timeout)
 
 
+class Guard(Protocol):
+    """What the pipeline reads of a guard (a middleware that overrides ``check``)."""
+
+    guard_places: frozenset[Place]
+    guard_timeout: float | None
+    guard_concurrent: bool
+
+    async def check(self, inp: GuardInput) -> GuardDecision | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Stage:
     """One guard, or several adjacent concurrent ones."""
 
-    guards: tuple[Middleware, ...]
+    guards: tuple[Guard, ...]
 
 
 class GuardPipeline:
@@ -194,7 +203,7 @@ class GuardPipeline:
 
     __slots__ = ("_stages",)
 
-    def __init__(self, guards: Sequence[Middleware]) -> None:
+    def __init__(self, guards: Sequence[Guard]) -> None:
         """``guards``: the stack's middleware that override ``check``, outermost first."""
         self._stages: dict[Place, tuple[_Stage, ...]] = {}
         for place in PLACES:
@@ -246,7 +255,7 @@ class GuardPipeline:
             else {d.guard: dict(d.evidence) for d in redactions})
 
 
-async def _ask(guard: Middleware, inp: GuardInput) -> GuardDecision:
+async def _ask(guard: Guard, inp: GuardInput) -> GuardDecision:
     name = guard_name(guard)
     try:
         timeout = guard.guard_timeout
@@ -269,7 +278,7 @@ async def _ask(guard: Middleware, inp: GuardInput) -> GuardDecision:
     return _normalised(out, name, inp.place)
 
 
-async def _ask_together(guards: Sequence[Middleware], inp: GuardInput) -> GuardDecision:
+async def _ask_together(guards: Sequence[Guard], inp: GuardInput) -> GuardDecision:
     decisions: list[GuardDecision] = list(await asyncio.gather(*(_ask(g, inp)
                                                                  for g in guards)))
     strongest = max(decisions, key=lambda d: _RANK[d.action])

@@ -274,10 +274,13 @@ class AgentLoop:
 
         async def request() -> ModelResponse:
             model = agent.resolved_model()
+            streamed = None
             if self.streaming and self.emit is not None:
                 from keel.runtime._streaming import StreamingModel
 
-                model = StreamingModel(model, self.emit)
+                streamed = model = StreamingModel(
+                    model, self.emit, screen=self.screens.chunk_screen(key, history)
+                    if self._screen_answer else None)
             try:
                 if agent.stack.bare_model:
                     response = await model.request(history, specs, agent.settings)
@@ -290,6 +293,8 @@ class AgentLoop:
                 if self._screen_answer:
                     response = await self.screens.answer(key, response, history,
                                                          self._final_spec is not None)
+                if streamed is not None:
+                    await streamed.finish(response, final=not response.tool_calls)
                 return response
             except KeelError as exc:
                 if isinstance(exc, RunError) and exc.step_key is None:

@@ -8,6 +8,7 @@ places and acts on what they return. Decisions that are not "allow" are journale
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,21 @@ class Screens:
             f"[answer withheld for review: {decision.reason}]")
         assert new is not None
         return _with_answer(response, final, new)
+
+
+    def chunk_screen(self, key: str,
+                     history: list[Message]) -> Callable[[str], Awaitable[str | None]]:
+        """For streaming: the text so far as the ``output`` guards would let it be shown
+        (redacted), or None to withhold it. Not journaled: the final answer's decision is."""
+        async def screen(text: str) -> str | None:
+            decision = await self.guards.decide(GuardInput(
+                place="output", text=text, run_id=self.journal.run_id, agent=self.agent,
+                step_key=key, history=tuple(history), deps=self.deps))
+            if decision.action == "allow":
+                return text
+            return decision.text if decision.action == "redact" else None
+
+        return screen
 
 
 def answer_escalation(journal: Journal, key: str) -> GuardDecision | None:

@@ -163,7 +163,7 @@ def _refs(node: Any) -> Iterator[str]:
 
 def tool_from_schema(name: str, description: str | None, parameters: dict[str, Any],
                      fn: Callable[..., Any], *, context: bool = False, group: str = "default",
-                     risk: Risk = "read", scopes: Iterable[str] = (),
+                     risk: Risk | None = None, scopes: Iterable[str] = (),
                      idempotent: bool | None = None, timeout: float | None = DEFAULT_TIMEOUT,
                      output_limit: int = DEFAULT_OUTPUT_LIMIT, run_alone: bool = False,
                      validators: Sequence[ArgValidator] = (),
@@ -186,8 +186,9 @@ def tool_from_schema(name: str, description: str | None, parameters: dict[str, A
             f"tool {name!r}: description must be a string or None, got "
             f"{type(description).__name__}.")
     meta = ToolMeta(
-        name=name, description=description or f"Call {name}.", group=group, risk=risk,
-        scopes=frozenset(scopes), idempotent=(risk == "read") if idempotent is None else idempotent,
+        name=name, description=description or f"Call {name}.", group=group,
+        risk=risk or "read", risk_declared=risk is not None, scopes=frozenset(scopes),
+        idempotent=(risk in (None, "read")) if idempotent is None else idempotent,
         timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
         compensate=_compensation(compensate), blocking=blocking)
     built = SchemaTool(fn, meta, parameters, context=context, validators=validators,

@@ -68,6 +68,10 @@ class ToolMeta:
     #: which is cheaper but holds every other run until it returns and cannot be stopped by
     #: ``timeout`` (False). An ``async def`` tool always runs on the event loop.
     blocking: bool = True
+    #: Whether ``risk`` was declared (``@tool(risk=...)``) or left to the default ``read``.
+    #: The guard layer's taint tracking treats a tool whose risk was never declared as one
+    #: with effects (a forgotten annotation must not make a tool harmless).
+    risk_declared: bool = True
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
@@ -358,7 +362,7 @@ def tool(fn: Callable[..., Any], /) -> FunctionTool: ...
 
 @overload
 def tool(*, name: str | None = ..., description: str | None = ..., group: str = ...,
-         risk: Risk = ..., scopes: Iterable[str] = ..., idempotent: bool | None = ...,
+         risk: Risk | None = ..., scopes: Iterable[str] = ..., idempotent: bool | None = ...,
          timeout: float | None = ..., output_limit: int = ..., run_alone: bool = ...,
          validators: Sequence[ArgValidator] = ..., reconcile: Reconciler | None = ...,
          approval: bool | Callable[[dict[str, Any]], bool] | None = ...,
@@ -367,7 +371,7 @@ def tool(*, name: str | None = ..., description: str | None = ..., group: str = 
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-         description: str | None = None, group: str = "default", risk: Risk = "read",
+         description: str | None = None, group: str = "default", risk: Risk | None = None,
          scopes: Iterable[str] = (), idempotent: bool | None = None,
          timeout: float | None = DEFAULT_TIMEOUT, output_limit: int = DEFAULT_OUTPUT_LIMIT,
          run_alone: bool = False, validators: Sequence[ArgValidator] = (),
@@ -397,10 +401,11 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
         meta = ToolMeta(
             name=name or str(getattr(f, "__name__", "")),
             description=description or summary or f"Call {getattr(f, '__name__', 'tool')}.",
-            group=group, risk=risk, scopes=frozenset(scopes),
-            idempotent=(risk == "read") if idempotent is None else idempotent,
+            group=group, risk=risk or "read", scopes=frozenset(scopes),
+            idempotent=(risk in (None, "read")) if idempotent is None else idempotent,
             timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
-            compensate=_compensation(compensate), blocking=blocking)
+            compensate=_compensation(compensate), blocking=blocking,
+            risk_declared=risk is not None)
         built = FunctionTool(f, meta, validators=validators, reconcile=reconcile)
         if meta.compensate is not None:
             _check_compensation(built, meta.compensate)

@@ -1,0 +1,207 @@
+"""Where a tool call's argument values came from: trusted input or untrusted tool output.
+
+Three kinds of content reach the model (see ../shared/ARCHITECTURE.md, "Trust"): the
+developer's instructions and the user's messages are *trusted*; everything a tool returns is
+*untrusted*. :func:`provenance` looks each value of a call's arguments up in the conversation:
+
+* ``trusted``: the value appears in the instructions or in a user's message (a person's note
+  on an escalation counts: it is a user message);
+* ``tool``: it does not, and it was first seen in the output of an earlier tool call (its
+  name and call id are the evidence);
+* ``model``: the model wrote it first (in its text or in an earlier call's arguments, which a
+  tool may then have echoed), or nobody did (the model composed it).
+
+What is looked up: every number and every identifier-like string (no spaces) in the
+arguments, and inside free text the values an attacker plants (e-mail addresses, URLs and
+host names, IBAN-like and card-like numbers, long digit runs, amounts). Free text as a whole
+is not looked up: common phrases ("the report") occur everywhere. Matching is exact after
+case folding (numbers at digit boundaries), so a value the model reformatted is ``model``,
+not ``tool``: provenance is evidence, not proof. Tiny values (strings under 3 characters,
+whole numbers under 100) are too common to attribute and are not looked up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+from keel.core import Message, TextPart, ToolCallPart, ToolResultPart
+
+Origin: TypeAlias = Literal["trusted", "tool", "model"]
+_MIN_CHARS = 3
+_MIN_NUMBER = 100
+_WHOLE_MAX = 200  # a longer string is looked up by the values inside it, not whole
+_MAX_VALUES = 256  # arguments with more values than this are looked up up to it
+
+_TOKEN = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"                      # e-mail
+    r"|https?://[^\s<>\"')\]]+"                           # URL
+    r"|\b(?:[a-z0-9-]+\.)+(?:com|net|org|io|co|ru|cn|xyz|info|biz|dev|app|[a-z]{2})\b"  # host
+    r"|\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"  # IBAN-like
+    r"|\b\d[\d ,.-]{4,}\d\b"                              # long digit runs, cards, phones
+    r"|\b\d+(?:\.\d+)?\b",                                # numbers
+    re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One tool output a value was seen in."""
+
+    tool: str
+    call_id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"tool": self.tool, "call_id": self.call_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ValueOrigin:
+    """Where one value of an argument came from. ``path`` names the argument (``to``,
+    ``items[0].iban``); ``value`` is the value looked up (the whole argument, or a value
+    found inside it)."""
+
+    path: str
+    value: str
+    origin: Origin
+    sources: tuple[Source, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"argument": self.path, "value": self.value,
+                                "origin": self.origin}
+        if self.sources:
+            data["sources"] = [s.to_dict() for s in self.sources]
+        return data
+
+
+class Conversation:
+    """The texts of a conversation, case-folded once: the trusted ones (instructions, the
+    user's messages) and, in order, what the model wrote (its text and its calls'
+    arguments) and what tools returned."""
+
+    __slots__ = ("said", "trusted")
+
+    def __init__(self, history: Sequence[Message]) -> None:
+        trusted: list[str] = []
+        #: (source or None for the model's own words, folded text), in conversation order
+        said: list[tuple[Source | None, str]] = []
+        for message in history:
+            if message.role in ("system", "user"):
+                trusted.extend(p.text.casefold() for p in message.parts
+                               if isinstance(p, TextPart))
+            elif message.role == "tool":
+                said.extend((Source(p.tool_name, p.call_id), p.content.casefold())
+                            for p in message.parts if isinstance(p, ToolResultPart)
+                            and not p.is_error)
+            else:
+                said.extend((None, _words(p).casefold()) for p in message.parts)
+        self.trusted = "\n".join(trusted)
+        self.said = said
+
+    def origin(self, path: str, value: str) -> ValueOrigin:
+        """``trusted`` if the instructions or a user's message hold ``value``; else where it
+        was first seen: a tool's output (``tool``, with every output that holds it) or the
+        model's own words, such as an earlier call's arguments that a tool then echoed
+        (``model``)."""
+        folded = value.casefold()
+        if _found(folded, self.trusted):
+            return ValueOrigin(path, value, "trusted")
+        first = next(((src, text) for src, text in self.said if _found(folded, text)), None)
+        if first is None or first[0] is None:
+            return ValueOrigin(path, value, "model")
+        sources = tuple(src for src, text in self.said
+                        if src is not None and _found(folded, text))
+        return ValueOrigin(path, value, "tool", sources)
+
+
+def _words(part: object) -> str:
+    """What the model wrote in one part: its text, or a call's arguments as plain text (JSON
+    escapes such as ``\\u00e9`` decoded, so values compare as written)."""
+    if isinstance(part, TextPart):
+        return part.text
+    if isinstance(part, ToolCallPart):
+        try:
+            return json.dumps(json.loads(part.arguments or "{}"), ensure_ascii=False)
+        except (ValueError, RecursionError):
+            return part.arguments
+    return ""
+
+
+def provenance(arguments: Mapping[str, Any], history: Sequence[Message]) -> list[ValueOrigin]:
+    """The origin of every value worth attributing in ``arguments`` (see the module doc)."""
+    conversation = Conversation(history)
+    return [conversation.origin(path, value) for path, value in values_of(arguments)]
+
+
+def values_of(arguments: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(path, value)`` for each value to look up, at most ``_MAX_VALUES``."""
+    seen: set[tuple[str, str]] = set()
+    for path, leaf in _leaves(arguments, ""):
+        for value in _candidates(leaf):
+            if (path, value) not in seen:
+                seen.add((path, value))
+                yield path, value
+                if len(seen) >= _MAX_VALUES:
+                    return
+
+
+def _leaves(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    if depth > 32:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}.{key}" if path else str(key), depth + 1)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        yield path, value
+
+
+def _candidates(leaf: str | float) -> Iterator[str]:
+    if isinstance(leaf, int | float):
+        if isinstance(leaf, float) and not math.isfinite(leaf):
+            return
+        if isinstance(leaf, float) and not leaf.is_integer():
+            yield repr(leaf)
+        elif abs(leaf) >= _MIN_NUMBER:
+            yield str(int(leaf))
+        return
+    text = leaf.strip()
+    if len(text) < _MIN_CHARS:
+        return
+    if len(text) <= _WHOLE_MAX and not any(c.isspace() for c in text):
+        yield text  # an identifier-like value; free text is looked up by what is inside
+    for match in _TOKEN.finditer(text[:20_000]):
+        token = match.group(0).strip(" ,.-")
+        if _worth(token):
+            yield token
+
+
+def _worth(token: str) -> bool:
+    if len(token) < _MIN_CHARS:
+        return False
+    digits = token.replace(".", "", 1)
+    if digits.isdigit():
+        return "." in token or int(digits) >= _MIN_NUMBER
+    return True
+
+
+def _found(value: str, text: str) -> bool:
+    """``value`` occurs in ``text``; a number only between non-digits."""
+    if value[0].isdigit() or value[-1].isdigit():
+        start = text.find(value)
+        while start != -1:
+            end = start + len(value)
+            before = text[start - 1] if start else " "
+            after = text[end] if end < len(text) else " "
+            if not (before.isdigit() or (value[0].isdigit() and before == ".")) \
+                    and not (after.isdigit() or (after == "." and end + 1 < len(text)
+                                                 and text[end + 1].isdigit())):
+                return True
+            start = text.find(value, start + 1)
+        return False
+    return value in text
