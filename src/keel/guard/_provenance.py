@@ -16,7 +16,9 @@ arguments, and inside free text the values an attacker plants (e-mail addresses,
 host names, IBAN-like and card-like numbers, long digit runs, amounts). Free text as a whole
 is not looked up: common phrases ("the report") occur everywhere. Matching is exact after
 case folding (numbers at digit boundaries), so a value the model reformatted is ``model``,
-not ``tool``: provenance is evidence, not proof. Tiny values (strings under 3 characters,
+not ``tool``: provenance is evidence, not proof. A tool output's encoded payloads (base64,
+hex, percent-encoding ..., as :func:`keel.guard.normalize` decodes them) are searched too: a
+value an injection hid that way, which the model decoded, is still the tool's. Tiny values (strings under 3 characters,
 whole numbers under 100) are too common to attribute and are not looked up.
 """
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from keel.core import Message, TextPart, ToolCallPart, ToolResultPart
+from keel.guard._normalize import normalize
 
 Origin: TypeAlias = Literal["trusted", "tool", "model"]
 _MIN_CHARS = 3
@@ -93,7 +96,7 @@ class Conversation:
                 trusted.extend(p.text.casefold() for p in message.parts
                                if isinstance(p, TextPart))
             elif message.role == "tool":
-                said.extend((Source(p.tool_name, p.call_id), p.content.casefold())
+                said.extend((Source(p.tool_name, p.call_id), _readable(p.content).casefold())
                             for p in message.parts if isinstance(p, ToolResultPart)
                             and not p.is_error)
             else:
@@ -115,6 +118,22 @@ class Conversation:
         sources = tuple(src for src, text in self.said
                         if src is not None and _found(folded, text))
         return ValueOrigin(path, value, "tool", sources)
+
+
+#: A run that may be an encoded payload (base64, hex, percent-encoding): only a tool output
+#: with one is decoded, so plain outputs cost nothing more.
+_ENCODED = re.compile(
+    r"[A-Za-z0-9+/_-]{24,}={0,2}|(?:%[0-9A-Fa-f]{2}){4,}|(?:\\x[0-9A-Fa-f]{2}){4,}")
+
+
+def _readable(content: str) -> str:
+    """A tool output as a model can read it: the text, and the payloads encoded in it
+    decoded (a model decodes base64 it is told to; a value hidden that way is still the
+    tool's). Plain text is returned as it is."""
+    if _ENCODED.search(content) is None:
+        return content
+    decoded = normalize(content).decoded
+    return "\n".join([content, *(d.text for d in decoded)])
 
 
 def _words(part: object) -> str:
