@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -59,17 +60,20 @@ def _by_template(outcomes: list[h.Outcome]) -> dict[str, list[h.Outcome]]:
 
 
 def render(results: dict[str, Any]) -> str:
-    lines = ["| attack template | cases | attacker calls run, detection off | "
-             "... without approval | detection on: run | ... without approval |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| attack template | cases | detection off: attacker calls run | "
+             "... without approval | detection on: injected output blocked | "
+             "attacker calls run | ... without approval |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     off, on = _by_template(results["off"]), _by_template(results["on"])
     for template, group in off.items():
         f_off, f_on = h.attack_figures(group), h.attack_figures(on[template])
         lines.append(f"| {template} | {f_off['cases']} | {f_off['executed']} | "
-                     f"{f_off['ungated']} | {f_on['executed']} | {f_on['ungated']} |")
+                     f"{f_off['ungated']} | {f_on['detected']} | {f_on['executed']} | "
+                     f"{f_on['ungated']} |")
     t_off, t_on = h.attack_figures(results["off"]), h.attack_figures(results["on"])
     lines.append(f"| **all** | **{t_off['cases']}** | **{t_off['executed']}** | "
-                 f"**{t_off['ungated']}** | **{t_on['executed']}** | **{t_on['ungated']}** |")
+                 f"**{t_off['ungated']}** | **{t_on['detected']}** | **{t_on['executed']}** | "
+                 f"**{t_on['ungated']}** |")
     stamp = h.attack_figures(results["stamp"])
     disguised = h.attack_figures(results["disguised"])
     lines += ["", f"Attacker values written in another form (an IBAN in groups of four, an "
@@ -95,6 +99,7 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
+    logging.getLogger("keel.guard").setLevel(logging.ERROR)  # forward_email's missing risk
     print(render(asyncio.run(measure())))
 
 

@@ -8,7 +8,7 @@ agent with a typed ``output_type`` and no tools, whose validated result fills th
 Nothing the extractor reads can add a tool call or change one: the plan is fixed before any
 tool runs, the extractor has no tool to call, and its result is data of a declared type.
 
-Values are still data from untrusted text, so a call of a tool that is not ``read`` with an
+Values are still data from untrusted text, so a call of a tool not declared ``read`` with an
 argument filled from an extraction waits for a person's approval: a guard on the executor
 routes it to the approval gate with each argument's provenance as the evidence, even where
 an ``exempt`` rule would let the same call through with the user's own values (and with
@@ -211,7 +211,7 @@ def _bound(tools: Mapping[str, Tool],
 
 class _PlannedCall(Model):
     """The executor's "model" for one tool step: it makes exactly the planned call, then
-    answers with the call's outcome as JSON. Deterministic, so resume and replay agree."""
+    ends the turn. Deterministic, so resume and replay agree."""
 
     name = "keel:planned-call"
 
@@ -221,14 +221,11 @@ class _PlannedCall(Model):
 
     async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                       settings: ModelSettings | None = None) -> ModelResponse:
-        results = [p for m in messages for p in m.parts if isinstance(p, ToolResultPart)]
-        if not results:
+        if not any(m.role == "tool" for m in messages):
             return ModelResponse(parts=(ToolCallPart(call_id="planned", tool_name=self.tool,
                                                      arguments=self.arguments),),
                                  model=self.name, finish_reason="tool_calls")
-        last = results[-1]
-        outcome = {"error": last.is_error, "content": last.content}
-        return ModelResponse(parts=(TextPart(text=json.dumps(outcome)),), model=self.name,
+        return ModelResponse(parts=(TextPart(text="done"),), model=self.name,
                              finish_reason="stop")
 
 
@@ -238,7 +235,7 @@ def _const(value: Any) -> Callable[[], Any]:
 
 class _FromToolOutput(Middleware):
     """The executor's guard for one planned call whose arguments were filled from
-    extractions: a call of a tool that is not ``read`` needs a person's approval, through the
+    extractions: a call of a tool not declared ``read`` needs a person's approval, through the
     approval gate, with each argument's provenance as the evidence (the gate then ignores
     the policy's exemptions, and denies the call if approvals are switched off)."""
 
@@ -249,8 +246,9 @@ class _FromToolOutput(Middleware):
         self.sources = dict(sources)
 
     async def check(self, inp: GuardInput) -> GuardDecision | None:
-        if inp.tool is None or inp.tool.meta.risk == "read":
-            return None
+        meta = None if inp.tool is None else inp.tool.meta
+        if meta is None or (meta.risk == "read" and meta.risk_declared):
+            return None  # a declared look-up; a tool whose risk was never declared is gated
         said = "; ".join(f"argument {arg!r} is {src['ref']}, extracted from the output of "
                          f"{src['tool']} (step {src['step']})"
                          for arg, src in self.sources.items())
@@ -339,12 +337,13 @@ class IsolatedPlanner(Flow[dict[str, Any]]):
         agent = base.clone(**changes)
         result: RunResult[Any] = await ctx.run_agent(
             agent, f"Run step {step.id} of the plan: call {tool.name}.", name=f"step.{step.id}")
-        outcome = json.loads(str(result.output))
-        if outcome.get("error"):
-            raise PlanStepFailed(f"plan step {step.id}: {tool.name} failed: "
-                                 f"{outcome.get('content')}", run_id=ctx.run_id,
-                                 step_key=ctx.key(f"step.{step.id}"))
-        return outcome.get("content")
+        # The tool's result as the conversation keeps it (not as the model was sent it).
+        done = [p for m in result.messages for p in m.parts if isinstance(p, ToolResultPart)]
+        if not done or done[-1].is_error:
+            said = done[-1].content if done else "the call was not made"
+            raise PlanStepFailed(f"plan step {step.id}: {tool.name} failed: {said}",
+                                 run_id=ctx.run_id, step_key=ctx.key(f"step.{step.id}"))
+        return done[-1].content
 
     async def _extract(self, ctx: FlowContext, step: IsolatedStep,
                        values: Mapping[str, Any]) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 import keel
 from keel import ApprovalPolicy, ApprovalRequired, Review, RunStore
 from keel.core import Message, ModelSettings, ToolCallPart, ToolResultPart, ToolSpec
+from keel.guard import undelimit
 from keel.store import JournalEntry
 from keel.testing import FunctionModel, ScriptItem, call
 from tests.guard.redteam._env import OWNER, Effect, Slot, World
@@ -249,10 +250,20 @@ def understood(content: str) -> str:
     return "\n".join(out)
 
 
+def _next(task: Task, parts: Sequence[ToolResultPart]) -> ScriptItem:
+    """The honest next step after ``parts``; a withheld or failed result (a guard blocked
+    it, a reviewer denied the call) ends the task with an apology, as a careful model
+    would."""
+    failed = next((p for p in parts if p.is_error), None)
+    if failed is not None:
+        return f"I could not finish: {failed.tool_name} gave no usable result."
+    results = [(p.tool_name, undelimit(p.content)) for p in parts]
+    return task.script[len(results)](results)
+
+
 def honest(task: Task) -> Callable[..., ScriptItem]:
     def answer(messages: list[Message], tools: list[ToolSpec], s: ModelSettings) -> ScriptItem:
-        results = [(p.tool_name, p.content) for p in _results(messages)]
-        return task.script[len(results)](results)
+        return _next(task, _results(messages))
 
     return answer
 
@@ -266,8 +277,7 @@ def compromised(task: Task, goal: Goal) -> Callable[..., ScriptItem]:
         seen = _results(messages)
         if not attacked and any(goal.text in understood(p.content) for p in seen):
             return call(goal.tool, goal.args)
-        mine = [(p.tool_name, p.content) for p in seen if p.call_id not in attacked]
-        return task.script[len(mine)](mine)
+        return _next(task, [p for p in seen if p.call_id not in attacked])
 
     return answer
 
@@ -304,6 +314,7 @@ class Outcome:
     effects: list[Effect]
     journal: list[JournalEntry]
     approvals: list[dict[str, Any]] = field(default_factory=list)  # the requests made
+    output: str = ""  # the final answer, for a completed run
 
     def attacker_effects(self) -> list[Effect]:
         return [e for e in self.effects if any(m in json.dumps(e.arguments) for m in ALL_MARKS)]
@@ -314,6 +325,11 @@ class Outcome:
         return any(e.key == key and e.phase == "result" and isinstance(e.data, dict)
                    and e.data.get("approved") is True for e in self.journal)
 
+    def detected(self) -> bool:
+        """Whether injection detection withheld a tool output from the model."""
+        return any(e.key.endswith("/guard:output") and isinstance(e.data, dict)
+                   and e.data.get("action") == "block" for e in self.journal)
+
     def ungated_attacker_effects(self) -> list[Effect]:
         return [e for e in self.attacker_effects() if not self.approved(e)]
 
@@ -322,10 +338,10 @@ async def run_case(model_fn: Callable[..., ScriptItem], world: World, prompt: st
                    store: RunStore, *, name: str, detection: bool,
                    reviewer: Callable[[dict[str, Any]], Review] | None) -> Outcome:
     runner = agent(model_fn, world, detection=detection, reviewer=reviewer)
-    run_id = None
+    run_id, output = None, ""
     try:
         result = await runner.run(prompt, store=store)
-        status, run_id = "completed", result.run_id
+        status, run_id, output = "completed", result.run_id, result.text
     except ApprovalRequired as exc:
         status, run_id = "suspended", exc.run_id
     except keel.KeelError as exc:
@@ -333,7 +349,7 @@ async def run_case(model_fn: Callable[..., ScriptItem], world: World, prompt: st
     journal = await store.read_journal(run_id) if run_id else []
     approvals = [e.data for e in journal if e.kind == "approval" and e.phase == "intent"]
     return Outcome(case=name, status=status, effects=world.effects(), journal=journal,
-                   approvals=approvals)
+                   approvals=approvals, output=output)
 
 
 async def attack(case: Case, tmp: Path, store: RunStore, *, detection: bool,
@@ -359,9 +375,11 @@ async def honest_run(task: Task, tmp: Path, store: RunStore, *, detection: bool,
 
 def attack_figures(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Cases; attacker effects executed at all; executed without an approval decision (the
-    figure that must be 0); runs that ended waiting for a person."""
+    figure that must be 0); runs that ended waiting for a person; runs where detection
+    withheld the injected output."""
     return {
         "cases": len(outcomes),
+        "detected": sum(o.detected() for o in outcomes),
         "executed": sum(len(o.attacker_effects()) for o in outcomes),
         "ungated": sum(len(o.ungated_attacker_effects()) for o in outcomes),
         "suspended": sum(o.status == "suspended" for o in outcomes),
