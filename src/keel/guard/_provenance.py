@@ -18,8 +18,9 @@ is not looked up: common phrases ("the report") occur everywhere. Matching is ex
 case folding (numbers at digit boundaries), so a value the model reformatted is ``model``,
 not ``tool``: provenance is evidence, not proof. A tool output's encoded payloads (base64,
 hex, percent-encoding ..., as :func:`keel.guard.normalize` decodes them) are searched too: a
-value an injection hid that way, which the model decoded, is still the tool's. Tiny values (strings under 3 characters,
-whole numbers under 100) are too common to attribute and are not looked up.
+value an injection hid that way, which the model decoded, is still the tool's. Tiny values
+(strings under 3 characters, whole numbers under 100) are too common to attribute and are
+not looked up.
 """
 
 from __future__ import annotations
@@ -120,17 +121,20 @@ class Conversation:
         return ValueOrigin(path, value, "tool", sources)
 
 
-#: A run that may be an encoded payload (base64, hex, percent-encoding): only a tool output
-#: with one is decoded, so plain outputs cost nothing more.
-_ENCODED = re.compile(
-    r"[A-Za-z0-9+/_-]{24,}={0,2}|(?:%[0-9A-Fa-f]{2}){4,}|(?:\\x[0-9A-Fa-f]{2}){4,}")
+#: Runs that may be encoded payloads (base64, hex, percent-encoding): only a tool output
+#: with one is decoded, so plain outputs cost one quick scan (about 0.15 ms for 10 KB).
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{24}")
+_PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}){4}")
+_HEX_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4}")
 
 
 def _readable(content: str) -> str:
     """A tool output as a model can read it: the text, and the payloads encoded in it
     decoded (a model decodes base64 it is told to; a value hidden that way is still the
     tool's). Plain text is returned as it is."""
-    if _ENCODED.search(content) is None:
+    if not (_BASE64_RUN.search(content)
+            or ("%" in content and _PERCENT_RUN.search(content))
+            or ("\\x" in content and _HEX_RUN.search(content))):
         return content
     decoded = normalize(content).decoded
     return "\n".join([content, *(d.text for d in decoded)])
