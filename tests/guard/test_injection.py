@@ -93,7 +93,13 @@ def test_evidence_names_the_rule_and_the_span() -> None:
     assert text[hit.start : hit.end] == "Ignore all previous instructions"
     assert "reveal-prompt" in by_rule
     assert result.families >= {"override", "exfiltration"}
-    assert result.score == pytest.approx(1 - (1 - 0.75) * (1 - 0.7))
+    # The trained classifier is one more independent signal beside the two rules.
+    assert by_rule["classifier"].family == "classifier"
+    assert by_rule["classifier"].weight > DEFAULT_THRESHOLD
+    expected = 1 - (1 - 0.75) * (1 - 0.7) * (1 - by_rule["classifier"].weight)
+    assert result.score == pytest.approx(expected, abs=1e-4)
+    rules_only = InjectionDetector(classifier=False).scan(text)
+    assert rules_only.score == pytest.approx(1 - (1 - 0.75) * (1 - 0.7))
 
 
 def test_an_encoded_attack_is_found_in_its_decoded_payload() -> None:

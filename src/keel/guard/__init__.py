@@ -8,6 +8,8 @@ output, and tool output delimited as untrusted when the model reads it. The buil
 (normalisation, detectors, redaction, argument validators) are usable on their own.
 """
 
+from keel.guard._classifier import ClassifierHit, InjectionClassifier
+from keel.guard._classifier import load_classifier as load_injection_classifier
 from keel.guard._guards import (
     InjectionGuard,
     LimitsGuard,
@@ -15,6 +17,7 @@ from keel.guard._guards import (
     default_guards,
 )
 from keel.guard._injection import (
+    CLASSIFIER_FLOOR,
     DEFAULT_THRESHOLD,
     InjectionDetector,
     InjectionEvidence,
@@ -27,6 +30,8 @@ from keel.guard._normalize import MAX_CHARS, Decoded, Normalized, normalize
 from keel.guard._pii import PII_KINDS, Finding, find_pii, iban_valid, luhn_valid
 from keel.guard._provenance import Source, ValueOrigin, provenance
 from keel.guard._redaction import Redactor, SensitiveDataBlocked
+from keel.guard._screen import ScreenSource, screen_text
+from keel.guard._screen import precheck as injection_precheck
 from keel.guard._secrets import SECRET_KINDS, find_secrets
 from keel.guard._taint import TaintGuard, UntrustedContent, delimit, undelimit
 from keel.guard._validators import (
@@ -39,6 +44,7 @@ from keel.guard._validators import (
 )
 
 __all__ = [
+    "CLASSIFIER_FLOOR",
     "DEFAULT_THRESHOLD",
     "MAX_CHARS",
     "PII_KINDS",
@@ -47,8 +53,10 @@ __all__ = [
     "AllowedURLs",
     "ArgumentCheck",
     "ArgumentRefused",
+    "ClassifierHit",
     "Decoded",
     "Finding",
+    "InjectionClassifier",
     "InjectionDetector",
     "InjectionEvidence",
     "InjectionGuard",
@@ -59,6 +67,7 @@ __all__ = [
     "PathInRoot",
     "ReadOnlySQL",
     "Redactor",
+    "ScreenSource",
     "SecretsGuard",
     "SensitiveDataBlocked",
     "Source",
@@ -72,11 +81,14 @@ __all__ = [
     "find_pii",
     "find_secrets",
     "iban_valid",
+    "injection_precheck",
     "json_depth",
     "json_text_depth",
+    "load_injection_classifier",
     "luhn_valid",
     "normalize",
     "provenance",
+    "screen_text",
     "undelimit",
 ]
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from keel.core import ConfigError, redact_text
 from keel.guard._injection import DEFAULT_THRESHOLD, InjectionDetector, InjectionResult
 from keel.guard._limits import TextLimits
+from keel.guard._screen import screen_text
 from keel.guard._taint import TaintGuard, UntrustedContent
 from keel.runtime import GuardDecision, GuardInput, Middleware, Place
 
@@ -80,8 +81,10 @@ Scanner = Callable[[str], InjectionResult]
 
 class InjectionGuard(Middleware):
     """Blocks the user's input and tool outputs that look like prompt injection or a
-    jailbreak (``keel.guard.detect_injection``: normalisation, then weighted rules).
-    ``places`` chooses where (default both); ``threshold`` moves the verdict line."""
+    jailbreak: a cheap pre-check clears ordinary text, the rest goes to
+    ``keel.guard.detect_injection`` (normalisation, weighted rules and a small classifier).
+    ``places`` chooses where (default both); ``threshold`` moves the verdict line and
+    ``detector`` replaces the detector (both skip the pre-check)."""
 
     guard_places = frozenset({"input", "tool_output"})
     guard_timeout = None
@@ -99,7 +102,9 @@ class InjectionGuard(Middleware):
                               "and 'output' (the text that reaches the model or leaves it)"
                               + (f"; not {sorted(odd)[0]!r}" if odd else ""))
         self.guard_places = chosen
-        self._detector = detector or InjectionDetector(threshold=threshold)
+        #: None: keel's default detector behind the cheap pre-check (``screen_text``).
+        self._detector = detector if detector is not None or threshold == DEFAULT_THRESHOLD \
+            else InjectionDetector(threshold=threshold)
 
     @classmethod
     def off(cls) -> InjectionGuard:
@@ -108,7 +113,13 @@ class InjectionGuard(Middleware):
     async def check(self, inp: GuardInput) -> GuardDecision | None:
         if not self.enabled:
             return None
-        result = self._detector.scan(inp.text)
+        if self._detector is None:
+            found = screen_text(inp.text, source="user" if inp.place == "input" else "tool")
+            if found is None:
+                return None
+            result = found
+        else:
+            result = self._detector.scan(inp.text)
         if not result.flagged:
             return None
         families = sorted(result.families)

@@ -14,10 +14,13 @@ are in docs/security.md ("Detecting prompt injection").
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from keel.core import ConfigError, UserError
+from keel.guard._anchors import RULE_ANCHORS, Condition, compile_conditions, holds, tokens_of
+from keel.guard._classifier import InjectionClassifier, load_classifier
 from keel.guard._normalize import MAX_CHARS, Normalized, normalize
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLD = 0.5
+CLASSIFIER_FLOOR = 0.4
+"""The classifier's probability becomes evidence (weight = the probability) from this value on."""
 
 _I = re.IGNORECASE
 _ADJ = (
@@ -147,8 +152,10 @@ RULES: tuple[InjectionRule, ...] = (
        r"\b(?:reveal|print|show|repeat|output|tell me|display|leak|dump|give me|share|recite|"
        r"what (?:are|were|is))\b(?:\s+\w+){0,3}?\s+(?:system prompt|initial (?:prompt|"
        r"instructions)|hidden (?:prompt|instructions)|original (?:prompt|instructions)|"
-       r"(?:your|the) (?:instructions|prompt|configuration)(?: (?:verbatim|word for "
-       r"word|above))?)\b"),
+       r"your (?:instructions|prompt|configuration)(?: (?:verbatim|word for word|above))?"
+       # "the instructions for pairing ..." is a support question, not a prompt leak.
+       r"|the (?:instructions|prompt|configuration)(?: (?:verbatim|word for word|above))?"
+       r"(?!\s+(?:for|on|about|of|to|in|that came|with)\b))\b"),
     _r("repeat-above", "exfiltration", 0.55, "above before far",
        r"\b(?:repeat|print|output|copy) (?:the |all |everything |all the )?(?:text|words|"
        r"everything|content|messages?) (?:above|before this|so far)\b"),
@@ -258,12 +265,29 @@ class InjectionResult:
     def families(self) -> frozenset[str]:
         return frozenset(e.family for e in self.evidence)
 
+    def summary(self) -> dict[str, Any]:
+        """The verdict as JSON-able data without any of the inspected text (no excerpt, no
+        normalised text): what a guard may journal about input it blocked."""
+        return {
+            "score": self.score,
+            "threshold": self.threshold,
+            "flagged": self.flagged,
+            "evidence": [
+                {"rule": e.rule, "family": e.family, "weight": e.weight, "source": e.source,
+                 "start": e.start, "end": e.end}
+                for e in self.evidence
+            ],
+            "truncated": self.normalized.truncated,
+        }
+
 
 class InjectionDetector:
     """Scores text for prompt injection with weighted patterns; offline and linear in the input.
 
     ``threshold`` is the verdict line in (0, 1]; ``extra_rules`` add patterns of your own;
-    ``max_chars`` caps the text inspected (longer input is truncated, noted in the result).
+    ``max_chars`` caps the text inspected (longer input is truncated, noted in the result);
+    ``classifier`` (on by default) adds the trained classifier's probability as one more
+    signal (rule ``"classifier"``) once it reaches ``CLASSIFIER_FLOOR``.
     """
 
     def __init__(
@@ -272,6 +296,7 @@ class InjectionDetector:
         threshold: float = DEFAULT_THRESHOLD,
         extra_rules: Sequence[InjectionRule] = (),
         max_chars: int = MAX_CHARS,
+        classifier: bool | InjectionClassifier = True,
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int | float):
             raise ConfigError("threshold", f"must be a number in (0, 1], got {threshold!r}")
@@ -286,7 +311,24 @@ class InjectionDetector:
             raise ConfigError("extra_rules", f"rule names must be unique, repeated: {dupes}")
         self.threshold = float(threshold)
         self.max_chars = max_chars
-        self._compiled = tuple((rule, rule.compiled()) for rule in rules)
+        self._compiled = tuple(
+            (
+                rule,
+                rule.compiled(),
+                compile_conditions(RULE_ANCHORS[rule.name]) if rule in RULES else None,
+            )
+            for rule in rules
+        )
+        if isinstance(classifier, InjectionClassifier):
+            self.classifier: InjectionClassifier | None = classifier
+        elif classifier is True:
+            self.classifier = load_classifier()
+        elif classifier is False:
+            self.classifier = None
+        else:
+            raise ConfigError(
+                "classifier", f"must be True, False or an InjectionClassifier, got {classifier!r}"
+            )
 
     def scan(self, text: str) -> InjectionResult:
         """Normalise ``text``, match every rule on it and its decoded payloads, and score."""
@@ -300,15 +342,7 @@ class InjectionDetector:
         evidence: list[InjectionEvidence] = []
         seen: set[str] = set()
         for source, body in sources:
-            lowered = body.lower()
-            for rule, pattern in self._compiled:
-                if rule.name in seen:
-                    continue
-                if rule.keywords and not any(map(lowered.__contains__, rule.keywords)):
-                    continue
-                match = pattern.search(body)
-                if match is None:
-                    continue
+            for rule, match in self._matches(body, seen):
                 seen.add(rule.name)
                 evidence.append(
                     InjectionEvidence(
@@ -321,6 +355,8 @@ class InjectionDetector:
                         excerpt=match.group()[:80],
                     )
                 )
+        if self.classifier is not None:
+            evidence.extend(_classifier_evidence(self.classifier, sources))
         evidence.extend(_signals(norm))
         remaining = 1.0
         for item in evidence:
@@ -331,6 +367,110 @@ class InjectionDetector:
         )
 
     __call__ = scan
+
+    def _matches(
+        self, body: str, seen: set[str]
+    ) -> Iterator[tuple[InjectionRule, re.Match[str]]]:
+        """The first match of each rule not ``seen`` yet, in ``body``.
+
+        A keel rule's pattern only runs on the chunks of ``body`` whose words satisfy its
+        anchors (:mod:`keel.guard._anchors`); a rule of your own runs on the whole text that
+        contains one of its keywords.
+        """
+        spans = _chunks(body)
+        tokens = [tokens_of(body[lo:hi].lower()) for lo, hi in spans]
+        lowered: str | None = None
+        for rule, pattern, anchors in self._compiled:
+            if rule.name in seen:
+                continue
+            if anchors is None:
+                lowered = body.lower() if lowered is None else lowered
+                if rule.keywords and not any(map(lowered.__contains__, rule.keywords)):
+                    continue
+                match = pattern.search(body)
+            else:
+                match = _search_chunks(pattern, anchors, body, spans, tokens)
+            if match is not None:
+                yield rule, match
+
+
+_CHUNK = 2048  # characters of a long text whose words gate the rules together
+_OVERLAP = 640  # consecutive chunks share at least this much: longer than any rule's match
+_SLACK = 256  # how far a cut may move back to fall on whitespace
+_STRETCH = 64  # a word or whitespace run this long could stretch a match past the overlap
+_SPACE_RUN = re.compile(rf"\s{{{_STRETCH}}}")
+
+
+def _cut(body: str, lo: int, hi: int) -> int:
+    """The last whitespace position in ``body[lo:hi]``, or ``hi`` when there is none."""
+    cut = max(body.rfind(" ", lo, hi), body.rfind("\n", lo, hi))
+    return cut if cut > lo else hi
+
+
+def _stretched(body: str) -> bool:
+    """Whether ``body`` has a word or a whitespace run of ``_STRETCH`` characters or more.
+
+    With neither, no rule's match is longer than ``_OVERLAP`` (the longest, a markdown image
+    link, is under 560 characters; the patterns' unbounded parts are whitespace runs and
+    words), so every match lies inside one chunk.
+    """
+    return max(map(len, body.split()), default=0) >= _STRETCH or _SPACE_RUN.search(body) is not None
+
+
+def _chunks(body: str) -> list[tuple[int, int]]:
+    """Overlapping spans covering ``body``, cut at whitespace (one span for a short text, or
+    for a text whose words or spaces could stretch a match past the overlap)."""
+    n = len(body)
+    if n > _CHUNK and _stretched(body):
+        return [(0, n)]
+    spans: list[tuple[int, int]] = []
+    lo = 0
+    while True:
+        hi = n if n - lo <= _CHUNK else _cut(body, lo + _CHUNK - _SLACK, lo + _CHUNK)
+        spans.append((lo, hi))
+        if hi >= n:
+            return spans
+        lo = _cut(body, hi - _OVERLAP - _SLACK, hi - _OVERLAP)
+
+
+def _search_chunks(
+    pattern: re.Pattern[str],
+    anchors: tuple[Condition, ...],
+    body: str,
+    spans: list[tuple[int, int]],
+    tokens: list[set[str]],
+) -> re.Match[str] | None:
+    for (lo, hi), words in zip(spans, tokens, strict=True):
+        if holds(anchors, words):
+            match = pattern.search(body, lo, hi)
+            if match is not None:
+                return match
+    return None
+
+
+def _classifier_evidence(
+    classifier: InjectionClassifier, sources: Sequence[tuple[str, str]]
+) -> list[InjectionEvidence]:
+    """The classifier's most suspicious window over the text and its payloads, if it counts."""
+    best: tuple[float, str, str, int, int] | None = None
+    for source, body in sources:
+        hit = classifier.best_window(body)
+        if best is None or hit.probability > best[0]:
+            best = (hit.probability, source, body, hit.start, hit.end)
+    if best is None or best[0] < CLASSIFIER_FLOOR:
+        return []
+    probability, source, body, start, end = best
+    return [
+        InjectionEvidence(
+            rule="classifier",
+            family="classifier",
+            weight=round(min(probability, 0.99), 4),
+            source=source,
+            start=start,
+            end=end,
+            excerpt=body[start:end][:80],
+        )
+    ]
 
 
 def _signals(norm: Normalized) -> list[InjectionEvidence]:

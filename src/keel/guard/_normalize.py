@@ -40,8 +40,8 @@ _MIN_PAYLOAD_TEXT = 8  # decoded text shorter than this is not worth a look
 # Zero-width and other invisible format characters, and the bidi controls.
 _INVISIBLE = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u034f"
 _BIDI = "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_DROP = {ord(c): None for c in _INVISIBLE + _BIDI}
-_BIDI_SET = frozenset(_BIDI)
+_DROP = re.compile(f"[{_INVISIBLE}{_BIDI}]")
+_BIDI_RE = re.compile(f"[{_BIDI}]")
 
 # Unicode tag characters (U+E0000..U+E007F) mirror ASCII and render as nothing: "ASCII smuggling".
 _TAGS = re.compile("[\U000e0000-\U000e007f]+")
@@ -65,15 +65,23 @@ _CONFUSABLES = {
     ord(pair[0]): pair[1] for pair in _CONFUSABLE_PAIRS.split()
 }
 _CONFUSABLE_CHARS = frozenset(chr(c) for c in _CONFUSABLES)
+_CONFUSABLE_RE = re.compile("[" + "".join(sorted(_CONFUSABLE_CHARS)) + "]")
 _WORD = re.compile(r"\w+")
 
-_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+# The look-behind starts a match only where a run starts (the same matches, in linear time).
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{24,}={0,2}")
 _HEX = re.compile(r"(?:\\x[0-9a-fA-F]{2}){8,}|\b(?:[0-9a-fA-F]{2}){12,}\b")
+_HEX_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2}){8,}")  # _HEX without a base64-like run
 _PERCENT = re.compile(r"(?:%[0-9a-fA-F]{2}[^\s%]{0,16}){4,}")
 _INSTRUCTION_WORDS = re.compile(
     r"\b(?:ignore|disregard|forget|instructions?|previous|prior|system|prompt|reveal|"
     r"password|rules|assistant|override|secret|send|forward)\b",
     re.IGNORECASE,
+)
+
+
+_ROT13_INSTRUCTION_WORDS = re.compile(
+    codecs.encode(_INSTRUCTION_WORDS.pattern, "rot13").replace(r"\o", r"\b"), re.IGNORECASE
 )
 
 
@@ -158,21 +166,26 @@ def _normalize(text: str, *, max_chars: int, depth: int, budget: list[int]) -> N
             )
         return ""
 
-    length = len(text)
-    text = _TAGS.sub(tag_payload, text)
-    tags = length - len(text)
-    text, ansi = _ANSI.subn("", text)
-    bidi = sum(1 for c in text if c in _BIDI_SET) if not text.isascii() else 0
-    length = len(text)
-    text = text.translate(_DROP)
-    invisible = length - len(text) - bidi + tags
-    text = unicodedata.normalize("NFKC", text)
-    confusables = mixed = 0
-    if not text.isascii():
-        confusables = sum(1 for c in text if c in _CONFUSABLE_CHARS)
-        if confusables:
-            mixed = _count_mixed_words(text)
-            text = text.translate(_CONFUSABLES)
+    tags = bidi = invisible = confusables = mixed = ansi = 0
+    if text.isascii():
+        # No tag, invisible, bidi or look-alike character, and NFKC leaves ASCII as it is.
+        if "\x1b" in text:
+            text, ansi = _ANSI.subn("", text)
+    else:
+        length = len(text)
+        text = _TAGS.sub(tag_payload, text)
+        tags = length - len(text)
+        text, ansi = _ANSI.subn("", text)
+        bidi = len(_BIDI_RE.findall(text)) if not text.isascii() else 0
+        length = len(text)
+        text = _DROP.sub("", text)
+        invisible = length - len(text) - bidi + tags
+        text = unicodedata.normalize("NFKC", text)
+        if not text.isascii():
+            confusables = len(_CONFUSABLE_RE.findall(text))
+            if confusables:
+                mixed = _count_mixed_words(text)
+                text = text.translate(_CONFUSABLES)
     found = _decode_payloads(text, depth=depth, budget=budget)
     nested: list[Decoded] = []
     if depth < _MAX_DEPTH:
@@ -252,9 +265,15 @@ def _decode_percent(run: str) -> str | None:
 
 def _decode_payloads(text: str, *, depth: int, budget: list[int]) -> list[Decoded]:
     found: list[Decoded] = []
+    base64_runs = False  # whether the base64 scan saw any base64-like run
     decoders = (("base64", _BASE64, _decode_base64), ("hex", _HEX, _decode_hex))
     for name, pattern, decode in (*decoders, ("url", _PERCENT, _safe_percent)):
-        for match in pattern.finditer(text):
+        if not _may_hold(name, text, base64_runs):
+            continue
+        # Without a base64-like run only the \\x form of hex can match: the same matches, faster.
+        scan = _HEX_ESCAPES if name == "hex" and not base64_runs else pattern
+        for match in scan.finditer(text):
+            base64_runs = True
             if budget[0] <= 0:
                 return found
             run = match.group()
@@ -279,6 +298,20 @@ def _decode_payloads(text: str, *, depth: int, budget: list[int]) -> list[Decode
     return found
 
 
+def _may_hold(encoding: str, text: str, base64_runs: bool) -> bool:
+    """Whether ``encoding``'s pattern can match ``text`` at all (cheap tests that skip a scan).
+
+    A hex run of 24 digits is also a base64-like run, so without any base64-like run (the
+    base64 scan runs first) only the ``\\x`` form of hex can be there; percent escapes need
+    a ``%``.
+    """
+    if encoding == "hex":
+        return base64_runs or "\\x" in text
+    if encoding == "url":
+        return "%" in text
+    return True
+
+
 def _safe_percent(run: str) -> str | None:
     try:
         return _decode_percent(run)
@@ -290,8 +323,9 @@ def _rot13_payload(text: str) -> str | None:
     """The rot13 of ``text`` when that reads as instructions and the text itself does not."""
     if len(text) < _MIN_PAYLOAD_TEXT or len(text) > _MAX_PAYLOAD_CHARS:
         return None
-    rotated = codecs.encode(text, "rot13")
-    hits = len(_INSTRUCTION_WORDS.findall(rotated))
+    # The instruction words of the rotated text are the rot13 of those words in the text, so
+    # count them there first and rotate only when there are two or more.
+    hits = len(_ROT13_INSTRUCTION_WORDS.findall(text))
     if hits >= 2 and hits > len(_INSTRUCTION_WORDS.findall(text)):
-        return rotated
+        return codecs.encode(text, "rot13")
     return None
