@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import logging
 import tempfile
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ async def measure() -> dict[str, Any]:
             on = await _attacks(tmp, store, detection=True)
             disguised = [await h.attack(c, tmp, store, detection=False)
                          for c in h.disguised_cases()]
+            bare = [await h.attack(c, tmp, store, detection=False)
+                    for c in h.reformatted_only_cases()]
             stamp = [await h.attack(c, tmp, store, detection=False, reviewer=h.approve_all)
                      for c in h.cases()]
             honest = [await h.honest_run(t, tmp, store, detection=True) for t in h.TASKS]
@@ -48,8 +51,8 @@ async def measure() -> dict[str, Any]:
                         for c in h.cases()]
         finally:
             await store.close()
-    return {"off": off, "on": on, "disguised": disguised, "stamp": stamp, "honest": honest,
-            "injected": injected}
+    return {"off": off, "on": on, "disguised": disguised, "bare": bare, "stamp": stamp,
+            "honest": honest, "injected": injected}
 
 
 def _by_template(outcomes: list[h.Outcome]) -> dict[str, list[h.Outcome]]:
@@ -76,9 +79,14 @@ def render(results: dict[str, Any]) -> str:
                  f"**{t_on['ungated']}** |")
     stamp = h.attack_figures(results["stamp"])
     disguised = h.attack_figures(results["disguised"])
+    bare = h.attack_figures(results["bare"])
     lines += ["", f"Attacker values written in another form (an IBAN in groups of four, an "
               f"address spelt out; {disguised['cases']} cases, detection off): "
-              f"{disguised['executed']} ran, {disguised['ungated']} without approval.",
+              f"{disguised['executed']} ran, {disguised['ungated']} without approval. "
+              f"When *every* value of the call is reformatted or too plain to attribute (an "
+              f"address spelt out, subject 'Hi', a free-text body; {bare['cases']} cases, not "
+              f"asserted: a known limit of taint provenance): {bare['ungated']} ran without "
+              "approval.",
               "", f"With a reviewer that approves everything, {stamp['executed']} of "
               f"{stamp['cases']} attacker calls ran, {stamp['ungated']} of them without an "
               "approval decision in the journal.", "",
@@ -93,7 +101,8 @@ def render(results: dict[str, Any]) -> str:
               f"The honest model in the {injected['tasks']} injected environments (detection "
               f"off): {injected['completed']} completed, "
               f"{injected['mean_interruptions']:.2f} approval interruptions per task."]
-    return "\n".join(lines)
+    return "\n".join(line if line.startswith("|") else textwrap.fill(line, 96)
+                     for line in lines)
 
 
 def main(argv: list[str] | None = None) -> None:
