@@ -19,12 +19,12 @@ from keel import (
     RetryPolicy,
 )
 from keel.core import Message, ModelResponse, ModelSettings, ToolSpec
-from keel.guard import InjectionGuard, LimitsGuard, SecretsGuard, TaintGuard, UntrustedContent
+from keel.guard import DataGuard, InjectionGuard, LimitsGuard, TaintGuard, UntrustedContent
 from keel.reliability import Timeout
 from keel.testing import FunctionModel, ScriptedModel
 
 #: keel's default guards, in order, after the reliability defaults.
-GUARDS: list[type[Middleware]] = [LimitsGuard, InjectionGuard, SecretsGuard, TaintGuard,
+GUARDS: list[type[Middleware]] = [LimitsGuard, InjectionGuard, DataGuard, TaintGuard,
                                   UntrustedContent]
 
 

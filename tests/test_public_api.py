@@ -98,4 +98,4 @@ def test_importing_keel_registers_nothing() -> None:
 
     assert [type(m) for m in keel.defaults()] == [
         keel.Retry, keel.CircuitBreaker, guard.LimitsGuard, guard.InjectionGuard,
-        guard.SecretsGuard, guard.TaintGuard, guard.UntrustedContent]
+        guard.DataGuard, guard.TaintGuard, guard.UntrustedContent]

@@ -8,7 +8,7 @@ also this distribution's long description (``importlib.metadata.metadata("keel-a
 
 from typing import Any
 
-from keel._defaults import Agent, defaults
+from keel._defaults import Agent, configure_json_logging, defaults
 from keel.core import (
     ApprovalRequired,
     BudgetExceeded,
@@ -48,7 +48,6 @@ from keel.core import (
     UnknownOutcome,
     Usage,
     UserError,
-    configure_json_logging,
     to_jsonable,
 )
 from keel.models import Model, resolve_model

@@ -21,10 +21,14 @@ subclass :class:`Agent` and override ``make_defaults``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import TypeVar
+from dataclasses import replace
+from typing import IO, TypeVar
 
-from keel.guard import TaintGuard, default_guards
+from keel.core import LogScrubber
+from keel.core import configure_json_logging as core_json_logging
+from keel.guard import DataGuard, DataPolicy, TaintGuard, default_guards
 from keel.reliability import CircuitBreaker, Retry
 from keel.runtime import Agent as RuntimeAgent
 from keel.runtime import AgentConfig, Middleware
@@ -42,7 +46,7 @@ def defaults() -> list[Middleware]:
     2. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
     3. the guards (:func:`keel.guard.default_guards`, docs/security.md):
        :class:`~keel.guard.LimitsGuard`, :class:`~keel.guard.InjectionGuard`,
-       :class:`~keel.guard.SecretsGuard`, :class:`~keel.guard.TaintGuard` and
+       :class:`~keel.guard.DataGuard`, :class:`~keel.guard.TaintGuard` and
        :class:`~keel.guard.UntrustedContent`.
     """
     return [Retry(), CircuitBreaker(), *default_guards()]
@@ -66,6 +70,23 @@ class Agent(RuntimeAgent[OutputT]):
         taint = next((m for m in self.stack.middleware if isinstance(m, TaintGuard)), None)
         if taint is not None:
             taint.warn_unannotated(self.name, config.tools)
+        data = next((m for m in self.stack.middleware if isinstance(m, DataGuard)), None)
+        if data is not None and self.escalation.scrub_packet is None:
+            # Escalation packets leave the run for a person's queue: the agent's data policy
+            # scrubs them (personal data masked by default) unless the policy says otherwise.
+            self.escalation = replace(self.escalation,
+                                      scrub_packet=data.policy.packet_scrubber())
+
+
+def configure_json_logging(stream: IO[str] | None = None, level: int = logging.INFO, *,
+                           propagate: bool = False,
+                           scrub: LogScrubber | None = None) -> logging.Handler:
+    """:func:`keel.core.configure_json_logging` with keel's data policy on by default: each
+    line's fields are scrubbed for ``logs`` (secrets and personal data masked; see
+    docs/security.md). ``scrub=`` gives another scrubber (``DataPolicy(...).log_scrubber()``,
+    or ``lambda fields: fields`` to log values as they are, explicitly)."""
+    return core_json_logging(stream, level, propagate=propagate,
+                             scrub=scrub or DataPolicy().log_scrubber())
 
 
 Agent.__module__ = "keel"

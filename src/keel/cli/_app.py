@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 import keel
+from keel.cli._audit import register as register_audit
 from keel.cli._commands import (
     list_command,
     read_input,
@@ -38,8 +39,8 @@ from keel.runtime import default_store_url
 # The order ``keel --help`` lists commands in: the order a user meets them. Start a run, continue
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
-COMMAND_ORDER = ("run", "resume", "runs", "approvals", "escalations", "worker", "replay", "fork",
-                 "diff", "demo")
+COMMAND_ORDER = ("run", "resume", "runs", "approvals", "escalations", "audit", "worker", "replay",
+                 "fork", "diff", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -116,6 +117,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(escalations_app, name="escalations")
 register_history(app, runs_app)
+register_audit(app)
 
 
 def _version(value: bool) -> None:

@@ -17,6 +17,7 @@ from keel.cli._errors import CliError, reported
 from keel.cli._load import Runnable, load_agent, structured
 from keel.cli._plan_render import plan_tables, plans_json
 from keel.cli._render import LiveView, result_json, summary_panel
+from keel.cli._scrub import data_policy, scrubbed_export
 from keel.cli._text import Screen, safe, to_json
 from keel.cli._timeline import error_panel, record_json, record_panel, runs_table, timeline_table
 from keel.core import RunNotFound, configure_json_logging
@@ -55,7 +56,7 @@ def json_step_logs(path: str | None) -> Iterator[None]:
                 raise CliError(f"cannot write the step log {path} ({exc.strerror}); give "
                                "--log-json a writable file path.") from None
         level = logger.level
-        handler = configure_json_logging(stream)
+        handler = configure_json_logging(stream, scrub=data_policy().log_scrubber())
 
         def detach() -> None:
             logger.removeHandler(handler)
@@ -177,7 +178,9 @@ def list_command(screen: Screen, *, store: str, status: str | None, agent: str |
                          limit=limit)
         records = asyncio.run(_list_runs(store, filt))
         if as_json:
-            typer.echo(to_json([record_json(r) for r in records or []]))
+            policy = data_policy()
+            typer.echo(to_json([scrubbed_export(record_json(r), r, policy)
+                                for r in records or []]))
             return
         if not records:
             where = "no run store there yet" if records is None else "none match"
@@ -194,7 +197,7 @@ def show_command(screen: Screen, *, store: str, run_id: str, as_json: bool) -> N
             data = record_json(record, entries)
             if plans := plans_json(entries):
                 data["plans"] = plans
-            typer.echo(to_json(data))
+            typer.echo(to_json(scrubbed_export(data, record)))
             return
         screen.out.print(record_panel(record))
         if entries:

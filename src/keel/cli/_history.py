@@ -20,6 +20,7 @@ from keel.cli._errors import EXIT_RUN_FAILED, CliError, reported
 from keel.cli._load import Runnable, load_agent
 from keel.cli._options import JsonOption, StoreOption, store_url
 from keel.cli._render import LiveView, result_json, summary_panel
+from keel.cli._scrub import scrubbed_export
 from keel.cli._text import LONG, SHORT, Screen, safe, to_json
 from keel.cli._timeline import label_grid
 from keel.core import RunNotFound, to_text
@@ -355,12 +356,21 @@ def runs_export(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE",
         help="Write to FILE instead of standard output.")] = None,
+    unmasked: Annotated[bool, typer.Option(
+        "--unmasked", help="Export the run as stored, personal data in clear, for a "
+                           "faithful copy: to move it to another store, or to replay it "
+                           "from the file.")] = False,
     store: StoreOption = None,
 ) -> None:
-    """Write a run and its journal as JSON (for keel runs import, or keel replay --file)."""
+    """Write a run and its journal as JSON (for keel runs import, or keel replay --file).
+
+    Personal data and secrets are masked as the data policy says for exports
+    ($KEEL_DATA_POLICY; by default personal data and secrets are masked). A masked export
+    reads well but does not replay or resume: the model's recorded inputs held the real
+    values. Use --unmasked for a copy that does."""
     screen = Screen()
     with reported(screen):
-        data = asyncio.run(_export(store_url(ctx, store), run_id))
+        data = asyncio.run(_export(store_url(ctx, store), run_id, unmasked))
         text = dump_export(data)
         if output is None or str(output) == "-":
             typer.echo(text)
@@ -374,9 +384,10 @@ def runs_export(
                     f"{output}", style="green")
 
 
-async def _export(url: str, run_id: str) -> dict[str, Any]:
+async def _export(url: str, run_id: str, unmasked: bool) -> dict[str, Any]:
     async with _reading(url, run_id) as opened:
-        return await export_run(run_id, store=opened)
+        data = await export_run(run_id, store=opened)
+        return data if unmasked else scrubbed_export(data, await opened.get_run(run_id))
 
 
 def runs_import(

@@ -2,6 +2,7 @@
 
 from keel.core._codec import dumps, to_jsonable, to_text
 from keel.core._context import ToolContext
+from keel.core._credentials import Credential, CredentialProvider, CredentialSource
 from keel.core._errors import (
     ApprovalRequired,
     BudgetExceeded,
@@ -51,7 +52,7 @@ from keel.core._events import (
     ToolCallStarted,
 )
 from keel.core._ids import canonical_json, new_run_id, stable_hash
-from keel.core._logging import STEP_LOGGER, JsonFormatter, configure_json_logging
+from keel.core._logging import STEP_LOGGER, JsonFormatter, LogScrubber, configure_json_logging
 from keel.core._messages import (
     Message,
     ModelSettings,
@@ -65,7 +66,7 @@ from keel.core._messages import (
     part_from_dict,
     part_to_dict,
 )
-from keel.core._redact import REDACTED, redact, redact_text
+from keel.core._redact import REDACTED, mask_secret, redact, redact_text
 from keel.core._usage import ModelResponse, Usage
 
 __all__ = [
@@ -76,6 +77,9 @@ __all__ = [
     "BulkheadFull",
     "CircuitOpen",
     "ConfigError",
+    "Credential",
+    "CredentialProvider",
+    "CredentialSource",
     "DeadlineExceeded",
     "Divergence",
     "Escalate",
@@ -84,6 +88,7 @@ __all__ = [
     "JsonFormatter",
     "KeelError",
     "LeaseLost",
+    "LogScrubber",
     "Message",
     "MissingCredentials",
     "ModelError",
@@ -131,6 +136,7 @@ __all__ = [
     "configure_json_logging",
     "dumps",
     "hash_messages",
+    "mask_secret",
     "new_run_id",
     "part_from_dict",
     "part_to_dict",

@@ -162,5 +162,9 @@ class SecretsGuard(Middleware):
 
 
 def default_guards() -> list[Middleware]:
-    """Fresh instances of keel's default guards, in order."""
-    return [LimitsGuard(), InjectionGuard(), SecretsGuard(), TaintGuard(), UntrustedContent()]
+    """Fresh instances of keel's default guards, in order: size limits, injection detection,
+    the personal-data and secrets policy (:class:`~keel.guard.DataGuard` with the default
+    :class:`~keel.guard.DataPolicy`), taint gating, and untrusted content delimited."""
+    from keel.guard._data_guard import DataGuard
+
+    return [LimitsGuard(), InjectionGuard(), DataGuard(), TaintGuard(), UntrustedContent()]

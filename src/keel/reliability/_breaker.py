@@ -239,6 +239,20 @@ class InMemoryBreakerStore:
         with self._lock:
             self._breakers.pop(key, None)
 
+    async def force_open(self, key: str, seconds: float, *, now: float | None = None) -> None:
+        """Open ``key``'s breaker for ``seconds`` whatever its failures (a monitor switching
+        a tool off); then it half-opens and recovers as usual. An open breaker that would
+        stay open longer is left alone."""
+        t = self._clock() if now is None else now
+        with self._lock:
+            b = self._breakers.setdefault(key, _Breaker())
+            if b.open_until is not None and b.open_until >= t + seconds:
+                return
+            b.open_until = t + seconds
+            b.successes = 0
+            b.failures.clear()
+            b.probes.clear()
+
     def quiet(self, key: str) -> bool:
         """True if ``key``'s breaker is closed with no failure counted and no trial out: a
         call may go straight through, and only a failure needs recording (the hot path)."""
@@ -321,6 +335,23 @@ class CircuitBreaker(Middleware):
     async def state(self, key: str) -> BreakerSnapshot:
         """The state of the breaker for ``key`` (``model:<name>`` or ``tool:<name>``)."""
         return await self.store.snapshot(key, self.policy, now=self._now())
+
+    async def force_open(self, key: str, seconds: float) -> None:
+        """Open the breaker for ``key`` (``tool:<name>`` or ``model:<name>``) for ``seconds``
+        (calls fail fast as for a breaker opened by failures; afterwards it half-opens and a
+        successful trial closes it). For a store that cannot (one without ``force_open``)
+        raises ConfigError naming the store."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                or not 0 < seconds < float("inf"):
+            raise ConfigError("seconds", f"must be a finite number of seconds > 0, not "
+                                         f"{seconds!r}")
+        force = getattr(self.store, "force_open", None)
+        if force is None:
+            raise ConfigError("store", f"{type(self.store).__name__} cannot force a breaker "
+                                       "open (it has no force_open method)")
+        await force(key, float(seconds), now=self._now())
+        _log.warning("circuit breaker %s forced open for %gs", key, seconds,
+                     extra={"breaker": key, "breaker_state": "open"})
 
     async def _record(self, key: str, permit: Permit, outcome: BreakerOutcome) -> None:
         if permit.probe is None and outcome != "failure" and not (

@@ -116,6 +116,19 @@ if now < open_until then return {'open', '0', string.format('%.6f', open_until -
 return {'half_open', '0', ''}
 """
 
+# KEYS: state, fails, probes. ARGV: now ('' = server time), seconds, state ttl (ms). Opens the
+# breaker until now + seconds unless it is already open until later.
+_FORCE = _CLOCK + """
+local now = clock(ARGV[1])
+local ends = now + tonumber(ARGV[2])
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until'))
+if open_until and open_until >= ends then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'open_until', string.format('%.6f', ends), 'successes', '0')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 _STATES: dict[str, BreakerState] = {"closed": "closed", "open": "open",
                                     "half_open": "half_open"}
 #: How long an untouched breaker's keys live after its last change, beyond its own timings.
@@ -180,7 +193,8 @@ class RedisBreakerStore:
                                 socket_timeout=self.timeout)
         self._scripts = {"acquire": client.register_script(_ACQUIRE),
                          "record": client.register_script(_RECORD),
-                         "snapshot": client.register_script(_SNAPSHOT)}
+                         "snapshot": client.register_script(_SNAPSHOT),
+                         "force": client.register_script(_FORCE)}
         self._client, self._loop = client, loop
         return client
 
@@ -252,6 +266,12 @@ class RedisBreakerStore:
             await self._connect().delete(*self._keys(key))
         except (RedisError, OSError) as exc:
             raise self._error(exc) from exc
+
+    async def force_open(self, key: str, seconds: float, *, now: float | None = None) -> None:
+        """Open ``key``'s breaker for ``seconds`` on every worker (unless it is already open
+        until later); then it half-opens and recovers as usual."""
+        await self._run("force", self._keys(key), [
+            _now_arg(now), repr(float(seconds)), ms(seconds + _IDLE_TTL)])
 
     async def aclose(self) -> None:
         """Close the connection (a later call opens a new one)."""

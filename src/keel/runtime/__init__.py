@@ -24,6 +24,7 @@ from keel.runtime._journal import Durability, Journal
 from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
 from keel.runtime._middleware import (
+    AgentInput,
     Guardrail,
     Middleware,
     MiddlewareStack,
@@ -52,6 +53,7 @@ __all__ = [
     "FINAL_TOOL",
     "Agent",
     "AgentConfig",
+    "AgentInput",
     "ApprovalContext",
     "ApprovalPolicy",
     "ApprovalRule",

@@ -19,7 +19,7 @@ from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._forks import as_forked
 from keel.runtime._journal import Durability, Journal
 from keel.runtime._loop import AgentLoop, ToolPlan, model_name
-from keel.runtime._middleware import Middleware, MiddlewareStack, with_defaults
+from keel.runtime._middleware import AgentInput, Middleware, MiddlewareStack, with_defaults
 from keel.runtime._runner import Launch, execute, using_store
 from keel.runtime._runs import RUN_OPTIONS, RunOptions, Runs, check_options, new_run
 from keel.store import RunRecord
@@ -175,6 +175,8 @@ class Agent(Runs[OutputT]):
         self.user_middleware = config.middleware
         defaults = self.make_defaults() if config.default_middleware else ()
         self.stack = MiddlewareStack(with_defaults(defaults, config.middleware))
+        self.stack.attach(AgentInput(agent=config.name, tools=config.tools,
+                                     scopes=config.scopes))
         self.approval = config.approval
         # By default only a user who asks for a person escalates; failures (repeated failure,
         # budget exhausted) fail the run with its error (resumable) unless a policy is given.

@@ -26,7 +26,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias, TypeGuard
 
 from keel.core import (
@@ -57,6 +57,10 @@ from keel.store import (
 ConfidenceScorer: TypeAlias = Callable[[Any], "float | None"]
 #: ``novelty(input_text) -> reason | None``: a reason when the agent was not built for it.
 NoveltyCheck: TypeAlias = Callable[[str], "str | None"]
+#: ``scrub(value, record) -> value``: rewrites what goes into a packet (the run's input, each
+#: journal entry's data, the reason and the proposal) before it is stored (the
+#: security layer's personal-data policy makes one: ``keel.guard.DataPolicy.packet_scrubber``).
+PacketScrubber: TypeAlias = Callable[[Any, RunRecord], Any]
 EscalationAction: TypeAlias = Literal["answer", "resume", "dismiss"]
 ESCALATION_ACTIONS: tuple[EscalationAction, ...] = ("answer", "resume", "dismiss")
 
@@ -97,7 +101,13 @@ class EscalationPolicy:
     ``confidence`` scores the final output (0..1, None for no opinion); by default it reads a
     ``confidence`` attribute or key of the output, if it holds a number from 0 to 1.
     ``human_phrases`` are regular expressions (case-insensitive) on the input that mean "let
-    me talk to a person"."""
+    me talk to a person".
+
+    ``scrub_packet(value, record)`` rewrites what goes into a packet (the run's input, the
+    journal's data, the reason, the proposal) before it is cut to size and stored (the
+    journal's intent and the human task carry the same packet), e.g. to mask personal data:
+    ``EscalationPolicy(scrub_packet=keel.guard.DataPolicy().packet_scrubber())``. A scrubber
+    that fails leaves that value out rather than store it unscrubbed."""
 
     queue: str = "support"
     sla_seconds: float | None = 4 * 3600.0
@@ -108,6 +118,7 @@ class EscalationPolicy:
     on_repeated_failure: bool = True
     on_budget_exhausted: bool = True
     enabled: bool = True
+    scrub_packet: PacketScrubber | None = None
     _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False,
                                                    default=())
 
@@ -123,7 +134,7 @@ class EscalationPolicy:
             raise ConfigError("EscalationPolicy.min_confidence",
                               f"must be a number from 0 to 1 or None, not "
                               f"{self.min_confidence!r}")
-        for name in ("confidence", "novelty"):
+        for name in ("confidence", "novelty", "scrub_packet"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigError(f"EscalationPolicy.{name}", "must be a function or None")
@@ -251,13 +262,37 @@ def build_packet(record: RunRecord, entries: Sequence[JournalEntry], exc: Escala
     the agent's proposal, why it escalated, and the deadline. Deterministic for the same
     inputs, secrets masked, and under :data:`PACKET_MAX_BYTES` of JSON however long the
     journal (older steps and long values are cut first)."""
+    scrub = policy.scrub_packet
+    if scrub is not None:  # scrub the sources, so that no value is cut before it is found
+        record = replace(record, input=_scrubbed(scrub, record.input, record))
+        entries = [replace(e, data=_scrubbed(scrub, e.data, record)) for e in entries]
     facts = _JournalFacts(entries)
     packet: dict[str, Any] = {}
     for scale in _SCALES:
         packet = redact(_packet(record, facts, exc, policy, key=key, now=now, scale=scale))
+        if scrub is not None:  # what came from elsewhere: the reason, the proposal
+            packet.update({k: _scrubbed(scrub, packet[k], record) for k in _CONTENT})
         if packet_size(packet) <= PACKET_MAX_BYTES:
             break
     return packet
+
+
+_CONTENT = ("request", "reason", "summary", "evidence", "proposal")
+
+
+def packet_value(policy: EscalationPolicy, value: Any, record: RunRecord) -> Any:
+    """``value`` as it may go into a packet of ``policy`` (for what a caller adds to one)."""
+    return value if policy.scrub_packet is None else _scrubbed(policy.scrub_packet, value,
+                                                                 record)
+
+
+def _scrubbed(scrub: PacketScrubber, value: Any, record: RunRecord) -> Any:
+    """``scrub(value, record)``; if the scrubber fails, a note in place of the value (a person
+    still gets the escalation, and reads the run itself)."""
+    try:
+        return scrub(value, record)
+    except Exception as exc:
+        return f"[WITHHELD: the packet scrubber failed: {type(exc).__name__}]"
 
 
 def packet_size(packet: Mapping[str, Any]) -> int:

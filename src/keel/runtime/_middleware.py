@@ -76,6 +76,15 @@ class RunEndInput:
     error: BaseException | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentInput:
+    """An agent being built with this middleware in its stack: its name, tools and scopes."""
+
+    agent: str
+    tools: Sequence[Tool]
+    scopes: frozenset[str]
+
+
 ModelNext = Callable[[ModelRequestInput], Awaitable[ModelResponse]]
 ToolNext = Callable[[ToolCallInput], Awaitable[ToolResult]]
 
@@ -107,6 +116,12 @@ class Middleware:
         return None
 
     async def on_run_end(self, inp: RunEndInput) -> None:
+        return None
+
+    def on_agent(self, inp: AgentInput) -> None:
+        """Called once for each agent built with this middleware (again for a clone): check
+        the middleware's configuration against the agent, raising ``keel.ConfigError``
+        naming the part (a policy naming a tool the agent does not have)."""
         return None
 
 
@@ -201,6 +216,11 @@ class MiddlewareStack:
         #: The guards (middleware overriding ``check``), per place, in order.
         self.guards = GuardPipeline([mw for mw in self.middleware
                                      if type(mw).check is not Middleware.check])
+
+    def attach(self, inp: AgentInput) -> None:
+        for mw in self.middleware:
+            if type(mw).on_agent is not Middleware.on_agent:
+                mw.on_agent(inp)
 
     async def run_start(self, inp: RunStartInput) -> None:
         for mw in self.middleware:

@@ -49,7 +49,7 @@ from keel.core import (
     UnknownOutcome,
     canonical_json,
 )
-from keel.runtime._escalation import build_packet, escalation_task
+from keel.runtime._escalation import build_packet, escalation_task, packet_value
 from keel.tools import Tool, ToolResult, Toolset
 
 if TYPE_CHECKING:
@@ -320,7 +320,7 @@ async def _escalate(agent: SagaAgent, journal: Journal, record: RunRecord,
     packet = build_packet(record, journal.entries(),
                           Escalate(reason, trigger=TRIGGER, proposal=proposal),
                           agent.escalation, key=key, now=time.time())
-    packet["saga"] = state
+    packet["saga"] = packet_value(agent.escalation, state, record)
     await journal.write(key, "intent", "escalation", TRIGGER, "", packet, reserve_next=True)
     await journal.store.put_task(escalation_task(packet))
     raise _signal(packet)
