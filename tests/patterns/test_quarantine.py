@@ -368,3 +368,22 @@ def test_a_broken_step_is_named(tmp_path: Path, step: dict[str, Any], problem: s
         IsolatedPlanner("p", plan=IsolatedPlan.model_validate({"steps": steps}),
                         extractor=Agent("x", model=UNUSED), tools=world.tools(),
                         schemas={"Bill": Bill})
+
+
+async def test_an_executor_with_keels_defaults_never_asks_its_own_model(
+        tmp_path: Path, store: SQLiteStore) -> None:
+    """A keel.Agent executor (retries, breaker, the default guards) named by a provider id:
+    the plan replaces its model, so no key is needed and no request leaves."""
+    world = World(tmp_path / "world.db")
+    executor = Agent("executor", model="openai:gpt-4o-mini", tools=world.tools())
+    flow = IsolatedPlanner(
+        "bills", plan=IsolatedPlan.model_validate(PAY_BILL), tools=world.tools(),
+        schemas={"Bill": Bill}, executor=executor,
+        extractor=Agent("extractor", model=FunctionModel(honest_extractor)))
+    with pytest.raises(ApprovalRequired) as waiting:
+        await flow.run("Pay my December electricity bill (bill-december.txt).", store=store)
+    journal = await store.read_journal(waiting.value.run_id or "")
+    (request,) = [e.data for e in journal if e.kind == "approval" and e.phase == "intent"]
+    assert request["arguments"]["iban"] == "DE89370400440532013000"
+    assert "plan_isolation" in request["reason"]
+    assert world.effects() == []
