@@ -16,8 +16,11 @@ arguments, and inside free text the values an attacker plants (e-mail addresses,
 host names, IBAN-like and card-like numbers, long digit runs, amounts). Free text as a whole
 is not looked up: common phrases ("the report") occur everywhere. Matching is exact after
 case folding (numbers at digit boundaries), so a value the model reformatted is ``model``,
-not ``tool``: provenance is evidence, not proof. Tiny values (strings under 3 characters,
-whole numbers under 100) are too common to attribute and are not looked up.
+not ``tool``: provenance is evidence, not proof. A tool output's encoded payloads (base64,
+hex, percent-encoding ..., as :func:`keel.guard.normalize` decodes them) are searched too: a
+value an injection hid that way, which the model decoded, is still the tool's. Tiny values
+(strings under 3 characters, whole numbers under 100) are too common to attribute and are
+not looked up.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from keel.core import Message, TextPart, ToolCallPart, ToolResultPart
+from keel.guard._normalize import normalize
 
 Origin: TypeAlias = Literal["trusted", "tool", "model"]
 _MIN_CHARS = 3
@@ -93,7 +97,7 @@ class Conversation:
                 trusted.extend(p.text.casefold() for p in message.parts
                                if isinstance(p, TextPart))
             elif message.role == "tool":
-                said.extend((Source(p.tool_name, p.call_id), p.content.casefold())
+                said.extend((Source(p.tool_name, p.call_id), _readable(p.content).casefold())
                             for p in message.parts if isinstance(p, ToolResultPart)
                             and not p.is_error)
             else:
@@ -115,6 +119,25 @@ class Conversation:
         sources = tuple(src for src, text in self.said
                         if src is not None and _found(folded, text))
         return ValueOrigin(path, value, "tool", sources)
+
+
+#: Runs that may be encoded payloads (base64, hex, percent-encoding): only a tool output
+#: with one is decoded, so plain outputs cost one quick scan (about 0.15 ms for 10 KB).
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{24}")
+_PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}){4}")
+_HEX_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4}")
+
+
+def _readable(content: str) -> str:
+    """A tool output as a model can read it: the text, and the payloads encoded in it
+    decoded (a model decodes base64 it is told to; a value hidden that way is still the
+    tool's). Plain text is returned as it is."""
+    if not (_BASE64_RUN.search(content)
+            or ("%" in content and _PERCENT_RUN.search(content))
+            or ("\\x" in content and _HEX_RUN.search(content))):
+        return content
+    decoded = normalize(content).decoded
+    return "\n".join([content, *(d.text for d in decoded)])
 
 
 def _words(part: object) -> str:

@@ -1,4 +1,5 @@
-"""L4: orchestration patterns built on flows (:class:`keel.Flow`): planning, reflection,
+"""L4: orchestration patterns built on flows (:class:`keel.Flow`): planning (and
+plan-then-execute isolation), reflection,
 workflows, routing and tool selection, supervisor and hierarchical teams, handoffs, group chat
 and marketplace.
 
@@ -48,6 +49,11 @@ from keel.patterns._plan import (
 from keel.patterns._planning import (
     Planner,
     read_plan,
+)
+from keel.patterns._quarantine import (
+    IsolatedPlan,
+    IsolatedPlanner,
+    IsolatedStep,
 )
 from keel.patterns._reflection import (
     Check,
@@ -125,6 +131,9 @@ __all__ = [
     "HandoffTeam",
     "HistoryFilter",
     "HybridRouter",
+    "IsolatedPlan",
+    "IsolatedPlanner",
+    "IsolatedStep",
     "JsonSchema",
     "Judge",
     "JudgeVerdict",
