@@ -109,6 +109,7 @@ _ALLOWED = {
     ("core/_codec.py", "ValueError"),  # a value that contains itself, as json.dumps says
     ("patterns/_plan.py", "KeyError"),
     ("patterns/_plan.py", "ValueError"),  # a pydantic validator: becomes a ValidationError
+    ("patterns/_quarantine.py", "ValueError"),  # a pydantic validator, as in _plan.py
     ("patterns/_routers.py", "ValueError"),  # caught by the router, which asks again
     ("runtime/_flow.py", "NotImplementedError"),
     ("store/_postgres.py", "ImportError"),  # open_store turns it into a UserError

@@ -63,7 +63,7 @@ async def test_a_secret_never_streams_and_the_stream_ends_as_run_returns() -> No
     deltas, finished = await collect(agent, "what is my key?")
     assert finished is not None
     assert "".join(deltas) == finished.result.output
-    assert "[REDACTED]" in finished.result.output and "QQQQ" not in finished.result.output
+    assert "[OPENAI_KEY]" in finished.result.output and "QQQQ" not in finished.result.output
     assert 1 < len(deltas) < len(text) // 3  # chunks, not every delta nor one block
     assert (await agent.run("what is my key?", store=MemoryStore())).output == \
         finished.result.output

@@ -157,6 +157,10 @@ def describe_entry(entry: JournalEntry) -> Text:
                 text = f"{failure.get('error_type', 'error')}: {failure.get('message', '')}"
                 return safe(one_line(text), "red", limit=None)
             return safe(one_line(str(data["content"])), limit=None)
+    if entry.kind == "guard" and isinstance(data, dict) and "action" in data:
+        action = str(data.get("action"))
+        text = f"{action}: {data.get('reason') or '(no reason)'}"
+        return safe(one_line(text), "" if action == "redact" else "yellow", limit=None)
     return safe(one_line(dumps(data)), limit=None)
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-import httpx
-
 from keel.core import ConfigError
+
+if TYPE_CHECKING:  # httpx is imported when a webhook is sent, not when keel is imported
+    import httpx
 
 _log = logging.getLogger("keel.monitor")
 
@@ -103,6 +104,8 @@ class WebhookNotifier:
         return f"WebhookNotifier('{parts.scheme}://{host}{parts.path}')"
 
     async def notify(self, alert: Alert) -> None:
+        import httpx  # here, not at import: keel does not load httpx until it is needed
+
         body = {"alert": alert.to_dict()}
         try:
             if self._client is not None:
