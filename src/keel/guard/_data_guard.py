@@ -28,6 +28,7 @@ class DataGuard(Middleware):
     none, the policy-wide and per-agent rules)."""
 
     guard_concurrent = False
+    guard_timeout = None  # computation only: no timer per check
 
     def __init__(self, policy: DataPolicy | None = None, *, tenant: GuardTenant | None = None,
                  places: Iterable[Place] = ("input", "tool_output", "output")) -> None:

@@ -86,24 +86,45 @@ class Conversation:
     user's messages) and, in order, what the model wrote (its text and its calls'
     arguments) and what tools returned."""
 
-    __slots__ = ("said", "trusted")
+    __slots__ = ("_all", "_last", "_seen", "said", "trusted")
 
-    def __init__(self, history: Sequence[Message]) -> None:
-        trusted: list[str] = []
+    def __init__(self, history: Sequence[Message] = ()) -> None:
+        self.trusted = ""
         #: (source or None for the model's own words, folded text), in conversation order
-        said: list[tuple[Source | None, str]] = []
-        for message in history:
+        self.said: list[tuple[Source | None, str]] = []
+        self._seen = 0
+        self._last: Message | None = None
+        self._all: str | None = None  # every said text joined (built when asked)
+        self.extend(history)
+
+    def follows(self, history: Sequence[Message]) -> bool:
+        """Whether ``history`` continues what this conversation has read (the history of a
+        run only grows), so :meth:`extend` may read just the new messages."""
+        n = self._seen
+        return len(history) >= n and (n == 0 or history[n - 1] is self._last)
+
+    def extend(self, history: Sequence[Message]) -> Conversation:
+        """Read the messages of ``history`` not read yet (see :meth:`follows`)."""
+        trusted: list[str] = []
+        for message in history[self._seen:]:
             if message.role in ("system", "user"):
                 trusted.extend(p.text.casefold() for p in message.parts
                                if isinstance(p, TextPart))
             elif message.role == "tool":
-                said.extend((Source(p.tool_name, p.call_id), _readable(p.content).casefold())
-                            for p in message.parts if isinstance(p, ToolResultPart)
-                            and not p.is_error)
+                self.said.extend((Source(p.tool_name, p.call_id),
+                                  _readable(p.content).casefold())
+                                 for p in message.parts if isinstance(p, ToolResultPart)
+                                 and not p.is_error)
             else:
-                said.extend((None, _words(p).casefold()) for p in message.parts)
-        self.trusted = "\n".join(trusted)
-        self.said = said
+                self.said.extend((None, _words(p).casefold()) for p in message.parts)
+        if trusted:
+            self.trusted = "\n".join([self.trusted, *trusted]) if self.trusted \
+                else "\n".join(trusted)
+        if len(history) > self._seen:
+            self._all = None
+        self._seen = len(history)
+        self._last = history[-1] if history else None
+        return self
 
     def origin(self, path: str, value: str) -> ValueOrigin:
         """``trusted`` if the instructions or a user's message hold ``value``; else where it
@@ -113,6 +134,10 @@ class Conversation:
         folded = value.casefold()
         if _found(folded, self.trusted):
             return ValueOrigin(path, value, "trusted")
+        if self._all is None:
+            self._all = "\x00".join(text for _, text in self.said)
+        if folded not in self._all:  # the common case, in one C-level search
+            return ValueOrigin(path, value, "model")
         first = next(((src, text) for src, text in self.said if _found(folded, text)), None)
         if first is None or first[0] is None:
             return ValueOrigin(path, value, "model")

@@ -70,6 +70,7 @@ class TaintGuard(Middleware):
         if not isinstance(enabled, bool):
             raise ConfigError("TaintGuard.enabled", "must be True or False")
         self.enabled = enabled
+        self._conversations: dict[tuple[str, int], Conversation] = {}
 
     @classmethod
     def off(cls) -> TaintGuard:
@@ -88,7 +89,7 @@ class TaintGuard(Middleware):
         tool = inp.tool
         if tool is None or inp.arguments is None or not self.gates(tool):
             return None
-        conversation = Conversation(inp.history)
+        conversation = self._conversation(inp)
         origins = [conversation.origin(path, value)
                    for path, value in values_of(inp.arguments)]
         tainted = [o for o in origins if o.origin == "tool"]
@@ -98,6 +99,22 @@ class TaintGuard(Middleware):
         by_argument.update(_by_argument(origins))
         return GuardDecision.require_approval(_reason(tool.name, tainted), evidence={
             "tainted": [o.to_dict() for o in tainted], "provenance": by_argument})
+
+    def _conversation(self, inp: GuardInput) -> Conversation:
+        """The run's conversation, read incrementally (the cost of a check stays flat in the
+        length of the run); one per loop, as a pattern runs several in one run."""
+        key = (inp.run_id, id(inp.history))
+        known = self._conversations.get(key)
+        if known is not None and known.follows(inp.history):
+            return known.extend(inp.history)
+        if len(self._conversations) >= 1024:  # runs that ended without on_run_end
+            self._conversations.clear()
+        made = self._conversations[key] = Conversation(inp.history)
+        return made
+
+    async def on_run_end(self, inp: RunEndInput) -> None:
+        for key in [k for k in self._conversations if k[0] == inp.run_id]:
+            del self._conversations[key]
 
     def warn_unannotated(self, agent: str, tools: Iterable[Tool]) -> list[str]:
         """Log the tools of ``agent`` that this guard gates only because their risk was

@@ -273,7 +273,6 @@ class GuardPipeline:
 
 
 async def _ask(guard: Guard, inp: GuardInput) -> GuardDecision:
-    name = guard_name(guard)
     try:
         timeout = guard.guard_timeout
         if timeout is None:
@@ -281,18 +280,22 @@ async def _ask(guard: Guard, inp: GuardInput) -> GuardDecision:
         else:
             async with asyncio.timeout(timeout):
                 out = await guard.check(inp)
+        if out is None:
+            return _ALLOW  # the common case, before anything else is looked at
     except asyncio.CancelledError:
         raise
     except TimeoutError:
+        name = guard_name(guard)
         return GuardDecision(action="block", guard=name, reason=(
             f"guard {name} did not decide within {guard.guard_timeout:g}s; blocked (a guard "
             "that cannot decide fails closed)"), evidence={"error": "timeout"})
     except Exception as exc:  # a guard that crashes fails closed
+        name = guard_name(guard)
         return GuardDecision(action="block", guard=name, reason=(
             f"guard {name} failed ({type(exc).__name__}: {redact_text(str(exc))[:300]}); "
             "blocked (a guard that cannot decide fails closed)"),
             evidence={"error": type(exc).__name__})
-    return _normalised(out, name, inp.place)
+    return _normalised(out, guard_name(guard), inp.place)
 
 
 async def _ask_together(guards: Sequence[Guard], inp: GuardInput) -> GuardDecision:
