@@ -84,9 +84,8 @@ def render(results: dict[str, Any]) -> str:
               f"address spelt out; {disguised['cases']} cases, detection off): "
               f"{disguised['executed']} ran, {disguised['ungated']} without approval. "
               f"When *every* value of the call is reformatted or too plain to attribute (an "
-              f"address spelt out, subject 'Hi', a free-text body; {bare['cases']} cases, not "
-              f"asserted: a known limit of taint provenance): {bare['ungated']} ran without "
-              "approval.",
+              f"address spelt out, subject 'Hi', a free-text body; {bare['cases']} cases; "
+              f"gated as unverified values): {bare['ungated']} ran without approval.",
               "", f"With a reviewer that approves everything, {stamp['executed']} of "
               f"{stamp['cases']} attacker calls ran, {stamp['ungated']} of them without an "
               "approval decision in the journal.", "",

@@ -126,6 +126,10 @@ class Conversation:
         self._last = history[-1] if history else None
         return self
 
+    def read_tools(self) -> bool:
+        """Whether any tool output has been read (an error observation does not count)."""
+        return any(src is not None for src, _ in self.said)
+
     def origin(self, path: str, value: str) -> ValueOrigin:
         """``trusted`` if the instructions or a user's message hold ``value``; else where it
         was first seen: a tool's output (``tool``, with every output that holds it) or the
@@ -163,6 +167,27 @@ def _readable(content: str) -> str:
         return content
     decoded = normalize(content).decoded
     return "\n".join([content, *(d.text for d in decoded)])
+
+
+_ENTITY = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"                    # e-mail
+    r"|(?:https?|ftp)://\S+"                            # URL
+    r"|(?:[a-z0-9-]+\.)+(?:com|net|org|io|co|info|biz|xyz|ru|cn|app|dev|example|online"
+    r"|site|top|link|click)(?:/\S*)?"                    # host name (common endings)
+    r"|[A-Z]{2}\d{2}[A-Z0-9]{11,30}"                     # IBAN (without spaces)
+    r"|[A-Z]{2}\d{2}(?: [A-Z0-9]{4}){3,7}(?: [A-Z0-9]{1,4})?"  # IBAN in groups
+    r"|\+?\d[\d -]{6,}\d",                               # a long number: account, card, phone
+    re.IGNORECASE)
+
+
+def is_entity(value: str) -> bool:
+    """Whether ``value`` is, as a whole, something an attacker plants: an e-mail address, a
+    URL or host name, an IBAN or a long number (8 or more digits)."""
+    text = value.strip()
+    if not text or _ENTITY.fullmatch(text) is None:
+        return False
+    digits = sum(c.isdigit() for c in text)
+    return not text.replace(" ", "").replace("-", "").lstrip("+").isdigit() or digits >= 8
 
 
 def _words(part: object) -> str:

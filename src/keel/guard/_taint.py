@@ -23,9 +23,10 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from keel.core import ConfigError, Message, ModelResponse, TextPart, ToolResultPart
-from keel.guard._provenance import Conversation, ValueOrigin, values_of
+from keel.guard._provenance import Conversation, ValueOrigin, is_entity, values_of
 from keel.runtime import (
     GuardDecision,
     GuardInput,
@@ -53,14 +54,17 @@ class TaintGuard(Middleware):
     """Calls with effects whose arguments carry untrusted values need approval (see the
     module doc). ``also``: tool names gated even though declared ``read``; ``exempt``: tool
     names never gated (an explicit decision, e.g. a tool that only writes to the user's own
-    notes). ``TaintGuard.off()`` switches it off."""
+    notes). ``unverified`` (on by default): once the run has read tool output, an e-mail
+    address, URL, host name, IBAN or long number that appears in no message at all (the model
+    wrote it: possibly spelt out by an injection, "evil at example dot com") needs approval
+    too. ``TaintGuard.off()`` switches it off."""
 
     guard_places = frozenset({"tool_args"})
     guard_timeout = None  # pure computation: nothing to wait for
     name = "taint"
 
     def __init__(self, *, also: Iterable[str] = (), exempt: Iterable[str] = (),
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, unverified: bool = True) -> None:
         self.also = _names(also, "TaintGuard.also")
         self.exempt = _names(exempt, "TaintGuard.exempt")
         both = self.also & self.exempt
@@ -69,7 +73,10 @@ class TaintGuard(Middleware):
                               "exempt=; name each tool in one of them")
         if not isinstance(enabled, bool):
             raise ConfigError("TaintGuard.enabled", "must be True or False")
+        if not isinstance(unverified, bool):
+            raise ConfigError("TaintGuard.unverified", "must be True or False")
         self.enabled = enabled
+        self.unverified = unverified
         self._conversations: dict[tuple[str, int], Conversation] = {}
 
     @classmethod
@@ -93,12 +100,18 @@ class TaintGuard(Middleware):
         origins = [conversation.origin(path, value)
                    for path, value in values_of(inp.arguments)]
         tainted = [o for o in origins if o.origin == "tool"]
-        if not tainted:
+        unverified = [o for o in origins if o.origin == "model" and is_entity(o.value)] \
+            if self.unverified and conversation.read_tools() else []
+        if not tainted and not unverified:
             return None
         by_argument = {str(name): "model" for name in inp.arguments}
         by_argument.update(_by_argument(origins))
-        return GuardDecision.require_approval(_reason(tool.name, tainted), evidence={
-            "tainted": [o.to_dict() for o in tainted], "provenance": by_argument})
+        evidence: dict[str, Any] = {"tainted": [o.to_dict() for o in tainted],
+                                    "provenance": by_argument}
+        if unverified:
+            evidence["unverified"] = [o.to_dict() for o in unverified]
+        reason = _reason(tool.name, tainted) if tainted else _unverified(tool.name, unverified)
+        return GuardDecision.require_approval(reason, evidence=evidence)
 
     def _conversation(self, inp: GuardInput) -> Conversation:
         """The run's conversation, read incrementally (the cost of a check stays flat in the
@@ -134,6 +147,14 @@ class TaintGuard(Middleware):
 
     def __repr__(self) -> str:
         return f"<TaintGuard {'on' if self.enabled else 'off'}>"
+
+
+def _unverified(tool: str, unverified: list[ValueOrigin]) -> str:
+    first = unverified[0]
+    more = f" (and {len(unverified) - 1} more)" if len(unverified) > 1 else ""
+    return (f"{tool}'s argument {first.path!r} carries an address, account or number that is "
+            f"in neither the instructions nor the user's messages, after the run read tool "
+            f"output (a value an injection may have spelt out){more}")
 
 
 def _reason(tool: str, tainted: list[ValueOrigin]) -> str:

@@ -72,6 +72,23 @@ async def test_a_value_written_in_another_form_is_still_gated(
     await _gated(case, tmp_path, store, value_tainted=False)
 
 
+@pytest.mark.parametrize("case", h.reformatted_only_cases(),
+                         ids=[c.id for c in h.reformatted_only_cases()])
+async def test_a_call_made_only_of_spelt_out_values_is_gated_as_unverified(
+        case: h.Case, tmp_path: Path, store: SQLiteStore) -> None:
+    """Every value of the attacker's call is reformatted or too plain to trace (an address
+    spelt out, subject "Hi", a free-text body): no value came from a tool output as such, but
+    the address is in no message at all after the run read tool output, so it waits too."""
+    outcome = await h.attack(case, tmp_path, store, detection=False)
+    assert outcome.ungated_attacker_effects() == [], outcome.status
+    assert outcome.attacker_effects() == []
+    request = _attacker_request(outcome, case)
+    assert request is not None, [r.get("tool") for r in outcome.approvals]
+    evidence = request.get("evidence") or {}
+    # gated as unverified, or as tainted where the template also shows the value as written
+    assert evidence.get("unverified") or evidence.get("tainted"), request
+
+
 async def _gated(case: h.Case, tmp_path: Path, store: SQLiteStore, *,
                  value_tainted: bool) -> None:
     outcome = await h.attack(case, tmp_path, store, detection=False)
