@@ -25,7 +25,7 @@ from typing import Any
 
 from keel import Agent, Escalate, Middleware, tool
 from keel.core import JsonFormatter
-from keel.guard import DataPolicy
+from keel.guard import DataPolicy, TaintGuard
 from keel.runtime import EscalationPolicy
 from keel.store import open_store
 from keel.testing import ScriptedModel, call
@@ -158,9 +158,13 @@ def planted_agent(item: Planted, policy: DataPolicy, received: list[str],
         call("hand_over", {"note": item.text}),
         "Done.",
     ])
+    # The scripted model writes the value in its plain form, which no message holds as
+    # written (the corpus plants it with look-alike and invisible characters): taint would
+    # rightly ask a person first. These tests are about where the value is written, so the
+    # tools that get it are exempted from taint gating.
     return Agent(name, model=model, tools=[lookup_customer, send_to, hand_over],
                  escalation=EscalationPolicy(scrub_packet=policy.packet_scrubber()),
-                 middleware=middleware)
+                 middleware=[TaintGuard(exempt=["send_to", "hand_over"]), *middleware])
 
 
 async def run_planted(item: Planted, policy: DataPolicy, db: Path, agent: str = "support",

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from keel import Escalate
 from keel.cli import app
-from keel.guard import DataPolicy
+from keel.guard import DataPolicy, TaintGuard
 from keel.runtime import resolve_escalation
 from keel.store import TaskFilter, open_store
 from tests.guard._planted import (
@@ -246,8 +246,11 @@ async def _guarded_run(item: Planted, policy: DataPolicy, db: Path) -> None:
     model = ScriptedModel([call("lookup", {"customer_id": "c-1"}),
                            call("send_to", {"destination": item.value}),
                            f"Done: {item.text}"], record_requests=True)
+    # The scripted model sends the real value although the guard masked it from its view; a
+    # real model could not. Taint would rightly stop that call (the value is in no message
+    # the model saw), so it is exempted here: this test is about what the tool receives.
     agent = Agent("support", model=model, tools=[lookup, send_to],
-                  middleware=[DataGuard(policy)])
+                  middleware=[DataGuard(policy), TaintGuard(exempt=["send_to"])])
     async with open_store(f"sqlite:///{db}") as store:
         result = await agent.run(f"Hello: {item.text}", store=store)
     assert received == [item.value], item.id

@@ -34,7 +34,7 @@ class Deps:
 
 
 def make_tools(effects: list[Any]) -> list[Any]:
-    @tool
+    @tool(risk="read")
     def lookup(order: str) -> str:
         """Look an order up."""
         effects.append(("lookup", order))
@@ -52,13 +52,13 @@ def make_tools(effects: list[Any]) -> list[Any]:
         effects.append(("send_email", tuple(to)))
         return "sent"
 
-    @tool
+    @tool(risk="read")
     def fetch(url: str) -> str:
         """Fetch a page."""
         effects.append(("fetch", url))
         return "<html>"
 
-    @tool
+    @tool(risk="read")
     def query(sql: str) -> str:
         """Run SQL."""
         effects.append(("query", sql))
@@ -375,3 +375,30 @@ def test_checks_on_hostile_values(check: Any, value: Any, allowed: bool) -> None
     assert (reason is None) is allowed, reason
     if reason is not None:
         assert len(reason) < 300
+
+
+async def test_a_refused_call_is_never_put_to_a_person_first(tmp_path: Path) -> None:
+    """The policy refuses before the approval gate: an irreversible call it forbids does not
+    wait for a person, and the journal records the policy's guard decision."""
+    from keel.store import MemoryStore
+
+    effects: list[Any] = []
+
+    @tool(risk="irreversible")
+    def wire(amount: int) -> str:
+        """Send money."""
+        effects.append(("wire", amount))
+        return "sent"
+
+    store = MemoryStore()
+    agent = Agent("pay", model=ScriptedModel([call("wire", {"amount": 5000}), "could not"]),
+                  tools=[wire], middleware=[ToolPolicy(constraints={"wire": {
+                      "amount": Limit(max=1000)}})])
+    result = await agent.run("wire 5000", store=store)
+    assert result.output == "could not" and effects == []
+    journal = await store.read_journal(result.run_id)
+    assert not [e for e in journal if e.key.endswith("/approval")]  # nobody was asked
+    [guard] = [e for e in journal if e.kind == "guard"]
+    assert guard.data["action"] == "block" and guard.data["error_type"] == "permission_denied"
+    observed = next(e for e in journal if e.kind == "tool").data["failure"]
+    assert observed["error_type"] == "permission_denied"

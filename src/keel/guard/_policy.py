@@ -30,7 +30,14 @@ from typing import Any
 
 from keel.core import ConfigError, ToolContext
 from keel.guard._validators import ArgumentCheck, _ascii_host, _show
-from keel.runtime import AgentInput, Middleware, ToolCallInput, ToolNext
+from keel.runtime import (
+    AgentInput,
+    GuardDecision,
+    GuardInput,
+    Middleware,
+    ToolCallInput,
+    ToolNext,
+)
 from keel.tools import Tool, ToolResult
 
 #: A check on one argument value: an ArgumentCheck, or ``fn(value)`` returning None/True
@@ -421,6 +428,23 @@ class ToolPolicy(Middleware):
         self._checked = True
 
     # ------------------------------------------------------------------------- calls
+
+    guard_places = frozenset({"tool_args"})
+    guard_timeout = None  # computation only
+
+    async def check(self, inp: GuardInput) -> GuardDecision | None:
+        """Before the approval gate: a call the policy refuses is never put to a person (the
+        model gets ``permission_denied`` at once). ``wrap_tool_call`` checks again what
+        actually runs (arguments a reviewer edited)."""
+        if inp.tool is None:
+            return None
+        ctx = ToolContext(run_id=inp.run_id, step_key=inp.step_key, agent=inp.agent,
+                          idempotency_key=f"{inp.run_id}/{inp.step_key}", scopes=inp.scopes,
+                          deps=inp.deps)
+        reason = self.refusal(ToolCallInput(run_id=inp.run_id, step_key=inp.step_key,
+                                            agent=inp.agent, tool=inp.tool,
+                                            arguments=inp.text, ctx=ctx))
+        return None if reason is None else GuardDecision.deny(reason)
 
     async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
         reason = self.refusal(inp)

@@ -11,10 +11,12 @@ the guards of an agent's stack at four places:
 * ``output``: the final answer, inside the model step, before it is journaled and leaves.
 
 Each guard returns a :class:`GuardDecision` (``None`` means allow). Guards run in the
-stack's order: a redaction feeds the next guard its redacted text; the first block, escalate
-or approve stops the pipeline; adjacent guards marked ``guard_concurrent`` are run together
+stack's order: a redaction feeds the next guard its redacted text; the first block or
+escalate stops the pipeline; an approve goes on (a later guard may still refuse the call) and
+is the decision if none does; adjacent guards marked ``guard_concurrent`` are run together
 (they detect; they do not redact). A guard that raises or times out *fails closed*: the
-decision is a block whose reason names the guard and the error.
+decision is a block whose reason names the guard and the error (a ``UserError``, a guard
+misconfigured, is raised as it is).
 
 Every decision that is not "allow" is journaled at ``<guarded step>/guard:<place>``, so
 resume and replay reproduce it; the record holds the action, the reason, the guard's name and
@@ -29,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, get_args
 
-from keel.core import ConfigError, Message, redact, redact_text
+from keel.core import ConfigError, Message, UserError, redact, redact_text
 
 if TYPE_CHECKING:
     from keel.runtime._journal import Journal
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 Place: TypeAlias = Literal["input", "tool_args", "tool_output", "output"]
 Action: TypeAlias = Literal["allow", "redact", "block", "escalate", "approve"]
+BlockType: TypeAlias = Literal["guardrail_blocked", "permission_denied"]
+_BLOCK_TYPES: frozenset[str] = frozenset(get_args(BlockType))
 PLACES: frozenset[Place] = frozenset(get_args(Place))
 _ACTIONS: frozenset[str] = frozenset(get_args(Action))
 #: Journal key suffixes, per place (``<step>/guard:<suffix>``).
@@ -65,6 +69,8 @@ class GuardInput:
     #: The conversation so far, read-only (the run's own list: do not change or keep it).
     history: Sequence[Message] = ()
     deps: Any = None
+    #: The scopes granted to the agent (what a least-privilege policy checks a call against).
+    scopes: frozenset[str] = frozenset()
     #: ``await inp.judge(agent, text)``: run ``agent`` on ``text`` as a sub-run of this run
     #: (journaled under ``<step>/guard:<place>/<agent>``, within the run's budget, with the
     #: agent's own retries), for a guard that asks a model; None where there is no run yet
@@ -89,6 +95,9 @@ class GuardDecision:
     text: str | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     guard: str = ""
+    #: For a block at ``tool_args``: the observation the model gets (``guardrail_blocked``,
+    #: or ``permission_denied`` from :meth:`deny`, a policy's refusal).
+    error_type: BlockType = "guardrail_blocked"
 
     def __post_init__(self) -> None:
         if self.action not in _ACTIONS:
@@ -102,6 +111,9 @@ class GuardDecision:
                               "reason (the model, the user or a reviewer reads it)")
         if not isinstance(self.evidence, Mapping):
             raise ConfigError("GuardDecision.evidence", "must be a mapping")
+        if self.error_type not in _BLOCK_TYPES:
+            raise ConfigError("GuardDecision.error_type", f"{self.error_type!r} is not one of "
+                              f"{', '.join(sorted(_BLOCK_TYPES))}")
 
     @classmethod
     def allow(cls) -> GuardDecision:
@@ -115,6 +127,12 @@ class GuardDecision:
     @classmethod
     def block(cls, reason: str, *, evidence: Mapping[str, Any] | None = None) -> GuardDecision:
         return cls(action="block", reason=reason, evidence=evidence or {})
+
+    @classmethod
+    def deny(cls, reason: str, *, evidence: Mapping[str, Any] | None = None) -> GuardDecision:
+        """A block that is a policy's refusal: the model gets ``permission_denied``."""
+        return cls(action="block", reason=reason, evidence=evidence or {},
+                   error_type="permission_denied")
 
     @classmethod
     def escalate(cls, reason: str, *,
@@ -131,6 +149,8 @@ class GuardDecision:
         where a resumed run needs the arguments the tool was given)."""
         data: dict[str, Any] = {"place": place, "action": self.action, "reason": self.reason,
                                 "guard": self.guard, "evidence": redact(dict(self.evidence))}
+        if self.error_type != "guardrail_blocked":
+            data["error_type"] = self.error_type
         if self.action == "redact" and place == "tool_args":
             data["text"] = self.text
         return data
@@ -148,8 +168,10 @@ class GuardDecision:
         if action not in ("allow", "redact") and not reason:
             reason = "(no reason recorded)"
         evidence = data.get("evidence")
+        kind = data.get("error_type")
         return cls(action=action, reason=reason, text=text, guard=str(data.get("guard") or ""),
-                   evidence=evidence if isinstance(evidence, dict) else {})
+                   evidence=evidence if isinstance(evidence, dict) else {},
+                   error_type=kind if kind in _BLOCK_TYPES else "guardrail_blocked")
 
 
 _ALLOW = GuardDecision(action="allow")
@@ -248,6 +270,7 @@ class GuardPipeline:
             return _ALLOW
         text = inp.text
         redactions: list[GuardDecision] = []
+        approval: GuardDecision | None = None
         for stage in stages:
             current = inp if text == inp.text else replace(inp, text=text)
             if len(stage.guards) == 1:
@@ -261,7 +284,12 @@ class GuardPipeline:
                 text = decision.text
                 redactions.append(decision)
                 continue
+            if decision.action == "approve":  # a later guard may still refuse outright
+                approval = approval or decision
+                continue
             return decision
+        if approval is not None:
+            return approval
         if not redactions:
             return _ALLOW
         return GuardDecision(
@@ -282,8 +310,8 @@ async def _ask(guard: Guard, inp: GuardInput) -> GuardDecision:
                 out = await guard.check(inp)
         if out is None:
             return _ALLOW  # the common case, before anything else is looked at
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, UserError):
+        raise  # cancelled, or the guard is misconfigured: a developer's error, not a verdict
     except TimeoutError:
         name = guard_name(guard)
         return GuardDecision(action="block", guard=name, reason=(

@@ -175,7 +175,7 @@ class AgentLoop:
         self.specs = plan.specs
         self._specs_hash = plan.specs_hash
         guards = agent.stack.guards
-        self.screens = Screens(guards, journal, agent.name, deps, record)
+        self.screens = Screens(guards, journal, agent.name, deps, record, agent.scopes)
         self._screen_output = guards.active("tool_output")
         self._screen_answer = guards.active("output")
         journal.observer = self._on_step
@@ -444,10 +444,13 @@ class AgentLoop:
         approve = None
         if decision is not None:
             if decision.action == "block":
+                denied = decision.error_type == "permission_denied"
                 return arguments, ToolResult.fail(
-                    "guardrail_blocked", f"guard {decision.guard} blocked this call: "
-                    f"{decision.reason}", retryable=False,
-                    hint="Do not repeat this call; take another approach or tell the user.")
+                    decision.error_type, decision.reason if denied else
+                    f"guard {decision.guard} blocked this call: {decision.reason}",
+                    retryable=False, hint="Do not retry this call: it is not permitted. Use "
+                    "another tool or tell the user what you cannot do." if denied else
+                    "Do not repeat this call; take another approach or tell the user.")
             if decision.action == "escalate":
                 return arguments, ToolResult.fail(
                     "escalated", f"guard {decision.guard}: {decision.reason}", retryable=False,

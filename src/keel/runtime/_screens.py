@@ -91,10 +91,12 @@ def blocked(decision: GuardDecision, run_id: str, key: str, what: str) -> Guardr
 class Screens:
     """The tool and answer places for one execution of an agent loop."""
 
-    __slots__ = ("agent", "deps", "guards", "journal", "record")
+    __slots__ = ("agent", "deps", "guards", "journal", "record", "scopes")
 
     def __init__(self, guards: GuardPipeline, journal: Journal, agent: str, deps: Any,
-                 record: RunRecord | None = None) -> None:
+                 record: RunRecord | None = None,
+                 scopes: frozenset[str] = frozenset()) -> None:
+        self.scopes = scopes
         self.guards = guards
         self.journal = journal
         self.agent = agent
@@ -135,7 +137,7 @@ class Screens:
         decision = await self.guards.decide(GuardInput(
             place="tool_args", text=arguments, run_id=self.journal.run_id, agent=self.agent,
             step_key=key, tool=tool, arguments=_parsed(arguments), history=history,
-            deps=self.deps, judge=self.judge(key, "tool_args")))
+            deps=self.deps, judge=self.judge(key, "tool_args"), scopes=self.scopes))
         if decision.action == "allow":
             return None
         await journal_decision(self.journal, gkey, "tool_args", decision)
