@@ -195,7 +195,14 @@ async def tool_results(store: MemoryStore, run_id: str) -> list[JournalEntry]:
 
 async def guard_records(store: MemoryStore, run_id: str) -> list[JournalEntry]:
     """The monitor's decisions the runtime journaled (escalate, block, approve)."""
-    return [e for e in await store.read_journal(run_id) if e.kind == "guard"]
+    return [e for e in await store.read_journal(run_id)
+            if e.kind == "guard" and e.data["action"] != "allow"]
+
+
+async def guard_notes(store: MemoryStore, run_id: str) -> list[JournalEntry]:
+    """The monitor's notes: calls it let through after acting (an alert, a throttle)."""
+    return [e for e in await store.read_journal(run_id)
+            if e.kind == "guard" and e.data["action"] == "allow"]
 
 
 def failure(entry: JournalEntry) -> dict[str, Any] | None:
@@ -285,6 +292,13 @@ async def test_calls_beyond_the_throttle_wait_are_refused_and_journaled() -> Non
     assert refused is not None and "throttled by the behaviour monitor" in refused["message"]
     decisions = await guard_records(store, result.run_id)
     assert [d.data["action"] for d in decisions] == ["block"] * 4
+    # the calls that were slowed down (or that tripped the throttle) are journaled as notes
+    notes = await guard_notes(store, result.run_id)
+    waited = [n for n in notes if any("waited_s" in m for m in n.data["evidence"]["monitor"])]
+    assert [m["waited_s"] for n in waited for m in n.data["evidence"]["monitor"]
+            if "waited_s" in m] == [3.0, 6.0]
+    assert any(m.get("deviation") == "burst" for n in notes
+               for m in n.data["evidence"]["monitor"])
     assert decisions[0].data["evidence"]["monitor"][0]["wait_s"] == 9.0
     assert desk.executed == {"lookup": 8}
     assert alerts.kinds() == ["burst"]

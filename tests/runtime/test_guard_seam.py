@@ -391,3 +391,18 @@ async def test_a_class_guard_is_a_middleware_with_check() -> None:
 def test_nonsense_configuration_is_refused_naming_the_part(make: Any, part: str) -> None:
     with pytest.raises(ConfigError, match=part.replace(".", r"\.")):
         make()
+
+
+async def test_a_note_allows_and_is_journaled_with_its_evidence() -> None:
+    effects: list[Any] = []
+    a = agent([call("pay", {"to": "bo", "amount": 5}), "ok"],
+              Guardrail(lambda i: GuardDecision.note("unusual hour", evidence={"hour": 3}),
+                        places="tool_args", name="clock"), tools=[pay_tool(effects)])
+    store = MemoryStore()
+    result = await a.run("pay", store=store)
+    assert effects == [("bo", 5)] and result.output == "ok"
+    [entry] = guard_entries(await store.read_journal(result.run_id))
+    assert entry.data["action"] == "allow" and entry.data["reason"] == "unusual hour"
+    assert entry.data["evidence"] == {"hour": 3}
+    with pytest.raises(ConfigError, match="a note needs a reason"):
+        GuardDecision.note("")

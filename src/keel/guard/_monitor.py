@@ -237,15 +237,18 @@ class Monitor(Middleware):
             return GuardDecision.escalate(acted.reason("escalated"), evidence=acted.evidence())
         if acted.disabled:
             return GuardDecision.block(acted.reason("switched off"), evidence=acted.evidence())
-        refused = await self._wait_for_slot(stats, name)
-        if refused is not None:
-            return refused
+        slot = await self._wait_for_slot(stats, name)
+        if slot is not None and slot.action != "allow":
+            return slot
         if inp.tool.meta.risk != "read" and await self.store.take_approval(stats.scope):
             return GuardDecision.require_approval(
                 f"the behaviour monitor asks a person to approve this {inp.tool.meta.risk} "
                 f"call after a deviation of agent {stats.agent}",
                 evidence={"monitor": [*acted.records, *stats.history]})
-        return None
+        if acted.records:  # alerted or throttled: journaled with the evidence, call allowed
+            notes = [*acted.records, *(slot.evidence.get("monitor", []) if slot else [])]
+            return GuardDecision.note(acted.reason("noted"), evidence={"monitor": notes})
+        return slot  # a call that only waited for its slot: noted, or None
 
     async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
         """After the call: count what it returned (bytes, records, a failure, its latency)
@@ -340,7 +343,11 @@ class Monitor(Middleware):
                                        "max_wait_s": policy.throttle_max_wait,
                                        "interval_s": policy.throttle_interval}]})
         await self.sleep(wait)
-        return None
+        return GuardDecision.note(
+            f"calls to {name} are throttled by the behaviour monitor; this one waited "
+            f"{wait:.1f}s for its slot",
+            evidence={"monitor": [{"action": "throttle", "tool": name, "waited_s": round(wait, 3),
+                                   "interval_s": policy.throttle_interval}]})
 
     async def _alert_only(self, f: Finding, stats: RunStats, run_id: str,
                           step_key: str) -> None:

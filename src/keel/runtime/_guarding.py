@@ -120,6 +120,18 @@ class GuardDecision:
         return _ALLOW
 
     @classmethod
+    def note(cls, reason: str, *, evidence: Mapping[str, Any] | None = None) -> GuardDecision:
+        """Allow, but journal why and what was seen (an alert sent, a call slowed down)."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError("GuardDecision.reason", "a note needs a reason")
+        return cls(action="allow", reason=reason, evidence=evidence or {})
+
+    @property
+    def journaled(self) -> bool:
+        """Whether this decision is written to the journal: all but a plain allow."""
+        return self.action != "allow" or bool(self.reason)
+
+    @classmethod
     def redact(cls, text: str, reason: str = "", *,
                evidence: Mapping[str, Any] | None = None) -> GuardDecision:
         return cls(action="redact", text=text, reason=reason, evidence=evidence or {})
@@ -270,6 +282,7 @@ class GuardPipeline:
             return _ALLOW
         text = inp.text
         redactions: list[GuardDecision] = []
+        notes: list[GuardDecision] = []
         approval: GuardDecision | None = None
         for stage in stages:
             current = inp if text == inp.text else replace(inp, text=text)
@@ -278,6 +291,8 @@ class GuardPipeline:
             else:
                 decision = await _ask_together(stage.guards, current)
             if decision.action == "allow":
+                if decision.reason:
+                    notes.append(decision)
                 continue
             if decision.action == "redact":
                 assert decision.text is not None
@@ -291,7 +306,7 @@ class GuardPipeline:
         if approval is not None:
             return approval
         if not redactions:
-            return _ALLOW
+            return notes[0] if notes else _ALLOW
         return GuardDecision(
             action="redact", text=text, guard=redactions[0].guard if len(redactions) == 1
             else ",".join(d.guard for d in redactions),

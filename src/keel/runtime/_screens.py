@@ -55,7 +55,7 @@ async def screen_input(guards: GuardPipeline, *, run_id: str, agent: str,
     decision = await guards.decide(GuardInput(
         place="input", text=text, run_id=run_id, agent=agent, step_key=f"{agent}/input"))
     if decision.action == "allow":
-        return ScreenedInput(text, None)
+        return ScreenedInput(text, decision if decision.journaled else None)
     if decision.action == "redact":
         assert decision.text is not None
         return ScreenedInput(decision.text or "[redacted]", decision)
@@ -138,10 +138,10 @@ class Screens:
             place="tool_args", text=arguments, run_id=self.journal.run_id, agent=self.agent,
             step_key=key, tool=tool, arguments=_parsed(arguments), history=history,
             deps=self.deps, judge=self.judge(key, "tool_args"), scopes=self.scopes))
-        if decision.action == "allow":
+        if not decision.journaled:
             return None
         await journal_decision(self.journal, gkey, "tool_args", decision)
-        return decision
+        return None if decision.action == "allow" else decision
 
     # -------------------------------------------------------------------------- tool output
 
@@ -154,10 +154,12 @@ class Screens:
             place="tool_output", text=result.content, run_id=self.journal.run_id,
             agent=self.agent, step_key=key, tool=tool, arguments=_parsed(arguments),
             history=history, deps=self.deps, judge=self.judge(key, "tool_output")))
-        if decision.action == "allow":
+        if not decision.journaled:
             return result
         await journal_decision(self.journal, guard_key(key, "tool_output"), "tool_output",
                                decision)
+        if decision.action == "allow":
+            return result
         if decision.action == "redact":
             assert decision.text is not None
             return replace(result, content=decision.text, value=decision.text)
@@ -185,17 +187,18 @@ class Screens:
             place="output", text=text, run_id=self.journal.run_id, agent=self.agent,
             step_key=key, history=history, deps=self.deps,
             judge=self.judge(key, "output")))
-        if decision.action == "allow":
+        if not decision.journaled:
             return response
         gkey = guard_key(key, "output")
         await journal_decision(self.journal, gkey, "output", decision)
+        if decision.action == "allow":
+            return response
         if decision.action == "block":
             raise blocked(decision, self.journal.run_id, gkey, "the final answer")
         new = decision.text if decision.action == "redact" else (
             f"[answer withheld for review: {decision.reason}]")
         assert new is not None
         return _with_answer(response, final, new)
-
 
     def chunk_screen(self, key: str,
                      history: list[Message]) -> Callable[[str], Awaitable[str | None]]:
