@@ -264,7 +264,6 @@ def agent_with(policy: ToolPolicy, name: str = "support") -> Agent[Any]:
     ({"constraints": {"refund": {"amount": []}}}, "['amount']", "no checks"),
     ({"constraints": {"*": {"amount": Limit(max=1)}}}, "constraints['*']", "per tool"),
     ({"scopes": {"refund": []}}, "ToolPolicy.scopes['refund']", "one or more"),
-    ({"tenants": {"acme": {"allow": ["lookup"]}}}, "ToolPolicy.tenant_of", "tenant_of="),
     ({"tenant_of": "tenant"}, "ToolPolicy.tenant_of", "function"),
     ({"agents": {"support": {"allow": []}}}, "ToolPolicy.agents['support'].allow", "empty"),
     ({"agents": {"support": {"alow": ["x"]}}}, "ToolPolicy.agents['support']", "alow"),

@@ -204,7 +204,8 @@ def record_json(record: RunRecord, entries: list[JournalEntry] | None = None) ->
         "target": record.target, "input": to_jsonable(record.input),
         "output": to_jsonable(record.output), "error": to_jsonable(record.error),
         "usage": to_jsonable(record.usage), "metadata": to_jsonable(record.metadata),
-        "created_at": record.created_at, "updated_at": record.updated_at}
+        "created_at": record.created_at, "updated_at": record.updated_at,
+        "tenant": record.tenant, "user": record.user}
     if entries is not None:
         out["journal"] = [
             {"seq": e.seq, "key": e.key, "phase": e.phase, "kind": e.kind, "name": e.name,
