@@ -27,6 +27,8 @@ def test_runs_carry_the_tenant_and_list_filters_on_it(keel: Keel, store: str) ->
     assert ids["acme"] in table and ids["globex"] not in table and plain not in table
     shown = json.loads(keel("--store", store, "runs", "show", ids["globex"], "--json").stdout)
     assert (shown["tenant"], shown["user"]) == ("globex", "bob")
+    panel = keel("--store", store, "runs", "show", ids["globex"]).stdout
+    assert "globex (user bob)" in panel
     everything = json.loads(keel("--store", store, "runs", "list", "--json").stdout)
     assert len(everything) == 4
 

@@ -85,6 +85,9 @@ def record_panel(record: RunRecord) -> Panel:
     grid.add_row("agent", safe(record.agent))
     grid.add_row("status", status_text(record.status))
     grid.add_row("target", safe(record.target or "(none: not started from the CLI)"))
+    if record.tenant is not None or record.user is not None:
+        grid.add_row("tenant", safe(f"{record.tenant or '-'} (user {record.user or '-'})",
+                                    limit=SHORT))
     meta = record.metadata if isinstance(record.metadata, dict) else {}
     if meta.get("model"):
         grid.add_row("model", safe(str(meta["model"]), limit=SHORT))
