@@ -197,3 +197,19 @@ async def test_stores_opening_one_schema_2_store_at_once_upgrade_it_once(schema:
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
         "table_name = 'keel_runs' ORDER BY ordinal_position", (schema,))]
     assert columns[-2:] == ["tenant", "user"]
+
+
+async def test_postgres_lists_one_tenants_runs_through_its_index(schema: str) -> None:
+    """The tenant filter is part of the query, served by keel_runs_by_tenant (newest first
+    without a sort), not a filter applied to rows read for every tenant."""
+    async with PostgresStore(URL, schema=schema) as store:
+        for i in range(30):
+            await store.create_run(sample_run(f"r{i}", created_at=1.7e9 + i, tenant=f"t{i % 3}"))
+        assert [r.run_id for r in await store.list_runs(RunFilter(tenant="t1", limit=2))] == [
+            "r28", "r25"]
+    with psycopg.connect(URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(str(r[0]) for r in conn.execute(
+            f'EXPLAIN SELECT {pg_sql.RUN_COLUMNS} FROM "{schema}".keel_runs WHERE tenant = %s '
+            "ORDER BY created_at DESC, run_id DESC LIMIT 50", ("t1",)).fetchall())
+    assert "keel_runs_by_tenant" in plan and "Sort" not in plan, plan
