@@ -35,6 +35,8 @@ from keel.runtime import (
     Middleware,
     RunEndInput,
     RunStartInput,
+    Worker,
+    cancel_run,
     flow,
     fork_run,
 )
@@ -294,3 +296,26 @@ async def test_export_and_import_keep_the_tenant(store: RunStore) -> None:
         with pytest.raises(Exception, match="tenant"):
             await import_run(forged, store=store, new_id=True)
     assert len(await store.list_runs()) == 3
+
+
+async def test_a_worker_continues_a_run_with_its_tenant_and_a_cancel_reports_it(
+        store: RunStore) -> None:
+    seen = Seen()
+
+    def agent() -> Agent[Any]:
+        return _agent(seen, [call("wire", {"amount": 5}), call("whoami", {}), "done"])
+
+    for i, tenant in enumerate(("acme", "globex")):
+        with pytest.raises(ApprovalRequired):
+            await agent().run("pay", store=store, run_id=f"w{i}", tenant=tenant,
+                              user=f"user-{i}")
+    acme_task = next(t for t in await store.list_tasks() if t.data["tenant"] == "acme")
+    await decide_approval(acme_task.task_id, store=store, approve=True, by="ann")
+    outcomes = await Worker([agent()], store=store).run_until_idle()
+    assert [(o.run_id, o.status) for o in outcomes] == [("w0", "completed")]
+    assert seen.tool == [("acme", "user-0")]
+    assert await cancel_run("w1", store=store, agent=agent(), by="ops") == "cancelled"
+    assert (seen.end[-1].status, seen.end[-1].tenant, seen.end[-1].user) == (
+        "cancelled", "globex", "user-1")
+    assert [(r.run_id, r.tenant) for r in await store.list_runs(RunFilter(tenant="globex"))] == [
+        ("w1", "globex")]
