@@ -28,7 +28,14 @@ from typer.testing import CliRunner
 import keel
 from keel import ApprovalRequired, MemoryStore, RunStore, decide_approval, replay_run
 from keel.cli import app
-from keel.store import PostgresStore, SQLiteStore, export_run, import_run, parse_export
+from keel.store import (
+    SCHEMA_VERSION,
+    PostgresStore,
+    SQLiteStore,
+    export_run,
+    import_run,
+    parse_export,
+)
 from tests.fixtures import agents, make_fixtures
 
 PG_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -246,7 +253,7 @@ async def test_a_schema_1_store_is_upgraded_and_its_runs_read_and_replay(
                                       store=store)
             assert report.identical, (name, report.reason)
     with sqlite3.connect(old_store) as conn:
-        assert conn.execute("SELECT value FROM keel_meta").fetchone() == ("2",)
+        assert conn.execute("SELECT value FROM keel_meta").fetchone() == (str(SCHEMA_VERSION),)
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 

@@ -264,7 +264,6 @@ def agent_with(policy: ToolPolicy, name: str = "support") -> Agent[Any]:
     ({"constraints": {"refund": {"amount": []}}}, "['amount']", "no checks"),
     ({"constraints": {"*": {"amount": Limit(max=1)}}}, "constraints['*']", "per tool"),
     ({"scopes": {"refund": []}}, "ToolPolicy.scopes['refund']", "one or more"),
-    ({"tenants": {"acme": {"allow": ["lookup"]}}}, "ToolPolicy.tenant_of", "tenant_of="),
     ({"tenant_of": "tenant"}, "ToolPolicy.tenant_of", "function"),
     ({"agents": {"support": {"allow": []}}}, "ToolPolicy.agents['support'].allow", "empty"),
     ({"agents": {"support": {"alow": ["x"]}}}, "ToolPolicy.agents['support']", "alow"),
@@ -330,8 +329,8 @@ async def test_the_least_privilege_section_of_the_security_page_runs_as_written(
          namespace)
     support, caller = namespace["support"], namespace["Caller"]
     store = MemoryStore()
-    result = await support.run("refund A7", store=store,
-                               deps=caller(tenant="acme", scopes=("payments:write",)))
+    result = await support.run("refund A7", store=store, tenant="acme",
+                               deps=caller(scopes=("payments:write",)))
     [entry] = [e for e in await store.read_journal(result.run_id)
                if e.kind == "tool" and e.phase == "result"]
     assert entry.data["failure"]["message"] == "amount: 250 is above the limit of 100"

@@ -29,7 +29,7 @@ from keel.core import (
     StoreUnavailable,
     StoreVersionError,
 )
-from keel.store import PostgresStore, RunStore, open_store
+from keel.store import SCHEMA_VERSION, PostgresStore, RunStore, open_store
 from keel.store._postgres_connect import parse_target
 from keel.testing import StoreConformance
 from keel.testing._store_conformance import assert_same, sample_entry, sample_run
@@ -177,7 +177,7 @@ async def test_stores_opening_a_new_schema_at_once_create_it_once(schema: str) -
     finally:
         for s in stores:
             await s.close()
-    assert _sql(f'SELECT value FROM "{schema}".keel_meta') == [("2",)]
+    assert _sql(f'SELECT value FROM "{schema}".keel_meta') == [(str(SCHEMA_VERSION),)]
 
 
 # ------------------------------------------------------------------------- concurrency

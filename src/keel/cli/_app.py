@@ -149,10 +149,15 @@ def run(
     as_json: JsonOption = False,
     log_json: LogJsonOption = None,
     store: StoreOption = None,
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", metavar="TENANT", help="The tenant the run is for (stored with it; "
+                                           "`keel runs list --tenant` filters on it).")] = None,
+    user: Annotated[str | None, typer.Option(
+        "--user", metavar="USER", help="The user the run acts for (stored with it).")] = None,
 ) -> None:
     """Run an agent, showing each step live, and store the run so it can be resumed."""
     run_command(Screen(), store=store_url(ctx, store), target=target, text=read_input(input),
-                as_json=as_json, log_json=log_json)
+                as_json=as_json, log_json=log_json, tenant=tenant, user=user)
 
 
 @app.command("resume")
@@ -188,13 +193,15 @@ def runs_list(
         "--status", help="Only runs with this status: running, suspended, completed, failed "
                          "or cancelled.")] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's runs.")] = None,
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", metavar="TENANT", help="Only this tenant's runs.")] = None,
     limit: LimitOption = 20,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
     """List runs, newest first."""
     list_command(Screen(), store=store_url(ctx, store), status=status, agent=agent, limit=limit,
-                 as_json=as_json)
+                 as_json=as_json, tenant=tenant)
 
 
 @runs_app.command("show")

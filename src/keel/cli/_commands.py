@@ -28,6 +28,7 @@ from keel.store import (
     RunFilter,
     RunRecord,
     RunStore,
+    check_id,
     check_status,
     open_store,
 )
@@ -78,22 +79,26 @@ def _print_result(screen: Screen, result: RunResult[Any], as_json: bool) -> None
 
 
 def run_command(screen: Screen, *, store: str, target: str, text: str, as_json: bool,
-                log_json: str | None) -> None:
+                log_json: str | None, tenant: str | None = None,
+                user: str | None = None) -> None:
     view = LiveView(screen, quiet=as_json)
     with reported(screen, run_id=lambda: view.run_id, as_json=as_json):
+        owner = {k: check_id(k, v) for k, v in (("tenant", tenant), ("user", user))
+                 if v is not None}  # refused before the agent is loaded or the store opened
         agent, canonical = load_agent(target)
         view.structured = structured(agent)
         with json_step_logs(log_json):
-            result = asyncio.run(_run(agent, text, store, canonical, view))
+            result = asyncio.run(_run(agent, text, store, canonical, view, owner))
         _print_result(screen, result, as_json)
 
 
 async def _run(agent: Runnable, text: str, url: str, target: str,
-               view: LiveView) -> RunResult[Any]:
+               view: LiveView, owner: dict[str, str]) -> RunResult[Any]:
     agent.prepare()  # an unknown model, a missing key or a blank input fails before the
     agent.check_input(text)  # store is opened (and created)
     async with open_store(url) as store:
-        return await agent.run(text, store=store, target=target, on_event=view)
+        return await agent.run(text, store=store, target=target, on_event=view,
+                               tenant=owner.get("tenant"), user=owner.get("user"))
 
 
 # ------------------------------------------------------------------------------ resume
@@ -172,10 +177,10 @@ async def _list_runs(url: str, filt: RunFilter) -> list[RunRecord] | None:
 
 
 def list_command(screen: Screen, *, store: str, status: str | None, agent: str | None,
-                 limit: int, as_json: bool) -> None:
+                 limit: int, as_json: bool, tenant: str | None = None) -> None:
     with reported(screen):
         filt = RunFilter(status=None if status is None else check_status(status), agent=agent,
-                         limit=limit)
+                         tenant=tenant, limit=limit)
         records = asyncio.run(_list_runs(store, filt))
         if as_json:
             policy = data_policy()

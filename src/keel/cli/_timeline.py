@@ -85,6 +85,9 @@ def record_panel(record: RunRecord) -> Panel:
     grid.add_row("agent", safe(record.agent))
     grid.add_row("status", status_text(record.status))
     grid.add_row("target", safe(record.target or "(none: not started from the CLI)"))
+    if record.tenant is not None or record.user is not None:
+        grid.add_row("tenant", safe(f"{record.tenant or '-'} (user {record.user or '-'})",
+                                    limit=SHORT))
     meta = record.metadata if isinstance(record.metadata, dict) else {}
     if meta.get("model"):
         grid.add_row("model", safe(str(meta["model"]), limit=SHORT))
@@ -204,7 +207,8 @@ def record_json(record: RunRecord, entries: list[JournalEntry] | None = None) ->
         "target": record.target, "input": to_jsonable(record.input),
         "output": to_jsonable(record.output), "error": to_jsonable(record.error),
         "usage": to_jsonable(record.usage), "metadata": to_jsonable(record.metadata),
-        "created_at": record.created_at, "updated_at": record.updated_at}
+        "created_at": record.created_at, "updated_at": record.updated_at,
+        "tenant": record.tenant, "user": record.user}
     if entries is not None:
         out["journal"] = [
             {"seq": e.seq, "key": e.key, "phase": e.phase, "kind": e.kind, "name": e.name,

@@ -21,6 +21,9 @@ class ToolContext:
     ``idempotency_key`` is stable across retries and resumes of the same step (run id + step
     key): pass it to the outside system so a repeated call is recognised and not applied twice.
 
+    ``tenant`` and ``user`` say whose run it is (set with ``run(..., tenant=, user=)``; None
+    otherwise): a tool that reads or writes per-tenant data scopes its query with them.
+
     ``credentials`` is set by the credential middleware (:class:`keel.guard.Credentials`);
     a tool calls :meth:`credential` rather than using it directly.
     """
@@ -33,6 +36,9 @@ class ToolContext:
     deps: Any = None
     attempt: int = 1
     credentials: CredentialSource | None = field(default=None, repr=False, compare=False)
+    #: The run's tenant and user (``run(..., tenant=, user=)``); None when not given.
+    tenant: str | None = None
+    user: str | None = None
 
     async def credential(self, name: str, *,
                          scopes: Iterable[str] | None = None) -> Credential:

@@ -24,8 +24,9 @@ class DataGuard(Middleware):
     """Apply ``policy`` at the guardrail places: ``input`` and ``tool_output`` for the
     ``journal`` destination, ``output`` (the final answer) for ``answers`` then ``journal``.
     A masked or hashed value is a ``redact`` decision (the journal records the kinds, never the
-    values); a blocked kind is a ``block``. ``tenant(inp)`` names the run's tenant (default:
-    none, the policy-wide and per-agent rules)."""
+    values); a blocked kind is a ``block``. The tenant rules that apply are the run's tenant's
+    (``run(..., tenant=)``, seen as ``inp.tenant``); ``tenant(inp)``, when given, names the
+    tenant instead (an override, e.g. from ``deps``)."""
 
     guard_concurrent = False
     guard_timeout = None  # computation only: no timer per check
@@ -51,7 +52,7 @@ class DataGuard(Middleware):
 
     async def check(self, inp: GuardInput) -> GuardDecision | None:
         scope = self.policy.scope(agent=inp.agent,
-                                  tenant=None if self._tenant is None else self._tenant(inp))
+                                  tenant=inp.tenant if self._tenant is None else self._tenant(inp))
         text, kinds = inp.text, set[Any]()
         destinations = _DESTINATIONS.get(inp.place, ())
         try:

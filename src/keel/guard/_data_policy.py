@@ -86,7 +86,11 @@ _LONG_INT = 10**8  # integers with at least 9 digits are checked as text (a card
 
 
 def tenant_from_metadata(record: RunRecord) -> str | None:
-    """The default ``tenant_of``: ``record.metadata["tenant"]`` when it is a string."""
+    """The default ``tenant_of``: the run's tenant (``record.tenant``); for a run stored
+    without one, ``record.metadata["tenant"]`` when it is a string (how tenants were passed
+    before runs carried them)."""
+    if record.tenant is not None:
+        return record.tenant
     tenant = record.metadata.get("tenant") if isinstance(record.metadata, dict) else None
     return tenant if isinstance(tenant, str) and tenant else None
 
@@ -424,7 +428,8 @@ class DataPolicy:
     bytes) keys the ``hash`` action; ``hash_key_env`` names an environment variable to read it
     from instead (read once, here). A policy that hashes anywhere without a key is refused.
     ``tenant_of(record)`` names a run's tenant where keel has the run's record (escalation
-    packets, exports); the default reads ``record.metadata["tenant"]``. ``patterns`` adds
+    packets, exports); the default reads ``record.tenant`` (or, for a run without one,
+    ``record.metadata["tenant"]``). ``patterns`` adds
     named regular expressions (masked by default, like any kind). Every error names the part.
     """
 

@@ -78,8 +78,9 @@ class Monitor(Middleware):
     :class:`RedisMonitorStore` shares them across workers); ``notifier`` receives alerts
     (default :class:`LogNotifier`); ``breaker`` is the circuit breaker the ``disable`` action
     forces open (required when a deviation is configured to ``disable``: pass the same
-    ``CircuitBreaker`` the agent uses). ``tenant`` finds the tenant in a run's ``deps``
-    (baselines are then per agent and tenant). ``clock`` and ``sleep`` are for tests.
+    ``CircuitBreaker`` the agent uses). Baselines are per agent and tenant: the run's tenant
+    (``run(..., tenant=)``) unless ``tenant`` is given, a function of the run's ``deps`` that
+    overrides it. ``clock`` and ``sleep`` are for tests.
     """
 
     guard_places: frozenset[Place] = frozenset({"tool_args"})
@@ -138,7 +139,7 @@ class Monitor(Middleware):
         return agent if tenant is None else f"{agent}@{tenant}"
 
     def _stats(self, run_id: str, agent: str, deps: Any = None, *,
-               with_deps: bool = False) -> RunStats:
+               with_deps: bool = False, run_tenant: str | None = None) -> RunStats:
         key = (run_id, agent)
         stats = self._runs.get(key)
         if stats is None:
@@ -148,13 +149,13 @@ class Monitor(Middleware):
                 self._runs.popitem(last=False)
         if with_deps and not stats.deps_seen:  # model hooks do not see deps; tool calls do
             stats.deps_seen = True
-            stats.tenant = self._tenant_of(deps)
+            stats.tenant = self._tenant_of(deps, run_tenant)
             stats.scope = self.scope(agent, stats.tenant)
         return stats
 
-    def _tenant_of(self, deps: Any) -> str | None:
+    def _tenant_of(self, deps: Any, run_tenant: str | None) -> str | None:
         if self.tenant is None:
-            return None
+            return run_tenant
         value = self.tenant(deps)
         return None if value is None else str(value)
 
@@ -173,9 +174,10 @@ class Monitor(Middleware):
                     limit: int = 1000) -> int:
         """Fold up to ``limit`` of ``agent``'s most recent completed runs in ``runs`` into
         its baseline (for a monitor deployed on an agent that already has history; runs it
-        watched live are folded at their end, so do not learn them twice). ``tenant`` finds
-        a stored run's tenant (``lambda r: r.metadata.get("tenant")``); each run then folds
-        into its tenant's baseline. Returns how many runs were learned."""
+        watched live are folded at their end, so do not learn them twice). Each run folds
+        into its tenant's baseline: ``record.tenant``, unless ``tenant`` (a function of the
+        record, ``lambda r: r.metadata.get("tenant")``) says otherwise. Returns how many
+        runs were learned."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError("limit", f"must be a whole number >= 1, not {limit!r}")
         if tenant is not None and not callable(tenant):
@@ -189,7 +191,7 @@ class Monitor(Middleware):
             if not page:
                 break
             for record in page:
-                found = None if tenant is None else tenant(record)
+                found = record.tenant if tenant is None else tenant(record)
                 scope = self.scope(agent, None if found is None else str(found))
                 stats = stats_from_journal(agent, scope, await runs.read_journal(record.run_id))
                 await self.store.fold(scope, stats.fold_ops())
@@ -219,7 +221,8 @@ class Monitor(Middleware):
         if inp.place != "tool_args" or inp.tool is None:
             return None
         name = inp.tool.meta.name
-        stats = self._stats(inp.run_id, inp.agent, inp.deps, with_deps=True)
+        stats = self._stats(inp.run_id, inp.agent, inp.deps, with_deps=True,
+                            run_tenant=inp.tenant)
         baseline = await self.baseline(stats.scope)
         now = self.clock()
         t = stats.tool(name)
@@ -256,7 +259,8 @@ class Monitor(Middleware):
         result with an ``escalated`` observation, so data read in excess never reaches the
         model."""
         name = inp.tool.meta.name
-        stats = self._stats(inp.run_id, inp.agent, inp.ctx.deps, with_deps=True)
+        stats = self._stats(inp.run_id, inp.agent, inp.ctx.deps, with_deps=True,
+                            run_tenant=inp.ctx.tenant)
         started = self.clock()
         result = await next(inp)
         seconds = self.clock() - started

@@ -364,8 +364,9 @@ class ToolPolicy(Middleware):
     ``allow``/``deny``/``scopes``/``constraints``/``deny_all`` are the default rules (for
     every agent and tenant); ``agents={"support": {...}}`` and ``tenants={"acme": {...}}``
     add rules (same keywords, as a dict or a :class:`ToolRules`) for one agent or tenant.
-    A call must pass every set that applies. ``tenant_of(ctx)`` says which tenant a call is
-    for (keel runs carry no tenant yet: read it from ``ctx.deps``); with
+    A call must pass every set that applies. A call is for its run's tenant
+    (``run(..., tenant=)``, seen as ``ctx.tenant``); ``tenant_of(ctx)``, when given, says
+    which tenant instead (an override, e.g. ``lambda ctx: ctx.deps.tenant``); with
     ``require_tenant=True`` a call without a tenant, or of a tenant not in ``tenants``, is
     refused. ``scopes_of(ctx)`` gives the caller's granted scopes (e.g. the end user's),
     checked besides the agent's own ``scopes=``.
@@ -393,11 +394,7 @@ class ToolPolicy(Middleware):
             if fn is not None and not callable(fn):
                 raise ConfigError(f"ToolPolicy.{part}", f"must be a function of the tool "
                                   f"context, not {fn!r}")
-        if (self.tenants or require_tenant) and tenant_of is None:
-            raise ConfigError("ToolPolicy.tenant_of", "tenant rules need tenant_of=, a "
-                              "function that reads the call's tenant from its context "
-                              "(e.g. lambda ctx: ctx.deps.tenant)")
-        self.tenant_of = tenant_of
+        self.tenant_of: Callable[[ToolContext], str | None] = tenant_of or _run_tenant
         self.require_tenant = require_tenant
         self.scopes_of = scopes_of
         self._tools: dict[str, Tool] = {}  # every tool of the agents built with this policy
@@ -461,18 +458,17 @@ class ToolPolicy(Middleware):
         agent_rules = self.agents.get(inp.agent)
         if agent_rules is not None:
             sets.append(agent_rules)
-        if self.tenant_of is not None:
-            try:
-                tenant = self.tenant_of(inp.ctx)
-            except Exception as exc:  # fail closed
-                return f"the tenant of this call cannot be told (tenant_of raised " \
-                       f"{type(exc).__name__})"
-            tenant_rules = self.tenants.get(tenant) if isinstance(tenant, str) else None
-            if tenant_rules is not None:
-                sets.append(tenant_rules)
-            elif self.require_tenant:
-                return (f"{inp.tool.name} is refused: this call has no known tenant "
-                        f"({'none given' if tenant is None else 'tenant not configured'})")
+        try:
+            tenant = self.tenant_of(inp.ctx)
+        except Exception as exc:  # fail closed
+            return f"the tenant of this call cannot be told (tenant_of raised " \
+                   f"{type(exc).__name__})"
+        tenant_rules = self.tenants.get(tenant) if isinstance(tenant, str) else None
+        if tenant_rules is not None:
+            sets.append(tenant_rules)
+        elif self.require_tenant:
+            return (f"{inp.tool.name} is refused: this call has no known tenant "
+                    f"({'none given' if tenant is None else 'tenant not configured'})")
         args = _arguments(inp.arguments)
         granted = _Granted(self, inp.ctx)
         for rules in sets:
@@ -480,6 +476,11 @@ class ToolPolicy(Middleware):
             if reason is not None:
                 return reason
         return None
+
+
+def _run_tenant(ctx: ToolContext) -> str | None:
+    """The default ``tenant_of``: the run's tenant."""
+    return ctx.tenant
 
 
 class _Granted:

@@ -319,7 +319,8 @@ class _PlanRun:
         tool = self.owner.tools[step.tool or ""]
         key = self.ctx.key(f"{name}/{tool.name}")
         ctx = ToolContext(run_id=self.ctx.run_id, step_key=key, agent=self.owner.name,
-                          idempotency_key=f"{self.ctx.run_id}/{key}", deps=self.ctx.deps)
+                          idempotency_key=f"{self.ctx.run_id}/{key}", deps=self.ctx.deps,
+                          tenant=self.ctx.tenant, user=self.ctx.user)
         args = dict(step.args)
 
         async def call() -> dict[str, Any]:

@@ -225,7 +225,8 @@ class Step(Node):
                 f"tool arguments must be a mapping, got {type(args).__name__}"))
         step_key = ctx.key(key)
         tool_ctx = ToolContext(run_id=ctx.run_id, step_key=step_key, agent=ctx.path,
-                               idempotency_key=f"{ctx.run_id}/{step_key}", deps=ctx.deps)
+                               idempotency_key=f"{ctx.run_id}/{step_key}", deps=ctx.deps,
+                               tenant=ctx.tenant, user=ctx.user)
 
         async def execute() -> Any:
             return (await tool.call(args, tool_ctx)).to_dict()

@@ -24,6 +24,7 @@ from keel.core import ConfigError, Message, TaskConflict, ToolResultPart, UserEr
 from keel.store import (
     HumanTask,
     JournalEntry,
+    RunRecord,
     RunStore,
     required_store,
     resolve_task,
@@ -38,13 +39,17 @@ class ApprovalContext:
     """The run around a call that may need approval, for callbacks and reviewers that judge
     more than the tool and its arguments: the run and agent, the gate's step key, the run's
     ``deps``, the conversation so far (``history``: the instructions, the user's messages,
-    the model's turns and every tool result the model has seen)."""
+    the model's turns and every tool result the model has seen), and whose run it is
+    (``tenant``, ``user``)."""
 
     run_id: str
     agent: str
     step_key: str
     deps: Any
     history: tuple[Message, ...]
+    #: The run's tenant and user (``run(..., tenant=, user=)``); None when not given.
+    tenant: str | None = None
+    user: str | None = None
 
     def tool_results(self) -> list[ToolResultPart]:
         """The tool results the model has seen so far in this run, oldest first."""
@@ -202,10 +207,12 @@ def approval_id(run_id: str, gate_key: str) -> str:
 def approval_request(*, run_id: str, agent: str, gate_key: str, tool: Tool,
                      arguments: dict[str, Any], reason: str, thought: str,
                      policy: ApprovalPolicy, now: float,
-                     evidence: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     evidence: Mapping[str, Any] | None = None,
+                     owner: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What the reviewer sees (stored as the gate's intent and as the task's data).
     ``evidence``: why a guard asked (e.g. taint: which argument came from which tool
-    output), when a guard rather than the policy routed the call here."""
+    output), when a guard rather than the policy routed the call here. ``owner``: the run's
+    ``tenant`` and ``user``, those that are set."""
     meta = tool.meta
     request = {
         "approval_id": approval_id(run_id, gate_key), "run_id": run_id, "agent": agent,
@@ -217,7 +224,16 @@ def approval_request(*, run_id: str, agent: str, gate_key: str, tool: Tool,
     }
     if evidence:
         request["evidence"] = dict(evidence)
+    if owner:
+        request.update(owner)
     return request
+
+
+def owner_of(record: RunRecord) -> dict[str, str]:
+    """The run's ``tenant`` and ``user``, those that are set: what an approval request and an
+    escalation packet carry so that a queue can be read per tenant."""
+    return {k: v for k, v in (("tenant", record.tenant), ("user", record.user))
+            if v is not None}
 
 
 def approval_task(request: Mapping[str, Any]) -> HumanTask:

@@ -40,7 +40,7 @@ from keel.core import (
     redact,
     to_text,
 )
-from keel.runtime._approvals import decision_seq
+from keel.runtime._approvals import decision_seq, owner_of
 from keel.store import (
     TERMINAL_STATUSES,
     HumanTask,
@@ -270,6 +270,7 @@ def build_packet(record: RunRecord, entries: Sequence[JournalEntry], exc: Escala
     packet: dict[str, Any] = {}
     for scale in _SCALES:
         packet = redact(_packet(record, facts, exc, policy, key=key, now=now, scale=scale))
+        packet.update(owner_of(record))
         if scrub is not None:  # what came from elsewhere: the reason, the proposal
             packet.update({k: _scrubbed(scrub, packet[k], record) for k in _CONTENT})
         if packet_size(packet) <= PACKET_MAX_BYTES:

@@ -94,6 +94,16 @@ class FlowContext:
         return self.journal.run_id
 
     @property
+    def tenant(self) -> str | None:
+        """The run's tenant (``run(..., tenant=)``), None when not given."""
+        return None if self.record is None else self.record.tenant
+
+    @property
+    def user(self) -> str | None:
+        """The run's user (``run(..., user=)``), None when not given."""
+        return None if self.record is None else self.record.user
+
+    @property
     def budget(self) -> BudgetTracker:
         """This scope's tracker (its share, counting into the run's)."""
         return self.journal.budget

@@ -22,6 +22,7 @@ from keel.runtime._approvals import (
     approval_decision,
     approval_request,
     approval_task,
+    owner_of,
 )
 from keel.runtime._guarding import GuardDecision
 from keel.tools import Tool, ToolResult
@@ -78,7 +79,9 @@ class Gates:
             else:
                 reason = self._reason(tool, arguments, ApprovalContext(
                     run_id=journal.run_id, agent=self.agent.name, step_key=gate_key,
-                    deps=self.deps, history=tuple(history)))
+                    deps=self.deps, history=tuple(history),
+                    tenant=None if self.record is None else self.record.tenant,
+                    user=None if self.record is None else self.record.user))
             if reason is None:
                 return None
             args = _parsed(arguments)
@@ -86,7 +89,8 @@ class Gates:
                 run_id=journal.run_id, agent=self.agent.name, gate_key=gate_key, tool=tool,
                 arguments=args if args is not None else {"_raw": arguments}, reason=reason,
                 thought=_last_thought(history), policy=self.agent.approval, now=time.time(),
-                evidence=None if guard is None else guard.evidence)
+                evidence=None if guard is None else guard.evidence,
+                owner=None if self.record is None else owner_of(self.record))
             await journal.write(gate_key, "intent", "approval", tool.name, input_hash,
                                 request, reserve_next=True)
         reviewed = await self._review(request)

@@ -79,6 +79,9 @@ class GuardInput:
     #: True when ``text`` is the part of a streamed answer received so far (see
     #: ``guard_partial``), not the whole answer.
     partial: bool = False
+    #: The run's tenant and user (``run(..., tenant=, user=)``); None when not given.
+    tenant: str | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

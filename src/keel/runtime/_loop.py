@@ -388,7 +388,7 @@ class AgentLoop:
                 tool, idempotent = None, True  # record the denial instead of calling
         ctx = ToolContext(run_id=self.journal.run_id, step_key=key, agent=agent.name,
                           idempotency_key=f"{self.journal.run_id}/{key}", scopes=agent.scopes,
-                          deps=self.deps)
+                          deps=self.deps, tenant=self.screens.tenant, user=self.screens.user)
 
         async def execute() -> ToolResult:
             if tool is None:

@@ -65,6 +65,9 @@ class RunStartInput:
     agent: str
     input: Any
     resumed: bool
+    #: The run's tenant and user (``run(..., tenant=, user=)``); None when not given.
+    tenant: str | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +77,9 @@ class RunEndInput:
     status: str
     output: Any
     error: BaseException | None
+    #: The run's tenant and user (``run(..., tenant=, user=)``); None when not given.
+    tenant: str | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

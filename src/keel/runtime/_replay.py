@@ -485,7 +485,8 @@ async def create_fork(store: RunStore, plan: ForkPlan, *, model: str,
             "instructions": None if instructions is None else redact_text(instructions)}
     record = RunRecord(run_id=new_run_id(), agent=parent.agent, status="suspended",
                        input=parent.input, created_at=now, updated_at=now,
-                       target=parent.target, metadata={"model": model, "fork": fork})
+                       target=parent.target, metadata={"model": model, "fork": fork},
+                       tenant=parent.tenant, user=parent.user)
     await store.create_run(record.with_status("failed", error={
         "type": "ForkIncomplete", "message": f"copying the journal of run {parent.run_id} "
         "did not finish; fork it again.", "step_key": None, "retryable": False}))

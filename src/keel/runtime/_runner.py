@@ -129,6 +129,8 @@ class Launch:
     streaming: bool = False
     deadline_at: float | None = None
     claimed: bool = False
+    tenant: str | None = None
+    user: str | None = None
 
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -178,7 +180,8 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             and agent.stack.guards.active("input"):  # before anything is stored
         run_id = launch.run_id or new_run_id()
         screened = await screen_input(agent.stack.guards, run_id=run_id, agent=agent.name,
-                                      text=launch.input)
+                                      text=launch.input, tenant=launch.tenant,
+                                      user=launch.user)
         launch = replace(launch, input=screened.text, run_id=run_id)
     record, entries, hold = await _open_run(agent, store, launch, keeper)
     agent = agent.for_record(record)
@@ -194,7 +197,8 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
         if launch.emit is not None:
             launch.emit(RunStarted(run_id=record.run_id, agent=agent.name, resumed=resumed))
         await agent.stack.run_start(RunStartInput(run_id=record.run_id, agent=agent.name,
-                                                  input=record.input, resumed=resumed))
+                                                  input=record.input, resumed=resumed,
+                                                  tenant=record.tenant, user=record.user))
         try:
             if screened is not None:
                 await record_input(journal, agent.name, screened)
@@ -226,7 +230,8 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             await _record_failure(store, record, tracker, journal, failure)
             await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
                                                   status=_status_for(failure), output=None,
-                                                  error=failure))
+                                                  error=failure, tenant=record.tenant,
+                                                  user=record.user))
             if failure is not exc:
                 raise failure from exc
             raise
@@ -238,7 +243,8 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     finally:
         await keeper.release(hold, in_store=not ended)
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
-                                          status="completed", output=result.output, error=None))
+                                          status="completed", output=result.output, error=None,
+                                          tenant=record.tenant, user=record.user))
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
@@ -308,7 +314,8 @@ async def _open_run(agent: Runnable, store: RunStore, launch: Launch,
                            status="running", input=launch.input, created_at=now, updated_at=now,
                            target=launch.target, metadata=agent.run_metadata(),
                            lease_owner=worker_id(), lease_expires_at=now + keeper.seconds,
-                           deadline_at=launch.deadline_at)
+                           deadline_at=launch.deadline_at, tenant=launch.tenant,
+                           user=launch.user)
         await store.create_run(record)
         return record, [], await keeper.acquire(record.run_id, record=record)
     record = await store.get_run(launch.resume_id)
@@ -354,7 +361,8 @@ async def _suspend(agent: Runnable, store: RunStore, record: RunRecord,
         await asyncio.shield(store.finish_run(parked, journal.take_pending(), lease=worker_id()))
         status = "suspended"
     await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
-                                          status=status, output=None, error=signal))
+                                          status=status, output=None, error=signal,
+                                          tenant=record.tenant, user=record.user))
     if status == "running":
         raise _Woken(record.run_id) from signal
 

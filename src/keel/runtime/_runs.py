@@ -20,7 +20,7 @@ from keel.runtime._journal import Durability
 from keel.runtime._middleware import Middleware
 from keel.runtime._result import RunResult
 from keel.runtime._runner import Launch, Runnable, blocking, launch
-from keel.store import RunStore
+from keel.store import RunStore, check_id
 
 OutputT = TypeVar("OutputT")
 
@@ -47,6 +47,11 @@ class RunOptions(ResumeOptions, total=False):
     target: str | None
     #: Seconds from now, or an aware datetime: bounds the whole run, across restarts.
     deadline: float | datetime | None
+    #: Whose run it is: the tenant id (stored with the run, filtered on by the store, read by
+    #: the guards as ``ctx.tenant``); kept by resumes, forks, sub-runs and exports.
+    tenant: str | None
+    #: The user (within the tenant) the run acts for, likewise.
+    user: str | None
 
 
 class FlowOptions(TypedDict, total=False):
@@ -115,7 +120,7 @@ class Runs(Generic[OutputT]):
         run id; the run's journal stays in the store, so the run can be resumed. A run that
         waits for a person raises ``ApprovalRequired`` or ``Escalate`` (status
         ``suspended``). Options: :class:`RunOptions` (``store``, ``run_id``, ``deps``,
-        ``target``, ``on_event``, ``deadline``)."""
+        ``target``, ``on_event``, ``deadline``, ``tenant``, ``user``)."""
         check_options("run", options, RUN_OPTIONS)
         how = new_run(self, input, options)
         return await launch(self._runnable(), options.get("store"), how)
@@ -140,12 +145,16 @@ class Runs(Generic[OutputT]):
 
 def new_run(runs: Runs[Any], input: object, options: RunOptions, *,
             streaming: bool = False) -> Launch:
-    """How to start a new run with ``options`` (checked: the input and the deadline)."""
+    """How to start a new run with ``options`` (checked: the input, the deadline, the tenant
+    and the user)."""
+    tenant, user = options.get("tenant"), options.get("user")
     return Launch(input=check_input(runs.noun, input, empty=runs.empty_input),
                   run_id=options.get("run_id"),
                   deps=options.get("deps"), target=options.get("target"),
                   emit=options.get("on_event"), streaming=streaming,
-                  deadline_at=deadline_from(options.get("deadline")))
+                  deadline_at=deadline_from(options.get("deadline")),
+                  tenant=None if tenant is None else check_id("tenant", tenant),
+                  user=None if user is None else check_id("user", user))
 
 
 def deadline_from(deadline: float | datetime | None) -> float | None:

@@ -144,7 +144,7 @@ async def compensate(agent: SagaAgent, journal: Journal, record: RunRecord,
     done: list[str] = []
     for step in steps:
         try:
-            await _compensate_one(agent, journal, step, deps)
+            await _compensate_one(agent, journal, step, deps, record)
         except _Failed as failed:
             await _escalate(agent, journal, record, data, done, step, failed)
         done.append(str(step["key"]))
@@ -220,7 +220,7 @@ def _call_arguments(compensation: Tool, step: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _compensate_one(agent: SagaAgent, journal: Journal, step: dict[str, Any],
-                          deps: Any) -> None:
+                          deps: Any, record: RunRecord) -> None:
     original = agent.toolset.get(str(step["tool"]))
     comp = original.meta.compensate if original is not None else None
     if comp is None:
@@ -228,7 +228,8 @@ async def _compensate_one(agent: SagaAgent, journal: Journal, step: dict[str, An
     key = compensation_key(agent.name, str(step["key"]))
     args = _call_arguments(comp, step)
     ctx = ToolContext(run_id=journal.run_id, step_key=key, agent=agent.name,
-                      idempotency_key=f"{journal.run_id}/{key}", scopes=agent.scopes, deps=deps)
+                      idempotency_key=f"{journal.run_id}/{key}", scopes=agent.scopes, deps=deps,
+                      tenant=record.tenant, user=record.user)
     before = 0
     while journal.recorded(f"{key}/attempt:{before + 1}") is not None:
         before += 1  # attempts of earlier executions (before an escalation was resolved)

@@ -46,14 +46,15 @@ class ScreenedInput:
     decision: GuardDecision | None
 
 
-async def screen_input(guards: GuardPipeline, *, run_id: str, agent: str,
-                       text: str) -> ScreenedInput:
+async def screen_input(guards: GuardPipeline, *, run_id: str, agent: str, text: str,
+                       tenant: str | None = None, user: str | None = None) -> ScreenedInput:
     """The ``input`` guards on a new run's input, before anything is stored. A blocked input
     is stored as a placeholder naming the guard, never in clear text."""
     if not guards.active("input"):
         return ScreenedInput(text, None)
     decision = await guards.decide(GuardInput(
-        place="input", text=text, run_id=run_id, agent=agent, step_key=f"{agent}/input"))
+        place="input", text=text, run_id=run_id, agent=agent, step_key=f"{agent}/input",
+        tenant=tenant, user=user))
     if decision.action == "allow":
         return ScreenedInput(text, decision if decision.journaled else None)
     if decision.action == "redact":
@@ -91,7 +92,7 @@ def blocked(decision: GuardDecision, run_id: str, key: str, what: str) -> Guardr
 class Screens:
     """The tool and answer places for one execution of an agent loop."""
 
-    __slots__ = ("agent", "deps", "guards", "journal", "record", "scopes")
+    __slots__ = ("agent", "deps", "guards", "journal", "record", "scopes", "tenant", "user")
 
     def __init__(self, guards: GuardPipeline, journal: Journal, agent: str, deps: Any,
                  record: RunRecord | None = None,
@@ -102,6 +103,8 @@ class Screens:
         self.agent = agent
         self.deps = deps
         self.record = record
+        self.tenant = None if record is None else record.tenant
+        self.user = None if record is None else record.user
 
     def judge(self, key: str, place: Place) -> Judge | None:
         """Runs a judge agent as a sub-run of this run under ``<key>/guard:<place>/<agent>``
@@ -137,7 +140,8 @@ class Screens:
         decision = await self.guards.decide(GuardInput(
             place="tool_args", text=arguments, run_id=self.journal.run_id, agent=self.agent,
             step_key=key, tool=tool, arguments=_parsed(arguments), history=history,
-            deps=self.deps, judge=self.judge(key, "tool_args"), scopes=self.scopes))
+            deps=self.deps, tenant=self.tenant, user=self.user,
+            judge=self.judge(key, "tool_args"), scopes=self.scopes))
         if not decision.journaled:
             return None
         await journal_decision(self.journal, gkey, "tool_args", decision)
@@ -153,7 +157,8 @@ class Screens:
         decision = await self.guards.decide(GuardInput(
             place="tool_output", text=result.content, run_id=self.journal.run_id,
             agent=self.agent, step_key=key, tool=tool, arguments=_parsed(arguments),
-            history=history, deps=self.deps, judge=self.judge(key, "tool_output")))
+            history=history, deps=self.deps, tenant=self.tenant, user=self.user,
+            judge=self.judge(key, "tool_output")))
         if not decision.journaled:
             return result
         await journal_decision(self.journal, guard_key(key, "tool_output"), "tool_output",
@@ -185,8 +190,8 @@ class Screens:
         text = final.arguments if final is not None else response.text
         decision = await self.guards.decide(GuardInput(
             place="output", text=text, run_id=self.journal.run_id, agent=self.agent,
-            step_key=key, history=history, deps=self.deps,
-            judge=self.judge(key, "output")))
+            step_key=key, history=history, deps=self.deps, tenant=self.tenant,
+            user=self.user, judge=self.judge(key, "output")))
         if not decision.journaled:
             return response
         gkey = guard_key(key, "output")
@@ -207,7 +212,8 @@ class Screens:
         async def screen(text: str) -> str | None:
             decision = await self.guards.decide(GuardInput(
                 place="output", text=text, run_id=self.journal.run_id, agent=self.agent,
-                step_key=key, history=history, deps=self.deps, partial=True))
+                step_key=key, history=history, deps=self.deps, partial=True,
+                tenant=self.tenant, user=self.user))
             if decision.action == "allow":
                 return text
             return decision.text if decision.action == "redact" else None

@@ -219,7 +219,8 @@ async def cancel_run(run_id: str, _old: str | None = None, /, *,
         raise
     if agent is not None:
         await agent.stack.run_end(RunEndInput(run_id=run_id, agent=agent.name,
-                                              status="cancelled", output=None, error=None))
+                                              status="cancelled", output=None, error=None,
+                                              tenant=record.tenant, user=record.user))
     return "cancelled"
 
 

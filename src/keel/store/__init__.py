@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 from keel.store._base import (
     CANCEL_REQUEST,
+    MAX_ID_CHARS,
     RUN_STATUSES,
     SCHEMA_VERSION,
     TASK_KINDS,
@@ -19,6 +20,7 @@ from keel.store._base import (
     TaskFilter,
     TaskKind,
     TaskStatus,
+    check_id,
     check_status,
     required_store,
     resolve_task,
@@ -44,6 +46,7 @@ __all__ = [
     "CANCEL_REQUEST",
     "EXPORT_FORMAT",
     "MAX_EXPORT_BYTES",
+    "MAX_ID_CHARS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TASK_KINDS",
@@ -62,6 +65,7 @@ __all__ = [
     "TaskFilter",
     "TaskKind",
     "TaskStatus",
+    "check_id",
     "check_status",
     "dump_export",
     "export_run",

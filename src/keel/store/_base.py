@@ -19,8 +19,11 @@ from keel.core import UserError
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
 #: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
-#: escalations). Version-1 stores are upgraded in place when opened.
-SCHEMA_VERSION = 2
+#: escalations). 3: each run's tenant and user, in columns of their own. Stores of an older
+#: version are upgraded in place when opened.
+SCHEMA_VERSION = 3
+#: The longest tenant or user id a run may carry (characters).
+MAX_ID_CHARS = 200
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 #: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
@@ -68,6 +71,9 @@ class RunRecord:
     whole-run deadline (epoch seconds), stored so that it survives restarts.
     ``cancel_requested`` is set by :meth:`RunStore.request_cancel` for the lease holder to see
     (with the reason and who asked in ``metadata["cancel_request"]``).
+    ``tenant`` and ``user`` say whose run it is (``run(..., tenant=, user=)``); they are set
+    when the run is created and never change: ``update_run`` and the other writes that
+    replace a record keep the stored ones.
     """
 
     run_id: str
@@ -86,6 +92,8 @@ class RunRecord:
     deadline_at: float | None = None
     cancel_requested: bool = False
     schema_version: int = SCHEMA_VERSION
+    tenant: str | None = None
+    user: str | None = None
 
     def with_status(self, status: RunStatus, **changes: Any) -> RunRecord:
         fields = {f: getattr(self, f) for f in _RECORD_FIELDS}
@@ -151,11 +159,34 @@ class RunFilter:
 
     status: RunStatus | None = None
     agent: str | None = None
+    #: Only this tenant's runs (filtered in the store's query, never after it).
+    tenant: str | None = None
     limit: int = 50
     offset: int = 0
 
     def __post_init__(self) -> None:
         _check_page(self.limit, self.offset)
+        if self.tenant is not None:
+            check_id("tenant", self.tenant)
+
+
+def check_id(name: str, value: object) -> str:
+    """A run's ``tenant`` or ``user`` id (``name``): a non-empty string of at most
+    :data:`MAX_ID_CHARS` characters, without control characters; a :class:`~keel.UserError`
+    saying which rule it breaks otherwise."""
+    if not isinstance(value, str):
+        raise UserError(f"{name}= must be a string (an id such as 'acme'), not "
+                        f"{type(value).__name__}.")
+    if not value.strip():
+        raise UserError(f"{name}= is empty; give the {name} id (or leave {name}= out).")
+    if len(value) > MAX_ID_CHARS:
+        raise UserError(f"{name}= is {len(value):,} characters long; a {name} id has at most "
+                        f"{MAX_ID_CHARS}.")
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise UserError(f"{name}= holds a control or unprintable character ({bad!r}); a "
+                        f"{name} id is printable text.")
+    return value
 
 
 def _check_page(limit: object, offset: object) -> None:

@@ -3,9 +3,14 @@
 
 The format (``EXPORT_FORMAT``)::
 
-    {"format": "keel.run", "schema_version": 2, "exported_at": 1718000000.0,
+    {"format": "keel.run", "schema_version": 3, "exported_at": 1718000000.0,
      "run": {"run_id": ..., "agent": ..., "status": ..., "input": ..., ...},
      "journal": [{"seq": 0, "key": "agent/turn:0/model", "phase": "result", ...}, ...]}
+
+``schema_version`` is the oldest run schema that holds everything in the export: 3 for a run
+with a ``tenant`` or ``user`` (written into ``run`` only when set), else 2, so that a keel
+that reads schema 2 still imports runs that have neither. Exports without them (older ones)
+import as runs without a tenant.
 
 An export carries the run's record and its journal, never its lease (which worker holds the
 run is a fact about one store). Files are untrusted on import: everything is validated before
@@ -27,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from keel.core import StoreError, StoreVersionError, dumps, new_run_id
 from keel.store._base import (
+    MAX_ID_CHARS,
     SCHEMA_VERSION,
     JournalEntry,
     RunRecord,
@@ -46,11 +52,15 @@ MAX_DEPTH = 200
 #: they describe one worker's hold on the run in one store).
 RUN_FIELDS = ("run_id", "agent", "status", "input", "created_at", "updated_at", "target",
               "output", "error", "usage", "metadata", "deadline_at")
+#: Run fields an export carries only when they are set (schema 3).
+OWNER_FIELDS = ("tenant", "user")
 ENTRY_FIELDS = ("seq", "key", "phase", "kind", "name", "input_hash", "data", "created_at",
                 "latency_ms")
 
 _Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 _Name = Annotated[str, Field(max_length=4096)]
+_Owner = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS,
+                              pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 
 
 class _Strict(BaseModel):
@@ -72,6 +82,8 @@ class _RunModel(_Strict):
     usage: dict[str, JsonValue] = Field(default_factory=dict)
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     deadline_at: float | None = None
+    tenant: _Owner | None = None
+    user: _Owner | None = None
     # Accepted so that a record dumped by other tools imports, and then dropped: leases and
     # cancel requests are not imported.
     lease_owner: str | None = None
@@ -113,11 +125,13 @@ async def export_run(run_id: str, _old: str | None = None, /, *,
     store = required_store("export_run", given)
     record = await store.get_run(run_id)
     entries = await store.read_journal(run_id)
+    run = {f: getattr(record, f) for f in RUN_FIELDS}
+    run.update({f: getattr(record, f) for f in OWNER_FIELDS if getattr(record, f) is not None})
     doc = {
         "format": EXPORT_FORMAT,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION if len(run) > len(RUN_FIELDS) else 2,
         "exported_at": time.time(),
-        "run": {f: getattr(record, f) for f in RUN_FIELDS},
+        "run": run,
         "journal": [{f: getattr(e, f) for f in ENTRY_FIELDS} for e in entries],
     }
     try:  # a copy in plain JSON: tuples become lists, and nothing aliases the store's objects
@@ -255,7 +269,8 @@ def _record(run: _RunModel, run_id: str, *, imported_from: str | None) -> RunRec
     return RunRecord(run_id=run_id, agent=run.agent, status=run.status, input=run.input,
                      created_at=run.created_at, updated_at=run.updated_at, target=run.target,
                      output=run.output, error=run.error, usage=dict(run.usage),
-                     metadata=metadata, deadline_at=run.deadline_at)
+                     metadata=metadata, deadline_at=run.deadline_at, tenant=run.tenant,
+                     user=run.user)
 
 
 def _entry(e: _EntryModel) -> JournalEntry:

@@ -44,11 +44,14 @@ from keel.store._messages import (
 )
 
 _LEASE_FIELDS = ("lease_owner", "lease_expires_at", "cancel_requested")
+#: Set when a run is created; never changed by the writes that replace its record.
+_FIXED_FIELDS = ("tenant", "user")
 
 
 def merged(old: RunRecord, new: RunRecord) -> RunRecord:
-    """``new`` with the lease fields kept from ``old`` (released if it leaves running)."""
-    keep: dict[str, Any] = {f: getattr(old, f) for f in _LEASE_FIELDS}
+    """``new`` with the lease fields kept from ``old`` (released if it leaves running), and
+    its tenant and user."""
+    keep: dict[str, Any] = {f: getattr(old, f) for f in (*_LEASE_FIELDS, *_FIXED_FIELDS)}
     if new.status != "running":
         keep["lease_owner"] = keep["lease_expires_at"] = None
     return dataclasses.replace(new, **keep)
@@ -121,7 +124,8 @@ class MemoryStore(RunStore):
         f = filt or RunFilter()
         rows = [r for r in self._runs.values()
                 if (f.status is None or r.status == f.status)
-                and (f.agent is None or r.agent == f.agent)]
+                and (f.agent is None or r.agent == f.agent)
+                and (f.tenant is None or r.tenant == f.tenant)]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return rows[f.offset:f.offset + f.limit]
 

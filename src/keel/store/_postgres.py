@@ -265,7 +265,7 @@ class PostgresStore(RunStore):
         f = filt or RunFilter()
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("status", f.status), ("agent", f.agent)):
+        for column, value in (("status", f.status), ("agent", f.agent), ("tenant", f.tenant)):
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)

@@ -4,7 +4,9 @@ The check only reads: a schema written by a newer keel, or one whose ``keel_*`` 
 not a keel store this keel can read, is refused with :class:`keel.StoreVersionError` and left
 untouched. A schema without keel tables gets them (the schema itself is created if missing)
 in one transaction under an advisory lock, so that two processes opening a new store at the
-same moment create it once; the one that waited sees the tables and leaves them alone.
+same moment create it once; the one that waited sees the tables and leaves them alone. A
+store of an older schema version is upgraded in place the same way (one transaction under
+the lock, its data kept), also by the reading commands.
 With ``create=False`` (keel's reading commands) a schema without keel tables is refused and
 nothing is created: neither the schema nor the tables.
 """
@@ -16,7 +18,7 @@ import hashlib
 from keel.core import StoreError, StoreVersionError
 from keel.store._base import SCHEMA_VERSION
 from keel.store._postgres_connect import Conn
-from keel.store._postgres_sql import DDL, TABLES, quote_ident
+from keel.store._postgres_sql import DDL, TABLES, UPGRADES, quote_ident
 
 
 def lock_key(schema: str) -> int:
@@ -37,7 +39,11 @@ async def prepare(conn: Conn, schema: str | None, label: str, *, create: bool = 
                 f"the Postgres run store at {label} has no schema to put its tables in (the "
                 "connection's search_path names none that exists); add ?schema=keel to the "
                 "store URL.")
-    if await inspect(conn, schema, label) is not None:
+    version = await inspect(conn, schema, label)
+    if version == SCHEMA_VERSION:
+        return schema
+    if version is not None:
+        await _upgrade(conn, schema, label)
         return schema
     if not create:
         where = label.split(" (schema")[0]
@@ -50,6 +56,18 @@ async def prepare(conn: Conn, schema: str | None, label: str, *, create: bool = 
         if await inspect(conn, schema, label) is None:  # nobody created them while we waited
             await _create(conn, schema)
     return schema
+
+
+async def _upgrade(conn: Conn, schema: str, label: str) -> None:
+    """Apply each upgrade step from the store's version to :data:`SCHEMA_VERSION` under the
+    advisory lock, looking again once it holds it (another process may have done it)."""
+    s = quote_ident(schema) + "."
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
+        version = await inspect(conn, schema, label)
+        while version is not None and version < SCHEMA_VERSION:
+            await conn.execute(";\n".join(step.replace("{s}", s) for step in UPGRADES[version]))
+            version += 1
 
 
 async def _create(conn: Conn, schema: str) -> None:
@@ -92,7 +110,7 @@ async def inspect(conn: Conn, schema: str, label: str) -> int | None:
             f"the run store in {where} was written by a newer keel (schema {version}, this "
             f"keel reads up to {SCHEMA_VERSION}); upgrade keel-agents (pip install -U "
             "keel-agents). Nothing was changed.")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in UPGRADES:
         raise StoreVersionError(
             f"{where} holds a keel_meta table without a schema version this keel knows "
             f"({row[0] if row else 'none'!r}); it is not a keel run store. Point keel at "

@@ -1,4 +1,4 @@
-"""The Postgres run store's layout (schema 2) and every statement it runs.
+"""The Postgres run store's layout (schema 3) and every statement it runs.
 
 Layout
     All tables live in one schema (``?schema=NAME`` in the URL, else the connection's current
@@ -7,8 +7,9 @@ Layout
 
     ``keel_meta(key, value)`` holds ``schema_version``. ``keel_runs`` holds one row per run:
     JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``; the lease
-    (``lease_owner``, ``lease_expires_at``), ``deadline_at`` and ``cancel_requested``.
-    ``keel_journal`` holds the entries: its primary key ``(run_id, key, phase)`` makes a step's
+    (``lease_owner``, ``lease_expires_at``), ``deadline_at``, ``cancel_requested``, and the
+    run's ``tenant`` and ``"user"`` (quoted: ``user`` is a keyword). ``keel_journal`` holds
+    the entries: its primary key ``(run_id, key, phase)`` makes a step's
     intent and result each recordable once and finds a run's entries; ``id`` (an identity
     column) gives the append order. ``keel_tasks`` holds the human tasks, with JSON text in
     ``data`` and ``resolution``. Journal entries and tasks go with their run
@@ -23,7 +24,8 @@ Indexes
     first, optionally filtered); ``keel_runs_runnable (status, updated_at, run_id)`` lets
     ``claim_runs`` walk the running runs least recently updated first and serves
     ``prune_runs``; ``keel_runs_by_lease_owner`` (partial: leased runs only) serves
-    ``renew_leases``. ``keel_tasks_by_*`` serve ``list_tasks`` filtered by status, queue or
+    ``renew_leases``; ``keel_runs_by_tenant (tenant, created_at, run_id)`` serves ``list_runs``
+    for one tenant. ``keel_tasks_by_*`` serve ``list_tasks`` filtered by status, queue or
     run (oldest first), and the cascade from a pruned run.
 
 Times
@@ -44,7 +46,7 @@ NOW = "extract(epoch FROM clock_timestamp())::float8"
 #: The keel tables, in creation order.
 TABLES = ("keel_meta", "keel_runs", "keel_journal", "keel_tasks")
 
-#: Schema 2. ``{s}`` stands for the quoted schema name and a dot.
+#: Schema 3 (a new store). ``{s}`` stands for the quoted schema name and a dot.
 DDL: tuple[str, ...] = (
     """CREATE TABLE {s}keel_meta (
         key   text PRIMARY KEY,
@@ -67,8 +69,11 @@ DDL: tuple[str, ...] = (
         lease_expires_at double precision,
         deadline_at      double precision,
         cancel_requested boolean NOT NULL DEFAULT false,
-        schema_version   integer NOT NULL
+        schema_version   integer NOT NULL,
+        tenant           text,
+        "user"           text
     )""",
+    "CREATE INDEX keel_runs_by_tenant ON {s}keel_runs (tenant, created_at, run_id)",
     "CREATE INDEX keel_runs_by_created ON {s}keel_runs (created_at, run_id)",
     "CREATE INDEX keel_runs_by_status ON {s}keel_runs (status, created_at, run_id)",
     "CREATE INDEX keel_runs_by_agent ON {s}keel_runs (agent, created_at, run_id)",
@@ -112,9 +117,21 @@ DDL: tuple[str, ...] = (
     "CREATE INDEX keel_tasks_by_run ON {s}keel_tasks (run_id, created_at, task_id)",
 )
 
+#: The step that takes a store from version ``v`` to ``v + 1`` (run under the advisory lock,
+#: in one transaction). 2 -> 3: each run's tenant and user, NULL for the runs stored before.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE {s}keel_runs ADD COLUMN tenant text",
+        'ALTER TABLE {s}keel_runs ADD COLUMN "user" text',
+        "CREATE INDEX keel_runs_by_tenant ON {s}keel_runs (tenant, created_at, run_id)",
+        "UPDATE {s}keel_meta SET value = '3' WHERE key = 'schema_version'",
+    ),
+}
+
 RUN_COLUMNS = (
     "run_id, agent, status, target, input, output, error, usage, metadata, created_at, "
-    "updated_at, lease_owner, lease_expires_at, deadline_at, cancel_requested, schema_version")
+    "updated_at, lease_owner, lease_expires_at, deadline_at, cancel_requested, schema_version, "
+    'tenant, "user"')
 ENTRY_COLUMNS = (
     "seq, key, phase, kind, name, input_hash, data, created_at, latency_ms, schema_version")
 TASK_COLUMNS = (
@@ -223,7 +240,7 @@ def statements(schema: str) -> Statements:
     s = _prefix(schema)
     fields = {
         "create_run": f"INSERT INTO {{s}}keel_runs ({RUN_COLUMNS}) VALUES "
-                      f"({', '.join(['%s'] * 16)})",
+                      f"({', '.join(['%s'] * 18)})",
         "get_run": f"SELECT {RUN_COLUMNS} FROM {{s}}keel_runs WHERE run_id = %s",
         "update_run": _UPDATE_RUN,
         # One statement: replace the record if the fence holds, and append the entries to

@@ -214,6 +214,9 @@ class SQLiteStore(RunStore):
         if f.agent is not None:
             where.append("agent = ?")
             params.append(f.agent)
+        if f.tenant is not None:
+            where.append("tenant = ?")
+            params.append(f.tenant)
         sql = f"SELECT {q.RUN_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)

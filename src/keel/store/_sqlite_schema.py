@@ -1,10 +1,11 @@
 """Opening the SQLite run store's file: checking it, creating its tables, upgrading old ones.
 
-Layout (schema 2)
+Layout (schema 3)
     ``keel_meta(key, value)`` holds ``schema_version``. ``runs`` holds one row per run, with
     JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``, and the lease
-    (``lease_owner``, ``lease_expires_at``), ``deadline_at`` and ``cancel_requested``.
-    ``journal`` holds the entries; its rowid gives the append order and ``UNIQUE (run_id, key,
+    (``lease_owner``, ``lease_expires_at``), ``deadline_at``, ``cancel_requested``, and the
+    run's ``tenant`` and ``"user"`` (quoted: a keyword). ``journal`` holds the entries; its
+    rowid gives the append order and ``UNIQUE (run_id, key,
     phase)`` makes a step's intent and result each recordable once. That unique index also
     finds a run's entries for ``read_journal`` (which sorts them by rowid): one index fewer to
     update keeps ``append`` cheap. ``tasks`` holds the human tasks (approvals, escalations),
@@ -13,7 +14,8 @@ Layout (schema 2)
     ``runs_runnable (status, updated_at, run_id, lease_owner, lease_expires_at)`` lets
     ``claim_runs`` walk the running runs oldest first and test their leases without reading
     the rows (it also serves ``prune_runs``); ``runs_by_lease_owner`` (partial: leased runs
-    only) serves ``renew_leases``; the ``tasks_by_*`` indexes serve ``list_tasks`` filtered by
+    only) serves ``renew_leases``; ``runs_by_tenant (tenant, created_at, run_id)`` serves
+    ``list_runs`` for one tenant; the ``tasks_by_*`` indexes serve ``list_tasks`` filtered by
     status, kind, queue or run, oldest first.
 
 Versions
@@ -113,13 +115,23 @@ _V1_TO_V2: tuple[str, ...] = (
     "UPDATE keel_meta SET value = '2' WHERE key = 'schema_version'",
 )
 
+#: Schema 2 -> 3: each run's tenant and user (NULL for the runs stored before), and the index
+#: that lists one tenant's runs newest first.
+_V2_TO_V3: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN tenant TEXT",
+    'ALTER TABLE runs ADD COLUMN "user" TEXT',
+    "CREATE INDEX runs_by_tenant ON runs (tenant, created_at, run_id)",
+    "UPDATE keel_meta SET value = '3' WHERE key = 'schema_version'",
+)
+
 #: The step that takes a store from version ``v`` to ``v + 1``.
-UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2}
+UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2, 2: _V2_TO_V3}
 
 #: The tables each version must have (a file missing one is damaged, not re-created).
 _TABLES: dict[int, frozenset[str]] = {
     1: frozenset({"runs", "journal"}),
     2: frozenset({"runs", "journal", "tasks"}),
+    3: frozenset({"runs", "journal", "tasks"}),
 }
 
 

@@ -5,7 +5,8 @@ try:  # let pytest rewrite the conformance suite's asserts for readable failures
     import pytest
 
     pytest.register_assert_rewrite("keel.testing._store_conformance",
-                                   "keel.testing._store_conformance_fleet")
+                                   "keel.testing._store_conformance_fleet",
+                                   "keel.testing._store_conformance_tenants")
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
 

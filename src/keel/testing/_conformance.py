@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from keel.testing._store_conformance import RunConformance
 from keel.testing._store_conformance_fleet import FleetConformance
+from keel.testing._store_conformance_tenants import TenantConformance
 
 __all__ = ["StoreConformance"]
 
 
-class StoreConformance(RunConformance, FleetConformance):
+class StoreConformance(RunConformance, FleetConformance, TenantConformance):
     """The tests every RunStore must pass: runs and journals, then leases, claiming,
-    cancellation, pruning and human tasks. Subclass it and provide a ``store`` fixture that
+    cancellation, pruning and human tasks, and tenants (stored with each run, fixed, and
+    filtered on by ``list_runs``). Subclass it and provide a ``store`` fixture that
     yields a fresh, open, empty store for each test."""
