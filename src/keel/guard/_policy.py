@@ -437,7 +437,7 @@ class ToolPolicy(Middleware):
             return None
         ctx = ToolContext(run_id=inp.run_id, step_key=inp.step_key, agent=inp.agent,
                           idempotency_key=f"{inp.run_id}/{inp.step_key}", scopes=inp.scopes,
-                          deps=inp.deps)
+                          deps=inp.deps, tenant=inp.tenant, user=inp.user)
         reason = self.refusal(ToolCallInput(run_id=inp.run_id, step_key=inp.step_key,
                                             agent=inp.agent, tool=inp.tool,
                                             arguments=inp.text, ctx=ctx))
