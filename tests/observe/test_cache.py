@@ -423,6 +423,24 @@ async def test_the_memory_store_is_bounded() -> None:
     for i in range(10):
         await s.set("t", str(i), "v", ttl=60)
     assert len(s) == 3 and await s.get("t", "0") is None and await s.get("t", "9") == "v"
+    small = MemoryCacheStore(max_bytes=100)
+    for i in range(10):
+        await small.set("t", str(i), "x" * 30, ttl=60)
+    assert len(small) == 3 and await small.get("t", "9") == "x" * 30
+    await small.set("t", "9", "y" * 30, ttl=60)  # a replaced entry is counted once
+    await small.clear("t")
+    assert len(small) == 0 and small._bytes == 0
+
+
+async def test_a_streamed_run_takes_a_hit_like_a_replayed_step() -> None:
+    cache = ModelCache()
+    agent, model = make(cache)
+    runs = MemoryStore()
+    await agent.run("q", store=runs)
+    events = [e async for e in agent.stream("q", store=runs)]
+    finished = events[-1]
+    assert type(finished).__name__ == "RunFinished"
+    assert finished.result.output == "answer 1" and model.calls == 1  # type: ignore[attr-defined]
 
 
 def test_sqlite_prunes_past_max_entries(tmp_path: Path) -> None:
@@ -439,3 +457,29 @@ def test_sqlite_prunes_past_max_entries(tmp_path: Path) -> None:
         (count,) = db.execute("SELECT COUNT(*) FROM keel_model_cache").fetchone()
     assert count <= 10 + 64, "pruned now and then, never far past the bound"
     s.close()
+
+
+def test_the_incremental_key_equals_the_full_key_and_notices_a_changed_prefix() -> None:
+    from keel.observe._cache import _Prefixes, cache_key
+
+    prefixes = _Prefixes()
+    history = [Message.system("s"), Message.user("u")]
+    keys = []
+    for i in range(5):
+        key = prefixes.key("r", "h", history)
+        assert key == cache_key("h", history)
+        keys.append(key)
+        history.append(Message.assistant(f"a{i}"))
+    assert len(set(keys)) == 5
+    changed = list(history)
+    changed[1] = Message.user("another question")
+    assert prefixes.key("r", "h", changed) == cache_key("h", changed) != cache_key("h", history)
+    same_list_edited = history
+    same_list_edited[0] = Message.system("edited")
+    assert prefixes.key("r", "h", same_list_edited) == cache_key("h", same_list_edited)
+    assert prefixes.key("r", "other header", history) == cache_key("other header", history)
+    # no two requests share an encoding: the boundaries between fields are part of the key
+    assert cache_key("h", [Message.user("ab")]) != cache_key("h", [Message.user("a"),
+                                                                   Message.user("b")])
+    prefixes.forget("r")
+    assert prefixes.slots == {}

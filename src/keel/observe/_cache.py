@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -81,29 +82,66 @@ def request_header(model: str, tools: Sequence[ToolSpec], settings: ModelSetting
          settings.extra]])
 
 
-def cache_key(header: str, messages: Sequence[Message]) -> str:
-    """A 256-bit digest of a request (``header`` from :func:`request_header`, then every part
-    of every message, each length-prefixed so no two requests share an encoding)."""
+def _hasher(header: str) -> Any:
     h = hashlib.blake2b(digest_size=32, person=b"keel-cache-v1")
     _chunk(h, header)
+    return h
+
+
+def _feed(h: Any, messages: Sequence[Message]) -> None:
+    """Every part of every message, each field length-prefixed, so no two requests share an
+    encoding."""
+    fields: list[str] = []
     for m in messages:
-        _chunk(h, m.role)
+        fields.append(m.role)
         for p in m.parts:
             if type(p) is TextPart:
-                _chunk(h, "t")
-                _chunk(h, p.text)
+                fields += ("t", p.text)
             elif type(p) is ToolCallPart:
-                _chunk(h, "c")
-                _chunk(h, p.call_id)
-                _chunk(h, p.tool_name)
-                _chunk(h, p.arguments)
+                fields += ("c", p.call_id, p.tool_name, p.arguments)
             else:
-                _chunk(h, "r")
-                _chunk(h, p.call_id)  # type: ignore[union-attr]
-                _chunk(h, p.tool_name)  # type: ignore[union-attr]
-                _chunk(h, p.content)  # type: ignore[union-attr]
-                _chunk(h, "1" if p.is_error else "0")  # type: ignore[union-attr]
-    return h.hexdigest()
+                fields += ("r", p.call_id, p.tool_name, p.content,  # type: ignore[union-attr]
+                           "1" if p.is_error else "0")  # type: ignore[union-attr]
+    if fields:
+        h.update("".join(f"{len(f)}:{f}" for f in fields).encode("utf-8", "surrogatepass"))
+
+
+def cache_key(header: str, messages: Sequence[Message]) -> str:
+    """A 256-bit digest of a request: ``header`` (from :func:`request_header`), then the
+    messages."""
+    h = _hasher(header)
+    _feed(h, messages)
+    return str(h.hexdigest())
+
+
+class _Prefixes:
+    """The digest state of each run's conversation so far, so a turn hashes only the
+    messages that are new since the last turn (a run's history only grows). A prefix is
+    reused only when every message in it is the very same (immutable) object, so a list
+    rebuilt or changed by another middleware is hashed again in full."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self.slots: dict[tuple[str, int], tuple[str, tuple[Message, ...], Any]] = {}
+
+    def key(self, run_id: str, header: str, messages: Sequence[Message]) -> str:
+        slot = (run_id, id(messages))
+        state = self.slots.get(slot)
+        if state is not None and state[0] == header and len(state[1]) <= len(messages) \
+                and all(map(operator.is_, state[1], messages)):
+            h = state[2].copy()
+            _feed(h, messages[len(state[1]):])
+        else:
+            h = _hasher(header)
+            _feed(h, messages)
+        if len(self.slots) >= self.limit and slot not in self.slots:
+            del self.slots[next(iter(self.slots))]
+        self.slots[slot] = (header, tuple(messages), h)
+        return str(h.hexdigest())
+
+    def forget(self, run_id: str) -> None:
+        for slot in [s for s in self.slots if s[0] == run_id]:
+            del self.slots[slot]
 
 
 def encode_entry(response: ModelResponse, *, now: float, ttl: float) -> str:
@@ -239,6 +277,8 @@ class ModelCache(Middleware):
         self.stats: dict[str, int] = dict.fromkeys(
             ("hits", "misses", "stored", "skipped", "too_large", "errors"), 0)
         self._warned = False
+        self._prefixes = _Prefixes()
+        self._header: tuple[str, object, object, str] | None = None
 
     def __repr__(self) -> str:
         return f"ModelCache({self.store!r}, ttl={self.ttl:g}, always={self.always})"
@@ -248,6 +288,17 @@ class ModelCache(Middleware):
 
     async def on_run_end(self, inp: RunEndInput) -> None:
         self.tenants.end(inp)
+        self._prefixes.forget(inp.run_id)
+
+    def _key(self, inp: ModelRequestInput) -> str:
+        name, memo = inp.model.name, self._header
+        if memo is not None and memo[0] == name and memo[1] is inp.tools \
+                and memo[2] is inp.settings:
+            header = memo[3]  # the agent's tools and settings: the same objects every turn
+        else:
+            header = request_header(name, inp.tools, inp.settings)
+            self._header = (name, inp.tools, inp.settings, header)
+        return self._prefixes.key(inp.run_id, header, inp.messages)
 
     def _failed(self, exc: StoreError) -> None:
         self.stats["errors"] += 1
@@ -261,7 +312,7 @@ class ModelCache(Middleware):
             self.stats["skipped"] += 1
             return await next(inp)
         tenant = self.tenants.of(inp)
-        key = cache_key(request_header(inp.model.name, inp.tools, inp.settings), inp.messages)
+        key = self._key(inp)
         try:
             text = await self.store.get(tenant, key)
         except StoreError as exc:

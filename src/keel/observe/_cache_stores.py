@@ -49,12 +49,15 @@ def _positive_int(name: str, value: object) -> int:
 
 
 class MemoryCacheStore:
-    """Entries in this process, least recently used dropped past ``max_entries`` (shared by
-    every tenant: a tenant's entries live under its own key, but the bound is global)."""
+    """Entries in this process, least recently used dropped past ``max_entries`` or past
+    ``max_bytes`` of entry text in all (the bounds are shared by every tenant: a tenant's
+    entries live under its own key)."""
 
-    def __init__(self, *, max_entries: int = 10_000) -> None:
+    def __init__(self, *, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries = _positive_int("MemoryCacheStore.max_entries", max_entries)
+        self.max_bytes = _positive_int("MemoryCacheStore.max_bytes", max_bytes)
         self._data: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -64,23 +67,26 @@ class MemoryCacheStore:
         if item is None:
             return None
         if item[0] <= time.monotonic():
-            del self._data[(tenant, key)]
+            self._drop((tenant, key))
             return None
         self._data.move_to_end((tenant, key))
         return item[1]
 
+    def _drop(self, slot: tuple[str, str]) -> None:
+        self._bytes -= len(self._data.pop(slot)[1])
+
     async def set(self, tenant: str, key: str, value: str, *, ttl: float) -> None:
-        self._data[(tenant, key)] = (time.monotonic() + ttl, value)
-        self._data.move_to_end((tenant, key))
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+        slot = (tenant, key)
+        if slot in self._data:
+            self._drop(slot)
+        self._data[slot] = (time.monotonic() + ttl, value)
+        self._bytes += len(value)
+        while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._data)))
 
     async def clear(self, tenant: str | None = None) -> None:
-        if tenant is None:
-            self._data.clear()
-            return
-        for k in [k for k in self._data if k[0] == tenant]:
-            del self._data[k]
+        for k in [k for k in self._data if tenant is None or k[0] == tenant]:
+            self._drop(k)
 
     def __repr__(self) -> str:
         return f"MemoryCacheStore(max_entries={self.max_entries})"
@@ -133,6 +139,8 @@ class SQLiteCacheStore:
                     conn = sqlite3.connect(self.path, timeout=self.timeout,
                                            check_same_thread=False, isolation_level=None)
                     conn.execute("PRAGMA journal_mode=WAL")
+                    # a cache may lose its last writes in a power cut, never its integrity
+                    conn.execute("PRAGMA synchronous=NORMAL")
                     conn.executescript(_SCHEMA)
                     self._conn = conn
                 yield self._conn
