@@ -162,6 +162,19 @@ async def test_entries_expire_and_the_store_is_bounded() -> None:
     assert (await agent.run("Opening hours?", store=runs)).output == "answer 4"
 
 
+async def test_long_questions_and_long_answers_are_not_cached() -> None:
+    table = {**TABLE, "x " * 10 + "x": [0.0, 1.0]}
+    cache = SemanticCache(0.9, embedder=TableEmbedder(table), max_question_chars=20,
+                          max_answer_chars=5)
+    agent, model = make(cache)
+    runs = MemoryStore()
+    await agent.run("x " * 30, store=runs)  # too long a question: not even embedded
+    await agent.run("Opening hours?", store=runs)  # "answer 2" is longer than 5 characters
+    assert (await agent.run("Opening hours?", store=runs)).output == "answer 3"
+    assert cache.stats == {"hits": 0, "misses": 2, "stored": 0, "skipped": 1}
+    assert model.calls == 3
+
+
 async def test_a_broken_embedder_is_a_clear_error() -> None:
     class Broken:
         def embed(self, texts: Sequence[str]) -> Any:
@@ -178,6 +191,7 @@ async def test_a_broken_embedder_is_a_clear_error() -> None:
     ({"threshold": True}, "SemanticCache.threshold"), ({"embedder": "x"}, "SemanticCache.embedder"),
     ({"ttl": -1}, "SemanticCache.ttl"), ({"max_entries": 0}, "SemanticCache.max_entries"),
     ({"max_question_chars": 1.5}, "SemanticCache.max_question_chars"),
+    ({"max_answer_chars": 0}, "SemanticCache.max_answer_chars"),
 ])
 def test_bad_configuration_names_the_part(kwargs: dict[str, Any], part: str) -> None:
     with pytest.raises(ConfigError, match=part.replace(".", r"\.")):

@@ -58,6 +58,7 @@ _log = logging.getLogger("keel.observe")
 #: ``tenant_of(inp) -> tenant id or None`` (None: the shared, tenant-less space).
 TenantOf = Callable[[ModelRequestInput], "str | None"]
 _MAX_TENANT = 256
+_MAX_RUNS = 100_000
 _VERSION = 1
 
 
@@ -216,6 +217,8 @@ class TenantMap:
     def start(self, inp: RunStartInput) -> None:
         tenant = getattr(inp, "tenant", None)
         if isinstance(tenant, str) and tenant:
+            if len(self.runs) >= _MAX_RUNS:  # runs that never ended (a crash): forget
+                del self.runs[next(iter(self.runs))]
             self.runs[inp.run_id] = tenant
 
     def end(self, inp: RunEndInput) -> None:

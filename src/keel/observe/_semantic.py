@@ -70,16 +70,39 @@ class _Entry:
     expires_at: float
 
 
+class _Bucket:
+    """The entries of one tenant and request context, with their vectors stacked once for
+    all the lookups until the next change."""
+
+    __slots__ = ("_matrix", "entries")
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        self._matrix: Any = None
+
+    def changed(self) -> None:
+        self._matrix = None
+
+    def scores(self, vector: Any) -> Any:
+        import numpy as np
+
+        if self._matrix is None:
+            self._matrix = np.stack([e.vector for e in self.entries])
+        return self._matrix @ vector
+
+
 class SemanticCache(Middleware):
     """Answer a single-turn question from a similar one answered before (see the module
     docstring). ``threshold``: the cosine similarity a hit needs (0 < threshold <= 1; 0.95
     by default, high on purpose). ``embedder``: any Embedder (default: WordLlama, loaded
     from the installed package on first use, never downloaded). ``max_question_chars``:
-    longer questions are not cached. Opt-in: it is not part of :func:`keel.defaults`."""
+    longer questions are not cached, nor longer answers than ``max_answer_chars``. Opt-in:
+    it is not part of :func:`keel.defaults`."""
 
     def __init__(self, threshold: float = 0.95, *, embedder: Embedder | None = None,
                  ttl: float = 3600.0, max_entries: int = 10_000,
-                 max_question_chars: int = 2_000, tenant_of: TenantOf | None = None,
+                 max_question_chars: int = 2_000, max_answer_chars: int = 100_000,
+                 tenant_of: TenantOf | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
                 0 < threshold <= 1):
@@ -90,7 +113,8 @@ class SemanticCache(Middleware):
                                                         f"embed(texts)), got "
                                                         f"{type(embedder).__name__}")
         for name, value in (("max_entries", max_entries),
-                            ("max_question_chars", max_question_chars)):
+                            ("max_question_chars", max_question_chars),
+                            ("max_answer_chars", max_answer_chars)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"SemanticCache.{name}", f"must be a whole number >= 1, "
                                                            f"not {value!r}")
@@ -99,9 +123,10 @@ class SemanticCache(Middleware):
         self.ttl = check_ttl("SemanticCache.ttl", ttl)
         self.max_entries = max_entries
         self.max_question_chars = max_question_chars
+        self.max_answer_chars = max_answer_chars
         self.clock = clock
         self.tenants = TenantMap(tenant_of, "SemanticCache")
-        self._buckets: OrderedDict[tuple[str, str], list[_Entry]] = OrderedDict()
+        self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
         self._size = 0
         self.stats: dict[str, int] = dict.fromkeys(("hits", "misses", "stored", "skipped"), 0)
 
@@ -134,32 +159,36 @@ class SemanticCache(Middleware):
 
     def _lookup(self, bucket: tuple[str, str], vector: Any, numbers: tuple[str, ...],
                 now: float) -> tuple[_Entry, float] | None:
-        entries = self._buckets.get(bucket)
-        if not entries:
+        found = self._buckets.get(bucket)
+        if found is None:
             return None
-        live = [e for e in entries if e.expires_at > now]
-        if len(live) != len(entries):
-            self._size -= len(entries) - len(live)
-            self._buckets[bucket] = entries = live
+        live = [e for e in found.entries if e.expires_at > now]
+        if len(live) != len(found.entries):
+            self._size -= len(found.entries) - len(live)
+            found.entries = live
+            found.changed()
+        if not live:
+            return None
         best: tuple[_Entry, float] | None = None
-        for e in entries:
-            if e.numbers != numbers:
-                continue
-            score = float(e.vector @ vector)
-            if score >= self.threshold and (best is None or score > best[1]):
-                best = (e, score)
+        for entry, score in zip(live, found.scores(vector).tolist(), strict=True):
+            if score >= self.threshold and entry.numbers == numbers and (
+                    best is None or score > best[1]):
+                best = (entry, score)
         return best
 
     def _store(self, bucket: tuple[str, str], entry: _Entry) -> None:
-        self._buckets.setdefault(bucket, []).append(entry)
+        found = self._buckets.setdefault(bucket, _Bucket())
+        found.entries.append(entry)
+        found.changed()
         self._buckets.move_to_end(bucket)
         self._size += 1
         while self._size > self.max_entries and self._buckets:
             oldest_key = next(iter(self._buckets))
             oldest = self._buckets[oldest_key]
-            oldest.pop(0)
+            oldest.entries.pop(0)
+            oldest.changed()
             self._size -= 1
-            if not oldest:
+            if not oldest.entries:
                 del self._buckets[oldest_key]
 
     async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
@@ -182,7 +211,8 @@ class SemanticCache(Middleware):
             return hit
         self.stats["misses"] += 1
         response = await next(inp)
-        if not response.tool_calls and response.text:
+        if not response.tool_calls and response.text and len(response.text) <= \
+                self.max_answer_chars:
             masked = ModelResponse.from_dict(_masked(response.to_dict()))
             self._store(bucket, _Entry(vector=vector, numbers=numbers, response=masked,
                                        created_at=now, expires_at=now + self.ttl))
