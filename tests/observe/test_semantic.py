@@ -196,3 +196,38 @@ async def test_a_broken_embedder_is_a_clear_error() -> None:
 def test_bad_configuration_names_the_part(kwargs: dict[str, Any], part: str) -> None:
     with pytest.raises(ConfigError, match=part.replace(".", r"\.")):
         SemanticCache(**kwargs)
+
+
+class SeededEmbedder:
+    """A fixed random vector per text: unrelated texts are far apart, equal texts equal."""
+
+    def __init__(self, width: int = 32) -> None:
+        self.width = width
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        import zlib
+
+        return np.array([np.random.default_rng(zlib.crc32(t.encode())).normal(size=self.width)
+                         for t in texts], dtype=np.float32)
+
+
+async def test_past_max_entries_the_oldest_go_first_down_to_ninety_percent() -> None:
+    cache = SemanticCache(0.99, embedder=SeededEmbedder(), max_entries=20)
+    agent, model = make(cache)
+    runs = MemoryStore()
+    for i in range(21):
+        await agent.run(f"question {chr(97 + i)}", store=runs)
+    assert cache._size == 18, "21 entries: down to 18 (90% of 20) at once"
+    assert (await agent.run("question u", store=runs)).output == "answer 21", "the newest stays"
+    assert (await agent.run("question a", store=runs)).output == "answer 22", "the oldest went"
+    assert model.calls == 22
+
+
+async def test_an_embedder_that_changes_width_is_a_clear_error() -> None:
+    embedder = SeededEmbedder(32)
+    agent, _model = make(SemanticCache(0.9, embedder=embedder))
+    runs = MemoryStore()
+    await agent.run("first question", store=runs)
+    embedder.width = 16
+    with pytest.raises(Exception, match="changed width"):
+        await agent.run("second question", store=runs)

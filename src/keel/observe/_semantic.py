@@ -71,24 +71,84 @@ class _Entry:
 
 
 class _Bucket:
-    """The entries of one tenant and request context, with their vectors stacked once for
-    all the lookups until the next change."""
+    """The entries of one tenant and request context, their vectors and expiry times in
+    arrays that grow by doubling, so a lookup is one matrix product over the bucket."""
 
-    __slots__ = ("_matrix", "entries")
+    __slots__ = ("entries", "expires", "kinds", "n", "numbers", "vectors")
 
     def __init__(self) -> None:
         self.entries: list[_Entry] = []
-        self._matrix: Any = None
+        self.vectors: Any = None
+        self.expires: Any = None
+        self.numbers: Any = None  # per entry, the id of its numbers (in ``kinds``)
+        self.kinds: dict[tuple[str, ...], int] = {}
+        self.n = 0
 
-    def changed(self) -> None:
-        self._matrix = None
-
-    def scores(self, vector: Any) -> Any:
+    def add(self, entry: _Entry) -> None:
         import numpy as np
 
-        if self._matrix is None:
-            self._matrix = np.stack([e.vector for e in self.entries])
-        return self._matrix @ vector
+        if self.vectors is not None and self.vectors.shape[1] != entry.vector.shape[0]:
+            raise UserError(f"the embedder's vectors changed width ({self.vectors.shape[1]} "
+                            f"then {entry.vector.shape[0]}); an Embedder must return one "
+                            "fixed width")
+        if self.vectors is None or self.n == len(self.vectors):
+            cap = max(8, 2 * self.n)
+            vectors = np.zeros((cap, entry.vector.shape[0]), dtype=np.float32)
+            expires = np.full(cap, -np.inf)
+            numbers = np.full(cap, -1, dtype=np.int64)
+            if self.n:
+                vectors[:self.n] = self.vectors[:self.n]
+                expires[:self.n] = self.expires[:self.n]
+                numbers[:self.n] = self.numbers[:self.n]
+            self.vectors, self.expires, self.numbers = vectors, expires, numbers
+        self.vectors[self.n] = entry.vector
+        self.expires[self.n] = entry.expires_at
+        self.numbers[self.n] = self.kinds.setdefault(entry.numbers, len(self.kinds))
+        self.entries.append(entry)
+        self.n += 1
+
+    def keep(self, index: Any) -> int:
+        """Keep only the entries at ``index`` (in order); returns how many were dropped."""
+        dropped = self.n - len(index)
+        if dropped:
+            self.entries = [self.entries[i] for i in index.tolist()]
+            self.vectors[:len(index)] = self.vectors[index]
+            self.expires[:len(index)] = self.expires[index]
+            self.numbers[:len(index)] = self.numbers[index]
+            self.n = len(index)
+        return dropped
+
+    def purge(self, now: float) -> int:
+        import numpy as np
+
+        if self.n == 0:
+            return 0
+        return self.keep(np.nonzero(self.expires[:self.n] > now)[0])
+
+    def drop_oldest(self, k: int) -> int:
+        import numpy as np
+
+        return self.keep(np.arange(min(k, self.n), self.n))
+
+    def best(self, vector: Any, threshold: float, numbers: tuple[str, ...],
+             now: float) -> tuple[_Entry, float] | None:
+        import numpy as np
+
+        if self.n == 0:
+            return None
+        if self.vectors.shape[1] != vector.shape[0]:
+            raise UserError(f"the embedder's vectors changed width ({self.vectors.shape[1]} "
+                            f"then {vector.shape[0]}); an Embedder must return one fixed width")
+        kind = self.kinds.get(numbers)
+        if kind is None:  # no entry has these numbers
+            return None
+        n = self.n
+        scores = self.vectors[:n] @ vector
+        scores[(self.numbers[:n] != kind) | (self.expires[:n] <= now)] = -np.inf
+        i = int(np.argmax(scores))
+        if not scores[i] >= threshold:
+            return None
+        return self.entries[i], float(scores[i])
 
 
 class SemanticCache(Middleware):
@@ -148,7 +208,7 @@ class SemanticCache(Middleware):
                             "non-finite values) for one text; it must return one finite row")
         row = out[0]
         norm = float(np.linalg.norm(row))
-        return row / norm if norm > 0 else row
+        return (row / norm if norm > 0 else row).astype(np.float32)
 
     def _bucket(self, inp: ModelRequestInput) -> tuple[str, str]:
         system = [m.text for m in inp.messages if m.role == "system"]
@@ -160,36 +220,24 @@ class SemanticCache(Middleware):
     def _lookup(self, bucket: tuple[str, str], vector: Any, numbers: tuple[str, ...],
                 now: float) -> tuple[_Entry, float] | None:
         found = self._buckets.get(bucket)
-        if found is None:
-            return None
-        live = [e for e in found.entries if e.expires_at > now]
-        if len(live) != len(found.entries):
-            self._size -= len(found.entries) - len(live)
-            found.entries = live
-            found.changed()
-        if not live:
-            return None
-        best: tuple[_Entry, float] | None = None
-        for entry, score in zip(live, found.scores(vector).tolist(), strict=True):
-            if score >= self.threshold and entry.numbers == numbers and (
-                    best is None or score > best[1]):
-                best = (entry, score)
-        return best
+        return None if found is None else found.best(vector, self.threshold, numbers, now)
 
-    def _store(self, bucket: tuple[str, str], entry: _Entry) -> None:
-        found = self._buckets.setdefault(bucket, _Bucket())
-        found.entries.append(entry)
-        found.changed()
+    def _store(self, bucket: tuple[str, str], entry: _Entry, now: float) -> None:
+        found = self._buckets.get(bucket)
+        if found is None:
+            found = self._buckets[bucket] = _Bucket()
+        self._size -= found.purge(now)
+        found.add(entry)
         self._buckets.move_to_end(bucket)
         self._size += 1
-        while self._size > self.max_entries and self._buckets:
-            oldest_key = next(iter(self._buckets))
-            oldest = self._buckets[oldest_key]
-            oldest.entries.pop(0)
-            oldest.changed()
-            self._size -= 1
-            if not oldest.entries:
-                del self._buckets[oldest_key]
+        if self._size > self.max_entries:  # down to 90% at once, oldest contexts first
+            target = self.max_entries - self.max_entries // 10
+            while self._size > target and self._buckets:
+                oldest_key = next(iter(self._buckets))
+                oldest = self._buckets[oldest_key]
+                self._size -= oldest.drop_oldest(self._size - target)
+                if oldest.n == 0:
+                    del self._buckets[oldest_key]
 
     async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
         question = single_turn_question(inp.messages)
@@ -215,7 +263,7 @@ class SemanticCache(Middleware):
                 self.max_answer_chars:
             masked = ModelResponse.from_dict(_masked(response.to_dict()))
             self._store(bucket, _Entry(vector=vector, numbers=numbers, response=masked,
-                                       created_at=now, expires_at=now + self.ttl))
+                                       created_at=now, expires_at=now + self.ttl), now)
             self.stats["stored"] += 1
         return mark_miss(response, kind="semantic")
 
