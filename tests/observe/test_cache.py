@@ -483,3 +483,16 @@ def test_the_incremental_key_equals_the_full_key_and_notices_a_changed_prefix() 
                                                                    Message.user("b")])
     prefixes.forget("r")
     assert prefixes.slots == {}
+
+
+def test_importing_keel_observe_loads_no_store_driver_and_no_numpy() -> None:
+    """SQLite, Redis and numpy are imported on first use, so the cache could join the
+    defaults without slowing ``import keel``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, keel.observe; print([m for m in ('sqlite3', 'redis', 'numpy', "
+            "'wordllama') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
