@@ -289,7 +289,8 @@ class AgentLoop:
                     inp = ModelRequestInput(run_id=self.journal.run_id, step_key=key,
                                             agent=agent.name, model=model, messages=history,
                                             tools=specs, settings=agent.settings,
-                                            on_retry=self._retry_hook(key, "model", model.name))
+                                            on_retry=self._retry_hook(key, "model", model.name),
+                                            tenant=self.screens.tenant, user=self.screens.user)
                     response = await agent.stack.model_request(inp)
                 if self._screen_answer:
                     response = await self.screens.answer(key, response, history,

@@ -46,6 +46,10 @@ class ModelRequestInput:
     tools: Sequence[ToolSpec]
     settings: ModelSettings
     on_retry: RetryHook = _no_retry_hook
+    #: The run's tenant and user (``run(..., tenant=, user=)``), for per-tenant caches,
+    #: caps and metrics.
+    tenant: str | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ ErrorType: TypeAlias = Literal[
     "bulkhead_full",
     "rate_limited",
     "circuit_open",
+    "budget_exceeded",
 ]
 
 #: Why a ``tool_error`` is worth retrying as is (see :attr:`ToolFailure.transient`).
