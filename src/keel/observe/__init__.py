@@ -4,4 +4,37 @@ Being built (issue 12); each part is middleware on the model and tool seams or r
 store, and switches on by default only where it costs nothing when unused.
 """
 
-__all__: list[str] = []
+# metrics and fleet alerts (docs/observability.md "Metrics and alerts")
+from keel.observe._alerts import (
+    ApprovalsOverdue,
+    CostSpike,
+    ErrorRateAbove,
+    FleetAlert,
+    FleetAlerts,
+    LatencyAbove,
+    Notifier,
+    Rule,
+    SuccessRateBelow,
+)
+from keel.observe._metrics import Metrics, TenantOf, instruments, refresh_human_tasks
+from keel.observe._serve import MetricsServer, mark_process_dead, serve_metrics
+
+__all__: list[str] = [
+    # metrics and fleet alerts
+    "ApprovalsOverdue",
+    "CostSpike",
+    "ErrorRateAbove",
+    "FleetAlert",
+    "FleetAlerts",
+    "LatencyAbove",
+    "Metrics",
+    "MetricsServer",
+    "Notifier",
+    "Rule",
+    "SuccessRateBelow",
+    "TenantOf",
+    "instruments",
+    "mark_process_dead",
+    "refresh_human_tasks",
+    "serve_metrics",
+]
