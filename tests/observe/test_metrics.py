@@ -66,7 +66,7 @@ def broken(n: int) -> str:
 async def test_a_run_counts_start_end_steps_tokens_cost_and_tenant(tmp_path: Path) -> None:
     reg = CollectorRegistry()
     metrics = Metrics(registry=reg, tenant_of=lambda start: "acme")
-    agent = keel.Agent("clerk", model=ScriptedModel(calls("count", 2)), tools=[count],
+    agent = keel.Agent[str]("clerk", model=ScriptedModel(calls("count", 2)), tools=[count],
                        middleware=[metrics])
     await agent.run("go", store=keel.MemoryStore())
     assert value(reg, "keel_runs_started_total", agent="clerk", tenant="acme") == 1
@@ -83,7 +83,7 @@ async def test_a_run_counts_start_end_steps_tokens_cost_and_tenant(tmp_path: Pat
 
 async def test_streaming_records_time_to_first_token_and_plain_requests_do_not() -> None:
     reg = CollectorRegistry()
-    agent = keel.Agent("talker", model=ScriptedModel(["Hello there. How can I help?"] * 2),
+    agent = keel.Agent[str]("talker", model=ScriptedModel(["Hello there. How can I help?"] * 2),
                        middleware=[Metrics(registry=reg)])
     await agent.run("hi", store=keel.MemoryStore())
     assert value(reg, "keel_time_to_first_token_seconds_count") == 0
@@ -95,7 +95,7 @@ async def test_streaming_records_time_to_first_token_and_plain_requests_do_not()
 
 async def test_tool_failures_by_error_type_and_a_waiting_approval(tmp_path: Path) -> None:
     reg = CollectorRegistry()
-    agent = keel.Agent("ops", model=ScriptedModel([*calls("broken", 1)[:1],
+    agent = keel.Agent[str]("ops", model=ScriptedModel([*calls("broken", 1)[:1],
                                                    *calls("wire", 1)]),
                        tools=[broken, wire], middleware=[Metrics(registry=reg)])
     async with open_store(f"sqlite:///{tmp_path}/runs.db") as store:
@@ -113,7 +113,7 @@ async def test_tool_failures_by_error_type_and_a_waiting_approval(tmp_path: Path
 async def test_the_default_breaker_reports_its_state_to_the_gauge() -> None:
     reg = CollectorRegistry()
     breaker = CircuitBreaker(BreakerPolicy(failure_threshold=2, cooldown=60))
-    agent = keel.Agent("flaky", model=ScriptedModel(calls("broken", 3)), tools=[broken],
+    agent = keel.Agent[str]("flaky", model=ScriptedModel(calls("broken", 3)), tools=[broken],
                        middleware=[Metrics(registry=reg), breaker,
                                    keel.Retry(keel.RetryPolicy(max_attempts=1))])
     await agent.run("go", store=keel.MemoryStore())
@@ -126,7 +126,7 @@ async def test_labels_are_bounded_and_hold_no_run_ids() -> None:
     metrics = Metrics(registry=reg, max_label_values=2,
                       tenant_of=lambda start: start.run_id)  # a careless tenant_of
     for name in ("a", "b", "c"):
-        agent = keel.Agent(name, model=ScriptedModel(["ok"]), middleware=[metrics])
+        agent = keel.Agent[str](name, model=ScriptedModel(["ok"]), middleware=[metrics])
         await agent.run("go", store=keel.MemoryStore())
     tenants = {s.labels["tenant"] for f in reg.collect() for s in f.samples
                if s.name == "keel_runs_started_total"}
@@ -179,7 +179,7 @@ import asyncio, keel
 from keel.testing import ScriptedModel
 async def main():
     for i in range({runs}):
-        agent = keel.Agent("mp", model=ScriptedModel(["ok"]))
+        agent = keel.Agent[str]("mp", model=ScriptedModel(["ok"]))
         await agent.run("go", store=keel.MemoryStore())
 asyncio.run(main())
 """
@@ -218,7 +218,7 @@ async def test_a_model_that_fails_counts_one_error_by_type() -> None:
              settings: ModelSettings) -> ModelResponse:
         raise keel.ModelError("bad request", status=400, retryable=False)
 
-    agent = keel.Agent("bad", model=FunctionModel(fail), middleware=[Metrics(registry=reg)])
+    agent = keel.Agent[str]("bad", model=FunctionModel(fail), middleware=[Metrics(registry=reg)])
     with pytest.raises(keel.ModelError):
         await agent.run("go", store=keel.MemoryStore())
     assert value(reg, "keel_model_requests_total", outcome="error") == 1

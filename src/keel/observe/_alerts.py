@@ -30,13 +30,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from keel.core import ConfigError
 from keel.observe._metrics import TASK_KINDS, instruments
 from keel.observe._serve import scrape_registry
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 _log = logging.getLogger("keel.observe.alerts")
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
-
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from typing import TYPE_CHECKING, Any
 
 from keel.core import (
     ApprovalRequired,
@@ -49,6 +46,7 @@ from keel.core import (
     ToolCallDelta,
 )
 from keel.models import Model
+from keel.observe._serve import multiprocess_dir
 from keel.runtime import (
     Middleware,
     ModelNext,
@@ -60,6 +58,9 @@ from keel.runtime import (
 )
 from keel.store import RunStore, TaskFilter, TaskKind, TaskStatus
 from keel.tools import ToolResult
+
+if TYPE_CHECKING:  # prometheus_client is imported with the first Metrics, not with keel
+    from prometheus_client import CollectorRegistry
 
 #: ``tenant_of(start) -> tenant id or None``: the tenant a run's metrics are counted under.
 TenantOf = Callable[[RunStartInput], str | None]
@@ -76,62 +77,66 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 TASK_KINDS: tuple[TaskKind, ...] = ("approval", "escalation")
 TASK_WAITING: tuple[TaskStatus, ...] = ("open", "claimed")
 OTHER = "other"
+_MAX_RUNS = 100_000  # runs in flight remembered (start time, tenant) per Metrics
 NONE = ""
 
 
 class Instruments:
-    """The instruments of one registry (created once per registry, shared)."""
+    """The instruments of one registry (created once per registry, shared). In one
+    process, plain slots read at scrape time; with ``PROMETHEUS_MULTIPROC_DIR`` set (and
+    the global registry), prometheus_client's instruments, which write to shared files."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
+        from prometheus_client import REGISTRY
+
+        from keel.observe._instruments import Factory
+
         self.registry = registry
-        self.runs_started = Counter("keel_runs_started", "Runs started (not resumed).",
-                                    ["agent", "tenant"], registry=r)
-        self.runs_resumed = Counter("keel_runs_resumed", "Runs resumed.",
-                                    ["agent", "tenant"], registry=r)
-        self.runs_finished = Counter("keel_runs_finished", "Runs that ended, by status.",
-                                     ["agent", "tenant", "status"], registry=r)
-        self.run_duration = Histogram("keel_run_duration_seconds",
-                                      "A run's time in this process, start hook to end hook.",
-                                      ["agent", "status"], buckets=RUN_BUCKETS, registry=r)
-        self.step_duration = Histogram("keel_step_duration_seconds",
-                                       "Model and tool steps, retries included.",
-                                       ["agent", "kind"], buckets=STEP_BUCKETS, registry=r)
-        self.model_latency = Histogram("keel_model_latency_seconds",
-                                       "Model requests, retries included.", ["model"],
-                                       buckets=STEP_BUCKETS, registry=r)
-        self.ttft = Histogram("keel_time_to_first_token_seconds",
-                              "Streamed model requests: time to the first delta.", ["model"],
-                              buckets=TTFT_BUCKETS, registry=r)
-        self.model_requests = Counter("keel_model_requests", "Model requests by outcome.",
-                                      ["agent", "model", "outcome"], registry=r)
-        self.model_failures = Counter("keel_model_failures",
-                                      "Model requests that failed (after retries).",
-                                      ["agent", "model", "error_type"], registry=r)
-        self.tokens = Counter("keel_tokens", "Tokens by direction (input, output).",
-                              ["agent", "model", "tenant", "direction"], registry=r)
-        self.cost = Counter("keel_cost_usd", "Model cost in US dollars.",
-                            ["agent", "model", "tenant"], registry=r)
-        self.tool_calls = Counter("keel_tool_calls", "Tool calls.", ["agent", "tool"],
-                                  registry=r)
-        self.tool_failures = Counter("keel_tool_failures", "Tool calls that failed.",
-                                     ["agent", "tool", "error_type"], registry=r)
-        self.retries = Counter("keel_retries", "Failed attempts that were retried.",
-                               ["agent", "kind", "name"], registry=r)
-        self.breaker = Gauge("keel_circuit_breaker_state",
-                             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-                             ["agent", "breaker"], registry=r, multiprocess_mode="livemax")
-        self.tasks_waiting = Gauge("keel_human_tasks_waiting",
-                                   "Approvals and escalations waiting for a person.",
-                                   ["kind"], registry=r, multiprocess_mode="livemax")
-        self.tasks_overdue = Gauge("keel_human_tasks_overdue",
-                                   "Waiting tasks past their due time.", ["kind"],
-                                   registry=r, multiprocess_mode="livemax")
-        self.tasks_oldest = Gauge("keel_human_task_oldest_age_seconds",
-                                  "Age of the oldest waiting task.", ["kind"], registry=r,
-                                  multiprocess_mode="livemax")
-        self.alerts = Counter("keel_alerts", "Fleet alerts sent, by rule.", ["rule"],
-                              registry=r)
+        f = Factory(registry, fast=registry is not REGISTRY or multiprocess_dir() is None)
+        self.fast = f.fast
+        #: the label values recorded so far, per label name (bounded by each Metrics)
+        self.seen: dict[str, set[str]] = {}
+        self.runs_started = f.counter("keel_runs_started", "Runs started (not resumed).",
+                                      ["agent", "tenant"])
+        self.runs_resumed = f.counter("keel_runs_resumed", "Runs resumed.", ["agent", "tenant"])
+        self.runs_finished = f.counter("keel_runs_finished", "Runs that ended, by status.",
+                                       ["agent", "tenant", "status"])
+        self.run_duration = f.histogram("keel_run_duration_seconds",
+                                        "A run's time in this process, start hook to end hook.",
+                                        ["agent", "status"], RUN_BUCKETS)
+        self.step_duration = f.histogram("keel_step_duration_seconds",
+                                         "Model and tool steps, retries included.",
+                                         ["agent", "kind"], STEP_BUCKETS)
+        self.model_latency = f.histogram("keel_model_latency_seconds",
+                                         "Model requests, retries included.", ["model"],
+                                         STEP_BUCKETS)
+        self.ttft = f.histogram("keel_time_to_first_token_seconds",
+                                "Streamed model requests: time to the first delta.", ["model"],
+                                TTFT_BUCKETS)
+        self.model_requests = f.counter("keel_model_requests", "Model requests by outcome.",
+                                        ["agent", "model", "outcome"])
+        self.model_failures = f.counter("keel_model_failures",
+                                        "Model requests that failed (after retries).",
+                                        ["agent", "model", "error_type"])
+        self.tokens = f.counter("keel_tokens", "Tokens by direction (input, output).",
+                                ["agent", "model", "tenant", "direction"])
+        self.cost = f.counter("keel_cost_usd", "Model cost in US dollars.",
+                              ["agent", "model", "tenant"])
+        self.tool_calls = f.counter("keel_tool_calls", "Tool calls.", ["agent", "tool"])
+        self.tool_failures = f.counter("keel_tool_failures", "Tool calls that failed.",
+                                       ["agent", "tool", "error_type"])
+        self.retries = f.counter("keel_retries", "Failed attempts that were retried.",
+                                 ["agent", "kind", "name"])
+        self.breaker = f.gauge("keel_circuit_breaker_state",
+                               "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+                               ["agent", "breaker"])
+        self.tasks_waiting = f.gauge("keel_human_tasks_waiting",
+                                     "Approvals and escalations waiting for a person.", ["kind"])
+        self.tasks_overdue = f.gauge("keel_human_tasks_overdue",
+                                     "Waiting tasks past their due time.", ["kind"])
+        self.tasks_oldest = f.gauge("keel_human_task_oldest_age_seconds",
+                                    "Age of the oldest waiting task.", ["kind"])
+        self.alerts = f.counter("keel_alerts", "Fleet alerts sent, by rule.", ["rule"])
 
 
 _INSTRUMENTS: dict[int, tuple[CollectorRegistry, Instruments]] = {}
@@ -140,6 +145,8 @@ _INSTRUMENTS: dict[int, tuple[CollectorRegistry, Instruments]] = {}
 def instruments(registry: CollectorRegistry | None = None) -> Instruments:
     """The keel instruments of ``registry`` (default: prometheus_client's global one),
     created on first use."""
+    from prometheus_client import REGISTRY
+
     reg = REGISTRY if registry is None else registry
     found = _INSTRUMENTS.get(id(reg))
     if found is None or found[0] is not reg:
@@ -149,13 +156,14 @@ def instruments(registry: CollectorRegistry | None = None) -> Instruments:
 
 
 class _Labels:
-    """Bounded label values: at most ``cap`` distinct values, then ``other``."""
+    """Bounded label values: at most ``cap`` distinct values, then ``other``. The values
+    seen are shared by every Metrics of a registry (one set per label name)."""
 
     __slots__ = ("cap", "seen")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, seen: set[str]) -> None:
         self.cap = cap
-        self.seen: set[str] = set()
+        self.seen = seen
 
     def __call__(self, value: str | None) -> str:
         if value is None:
@@ -191,6 +199,8 @@ class Metrics(Middleware):
 
     def __init__(self, *, registry: CollectorRegistry | None = None,
                  tenant_of: TenantOf | None = None, max_label_values: int = 200) -> None:
+        from prometheus_client import CollectorRegistry
+
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise ConfigError("Metrics.registry", f"must be a prometheus_client "
                               f"CollectorRegistry, not {type(registry).__name__}")
@@ -205,7 +215,7 @@ class Metrics(Middleware):
         self.i = instruments(registry)
         self.tenant_of: TenantOf = run_tenant if tenant_of is None else tenant_of
         self.max_label_values = max_label_values
-        self._label = {name: _Labels(max_label_values)
+        self._label = {name: _Labels(max_label_values, self.i.seen.setdefault(name, set()))
                        for name in ("agent", "model", "tool", "tenant", "error")}
         self._runs: dict[str, _Run] = {}
         self._model: dict[tuple[str, str, str], tuple[Any, ...]] = {}
@@ -222,7 +232,10 @@ class Metrics(Middleware):
             tenant = str(tenant)
         run = _Run(self._label["agent"](inp.agent), self._label["tenant"](tenant),
                    time.perf_counter())
-        self._runs[inp.run_id] = run
+        runs = self._runs
+        if len(runs) >= _MAX_RUNS:  # runs that never ended here (their lease was lost)
+            del runs[next(iter(runs))]
+        runs[inp.run_id] = run
         counter = self.i.runs_resumed if inp.resumed else self.i.runs_started
         counter.labels(run.agent, run.tenant).inc()
 
@@ -261,7 +274,7 @@ class Metrics(Middleware):
 
     async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
         name = inp.model.name
-        inp = replace(inp, on_retry=self._retry_hook(inp.agent, "model", name, inp.on_retry))
+        self._count_retries(inp, "model", name)
         first: list[float] = []
         streamed, inner = _streaming(inp.model)
         if streamed is not None:
@@ -307,7 +320,7 @@ class Metrics(Middleware):
 
     async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
         name = inp.tool.meta.name
-        inp = replace(inp, on_retry=self._retry_hook(inp.agent, "tool", name, inp.on_retry))
+        self._count_retries(inp, "tool", name)
         start = time.perf_counter()
         result = await next(inp)
         took = time.perf_counter() - start
@@ -328,16 +341,24 @@ class Metrics(Middleware):
 
     # ---------------------------------------------------------------------------- retries
 
-    def _retry_hook(self, agent: str, kind: str, name: str,
-                    hook: Callable[[int, str, float], Any]) -> Callable[[int, str, float], Any]:
+    def _count_retries(self, inp: ModelRequestInput | ToolCallInput, kind: str,
+                       name: str) -> None:
+        """Make the call's ``on_retry`` hook count too. The input is the call's own (the
+        loop builds one per call), so its hook is swapped in place: copying the frozen input
+        (``dataclasses.replace``) costs 4 µs a call, more than all the counting. A hook that
+        already counts for this Metrics (an inner copy of the input) is left as it is."""
+        hook = inp.on_retry
+        if getattr(hook, "_keel_metrics", None) is self:
+            return
         label = self._label
 
         async def on_retry(attempt: int, error: str, delay: float) -> None:
             await hook(attempt, error, delay)  # the journal entry first: it may refuse
             bucket = label["model" if kind == "model" else "tool"](name)
-            self.i.retries.labels(label["agent"](agent), kind, bucket).inc()
+            self.i.retries.labels(label["agent"](inp.agent), kind, bucket).inc()
 
-        return on_retry
+        on_retry._keel_metrics = self  # type: ignore[attr-defined]
+        object.__setattr__(inp, "on_retry", on_retry)
 
     # ---------------------------------------------------------------------------- breaker
 
@@ -352,9 +373,10 @@ class Metrics(Middleware):
 def _streaming(model: Model) -> tuple[Any, Model | None]:
     """The runtime's streaming wrapper (a fresh one per request, which consumes its
     ``inner`` model's stream and emits the deltas) and its inner model, or (None, None)."""
+    if type(model).__name__ != "StreamingModel":
+        return None, None
     inner = getattr(model, "inner", None)
-    if isinstance(inner, Model) and callable(getattr(model, "emit", None)) \
-            and type(model).__name__ == "StreamingModel":
+    if isinstance(inner, Model) and callable(getattr(model, "emit", None)):
         return model, inner
     return None, None
 

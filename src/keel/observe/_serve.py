@@ -13,11 +13,12 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
-
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from typing import TYPE_CHECKING, Any
 
 from keel.core import ConfigError
+
+if TYPE_CHECKING:  # imported when used, not with keel
+    from prometheus_client import CollectorRegistry
 
 _log = logging.getLogger("keel.observe")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -37,11 +38,12 @@ def multiprocess_dir() -> str | None:
 def scrape_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
     """What to serve: ``registry`` if given; else, in multi-process mode, a registry that
     collects every process's files; else prometheus_client's global registry."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
     if registry is not None:
         return registry
     if multiprocess_dir() is None:
         return REGISTRY
-    from prometheus_client import multiprocess
 
     merged = CollectorRegistry()
     multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
@@ -84,6 +86,8 @@ def serve_metrics(port: int, host: str = "127.0.0.1", *,
         if host != "localhost":
             raise ConfigError("metrics host", f"must be an IP address or localhost, not "
                               f"{host!r}") from None
+    from prometheus_client import start_http_server
+
     target = scrape_registry(registry)
     try:
         server, thread = start_http_server(port, addr=host, registry=target)
