@@ -1,5 +1,5 @@
 """What keel's Metrics middleware costs per agent step, against the same agent without it,
-in the same process (interleaved rounds, medians).
+in the same process (interleaved rounds in alternating order, medians of CPU time).
 
 A step is one model turn and one tool call (a ~200-character look-up), as in
 ``bench/bench_guards.py``. Configurations:
@@ -72,9 +72,9 @@ def make_agent(cls: type[keel.Agent[str]], steps: int) -> keel.Agent[str]:
 async def time_run(agent: keel.Agent[str]) -> float:
     store = keel.MemoryStore()
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: other processes on a shared machine do not count
     result = await agent.run(USER, store=store)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     if result.output != "done":
         raise SystemExit(f"bench run failed: {result.output!r}")
     return elapsed
@@ -86,9 +86,11 @@ async def measure(steps: int, rounds: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in agents}
     for agent in agents.values():  # warm up
         await time_run(agent)
+    order = list(agents.items())
     for _ in range(rounds):
-        for name, agent in agents.items():
+        for name, agent in order:
             samples[name].append(await time_run(agent) / steps * 1e6)
+        order.reverse()  # no configuration always runs first
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
@@ -165,7 +167,7 @@ def main() -> None:
         _, _, tail = rest.partition(end)
         body = (f"{start}\nMeasured by `python -m bench.bench_metrics --steps {args.steps} "
                 f"--rounds {args.rounds}` (Python {sys.version.split()[0]}); µs per agent "
-                "step, medians of interleaved rounds, in-memory store.\n\n"
+                "step (CPU time), medians of interleaved rounds, in-memory store.\n\n"
                 + "\n".join(lines) + f"\n{end}")
         args.update_doc.write_text(head + body + tail)
         print(f"wrote the metrics section of {args.update_doc}")
