@@ -225,3 +225,38 @@ async def test_a_model_that_fails_counts_one_error_by_type() -> None:
     assert value(reg, "keel_model_failures_total", agent="bad") == 1
     assert value(reg, "keel_runs_finished_total", status="failed") == 1
     await asyncio.sleep(0)
+
+
+async def test_opentelemetry_metrics_for_those_who_prefer_them() -> None:
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from keel.observe import use_opentelemetry
+
+    reg = CollectorRegistry()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics = Metrics(registry=reg, tenant_of=lambda start: "acme")
+    agent = keel.Agent[str]("clerk", model=ScriptedModel(calls("count", 1)), tools=[count],
+                            middleware=[metrics])
+    await agent.run("go", store=keel.MemoryStore())  # before: Prometheus only
+    use_opentelemetry(provider, registry=reg)
+    await agent.run("go", store=keel.MemoryStore())
+    points: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                points[m.name] = list(m.data.data_points)
+    [finished] = points["keel.runs_finished"]
+    assert finished.value == 1 and dict(finished.attributes) == {
+        "agent": "clerk", "tenant": "acme", "status": "completed"}
+    steps = {p.attributes["kind"]: p.count for p in points["keel.step_duration_seconds"]}
+    assert steps == {"model": 2, "tool": 1}
+    tokens = {p.attributes["direction"]: p.value for p in points["keel.tokens"]}
+    assert tokens == {"input": 14, "output": 4}
+    # Prometheus keeps counting both runs
+    assert value(reg, "keel_runs_finished_total", status="completed") == 2
+    provider.shutdown()

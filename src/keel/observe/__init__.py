@@ -16,7 +16,13 @@ from keel.observe._alerts import (
     Rule,
     SuccessRateBelow,
 )
-from keel.observe._metrics import Metrics, TenantOf, instruments, refresh_human_tasks
+from keel.observe._metrics import (
+    Metrics,
+    TenantOf,
+    instruments,
+    refresh_human_tasks,
+    use_opentelemetry,
+)
 from keel.observe._serve import MetricsServer, mark_process_dead, serve_metrics
 
 __all__: list[str] = [
@@ -37,4 +43,5 @@ __all__: list[str] = [
     "mark_process_dead",
     "refresh_human_tasks",
     "serve_metrics",
+    "use_opentelemetry",
 ]

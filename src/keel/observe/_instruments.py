@@ -138,3 +138,91 @@ class Factory:
     def _add(self, family: _Family) -> _Family:
         self._collector.families.append(family)
         return family
+
+    def with_opentelemetry(self, meter: Any, instruments: Any) -> None:
+        """Make every family of ``instruments`` also record into ``meter``'s instruments."""
+        if not self.fast:
+            from keel.core import ConfigError
+
+            raise ConfigError("OpenTelemetry metrics", "are not available in prometheus "
+                              "multi-process mode (PROMETHEUS_MULTIPROC_DIR is set)")
+        families = self._collector.families
+        for i, family in enumerate(families):
+            if isinstance(family, _OtelFamily):
+                continue
+            tee = _OtelFamily(family, meter)
+            families[i] = tee
+            for attr, value in vars(instruments).items():
+                if value is family:
+                    setattr(instruments, attr, tee)
+
+
+# ------------------------------------------------------------------- OpenTelemetry
+
+
+class _TeeValue(_Value):
+    """A counter or gauge that also records into an OpenTelemetry instrument."""
+
+    __slots__ = ("attrs", "otel")
+
+    def __init__(self, otel: Any, attrs: dict[str, str]) -> None:
+        super().__init__()
+        self.otel, self.attrs = otel, attrs
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+        self.otel.add(amount, self.attrs)
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+        self.otel.set(self.value, self.attrs)
+
+
+class _TeeBuckets(_Buckets):
+    __slots__ = ("attrs", "otel")
+
+    def __init__(self, bounds: tuple[float, ...], otel: Any, attrs: dict[str, str]) -> None:
+        super().__init__(bounds)
+        self.otel, self.attrs = otel, attrs
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.otel.record(value, self.attrs)
+
+
+class _OtelFamily(_Family):
+    """A family whose new children also record into an OpenTelemetry instrument."""
+
+    def __init__(self, base: _Family, meter: Any) -> None:
+        super().__init__(base.kind, base.name, base.doc, base.labelnames, base.bounds)
+        self.children = base.children  # what was recorded before stays
+        name = "keel." + base.name.removeprefix("keel_")
+        unit = "s" if name.endswith("_seconds") else "USD" if name.endswith("_usd") else "1"
+        if base.kind == "counter":
+            self.otel = meter.create_counter(name, unit=unit, description=base.doc)
+        elif base.kind == "gauge":
+            self.otel = meter.create_gauge(name, unit=unit, description=base.doc)
+        else:
+            self.otel = meter.create_histogram(
+                name, unit=unit, description=base.doc,
+                explicit_bucket_boundaries_advisory=list(base.bounds))
+
+    def labels(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None or not isinstance(child, _TeeValue | _TeeBuckets):
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+            attrs = dict(zip(self.labelnames, values, strict=True))
+            with self._lock:
+                old = self.children.get(values)
+                if self.kind == "histogram":
+                    child = _TeeBuckets(self.bounds, self.otel, attrs)
+                    if old is not None:
+                        child.counts, child.sum = old.counts, old.sum
+                else:
+                    child = _TeeValue(self.otel, attrs)
+                    if old is not None:
+                        child.value = old.value
+                self.children[values] = child
+        return child

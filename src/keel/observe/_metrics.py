@@ -34,6 +34,7 @@ What it records (all names start ``keel_``):
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,7 @@ class Instruments:
 
         self.registry = registry
         f = Factory(registry, fast=registry is not REGISTRY or multiprocess_dir() is None)
+        self.factory = f
         self.fast = f.fast
         #: the label values recorded so far, per label name (bounded by each Metrics)
         self.seen: dict[str, set[str]] = {}
@@ -140,6 +142,7 @@ class Instruments:
 
 
 _INSTRUMENTS: dict[int, tuple[CollectorRegistry, Instruments]] = {}
+_LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
 
 
 def instruments(registry: CollectorRegistry | None = None) -> Instruments:
@@ -218,6 +221,7 @@ class Metrics(Middleware):
         self._label = {name: _Labels(max_label_values, self.i.seen.setdefault(name, set()))
                        for name in ("agent", "model", "tool", "tenant", "error")}
         self._runs: dict[str, _Run] = {}
+        _LIVE.add(self)
         self._model: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._tool: dict[tuple[str, str], tuple[Any, Any]] = {}
 
@@ -350,12 +354,12 @@ class Metrics(Middleware):
         hook = inp.on_retry
         if getattr(hook, "_keel_metrics", None) is self:
             return
-        label = self._label
+        label, agent, retries = self._label, inp.agent, self.i.retries
 
-        async def on_retry(attempt: int, error: str, delay: float) -> None:
+        async def on_retry(attempt: int, error: str, delay: float) -> None:  # no cycle: not inp
             await hook(attempt, error, delay)  # the journal entry first: it may refuse
             bucket = label["model" if kind == "model" else "tool"](name)
-            self.i.retries.labels(label["agent"](inp.agent), kind, bucket).inc()
+            retries.labels(label["agent"](agent), kind, bucket).inc()
 
         on_retry._keel_metrics = self  # type: ignore[attr-defined]
         object.__setattr__(inp, "on_retry", on_retry)
@@ -422,6 +426,32 @@ def error_type(exc: BaseException) -> str:
     """A bounded name for an error: a RunError's ``error_type`` or the exception class."""
     kind = getattr(exc, "error_type", None)
     return kind if isinstance(kind, str) and kind else type(exc).__name__
+
+
+def use_opentelemetry(meter_provider: Any = None, *,
+                      registry: CollectorRegistry | None = None) -> None:
+    """Record keel's metrics into OpenTelemetry too (the ``opentelemetry-api`` meter of
+    ``meter_provider``, default: the global one), as ``keel.<name>`` instruments with the
+    same attributes as the Prometheus labels. Call it once, before the agents run; what
+    was recorded before stays in Prometheus only. Each record then costs one more
+    instrument call (the SDK's), only for those who ask for it."""
+    try:
+        from opentelemetry import metrics as otel
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError("OpenTelemetry metrics", "need opentelemetry-api: pip install "
+                          "opentelemetry-api opentelemetry-sdk") from None
+    provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
+    meter = provider.get_meter("keel")
+    i = instruments(registry)
+    i.factory.with_opentelemetry(meter, i)
+    _reset_children()
+
+
+def _reset_children() -> None:
+    """Drop the children cached by live Metrics so that new ones (teed) are taken."""
+    for metrics in list(_LIVE):
+        metrics._model.clear()
+        metrics._tool.clear()
 
 
 async def refresh_human_tasks(store: RunStore, *, registry: CollectorRegistry | None = None,
