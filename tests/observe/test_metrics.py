@@ -260,3 +260,43 @@ async def test_opentelemetry_metrics_for_those_who_prefer_them() -> None:
     # Prometheus keeps counting both runs
     assert value(reg, "keel_runs_finished_total", status="completed") == 2
     provider.shutdown()
+
+
+@tool(risk="read")
+def hand_over(n: int) -> str:
+    """Ask for a person."""
+    raise keel.Escalate("the customer asked for a person")
+
+
+@tool(risk="read")
+async def hang(n: int) -> str:
+    """Never answers."""
+    await asyncio.sleep(3600)
+    return "late"
+
+
+async def test_escalated_and_cancelled_runs_match_the_store(tmp_path: Path) -> None:
+    reg = CollectorRegistry()
+    metrics = Metrics(registry=reg)
+    async with open_store(f"sqlite:///{tmp_path}/runs.db") as store:
+        agent = keel.Agent[str]("desk", model=ScriptedModel(calls("hand_over", 1)),
+                                tools=[hand_over], middleware=[metrics])
+        with pytest.raises(keel.Escalate):
+            await agent.run("go", store=store)
+        slow = keel.Agent[str]("desk", model=ScriptedModel(calls("hang", 1)), tools=[hang],
+                               middleware=[metrics])
+        task = asyncio.create_task(slow.run("go", store=store))
+        while value(reg, "keel_runs_started_total") < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        statuses = sorted((r.status, (r.error or {}).get("type")) for r in
+                          await store.list_runs())
+        figures = await refresh_human_tasks(store, registry=reg)
+    assert statuses == [("cancelled", "CancelledError"), ("suspended", "Escalate")]
+    assert value(reg, "keel_runs_finished_total", status="escalated") == 1
+    assert value(reg, "keel_runs_finished_total", status="cancelled") == 1
+    assert figures["escalation"]["waiting"] == 1
+    assert value(reg, "keel_human_tasks_waiting", kind="escalation") == 1
