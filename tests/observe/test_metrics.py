@@ -268,9 +268,13 @@ def hand_over(n: int) -> str:
     raise keel.Escalate("the customer asked for a person")
 
 
+HANGING: list[asyncio.Event] = []
+
+
 @tool(risk="read")
 async def hang(n: int) -> str:
     """Never answers."""
+    HANGING[-1].set()
     await asyncio.sleep(3600)
     return "late"
 
@@ -285,10 +289,9 @@ async def test_escalated_and_cancelled_runs_match_the_store(tmp_path: Path) -> N
             await agent.run("go", store=store)
         slow = keel.Agent[str]("desk", model=ScriptedModel(calls("hang", 1)), tools=[hang],
                                middleware=[metrics])
+        HANGING.append(asyncio.Event())
         task = asyncio.create_task(slow.run("go", store=store))
-        while value(reg, "keel_runs_started_total") < 2:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        await HANGING[-1].wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -300,3 +303,16 @@ async def test_escalated_and_cancelled_runs_match_the_store(tmp_path: Path) -> N
     assert value(reg, "keel_runs_finished_total", status="cancelled") == 1
     assert figures["escalation"]["waiting"] == 1
     assert value(reg, "keel_human_tasks_waiting", kind="escalation") == 1
+
+
+async def test_a_tenant_of_that_raises_does_not_fail_the_run() -> None:
+    reg = CollectorRegistry()
+
+    def broken_tenant(start: Any) -> str:
+        raise KeyError("tenant")
+
+    agent = keel.Agent[str]("t", model=ScriptedModel(["ok"]),
+                            middleware=[Metrics(registry=reg, tenant_of=broken_tenant)])
+    result = await agent.run("go", store=keel.MemoryStore())
+    assert result.output == "ok"
+    assert value(reg, "keel_runs_finished_total", tenant="", status="completed") == 1

@@ -33,6 +33,7 @@ What it records (all names start ``keel_``):
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -141,6 +142,7 @@ class Instruments:
         self.alerts = f.counter("keel_alerts", "Fleet alerts sent, by rule.", ["rule"])
 
 
+_log = logging.getLogger("keel.observe")
 _INSTRUMENTS: dict[int, tuple[CollectorRegistry, Instruments]] = {}
 _LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
 
@@ -231,7 +233,12 @@ class Metrics(Middleware):
     # ------------------------------------------------------------------------------ runs
 
     async def on_run_start(self, inp: RunStartInput) -> None:
-        tenant = self.tenant_of(inp)
+        try:
+            tenant = self.tenant_of(inp)
+        except Exception as exc:  # metrics never fail a run: count it under no tenant
+            tenant = None
+            _log.warning("Metrics.tenant_of raised %s: %s; the run is counted under no "
+                         "tenant (fix tenant_of)", type(exc).__name__, exc)
         if tenant is not None and not isinstance(tenant, str):
             tenant = str(tenant)
         run = _Run(self._label["agent"](inp.agent), self._label["tenant"](tenant),
