@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import IO, TypeVar
 
 from keel.core import LogScrubber
 from keel.core import configure_json_logging as core_json_logging
 from keel.guard import DataGuard, DataPolicy, TaintGuard, default_guards
+from keel.observe import Metrics
 from keel.reliability import CircuitBreaker, Retry
 from keel.runtime import Agent as RuntimeAgent
 from keel.runtime import AgentConfig, Middleware
@@ -40,16 +42,19 @@ def defaults() -> list[Middleware]:
     """keel's default middleware, fresh instances, outermost first (the order they wrap a
     model request or a tool call):
 
-    1. :class:`~keel.Retry`: retries transient failures with backoff and jitter. It is
+    1. :class:`~keel.observe.Metrics`: Prometheus counters and histograms (in memory until
+       something scrapes them). Outermost, so that a step's time includes its retries and
+       each retry is counted through the ``on_retry`` hook the retry middleware calls.
+    2. :class:`~keel.Retry`: retries transient failures with backoff and jitter. It is
        outside the breaker, so every attempt goes through the breaker and an open breaker
        stops the retries.
-    2. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
-    3. the guards (:func:`keel.guard.default_guards`, docs/security.md):
+    3. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
+    4. the guards (:func:`keel.guard.default_guards`, docs/security.md):
        :class:`~keel.guard.LimitsGuard`, :class:`~keel.guard.InjectionGuard`,
        :class:`~keel.guard.DataGuard`, :class:`~keel.guard.TaintGuard` and
        :class:`~keel.guard.UntrustedContent`.
     """
-    return [Retry(), CircuitBreaker(), *default_guards()]
+    return [Metrics(), Retry(), CircuitBreaker(), *default_guards()]
 
 
 class Agent(RuntimeAgent[OutputT]):
@@ -67,6 +72,11 @@ class Agent(RuntimeAgent[OutputT]):
 
     def _configure(self, config: AgentConfig) -> None:
         super()._configure(config)
+        metrics = next((m for m in self.stack.middleware if isinstance(m, Metrics)), None)
+        breaker = next((m for m in self.stack.middleware if isinstance(m, CircuitBreaker)),
+                       None)
+        if metrics is not None and breaker is not None and breaker.on_state is None:
+            breaker.on_state = partial(metrics.breaker_changed, self.name)
         taint = next((m for m in self.stack.middleware if isinstance(m, TaintGuard)), None)
         if taint is not None:
             taint.warn_unannotated(self.name, config.tools)

@@ -13,6 +13,7 @@ import typer
 from keel.cli._commands import json_step_logs, open_existing
 from keel.cli._errors import CliError, reported
 from keel.cli._load import Runnable, load_agent
+from keel.cli._observe import ObserveOptions, observing
 from keel.cli._options import ByOption, JsonOption, LogJsonOption, StoreOption, store_url
 from keel.cli._text import Screen, safe, to_json
 from keel.core import RunNotFound
@@ -106,13 +107,13 @@ def resolve_command(screen: Screen, *, store: str, run_id: str, outcome: str,
 
 
 async def _work(url: str, targets: list[str], concurrency: int, once: bool,
-                screen: Screen) -> int:
+                screen: Screen, observe: ObserveOptions | None = None) -> int:
     agents = [load_agent(t)[0] for t in targets]
     names = [a.name for a in agents]
     if len(set(names)) != len(names):
         raise CliError(f"two targets give agents with the same name ({', '.join(names)}); "
                        "a worker tells runs apart by agent name.")
-    async with open_store(url) as store:
+    async with open_store(url) as store, observing(store, observe or ObserveOptions(), screen):
         worker = Worker(agents, store=store, concurrency=concurrency)
         screen.out.print(safe(f"worker {worker_id()} on {url}: agents {', '.join(names)}", "dim"))
         if once:
@@ -128,11 +129,12 @@ async def _work(url: str, targets: list[str], concurrency: int, once: bool,
 
 
 def worker_command(screen: Screen, *, store: str, targets: list[str], concurrency: int,
-                   once: bool, log_json: str | None) -> None:
+                   once: bool, log_json: str | None,
+                   observe: ObserveOptions | None = None) -> None:
     with reported(screen), json_step_logs(log_json):
         if concurrency < 1:
             raise CliError("--concurrency must be at least 1.")
-        asyncio.run(_work(store, targets, concurrency, once, screen))
+        asyncio.run(_work(store, targets, concurrency, once, screen, observe))
 
 
 def register(runs_app: typer.Typer, app: typer.Typer) -> None:
@@ -195,11 +197,26 @@ def register(runs_app: typer.Typer, app: typer.Typer) -> None:
             "--once", help="Continue what is runnable now, then exit.")] = False,
         log_json: LogJsonOption = None,
         store: StoreOption = None,
+        metrics_port: Annotated[int | None, typer.Option(
+            "--metrics-port", help="Serve Prometheus /metrics on this port (0: any free one). "
+            "Several worker processes: set PROMETHEUS_MULTIPROC_DIR.")] = None,
+        metrics_host: Annotated[str, typer.Option(
+            "--metrics-host", help="The address /metrics listens on.")] = "127.0.0.1",
+        alerts: Annotated[str | None, typer.Option(
+            "--alerts", metavar="MODULE:RULES",
+            help="Fleet alert rules (a list of keel.observe rules, or a FleetAlerts).")] = None,
+        alert_webhook: Annotated[str | None, typer.Option(
+            "--alert-webhook", help="POST each alert as JSON to this URL.")] = None,
+        alert_interval: Annotated[float, typer.Option(
+            "--alert-interval", help="Seconds between alert evaluations.")] = 30.0,
     ) -> None:
         """Continue the runnable runs of a shared store, as many workers as you like.
 
         Runnable: approved or answered runs, and runs whose worker died (a dead worker on this
         host at once, one elsewhere when its lease expires). Leases make sure no two workers
         continue the same run."""
+        observe = ObserveOptions(metrics_port=metrics_port, metrics_host=metrics_host,
+                                 alerts=alerts, alert_webhook=alert_webhook,
+                                 alert_interval=alert_interval)
         worker_command(Screen(), store=store_url(ctx, store), targets=targets,
-                       concurrency=concurrency, once=once, log_json=log_json)
+                       concurrency=concurrency, once=once, log_json=log_json, observe=observe)

@@ -4,7 +4,17 @@ Being built (issue 12); each part is middleware on the model and tool seams or r
 store, and switches on by default only where it costs nothing when unused.
 """
 
-# caching and latency budgets (docs/observability.md, "Caching")
+from keel.observe._alerts import (
+    ApprovalsOverdue,
+    CostSpike,
+    ErrorRateAbove,
+    FleetAlert,
+    FleetAlerts,
+    LatencyAbove,
+    Notifier,
+    Rule,
+    SuccessRateBelow,
+)
 from keel.observe._cache import ModelCache, deterministic
 from keel.observe._cache_stores import (
     CacheStore,
@@ -13,17 +23,41 @@ from keel.observe._cache_stores import (
     SQLiteCacheStore,
 )
 from keel.observe._latency import LatencyBudget, RunTimings
+from keel.observe._metrics import (
+    Metrics,
+    TenantOf,
+    instruments,
+    refresh_human_tasks,
+    use_opentelemetry,
+)
 from keel.observe._semantic import SemanticCache
+from keel.observe._serve import MetricsServer, mark_process_dead, serve_metrics
 
 __all__: list[str] = [
-    # caching and latency budgets
+    "ApprovalsOverdue",
     "CacheStore",
+    "CostSpike",
+    "ErrorRateAbove",
+    "FleetAlert",
+    "FleetAlerts",
+    "LatencyAbove",
     "LatencyBudget",
     "MemoryCacheStore",
+    "Metrics",
+    "MetricsServer",
     "ModelCache",
+    "Notifier",
     "RedisCacheStore",
+    "Rule",
     "RunTimings",
     "SQLiteCacheStore",
     "SemanticCache",
+    "SuccessRateBelow",
+    "TenantOf",
     "deterministic",
+    "instruments",
+    "mark_process_dead",
+    "refresh_human_tasks",
+    "serve_metrics",
+    "use_opentelemetry",
 ]

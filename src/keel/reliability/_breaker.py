@@ -312,6 +312,9 @@ class CircuitBreaker(Middleware):
         self.store: BreakerStore = store if store is not None else InMemoryBreakerStore()
         self.clock = clock
         self.enabled = True
+        #: ``on_state(key, state)``, called when a breaker changes state (closed, half_open,
+        #: open) as this middleware sees it; ``keel.Agent`` wires it to the metrics gauge.
+        self.on_state: Callable[[str, str], None] | None = None
         #: the in-process store when its own clock is used: lets healthy calls skip the
         #: acquire/record round (a success on a quiet breaker changes nothing)
         self._quiet_store = (self.store if isinstance(self.store, InMemoryBreakerStore)
@@ -353,6 +356,10 @@ class CircuitBreaker(Middleware):
         _log.warning("circuit breaker %s forced open for %gs", key, seconds,
                      extra={"breaker": key, "breaker_state": "open"})
 
+    def _saw(self, key: str, permit: Permit) -> None:
+        if self.on_state is not None and permit.state != "closed":
+            self.on_state(key, permit.state)
+
     async def _record(self, key: str, permit: Permit, outcome: BreakerOutcome) -> None:
         if permit.probe is None and outcome != "failure" and not (
                 outcome == "success" and self.policy.consecutive):
@@ -360,6 +367,8 @@ class CircuitBreaker(Middleware):
         before = permit.state
         after = await self.store.record(key, self.policy, outcome, probe=permit.probe,
                                         now=self._now())
+        if after != before and self.on_state is not None:
+            self.on_state(key, after)
         if after == "open" and before != "open":
             _log.warning("circuit breaker %s opened; calls fail fast for %gs", key,
                          self.policy.cooldown, extra={"breaker": key, "breaker_state": after})
@@ -381,6 +390,7 @@ class CircuitBreaker(Middleware):
                     await self._record(key, _CLOSED, outcome)
                 raise
         permit = await self.store.acquire(key, self.policy, now=self._now())
+        self._saw(key, permit)
         if not permit.allowed:
             raise CircuitOpen(f"model endpoint {inp.model.name}: {_refusal(permit)}",
                               run_id=inp.run_id, step_key=inp.step_key, retryable=True)
@@ -405,6 +415,7 @@ class CircuitBreaker(Middleware):
                 await self._record(key, _CLOSED, outcome)
             return result
         permit = await self.store.acquire(key, self.policy, now=self._now())
+        self._saw(key, permit)
         if not permit.allowed:
             return ToolResult.fail("circuit_open", f"tool {name!r} was not called: "
                                    f"{_refusal(permit)}", retryable=False, hint=TOOL_HINT)
