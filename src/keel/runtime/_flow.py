@@ -35,7 +35,7 @@ from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._failures import guarded
 from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
-from keel.runtime._middleware import MiddlewareStack
+from keel.runtime._middleware import MiddlewareStack, SubRunInput
 from keel.runtime._result import RunResult
 from keel.runtime._runs import FLOW_OPTIONS, FlowOptions, Runs, check_input, check_options
 from keel.store import RunRecord
@@ -201,8 +201,12 @@ class FlowContext:
         view = self.journal.view(budget=self._share(budget, agent.budget), agent=agent.name)
         loop = agent.driver(view, deps=self.deps, emit=self.emit, streaming=False,
                             record=self._record(), prefix=prefix)
-        return await guarded(view, prefix, lambda: loop.run(
-            input, history=list(history) if history else None))
+
+        async def run() -> RunResult[Any]:
+            return await loop.run(input, history=list(history) if history else None)
+
+        sub = SubRunInput(run_id=self.run_id, path=prefix, name=agent.name, kind="agent")
+        return await guarded(view, prefix, lambda: agent.stack.sub_run(sub, run))
 
     async def run_flow(self, flow: Flow[T], input: str, *, name: str | None = None,
                        budget: Share = None) -> RunResult[T]:
@@ -213,7 +217,8 @@ class FlowContext:
         async def run() -> RunResult[T]:
             return await _finish(flow, ctx, await flow.body(ctx, input))
 
-        return await guarded(view, ctx.path, run)
+        sub = SubRunInput(run_id=self.run_id, path=ctx.path, name=flow.name, kind="flow")
+        return await guarded(view, ctx.path, lambda: flow.stack.sub_run(sub, run))
 
     async def escalate(self, reason: str, *, name: str = "escalation",
                        trigger: str = "requested", queue: str | None = None,
