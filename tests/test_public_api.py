@@ -94,8 +94,8 @@ def test_importing_keel_registers_nothing() -> None:
     from keel.runtime import _defaults
 
     assert _defaults._LEGACY == {}
-    from keel import guard
+    from keel import guard, observe
 
     assert [type(m) for m in keel.defaults()] == [
-        keel.Retry, keel.CircuitBreaker, guard.LimitsGuard, guard.InjectionGuard,
+        observe.Tracing, keel.Retry, keel.CircuitBreaker, guard.LimitsGuard, guard.InjectionGuard,
         guard.DataGuard, guard.TaintGuard, guard.UntrustedContent]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from opentelemetry.trace import StatusCode
 
-from keel import Agent, Guardrail, MemoryStore, ModelError, tool
+from keel import Agent, Guardrail, MemoryStore, ModelError, Retry, RetryPolicy, tool
 from keel.observe import TRACE_METADATA, Tracing, inject_trace_headers_async, trace_headers
 from keel.patterns import Supervisor
 from keel.runtime import GuardDecision, GuardInput
@@ -141,6 +141,25 @@ async def test_failed_run_has_error_status_on_the_run_and_the_request(traces: Tr
     assert chat.status.status_code == StatusCode.ERROR
     assert parent_of(chat) == root.context.span_id
     assert any(e.name == "exception" for e in root.events)
+
+
+async def test_retries_are_events_on_the_step_span(traces: Traces) -> None:
+    calls: list[int] = []
+
+    def flaky(messages: Any, tools: Any, settings: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            return ModelError("the server is busy (503)", retryable=True)
+        return "fine"
+
+    retry = Retry(RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.001))
+    agent = Agent("flaky", model=FunctionModel(flaky), middleware=[traces.tracing(), retry])
+    assert (await agent.run("hi", store=MemoryStore())).output == "fine"
+    chat = traces.one("chat function")  # one span for the step, its retry an event on it
+    [event] = [e for e in chat.events if e.name == "keel.retry"]
+    assert event.attributes is not None and event.attributes["keel.attempt"] == 1
+    assert chat.status.status_code == StatusCode.UNSET
+    assert len(calls) == 2
 
 
 async def test_content_capture_passes_every_text_through_the_scrubber(traces: Traces) -> None:

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -84,6 +85,7 @@ _W3C = TraceContextTextMapPropagator()
 MAX_CONTENT = 8_000
 
 Scrub = Callable[[str], str]
+_Retrying = ModelRequestInput | ToolCallInput
 
 
 @dataclass(slots=True)
@@ -119,6 +121,7 @@ class Tracing(Middleware):
         self.capture_content = capture_content
         self.scrub: Scrub = scrub or redact_text
         self._provider = tracer_provider
+        self._from_env = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
         self._seen: TracerProvider | None = None
         self._tracer: Tracer | None = None
         self._agents: set[str] = set()
@@ -131,7 +134,16 @@ class Tracing(Middleware):
 
     def tracer(self) -> Tracer | None:
         """The tracer to use, or None when no SDK is configured (nothing is recorded)."""
-        provider = self._provider or trace.get_tracer_provider()
+        provider = self._provider
+        if provider is None:
+            # The global provider as set by trace.set_tracer_provider(), read without
+            # get_tracer_provider()'s environment lookup on every step (a µs per call);
+            # the OTEL_PYTHON_TRACER_PROVIDER route is taken when that is set.
+            provider = getattr(trace, "_TRACER_PROVIDER", None)
+            if provider is None:
+                if not self._from_env:
+                    return None
+                provider = trace.get_tracer_provider()
         if provider is not self._seen:
             self._seen = provider
             self._tracer = None if isinstance(provider, ProxyTracerProvider | NoOpTracerProvider) \
@@ -257,12 +269,28 @@ class Tracing(Middleware):
                                           attributes=attrs, record_exception=False,
                                           set_status_on_exception=False) as span:
             try:
-                response = await next(inp)
+                response = await next(self._retries(span, inp))
             except BaseException as exc:
                 _fail(span, exc, self.scrub)
                 raise
             self._response(span, response)
             return response
+
+    def _retries(self, span: Span, inp: _Retrying) -> Any:
+        """``inp`` with an ``on_retry`` that also notes each failed attempt on the span."""
+        if not span.is_recording():
+            return inp
+        hook = inp.on_retry
+        scrub = self.scrub
+
+        async def on_retry(attempt: int, error: str, delay: float) -> None:
+            span.add_event("keel.retry", {"keel.attempt": attempt,
+                                          "error.type": error.partition(":")[0] or "error",
+                                          "keel.error": scrub(error)[:500],
+                                          "keel.retry_in_s": round(delay, 3)})
+            await hook(attempt, error, delay)
+
+        return replace(inp, on_retry=on_retry)
 
     def _response(self, span: Span, response: ModelResponse) -> None:
         if not span.is_recording():
@@ -300,7 +328,7 @@ class Tracing(Middleware):
                                           attributes=attrs, record_exception=False,
                                           set_status_on_exception=False) as span:
             try:
-                result = await next(inp)
+                result = await next(self._retries(span, inp))
             except BaseException as exc:
                 _fail(span, exc, self.scrub)
                 raise

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 EXPORTERS = ("otlp", "console")
 _log = logging.getLogger("keel.observe")
-_OTLP_LOGGER = "opentelemetry.exporter.otlp.proto.http"
+_OTLP_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 
 
 def setup_tracing(exporter: str = "otlp", *, endpoint: str | None = None,
@@ -116,7 +116,9 @@ class DroppingExporter:
         self.down = False
         self.dropped = 0
         self._lock = threading.Lock()
-        logging.getLogger(_OTLP_LOGGER).addFilter(_Hush())
+        otlp = logging.getLogger(_OTLP_LOGGER)
+        if not any(isinstance(f, _Hush) for f in otlp.filters):
+            otlp.addFilter(_Hush())
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         from opentelemetry.sdk.trace.export import SpanExportResult
