@@ -18,7 +18,7 @@ from opentelemetry.trace import StatusCode
 from keel import Agent, Guardrail, MemoryStore, ModelError, Retry, RetryPolicy, tool
 from keel.observe import TRACE_METADATA, Tracing, inject_trace_headers_async, trace_headers
 from keel.patterns import Supervisor
-from keel.runtime import GuardDecision, GuardInput
+from keel.runtime import FlowContext, GuardDecision, GuardInput, flow
 from keel.testing import FunctionModel, ScriptedModel, call
 
 from .conftest import Traces, attrs, parent_of
@@ -104,8 +104,10 @@ async def test_supervisor_with_two_workers_nests_each_worker_under_its_delegatio
     lead = Agent("lead", model=ScriptedModel([
         [call("ask_research", {"task": "facts"}), call("ask_writer", {"task": "intro"})],
         "report"]), middleware=[t])
-    team = Supervisor("team", lead=lead, workers=[research, writer], middleware=[t])
-    result = await team.run("write a report", store=MemoryStore())
+    # the supervisor has no middleware of its own: it adopts its agents' tracing
+    team = Supervisor("team", lead=lead, workers=[research, writer])
+    store = MemoryStore()
+    result = await team.run("write a report", store=store)
     assert result.output == "report"
 
     root = traces.one("invoke_workflow team")
@@ -122,6 +124,28 @@ async def test_supervisor_with_two_workers_nests_each_worker_under_its_delegatio
         assert chats and all(attrs(c)["keel.agent"] == worker for c in chats)
     lookup_span = traces.one("execute_tool lookup")
     assert parent_of(lookup_span) == traces.one("invoke_agent research").context.span_id
+    assert {s.context.trace_id for s in traces.spans()} == {root.context.trace_id}
+    assert TRACE_METADATA in (await store.get_run(result.run_id)).metadata
+
+
+async def test_a_flow_of_two_agents_is_one_trace_under_the_flows_span(traces: Traces) -> None:
+    t = traces.tracing()
+    first = Agent("draft", model=ScriptedModel(["a draft"]), middleware=[t])
+    second = Agent("edit", model=ScriptedModel(["an edit"]), middleware=[t])
+
+    @flow("pipeline", agents=[first, second])
+    async def pipeline(ctx: FlowContext, text: str) -> str:
+        drafted = await ctx.run_agent(first, text)
+        return (await ctx.run_agent(second, drafted.text)).text
+
+    assert (await pipeline.run("go", store=MemoryStore())).output == "an edit"
+    root = traces.one("invoke_workflow pipeline")
+    assert root.parent is None
+    for name in ("draft", "edit"):
+        sub = traces.one(f"invoke_agent {name}")
+        assert parent_of(sub) == root.context.span_id
+        [chat] = [c for c in traces.named("chat scripted") if attrs(c)["keel.agent"] == name]
+        assert parent_of(chat) == sub.context.span_id
     assert {s.context.trace_id for s in traces.spans()} == {root.context.trace_id}
 
 

@@ -108,6 +108,8 @@ class Tracing(Middleware):
     each text passed through ``scrub`` (default: keel's secret masking; ``keel.defaults()``
     passes the data policy's scrubber for ``logs``)."""
 
+    observes_flows = True  # a flow whose agents trace is traced as a whole
+
     def __init__(self, *, capture_content: bool = False, scrub: Scrub | None = None,
                  tracer_provider: TracerProvider | None = None) -> None:
         if not isinstance(capture_content, bool):

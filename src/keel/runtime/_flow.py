@@ -35,7 +35,7 @@ from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._failures import guarded
 from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
-from keel.runtime._middleware import MiddlewareStack, SubRunInput
+from keel.runtime._middleware import Middleware, MiddlewareStack, SubRunInput
 from keel.runtime._result import RunResult
 from keel.runtime._runs import FLOW_OPTIONS, FlowOptions, Runs, check_input, check_options
 from keel.store import RunRecord
@@ -335,6 +335,21 @@ class Flow(Runs[OutputT]):
     def prepare(self) -> None:
         for agent in self.agents():
             agent.prepare()
+        self._adopt_flow_observers()
+
+    def _adopt_flow_observers(self) -> None:
+        """Middleware of this flow's agents that observes flows too
+        (``Middleware.observes_flows``: tracing) joins the flow's own stack, outermost, unless
+        the flow already has one of its type: a pattern run is then traced as a whole."""
+        have = {type(m) for m in self.stack.middleware}
+        extra: list[Middleware] = []
+        for agent in self.agents():
+            for mw in agent.stack.middleware:
+                if mw.observes_flows and type(mw) not in have:
+                    have.add(type(mw))
+                    extra.append(mw)
+        if extra:
+            self.stack = MiddlewareStack([*extra, *self.stack.middleware])
 
     def for_record(self, record: RunRecord) -> Flow[OutputT]:
         return self

@@ -122,6 +122,10 @@ class Middleware:
     #: Whether the guard can judge part of a streamed answer (``GuardInput.partial``); an LLM
     #: judge cannot, and the stream then holds the answer until it passed.
     guard_partial: bool = True
+    #: A middleware of an agent that also wants the runs of the flows (patterns) the agent
+    #: is part of: such a flow adopts it into its own stack (outermost) when it is prepared,
+    #: unless the flow's stack has one of the same type (tracing: one span per pattern run).
+    observes_flows: bool = False
 
     async def check(self, inp: GuardInput) -> GuardDecision | None:
         """A guard's decision on ``inp`` (``None``: allow). Not a guard unless overridden."""
