@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import (
     Link,
     NoOpTracerProvider,
@@ -394,6 +394,8 @@ def _fail(span: Span, exc: BaseException, scrub: Scrub) -> None:
 def trace_headers() -> dict[str, str]:
     """The current trace context as HTTP headers (``traceparent``, ``tracestate``): empty
     outside a span or without an SDK. Add them to a tool's outgoing request."""
+    from opentelemetry import propagate  # reads OTEL_PROPAGATORS: only when asked
+
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
@@ -403,9 +405,13 @@ def inject_trace_headers(request: Any) -> None:
     """An httpx event hook for a ``httpx.Client``: ``httpx.Client(event_hooks={"request":
     [inject_trace_headers]})`` puts the current trace context on each request the tool
     makes, so the called service joins the run's trace."""
+    from opentelemetry import propagate
+
     propagate.inject(request.headers)
 
 
 async def inject_trace_headers_async(request: Any) -> None:
     """:func:`inject_trace_headers` for a ``httpx.AsyncClient`` (whose hooks are async)."""
+    from opentelemetry import propagate
+
     propagate.inject(request.headers)
