@@ -15,7 +15,16 @@ import httpx
 import pytest
 from opentelemetry.trace import StatusCode
 
-from keel import Agent, Guardrail, MemoryStore, ModelError, Retry, RetryPolicy, tool
+from keel import (
+    Agent,
+    Escalate,
+    Guardrail,
+    MemoryStore,
+    ModelError,
+    Retry,
+    RetryPolicy,
+    tool,
+)
 from keel.observe import TRACE_METADATA, Tracing, inject_trace_headers_async, trace_headers
 from keel.patterns import Supervisor
 from keel.runtime import FlowContext, GuardDecision, GuardInput, flow
@@ -206,6 +215,46 @@ async def test_content_capture_passes_every_text_through_the_scrubber(traces: Tr
     call_span = traces.one("execute_tool note")
     assert "[pin]" in attrs(call_span)["gen_ai.tool.call.arguments"]
     assert "kept" in attrs(call_span)["gen_ai.tool.call.result"]
+
+
+async def test_captured_history_keeps_the_latest_messages_within_the_cap(
+        traces: Traces) -> None:
+    big = "x" * 7_000  # near the per-text clip: the eleven turns' messages exceed the cap
+
+    async def echo(text: str) -> str:
+        """Echo."""
+        return text[:3]
+
+    turns: list[Any] = [call("echo", {"text": f"{i}{big}"}) for i in range(10)] + ["done"]
+    agent = Agent("long", model=ScriptedModel(turns), tools=[tool(risk="read")(echo)],
+                  middleware=[traces.tracing(capture_content=True)])
+    await agent.run("start here", store=MemoryStore())
+    last = traces.named("chat scripted")[-1]
+    text = attrs(last)["gen_ai.input.messages"]
+    assert 40_000 < len(text) <= 64_000
+    sent = json.loads(text)
+    assert sent[-1]["role"] == "tool"  # the newest message is kept ...
+    assert "start here" not in text  # ... and the oldest (the user's) left out
+    assert sent[-2]["parts"][0]["name"] == "echo" and "9xxx" in sent[-2]["parts"][0]["arguments"]
+
+
+async def test_an_escalation_is_a_suspension_event_on_the_run_span(traces: Traces) -> None:
+    t = traces.tracing()
+    helper = Agent("helper", model=ScriptedModel(["x"]), middleware=[t])
+
+    @flow("desk", agents=[helper])
+    async def desk(ctx: FlowContext, text: str) -> str:
+        return await ctx.escalate("a person must look at this")
+
+    with pytest.raises(Escalate):
+        await desk.run("help", store=MemoryStore())
+    root = traces.one("invoke_workflow desk")
+    [event] = [e for e in root.events if e.name == "keel.run.suspended"]
+    assert event.attributes is not None and event.attributes["keel.wait"] == "escalation"
+    assert event.attributes["keel.escalation.id"]
+    assert attrs(root)["keel.run.status"] == "suspended"
+    assert attrs(root)["gen_ai.conversation.id"] == attrs(root)["keel.run.id"]
+    assert root.status.status_code == StatusCode.UNSET, "waiting for a person is no error"
 
 
 async def test_guard_decisions_are_events_on_the_span_where_they_were_taken(

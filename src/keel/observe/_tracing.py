@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
 from typing import Any
@@ -83,6 +83,8 @@ _SCOPE = "keel"
 _W3C = TraceContextTextMapPropagator()
 #: Longest content attribute kept (characters) when content capture is on.
 MAX_CONTENT = 8_000
+#: Longest ``gen_ai.input.messages`` kept (characters): the latest messages that fit.
+MAX_MESSAGES = 64_000
 
 Scrub = Callable[[str], str]
 _Retrying = ModelRequestInput | ToolCallInput
@@ -181,6 +183,7 @@ class Tracing(Middleware):
         name = f"invoke_agent {inp.agent}" if agent else f"invoke_workflow {inp.agent}"
         attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent" if agent
                                  else "invoke_workflow", "keel.run.id": inp.run_id,
+                                 "gen_ai.conversation.id": inp.run_id,
                                  "keel.run.resumed": inp.resumed}
         attrs["gen_ai.agent.name" if agent else "gen_ai.workflow.name"] = inp.agent
         if self.capture_content and isinstance(inp.input, str):
@@ -260,8 +263,8 @@ class Tracing(Middleware):
         if settings.temperature is not None:
             attrs["gen_ai.request.temperature"] = settings.temperature
         if self.capture_content:
-            attrs["gen_ai.input.messages"] = json.dumps(
-                [self._message(m) for m in inp.messages if m.role != "system"])
+            attrs["gen_ai.input.messages"] = self._messages(
+                [m for m in inp.messages if m.role != "system"])
             system = [p.text for m in inp.messages if m.role == "system"
                       for p in m.parts if isinstance(p, TextPart)]
             if system:
@@ -354,6 +357,19 @@ class Tracing(Middleware):
             "keel.guard.reason": self.scrub(decision.reason or "")[:500]})
 
     # -------------------------------------------------------------------------- content
+
+    def _messages(self, messages: Sequence[Message]) -> str:
+        """The messages as JSON text, the oldest left out past ``MAX_MESSAGES`` characters
+        (a long run's history is not copied whole into every span)."""
+        kept: list[str] = []
+        size = 0
+        for m in reversed(messages):
+            one = json.dumps(self._message(m))
+            if kept and size + len(one) > MAX_MESSAGES:
+                break
+            kept.append(one)
+            size += len(one) + 1
+        return f"[{','.join(reversed(kept))}]"
 
     def _message(self, message: Message) -> dict[str, Any]:
         parts: list[dict[str, Any]] = []
