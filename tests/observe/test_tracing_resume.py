@@ -102,3 +102,46 @@ async def test_approval_resumed_in_another_process_continues_the_trace(
     wire = spans["execute_tool wire"]
     assert wire["trace"] == trace_id and wire["parent"] == resumed["span"]
     assert {s["trace"] for s in out["spans"]} == {trace_id}
+
+
+async def test_a_run_started_untraced_gets_its_trace_stored_by_its_first_traced_resume(
+        traces: Traces, tmp_path: Path) -> None:
+    from keel import Agent, MemoryStore, tool
+    from keel.observe import Tracing
+    from keel.testing import ScriptedModel, call
+
+    def build(tracing: Tracing) -> Agent[str]:
+        @tool(risk="irreversible")
+        def wire(amount: int) -> str:
+            """Send money."""
+            return f"sent {amount}"
+
+        model = ScriptedModel([call("wire", {"amount": 1}), call("wire", {"amount": 2}),
+                               "done"])
+        return Agent("pay2", model=model, tools=[wire], middleware=[tracing])
+
+    store = MemoryStore()
+
+    async def approve() -> None:
+        [task] = [t for t in await store.list_tasks(TaskFilter(kind="approval"))
+                  if t.status == "open"]
+        await decide_approval(task.task_id, store=store, approve=True, by="ann")
+
+    with pytest.raises(ApprovalRequired) as info:  # no SDK: nothing traced, nothing stored
+        await build(Tracing()).run("pay", store=store)
+    run_id = info.value.run_id
+    assert run_id is not None
+    assert TRACE_METADATA not in (await store.get_run(run_id)).metadata
+    await approve()
+    with pytest.raises(ApprovalRequired):  # traced from here on; the trace is stored
+        await build(traces.tracing()).resume(run_id, store=store)
+    first = traces.one("invoke_agent pay2")
+    stored = (await store.get_run(run_id)).metadata[TRACE_METADATA]["traceparent"]
+    assert stored.startswith(f"00-{first.context.trace_id:032x}-{first.context.span_id:016x}")
+    await approve()
+    assert (await build(traces.tracing()).resume(run_id, store=store)).output == "done"
+    second = [s for s in traces.named("invoke_agent pay2") if s is not first]
+    [second_span] = [s for s in second if s.context.span_id != first.context.span_id]
+    assert second_span.context.trace_id == first.context.trace_id
+    assert second_span.parent is not None
+    assert second_span.parent.span_id == first.context.span_id

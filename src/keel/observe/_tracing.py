@@ -197,7 +197,7 @@ class Tracing(Middleware):
         state.token = otel_context.attach(ctx)
         _CURRENT.set(state)
         self._runs[inp.run_id] = state
-        if inp.resumed:
+        if links:  # a resume that continues the stored trace: nothing new to store
             return None
         carrier: dict[str, str] = {}
         _W3C.inject(carrier, context=ctx)

@@ -138,10 +138,9 @@ class Middleware:
         return await next(inp)
 
     async def on_run_start(self, inp: RunStartInput) -> Mapping[str, Any] | None:
-        """Called as a run starts or resumes. A mapping returned when a run starts
-        (``not inp.resumed``) is merged into the run record's metadata and stored (one
-        write, only when some hook returns one); a resumed run reads it in
-        ``inp.metadata``."""
+        """Called as a run starts or resumes. A mapping returned is merged into the run
+        record's metadata and stored (one write, only when it changes something); a resumed
+        run reads it back in ``inp.metadata``."""
         return None
 
     async def wrap_sub_run(self, inp: SubRunInput, next: SubRunNext) -> Any:

@@ -196,7 +196,8 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
         extra = await agent.stack.run_start(RunStartInput(
             run_id=record.run_id, agent=agent.name, input=record.input, resumed=resumed,
             metadata=record.metadata))
-        if extra and not resumed:  # e.g. the trace context, for a resume to continue
+        if extra and any(record.metadata.get(k) != v for k, v in extra.items()):
+            # e.g. the trace context, for a resume to continue the run's trace
             record = replace(record, metadata={**record.metadata, **extra})
             await store.update_run(record, lease=worker_id())
         try:
