@@ -30,7 +30,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar, Token
+from contextvars import Token
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,11 +94,6 @@ _Retrying = ModelRequestInput | ToolCallInput
 class _Run:
     span: Span
     token: Token[otel_context.Context] | None
-    before: otel_context.Context
-
-
-#: The innermost run this task is in (to recover if a run ended without ``on_run_end``).
-_CURRENT: ContextVar[_Run | None] = ContextVar("keel_trace_run", default=None)
 
 
 class Tracing(Middleware):
@@ -167,10 +162,7 @@ class Tracing(Middleware):
         tracer = self.tracer()
         if tracer is None:
             return None
-        outer = _CURRENT.get()
         base = otel_context.get_current()
-        if outer is not None and not outer.span.is_recording():
-            base = outer.before  # a run that ended without on_run_end left its context
         links: list[Link] = []
         stored = inp.metadata.get(TRACE_METADATA) if inp.resumed else None
         if isinstance(stored, Mapping):
@@ -193,9 +185,7 @@ class Tracing(Middleware):
         if inp.resumed:
             span.add_event("keel.run.resumed")
         ctx = trace.set_span_in_context(span, base)
-        state = _Run(span=span, token=None, before=base)
-        state.token = otel_context.attach(ctx)
-        _CURRENT.set(state)
+        state = _Run(span=span, token=otel_context.attach(ctx))
         self._runs[inp.run_id] = state
         if links:  # a resume that continues the stored trace: nothing new to store
             return None
@@ -223,8 +213,6 @@ class Tracing(Middleware):
         if state.token is not None:
             with contextlib.suppress(ValueError):  # ended in another context than it began
                 otel_context.detach(state.token)
-        if _CURRENT.get() is state:
-            _CURRENT.set(None)
 
     async def wrap_sub_run(self, inp: SubRunInput, next: SubRunNext) -> Any:
         tracer = self.tracer()
