@@ -90,6 +90,9 @@ def test_extras_cover_the_optional_parts_and_dev_installs_everything() -> None:
     assert any(d.startswith("anthropic") for d in extras["anthropic"])
     assert any(d.startswith("wordllama") for d in extras["embed"])
     assert {d.split(">")[0] for d in extras["cli"]} == {"typer", "rich"}
-    assert extras["all"] == ["keel-agents[openai,anthropic,embed,cli,postgres,redis]"]
+    assert {d.split(">")[0] for d in extras["otel"]} == {
+        "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"}
+    assert any(d.startswith("opentelemetry-api>=") for d in project["dependencies"])
+    assert extras["all"] == ["keel-agents[openai,anthropic,embed,cli,postgres,redis,otel]"]
     assert "keel-agents[all]" in extras["dev"]
     assert project["scripts"]["keel"] == "keel.cli:main"

@@ -97,5 +97,5 @@ def test_importing_keel_registers_nothing() -> None:
     from keel import guard, observe
 
     assert [type(m) for m in keel.defaults()] == [
-        observe.Metrics, keel.Retry, keel.CircuitBreaker, guard.LimitsGuard, guard.InjectionGuard,
-        guard.DataGuard, guard.TaintGuard, guard.UntrustedContent]
+        observe.Tracing, observe.Metrics, keel.Retry, keel.CircuitBreaker, guard.LimitsGuard,
+        guard.InjectionGuard, guard.DataGuard, guard.TaintGuard, guard.UntrustedContent]

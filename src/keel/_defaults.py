@@ -21,6 +21,7 @@ subclass :class:`Agent` and override ``make_defaults``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -30,7 +31,7 @@ from typing import IO, TypeVar
 from keel.core import LogScrubber
 from keel.core import configure_json_logging as core_json_logging
 from keel.guard import DataGuard, DataPolicy, TaintGuard, default_guards
-from keel.observe import Metrics
+from keel.observe import Metrics, Tracing
 from keel.reliability import CircuitBreaker, Retry
 from keel.runtime import Agent as RuntimeAgent
 from keel.runtime import AgentConfig, Middleware
@@ -42,19 +43,27 @@ def defaults() -> list[Middleware]:
     """keel's default middleware, fresh instances, outermost first (the order they wrap a
     model request or a tool call):
 
-    1. :class:`~keel.observe.Metrics`: Prometheus counters and histograms (in memory until
-       something scrapes them). Outermost, so that a step's time includes its retries and
-       each retry is counted through the ``on_retry`` hook the retry middleware calls.
-    2. :class:`~keel.Retry`: retries transient failures with backoff and jitter. It is
+    1. :class:`~keel.observe.Tracing`: OpenTelemetry spans of the run, its model requests,
+       tool calls and sub-runs (docs/observability.md). Outermost, so a span covers the whole
+       step (its retries are events on it, a refusal by the breaker or a guard shows on it)
+       and the tool's span is current while it runs. A no-op until an OpenTelemetry SDK is
+       configured; content, if captured, is scrubbed by the data policy for ``logs``.
+    2. :class:`~keel.observe.Metrics`: Prometheus counters and histograms (in memory until
+       something scrapes them). Outside retry, so that a step's time includes its retries
+       and each retry is counted through the ``on_retry`` hook the retry middleware calls.
+    3. :class:`~keel.Retry`: retries transient failures with backoff and jitter. It is
        outside the breaker, so every attempt goes through the breaker and an open breaker
        stops the retries.
-    3. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
-    4. the guards (:func:`keel.guard.default_guards`, docs/security.md):
+    4. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
+    5. the guards (:func:`keel.guard.default_guards`, docs/security.md):
        :class:`~keel.guard.LimitsGuard`, :class:`~keel.guard.InjectionGuard`,
        :class:`~keel.guard.DataGuard`, :class:`~keel.guard.TaintGuard` and
        :class:`~keel.guard.UntrustedContent`.
     """
-    return [Metrics(), Retry(), CircuitBreaker(), *default_guards()]
+    guards = default_guards()
+    data = next((g for g in guards if isinstance(g, DataGuard)), None)
+    scrub = None if data is None else functools.partial(data.policy.scrub, destination="logs")
+    return [Tracing(scrub=scrub), Metrics(), Retry(), CircuitBreaker(), *guards]
 
 
 class Agent(RuntimeAgent[OutputT]):

@@ -32,8 +32,17 @@ from keel.observe._metrics import (
 )
 from keel.observe._semantic import SemanticCache
 from keel.observe._serve import MetricsServer, mark_process_dead, serve_metrics
+from keel.observe._tracing import (
+    TRACE_METADATA,
+    Tracing,
+    inject_trace_headers,
+    inject_trace_headers_async,
+    trace_headers,
+)
+from keel.observe._tracing_setup import setup_tracing
 
 __all__: list[str] = [
+    "TRACE_METADATA",
     "ApprovalsOverdue",
     "CacheStore",
     "CostSpike",
@@ -54,10 +63,15 @@ __all__: list[str] = [
     "SemanticCache",
     "SuccessRateBelow",
     "TenantOf",
+    "Tracing",
     "deterministic",
+    "inject_trace_headers",
+    "inject_trace_headers_async",
     "instruments",
     "mark_process_dead",
     "refresh_human_tasks",
     "serve_metrics",
+    "setup_tracing",
+    "trace_headers",
     "use_opentelemetry",
 ]

@@ -33,6 +33,8 @@ from keel.runtime._middleware import (
     RetryHook,
     RunEndInput,
     RunStartInput,
+    SubRunInput,
+    SubRunNext,
     ToolCallInput,
     ToolNext,
 )
@@ -86,6 +88,8 @@ __all__ = [
     "RunTotals",
     "Share",
     "StepDiff",
+    "SubRunInput",
+    "SubRunNext",
     "ToolCallInput",
     "ToolNext",
     "WorkOutcome",

@@ -35,7 +35,7 @@ from keel.runtime._escalation import EscalationPolicy
 from keel.runtime._failures import guarded
 from keel.runtime._gates import escalate_at
 from keel.runtime._journal import Durability, Journal
-from keel.runtime._middleware import MiddlewareStack
+from keel.runtime._middleware import Middleware, MiddlewareStack, SubRunInput
 from keel.runtime._result import RunResult
 from keel.runtime._runs import FLOW_OPTIONS, FlowOptions, Runs, check_input, check_options
 from keel.store import RunRecord
@@ -211,8 +211,12 @@ class FlowContext:
         view = self.journal.view(budget=self._share(budget, agent.budget), agent=agent.name)
         loop = agent.driver(view, deps=self.deps, emit=self.emit, streaming=False,
                             record=self._record(), prefix=prefix)
-        return await guarded(view, prefix, lambda: loop.run(
-            input, history=list(history) if history else None))
+
+        async def run() -> RunResult[Any]:
+            return await loop.run(input, history=list(history) if history else None)
+
+        sub = SubRunInput(run_id=self.run_id, path=prefix, name=agent.name, kind="agent")
+        return await guarded(view, prefix, lambda: agent.stack.sub_run(sub, run))
 
     async def run_flow(self, flow: Flow[T], input: str, *, name: str | None = None,
                        budget: Share = None) -> RunResult[T]:
@@ -223,7 +227,8 @@ class FlowContext:
         async def run() -> RunResult[T]:
             return await _finish(flow, ctx, await flow.body(ctx, input))
 
-        return await guarded(view, ctx.path, run)
+        sub = SubRunInput(run_id=self.run_id, path=ctx.path, name=flow.name, kind="flow")
+        return await guarded(view, ctx.path, lambda: flow.stack.sub_run(sub, run))
 
     async def escalate(self, reason: str, *, name: str = "escalation",
                        trigger: str = "requested", queue: str | None = None,
@@ -340,6 +345,21 @@ class Flow(Runs[OutputT]):
     def prepare(self) -> None:
         for agent in self.agents():
             agent.prepare()
+        self._adopt_flow_observers()
+
+    def _adopt_flow_observers(self) -> None:
+        """Middleware of this flow's agents that observes flows too
+        (``Middleware.observes_flows``: tracing) joins the flow's own stack, outermost, unless
+        the flow already has one of its type: a pattern run is then traced as a whole."""
+        have = {type(m) for m in self.stack.middleware}
+        extra: list[Middleware] = []
+        for agent in self.agents():
+            for mw in agent.stack.middleware:
+                if mw.observes_flows and type(mw) not in have:
+                    have.add(type(mw))
+                    extra.append(mw)
+        if extra:
+            self.stack = MiddlewareStack([*extra, *self.stack.middleware])
 
     def for_record(self, record: RunRecord) -> Flow[OutputT]:
         return self

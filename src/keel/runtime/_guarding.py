@@ -250,10 +250,13 @@ class _Stage:
 class GuardPipeline:
     """The guards of a middleware stack, per place, in order (built once per stack)."""
 
-    __slots__ = ("_stages",)
+    __slots__ = ("_observers", "_stages")
 
-    def __init__(self, guards: Sequence[Guard]) -> None:
-        """``guards``: the stack's middleware that override ``check``, outermost first."""
+    def __init__(self, guards: Sequence[Guard],
+                 observers: Sequence[Callable[[GuardInput, GuardDecision], None]] = ()) -> None:
+        """``guards``: the stack's middleware that override ``check``, outermost first;
+        ``observers`` are told each decision that is not a plain allow."""
+        self._observers = tuple(observers)
         self._stages: dict[Place, tuple[_Stage, ...]] = {}
         for place in PLACES:
             here = [g for g in guards if place in g.guard_places]
@@ -280,6 +283,13 @@ class GuardPipeline:
     async def decide(self, inp: GuardInput) -> GuardDecision:
         """The pipeline's decision on ``inp``: allow, one redaction (the text after every
         redaction) or the first stopping decision."""
+        decision = await self._decide(inp)
+        if self._observers and decision is not _ALLOW:
+            for observe in self._observers:
+                observe(inp, decision)
+        return decision
+
+    async def _decide(self, inp: GuardInput) -> GuardDecision:
         stages = self._stages.get(inp.place)
         if not stages:
             return _ALLOW

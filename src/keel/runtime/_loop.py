@@ -400,7 +400,8 @@ class AgentLoop:
                 else:
                     inp = ToolCallInput(run_id=ctx.run_id, step_key=key, agent=agent.name,
                                         tool=tool, arguments=arguments, ctx=ctx,
-                                        on_retry=self._retry_hook(key, "tool", tool.name))
+                                        on_retry=self._retry_hook(key, "tool", tool.name),
+                                        call_id=call.call_id)
                     result = await agent.stack.tool_call(inp)
                 if self._screen_output:
                     result = await self.screens.tool_output(key, tool, arguments, result,

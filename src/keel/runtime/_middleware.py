@@ -8,9 +8,9 @@ dataclasses that can grow fields without breaking anyone.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from keel.core import ConfigError, Message, ModelResponse, ModelSettings, ToolContext, ToolSpec
 from keel.models import Model
@@ -61,10 +61,15 @@ class ToolCallInput:
     arguments: str
     ctx: ToolContext
     on_retry: RetryHook = _no_retry_hook
+    #: The model's id for this call (``ToolCallPart.call_id``; "" when it gave none).
+    call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStartInput:
+    """A run starting (or resuming: ``resumed``). ``metadata`` is the run record's metadata
+    as stored (what ``on_run_start`` hooks returned when the run was first started)."""
+
     run_id: str
     agent: str
     input: Any
@@ -72,6 +77,18 @@ class RunStartInput:
     #: The run's tenant and user (``run(..., tenant=, user=)``); None when not given.
     tenant: str | None = None
     user: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubRunInput:
+    """An agent or flow run as part of a run (``FlowContext.run_agent`` / ``run_flow``), on
+    the run's journal under the step-key prefix ``path``."""
+
+    run_id: str
+    path: str
+    name: str
+    kind: Literal["agent", "flow"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +114,7 @@ class AgentInput:
 
 ModelNext = Callable[[ModelRequestInput], Awaitable[ModelResponse]]
 ToolNext = Callable[[ToolCallInput], Awaitable[ToolResult]]
+SubRunNext = Callable[[], Awaitable[Any]]
 
 
 class Middleware:
@@ -114,6 +132,10 @@ class Middleware:
     #: Whether the guard can judge part of a streamed answer (``GuardInput.partial``); an LLM
     #: judge cannot, and the stream then holds the answer until it passed.
     guard_partial: bool = True
+    #: A middleware of an agent that also wants the runs of the flows (patterns) the agent
+    #: is part of: such a flow adopts it into its own stack (outermost) when it is prepared,
+    #: unless the flow's stack has one of the same type (tracing: one span per pattern run).
+    observes_flows: bool = False
 
     async def check(self, inp: GuardInput) -> GuardDecision | None:
         """A guard's decision on ``inp`` (``None``: allow). Not a guard unless overridden."""
@@ -125,7 +147,20 @@ class Middleware:
     async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
         return await next(inp)
 
-    async def on_run_start(self, inp: RunStartInput) -> None:
+    async def on_run_start(self, inp: RunStartInput) -> Mapping[str, Any] | None:
+        """Called as a run starts or resumes. A mapping returned is merged into the run
+        record's metadata and stored (one write, only when it changes something); a resumed
+        run reads it back in ``inp.metadata``."""
+        return None
+
+    async def wrap_sub_run(self, inp: SubRunInput, next: SubRunNext) -> Any:
+        """Wraps a sub-run (an agent or flow run inside a flow) of the agent or flow whose
+        stack this is; ``next()`` runs it."""
+        return await next()
+
+    def on_guard_decision(self, inp: GuardInput, decision: GuardDecision) -> None:
+        """Told each decision of the stack's guards that is not a plain allow (to observe
+        it: tracing). Must not raise or block."""
         return None
 
     async def on_run_end(self, inp: RunEndInput) -> None:
@@ -194,6 +229,12 @@ def _bind_tool(mw: Middleware, nxt: ToolNext) -> ToolNext:
     return handler
 
 
+def _bind_sub_run(mw: Middleware, inp: SubRunInput, nxt: SubRunNext) -> SubRunNext:
+    async def handler() -> Any:
+        return await mw.wrap_sub_run(inp, nxt)
+    return handler
+
+
 def with_defaults(defaults: Sequence[Middleware],
                   middleware: Sequence[Middleware]) -> list[Middleware]:
     """An agent's whole stack: ``defaults`` (outermost first), then its own ``middleware``.
@@ -227,17 +268,33 @@ class MiddlewareStack:
         self.bare_model = model is _call_model
         self.bare_tool = tool is _call_tool
         #: The guards (middleware overriding ``check``), per place, in order.
-        self.guards = GuardPipeline([mw for mw in self.middleware
-                                     if type(mw).check is not Middleware.check])
+        self.guards = GuardPipeline(
+            [mw for mw in self.middleware if type(mw).check is not Middleware.check],
+            observers=[mw.on_guard_decision for mw in self.middleware
+                       if type(mw).on_guard_decision is not Middleware.on_guard_decision])
+        self._sub_runs = tuple(mw for mw in self.middleware
+                               if type(mw).wrap_sub_run is not Middleware.wrap_sub_run)
 
     def attach(self, inp: AgentInput) -> None:
         for mw in self.middleware:
             if type(mw).on_agent is not Middleware.on_agent:
                 mw.on_agent(inp)
 
-    async def run_start(self, inp: RunStartInput) -> None:
+    async def run_start(self, inp: RunStartInput) -> dict[str, Any]:
+        """Every ``on_run_start``; the metadata they returned, merged (usually empty)."""
+        metadata: dict[str, Any] = {}
         for mw in self.middleware:
-            await mw.on_run_start(inp)
+            extra = await mw.on_run_start(inp)
+            if extra:
+                metadata.update(extra)
+        return metadata
+
+    async def sub_run(self, inp: SubRunInput, run: SubRunNext) -> Any:
+        """``run()`` wrapped by every ``wrap_sub_run`` (first = outermost)."""
+        call = run
+        for mw in reversed(self._sub_runs):
+            call = _bind_sub_run(mw, inp, call)
+        return await call()
 
     async def run_end(self, inp: RunEndInput) -> None:
         for mw in reversed(self.middleware):

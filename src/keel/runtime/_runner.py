@@ -196,9 +196,13 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     try:
         if launch.emit is not None:
             launch.emit(RunStarted(run_id=record.run_id, agent=agent.name, resumed=resumed))
-        await agent.stack.run_start(RunStartInput(run_id=record.run_id, agent=agent.name,
-                                                  input=record.input, resumed=resumed,
-                                                  tenant=record.tenant, user=record.user))
+        extra = await agent.stack.run_start(RunStartInput(
+            run_id=record.run_id, agent=agent.name, input=record.input, resumed=resumed,
+            metadata=record.metadata, tenant=record.tenant, user=record.user))
+        if extra and any(record.metadata.get(k) != v for k, v in extra.items()):
+            # e.g. the trace context, for a resume to continue the run's trace
+            record = replace(record, metadata={**record.metadata, **extra})
+            await store.update_run(record, lease=worker_id())
         try:
             if screened is not None:
                 await record_input(journal, agent.name, screened)
