@@ -22,6 +22,8 @@ from keel.observe._cache_stores import (
     RedisCacheStore,
     SQLiteCacheStore,
 )
+from keel.observe._caps import SpendAlert, SpendCap, SpendCaps, estimate_prompt_tokens
+from keel.observe._caps_stores import CapStore, MemoryCapStore, RedisCapStore, SQLCapStore
 from keel.observe._latency import LatencyBudget, RunTimings
 from keel.observe._metrics import (
     Metrics,
@@ -45,6 +47,7 @@ __all__: list[str] = [
     "TRACE_METADATA",
     "ApprovalsOverdue",
     "CacheStore",
+    "CapStore",
     "CostSpike",
     "ErrorRateAbove",
     "FleetAlert",
@@ -52,19 +55,26 @@ __all__: list[str] = [
     "LatencyAbove",
     "LatencyBudget",
     "MemoryCacheStore",
+    "MemoryCapStore",
     "Metrics",
     "MetricsServer",
     "ModelCache",
     "Notifier",
     "RedisCacheStore",
+    "RedisCapStore",
     "Rule",
     "RunTimings",
+    "SQLCapStore",
     "SQLiteCacheStore",
     "SemanticCache",
+    "SpendAlert",
+    "SpendCap",
+    "SpendCaps",
     "SuccessRateBelow",
     "TenantOf",
     "Tracing",
     "deterministic",
+    "estimate_prompt_tokens",
     "inject_trace_headers",
     "inject_trace_headers_async",
     "instruments",

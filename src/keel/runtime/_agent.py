@@ -176,7 +176,7 @@ class Agent(Runs[OutputT]):
         defaults = self.make_defaults() if config.default_middleware else ()
         self.stack = MiddlewareStack(with_defaults(defaults, config.middleware))
         self.stack.attach(AgentInput(agent=config.name, tools=config.tools,
-                                     scopes=config.scopes))
+                                     scopes=config.scopes, model=config.model))
         self.approval = config.approval
         # By default only a user who asks for a person escalates; failures (repeated failure,
         # budget exhausted) fail the run with its error (resumable) unless a policy is given.

@@ -105,11 +105,13 @@ class RunEndInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentInput:
-    """An agent being built with this middleware in its stack: its name, tools and scopes."""
+    """An agent being built with this middleware in its stack: its name, tools, scopes and
+    model (an id or a Model; None where a caller has none to give)."""
 
     agent: str
     tools: Sequence[Tool]
     scopes: frozenset[str]
+    model: str | Model | None = None
 
 
 ModelNext = Callable[[ModelRequestInput], Awaitable[ModelResponse]]
