@@ -20,6 +20,7 @@ from keel.cli._commands import (
     run_command,
     show_command,
 )
+from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
 from keel.cli._fleet import register as register_fleet
@@ -40,7 +41,7 @@ from keel.runtime import default_store_url
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "approvals", "escalations", "audit", "worker", "replay",
-                 "fork", "diff", "demo")
+                 "fork", "diff", "cost", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -118,6 +119,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(escalations_app, name="escalations")
 register_history(app, runs_app)
 register_audit(app)
+register_cost(app)
 
 
 def _version(value: bool) -> None:
