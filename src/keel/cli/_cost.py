@@ -72,7 +72,7 @@ def _query(db: _Db, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
             if db.schema:
                 pg.execute("SELECT set_config('search_path', %s, true)", (db.schema,))
             sql = sql.replace("?", "%s").replace(" FROM runs", " FROM keel_runs")
-            return pg.execute(sql, params).fetchall()  # type: ignore[call-overload]
+            return pg.execute(sql, params).fetchall()
     except psycopg.Error as exc:
         raise CliError(f"keel cost: the run store could not be read "
                        f"({type(exc).__name__}: {exc})") from None
