@@ -229,13 +229,29 @@ class _Hold:
     tokens: int
 
 
-def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
-    """About four characters a token, plus a few per message: no tokenizer needed."""
-    chars = 0
-    for m in messages:
-        for p in m.parts:
-            chars += len(getattr(p, "text", "") or getattr(p, "content", "") or "") + \
-                len(getattr(p, "arguments", "") or "")
+def _chars(m: Message) -> int:
+    n = 0
+    for p in m.parts:
+        n += len(getattr(p, "text", "") or getattr(p, "content", "") or "") + \
+            len(getattr(p, "arguments", "") or "")
+    return n
+
+
+def estimate_prompt_tokens(messages: Sequence[Message], *, _seen: dict[int, Any] | None = None,
+                           ) -> int:
+    """About four characters a token, plus four a message: no tokenizer needed. (With
+    ``_seen``, a conversation that grows in place is only read from where it was left.)"""
+    start, chars = 0, 0
+    if _seen is not None and messages:
+        got = _seen.get(id(messages))
+        if got is not None and got[0] is messages[0] and got[1] <= len(messages):
+            start, chars = got[1], got[2]
+    for i in range(start, len(messages)):
+        chars += _chars(messages[i])
+    if _seen is not None and messages:
+        if len(_seen) > 4096:
+            _seen.clear()
+        _seen[id(messages)] = (messages[0], len(messages), chars)
     return chars // 4 + 4 * len(messages) + 1
 
 
@@ -300,6 +316,12 @@ class SpendCaps(Middleware):
         self._pending = _Pending()
         self._fallbacks: dict[str, Model] = {}
         self._unpriced_warned: set[str] = set()
+        # caches: the current calendar window of each kind, model prices, conversations
+        # already counted, and the thresholds known to be sent (no store trip for them)
+        self._windows: dict[str, tuple[str, float, float]] = {}
+        self._prices: dict[str, tuple[float, float, bool]] = {}
+        self._seen: dict[int, Any] = {}
+        self._sent_marks: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"SpendCaps({[c.name for c in self.caps]!r}, store={self.store!r})"
@@ -336,9 +358,14 @@ class SpendCaps(Middleware):
         return response
 
     def _estimate(self, model_name: str, inp: ModelRequestInput) -> tuple[float, int]:
-        prompt = estimate_prompt_tokens(inp.messages)
+        prompt = estimate_prompt_tokens(inp.messages, _seen=self._seen)
         out = inp.settings.max_tokens or self.output_estimate
-        price_in, price_out, priced = _price(model_name)
+        price = self._prices.get(model_name)
+        if price is None:
+            if len(self._prices) > 256:
+                self._prices.clear()
+            price = self._prices[model_name] = _price(model_name)
+        price_in, price_out, priced = price
         if not priced and model_name not in self._unpriced_warned and any(
                 c.max_usd is not None for c in self.caps):
             self._unpriced_warned.add(model_name)
@@ -362,11 +389,17 @@ class SpendCaps(Middleware):
         usd, tokens = self._estimate(model_name, inp)
         slots, labels = [], []
         for cap, subject in caps:
-            label, _, end = window_of(cap.window, now)
+            label, _, end = self._window(cap.window, now)
             labels.append(label)
             slots.append(Slot(f"{cap.name}|{subject}|{label}", cap.max_usd, cap.max_tokens,
                               end))
         return _Hold([c for c, _ in caps], [s for _, s in caps], slots, labels, usd, tokens)
+
+    def _window(self, window: str, now: float) -> tuple[str, float, float]:
+        got = self._windows.get(window)
+        if got is None or not got[1] <= now < got[2]:
+            got = self._windows[window] = window_of(window, now)
+        return got
 
     async def _admit(self, inp: ModelRequestInput, caps: list[tuple[SpendCap, str]],
                      ) -> tuple[_Hold, ModelRequestInput]:
@@ -453,7 +486,13 @@ class SpendCaps(Middleware):
     async def _alert(self, inp: ModelRequestInput, hold: _Hold, i: int, threshold: float,
                      usd: float, tokens: int, *, stopped: bool = False) -> None:
         cap, slot = hold.caps[i], hold.slots[i]
-        if not await self.store.claim(slot, f"{threshold:g}"):
+        mark = (slot.key, f"{threshold:g}")
+        if mark in self._sent_marks:
+            return
+        if len(self._sent_marks) > 4096:
+            self._sent_marks.clear()
+        self._sent_marks.add(mark)  # sent by us or by another worker: not asked again
+        if not await self.store.claim(slot, mark[1]):
             return
         why = "a call was stopped at the cap" if stopped else f"{threshold:.0%} reached"
         alert = SpendAlert(
