@@ -308,6 +308,12 @@ async def test_queue_waits_for_the_window_to_reset() -> None:
     assert (await store.spent(f"q|acme|{old}"))[0] < 0.12
 
 
+async def test_queue_refuses_a_call_that_alone_exceeds_the_cap() -> None:
+    caps = SpendCaps(SpendCap(scope="tenant", window="hourly", max_usd=0.01, action="queue"))
+    with pytest.raises(BudgetExceeded, match="hourly"):  # it would wait forever otherwise
+        await agent([caps]).run("first", tenant="acme", store=MemoryStore())
+
+
 async def test_queue_bounded_by_max_wait_refuses() -> None:
     caps = SpendCaps(SpendCap(scope="tenant", window="monthly", max_usd=0.12, action="queue"),
                      max_wait=1.0)
@@ -352,7 +358,9 @@ def test_bad_spend_caps_are_refused() -> None:
                      ({"caps": cap, "store": object()}, "SpendCaps.store"),
                      ({"caps": cap, "notifier": object()}, "SpendCaps.notifier"),
                      ({"caps": cap, "output_estimate": 0}, "SpendCaps.output_estimate"),
-                     ({"caps": cap, "max_wait": -1}, "SpendCaps.max_wait")]:
+                     ({"caps": cap, "max_wait": -1}, "SpendCaps.max_wait"),
+                     ({"caps": cap, "backoff": float("inf")}, "SpendCaps.backoff"),
+                     ({"caps": cap, "attempts": 0}, "SpendCaps.attempts")]:
         with pytest.raises(ConfigError) as info:
             SpendCaps(**kw)
         assert info.value.field == part  # type: ignore[attr-defined]

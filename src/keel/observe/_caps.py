@@ -311,6 +311,10 @@ class SpendCaps(Middleware):
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ConfigError("SpendCaps.attempts", f"must be a whole number >= 1, not "
                                                     f"{attempts!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float) \
+                or not 0 <= backoff <= 60:
+            raise ConfigError("SpendCaps.backoff", f"must be seconds in [0, 60], not "
+                                                   f"{backoff!r}")
         self.attempts, self.backoff, self.clock = attempts, float(backoff), clock
         self.sent: list[SpendAlert] = []
         self._pending = _Pending()
@@ -413,6 +417,8 @@ class SpendCaps(Middleware):
             cap, slot = hold.caps[i], hold.slots[i]
             await self._at_cap(inp, hold, i, refusal.usd, refusal.tokens)
             wait = slot.expires_at - self.clock()
+            alone = (cap.max_usd is not None and hold.usd > cap.max_usd) or (
+                cap.max_tokens is not None and hold.tokens > cap.max_tokens)
             if cap.action == "degrade" and inp.model.name != cap.fallback_name:
                 inp = replace(inp, model=self._fallback(cap))
                 _log.warning("spend cap %s reached for %s; this call goes to %s",
@@ -421,8 +427,8 @@ class SpendCaps(Middleware):
                                                   "run_id": inp.run_id,
                                                   "to": inp.model.name}})
                 continue
-            if cap.action == "queue" and (self.max_wait is None
-                                          or waited + wait <= self.max_wait):
+            if cap.action == "queue" and not alone and (self.max_wait is None
+                                                        or waited + wait <= self.max_wait):
                 _log.warning("spend cap %s reached for %s; waiting %.0fs for the window to "
                              "reset", cap.name, hold.subjects[i], wait,
                              extra={"spend_cap": {"cap": cap.name, "action": "queue",

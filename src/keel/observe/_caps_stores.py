@@ -248,11 +248,11 @@ class SQLCapStore:
         return sql.replace("?", "%s") if self.postgres else sql
 
     def _rows(self, conn: Any, slots: Sequence[Slot]) -> dict[str, tuple[float, int]]:
-        for s in slots:
+        for s in sorted(slots, key=lambda s: s.key):  # one lock order for every worker
             conn.execute(self._q("INSERT INTO keel_spend_caps (key, usd, tokens, expires_at) "
                                  "VALUES (?, 0, 0, ?) ON CONFLICT (key) DO NOTHING"),
                          (s.key, s.expires_at))
-        keys = sorted({s.key for s in slots})  # one lock order for every worker
+        keys = sorted({s.key for s in slots})
         marks = ", ".join("?" for _ in keys)
         lock = " ORDER BY key FOR UPDATE" if self.postgres else ""
         got = conn.execute(self._q(f"SELECT key, usd, tokens FROM keel_spend_caps WHERE key "
