@@ -314,6 +314,21 @@ async def test_queue_refuses_a_call_that_alone_exceeds_the_cap() -> None:
         await agent([caps]).run("first", tenant="acme", store=MemoryStore())
 
 
+async def test_queue_wait_is_bounded_by_the_runs_deadline() -> None:
+    from keel import DeadlineExceeded
+
+    store = MemoryCapStore()
+    caps = SpendCaps(SpendCap(scope="tenant", window="monthly", max_usd=0.12, action="queue",
+                              name="m"), store=store)
+    a, runs = agent([caps]), MemoryStore()
+    await a.run("first", tenant="acme", store=runs)
+    with pytest.raises(DeadlineExceeded):  # the month does not end in 0.3 s
+        await a.run("second", tenant="acme", store=runs, deadline=0.3)
+    label = window_of("monthly", time.time())[0]
+    first_only, _ = await store.spent(f"m|acme|{label}")
+    assert 0 < first_only < 0.12  # nothing of the second call's estimate is left held
+
+
 async def test_queue_bounded_by_max_wait_refuses() -> None:
     caps = SpendCaps(SpendCap(scope="tenant", window="monthly", max_usd=0.12, action="queue"),
                      max_wait=1.0)
