@@ -37,6 +37,7 @@ from keel.store._export import (
 )
 from keel.store._memory import MemoryStore
 from keel.store._open import open_store
+from keel.store._stats import GROUP_KEYS, StatsQuery, StatsResult, StatsRow
 
 if TYPE_CHECKING:
     from keel.store._postgres import PostgresStore
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_REQUEST",
     "EXPORT_FORMAT",
+    "GROUP_KEYS",
     "MAX_EXPORT_BYTES",
     "MAX_ID_CHARS",
     "RUN_STATUSES",
@@ -62,6 +64,9 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "SQLiteStore",
+    "StatsQuery",
+    "StatsResult",
+    "StatsRow",
     "TaskFilter",
     "TaskKind",
     "TaskStatus",

@@ -13,9 +13,12 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from keel.core import UserError
+
+if TYPE_CHECKING:
+    from keel.store._stats import StatsQuery, StatsResult
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
 #: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
@@ -342,6 +345,41 @@ class RunStore(ABC):
         ``record`` with status ``suspended`` if any task in ``waiting_on`` is still
         unresolved, else with status ``running`` (every decision already arrived: the run is
         runnable); either way the lease is released. Returns the status written."""
+
+    # ------------------------------------------------------------------------- analytics
+
+    async def stats(self, query: StatsQuery | None = None) -> StatsResult:
+        """Run analytics (success and escalation rates, latency percentiles, tokens, cost,
+        failing tools) over the runs ``query`` picks; see :mod:`keel.store._stats` for the
+        definitions. SQL backends aggregate in the database; this default (for stores
+        written before keel had stats) pages through ``list_runs`` and the journals in
+        Python, which is correct but slow on a large store."""
+        from keel.store._stats import StatsQuery, compute, tool_failure
+
+        q = query or StatsQuery()
+        runs: list[RunRecord] = []
+        while True:
+            page = await self.list_runs(RunFilter(agent=q.agent, tenant=q.tenant,
+                                                  limit=10_000, offset=len(runs)))
+            runs.extend(page)
+            if len(page) < 10_000:
+                break
+        escalated: set[str] = set()
+        seen = 0
+        while True:
+            tasks = await self.list_tasks(TaskFilter(kind="escalation", limit=10_000,
+                                                     offset=seen))
+            seen += len(tasks)
+            escalated.update(t.run_id for t in tasks)
+            if len(tasks) < 10_000:
+                break
+        failures = []
+        for r in runs:
+            for entry in await self.read_journal(r.run_id):
+                failed = tool_failure(entry)
+                if failed is not None:
+                    failures.append((r.run_id, *failed))
+        return compute(q, runs, escalated, failures)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. Safe to call more than once."""
