@@ -6,10 +6,9 @@ The figures are aggregated by the store itself (SQL on SQLite and Postgres, see
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from keel.store import GROUP_KEYS, RunStore, StatsQuery, StatsResult
-from keel.store._stats import as_epoch
 
 __all__ = ["GROUP_KEYS", "run_stats"]
 
@@ -25,8 +24,13 @@ async def run_stats(store: RunStore, *, agent: str | None = None, tenant: str | 
     in the query, ``result.groups`` has one row per group. An unknown agent or tenant is not
     an error: it has no runs, so every count is 0. Bad input raises
     :class:`keel.UserError` naming the argument."""
+    def epoch(when: float | datetime | None) -> float | None:
+        if isinstance(when, datetime):  # naive: UTC
+            return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        return when  # StatsQuery checks the rest
+
     keys = (by,) if isinstance(by, str) else tuple(by)
-    query = StatsQuery(agent=agent, tenant=tenant, since=as_epoch("since", since),
-                       until=as_epoch("until", until),
+    query = StatsQuery(agent=agent, tenant=tenant, since=epoch(since),
+                       until=epoch(until),
                        by=keys, top=top)  # type: ignore[arg-type]
     return await store.stats(query)

@@ -12,10 +12,11 @@ from keel's own code; :func:`assert_stats_match` compares a store's answer with 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,14 +109,20 @@ def stats_dataset(n: int, *, seed: int = 12, journal_fraction: float = 0.1
     return out
 
 
-async def load_dataset(store: RunStore, runs: Iterable[GeneratedRun]) -> None:
-    """Write the generated runs, their journals and tasks through the store's API."""
-    for run in runs:
-        await store.create_run(run.record)
-        if run.entries:
-            await store.append(run.record.run_id, run.entries)
-        for task in run.tasks:
-            await store.put_task(task)
+async def load_dataset(store: RunStore, runs: Sequence[GeneratedRun], *,
+                       concurrency: int = 1) -> None:
+    """Write the generated runs, their journals and tasks through the store's API
+    (``concurrency`` writers at once: a pooled Postgres store loads faster)."""
+
+    async def write(part: Sequence[GeneratedRun]) -> None:
+        for run in part:
+            await store.create_run(run.record)
+            if run.entries:
+                await store.append(run.record.run_id, run.entries)
+            for task in run.tasks:
+                await store.put_task(task)
+
+    await asyncio.gather(*(write(runs[i::concurrency]) for i in range(concurrency)))
 
 
 # --------------------------------------------------------------------------- the reference
