@@ -17,7 +17,6 @@ from keel.store._stats import (
     PERCENTILES,
     StatsQuery,
     StatsResult,
-    StatsRow,
     assemble,
     result_of,
 )
@@ -38,6 +37,10 @@ class Dialect:
     #: the failure's ``error_type`` if it is a string, else NULL.
     error_type: str
     day: str
+    #: ``(c)`` -> the text column ``c`` read as JSON once per row (in the runs subquery).
+    json: str = "{c}"
+    #: what ends the runs subquery (Postgres: ``OFFSET 0``, so it is not inlined).
+    fence: str = ""
 
 
 SQLITE = Dialect(
@@ -54,18 +57,22 @@ SQLITE = Dialect(
 
 def postgres(prefix: str) -> Dialect:
     """The Postgres dialect for the keel tables behind ``prefix`` (``"schema".`` or empty).
-    Payloads are JSON text; they are read as ``jsonb`` here."""
+    Payloads are JSON text; the runs subquery reads ``usage`` and ``metadata`` as ``jsonb``
+    once per row (``OFFSET 0`` keeps the planner from inlining it, which would parse them
+    once per use)."""
     return Dialect(
         runs=f"{prefix}keel_runs", journal=f"{prefix}keel_journal", tasks=f"{prefix}keel_tasks",
         param="%s",
-        number=("CASE WHEN jsonb_typeof({col}::jsonb -> '{key}') = 'number' "
-                "THEN ({col}::jsonb ->> '{key}')::float8 END"),
-        string=("CASE WHEN jsonb_typeof({col}::jsonb -> '{key}') = 'string' "
-                "THEN {col}::jsonb ->> '{key}' END"),
+        number=("CASE WHEN jsonb_typeof({col} -> '{key}') = 'number' "
+                "THEN ({col} ->> '{key}')::float8 END"),
+        string=("CASE WHEN jsonb_typeof({col} -> '{key}') = 'string' "
+                "THEN {col} ->> '{key}' END"),
         failed="jsonb_typeof(j.data::jsonb -> 'failure') = 'object'",
         error_type=("CASE WHEN jsonb_typeof(j.data::jsonb -> 'failure' -> 'error_type') = "
                     "'string' THEN j.data::jsonb -> 'failure' ->> 'error_type' END"),
         day="floor(r.created_at / 86400)::bigint",
+        json="{c}::jsonb",
+        fence=" OFFSET 0",
     )
 
 
@@ -77,23 +84,33 @@ def _group_expr(d: Dialect, name: str) -> str:
     return f"r.{name}"
 
 
-def _base(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[object]]:
-    """The ``base`` CTE: one row per picked run with its group keys (g0, g1 ...)."""
+def _base(d: Dialect, q: StatsQuery, by: tuple[str, ...], *, usage: bool = False
+          ) -> tuple[str, list[object]]:
+    """The ``base`` CTE: one row per picked run with its group keys (g0, g1 ...), status,
+    duration, and (``usage``) its usage totals and whether it escalated."""
     where: list[str] = ["1 = 1"]
     params: list[object] = []
-    for cond, value in (("r.agent = {p}", q.agent), ("r.tenant = {p}", q.tenant),
-                        ("r.created_at >= {p}", q.since), ("r.created_at < {p}", q.until)):
+    for cond, value in (("agent = {p}", q.agent), ("tenant = {p}", q.tenant),
+                        ("created_at >= {p}", q.since), ("created_at < {p}", q.until)):
         if value is not None:
             where.append(cond.format(p=d.param))
             params.append(value)
+    cols = ["run_id", "agent", "tenant", "status", "created_at", "updated_at"]
+    if usage:
+        cols.append(f"{d.json.format(c='usage')} AS usage")
+    if "model" in by:
+        cols.append(f"{d.json.format(c='metadata')} AS metadata")
+    picked = f"(SELECT {', '.join(cols)} FROM {d.runs} WHERE {' AND '.join(where)}{d.fence}) r"
     groups = "".join(f"{_group_expr(d, name)} AS g{i}, " for i, name in enumerate(by))
-    usage = ", ".join(f"{d.number.format(col='r.usage', key=k)} AS {alias}" for k, alias in
-                      (("input_tokens", "tin"), ("output_tokens", "tout"), ("cost_usd", "cost")))
+    extra = ""
+    if usage:
+        extra = "".join(f", {d.number.format(col='r.usage', key=k)} AS {alias}" for k, alias in
+                        (("input_tokens", "tin"), ("output_tokens", "tout"),
+                         ("cost_usd", "cost")))
+        extra += (f", CASE WHEN EXISTS (SELECT 1 FROM {d.tasks} t WHERE t.run_id = r.run_id "
+                  "AND t.kind = 'escalation') THEN 1 ELSE 0 END AS esc")
     sql = (f"WITH base AS (SELECT {groups}r.run_id, r.status, "
-           f"r.updated_at - r.created_at AS dur, {usage}, "
-           f"CASE WHEN EXISTS (SELECT 1 FROM {d.tasks} t WHERE t.run_id = r.run_id "
-           "AND t.kind = 'escalation') THEN 1 ELSE 0 END AS esc "
-           f"FROM {d.runs} r WHERE {' AND '.join(where)}) ")
+           f"r.updated_at - r.created_at AS dur{extra} FROM {picked}) ")
     return sql, params
 
 
@@ -104,7 +121,7 @@ def _statuses(names: tuple[str, ...]) -> str:
 def counts(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[object]]:
     """``g..., runs, completed, failed, cancelled, running, suspended, escalated,
     input_tokens, output_tokens, cost_usd`` per group."""
-    base, params = _base(d, q, by)
+    base, params = _base(d, q, by, usage=True)
     g = [f"g{i}" for i in range(len(by))]
     per_status = ", ".join(f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in
                            ("completed", "failed", "cancelled", "running", "suspended"))
@@ -147,13 +164,16 @@ Statement = tuple[str, bool, str, list[object]]
 
 
 def plan(d: Dialect, q: StatsQuery) -> list[Statement]:
-    """The statements that answer ``q``: each of counts, latency and failures for the total,
-    then (if ``q.by``) for the groups."""
+    """The statements that answer ``q``: counts, latency and failures per group, and the
+    latency of all the runs (percentiles do not add up; counts and failures do, so the
+    total's are summed from the groups')."""
     out: list[Statement] = []
-    for grouped, by in ((False, ()), (True, q.by)) if q.by else ((False, ()),):
-        for what, build in (("counts", counts), ("latency", latency), ("failures", failures)):
-            sql, params = build(d, q, by)
-            out.append((what, grouped, sql, params))
+    for what, build in (("counts", counts), ("latency", latency), ("failures", failures)):
+        sql, params = build(d, q, q.by)
+        out.append((what, True, sql, params))
+    if q.by:
+        sql, params = latency(d, q, ())
+        out.append(("latency", False, sql, params))
     return out
 
 
@@ -162,13 +182,21 @@ def answer(q: StatsQuery, fetched: list[tuple[Statement, list[tuple[object, ...]
     """The result, from each planned statement's rows."""
     parts: dict[tuple[str, bool], list[tuple[object, ...]]] = {
         (what, grouped): rows for (what, grouped, _, _), rows in fetched}
-    rows: dict[bool, list[StatsRow]] = {}
-    for grouped in (False, True) if q.by else (False,):
-        n = len(q.by) if grouped else 0
-        counted = {tuple(r[:n]): r[n:] for r in parts[("counts", grouped)] if r[n]}
-        timed = {tuple(r[:n]): r[n:] for r in parts[("latency", grouped)] if r[n + 3] is not None}
-        failed = [(tuple(r[:n]), str(r[n]), None if r[n + 1] is None else str(r[n + 1]),
-                   int(r[n + 2])) for r in parts[("failures", grouped)]]  # type: ignore[call-overload]
-        by = q.by if grouped else ()
-        rows[grouped] = assemble(StatsQuery(by=by, top=q.top), counted, timed, failed)
-    return result_of(q, rows.get(True, []), rows[False])
+    n = len(q.by)
+    counted = {tuple(r[:n]): r[n:] for r in parts[("counts", True)] if r[n]}
+    timed = {tuple(r[:n]): r[n:] for r in parts[("latency", True)] if r[n + 3] is not None}
+    failed = [(tuple(r[:n]), str(r[n]), None if r[n + 1] is None else str(r[n + 1]),
+               int(r[n + 2])) for r in parts[("failures", True)]]  # type: ignore[call-overload]
+    grouped = assemble(q, counted, timed, failed)
+    if not q.by:
+        return result_of(q, [], grouped)
+    sums = [sum(_number(c[i]) for c in counted.values()) for i in range(10)]
+    all_timed = [r for r in parts[("latency", False)] if r[3] is not None]
+    total_timed = {(): all_timed[0]} if all_timed else {}
+    total = assemble(StatsQuery(by=(), top=q.top), {(): sums} if counted else {},
+                     total_timed, [((), t, et, c) for _, t, et, c in failed])
+    return result_of(q, grouped, total)
+
+
+def _number(value: object) -> float:
+    return 0 if value is None else value  # type: ignore[return-value]
