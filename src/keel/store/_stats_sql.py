@@ -1,11 +1,11 @@
 """The SQL of :meth:`RunStore.stats`, for SQLite and Postgres.
 
-Three aggregate statements over the runs the query picks (the ``created_at``, agent and
-tenant indexes find them): counts and sums per group, the latency percentiles per group
+Two aggregate statements over the runs the query picks (the ``created_at``, agent and tenant
+indexes find them), run in one read snapshot. The first makes one pass over those runs: the
+counts and sums per group, and the latency percentiles per group and over all the runs
 (``ROW_NUMBER`` and ``COUNT`` windows: SQLite has no percentile function, and one form keeps
-both backends' answers identical) and the failed tool results per group (the journal rows of
-those runs, found through the journal's ``(run_id, key, phase)`` index). Each is run once
-grouped and once for the total. Only aggregates leave the database.
+both backends' answers identical). The second counts the runs' failed tool results, found
+through the journal's ``(run_id, key, phase)`` index. Only aggregates leave the database.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def _base(d: Dialect, q: StatsQuery, by: tuple[str, ...], *, usage: bool = False
         extra += (f", CASE WHEN EXISTS (SELECT 1 FROM {d.tasks} t WHERE t.run_id = r.run_id "
                   "AND t.kind = 'escalation') THEN 1 ELSE 0 END AS esc")
     sql = (f"WITH base AS (SELECT {groups}r.run_id, r.status, "
+           f"CASE WHEN r.status IN ({_statuses(FINISHED)}) THEN 1 ELSE 0 END AS fin, "
            f"r.updated_at - r.created_at AS dur{extra} FROM {picked}) ")
     return sql, params
 
@@ -118,31 +119,30 @@ def _statuses(names: tuple[str, ...]) -> str:
     return ", ".join(f"'{s}'" for s in names)
 
 
-def counts(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[object]]:
-    """``g..., runs, completed, failed, cancelled, running, suspended, escalated,
-    input_tokens, output_tokens, cost_usd`` per group."""
+def _pick(rn: str, n: str) -> str:
+    return ", ".join(f"MAX(CASE WHEN fin = 1 AND {rn} = ({n} * {p} + 99) / 100 THEN dur END)"
+                     for p in PERCENTILES)
+
+
+def figures(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[object]]:
+    """One pass over the picked runs, per group: ``g..., runs, completed, failed, cancelled,
+    running, suspended, escalated, input_tokens, output_tokens, cost_usd, p50, p95, p99,
+    max`` and, when grouped, the p50, p95 and p99 of all the runs (non-NULL in the one
+    group that holds that rank). Percentiles are nearest rank: the finished run at row
+    ``ceil(p * n / 100)`` of its partition ordered by duration."""
     base, params = _base(d, q, by, usage=True)
     g = [f"g{i}" for i in range(len(by))]
+    lead = "".join(x + ", " for x in g)
+    part = f"PARTITION BY {lead}fin"
+    whole = (", ROW_NUMBER() OVER (PARTITION BY fin ORDER BY dur) AS rn_all, "
+             "COUNT(*) OVER (PARTITION BY fin) AS n_all") if g else ""
     per_status = ", ".join(f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in
                            ("completed", "failed", "cancelled", "running", "suspended"))
-    sql = (f"{base}SELECT {''.join(x + ', ' for x in g)}COUNT(*), {per_status}, SUM(esc), "
-           "SUM(tin), SUM(tout), SUM(cost) FROM base"
-           + (f" GROUP BY {', '.join(g)}" if g else ""))
-    return sql, params
-
-
-def latency(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[object]]:
-    """``g..., p50, p95, p99, max`` of the finished runs' durations per group (nearest
-    rank: the value at row ``ceil(p * n / 100)``)."""
-    base, params = _base(d, q, by)
-    g = [f"g{i}" for i in range(len(by))]
-    part = f"PARTITION BY {', '.join(g)} " if g else ""
-    picks = ", ".join(f"MAX(CASE WHEN rn = (n * {p} + 99) / 100 THEN dur END)"
-                      for p in PERCENTILES)
-    sql = (f"{base}, ranked AS (SELECT {''.join(x + ', ' for x in g)}dur, "
-           f"ROW_NUMBER() OVER ({part}ORDER BY dur) AS rn, COUNT(*) OVER ({part.strip()}) AS n "
-           f"FROM base WHERE status IN ({_statuses(FINISHED)})) "
-           f"SELECT {''.join(x + ', ' for x in g)}{picks}, MAX(dur) FROM ranked"
+    sql = (f"{base}, ranked AS (SELECT b.*, ROW_NUMBER() OVER ({part} ORDER BY dur) AS rn, "
+           f"COUNT(*) OVER ({part}) AS n{whole} FROM base b) "
+           f"SELECT {lead}COUNT(*), {per_status}, SUM(esc), SUM(tin), SUM(tout), SUM(cost), "
+           f"{_pick('rn', 'n')}, MAX(CASE WHEN fin = 1 THEN dur END)"
+           + (f", {_pick('rn_all', 'n_all')}" if g else "") + " FROM ranked"
            + (f" GROUP BY {', '.join(g)}" if g else ""))
     return sql, params
 
@@ -164,37 +164,32 @@ Statement = tuple[str, bool, str, list[object]]
 
 
 def plan(d: Dialect, q: StatsQuery) -> list[Statement]:
-    """The statements that answer ``q``: counts, latency and failures per group, and the
-    latency of all the runs (percentiles do not add up; counts and failures do, so the
-    total's are summed from the groups')."""
-    out: list[Statement] = []
-    for what, build in (("counts", counts), ("latency", latency), ("failures", failures)):
-        sql, params = build(d, q, q.by)
-        out.append((what, True, sql, params))
-    if q.by:
-        sql, params = latency(d, q, ())
-        out.append(("latency", False, sql, params))
-    return out
+    """The two statements that answer ``q``: the figures and the failed tool results."""
+    return [(what, True, *build(d, q, q.by))
+            for what, build in (("figures", figures), ("failures", failures))]
 
 
 def answer(q: StatsQuery, fetched: list[tuple[Statement, list[tuple[object, ...]]]]
            ) -> StatsResult:
-    """The result, from each planned statement's rows."""
-    parts: dict[tuple[str, bool], list[tuple[object, ...]]] = {
-        (what, grouped): rows for (what, grouped, _, _), rows in fetched}
+    """The result, from each planned statement's rows. The total's counts and failures are
+    the sums of the groups'; its percentiles come from the ``rn_all`` columns."""
+    parts = {what: rows for (what, _, _, _), rows in fetched}
     n = len(q.by)
-    counted = {tuple(r[:n]): r[n:] for r in parts[("counts", True)] if r[n]}
-    timed = {tuple(r[:n]): r[n:] for r in parts[("latency", True)] if r[n + 3] is not None}
+    rows = [r for r in parts["figures"] if r[n]]
+    counted = {tuple(r[:n]): r[n:n + 10] for r in rows}
+    timed = {tuple(r[:n]): r[n + 10:n + 14] for r in rows if r[n + 13] is not None}
     failed = [(tuple(r[:n]), str(r[n]), None if r[n + 1] is None else str(r[n + 1]),
-               int(r[n + 2])) for r in parts[("failures", True)]]  # type: ignore[call-overload]
+               int(r[n + 2])) for r in parts["failures"]]  # type: ignore[call-overload]
     grouped = assemble(q, counted, timed, failed)
     if not q.by:
         return result_of(q, [], grouped)
     sums = [sum(_number(c[i]) for c in counted.values()) for i in range(10)]
-    all_timed = [r for r in parts[("latency", False)] if r[3] is not None]
-    total_timed = {(): all_timed[0]} if all_timed else {}
+    whole = [max((float(r[n + 14 + i]) for r in rows  # type: ignore[arg-type]
+                  if r[n + 14 + i] is not None), default=None) for i in range(3)]
+    most = max((float(t[3]) for t in timed.values()), default=None)  # type: ignore[arg-type]
     total = assemble(StatsQuery(by=(), top=q.top), {(): sums} if counted else {},
-                     total_timed, [((), t, et, c) for _, t, et, c in failed])
+                     {(): (*whole, most)} if most is not None else {},
+                     [((), t, et, c) for _, t, et, c in failed])
     return result_of(q, grouped, total)
 
 
