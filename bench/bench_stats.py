@@ -75,7 +75,7 @@ async def bench_sqlite(runs: list[GeneratedRun], rounds: int, path: Path) -> dic
     from keel.store import _stats_sql as sql
 
     query = QUERIES["one tenant, 7 days, by agent"]
-    text, params = sql.counts(sql.SQLITE, query, query.by)
+    text, params = sql.figures(sql.SQLITE, query, query.by)
     with sqlite3.connect(path) as conn:
         plan = [row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {text}", params)]
     return {"load_s": load, "queries": timings, "plan": plan}
@@ -99,7 +99,7 @@ async def bench_postgres(runs: list[GeneratedRun], rounds: int) -> dict[str, Any
                 conn.execute(f'ANALYZE "{schema}".keel_tasks')
             timings = await _time(store, runs, rounds)
         query = QUERIES["one tenant, 7 days, by agent"]
-        text, params = sql.counts(sql.postgres(_prefix(schema)), query, query.by)
+        text, params = sql.figures(sql.postgres(_prefix(schema)), query, query.by)
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             plan = [row[0] for row in conn.execute(f"EXPLAIN {text}", params)]
         return {"load_s": load, "queries": timings,

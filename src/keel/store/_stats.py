@@ -13,7 +13,8 @@ that they agree):
   start to end, including time spent suspended waiting for a person); the percentiles are
   nearest-rank: the value at rank ``ceil(p * n / 100)`` of the sorted durations;
 * **tokens and cost**: sums of the run's ``usage`` totals ``input_tokens``,
-  ``output_tokens`` and ``cost_usd`` (values that are not numbers are left out);
+  ``output_tokens`` and ``cost_usd`` (values that are not numbers are left out, and so is a
+  payload whose stored text holds NaN or Infinity: see :data:`UNREADABLE`);
 * **tool failures**: journal results of kind ``tool`` whose ``failure`` is set, counted by
   tool name and by ``failure.error_type`` (``"unknown"`` when it has none);
 * **groups** (``by``): ``agent``, ``tenant``, ``model`` (``metadata["model"]``, the model
@@ -40,6 +41,21 @@ PERCENTILES: tuple[int, ...] = (50, 95, 99)
 FINISHED: tuple[str, ...] = ("completed", "failed", "cancelled")
 _DAY = 86_400
 _MAX_TOP = 100
+#: How a non-finite number (NaN, Infinity) appears in stored JSON text. That text is not
+#: standard JSON (Postgres' ``jsonb`` and SQLite's JSON functions refuse it), so a usage,
+#: metadata or tool result that holds one is skipped as a whole, on every backend alike
+#: (also when the pattern is inside a string: the check reads the text, never parses it).
+UNREADABLE: tuple[str, ...] = tuple(f"{lead}{token}" for lead in (": ", ", ", "[")
+                                    for token in ("NaN", "Infinity", "-Infinity"))
+
+
+def readable(value: object) -> bool:
+    """Whether the JSON text the stores write for ``value`` holds none of
+    :data:`UNREADABLE`."""
+    from keel.core import dumps
+
+    text = dumps(value)
+    return not any(p in text for p in UNREADABLE)
 
 
 def as_epoch(name: str, value: object) -> float | None:
@@ -282,7 +298,8 @@ def group_value(name: str, r: Any) -> Any:
     if name == "day":
         return math.floor(r.created_at / _DAY)
     if name == "model":
-        model = r.metadata.get("model") if isinstance(r.metadata, dict) else None
+        meta = r.metadata if isinstance(r.metadata, dict) and readable(r.metadata) else {}
+        model = meta.get("model")
         return model if isinstance(model, str) else None
     return getattr(r, name)
 
@@ -301,7 +318,7 @@ def _aggregate(query: StatsQuery, by: tuple[str, ...], picked: Mapping[str, Any]
             c[1 + ("completed", "failed", "cancelled", "running", "suspended")
               .index(r.status)] += 1
         c[6] += r.run_id in escalated
-        usage = r.usage if isinstance(r.usage, dict) else {}
+        usage = r.usage if isinstance(r.usage, dict) and readable(r.usage) else {}
         for i, name in ((7, "input_tokens"), (8, "output_tokens"), (9, "cost_usd")):
             value = number(usage.get(name))
             if value is not None:
@@ -321,7 +338,8 @@ def _aggregate(query: StatsQuery, by: tuple[str, ...], picked: Mapping[str, Any]
 
 def tool_failure(entry: Any) -> tuple[str, str | None] | None:
     """``(tool, error_type)`` if the journal entry is a failed tool result, else None."""
-    if entry.kind != "tool" or entry.phase != "result" or not isinstance(entry.data, dict):
+    if entry.kind != "tool" or entry.phase != "result" or not isinstance(entry.data, dict) \
+            or not readable(entry.data):
         return None
     failure = entry.data.get("failure")
     if not isinstance(failure, dict):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from keel.store._stats import (
     FINISHED,
     PERCENTILES,
+    UNREADABLE,
     StatsQuery,
     StatsResult,
     assemble,
@@ -41,6 +42,8 @@ class Dialect:
     json: str = "{c}"
     #: what ends the runs subquery (Postgres: ``OFFSET 0``, so it is not inlined).
     fence: str = ""
+    #: ``(col, p)`` -> the text column does not contain ``p``.
+    lacks: str = "instr({col}, '{p}') = 0"
 
 
 SQLITE = Dialect(
@@ -73,6 +76,7 @@ def postgres(prefix: str) -> Dialect:
         day="floor(r.created_at / 86400)::bigint",
         json="{c}::jsonb",
         fence=" OFFSET 0",
+        lacks="strpos({col}, '{p}') = 0",
     )
 
 
@@ -97,9 +101,11 @@ def _base(d: Dialect, q: StatsQuery, by: tuple[str, ...], *, usage: bool = False
             params.append(value)
     cols = ["run_id", "agent", "tenant", "status", "created_at", "updated_at"]
     if usage:
-        cols.append(f"{d.json.format(c='usage')} AS usage")
+        cols.append(f"CASE WHEN {readable(d, 'usage')} THEN {d.json.format(c='usage')} END "
+                    "AS usage")
     if "model" in by:
-        cols.append(f"{d.json.format(c='metadata')} AS metadata")
+        cols.append(f"CASE WHEN {readable(d, 'metadata')} THEN {d.json.format(c='metadata')} "
+                    "END AS metadata")
     picked = f"(SELECT {', '.join(cols)} FROM {d.runs} WHERE {' AND '.join(where)}{d.fence}) r"
     groups = "".join(f"{_group_expr(d, name)} AS g{i}, " for i, name in enumerate(by))
     extra = ""
@@ -113,6 +119,12 @@ def _base(d: Dialect, q: StatsQuery, by: tuple[str, ...], *, usage: bool = False
            f"CASE WHEN r.status IN ({_statuses(FINISHED)}) THEN 1 ELSE 0 END AS fin, "
            f"r.updated_at - r.created_at AS dur{extra} FROM {picked}) ")
     return sql, params
+
+
+def readable(d: Dialect, col: str) -> str:
+    """The condition that the JSON text in ``col`` holds no NaN or Infinity (which neither
+    backend parses; see :data:`keel.store._stats.UNREADABLE`)."""
+    return "(" + " AND ".join(d.lacks.format(col=col, p=p) for p in UNREADABLE) + ")"
 
 
 def _statuses(names: tuple[str, ...]) -> str:
@@ -154,7 +166,8 @@ def failures(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[
     lead = "".join(x + ", " for x in g)
     sql = (f"{base}SELECT {lead}j.name, {d.error_type} AS et, COUNT(*) FROM base b "
            f"JOIN {d.journal} j ON j.run_id = b.run_id "
-           f"WHERE j.kind = 'tool' AND j.phase = 'result' AND {d.failed} "
+           f"WHERE j.kind = 'tool' AND j.phase = 'result' "
+           f"AND CASE WHEN {readable(d, 'j.data')} THEN {d.failed} ELSE 1 = 0 END "
            f"GROUP BY {lead}j.name, et")
     return sql, params
 

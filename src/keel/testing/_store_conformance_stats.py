@@ -90,6 +90,29 @@ class StatsConformance:
         assert total.failing_tools == (("refund", 1),)
         assert total.error_types == (("timeout", 1),)
 
+    async def test_non_finite_numbers_in_payloads_are_skipped_not_fatal(
+            self, store: RunStore) -> None:
+        """NaN and Infinity are not standard JSON (the stores keep them, the databases'
+        JSON functions refuse them): such a usage, metadata or tool result is skipped as a
+        whole on every backend, and the rest of the figures are still computed."""
+        nan, inf = float("nan"), float("inf")
+        await store.create_run(sample_run("bad", status="completed",
+                                          usage={"cost_usd": nan, "input_tokens": 7},
+                                          metadata={"model": "m", "score": -inf}))
+        await store.create_run(sample_run("good", status="completed", created_at=T0,
+                                          updated_at=T0 + 4,
+                                          usage={"cost_usd": 0.5, "input_tokens": 3},
+                                          metadata={"model": "m"}))
+        bad_failure = {"failure": {"error_type": "timeout"}, "value": [inf]}
+        good_failure = {"failure": {"error_type": "timeout"}, "note": "NaN in a string"}
+        for run_id, data in (("bad", bad_failure), ("good", good_failure)):
+            await store.append(run_id, [sample_entry(0, "t/0", kind="tool", name="fetch",
+                                                     data=data)])
+        got = await store.stats(StatsQuery(by=("model",)))
+        assert (got.total.runs, got.total.input_tokens, got.total.cost_usd) == (2, 3, 0.5)
+        assert [(row.key["model"], row.runs) for row in got.groups] == [("m", 1), (None, 1)]
+        assert got.total.failing_tools == (("fetch", 1),) and got.total.p99_s == 4.0
+
     async def test_unknown_tenant_or_agent_and_empty_store_give_zeros(
             self, store: RunStore) -> None:
         empty = await store.stats()
