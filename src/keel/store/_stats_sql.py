@@ -40,7 +40,8 @@ class Dialect:
     day: str
     #: ``(c)`` -> the text column ``c`` read as JSON once per row (in the runs subquery).
     json: str = "{c}"
-    #: what ends the runs subquery (Postgres: ``OFFSET 0``, so it is not inlined).
+    #: what ends the runs subquery so that the planner does not inline it (which would
+    #: evaluate its JSON and NaN checks once per use instead of once per row).
     fence: str = ""
     #: ``(col, p)`` -> the text column does not contain ``p``.
     lacks: str = "instr({col}, '{p}') = 0"
@@ -55,14 +56,14 @@ SQLITE = Dialect(
     error_type=("CASE WHEN json_type(j.data, '$.failure.error_type') = 'text' "
                 "THEN json_extract(j.data, '$.failure.error_type') END"),
     day="CAST(r.created_at / 86400 AS INTEGER)",
+    fence=" LIMIT -1 OFFSET 0",
 )
 
 
 def postgres(prefix: str) -> Dialect:
     """The Postgres dialect for the keel tables behind ``prefix`` (``"schema".`` or empty).
     Payloads are JSON text; the runs subquery reads ``usage`` and ``metadata`` as ``jsonb``
-    once per row (``OFFSET 0`` keeps the planner from inlining it, which would parse them
-    once per use)."""
+    once per row."""
     return Dialect(
         runs=f"{prefix}keel_runs", journal=f"{prefix}keel_journal", tasks=f"{prefix}keel_tasks",
         param="%s",
