@@ -146,13 +146,16 @@ def figures(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[o
     base, params = _base(d, q, by, usage=True)
     g = [f"g{i}" for i in range(len(by))]
     lead = "".join(x + ", " for x in g)
-    part = f"PARTITION BY {lead}fin"
-    whole = (", ROW_NUMBER() OVER (PARTITION BY fin ORDER BY dur) AS rn_all, "
-             "COUNT(*) OVER (PARTITION BY fin) AS n_all") if g else ""
+    frame = "ORDER BY dur ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"
+    windows = f"WINDOW w AS (PARTITION BY {lead}fin {frame})"
+    whole = ""
+    if g:  # the ranks among all the runs too, for the total's percentiles
+        whole = ", ROW_NUMBER() OVER a AS rn_all, COUNT(*) OVER a AS n_all"
+        windows += f", a AS (PARTITION BY fin {frame})"
     per_status = ", ".join(f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in
                            ("completed", "failed", "cancelled", "running", "suspended"))
-    sql = (f"{base}, ranked AS (SELECT b.*, ROW_NUMBER() OVER ({part} ORDER BY dur) AS rn, "
-           f"COUNT(*) OVER ({part}) AS n{whole} FROM base b) "
+    sql = (f"{base}, ranked AS (SELECT b.*, ROW_NUMBER() OVER w AS rn, COUNT(*) OVER w AS n"
+           f"{whole} FROM base b {windows}) "
            f"SELECT {lead}COUNT(*), {per_status}, SUM(esc), SUM(tin), SUM(tout), SUM(cost), "
            f"{_pick('rn', 'n')}, MAX(CASE WHEN fin = 1 THEN dur END)"
            + (f", {_pick('rn_all', 'n_all')}" if g else "") + " FROM ranked"
