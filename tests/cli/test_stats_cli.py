@@ -56,7 +56,8 @@ def check_figures(keel: Invoke, url: str) -> None:
     assert set(groups) == set(want) - {()}
     for key, figures in want.items():
         row = data["total"] if key == () else groups[key]
-        for name in ("runs", "completed", "escalated", "p50_s", "p99_s", "input_tokens"):
+        for name in ("runs", "completed", "escalated", "p50_s", "p99_s", "input_tokens",
+                     "cache_hits"):
             assert row[name] == figures[name], (key, name)
     assert data["notes"] == []
     # the window and the filters go to the store's query
@@ -71,7 +72,8 @@ def check_figures(keel: Invoke, url: str) -> None:
         [want_row["runs"] for _, want_row in sorted(brute_force(RUNS, query).items()) if _]
     table = keel("stats", "--store", url, "--by", "agent")
     assert table.exit_code == 0
-    for word in ("Run analytics", "billing", "support", "total", "Tool failures", "success"):
+    for word in ("Run analytics", "billing", "support", "total", "Tool failures", "success",
+                 f"Cache hits: {total['cache_hits']:,} model steps"):
         assert word in table.stdout
 
 

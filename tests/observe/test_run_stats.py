@@ -73,6 +73,7 @@ async def test_every_figure_equals_the_brute_force_count(
     assert total.runs == 5_000 and 0 < total.escalated < total.runs
     assert 0 < total.completed < total.finished < total.runs
     assert total.tool_failures > 100 and len(total.error_types) == 5
+    assert total.cache_hits > 100 and total.cache_saved_usd > 0
     by_day = await run_stats(store, by="day")
     assert len(by_day.groups) == 31 and sum(g.runs for g in by_day.groups) == 5_000
     # datetimes (naive ones are UTC) and epoch seconds give the same window

@@ -80,6 +80,9 @@ def stats(
         if result.total.runs:
             screen.out.print(_table(result))
             screen.out.print(_failures(result.total))
+            t = result.total
+            screen.out.print(safe(f"Cache hits: {t.cache_hits:,} model steps answered from a "
+                                  f"cache, ${t.cache_saved_usd:,.4f} saved."))
         for note in notes:
             screen.out.print(safe(note))
 

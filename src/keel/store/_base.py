@@ -354,7 +354,7 @@ class RunStore(ABC):
         definitions. SQL backends aggregate in the database; this default (for stores
         written before keel had stats) pages through ``list_runs`` and the journals in
         Python, which is correct but slow on a large store."""
-        from keel.store._stats import StatsQuery, compute, tool_failure
+        from keel.store._stats import StatsQuery, cache_hit, compute, tool_failure
 
         q = query or StatsQuery()
         runs: list[RunRecord] = []
@@ -373,13 +373,15 @@ class RunStore(ABC):
             escalated.update(t.run_id for t in tasks)
             if len(tasks) < 10_000:
                 break
-        failures = []
+        failures, hits = [], []
         for r in runs:
             for entry in await self.read_journal(r.run_id):
-                failed = tool_failure(entry)
+                failed, saved = tool_failure(entry), cache_hit(entry)
                 if failed is not None:
                     failures.append((r.run_id, *failed))
-        return compute(q, runs, escalated, failures)
+                if saved is not None:
+                    hits.append((r.run_id, saved))
+        return compute(q, runs, escalated, failures, hits)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. Safe to call more than once."""

@@ -17,6 +17,9 @@ that they agree):
   payload whose stored text holds NaN or Infinity: see :data:`UNREADABLE`);
 * **tool failures**: journal results of kind ``tool`` whose ``failure`` is set, counted by
   tool name and by ``failure.error_type`` (``"unknown"`` when it has none);
+* **cache hits**: journal results of kind ``model`` that a model cache answered
+  (``provider_details["cache"] == "hit"``), and the cost they saved
+  (``provider_details["cache_saved"]["cost_usd"]``);
 * **groups** (``by``): ``agent``, ``tenant``, ``model`` (``metadata["model"]``, the model
   the run was started with: runs carry no agent version, the model is the nearest thing)
   and ``day`` (the UTC day of ``created_at``, ``YYYY-MM-DD``). A run without a tenant or
@@ -136,6 +139,8 @@ class StatsRow:
     p99_s: float | None = None
     max_s: float | None = None
     tool_failures: int = 0
+    cache_hits: int = 0
+    cache_saved_usd: float = 0.0
     failing_tools: tuple[tuple[str, int], ...] = ()
     error_types: tuple[tuple[str, int], ...] = ()
 
@@ -222,11 +227,13 @@ def _sort_key(key: Key) -> tuple[tuple[bool, str], ...]:
 
 def assemble(query: StatsQuery, counts: Mapping[Key, Sequence[Any]],
              latency: Mapping[Key, Sequence[Any]],
-             failures: Iterable[tuple[Key, str, str | None, int]]) -> list[StatsRow]:
+             failures: Iterable[tuple[Key, str, str | None, int]],
+             cached: Mapping[Key, Sequence[Any]] | None = None) -> list[StatsRow]:
     """The rows, from the per-group aggregates a backend computed: ``counts[key]`` is
     ``(runs, completed, failed, cancelled, running, suspended, escalated, input_tokens,
     output_tokens, cost_usd)``, ``latency[key]`` ``(p50, p95, p99, max)`` and ``failures``
-    ``(key, tool, error_type, count)`` rows. A ``day`` key component is a day number."""
+    ``(key, tool, error_type, count)`` rows, ``cached[key]`` ``(hits, saved_usd)``. A
+    ``day`` key component is a day number."""
     tools: dict[Key, Counter[str]] = {}
     errors: dict[Key, Counter[str]] = {}
     for key, tool, error_type, n in failures:
@@ -237,6 +244,7 @@ def assemble(query: StatsQuery, counts: Mapping[Key, Sequence[Any]],
         c = counts[key]
         lat = latency.get(key) or (None, None, None, None)
         t, e = tools.get(key, Counter()), errors.get(key, Counter())
+        hits, saved = (cached or {}).get(key) or (0, 0.0)
         named: dict[str, str | None] = {
             name: (day_of(v) if name == "day" and v is not None else v)
             for name, v in zip(query.by, key, strict=True)}
@@ -247,7 +255,8 @@ def assemble(query: StatsQuery, counts: Mapping[Key, Sequence[Any]],
             cost_usd=float(c[9] or 0.0),
             p50_s=_float(lat[0]), p95_s=_float(lat[1]), p99_s=_float(lat[2]),
             max_s=_float(lat[3]), tool_failures=sum(t.values()),
-            failing_tools=_top(t, query.top), error_types=_top(e, query.top)))
+            failing_tools=_top(t, query.top), error_types=_top(e, query.top),
+            cache_hits=int(hits or 0), cache_saved_usd=float(saved or 0.0)))
     return rows
 
 
@@ -275,15 +284,18 @@ class _Acc:
 
 
 def compute(query: StatsQuery, runs: Iterable[Any], escalated: set[str],
-            failures: Iterable[tuple[str, str, str | None]]) -> StatsResult:
+            failures: Iterable[tuple[str, str, str | None]],
+            hits: Iterable[tuple[str, float]] = ()) -> StatsResult:
     """The stats over ``runs`` (RunRecords), in Python: what :class:`~keel.MemoryStore` and
     stores without their own ``stats`` answer. ``escalated`` holds the ids of runs with an
     escalation task, ``failures`` ``(run_id, tool, error_type)`` for each failed tool
-    result."""
+    result, ``hits`` ``(run_id, saved_usd)`` for each model step a cache answered."""
     picked = {r.run_id: r for r in runs if _matches(query, r)}
     fails = [(run_id, tool, et) for run_id, tool, et in failures if run_id in picked]
-    total = _aggregate(query, (), picked, escalated, fails)
-    grouped = _aggregate(query, query.by, picked, escalated, fails) if query.by else []
+    cached = [(run_id, saved) for run_id, saved in hits if run_id in picked]
+    total = _aggregate(query, (), picked, escalated, fails, cached)
+    grouped = (_aggregate(query, query.by, picked, escalated, fails, cached) if query.by
+               else [])
     return result_of(query, grouped, total)
 
 
@@ -305,8 +317,8 @@ def group_value(name: str, r: Any) -> Any:
 
 
 def _aggregate(query: StatsQuery, by: tuple[str, ...], picked: Mapping[str, Any],
-               escalated: set[str], fails: list[tuple[str, str, str | None]]
-               ) -> list[StatsRow]:
+               escalated: set[str], fails: list[tuple[str, str, str | None]],
+               hits: list[tuple[str, float]]) -> list[StatsRow]:
     accs: dict[Key, _Acc] = {}
     keys: dict[str, Key] = {}
     for r in picked.values():
@@ -331,9 +343,14 @@ def _aggregate(query: StatsQuery, by: tuple[str, ...], picked: Mapping[str, Any]
         if d:
             latency[key] = (*(d[rank(p, len(d)) - 1] for p in PERCENTILES), d[-1])
     failure_counts = Counter((keys[run_id], tool, et) for run_id, tool, et in fails)
+    cached: dict[Key, list[Any]] = {}
+    for run_id, saved in hits:
+        c = cached.setdefault(keys[run_id], [0, 0.0])
+        c[0] += 1
+        c[1] += saved
     return assemble(StatsQuery(by=by, top=query.top),  # type: ignore[arg-type]
                     {k: a.counts for k, a in accs.items()}, latency,
-                    [(k, t, et, n) for (k, t, et), n in failure_counts.items()])
+                    [(k, t, et, n) for (k, t, et), n in failure_counts.items()], cached)
 
 
 def tool_failure(entry: Any) -> tuple[str, str | None] | None:
@@ -346,3 +363,17 @@ def tool_failure(entry: Any) -> tuple[str, str | None] | None:
         return None
     et = failure.get("error_type")
     return entry.name, et if isinstance(et, str) else None
+
+
+def cache_hit(entry: Any) -> float | None:
+    """The cost saved (0.0 if not given) if the journal entry is a model step a cache
+    answered, else None."""
+    if entry.kind != "model" or entry.phase != "result" or not isinstance(entry.data, dict) \
+            or not readable(entry.data):
+        return None
+    details = entry.data.get("provider_details")
+    if not isinstance(details, dict) or details.get("cache") != "hit":
+        return None
+    saved = details.get("cache_saved")
+    value = number(saved.get("cost_usd")) if isinstance(saved, dict) else None
+    return 0.0 if value is None else float(value)

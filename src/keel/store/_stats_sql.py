@@ -4,8 +4,9 @@ Two aggregate statements over the runs the query picks (the ``created_at``, agen
 indexes find them), run in one read snapshot. The first makes one pass over those runs: the
 counts and sums per group, and the latency percentiles per group and over all the runs
 (``ROW_NUMBER`` and ``COUNT`` windows: SQLite has no percentile function, and one form keeps
-both backends' answers identical). The second counts the runs' failed tool results, found
-through the journal's ``(run_id, key, phase)`` index. Only aggregates leave the database.
+both backends' answers identical). The second and third count the runs' failed tool results
+and their model steps a cache answered, found through the journal's ``(run_id, key, phase)``
+index. Only aggregates leave the database.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class Dialect:
     fence: str = ""
     #: ``(col, p)`` -> the text column does not contain ``p``.
     lacks: str = "instr({col}, '{p}') = 0"
+    #: ``j.data`` is a model response a cache answered (a condition).
+    hit: str = "json_extract(j.data, '$.provider_details.cache') = 'hit'"
+    #: the cost that hit saved, if it is a number.
+    saved: str = ("CASE WHEN json_type(j.data, '$.provider_details.cache_saved.cost_usd') "
+                  "IN ('integer', 'real') "
+                  "THEN json_extract(j.data, '$.provider_details.cache_saved.cost_usd') END")
+    #: ``(col, p)`` -> the text column contains ``p``.
+    has: str = "instr({col}, '{p}') > 0"
 
 
 SQLITE = Dialect(
@@ -78,6 +87,11 @@ def postgres(prefix: str) -> Dialect:
         json="{c}::jsonb",
         fence=" OFFSET 0",
         lacks="strpos({col}, '{p}') = 0",
+        hit="j.data::jsonb #>> '{provider_details,cache}' = 'hit'",
+        saved=("CASE WHEN jsonb_typeof(j.data::jsonb #> '{provider_details,cache_saved,cost_usd}')"
+               " = 'number' "
+               "THEN (j.data::jsonb #>> '{provider_details,cache_saved,cost_usd}')::float8 END"),
+        has="strpos({col}, '{p}') > 0",
     )
 
 
@@ -176,14 +190,34 @@ def failures(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[
     return sql, params
 
 
+#: The text every cache hit's journal entry holds (``"cache": "hit"`` as keel's codec writes
+#: it): a cheap test that skips parsing the other model steps.
+HIT_TEXT = '"cache": "hit"'
+
+
+def cache_hits(d: Dialect, q: StatsQuery, by: tuple[str, ...]) -> tuple[str, list[object]]:
+    """``g..., hits, saved_usd`` of the picked runs' model steps a cache answered."""
+    base, params = _base(d, q, by)
+    g = [f"b.g{i}" for i in range(len(by))]
+    lead = "".join(x + ", " for x in g)
+    sql = (f"{base}SELECT {lead}COUNT(*), SUM({d.saved}) FROM base b "
+           f"JOIN {d.journal} j ON j.run_id = b.run_id "
+           f"WHERE j.kind = 'model' AND j.phase = 'result' "
+           f"AND {d.has.format(col='j.data', p=HIT_TEXT)} "
+           f"AND CASE WHEN {readable(d, 'j.data')} THEN {d.hit} ELSE 1 = 0 END"
+           + (f" GROUP BY {', '.join(g)}" if g else ""))
+    return sql, params
+
+
 #: One statement of a stats query: ``(what, grouped, sql, params)``.
 Statement = tuple[str, bool, str, list[object]]
 
 
 def plan(d: Dialect, q: StatsQuery) -> list[Statement]:
-    """The two statements that answer ``q``: the figures and the failed tool results."""
-    return [(what, True, *build(d, q, q.by))
-            for what, build in (("figures", figures), ("failures", failures))]
+    """The statements that answer ``q``: the figures, the failed tool results and the
+    cache hits."""
+    return [(what, True, *build(d, q, q.by)) for what, build in
+            (("figures", figures), ("failures", failures), ("cache", cache_hits))]
 
 
 def answer(q: StatsQuery, fetched: list[tuple[Statement, list[tuple[object, ...]]]]
@@ -197,7 +231,8 @@ def answer(q: StatsQuery, fetched: list[tuple[Statement, list[tuple[object, ...]
     timed = {tuple(r[:n]): r[n + 10:n + 14] for r in rows if r[n + 13] is not None}
     failed = [(tuple(r[:n]), str(r[n]), None if r[n + 1] is None else str(r[n + 1]),
                int(r[n + 2])) for r in parts["failures"]]  # type: ignore[call-overload]
-    grouped = assemble(q, counted, timed, failed)
+    cached = {tuple(r[:n]): r[n:] for r in parts["cache"] if r[n]}
+    grouped = assemble(q, counted, timed, failed, cached)
     if not q.by:
         return result_of(q, [], grouped)
     sums = [sum(_number(c[i]) for c in counted.values()) for i in range(10)]
@@ -206,7 +241,8 @@ def answer(q: StatsQuery, fetched: list[tuple[Statement, list[tuple[object, ...]
     most = max((float(t[3]) for t in timed.values()), default=None)  # type: ignore[arg-type]
     total = assemble(StatsQuery(by=(), top=q.top), {(): sums} if counted else {},
                      {(): (*whole, most)} if most is not None else {},
-                     [((), t, et, c) for _, t, et, c in failed])
+                     [((), t, et, c) for _, t, et, c in failed],
+                     {(): [sum(_number(c[i]) for c in cached.values()) for i in range(2)]})
     return result_of(q, grouped, total)
 
 

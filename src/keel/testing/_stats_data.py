@@ -5,7 +5,8 @@ checked against.
 models (and runs whose ``metadata["model"]`` is missing or not a string), every status,
 durations with ties, usage totals that are sometimes missing or not numbers, escalation
 tasks, and journals for a fraction of the runs: failed and successful tool results, tool
-intents and a non-tool entry that carries a ``failure`` (neither of which counts).
+intents and a non-tool entry that carries a ``failure`` (neither of which counts), model
+steps answered by a cache (hits, misses, and an answer quoting a hit's mark).
 :func:`brute_force` recomputes the figures from the generated data with plain Python, apart
 from keel's own code; :func:`assert_stats_match` compares a store's answer with it.
 """
@@ -65,6 +66,20 @@ def _entries(rng: random.Random, created: float) -> tuple[JournalEntry, ...]:
                                 data=data, created_at=created + len(out)))
 
     add("a/turn:0/model", "result", "model", "gpt-4o", {"failure": {"error_type": "x"}})
+    roll = rng.random()
+    if roll < 0.5:  # a model step a cache answered (some saying what they saved), a miss,
+        # and an answer whose text quotes a hit's mark (not a hit)
+        details: dict[str, Any] = {"cache": "hit", "cache_kind": "exact"}
+        if roll < 0.3:
+            details["cache_saved"] = {"cost_usd": round(rng.random() / 100, 6)}
+        add("a/turn:0b/model", "result", "model", "gpt-4o",
+            {"parts": [], "provider_details": details})
+    elif roll < 0.7:
+        add("a/turn:0b/model", "result", "model", "gpt-4o",
+            {"parts": [], "provider_details": {"cache": "miss"}})
+    elif roll < 0.8:
+        add("a/turn:0b/model", "result", "model", "gpt-4o",
+            {"parts": [{"type": "text", "text": '{"cache": "hit"}'}]})
     for i in range(rng.randint(1, 5)):
         tool, key = rng.choice(TOOLS), f"a/turn:{i}/tool:t#{i}"
         if rng.random() < 0.3:
@@ -175,6 +190,8 @@ def _figures(members: list[GeneratedRun], top: int) -> dict[str, Any]:
             if e.kind == "tool" and e.phase == "result" and e.data.get("failure"):
                 tools[e.name] += 1
                 errors[e.data["failure"].get("error_type") or "unknown"] += 1
+    saved = [_hit(e) for g in members for e in g.entries]
+    saved = [v for v in saved if v is not None]
     finished = status["completed"] + status["failed"] + status["cancelled"]
     return {
         "runs": len(members), **{s: status[s] for s in
@@ -189,7 +206,17 @@ def _figures(members: list[GeneratedRun], top: int) -> dict[str, Any]:
         "tool_failures": sum(tools.values()),
         "failing_tools": sorted(tools.items(), key=lambda kv: (-kv[1], kv[0]))[:top],
         "error_types": sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:top],
+        "cache_hits": len(saved), "cache_saved_usd": sum(saved),
     }
+
+
+def _hit(e: JournalEntry) -> float | None:
+    if e.kind != "model" or e.phase != "result":
+        return None
+    details = e.data.get("provider_details") or {}
+    if details.get("cache") != "hit":
+        return None
+    return float(details.get("cache_saved", {}).get("cost_usd", 0.0))
 
 
 def assert_stats_match(got: StatsResult, want: dict[tuple[Any, ...], dict[str, Any]]) -> None:
@@ -203,7 +230,8 @@ def assert_stats_match(got: StatsResult, want: dict[tuple[Any, ...], dict[str, A
             mine = getattr(row, name)
             if name in ("failing_tools", "error_types"):
                 mine = list(mine)
-            if name == "cost_usd" or (name == "success_rate" and value is not None):
+            if name in ("cost_usd", "cache_saved_usd") or (name == "success_rate"
+                                                           and value is not None):
                 assert math.isclose(mine, value, rel_tol=1e-9, abs_tol=1e-12), (key, name,
                                                                                  mine, value)
             else:

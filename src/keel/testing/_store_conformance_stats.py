@@ -48,6 +48,7 @@ class StatsConformance:
         # the fixture exercises what it should: every kind of row is there
         total = (await store.stats(StatsQuery(by=()))).total
         assert total.runs == 400 and total.escalated > 0 and total.tool_failures > 0
+        assert total.cache_hits > 0 and total.cache_saved_usd > 0
         assert {"unknown", "tool_error"} <= {name for name, _ in total.error_types}
 
     async def test_percentiles_are_nearest_rank_over_finished_runs(
