@@ -1,6 +1,6 @@
 """The SQL of :meth:`RunStore.stats`, for SQLite and Postgres.
 
-Two aggregate statements over the runs the query picks (the ``created_at``, agent and tenant
+Three aggregate statements over the runs the query picks (the ``created_at``, agent and tenant
 indexes find them), run in one read snapshot. The first makes one pass over those runs: the
 counts and sums per group, and the latency percentiles per group and over all the runs
 (``ROW_NUMBER`` and ``COUNT`` windows: SQLite has no percentile function, and one form keeps
