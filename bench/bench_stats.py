@@ -87,7 +87,7 @@ async def bench_postgres(runs: list[GeneratedRun], rounds: int) -> dict[str, Any
     from keel.store import _stats_sql as sql
     from keel.store._postgres_sql import _prefix
 
-    schema = f"keel_bench_{uuid.uuid4().hex[:10]}"
+    schema = f"keel_bench_stats_{uuid.uuid4().hex[:10]}"
     try:
         async with PostgresStore(PG_URL, schema=schema, max_size=8) as store:
             start = time.perf_counter()
