@@ -124,6 +124,8 @@ class _Gate:
     keywords: bool  # a keyword secret's shape opens it
     colons: bool  # a full IPv6 address: seven colons
     custom: tuple[re.Pattern[str], ...]
+    #: ``literals`` grouped for fewer searches (see :func:`_hints`).
+    hints: Hints = ()
 
     @classmethod
     def of(cls, kinds: Iterable[str], custom: tuple[re.Pattern[str], ...]) -> _Gate:
@@ -132,7 +134,7 @@ class _Gate:
         literals = sorted({lit for k in kinds for lit in _HINT_LITERALS.get(k, ())})
         return cls(digits=re.compile("(?a)" + "|".join(digits)) if digits else None,
                    literals=tuple(literals), keywords=bool(kinds & _KEYWORD_KINDS),
-                   colons="ip_address" in kinds, custom=custom)
+                   colons="ip_address" in kinds, custom=custom, hints=_hints(literals))
 
     def __call__(self, text: str) -> bool:
         """Whether ``text`` may hold something a detector finds (False: certainly not)."""
@@ -140,14 +142,56 @@ class _Gate:
             return True
         if self.literals or self.keywords:
             low = text.lower()
-            if any(lit in low for lit in self.literals):
-                return True
+            for guard, tests in self.hints:  # any literal in ``low``, grouped (see _hints)
+                if guard in low:
+                    for test in tests:
+                        if (test in low) if isinstance(test, str) else test.search(low):
+                            return True
             if self.keywords and any(k in low for k in _KEYWORDS) \
                     and _KEYWORD_SHAPE.search(low):
                 return True
         if self.colons and text.count(":") >= 7:
             return True
         return any(p.search(text) for p in self.custom)
+
+
+Hints = tuple[tuple[str, tuple["str | re.Pattern[str]", ...]], ...]
+_RARE = "_-:@/"
+
+
+def _hints(literals: Iterable[str]) -> Hints:
+    """``literals`` as groups of tests, each group behind a character all of its literals
+    hold (one search rules the group out; "" for the group of literals with none of the
+    rare characters), each test a literal or a pattern of the literals sharing a first
+    character (a regex with a literal first character is scanned for it in C). Some literal
+    is in a text exactly when some group's character and one of its tests are."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    for word in literals:
+        guard = next((c for c in _RARE if c in word), "")
+        groups.setdefault(guard, {}).setdefault(word[0], []).append(word)
+    return tuple((guard, tuple(
+        words[0] if len(words) == 1 else re.compile(_literal_trie(words))
+        for _, words in sorted(by_first.items()))) for guard, by_first in sorted(groups.items()))
+
+
+def _literal_trie(words: Iterable[str]) -> str:
+    """A regex matching where any of ``words`` occurs, factored as a trie (the regex engine
+    tries alternatives one by one: shared prefixes are then tested once). A word that extends
+    another is dropped: where it occurs, the shorter one does too."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for c in word:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        if "" in node:
+            return ""
+        alts = [re.escape(c) + build(child) for c, child in sorted(node.items())]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return build(trie)
 
 
 # Characters folded away before detection: invisible and bidi controls, tag characters.
