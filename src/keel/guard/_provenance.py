@@ -25,6 +25,7 @@ not looked up.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -84,9 +85,16 @@ class ValueOrigin:
 class Conversation:
     """The texts of a conversation, case-folded once: the trusted ones (instructions, the
     user's messages) and, in order, what the model wrote (its text and its calls'
-    arguments) and what tools returned."""
+    arguments) and what tools returned.
 
-    __slots__ = ("_all", "_last", "_seen", "said", "trusted")
+    A look-up does not read every text said: an index, built as texts arrive, files each
+    text under its words (the runs of ``\\w``). A value's occurrences lie inside words of
+    the texts that hold it: a word it has inside (between other characters) is a whole word
+    there, and a word at its edge is part of one. So the texts filed under such a word are
+    the only ones that can hold the value, and only they are searched (the vocabulary, not
+    the history, is searched for the words a piece is part of)."""
+
+    __slots__ = ("_files", "_indexed", "_last", "_seen", "_vocabulary", "said", "trusted")
 
     def __init__(self, history: Sequence[Message] = ()) -> None:
         self.trusted = ""
@@ -94,7 +102,10 @@ class Conversation:
         self.said: list[tuple[Source | None, str]] = []
         self._seen = 0
         self._last: Message | None = None
-        self._all: str | None = None  # every said text joined (built when asked)
+        #: word -> the indexes in ``said`` of the texts with that word, ascending
+        self._files: dict[str, list[int]] = {}
+        self._vocabulary = _Joined()  # every word of _files, once
+        self._indexed = 0  # the texts of ``said`` filed so far (filed when a look-up comes)
         self.extend(history)
 
     def follows(self, history: Sequence[Message]) -> bool:
@@ -106,22 +117,20 @@ class Conversation:
     def extend(self, history: Sequence[Message]) -> Conversation:
         """Read the messages of ``history`` not read yet (see :meth:`follows`)."""
         trusted: list[str] = []
+        said = self.said
         for message in history[self._seen:]:
             if message.role in ("system", "user"):
                 trusted.extend(p.text.casefold() for p in message.parts
                                if isinstance(p, TextPart))
             elif message.role == "tool":
-                self.said.extend((Source(p.tool_name, p.call_id),
-                                  _readable(p.content).casefold())
-                                 for p in message.parts if isinstance(p, ToolResultPart)
-                                 and not p.is_error)
+                said.extend((Source(p.tool_name, p.call_id), _readable(p.content).casefold())
+                            for p in message.parts if isinstance(p, ToolResultPart)
+                            and not p.is_error)
             else:
-                self.said.extend((None, _words(p).casefold()) for p in message.parts)
+                said.extend((None, _words(p).casefold()) for p in message.parts)
         if trusted:
             self.trusted = "\n".join([self.trusted, *trusted]) if self.trusted \
                 else "\n".join(trusted)
-        if len(history) > self._seen:
-            self._all = None
         self._seen = len(history)
         self._last = history[-1] if history else None
         return self
@@ -134,16 +143,81 @@ class Conversation:
         folded = value.casefold()
         if _found(folded, self.trusted):
             return ValueOrigin(path, value, "trusted")
-        if self._all is None:
-            self._all = "\x00".join(text for _, text in self.said)
-        if folded not in self._all:  # the common case, in one C-level search
+        said = self.said
+        hits = (i for i in self._candidates(folded) if _found(folded, said[i][1]))
+        first = next(hits, None)
+        if first is None or said[first][0] is None:
             return ValueOrigin(path, value, "model")
-        first = next(((src, text) for src, text in self.said if _found(folded, text)), None)
-        if first is None or first[0] is None:
-            return ValueOrigin(path, value, "model")
-        sources = tuple(src for src, text in self.said
-                        if src is not None and _found(folded, text))
+        sources = tuple(src for src in (said[i][0] for i in (first, *hits))
+                        if src is not None)
         return ValueOrigin(path, value, "tool", sources)
+
+    def _index(self) -> None:
+        """File the texts said since the last look-up under their words."""
+        files, said = self._files, self.said
+        for i in range(self._indexed, len(said)):
+            for word in set(_WORD.findall(said[i][1])):
+                filed = files.get(word)
+                if filed is None:
+                    files[word] = [i]
+                    self._vocabulary.add(word)
+                else:
+                    filed.append(i)
+        self._indexed = len(said)
+
+    def _candidates(self, value: str) -> Sequence[int]:
+        """The indexes, ascending, of every text that may hold ``value`` (each text that
+        does is among them)."""
+        if self._indexed < len(self.said):
+            self._index()
+        pieces = list(_WORD.finditer(value))
+        if not pieces:
+            return range(len(self.said))  # no word to look up: every text
+        inner = [m.group() for m in pieces if m.start() > 0 and m.end() < len(value)]
+        files = self._files
+        if inner:  # a whole word wherever the value occurs
+            return min((files.get(word, ()) for word in inner), key=len)
+        piece = max((m.group() for m in pieces), key=len)  # part of a word there
+        filed = [files[word] for word in self._vocabulary.holding(piece)]
+        if len(filed) == 1:
+            return filed[0]
+        return sorted({i for indexes in filed for i in indexes})
+
+
+class _Joined:
+    """Strings kept joined by NUL in a few blocks, merged as a binary counter merges (each
+    string is copied O(log n) times in all), for C-level searches over all of them."""
+
+    __slots__ = ("_blocks", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[str] = []
+        #: (joined, index of its first string, offset of each string in the join)
+        self._blocks: list[tuple[str, int, list[int]]] = []
+
+    def add(self, item: str) -> None:
+        blocks = self._blocks
+        blocks.append((item, len(self._items), [0]))
+        self._items.append(item)
+        while len(blocks) > 1 and len(blocks[-2][2]) <= len(blocks[-1][2]):
+            (last, _, last_at), (before, first, at) = blocks.pop(), blocks.pop()
+            shift = len(before) + 1
+            blocks.append((before + "\x00" + last, first, at + [o + shift for o in last_at]))
+
+    def holding(self, part: str) -> Iterator[str]:
+        """Each string that holds ``part`` (which has no NUL), in the order added."""
+        items = self._items
+        for block, first, at in self._blocks:
+            start = block.find(part)
+            while start != -1:
+                j = bisect.bisect_right(at, start) - 1
+                yield items[first + j]
+                if j + 1 == len(at):
+                    break
+                start = block.find(part, at[j + 1])  # on to the next string
+
+
+_WORD = re.compile(r"\w+")
 
 
 #: Runs that may be encoded payloads (base64, hex, percent-encoding): only a tool output
@@ -243,13 +317,21 @@ def _found(value: str, text: str) -> bool:
     if value[0].isdigit() or value[-1].isdigit():
         start = text.find(value)
         while start != -1:
-            end = start + len(value)
-            before = text[start - 1] if start else " "
-            after = text[end] if end < len(text) else " "
-            if not (before.isdigit() or (value[0].isdigit() and before == ".")) \
-                    and not (after.isdigit() or (after == "." and end + 1 < len(text)
-                                                 and text[end + 1].isdigit())):
+            if _found_at(value, text, start):
                 return True
             start = text.find(value, start + 1)
         return False
     return value in text
+
+
+def _found_at(value: str, text: str, start: int) -> bool:
+    """Whether the occurrence of ``value`` at ``start`` in ``text`` counts: a number only
+    between non-digits (the start and the end of ``text``, and a NUL, are non-digits)."""
+    if not (value[0].isdigit() or value[-1].isdigit()):
+        return True
+    end = start + len(value)
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    return not (before.isdigit() or (value[0].isdigit() and before == ".")) \
+        and not (after.isdigit() or (after == "." and end + 1 < len(text)
+                                     and text[end + 1].isdigit()))

@@ -1,0 +1,222 @@
+"""The cheaper paths of the default guards give the answers of the plain ones.
+
+* taint provenance: ``Conversation`` looks values up through an index of the words of what
+  was said; the reference here reads every text, as provenance was first written, and the
+  two agree on random conversations read incrementally (first seen, trusted wins, numbers at
+  digit boundaries, NUL and non-ASCII text, values that span words);
+* the data-policy gate tests its literals in groups; the reference tests each literal;
+* the guard pipeline skips a tool place where no guard applies (``guard_applies``), and only
+  there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keel import Agent, GuardDecision, GuardInput, Guardrail, MemoryStore, tool
+from keel.core import Message, ToolCallPart, ToolResultPart
+from keel.guard import TaintGuard
+from keel.guard._data_policy import _KEYWORD_SHAPE, _KEYWORDS, DataPolicy, _Gate
+from keel.guard._provenance import Conversation, ValueOrigin, _found
+from keel.runtime._guarding import GuardPipeline
+from keel.testing import ScriptedModel, call
+
+# ------------------------------------------------------------------------------ provenance
+
+
+def _reference(conversation: Conversation, path: str, value: str) -> ValueOrigin:
+    """Provenance as first written: every text read in order."""
+    folded = value.casefold()
+    if _found(folded, conversation.trusted):
+        return ValueOrigin(path, value, "trusted")
+    said = conversation.said
+    first = next(((src, text) for src, text in said if _found(folded, text)), None)
+    if first is None or first[0] is None:
+        return ValueOrigin(path, value, "model")
+    return ValueOrigin(path, value, "tool", tuple(
+        src for src, text in said if src is not None and _found(folded, text)))
+
+
+_PIECES = ["4411", "123", "1234", "12.5", "0.5", ".", "-", " ", "kb-201", "kb", "201",
+           "acme", "ACME", "x@y.io", "pay.example.com", "iban", "DE44 5001", "\x00", "é",
+           "Straße", "strasse", "_", "\n", "7", "99", "100", "a1", "1a", "3.", "https://a.b/c"]
+
+
+def _text(rng: random.Random) -> str:
+    return "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 12)))
+
+
+def _message(rng: random.Random, k: int) -> Message:
+    kind = rng.random()
+    if kind < 0.1:
+        return Message.user(_text(rng))
+    if kind < 0.45:
+        return Message(role="tool", parts=(ToolResultPart(
+            call_id=f"c{k}", tool_name=rng.choice(["lookup", "mail"]), content=_text(rng),
+            is_error=rng.random() < 0.1),))
+    if kind < 0.7:
+        return Message(role="assistant", parts=(ToolCallPart(
+            call_id=f"c{k}", tool_name="lookup",
+            arguments=json.dumps({"q": _text(rng), "n": rng.randint(0, 5000)})),))
+    return Message.assistant(_text(rng))
+
+
+def _values(rng: random.Random, said: list[str]) -> list[str]:
+    out = [_text(rng) or "abc" for _ in range(3)]
+    for text in rng.sample(said, min(4, len(said))):
+        if len(text) >= 3:
+            start = rng.randrange(len(text) - 2)
+            out.append(text[start:start + rng.randint(3, 12)])
+    return [v for v in out if v]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_indexed_lookups_equal_reading_every_text(seed: int) -> None:
+    rng = random.Random(seed)
+    history = [Message.system("You help. Order 4411."), Message.user(_text(rng))]
+    conversation = Conversation(history)
+    checked = 0
+    for k in range(rng.randint(5, 60)):
+        history.append(_message(rng, k))
+        if rng.random() < 0.4:
+            continue  # several messages between look-ups: read in one go
+        assert conversation.follows(history)
+        conversation.extend(history)
+        for value in _values(rng, [t for _, t in conversation.said]):
+            assert conversation.origin("v", value) == _reference(conversation, "v", value)
+            checked += 1
+    assert checked > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["tool", "model", "user"]),
+                          st.text(st.sampled_from("ab1.2 -é\x00_"), max_size=12)),
+                max_size=12),
+       st.text(st.sampled_from("ab1.2 -é\x00_"), min_size=1, max_size=6))
+def test_indexed_lookups_equal_reading_every_text_on_any_alphabet(
+        said: list[tuple[str, str]], value: str) -> None:
+    history = [Message.system("sys")]
+    for k, (who, text) in enumerate(said):
+        history.append(Message.user(text) if who == "user" else Message.assistant(text)
+                       if who == "model" else Message(role="tool", parts=(ToolResultPart(
+                           call_id=f"c{k}", tool_name="t", content=text),)))
+    conversation = Conversation(history)
+    assert conversation.origin("v", value) == _reference(conversation, "v", value)
+
+
+def test_a_value_first_seen_in_a_tool_output_names_every_output_that_holds_it() -> None:
+    history = [Message.system("sys"), Message.user("pay my bill")]
+    for k in range(300):
+        history.append(Message(role="assistant", parts=(ToolCallPart(
+            call_id=f"c{k}", tool_name="lookup", arguments=json.dumps({"i": k})),)))
+        history.append(Message(role="tool", parts=(ToolResultPart(
+            call_id=f"c{k}", tool_name="lookup",
+            content="iban DE44500105175407324931" if k in (40, 250) else f"row {k}x"),)))
+    conversation = Conversation(history)
+    found = conversation.origin("to", "de44500105175407324931")
+    assert found.origin == "tool"
+    assert [s.call_id for s in found.sources] == ["c40", "c250"]
+    assert conversation.origin("n", "4073").origin == "model"  # inside a longer number
+    assert conversation.origin("i", "250").origin == "model"  # the model said it first
+    assert [s.call_id for s in conversation.origin("r", "row 17x").sources] == ["c17"]
+
+
+# ------------------------------------------------------------------------------------ gate
+
+
+def _reference_gate(gate: _Gate, text: str) -> bool:
+    if gate.digits is not None and gate.digits.search(text):
+        return True
+    low = text.lower()
+    if any(lit in low for lit in gate.literals):
+        return True
+    if gate.keywords and any(k in low for k in _KEYWORDS) and _KEYWORD_SHAPE.search(low):
+        return True
+    if gate.colons and text.count(":") >= 7:
+        return True
+    return any(p.search(text) for p in gate.custom)
+
+
+def _gates() -> list[_Gate]:
+    policy = DataPolicy()
+    out = []
+    for destination in ("journal", "answers", "logs", "exports"):
+        compiled = policy.scope()._destinations.get(destination)
+        if compiled is not None:
+            out.append(compiled.gate)
+    out.append(_Gate.of(["api_key"], ()))
+    out.append(_Gate.of(["email", "ip_address", "api_key"], ()))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_grouped_gate_literals_answer_as_each_literal(seed: int) -> None:
+    rng = random.Random(seed)
+    gates = _gates()
+    literals = sorted({lit for g in gates for lit in g.literals})
+    pieces = [*literals, *(lit[:-1] for lit in literals), "K", "\u212a", "İ", "token: x",
+              "keyboard", "a", "s", "_", "-", ":", "/", " ", "é", "0", "1.2.3.4"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        for gate in gates:
+            assert gate(text) == _reference_gate(gate, text), (text, gate.literals)
+
+
+# -------------------------------------------------------------------------- guard_applies
+
+
+@tool(risk="read")
+async def look(q: str) -> str:
+    """Look something up."""
+    return f"found {q}"
+
+
+@tool(risk="write")
+async def send(to: str) -> str:
+    """Send."""
+    return "sent"
+
+
+def test_a_tool_place_is_skipped_only_where_no_guard_applies() -> None:
+    taint = TaintGuard()
+    pipeline = GuardPipeline([taint])
+    assert not pipeline.applies("tool_args", look)
+    assert pipeline.applies("tool_args", send)
+    assert not GuardPipeline([TaintGuard.off()]).applies("tool_args", send)
+    assert not pipeline.applies("tool_output", look)  # no guard at that place
+    every = Guardrail(lambda inp: None, places="tool_args")
+    both = GuardPipeline([taint, every])
+    assert both.applies("tool_args", look)  # a guard without a test applies everywhere
+
+
+async def test_a_guard_that_declares_a_tool_out_is_not_asked_and_others_still_are() -> None:
+    asked: list[tuple[str, str]] = []
+
+    class OnlySend(Guardrail):
+        def guard_applies(self, tool: Any) -> bool:
+            return bool(tool.name == "send")
+
+    def refuse(inp: GuardInput) -> GuardDecision:
+        asked.append((inp.place, inp.tool.name if inp.tool else ""))
+        return GuardDecision.block("no")
+
+    def note(inp: GuardInput) -> None:
+        asked.append(("every:" + inp.place, inp.tool.name if inp.tool else ""))
+
+    model = ScriptedModel([call("look", {"q": "a"}), call("send", {"to": "b"}), "done"])
+    agent = Agent("a", model=model, tools=[look, send], default_middleware=False,
+                  middleware=[OnlySend(refuse, places="tool_args"),
+                              Guardrail(note, places="tool_output")])
+    result = await agent.run("go", store=MemoryStore())
+    assert result.output == "done"
+    assert ("tool_args", "look") not in asked
+    assert ("tool_args", "send") in asked  # and it blocked the call
+    assert ("every:tool_output", "look") in asked
+    # the blocked call never ran, so it has no output to check
+    assert ("every:tool_output", "send") not in asked
