@@ -5,6 +5,8 @@
   two agree on random conversations read incrementally (first seen, trusted wins, numbers at
   digit boundaries, NUL and non-ASCII text, values that span words);
 * the data-policy gate tests its literals in groups; the reference tests each literal;
+* the injection pre-check reads plain ASCII through byte tables; the reference uses the
+  regexes it used before;
 * the guard pipeline skips a tool place where no guard applies (``guard_applies``), and only
   there.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any
 
 import pytest
@@ -21,9 +24,11 @@ from hypothesis import strategies as st
 
 from keel import Agent, GuardDecision, GuardInput, Guardrail, MemoryStore, tool
 from keel.core import Message, ToolCallPart, ToolResultPart
-from keel.guard import TaintGuard
+from keel.guard import TaintGuard, _screen
+from keel.guard._anchors import tokens_of
 from keel.guard._data_policy import _KEYWORD_SHAPE, _KEYWORDS, DataPolicy, _Gate
 from keel.guard._provenance import Conversation, ValueOrigin, _found
+from keel.guard._screen import _ascii_tokens, _encoded
 from keel.runtime._guarding import GuardPipeline
 from keel.testing import ScriptedModel, call
 
@@ -220,3 +225,28 @@ async def test_a_guard_that_declares_a_tool_out_is_not_asked_and_others_still_ar
     assert ("every:tool_output", "look") in asked
     # the blocked call never ran, so it has no output to check
     assert ("every:tool_output", "send") not in asked
+
+
+# ------------------------------------------------------------------------------ pre-check
+
+_OLD_RUN = re.compile(r"(?<![a-z0-9+/_-])[a-z0-9+/_-]{24}")
+_ASCII = st.text(st.characters(max_codepoint=127), max_size=200) | st.text(
+    st.sampled_from("aZ09+/_- .,:<%\\x\n\t\x01"), max_size=80)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ASCII)
+def test_the_precheck_reads_plain_ascii_by_byte_table_as_by_regex(text: str) -> None:
+    low = text.lower()
+    raw = low.encode("ascii")
+    assert _ascii_tokens(low, raw) == tokens_of(low)
+    old = (not low.isprintable() and _screen._CONTROL.search(low) is not None) or (
+        ("%" in low or "\\x" in low) and _screen._ESCAPE.search(low) is not None) or (
+        _OLD_RUN.search(low) is not None)
+    assert _encoded(low, raw) == old
+
+
+def test_a_base64_run_of_24_is_encoded_and_of_23_is_not() -> None:
+    for n, expected in ((23, False), (24, True)):
+        low = "see " + "a" * (n - 1) + "/ end"
+        assert _encoded(low, low.encode("ascii")) is expected
