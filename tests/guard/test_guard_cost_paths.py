@@ -26,7 +26,14 @@ from keel import Agent, GuardDecision, GuardInput, Guardrail, MemoryStore, tool
 from keel.core import Message, ToolCallPart, ToolResultPart
 from keel.guard import TaintGuard, _screen
 from keel.guard._anchors import tokens_of
-from keel.guard._data_policy import _KEYWORD_SHAPE, _KEYWORDS, DataPolicy, _Gate
+from keel.guard._data_policy import (
+    _KEYWORD_SHAPE,
+    _KEYWORDS,
+    DESTINATIONS,
+    DataPolicy,
+    _Gate,
+    _keyword_shape,
+)
 from keel.guard._provenance import Conversation, ValueOrigin, _found
 from keel.guard._screen import _ascii_tokens, _encoded
 from keel.runtime._guarding import GuardPipeline
@@ -151,7 +158,7 @@ def _reference_gate(gate: _Gate, text: str) -> bool:
 def _gates() -> list[_Gate]:
     policy = DataPolicy()
     out = []
-    for destination in ("journal", "answers", "logs", "exports"):
+    for destination in DESTINATIONS:
         compiled = policy.scope()._destinations.get(destination)
         if compiled is not None:
             out.append(compiled.gate)
@@ -250,3 +257,27 @@ def test_a_base64_run_of_24_is_encoded_and_of_23_is_not() -> None:
     for n, expected in ((23, False), (24, True)):
         low = "see " + "a" * (n - 1) + "/ end"
         assert _encoded(low, low.encode("ascii")) is expected
+
+
+_KEYWORD_TEXT = st.lists(st.sampled_from(
+    ["pass", "pwd", "secret", "token", "key", "credential", "word", "_id", "-", " ", "=", ":",
+     "\"", "'", " is ", " was ", "board", "\n", "\u00e9"]), max_size=10).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_KEYWORD_TEXT)
+def test_the_keyword_shape_is_tried_where_keywords_start_as_a_search_finds_it(
+        text: str) -> None:
+    assert _keyword_shape(text) == (_KEYWORD_SHAPE.search(text) is not None)
+
+
+@pytest.mark.parametrize("text", [
+    "order 4411, keyboard, in transit", "password: hunter2", "token = abc123def456",
+    "mail jane@example.com", "card 4111 1111 1111 1111", "caf\u00e9 \\u0041KIA", "AKIA" + "A" * 16,
+    "ssn 123-45-6789", "plain words only"])
+def test_a_text_the_gate_calls_untouched_is_what_scrub_returns(text: str) -> None:
+    scope = DataPolicy().scope()
+    for destination in DESTINATIONS:
+        if scope.untouched(text, destination):
+            assert scope.scrub(text, destination) == text
+    assert not scope.untouched("password: hunter2", "journal")

@@ -147,12 +147,23 @@ class _Gate:
                     for test in tests:
                         if (test in low) if isinstance(test, str) else test.search(low):
                             return True
-            if self.keywords and any(k in low for k in _KEYWORDS) \
-                    and _KEYWORD_SHAPE.search(low):
+            if self.keywords and _keyword_shape(low):
                 return True
         if self.colons and text.count(":") >= 7:
             return True
         return any(p.search(text) for p in self.custom)
+
+
+def _keyword_shape(low: str) -> bool:
+    """``_KEYWORD_SHAPE.search(low)``, tried only where a keyword starts (every match starts
+    with one): a regex search would try every position of the text."""
+    for keyword in _KEYWORDS:
+        start = low.find(keyword)
+        while start != -1:
+            if _KEYWORD_SHAPE.match(low, start):
+                return True
+            start = low.find(keyword, start + 1)
+    return False
 
 
 Hints = tuple[tuple[str, tuple["str | re.Pattern[str]", ...]], ...]
@@ -335,6 +346,13 @@ class DataScope:
             raise UserError(f"scrub takes a str, not {type(text).__name__}: use scrub_value "
                             "for dicts, lists and other data")
         return _scrub_text(compiled, text, where or destination)
+
+    def untouched(self, text: str, destination: str) -> bool:
+        """True when :meth:`scrub` would certainly return ``text`` as it is, known from the
+        cheap gate alone (False: scrub it to know)."""
+        compiled = self._get(destination)
+        return compiled is None or (isinstance(text, str) and text.isascii()
+                                    and "\\" not in text and not compiled.gate(text))
 
     def scrub_found(self, text: str, destination: str, *, where: str = "") -> tuple[
             str, tuple[str, ...]]:
