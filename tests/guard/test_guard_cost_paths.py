@@ -34,7 +34,7 @@ from keel.guard._data_policy import (
     _Gate,
     _keyword_shape,
 )
-from keel.guard._provenance import Conversation, ValueOrigin, _found
+from keel.guard._provenance import _BASE64_RUN, Conversation, ValueOrigin, _base64_run, _found
 from keel.guard._screen import _ascii_tokens, _encoded
 from keel.runtime._guarding import GuardPipeline
 from keel.testing import ScriptedModel, call
@@ -281,3 +281,9 @@ def test_a_text_the_gate_calls_untouched_is_what_scrub_returns(text: str) -> Non
         if scope.untouched(text, destination):
             assert scope.scrub(text, destination) == text
     assert not scope.untouched("password: hunter2", "journal")
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ASCII | st.text(st.sampled_from("aZ09+/_-é .\u00ff"), max_size=60))
+def test_a_tool_outputs_encoded_run_is_found_by_byte_table_as_by_regex(text: str) -> None:
+    assert _base64_run(text) == (_BASE64_RUN.search(text) is not None)

@@ -227,11 +227,23 @@ _PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}){4}")
 _HEX_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4}")
 
 
+_RUN_TABLE = bytes(ord("x") if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/_-")
+                   else ord(" ") for c in range(256))
+
+
+def _base64_run(content: str) -> bool:
+    """``_BASE64_RUN.search(content)``; plain ASCII by a byte table and a substring search
+    (the regex would try a run at every position)."""
+    if content.isascii():
+        return b"x" * 24 in content.encode("ascii").translate(_RUN_TABLE)
+    return _BASE64_RUN.search(content) is not None
+
+
 def _readable(content: str) -> str:
     """A tool output as a model can read it: the text, and the payloads encoded in it
     decoded (a model decodes base64 it is told to; a value hidden that way is still the
     tool's). Plain text is returned as it is."""
-    if not (_BASE64_RUN.search(content)
+    if not (_base64_run(content)
             or ("%" in content and _PERCENT_RUN.search(content))
             or ("\\x" in content and _HEX_RUN.search(content))):
         return content
