@@ -29,6 +29,7 @@ import bisect
 import json
 import math
 import re
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -103,7 +104,7 @@ class Conversation:
         self._seen = 0
         self._last: Message | None = None
         #: word -> the indexes in ``said`` of the texts with that word, ascending
-        self._files: dict[str, list[int]] = {}
+        self._files: defaultdict[str, list[int]] = defaultdict(list)
         self._vocabulary = _Joined()  # every word of _files, once
         self._indexed = 0  # the texts of ``said`` filed so far (filed when a look-up comes)
         self.extend(history)
@@ -154,15 +155,13 @@ class Conversation:
 
     def _index(self) -> None:
         """File the texts said since the last look-up under their words."""
-        files, said = self._files, self.said
+        files, said, vocabulary = self._files, self.said, self._vocabulary
         for i in range(self._indexed, len(said)):
-            for word in set(_WORD.findall(said[i][1])):
-                filed = files.get(word)
-                if filed is None:
-                    files[word] = [i]
-                    self._vocabulary.add(word)
-                else:
-                    filed.append(i)
+            words = set(_WORD.findall(said[i][1]))
+            for word in words - files.keys():
+                vocabulary.add(word)
+            for word in words:
+                files[word].append(i)
         self._indexed = len(said)
 
     def _candidates(self, value: str) -> Sequence[int]:
