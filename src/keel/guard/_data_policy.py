@@ -167,18 +167,20 @@ def _keyword_shape(low: str) -> bool:
 
 
 Hints = tuple[tuple[str, tuple["str | re.Pattern[str]", ...]], ...]
-_RARE = "_-:@/"
+# Characters rare in text, the rarest first: a literal with one is grouped behind the first
+# it holds, the others behind "" (always searched) by their first character.
+_RARITY = "_-:@/jqxz"
 
 
 def _hints(literals: Iterable[str]) -> Hints:
     """``literals`` as groups of tests, each group behind a character all of its literals
-    hold (one search rules the group out; "" for the group of literals with none of the
-    rare characters), each test a literal or a pattern of the literals sharing a first
-    character (a regex with a literal first character is scanned for it in C). Some literal
-    is in a text exactly when some group's character and one of its tests are."""
+    hold (one search for a character, far cheaper than one for a word, rules the group out),
+    each test a literal or a pattern of the literals sharing a first character (a regex with
+    a literal first character is scanned for it in C). Some literal is in a text exactly
+    when some group's character and one of its tests are."""
     groups: dict[str, dict[str, list[str]]] = {}
     for word in literals:
-        guard = next((c for c in _RARE if c in word), "")
+        guard = next((c for c in _RARITY if c in word), "")
         groups.setdefault(guard, {}).setdefault(word[0], []).append(word)
     return tuple((guard, tuple(
         words[0] if len(words) == 1 else re.compile(_literal_trie(words))
