@@ -287,3 +287,18 @@ def test_a_text_the_gate_calls_untouched_is_what_scrub_returns(text: str) -> Non
 @given(_ASCII | st.text(st.sampled_from("aZ09+/_-é .\u00ff"), max_size=60))
 def test_a_tool_outputs_encoded_run_is_found_by_byte_table_as_by_regex(text: str) -> None:
     assert _base64_run(text) == (_BASE64_RUN.search(text) is not None)
+
+
+_MARKED = st.lists(st.sampled_from([*"abc <@![_:,0", "tool_call", "ignore", "rules", "<|",
+                                    "[inst]", "ai", "now you"]), max_size=12).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_MARKED | _ASCII)
+def test_the_precheck_clears_without_marks_only_what_it_clears_with_them(text: str) -> None:
+    low = text.lower()
+    tokens = tokens_of(low)
+    no_anchor = tokens.isdisjoint(_screen._ANCHOR_WORDS)
+    words = set(re.findall("[a-z]+", low))
+    assert no_anchor == (words.isdisjoint(_screen._ANCHOR_WORDS)
+                         and not _screen._anchor_mark(low))

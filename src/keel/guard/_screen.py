@@ -23,7 +23,14 @@ import re
 from typing import Literal
 
 from keel.core import UserError
-from keel.guard._anchors import RULE_ANCHORS, Condition, add_marks, compile_conditions, holds
+from keel.guard._anchors import (
+    _MARKS,
+    RULE_ANCHORS,
+    Condition,
+    add_marks,
+    compile_conditions,
+    holds,
+)
 from keel.guard._classifier import load_classifier
 from keel.guard._injection import (
     CLASSIFIER_FLOOR,
@@ -74,6 +81,9 @@ _WEAK = [
     _index(alts) for name, alts in RULE_ANCHORS.items() if _WEIGHTS[name] < DEFAULT_THRESHOLD
 ]
 _ANCHOR_WORDS = frozenset().union(*_STRONG, *_WEAK)
+#: The marks (see keel.guard._anchors) that are anchor words, by the character each needs.
+_ANCHOR_MARKS = tuple((key, kept) for key, marks in _MARKS.items()
+                      if (kept := tuple(m for m in marks if m in _ANCHOR_WORDS)))
 
 # What normalisation would change or decode: control characters (ANSI escapes start with
 # one), percent and \x escapes, base64- or hex-like runs of 24 characters and more.
@@ -105,6 +115,12 @@ def _encoded(low: str, raw: bytes) -> bool:
     return _RUN_OF_24 in raw.translate(_RUN_TABLE)
 
 
+def _anchor_mark(low: str) -> bool:
+    """Whether ``low`` holds a mark that is an anchor word (``<``, ``@``, ``tool_call`` ...)."""
+    return any(key in low and any(mark in low for mark in marks)
+               for key, marks in _ANCHOR_MARKS)
+
+
 def _ascii_tokens(low: str, raw: bytes) -> set[str]:
     """``tokens_of(low)`` for a lower-cased ASCII text (``raw``: it encoded), its words by a
     byte table and a split rather than a regex."""
@@ -128,7 +144,11 @@ def precheck(text: str) -> bool:
     raw = low.encode("ascii")
     if _encoded(low, raw):
         return False
-    tokens = _ascii_tokens(low, raw)
+    words = set(raw.translate(_LETTER_TABLE).decode("ascii").split())
+    if words.isdisjoint(_ANCHOR_WORDS) and not _anchor_mark(low):
+        return True  # no anchor at all (the marks that are none only matter past here)
+    tokens = words
+    add_marks(low, tokens)
     hits = tokens & _ANCHOR_WORDS
     if not hits:
         return True
