@@ -7,7 +7,8 @@ A step is one model turn and one tool call. Workloads:
   a short final answer;
 * **10 KB**: the same with a 10 KB JSON tool output per step;
 * **write tool**: the short workload with a ``write`` tool, so taint tracking looks up every
-  argument value in the conversation.
+  argument value in the conversation (each call's number, ``1000 + k``, is one the model
+  wrote: an allowed call, after a look-up in every step).
 
 ``guards off`` is ``keel.Agent`` with retry and the circuit breaker but none of the guards;
 ``guards on`` is ``keel.Agent`` as it comes. Each guard is also measured alone (the others
@@ -76,7 +77,9 @@ def make_agent(cls: type[keel.Agent[str]], steps: int, output: str,
         return output
 
     tool = keel.tool(name="lookup", risk=risk)(lookup)  # type: ignore[call-overload]
-    turns: list[Any] = [[("lookup", {"i": k})] for k in range(steps)] + ["done"]
+    # 1000 + k: a number taint tracking looks up (whole numbers under 100 are not), and one
+    # that no tool output holds (the output's numbers are 4411, 2026, 201 ...).
+    turns: list[Any] = [[("lookup", {"i": 1000 + k})] for k in range(steps)] + ["done"]
     return cls("bench", model=BenchModel(turns), tools=[tool], budget=keel.Budget.unlimited())
 
 
@@ -134,6 +137,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--update-doc", type=Path)
     args = parser.parse_args()
+    if not 1 <= args.steps <= 1000:
+        parser.error("--steps: 1 to 1000 (the look-up numbers 1000 + k stay clear of the "
+                     "tool output's)")
     results = asyncio.run(measure(args.steps, args.rounds))
     lines = table(results)
     print("\n".join(lines))

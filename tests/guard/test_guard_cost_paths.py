@@ -1,8 +1,9 @@
 """The cheaper paths of the default guards give the answers of the plain ones.
 
-* taint provenance: ``Conversation`` looks values up through an index of the words of what
-  was said; the reference here reads every text, as provenance was first written, and the
-  two agree on random conversations read incrementally (first seen, trusted wins, numbers at
+* taint provenance: ``Conversation`` looks values up in what was said kept joined, or past
+  ``scan_limit`` through an index of its words; the reference here reads every text, as
+  provenance was first written, and the three agree on random conversations read
+  incrementally (first seen, trusted wins, numbers at
   digit boundaries, NUL and non-ASCII text, values that span words);
 * the data-policy gate tests its literals in groups; the reference tests each literal;
 * the injection pre-check reads plain ASCII through byte tables; the reference uses the
@@ -88,8 +89,17 @@ def _values(rng: random.Random, said: list[str]) -> list[str]:
     return [v for v in out if v]
 
 
+@pytest.fixture(params=["scan", "index"])
+def lookups(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a look-up is answered: a search of everything said while it is short, the
+    word index past ``scan_limit`` (0 here: from the first text)."""
+    if request.param == "index":
+        monkeypatch.setattr(Conversation, "scan_limit", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", range(60))
-def test_indexed_lookups_equal_reading_every_text(seed: int) -> None:
+def test_indexed_lookups_equal_reading_every_text(seed: int, lookups: str) -> None:
     rng = random.Random(seed)
     history = [Message.system("You help. Order 4411."), Message.user(_text(rng))]
     conversation = Conversation(history)
@@ -106,23 +116,30 @@ def test_indexed_lookups_equal_reading_every_text(seed: int) -> None:
     assert checked > 0
 
 
+@pytest.mark.parametrize("limit", [0, 16_384])
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["tool", "model", "user"]),
                           st.text(st.sampled_from("ab1.2 -é\x00_"), max_size=12)),
                 max_size=12),
        st.text(st.sampled_from("ab1.2 -é\x00_"), min_size=1, max_size=6))
 def test_indexed_lookups_equal_reading_every_text_on_any_alphabet(
-        said: list[tuple[str, str]], value: str) -> None:
+        limit: int, said: list[tuple[str, str]], value: str) -> None:
     history = [Message.system("sys")]
     for k, (who, text) in enumerate(said):
         history.append(Message.user(text) if who == "user" else Message.assistant(text)
                        if who == "model" else Message(role="tool", parts=(ToolResultPart(
                            call_id=f"c{k}", tool_name="t", content=text),)))
-    conversation = Conversation(history)
-    assert conversation.origin("v", value) == _reference(conversation, "v", value)
+    scan_limit = Conversation.scan_limit
+    Conversation.scan_limit = limit  # type: ignore[misc]
+    try:
+        conversation = Conversation(history)
+        assert conversation.origin("v", value) == _reference(conversation, "v", value)
+    finally:
+        Conversation.scan_limit = scan_limit  # type: ignore[misc]
 
 
-def test_a_value_first_seen_in_a_tool_output_names_every_output_that_holds_it() -> None:
+def test_a_value_first_seen_in_a_tool_output_names_every_output_that_holds_it(
+        lookups: str) -> None:
     history = [Message.system("sys"), Message.user("pay my bill")]
     for k in range(300):
         history.append(Message(role="assistant", parts=(ToolCallPart(

@@ -29,8 +29,7 @@ import bisect
 import json
 import math
 import re
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -88,14 +87,19 @@ class Conversation:
     user's messages) and, in order, what the model wrote (its text and its calls'
     arguments) and what tools returned.
 
-    A look-up does not read every text said: an index, built as texts arrive, files each
-    text under its words (the runs of ``\\w``). A value's occurrences lie inside words of
-    the texts that hold it: a word it has inside (between other characters) is a whole word
-    there, and a word at its edge is part of one. So the texts filed under such a word are
-    the only ones that can hold the value, and only they are searched (the vocabulary, not
-    the history, is searched for the words a piece is part of)."""
+    While what was said is short (``scan_limit`` characters), a look-up is one C-level search
+    of it, kept joined. Past that, a look-up does not read every text said: an index, built
+    as look-ups come, files each text under its words (the runs of ``\\w``). A value's
+    occurrences lie inside words of the texts that hold it: a word it has inside (between
+    other characters) is a whole word there, and a word at its edge is part of one. So the
+    texts filed under such a word are the only ones that can hold the value, and only they
+    are searched (the vocabulary, not the history, is searched for the words a piece is part
+    of)."""
 
-    __slots__ = ("_files", "_indexed", "_last", "_seen", "_vocabulary", "said", "trusted")
+    __slots__ = ("_files", "_indexed", "_joined", "_last", "_seen", "_size", "_vocabulary",
+                 "said", "trusted")
+    #: Up to this many characters said, look-ups search them all (cheaper than an index).
+    scan_limit = 16_384
 
     def __init__(self, history: Sequence[Message] = ()) -> None:
         self.trusted = ""
@@ -104,9 +108,11 @@ class Conversation:
         self._seen = 0
         self._last: Message | None = None
         #: word -> the indexes in ``said`` of the texts with that word, ascending
-        self._files: defaultdict[str, list[int]] = defaultdict(list)
+        self._files: dict[str, list[int]] = {}
         self._vocabulary = _Joined()  # every word of _files, once
         self._indexed = 0  # the texts of ``said`` filed so far (filed when a look-up comes)
+        self._size = 0  # characters said
+        self._joined: _Joined | None = _Joined()  # every text said, while _size <= limit
         self.extend(history)
 
     def follows(self, history: Sequence[Message]) -> bool:
@@ -119,6 +125,7 @@ class Conversation:
         """Read the messages of ``history`` not read yet (see :meth:`follows`)."""
         trusted: list[str] = []
         said = self.said
+        start = len(said)
         for message in history[self._seen:]:
             if message.role in ("system", "user"):
                 trusted.extend(p.text.casefold() for p in message.parts
@@ -129,6 +136,15 @@ class Conversation:
                             and not p.is_error)
             else:
                 said.extend((None, _words(p).casefold()) for p in message.parts)
+        joined = self._joined
+        for i in range(start, len(said)):
+            text = said[i][1]
+            self._size += len(text) + 1
+            if joined is not None:
+                if self._size > self.scan_limit:
+                    self._joined = joined = None  # the index takes over
+                else:
+                    joined.add(text)
         if trusted:
             self.trusted = "\n".join([self.trusted, *trusted]) if self.trusted \
                 else "\n".join(trusted)
@@ -145,7 +161,13 @@ class Conversation:
         if _found(folded, self.trusted):
             return ValueOrigin(path, value, "trusted")
         said = self.said
-        hits = (i for i in self._candidates(folded) if _found(folded, said[i][1]))
+        hits: Iterator[int]
+        if "\x00" in folded:  # could span two joined texts: read them one by one
+            hits = (i for i, (_, text) in enumerate(said) if _found(folded, text))
+        elif self._joined is not None:
+            hits = self._joined.holding(folded, _found_at)
+        else:
+            hits = (i for i in self._candidates(folded) if _found(folded, said[i][1]))
         first = next(hits, None)
         if first is None or said[first][0] is None:
             return ValueOrigin(path, value, "model")
@@ -157,11 +179,13 @@ class Conversation:
         """File the texts said since the last look-up under their words."""
         files, said, vocabulary = self._files, self.said, self._vocabulary
         for i in range(self._indexed, len(said)):
-            words = set(_WORD.findall(said[i][1]))
-            for word in words - files.keys():
-                vocabulary.add(word)
-            for word in words:
-                files[word].append(i)
+            for word in set(_WORD.findall(said[i][1])):
+                filed = files.get(word)
+                if filed is None:
+                    files[word] = [i]
+                    vocabulary.add(word)
+                else:
+                    filed.append(i)
         self._indexed = len(said)
 
     def _candidates(self, value: str) -> Sequence[int]:
@@ -177,7 +201,8 @@ class Conversation:
         if inner:  # a whole word wherever the value occurs
             return min((files.get(word, ()) for word in inner), key=len)
         piece = max((m.group() for m in pieces), key=len)  # part of a word there
-        filed = [files[word] for word in self._vocabulary.holding(piece)]
+        words = self._vocabulary.items
+        filed = [files[words[i]] for i in self._vocabulary.holding(piece)]
         if len(filed) == 1:
             return filed[0]
         return sorted({i for indexes in filed for i in indexes})
@@ -187,30 +212,35 @@ class _Joined:
     """Strings kept joined by NUL in a few blocks, merged as a binary counter merges (each
     string is copied O(log n) times in all), for C-level searches over all of them."""
 
-    __slots__ = ("_blocks", "_items")
+    __slots__ = ("_blocks", "items")
 
     def __init__(self) -> None:
-        self._items: list[str] = []
+        self.items: list[str] = []
         #: (joined, index of its first string, offset of each string in the join)
         self._blocks: list[tuple[str, int, list[int]]] = []
 
     def add(self, item: str) -> None:
         blocks = self._blocks
-        blocks.append((item, len(self._items), [0]))
-        self._items.append(item)
+        blocks.append((item, len(self.items), [0]))
+        self.items.append(item)
         while len(blocks) > 1 and len(blocks[-2][2]) <= len(blocks[-1][2]):
             (last, _, last_at), (before, first, at) = blocks.pop(), blocks.pop()
             shift = len(before) + 1
             blocks.append((before + "\x00" + last, first, at + [o + shift for o in last_at]))
 
-    def holding(self, part: str) -> Iterator[str]:
-        """Each string that holds ``part`` (which has no NUL), in the order added."""
-        items = self._items
+    def holding(self, part: str,
+                counts: Callable[[str, str, int], bool] | None = None) -> Iterator[int]:
+        """The index of each string that holds ``part`` (which has no NUL), ascending; with
+        ``counts(part, joined, start)``, only occurrences it accepts count (it reads a NUL
+        as the edge of a string)."""
         for block, first, at in self._blocks:
             start = block.find(part)
             while start != -1:
+                if counts is not None and not counts(part, block, start):
+                    start = block.find(part, start + 1)
+                    continue
                 j = bisect.bisect_right(at, start) - 1
-                yield items[first + j]
+                yield first + j
                 if j + 1 == len(at):
                     break
                 start = block.find(part, at[j + 1])  # on to the next string
