@@ -142,10 +142,13 @@ class _Gate:
             return True
         if self.literals or self.keywords:
             low = text.lower()
-            for guard, tests in self.hints:  # any literal in ``low``, grouped (see _hints)
+            for guard, words, patterns in self.hints:  # any literal in ``low`` (_hints)
                 if guard in low:
-                    for test in tests:
-                        if (test in low) if isinstance(test, str) else test.search(low):
+                    for word in words:
+                        if word in low:
+                            return True
+                    for pattern in patterns:
+                        if pattern.search(low):
                             return True
             if self.keywords and _keyword_shape(low):
                 return True
@@ -166,7 +169,7 @@ def _keyword_shape(low: str) -> bool:
     return False
 
 
-Hints = tuple[tuple[str, tuple["str | re.Pattern[str]", ...]], ...]
+Hints = tuple[tuple[str, tuple[str, ...], tuple[re.Pattern[str], ...]], ...]
 # Characters rare in text, the rarest first: a literal with one is grouped behind the first
 # it holds, the others behind "" (always searched) by their first character.
 _RARITY = "_-:@/jqxz"
@@ -175,16 +178,18 @@ _RARITY = "_-:@/jqxz"
 def _hints(literals: Iterable[str]) -> Hints:
     """``literals`` as groups of tests, each group behind a character all of its literals
     hold (one search for a character, far cheaper than one for a word, rules the group out),
-    each test a literal or a pattern of the literals sharing a first character (a regex with
-    a literal first character is scanned for it in C). Some literal is in a text exactly
-    when some group's character and one of its tests are."""
+    each group's literals tested alone, or as one pattern where several share a first
+    character (a regex with a literal first character is scanned for it in C). Some literal
+    is in a text exactly when some group's character and one of its tests are."""
     groups: dict[str, dict[str, list[str]]] = {}
     for word in literals:
         guard = next((c for c in _RARITY if c in word), "")
         groups.setdefault(guard, {}).setdefault(word[0], []).append(word)
-    return tuple((guard, tuple(
-        words[0] if len(words) == 1 else re.compile(_literal_trie(words))
-        for _, words in sorted(by_first.items()))) for guard, by_first in sorted(groups.items()))
+    return tuple((guard,
+                  tuple(words[0] for _, words in sorted(by_first.items()) if len(words) == 1),
+                  tuple(re.compile(_literal_trie(words)) for _, words in sorted(by_first.items())
+                        if len(words) > 1))
+                 for guard, by_first in sorted(groups.items()))
 
 
 def _literal_trie(words: Iterable[str]) -> str:
