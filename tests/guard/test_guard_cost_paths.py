@@ -319,3 +319,17 @@ def test_the_precheck_clears_without_marks_only_what_it_clears_with_them(text: s
     words = set(re.findall("[a-z]+", low))
     assert no_anchor == (words.isdisjoint(_screen._ANCHOR_WORDS)
                          and not _screen._anchor_mark(low))
+
+
+async def test_a_guard_whose_applicability_test_fails_is_still_asked() -> None:
+    class Broken(Guardrail):
+        def guard_applies(self, tool: Any) -> bool:
+            raise RuntimeError("cannot tell")
+
+    model = ScriptedModel([call("look", {"q": "a"}), "done"])
+    agent = Agent("a", model=model, tools=[look], default_middleware=False,
+                  middleware=[Broken(lambda inp: GuardDecision.block("no"),
+                                     places="tool_output")])
+    result = await agent.run("go", store=MemoryStore())
+    tool_messages = [m for m in result.messages if m.role == "tool"]
+    assert "withheld by guard" in tool_messages[0].parts[0].content  # type: ignore[union-attr]

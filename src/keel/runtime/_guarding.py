@@ -246,7 +246,7 @@ class GuardPipeline:
         if place not in self._stages:
             return False
         filters = self._filters.get(place)
-        return filters is None or any(f(tool) for f in filters)
+        return filters is None or any(map(_applies, filters, (tool,) * len(filters)))
 
     def partial_ok(self, place: Place) -> bool:
         """Whether every guard at ``place`` can judge part of a text (a streamed answer so
@@ -294,6 +294,15 @@ def every_tool(self: Any, tool: Tool) -> bool:
     ``guard_applies``, and a place where no guard applies is skipped without building its
     input. This default: every tool."""
     return True
+
+
+def _applies(test: Callable[[Tool], bool], tool: Tool) -> bool:
+    """``test(tool)``; a test that fails counts as "applies": the guard is asked, and its
+    ``check`` decides (a guard that cannot say fails closed, never open)."""
+    try:
+        return bool(test(tool))
+    except Exception:
+        return True
 
 
 def _applies_test(guard: Guard) -> Callable[[Tool], bool] | None:
