@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from keel.core import UserError
+from keel.store._ids import check_id
 
 if TYPE_CHECKING:
     from keel.store._stats import StatsQuery, StatsResult
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 #: escalations). 3: each run's tenant and user, in columns of their own. Stores of an older
 #: version are upgraded in place when opened.
 SCHEMA_VERSION = 3
-#: The longest tenant or user id a run may carry (characters).
-MAX_ID_CHARS = 200
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 #: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
@@ -171,25 +170,6 @@ class RunFilter:
         _check_page(self.limit, self.offset)
         if self.tenant is not None:
             check_id("tenant", self.tenant)
-
-
-def check_id(name: str, value: object) -> str:
-    """A run's ``tenant`` or ``user`` id (``name``): a non-empty string of at most
-    :data:`MAX_ID_CHARS` characters, without control characters; a :class:`~keel.UserError`
-    saying which rule it breaks otherwise."""
-    if not isinstance(value, str):
-        raise UserError(f"{name}= must be a string (an id such as 'acme'), not "
-                        f"{type(value).__name__}.")
-    if not value.strip():
-        raise UserError(f"{name}= is empty; give the {name} id (or leave {name}= out).")
-    if len(value) > MAX_ID_CHARS:
-        raise UserError(f"{name}= is {len(value):,} characters long; a {name} id has at most "
-                        f"{MAX_ID_CHARS}.")
-    if not value.isprintable():
-        bad = next(c for c in value if not c.isprintable())
-        raise UserError(f"{name}= holds a control or unprintable character ({bad!r}); a "
-                        f"{name} id is printable text.")
-    return value
 
 
 def _check_page(limit: object, offset: object) -> None:

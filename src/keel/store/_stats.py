@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias
 
 from keel.core import UserError
+from keel.store._ids import check_id
 
 GroupKey: TypeAlias = Literal["agent", "tenant", "model", "day"]
 GROUP_KEYS: tuple[GroupKey, ...] = ("agent", "tenant", "model", "day")
@@ -93,7 +94,6 @@ class StatsQuery:
     top: int = 5
 
     def __post_init__(self) -> None:
-        from keel.store._base import check_id
 
         if self.agent is not None:
             check_id("agent", self.agent)
