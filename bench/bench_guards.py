@@ -7,7 +7,8 @@ A step is one model turn and one tool call. Workloads:
   a short final answer;
 * **10 KB**: the same with a 10 KB JSON tool output per step;
 * **write tool**: the short workload with a ``write`` tool, so taint tracking looks up every
-  argument value in the conversation.
+  argument value in the conversation (each call's number, ``1000 + k``, is one the model
+  wrote: an allowed call, after a look-up in every step).
 
 ``guards off`` is ``keel.Agent`` with retry and the circuit breaker but none of the guards;
 ``guards on`` is ``keel.Agent`` as it comes. Each guard is also measured alone (the others
@@ -76,49 +77,57 @@ def make_agent(cls: type[keel.Agent[str]], steps: int, output: str,
         return output
 
     tool = keel.tool(name="lookup", risk=risk)(lookup)  # type: ignore[call-overload]
-    turns: list[Any] = [[("lookup", {"i": k})] for k in range(steps)] + ["done"]
+    # 1000 + k: a number taint tracking looks up (whole numbers under 100 are not), and one
+    # that no tool output holds (the output's numbers are 4411, 2026, 201 ...).
+    turns: list[Any] = [[("lookup", {"i": 1000 + k})] for k in range(steps)] + ["done"]
     return cls("bench", model=BenchModel(turns), tools=[tool], budget=keel.Budget.unlimited())
 
 
-async def time_run(agent: keel.Agent[str]) -> float:
+async def time_run(agent: keel.Agent[str]) -> tuple[float, float]:
+    """The run's wall-clock and CPU time (this process), in seconds."""
     store = keel.MemoryStore()
     gc.collect()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = await agent.run(USER, store=store)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     if result.output != "done":
         raise SystemExit(f"bench run failed: {result.output!r}")
-    return elapsed
+    return elapsed, cpu
 
 
-async def measure(steps: int, rounds: int) -> dict[str, dict[str, float]]:
-    """µs per step, median over rounds, for each workload and config."""
+async def measure(steps: int, rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """µs per step (wall clock, CPU time), medians over rounds, per workload and config."""
     workloads = {"short": (SHORT, "read"), "10 KB": (LONG, "read"),
                  "write tool": (SHORT, "write")}
     cfgs = configs()
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, tuple[float, float]]] = {}
     for wname, (output, risk) in workloads.items():
         chosen = cfgs if wname == "short" else {k: cfgs[k] for k in ("guards off",
                                                                       "guards on")}
         agents = {name: make_agent(cls, steps, output, risk) for name, cls in chosen.items()}
-        samples: dict[str, list[float]] = {name: [] for name in agents}
+        walls: dict[str, list[float]] = {name: [] for name in agents}
+        cpus: dict[str, list[float]] = {name: [] for name in agents}
         for agent in agents.values():  # warm up
             await time_run(agent)
         for _ in range(rounds):
             for name, agent in agents.items():
-                samples[name].append(await time_run(agent) / steps * 1e6)
-        out[wname] = {name: statistics.median(v) for name, v in samples.items()}
+                wall, cpu = await time_run(agent)
+                walls[name].append(wall / steps * 1e6)
+                cpus[name].append(cpu / steps * 1e6)
+        out[wname] = {name: (statistics.median(walls[name]), statistics.median(cpus[name]))
+                      for name in agents}
     return out
 
 
-def table(results: dict[str, dict[str, float]]) -> list[str]:
-    lines = ["| workload | configuration | µs per step | over guards off |",
-             "|---|---|---:|---:|"]
+def table(results: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
+    lines = ["| workload | configuration | µs per step | over guards off | CPU µs per step "
+             "| CPU over guards off |", "|---|---|---:|---:|---:|---:|"]
     for wname, by_cfg in results.items():
-        base = by_cfg["guards off"]
-        for name, us in by_cfg.items():
+        base, base_cpu = by_cfg["guards off"]
+        for name, (us, cpu) in by_cfg.items():
             extra = "" if name == "guards off" else f"+{us - base:.1f} µs ({us / base:.2f}×)"
-            lines.append(f"| {wname} | {name} | {us:.1f} | {extra} |")
+            extra_cpu = "" if name == "guards off" else f"+{cpu - base_cpu:.1f} µs"
+            lines.append(f"| {wname} | {name} | {us:.1f} | {extra} | {cpu:.1f} | {extra_cpu} |")
     return lines
 
 
@@ -128,6 +137,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--update-doc", type=Path)
     args = parser.parse_args()
+    if not 1 <= args.steps <= 1000:
+        parser.error("--steps: 1 to 1000 (the look-up numbers 1000 + k stay clear of the "
+                     "tool output's)")
     results = asyncio.run(measure(args.steps, args.rounds))
     lines = table(results)
     print("\n".join(lines))
@@ -140,7 +152,8 @@ def main() -> None:
         _, _, tail = rest.partition(end)
         body = (f"{start}\nMeasured by `python -m bench.bench_guards --steps {args.steps} "
                 f"--rounds {args.rounds}` (Python {sys.version.split()[0]}); µs per agent "
-                "step, medians of interleaved rounds, in-memory store.\n\n"
+                "step, medians of interleaved rounds, in-memory store; wall clock, and the CPU "
+                "time of this process (steadier when other work shares the machine).\n\n"
                 + "\n".join(lines) + f"\n{end}")
         args.update_doc.write_text(head + body + tail)
         print(f"wrote the guards section of {args.update_doc}")

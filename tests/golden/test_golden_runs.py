@@ -193,9 +193,19 @@ async def test_this_keel_still_writes_the_newest_fixtures() -> None:
     newest = VERSION_DIRS[-1]
     for name, data in built.items():
         stored = load(newest / f"{name}.json")
+        # latency_ms counts the frozen clock's reads during a step, and middleware that times
+        # steps (keel.observe.Metrics) reads it too: not part of what is encoded or hashed.
+        data, stored = _without_latency(data), _without_latency(stored)
         assert _first_difference(data, stored) is None, (
             f"{name}: this keel writes {_first_difference(data, stored)} differently from "
             f"{newest.name}/{name}.json")
+
+
+def _without_latency(export: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(export)
+    for entry in out["journal"]:
+        entry.pop("latency_ms", None)
+    return out
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:

@@ -102,3 +102,22 @@ def test_scripted_model_refuses_a_bad_item_when_built() -> None:
         ScriptedModel("one answer")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="needs a function"):
         FunctionModel("not a function")  # type: ignore[arg-type]
+
+
+async def test_a_reused_list_id_does_not_confuse_the_turn_count() -> None:
+    """A middleware that sends a fresh list each request (history + one message) frees the
+    old list, and CPython may give the next one the same id: the scan cache must not take the
+    new list for the old one grown (it once did, and the model repeated turn 0 forever)."""
+    from keel.core import Message, ToolCallPart
+
+    model = ScriptedModel([call("t", {}), "done"])
+    system = Message.system("s")
+    first = [system, Message.user("u"), Message.system("style")]
+    await model.request(first)
+    grown = [system, Message.user("u"),
+             Message(role="assistant", parts=(ToolCallPart(call_id="c", tool_name="t",
+                                                            arguments="{}"),)),
+             Message.system("style")]
+    model._turns[id(grown)] = model._turns.pop(id(first))  # as if the id were reused
+    response = await model.request(grown)
+    assert response.text == "done"

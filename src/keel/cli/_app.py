@@ -34,14 +34,15 @@ from keel.cli._options import (
     StoreOption,
     store_url,
 )
+from keel.cli._stats import register as register_stats
 from keel.cli._text import Screen
 from keel.runtime import default_store_url
 
 # The order ``keel --help`` lists commands in: the order a user meets them. Start a run, continue
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
-COMMAND_ORDER = ("run", "resume", "runs", "approvals", "escalations", "audit", "worker", "replay",
-                 "fork", "diff", "cost", "demo")
+COMMAND_ORDER = ("run", "resume", "runs", "approvals", "escalations", "audit", "stats", "cost",
+                 "worker", "replay", "fork", "diff", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -119,6 +120,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(escalations_app, name="escalations")
 register_history(app, runs_app)
 register_audit(app)
+register_stats(app)
 register_cost(app)
 
 

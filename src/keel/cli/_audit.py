@@ -69,9 +69,10 @@ class AuditFilter:
     limit: int = 200
 
 
-def parse_since(text: str, now: float) -> float:
-    """``--since``: a duration back from now (``30m``, ``24h``, ``7d``, ``2w``) or an ISO date
-    or date-time (``2026-12-01``, ``2026-12-01T08:00:00Z``; no zone means UTC)."""
+def parse_since(text: str, now: float, option: str = "--since") -> float:
+    """``--since`` (or ``option``): a duration back from now (``30m``, ``24h``, ``7d``,
+    ``2w``) or an ISO date or date-time (``2026-12-01``, ``2026-12-01T08:00:00Z``; no zone
+    means UTC)."""
     value = text.strip()
     m = _RELATIVE.match(value.lower())
     if m:
@@ -79,7 +80,7 @@ def parse_since(text: str, now: float) -> float:
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise CliError(f"--since {text[:40]!r} is not a duration (30m, 24h, 7d) or an ISO "
+        raise CliError(f"{option} {text[:40]!r} is not a duration (30m, 24h, 7d) or an ISO "
                        "date (2026-12-01, 2026-12-01T08:00:00Z).") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -128,6 +128,8 @@ class _Gate:
     keywords: bool  # a keyword secret's shape opens it
     colons: bool  # a full IPv6 address: seven colons
     custom: tuple[re.Pattern[str], ...]
+    #: ``literals`` grouped for fewer searches (see :func:`_hints`).
+    hints: Hints = ()
 
     @classmethod
     def of(cls, kinds: Iterable[str], custom: tuple[re.Pattern[str], ...]) -> _Gate:
@@ -136,7 +138,7 @@ class _Gate:
         literals = sorted({lit for k in kinds for lit in _HINT_LITERALS.get(k, ())})
         return cls(digits=re.compile("(?a)" + "|".join(digits)) if digits else None,
                    literals=tuple(literals), keywords=bool(kinds & _KEYWORD_KINDS),
-                   colons="ip_address" in kinds, custom=custom)
+                   colons="ip_address" in kinds, custom=custom, hints=_hints(literals))
 
     def __call__(self, text: str) -> bool:
         """Whether ``text`` may hold something a detector finds (False: certainly not)."""
@@ -144,14 +146,74 @@ class _Gate:
             return True
         if self.literals or self.keywords:
             low = text.lower()
-            if any(lit in low for lit in self.literals):
-                return True
-            if self.keywords and any(k in low for k in _KEYWORDS) \
-                    and _KEYWORD_SHAPE.search(low):
+            for guard, words, patterns in self.hints:  # any literal in ``low`` (_hints)
+                if guard in low:
+                    for word in words:
+                        if word in low:
+                            return True
+                    for pattern in patterns:
+                        if pattern.search(low):
+                            return True
+            if self.keywords and _keyword_shape(low):
                 return True
         if self.colons and text.count(":") >= 7:
             return True
         return any(p.search(text) for p in self.custom)
+
+
+def _keyword_shape(low: str) -> bool:
+    """``_KEYWORD_SHAPE.search(low)``, tried only where a keyword starts (every match starts
+    with one): a regex search would try every position of the text."""
+    for keyword in _KEYWORDS:
+        start = low.find(keyword)
+        while start != -1:
+            if _KEYWORD_SHAPE.match(low, start):
+                return True
+            start = low.find(keyword, start + 1)
+    return False
+
+
+Hints = tuple[tuple[str, tuple[str, ...], tuple[re.Pattern[str], ...]], ...]
+# Characters rare in text, the rarest first: a literal with one is grouped behind the first
+# it holds, the others behind "" (always searched) by their first character.
+_RARITY = "_-:@/jqxz"
+
+
+def _hints(literals: Iterable[str]) -> Hints:
+    """``literals`` as groups of tests, each group behind a character all of its literals
+    hold (one search for a character, far cheaper than one for a word, rules the group out),
+    each group's literals tested alone, or as one pattern where several share a first
+    character (a regex with a literal first character is scanned for it in C). Some literal
+    is in a text exactly when some group's character and one of its tests are."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    for word in literals:
+        guard = next((c for c in _RARITY if c in word), "")
+        groups.setdefault(guard, {}).setdefault(word[0], []).append(word)
+    return tuple((guard,
+                  tuple(words[0] for _, words in sorted(by_first.items()) if len(words) == 1),
+                  tuple(re.compile(_literal_trie(words)) for _, words in sorted(by_first.items())
+                        if len(words) > 1))
+                 for guard, by_first in sorted(groups.items()))
+
+
+def _literal_trie(words: Iterable[str]) -> str:
+    """A regex matching where any of ``words`` occurs, factored as a trie (the regex engine
+    tries alternatives one by one: shared prefixes are then tested once). A word that extends
+    another is dropped: where it occurs, the shorter one does too."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for c in word:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        if "" in node:
+            return ""
+        alts = [re.escape(c) + build(child) for c, child in sorted(node.items())]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return build(trie)
 
 
 # Characters folded away before detection: invisible and bidi controls, tag characters.
@@ -295,6 +357,13 @@ class DataScope:
             raise UserError(f"scrub takes a str, not {type(text).__name__}: use scrub_value "
                             "for dicts, lists and other data")
         return _scrub_text(compiled, text, where or destination)
+
+    def untouched(self, text: str, destination: str) -> bool:
+        """True when :meth:`scrub` would certainly return ``text`` as it is, known from the
+        cheap gate alone (False: scrub it to know)."""
+        compiled = self._get(destination)
+        return compiled is None or (isinstance(text, str) and text.isascii()
+                                    and "\\" not in text and not compiled.gate(text))
 
     def scrub_found(self, text: str, destination: str, *, where: str = "") -> tuple[
             str, tuple[str, ...]]:

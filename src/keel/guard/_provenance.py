@@ -25,10 +25,11 @@ not looked up.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -84,9 +85,21 @@ class ValueOrigin:
 class Conversation:
     """The texts of a conversation, case-folded once: the trusted ones (instructions, the
     user's messages) and, in order, what the model wrote (its text and its calls'
-    arguments) and what tools returned."""
+    arguments) and what tools returned.
 
-    __slots__ = ("_all", "_last", "_seen", "said", "trusted")
+    While what was said is short (``scan_limit`` characters), a look-up is one C-level search
+    of it, kept joined. Past that, a look-up does not read every text said: an index, built
+    as look-ups come, files each text under its words (the runs of ``\\w``). A value's
+    occurrences lie inside words of the texts that hold it: a word it has inside (between
+    other characters) is a whole word there, and a word at its edge is part of one. So the
+    texts filed under such a word are the only ones that can hold the value, and only they
+    are searched (the vocabulary, not the history, is searched for the words a piece is part
+    of)."""
+
+    __slots__ = ("_files", "_indexed", "_joined", "_last", "_seen", "_size", "_vocabulary",
+                 "said", "trusted")
+    #: Up to this many characters said, look-ups search them all (cheaper than an index).
+    scan_limit = 16_384
 
     def __init__(self, history: Sequence[Message] = ()) -> None:
         self.trusted = ""
@@ -94,7 +107,12 @@ class Conversation:
         self.said: list[tuple[Source | None, str]] = []
         self._seen = 0
         self._last: Message | None = None
-        self._all: str | None = None  # every said text joined (built when asked)
+        #: word -> the indexes in ``said`` of the texts with that word, ascending
+        self._files: dict[str, list[int]] = {}
+        self._vocabulary = _Joined()  # every word of _files, once
+        self._indexed = 0  # the texts of ``said`` filed so far (filed when a look-up comes)
+        self._size = 0  # characters said
+        self._joined: _Joined | None = _Joined()  # every text said, while _size <= limit
         self.extend(history)
 
     def follows(self, history: Sequence[Message]) -> bool:
@@ -106,22 +124,30 @@ class Conversation:
     def extend(self, history: Sequence[Message]) -> Conversation:
         """Read the messages of ``history`` not read yet (see :meth:`follows`)."""
         trusted: list[str] = []
+        said = self.said
+        start = len(said)
         for message in history[self._seen:]:
             if message.role in ("system", "user"):
                 trusted.extend(p.text.casefold() for p in message.parts
                                if isinstance(p, TextPart))
             elif message.role == "tool":
-                self.said.extend((Source(p.tool_name, p.call_id),
-                                  _readable(p.content).casefold())
-                                 for p in message.parts if isinstance(p, ToolResultPart)
-                                 and not p.is_error)
+                said.extend((Source(p.tool_name, p.call_id), _readable(p.content).casefold())
+                            for p in message.parts if isinstance(p, ToolResultPart)
+                            and not p.is_error)
             else:
-                self.said.extend((None, _words(p).casefold()) for p in message.parts)
+                said.extend((None, _words(p).casefold()) for p in message.parts)
+        joined = self._joined
+        for i in range(start, len(said)):
+            text = said[i][1]
+            self._size += len(text) + 1
+            if joined is not None:
+                if self._size > self.scan_limit:
+                    self._joined = joined = None  # the index takes over
+                else:
+                    joined.add(text)
         if trusted:
             self.trusted = "\n".join([self.trusted, *trusted]) if self.trusted \
                 else "\n".join(trusted)
-        if len(history) > self._seen:
-            self._all = None
         self._seen = len(history)
         self._last = history[-1] if history else None
         return self
@@ -138,16 +164,93 @@ class Conversation:
         folded = value.casefold()
         if _found(folded, self.trusted):
             return ValueOrigin(path, value, "trusted")
-        if self._all is None:
-            self._all = "\x00".join(text for _, text in self.said)
-        if folded not in self._all:  # the common case, in one C-level search
+        said = self.said
+        hits: Iterator[int]
+        if "\x00" in folded:  # could span two joined texts: read them one by one
+            hits = (i for i, (_, text) in enumerate(said) if _found(folded, text))
+        elif self._joined is not None:
+            hits = self._joined.holding(folded, _found_at)
+        else:
+            hits = (i for i in self._candidates(folded) if _found(folded, said[i][1]))
+        first = next(hits, None)
+        if first is None or said[first][0] is None:
             return ValueOrigin(path, value, "model")
-        first = next(((src, text) for src, text in self.said if _found(folded, text)), None)
-        if first is None or first[0] is None:
-            return ValueOrigin(path, value, "model")
-        sources = tuple(src for src, text in self.said
-                        if src is not None and _found(folded, text))
+        sources = tuple(src for src in (said[i][0] for i in (first, *hits))
+                        if src is not None)
         return ValueOrigin(path, value, "tool", sources)
+
+    def _index(self) -> None:
+        """File the texts said since the last look-up under their words."""
+        files, said, vocabulary = self._files, self.said, self._vocabulary
+        for i in range(self._indexed, len(said)):
+            for word in set(_WORD.findall(said[i][1])):
+                filed = files.get(word)
+                if filed is None:
+                    files[word] = [i]
+                    vocabulary.add(word)
+                else:
+                    filed.append(i)
+        self._indexed = len(said)
+
+    def _candidates(self, value: str) -> Sequence[int]:
+        """The indexes, ascending, of every text that may hold ``value`` (each text that
+        does is among them)."""
+        if self._indexed < len(self.said):
+            self._index()
+        pieces = list(_WORD.finditer(value))
+        if not pieces:
+            return range(len(self.said))  # no word to look up: every text
+        inner = [m.group() for m in pieces if m.start() > 0 and m.end() < len(value)]
+        files = self._files
+        if inner:  # a whole word wherever the value occurs
+            return min((files.get(word, ()) for word in inner), key=len)
+        piece = max((m.group() for m in pieces), key=len)  # part of a word there
+        words = self._vocabulary.items
+        filed = [files[words[i]] for i in self._vocabulary.holding(piece)]
+        if len(filed) == 1:
+            return filed[0]
+        return sorted({i for indexes in filed for i in indexes})
+
+
+class _Joined:
+    """Strings kept joined by NUL in a few blocks, merged as a binary counter merges (each
+    string is copied O(log n) times in all), for C-level searches over all of them."""
+
+    __slots__ = ("_blocks", "items")
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        #: (joined, index of its first string, offset of each string in the join)
+        self._blocks: list[tuple[str, int, list[int]]] = []
+
+    def add(self, item: str) -> None:
+        blocks = self._blocks
+        blocks.append((item, len(self.items), [0]))
+        self.items.append(item)
+        while len(blocks) > 1 and len(blocks[-2][2]) <= len(blocks[-1][2]):
+            (last, _, last_at), (before, first, at) = blocks.pop(), blocks.pop()
+            shift = len(before) + 1
+            blocks.append((before + "\x00" + last, first, at + [o + shift for o in last_at]))
+
+    def holding(self, part: str,
+                counts: Callable[[str, str, int], bool] | None = None) -> Iterator[int]:
+        """The index of each string that holds ``part`` (which has no NUL), ascending; with
+        ``counts(part, joined, start)``, only occurrences it accepts count (it reads a NUL
+        as the edge of a string)."""
+        for block, first, at in self._blocks:
+            start = block.find(part)
+            while start != -1:
+                if counts is not None and not counts(part, block, start):
+                    start = block.find(part, start + 1)
+                    continue
+                j = bisect.bisect_right(at, start) - 1
+                yield first + j
+                if j + 1 == len(at):
+                    break
+                start = block.find(part, at[j + 1])  # on to the next string
+
+
+_WORD = re.compile(r"\w+")
 
 
 #: Runs that may be encoded payloads (base64, hex, percent-encoding): only a tool output
@@ -157,11 +260,23 @@ _PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}){4}")
 _HEX_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4}")
 
 
+_RUN_TABLE = bytes(ord("x") if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/_-")
+                   else ord(" ") for c in range(256))
+
+
+def _base64_run(content: str) -> bool:
+    """``_BASE64_RUN.search(content)``; plain ASCII by a byte table and a substring search
+    (the regex would try a run at every position)."""
+    if content.isascii():
+        return b"x" * 24 in content.encode("ascii").translate(_RUN_TABLE)
+    return _BASE64_RUN.search(content) is not None
+
+
 def _readable(content: str) -> str:
     """A tool output as a model can read it: the text, and the payloads encoded in it
     decoded (a model decodes base64 it is told to; a value hidden that way is still the
     tool's). Plain text is returned as it is."""
-    if not (_BASE64_RUN.search(content)
+    if not (_base64_run(content)
             or ("%" in content and _PERCENT_RUN.search(content))
             or ("\\x" in content and _HEX_RUN.search(content))):
         return content
@@ -268,13 +383,21 @@ def _found(value: str, text: str) -> bool:
     if value[0].isdigit() or value[-1].isdigit():
         start = text.find(value)
         while start != -1:
-            end = start + len(value)
-            before = text[start - 1] if start else " "
-            after = text[end] if end < len(text) else " "
-            if not (before.isdigit() or (value[0].isdigit() and before == ".")) \
-                    and not (after.isdigit() or (after == "." and end + 1 < len(text)
-                                                 and text[end + 1].isdigit())):
+            if _found_at(value, text, start):
                 return True
             start = text.find(value, start + 1)
         return False
     return value in text
+
+
+def _found_at(value: str, text: str, start: int) -> bool:
+    """Whether the occurrence of ``value`` at ``start`` in ``text`` counts: a number only
+    between non-digits (the start and the end of ``text``, and a NUL, are non-digits)."""
+    if not (value[0].isdigit() or value[-1].isdigit()):
+        return True
+    end = start + len(value)
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    return not (before.isdigit() or (value[0].isdigit() and before == ".")) \
+        and not (after.isdigit() or (after == "." and end + 1 < len(text)
+                                     and text[end + 1].isdigit()))

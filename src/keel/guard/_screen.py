@@ -23,7 +23,14 @@ import re
 from typing import Literal
 
 from keel.core import UserError
-from keel.guard._anchors import RULE_ANCHORS, Condition, compile_conditions, holds, tokens_of
+from keel.guard._anchors import (
+    _MARKS,
+    RULE_ANCHORS,
+    Condition,
+    add_marks,
+    compile_conditions,
+    holds,
+)
 from keel.guard._classifier import load_classifier
 from keel.guard._injection import (
     CLASSIFIER_FLOOR,
@@ -74,12 +81,20 @@ _WEAK = [
     _index(alts) for name, alts in RULE_ANCHORS.items() if _WEIGHTS[name] < DEFAULT_THRESHOLD
 ]
 _ANCHOR_WORDS = frozenset().union(*_STRONG, *_WEAK)
+#: The marks (see keel.guard._anchors) that are anchor words, by the character each needs.
+_ANCHOR_MARKS = tuple((key, kept) for key, marks in _MARKS.items()
+                      if (kept := tuple(m for m in marks if m in _ANCHOR_WORDS)))
 
 # What normalisation would change or decode: control characters (ANSI escapes start with
 # one), percent and \x escapes, base64- or hex-like runs of 24 characters and more.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ESCAPE = re.compile(r"%[0-9a-f]{2}|\\x[0-9a-f]{2}")
-_RUN = re.compile(r"(?<![a-z0-9+/_-])[a-z0-9+/_-]{24}")
+_RUN_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789+/_-"
+# Plain ASCII is read as bytes, mapped by a table: the run characters to "x" (a run of 24 is
+# then a substring search) and every byte but a-z to a space (the words are then a split).
+_RUN_TABLE = bytes(ord("x") if c in _RUN_CHARS else ord(" ") for c in range(256))
+_LETTER_TABLE = bytes(c if ord("a") <= c <= ord("z") else ord(" ") for c in range(256))
+_RUN_OF_24 = b"x" * 24
 
 
 def _holds(index: Index, hits: set[str], tokens: set[str]) -> bool:
@@ -90,15 +105,28 @@ def _holds(index: Index, hits: set[str], tokens: set[str]) -> bool:
     return False
 
 
-def _encoded(low: str) -> bool:
-    """Whether normalisation could change ``low`` (a lower-cased text)."""
-    if not low.isascii():
-        return True
+def _encoded(low: str, raw: bytes) -> bool:
+    """Whether normalisation could change ``low`` (a lower-cased ASCII text; ``raw`` is it
+    encoded): control characters, escapes, or a run of 24 base64/hex-like characters."""
     if not low.isprintable() and _CONTROL.search(low) is not None:
         return True
     if ("%" in low or "\\x" in low) and _ESCAPE.search(low) is not None:
         return True
-    return _RUN.search(low) is not None
+    return _RUN_OF_24 in raw.translate(_RUN_TABLE)
+
+
+def _anchor_mark(low: str) -> bool:
+    """Whether ``low`` holds a mark that is an anchor word (``<``, ``@``, ``tool_call`` ...)."""
+    return any(key in low and any(mark in low for mark in marks)
+               for key, marks in _ANCHOR_MARKS)
+
+
+def _ascii_tokens(low: str, raw: bytes) -> set[str]:
+    """``tokens_of(low)`` for a lower-cased ASCII text (``raw``: it encoded), its words by a
+    byte table and a split rather than a regex."""
+    tokens = set(raw.translate(_LETTER_TABLE).decode("ascii").split())
+    add_marks(low, tokens)
+    return tokens
 
 
 def precheck(text: str) -> bool:
@@ -111,9 +139,16 @@ def precheck(text: str) -> bool:
     if not isinstance(text, str):
         raise UserError(f"precheck() takes a str, got {type(text).__name__}; decode bytes first")
     low = text.lower()
-    if _encoded(low):
+    if not low.isascii():
+        return False  # normalisation could change it
+    raw = low.encode("ascii")
+    if _encoded(low, raw):
         return False
-    tokens = tokens_of(low)
+    words = set(raw.translate(_LETTER_TABLE).decode("ascii").split())
+    if words.isdisjoint(_ANCHOR_WORDS) and not _anchor_mark(low):
+        return True  # no anchor at all (the marks that are none only matter past here)
+    tokens = words
+    add_marks(low, tokens)
     hits = tokens & _ANCHOR_WORDS
     if not hits:
         return True

@@ -22,10 +22,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
-from keel.core import ConfigError, Message, ModelResponse, TextPart, ToolResultPart
+from keel.core import ConfigError, Message, ModelResponse, Part, TextPart, ToolResultPart
 from keel.guard._provenance import Conversation, ValueOrigin, is_entity, values_of
 from keel.runtime import (
     GuardDecision,
@@ -91,6 +90,10 @@ class TaintGuard(Middleware):
             return False
         meta = tool.meta
         return name in self.also or meta.risk != "read" or not meta.risk_declared
+
+    def guard_applies(self, tool: Tool) -> bool:
+        """The pipeline skips the arguments of a tool this guard does not gate."""
+        return self.gates(tool)
 
     async def check(self, inp: GuardInput) -> GuardDecision | None:
         tool = inp.tool
@@ -206,7 +209,11 @@ class UntrustedContent(Middleware):
                                  next: ModelNext) -> ModelResponse:
         if not self.enabled:
             return await next(inp)
-        return await next(replace(inp, messages=self._delimited(inp.run_id, inp.messages)))
+        # The fields spelt out: dataclasses.replace costs several times a plain construction.
+        return await next(ModelRequestInput(
+            run_id=inp.run_id, step_key=inp.step_key, agent=inp.agent, model=inp.model,
+            messages=self._delimited(inp.run_id, inp.messages), tools=inp.tools,
+            settings=inp.settings, on_retry=inp.on_retry, tenant=inp.tenant, user=inp.user))
 
     async def on_run_end(self, inp: RunEndInput) -> None:
         for key in [k for k in self._sent if k[0] == inp.run_id]:
@@ -235,10 +242,17 @@ class UntrustedContent(Middleware):
                                                  TextPart(text="\n\n" + self.note)))
         if message.role != "tool":
             return message
-        return Message(role="tool", parts=tuple(
-            ToolResultPart(call_id=p.call_id, tool_name=p.tool_name,
-                           content=delimit(p.tool_name, p.content), is_error=p.is_error)
-            if isinstance(p, ToolResultPart) else p for p in message.parts))
+        parts = message.parts
+        if len(parts) == 1:  # the common case, without a generator
+            return Message(role="tool", parts=(_delimited_part(parts[0]),))
+        return Message(role="tool", parts=tuple(_delimited_part(p) for p in parts))
+
+
+def _delimited_part(part: Part) -> Part:
+    if not isinstance(part, ToolResultPart):
+        return part
+    return ToolResultPart(call_id=part.call_id, tool_name=part.tool_name,
+                          content=delimit(part.tool_name, part.content), is_error=part.is_error)
 
 
 _OPEN = re.compile(r'\A<untrusted source="tool:[^"\n]*">\n')

@@ -135,7 +135,10 @@ class ScriptedModel(Model):
             return 0, 1
         cached = self._turns.get(id(messages))
         start, count, tokens = 0, 0, 0
-        if cached is not None and cached[0] is messages[0] and cached[1] <= len(messages):
+        # The same growing list (a list's id is reused once it is freed, so the last message
+        # scanned must still be where it was, not only the first).
+        if cached is not None and cached[1] <= len(messages) \
+                and cached[0] is messages[cached[1] - 1]:
             start, count, tokens = cached[1], cached[2], cached[3]
         for i in range(start, len(messages)):
             m = messages[i]
@@ -144,7 +147,7 @@ class ScriptedModel(Model):
             tokens += _estimate_tokens(m.text or "x")
         if len(self._turns) > 4096:
             self._turns.clear()
-        self._turns[id(messages)] = (messages[0], len(messages), count, tokens)
+        self._turns[id(messages)] = (messages[-1], len(messages), count, tokens)
         return count, tokens
 
     def _pick(self, messages: Sequence[Message]) -> ModelResponse:

@@ -32,6 +32,7 @@ from keel.observe._metrics import (
     refresh_human_tasks,
     use_opentelemetry,
 )
+from keel.observe._run_stats import run_stats
 from keel.observe._semantic import SemanticCache
 from keel.observe._serve import MetricsServer, mark_process_dead, serve_metrics
 from keel.observe._tracing import (
@@ -80,6 +81,7 @@ __all__: list[str] = [
     "instruments",
     "mark_process_dead",
     "refresh_human_tasks",
+    "run_stats",
     "serve_metrics",
     "setup_tracing",
     "trace_headers",

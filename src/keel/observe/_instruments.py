@@ -26,6 +26,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from keel.core import UserError
+
 
 class _Value:
     __slots__ = ("value",)
@@ -68,7 +70,7 @@ class _Family:
         child = self.children.get(values)
         if child is None:
             if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+                raise UserError(f"{self.name} takes labels {self.labelnames}")
             with self._lock:
                 child = self.children.get(values)
                 if child is None:
@@ -212,7 +214,7 @@ class _OtelFamily(_Family):
         child = self.children.get(values)
         if child is None or not isinstance(child, _TeeValue | _TeeBuckets):
             if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+                raise UserError(f"{self.name} takes labels {self.labelnames}")
             attrs = dict(zip(self.labelnames, values, strict=True))
             with self._lock:
                 old = self.children.get(values)

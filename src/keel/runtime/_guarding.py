@@ -239,6 +239,8 @@ class Guard(Protocol):
 
     async def check(self, inp: GuardInput) -> GuardDecision | None: ...
 
+    def guard_applies(self, tool: Tool) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Stage:
@@ -250,7 +252,7 @@ class _Stage:
 class GuardPipeline:
     """The guards of a middleware stack, per place, in order (built once per stack)."""
 
-    __slots__ = ("_observers", "_stages")
+    __slots__ = ("_filters", "_observers", "_stages")
 
     def __init__(self, guards: Sequence[Guard],
                  observers: Sequence[Callable[[GuardInput, GuardDecision], None]] = ()) -> None:
@@ -258,8 +260,14 @@ class GuardPipeline:
         ``observers`` are told each decision that is not a plain allow."""
         self._observers = tuple(observers)
         self._stages: dict[Place, tuple[_Stage, ...]] = {}
+        #: Per tool place: each guard's ``guard_applies`` when every guard there declares
+        #: one (else the place is asked for every tool).
+        self._filters: dict[Place, tuple[Callable[[Tool], bool], ...]] = {}
         for place in PLACES:
             here = [g for g in guards if place in g.guard_places]
+            filters = [f for f in map(_applies_test, here) if f is not None]
+            if here and len(filters) == len(here):
+                self._filters[place] = tuple(filters)
             stages: list[_Stage] = []
             for g in here:
                 if g.guard_concurrent and stages and stages[-1].guards[-1].guard_concurrent:
@@ -271,6 +279,14 @@ class GuardPipeline:
 
     def active(self, place: Place) -> bool:
         return place in self._stages
+
+    def applies(self, place: Place, tool: Tool) -> bool:
+        """Whether some guard at ``place`` (a tool place) may act on a call of ``tool``
+        (False: every one of them allows it without looking, so the place is skipped)."""
+        if place not in self._stages:
+            return False
+        filters = self._filters.get(place)
+        return filters is None or any(map(_applies, filters, (tool,) * len(filters)))
 
     def partial_ok(self, place: Place) -> bool:
         """Whether every guard at ``place`` can judge part of a text (a streamed answer so
@@ -326,6 +342,32 @@ class GuardPipeline:
             reason="; ".join(d.reason for d in redactions if d.reason),
             evidence=redactions[0].evidence if len(redactions) == 1
             else {d.guard: dict(d.evidence) for d in redactions})
+
+
+def every_tool(self: Any, tool: Tool) -> bool:
+    """Whether ``check`` may act on a call of ``tool`` (at ``tool_args`` and
+    ``tool_output``). A guard that never acts on some tools says so by overriding
+    ``guard_applies``, and a place where no guard applies is skipped without building its
+    input. This default: every tool."""
+    return True
+
+
+def _applies(test: Callable[[Tool], bool], tool: Tool) -> bool:
+    """``test(tool)``; a test that fails counts as "applies": the guard is asked, and its
+    ``check`` decides (a guard that cannot say fails closed, never open)."""
+    try:
+        return bool(test(tool))
+    except Exception:
+        return True
+
+
+def _applies_test(guard: Guard) -> Callable[[Tool], bool] | None:
+    """The guard's ``guard_applies`` if it declares one (a middleware that overrides the
+    default, which applies to every tool)."""
+    test = getattr(guard, "guard_applies", None)
+    if test is None or getattr(test, "__func__", None) is every_tool:
+        return None
+    return test  # type: ignore[no-any-return]
 
 
 async def _ask(guard: Guard, inp: GuardInput) -> GuardDecision:

@@ -23,6 +23,7 @@ from keel.runtime._guarding import (
     Place,
     check_places,
     check_timeout,
+    every_tool,
 )
 from keel.tools import Tool, ToolResult
 
@@ -142,6 +143,10 @@ class Middleware:
     async def check(self, inp: GuardInput) -> GuardDecision | None:
         """A guard's decision on ``inp`` (``None``: allow). Not a guard unless overridden."""
         return None
+
+    #: ``guard_applies(tool) -> bool``: whether ``check`` may act on a call of ``tool`` (at
+    #: the two tool places); a place where no guard applies is skipped. Default: every tool.
+    guard_applies = every_tool
 
     async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
         return await next(inp)

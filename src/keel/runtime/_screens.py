@@ -134,7 +134,7 @@ class Screens:
         recorded = recorded_decision(self.journal, gkey)
         if recorded is not None:
             return recorded
-        if not self.guards.active("tool_args") or \
+        if not self.guards.applies("tool_args", tool) or \
                 self.journal.recorded(f"{key}/approval", "intent") is not None:
             return None  # decided before a suspension: the gate has the request
         decision = await self.guards.decide(GuardInput(
@@ -152,8 +152,9 @@ class Screens:
     async def tool_output(self, key: str, tool: Tool, arguments: str, result: ToolResult,
                           history: list[Message]) -> ToolResult:
         """``result`` as the guards let the model (and the journal) see it."""
-        if result.failure is not None or result.handoff is not None:
-            return result  # keel's own observation, not the tool's content
+        if result.failure is not None or result.handoff is not None \
+                or not self.guards.applies("tool_output", tool):
+            return result  # keel's own observation, not the tool's content; or no guard
         decision = await self.guards.decide(GuardInput(
             place="tool_output", text=result.content, run_id=self.journal.run_id,
             agent=self.agent, step_key=key, tool=tool, arguments=_parsed(arguments),

@@ -4,7 +4,6 @@ from typing import TYPE_CHECKING
 
 from keel.store._base import (
     CANCEL_REQUEST,
-    MAX_ID_CHARS,
     RUN_STATUSES,
     SCHEMA_VERSION,
     TASK_KINDS,
@@ -20,7 +19,6 @@ from keel.store._base import (
     TaskFilter,
     TaskKind,
     TaskStatus,
-    check_id,
     check_status,
     required_store,
     resolve_task,
@@ -35,8 +33,10 @@ from keel.store._export import (
     import_run,
     parse_export,
 )
+from keel.store._ids import MAX_ID_CHARS, check_id
 from keel.store._memory import MemoryStore
 from keel.store._open import open_store
+from keel.store._stats import GROUP_KEYS, StatsQuery, StatsResult, StatsRow
 
 if TYPE_CHECKING:
     from keel.store._postgres import PostgresStore
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_REQUEST",
     "EXPORT_FORMAT",
+    "GROUP_KEYS",
     "MAX_EXPORT_BYTES",
     "MAX_ID_CHARS",
     "RUN_STATUSES",
@@ -62,6 +63,9 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "SQLiteStore",
+    "StatsQuery",
+    "StatsResult",
+    "StatsRow",
     "TaskFilter",
     "TaskKind",
     "TaskStatus",

@@ -13,17 +13,19 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from keel.core import UserError
+from keel.store._ids import check_id
+
+if TYPE_CHECKING:
+    from keel.store._stats import StatsQuery, StatsResult
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
 #: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
 #: escalations). 3: each run's tenant and user, in columns of their own. Stores of an older
 #: version are upgraded in place when opened.
 SCHEMA_VERSION = 3
-#: The longest tenant or user id a run may carry (characters).
-MAX_ID_CHARS = 200
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 #: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
@@ -168,25 +170,6 @@ class RunFilter:
         _check_page(self.limit, self.offset)
         if self.tenant is not None:
             check_id("tenant", self.tenant)
-
-
-def check_id(name: str, value: object) -> str:
-    """A run's ``tenant`` or ``user`` id (``name``): a non-empty string of at most
-    :data:`MAX_ID_CHARS` characters, without control characters; a :class:`~keel.UserError`
-    saying which rule it breaks otherwise."""
-    if not isinstance(value, str):
-        raise UserError(f"{name}= must be a string (an id such as 'acme'), not "
-                        f"{type(value).__name__}.")
-    if not value.strip():
-        raise UserError(f"{name}= is empty; give the {name} id (or leave {name}= out).")
-    if len(value) > MAX_ID_CHARS:
-        raise UserError(f"{name}= is {len(value):,} characters long; a {name} id has at most "
-                        f"{MAX_ID_CHARS}.")
-    if not value.isprintable():
-        bad = next(c for c in value if not c.isprintable())
-        raise UserError(f"{name}= holds a control or unprintable character ({bad!r}); a "
-                        f"{name} id is printable text.")
-    return value
 
 
 def _check_page(limit: object, offset: object) -> None:
@@ -342,6 +325,43 @@ class RunStore(ABC):
         ``record`` with status ``suspended`` if any task in ``waiting_on`` is still
         unresolved, else with status ``running`` (every decision already arrived: the run is
         runnable); either way the lease is released. Returns the status written."""
+
+    # ------------------------------------------------------------------------- analytics
+
+    async def stats(self, query: StatsQuery | None = None) -> StatsResult:
+        """Run analytics (success and escalation rates, latency percentiles, tokens, cost,
+        failing tools) over the runs ``query`` picks; see :mod:`keel.store._stats` for the
+        definitions. SQL backends aggregate in the database; this default (for stores
+        written before keel had stats) pages through ``list_runs`` and the journals in
+        Python, which is correct but slow on a large store."""
+        from keel.store._stats import StatsQuery, cache_hit, compute, tool_failure
+
+        q = query or StatsQuery()
+        runs: list[RunRecord] = []
+        while True:
+            page = await self.list_runs(RunFilter(agent=q.agent, tenant=q.tenant,
+                                                  limit=10_000, offset=len(runs)))
+            runs.extend(page)
+            if len(page) < 10_000:
+                break
+        escalated: set[str] = set()
+        seen = 0
+        while True:
+            tasks = await self.list_tasks(TaskFilter(kind="escalation", limit=10_000,
+                                                     offset=seen))
+            seen += len(tasks)
+            escalated.update(t.run_id for t in tasks)
+            if len(tasks) < 10_000:
+                break
+        failures, hits = [], []
+        for r in runs:
+            for entry in await self.read_journal(r.run_id):
+                failed, saved = tool_failure(entry), cache_hit(entry)
+                if failed is not None:
+                    failures.append((r.run_id, *failed))
+                if saved is not None:
+                    hits.append((r.run_id, saved))
+        return compute(q, runs, escalated, failures, hits)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. Safe to call more than once."""

@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from keel.core import StoreError, StoreVersionError, dumps, new_run_id
 from keel.store._base import (
-    MAX_ID_CHARS,
     SCHEMA_VERSION,
     JournalEntry,
     RunRecord,
@@ -41,6 +40,7 @@ from keel.store._base import (
     required_store,
     store_moved,
 )
+from keel.store._ids import MAX_ID_CHARS
 
 EXPORT_FORMAT = "keel.run"
 #: Exports larger than this are refused before they are parsed.

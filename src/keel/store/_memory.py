@@ -42,6 +42,7 @@ from keel.store._messages import (
     task_conflict_if_resolved,
     task_not_found,
 )
+from keel.store._stats import StatsQuery, StatsResult, cache_hit, compute, tool_failure
 
 _LEASE_FIELDS = ("lease_owner", "lease_expires_at", "cancel_requested")
 #: Set when a run is created; never changed by the writes that replace its record.
@@ -128,6 +129,16 @@ class MemoryStore(RunStore):
                 and (f.tenant is None or r.tenant == f.tenant)]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return rows[f.offset:f.offset + f.limit]
+
+    async def stats(self, query: StatsQuery | None = None) -> StatsResult:
+        """Run analytics, computed in Python over the runs in memory."""
+        escalated = {t.run_id for t in self._tasks.values() if t.kind == "escalation"}
+        failures = [(run_id, *failed) for run_id, entries in self._journals.items()
+                    for failed in map(tool_failure, entries) if failed is not None]
+        hits = [(run_id, saved) for run_id, entries in self._journals.items()
+                for saved in map(cache_hit, entries) if saved is not None]
+        return compute(query or StatsQuery(), list(self._runs.values()), escalated, failures,
+                       hits)
 
     async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
         old = self._fence(record.run_id, lease)

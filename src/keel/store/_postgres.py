@@ -47,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from keel.core import ConfigError, StoreError
 from keel.store import _postgres_tasks as tasks
+from keel.store import _stats_sql as stats_sql
 from keel.store._base import (
     CANCEL_REQUEST,
     TERMINAL_STATUSES,
@@ -85,6 +86,8 @@ from keel.store._postgres_rows import (
 )
 from keel.store._postgres_schema import prepare
 from keel.store._postgres_sql import VALUES_ROWS, Statements, statements
+from keel.store._postgres_sql import _prefix as sql_prefix
+from keel.store._stats import StatsQuery, StatsResult
 
 __all__ = ["PostgresStore"]
 
@@ -276,6 +279,19 @@ class PostgresStore(RunStore):
             return await (await conn.execute(sql, (*params, f.limit, f.offset))).fetchall()
 
         return [record(row) for row in await self._with(work)]
+
+    async def stats(self, query: StatsQuery | None = None) -> StatsResult:
+        """Run analytics, aggregated by Postgres (see :mod:`keel.store._stats_sql`); the
+        statements run in one repeatable-read transaction, so they see one snapshot."""
+        qry = query or StatsQuery()
+
+        async def work(conn: Conn, q: Statements) -> list[Any]:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            steps = stats_sql.plan(stats_sql.postgres(sql_prefix(q.schema)), qry)
+            return [(step, await (await conn.execute(step[2], tuple(step[3]))).fetchall())
+                    for step in steps]
+
+        return stats_sql.answer(qry, await self._with(work, transaction=True))
 
     async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
         params = {**run_values(record), "lease": lease}

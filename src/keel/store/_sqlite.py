@@ -61,6 +61,7 @@ from typing import Any
 
 from keel.core import ConfigError, StoreError, StoreUnavailable
 from keel.store import _sqlite_rows as q
+from keel.store import _stats_sql as stats_sql
 from keel.store._base import (
     CANCEL_REQUEST,
     TERMINAL_STATUSES,
@@ -100,6 +101,7 @@ from keel.store._sqlite_schema import (
     looks_damaged,
     open_db,
 )
+from keel.store._stats import StatsQuery, StatsResult
 
 __all__ = ["BUSY_TIMEOUT_S", "SQLiteStore"]
 
@@ -224,6 +226,19 @@ class SQLiteStore(RunStore):
         with self._reading() as db:
             rows = db.execute(sql, [*params, f.limit, f.offset]).fetchall()
         return [q.record_from_row(row, self._label) for row in rows]
+
+    async def stats(self, query: StatsQuery | None = None) -> StatsResult:
+        """Run analytics, aggregated by SQLite (see :mod:`keel.store._stats_sql`); the
+        statements run in one read transaction, so they see one snapshot."""
+        qry = query or StatsQuery()
+        steps = stats_sql.plan(stats_sql.SQLITE, qry)
+        with self._reading() as db:
+            db.execute("BEGIN")
+            try:
+                fetched = [(step, db.execute(step[2], step[3]).fetchall()) for step in steps]
+            finally:
+                db.execute("COMMIT")
+        return stats_sql.answer(qry, fetched)
 
     async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
         args = q.update_args(record)
