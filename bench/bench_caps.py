@@ -3,7 +3,7 @@ process (interleaved rounds, medians).
 
 A step is one model turn and one tool call, on keel's defaults. Configurations: ``caps
 off``; ``caps on, memory`` (a tenant cap and an agent cap, daily, in this process); ``caps
-on, SQLite`` (the same caps in an SQLite file: three transactions a model call); ``caps on,
+on, SQLite`` (the same caps in an SQLite file: two transactions a model call); ``caps on,
 Redis`` (two Lua scripts a model call on 127.0.0.1:6379, skipped when no Redis answers).
 The caps are large enough never to stop a run: this is the price of the bookkeeping.
 
