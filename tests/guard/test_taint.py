@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from keel import Agent, ApprovalRequired, ConfigError, MemoryStore, Review, decide_approval, tool
-from keel.core import Message, TextPart, ToolResultPart
+from keel.core import Message, ModelSettings, TextPart, ToolResultPart
 from keel.guard import TaintGuard, UntrustedContent, delimit, provenance
 from keel.runtime import ApprovalPolicy
 from keel.store import SQLiteStore, TaskFilter
@@ -283,3 +283,30 @@ async def test_an_address_nobody_wrote_is_unverified_once_tool_output_was_read()
                 middleware=[TaintGuard(unverified=False)])
     assert (await lax.run("summarise my inbox", store=MemoryStore())).output == "done"
     assert sent == ["team@corp.example", "mallory@evil.example"]
+
+
+async def test_untrusted_content_forwards_every_field_of_the_request() -> None:
+    """It builds the request it sends on by hand (cheaper than dataclasses.replace): every
+    field but the messages must reach the next middleware unchanged, including fields added
+    later (the tenant once went missing this way)."""
+    import dataclasses
+
+    from keel.runtime import ModelRequestInput
+    from keel.testing import ScriptedModel as Scripted
+
+    seen: list[ModelRequestInput] = []
+
+    async def nxt(inp: ModelRequestInput) -> Any:
+        seen.append(inp)
+        return None
+
+    async def hook(attempt: int, error: str, delay: float) -> None:
+        return None
+
+    sent = ModelRequestInput(run_id="r", step_key="k", agent="a", model=Scripted(["x"]),
+                             messages=[Message.user("hi")], tools=(), settings=ModelSettings(),
+                             on_retry=hook, tenant="acme", user="ann")
+    await UntrustedContent().wrap_model_request(sent, nxt)
+    for f in dataclasses.fields(ModelRequestInput):
+        if f.name != "messages":
+            assert getattr(seen[0], f.name) is getattr(sent, f.name), f.name
