@@ -32,6 +32,7 @@ from typing import Any
 import keel
 from bench.bench_guards import SHORT, USER
 from bench.bench_keel import BenchModel
+from bench.common import write_doc_section
 from keel import Middleware, ModelResponse, ModelSettings, ToolResult
 from keel.core import Message, ToolCallPart, ToolContext, ToolResultPart
 from keel.observe import (
@@ -194,18 +195,11 @@ def main() -> None:
              *(f"| {name} | {us:.1f} |" for name, us in hooks.items())]
     print("\n".join(lines))
     if args.update_doc is not None:
-        text = args.update_doc.read_text()
-        start, end = MARKERS
-        if start not in text:
-            raise SystemExit(f"{args.update_doc} has no {start} marker")
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        body = (f"{start}\nMeasured by `python -m bench.bench_cache --steps {args.steps} "
+        intro = (f"Measured by `python -m bench.bench_cache --steps {args.steps} "
                 f"--rounds {args.rounds}` (Python {sys.version.split()[0]}); µs per agent "
                 "step, best of interleaved rounds (the machine is shared: other processes only add "
-                "time), in-memory run store.\n\n"
-                + "\n".join(lines) + f"\n{end}")
-        args.update_doc.write_text(head + body + tail)
+                "time), in-memory run store.")
+        write_doc_section(args.update_doc, MARKERS, intro, lines)
         print(f"wrote the cache section of {args.update_doc}")
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import keel
 from bench.bench_keel import BenchModel
+from bench.common import write_doc_section
 from keel import Middleware
 from keel.guard import default_guards
 
@@ -144,18 +145,11 @@ def main() -> None:
     lines = table(results)
     print("\n".join(lines))
     if args.update_doc is not None:
-        text = args.update_doc.read_text()
-        start, end = MARKERS
-        if start not in text:
-            raise SystemExit(f"{args.update_doc} has no {start} marker")
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        body = (f"{start}\nMeasured by `python -m bench.bench_guards --steps {args.steps} "
+        intro = (f"Measured by `python -m bench.bench_guards --steps {args.steps} "
                 f"--rounds {args.rounds}` (Python {sys.version.split()[0]}); µs per agent "
                 "step, medians of interleaved rounds, in-memory store; wall clock, and the CPU "
-                "time of this process (steadier when other work shares the machine).\n\n"
-                + "\n".join(lines) + f"\n{end}")
-        args.update_doc.write_text(head + body + tail)
+                "time of this process (steadier when other work shares the machine).")
+        write_doc_section(args.update_doc, MARKERS, intro, lines)
         print(f"wrote the guards section of {args.update_doc}")
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import keel
 from bench.bench_guards import SHORT, USER
 from bench.bench_keel import BenchModel
+from bench.common import write_doc_section
 from keel import Middleware
 from keel.observe import Metrics
 
@@ -159,17 +160,10 @@ def main() -> None:
     lines = table(results, hooks)
     print("\n".join(lines))
     if args.update_doc is not None:
-        text = args.update_doc.read_text()
-        start, end = MARKERS
-        if start not in text:
-            raise SystemExit(f"{args.update_doc} has no {start} marker")
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        body = (f"{start}\nMeasured by `python -m bench.bench_metrics --steps {args.steps} "
+        intro = (f"Measured by `python -m bench.bench_metrics --steps {args.steps} "
                 f"--rounds {args.rounds}` (Python {sys.version.split()[0]}); µs per agent "
-                "step (CPU time), medians of interleaved rounds, in-memory store.\n\n"
-                + "\n".join(lines) + f"\n{end}")
-        args.update_doc.write_text(head + body + tail)
+                "step (CPU time), medians of interleaved rounds, in-memory store.")
+        write_doc_section(args.update_doc, MARKERS, intro, lines)
         print(f"wrote the metrics section of {args.update_doc}")
 
 

@@ -171,3 +171,23 @@ def fmt_us(seconds: float) -> str:
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.3f}"
+
+
+# ------------------------------------------------------------------------ doc sections
+
+
+def write_doc_section(path: Any, markers: tuple[str, str], intro: str,
+                      lines: Sequence[str]) -> None:
+    """Replace what lies between ``markers`` in the Markdown file ``path`` with ``intro``
+    (how the figures were measured) and ``lines`` (the table); a file without the start
+    marker is an error (the section must be placed by hand first)."""
+    from pathlib import Path
+
+    doc = Path(path)
+    text = doc.read_text()
+    start, end = markers
+    if start not in text:
+        raise SystemExit(f"{doc} has no {start} marker")
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    doc.write_text(f"{head}{start}\n{intro}\n\n" + "\n".join(lines) + f"\n{end}{tail}")

@@ -186,6 +186,11 @@ def register(runs_app: typer.Typer, app: typer.Typer) -> None:
         resolve_command(Screen(), store=store_url(ctx, store), run_id=run_id, outcome=outcome,
                         result=result, comment=comment, step=step, by=by, as_json=as_json)
 
+    _register_worker(app)
+
+
+def _register_worker(app: typer.Typer) -> None:
+    """Add ``keel worker`` to ``keel``."""
     @app.command("worker")
     def worker(
         ctx: typer.Context,
