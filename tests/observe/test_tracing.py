@@ -341,3 +341,22 @@ async def test_a_tools_http_calls_carry_the_tool_spans_traceparent(
         span = traces.one(f"execute_tool {name}")
         assert headers.get("traceparent", "").startswith(
             f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-"), name
+
+
+async def test_the_run_span_carries_the_tenant_and_a_cache_hit_is_marked(
+        traces: Traces) -> None:
+    from keel.core import ModelSettings
+    from keel.observe import ModelCache
+
+    cache = ModelCache()
+    agent = Agent("desk", model=ScriptedModel(["first", "second"]),
+                  settings=ModelSettings(temperature=0.0),
+                  middleware=[traces.tracing(), cache])
+    await agent.run("same question", store=MemoryStore(), tenant="acme", user="ann")
+    await agent.run("same question", store=MemoryStore(), tenant="acme", user="ann")
+    runs = traces.named("invoke_agent desk")
+    assert [(attrs(r)["keel.tenant"], attrs(r)["keel.user"]) for r in runs] == [
+        ("acme", "ann"), ("acme", "ann")]
+    chats = sorted((s for s in traces.spans() if s.name.startswith("chat ")),
+                   key=lambda s: s.start_time or 0)
+    assert [attrs(c).get("keel.cache") for c in chats] == ["miss", "hit"]

@@ -178,6 +178,10 @@ class Tracing(Middleware):
                                  "gen_ai.conversation.id": inp.run_id,
                                  "keel.run.resumed": inp.resumed}
         attrs["gen_ai.agent.name" if agent else "gen_ai.workflow.name"] = inp.agent
+        if inp.tenant is not None:  # traces can be cut by tenant, as metrics and stats
+            attrs["keel.tenant"] = inp.tenant
+        if inp.user is not None:
+            attrs["keel.user"] = inp.user
         if self.capture_content and isinstance(inp.input, str):
             attrs["keel.run.input"] = self._text(inp.input)
         span = tracer.start_span(name, context=base, kind=SpanKind.INTERNAL,
@@ -298,6 +302,9 @@ class Tracing(Middleware):
             span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
         if usage.cost_usd:
             span.set_attribute("keel.usage.cost_usd", usage.cost_usd)
+        cache = (response.provider_details or {}).get("cache")
+        if isinstance(cache, str):  # keel.observe.ModelCache's mark: "hit" or "miss"
+            span.set_attribute("keel.cache", cache)
         if self.capture_content:
             span.set_attribute("gen_ai.output.messages",
                                json.dumps([self._message(response.message)]))
