@@ -95,3 +95,26 @@ async def test_a_worker_reports_an_outage_as_an_interruption_and_a_later_round_f
     second = await worker.run_once()
     assert [o.status for o in second] == ["completed"]
     assert effects == ["pay 5", "outage"]
+
+
+async def test_an_outage_tells_the_end_hooks_the_run_was_interrupted() -> None:
+    """The process stops a run it can no longer write: its middleware hears `interrupted`
+    (a trace span ends, per-run state is dropped); the run itself is not failed."""
+    from keel import Middleware, RunEndInput
+
+    heard: list[tuple[str, str]] = []
+
+    class Ears(Middleware):
+        async def on_run_end(self, inp: RunEndInput) -> None:
+            heard.append((inp.run_id, inp.status))
+
+    class Broken(Middleware):
+        async def on_run_end(self, inp: RunEndInput) -> None:
+            raise RuntimeError("a hook that fails must not hide why the run stopped")
+
+    store, effects = FlakyStore(), []
+    agent = _agent(effects, store).clone(middleware=(Ears(), Broken()))
+    with pytest.raises(StoreUnavailable):
+        await agent.run("pay 5", store=store, run_id="r3")
+    assert heard == [("r3", "interrupted")]
+    assert (await store.get_run("r3")).status == "running"

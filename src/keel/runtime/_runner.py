@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -40,6 +41,8 @@ from keel.runtime._saga import applies as _compensates
 from keel.runtime._saga import compensate, recorded_failure
 from keel.runtime._screens import record_input, screen_input
 from keel.store import JournalEntry, RunRecord, RunStore
+
+_log = logging.getLogger("keel.runs")
 
 if TYPE_CHECKING:
     from keel.core import Message
@@ -215,14 +218,16 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             keeper.held.pop(record.run_id, None)  # the final write releases the lease
             await _suspend(agent, store, record, tracker, journal, signal)
             raise
-        except LeaseLost:
+        except LeaseLost as exc:
             ended = True
+            await _interrupted(agent, record, exc)
             raise
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             # The store went away (a lost connection, a deadlock, a busy pool): as after a
             # crash, the run stays running with its lease given back (best effort), so any
             # worker or `keel resume` continues it from its journal once the store is back.
             # Nothing is compensated and no failure is recorded: the run did not fail.
+            await _interrupted(agent, record, exc)
             raise
         except BaseException as exc:
             ended = True
@@ -252,6 +257,21 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
+
+
+async def _interrupted(agent: Runnable, record: RunRecord, exc: BaseException) -> None:
+    """This process stops a run it no longer holds (lease lost, store gone): the end hooks
+    hear ``interrupted`` (a span ends, per-run state is dropped); the run itself goes on
+    elsewhere. A hook that fails here is logged, never raised over the reason we stop."""
+    end = RunEndInput(run_id=record.run_id, agent=agent.name, status="interrupted",
+                      output=None, error=exc, tenant=record.tenant, user=record.user)
+    for mw in reversed(agent.stack.middleware):  # each hook on its own: one failing hook
+        try:                                      # must not keep the others from hearing
+            await mw.on_run_end(end)
+        except Exception as hook_error:  # the run's own stop reason is what the caller needs
+            _log.warning("run %s: an end hook failed while the run was interrupted (%s: %s)",
+                         record.run_id, type(hook_error).__name__, hook_error,
+                         extra={"run_id": record.run_id})
 
 
 async def _compensate(agent: Any, store: RunStore, record: RunRecord,
