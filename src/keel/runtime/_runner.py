@@ -199,13 +199,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     try:
         if launch.emit is not None:
             launch.emit(RunStarted(run_id=record.run_id, agent=agent.name, resumed=resumed))
-        extra = await agent.stack.run_start(RunStartInput(
-            run_id=record.run_id, agent=agent.name, input=record.input, resumed=resumed,
-            metadata=record.metadata, tenant=record.tenant, user=record.user))
-        if extra and any(record.metadata.get(k) != v for k, v in extra.items()):
-            # e.g. the trace context, for a resume to continue the run's trace
-            record = replace(record, metadata={**record.metadata, **extra})
-            await store.update_run(record, lease=worker_id())
+        record = await _run_start(agent, store, record, resumed)
         try:
             if screened is not None:
                 await record_input(journal, agent.name, screened)
@@ -257,6 +251,19 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
+
+
+async def _run_start(agent: Runnable, store: RunStore, record: RunRecord,
+                     resumed: bool) -> RunRecord:
+    """The start hooks; what they return joins the run record's metadata (stored once)."""
+    extra = await agent.stack.run_start(RunStartInput(
+        run_id=record.run_id, agent=agent.name, input=record.input, resumed=resumed,
+        metadata=record.metadata, tenant=record.tenant, user=record.user))
+    if extra and any(record.metadata.get(k) != v for k, v in extra.items()):
+        # e.g. the trace context, for a resume to continue the run's trace
+        record = replace(record, metadata={**record.metadata, **extra})
+        await store.update_run(record, lease=worker_id())
+    return record
 
 
 async def _interrupted(agent: Runnable, record: RunRecord, exc: BaseException) -> None:
