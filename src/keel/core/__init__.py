@@ -66,7 +66,7 @@ from keel.core._messages import (
     part_from_dict,
     part_to_dict,
 )
-from keel.core._redact import REDACTED, mask_secret, redact, redact_text
+from keel.core._redact import REDACTED, mask_secret, redact, redact_text, safe_url
 from keel.core._usage import ModelResponse, Usage
 
 __all__ = [
@@ -142,6 +142,7 @@ __all__ = [
     "part_to_dict",
     "redact",
     "redact_text",
+    "safe_url",
     "stable_hash",
     "to_jsonable",
     "to_text",

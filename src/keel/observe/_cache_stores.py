@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
-from keel.core import ConfigError, StoreError
+from keel.core import ConfigError, StoreError, safe_url
 
 if TYPE_CHECKING:
     import sqlite3
@@ -193,17 +192,6 @@ class SQLiteCacheStore:
             conn.close()
 
 
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
-
-
 class RedisCacheStore:
     """Entries in Redis at ``url``, under ``<prefix><tenant digest>:<key>`` with Redis's own
     expiry (``PX``). The tenant enters the key as a digest, so no tenant id can reach into
@@ -229,7 +217,7 @@ class RedisCacheStore:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"RedisCacheStore({_safe_url(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisCacheStore({safe_url(self.url)!r}, prefix={self.prefix!r})"
 
     def _space(self, tenant: str) -> str:
         digest = hashlib.blake2b(tenant.encode("utf-8", "surrogatepass"),
@@ -256,7 +244,7 @@ class RedisCacheStore:
         try:
             return await getattr(self._connect(), op)(*args, **kw)
         except (RedisError, OSError) as exc:
-            raise StoreError(f"the model cache at {_safe_url(self.url)} failed "
+            raise StoreError(f"the model cache at {safe_url(self.url)} failed "
                              f"({type(exc).__name__}: {exc}); start Redis there or fix the "
                              "URL (RedisCacheStore(url=...))") from exc
 
@@ -270,7 +258,7 @@ class RedisCacheStore:
                 pipe.getrange(name, 0, self.max_value_bytes)
                 size, raw = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise StoreError(f"the model cache at {_safe_url(self.url)} failed "
+            raise StoreError(f"the model cache at {safe_url(self.url)} failed "
                              f"({type(exc).__name__}: {exc}); start Redis there or fix the "
                              "URL (RedisCacheStore(url=...))") from exc
         if not raw or int(size) > self.max_value_bytes:
@@ -294,7 +282,7 @@ class RedisCacheStore:
             async for k in client.scan_iter(match=match, count=500):
                 keys.append(k)
         except (RedisError, OSError) as exc:
-            raise StoreError(f"the model cache at {_safe_url(self.url)} failed: {exc}") from exc
+            raise StoreError(f"the model cache at {safe_url(self.url)} failed: {exc}") from exc
         for i in range(0, len(keys), 500):
             await self._call("delete", *keys[i:i + 500])
 

@@ -31,9 +31,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
-from keel.core import ConfigError, StoreError
+from keel.core import ConfigError, StoreError, safe_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -155,15 +154,6 @@ _SQL_TABLES = (
 )
 
 
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port is not None else "")
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
-
-
 class SQLCapStore:
     """Counters in an SQL database when there is no Redis: an SQLite file (a path, or
     ``sqlite:///path``) or Postgres (``postgresql://...``), in the tables
@@ -186,14 +176,14 @@ class SQLCapStore:
         elif "://" in text and not self.postgres:
             raise ConfigError("SQLCapStore.target", f"expected an SQLite file path, "
                                                     f"sqlite:///path or postgresql://..., not "
-                                                    f"{_safe_url(text)!r}")
+                                                    f"{safe_url(text)!r}")
         self.target = text
         self.timeout = float(timeout)
         self._conn: Any = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SQLCapStore({_safe_url(self.target)!r})"
+        return f"SQLCapStore({safe_url(self.target)!r})"
 
     def _open(self) -> Any:
         conn: Any
@@ -235,7 +225,7 @@ class SQLCapStore:
                 if isinstance(exc, StoreError | ConfigError) or not _db_error(exc):
                     raise
                 self._drop()
-                raise StoreError(f"the spend-cap store at {_safe_url(self.target)} failed "
+                raise StoreError(f"the spend-cap store at {safe_url(self.target)} failed "
                                  f"({type(exc).__name__}: {exc})") from exc
 
     def _drop(self) -> None:
@@ -381,7 +371,7 @@ class RedisCapStore:
         self._scripts: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"RedisCapStore({_safe_url(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisCapStore({safe_url(self.url)!r}, prefix={self.prefix!r})"
 
     def name(self, key: str) -> str:
         """The Redis key of a counter (a digest: no subject id can reach another's key)."""
@@ -410,7 +400,7 @@ class RedisCapStore:
         try:
             return await fn(self._connect())
         except (RedisError, OSError) as exc:
-            raise StoreError(f"the spend-cap store at {_safe_url(self.url)} failed "
+            raise StoreError(f"the spend-cap store at {safe_url(self.url)} failed "
                              f"({type(exc).__name__}: {exc}); start Redis there, fix the URL "
                              "(RedisCapStore(url=...)) or use SQLCapStore") from exc
 

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit, urlunsplit
 
+from keel.core import safe_url
 
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+__all__ = ["ms", "safe_url"]
 
 
 def ms(seconds: float) -> int:
