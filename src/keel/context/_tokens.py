@@ -1,93 +1,151 @@
 """Token counting: how many tokens a text or a model request takes, per model family.
 
-This is the interface the context layer builds on. The first version estimates (about four
-characters a token, plus a per-message overhead); exact counting for the families in
-``keel/models/providers.json`` replaces the estimate behind the same functions.
+Which tokenizer a model uses is a fact in ``keel/models/providers.json`` (``tokenizer`` per
+row, ``default_tokenizer`` per provider), read through :func:`keel.models.model_info`:
+exact BPE counts for the OpenAI families keel lists, a calibrated estimate for Anthropic's,
+and the generic estimate for anything else, including a model on an OpenAI-compatible local
+server (``openai:qwen2.5@http://localhost:11434/v1``) and ids keel cannot parse. The names
+are described in :mod:`._tokenizers`.
+
+A request's count adds what the chat format costs around the content, as OpenAI's cookbook
+counts it: 3 tokens per message and 3 priming the reply. How providers render tool specs is
+not published, so tool specs are counted from their JSON plus a small per-tool overhead; the
+usage the provider reports corrects the rest (:class:`TokenCalibration`).
+
+Counting is cheap on the path the history policy takes (every message of every request):
+texts are counted once per tokenizer (a bounded cache keyed by the text), and so are whole
+messages, which are frozen values: a message seen in an earlier request costs one hash.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Protocol
 
-from keel.core import Message, TextPart, ToolCallPart, ToolResultPart, ToolSpec
-from keel.models import Model, model_info, parse_model_id
+from keel.context._calibration import TokenCalibration
+from keel.context._tokenizers import CachingTokenizer, Tokenizer, get_tokenizer
+from keel.core import Message, TextPart, ToolCallPart, ToolResultPart, ToolSpec, UserError
+from keel.models import Model, model_info
 
-#: Tokens a chat message costs beyond its content (role, separators), as the OpenAI
-#: cookbook counts them for its chat formats.
-MESSAGE_OVERHEAD = 4
-
-
-class Tokenizer(Protocol):
-    """Counts the tokens of a text for one model family."""
-
-    name: str
-
-    def count(self, text: str) -> int: ...
-
-
-class EstimateTokenizer:
-    """A calibrated estimate for models without a shipped tokenizer: characters per token."""
-
-    def __init__(self, chars_per_token: float = 4.0, *, name: str = "estimate") -> None:
-        self.name = name
-        self.chars_per_token = chars_per_token
-
-    def count(self, text: str) -> int:
-        return max(1, round(len(text) / self.chars_per_token)) if text else 0
+#: Tokens a chat message costs beyond its content (role, separators).
+MESSAGE_OVERHEAD = 3
+#: Tokens that prime the reply, once per request.
+REPLY_PRIMING = 3
+#: Tokens around one tool call or tool result beyond its texts (call id, JSON framing).
+PART_OVERHEAD = 3
+#: Tokens around one tool spec beyond its name, description and parameter schema.
+TOOL_OVERHEAD = 8
+#: Tokens the tool section of a request costs once, when it has tools.
+TOOLS_OVERHEAD = 12
 
 
-_ESTIMATE = EstimateTokenizer()
-
-
-def _names(model: str | Model | None) -> tuple[str, str]:
+def model_names(model: str | Model | None) -> tuple[str, str]:
+    """``(provider, model)`` of a model id or Model, leniently: any ``prefix:name[@url]``
+    splits (so test models such as ``test:scripted`` find facts registered for them), and
+    anything else is ``("", name)``."""
     if model is None:
         return "", ""
     name = model.name if isinstance(model, Model) else model
-    if ":" not in name:
-        return "", name
-    parsed = parse_model_id(name)
-    return parsed.provider, parsed.model
+    if not isinstance(name, str):
+        raise UserError(f"a model is a model id str or a Model, got {type(name).__name__}")
+    provider, colon, rest = name.partition(":")
+    if not colon:
+        return "", name.strip()
+    return provider.strip().lower(), rest.partition("@")[0].strip()
 
 
 def tokenizer_for(model: str | Model | None) -> Tokenizer:
     """The tokenizer for ``model`` (an id such as ``openai:gpt-4o-mini``, a Model, or None
-    for the generic estimate)."""
-    return _ESTIMATE
+    for the generic estimate). A tokenizer name in the provider data that keel does not know
+    is a :class:`ConfigError` naming the known ones."""
+    provider, name = model_names(model)
+    if not provider:
+        return get_tokenizer("estimate")
+    return get_tokenizer(model_info(provider, name).tokenizer)
 
 
-def count_tokens(text: str, model: str | Model | None = None) -> int:
-    """Tokens ``text`` takes for ``model``."""
-    return tokenizer_for(model).count(text)
+def _resolve(model: str | Model | None, tokenizer: str | Tokenizer | None) -> Tokenizer:
+    if tokenizer is None:
+        return tokenizer_for(model)
+    if isinstance(tokenizer, str):
+        return get_tokenizer(tokenizer)
+    return tokenizer
 
 
-def message_tokens(message: Message, tokenizer: Tokenizer) -> int:
-    """Tokens one message takes in a request (its parts and the per-message overhead)."""
+def count_tokens(text: str, model: str | Model | None = None, *,
+                 tokenizer: str | Tokenizer | None = None) -> int:
+    """Tokens ``text`` takes for ``model`` (or with ``tokenizer``, a name or a tokenizer)."""
+    return _resolve(model, tokenizer).count(text)
+
+
+def _count_parts(message: Message, tokenizer: Tokenizer) -> int:
     total = MESSAGE_OVERHEAD
     for part in message.parts:
         if isinstance(part, TextPart):
             total += tokenizer.count(part.text)
         elif isinstance(part, ToolCallPart):
-            total += tokenizer.count(part.tool_name) + tokenizer.count(part.arguments) + 3
+            total += (tokenizer.count(part.tool_name) + tokenizer.count(part.arguments)
+                      + PART_OVERHEAD)
         elif isinstance(part, ToolResultPart):
-            total += tokenizer.count(part.content) + 3
+            total += tokenizer.count(part.content) + PART_OVERHEAD
+        else:
+            raise UserError(f"cannot count a message part of type {type(part).__name__}")
     return total
 
 
+def message_tokens(message: Message, tokenizer: Tokenizer) -> int:
+    """Tokens one message takes in a request (its parts and the per-message overhead).
+
+    With one of keel's caching tokenizers the count of an equal message is reused."""
+    if not isinstance(message, Message):
+        raise UserError(f"message_tokens takes a keel Message, got {type(message).__name__}")
+    if not isinstance(tokenizer, CachingTokenizer):
+        return _count_parts(message, tokenizer)
+    cache = tokenizer.message_cache
+    try:
+        hit = cache.get(message)
+    except TypeError:  # a part built with an unhashable field: count it, and fail there
+        return _count_parts(message, tokenizer)
+    if hit is not None:
+        return hit
+    count = _count_parts(message, tokenizer)
+    size = sum(len(p.text) if isinstance(p, TextPart) else
+               len(p.content) if isinstance(p, ToolResultPart) else len(p.arguments)
+               for p in message.parts)
+    cache.put(message, count, size)
+    return count
+
+
+def tool_spec_tokens(spec: ToolSpec, tokenizer: Tokenizer) -> int:
+    """Tokens one tool spec takes: its name, description and JSON schema, plus framing."""
+    schema = json.dumps(spec.parameters, separators=(",", ":"), ensure_ascii=False,
+                        default=str)
+    return (tokenizer.count(spec.name) + tokenizer.count(spec.description)
+            + tokenizer.count(schema) + TOOL_OVERHEAD)
+
+
 def count_message_tokens(messages: Sequence[Message], model: str | Model | None = None,
-                         tools: Sequence[ToolSpec] = ()) -> int:
-    """Tokens a request with ``messages`` (and the tool specs ``tools``) takes for ``model``."""
-    tokenizer = tokenizer_for(model)
-    total = 3 + sum(message_tokens(m, tokenizer) for m in messages)
-    for spec in tools:
-        total += tokenizer.count(spec.name) + tokenizer.count(spec.description) \
-            + tokenizer.count(str(spec.parameters)) + 8
+                         tools: Sequence[ToolSpec] = (), *,
+                         tokenizer: str | Tokenizer | None = None,
+                         calibration: TokenCalibration | None = None) -> int:
+    """Tokens a request with ``messages`` (and the tool specs ``tools``) takes for ``model``.
+
+    ``tokenizer`` overrides the model's (a name or a tokenizer). With ``calibration`` the
+    count is corrected by what that calibration has learned from ``model``'s reported usage
+    (:meth:`TokenCalibration.adjust`); without it the count is the tokenizer's alone, the
+    same in every process."""
+    counter = _resolve(model, tokenizer)
+    total = REPLY_PRIMING + sum(message_tokens(m, counter) for m in messages)
+    if tools:
+        total += TOOLS_OVERHEAD + sum(tool_spec_tokens(spec, counter) for spec in tools)
+    if calibration is not None and model is not None:
+        total = calibration.adjust(model, total)
     return total
 
 
 def context_window(model: str | Model | None) -> int | None:
     """The model's context window in tokens, from the provider data (None when unknown)."""
-    provider, name = _names(model)
+    provider, name = model_names(model)
     if not provider:
         return None
     return model_info(provider, name).context_window
