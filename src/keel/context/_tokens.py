@@ -4,8 +4,9 @@ Which tokenizer a model uses is a fact in ``keel/models/providers.json`` (``toke
 row, ``default_tokenizer`` per provider), read through :func:`keel.models.model_info`:
 exact BPE counts for the OpenAI families keel lists, a calibrated estimate for Anthropic's,
 and the generic estimate for anything else, including a model on an OpenAI-compatible local
-server (``openai:qwen2.5@http://localhost:11434/v1``) and ids keel cannot parse. The names
-are described in :mod:`._tokenizers`.
+server (``openai:qwen2.5@http://localhost:11434/v1``) and ids keel cannot parse. The base URL
+plays no part: an OpenAI family name behind a gateway (``openai:gpt-4o@https://proxy/v1``)
+keeps its exact tokenizer. The names are described in :mod:`._tokenizers`.
 
 A request's count adds what the chat format costs around the content, as OpenAI's cookbook
 counts it: 3 tokens per message and 3 priming the reply. How providers render tool specs is
