@@ -426,3 +426,22 @@ def test_counting_never_reaches_the_network(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["6", "6", "3", "3"]
     assert not (tmp_path / "empty-cache").exists()
+
+
+def test_a_fallback_chain_counts_with_its_primary_within_the_smallest_window() -> None:
+    from keel.reliability import FallbackModel
+
+    chain = FallbackModel("anthropic:claude-sonnet-4", "openai:gpt-4o-mini",
+                          "openai:qwen2.5@http://127.0.0.1:1/v1")
+    assert tokenizer_for(chain).name == "claude_estimate"
+    assert context_window(chain) == 128000
+    local = FallbackModel("openai:qwen2.5@http://127.0.0.1:1/v1", "openai:llama3")
+    assert (tokenizer_for(local).name, context_window(local)) == ("estimate", None)
+
+
+def test_huge_messages_are_counted_but_not_cached() -> None:
+    tokenizer = BPETokenizer("o200k_base")
+    huge = Message(role="tool", parts=(ToolResultPart(
+        call_id="c", tool_name="dump", content="row 1, row 2, row 3; " * 20_000),))
+    assert message_tokens(huge, tokenizer) == message_tokens(huge, tokenizer) > 20_000
+    assert len(tokenizer.message_cache) == 0

@@ -42,8 +42,9 @@ from keel.core import ConfigError, UserError
 
 #: Texts shorter than this are counted directly: caching them costs more than counting.
 _CACHE_MIN_CHARS = 48
-#: Texts longer than this are never cached (one would crowd out thousands of small ones).
-_CACHE_MAX_CHARS = 256_000
+#: Texts (and messages) longer than this are never cached: one would crowd out thousands
+#: of small ones, and a text that long is rarely counted twice.
+CACHE_MAX_CHARS = 256_000
 
 
 class Tokenizer(Protocol):
@@ -142,7 +143,7 @@ class CountCache:
     """A bounded, thread-safe LRU of token counts, limited by entries and by the characters
     the keys hold (so a few huge texts cannot pin memory)."""
 
-    def __init__(self, *, max_entries: int = 16_384, max_chars: int = 16_000_000) -> None:
+    def __init__(self, *, max_entries: int = 8192, max_chars: int = 4_000_000) -> None:
         self._data: OrderedDict[Hashable, tuple[int, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._chars = 0
@@ -189,15 +190,17 @@ class CachingTokenizer:
     exact: bool = False
 
     def __init__(self) -> None:
-        self.text_cache = CountCache()
-        #: Counts of whole messages (keyed by the frozen, hashable Message value).
-        self.message_cache = CountCache(max_entries=16_384)
+        #: Counts of texts (keyed by the text; at most ~2M characters held).
+        self.text_cache = CountCache(max_chars=2_000_000)
+        #: Counts of whole messages (keyed by the frozen, hashable Message value; at most ~4M
+        #: characters held, most of them the same str objects the text cache holds).
+        self.message_cache = CountCache(max_chars=4_000_000)
 
     def count(self, text: str) -> int:
         """Tokens ``text`` takes (a :class:`UserError` when it is not a str)."""
         _check_text(text)
         size = len(text)
-        if size < _CACHE_MIN_CHARS or size > _CACHE_MAX_CHARS:
+        if size < _CACHE_MIN_CHARS or size > CACHE_MAX_CHARS:
             return self._count(text)
         hit = self.text_cache.get(text)
         if hit is not None:

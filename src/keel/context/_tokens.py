@@ -24,7 +24,7 @@ import json
 from collections.abc import Sequence
 
 from keel.context._calibration import TokenCalibration
-from keel.context._tokenizers import CachingTokenizer, Tokenizer, get_tokenizer
+from keel.context._tokenizers import CACHE_MAX_CHARS, CachingTokenizer, Tokenizer, get_tokenizer
 from keel.core import Message, TextPart, ToolCallPart, ToolResultPart, ToolSpec, UserError
 from keel.models import Model, model_info
 
@@ -55,10 +55,23 @@ def model_names(model: str | Model | None) -> tuple[str, str]:
     return provider.strip().lower(), rest.partition("@")[0].strip()
 
 
+def _links(model: str | Model | None) -> tuple[str, ...]:
+    """The link ids of a model that chains others (``link_names``, as
+    ``keel.reliability.FallbackModel`` has); empty for any other model."""
+    names = getattr(model, "link_names", None) if isinstance(model, Model) else None
+    if isinstance(names, tuple) and names and all(isinstance(n, str) for n in names):
+        return names
+    return ()
+
+
 def tokenizer_for(model: str | Model | None) -> Tokenizer:
     """The tokenizer for ``model`` (an id such as ``openai:gpt-4o-mini``, a Model, or None
-    for the generic estimate). A tokenizer name in the provider data that keel does not know
-    is a :class:`ConfigError` naming the known ones."""
+    for the generic estimate; a fallback chain counts with its primary's). A tokenizer name
+    in the provider data that keel does not know is a :class:`ConfigError` naming the known
+    ones."""
+    links = _links(model)
+    if links:
+        return tokenizer_for(links[0])
     provider, name = model_names(model)
     if not provider:
         return get_tokenizer("estimate")
@@ -113,7 +126,8 @@ def message_tokens(message: Message, tokenizer: Tokenizer) -> int:
     size = sum(len(p.text) if isinstance(p, TextPart) else
                len(p.content) if isinstance(p, ToolResultPart) else len(p.arguments)
                for p in message.parts)
-    cache.put(message, count, size)
+    if size <= CACHE_MAX_CHARS:
+        cache.put(message, count, size)
     return count
 
 
@@ -145,7 +159,14 @@ def count_message_tokens(messages: Sequence[Message], model: str | Model | None 
 
 
 def context_window(model: str | Model | None) -> int | None:
-    """The model's context window in tokens, from the provider data (None when unknown)."""
+    """The model's context window in tokens, from the provider data (None when unknown).
+
+    For a fallback chain it is the smallest known window of its links, so a request that
+    fits goes to any of them."""
+    links = _links(model)
+    if links:
+        known = [w for w in map(context_window, links) if w is not None]
+        return min(known, default=None)
     provider, name = model_names(model)
     if not provider:
         return None
