@@ -17,6 +17,7 @@ staying inside the context window.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -36,13 +37,18 @@ class CalibrationState:
     observations: int
 
 
+#: Model ids longer than this are keyed by their digest (hostile ids cannot pin memory).
+_MAX_KEY_CHARS = 256
+
+
 def _model_key(model: str | Model) -> str:
-    if isinstance(model, Model):
-        return model.name
-    if isinstance(model, str):
-        return model
-    raise UserError(f"calibration is per model: pass a model id str or a Model, "
-                    f"got {type(model).__name__}")
+    name = model.name if isinstance(model, Model) else model
+    if not isinstance(name, str):
+        raise UserError(f"calibration is per model: pass a model id str or a Model, "
+                        f"got {type(model).__name__}")
+    if len(name) > _MAX_KEY_CHARS:
+        return "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+    return name
 
 
 def _tokens(value: object, what: str) -> int:
