@@ -85,7 +85,7 @@ def test_shipped_files_are_openais_and_patterns_are_tiktokens(
         theirs = getattr(public, name)()
         assert theirs["pat_str"] == spec.pat_str
         assert theirs["special_tokens"] == spec.special_tokens
-        assert resources.files("keel.context").joinpath("data", spec.file).is_file()
+        assert resources.files("keel.context").joinpath("data").joinpath(spec.file).is_file()
 
 
 def test_special_token_text_and_lone_surrogates_count_as_text() -> None:
@@ -475,3 +475,16 @@ def test_counting_from_many_threads_agrees_with_one() -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: [tokenizer.count(t) for t in texts], range(8)))
     assert results == [expected] * 8
+
+
+def test_a_damaged_encoding_file_is_refused() -> None:
+    """The shipped file is checked against OpenAI's digest before it is used."""
+    from dataclasses import replace
+
+    from keel.context._tokenizers import ENCODINGS, _build, load_encoding
+
+    wrong = replace(ENCODINGS["cl100k_base"], sha256="0" * 64)
+    with pytest.raises(ConfigError, match="damaged"):
+        _build("cl100k_base", wrong)
+    with pytest.raises(ConfigError, match="no shipped BPE encoding 'r50k_base'"):
+        load_encoding("r50k_base")

@@ -12,7 +12,9 @@ Known names (``providers.json`` names one per model; :func:`get_tokenizer` resol
 ``o200k_base``      exact: gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4 families
 ``cl100k_base``     exact: gpt-4, gpt-4-turbo, gpt-3.5-turbo
 ``claude_estimate`` the o200k count x 1.2 (Anthropic's tokenizer is not published; public
-                    comparisons put Claude's counts 16-30% above o200k's for prose and code)
+                    comparisons of Claude 3.5 with gpt-4o put Claude's counts 16% (prose)
+                    to 30% (code) higher; newer Claude tokenizers may differ, which the
+                    calibration from reported usage absorbs)
 ``estimate``        the generic estimate for any other model (local servers, unknown ids):
                     the cl100k count x 1.1 (Llama 3 and Qwen vocabularies count close to
                     cl100k, 32k-vocabulary models somewhat higher); unlike characters / 4 it
@@ -118,7 +120,7 @@ def load_encoding(name: str) -> tiktoken.Encoding:
 
 
 def _build(name: str, spec: _EncodingSpec) -> tiktoken.Encoding:
-    packed = resources.files("keel.context").joinpath("data", spec.file).read_bytes()
+    packed = resources.files("keel.context").joinpath("data").joinpath(spec.file).read_bytes()
     raw = gzip.decompress(packed)
     if hashlib.sha256(raw).hexdigest() != spec.sha256:
         raise ConfigError("tokenizer", f"the shipped {name} file is damaged (its SHA-256 is "
