@@ -202,6 +202,8 @@ def test_estimates() -> None:
             ScaledTokenizer(BPETokenizer("cl100k_base"), bad, name="x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no shipped BPE encoding"):
         BPETokenizer("p50k_base")
+    assert repr(claude) == "ScaledTokenizer('claude_estimate')"
+    assert repr(EstimateTokenizer(3)) == "EstimateTokenizer(3.0, name='chars')"
 
 
 # ---------------------------------------------------------------------------- requests
@@ -372,6 +374,8 @@ def test_malformed_messages_are_user_errors() -> None:
         message_tokens(unhashable, o200k)
     with pytest.raises(UserError, match="keel Message"):
         message_tokens("just text", o200k)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="part of type str"):
+        message_tokens(Message(role="user", parts=("raw",)), o200k)  # type: ignore[arg-type]
     with pytest.raises(UserError, match="model id str or a Model"):
         tokenizer_for(42)  # type: ignore[arg-type]
 

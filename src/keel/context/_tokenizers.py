@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ class CountCache:
         return len(self._data)
 
 
-class CachingTokenizer:
+class CachingTokenizer(ABC):
     """Base of keel's tokenizers whose counts are worth caching: repeated texts (and, in
     :func:`keel.context.message_tokens`, repeated immutable messages) are counted once.
 
@@ -211,8 +212,9 @@ class CachingTokenizer:
         self.text_cache.put(text, count, size)
         return count
 
+    @abstractmethod
     def _count(self, text: str) -> int:
-        raise NotImplementedError
+        """Count ``text`` (already checked to be a str)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
