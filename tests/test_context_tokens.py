@@ -378,6 +378,11 @@ def test_malformed_messages_are_user_errors() -> None:
         message_tokens(Message(role="user", parts=("raw",)), o200k)  # type: ignore[arg-type]
     with pytest.raises(UserError, match="model id str or a Model"):
         tokenizer_for(42)  # type: ignore[arg-type]
+    for bad in (None, "a string", b"bytes", 3):
+        with pytest.raises(UserError, match="sequence of keel Messages"):
+            count_message_tokens(bad, "openai:gpt-4o")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="ToolSpecs"):
+        count_message_tokens([], "openai:gpt-4o", [{"name": "x"}])  # type: ignore[list-item]
 
 
 def test_huge_texts_count_and_are_not_cached() -> None:

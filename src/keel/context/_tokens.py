@@ -21,7 +21,7 @@ messages, which are frozen values: a message seen in an earlier request costs on
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from keel.context._calibration import TokenCalibration
 from keel.context._tokenizers import CACHE_MAX_CHARS, CachingTokenizer, Tokenizer, get_tokenizer
@@ -133,6 +133,8 @@ def message_tokens(message: Message, tokenizer: Tokenizer) -> int:
 
 def tool_spec_tokens(spec: ToolSpec, tokenizer: Tokenizer) -> int:
     """Tokens one tool spec takes: its name, description and JSON schema, plus framing."""
+    if not isinstance(spec, ToolSpec):
+        raise UserError(f"tool specs are keel ToolSpecs, got {type(spec).__name__}")
     schema = json.dumps(spec.parameters, separators=(",", ":"), ensure_ascii=False,
                         default=str)
     return (tokenizer.count(spec.name) + tokenizer.count(spec.description)
@@ -149,6 +151,9 @@ def count_message_tokens(messages: Sequence[Message], model: str | Model | None 
     count is corrected by what that calibration has learned from ``model``'s reported usage
     (:meth:`TokenCalibration.adjust`); without it the count is the tokenizer's alone, the
     same in every process."""
+    if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+        raise UserError(f"count_message_tokens takes a sequence of keel Messages, got "
+                        f"{type(messages).__name__}")
     counter = _resolve(model, tokenizer)
     total = REPLY_PRIMING + sum(message_tokens(m, counter) for m in messages)
     if tools:
