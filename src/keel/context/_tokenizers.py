@@ -193,11 +193,14 @@ class CachingTokenizer(ABC):
     exact: bool = False
 
     def __init__(self) -> None:
-        #: Counts of texts (keyed by the text; at most ~2M characters held).
-        self.text_cache = CountCache(max_chars=2_000_000)
-        #: Counts of whole messages (keyed by the frozen, hashable Message value; at most ~4M
-        #: characters held, most of them the same str objects the text cache holds).
-        self.message_cache = CountCache(max_chars=4_000_000)
+        #: Counts of texts (keyed by the text; at most 16k texts, ~4M characters held).
+        self.text_cache = CountCache(max_entries=16_384, max_chars=4_000_000)
+        #: Counts of whole messages (keyed by the frozen, hashable Message value). Sized so a
+        #: conversation filling a 1M-token window (~4M characters) stays in it with room to
+        #: spare: a cache smaller than the conversation recounted on every request would
+        #: miss on every message (LRU under a cyclic scan). The texts it holds are mostly the
+        #: same str objects the conversation and the text cache hold.
+        self.message_cache = CountCache(max_entries=32_768, max_chars=16_000_000)
 
     def count(self, text: str) -> int:
         """Tokens ``text`` takes (a :class:`UserError` when it is not a str)."""
