@@ -9,6 +9,7 @@ import keel
 
 EXPECTED = [
     "Agent", "ApprovalRequired", "Budget", "BudgetExceeded", "CircuitOpen", "ConfigError",
+    "ContextTooLong",
     "Divergence", "Escalate", "GuardrailTripped", "Handoff", "KeelError", "MemoryStore",
     "Message", "Middleware", "MissingCredentials", "Model", "ModelError", "ModelResponse",
     "ModelSettings", "OutputValidationError", "RepeatedFailure", "RetryWithFeedback",

@@ -7,6 +7,20 @@ from keel.context._calibration import (
     default_calibration,
     observe_usage,
 )
+from keel.context._history import History, Plan, Summarize, transcript
+from keel.context._policies import (
+    PIN_MARK,
+    Importance,
+    Policy,
+    RequestBudget,
+    SlidingWindow,
+    TokenBudget,
+    Turn,
+    default_reserve,
+    is_pinned,
+    is_small_talk,
+    pin,
+)
 from keel.context._tokenizers import (
     BPETokenizer,
     EstimateTokenizer,
@@ -26,21 +40,36 @@ from keel.context._tokens import (
 )
 
 __all__ = [
+    "PIN_MARK",
     "BPETokenizer",
     "CalibrationState",
     "EstimateTokenizer",
+    "History",
+    "Importance",
+    "Plan",
+    "Policy",
+    "RequestBudget",
     "ScaledTokenizer",
+    "SlidingWindow",
+    "Summarize",
+    "TokenBudget",
     "TokenCalibration",
     "Tokenizer",
+    "Turn",
     "context_window",
     "count_message_tokens",
     "count_tokens",
     "default_calibration",
+    "default_reserve",
     "get_tokenizer",
+    "is_pinned",
+    "is_small_talk",
     "known_tokenizers",
     "message_tokens",
     "observe_usage",
+    "pin",
     "register_tokenizer",
     "tokenizer_for",
     "tool_spec_tokens",
+    "transcript",
 ]

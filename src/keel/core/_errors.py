@@ -31,6 +31,7 @@
     │   ├── CircuitOpen             a breaker is open; fail fast (retryable)
     │   ├── BulkheadFull            a concurrency pool and its queue are full (retryable)
     │   ├── RateLimited             a rate limit would not allow the call in time (retryable)
+    │   ├── ContextTooLong          the request does not fit the model's context window
     │   ├── StoreUnavailable        the store failed for a while: lost connection, deadlock,
     │   │                           pool timeout, a lock held past the busy timeout (retryable)
     │   ├── PlanStepFailed          (keel.patterns) a plan step failed and may not be skipped
@@ -300,6 +301,24 @@ class RateLimited(RunError):
         self.retry_after = retry_after
 
 
+class ContextTooLong(RunError):
+    """The request does not fit the model's context window: the provider refused it as too
+    long (OpenAI ``context_length_exceeded``, Anthropic ``prompt is too long``), or a history
+    policy cannot fit even what it must keep (the system instructions, pinned turns, the
+    latest turn) within the window minus the reply reserve. ``limit`` is the token budget
+    when known, ``tokens`` the request's size when known. Not retryable as it is: the
+    history policy (``keel.context.History``) compacts and tries once more."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, limit: int | None = None, tokens: int | None = None,
+                 model: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.tokens = tokens
+        self.model = model
+
+
 # -------------------------------------------------------------------------------- signals
 
 
@@ -375,4 +394,4 @@ _public("keel", KeelError, UserError, ConfigError, UnknownModel, MissingCredenti
         TaskNotFound, TaskConflict, RunError, BudgetExceeded, ModelError, ToolError,
         RepeatedFailure, OutputValidationError, Divergence, DeadlineExceeded, RunCancelled,
         UnknownOutcome, GuardrailTripped, StoreUnavailable, CircuitOpen, BulkheadFull,
-        RateLimited, Signal, RetryWithFeedback, ApprovalRequired, Escalate, Handoff)
+        RateLimited, ContextTooLong, Signal, RetryWithFeedback, ApprovalRequired, Escalate, Handoff)

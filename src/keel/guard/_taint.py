@@ -213,7 +213,8 @@ class UntrustedContent(Middleware):
         return await next(ModelRequestInput(
             run_id=inp.run_id, step_key=inp.step_key, agent=inp.agent, model=inp.model,
             messages=self._delimited(inp.run_id, inp.messages), tools=inp.tools,
-            settings=inp.settings, on_retry=inp.on_retry, tenant=inp.tenant, user=inp.user))
+            settings=inp.settings, on_retry=inp.on_retry, tenant=inp.tenant, user=inp.user,
+            steps=inp.steps))
 
     async def on_run_end(self, inp: RunEndInput) -> None:
         for key in [k for k in self._sent if k[0] == inp.run_id]:

@@ -48,9 +48,11 @@ from keel.runtime._replay import (
 from keel.runtime._result import RunResult
 from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
 from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
+from keel.runtime._substeps import CONTEXT_KIND, SubSteps, run_sub_agent
 from keel.runtime._worker import Worker, WorkOutcome, cancel_run, resolve_unknown_outcome
 
 __all__ = [
+    "CONTEXT_KIND",
     "DEFAULT_STORE_URL",
     "FINAL_TOOL",
     "Agent",
@@ -90,6 +92,7 @@ __all__ = [
     "StepDiff",
     "SubRunInput",
     "SubRunNext",
+    "SubSteps",
     "ToolCallInput",
     "ToolNext",
     "WorkOutcome",
@@ -106,6 +109,7 @@ __all__ = [
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",
+    "run_sub_agent",
     "stored_number",
     "using_store",
     "worker_id",

@@ -57,6 +57,7 @@ from keel.runtime._journal import Journal
 from keel.runtime._middleware import ModelRequestInput, RetryHook, ToolCallInput
 from keel.runtime._result import RunResult
 from keel.runtime._screens import Screens, answer_escalation, input_escalation
+from keel.runtime._substeps import SubSteps, context_warning
 from keel.store import JournalEntry, RunRecord
 from keel.tools import Tool, ToolResult, Toolset
 
@@ -259,7 +260,8 @@ class AgentLoop:
         tracker = self.journal.budget
         return RunResult(run_id=self.journal.run_id, agent=self.agent.name, output=output,
                          text=response.text, usage=tracker.usage, steps=tracker.steps,
-                         replayed_steps=self.replayed, messages=list(self.history))
+                         replayed_steps=self.replayed, messages=list(self.history),
+                         context_warning=context_warning(self.journal, self.prefix))
 
     # ---------------------------------------------------------------------------- the model
 
@@ -290,7 +292,11 @@ class AgentLoop:
                                             agent=agent.name, model=model, messages=history,
                                             tools=specs, settings=agent.settings,
                                             on_retry=self._retry_hook(key, "model", model.name),
-                                            tenant=self.screens.tenant, user=self.screens.user)
+                                            tenant=self.screens.tenant, user=self.screens.user,
+                                            steps=SubSteps(journal=self.journal, key=key,
+                                                           prefix=self.prefix,
+                                                           record=self.gates.record,
+                                                           deps=self.deps))
                     response = await agent.stack.model_request(inp)
                 if self._screen_answer:
                     response = await self.screens.answer(key, response, history,

@@ -25,6 +25,7 @@ from keel.runtime._guarding import (
     check_timeout,
     every_tool,
 )
+from keel.runtime._substeps import SubSteps
 from keel.tools import Tool, ToolResult
 
 #: ``on_retry(attempt, error, delay_seconds)``: a retrying middleware calls it before it waits
@@ -51,6 +52,10 @@ class ModelRequestInput:
     #: caps and metrics.
     tenant: str | None = None
     user: str | None = None
+    #: Journaled sub-work under this request's step (``<step_key>/<name>``): a summary a
+    #: history policy asks for runs once and replays (see ``keel.runtime._substeps``). None
+    #: where the request has no run. A middleware that rebuilds the input passes it on.
+    steps: SubSteps | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,3 +23,7 @@ class RunResult(Generic[OutputT]):
     replayed_steps: int = 0
     messages: list[Message] = field(default_factory=list)
     status: str = "completed"
+    #: Set once a history policy had to compact the conversation to fit the model's context
+    #: window (older turns summarised or left out): a note for the user suggesting a new
+    #: conversation. Journaled, so a resumed or replayed run reports it too.
+    context_warning: str | None = None

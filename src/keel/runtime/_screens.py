@@ -114,14 +114,10 @@ class Screens:
             return None
 
         async def run(agent: Any, text: str) -> Any:
-            from keel.runtime._failures import guarded
+            from keel.runtime._substeps import run_sub_agent
 
-            prefix = f"{guard_key(key, place)}/{agent.name}"
-            view = self.journal.view(budget=self.journal.budget.child(agent.budget),
-                                     agent=agent.name)
-            loop = agent.driver(view, deps=self.deps, emit=None, streaming=False,
-                                record=record, prefix=prefix)
-            return await guarded(view, prefix, lambda: loop.run(text))
+            return await run_sub_agent(self.journal, f"{guard_key(key, place)}/{agent.name}",
+                                       agent, text, deps=self.deps, record=record)
 
         return run
 
