@@ -198,6 +198,8 @@ class Plan:
     raw_tokens: int
     compacted: bool
     summarised: bool = False
+    #: Turns sent that a policy could still leave out (not system, pinned or the latest).
+    droppable: int = 0
 
 
 def _kind(message: Message) -> TurnKind:
@@ -306,6 +308,12 @@ class History(Middleware):
         try:
             response = await next(self._with(inp, plan))
         except ContextTooLong as exc:
+            if not plan.droppable:
+                raise ContextTooLong(
+                    f"{exc.message}; nothing more can be left out (the request is the system "
+                    "instructions, pinned turns and the latest turn): shorten them, lower "
+                    "max_tokens or use a model with a larger window", limit=budget.limit,
+                    tokens=budget.cost(plan.raw_tokens), model=inp.model.name) from exc
             # The provider counted more than we did: compact harder and try once more.
             sent = budget.cost(plan.raw_tokens - conv.tool_tokens - REPLY_PRIMING)
             limit = max(1, min(sent, budget.limit or sent) * 3 // 4)
@@ -547,8 +555,10 @@ class History(Middleware):
             if extra is not None:
                 out.append(extra)
                 raw += conv.count(extra)
+        last = kept[-1] if kept else None
         return Plan(messages=out, raw_tokens=raw, compacted=dropped,
-                    summarised=summary is not None)
+                    summarised=summary is not None,
+                    droppable=sum(1 for t in kept if not t.pinned and t is not last))
 
     # ----------------------------------------------------------------- summarising
 

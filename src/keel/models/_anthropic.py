@@ -45,6 +45,7 @@ from anthropic.types import TextDelta as SDKTextDelta
 
 from keel.core import (
     REDACTED,
+    ContextTooLong,
     Message,
     ModelError,
     ModelResponse,
@@ -555,7 +556,7 @@ class AnthropicModel(Model):
             return self._fail(f"Anthropic SDK error for {self.name}: {exc}", retryable=False)
         return exc
 
-    def _status_error(self, exc: anthropic.APIStatusError) -> ModelError:
+    def _status_error(self, exc: anthropic.APIStatusError) -> ModelError | ContextTooLong:
         status = exc.status_code
         kind, detail = _error_details(exc.body)
         detail = f": {detail}" if detail else ""
@@ -567,6 +568,10 @@ class AnthropicModel(Model):
                 retryable=wire_status is None or _is_retryable_status(wire_status))
         retry_after = retry_after_seconds(exc.response.headers)
         retryable = _is_retryable_status(status)
+        if status == 400 and "prompt is too long" in detail.lower():
+            return ContextTooLong(self._scrub(
+                f"{self.name} refused the request as longer than the model's context window "
+                f"(400 {kind}{detail})"), model=self.name)
         if status == 401:
             message = (f"{self.base_url} rejected the API key (401 {kind}{detail}): "
                        f"{key_fix('anthropic', self.base_url)}")

@@ -30,6 +30,7 @@ from openai.types.chat import (
 
 from keel.core import (
     REDACTED,
+    ContextTooLong,
     Message,
     ModelError,
     ModelResponse,
@@ -259,7 +260,7 @@ class OpenAIModel(Model):
             f"completion ({_describe(exc)})"), retryable=True, model=self.name)
 
     def _error(self, exc: openai.OpenAIError, *, timeout: float,
-               mid_stream: bool = False) -> ModelError:
+               mid_stream: bool = False) -> ModelError | ContextTooLong:
         url = self._display_url()
         if isinstance(exc, openai.APITimeoutError):
             message = (f"{self._label}: request to {url} timed out after {timeout:g}s; raise the "
@@ -285,10 +286,17 @@ class OpenAIModel(Model):
         return ModelError(self._scrub(f"{self._label}: the OpenAI client failed: {exc}"),
                           retryable=False, model=self.name)
 
-    def _status_error(self, exc: openai.APIStatusError, url: str) -> ModelError:
+    def _status_error(self, exc: openai.APIStatusError,
+                      url: str) -> ModelError | ContextTooLong:
         status = exc.status_code
         retryable = status in _RETRYABLE_STATUSES or status >= 500
         detail = _server_detail(exc.body) or exc.response.reason_phrase or "no detail"
+        if status == 400 and (getattr(exc, "code", None) == "context_length_exceeded"
+                              or "maximum context length" in detail.lower()):
+            return ContextTooLong(self._scrub(
+                f"{self._label}: {url} refused the request as longer than the model's context "
+                f"window (HTTP 400 context_length_exceeded: {detail.rstrip('. ')})"),
+                model=self.name)
         message = f"{self._label}: HTTP {status} from {url}: {detail.rstrip('. ')}"
         hint = _STATUS_HINTS.get(status)
         if status == 401:

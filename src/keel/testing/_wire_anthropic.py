@@ -262,6 +262,12 @@ class AnthropicWireServer:
                                message=message or kind.replace("_", " "),
                                headers=dict(headers or {})))
 
+    def reply_context_too_long(self, *, window: int = 200_000, tokens: int = 210_000) -> None:
+        """Answer the next request with the 400 the API sends for a prompt longer than the
+        model's window (``prompt is too long``); keel maps it to ``keel.ContextTooLong``."""
+        self.reply_error(400, error_type="invalid_request_error",
+                         message=f"prompt is too long: {tokens} tokens > {window} maximum")
+
     def reply_raw(self, status: int, body: bytes, *, content_type: str = "application/json",
                   headers: Mapping[str, str] | None = None) -> None:
         """Answer the next request with exactly ``body`` (e.g. a broken or non-JSON 200)."""

@@ -464,6 +464,14 @@ class OpenAIWireServer:
         self._push(_Error(status=status, body=_error_json(status, text, error_type, code),
                           headers=dict(headers or {}), delay=delay))
 
+    def reply_context_too_long(self, *, window: int = 8192, tokens: int = 9000) -> None:
+        """Queue the 400 OpenAI sends for a request longer than the model's window
+        (``code: context_length_exceeded``); keel maps it to ``keel.ContextTooLong``."""
+        self.reply_error(400, f"This model's maximum context length is {window} tokens. "
+                         f"However, your messages resulted in {tokens} tokens. Please reduce "
+                         "the length of the messages.", error_type="invalid_request_error",
+                         code="context_length_exceeded")
+
     def reply_raw(self, status: int, body: bytes | str, *,
                   headers: Mapping[str, str] | None = None,
                   content_type: str = "application/json", delay: float = 0.0) -> None:
