@@ -358,7 +358,13 @@ class History(Middleware):
         journal step when ``steps`` is given (inside a run), else a plain model call."""
         conv = self._fresh(model, messages)
         budget = self._budget(conv, model, tools, settings or ModelSettings(), ratio)
-        resolved = model if isinstance(model, Model) else resolve_model(model)
+        s = self.summarize
+        if isinstance(model, Model):
+            resolved = model
+        elif s is not None and s.model is not None:  # the request's model is not asked
+            resolved = s.resolved(_UNUSED)
+        else:
+            resolved = resolve_model(model)
         inp = ModelRequestInput(run_id="", step_key="", agent="", model=resolved,
                                 messages=list(messages), tools=list(tools),
                                 settings=settings or ModelSettings(), steps=steps)
@@ -641,6 +647,17 @@ class History(Middleware):
 
         await steps.step("context:warning", note, kind=CONTEXT_KIND, label="warning",
                          budgeted=False)
+
+
+class _Unused(Model):
+    name = "unused"
+
+    async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
+                      settings: ModelSettings | None = None) -> ModelResponse:
+        raise AssertionError("not asked")  # pragma: no cover
+
+
+_UNUSED = _Unused()
 
 
 def _summary_usage(data: dict[str, Any]) -> Usage | None:
