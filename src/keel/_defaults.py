@@ -28,6 +28,7 @@ from dataclasses import replace
 from functools import partial
 from typing import IO, TypeVar
 
+from keel.context import History
 from keel.core import LogScrubber
 from keel.core import configure_json_logging as core_json_logging
 from keel.guard import DataGuard, DataPolicy, TaintGuard, default_guards
@@ -59,11 +60,19 @@ def defaults() -> list[Middleware]:
        :class:`~keel.guard.LimitsGuard`, :class:`~keel.guard.InjectionGuard`,
        :class:`~keel.guard.DataGuard`, :class:`~keel.guard.TaintGuard` and
        :class:`~keel.guard.UntrustedContent`.
+    6. :class:`~keel.context.History` (docs/context.md): fits each model request within the
+       model's context window minus the reply reserve (least important, oldest turns left
+       out first; never the system instructions, never a tool call without its result),
+       warns the run once when it had to, and turns a provider's "context too long" into
+       one compacted retry. Innermost, so it counts what is sent (with the untrusted-content
+       delimiters) and its compaction is the last change to the request; outside it, a
+       retry of a transient error re-enters it, and it reuses the compaction it already
+       made for the step (a summary is journaled once) instead of compacting again.
     """
     guards = default_guards()
     data = next((g for g in guards if isinstance(g, DataGuard)), None)
     scrub = None if data is None else functools.partial(data.policy.scrub, destination="logs")
-    return [Tracing(scrub=scrub), Metrics(), Retry(), CircuitBreaker(), *guards]
+    return [Tracing(scrub=scrub), Metrics(), Retry(), CircuitBreaker(), *guards, History()]
 
 
 class Agent(RuntimeAgent[OutputT]):

@@ -285,7 +285,10 @@ class History(Middleware):
             self._ratios[inp.run_id] = float(stored)
             return None
         ratio = 1.0
-        if self.model is not None:
+        tb = self.budget_policy
+        if self.model is not None and ((tb is not None and tb.window is not None)
+                                       or context_window(self.model) is not None):
+            # Only a budget needs it (a model without a known window has none).
             ratio = (self.calibration or default_calibration()).ratio(self.model)
         self._ratios[inp.run_id] = ratio
         return {RATIO_KEY: ratio} if ratio != 1.0 else None
