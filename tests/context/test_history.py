@@ -164,10 +164,29 @@ def test_predicates() -> None:
     assert not is_small_talk(Message.system("ok"))
     assert is_pinned(Message.user(pin("x")))
     assert pin(pin("x")) == pin("x")
-    assert is_pinned(Message(role="tool", parts=(ToolResultPart(
-        call_id="1", tool_name="t", content=pin("fact")),)))
+    tool_pin = Message(role="tool", parts=(ToolResultPart(
+        call_id="1", tool_name="t", content='<untrusted source="tool:t">\n' + pin("fact")),))
+    assert not is_pinned(tool_pin)  # untrusted output does not pin itself by default
+    assert is_pinned(tool_pin, tool_output=True)
     text = transcript(exchange(1, words=2))
     assert "look returned" in text and "called look" in text
+
+
+def test_tool_pins_are_honoured_only_when_asked() -> None:
+    messages = [Message.system("sys"), Message.user("task")]
+    for i in range(30):
+        messages += exchange(i)
+    messages[8] = Message(role="tool", parts=(ToolResultPart(
+        call_id="c1", tool_name="look", content=pin("the vault code is 741")),))
+    budget = TokenBudget(window=1200, reserve=200)
+    kept = History(Importance(tool_pins=True), budget).select(messages, model=MODEL)
+    assert pin("the vault code is 741") in [p.content for m in kept for p in m.tool_results]
+    assert orphans(kept) == []
+    plain = History(Importance(), budget).select(messages, model=MODEL)
+    assert pin("the vault code is 741") not in [p.content for m in plain
+                                                for p in m.tool_results]
+    with pytest.raises(ConfigError):
+        Importance(tool_pins="yes")  # type: ignore[arg-type]
 
 
 def test_critical_predicate_keeps_turns() -> None:

@@ -284,10 +284,11 @@ class History(Middleware):
         if isinstance(stored, int | float) and not isinstance(stored, bool) and stored > 0:
             self._ratios[inp.run_id] = float(stored)
             return None
-        ratio = 1.0
+        ratio = 1.0  # also for a resumed run that stored none: it started with 1.0
         tb = self.budget_policy
-        if self.model is not None and ((tb is not None and tb.window is not None)
-                                       or context_window(self.model) is not None):
+        windowed = tb is not None and tb.window is not None
+        if not inp.resumed and self.model is not None and (
+                windowed or context_window(self.model) is not None):
             # Only a budget needs it (a model without a known window has none).
             ratio = (self.calibration or default_calibration()).ratio(self.model)
         self._ratios[inp.run_id] = ratio

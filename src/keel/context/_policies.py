@@ -44,14 +44,27 @@ def pin(text: str) -> str:
     return text if text.startswith(PIN_MARK) else PIN_MARK + text
 
 
-def is_pinned(message: Message) -> bool:
-    """Whether ``message`` carries the :func:`pin` marker (a text or a tool result)."""
+#: The untrusted-content delimiter ``keel.guard`` puts around tool output (its first line).
+_DELIMITER = re.compile(r'\A<untrusted source="[^"\n]*">\n')
+
+
+def is_pinned(message: Message, *, tool_output: bool = False) -> bool:
+    """Whether ``message`` carries the :func:`pin` marker at the start of a text; with
+    ``tool_output``, at the start of a tool's result too (inside the untrusted-content
+    delimiters). Tool output is untrusted, so a pin there is honoured only when asked:
+    otherwise a page the agent read could pin itself into every later request."""
     for part in message.parts:
         if isinstance(part, TextPart) and part.text.startswith(PIN_MARK):
             return True
-        if isinstance(part, ToolResultPart) and part.content.startswith(PIN_MARK):
-            return True
+        if tool_output and isinstance(part, ToolResultPart):
+            head = _DELIMITER.match(part.content)
+            if part.content.startswith(PIN_MARK, head.end() if head else 0):
+                return True
     return False
+
+
+def _pinned_with_tools(message: Message) -> bool:
+    return is_pinned(message, tool_output=True)
 
 
 _SMALL_TALK = re.compile(
@@ -118,16 +131,22 @@ def _messages_of(turn: Turn, messages: Sequence[Message]) -> Sequence[Message]:
 class Importance(Policy):
     """Pinned and critical turns are kept; small talk is dropped first.
 
-    ``pinned(message)`` (default :func:`is_pinned`) and ``critical(message)`` (default: none)
-    mark turns to keep whatever the budget; ``keep_first_user`` keeps the user's first
-    message (the task) too. ``small_talk(message)`` (default :func:`is_small_talk`) marks turns
-    a budget drops before any other. Facts to keep that are not in the conversation go in
+    ``pinned(message)`` (default :func:`is_pinned`: a text that starts with :func:`pin`'s
+    marker; ``tool_pins=True`` honours the marker at the start of a tool's result too) and
+    ``critical(message)`` (default: none) mark turns to keep whatever the budget;
+    ``keep_first_user`` keeps the user's first message (the task) too.
+    ``small_talk(message)`` (default :func:`is_small_talk`) marks turns a budget drops
+    before any other. Facts to keep that are not in the conversation go in
     ``History(pinned=[...])``."""
 
     def __init__(self, *, pinned: MessagePredicate | None = is_pinned,
                  critical: MessagePredicate | None = None,
                  small_talk: MessagePredicate | None = is_small_talk,
-                 keep_first_user: bool = True) -> None:
+                 keep_first_user: bool = True, tool_pins: bool = False) -> None:
+        if not isinstance(tool_pins, bool):
+            raise ConfigError("Importance.tool_pins", "must be True or False")
+        if tool_pins and pinned is is_pinned:
+            pinned = _pinned_with_tools
         for name, fn in (("pinned", pinned), ("critical", critical),
                          ("small_talk", small_talk)):
             if fn is not None and not callable(fn):
