@@ -421,3 +421,116 @@ def test_text_parts_of_unusual_messages_are_counted() -> None:
     multi = Message(role="user", parts=(TextPart(text="a"), TextPart(text="b")))
     out = History(TokenBudget(window=1000, reserve=100)).select([multi], model=MODEL)
     assert out == [multi]
+
+
+# ------------------------------------------------------------------------- more edges
+
+
+async def test_off_and_default_reserve_in_a_run() -> None:
+    model, _ = _tool_loop(3)
+    agent = keel.Agent("a", model=model, tools=[keel.tool(look, risk="read")],
+                       middleware=[History.off()])
+    assert (await agent.run("go", store=MemoryStore())).output == "done"
+    # no max_tokens and no reserve: an eighth of the window (at least 256)
+    messages = conversation(60)
+    out = History(TokenBudget(window=4000)).select(messages, model=MODEL)
+    assert count_message_tokens(out, MODEL) <= 4000 - 500
+
+
+async def test_a_retry_that_still_cannot_fit_chains_the_providers_error() -> None:
+    def fn(messages: list[Message], tools: Any, settings: Any) -> Any:
+        return ContextTooLong("HTTP 400 context_length_exceeded")
+
+    history = fresh(TokenBudget(window=100_000, reserve=1000),
+                    pinned=["fact " * 1200])  # they alone pass 3/4 of what was sent
+
+    async def next_(inp: keel.ModelRequestInput) -> keel.ModelResponse:
+        return await inp.model.request(inp.messages, inp.tools, inp.settings)
+
+    inp = keel.ModelRequestInput(run_id="r", step_key="a/turn:0/model", agent="a",
+                                 model=FunctionModel(fn), messages=conversation(1),
+                                 tools=[], settings=ModelSettings())
+    with pytest.raises(ContextTooLong) as info:
+        await history.wrap_model_request(inp, next_)
+    assert isinstance(info.value.__cause__, ContextTooLong)
+
+
+async def test_conversation_state_is_bounded_and_restarts_on_a_new_history(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.context import _history
+
+    monkeypatch.setattr(_history, "_MAX_CONVERSATIONS", 2)
+    history = fresh(TokenBudget(window=2000, reserve=200))
+    seen: list[list[Message]] = []
+
+    async def next_(inp: keel.ModelRequestInput) -> keel.ModelResponse:
+        seen.append(list(inp.messages))
+        return keel.ModelResponse(parts=(TextPart(text="ok"),))
+
+    def request(run: str, messages: list[Message]) -> keel.ModelRequestInput:
+        return keel.ModelRequestInput(run_id=run, step_key="a/turn:0/model", agent="a",
+                                      model=FunctionModel(lambda m, t, s: "x"),
+                                      messages=messages, tools=[], settings=ModelSettings())
+
+    for run in ("r1", "r2", "r3"):
+        await history.wrap_model_request(request(run, conversation(40)), next_)
+    assert len(history._conversations) == 2
+    # the same run and loop with a history that does not continue the last: start over
+    other = conversation(40, system="Another agent.")
+    await history.wrap_model_request(request("r3", other), next_)
+    assert seen[-1][0].text == "Another agent."
+    with pytest.raises(UserError):
+        await history.wrap_model_request(request("r4", [Message.user("x"), "y"]),  # type: ignore[list-item]
+                                         next_)
+
+
+async def test_fit_with_a_model_object_and_an_empty_summary() -> None:
+    def fn(messages: list[Message], tools: Any, settings: Any) -> Any:
+        return "   "
+
+    model = FunctionModel(fn)
+    history = History(Summarize(keep_recent=2), TokenBudget(window=2000, reserve=200))
+    out = await history.fit(conversation(30), model=model)
+    assert not any(m.text.startswith("[Summary") for m in out)  # empty: dropped instead
+    assert any("left out" in m.text for m in out)
+    assert repr(Summarize()).startswith("Summarize(keep_recent=6")
+    assert repr(SlidingWindow(3)) == "SlidingWindow(3)"
+    assert "keep_first_user" in repr(Importance())
+
+
+async def test_a_resumed_run_reads_back_summaries_and_failures(tmp_path: Any) -> None:
+    from keel.store import open_store
+
+    db = str(tmp_path / "runs.db")
+    model, _ = _tool_loop(50)
+    calls = {"summary": 0}
+    base = model.fn
+
+    def fn(messages: list[Message], tools: Any, settings: Any) -> Any:
+        if messages and messages[0].text.startswith("You compress"):
+            calls["summary"] += 1
+            if calls["summary"] == 2:
+                raise RuntimeError("down once")
+        out = base(messages, tools, settings)
+        if not messages[0].text.startswith("You compress") and len(
+                [m for m in messages if m.role == "tool"]) and calls.get("crash") is None \
+                and calls["summary"] >= 2:
+            calls["crash"] = 1
+            raise KeyboardInterrupt  # stops the run mid-way, like a crash
+        return out
+
+    model.fn = fn
+
+    def make() -> Any:
+        return keel.Agent("a", model=model, tools=[keel.tool(look, risk="read")],
+                          durability="always",
+                          middleware=[fresh(Summarize(keep_recent=2),
+                                            TokenBudget(window=3000, reserve=300))])
+
+    store = open_store(db)
+    with pytest.raises(KeyboardInterrupt):
+        await make().run("go", store=store, run_id="resumed-run")
+    before = calls["summary"]
+    result = await make().resume("resumed-run", store=open_store(db))
+    assert result.output == "done"
+    assert calls["summary"] == before  # the failed summariser is not asked again

@@ -173,6 +173,7 @@ class _Conversation:
     render: Callable[[Message], Message] | None
     messages: list[Message] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+    total: int = 0  # sum of counts
     turns: list[Turn] = field(default_factory=list)
     fixed: list[int] = field(default_factory=list)  # turn indices: system and pinned
     first_user: int | None = None
@@ -200,6 +201,8 @@ class Plan:
     summarised: bool = False
     #: Turns sent that a policy could still leave out (not system, pinned or the latest).
     droppable: int = 0
+    #: The messages are the conversation unchanged (the request can go as it came).
+    same: bool = False
 
 
 def _kind(message: Message) -> TurnKind:
@@ -241,6 +244,11 @@ class History(Middleware):
         self.budget_policy = budgets[-1] if budgets else None
         summarizers = [p for p in self.policies if isinstance(p, Summarize)]
         self.summarize = summarizers[-1] if summarizers else None
+        #: No policy here leaves turns out without a budget (the common case of a model
+        #: whose window is unknown): such a request is sent as it is, uncounted but for
+        #: the new messages.
+        self._passive = not pinned and all(isinstance(p, Importance | TokenBudget | Summarize)
+                                           for p in self.policies)
         self.pinned = tuple(f.strip() for f in pinned if f.strip())
         self.pinned_message = (Message.system("Facts to keep in mind:\n" + "\n".join(
             f"- {f}" for f in self.pinned)) if self.pinned else None)
@@ -336,7 +344,7 @@ class History(Middleware):
 
     @staticmethod
     def _with(inp: ModelRequestInput, plan: Plan) -> ModelRequestInput:
-        if not plan.compacted and len(plan.messages) == len(inp.messages):
+        if plan.same or (not plan.compacted and len(plan.messages) == len(inp.messages)):
             return inp
         return ModelRequestInput(
             run_id=inp.run_id, step_key=inp.step_key, agent=inp.agent, model=inp.model,
@@ -431,8 +439,8 @@ class History(Middleware):
         n = len(conv.messages)
         if n and (len(messages) < n or messages[n - 1] is not conv.messages[-1]):
             fresh = _Conversation(tokenizer=conv.tokenizer, render=conv.render)
-            for name in ("messages", "counts", "turns", "fixed", "first_user", "summaries",
-                         "floor"):
+            for name in ("messages", "counts", "total", "turns", "fixed", "first_user",
+                         "summaries", "floor"):
                 setattr(conv, name, getattr(fresh, name))
             n = 0
         for i in range(n, len(messages)):
@@ -444,6 +452,7 @@ class History(Middleware):
         tokens = conv.count(message)
         conv.messages.append(message)
         conv.counts.append(tokens)
+        conv.total += tokens
         turns = conv.turns
         last = turns[-1] if turns else None
         if (message.role == "tool" and last is not None and last.end == i
@@ -518,6 +527,10 @@ class History(Middleware):
         return spent
 
     def _select(self, conv: _Conversation, budget: RequestBudget, *, moving: bool) -> Plan:
+        if budget.limit is None and self._passive:
+            # No budget and no policy that drops by itself: the conversation as it is.
+            return Plan(messages=conv.messages, raw_tokens=REPLY_PRIMING
+                        + conv.tool_tokens + conv.total, compacted=False, same=True)
         index = self._candidates(conv)
         turns = [conv.turns[i] for i in index]
         spent = self._spent(conv, budget)
