@@ -88,6 +88,7 @@ RATIO_KEY = "keel.context.ratio"
 SUMMARY_HEAD = "[Summary of the earlier conversation, written to fit the context window]\n"
 OMITTED_NOTE = ("[keel: earlier turns of this conversation were left out to fit the model's "
                 "context window]")
+_OMITTED = Message.user(OMITTED_NOTE)
 WARNING = ("This conversation has grown past what the model can read at once: older turns "
            "are now {how}. Start a new conversation to keep the full context.")
 SUMMARY_INSTRUCTIONS = (
@@ -523,14 +524,21 @@ class History(Middleware):
         if conv.summaries:
             spent += conv.summaries[-1].tokens
         elif budget.limit is not None:
-            spent += conv.count(Message.user(OMITTED_NOTE))
+            spent += conv.count(_OMITTED)
         return spent
 
     def _select(self, conv: _Conversation, budget: RequestBudget, *, moving: bool) -> Plan:
-        if budget.limit is None and self._passive:
-            # No budget and no policy that drops by itself: the conversation as it is.
+        if self._passive and (budget.limit is None or (
+                conv.floor == 0 and not conv.summaries
+                and budget.cost(conv.total) <= budget.limit)):
+            # No policy that drops by itself, and no budget or all of it fits (nothing was
+            # left out before either): the conversation as it is, without a pass over it.
+            loose = len(conv.turns) - len(conv.fixed)
+            if conv.turns and not conv.turns[-1].pinned:
+                loose -= 1  # the latest turn stays
             return Plan(messages=conv.messages, raw_tokens=REPLY_PRIMING
-                        + conv.tool_tokens + conv.total, compacted=False, same=True)
+                        + conv.tool_tokens + conv.total, compacted=False, same=True,
+                        droppable=loose)
         index = self._candidates(conv)
         turns = [conv.turns[i] for i in index]
         spent = self._spent(conv, budget)
@@ -543,8 +551,8 @@ class History(Middleware):
                                  limit=budget.limit, tokens=budget.cost(spent))
         for p in self.policies:
             turns = p.apply(turns, sized)
-        if sized.limit is not None:
-            turns = fit(turns, sized)
+        if sized.limit is not None and self.budget_policy is None:
+            turns = fit(turns, sized)  # the window holds whatever the policies
         kept = [t for t in turns if t.kept]
         dropped = len(kept) < len(conv.turns)
         if moving:
@@ -562,7 +570,7 @@ class History(Middleware):
         summary = conv.summaries[-1] if conv.summaries else None
         facts = self.pinned_message
         bridge = summary.message if summary is not None else (
-            Message.user(OMITTED_NOTE) if dropped else None)
+            _OMITTED if dropped else None)
         for t in kept:
             if facts is not None and t.kind != "system":
                 out.append(facts)
@@ -595,6 +603,8 @@ class History(Middleware):
     async def _maybe_summarise(self, conv: _Conversation, inp: ModelRequestInput,
                                budget: RequestBudget, s: Summarize) -> None:
         assert budget.limit is not None
+        if not conv.summaries and budget.cost(conv.total) <= s.trigger * budget.limit:
+            return  # below the trigger without a pass over the turns
         index = self._candidates(conv)
         fixed = set(conv.fixed)
         loose = [i for i in index if i not in fixed]
