@@ -69,7 +69,11 @@ class Paging(Middleware):
     """
 
     def __init__(self, *, auto: Auto = "lists", threshold: int = 8_000, page_size: int = 20,
-                 page_chars: int = 4_000, preview: int = 3, record_chars: int = 8_000) -> None:
+                 page_chars: int = 4_000, preview: int = 3, record_chars: int = 8_000,
+                 enabled: bool = True) -> None:
+        if not isinstance(enabled, bool):
+            raise ConfigError("Paging.enabled", "must be True or False")
+        self.enabled = enabled
         if auto not in _AUTO:
             raise ConfigError("Paging.auto", f"must be one of {_AUTO}, not {auto!r}")
         self.auto: Auto = auto
@@ -85,19 +89,24 @@ class Paging(Middleware):
 
     @classmethod
     def off(cls) -> Paging:
-        """No paging at all: every result is cut at its tool's ``output_limit``."""
-        return cls(auto="off", threshold=2**62)
+        """No paging at all: every result is cut at its tool's ``output_limit``, and no
+        drill-down tool exists (their names are free for the agent's own tools)."""
+        return cls(enabled=False)
 
     def __repr__(self) -> str:
+        if not self.enabled:
+            return "<Paging off>"
         return (f"<Paging auto={self.auto} threshold={self.threshold} "
                 f"page_size={self.limits.page_size} page_chars={self.limits.page_chars}>")
 
     # ---------------------------------------------------------------------------- hooks
 
     def provide_tools(self) -> Sequence[Tool]:
-        return self._tools
+        return self._tools if self.enabled else ()
 
     def on_agent(self, inp: AgentInput) -> None:
+        if not self.enabled:
+            return
         clash = sorted(TOOL_NAMES & {t.name for t in inp.tools})
         if clash:
             raise ConfigError(
@@ -107,7 +116,7 @@ class Paging(Middleware):
 
     async def wrap_tool_call(self, inp: ToolCallInput, next: ToolNext) -> ToolResult:
         result = await next(inp)
-        if result.failure is not None or result.handoff is not None:
+        if not self.enabled or result.failure is not None or result.handoff is not None:
             return result
         meta = inp.tool.meta
         if meta.paging is False or meta.name in TOOL_NAMES:
@@ -133,7 +142,7 @@ class Paging(Middleware):
         return _full_size(result)
 
     async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
-        if _holds_handle(inp.messages):
+        if self.enabled and _holds_handle(inp.messages):
             have = {s.name for s in inp.tools}
             extra = [s for s in self._specs if s.name not in have]
             if extra:
