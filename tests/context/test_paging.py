@@ -367,3 +367,38 @@ async def test_an_agent_tool_named_like_a_drill_down_tool_is_refused() -> None:
 def test_bad_paging_configuration(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="Paging"):
         Paging(**kwargs)
+
+
+# ------------------------------------------------------------------- odd values and seams
+
+
+async def test_odd_text_values_long_lines_and_many_fields() -> None:
+    @tool(risk="read", paging=True)
+    def broken_json() -> str:
+        return "[not json " + "x" * 9_000  # one line longer than a page: split in pieces
+
+    out = await drill(broken_json, [("result_record", {"index": 2})])
+    assert answer(out[0])["lines"] == 3
+    assert answer(out[1])["record"] == "x" * 1_010
+
+    @tool(risk="read", paging=True)
+    def wide() -> list[dict[str, Any]]:
+        return [{f"f{j}": j for j in range(60)} for _ in range(40)]
+
+    out = await drill(wide, [])
+    assert len(answer(out[0])["fields"]) == 40
+
+
+async def test_a_drill_down_tool_called_outside_a_run_says_so() -> None:
+    paging = Paging()
+    page_tool = paging.provide_tools()[0]
+    ctx = keel.ToolContext(run_id="r", step_key="k", agent="a", idempotency_key="r/k")
+    result = await page_tool.call({"handle": "h1", "page": 1}, ctx)
+    assert result.failure is not None and "no run journal" in result.failure.message
+    assert Paging.off().provide_tools() == ()
+
+
+async def test_the_page_cache_is_dropped_when_the_run_ends() -> None:
+    paging = Paging()
+    await drill(big_rows, [("result_page", {"page": 2})], middleware=[paging])
+    assert not paging._cache  # the only way to see that it is released

@@ -27,6 +27,7 @@ from keel.runtime import (
     Middleware,
     ModelNext,
     ModelRequestInput,
+    RunEndInput,
     ToolCallInput,
     ToolNext,
 )
@@ -174,6 +175,10 @@ class Paging(Middleware):
         raise RetryWithFeedback(
             f"unknown handle {handle!r}: no result of this run has it",
             hint="Use the keel_handle of a summary in this conversation, as written.")
+
+    async def on_run_end(self, inp: RunEndInput) -> None:
+        for key in [k for k in self._cache if k[0] == inp.run_id]:
+            del self._cache[key]
 
     def _keep(self, key: tuple[str, str], pages: Pages) -> None:
         self._cache[key] = pages
