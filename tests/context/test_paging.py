@@ -288,7 +288,7 @@ def failure(content: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("call_args", "message"), [
     (("result_page", {"page": 26}), "page 26 does not exist: this has 25 page(s), 1 to 25"),
-    (("result_page", {"page": 0}), "bad arguments"),
+    (("result_page", {"page": 0}), "page 0 does not exist"),
     (("result_page", {"page": "two"}), "bad arguments"),
     (("result_page", {"handle": "h000000000000"}), "unknown handle 'h000000000000'"),
     (("result_page", {"handle": ""}), "handle must be"),
@@ -301,7 +301,7 @@ def failure(content: str) -> dict[str, Any]:
     (("result_filter", {"field": "id", "equals": 1, "page": 2}), "page 2 does not exist"),
     (("result_record", {}), "exactly one of index and id"),
     (("result_record", {"index": 500}), "there is no record 500"),
-    (("result_record", {"index": -1}), "bad arguments"),
+    (("result_record", {"index": -1}), "there is no record -1"),
     (("result_record", {"id": "nope"}), "no record has id = 'nope'"),
     (("result_record", {"index": 1, "path": "text.deeper"}), "record 1 has nothing at"),
     (("result_record", {"index": 1, "path": "x" * 5000}), "record 1 has nothing at"),

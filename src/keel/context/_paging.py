@@ -37,8 +37,8 @@ Auto: TypeAlias = Literal["lists", "all", "off"]
 _AUTO = ("lists", "all", "off")
 PAGE_TOOL, FILTER_TOOL, RECORD_TOOL = "result_page", "result_filter", "result_record"
 TOOL_NAMES = frozenset({PAGE_TOOL, FILTER_TOOL, RECORD_TOOL})
-_HANDLE = {"type": "string", "description": "keel_handle from the summary"}
-_SCALAR = {"type": ["string", "number", "integer", "boolean"]}
+_HANDLE = {"type": "string"}
+_SCALAR = {"type": ["string", "number", "boolean"]}
 
 
 def handle_for(run_id: str, step_key: str) -> str:
@@ -235,16 +235,16 @@ def _drill_down_tools(paging: Paging) -> list[Tool]:
         return tool_from_schema(name, description, schema(props), fn, context=True, risk="read",
                                 blocking=False, paging=False, output_limit=2**31)
 
-    number = {"type": "integer", "minimum": 1}
+    # Compact on purpose: these specs are sent with every request once a handle exists.
+    # Ranges (page >= 1, index >= 0) are checked by the tools, with a message saying the range.
+    number, text = {"type": "integer"}, {"type": "string"}
     return [
-        make(PAGE_TOOL, "Page N (from 1) of a large tool result.", {"page": number}, page),
-        make(FILTER_TOOL, "Records of a large tool result whose field equals or contains a "
-             "value (text: lines).", {"field": {"type": "string"}, "equals": _SCALAR,
-                                      "contains": {"type": "string"}, "page": number},
+        make(PAGE_TOOL, "Page N (from 1) of a keel_handle result.", {"page": number}, page),
+        make(FILTER_TOOL, "Records of a keel_handle result whose field equals or contains a "
+             "value.", {"field": text, "equals": _SCALAR, "contains": text, "page": number},
              filter_),
-        make(RECORD_TOOL, "One whole record of a large tool result, by index (from 0) or id; "
-             "path: a part of it.", {"index": {"type": "integer", "minimum": 0},
-                                     "id": _SCALAR, "path": {"type": "string"}}, record),
+        make(RECORD_TOOL, "One record of a keel_handle result, by index (from 0) or id; path "
+             "for a part.", {"index": number, "id": _SCALAR, "path": text}, record),
     ]
 
 
