@@ -304,7 +304,10 @@ def failure(content: str) -> dict[str, Any]:
     (("result_record", {"index": -1}), "there is no record -1"),
     (("result_record", {"id": "nope"}), "no record has id = 'nope'"),
     (("result_record", {"index": 1, "path": "text.deeper"}), "record 1 has nothing at"),
-    (("result_record", {"index": 1, "path": "x" * 5000}), "record 1 has nothing at"),
+    (("result_record", {"index": 1, "path": "x" * 5000}), "record 1 has nothing at 'xxx"),
+    (("result_page", {"handle": "h" * 100_000}), "unknown handle 'hhhh"),
+    (("result_filter", {"field": "f" * 100_000, "contains": "a"}), "no record has a field"),
+    (("result_record", {"id": "i" * 100_000}), "no record has id = 'iii"),
 ])
 async def test_bad_drill_down_calls_are_observations_the_model_can_correct(
         call_args: tuple[str, dict[str, Any]], message: str) -> None:
@@ -312,6 +315,7 @@ async def test_bad_drill_down_calls_are_observations_the_model_can_correct(
     error = failure(out[1])
     assert message in error["message"], error
     assert error["retryable"] is True
+    assert len(out[1]) < 1_000  # hostile arguments are not echoed whole
 
 
 async def test_a_filter_that_matches_nothing_says_so() -> None:

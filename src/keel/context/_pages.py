@@ -130,6 +130,12 @@ def get_path(value: Any, path: str) -> Any:
     return value
 
 
+def echo(value: Any) -> str:
+    """``value`` as quoted in a message to the model: its repr, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _equal(have: Any, want: Any) -> bool:
     """Equal, or equal as text (the model wrote ``"42"`` for 42, ``"true"`` for true)."""
     if have == want and type(have) is type(want):
@@ -192,7 +198,7 @@ class Pages:
                  ) -> list[int] | range:
         if not isinstance(page, int) or isinstance(page, bool) or not 1 <= page <= len(starts):
             raise RetryWithFeedback(
-                f"page {page!r} does not exist: this has {len(starts)} page(s), 1 to "
+                f"page {echo(page)} does not exist: this has {len(starts)} page(s), 1 to "
                 f"{len(starts)}", hint="Ask for a page in that range.")
         end = starts[page] if page < len(starts) else len(indices)
         return indices[starts[page - 1]:end]
@@ -275,7 +281,7 @@ class Pages:
         values = [get_path(r, field_path) for r in items]
         if all(v is _MISSING for v in values):
             raise RetryWithFeedback(
-                f"no record has a field {field_path!r}",
+                f"no record has a field {echo(field_path)}",
                 hint=f"Fields: {', '.join(field_names(items)) or '(none)'}; a nested field "
                      "is a dotted path such as 'customer.name'.")
         return values
@@ -297,7 +303,7 @@ class Pages:
             if got is _MISSING:
                 keys = sorted(rec) if isinstance(rec, dict) else []
                 raise RetryWithFeedback(
-                    f"record {index} has nothing at {path!r}",
+                    f"record {index} has nothing at {echo(path)}",
                     hint=f"Its fields: {', '.join(keys) or '(none: it is not an object)'}.")
             out["path"] = path
             rec = got
@@ -311,7 +317,7 @@ class Pages:
         for i, rec in enumerate(self.shape.items):
             if isinstance(rec, dict) and name in rec and _equal(rec[name], ident):
                 return i
-        raise RetryWithFeedback(f"no record has {name} = {ident!r}",
+        raise RetryWithFeedback(f"no record has {name} = {echo(ident)}",
                                 hint="result_filter finds records by any field.")
 
     def _whole(self, rec: Any) -> Any:

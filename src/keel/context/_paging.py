@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal, TypeAlias
 
-from keel.context._pages import MARK, Limits, Pages, as_data, record_list
+from keel.context._pages import MARK, Limits, Pages, as_data, echo, record_list
 from keel.core import ConfigError, Message, ModelResponse, RetryWithFeedback, ToolContext, to_text
 from keel.runtime import (
     AgentInput,
@@ -173,7 +173,7 @@ class Paging(Middleware):
                 self._keep((ctx.run_id, key), pages)
                 return pages
         raise RetryWithFeedback(
-            f"unknown handle {handle!r}: no result of this run has it",
+            f"unknown handle {echo(handle)}: no result of this run has it",
             hint="Use the keel_handle of a summary in this conversation, as written.")
 
     async def on_run_end(self, inp: RunEndInput) -> None:
