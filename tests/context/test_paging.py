@@ -406,3 +406,46 @@ async def test_the_page_cache_is_dropped_when_the_run_ends() -> None:
     paging = Paging()
     await drill(big_rows, [("result_page", {"page": 2})], middleware=[paging])
     assert not paging._cache  # the only way to see that it is released
+
+
+async def test_parallel_drill_downs_in_one_turn() -> None:
+    def fn(messages: list[Message], tools: list[ToolSpec], settings: ModelSettings) -> Any:
+        turn = sum(1 for m in messages if m.role == "assistant")
+        if turn == 0:
+            return call("big_rows", {})
+        if turn == 1:
+            h = child.handle_in(messages)
+            return [call("result_page", {"handle": h, "page": 3}, call_id="a"),
+                    call("result_record", {"handle": h, "id": 77}, call_id="b"),
+                    call("result_page", {"handle": h, "page": 4}, call_id="c")]
+        return "done"
+
+    agent: keel.Agent[Any] = keel.Agent("a", model=FunctionModel(fn), tools=[big_rows])
+    result = await agent.run("go", store=MemoryStore())
+    _, third, record, fourth = (answer(c) for c in tool_contents(result.messages))
+    assert third["page"] == 3 and fourth["page"] == 4 and fourth["from"] == third["to"] + 1
+    assert record["record"] == rows(500)[77]
+
+
+async def test_a_fork_drills_into_the_handles_it_copied() -> None:
+    store = MemoryStore()
+    calls = []
+
+    @tool(risk="read", name="big_rows")
+    def counted() -> list[dict[str, Any]]:
+        calls.append(1)
+        return rows(500)
+
+    await drill(counted, [("result_page", {"page": 2})], run_id="orig", store=store)
+    assert len(calls) == 1
+
+    def fn(messages: list[Message], tools: list[ToolSpec], settings: ModelSettings) -> Any:
+        turn = sum(1 for m in messages if m.role == "assistant")
+        if turn == 1:
+            return call("result_record", {"handle": child.handle_in(messages), "index": 9})
+        return "done"
+
+    agent: keel.Agent[Any] = keel.Agent("a", model=FunctionModel(fn), tools=[counted])
+    forked = await keel.fork_run(agent, "orig", at="a/turn:1/model", store=store)
+    assert forked.run_id != "orig" and len(calls) == 1  # the fork did not call the tool
+    assert answer(tool_contents(forked.messages)[1])["record"] == rows(500)[9]
