@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,12 @@ def answer(content: str) -> Any:
 
 async def drill(the_tool: Any, calls: list[tuple[str, dict[str, Any]]], *,
                 middleware: list[Any] | None = None, run_id: str = "r1",
-                store: Any = None, offered: list[list[str]] | None = None) -> list[str]:
+                store: Any = None, offered: list[list[str]] | None = None,
+                defaults: bool = True) -> list[str]:
     """Run an agent that calls ``the_tool`` and then each drill-down call (the handle filled
     in from the conversation unless given); the contents of every tool result, in order."""
     plan = [(the_tool.name, {}), *calls]
+    known: list[str] = []  # the handle, as a model remembers it
 
     def fn(messages: list[Message], tools: list[ToolSpec], settings: ModelSettings) -> Any:
         turn = sum(1 for m in messages if m.role == "assistant")
@@ -48,11 +51,14 @@ async def drill(the_tool: Any, calls: list[tuple[str, dict[str, Any]]], *,
             return "done"
         name, args = plan[turn]
         if name in DRILL and "handle" not in args:
-            args = {"handle": child.handle_in(messages), **args}
+            if not known:
+                known.append(child.handle_in(messages))
+            args = {"handle": known[0], **args}
         return call(name, args)
 
     agent: keel.Agent[Any] = keel.Agent("a", model=FunctionModel(fn), tools=[the_tool],
-                                        middleware=middleware or [])
+                                        middleware=middleware or [],
+                                        default_middleware=defaults)
     result = await agent.run("go", store=store or MemoryStore(), run_id=run_id)
     assert result.output == "done"
     return tool_contents(result.messages)
@@ -449,3 +455,27 @@ async def test_a_fork_drills_into_the_handles_it_copied() -> None:
     forked = await keel.fork_run(agent, "orig", at="a/turn:1/model", store=store)
     assert forked.run_id != "orig" and len(calls) == 1  # the fork did not call the tool
     assert answer(tool_contents(forked.messages)[1])["record"] == rows(500)[9]
+
+
+class DropsToolResults(keel.Middleware):
+    """A stand-in history policy: from turn 2 on, sends a new list without tool results."""
+
+    async def wrap_model_request(self, inp: keel.ModelRequestInput,
+                                 next: keel.ModelNext) -> keel.ModelResponse:
+        if inp.step_key.endswith(("turn:2/model", "turn:3/model")):
+            kept = [m for m in inp.messages if m.role not in ("tool", "assistant")]
+            kept += [Message.assistant("x")] * (2 if "turn:2" in inp.step_key else 3)
+            inp = replace(inp, messages=kept)
+        return await next(inp)
+
+
+async def test_the_tools_follow_the_conversation_a_history_policy_sends() -> None:
+    paging = Paging()
+    offered: list[list[str]] = []
+    await drill(big_rows, [("result_page", {"page": 2}), ("result_page", {"page": 3}),
+                           ("result_page", {"page": 4})],
+                middleware=[DropsToolResults(), paging], offered=offered, defaults=False)
+    assert offered[1] == ["big_rows", *DRILL]  # the handle is in the conversation
+    assert offered[2] == offered[3] == ["big_rows"]  # the policy dropped it
+    assert offered[4] == ["big_rows", *DRILL]
+    assert not paging._scanned  # released when the run ended

@@ -87,6 +87,9 @@ class Paging(Middleware):
         self._specs = [t.spec for t in self._tools]
         #: Recently used pages, by (run id, step key): a recorded value never changes.
         self._cache: OrderedDict[tuple[str, str], Pages] = OrderedDict()
+        #: Per run: (messages scanned, the last of them, a handle among them). A run's
+        #: conversation only grows, so each request scans only its new messages.
+        self._scanned: dict[tuple[str, str], tuple[int, Message | None, bool]] = {}
 
     @classmethod
     def off(cls) -> Paging:
@@ -143,7 +146,8 @@ class Paging(Middleware):
         return _full_size(result)
 
     async def wrap_model_request(self, inp: ModelRequestInput, next: ModelNext) -> ModelResponse:
-        if self.enabled and _holds_handle(inp.messages):
+        conversation = (inp.run_id, inp.step_key.rpartition("/turn:")[0])
+        if self.enabled and self._holds_handle(conversation, inp.messages):
             have = {s.name for s in inp.tools}
             extra = [s for s in self._specs if s.name not in have]
             if extra:
@@ -176,9 +180,22 @@ class Paging(Middleware):
             f"unknown handle {echo(handle)}: no result of this run has it",
             hint="Use the keel_handle of a summary in this conversation, as written.")
 
+    def _holds_handle(self, conversation: tuple[str, str], messages: Sequence[Message]) -> bool:
+        """Whether ``messages`` hold a handle (an agent's conversation in a run)."""
+        n = len(messages)
+        seen, last, found = self._scanned.get(conversation, (0, None, False))
+        if not (0 < seen <= n and messages[seen - 1] is last):
+            seen, found = 0, False  # another conversation (a history policy rewrote it)
+        if not found and seen < n:
+            found = _holds_handle(messages[seen:])
+        self._scanned[conversation] = (n, messages[n - 1] if n else None, found)
+        return found
+
     async def on_run_end(self, inp: RunEndInput) -> None:
         for key in [k for k in self._cache if k[0] == inp.run_id]:
             del self._cache[key]
+        for conversation in [k for k in self._scanned if k[0] == inp.run_id]:
+            del self._scanned[conversation]
 
     def _keep(self, key: tuple[str, str], pages: Pages) -> None:
         self._cache[key] = pages
