@@ -12,6 +12,11 @@ machine is shared; the best round is the least disturbed one):
 * **drill-down**: ``result_page`` steps on that handle (the pages read from the journal,
   the tool not called again).
 
+The hooks alone (**layer**: ``Paging``'s ``wrap_tool_call`` / ``wrap_model_request``
+around a ``next`` that returns at once, best of the rounds of 2,000 calls) give the layer's
+own cost without the noise of a whole step: on a small result, on a request with a
+200-message conversation, and making the handle of the large result.
+
 Token figures (o200k_base): what the model is sent for the large result (the summary
 against the cut text) and the three drill-down tool specs, added to a request only once a
 handle exists.
@@ -102,6 +107,55 @@ async def measure(steps: int, rounds: int) -> dict[str, float]:
     return best
 
 
+async def hooks(rounds: int, n: int = 2_000) -> dict[str, float]:
+    """Seconds per call of the paging hooks alone, around a ``next`` that returns at once."""
+    paging = Paging()
+    ctx = keel.ToolContext(run_id="r", step_key="a/turn:0/tool:small#0", agent="a",
+                           idempotency_key="r/k")
+    small_result = await small.call({}, ctx)
+    large_result = await large.call({}, ctx)
+    conversation = [Message.user("hello " * 20) if i % 2 else Message.assistant("ok " * 20)
+                    for i in range(200)]
+
+    def tool_input(t: Any, step: int) -> keel.ToolCallInput:
+        return keel.ToolCallInput(run_id="r", step_key=f"a/turn:{step}/tool:{t.name}#0",
+                                  agent="a", tool=t, arguments="{}", ctx=ctx)
+
+    async def small_next(inp: keel.ToolCallInput) -> keel.ToolResult:
+        return small_result
+
+    async def large_next(inp: keel.ToolCallInput) -> keel.ToolResult:
+        return large_result
+
+    small_inp, large_inp = tool_input(small, 0), tool_input(large, 0)
+    model = FunctionModel(lambda m, t, s: "ok")
+    requests = [keel.ModelRequestInput(run_id="r", step_key=f"a/turn:{i}/model", agent="a",
+                                       model=model, messages=conversation, tools=[],
+                                       settings=ModelSettings()) for i in range(n)]
+    response = keel.ModelResponse(parts=())
+
+    async def model_next(inp: keel.ModelRequestInput) -> keel.ModelResponse:
+        return response
+
+    cases: dict[str, Any] = {
+        "wrap_tool_call, small result (nothing to page)":
+            lambda i: paging.wrap_tool_call(small_inp, small_next),
+        "wrap_model_request, 200-message conversation without a handle (scanned once)":
+            lambda i: paging.wrap_model_request(requests[i], model_next),
+        "wrap_tool_call, large result: making the handle and summary":
+            lambda i: paging.wrap_tool_call(large_inp, large_next),
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for label, make in cases.items():
+            count = n if "large" not in label else n // 50
+            t0 = time.perf_counter()
+            for i in range(count):
+                await make(i)
+            best[label] = min(best[label], (time.perf_counter() - t0) / count)
+    return best
+
+
 async def tokens() -> dict[str, int]:
     enc = get_tokenizer("o200k_base")
     seen: dict[str, str] = {}
@@ -124,6 +178,9 @@ def main() -> None:
     print("| configuration | per tool step (µs) |\n|---|---:|")
     for label, seconds in times.items():
         print(f"| {label} | {seconds * 1e6:,.0f} |")
+    print("\n| the paging hooks alone | per call (µs) |\n|---|---:|")
+    for label, seconds in asyncio.run(hooks(args.rounds)).items():
+        print(f"| {label} | {seconds * 1e6:,.1f} |")
     print("\n| what the model is sent | tokens (o200k_base) |\n|---|---:|")
     for label, n in asyncio.run(tokens()).items():
         print(f"| {label} | {n:,} |")
