@@ -479,3 +479,33 @@ async def test_the_tools_follow_the_conversation_a_history_policy_sends() -> Non
     assert offered[2] == offered[3] == ["big_rows"]  # the policy dropped it
     assert offered[4] == ["big_rows", *DRILL]
     assert not paging._scanned  # released when the run ended
+
+
+async def test_a_declared_tool_is_paged_over_its_own_smaller_limit() -> None:
+    @tool(risk="read", paging=True, output_limit=1_000)
+    def medium() -> list[dict[str, Any]]:
+        return rows(20)  # about 3,000 characters: under the threshold, over the limit
+
+    out = await drill(medium, [("result_page", {"page": 1})])
+    assert answer(out[0])["records"] == 20
+    assert len(answer(out[1])["items"]) == 20
+
+
+class TextOnly(keel.Tool):
+    """A tool that gives text and no value (as some adapters do)."""
+
+    meta = keel.tools.ToolMeta(name="text_only", description="text", risk="read",
+                               paging=True)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {"type": "object", "properties": {}}
+
+    async def call(self, arguments: Any, ctx: keel.ToolContext) -> keel.ToolResult:
+        return keel.ToolResult(content="\n".join(f"row {i}" for i in range(3000)))
+
+
+async def test_a_result_without_a_value_is_paged_from_its_text() -> None:
+    out = await drill(TextOnly(), [("result_record", {"index": 2999})])
+    assert answer(out[0])["lines"] == 3000
+    assert answer(out[1])["record"] == "row 2999"

@@ -58,11 +58,11 @@ class Paging(Middleware):
     paging"). On by default (:func:`keel.defaults`).
 
     Which results become handles: a tool declaring ``paging=True`` whenever its result's
-    text is over ``threshold`` characters; a tool declaring ``paging=False`` never (its
-    result is cut at its ``output_limit``); any other tool by ``auto``: ``"lists"`` (the
-    default) when its result is cut at ``output_limit`` and is a JSON list of records (or an
-    object around one, ``{"items": [...], ...}``), ``"all"`` when it is cut at all (text is
-    paged by lines), ``"off"`` never.
+    text is over ``threshold`` characters (or its ``output_limit``, if smaller); a tool
+    declaring ``paging=False`` never (its result is cut at its ``output_limit``); any other
+    tool by ``auto``: ``"lists"`` (the default) when its result is cut at ``output_limit``
+    and is a JSON list of records (or an object around one, ``{"items": [...], ...}``),
+    ``"all"`` when it is cut at all (text is paged by lines), ``"off"`` never.
 
     A page holds at most ``page_size`` records and ``page_chars`` characters; the summary
     shows the first ``preview`` records; one record over ``record_chars`` characters is
@@ -138,7 +138,7 @@ class Paging(Middleware):
         """The size of a result that becomes a handle, or None (it stays as it is)."""
         if meta.paging is True:
             size = _full_size(result)
-            return size if size > self.threshold else None
+            return size if size > min(self.threshold, meta.output_limit) else None
         if not result.truncated or self.auto == "off":
             return None
         if self.auto == "lists" and record_list(as_data(result.value, "")) is None:

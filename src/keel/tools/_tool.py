@@ -80,9 +80,9 @@ class ToolMeta:
     fields: tuple[str, ...] = ()
     #: Whether a large result reaches the model as a handle with a summary and drill-down
     #: tools, when the agent has :class:`keel.context.Paging` middleware (on by default):
-    #: True (any result over the paging threshold, text too), False (never: cut at
-    #: ``output_limit``), None (the middleware's policy: by default JSON record lists over
-    #: ``output_limit``).
+    #: True (any result over the paging threshold or ``output_limit``, text too), False
+    #: (never: cut at ``output_limit``), None (the middleware's policy: by default JSON
+    #: record lists over ``output_limit``).
     paging: bool | None = None
 
     def __post_init__(self) -> None:
