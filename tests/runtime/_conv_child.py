@@ -76,5 +76,9 @@ async def _main(argv: list[str]) -> None:
     print(json.dumps({"output": result.output}), flush=True)
 
 
+#: For the CLI tests: ``keel run tests/runtime/_conv_child.py:agent ... --conversation ID``.
+agent = support()
+
+
 if __name__ == "__main__":
     asyncio.run(_main(sys.argv[1:]))
