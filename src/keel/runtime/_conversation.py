@@ -152,8 +152,9 @@ async def conversation_history(journal: Journal, store: RunStore,
     recorded = journal.recorded(key)
     if record.conversation is None and recorded is None:
         return None
-    conversation = record.conversation if recorded is None else (
-        recorded.data.get("conversation") if isinstance(recorded.data, dict) else None)
+    conversation = record.conversation
+    if recorded is not None and isinstance(recorded.data, dict):
+        conversation = recorded.data.get("conversation", conversation)  # a fork has none
     found: list[ConversationTurn] = []
 
     async def read() -> dict[str, Any]:

@@ -72,6 +72,15 @@ class ConversationConformance:
         assert got["empty"] == []
         assert await store.read_journals([]) == {}
 
+    async def test_read_journals_of_many_runs(self, store: RunStore) -> None:
+        ids = [f"run-{i:04d}" for i in range(620)]
+        for i, run_id in enumerate(ids):
+            await store.create_run(sample_run(run_id, created_at=_T0 + i))
+            await store.append(run_id, [sample_entry(0, data=run_id)])
+        got = await store.read_journals(list(reversed(ids)))
+        assert list(got) == list(reversed(ids))
+        assert all(entries[0].data == run_id for run_id, entries in got.items())
+
     async def test_delete_conversation_removes_one_tenants_turns_only(
             self, store: RunStore) -> None:
         plan = [("mine-1", "acme", "c-1"), ("mine-2", "acme", "c-1"),
