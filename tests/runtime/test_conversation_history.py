@@ -50,16 +50,20 @@ def test_odd_journals_become_well_formed_messages() -> None:
         _entry(6, "support/escalation#1", "escalation", "damaged"),
         _entry(7, "support/escalation#2", "escalation", {"action": "dismiss"}),
         _entry(8, "support/turn:2/model", "model", _model("done")),
+        _entry(9, "support/escalation#3", "escalation",
+               {"action": "answer", "answer": {"refund": 5}}),
     ]
     messages = messages_of(ConversationTurn(record=_record(), status="failed",
                                             entries=entries))
-    assert [m.role for m in messages] == ["user", "assistant", "tool", "user", "assistant"]
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "user", "assistant",
+                                          "assistant"]
     results = messages[2].parts
     assert [p.call_id for p in results] == ["c1", "c2"]  # type: ignore[union-attr]
     assert all(p.is_error and "status failed" in p.content  # type: ignore[union-attr]
                for p in results)
     assert messages[3].text == "[A human reviewed this conversation and says: (no note)]"
     assert messages[4].text == "done"
+    assert messages[5].text == '{"refund": 5}'  # a person's answer, as the reply
 
 
 def test_a_flow_run_contributes_its_output_once_completed() -> None:
