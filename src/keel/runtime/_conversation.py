@@ -192,7 +192,7 @@ class _Rebuild:
         self.agent = agent
         self.status = status
         self.out = out
-        self.calls: list[tuple[str, ToolCallPart]] = []
+        self.calls: dict[str, ToolCallPart] = {}  # the open turn's calls by step key
         self.results: dict[str, ToolResultPart] = {}
 
     def walk(self, entries: Sequence[JournalEntry]) -> None:
@@ -204,7 +204,7 @@ class _Rebuild:
             if turn is not None and e.key == f"{self.agent}/turn:{turn}/model":
                 self.flush()
                 self._model(turn, e.data)
-            elif e.kind == "tool" and any(k == e.key for k, _ in self.calls):
+            elif e.kind == "tool" and e.key in self.calls:
                 self._tool(e)
             elif e.kind == "escalation" and e.key.startswith(escalation):
                 self.flush()
@@ -220,11 +220,10 @@ class _Rebuild:
         for call in response.tool_calls:
             n = counts.get(call.tool_name, 0)
             counts[call.tool_name] = n + 1
-            key = f"{self.agent}/turn:{turn}/tool:{call.tool_name}#{n}"
-            self.calls.append((key, call))
+            self.calls[f"{self.agent}/turn:{turn}/tool:{call.tool_name}#{n}"] = call
 
     def _tool(self, e: JournalEntry) -> None:
-        call = next(c for k, c in self.calls if k == e.key)
+        call = self.calls[e.key]
         result = ToolResult.from_dict(e.data) if isinstance(e.data, dict) else None
         if result is not None:
             self.results[e.key] = ToolResultPart(call_id=call.call_id,
@@ -248,7 +247,7 @@ class _Rebuild:
         if not self.calls:
             return
         parts = []
-        for key, call in self.calls:
+        for key, call in self.calls.items():
             part = self.results.get(key)
             if part is None:
                 final = call.tool_name == FINAL_TOOL
@@ -258,7 +257,7 @@ class _Rebuild:
                     is_error=not final)
             parts.append(part)
         self.out.append(Message(role="tool", parts=tuple(parts)))
-        self.calls, self.results = [], {}
+        self.calls, self.results = {}, {}
 
 
 def _turn_of(agent: str, key: str) -> int | None:
