@@ -274,3 +274,63 @@ async def test_a_turn_whose_earlier_turns_are_gone_cannot_be_replayed() -> None:
     report = await replay_run(agent, second.run_id, store=elsewhere)
     assert not report.identical
     assert "no longer in the store" in str(report.replayed_error), report
+
+
+# ------------------------------------------------------------------ other ways to run
+
+
+async def test_streaming_and_workers_continue_conversations(store: RunStore) -> None:
+    from keel.core import RunFinished
+    from keel.runtime import Worker
+
+    agent = support()
+    await agent.run("where is order 7?", store=store, conversation="c-1")
+    events = [e async for e in agent.stream("what did I ask?", store=store,
+                                            conversation="c-1")]
+    [finished] = [e for e in events if isinstance(e, RunFinished)]
+    assert finished.result is not None
+    assert finished.result.output == ("I have seen 2 user messages: where is order 7? | "
+                                      "what did I ask?")
+
+    @tool(risk="irreversible")
+    def refund(order: str) -> str:
+        """Refund an order."""
+        return f"refunded {order}"
+
+    def turn(messages: list[Message], tools: Any, settings: Any) -> Any:
+        if messages[-1].role == "tool":
+            return "refund done"
+        users = [m.text for m in messages if m.role == "user"]
+        return call("refund", {"order": str(len(users))})
+
+    model = FunctionModel(turn)
+    waits = Agent("support", model=model, tools=[refund])
+    with pytest.raises(ApprovalRequired):
+        await waits.run("refund it", store=store, conversation="c-1")
+    await agent.run("meanwhile", store=store, conversation="c-1")  # the thread grows
+    [task] = await store.list_tasks(TaskFilter(kind="approval"))
+    await decide_approval(task.task_id, store=store, approve=True, by="ann")
+    outcomes = await Worker([waits], store=store).run_until_idle()
+    assert [o.status for o in outcomes] == ["completed"]
+    record = await store.get_run(task.run_id)
+    assert record.output == "refund done" and record.conversation == "c-1"
+    entries = await store.read_journal(task.run_id)
+    refunded = next(e for e in entries if e.kind == "tool" and e.phase == "result")
+    assert "refunded 3" in refunded.data["content"]  # the third user message, as first seen
+    # the worker's request had the history the turn started with, not the grown one
+    assert len(model.requests) == 2
+    assert all("meanwhile" not in m.text for m in model.requests[-1])
+    assert [m.role for m in model.requests[-1]][-3:] == ["user", "assistant", "tool"]
+
+
+async def test_a_flow_knows_its_conversation(store: RunStore) -> None:
+    seen: list[str | None] = []
+
+    @flow("intake")
+    async def intake(ctx: Any, text: str) -> str:
+        seen.append(ctx.conversation)
+        return "ok"
+
+    await intake.run("a", store=store, conversation="c-1")
+    await intake.run("b", store=store)
+    assert seen == ["c-1", None]
