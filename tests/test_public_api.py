@@ -38,6 +38,8 @@ EXPECTED = [
     "ToolCallInput", "ToolNext",
     # the guardrail seam
     "GuardDecision", "GuardInput", "Guardrail",
+    # conversations (threads of runs)
+    "Conversation",
 ]
 
 
