@@ -8,6 +8,7 @@ from keel.context._calibration import (
     observe_usage,
 )
 from keel.context._history import History, Plan, Summarize, transcript
+from keel.context._paging import Paging
 from keel.context._policies import (
     PIN_MARK,
     Importance,
@@ -46,6 +47,7 @@ __all__ = [
     "EstimateTokenizer",
     "History",
     "Importance",
+    "Paging",
     "Plan",
     "Policy",
     "RequestBudget",
