@@ -46,6 +46,13 @@ async def test_a_middlewares_sub_agent_and_step_are_journaled_under_the_step() -
     assert "a/turn:0/model/count" in keys
     report = await keel.replay_run(agent, result.run_id, store=store)
     assert report.identical
+    from keel.runtime import Budget, BudgetTracker, Journal
+
+    journal = Journal(store, result.run_id, "a", await store.read_journal(result.run_id),
+                      BudgetTracker(Budget()))
+    steps = SubSteps(journal=journal, key="a/turn:1/model", prefix="a")
+    assert [e.key for e in steps.earlier("note")] == ["a/turn:0/model/count"]
+    assert steps.earlier("model") == []  # neither the loop's own steps nor nested agents'
 
 
 async def test_run_agent_needs_a_run_record() -> None:

@@ -72,12 +72,11 @@ class SubSteps:
         return value
 
     def earlier(self, kind: str) -> list[JournalEntry]:
-        """The recorded results of ``kind`` under this loop's prefix, oldest first: what
-        earlier steps of the loop did (read once, when a middleware rebuilds its state)."""
-        head = self.prefix + "/"
-        found = [e for e in self.journal.entries()
-                 if e.kind == kind and e.phase == "result" and e.key.startswith(head)]
-        return sorted(found, key=lambda e: e.seq)
+        """The recorded results of ``kind`` under this loop's model steps
+        (``<prefix>/turn:N/model/<name>``, not those of agents nested deeper), oldest first:
+        what earlier requests of the loop did (read once, when a middleware rebuilds its
+        state)."""
+        return _own(self.journal, self.prefix, kind)
 
     async def run_agent(self, name: str, agent: Any, text: str) -> Any:
         """Run ``agent`` on ``text`` as a sub-run keyed ``<key>/<name>/<agent name>`` (see
@@ -96,11 +95,22 @@ CONTEXT_KIND = "context"
 
 def context_warning(journal: Journal, prefix: str) -> str | None:
     """The context warning recorded under ``prefix`` (the first), for the run's result."""
-    head = prefix + "/"
-    found = [e for e in journal.entries()
-             if e.kind == CONTEXT_KIND and e.phase == "result" and e.key.startswith(head)
-             and e.name == "warning" and isinstance(e.data, dict)]
+    found = [e for e in _own(journal, prefix, CONTEXT_KIND)
+             if e.name == "warning" and isinstance(e.data, dict)]
     if not found:
         return None
-    text = min(found, key=lambda e: e.seq).data.get("warning")
+    text = found[0].data.get("warning")
     return text if isinstance(text, str) else None
+
+
+def _own(journal: Journal, prefix: str, kind: str) -> list[JournalEntry]:
+    """Results of ``kind`` keyed ``<prefix>/turn:N/model/<name>``, in seq order."""
+    head = prefix + "/"
+    found = []
+    for e in journal.entries():
+        if e.kind != kind or e.phase != "result" or not e.key.startswith(head):
+            continue
+        parts = e.key[len(head):].split("/")
+        if len(parts) == 3 and parts[0].startswith("turn:") and parts[1] == "model":
+            found.append(e)
+    return found
