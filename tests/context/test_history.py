@@ -534,3 +534,30 @@ async def test_a_resumed_run_reads_back_summaries_and_failures(tmp_path: Any) ->
     result = await make().resume("resumed-run", store=open_store(db))
     assert result.output == "done"
     assert calls["summary"] == before  # the failed summariser is not asked again
+
+
+async def test_the_runs_ratio_comes_back_from_its_metadata(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.context import TokenCalibration, _history
+    from keel.runtime import RunStartInput
+
+    calibration = TokenCalibration()
+    calibration.observe("test:function", 100, 150)
+    history = History(TokenBudget(window=8000), calibration=calibration)
+    history.model = "test:function"
+    start = await history.on_run_start(RunStartInput(run_id="r1", agent="a", input="x",
+                                                     resumed=False))
+    assert start == {"keel.context.ratio": 1.5}
+    # resumed elsewhere: the stored ratio, whatever this process learned since
+    calibration.observe("test:function", 100, 50)
+    assert await history.on_run_start(RunStartInput(
+        run_id="r1", agent="a", input="x", resumed=True, metadata=start)) is None
+    assert history._ratios["r1"] == 1.5
+    # a resumed run that stored none started with 1.0
+    await history.on_run_start(RunStartInput(run_id="r2", agent="a", input="x", resumed=True))
+    assert history._ratios["r2"] == 1.0
+    monkeypatch.setattr(_history, "_MAX_CONVERSATIONS", 2)
+    await history.on_run_start(RunStartInput(run_id="r3", agent="a", input="x", resumed=True))
+    assert list(history._ratios) == ["r2", "r3"]
+    assert await History.off().on_run_start(RunStartInput(
+        run_id="r", agent="a", input="x", resumed=False)) is None

@@ -289,6 +289,8 @@ class History(Middleware):
     async def on_run_start(self, inp: RunStartInput) -> Mapping[str, Any] | None:
         if not self.enabled:
             return None
+        while len(self._ratios) >= _MAX_CONVERSATIONS:  # runs that never ended
+            self._ratios.pop(next(iter(self._ratios)))
         stored = inp.metadata.get(RATIO_KEY)
         if isinstance(stored, int | float) and not isinstance(stored, bool) and stored > 0:
             self._ratios[inp.run_id] = float(stored)
