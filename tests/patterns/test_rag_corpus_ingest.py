@@ -148,3 +148,21 @@ def test_chunking_settings_change_the_fingerprint(size: int, overlap: int) -> No
     corpus = Corpus(embedder=HashEmbedder(), chunk_tokens=size, overlap_tokens=overlap)
     corpus.add([Document(id="a", text=text)])
     assert all(count(c.text) <= size + 4 for c in corpus.chunks())
+
+
+def test_a_giant_word_inside_a_sentence() -> None:
+    doc = Document(id="w", text="Before the blob " + "y" * 3000 + " after the blob.")
+    chunks = chunk_document(doc, chunk_tokens=32, overlap_tokens=0, count=count)
+    assert chunks[0].text.startswith("Before the blob")
+    assert chunks[-1].text.endswith("after the blob.")
+    assert all(count(c.text) <= 32 for c in chunks)
+
+
+def test_the_overlap_gives_way_to_a_long_sentence() -> None:
+    short = [f"Tip {n} is short." for n in range(6)]
+    long = " ".join(["Long sentence"] + [f"w{n}" for n in range(18)]) + "."
+    doc = Document(id="o", text=" ".join([*short, long]))
+    chunks = chunk_document(doc, chunk_tokens=60, overlap_tokens=25, count=count)
+    assert all(count(c.text) <= 60 + 2 for c in chunks)
+    assert count(long) > 60 - 25
+    assert chunks[-1].text.endswith(long)

@@ -31,6 +31,7 @@ _STOP_WORDS: Final = (
     "then there these they this to was will with i me my we our you your he she him her its "
     "do does did has have had am been being what which who whom how")
 _STOP: Final = frozenset(_STOP_WORDS.split())
+STEM_CACHE_MAX = 500_000
 _stemmer_lock = threading.Lock()
 _stems: dict[str, str] = {}
 
@@ -52,7 +53,7 @@ def words(text: str) -> list[str]:
     if missing:
         with _stemmer_lock:
             stemmed = _stemmer().stemWords(missing)
-            if len(_stems) > 500_000:  # a bound on the shared cache, never reached in practice
+            if len(_stems) > STEM_CACHE_MAX:  # hostile text must not grow it without bound
                 _stems.clear()
             _stems.update(zip(missing, stemmed, strict=True))
     return [_stems.get(w, w) for w in tokens]
@@ -141,10 +142,6 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self.chunks)
 
-    @property
-    def dim(self) -> int:
-        return int(self.matrix.shape[1]) if self.matrix.ndim == 2 else 0
-
     def lexical(self, query: str) -> npt.NDArray[np.float32]:
         terms = words(query)
         if not terms or self._bm25 is None:
@@ -161,8 +158,6 @@ class SearchIndex:
     def search(self, query: str, vector: Vectors | None, *, k: int, mode: str, depth: int,
                min_similarity: float, reranker: Reranker | None) -> list[Hit]:
         """The ``k`` best hits for ``query`` (and its embedding ``vector``) in ``mode``."""
-        if not self.chunks:
-            return []
         if mode == "bm25":
             lexical = self.lexical(query)
             return [Hit(chunk=self.chunks[r], score=float(lexical[r]),
