@@ -68,7 +68,7 @@ def test_empty_and_blank_files(tmp_path: Path) -> None:
 def test_unsupported_suffix_binary_and_missing_files(tmp_path: Path) -> None:
     doc = tmp_path / "report.docx"
     doc.write_bytes(b"PK\x03\x04")
-    with pytest.raises(DocumentError, match="unsupported suffix '.docx'"):
+    with pytest.raises(DocumentError, match=r"unsupported suffix '\.docx'"):
         load_document(doc)
     binary = tmp_path / "image.txt"
     binary.write_bytes(b"\x89PNG\x00\x00\x00")
@@ -258,7 +258,7 @@ def test_embedder_returning_garbage() -> None:
 def test_corrupt_index_file(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     path.write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(CorpusError, match="not a usable keel corpus index.*delete the file"):
+    with pytest.raises(CorpusError, match=r"not a usable keel corpus index.*delete the file"):
         Corpus(path, embedder=HashEmbedder())
 
 
@@ -293,7 +293,7 @@ def test_damaged_rows(tmp_path: Path, sql: str, match: str) -> None:
 
 
 def test_unopenable_path(tmp_path: Path) -> None:
-    with pytest.raises(CorpusError, match="cannot open|not a usable"):
+    with pytest.raises(CorpusError, match=r"cannot open|not a usable"):
         Corpus(tmp_path / "no" / "such" / "dir" / "c.db", embedder=HashEmbedder())
 
 
@@ -334,7 +334,7 @@ def test_index_damaged_while_open(tmp_path: Path) -> None:
     corpus.add([Document(id="a", text="Refunds take five days.")])
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE rag_chunks")
-    with pytest.raises(CorpusError, match="failed .*no such table.*re-index"):
+    with pytest.raises(CorpusError, match=r"failed .*no such table.*re-index"):
         corpus.add([Document(id="b", text="Another document.")])
     corpus.close()
 
