@@ -9,6 +9,7 @@ in at the same seam."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -36,13 +37,17 @@ _stemmer_lock = threading.Lock()
 _stems: dict[str, str] = {}
 
 
-def _stemmer() -> Any:
+def _required(module: str) -> Any:
+    """An optional package of the ``rag`` extra, or a UserError naming the extra."""
     try:
-        import Stemmer
-    except ImportError as exc:  # pragma: no cover - PyStemmer is in the rag extra
-        raise UserError("BM25 search needs the 'rag' extra: pip install "
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"BM25 search needs {module} from the 'rag' extra: pip install "
                         "'keel-agents[rag]'") from exc
-    return Stemmer.Stemmer("english")
+
+
+def _stemmer() -> Any:
+    return _required("Stemmer").Stemmer("english")
 
 
 def words(text: str) -> list[str]:
@@ -134,9 +139,7 @@ class SearchIndex:
             np.float32) if len(vectors) else vectors
         self._bm25: Any = None
         if self.chunks:
-            import bm25s
-
-            self._bm25 = bm25s.BM25()
+            self._bm25 = _required("bm25s").BM25()
             self._bm25.index([t or [""] for t in terms], show_progress=False)
 
     def __len__(self) -> int:
