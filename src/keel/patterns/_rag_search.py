@@ -9,6 +9,7 @@ in at the same seam."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import threading
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from keel.core import ConfigError, UserError
 from keel.patterns._rag_chunk import Chunk
 
-__all__ = ["FusedReranker", "Hit", "Reranker", "SearchIndex", "rrf", "words"]
+__all__ = ["FusedReranker", "Hit", "Reranker", "SearchIndex", "fresh", "rrf", "words"]
 
 Vectors = npt.NDArray[np.float32]
 RRF_K: Final = 60
@@ -107,6 +108,11 @@ class FusedReranker:
         return f"FusedReranker(lexical_weight={self.lexical_weight})"
 
 
+def fresh(chunk: Chunk) -> Chunk:
+    """``chunk`` with a metadata dict of its own."""
+    return dataclasses.replace(chunk, metadata=dict(chunk.metadata))
+
+
 def rrf(rankings: Sequence[Sequence[int]]) -> dict[int, float]:
     """Reciprocal rank fusion of rankings (row numbers, best first)."""
     fused: dict[int, float] = {}
@@ -145,6 +151,11 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self.chunks)
 
+    def chunk(self, row: int) -> Chunk:
+        """A copy of the chunk at ``row`` that the caller may change without touching the
+        index (its metadata is a fresh dict)."""
+        return fresh(self.chunks[row])
+
     def lexical(self, query: str) -> npt.NDArray[np.float32]:
         terms = words(query)
         if not terms or self._bm25 is None:
@@ -163,17 +174,17 @@ class SearchIndex:
         """The ``k`` best hits for ``query`` (and its embedding ``vector``) in ``mode``."""
         if mode == "bm25":
             lexical = self.lexical(query)
-            return [Hit(chunk=self.chunks[r], score=float(lexical[r]),
+            return [Hit(chunk=self.chunk(r), score=float(lexical[r]),
                         scores={"bm25": float(lexical[r])}) for r in _top(lexical, k, 0.0)]
         assert vector is not None
         semantic = self.semantic(vector)
         if mode == "embedding":
-            return [Hit(chunk=self.chunks[r], score=float(semantic[r]),
+            return [Hit(chunk=self.chunk(r), score=float(semantic[r]),
                         scores={"embedding": float(semantic[r])})
                     for r in _top(semantic, k, min_similarity)]
         lexical = self.lexical(query)
         pool = rrf([_top(lexical, depth, 0.0), _top(semantic, depth, min_similarity)])
-        hits = [Hit(chunk=self.chunks[r], score=fused,
+        hits = [Hit(chunk=self.chunk(r), score=fused,
                     scores={"bm25": float(lexical[r]), "embedding": float(semantic[r]),
                             "rrf": fused})
                 for r, fused in sorted(pool.items(), key=lambda item: (-item[1], item[0]))]
