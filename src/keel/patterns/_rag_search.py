@@ -134,7 +134,8 @@ def _top(scores: npt.NDArray[np.float32], depth: int, floor: float) -> list[int]
 
 class SearchIndex:
     """An immutable, searchable snapshot of a corpus: its chunks, BM25 over their index
-    texts, and their unit-length vectors. Built once per change; read by many threads."""
+    texts (built on the first lexical search), and their unit-length vectors. Built once per
+    change; read by many threads."""
 
     def __init__(self, chunks: Sequence[Chunk], terms: Sequence[list[str]],
                  vectors: Vectors) -> None:
@@ -143,10 +144,19 @@ class SearchIndex:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True) if len(vectors) else vectors
         self.matrix: Vectors = (vectors / np.where(norms == 0, 1.0, norms)).astype(
             np.float32) if len(vectors) else vectors
+        self._terms = terms
         self._bm25: Any = None
-        if self.chunks:
-            self._bm25 = _required("bm25s").BM25()
-            self._bm25.index([t or [""] for t in terms], show_progress=False)
+        self._building = threading.Lock()
+
+    def _bm25_index(self) -> Any:
+        """BM25 over the chunks, built on first use (so a run of adds builds it once)."""
+        if self._bm25 is None:
+            with self._building:
+                if self._bm25 is None:
+                    bm25 = _required("bm25s").BM25()
+                    bm25.index([t or [""] for t in self._terms], show_progress=False)
+                    self._bm25 = bm25
+        return self._bm25
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -158,9 +168,9 @@ class SearchIndex:
 
     def lexical(self, query: str) -> npt.NDArray[np.float32]:
         terms = words(query)
-        if not terms or self._bm25 is None:
+        if not terms or not self.chunks:
             return np.zeros(len(self.chunks), dtype=np.float32)
-        return np.asarray(self._bm25.get_scores(terms), dtype=np.float32)
+        return np.asarray(self._bm25_index().get_scores(terms), dtype=np.float32)
 
     def semantic(self, vector: Vectors) -> npt.NDArray[np.float32]:
         norm = float(np.linalg.norm(vector))
