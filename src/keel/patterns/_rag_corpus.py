@@ -113,7 +113,7 @@ class Corpus:
         self._write = threading.Lock()
         self._storage = IndexStorage(path)
         self._closed = False
-        self._checked = False  # has the embedder been checked against the stored one?
+        self._checked = 0  # the width the embedder was checked at against the index's
         self._terms: dict[str, list[str]] = {}
         self._index = self._build(*self._storage.load(self._stored_dim()))
 
@@ -131,6 +131,8 @@ class Corpus:
         """Embed ``texts``, checking the width (and on first use the embedder's name)
         against the index's."""
         out = embed_checked(self.embedder, texts)
+        if self._checked == int(out.shape[1]):  # checked before: no look-up in the file
+            return out
         dim, stored = int(out.shape[1]), self._stored_dim()
         name, stored_name = _name(self.embedder), self._storage.meta("embedder")
         if stored is None or (not len(self._index) and not self._checked):
@@ -142,7 +144,7 @@ class Corpus:
                 f"({stored} dimensions) but the embedder now is {name} ({dim} "
                 "dimensions); re-index: call rebuild(), or delete the file and add the "
                 "documents again, or pass the embedder it was built with")
-        self._checked = True
+        self._checked = dim
         return out
 
     def _build(self, chunks: Sequence[Chunk], vectors: Vectors) -> SearchIndex:
@@ -266,7 +268,7 @@ class Corpus:
             self._storage.set_meta("embedder", _name(self.embedder))
             self._storage.rewrite_vectors({c.id: v for c, v in zip(chunks, vectors,
                                                                    strict=True)})
-            self._checked = True
+            self._checked = int(vectors.shape[1])
             self._index = self._build(*self._storage.load(self._stored_dim()))
             return len(chunks)
 
