@@ -54,15 +54,17 @@ def _stemmer() -> Any:
 def words(text: str) -> list[str]:
     """The BM25 terms of ``text``: lower-cased words, English stop words dropped, stemmed
     (Snowball English, through PyStemmer)."""
-    tokens = [w for w in _WORD.findall(text.lower()) if w not in _STOP]
-    missing = [w for w in set(tokens) if w not in _stems]
+    tokens = _WORD.findall(text.lower())
+    stems = _stems
+    missing = list(set(tokens).difference(stems))
     if missing:
         with _stemmer_lock:
             stemmed = _stemmer().stemWords(missing)
             if len(_stems) > STEM_CACHE_MAX:  # hostile text must not grow it without bound
                 _stems.clear()
-            _stems.update(zip(missing, stemmed, strict=True))
-    return [_stems.get(w, w) for w in tokens]
+            _stems.update((w, "" if w in _STOP else s)
+                          for w, s in zip(missing, stemmed, strict=True))
+    return [s for w in tokens if (s := stems.get(w, w))]
 
 
 @dataclass(frozen=True, kw_only=True)
