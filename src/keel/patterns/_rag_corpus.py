@@ -200,8 +200,8 @@ class Corpus:
             changed = [(d, fp, self._chunks(d)) for d, fp in todo
                        if d.id not in stored or stored[d.id].fingerprint != fp]
             embedded = self._store(changed, ())
-        unchanged = tuple(d.id for d, fp in todo if (d.id, fp) not in
-                          {(c.id, f) for c, f, _ in changed})
+        written = {d.id for d, _, _ in changed}
+        unchanged = tuple(d.id for d, _ in todo if d.id not in written)
         return IndexReport(added=tuple(d.id for d, _, _ in changed if d.id not in stored),
                            updated=tuple(d.id for d, _, _ in changed if d.id in stored),
                            unchanged=unchanged, chunks_embedded=embedded)
