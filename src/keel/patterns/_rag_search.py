@@ -196,13 +196,13 @@ class SearchIndex:
                     for r in _top(semantic, k, min_similarity)]
         lexical = self.lexical(query)
         pool = rrf([_top(lexical, depth, 0.0), _top(semantic, depth, min_similarity)])
-        hits = [Hit(chunk=self.chunk(r), score=fused,
+        hits = [Hit(chunk=self.chunks[r], score=fused,
                     scores={"bm25": float(lexical[r]), "embedding": float(semantic[r]),
                             "rrf": fused})
                 for r, fused in sorted(pool.items(), key=lambda item: (-item[1], item[0]))]
         if reranker is not None and hits:
             hits = _reranked(reranker, query, hits)
-        return hits[:k]
+        return [dataclasses.replace(h, chunk=fresh(h.chunk)) for h in hits[:k]]
 
 
 def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
