@@ -115,6 +115,7 @@ class Corpus:
         self._closed = False
         self._checked = 0  # the width the embedder was checked at against the index's
         self._terms: dict[str, list[str]] = {}
+        self._generation = self._storage.generation()  # read first: a later write reloads
         self._index = self._build(*self._storage.load(self._stored_dim()))
 
     # -- the embedder against the index ---------------------------------------------------
@@ -195,6 +196,7 @@ class Corpus:
                             f"{sorted({i for i in ids if ids.count(i) > 1})}")
         with self._write:
             self._check_open()
+            self._catch_up()
             stored = self._storage.documents()
             todo = [(d, self._fingerprint(d)) for d in docs]
             changed = [(d, fp, self._chunks(d)) for d, fp in todo
@@ -222,9 +224,30 @@ class Corpus:
             for chunk, row in zip(batch, self._embed([index_text(c) for c in batch]),
                                   strict=True):
                 vectors[chunk.id] = row
-        self._storage.write(changed, vectors, removed)
-        self._index = self._rebuilt(changed, vectors, removed)
+        before = self._storage.write(changed, vectors, removed)
+        if before == self._generation:
+            self._index = self._rebuilt(changed, vectors, removed)
+        else:  # another process wrote since this one last read the file
+            self._index = self._build(*self._storage.load(self._stored_dim()))
+        self._generation = before + 1
         return len(new)
+
+    def _catch_up(self) -> None:
+        """Reload the index if the file changed behind this object (the write lock held)."""
+        generation = self._storage.generation()
+        if generation != self._generation:
+            self._generation = generation
+            self._index = self._build(*self._storage.load(self._stored_dim()))
+
+    def refresh(self) -> bool:
+        """Reload the index if another process (or another Corpus on the same file) changed
+        it since this one last read or wrote it; whether it did. ``add``, ``remove`` and
+        ``rebuild`` do this themselves; searches read this object's snapshot."""
+        with self._write:
+            self._check_open()
+            before = self._generation
+            self._catch_up()
+            return self._generation != before
 
     def _rebuilt(self, changed: Sequence[tuple[Document, str, Sequence[Chunk]]],
                  vectors: dict[str, Vectors], removed: Sequence[str]) -> SearchIndex:
@@ -250,6 +273,7 @@ class Corpus:
                 raise UserError(f"Corpus.remove takes document ids, got {type(doc_id).__name__}")
         with self._write:
             self._check_open()
+            self._catch_up()
             stored = self._storage.documents()
             removed = tuple(dict.fromkeys(i for i in ids if i in stored))
             self._store((), removed)
@@ -260,6 +284,7 @@ class Corpus:
         dimensions); returns the number of chunks embedded."""
         with self._write:
             self._check_open()
+            self._catch_up()
             chunks = list(self._index.chunks)
             if not chunks:
                 return 0
@@ -269,6 +294,7 @@ class Corpus:
             self._storage.rewrite_vectors({c.id: v for c, v in zip(chunks, vectors,
                                                                    strict=True)})
             self._checked = int(vectors.shape[1])
+            self._generation = self._storage.generation()
             self._index = self._build(*self._storage.load(self._stored_dim()))
             return len(chunks)
 
