@@ -149,7 +149,7 @@ KINDS: dict[str, tuple[str, tuple[Fact, ...]]] = {
         Fact(sentence="If {A} shows error {code}, sign out, clear the local cache and sign "
              "in again.",
              plain="What should I do when {A} shows error {code}?",
-             paraphrase="The {P} keeps failing with code {code}; how do I fix it?",
+             paraphrase="How do I fix the code {code} failure the {P} keeps showing?",
              values=_values(code=lambda: f"E{R.randint(100, 999)}")),
         Fact(sentence="{A} pauses syncing when the device has less than {n} GB of free disk "
              "space.",
@@ -192,7 +192,7 @@ KINDS: dict[str, tuple[str, tuple[Fact, ...]]] = {
         Fact(sentence="Annual billing for {A} saves {n} percent compared with monthly "
              "billing.",
              plain="How much does annual billing for {A} save?",
-             paraphrase="Is paying yearly for the {P} cheaper, and by how much?",
+             paraphrase="How much cheaper is paying yearly for the {P}?",
              values=_values(n=_n(10, 15, 16, 20, 25))),
     )),
     "security": ("Security and data in {A}", (

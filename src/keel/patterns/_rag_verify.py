@@ -1,0 +1,252 @@
+"""Citation grounding: split an answer into claim sentences with their cited chunk ids, and
+check each claim against the text of the chunks it cites and against the question.
+
+A claim is **supported** when
+
+* it cites at least one chunk id, and every id it cites exists (an unknown id is a made-up
+  citation: the claim is unsupported, whatever else it says);
+* every number in it appears in the cited chunks (a changed figure is the most harmful
+  hallucination, and word overlap cannot see it);
+* its words are found in the cited chunks: the share of its content words (stop words
+  dropped, a light stemming) present in them is at least ``min_lexical``, or at least
+  ``min_lexical_paraphrase`` with an embedding similarity to the closest sentence of those
+  chunks of at least ``min_similarity`` (a paraphrase);
+* and it is **on topic**: it addresses one of the (sub-)questions (``relevance`` below is at
+  least ``min_relevance``). A claim that is true to its chunk but answers nothing asked (what
+  a model produces when the documents do not cover the question) is removed like an
+  unsupported one.
+
+Relevance of a claim to a question: the share of the question's content words found in the
+claim or its cited chunks, or the embedding similarity of question and claim, whichever is
+higher. A (sub-)question that no supported claim addresses is a **gap**: the pattern sends
+the model back to search for it once.
+
+All checks are deterministic (lexical; the default embedder is WordLlama, offline, and can be
+switched off with ``embedder=None``). An LLM judge, when configured on the pattern, replaces
+the lexical-and-embedding support verdict (see ``keel.patterns.RAG``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from keel.core import ConfigError
+from keel.patterns._embed import Embedder, embed_checked, normalised
+
+#: A citation: ``[chunk-id]`` or several in one bracket, ``[a#1, b#2]`` / ``[a#1; b#2]``.
+_CITE = re.compile(r"\[([^\[\]\n]{1,400})\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
+_NUMBER = re.compile(r"^[0-9]+(?:[.,][0-9]+)*$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/#@~+-]{0,199}$")
+_STOP_WORDS = """a an the and or but if then of to in on at by for with from as is are was
+were be been being it its this that these those there here i you we they he she my your our
+their me us them do does did can could should would will shall may might must have has had
+not no so than too very what which who whom whose when where why how about into over under
+up out any all each every some such also just only own same other more most much many one
+get got please tell know want need"""
+STOP = frozenset(_STOP_WORDS.split())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """One sentence of an answer: its text without the citation markers, the chunk ids it
+    cites, the verdict, and the measures behind it (``lexical``: share of its content words in
+    the cited chunks; ``similarity``: embedding similarity to the closest cited sentence;
+    ``relevance``: how well it addresses the best-matching question). ``reason`` says why an
+    unsupported claim failed (``no citation``, ``unknown chunk id: ...``, ``number not in the
+    cited chunks: ...``, ``not supported by the cited chunks``, ``off topic``, or the
+    judge's words)."""
+
+    text: str
+    citations: tuple[str, ...]
+    supported: bool
+    lexical: float = 0.0
+    similarity: float = 0.0
+    relevance: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verification:
+    """Every claim's verdict, and the (sub-)questions no supported claim addresses."""
+
+    claims: tuple[Claim, ...]
+    gaps: tuple[str, ...] = ()
+
+    @property
+    def supported(self) -> tuple[Claim, ...]:
+        return tuple(c for c in self.claims if c.supported)
+
+    @property
+    def unsupported(self) -> tuple[Claim, ...]:
+        return tuple(c for c in self.claims if not c.supported)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Verification:
+        """Back from the plain data a journaled step recorded."""
+        claims = tuple(Claim(**{**c, "citations": tuple(c["citations"])})
+                       for c in data["claims"])
+        return cls(claims=claims, gaps=tuple(data.get("gaps", ())))
+
+
+def split_claims(answer: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The answer's sentences, each with the chunk ids it cites (in order, no repeats). A
+    citation standing alone after a sentence ("... done. [a#1]") belongs to that sentence.
+    Bracketed text that is not an id-like token (spaces inside, say) stays in the text."""
+    pieces = [p.strip() for p in _SENTENCE_END.split(answer.strip()) if p.strip()]
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for piece in pieces:
+        ids, text = _citations(piece)
+        if not text and out:  # only citations: they belong to the sentence before
+            prev_text, prev_ids = out[-1]
+            out[-1] = (prev_text, tuple(dict.fromkeys((*prev_ids, *ids))))
+        elif text or ids:
+            out.append((text, ids))
+    return out
+
+
+def _citations(sentence: str) -> tuple[tuple[str, ...], str]:
+    ids: list[str] = []
+
+    def take(match: re.Match[str]) -> str:
+        parts = [p.strip() for p in re.split(r"[,;]", match.group(1))]
+        if parts and all(_ID.match(p) for p in parts):
+            ids.extend(parts)
+            return ""
+        return match.group(0)
+
+    text = _CITE.sub(take, sentence)
+    text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s{2,}", " ", text)).strip()
+    return tuple(dict.fromkeys(ids)), text
+
+
+def words(text: str) -> list[str]:
+    """Content words: lower case, stop words dropped, a light stemming (plural ``s``,
+    ``ing``/``ed`` endings) so that "deleted"/"delete" and "events"/"event" match."""
+    out = []
+    for w in _WORD.findall(text.lower()):
+        if w in STOP:
+            continue
+        if not _NUMBER.match(w):
+            w = _stem(w)
+        out.append(w)
+    return out
+
+
+def _stem(w: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(w) > len(suffix) + 3 and w.endswith(suffix):
+            return w[: -len(suffix)]
+    return w
+
+
+def numbers(text: str) -> set[str]:
+    return {w.replace(",", "") for w in _WORD.findall(text.lower()) if _NUMBER.match(w)}
+
+
+def coverage(part: Sequence[str], whole: set[str]) -> float:
+    """The share of ``part``'s distinct words found in ``whole`` (1.0 for no words)."""
+    distinct = set(part)
+    return 1.0 if not distinct else len(distinct & whole) / len(distinct)
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in re.split(r"(?<=[.!?])\s+|\n+", text)) if s]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verifier:
+    """Checks an answer's claims against the chunks they cite (see the module doc for the
+    rules). Thresholds are shares in [0, 1]; the defaults were chosen on keel's labelled
+    RAG set (docs/patterns/rag.md shows the figures). ``embedder=None`` checks words only."""
+
+    embedder: Embedder | None = None
+    min_lexical: float = 0.75
+    min_lexical_paraphrase: float = 0.4
+    min_similarity: float = 0.8
+    min_relevance: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("min_lexical", "min_lexical_paraphrase", "min_similarity",
+                     "min_relevance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    0.0 <= value <= 1.0):
+                raise ConfigError(f"Verifier.{name}", f"must be a number in [0, 1], got "
+                                  f"{value!r}")
+        if self.embedder is not None and not hasattr(self.embedder, "embed"):
+            raise ConfigError("Verifier.embedder", "expected an Embedder (embed(texts))")
+
+    def verify(self, answer: str, chunks: Mapping[str, str],
+               questions: Sequence[str]) -> Verification:
+        """Verdicts on every claim of ``answer``. ``chunks``: the text of every cited chunk
+        id that exists (an id missing here is unknown). ``questions``: the question and its
+        sub-questions, for the relevance check and the gaps."""
+        claims = [self._claim(text, ids, chunks, questions)
+                  for text, ids in split_claims(answer)]
+        return Verification(claims=tuple(claims), gaps=self.gaps(claims, chunks, questions))
+
+    def gaps(self, claims: Sequence[Claim], chunks: Mapping[str, str],
+             questions: Sequence[str]) -> tuple[str, ...]:
+        """The questions that no supported claim addresses (all of them when there is only
+        one question and nothing supported)."""
+        good = [c for c in claims if c.supported]
+        return tuple(q for q in questions
+                     if not any(self.relevance(q, c, chunks) >= self.min_relevance
+                                for c in good))
+
+    def relevance(self, question: str, claim: Claim, chunks: Mapping[str, str]) -> float:
+        q = words(question)
+        if not q:
+            return 1.0
+        evidence = set(words(claim.text))
+        for cid in claim.citations:
+            evidence.update(words(chunks.get(cid, "")))
+        lexical = coverage(q, evidence)
+        if lexical >= self.min_relevance or self.embedder is None:
+            return round(lexical, 4)
+        return round(max(lexical, self._similarity(question, [claim.text])), 4)
+
+    def _claim(self, text: str, ids: tuple[str, ...], chunks: Mapping[str, str],
+               questions: Sequence[str]) -> Claim:
+        if not ids:
+            return Claim(text=text, citations=ids, supported=False, reason="no citation")
+        unknown = [i for i in ids if i not in chunks]
+        if unknown:
+            return Claim(text=text, citations=ids, supported=False,
+                         reason=f"unknown chunk id: {', '.join(unknown)}")
+        evidence = " ".join(chunks[i] for i in ids)
+        missing = sorted(numbers(text) - numbers(evidence))
+        if missing:
+            return Claim(text=text, citations=ids, supported=False,
+                         reason=f"number not in the cited chunks: {', '.join(missing)}")
+        lexical = round(coverage(words(text), set(words(evidence))), 4)
+        similarity = 0.0
+        ok = lexical >= self.min_lexical
+        if not ok and lexical >= self.min_lexical_paraphrase and self.embedder is not None:
+            similarity = round(self._similarity(text, _sentences(evidence)), 4)
+            ok = similarity >= self.min_similarity
+        if not ok:
+            return Claim(text=text, citations=ids, supported=False, lexical=lexical,
+                         similarity=similarity, reason="not supported by the cited chunks")
+        claim = Claim(text=text, citations=ids, supported=True, lexical=lexical,
+                      similarity=similarity)
+        relevance = max((self.relevance(q, claim, chunks) for q in questions), default=1.0)
+        if relevance < self.min_relevance:
+            return Claim(text=text, citations=ids, supported=False, lexical=lexical,
+                         similarity=similarity, relevance=relevance, reason="off topic")
+        return Claim(text=text, citations=ids, supported=True, lexical=lexical,
+                     similarity=similarity, relevance=relevance)
+
+    def _similarity(self, text: str, others: Sequence[str]) -> float:
+        """The highest cosine similarity of ``text`` to any of ``others`` (0 for none)."""
+        if not others or self.embedder is None:
+            return 0.0
+        rows = normalised(embed_checked(self.embedder, [text, *others]))
+        return float(np.max(rows[1:] @ rows[0]))
