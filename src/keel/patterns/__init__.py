@@ -55,6 +55,24 @@ from keel.patterns._quarantine import (
     IsolatedPlanner,
     IsolatedStep,
 )
+from keel.patterns._rag_chunk import Chunk
+from keel.patterns._rag_corpus import (
+    ChunkNotFound,
+    Corpus,
+    IndexReport,
+)
+from keel.patterns._rag_index import CorpusError
+from keel.patterns._rag_ingest import (
+    Document,
+    DocumentError,
+    load_document,
+    load_documents,
+)
+from keel.patterns._rag_search import (
+    FusedReranker,
+    Hit,
+    Reranker,
+)
 from keel.patterns._reflection import (
     Check,
     Criterion,
@@ -119,18 +137,27 @@ __all__ = [
     "ChatResult",
     "ChatTurn",
     "Check",
+    "Chunk",
+    "ChunkNotFound",
     "Conversation",
+    "Corpus",
+    "CorpusError",
     "Criterion",
     "DecisionRecord",
+    "Document",
+    "DocumentError",
     "Embedder",
     "EmbeddingRouter",
+    "FusedReranker",
     "Gate",
     "GateFailed",
     "GroupChat",
     "HandoffLoop",
     "HandoffTeam",
     "HistoryFilter",
+    "Hit",
     "HybridRouter",
+    "IndexReport",
     "IsolatedPlan",
     "IsolatedPlanner",
     "IsolatedStep",
@@ -157,6 +184,7 @@ __all__ = [
     "Predicate",
     "Reflection",
     "ReflectionResult",
+    "Reranker",
     "Round",
     "RoundRobin",
     "Route",
@@ -182,6 +210,8 @@ __all__ = [
     "WorstCase",
     "conversation_input",
     "default_score",
+    "load_document",
+    "load_documents",
     "pipeline",
     "read_plan",
     "route_decisions",
@@ -190,6 +220,7 @@ __all__ = [
 ]
 
 # Public errors print as ``keel.patterns.X``, where users import them from.
-for _error in (GateFailed, HandoffLoop, MarketplaceFailed, PlanStepFailed, WorkflowError):
+for _error in (ChunkNotFound, CorpusError, DocumentError, GateFailed, HandoffLoop,
+               MarketplaceFailed, PlanStepFailed, WorkflowError):
     _error.__module__ = __name__
 del _error
