@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import threading
+from collections.abc import Mapping, Sequence, Sized
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any, Literal, Protocol, Unpack, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -31,7 +32,13 @@ from pydantic import BaseModel, Field
 from keel.core import ConfigError, Message, ToolContext, ToolError, UserError
 from keel.patterns._embed import WordLlamaEmbedder
 from keel.patterns._rag_decompose import SubQueries, decomposition_prompt, split_question
-from keel.patterns._rag_verify import Claim, Verification, Verifier, split_claims
+from keel.patterns._rag_verify import (
+    Claim,
+    Verification,
+    Verifier,
+    split_claims,
+    term_weights,
+)
 from keel.runtime import Agent, Flow, FlowContext, FlowOptions
 from keel.tools import Tool, tool
 
@@ -104,7 +111,7 @@ class GroundedAnswer:
     (or the refusal when none is supported: ``refused``). ``removed``: the claims taken out,
     each with the reason. ``rounds``: answer rounds run (1, or 2 after a revision).
     ``queries``: the sub-queries; ``gaps``: those still unanswered; ``searches``: every
-    search the agent made; ``draft``: the model's last answer before removal."""
+    search the agent made; ``drafts``: the model's answer of each round, before removal."""
 
     text: str
     citations: tuple[Citation, ...]
@@ -114,7 +121,7 @@ class GroundedAnswer:
     queries: tuple[str, ...]
     gaps: tuple[str, ...] = ()
     searches: tuple[Search, ...] = ()
-    draft: str = ""
+    drafts: tuple[str, ...] = ()
 
 
 class RAG(Flow[GroundedAnswer]):
@@ -189,6 +196,8 @@ class RAG(Flow[GroundedAnswer]):
         self.judge = None if judge is None else judge.clone(output_type=GroundingVerdicts)
         self.max_rounds = max_rounds
         self.refusal = refusal
+        self._weights: tuple[int, dict[str, float]] | None = None
+        self._lock = threading.Lock()
 
     def agents(self) -> list[Agent[Any]]:
         extra = [a for a in (self.decomposer, self.judge, self.reranker) if isinstance(a, Agent)]
@@ -204,19 +213,19 @@ class RAG(Flow[GroundedAnswer]):
         history: list[Message] = []
         searches: list[Search] = []
         verification = Verification(claims=())
-        answer, rounds = "", 0
+        drafts: list[str] = []
         for n in range(self.max_rounds):
             scope = ctx.scope(f"round:{n}")
             result = await scope.run_agent(agent, prompt, name="answer", history=history)
-            rounds += 1
             answer = str(result.output)
+            drafts.append(answer)
             searches += searches_in(result.messages[len(history):])
             history = list(result.messages)
             verification = await self._verify(scope, question, queries, answer)
             if not verification.unsupported and not verification.gaps:
                 break
             prompt = revision_prompt(verification)
-        return self._grounded(verification, queries, rounds, searches, answer)
+        return self._grounded(verification, queries, searches, drafts)
 
     async def _queries(self, ctx: FlowContext, question: str) -> list[str]:
         if not self.decompose:
@@ -295,14 +304,27 @@ class RAG(Flow[GroundedAnswer]):
             verdicts = judged.output
 
         def verify() -> dict[str, Any]:
-            checked = self.verifier.verify(answer, chunks, asked)
+            verifier = self._weighted_verifier()
+            checked = verifier.verify(answer, chunks, asked)
             if verdicts is not None:
-                checked = judged_verification(self.verifier, checked, verdicts, chunks, asked)
+                checked = judged_verification(verifier, checked, verdicts, asked)
             return asdict(checked)
 
         data = await scope.step("verify", verify, kind="verify",
                                 input={"answer": answer, "questions": asked})
         return Verification.from_data(data)
+
+    def _weighted_verifier(self) -> Verifier:
+        """The verifier with the corpus's word weights (computed once per corpus size, when
+        the verifier has none and the corpus lists its chunks)."""
+        listing = getattr(self.corpus, "chunks", None)
+        if self.verifier.weights is not None or not callable(listing):
+            return self.verifier
+        size = len(self.corpus) if isinstance(self.corpus, Sized) else -1
+        with self._lock:
+            if self._weights is None or self._weights[0] != size:
+                self._weights = (size, term_weights(f"{c.title} {c.text}" for c in listing()))
+            return replace(self.verifier, weights=self._weights[1])
 
     def _chunk_text(self, chunk_id: str) -> str | None:
         try:
@@ -310,15 +332,15 @@ class RAG(Flow[GroundedAnswer]):
         except (KeyError, LookupError, UserError):
             return None
 
-    def _grounded(self, verification: Verification, queries: list[str], rounds: int,
-                  searches: list[Search], draft: str) -> GroundedAnswer:
+    def _grounded(self, verification: Verification, queries: list[str],
+                  searches: list[Search], drafts: list[str]) -> GroundedAnswer:
         good = verification.supported
         citations = tuple(Citation(sentence=c.text, chunk_ids=c.citations) for c in good)
         text = " ".join(cited_sentence(c) for c in citations) if good else self.refusal
         return GroundedAnswer(text=text, citations=citations, refused=not good,
-                              removed=verification.unsupported, rounds=rounds,
+                              removed=verification.unsupported, rounds=len(drafts),
                               queries=tuple(queries), gaps=verification.gaps,
-                              searches=tuple(searches), draft=draft)
+                              searches=tuple(searches), drafts=tuple(drafts))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -394,7 +416,7 @@ def judge_prompt(question: str, claims: Sequence[tuple[str, tuple[str, ...]]],
 
 
 def judged_verification(verifier: Verifier, checked: Verification, verdicts: GroundingVerdicts,
-                        chunks: Mapping[str, str], questions: Sequence[str]) -> Verification:
+                        questions: Sequence[str]) -> Verification:
     """The judge's verdicts in place of the lexical and embedding support; a claim without a
     citation or citing an unknown id stays unsupported, and a claim the judge skipped is
     unsupported."""
@@ -410,7 +432,7 @@ def judged_verification(verifier: Verifier, checked: Verification, verdicts: Gro
             claims.append(_with(c, v.supported, "" if v.supported else
                                 f"judge: {v.reason or 'not supported'}"))
     return Verification(claims=tuple(claims),
-                        gaps=verifier.gaps(claims, chunks, questions))
+                        gaps=verifier.gaps(claims, questions))
 
 
 def _with(c: Claim, supported: bool, reason: str) -> Claim:

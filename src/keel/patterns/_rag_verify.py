@@ -6,7 +6,8 @@ A claim is **supported** when
 * it cites at least one chunk id, and every id it cites exists (an unknown id is a made-up
   citation: the claim is unsupported, whatever else it says);
 * every number in it appears in the cited chunks (a changed figure is the most harmful
-  hallucination, and word overlap cannot see it);
+  hallucination, and word overlap cannot see it), and so does every name (a capitalised word
+  inside the sentence: a claim about "Projects" is not supported by a chunk about "Forms");
 * its words are found in the cited chunks: the share of its content words (stop words
   dropped, a light stemming) present in them is at least ``min_lexical``, or at least
   ``min_lexical_paraphrase`` with an embedding similarity to the closest sentence of those
@@ -17,8 +18,16 @@ A claim is **supported** when
   unsupported one.
 
 Relevance of a claim to a question: the share of the question's content words found in the
-claim or its cited chunks, or the embedding similarity of question and claim, whichever is
-higher. A (sub-)question that no supported claim addresses is a **gap**: the pattern sends
+claim, each word weighted by its rarity in the corpus (``weights``, inverse document
+frequencies from :func:`term_weights`; a word the corpus never uses weighs most, so "Does it
+integrate with Lotus Notes?" is not answered by a sentence about integrations). ``RAG``
+computes the weights from a :class:`~keel.patterns.Corpus`. Without weights: the unweighted
+share averaged with the embedding similarity of question and claim (the share alone with
+``embedder=None``). On keel's labelled set, the default threshold (0.4, with weights) keeps
+84% of the claims that answer their question and 9% of those that do not (unweighted with
+embeddings: 85% and 33%).
+
+A (sub-)question that no supported claim addresses is a **gap**: the pattern sends
 the model back to search for it once.
 
 All checks are deterministic (lexical; the default embedder is WordLlama, offline, and can be
@@ -28,8 +37,10 @@ the lexical-and-embedding support verdict (see ``keel.patterns.RAG``).
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +161,13 @@ def numbers(text: str) -> set[str]:
     return {w.replace(",", "") for w in _WORD.findall(text.lower()) if _NUMBER.match(w)}
 
 
+def names(text: str) -> list[str]:
+    """Capitalised words that do not start the sentence: names of products, places, people
+    (a claim about "Projects" is not supported by a chunk about "Forms")."""
+    found = re.findall(r"(?<![.!?]\s)(?<!^)\b([A-Z][A-Za-z0-9]+)", text.strip())
+    return list(dict.fromkeys(w for w in found if w.lower() not in STOP))
+
+
 def coverage(part: Sequence[str], whole: set[str]) -> float:
     """The share of ``part``'s distinct words found in ``whole`` (1.0 for no words)."""
     distinct = set(part)
@@ -170,7 +188,8 @@ class Verifier:
     min_lexical: float = 0.75
     min_lexical_paraphrase: float = 0.4
     min_similarity: float = 0.8
-    min_relevance: float = 0.5
+    min_relevance: float = 0.4
+    weights: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_lexical", "min_lexical_paraphrase", "min_similarity",
@@ -180,6 +199,9 @@ class Verifier:
                     0.0 <= value <= 1.0):
                 raise ConfigError(f"Verifier.{name}", f"must be a number in [0, 1], got "
                                   f"{value!r}")
+        if self.weights is not None and not isinstance(self.weights, Mapping):
+            raise ConfigError("Verifier.weights", "expected a mapping of word to weight "
+                              "(term_weights(texts) makes one)")
         if self.embedder is not None and not hasattr(self.embedder, "embed"):
             raise ConfigError("Verifier.embedder", "expected an Embedder (embed(texts))")
 
@@ -190,28 +212,34 @@ class Verifier:
         sub-questions, for the relevance check and the gaps."""
         claims = [self._claim(text, ids, chunks, questions)
                   for text, ids in split_claims(answer)]
-        return Verification(claims=tuple(claims), gaps=self.gaps(claims, chunks, questions))
+        return Verification(claims=tuple(claims), gaps=self.gaps(claims, questions))
 
-    def gaps(self, claims: Sequence[Claim], chunks: Mapping[str, str],
-             questions: Sequence[str]) -> tuple[str, ...]:
+    def gaps(self, claims: Sequence[Claim], questions: Sequence[str]) -> tuple[str, ...]:
         """The questions that no supported claim addresses (all of them when there is only
         one question and nothing supported)."""
         good = [c for c in claims if c.supported]
         return tuple(q for q in questions
-                     if not any(self.relevance(q, c, chunks) >= self.min_relevance
+                     if not any(self.relevance(q, c.text) >= self.min_relevance
                                 for c in good))
 
-    def relevance(self, question: str, claim: Claim, chunks: Mapping[str, str]) -> float:
-        q = words(question)
-        if not q:
+    def _coverage(self, part: Sequence[str], whole: set[str]) -> float:
+        """The (weighted, when :attr:`weights` are set) share of ``part``'s distinct words
+        found in ``whole``; 1.0 for no words."""
+        distinct = set(part)
+        if not distinct:
             return 1.0
-        evidence = set(words(claim.text))
-        for cid in claim.citations:
-            evidence.update(words(chunks.get(cid, "")))
-        lexical = coverage(q, evidence)
-        if lexical >= self.min_relevance or self.embedder is None:
+        if self.weights is None:
+            return len(distinct & whole) / len(distinct)
+        top = max(self.weights.values(), default=1.0)
+        w = {word: self.weights.get(word, top) for word in distinct}
+        return sum(w[x] for x in distinct & whole) / sum(w.values())
+
+    def relevance(self, question: str, claim: str) -> float:
+        """How well ``claim`` addresses ``question`` (see the module doc)."""
+        lexical = self._coverage(words(question), set(words(claim)))
+        if self.weights is not None or self.embedder is None:
             return round(lexical, 4)
-        return round(max(lexical, self._similarity(question, [claim.text])), 4)
+        return round((lexical + max(self._similarity(question, [claim]), 0.0)) / 2, 4)
 
     def _claim(self, text: str, ids: tuple[str, ...], chunks: Mapping[str, str],
                questions: Sequence[str]) -> Claim:
@@ -226,7 +254,12 @@ class Verifier:
         if missing:
             return Claim(text=text, citations=ids, supported=False,
                          reason=f"number not in the cited chunks: {', '.join(missing)}")
-        lexical = round(coverage(words(text), set(words(evidence))), 4)
+        known = set(_WORD.findall(evidence.lower()))
+        unnamed = [n for n in names(text) if n.lower() not in known]
+        if unnamed:
+            return Claim(text=text, citations=ids, supported=False,
+                         reason=f"name not in the cited chunks: {', '.join(unnamed)}")
+        lexical = round(self._coverage(words(text), set(words(evidence))), 4)
         similarity = 0.0
         ok = lexical >= self.min_lexical
         if not ok and lexical >= self.min_lexical_paraphrase and self.embedder is not None:
@@ -235,9 +268,7 @@ class Verifier:
         if not ok:
             return Claim(text=text, citations=ids, supported=False, lexical=lexical,
                          similarity=similarity, reason="not supported by the cited chunks")
-        claim = Claim(text=text, citations=ids, supported=True, lexical=lexical,
-                      similarity=similarity)
-        relevance = max((self.relevance(q, claim, chunks) for q in questions), default=1.0)
+        relevance = max((self.relevance(q, text) for q in questions), default=1.0)
         if relevance < self.min_relevance:
             return Claim(text=text, citations=ids, supported=False, lexical=lexical,
                          similarity=similarity, relevance=relevance, reason="off topic")
@@ -250,3 +281,14 @@ class Verifier:
             return 0.0
         rows = normalised(embed_checked(self.embedder, [text, *others]))
         return float(np.max(rows[1:] @ rows[0]))
+
+
+def term_weights(texts: Iterable[str]) -> dict[str, float]:
+    """Inverse document frequencies of the content words of ``texts`` (one text per chunk):
+    ``log((n + 1) / (df + 1)) + 1``; a word in no text gets the highest weight."""
+    df: Counter[str] = Counter()
+    n = 0
+    for text in texts:
+        n += 1
+        df.update(set(words(text)))
+    return {w: math.log((n + 1) / (c + 1)) + 1.0 for w, c in df.items()}
