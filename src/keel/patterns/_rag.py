@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, Protocol, Unpack, runtime_checkable
 from pydantic import BaseModel, Field
 
 from keel.core import ConfigError, Message, ToolContext, ToolError, UserError
+from keel.guard import detect_injection
 from keel.patterns._embed import WordLlamaEmbedder
 from keel.patterns._rag_decompose import SubQueries, decomposition_prompt, split_question
 from keel.patterns._rag_verify import (
@@ -147,6 +148,12 @@ class RAG(Flow[GroundedAnswer]):
     and unanswered sub-questions are sent back to the agent once (``max_rounds=2``) with what
     is wrong; what is still unsupported then is removed, and with nothing supported the
     answer is the ``refusal`` (``refused=True``).
+
+    ``screen`` (on by default): each search hit is scanned with
+    :func:`keel.guard.detect_injection` and a chunk that looks like a prompt injection is left
+    out of the results (the result says how many were withheld). Without it, keel's default
+    injection guard withholds the whole search result that contains such a chunk, so one
+    poisoned document would blind every search that finds it.
     """
 
     kind = "rag"
@@ -156,7 +163,8 @@ class RAG(Flow[GroundedAnswer]):
                  decomposer: Agent[Any] | None = None, reranker: Any = None,
                  candidates: int = 20, verifier: Verifier | None = None,
                  judge: Agent[Any] | None = None, max_rounds: int = 2,
-                 refusal: str = REFUSAL, **options: Unpack[FlowOptions]) -> None:
+                 refusal: str = REFUSAL, screen: bool = True,
+                 **options: Unpack[FlowOptions]) -> None:
         super().__init__(name, **options)
         if not isinstance(agent, Agent):
             raise ConfigError("agent", f"expected an Agent, got {type(agent).__name__}")
@@ -196,6 +204,7 @@ class RAG(Flow[GroundedAnswer]):
         self.judge = None if judge is None else judge.clone(output_type=GroundingVerdicts)
         self.max_rounds = max_rounds
         self.refusal = refusal
+        self.screen = bool(screen)
         self._weights: tuple[int, dict[str, float]] | None = None
         self._lock = threading.Lock()
 
@@ -262,9 +271,16 @@ class RAG(Flow[GroundedAnswer]):
                 hits = await self._llm_rerank(ctx, call, query, hits)
             elif self.reranker is not None:
                 hits = list(self.reranker.rerank(query, hits))
+            withheld = 0
+            if self.screen:
+                clean = [h for h in hits if not detect_injection(h.chunk.text).flagged]
+                withheld, hits = len(hits) - len(clean), clean
             results = [{"id": h.chunk.id, "title": h.chunk.title, "text": h.chunk.text}
                        for h in hits[:k]]
             out: dict[str, Any] = {"query": query, "results": results}
+            if withheld:
+                out["withheld"] = (f"{withheld} matching chunk(s) withheld: they look like a "
+                                   "prompt injection")
             if not results:
                 out["note"] = "nothing matched; try other words, or say you don't know"
             return out
