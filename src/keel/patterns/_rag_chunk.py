@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -25,7 +25,7 @@ _ATX: Final = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
 _SETEXT: Final = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE: Final = re.compile(r"^ {0,3}(```|~~~)")
 _PARAGRAPHS: Final = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCES: Final = re.compile(r"(?<=[.!?;:])\s+|\n+")
+_SENTENCES: Final = re.compile(r"(?<=[.!?])\s+")
 _LINK: Final = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
 
 
@@ -84,64 +84,100 @@ def _sections(text: str, headings: bool) -> list[tuple[str, str]]:
     return out
 
 
-def _pieces(text: str, limit: int, count: Callable[[str], int]) -> list[tuple[str, int]]:
-    """``text`` cut into pieces of at most ``limit`` tokens: whole if it fits, else by
-    sentences, else by words, else (one enormous word) by characters."""
+def _pieces(text: str, limit: int, count: Callable[[str], int]) -> list[tuple[str, int, str]]:
+    """``text`` (one sentence) cut into ``(piece, tokens, glue)`` of at most ``limit`` tokens:
+    whole if it fits, else by words, else (one enormous word) by characters; ``glue`` is what
+    joined the piece to the one before (a space, or nothing inside a word)."""
     size = count(text)
     if size <= limit:
-        return [(text, size)]
-    for pattern in (_SENTENCES, re.compile(r"\s+")):
-        parts = [p for p in pattern.split(text) if p.strip()]
-        if len(parts) > 1:
-            return _pack([(p, count(p)) for p in parts], limit, " ", count)
-    step = max(1, len(text) * limit // max(size, 1))
-    return [(text[i:i + step], count(text[i:i + step])) for i in range(0, len(text), step)]
+        return [(text, size, " ")]
+    words = text.split()
+    if len(words) > 1:
+        out: list[tuple[str, int, str]] = []
+        current: list[str] = []
+        for word in words:
+            if current and count(" ".join([*current, word])) > limit:
+                out.append((" ".join(current), count(" ".join(current)), " "))
+                current = []
+            if count(word) > limit:
+                out.extend(_pieces(word, limit, count))
+            else:
+                current.append(word)
+        if current:
+            out.append((" ".join(current), count(" ".join(current)), " "))
+        return out
+    step = max(1, len(text) * limit // size)
+    while True:
+        pieces = [(text[i:i + step], count(text[i:i + step]), " " if i == 0 else "")
+                  for i in range(0, len(text), step)]
+        if step == 1 or all(n <= limit for _, n, _ in pieces):
+            return pieces
+        step = max(1, step * 3 // 4)
 
 
-def _pack(parts: list[tuple[str, int]], limit: int, sep: str,
-          count: Callable[[str], int]) -> list[tuple[str, int]]:
-    """Consecutive ``parts`` joined by ``sep`` into pieces of at most ``limit`` tokens (a part
-    still too large is cut further)."""
-    out: list[tuple[str, int]] = []
-    current: list[str] = []
-    total = 0
-    for text, size in parts:
-        if size > limit:
-            if current:
-                out.append((sep.join(current), total))
-                current, total = [], 0
-            out.extend(_pieces(text, limit, count))
-            continue
-        if current and total + size > limit:
-            out.append((sep.join(current), total))
-            current, total = [], 0
-        current.append(text)
-        total += size
-    if current:
-        out.append((sep.join(current), total))
+@dataclass(frozen=True)
+class _Unit:
+    """A sentence (or a piece of one) with the separator that comes before it."""
+
+    text: str
+    tokens: int
+    sep: str  # "\n\n" starts a paragraph, "\n" a line, " " a sentence
+
+
+def _units(paragraph: str, limit: int, count: Callable[[str], int]) -> list[_Unit]:
+    """A paragraph's sentences (pieces of them where one is over ``limit`` tokens)."""
+    out: list[_Unit] = []
+    for line in paragraph.split("\n"):
+        first = True
+        for sentence in _SENTENCES.split(line.strip()):
+            for text, tokens, glue in _pieces(sentence, limit, count) if sentence else ():
+                out.append(_Unit(text, tokens, "\n\n" if not out else "\n" if first else glue))
+                first = False
     return out
 
 
-def _windows(units: list[tuple[str, int]], size: int, overlap: int) -> list[str]:
-    """Units (paragraphs or pieces of one, each at most ``size`` tokens) packed greedily into
-    passages of at most ``size`` tokens; each passage after the first starts with the last
-    units of the one before, up to ``overlap`` tokens (never all of them)."""
+def _join(units: Sequence[_Unit]) -> str:
+    return "".join((u.sep if n else "") + u.text for n, u in enumerate(units))
+
+
+def _carry(current: list[_Unit], overlap: int) -> list[_Unit]:
+    """The last units of ``current`` within ``overlap`` tokens, never all of them."""
+    carried: list[_Unit] = []
+    total = 0
+    for unit in reversed(current[1:]):
+        if total + unit.tokens > overlap:
+            break
+        carried.insert(0, unit)
+        total += unit.tokens
+    return carried
+
+
+def _windows(paragraphs: list[list[_Unit]], size: int, overlap: int) -> list[str]:
+    """Paragraphs' units packed greedily into passages of at most ``size`` tokens, a
+    paragraph that does not fit starting a new passage once the current one is half full;
+    each passage after the first starts with the last units of the one before, up to
+    ``overlap`` tokens."""
     out: list[str] = []
-    current: list[tuple[str, int]] = []
-    for unit in units:
-        if current and sum(n for _, n in current) + unit[1] > size:
-            out.append("\n\n".join(text for text, _ in current))
-            carried: list[tuple[str, int]] = []
-            for prev in reversed(current[1:]):
-                if sum(n for _, n in carried) + prev[1] > overlap:
-                    break
-                carried.insert(0, prev)
-            while carried and sum(n for _, n in carried) + unit[1] > size:
-                carried.pop(0)
-            current = carried
-        current.append(unit)
+    current: list[_Unit] = []
+
+    def flush(before: int) -> None:
+        nonlocal current
+        out.append(_join(current))
+        current = _carry(current, overlap)
+        while current and sum(u.tokens for u in current) + before > size:
+            current.pop(0)
+
+    for units in paragraphs:
+        total = sum(u.tokens for u in current)
+        whole = sum(u.tokens for u in units)
+        if current and total + whole > size and total >= size // 2:
+            flush(units[0].tokens)
+        for unit in units:
+            if current and sum(u.tokens for u in current) + unit.tokens > size:
+                flush(unit.tokens)
+            current.append(unit)
     if current:
-        out.append("\n\n".join(text for text, _ in current))
+        out.append(_join(current))
     return out
 
 
@@ -165,8 +201,8 @@ def chunk_document(doc: Document, *, chunk_tokens: int, overlap_tokens: int,
         paragraphs = [p.strip() for p in _PARAGRAPHS.split(body) if p.strip()]
         if doc.kind == "markdown" or headings:
             paragraphs = [_LINK.sub(r"\1", p) for p in paragraphs]
-        units = [piece for p in paragraphs for piece in _pieces(p, chunk_tokens, count)]
-        for passage in _windows(units, chunk_tokens, overlap_tokens):
+        units = [_units(p, chunk_tokens, count) for p in paragraphs]
+        for passage in _windows([u for u in units if u], chunk_tokens, overlap_tokens):
             meta = {**base, "section": section} if section else dict(base)
             chunks.append(Chunk(id=_chunk_id(doc, section, passage, seen), doc_id=doc.id,
                                 text=passage, title=doc.title, position=len(chunks),

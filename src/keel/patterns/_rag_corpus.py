@@ -214,8 +214,23 @@ class Corpus:
                                   strict=True):
                 vectors[chunk.id] = row
         self._storage.write(changed, vectors, removed)
-        self._index = self._build(*self._storage.load(self._stored_dim()))
+        self._index = self._rebuilt(changed, vectors, removed)
         return len(new)
+
+    def _rebuilt(self, changed: Sequence[tuple[Document, str, Sequence[Chunk]]],
+                 vectors: dict[str, Vectors], removed: Sequence[str]) -> SearchIndex:
+        """The search index after a write, from the current one and the written chunks (in
+        the order :meth:`IndexStorage.load` gives, so a reopened corpus ranks alike)."""
+        touched = {*removed, *(d.id for d, _, _ in changed)}
+        old = self._index
+        keep = [row for row, c in enumerate(old.chunks) if c.doc_id not in touched]
+        rows = [(c, old.matrix[row]) for row in keep for c in (old.chunks[row],)]
+        rows += [(c, vectors[c.id]) for _, _, chunks in changed for c in chunks]
+        rows.sort(key=lambda item: (item[0].doc_id, item[0].position))
+        dim = self._stored_dim() or 0
+        matrix = (np.vstack([v for _, v in rows]).astype(np.float32, copy=False) if rows
+                  else np.zeros((0, dim), dtype=np.float32))
+        return self._build([c for c, _ in rows], matrix)
 
     def remove(self, doc_ids: Iterable[str]) -> IndexReport:
         """Delete the documents ``doc_ids`` and their chunks; ids not in the corpus are

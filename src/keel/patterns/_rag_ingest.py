@@ -171,7 +171,7 @@ def _pdf_text(data: bytes, source: str) -> tuple[str, str]:
     try:
         import pypdf
         from pypdf.errors import PyPdfError
-    except ImportError as exc:  # pragma: no cover - pypdf is in the rag extra
+    except ImportError as exc:
         raise UserError("reading PDF needs the 'rag' extra: pip install "
                         "'keel-agents[rag]'") from exc
     try:

@@ -9,6 +9,7 @@ in at the same seam."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -31,17 +32,22 @@ _STOP_WORDS: Final = (
     "then there these they this to was will with i me my we our you your he she him her its "
     "do does did has have had am been being what which who whom how")
 _STOP: Final = frozenset(_STOP_WORDS.split())
+STEM_CACHE_MAX = 500_000
 _stemmer_lock = threading.Lock()
 _stems: dict[str, str] = {}
 
 
-def _stemmer() -> Any:
+def _required(module: str) -> Any:
+    """An optional package of the ``rag`` extra, or a UserError naming the extra."""
     try:
-        import Stemmer
-    except ImportError as exc:  # pragma: no cover - PyStemmer is in the rag extra
-        raise UserError("BM25 search needs the 'rag' extra: pip install "
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"BM25 search needs {module} from the 'rag' extra: pip install "
                         "'keel-agents[rag]'") from exc
-    return Stemmer.Stemmer("english")
+
+
+def _stemmer() -> Any:
+    return _required("Stemmer").Stemmer("english")
 
 
 def words(text: str) -> list[str]:
@@ -52,7 +58,7 @@ def words(text: str) -> list[str]:
     if missing:
         with _stemmer_lock:
             stemmed = _stemmer().stemWords(missing)
-            if len(_stems) > 500_000:  # a bound on the shared cache, never reached in practice
+            if len(_stems) > STEM_CACHE_MAX:  # hostile text must not grow it without bound
                 _stems.clear()
             _stems.update(zip(missing, stemmed, strict=True))
     return [_stems.get(w, w) for w in tokens]
@@ -133,17 +139,11 @@ class SearchIndex:
             np.float32) if len(vectors) else vectors
         self._bm25: Any = None
         if self.chunks:
-            import bm25s
-
-            self._bm25 = bm25s.BM25()
+            self._bm25 = _required("bm25s").BM25()
             self._bm25.index([t or [""] for t in terms], show_progress=False)
 
     def __len__(self) -> int:
         return len(self.chunks)
-
-    @property
-    def dim(self) -> int:
-        return int(self.matrix.shape[1]) if self.matrix.ndim == 2 else 0
 
     def lexical(self, query: str) -> npt.NDArray[np.float32]:
         terms = words(query)
@@ -161,8 +161,6 @@ class SearchIndex:
     def search(self, query: str, vector: Vectors | None, *, k: int, mode: str, depth: int,
                min_similarity: float, reranker: Reranker | None) -> list[Hit]:
         """The ``k`` best hits for ``query`` (and its embedding ``vector``) in ``mode``."""
-        if not self.chunks:
-            return []
         if mode == "bm25":
             lexical = self.lexical(query)
             return [Hit(chunk=self.chunks[r], score=float(lexical[r]),
