@@ -91,6 +91,7 @@ from keel.patterns._rag_verify import (
     Claim,
     Verification,
     Verifier,
+    term_weights,
 )
 from keel.patterns._reflection import (
     Check,
@@ -249,6 +250,7 @@ __all__ = [
     "routes_from",
     "routing_dataset",
     "split_question",
+    "term_weights",
 ]
 
 # Public errors print as ``keel.patterns.X``, where users import them from.
