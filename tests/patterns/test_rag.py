@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from keel import Agent, ConfigError, MemoryStore, UserError
-from keel.core import Message, ModelSettings, ToolSpec
+from keel.core import Message, ModelSettings, ToolResultPart, ToolSpec
 from keel.patterns import (
     RAG,
     Corpus,
@@ -345,3 +345,81 @@ def test_verifier_thresholds_are_checked() -> None:
         Verifier(weights=[1, 2])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="embedder"):
         Verifier(embedder=object())  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------- the parts, directly
+
+def test_split_claims_reads_citations_in_their_usual_shapes() -> None:
+    from keel.patterns._rag_verify import split_claims
+    assert split_claims("A is 1 [d#1]. B is 2 [d#1, e#2; f#3]. C. [g#4] [g#4]") == [
+        ("A is 1.", ("d#1",)), ("B is 2.", ("d#1", "e#2", "f#3")), ("C.", ("g#4",))]
+    assert split_claims("[only#1] Then text [see the manual].") == [
+        ("Then text [see the manual].", ("only#1",))]
+    assert split_claims("[a#1]") == [("", ("a#1",))]
+    assert split_claims("   ") == []
+
+
+def test_split_question_splits_where_a_new_question_starts() -> None:
+    from keel.patterns import split_question
+    assert split_question("Which plan has SSO? Also, how long do refunds take?") == [
+        "Which plan has SSO?", "How long do refunds take?"]
+    assert split_question("What is A, and for how long is B kept; who can see C") == [
+        "What is A?", "For how long is B kept?", "Who can see C?"]
+    assert split_question("Do you sell cats, and dogs?") == ["Do you sell cats, and dogs?"]
+    assert split_question("The app fails, how do I fix it?") == [
+        "The app fails, how do I fix it?"]
+    assert split_question("a? b? c? d? e? f?") == ["a? b? c? d? e? f?"]
+    assert split_question("Also?") == ["Also?"]
+    assert split_question("  ") == []
+
+
+def test_the_verifier_without_weights_or_embedder() -> None:
+    from keel.patterns import WordLlamaEmbedder
+    words_only = Verifier()
+    chunks = {"a#1": "Refunds are paid within 7 days."}
+    got = words_only.verify("Refunds are paid within 7 days [a#1].", chunks,
+                            ["How fast are refunds paid?"])
+    assert got.supported and got.gaps == ()
+    assert words_only.relevance("", "anything") == 1.0
+    assert words_only.relevance("refunds?", "") == 0.0
+    embedded = Verifier(embedder=WordLlamaEmbedder())
+    assert 0.0 < embedded.relevance("How fast is my money back?", "Refunds are paid within "
+                                    "7 days.") < 1.0
+    assert embedded._similarity("x", []) == 0.0
+    weighted = Verifier(weights={"refund": 1.0, "klingon": 9.0})
+    assert weighted.relevance("Klingon refunds?", "Refunds are paid.") == pytest.approx(0.1)
+    assert weighted._coverage([], set()) == 1.0
+
+
+async def test_a_judge_cannot_support_a_made_up_id_and_a_skipped_claim_fails(
+        corpus: Corpus) -> None:
+    rid = chunk_id(corpus, "refunds")
+    judge = Agent("judge", model=scripted(call("final_result", {"verdicts": [
+        {"claim": 0, "supported": True}]}), call("final_result", {"verdicts": [
+            {"claim": 0, "supported": True}]})))
+    answer = (f"Refunds for annual plans are paid within 7 days of cancellation [nope#1]. "
+              f"Monthly plans are not refunded [{rid}].")
+    model = scripted(call("search_docs", {"query": "refunds"}), answer, answer)
+    out = (await rag(corpus, model, judge=judge).run("How are refunds paid?",
+                                                    store=MemoryStore())).output
+    assert [c.reason for c in out.removed] == ["unknown chunk id: nope#1",
+                                               "the judge did not rate this claim"]
+    assert out.refused
+
+
+async def test_given_weights_are_used_and_a_short_candidate_list_is_not_reranked(
+        corpus: Corpus) -> None:
+    from keel.patterns._rag import check_question, searches_in
+    rid = chunk_id(corpus, "refunds")
+    ranker = Agent("ranker", model=scripted())  # never called: one hit
+    model = scripted(call("search_docs", {"query": "cancellation", "k": 1}),
+                     f"Refunds for annual plans are paid within 7 days of cancellation [{rid}].")
+    flow = rag(corpus, model, reranker=ranker, candidates=5, mode="bm25",
+               verifier=Verifier(weights={"refund": 1.0}))
+    out = (await flow.run("How long do refunds for annual plans take?",
+                          store=MemoryStore())).output
+    assert not out.refused and out.searches[0].chunk_ids == (rid,)
+    with pytest.raises(UserError, match="string"):
+        check_question(42)
+    assert searches_in([Message(role="tool", parts=(ToolResultPart(
+        call_id="c", tool_name="search_docs", content="withheld by a guard"),))]) == []

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, replace
@@ -482,11 +481,5 @@ def searches_in(messages: Sequence[Message]) -> list[Search]:
 def _json_in(content: str) -> Any:
     try:
         return json.loads(content)
-    except ValueError:
-        match = re.search(r"\{.*\}", content, re.S)
-        if match is None:
-            return None
-        try:
-            return json.loads(match.group(0))
-        except ValueError:
-            return None
+    except ValueError:  # not a search result keel wrote (a guard replaced it, say)
+        return None

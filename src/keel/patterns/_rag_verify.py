@@ -168,12 +168,6 @@ def names(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in found if w.lower() not in STOP))
 
 
-def coverage(part: Sequence[str], whole: set[str]) -> float:
-    """The share of ``part``'s distinct words found in ``whole`` (1.0 for no words)."""
-    distinct = set(part)
-    return 1.0 if not distinct else len(distinct & whole) / len(distinct)
-
-
 def _sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in re.split(r"(?<=[.!?])\s+|\n+", text)) if s]
 
