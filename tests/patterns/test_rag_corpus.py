@@ -274,3 +274,12 @@ def test_repr_and_vectors_are_unit_length(corpus: Corpus) -> None:
     assert repr(FusedReranker()) == "FusedReranker(lexical_weight=0.5)"
     vectors = corpus._index.matrix
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_changing_a_returned_chunk_does_not_change_the_index(corpus: Corpus) -> None:
+    hit = corpus.search("card refund", k=1)[0]
+    hit.chunk.metadata["section"] = "tampered"  # type: ignore[index]
+    corpus.get(hit.chunk.id).metadata["category"] = "tampered"  # type: ignore[index]
+    corpus.chunks()[0].metadata["kind"] = "tampered"  # type: ignore[index]
+    assert all("tampered" not in c.metadata.values() for c in corpus.chunks())
+    assert corpus.search("card refund", k=1)[0].chunk.metadata["section"] != "tampered"

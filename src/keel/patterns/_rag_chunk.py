@@ -124,15 +124,26 @@ class _Unit:
     sep: str  # "\n\n" starts a paragraph, "\n" a line, " " a sentence
 
 
-def _units(paragraph: str, limit: int, count: Callable[[str], int]) -> list[_Unit]:
-    """A paragraph's sentences (pieces of them where one is over ``limit`` tokens)."""
-    out: list[_Unit] = []
+def _sentences(paragraph: str) -> list[tuple[str, str]]:
+    """A paragraph's sentences, each with the separator before it (``"\\n\\n"`` for the
+    first, ``"\\n"`` at a line start, else a space)."""
+    out: list[tuple[str, str]] = []
     for line in paragraph.split("\n"):
         first = True
         for sentence in _SENTENCES.split(line.strip()):
-            for text, tokens, glue in _pieces(sentence, limit, count) if sentence else ():
-                out.append(_Unit(text, tokens, "\n\n" if not out else "\n" if first else glue))
+            if sentence:
+                out.append((sentence, "\n\n" if not out else "\n" if first else " "))
                 first = False
+    return out
+
+
+def _units(sentences: list[tuple[str, str]], limit: int,
+           count: Callable[[str], int]) -> list[_Unit]:
+    """Sentences counted (and cut into pieces where one is over ``limit`` tokens)."""
+    out: list[_Unit] = []
+    for sentence, sep in sentences:
+        for n, (text, tokens, glue) in enumerate(_pieces(sentence, limit, count)):
+            out.append(_Unit(text, tokens, sep if n == 0 else glue))
     return out
 
 
@@ -201,8 +212,14 @@ def chunk_document(doc: Document, *, chunk_tokens: int, overlap_tokens: int,
         paragraphs = [p.strip() for p in _PARAGRAPHS.split(body) if p.strip()]
         if doc.kind == "markdown" or headings:
             paragraphs = [_LINK.sub(r"\1", p) for p in paragraphs]
-        units = [_units(p, chunk_tokens, count) for p in paragraphs]
-        for passage in _windows([u for u in units if u], chunk_tokens, overlap_tokens):
+        split = [sentences for p in paragraphs if (sentences := _sentences(p))]
+        whole = "".join(sep + text for sentences in split for text, sep in sentences)[2:]
+        if count(whole) <= chunk_tokens:  # the common case: the section is one chunk
+            passages = [whole] if whole else []
+        else:
+            passages = _windows([_units(s, chunk_tokens, count) for s in split],
+                                chunk_tokens, overlap_tokens)
+        for passage in passages:
             meta = {**base, "section": section} if section else dict(base)
             chunks.append(Chunk(id=_chunk_id(doc, section, passage, seen), doc_id=doc.id,
                                 text=passage, title=doc.title, position=len(chunks),

@@ -21,7 +21,14 @@ from keel.patterns._embed import Embedder, WordLlamaEmbedder, embed_checked
 from keel.patterns._rag_chunk import Chunk, chunk_document, index_text
 from keel.patterns._rag_index import CorpusError, IndexStorage
 from keel.patterns._rag_ingest import DEFAULT_MAX_DOCUMENT_BYTES, Document, DocumentError
-from keel.patterns._rag_search import FusedReranker, Hit, Reranker, SearchIndex, words
+from keel.patterns._rag_search import (
+    FusedReranker,
+    Hit,
+    Reranker,
+    SearchIndex,
+    fresh,
+    words,
+)
 
 __all__ = ["ChunkNotFound", "Corpus", "IndexReport", "SearchMode"]
 
@@ -298,11 +305,11 @@ class Corpus:
             shown = chunk_id if len(chunk_id) <= 80 else chunk_id[:80] + "..."
             raise ChunkNotFound(f"no chunk {shown!r} in the corpus (chunk ids look like "
                                 "'doc-id#0123456789ab'; a changed document has new ids)")
-        return chunk
+        return fresh(chunk)
 
     def chunks(self, doc_id: str | None = None) -> list[Chunk]:
         """Every chunk (of the document ``doc_id`` if given), in document and position order."""
-        return [c for c in self._index.chunks if doc_id is None or c.doc_id == doc_id]
+        return [fresh(c) for c in self._index.chunks if doc_id is None or c.doc_id == doc_id]
 
     def documents(self) -> list[str]:
         """The ids of the documents in the corpus, sorted."""

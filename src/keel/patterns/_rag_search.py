@@ -9,6 +9,7 @@ in at the same seam."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import threading
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from keel.core import ConfigError, UserError
 from keel.patterns._rag_chunk import Chunk
 
-__all__ = ["FusedReranker", "Hit", "Reranker", "SearchIndex", "rrf", "words"]
+__all__ = ["FusedReranker", "Hit", "Reranker", "SearchIndex", "fresh", "rrf", "words"]
 
 Vectors = npt.NDArray[np.float32]
 RRF_K: Final = 60
@@ -107,6 +108,11 @@ class FusedReranker:
         return f"FusedReranker(lexical_weight={self.lexical_weight})"
 
 
+def fresh(chunk: Chunk) -> Chunk:
+    """``chunk`` with a metadata dict of its own."""
+    return dataclasses.replace(chunk, metadata=dict(chunk.metadata))
+
+
 def rrf(rankings: Sequence[Sequence[int]]) -> dict[int, float]:
     """Reciprocal rank fusion of rankings (row numbers, best first)."""
     fused: dict[int, float] = {}
@@ -128,7 +134,8 @@ def _top(scores: npt.NDArray[np.float32], depth: int, floor: float) -> list[int]
 
 class SearchIndex:
     """An immutable, searchable snapshot of a corpus: its chunks, BM25 over their index
-    texts, and their unit-length vectors. Built once per change; read by many threads."""
+    texts (built on the first lexical search), and their unit-length vectors. Built once per
+    change; read by many threads."""
 
     def __init__(self, chunks: Sequence[Chunk], terms: Sequence[list[str]],
                  vectors: Vectors) -> None:
@@ -137,19 +144,33 @@ class SearchIndex:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True) if len(vectors) else vectors
         self.matrix: Vectors = (vectors / np.where(norms == 0, 1.0, norms)).astype(
             np.float32) if len(vectors) else vectors
+        self._terms = terms
         self._bm25: Any = None
-        if self.chunks:
-            self._bm25 = _required("bm25s").BM25()
-            self._bm25.index([t or [""] for t in terms], show_progress=False)
+        self._building = threading.Lock()
+
+    def _bm25_index(self) -> Any:
+        """BM25 over the chunks, built on first use (so a run of adds builds it once)."""
+        if self._bm25 is None:
+            with self._building:
+                if self._bm25 is None:
+                    bm25 = _required("bm25s").BM25()
+                    bm25.index([t or [""] for t in self._terms], show_progress=False)
+                    self._bm25 = bm25
+        return self._bm25
 
     def __len__(self) -> int:
         return len(self.chunks)
 
+    def chunk(self, row: int) -> Chunk:
+        """A copy of the chunk at ``row`` that the caller may change without touching the
+        index (its metadata is a fresh dict)."""
+        return fresh(self.chunks[row])
+
     def lexical(self, query: str) -> npt.NDArray[np.float32]:
         terms = words(query)
-        if not terms or self._bm25 is None:
+        if not terms or not self.chunks:
             return np.zeros(len(self.chunks), dtype=np.float32)
-        return np.asarray(self._bm25.get_scores(terms), dtype=np.float32)
+        return np.asarray(self._bm25_index().get_scores(terms), dtype=np.float32)
 
     def semantic(self, vector: Vectors) -> npt.NDArray[np.float32]:
         norm = float(np.linalg.norm(vector))
@@ -163,17 +184,17 @@ class SearchIndex:
         """The ``k`` best hits for ``query`` (and its embedding ``vector``) in ``mode``."""
         if mode == "bm25":
             lexical = self.lexical(query)
-            return [Hit(chunk=self.chunks[r], score=float(lexical[r]),
+            return [Hit(chunk=self.chunk(r), score=float(lexical[r]),
                         scores={"bm25": float(lexical[r])}) for r in _top(lexical, k, 0.0)]
         assert vector is not None
         semantic = self.semantic(vector)
         if mode == "embedding":
-            return [Hit(chunk=self.chunks[r], score=float(semantic[r]),
+            return [Hit(chunk=self.chunk(r), score=float(semantic[r]),
                         scores={"embedding": float(semantic[r])})
                     for r in _top(semantic, k, min_similarity)]
         lexical = self.lexical(query)
         pool = rrf([_top(lexical, depth, 0.0), _top(semantic, depth, min_similarity)])
-        hits = [Hit(chunk=self.chunks[r], score=fused,
+        hits = [Hit(chunk=self.chunk(r), score=fused,
                     scores={"bm25": float(lexical[r]), "embedding": float(semantic[r]),
                             "rrf": fused})
                 for r, fused in sorted(pool.items(), key=lambda item: (-item[1], item[0]))]
