@@ -12,7 +12,8 @@ an unanswerable question it still tries: it answers with the best sentence it fo
 Deterministically (by a hash of the question), its first answer has faults a real model
 makes: 15% of the questions get a wrong citation (the id of another hit), 10% an
 embellishment (a sentence found in no chunk). Sent back by the verifier, it searches again
-(k=10) for the sub-questions named as gaps and answers afresh, without those faults.
+(k=10) for the sub-questions named as gaps and answers afresh, without those faults and
+without the sentences the verifier called off topic.
 
 Figures (answerable = single and multi-part questions):
 
@@ -105,12 +106,13 @@ def _embedder() -> WordLlamaEmbedder:
     return WordLlamaEmbedder()
 
 
-def _best(query: str, results: Sequence[dict[str, Any]]) -> tuple[str, str, int] | None:
+def _best(query: str, results: Sequence[dict[str, Any]],
+          rejected: frozenset[str] = frozenset()) -> tuple[str, str, int] | None:
     """(sentence, chunk id, hit index) of the sentence closest to the query: words shared,
     plus twice the embedding similarity (a reader understands a paraphrase)."""
     q = set(words(query))
     found = [(s, str(r.get("id")), n) for n, r in enumerate(results)
-             for s in _sentences(str(r.get("text", "")))]
+             for s in _sentences(str(r.get("text", ""))) if _norm(s) not in rejected]
     if not found:
         return None
     rows = normalised(embed_checked(_embedder(), [query, *(s for s, _, _ in found)]))
@@ -152,10 +154,12 @@ def reader(messages: list[Message], tools: list[ToolSpec], settings: ModelSettin
                 found.setdefault(_norm(str(data.get("query", ""))), []).extend(
                     data["results"])
     fault = "" if revising else _fault(question_prompt)
+    rejected = frozenset(_norm(t) for t in re.findall(r'^- "(.+)" \[[^\]]*\]: off topic$',
+                                                       messages[last].text or "", re.M))
     out = []
     for p in parts:
         results = found.get(_norm(p), [])
-        picked = _best(p, results)
+        picked = _best(p, results, rejected)
         if picked is None:
             continue
         sentence, cid, n = picked

@@ -60,7 +60,8 @@ were be been being it its this that these those there here i you we they he she 
 their me us them do does did can could should would will shall may might must have has had
 not no so than too very what which who whom whose when where why how about into over under
 up out any all each every some such also just only own same other more most much many one
-get got please tell know want need"""
+get got please tell know want need long often soon happen happens expect possible able way ways
+still ever"""
 STOP = frozenset(_STOP_WORDS.split())
 
 
