@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, ConfigError, MemoryStore, UserError
+from keel import Agent, ConfigError, MemoryStore, ModelError, UserError
 from keel.core import Message, ModelSettings, ToolResultPart, ToolSpec
 from keel.patterns import (
     RAG,
@@ -423,3 +423,35 @@ async def test_given_weights_are_used_and_a_short_candidate_list_is_not_reranked
         check_question(42)
     assert searches_in([Message(role="tool", parts=(ToolResultPart(
         call_id="c", tool_name="search_docs", content="withheld by a guard"),))]) == []
+
+
+async def test_a_crash_in_the_revision_resumes_without_repeating_round_0(
+        corpus: Corpus) -> None:
+    rid = chunk_id(corpus, "refunds")
+    seen: list[str] = []
+    crash = [True]
+
+    def model_fn(messages: list[Message], tools: list[ToolSpec], s: ModelSettings) -> Any:
+        last = messages[-1]
+        seen.append(last.role)
+        if last.role == "user" and "checked against" in (last.text or ""):
+            if crash[0]:
+                crash[0] = False
+                raise ModelError("the process died", retryable=False)
+            return (f"Refunds for annual plans are paid within 7 days of cancellation "
+                    f"[{rid}].")
+        if last.role == "user":
+            return call("search_docs", {"query": "refunds annual"})
+        return f"Refunds for annual plans are paid within 70 days [{rid}]."
+
+    flow = rag(corpus, FunctionModel(model_fn))
+    store = MemoryStore()
+    with pytest.raises(Exception, match="the process died"):
+        await flow.run("How long do refunds for annual plans take?", store=store,
+                       run_id="rag1")
+    first = len(seen)
+    result = await flow.resume("rag1", store=store)
+    out = result.output
+    assert out.rounds == 2 and not out.refused and out.removed == ()
+    assert len(seen) == first + 1  # only the crashed request was made again
+    assert (await replay_run(flow, "rag1", store=store)).identical
