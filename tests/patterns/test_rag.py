@@ -455,3 +455,18 @@ async def test_a_crash_in_the_revision_resumes_without_repeating_round_0(
     assert out.rounds == 2 and not out.refused and out.removed == ()
     assert len(seen) == first + 1  # only the crashed request was made again
     assert (await replay_run(flow, "rag1", store=store)).identical
+
+
+async def test_search_results_fit_the_tool_output_limit() -> None:
+    big = Corpus(chunk_tokens=2000, overlap_tokens=0)
+    big.add([Document(id=f"d{i}", title=f"Doc {i}", text=" ".join(
+        [f"Refund rule {i} says the refund window is long."] * 120)) for i in range(8)]
+        + [Document(id="huge", title="Huge", text="refund window " + "x " * 20_000)])
+    model = scripted(call("search_docs", {"query": "refund window", "k": 20}),
+                     "I don't know.", "I don't know.")
+    out = (await rag(big, model, max_rounds=1).run("refund window?",
+                                                   store=MemoryStore())).output
+    sent = tool_results(model.requests[1])[0]
+    assert "left out" in sent["left_out"] and len(json.dumps(sent)) < 20_000
+    assert all(len(r["text"]) <= 6_003 for r in sent["results"])
+    assert out.searches[0].chunk_ids == tuple(r["id"] for r in sent["results"])

@@ -48,6 +48,10 @@ SEARCH_TOOL = "search_docs"
 MAX_QUESTION_CHARS = 4000
 MAX_QUERY_CHARS = 1000
 MAX_K = 20
+#: The search tool's output limit (characters): results are left out, and a single chunk's
+#: text clipped to ``MAX_CHUNK_CHARS``, so the JSON the model gets is never cut mid-way.
+OUTPUT_LIMIT = 20_000
+MAX_CHUNK_CHARS = 6_000
 REFUSAL = ("I don't know: the documents I can search do not answer this question.")
 RULES = """Answer only from the documents you find with the search_docs tool. Search as often
 as you need, with different words, and search each sub-question separately. Cite the chunk id
@@ -274,9 +278,11 @@ class RAG(Flow[GroundedAnswer]):
             if self.screen:
                 clean = [h for h in hits if not detect_injection(h.chunk.text).flagged]
                 withheld, hits = len(hits) - len(clean), clean
-            results = [{"id": h.chunk.id, "title": h.chunk.title, "text": h.chunk.text}
-                       for h in hits[:k]]
+            results, left_out = fit_results(hits[:k])
             out: dict[str, Any] = {"query": query, "results": results}
+            if left_out:
+                out["left_out"] = (f"{left_out} more result(s) left out to fit the tool's "
+                                   "output limit; ask for fewer (k) or search more precisely")
             if withheld:
                 out["withheld"] = (f"{withheld} matching chunk(s) withheld: they look like a "
                                    "prompt injection")
@@ -284,7 +290,8 @@ class RAG(Flow[GroundedAnswer]):
                 out["note"] = "nothing matched; try other words, or say you don't know"
             return out
 
-        return tool(name=SEARCH_TOOL, risk="read", timeout=None)(search_docs)
+        return tool(name=SEARCH_TOOL, risk="read", timeout=None,
+                    output_limit=OUTPUT_LIMIT)(search_docs)
 
     async def _llm_rerank(self, ctx: FlowContext, call: ToolContext, query: str,
                           hits: list[Any]) -> list[Any]:
@@ -394,6 +401,22 @@ def check_query(query: str) -> str:
                         f"{MAX_QUERY_CHARS})", retryable=False,
                         hint="search with a few keywords, one sub-question at a time")
     return text
+
+
+def fit_results(hits: Sequence[Any]) -> tuple[list[dict[str, str]], int]:
+    """The hits as the model gets them (id, title, text; a text over
+    :data:`MAX_CHUNK_CHARS` clipped), as many as fit in the tool's output limit, and how many
+    were left out."""
+    out: list[dict[str, str]] = []
+    size = 200  # the query, the notes and the brackets
+    for n, h in enumerate(hits):
+        item = {"id": str(h.chunk.id), "title": str(h.chunk.title),
+                "text": _clip(str(h.chunk.text), MAX_CHUNK_CHARS)}
+        size += len(json.dumps(item)) + 2
+        if size > OUTPUT_LIMIT - 1_000:
+            return out, len(hits) - n
+        out.append(item)
+    return out, 0
 
 
 def answer_prompt(question: str, queries: Sequence[str]) -> str:
