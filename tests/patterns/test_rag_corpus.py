@@ -174,7 +174,8 @@ def test_index_file_survives_reopening(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         meta = dict(conn.execute("SELECT key, value FROM rag_meta").fetchall())
         blob = conn.execute("SELECT vector FROM rag_chunks LIMIT 1").fetchone()[0]
-    assert meta == {"schema_version": "1", "embedder": "hash-512", "dimension": "512"}
+    assert meta == {"schema_version": "1", "embedder": "hash-512", "dimension": "512",
+                    "generation": "1"}
     assert len(blob) == 512 * 4
 
 
@@ -283,3 +284,36 @@ def test_changing_a_returned_chunk_does_not_change_the_index(corpus: Corpus) -> 
     corpus.chunks()[0].metadata["kind"] = "tampered"  # type: ignore[index]
     assert all("tampered" not in c.metadata.values() for c in corpus.chunks())
     assert corpus.search("card refund", k=1)[0].chunk.metadata["section"] != "tampered"
+
+
+def test_two_corpora_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    first, second = Corpus(path, embedder=HashEmbedder()), Corpus(path, embedder=HashEmbedder())
+    first.add(docs()[:1])
+    assert second.documents() == ["refunds"]  # read from the file
+    assert len(second) == 0  # the snapshot: stale until refreshed
+    assert second.refresh() is True
+    assert second.refresh() is False
+    assert second.search("card refund", k=1)[0].chunk.doc_id == "refunds"
+    first.add(docs()[1:2])
+    second.add(docs()[2:])  # a write catches up first
+    assert {c.doc_id for c in second.chunks()} == {"refunds", "shipping", "password"}
+    first.remove(["password"])  # and so does this one, behind which second wrote
+    assert {c.doc_id for c in first.chunks()} == {"refunds", "shipping"}
+    second.add(docs()[:1])  # unchanged: catches up all the same
+    assert {c.doc_id for c in second.chunks()} == {"refunds", "shipping"}
+    first.close()
+    second.close()
+
+
+def test_a_write_racing_another_reloads_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    first, second = Corpus(path, embedder=HashEmbedder()), Corpus(path, embedder=HashEmbedder())
+    first.add(docs()[:1])
+    second._catch_up = lambda: None  # type: ignore[method-assign]  # as if first wrote just now
+    second.add(docs()[1:2])
+    assert {c.doc_id for c in second.chunks()} == {"refunds", "shipping"}
+    assert second.rebuild() == len(second)
+    assert first.refresh() is True
+    first.close()
+    second.close()

@@ -166,3 +166,9 @@ def test_the_overlap_gives_way_to_a_long_sentence() -> None:
     assert all(count(c.text) <= 60 + 2 for c in chunks)
     assert count(long) > 60 - 25
     assert chunks[-1].text.endswith(long)
+
+
+def test_html_with_an_unclosed_head() -> None:
+    title, text = html_to_markdown("<html><head><title>Sloppy</title><meta charset=utf-8>"
+                                   "<body><p>Visible text.</p>")
+    assert (title, text) == ("Sloppy", "Visible text.")

@@ -113,8 +113,9 @@ class Corpus:
         self._write = threading.Lock()
         self._storage = IndexStorage(path)
         self._closed = False
-        self._checked = False  # has the embedder been checked against the stored one?
+        self._checked = 0  # the width the embedder was checked at against the index's
         self._terms: dict[str, list[str]] = {}
+        self._generation = self._storage.generation()  # read first: a later write reloads
         self._index = self._build(*self._storage.load(self._stored_dim()))
 
     # -- the embedder against the index ---------------------------------------------------
@@ -131,6 +132,8 @@ class Corpus:
         """Embed ``texts``, checking the width (and on first use the embedder's name)
         against the index's."""
         out = embed_checked(self.embedder, texts)
+        if self._checked == int(out.shape[1]):  # checked before: no look-up in the file
+            return out
         dim, stored = int(out.shape[1]), self._stored_dim()
         name, stored_name = _name(self.embedder), self._storage.meta("embedder")
         if stored is None or (not len(self._index) and not self._checked):
@@ -142,7 +145,7 @@ class Corpus:
                 f"({stored} dimensions) but the embedder now is {name} ({dim} "
                 "dimensions); re-index: call rebuild(), or delete the file and add the "
                 "documents again, or pass the embedder it was built with")
-        self._checked = True
+        self._checked = dim
         return out
 
     def _build(self, chunks: Sequence[Chunk], vectors: Vectors) -> SearchIndex:
@@ -193,13 +196,14 @@ class Corpus:
                             f"{sorted({i for i in ids if ids.count(i) > 1})}")
         with self._write:
             self._check_open()
+            self._catch_up()
             stored = self._storage.documents()
             todo = [(d, self._fingerprint(d)) for d in docs]
             changed = [(d, fp, self._chunks(d)) for d, fp in todo
                        if d.id not in stored or stored[d.id].fingerprint != fp]
             embedded = self._store(changed, ())
-        unchanged = tuple(d.id for d, fp in todo if (d.id, fp) not in
-                          {(c.id, f) for c, f, _ in changed})
+        written = {d.id for d, _, _ in changed}
+        unchanged = tuple(d.id for d, _ in todo if d.id not in written)
         return IndexReport(added=tuple(d.id for d, _, _ in changed if d.id not in stored),
                            updated=tuple(d.id for d, _, _ in changed if d.id in stored),
                            unchanged=unchanged, chunks_embedded=embedded)
@@ -220,9 +224,30 @@ class Corpus:
             for chunk, row in zip(batch, self._embed([index_text(c) for c in batch]),
                                   strict=True):
                 vectors[chunk.id] = row
-        self._storage.write(changed, vectors, removed)
-        self._index = self._rebuilt(changed, vectors, removed)
+        before = self._storage.write(changed, vectors, removed)
+        if before == self._generation:
+            self._index = self._rebuilt(changed, vectors, removed)
+        else:  # another process wrote since this one last read the file
+            self._index = self._build(*self._storage.load(self._stored_dim()))
+        self._generation = before + 1
         return len(new)
+
+    def _catch_up(self) -> None:
+        """Reload the index if the file changed behind this object (the write lock held)."""
+        generation = self._storage.generation()
+        if generation != self._generation:
+            self._generation = generation
+            self._index = self._build(*self._storage.load(self._stored_dim()))
+
+    def refresh(self) -> bool:
+        """Reload the index if another process (or another Corpus on the same file) changed
+        it since this one last read or wrote it; whether it did. ``add``, ``remove`` and
+        ``rebuild`` do this themselves; searches read this object's snapshot."""
+        with self._write:
+            self._check_open()
+            before = self._generation
+            self._catch_up()
+            return self._generation != before
 
     def _rebuilt(self, changed: Sequence[tuple[Document, str, Sequence[Chunk]]],
                  vectors: dict[str, Vectors], removed: Sequence[str]) -> SearchIndex:
@@ -248,6 +273,7 @@ class Corpus:
                 raise UserError(f"Corpus.remove takes document ids, got {type(doc_id).__name__}")
         with self._write:
             self._check_open()
+            self._catch_up()
             stored = self._storage.documents()
             removed = tuple(dict.fromkeys(i for i in ids if i in stored))
             self._store((), removed)
@@ -258,6 +284,7 @@ class Corpus:
         dimensions); returns the number of chunks embedded."""
         with self._write:
             self._check_open()
+            self._catch_up()
             chunks = list(self._index.chunks)
             if not chunks:
                 return 0
@@ -266,7 +293,8 @@ class Corpus:
             self._storage.set_meta("embedder", _name(self.embedder))
             self._storage.rewrite_vectors({c.id: v for c, v in zip(chunks, vectors,
                                                                    strict=True)})
-            self._checked = True
+            self._checked = int(vectors.shape[1])
+            self._generation = self._storage.generation()
             self._index = self._build(*self._storage.load(self._stored_dim()))
             return len(chunks)
 

@@ -4,7 +4,7 @@ chunk's embedding as a float32 blob, with the embedder's name and dimension.
 
 Schema version 1::
 
-    rag_meta(key PRIMARY KEY, value)             schema_version, embedder, dimension
+    rag_meta(key PRIMARY KEY, value)             schema_version, embedder, dimension, generation
     rag_documents(id PRIMARY KEY, title, kind, source, metadata JSON, fingerprint)
     rag_chunks(id PRIMARY KEY, doc_id, position, text, title, metadata JSON, vector BLOB)
 
@@ -160,13 +160,28 @@ class IndexStorage:
         matrix = (np.vstack(rows) if rows else np.zeros((0, dim or 0), dtype=np.float32))
         return chunks, matrix.astype(np.float32, copy=False)
 
+    def generation(self) -> int:
+        """How many writes the index has had: another process's write shows as a change."""
+        value = self.meta("generation")
+        return int(value) if value is not None and value.isdigit() else 0
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection) -> int:
+        """Count a write (inside its transaction); the generation before it."""
+        row = conn.execute("SELECT value FROM rag_meta WHERE key = 'generation'").fetchone()
+        before = int(row[0]) if row is not None and str(row[0]).isdigit() else 0
+        conn.execute("INSERT INTO rag_meta (key, value) VALUES ('generation', ?) ON CONFLICT "
+                     "(key) DO UPDATE SET value = excluded.value", (str(before + 1),))
+        return before
+
     def write(self, documents: Sequence[tuple[Document, str, Sequence[Chunk]]],
-              vectors: dict[str, npt.NDArray[np.float32]], removed: Sequence[str]) -> None:
+              vectors: dict[str, npt.NDArray[np.float32]], removed: Sequence[str]) -> int:
         """Replace ``documents`` (each with its fingerprint and chunks) and delete the
-        documents ``removed``, in one transaction."""
+        documents ``removed``, in one transaction; the generation before it."""
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                before = self._bump(conn)
                 for doc_id in [*removed, *(d.id for d, _, _ in documents)]:
                     conn.execute("DELETE FROM rag_chunks WHERE doc_id = ?", (doc_id,))
                     conn.execute("DELETE FROM rag_documents WHERE id = ?", (doc_id,))
@@ -184,12 +199,14 @@ class IndexStorage:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        return before
 
     def rewrite_vectors(self, vectors: dict[str, npt.NDArray[np.float32]]) -> None:
         """Replace the vectors of the chunks in ``vectors``, in one transaction."""
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._bump(conn)
                 conn.executemany("UPDATE rag_chunks SET vector = ? WHERE id = ?",
                                  [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), cid)
                                   for cid, v in vectors.items()])

@@ -109,8 +109,6 @@ _BLOCKS: Final = frozenset({"p", "div", "section", "article", "main", "aside", "
                             "form", "fieldset", "dl", "dd", "dt", "figure", "figcaption",
                             "hr", "body", "html"})
 _HEADINGS: Final = {f"h{n}": n for n in range(1, 7)}
-_VOID: Final = frozenset({"br", "hr", "img", "input", "meta", "link", "area", "base", "col",
-                          "embed", "source", "track", "wbr", "param"})
 
 
 class _HTMLText(HTMLParser):
@@ -127,7 +125,10 @@ class _HTMLText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
             self.in_title = True
-        elif tag in _SKIPPED and tag not in _VOID:
+        elif tag == "body":  # ends an unclosed <head>
+            self.skip = 0
+            self.out.append("\n\n")
+        elif tag in _SKIPPED:
             self.skip += 1
         elif tag in _HEADINGS:
             self.out.append("\n\n" + "#" * _HEADINGS[tag] + " ")

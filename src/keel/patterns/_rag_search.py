@@ -54,15 +54,17 @@ def _stemmer() -> Any:
 def words(text: str) -> list[str]:
     """The BM25 terms of ``text``: lower-cased words, English stop words dropped, stemmed
     (Snowball English, through PyStemmer)."""
-    tokens = [w for w in _WORD.findall(text.lower()) if w not in _STOP]
-    missing = [w for w in set(tokens) if w not in _stems]
+    tokens = _WORD.findall(text.lower())
+    stems = _stems
+    missing = list(set(tokens).difference(stems))
     if missing:
         with _stemmer_lock:
             stemmed = _stemmer().stemWords(missing)
             if len(_stems) > STEM_CACHE_MAX:  # hostile text must not grow it without bound
                 _stems.clear()
-            _stems.update(zip(missing, stemmed, strict=True))
-    return [_stems.get(w, w) for w in tokens]
+            _stems.update((w, "" if w in _STOP else s)
+                          for w, s in zip(missing, stemmed, strict=True))
+    return [s for w in tokens if (s := stems.get(w, w))]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,13 +196,13 @@ class SearchIndex:
                     for r in _top(semantic, k, min_similarity)]
         lexical = self.lexical(query)
         pool = rrf([_top(lexical, depth, 0.0), _top(semantic, depth, min_similarity)])
-        hits = [Hit(chunk=self.chunk(r), score=fused,
+        hits = [Hit(chunk=self.chunks[r], score=fused,
                     scores={"bm25": float(lexical[r]), "embedding": float(semantic[r]),
                             "rrf": fused})
                 for r, fused in sorted(pool.items(), key=lambda item: (-item[1], item[0]))]
         if reranker is not None and hits:
             hits = _reranked(reranker, query, hits)
-        return hits[:k]
+        return [dataclasses.replace(h, chunk=fresh(h.chunk)) for h in hits[:k]]
 
 
 def _reranked(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
