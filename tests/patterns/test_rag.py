@@ -470,3 +470,18 @@ async def test_search_results_fit_the_tool_output_limit() -> None:
     assert "left out" in sent["left_out"] and len(json.dumps(sent)) < 20_000
     assert all(len(r["text"]) <= 6_003 for r in sent["results"])
     assert out.searches[0].chunk_ids == tuple(r["id"] for r in sent["results"])
+
+
+async def test_a_replay_reads_the_cited_text_from_the_journal_after_the_corpus_changed(
+        ) -> None:
+    mine = Corpus()
+    mine.add(DOCS)
+    flow = rag(mine, FunctionModel(reader))
+    store = MemoryStore()
+    result = await flow.run("How long do refunds for annual plans take?", store=store)
+    assert not result.output.refused
+    mine.remove(["refunds"])  # the cited chunk is gone now
+    report = await replay_run(flow, result.run_id, store=store)
+    assert report.identical, report
+    now = (await flow.run("How long do refunds for annual plans take?", store=store)).output
+    assert not any(cid.startswith("refunds#") for c in now.citations for cid in c.chunk_ids)
