@@ -485,3 +485,16 @@ async def test_a_replay_reads_the_cited_text_from_the_journal_after_the_corpus_c
     assert report.identical, report
     now = (await flow.run("How long do refunds for annual plans take?", store=store)).output
     assert not any(cid.startswith("refunds#") for c in now.citations for cid in c.chunk_ids)
+
+
+def test_split_claims_reads_bullets_and_ids_with_spaces() -> None:
+    from keel.patterns._rag_verify import split_claims
+    answer = ("Here is what I found:\n- Refunds take 7 days [help/Refund policy#ab12]\n"
+              "* SSO is in Enterprise [sso#1, help/Refund policy#ab12]\n"
+              "3) Exports [help/x y, z#1]\n2. Done [see below].")
+    assert split_claims(answer) == [
+        ("Here is what I found:", ()),
+        ("Refunds take 7 days", ("help/Refund policy#ab12",)),
+        ("SSO is in Enterprise", ("sso#1", "help/Refund policy#ab12")),
+        ("Exports", ("help/x y, z#1",)),
+        ("Done [see below].", ())]

@@ -54,6 +54,7 @@ _CITE = re.compile(r"\[([^\[\]\n]{1,400})\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
 _NUMBER = re.compile(r"^[0-9]+(?:[.,][0-9]+)*$")
+_BULLET = re.compile(r"^(?:[-*\u2022]|\d{1,3}[.)])\s+")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/#@~+-]{0,199}$")
 _STOP_WORDS = """a an the and or but if then of to in on at by for with from as is are was
 were be been being it its this that these those there here i you we they he she my your our
@@ -110,8 +111,14 @@ class Verification:
 def split_claims(answer: str) -> list[tuple[str, tuple[str, ...]]]:
     """The answer's sentences, each with the chunk ids it cites (in order, no repeats). A
     citation standing alone after a sentence ("... done. [a#1]") belongs to that sentence.
-    Bracketed text that is not an id-like token (spaces inside, say) stays in the text."""
-    pieces = [p.strip() for p in _SENTENCE_END.split(answer.strip()) if p.strip()]
+    Bracketed text that is not an id stays in the text: an id is a token without spaces, or
+    anything with a ``#`` (a :class:`~keel.patterns.Corpus` chunk id ``doc#hash``, whose
+    document id may hold spaces). Lines are sentences of their own, without their list
+    markers ("- ", "* ", "1. "), so a bulleted answer is checked bullet by bullet."""
+    pieces: list[str] = []
+    for line in answer.splitlines():
+        line = _BULLET.sub("", line.strip())
+        pieces += [p.strip() for p in _SENTENCE_END.split(line) if p.strip()]
     out: list[tuple[str, tuple[str, ...]]] = []
     for piece in pieces:
         ids, text = _citations(piece)
@@ -127,15 +134,23 @@ def _citations(sentence: str) -> tuple[tuple[str, ...], str]:
     ids: list[str] = []
 
     def take(match: re.Match[str]) -> str:
-        parts = [p.strip() for p in re.split(r"[,;]", match.group(1))]
-        if parts and all(_ID.match(p) for p in parts):
+        inside = match.group(1).strip()
+        parts = [p.strip() for p in re.split(r"[,;]", inside)]
+        if all(_is_id(p) for p in parts):
             ids.extend(parts)
-            return ""
-        return match.group(0)
+        elif "#" in inside:  # one id with a comma in its document id
+            ids.append(inside)
+        else:
+            return match.group(0)
+        return ""
 
     text = _CITE.sub(take, sentence)
     text = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s{2,}", " ", text)).strip()
     return tuple(dict.fromkeys(ids)), text
+
+
+def _is_id(part: str) -> bool:
+    return bool(_ID.match(part)) or ("#" in part and part == part.strip() and bool(part))
 
 
 def words(text: str) -> list[str]:
