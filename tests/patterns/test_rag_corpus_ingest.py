@@ -172,3 +172,28 @@ def test_html_with_an_unclosed_head() -> None:
     title, text = html_to_markdown("<html><head><title>Sloppy</title><meta charset=utf-8>"
                                    "<body><p>Visible text.</p>")
     assert (title, text) == ("Sloppy", "Visible text.")
+
+
+def test_a_count_that_does_not_add_up_word_by_word() -> None:
+    def count_joined_double(text: str) -> int:  # words alone 1 token, joined 2 each
+        n = len(text.split())
+        return n if n == 1 else 2 * n
+
+    doc = Document(id="w", text=" ".join(f"w{n}" for n in range(100)))
+    chunks = chunk_document(doc, chunk_tokens=16, overlap_tokens=0, count=count_joined_double)
+    assert all(count_joined_double(c.text) <= 16 for c in chunks)
+    assert " ".join(c.text for c in chunks) == doc.text
+
+
+def test_a_giant_word_is_cut_without_counting_it_whole() -> None:
+    seen: list[int] = []
+
+    def counting(text: str) -> int:
+        seen.append(len(text))
+        return count(text)
+
+    doc = Document(id="x", text="z" * 200_000)
+    chunks = chunk_document(doc, chunk_tokens=64, overlap_tokens=0, count=counting)
+    assert max(seen) <= 64 * 8
+    assert "".join(c.text for c in chunks) == doc.text
+    assert all(count(c.text) <= 64 for c in chunks)

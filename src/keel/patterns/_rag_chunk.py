@@ -84,35 +84,76 @@ def _sections(text: str, headings: bool) -> list[tuple[str, str]]:
     return out
 
 
+#: A text longer than ``limit * CHARS_PER_TOKEN`` characters is cut without being counted whole
+#: (BPE on one enormous word takes quadratic time).
+CHARS_PER_TOKEN: Final = 8
+
+
 def _pieces(text: str, limit: int, count: Callable[[str], int]) -> list[tuple[str, int, str]]:
     """``text`` (one sentence) cut into ``(piece, tokens, glue)`` of at most ``limit`` tokens:
     whole if it fits, else by words, else (one enormous word) by characters; ``glue`` is what
     joined the piece to the one before (a space, or nothing inside a word)."""
-    size = count(text)
-    if size <= limit:
-        return [(text, size, " ")]
+    if len(text) <= limit * CHARS_PER_TOKEN:
+        size = count(text)
+        if size <= limit:
+            return [(text, size, " ")]
     words = text.split()
     if len(words) > 1:
-        out: list[tuple[str, int, str]] = []
-        current: list[str] = []
-        for word in words:
-            if current and count(" ".join([*current, word])) > limit:
-                out.append((" ".join(current), count(" ".join(current)), " "))
-                current = []
-            if count(word) > limit:
-                out.extend(_pieces(word, limit, count))
-            else:
-                current.append(word)
-        if current:
-            out.append((" ".join(current), count(" ".join(current)), " "))
-        return out
-    step = max(1, len(text) * limit // size)
-    while True:
-        pieces = [(text[i:i + step], count(text[i:i + step]), " " if i == 0 else "")
-                  for i in range(0, len(text), step)]
-        if step == 1 or all(n <= limit for _, n, _ in pieces):
-            return pieces
-        step = max(1, step * 3 // 4)
+        return _by_words(words, limit, count)
+    return _by_characters(text, limit, count)
+
+
+def _by_words(words: list[str], limit: int, count: Callable[[str], int],
+              ) -> list[tuple[str, int, str]]:
+    """Words packed into pieces of at most ``limit`` tokens, each word counted once."""
+    out: list[tuple[str, int, str]] = []
+    sizes: dict[str, int] = {}
+    current: list[str] = []
+    total = 0
+
+    def flush() -> None:
+        piece = " ".join(current)
+        size = count(piece)
+        if size <= limit or len(current) == 1:  # one word was counted alone already
+            out.append((piece, size, " "))
+        else:  # the words' counts added up to less than the whole: halve
+            half = len(current) // 2
+            out.extend(_by_words(current[:half], limit, count))
+            out.extend(_by_words(current[half:], limit, count))
+
+    for word in words:
+        size = sizes.get(word)
+        if size is None:
+            size = sizes[word] = (count(word) if len(word) <= limit * CHARS_PER_TOKEN
+                                  else limit + 1)
+        if current and (size > limit or total + size > limit):
+            flush()
+            current, total = [], 0
+        if size > limit:
+            out.extend(_by_characters(word, limit, count))
+            continue
+        current.append(word)
+        total += size
+    if current:
+        flush()
+    return out
+
+
+def _by_characters(text: str, limit: int, count: Callable[[str], int],
+                   ) -> list[tuple[str, int, str]]:
+    """One enormous word cut into windows of ``3 * limit`` characters, or of ``limit`` (a
+    token covers at least one character, so those always fit) where a wider one does not."""
+    out: list[tuple[str, int, str]] = []
+    for start in range(0, len(text), 3 * limit):
+        window = text[start:start + 3 * limit]
+        size = count(window)
+        parts = ([(window, size)] if size <= limit else
+                 [(window[i:i + limit], count(window[i:i + limit]))
+                  for i in range(0, len(window), limit)])
+        out.extend((part, n, "") for part, n in parts)
+    first, size, _ = out[0]
+    out[0] = (first, size, " ")  # the word's start joins what came before with a space
+    return out
 
 
 @dataclass(frozen=True)
@@ -214,7 +255,8 @@ def chunk_document(doc: Document, *, chunk_tokens: int, overlap_tokens: int,
             paragraphs = [_LINK.sub(r"\1", p) for p in paragraphs]
         split = [sentences for p in paragraphs if (sentences := _sentences(p))]
         whole = "".join(sep + text for sentences in split for text, sep in sentences)[2:]
-        if count(whole) <= chunk_tokens:  # the common case: the section is one chunk
+        if (len(whole) <= chunk_tokens * CHARS_PER_TOKEN
+                and count(whole) <= chunk_tokens):  # the common case: one chunk a section
             passages = [whole] if whole else []
         else:
             passages = _windows([_units(s, chunk_tokens, count) for s in split],
