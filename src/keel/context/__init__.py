@@ -7,6 +7,7 @@ from keel.context._calibration import (
     default_calibration,
     observe_usage,
 )
+from keel.context._paging import Paging
 from keel.context._tokenizers import (
     BPETokenizer,
     EstimateTokenizer,
@@ -29,6 +30,7 @@ __all__ = [
     "BPETokenizer",
     "CalibrationState",
     "EstimateTokenizer",
+    "Paging",
     "ScaledTokenizer",
     "TokenCalibration",
     "Tokenizer",
