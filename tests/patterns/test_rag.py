@@ -498,3 +498,19 @@ def test_split_claims_reads_bullets_and_ids_with_spaces() -> None:
         ("SSO is in Enterprise", ("sso#1", "help/Refund policy#ab12")),
         ("Exports", ("help/x y, z#1",)),
         ("Done [see below].", ())]
+
+
+def test_the_verifier_and_the_splitter_reject_malformed_input() -> None:
+    from keel.patterns import split_question
+    v = Verifier()
+    with pytest.raises(UserError, match="answer must be a string"):
+        v.verify(None, {}, [])  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="chunks must map"):
+        v.verify("x [a#1].", {"a#1": 3}, [])  # type: ignore[dict-item]
+    with pytest.raises(UserError, match="questions must be a list"):
+        v.verify("x [a#1].", {}, "why?")
+    with pytest.raises(UserError, match="question must be a string"):
+        split_question(b"why?")  # type: ignore[arg-type]
+    huge = " ".join(f"Refunds take {i} days [a#1]." for i in range(3000))
+    got = v.verify(huge, {"a#1": "Refunds take 1 days."}, ["How long do refunds take?"])
+    assert len(got.claims) == 3000 and len(got.supported) == 1

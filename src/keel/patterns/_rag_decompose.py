@@ -19,6 +19,8 @@ import re
 
 from pydantic import BaseModel, Field
 
+from keel.core import UserError
+
 #: Words a sub-question starts with (after the joint is removed).
 _QUESTION_TEXT = """how what which when where who whom whose why is are was were
 can could do does did should would will may might has have"""
@@ -41,7 +43,9 @@ class SubQueries(BaseModel):
 
 def split_question(question: str) -> list[str]:
     """The heuristic decomposition (see the module doc): at least one sub-query, at most
-    :data:`MAX_PARTS`; each stripped of leading joints ("Also, ...")."""
+    :data:`MAX_PARTS`; each stripped of leading joints ("Also, ..."). Blank: none."""
+    if not isinstance(question, str):
+        raise UserError(f"the question must be a string, got {type(question).__name__}")
     text = " ".join(question.split())
     parts: list[str] = []
     for sentence in re.split(r"(?<=\?)\s+", text):

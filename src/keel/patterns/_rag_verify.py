@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.core import ConfigError
+from keel.core import ConfigError, UserError
 from keel.patterns._embed import Embedder, embed_checked, normalised
 
 #: A citation: ``[chunk-id]`` or several in one bracket, ``[a#1, b#2]`` / ``[a#1; b#2]``.
@@ -220,6 +220,14 @@ class Verifier:
         """Verdicts on every claim of ``answer``. ``chunks``: the text of every cited chunk
         id that exists (an id missing here is unknown). ``questions``: the question and its
         sub-questions, for the relevance check and the gaps."""
+        if not isinstance(answer, str):
+            raise UserError(f"the answer must be a string, got {type(answer).__name__}")
+        if not isinstance(chunks, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in chunks.items()):
+            raise UserError("chunks must map chunk ids to their text (str to str)")
+        if isinstance(questions, str) or not all(isinstance(q, str) for q in questions):
+            raise UserError("questions must be a list of strings (the question and its "
+                            "sub-questions)")
         claims = [self._claim(text, ids, chunks, questions)
                   for text, ids in split_claims(answer)]
         return Verification(claims=tuple(claims), gaps=self.gaps(claims, questions))
