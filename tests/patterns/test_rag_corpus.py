@@ -317,3 +317,20 @@ def test_a_write_racing_another_reloads_from_the_file(tmp_path: Path) -> None:
     assert first.refresh() is True
     first.close()
     second.close()
+
+
+def test_after_incremental_changes_a_reopened_corpus_ranks_alike(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    live = Corpus(path, embedder=HashEmbedder())
+    live.add(docs()[1:])
+    live.add(docs()[:1])
+    live.add([Document(id="zz", text="Gift card refunds go back to the gift card.")])
+    live.remove(["shipping"])
+    edited = REFUNDS.replace("Store credit is issued", "Store credit is granted")
+    live.add([Document(id="refunds", text=edited, kind="markdown", title="Refunds")])
+    reopened = Corpus(path, embedder=HashEmbedder())
+    assert live.chunks() == reopened.chunks()
+    for query in ("card refund", "store credit", "password login", "gift card"):
+        for mode in ("hybrid", "bm25", "embedding"):
+            assert ([(h.chunk.id, round(h.score, 5)) for h in live.search(query, mode=mode)]  # type: ignore[arg-type]
+                    == [(h.chunk.id, round(h.score, 5)) for h in reopened.search(query, mode=mode)])  # type: ignore[arg-type]

@@ -293,8 +293,17 @@ def test_damaged_rows(tmp_path: Path, sql: str, match: str) -> None:
 
 
 def test_unopenable_path(tmp_path: Path) -> None:
-    with pytest.raises(CorpusError, match=r"cannot open|not a usable"):
-        Corpus(tmp_path / "no" / "such" / "dir" / "c.db", embedder=HashEmbedder())
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CorpusError, match="cannot open the corpus index"):
+        Corpus(tmp_path / "a-file" / "c.db", embedder=HashEmbedder())
+    with pytest.raises(CorpusError, match="cannot open the corpus index"):
+        Corpus(tmp_path, embedder=HashEmbedder())  # a folder
+
+
+def test_missing_folders_are_created(tmp_path: Path) -> None:
+    with Corpus(tmp_path / "new" / "dir" / "c.db", embedder=HashEmbedder()) as corpus:
+        corpus.add([Document(id="a", text="Refunds take five days.")])
+    assert (tmp_path / "new" / "dir" / "c.db").is_file()
 
 
 def test_closed_corpus(corpus: Corpus) -> None:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -65,9 +66,11 @@ class IndexStorage:
         self.where = ":memory:" if path is None else os.fspath(path)
         self._lock = threading.Lock()
         try:
+            if path is not None:
+                Path(self.where).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.where, check_same_thread=False,
                                          isolation_level=None)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise CorpusError(f"cannot open the corpus index {self.where}: {exc}") from exc
         try:
             self._prepare()
