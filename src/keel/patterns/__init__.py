@@ -55,11 +55,25 @@ from keel.patterns._quarantine import (
     IsolatedPlanner,
     IsolatedStep,
 )
+from keel.patterns._rag import (
+    RAG,
+    Citation,
+    ClaimVerdict,
+    GroundedAnswer,
+    GroundingVerdicts,
+    RankedChunks,
+    Retriever,
+    Search,
+)
 from keel.patterns._rag_chunk import Chunk
 from keel.patterns._rag_corpus import (
     ChunkNotFound,
     Corpus,
     IndexReport,
+)
+from keel.patterns._rag_decompose import (
+    SubQueries,
+    split_question,
 )
 from keel.patterns._rag_index import CorpusError
 from keel.patterns._rag_ingest import (
@@ -72,6 +86,12 @@ from keel.patterns._rag_search import (
     FusedReranker,
     Hit,
     Reranker,
+)
+from keel.patterns._rag_verify import (
+    Claim,
+    Verification,
+    Verifier,
+    term_weights,
 )
 from keel.patterns._reflection import (
     Check,
@@ -130,6 +150,7 @@ from keel.patterns._workflow import (
 from keel.patterns._workflow_types import WorstCase
 
 __all__ = [
+    "RAG",
     "Agreement",
     "AwardAttempt",
     "Bid",
@@ -139,6 +160,9 @@ __all__ = [
     "Check",
     "Chunk",
     "ChunkNotFound",
+    "Citation",
+    "Claim",
+    "ClaimVerdict",
     "Conversation",
     "Corpus",
     "CorpusError",
@@ -151,6 +175,8 @@ __all__ = [
     "FusedReranker",
     "Gate",
     "GateFailed",
+    "GroundedAnswer",
+    "GroundingVerdicts",
     "GroupChat",
     "HandoffLoop",
     "HandoffTeam",
@@ -182,9 +208,11 @@ __all__ = [
     "PlanStepFailed",
     "Planner",
     "Predicate",
+    "RankedChunks",
     "Reflection",
     "ReflectionResult",
     "Reranker",
+    "Retriever",
     "Round",
     "RoundRobin",
     "Route",
@@ -198,12 +226,16 @@ __all__ = [
     "Rule",
     "RuleRouter",
     "RuleSelector",
+    "Search",
     "Sequential",
     "Step",
+    "SubQueries",
     "Supervisor",
     "Tests",
     "ToolSelection",
     "ToolSelector",
+    "Verification",
+    "Verifier",
     "WordLlamaEmbedder",
     "Workflow",
     "WorkflowError",
@@ -217,6 +249,8 @@ __all__ = [
     "route_decisions",
     "routes_from",
     "routing_dataset",
+    "split_question",
+    "term_weights",
 ]
 
 # Public errors print as ``keel.patterns.X``, where users import them from.
