@@ -282,10 +282,9 @@ def _one_line(text: str) -> str:
 
 
 def _tokens(text: str, model: str | Model | None) -> int:
-    try:
-        return count_tokens(text, model)
-    except UserError:  # a model keel has no tokenizer for: the default estimate
-        return count_tokens(text)
+    """Tokens of ``text`` for the agent's model (an estimate for a model keel does not
+    know: count_tokens never refuses one)."""
+    return count_tokens(text, model)
 
 
 __all__ = ["METADATA_KEY", "Injected", "Memory", "remember_tool"]
