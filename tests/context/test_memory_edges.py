@@ -234,3 +234,35 @@ async def test_odd_inputs_and_outputs_of_runs() -> None:
 
 def test_the_conformance_kit_is_public() -> None:
     assert MemoryConformance.persistent is True
+
+
+async def test_the_sqlite_vector_cache_sees_writes_of_other_connections(
+        tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with SQLiteMemory(path) as reader, SQLiteMemory(path) as writer:
+        await writer.remember("The user's dog is called Rex.", user="u")
+        assert len(await reader.search("dog", user="u")) == 1  # cached now
+        cat = await writer.remember("The user's cat is called Tom.", user="u")
+        assert {h.item.text for h in await reader.search("cat", user="u")} == {
+            "The user's dog is called Rex.", cat.text}
+        await writer.forget_user(user="u")
+        assert await reader.search("cat", user="u") == []
+        # a user bigger than the cache is read every time, never cached
+        reader.cache_bytes = 10
+        await writer.remember("The user likes tea.", user="v")
+        assert len(await reader.search("tea", user="v")) == 1
+        assert ("", "v") not in reader._cache
+        # the reader's own writes drop what they change
+        reader.cache_bytes = 2**20
+        first = await reader.remember("The user likes coffee.", user="w")
+        assert len(await reader.search("coffee", user="w")) == 1
+        await reader.update(first.id, user="w", text="The user likes cocoa.")
+        [hit] = await reader.search("cocoa", user="w")
+        assert hit.item.text == "The user likes cocoa."
+        for i in range(3):
+            await reader.remember(f"The user likes tea number {i}.", user=f"x{i}")
+            await reader.search("tea", user=f"x{i}")
+        reader.cache_bytes = 2048  # eviction keeps the cache within its bound
+        await reader.remember("one more", user="y")
+        await reader.search("one", user="y")
+        assert reader._cached_bytes <= 2048

@@ -454,7 +454,9 @@ class MemoryBackend(ABC):
         sims = np.nan_to_num(found.sims, nan=0.0)
         scores, recency = self.ranking.score(sims, found.updated, found.importance, now)
         keep = np.flatnonzero(sims >= self.ranking.min_similarity)
-        order = keep[np.argsort(-scores[keep], kind="stable")][:k]
+        if len(keep) > k:  # the k best in O(n), then only those sorted
+            keep = keep[np.argpartition(-scores[keep], k - 1)[:k]]
+        order = keep[np.argsort(-scores[keep], kind="stable")]
         chosen = [found.ids[i] for i in order]
         by_id = {item.id: item for item in await self._fetch(t, u, chosen)}
         return [MemoryHit(item=by_id[found.ids[i]], score=float(scores[i]),

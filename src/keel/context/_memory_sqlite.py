@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,7 @@ from keel.core import ConfigError, StoreError
 from keel.models import Embedder
 
 if TYPE_CHECKING:
-    from keel.context._memory_base import Vectors
+    from keel.context._memory_base import Floats, Vectors
 
 #: Where the memories live unless a path is given (beside the default run store).
 DEFAULT_MEMORY_PATH = ".keel/memory.db"
@@ -58,7 +60,14 @@ CREATE INDEX IF NOT EXISTS keel_memory_expiry ON keel_memory (expires_at)
 
 class SQLiteMemory(MemoryBackend):
     """Long-term memory in an SQLite file (``":memory:"`` for a private in-memory one).
-    The options are :class:`MemoryBackend`'s."""
+    The options are :class:`MemoryBackend`'s.
+
+    The vectors of recently searched users are cached in process, up to
+    :attr:`cache_bytes` (64 MB) of vectors; the cache is dropped whenever another connection
+    (another process) has written to the file, and a user's part whenever this backend
+    writes to that user."""
+
+    cache_bytes: int = 64 * 2**20
 
     def __init__(self, path: str | Path = DEFAULT_MEMORY_PATH, *,
                  embedder: Embedder | None = None, clock: Clock = time.time,
@@ -70,6 +79,9 @@ class SQLiteMemory(MemoryBackend):
                          max_chars=max_chars)
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
+        self._cache: OrderedDict[tuple[str, str], _UserVectors] = OrderedDict()
+        self._cached_bytes = 0
+        self._version: int | None = None
 
     # ---- opening
 
@@ -123,6 +135,7 @@ class SQLiteMemory(MemoryBackend):
             (item.id, tenant, item.user, item.kind, item.text, item.importance,
              item.created_at, item.updated_at, item.expires_at, item.source_run,
              vector[0].tobytes()))
+        self._forget_cached(tenant, item.user)
         if cur.rowcount:
             return item
         existing = await self._get(tenant, item.user, item.id)
@@ -137,6 +150,7 @@ class SQLiteMemory(MemoryBackend):
             args.append(vector[0].tobytes())
         self.db.execute(f"UPDATE keel_memory SET {sets} WHERE tenant = ? AND user_id = ? "
                         "AND id = ?", (*args, check_tenant(item.tenant), item.user, item.id))
+        self._forget_cached(check_tenant(item.tenant), item.user)
 
     async def _delete(self, tenant: str, user: str, item_id: str | None) -> int:
         if item_id is None:
@@ -145,6 +159,7 @@ class SQLiteMemory(MemoryBackend):
         else:
             cur = self.db.execute("DELETE FROM keel_memory WHERE tenant = ? AND user_id = ? "
                                   "AND id = ?", (tenant, user, item_id))
+        self._forget_cached(tenant, user)
         return cur.rowcount
 
     async def _set_vectors(self, rows: Sequence[tuple[str, str, str]],
@@ -154,10 +169,12 @@ class SQLiteMemory(MemoryBackend):
                 "UPDATE keel_memory SET embedding = ? WHERE tenant = ? AND user_id = ? "
                 "AND id = ?", [(v.tobytes(), t, u, i) for (t, u, i), v
                                in zip(rows, vectors, strict=True)])
+        self._forget_cached()
 
     async def _purge(self, now: float) -> int:
         cur = self.db.execute("DELETE FROM keel_memory WHERE expires_at IS NOT NULL AND "
                               "expires_at <= ?", (now,))
+        self._forget_cached()
         return cur.rowcount
 
     def _transaction(self) -> _Commit:
@@ -182,26 +199,51 @@ class SQLiteMemory(MemoryBackend):
                             kinds: tuple[str, ...] | None) -> Candidates:
         import numpy as np
 
-        where = "tenant = ? AND user_id = ? AND (expires_at IS NULL OR expires_at > ?)"
-        args: list[Any] = [tenant, user, now]
+        block = self._vectors(tenant, user, len(query))
+        sims = (block.matrix @ query).astype(np.float64)
+        live = np.isnan(block.expires) | (block.expires > now)
         if kinds is not None:
-            where += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            args.extend(kinds)
-        rows = self.db.execute(f"SELECT id, updated_at, importance, embedding FROM "
-                               f"keel_memory WHERE {where}", args).fetchall()
-        if not rows:
-            empty = np.zeros(0)
-            return Candidates(ids=[], sims=empty, updated=empty, importance=empty)
-        width = len(query)
-        blob = b"".join(r[3] for r in rows)
-        if len(blob) != 4 * width * len(rows):
-            raise StoreError(f"{self.path} holds vectors of another width than {width}; "
-                             "reopen it with reembed=True.")
-        matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), width)
-        return Candidates(ids=[r[0] for r in rows],
-                          sims=(matrix @ query).astype(np.float64),
-                          updated=np.fromiter((r[1] for r in rows), np.float64, len(rows)),
-                          importance=np.fromiter((r[2] for r in rows), np.float64, len(rows)))
+            live &= np.isin(block.kinds, kinds)
+        if live.all():
+            return Candidates(ids=block.ids, sims=sims, updated=block.updated,
+                              importance=block.importance)
+        rows = np.flatnonzero(live)
+        return Candidates(ids=[block.ids[i] for i in rows], sims=sims[rows],
+                          updated=block.updated[rows], importance=block.importance[rows])
+
+    def _vectors(self, tenant: str, user: str, width: int) -> _UserVectors:
+        """The user's vectors and ranking columns, from the cache when no connection has
+        written to the file since (``PRAGMA data_version``; this backend's own writes drop
+        what they change)."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._forget_cached()
+            self._version = version
+        key = (tenant, user)
+        block = self._cache.get(key)
+        if block is not None:
+            self._cache.move_to_end(key)
+            return block
+        rows = self.db.execute("SELECT id, updated_at, importance, expires_at, kind, "
+                               "embedding FROM keel_memory WHERE tenant = ? AND user_id = ?",
+                               (tenant, user)).fetchall()
+        block = _UserVectors.of(rows, width, self.path)
+        if block.matrix.nbytes <= self.cache_bytes:
+            self._cache[key] = block
+            self._cached_bytes += block.matrix.nbytes
+            while self._cached_bytes > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.matrix.nbytes
+        return block
+
+    def _forget_cached(self, tenant: str | None = None, user: str | None = None) -> None:
+        if tenant is None or user is None:
+            self._cache.clear()
+            self._cached_bytes = 0
+            return
+        old = self._cache.pop((tenant, user), None)
+        if old is not None:
+            self._cached_bytes -= old.matrix.nbytes
 
     async def _fetch(self, tenant: str, user: str, ids: Sequence[str]) -> list[MemoryItem]:
         if not ids:
@@ -217,12 +259,42 @@ class SQLiteMemory(MemoryBackend):
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def _close(self) -> None:
+        self._forget_cached()
         if self._db is not None:
             self._db.close()
             self._db = None
 
     def __repr__(self) -> str:
         return f"<SQLiteMemory {self.path}>"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _UserVectors:
+    """One user's rows as arrays (``expires`` is NaN for no expiry)."""
+
+    ids: list[str]
+    matrix: Vectors
+    updated: Floats
+    importance: Floats
+    expires: Floats
+    kinds: Any
+
+    @classmethod
+    def of(cls, rows: list[Any], width: int, path: str) -> _UserVectors:
+        import numpy as np
+
+        n = len(rows)
+        blob = b"".join(r[5] for r in rows)
+        if len(blob) != 4 * width * n:
+            raise StoreError(f"{path} holds vectors of another width than {width}; "
+                             "reopen it with reembed=True.")
+        return cls(ids=[r[0] for r in rows],
+                   matrix=np.frombuffer(blob, dtype=np.float32).reshape(n, width),
+                   updated=np.fromiter((r[1] for r in rows), np.float64, n),
+                   importance=np.fromiter((r[2] for r in rows), np.float64, n),
+                   expires=np.fromiter((np.nan if r[3] is None else r[3] for r in rows),
+                                       np.float64, n),
+                   kinds=np.array([r[4] for r in rows], dtype=str))
 
 
 class _Commit:
