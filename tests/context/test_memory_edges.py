@@ -266,3 +266,18 @@ async def test_the_sqlite_vector_cache_sees_writes_of_other_connections(
         await reader.remember("one more", user="y")
         await reader.search("one", user="y")
         assert reader._cached_bytes <= 2048
+
+
+def test_the_documented_formula_and_defaults_are_the_code() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "context.md").read_text()
+    section = page.split("## Long-term memory", 1)[1]
+    ranking = Ranking()
+    assert f"score = {ranking.similarity} · max(0, cosine(query, item))" in section
+    assert f"+ {ranking.recency} · 0.5 ** (age / {ranking.half_life / 86_400:.0f} days)" \
+        in section
+    assert f"+ {ranking.importance} · importance" in section
+    memory = Memory(InMemoryMemory())
+    assert f"`budget_tokens` ({memory.budget_tokens} by default" in section
+    assert f"`k` ({memory.k})" in section and f"`min_similarity` ({memory.min_similarity}" \
+        in section
+    assert f"{memory.backend.max_chars:,} by default" in section
