@@ -313,3 +313,34 @@ def test_bad_backend_options_are_config_errors(tmp_path: Path) -> None:
     assert "schema=s" in repr(PostgresMemory(PG_URL, schema="s"))
 
 
+
+
+async def test_agents_inside_a_flow_get_the_memories_of_the_flows_user() -> None:
+    from keel.runtime import FlowContext, flow
+
+    backend = InMemoryMemory()
+    await backend.remember("The user's dog is called Rex.", user="alice", tenant="acme")
+    memory = Memory(backend)
+    model = ScriptedModel(["Rex"])
+    agent = Agent("helper", model=model, instructions="Be brief.", middleware=[memory])
+
+    @flow("desk", agents=[agent])
+    async def desk(ctx: FlowContext, question: str) -> str:
+        return str((await ctx.run_agent(agent, question)).output)
+
+    store = MemoryStore()
+    result = await desk.run("What is my dog's name?", store=store, tenant="acme", user="alice")
+    assert result.output == "Rex"
+    [block] = _memory_blocks(model)
+    assert "Rex" in block
+    record = await store.get_run(result.run_id)
+    assert record.metadata[METADATA_KEY]["text"] == block
+    other = ScriptedModel(["?"])
+    stranger = Agent("helper", model=other, middleware=[memory])
+
+    @flow("desk2", agents=[stranger])
+    async def desk2(ctx: FlowContext, question: str) -> str:
+        return str((await ctx.run_agent(stranger, question)).output)
+
+    await desk2.run("What is my dog's name?", store=store, tenant="acme", user="bob")
+    assert _memory_blocks(other) == []

@@ -81,7 +81,15 @@ class Memory(Middleware):
     ``backend.max_chars`` characters. ``extractor`` (a Model) extracts facts from each
     completed run (see the module docstring); ``episodes=True`` also stores each completed
     run as an ``episode`` (its input and answer). :attr:`remember` is the tool an agent
-    calls to remember a fact."""
+    calls to remember a fact.
+
+    An agent inside a flow (a pattern) gets the memories too: the flow adopts this
+    middleware (``observes_flows``), retrieves for the flow's input when the flow run starts,
+    and every agent of the flow that has this middleware injects that block."""
+
+    #: A flow made of agents with this middleware retrieves at the flow run's start, so the
+    #: agents inside it (which have no run start of their own) inject the same block.
+    observes_flows = True
 
     def __init__(self, backend: MemoryBackend, *, k: int = 5, budget_tokens: int = 400,
                  min_similarity: float = 0.1, kinds: Sequence[MemoryKind] | None = None,
