@@ -139,12 +139,12 @@ class Memory(Middleware):
             self._runs[inp.run_id] = Injected(text=str(recorded.get("text", "")),
                                               ids=tuple(recorded.get("ids", ())))
             return None
-        injected = await self.retrieve(inp.run_id, self._inputs[inp.run_id],
+        injected = await self.retrieve(self._inputs[inp.run_id],
                                        tenant=inp.tenant, user=inp.user, agent=inp.agent)
         self._runs[inp.run_id] = injected
         return {METADATA_KEY: {"text": injected.text, "ids": list(injected.ids)}}
 
-    async def retrieve(self, run_id: str, query: str, *, tenant: str | None, user: str,
+    async def retrieve(self, query: str, *, tenant: str | None, user: str,
                        agent: str = "") -> Injected:
         """The block to inject for ``query`` (empty when nothing relevant fits)."""
         query = query.strip()[: self.backend.max_chars]

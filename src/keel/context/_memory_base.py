@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
@@ -362,14 +363,14 @@ class MemoryBackend(ABC):
         """Store ``text`` for the user; returns the item. ``ttl`` (seconds) makes it expire.
         ``item_id`` makes the call idempotent: remembering the same id again returns the
         item already stored (the ``remember`` tool passes one derived from the call)."""
-        t, u = check_tenant(tenant), check_user(user)
+        check_tenant(tenant)
+        u = check_user(user)
         text = check_text(text, self.max_chars)
         kind = check_kind(kind)
         importance, ttl = check_importance(importance), check_ttl(ttl)
         if source_run is not None:
             check_item_id(source_run)
-        item_id = memory_id(t, u, text, str(self.clock()), str(time.perf_counter_ns())) \
-            if item_id is None else check_item_id(item_id)
+        item_id = "m-" + uuid.uuid4().hex if item_id is None else check_item_id(item_id)
         await self.open()
         now = self.clock()
         item = MemoryItem(id=item_id, tenant=tenant, user=u, kind=kind, text=text,
