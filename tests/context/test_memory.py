@@ -26,7 +26,7 @@ from keel.context import (
     count_tokens,
     remember_tool,
 )
-from keel.core import ConfigError, UserError
+from keel.core import ConfigError, StoreError, UserError
 from keel.runtime import RunEndInput, RunStartInput
 from keel.store import SQLiteStore, TaskFilter
 from keel.testing import FunctionModel, ScriptedModel, call
@@ -344,3 +344,20 @@ async def test_agents_inside_a_flow_get_the_memories_of_the_flows_user() -> None
 
     await desk2.run("What is my dog's name?", store=store, tenant="acme", user="bob")
     assert _memory_blocks(other) == []
+
+
+async def test_a_failing_memory_store_leaves_the_run_without_memories_unless_required(
+        tmp_path: Path) -> None:
+    backend = SQLiteMemory(tmp_path / "m.db")
+    await backend.remember("The user's dog is called Rex.", user="alice")
+    await backend.close()  # the store is gone
+    store = MemoryStore()
+    model = await _run(Memory(backend), ["I don't know."], "dog?", store=store, tenant=None,
+                       user="alice")
+    assert _memory_blocks(model) == []
+    [record] = await store.list_runs()
+    assert record.status == "completed"
+    assert record.metadata[METADATA_KEY] == {"text": "", "ids": []}
+    with pytest.raises(StoreError, match="closed"):
+        await _run(Memory(backend, required=True), ["never"], "dog?", store=store,
+                   tenant=None, user="alice")

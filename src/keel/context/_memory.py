@@ -81,7 +81,9 @@ class Memory(Middleware):
     ``backend.max_chars`` characters. ``extractor`` (a Model) extracts facts from each
     completed run (see the module docstring); ``episodes=True`` also stores each completed
     run as an ``episode`` (its input and answer). :attr:`remember` is the tool an agent
-    calls to remember a fact.
+    calls to remember a fact. A memory store that fails at run start (down, closed, a
+    changed embedder) is logged and the run goes on without memories, unless
+    ``required=True``, which fails the run with the store's error.
 
     An agent inside a flow (a pattern) gets the memories too: the flow adopts this
     middleware (``observes_flows``), retrieves for the flow's input when the flow run starts,
@@ -94,7 +96,7 @@ class Memory(Middleware):
     def __init__(self, backend: MemoryBackend, *, k: int = 5, budget_tokens: int = 400,
                  min_similarity: float = 0.1, kinds: Sequence[MemoryKind] | None = None,
                  extractor: Model | None = None, episodes: bool = False,
-                 inject: bool = True) -> None:
+                 inject: bool = True, required: bool = False) -> None:
         if not isinstance(backend, MemoryBackend):
             raise ConfigError("backend", f"must be a memory backend (SQLiteMemory, "
                                          f"PostgresMemory, InMemoryMemory), not "
@@ -122,6 +124,7 @@ class Memory(Middleware):
         self.extractor = extractor
         self.episodes = episodes
         self.inject = inject
+        self.required = required
         self.remember: FunctionTool = remember_tool(backend)
         self._models: dict[str, str | Model | None] = {}
         self._runs: dict[str, Injected] = {}
@@ -139,8 +142,17 @@ class Memory(Middleware):
             self._runs[inp.run_id] = Injected(text=str(recorded.get("text", "")),
                                               ids=tuple(recorded.get("ids", ())))
             return None
-        injected = await self.retrieve(self._inputs[inp.run_id],
-                                       tenant=inp.tenant, user=inp.user, agent=inp.agent)
+        try:
+            injected = await self.retrieve(self._inputs[inp.run_id], tenant=inp.tenant,
+                                           user=inp.user, agent=inp.agent)
+        except Exception as exc:
+            if self.required:
+                raise
+            # the store is down or refuses: the run goes on without memories (recorded so,
+            # so a resume does not inject what this attempt did not)
+            _log.warning("run %s: no memories injected, the memory store failed (%s: %s)",
+                         inp.run_id, type(exc).__name__, exc, extra={"run_id": inp.run_id})
+            injected = Injected(text="", ids=())
         self._runs[inp.run_id] = injected
         return {METADATA_KEY: {"text": injected.text, "ids": list(injected.ids)}}
 
