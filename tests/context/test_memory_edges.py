@@ -281,3 +281,12 @@ def test_the_documented_formula_and_defaults_are_the_code() -> None:
     assert f"`k` ({memory.k})" in section and f"`min_similarity` ({memory.min_similarity}" \
         in section
     assert f"{memory.backend.max_chars:,} by default" in section
+
+
+def test_a_memory_file_beside_the_run_store(tmp_path: Path) -> None:
+    memory = SQLiteMemory.beside(tmp_path / "runs" / "runs.db", embedder=Fixed())
+    assert memory.path == str(tmp_path / "runs" / "memory.db")
+    assert SQLiteMemory.beside(".keel/runs.db").path == ".keel/memory.db"
+    for bad in ("", ":memory:", 3):
+        with pytest.raises(ConfigError, match="run_store"):
+            SQLiteMemory.beside(bad)  # type: ignore[arg-type]

@@ -34,7 +34,7 @@ from keel.context._memory_base import (
     check_tenant,
     item_from_row,
 )
-from keel.core import ConfigError, StoreError
+from keel.core import ConfigError, StoreError, UserError
 from keel.models import Embedder
 
 if TYPE_CHECKING:
@@ -97,8 +97,11 @@ class PostgresMemory(MemoryBackend):
                                  ) from exc
 
     async def _connect(self) -> None:
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise UserError("PostgresMemory needs psycopg: pip install "
+                            "'keel-agents[postgres]'") from exc
         try:
             async with asyncio.timeout(_CONNECT_TIMEOUT_S + 1):
                 self._conn = await psycopg.AsyncConnection.connect(

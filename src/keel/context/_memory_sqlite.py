@@ -83,6 +83,19 @@ class SQLiteMemory(MemoryBackend):
         self._cached_bytes = 0
         self._version: int | None = None
 
+    @classmethod
+    def beside(cls, run_store: str | Path, *, embedder: Embedder | None = None,
+               clock: Clock = time.time, ranking: Ranking | None = None,
+               reembed: bool = False, max_chars: int = MAX_TEXT_CHARS) -> SQLiteMemory:
+        """A memory file ``memory.db`` in the folder of the SQLite run store file
+        ``run_store`` (``.keel/runs.db`` gives ``.keel/memory.db``)."""
+        if not isinstance(run_store, str | Path) or not str(run_store) \
+                or str(run_store) == ":memory:":
+            raise ConfigError("run_store", f"must be the path of an SQLite run store file, "
+                                           f"not {run_store!r}")
+        return cls(Path(run_store).with_name("memory.db"), embedder=embedder, clock=clock,
+                   ranking=ranking, reembed=reembed, max_chars=max_chars)
+
     # ---- opening
 
     @property
