@@ -69,3 +69,55 @@ class TestPostgresMemoryPgvector(MemoryConformance):
         return make
 
 
+
+
+_FAKE_PGVECTOR = """
+CREATE DOMAIN {s}.vector AS text;
+CREATE FUNCTION {s}.cosine_distance(a text, b text) RETURNS float8 LANGUAGE sql IMMUTABLE
+AS $$ SELECT 1 - sum(x * y) / NULLIF(sqrt(sum(x * x)) * sqrt(sum(y * y)), 0)
+      FROM unnest(string_to_array(trim(both '[]' from a), ',')::float8[],
+                  string_to_array(trim(both '[]' from b), ',')::float8[]) AS v(x, y) $$;
+CREATE OPERATOR {s}.<=> (LEFTARG = text, RIGHTARG = text, FUNCTION = {s}.cosine_distance);
+"""
+
+
+class TestPostgresMemoryPgvectorPath(MemoryConformance):
+    """The pgvector code path (a ``vector`` column, ``'[...]'::vector`` parameters, the
+    ``<=>`` cosine distance) against a stand-in for the extension: a ``vector`` domain over
+    text and a ``<=>`` operator written in SQL, found first on the search path. It checks
+    keel's SQL, not pgvector itself (TestPostgresMemoryPgvector does, where installed)."""
+
+    @pytest.fixture
+    def memory_at(self, pg_schema: str,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., MemoryBackend]]:
+        fake = f"{pg_schema}_fake"
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE SCHEMA "{fake}"')
+            conn.execute(_FAKE_PGVECTOR.format(s=fake))
+
+        async def installed(self: PostgresMemory) -> bool:
+            return True
+
+        monkeypatch.setattr(PostgresMemory, "_has_extension", installed)
+        url = f"{PG_URL}?options=-csearch_path%3D{fake}%2Cpublic"
+
+        def make(**options: Any) -> MemoryBackend:
+            return PostgresMemory(url, schema=pg_schema, **options)
+
+        try:
+            yield make
+        finally:
+            with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{fake}" CASCADE')
+
+    async def test_it_really_took_the_pgvector_path(
+            self, memory_at: Callable[..., MemoryBackend]) -> None:
+        memory = memory_at()
+        assert isinstance(memory, PostgresMemory)
+        async with memory:
+            assert memory.vectors == "pgvector"
+            await memory.remember("The user's dog is called Rex.", user="u")
+            [(kind,)] = await memory._run(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                f"'{memory.schema}.keel_memory'::regclass AND attname = 'embedding'")
+            assert kind.endswith("vector")
