@@ -248,12 +248,12 @@ async def test_the_sqlite_vector_cache_sees_writes_of_other_connections(
         await writer.forget_user(user="u")
         assert await reader.search("cat", user="u") == []
         # a user bigger than the cache is read every time, never cached
-        reader.cache_bytes = 10
+        reader._cache.max_bytes = 10
         await writer.remember("The user likes tea.", user="v")
         assert len(await reader.search("tea", user="v")) == 1
         assert ("", "v") not in reader._cache
         # the reader's own writes drop what they change
-        reader.cache_bytes = 2**20
+        reader._cache.max_bytes = 2**20
         first = await reader.remember("The user likes coffee.", user="w")
         assert len(await reader.search("coffee", user="w")) == 1
         await reader.update(first.id, user="w", text="The user likes cocoa.")
@@ -262,10 +262,10 @@ async def test_the_sqlite_vector_cache_sees_writes_of_other_connections(
         for i in range(3):
             await reader.remember(f"The user likes tea number {i}.", user=f"x{i}")
             await reader.search("tea", user=f"x{i}")
-        reader.cache_bytes = 2048  # eviction keeps the cache within its bound
+        reader._cache.max_bytes = 2048  # eviction keeps the cache within its bound
         await reader.remember("one more", user="y")
         await reader.search("one", user="y")
-        assert reader._cached_bytes <= 2048
+        assert reader._cache.bytes <= 2048
 
 
 def test_the_documented_formula_and_defaults_are_the_code() -> None:

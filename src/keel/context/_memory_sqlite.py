@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +26,12 @@ from keel.context._memory_base import (
     check_tenant,
     item_from_row,
 )
+from keel.context._memory_cache import UserVectors, VectorCache
 from keel.core import ConfigError, StoreError
 from keel.models import Embedder
 
 if TYPE_CHECKING:
-    from keel.context._memory_base import Floats, Vectors
+    from keel.context._memory_base import Vectors
 
 #: Where the memories live unless a path is given (beside the default run store).
 DEFAULT_MEMORY_PATH = ".keel/memory.db"
@@ -79,9 +78,7 @@ class SQLiteMemory(MemoryBackend):
                          max_chars=max_chars)
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
-        self._cache: OrderedDict[tuple[str, str], _UserVectors] = OrderedDict()
-        self._cached_bytes = 0
-        self._version: int | None = None
+        self._cache = VectorCache(self.cache_bytes)
 
     @classmethod
     def beside(cls, run_store: str | Path, *, embedder: Embedder | None = None,
@@ -210,53 +207,32 @@ class SQLiteMemory(MemoryBackend):
 
     async def _similarities(self, tenant: str, user: str, query: Vectors, now: float,
                             kinds: tuple[str, ...] | None) -> Candidates:
+        return self._vectors(tenant, user, len(query)).candidates(query, now, kinds)
+
+    def _vectors(self, tenant: str, user: str, width: int) -> UserVectors:
+        """The user's vectors and ranking columns, from the cache when no other connection
+        has written to the file since they were read (``PRAGMA data_version``; this
+        backend's own writes drop what they change)."""
         import numpy as np
 
-        block = self._vectors(tenant, user, len(query))
-        sims = (block.matrix @ query).astype(np.float64)
-        live = np.isnan(block.expires) | (block.expires > now)
-        if kinds is not None:
-            live &= np.isin(block.kinds, kinds)
-        if live.all():
-            return Candidates(ids=block.ids, sims=sims, updated=block.updated,
-                              importance=block.importance)
-        rows = np.flatnonzero(live)
-        return Candidates(ids=[block.ids[i] for i in rows], sims=sims[rows],
-                          updated=block.updated[rows], importance=block.importance[rows])
-
-    def _vectors(self, tenant: str, user: str, width: int) -> _UserVectors:
-        """The user's vectors and ranking columns, from the cache when no connection has
-        written to the file since (``PRAGMA data_version``; this backend's own writes drop
-        what they change)."""
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._version:
-            self._forget_cached()
-            self._version = version
-        key = (tenant, user)
-        block = self._cache.get(key)
+        block = self._cache.get((tenant, user), version)
         if block is not None:
-            self._cache.move_to_end(key)
             return block
         rows = self.db.execute("SELECT id, updated_at, importance, expires_at, kind, "
                                "embedding FROM keel_memory WHERE tenant = ? AND user_id = ?",
                                (tenant, user)).fetchall()
-        block = _UserVectors.of(rows, width, self.path)
-        if block.matrix.nbytes <= self.cache_bytes:
-            self._cache[key] = block
-            self._cached_bytes += block.matrix.nbytes
-            while self._cached_bytes > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached_bytes -= old.matrix.nbytes
+        blob = b"".join(r[5] for r in rows)
+        if len(blob) != 4 * width * len(rows):
+            raise StoreError(f"{self.path} holds vectors of another width than {width}; "
+                             "reopen it with reembed=True.")
+        matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), width)
+        block = UserVectors.of(rows, matrix)
+        self._cache.put((tenant, user), version, block)
         return block
 
     def _forget_cached(self, tenant: str | None = None, user: str | None = None) -> None:
-        if tenant is None or user is None:
-            self._cache.clear()
-            self._cached_bytes = 0
-            return
-        old = self._cache.pop((tenant, user), None)
-        if old is not None:
-            self._cached_bytes -= old.matrix.nbytes
+        self._cache.drop(None if tenant is None or user is None else (tenant, user))
 
     async def _fetch(self, tenant: str, user: str, ids: Sequence[str]) -> list[MemoryItem]:
         if not ids:
@@ -279,35 +255,6 @@ class SQLiteMemory(MemoryBackend):
 
     def __repr__(self) -> str:
         return f"<SQLiteMemory {self.path}>"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _UserVectors:
-    """One user's rows as arrays (``expires`` is NaN for no expiry)."""
-
-    ids: list[str]
-    matrix: Vectors
-    updated: Floats
-    importance: Floats
-    expires: Floats
-    kinds: Any
-
-    @classmethod
-    def of(cls, rows: list[Any], width: int, path: str) -> _UserVectors:
-        import numpy as np
-
-        n = len(rows)
-        blob = b"".join(r[5] for r in rows)
-        if len(blob) != 4 * width * n:
-            raise StoreError(f"{path} holds vectors of another width than {width}; "
-                             "reopen it with reembed=True.")
-        return cls(ids=[r[0] for r in rows],
-                   matrix=np.frombuffer(blob, dtype=np.float32).reshape(n, width),
-                   updated=np.fromiter((r[1] for r in rows), np.float64, n),
-                   importance=np.fromiter((r[2] for r in rows), np.float64, n),
-                   expires=np.fromiter((np.nan if r[3] is None else r[3] for r in rows),
-                                       np.float64, n),
-                   kinds=np.array([r[4] for r in rows], dtype=str))
 
 
 class _Commit:
