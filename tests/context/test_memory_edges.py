@@ -290,3 +290,36 @@ def test_a_memory_file_beside_the_run_store(tmp_path: Path) -> None:
     for bad in ("", ":memory:", 3):
         with pytest.raises(ConfigError, match="run_store"):
             SQLiteMemory.beside(bad)  # type: ignore[arg-type]
+
+
+async def test_the_postgres_vector_cache_follows_every_writer(pg_schema: str) -> None:
+    async with PostgresMemory(PG_URL, schema=pg_schema) as reader, \
+            PostgresMemory(PG_URL, schema=pg_schema) as writer:
+        rex = await writer.remember("The user's dog is called Rex.", user="u", tenant="t")
+        assert [h.item for h in await reader.search("dog", user="u", tenant="t")] == [rex]
+        assert ("t", "u") in reader._cache
+        tom = await writer.remember("The user's cat is called Tom.", user="u", tenant="t")
+        assert {h.item.id for h in await reader.search("cat", user="u", tenant="t")} == {
+            rex.id, tom.id}
+        # forgotten and remembered again: never the cached (forgotten) items
+        assert await writer.forget_user(user="u", tenant="t") == 2
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            left = conn.execute(f"SELECT count(*) FROM {pg_schema}.keel_memory_users").fetchone()
+        assert left == (0,), "nothing of a forgotten user stays"
+        new = await writer.remember("The user likes tea.", user="u", tenant="t")
+        assert [h.item for h in await reader.search("dog", user="u", tenant="t")] == [new]
+        # a write by hand (a data-protection script) is seen too: the trigger bumps
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DELETE FROM {pg_schema}.keel_memory")
+        assert await reader.search("tea", user="u", tenant="t") == []
+        # the reader's own update is seen by itself
+        mine = await reader.remember("The user likes coffee.", user="v", tenant="t")
+        assert len(await reader.search("coffee", user="v", tenant="t")) == 1
+        await reader.update(mine.id, user="v", tenant="t", text="The user likes cocoa.")
+        [hit] = await reader.search("cocoa", user="v", tenant="t")
+        assert hit.item.text == "The user likes cocoa."
+        # vectors of another width than the embedder's are refused, not scored
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"UPDATE {pg_schema}.keel_memory SET embedding = '{{1,2}}'")
+        with pytest.raises(StoreError, match="another width"):
+            await reader.search("cocoa", user="v", tenant="t")

@@ -34,6 +34,7 @@ from keel.context._memory_base import (
     check_tenant,
     item_from_row,
 )
+from keel.context._memory_cache import UserVectors, VectorCache
 from keel.core import ConfigError, StoreError, UserError
 from keel.models import Embedder
 
@@ -48,7 +49,15 @@ _CONNECT_TIMEOUT_S = 5.0
 
 class PostgresMemory(MemoryBackend):
     """Long-term memory in Postgres at ``url`` (a libpq URL or connection string). The
-    other options are :class:`MemoryBackend`'s; ``pgvector`` is described above."""
+    other options are :class:`MemoryBackend`'s; ``pgvector`` is described above.
+
+    With plain arrays, the vectors of recently searched users are cached in process (up to
+    :attr:`cache_bytes`, 64 MB): a trigger bumps a user's version in ``keel_memory_users``
+    in the same transaction as any write to the user's items (by any process, or by hand),
+    and a search reads the vectors again only when the version it cached is no longer the
+    current one."""
+
+    cache_bytes: int = 64 * 2**20
 
     def __init__(self, url: str, *, schema: str | None = None, pgvector: bool | None = None,
                  embedder: Embedder | None = None, clock: Clock = time.time,
@@ -75,6 +84,10 @@ class PostgresMemory(MemoryBackend):
         prefix = f'"{schema}".' if schema else ""
         self._items = prefix + "keel_memory"
         self._meta = prefix + "keel_memory_meta"
+        self._users = prefix + "keel_memory_users"
+        self._bump = prefix + "keel_memory_bump"
+        self._seq = prefix + "keel_memory_version"
+        self._cache = VectorCache(self.cache_bytes)
 
     # ---- connection
 
@@ -136,12 +149,35 @@ class PostgresMemory(MemoryBackend):
             "float8 NOT NULL, created_at float8 NOT NULL, updated_at float8 NOT NULL, "
             f"expires_at float8, source_run TEXT, embedding {column} NOT NULL, "
             "PRIMARY KEY (tenant, user_id, id))", fetch=False)
+        await self._versions()
         await self._run(f"INSERT INTO {self._meta} (key, value) VALUES ('vectors', %s), "
                         "('schema_version', %s) ON CONFLICT (key) DO NOTHING",
                         (self.vectors, str(MEMORY_SCHEMA_VERSION)), fetch=False)
         if "embedder" not in meta:
             return None
         return str(meta["embedder"]), int(meta["dim"])
+
+    async def _versions(self) -> None:
+        """The per-user version table and the trigger that bumps it on every write."""
+        await self._run(f"CREATE TABLE IF NOT EXISTS {self._users} (tenant TEXT NOT NULL, "
+                        "user_id TEXT NOT NULL, version BIGINT NOT NULL, "
+                        "PRIMARY KEY (tenant, user_id))", fetch=False)
+        # versions come from one sequence, so a version is never issued twice: a user
+        # forgotten and remembered again can never match what a process cached before
+        await self._run(f"CREATE SEQUENCE IF NOT EXISTS {self._seq}", fetch=False)
+        nextval = "nextval('" + self._seq.replace("'", "''") + "')"
+        bump = (f"INSERT INTO {self._users} (tenant, user_id, version) VALUES "
+                f"({{row}}.tenant, {{row}}.user_id, {nextval}) ON CONFLICT (tenant, user_id) "
+                f"DO UPDATE SET version = {nextval};")
+        await self._run(
+            f"DO $do$ BEGIN CREATE FUNCTION {self._bump}() RETURNS trigger LANGUAGE plpgsql "
+            "AS $fn$ BEGIN IF TG_OP <> 'INSERT' THEN " + bump.format(row="OLD") + " END IF; "
+            "IF TG_OP <> 'DELETE' THEN " + bump.format(row="NEW") + " END IF; RETURN NULL; "
+            "END $fn$; EXCEPTION WHEN duplicate_function THEN NULL; END $do$", fetch=False)
+        await self._run(
+            "DO $do$ BEGIN CREATE TRIGGER keel_memory_bump AFTER INSERT OR UPDATE OR DELETE "
+            f"ON {self._items} FOR EACH ROW EXECUTE FUNCTION {self._bump}(); EXCEPTION WHEN "
+            "duplicate_object THEN NULL; END $do$", fetch=False)
 
     async def _has_extension(self) -> bool:
         return bool(await self._run("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
@@ -209,6 +245,9 @@ class PostgresMemory(MemoryBackend):
         if item_id is None:
             rows = await self._run(f"DELETE FROM {self._items} WHERE tenant = %s AND "
                                    "user_id = %s RETURNING id", (tenant, user))
+            # nothing of the user stays, not even the version (it is never reissued)
+            await self._run(f"DELETE FROM {self._users} WHERE tenant = %s AND user_id = %s",
+                            (tenant, user), fetch=False)
         else:
             rows = await self._run(f"DELETE FROM {self._items} WHERE tenant = %s AND "
                                    "user_id = %s AND id = %s RETURNING id",
@@ -248,6 +287,9 @@ class PostgresMemory(MemoryBackend):
 
     async def _similarities(self, tenant: str, user: str, query: Vectors, now: float,
                             kinds: tuple[str, ...] | None) -> Candidates:
+        if self.vectors != "pgvector":
+            block = await self._user_vectors(tenant, user, len(query))
+            return block.candidates(query, now, kinds)
         import numpy as np
 
         kind_filter = "" if kinds is None else " AND kind = ANY(%(kinds)s)"
@@ -264,6 +306,34 @@ class PostgresMemory(MemoryBackend):
             updated=np.fromiter((r[1] for r in rows), np.float64, n),
             importance=np.fromiter((r[2] for r in rows), np.float64, n))
 
+    async def _user_vectors(self, tenant: str, user: str, width: int) -> UserVectors:
+        """The user's vectors (plain arrays), from the cache while the user's version is
+        the one cached; read in Postgres' binary array format otherwise."""
+        import numpy as np
+
+        found = await self._run(f"SELECT version FROM {self._users} WHERE tenant = %s AND "
+                                "user_id = %s", (tenant, user))
+        version = found[0][0] if found else None
+        block = self._cache.get((tenant, user), version)
+        if block is not None:
+            return block
+        rows = await self._run(f"SELECT id, updated_at, importance, expires_at, kind, "
+                               f"array_send(embedding) FROM {self._items} WHERE tenant = %s "
+                               "AND user_id = %s", (tenant, user))
+        # array_send: a 20-byte header (1 dimension), then a 4-byte length and a big-endian
+        # float8 per element
+        size = 20 + 12 * width
+        if any(len(r[5]) != size for r in rows):
+            raise StoreError("the memory table holds vectors of another width than "
+                             f"{width}; reopen it with reembed=True.")
+        cells = np.frombuffer(b"".join(bytes(r[5])[20:] for r in rows),
+                              dtype=[("n", ">i4"), ("v", ">f8")])
+        matrix = cells["v"].astype(np.float32).reshape(len(rows), width)
+        block = UserVectors.of(rows, matrix)
+        if version is not None:
+            self._cache.put((tenant, user), version, block)
+        return block
+
     async def _fetch(self, tenant: str, user: str, ids: Sequence[str]) -> list[MemoryItem]:
         if not ids:
             return []
@@ -276,6 +346,7 @@ class PostgresMemory(MemoryBackend):
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def _close(self) -> None:
+        self._cache.drop()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close()
