@@ -191,10 +191,9 @@ def test_pgvector_parameters_and_sql() -> None:
     memory.vectors = "pgvector"
     assert memory._vector(np.array([0.5, -0.25], dtype=np.float32)) == "[0.5,-0.25]"
     assert memory._cast == "::vector"
-    assert "<=>" in memory._cosine_sql()
     memory.vectors = "array"
     assert memory._vector(np.array([0.5], dtype=np.float32)) == [0.5]
-    assert "unnest" in memory._cosine_sql()
+    assert memory._cast == "::float8[]"
 
 
 async def test_in_memory_purge_drops_emptied_users_and_reembeds() -> None:

@@ -3,10 +3,11 @@
 
 Vectors
     With the pgvector extension the embedding column is a ``vector`` and the cosine is
-    pgvector's ``1 - (embedding <=> query)``; without it the column is a plain ``float8[]``
-    and the cosine (the vectors are stored at unit length, so the dot product) is computed
-    in SQL over ``unnest``. Either way only the scores travel back, never the vectors; the
-    ranking (recency, importance) is the shared one of :class:`MemoryBackend`.
+    pgvector's ``1 - (embedding <=> query)``, computed by the database on every search (only
+    the scores travel back). Without it the column is a plain ``float8[]``: a user's vectors
+    are read in Postgres' binary array format, scored in process with numpy (they are stored
+    at unit length, so the cosine is a dot product) and cached (see :class:`PostgresMemory`).
+    The ranking (recency, importance) is the shared one of :class:`MemoryBackend`.
 
     ``pgvector=None`` (the default) uses pgvector when the extension is already installed in
     the database when the tables are first created; ``True`` requires it (creating the
@@ -280,11 +281,6 @@ class PostgresMemory(MemoryBackend):
                                f"AND user_id = %s{live} ORDER BY created_at, id", args)
         return [item_from_row(r) for r in rows]
 
-    def _cosine_sql(self) -> str:
-        if self.vectors == "pgvector":
-            return "1 - (embedding <=> %(q)s::vector)"
-        return ("(SELECT sum(a * b) FROM unnest(embedding, %(q)s::float8[]) AS v(a, b))")
-
     async def _similarities(self, tenant: str, user: str, query: Vectors, now: float,
                             kinds: tuple[str, ...] | None) -> Candidates:
         if self.vectors != "pgvector":
@@ -294,7 +290,8 @@ class PostgresMemory(MemoryBackend):
 
         kind_filter = "" if kinds is None else " AND kind = ANY(%(kinds)s)"
         rows = await self._run(
-            f"SELECT id, updated_at, importance, {self._cosine_sql()} FROM {self._items} "
+            f"SELECT id, updated_at, importance, 1 - (embedding <=> %(q)s::vector) FROM "
+            f"{self._items} "
             "WHERE tenant = %(t)s AND user_id = %(u)s AND (expires_at IS NULL OR "
             f"expires_at > %(now)s){kind_filter}",
             {"q": self._vector(query), "t": tenant, "u": user, "now": now,
