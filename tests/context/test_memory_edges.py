@@ -322,3 +322,24 @@ async def test_the_postgres_vector_cache_follows_every_writer(pg_schema: str) ->
             conn.execute(f"UPDATE {pg_schema}.keel_memory SET embedding = '{{1,2}}'")
         with pytest.raises(StoreError, match="another width"):
             await reader.search("cocoa", user="v", tenant="t")
+
+
+def test_a_postgres_memory_serves_one_event_loop_after_another(pg_schema: str) -> None:
+    import asyncio
+
+    from keel import Agent, MemoryStore
+    from keel.testing import ScriptedModel
+
+    memory = PostgresMemory(PG_URL, schema=pg_schema)
+
+    async def remember() -> None:
+        await memory.remember("The user's dog is called Rex.", user="alice")
+
+    asyncio.run(remember())  # opened in this loop, which then closes
+    model = ScriptedModel(["Rex", "Rex again"])
+    agent = Agent("desk", model=model, middleware=[Memory(memory)])
+    for _ in range(2):  # run_sync: a new event loop each time
+        agent.run_sync("What is my dog's name?", store=MemoryStore(), user="alice")
+    blocks = [m.text for r in model.requests for m in r if m.text.startswith("<memory>")]
+    assert len(blocks) == 2 and all("Rex" in b for b in blocks)
+    asyncio.run(memory.close())

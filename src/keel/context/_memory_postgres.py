@@ -82,6 +82,7 @@ class PostgresMemory(MemoryBackend):
         self.vectors: str | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         prefix = f'"{schema}".' if schema else ""
         self._items = prefix + "keel_memory"
         self._meta = prefix + "keel_memory_meta"
@@ -101,6 +102,8 @@ class PostgresMemory(MemoryBackend):
         if self._conn is None:
             raise StoreError("the memory store is not open yet; use `async with` or "
                              "`await memory.open()`")
+        if asyncio.get_running_loop() is not self._loop:
+            await self._reconnect()
         async with self._lock:
             try:
                 cur = await self._conn.execute(sql.encode(), args)  # our own SQL text
@@ -109,6 +112,16 @@ class PostgresMemory(MemoryBackend):
                 raise StoreError(f"the Postgres memory store failed: "
                                  f"{type(exc).__name__}: {' '.join(str(exc).split())}"
                                  ) from exc
+
+    async def _reconnect(self) -> None:
+        """A connection for this event loop: the backend was opened in another one (each
+        ``run_sync`` call runs its own loop). The old connection belongs to its loop and is
+        closed at the socket, without it."""
+        old, self._conn = self._conn, None
+        if old is not None:
+            old.pgconn.finish()
+        self._lock = asyncio.Lock()
+        await self._connect()
 
     async def _connect(self) -> None:
         try:
@@ -120,6 +133,7 @@ class PostgresMemory(MemoryBackend):
             async with asyncio.timeout(_CONNECT_TIMEOUT_S + 1):
                 self._conn = await psycopg.AsyncConnection.connect(
                     self.url, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT_S))
+            self._loop = asyncio.get_running_loop()
         except (psycopg.Error, TimeoutError, OSError) as exc:
             raise StoreError(f"cannot reach the Postgres memory store "
                              f"({type(exc).__name__}); check the URL and that the server "
