@@ -18,6 +18,7 @@ from keel import (
     Retry,
     RetryPolicy,
 )
+from keel.context import Paging
 from keel.core import Message, ModelResponse, ModelSettings, ToolSpec
 from keel.guard import DataGuard, InjectionGuard, LimitsGuard, TaintGuard, UntrustedContent
 from keel.observe import Metrics, Tracing
@@ -27,6 +28,8 @@ from keel.testing import FunctionModel, ScriptedModel
 #: keel's metrics, then the reliability defaults, in order (metrics outermost: a step's time
 #: includes its retries, and each retry is counted through the on_retry hook).
 RELIABILITY: list[type[Middleware]] = [Metrics, Retry, CircuitBreaker]
+#: keel's context defaults (tool output paging), between the reliability defaults and the guards.
+CONTEXT: list[type[Middleware]] = [Paging]
 #: keel's default guards, in order, after the reliability defaults.
 GUARDS: list[type[Middleware]] = [LimitsGuard, InjectionGuard, DataGuard, TaintGuard,
                                   UntrustedContent]
@@ -38,14 +41,14 @@ def types(agent: keel.runtime.Agent[object]) -> list[type[Middleware]]:
 
 def test_defaults_lists_the_default_stack_outermost_first_fresh_each_call() -> None:
     first, second = keel.defaults(), keel.defaults()
-    assert [type(m) for m in first] == [Tracing, *RELIABILITY, *GUARDS]
+    assert [type(m) for m in first] == [Tracing, *RELIABILITY, *CONTEXT, *GUARDS]
     assert all(a is not b for a, b in zip(first, second, strict=True))
 
 
 def test_an_agent_puts_the_defaults_outside_its_own_middleware() -> None:
     timeout = Timeout(model=5)
     agent = Agent("a", model=ScriptedModel(["x"]), middleware=[timeout])
-    assert types(agent) == [Tracing, *RELIABILITY, *GUARDS, Timeout]
+    assert types(agent) == [Tracing, *RELIABILITY, *CONTEXT, *GUARDS, Timeout]
     assert agent.stack.middleware[-1] is timeout
     other = Agent("b", model=ScriptedModel(["x"]))
     assert other.stack.middleware[3] is not agent.stack.middleware[3]  # one breaker each
@@ -55,7 +58,7 @@ def test_a_middleware_of_a_defaults_type_replaces_it_in_its_place() -> None:
     retry = Retry(RetryPolicy(max_attempts=6))
     agent = Agent("a", model=ScriptedModel(["x"]), middleware=[Timeout(model=5), retry])
     # the replacement keeps the default's place: retry outside the breaker, as documented
-    assert types(agent) == [Tracing, *RELIABILITY, *GUARDS, Timeout]
+    assert types(agent) == [Tracing, *RELIABILITY, *CONTEXT, *GUARDS, Timeout]
     assert agent.stack.middleware[2] is retry
     off = CircuitBreaker.off()
     assert Agent("b", model=ScriptedModel(["x"]), middleware=[off]).stack.middleware[3] is off
@@ -81,10 +84,10 @@ def test_a_subclass_composes_its_own_defaults_and_clones_keep_them() -> None:
             return [*super().make_defaults(), Timeout(model=30)]
 
     agent = Quiet("a", model=ScriptedModel(["x"]))
-    assert types(agent) == [Tracing, *RELIABILITY, *GUARDS, Timeout]
+    assert types(agent) == [Tracing, *RELIABILITY, *CONTEXT, *GUARDS, Timeout]
     clone = agent.clone(instructions="Be brief.")
     assert type(clone) is Quiet
-    assert types(clone) == [Tracing, *RELIABILITY, *GUARDS, Timeout]
+    assert types(clone) == [Tracing, *RELIABILITY, *CONTEXT, *GUARDS, Timeout]
 
 
 def flaky(failures: int) -> FunctionModel:
@@ -144,10 +147,11 @@ def test_register_default_middleware_is_deprecated_but_works_for_one_release() -
         with pytest.warns(DeprecationWarning, match="make_defaults"):
             register("extra", lambda: [Timeout(model=9)])
         assert types(Agent("a", model=ScriptedModel(["x"]))) == [
-            Tracing, *RELIABILITY, *GUARDS, Timeout]
+            Tracing, *RELIABILITY, *CONTEXT, *GUARDS, Timeout]
     finally:
         _defaults._LEGACY.clear()
-    assert types(Agent("a", model=ScriptedModel(["x"]))) == [Tracing, *RELIABILITY, *GUARDS]
+    assert types(Agent("a", model=ScriptedModel(["x"]))) == [Tracing, *RELIABILITY, *CONTEXT,
+                                                              *GUARDS]
 
 
 def test_a_clone_keeps_a_subclass_and_what_it_added() -> None:

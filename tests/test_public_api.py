@@ -38,6 +38,8 @@ EXPECTED = [
     "ToolCallInput", "ToolNext",
     # the guardrail seam
     "GuardDecision", "GuardInput", "Guardrail",
+    # conversations (threads of runs)
+    "Conversation",
 ]
 
 
@@ -94,8 +96,9 @@ def test_importing_keel_registers_nothing() -> None:
     from keel.runtime import _defaults
 
     assert _defaults._LEGACY == {}
-    from keel import guard, observe
+    from keel import context, guard, observe
 
     assert [type(m) for m in keel.defaults()] == [
-        observe.Tracing, observe.Metrics, keel.Retry, keel.CircuitBreaker, guard.LimitsGuard,
-        guard.InjectionGuard, guard.DataGuard, guard.TaintGuard, guard.UntrustedContent]
+        observe.Tracing, observe.Metrics, keel.Retry, keel.CircuitBreaker, context.Paging,
+        guard.LimitsGuard, guard.InjectionGuard, guard.DataGuard, guard.TaintGuard,
+        guard.UntrustedContent]

@@ -28,6 +28,7 @@ from dataclasses import replace
 from functools import partial
 from typing import IO, TypeVar
 
+from keel.context import Paging
 from keel.core import LogScrubber
 from keel.core import configure_json_logging as core_json_logging
 from keel.guard import DataGuard, DataPolicy, TaintGuard, default_guards
@@ -55,7 +56,12 @@ def defaults() -> list[Middleware]:
        outside the breaker, so every attempt goes through the breaker and an open breaker
        stops the retries.
     4. :class:`~keel.CircuitBreaker`: stops calling a model or tool that keeps failing.
-    5. the guards (:func:`keel.guard.default_guards`, docs/security.md):
+    5. :class:`~keel.context.Paging`: a large JSON list a tool returns (over the tool's
+       ``output_limit``) reaches the model as a handle with a summary, and the model pages,
+       filters and fetches records with drill-down tools that read the journal
+       (docs/context.md, "Tool output paging"). Outside the guards, so they screen what the
+       model is actually shown (the summary, each page) and it sees the history unwrapped.
+    6. the guards (:func:`keel.guard.default_guards`, docs/security.md):
        :class:`~keel.guard.LimitsGuard`, :class:`~keel.guard.InjectionGuard`,
        :class:`~keel.guard.DataGuard`, :class:`~keel.guard.TaintGuard` and
        :class:`~keel.guard.UntrustedContent`.
@@ -63,7 +69,7 @@ def defaults() -> list[Middleware]:
     guards = default_guards()
     data = next((g for g in guards if isinstance(g, DataGuard)), None)
     scrub = None if data is None else functools.partial(data.policy.scrub, destination="logs")
-    return [Tracing(scrub=scrub), Metrics(), Retry(), CircuitBreaker(), *guards]
+    return [Tracing(scrub=scrub), Metrics(), Retry(), CircuitBreaker(), Paging(), *guards]
 
 
 class Agent(RuntimeAgent[OutputT]):

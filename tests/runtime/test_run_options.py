@@ -25,7 +25,8 @@ async def stored_runs(store: MemoryStore) -> int:
 
 def test_the_options_are_typed_dicts_naming_what_each_entry_point_takes() -> None:
     assert set(RunOptions.__optional_keys__) == {
-        "store", "run_id", "deps", "target", "on_event", "deadline", "tenant", "user"}
+        "store", "run_id", "deps", "target", "on_event", "deadline", "tenant", "user",
+        "conversation"}
     assert set(ResumeOptions.__optional_keys__) == {"store", "deps", "on_event"}
 
 

@@ -620,7 +620,7 @@ async def test_a_version_1_store_is_upgraded_in_place_keeping_its_data(tmp_path:
         claimed = await store.claim_runs("w1", 60)
         assert [r.run_id for r in claimed] == ["old-susp"]
         await store.append("old-susp", [sample_entry(1)], lease="w1")
-    assert meta_version(path) == str(SCHEMA_VERSION) == "3"
+    assert meta_version(path) == str(SCHEMA_VERSION) == "4"
     fresh = tmp_path / "fresh.db"
     async with SQLiteStore(fresh):
         pass
@@ -644,7 +644,7 @@ async def test_a_failed_upgrade_changes_nothing(
     monkeypatch.undo()
     async with SQLiteStore(path) as store:  # the real upgrade still goes through
         assert await store.read_journal("old-done") == V1_ENTRIES
-    assert meta_version(path) == "3"
+    assert meta_version(path) == "4"
 
 
 async def test_a_damaged_version_1_store_is_refused_not_upgraded(tmp_path: Path) -> None:
@@ -682,25 +682,26 @@ def test_stores_opening_one_old_file_at_once_upgrade_it_once(tmp_path: Path) -> 
     with ThreadPoolExecutor(max_workers=4) as pool:
         counts = list(pool.map(open_and_read, range(8)))
     assert counts == [3] * 8
-    assert meta_version(path) == "3"
+    assert meta_version(path) == "4"
     assert asyncio.run(_journal_sizes(path, ["old-susp"])) == [8]
 
 
-async def test_schema_3_layout_and_indexes(tmp_path: Path) -> None:
+async def test_schema_4_layout_and_indexes(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     async with SQLiteStore(path) as store:
         conn = store._conn
         assert conn is not None
         columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
-        assert columns[-6:] == ["lease_owner", "lease_expires_at", "deadline_at",
-                                "cancel_requested", "tenant", "user"]
+        assert columns[-7:] == ["lease_owner", "lease_expires_at", "deadline_at",
+                                "cancel_requested", "tenant", "user", "conversation"]
         task_columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
         # HumanTask.by is stored in the column keel 0.1 named resolved_by (schema unchanged)
         fields = {f.name for f in dataclasses.fields(sample_task())} - {"by"}
         assert task_columns == fields | {"resolved_by"}
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master "
                                               "WHERE type = 'index'")}
-        assert {"runs_runnable", "runs_by_lease_owner", "runs_by_tenant", "tasks_by_created",
+        assert {"runs_runnable", "runs_by_lease_owner", "runs_by_tenant",
+                "runs_by_conversation", "tasks_by_created",
                 "tasks_by_status",
                 "tasks_by_kind", "tasks_by_queue", "tasks_by_run"} <= indexes
 
@@ -719,6 +720,9 @@ async def test_schema_3_layout_and_indexes(tmp_path: Path) -> None:
         tenant = plan("SELECT run_id FROM runs WHERE tenant = ? ORDER BY created_at DESC, "
                       "run_id DESC LIMIT 50", "acme")
         assert "runs_by_tenant" in tenant and "TEMP B-TREE" not in tenant, tenant
+        thread = plan("SELECT run_id FROM runs WHERE conversation = ? ORDER BY created_at "
+                      "DESC, run_id DESC LIMIT 50", "c-1")
+        assert "runs_by_conversation" in thread and "TEMP B-TREE" not in thread, thread
 
 
 async def test_leases_tasks_and_deadlines_survive_reopen(tmp_path: Path) -> None:

@@ -112,10 +112,10 @@ async def test_a_schema_2_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> N
     assert _meta(path) == "2"
     async with SQLiteStore(path) as store:
         await _check_upgraded(store)
-    assert _meta(path) == str(SCHEMA_VERSION) == "3"
+    assert _meta(path) == str(SCHEMA_VERSION) == "4"
     with closing(sqlite3.connect(path)) as conn:
         columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
-        assert columns[-2:] == ["tenant", "user"]
+        assert columns[-3:] == ["tenant", "user", "conversation"]
         indexes = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "runs_by_tenant" in indexes
@@ -154,9 +154,11 @@ def make_postgres_v2(schema: str) -> None:
     """The schema-2 tables as keel 0.2 created them (today's DDL without the two columns and
     their index), with two runs, a journal and a task."""
     s = f'"{schema}".'
-    v2 = [st.replace(',\n        tenant           text,\n        "user"           text', "")
-          for st in pg_sql.DDL if "keel_runs_by_tenant" not in st]
-    assert not any("tenant" in st for st in v2)
+    v2 = [st.replace(',\n        tenant           text,\n        "user"           text,\n'
+                     '        conversation     text', "")
+          for st in pg_sql.DDL
+          if "keel_runs_by_tenant" not in st and "keel_runs_by_conversation" not in st]
+    assert not any("tenant" in st or "conversation" in st for st in v2)
     with psycopg.connect(URL, autocommit=True, connect_timeout=5) as conn, conn.transaction():
         conn.execute(f'CREATE SCHEMA "{schema}"')
         for statement in v2:
@@ -196,7 +198,7 @@ async def test_stores_opening_one_schema_2_store_at_once_upgrade_it_once(schema:
     columns = [r[0] for r in _sql(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
         "table_name = 'keel_runs' ORDER BY ordinal_position", (schema,))]
-    assert columns[-2:] == ["tenant", "user"]
+    assert columns[-3:] == ["tenant", "user", "conversation"]
 
 
 async def test_postgres_lists_one_tenants_runs_through_its_index(schema: str) -> None:

@@ -20,6 +20,7 @@ from keel.cli._commands import (
     run_command,
     show_command,
 )
+from keel.cli._conversations import register as register_conversations
 from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
@@ -41,8 +42,8 @@ from keel.runtime import default_store_url
 # The order ``keel --help`` lists commands in: the order a user meets them. Start a run, continue
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
-COMMAND_ORDER = ("run", "resume", "runs", "approvals", "escalations", "audit", "stats", "cost",
-                 "worker", "replay", "fork", "diff", "demo")
+COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
+                 "stats", "cost", "worker", "replay", "fork", "diff", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -122,6 +123,7 @@ register_history(app, runs_app)
 register_audit(app)
 register_stats(app)
 register_cost(app)
+register_conversations(app)
 
 
 def _version(value: bool) -> None:
@@ -158,10 +160,15 @@ def run(
                                            "`keel runs list --tenant` filters on it).")] = None,
     user: Annotated[str | None, typer.Option(
         "--user", metavar="USER", help="The user the run acts for (stored with it).")] = None,
+    conversation: Annotated[str | None, typer.Option(
+        "--conversation", metavar="ID",
+        help="Run the next turn of this conversation: the agent starts from its earlier "
+             "runs' messages (`keel conversations show ID`).")] = None,
 ) -> None:
     """Run an agent, showing each step live, and store the run so it can be resumed."""
     run_command(Screen(), store=store_url(ctx, store), target=target, text=read_input(input),
-                as_json=as_json, log_json=log_json, tenant=tenant, user=user)
+                as_json=as_json, log_json=log_json, tenant=tenant, user=user,
+                conversation=conversation)
 
 
 @app.command("resume")
@@ -199,13 +206,16 @@ def runs_list(
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's runs.")] = None,
     tenant: Annotated[str | None, typer.Option(
         "--tenant", metavar="TENANT", help="Only this tenant's runs.")] = None,
+    conversation: Annotated[str | None, typer.Option(
+        "--conversation", metavar="ID", help="Only the runs (turns) of this conversation.")
+    ] = None,
     limit: LimitOption = 20,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
     """List runs, newest first."""
     list_command(Screen(), store=store_url(ctx, store), status=status, agent=agent, limit=limit,
-                 as_json=as_json, tenant=tenant)
+                 as_json=as_json, tenant=tenant, conversation=conversation)
 
 
 @runs_app.command("show")

@@ -80,10 +80,11 @@ def _print_result(screen: Screen, result: RunResult[Any], as_json: bool) -> None
 
 def run_command(screen: Screen, *, store: str, target: str, text: str, as_json: bool,
                 log_json: str | None, tenant: str | None = None,
-                user: str | None = None) -> None:
+                user: str | None = None, conversation: str | None = None) -> None:
     view = LiveView(screen, quiet=as_json)
     with reported(screen, run_id=lambda: view.run_id, as_json=as_json):
-        owner = {k: check_id(k, v) for k, v in (("tenant", tenant), ("user", user))
+        owner = {k: check_id(k, v) for k, v in (("tenant", tenant), ("user", user),
+                                                 ("conversation", conversation))
                  if v is not None}  # refused before the agent is loaded or the store opened
         agent, canonical = load_agent(target)
         view.structured = structured(agent)
@@ -98,7 +99,8 @@ async def _run(agent: Runnable, text: str, url: str, target: str,
     agent.check_input(text)  # store is opened (and created)
     async with open_store(url) as store:
         return await agent.run(text, store=store, target=target, on_event=view,
-                               tenant=owner.get("tenant"), user=owner.get("user"))
+                               tenant=owner.get("tenant"), user=owner.get("user"),
+                               conversation=owner.get("conversation"))
 
 
 # ------------------------------------------------------------------------------ resume
@@ -177,10 +179,11 @@ async def _list_runs(url: str, filt: RunFilter) -> list[RunRecord] | None:
 
 
 def list_command(screen: Screen, *, store: str, status: str | None, agent: str | None,
-                 limit: int, as_json: bool, tenant: str | None = None) -> None:
+                 limit: int, as_json: bool, tenant: str | None = None,
+                 conversation: str | None = None) -> None:
     with reported(screen):
         filt = RunFilter(status=None if status is None else check_status(status), agent=agent,
-                         tenant=tenant, limit=limit)
+                         tenant=tenant, conversation=conversation, limit=limit)
         records = asyncio.run(_list_runs(store, filt))
         if as_json:
             policy = data_policy()

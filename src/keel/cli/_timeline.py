@@ -88,6 +88,8 @@ def record_panel(record: RunRecord) -> Panel:
     if record.tenant is not None or record.user is not None:
         grid.add_row("tenant", safe(f"{record.tenant or '-'} (user {record.user or '-'})",
                                     limit=SHORT))
+    if record.conversation is not None:
+        grid.add_row("conversation", safe(record.conversation, limit=SHORT))
     meta = record.metadata if isinstance(record.metadata, dict) else {}
     if meta.get("model"):
         grid.add_row("model", safe(str(meta["model"]), limit=SHORT))
@@ -209,6 +211,8 @@ def record_json(record: RunRecord, entries: list[JournalEntry] | None = None) ->
         "usage": to_jsonable(record.usage), "metadata": to_jsonable(record.metadata),
         "created_at": record.created_at, "updated_at": record.updated_at,
         "tenant": record.tenant, "user": record.user}
+    if record.conversation is not None:
+        out["conversation"] = record.conversation
     if entries is not None:
         out["journal"] = [
             {"seq": e.seq, "key": e.key, "phase": e.phase, "kind": e.kind, "name": e.name,

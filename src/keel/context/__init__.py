@@ -18,6 +18,7 @@ from keel.context._memory_base import (
 from keel.context._memory_inmem import InMemoryMemory
 from keel.context._memory_postgres import PostgresMemory
 from keel.context._memory_sqlite import DEFAULT_MEMORY_PATH, SQLiteMemory
+from keel.context._paging import Paging
 from keel.context._tokenizers import (
     BPETokenizer,
     EstimateTokenizer,
@@ -49,6 +50,7 @@ __all__ = [
     "MemoryHit",
     "MemoryItem",
     "MemoryKind",
+    "Paging",
     "PostgresMemory",
     "Ranking",
     "SQLiteMemory",

@@ -8,7 +8,6 @@ the figure). The file is in WAL mode, so several processes may share it."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,8 @@ from keel.core import ConfigError, StoreError
 from keel.models import Embedder
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from keel.context._memory_base import Vectors
 
 #: Where the memories live unless a path is given (beside the default run store).
@@ -107,6 +108,8 @@ class SQLiteMemory(MemoryBackend):
         if self._db is None:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            import sqlite3  # not when keel is imported (keel.context is, for its defaults)
+
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             try:
                 db.execute("PRAGMA busy_timeout = 10000")

@@ -1,7 +1,7 @@
 """L0: messages, usage, ids, the JSON codec, the error tree, events and the tool context."""
 
 from keel.core._codec import dumps, to_jsonable, to_text
-from keel.core._context import ToolContext
+from keel.core._context import RecordedSteps, ToolContext
 from keel.core._credentials import Credential, CredentialProvider, CredentialSource
 from keel.core._errors import (
     ApprovalRequired,
@@ -100,6 +100,7 @@ __all__ = [
     "OutputValidationError",
     "Part",
     "RateLimited",
+    "RecordedSteps",
     "RepeatedFailure",
     "ResponseDone",
     "RetryWithFeedback",

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from keel.core._errors import MissingCredentials
 
 if TYPE_CHECKING:
     from keel.core._credentials import Credential, CredentialSource
+
+
+class RecordedSteps(Protocol):
+    """Read access to the results a run has recorded in its journal, for a tool that works
+    on an earlier step of the same run (keel.context's paging drill-down tools read a large
+    result from it instead of calling its tool again)."""
+
+    def recorded_results(self, kind: str) -> Iterator[tuple[str, Any]]:
+        """``(step key, data as stored)`` of each recorded result of this ``kind`` (a
+        tool's: ``{"content", "value", ...}``), in the order they were recorded."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,6 +37,9 @@ class ToolContext:
 
     ``credentials`` is set by the credential middleware (:class:`keel.guard.Credentials`);
     a tool calls :meth:`credential` rather than using it directly.
+
+    ``steps`` reads what this run recorded (:class:`RecordedSteps`; set by the agent loop,
+    None elsewhere): only this run's steps, never another run's.
     """
 
     run_id: str
@@ -39,6 +53,7 @@ class ToolContext:
     #: The run's tenant and user (``run(..., tenant=, user=)``); None when not given.
     tenant: str | None = None
     user: str | None = None
+    steps: RecordedSteps | None = field(default=None, repr=False, compare=False)
 
     async def credential(self, name: str, *,
                          scopes: Iterable[str] | None = None) -> Credential:

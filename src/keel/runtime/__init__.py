@@ -12,6 +12,7 @@ from keel.runtime._approvals import (
     decide_approval,
 )
 from keel.runtime._budget import Budget, BudgetTracker
+from keel.runtime._conversation_api import Conversation, SendOptions
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
 from keel.runtime._escalation import (
     EscalationPolicy,
@@ -61,6 +62,7 @@ __all__ = [
     "ApprovalRule",
     "Budget",
     "BudgetTracker",
+    "Conversation",
     "Durability",
     "EscalationPolicy",
     "Flow",
@@ -86,6 +88,7 @@ __all__ = [
     "RunResult",
     "RunStartInput",
     "RunTotals",
+    "SendOptions",
     "Share",
     "StepDiff",
     "SubRunInput",

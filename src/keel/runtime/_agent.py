@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Self, TypeVar, Unpack
+from typing import Any, ClassVar, Self, TypeVar, Unpack
 
 import pydantic
 
@@ -127,6 +127,9 @@ class Agent(Runs[OutputT]):
     replaces that default; ``default_middleware=False`` drops them all. See
     docs/middleware.md.
     """
+
+    #: A run of a conversation (``run(..., conversation=)``) starts from the earlier turns.
+    takes_history: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -104,6 +104,13 @@ class FlowContext:
         return None if self.record is None else self.record.user
 
     @property
+    def conversation(self) -> str | None:
+        """The conversation the run is a turn of (``run(..., conversation=)``), None when
+        not given. A flow's body is not handed the history; ``Conversation(ctx.conversation,
+        ...).messages()`` reads it (outside the journal: journal what it decides on)."""
+        return None if self.record is None else self.record.conversation
+
+    @property
     def budget(self) -> BudgetTracker:
         """This scope's tracker (its share, counting into the run's)."""
         return self.journal.budget

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
@@ -174,6 +174,13 @@ class Journal:
         if reserve_next:
             self.seq += 1
         return entry
+
+    def recorded_results(self, kind: str) -> Iterator[tuple[str, Any]]:
+        """``(key, data)`` of each recorded result of ``kind``, in seq order (what a tool
+        reads of its run through ``ToolContext.steps``)."""
+        found = [e for e in self._results.values() if e.kind == kind]
+        found.sort(key=lambda e: e.seq)
+        return ((e.key, e.data) for e in found)
 
     def entries(self) -> list[JournalEntry]:
         """Every record this journal knows (read at start or written since), in seq order."""

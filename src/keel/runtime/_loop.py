@@ -171,6 +171,7 @@ class AgentLoop:
         self.replayed = 0
         plan = agent.tool_plan()
         self._permitted = plan.permitted
+        self._provided = agent.stack.provided
         self._final_spec = plan.final_spec
         self.specs = plan.specs
         self._specs_hash = plan.specs_hash
@@ -360,8 +361,16 @@ class AgentLoop:
         self.history.append(Message(role="tool", parts=tuple(parts)))
 
     def _runs_alone(self, name: str) -> bool:
-        t = self._permitted.get(name)
+        t = self._resolve(name)
         return t is not None and t.meta.run_alone
+
+    def _resolve(self, name: str) -> Tool | None:
+        """The agent's tool of this name (one its scopes permit), else one its middleware
+        serves (:meth:`Middleware.provide_tools`), else None."""
+        t = self._permitted.get(name)
+        if t is None and self._provided:
+            t = self._provided.get(name)
+        return t
 
     async def _guarded(self, key: str,
                        call: ToolCallPart) -> tuple[ToolResult, bool] | BaseException:
@@ -375,7 +384,7 @@ class AgentLoop:
     async def _tool_step(self, key: str, call: ToolCallPart) -> tuple[ToolResult, bool]:  # noqa: C901 - replay, gates, reconcile; to split
         """Run or replay one call; returns (result, replayed)."""
         agent = self.agent
-        tool = self._permitted.get(call.tool_name)
+        tool = self._resolve(call.tool_name)
         if self.emit is not None:
             self.emit(ToolCallStarted(key=key, tool_name=call.tool_name, arguments=call.arguments,
                                       replayed=self.journal.is_recorded(key)))
@@ -389,7 +398,8 @@ class AgentLoop:
                 tool, idempotent = None, True  # record the denial instead of calling
         ctx = ToolContext(run_id=self.journal.run_id, step_key=key, agent=agent.name,
                           idempotency_key=f"{self.journal.run_id}/{key}", scopes=agent.scopes,
-                          deps=self.deps, tenant=self.screens.tenant, user=self.screens.user)
+                          deps=self.deps, tenant=self.screens.tenant, user=self.screens.user,
+                          steps=self.journal)
 
         async def execute() -> ToolResult:
             if tool is None:

@@ -173,6 +173,14 @@ class Middleware:
     async def on_run_end(self, inp: RunEndInput) -> None:
         return None
 
+    def provide_tools(self) -> Sequence[Tool]:
+        """Tools this middleware serves to the agents whose stack it is in (the paging
+        middleware's drill-down tools). A call to one of them is resolved when the agent has
+        no tool of that name, and runs as any call does (journaled, through the whole
+        stack). They are *not* offered to the model by themselves: the middleware adds their
+        specs in ``wrap_model_request`` when the conversation needs them."""
+        return ()
+
     def on_agent(self, inp: AgentInput) -> None:
         """Called once for each agent built with this middleware (again for a clone): check
         the middleware's configuration against the agent, raising ``keel.ConfigError``
@@ -281,6 +289,13 @@ class MiddlewareStack:
                        if type(mw).on_guard_decision is not Middleware.on_guard_decision])
         self._sub_runs = tuple(mw for mw in self.middleware
                                if type(mw).wrap_sub_run is not Middleware.wrap_sub_run)
+        #: The tools the middleware serves (:meth:`Middleware.provide_tools`), by name; the
+        #: first middleware to provide a name wins.
+        self.provided: dict[str, Tool] = {}
+        for mw in self.middleware:
+            if type(mw).provide_tools is not Middleware.provide_tools:
+                for t in mw.provide_tools():
+                    self.provided.setdefault(t.name, t)
 
     def attach(self, inp: AgentInput) -> None:
         for mw in self.middleware:

@@ -43,6 +43,7 @@ from keel.core import (
 )
 from keel.models import Model
 from keel.runtime._budget import BudgetTracker
+from keel.runtime._conversation import conversation_history
 from keel.runtime._diff import same_json, summarize
 from keel.runtime._forks import fork_overrides, fork_trusted_seq
 from keel.runtime._journal import Journal
@@ -123,12 +124,15 @@ async def replay_run(agent: Runnable, run_id: str, *,
     async with using_store(store) as opened:
         record = await opened.get_run(run_id)
         entries = await opened.read_journal(run_id)
-    return await replay_journal(agent, record, entries)
+        return await replay_journal(agent, record, entries, source=opened)
 
 
 async def replay_journal(agent: Runnable, record: RunRecord,
-                         entries: Sequence[JournalEntry]) -> ReplayReport:
-    """:func:`replay_run` on a record and journal already read (from a store or an export)."""
+                         entries: Sequence[JournalEntry], *,
+                         source: RunStore | None = None) -> ReplayReport:
+    """:func:`replay_run` on a record and journal already read (from a store or an export).
+    ``source``: the store holding the run's earlier conversation turns, which a turn of a
+    conversation needs to rebuild its history (it is only read)."""
     _check_replayable(agent, record)
     from keel.runtime._agent import Agent
 
@@ -144,7 +148,9 @@ async def replay_journal(agent: Runnable, record: RunRecord,
     loop = agent.driver(journal, deps=None, emit=None, streaming=False, record=record)
     outcome = _Outcome()
     try:
-        result = await loop.run(str(record.input))
+        history = (await conversation_history(journal, source or scratch, record)
+                   if getattr(agent, "takes_history", False) else None)
+        result = await loop.run(str(record.input), history=history)
         outcome.output = to_jsonable(result.output)
         outcome.completed = True
     except Handoff as exc:  # as the runner records it

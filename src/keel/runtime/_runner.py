@@ -31,6 +31,7 @@ from keel.core import (
     to_jsonable,
 )
 from keel.runtime._budget import BudgetTracker
+from keel.runtime._conversation import check_joinable, conversation_history
 from keel.runtime._forks import fork_trusted_seq
 from keel.runtime._journal import Journal
 from keel.runtime._kept_stores import Kept, borrow, give_back
@@ -134,6 +135,7 @@ class Launch:
     claimed: bool = False
     tenant: str | None = None
     user: str | None = None
+    conversation: str | None = None
 
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -206,7 +208,9 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             failed = recorded_failure(journal) if resumed else None
             if failed is not None:  # a run that began compensating finishes that, never goes on
                 raise failed
-            result = await _drive(loop, record, hold)
+            history = (await conversation_history(journal, store, record)
+                       if getattr(agent, "takes_history", False) else None)
+            result = await _drive(loop, record, hold, history)
         except (ApprovalRequired, Escalate) as signal:
             ended = True
             keeper.held.pop(record.run_id, None)  # the final write releases the lease
@@ -301,18 +305,20 @@ async def _compensate(agent: Any, store: RunStore, record: RunRecord,
     return exc
 
 
-async def _drive(loop: Driver, record: RunRecord, hold: Hold) -> RunResult[Any]:
-    """Run the loop within the run's deadline; turn our own stops into keel errors."""
+async def _drive(loop: Driver, record: RunRecord, hold: Hold,
+                 history: list[Message] | None = None) -> RunResult[Any]:
+    """Run the loop within the run's deadline (``history``: the earlier turns of the run's
+    conversation); turn our own stops into keel errors."""
     task = asyncio.current_task()
     try:
         if record.deadline_at is None:
-            return await loop.run(str(record.input))
+            return await loop.run(str(record.input), history=history)
         left = record.deadline_at - time.time()
         if left <= 0:
             raise _deadline(record)
         try:
             async with asyncio.timeout(left):
-                return await loop.run(str(record.input))
+                return await loop.run(str(record.input), history=history)
         except TimeoutError as exc:
             if time.time() < record.deadline_at - 0.001:
                 raise  # not ours
@@ -340,13 +346,16 @@ def _deadline(record: RunRecord) -> DeadlineExceeded:
 async def _open_run(agent: Runnable, store: RunStore, launch: Launch,
                     keeper: LeaseKeeper) -> tuple[RunRecord, list[Any], Hold]:
     if launch.resume_id is None:
+        if launch.conversation is not None:  # before anything is written
+            await check_joinable(store, launch.conversation, tenant=launch.tenant,
+                                 user=launch.user)
         now = time.time()
         record = RunRecord(run_id=launch.run_id or new_run_id(), agent=agent.name,
                            status="running", input=launch.input, created_at=now, updated_at=now,
                            target=launch.target, metadata=agent.run_metadata(),
                            lease_owner=worker_id(), lease_expires_at=now + keeper.seconds,
                            deadline_at=launch.deadline_at, tenant=launch.tenant,
-                           user=launch.user)
+                           user=launch.user, conversation=launch.conversation)
         await store.create_run(record)
         return record, [], await keeper.acquire(record.run_id, record=record)
     record = await store.get_run(launch.resume_id)

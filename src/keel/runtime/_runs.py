@@ -52,6 +52,11 @@ class RunOptions(ResumeOptions, total=False):
     tenant: str | None
     #: The user (within the tenant) the run acts for, likewise.
     user: str | None
+    #: The conversation (thread) this run is a turn of: an agent's run starts from the
+    #: history of the conversation's earlier runs (read from the store, journaled), and
+    #: ``keel runs list --conversation`` lists them. Only the same tenant and user may
+    #: continue a conversation.
+    conversation: str | None
 
 
 class FlowOptions(TypedDict, total=False):
@@ -120,7 +125,7 @@ class Runs(Generic[OutputT]):
         run id; the run's journal stays in the store, so the run can be resumed. A run that
         waits for a person raises ``ApprovalRequired`` or ``Escalate`` (status
         ``suspended``). Options: :class:`RunOptions` (``store``, ``run_id``, ``deps``,
-        ``target``, ``on_event``, ``deadline``, ``tenant``, ``user``)."""
+        ``target``, ``on_event``, ``deadline``, ``tenant``, ``user``, ``conversation``)."""
         check_options("run", options, RUN_OPTIONS)
         how = new_run(self, input, options)
         return await launch(self._runnable(), options.get("store"), how)
@@ -148,13 +153,16 @@ def new_run(runs: Runs[Any], input: object, options: RunOptions, *,
     """How to start a new run with ``options`` (checked: the input, the deadline, the tenant
     and the user)."""
     tenant, user = options.get("tenant"), options.get("user")
+    conversation = options.get("conversation")
     return Launch(input=check_input(runs.noun, input, empty=runs.empty_input),
                   run_id=options.get("run_id"),
                   deps=options.get("deps"), target=options.get("target"),
                   emit=options.get("on_event"), streaming=streaming,
                   deadline_at=deadline_from(options.get("deadline")),
                   tenant=None if tenant is None else check_id("tenant", tenant),
-                  user=None if user is None else check_id("user", user))
+                  user=None if user is None else check_id("user", user),
+                  conversation=None if conversation is None
+                  else check_id("conversation", conversation))
 
 
 def deadline_from(deadline: float | datetime | None) -> float | None:

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
 #: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
-#: escalations). 3: each run's tenant and user, in columns of their own. Stores of an older
-#: version are upgraded in place when opened.
-SCHEMA_VERSION = 3
+#: escalations). 3: each run's tenant and user, in columns of their own. 4: each run's
+#: conversation (thread) id, in a column of its own. Stores of an older version are upgraded
+#: in place when opened.
+SCHEMA_VERSION = 4
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 #: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
@@ -75,7 +76,8 @@ class RunRecord:
     (with the reason and who asked in ``metadata["cancel_request"]``).
     ``tenant`` and ``user`` say whose run it is (``run(..., tenant=, user=)``); they are set
     when the run is created and never change: ``update_run`` and the other writes that
-    replace a record keep the stored ones.
+    replace a record keep the stored ones. ``conversation`` is the thread the run is a turn
+    of (``run(..., conversation=)``), likewise fixed when the run is created.
     """
 
     run_id: str
@@ -96,6 +98,7 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
     tenant: str | None = None
     user: str | None = None
+    conversation: str | None = None
 
     def with_status(self, status: RunStatus, **changes: Any) -> RunRecord:
         fields = {f: getattr(self, f) for f in _RECORD_FIELDS}
@@ -163,6 +166,8 @@ class RunFilter:
     agent: str | None = None
     #: Only this tenant's runs (filtered in the store's query, never after it).
     tenant: str | None = None
+    #: Only the runs (turns) of this conversation, filtered in the store's query.
+    conversation: str | None = None
     limit: int = 50
     offset: int = 0
 
@@ -170,6 +175,8 @@ class RunFilter:
         _check_page(self.limit, self.offset)
         if self.tenant is not None:
             check_id("tenant", self.tenant)
+        if self.conversation is not None:
+            check_id("conversation", self.conversation)
 
 
 def _check_page(limit: object, offset: object) -> None:
@@ -248,6 +255,34 @@ class RunStore(ABC):
                          statuses: Collection[str] = TERMINAL_STATUSES) -> int:
         """Delete runs in ``statuses`` last updated before ``before`` (epoch seconds), with
         their journals and tasks. Returns how many runs were deleted."""
+
+    async def read_journals(self, run_ids: Sequence[str]) -> dict[str, list[JournalEntry]]:
+        """The journals of several runs (each in append order), keyed by run id; a run id
+        that is not in the store is left out (never an error: a conversation's earlier turn
+        may have been pruned). This default reads them one by one; SQL backends read them
+        in one query."""
+        from keel.core import RunNotFound
+
+        out: dict[str, list[JournalEntry]] = {}
+        for run_id in dict.fromkeys(run_ids):
+            try:
+                out[run_id] = await self.read_journal(run_id)
+            except RunNotFound:
+                continue
+        return out
+
+    async def delete_conversation(self, conversation: str, *, tenant: str | None) -> int:
+        """Delete every run of ``conversation`` that belongs to ``tenant`` (None: the runs
+        stored without a tenant; never another tenant's), with their journal entries and
+        human tasks, in one transaction: what a data-protection request for a
+        conversation asks of the run store. Returns how many runs were deleted (0 for an
+        unknown conversation). Backends written before conversations existed raise
+        :class:`keel.StoreError`."""
+        from keel.core import StoreError
+
+        check_conversation(conversation, tenant)
+        raise StoreError(f"{type(self).__name__} cannot delete conversations; use a keel "
+                         "store (memory, SQLite, Postgres) or implement delete_conversation.")
 
     # ---------------------------------------------------------------------------- leases
 
@@ -371,6 +406,12 @@ class RunStore(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def check_conversation(conversation: object, tenant: object) -> tuple[str, str | None]:
+    """The arguments of ``delete_conversation``, checked like every run id."""
+    return (check_id("conversation", conversation),
+            None if tenant is None else check_id("tenant", tenant))
 
 
 def check_status(status: str) -> RunStatus:

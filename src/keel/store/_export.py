@@ -7,10 +7,10 @@ The format (``EXPORT_FORMAT``)::
      "run": {"run_id": ..., "agent": ..., "status": ..., "input": ..., ...},
      "journal": [{"seq": 0, "key": "agent/turn:0/model", "phase": "result", ...}, ...]}
 
-``schema_version`` is the oldest run schema that holds everything in the export: 3 for a run
-with a ``tenant`` or ``user`` (written into ``run`` only when set), else 2, so that a keel
-that reads schema 2 still imports runs that have neither. Exports without them (older ones)
-import as runs without a tenant.
+``schema_version`` is the oldest run schema that holds everything in the export: 4 for a run
+of a ``conversation``, 3 for a run with a ``tenant`` or ``user`` (each written into ``run``
+only when set), else 2, so that a keel that reads schema 2 still imports runs that have
+none. Exports without them (older ones) import as runs without a tenant or conversation.
 
 An export carries the run's record and its journal, never its lease (which worker holds the
 run is a fact about one store). Files are untrusted on import: everything is validated before
@@ -52,8 +52,8 @@ MAX_DEPTH = 200
 #: they describe one worker's hold on the run in one store).
 RUN_FIELDS = ("run_id", "agent", "status", "input", "created_at", "updated_at", "target",
               "output", "error", "usage", "metadata", "deadline_at")
-#: Run fields an export carries only when they are set (schema 3).
-OWNER_FIELDS = ("tenant", "user")
+#: Run fields an export carries only when they are set (schema 3; ``conversation``: 4).
+OWNER_FIELDS = ("tenant", "user", "conversation")
 ENTRY_FIELDS = ("seq", "key", "phase", "kind", "name", "input_hash", "data", "created_at",
                 "latency_ms")
 
@@ -84,6 +84,7 @@ class _RunModel(_Strict):
     deadline_at: float | None = None
     tenant: _Owner | None = None
     user: _Owner | None = None
+    conversation: _Owner | None = None
     # Accepted so that a record dumped by other tools imports, and then dropped: leases and
     # cancel requests are not imported.
     lease_owner: str | None = None
@@ -129,7 +130,8 @@ async def export_run(run_id: str, _old: str | None = None, /, *,
     run.update({f: getattr(record, f) for f in OWNER_FIELDS if getattr(record, f) is not None})
     doc = {
         "format": EXPORT_FORMAT,
-        "schema_version": SCHEMA_VERSION if len(run) > len(RUN_FIELDS) else 2,
+        "schema_version": (4 if record.conversation is not None else
+                           3 if len(run) > len(RUN_FIELDS) else 2),
         "exported_at": time.time(),
         "run": run,
         "journal": [{f: getattr(e, f) for f in ENTRY_FIELDS} for e in entries],
@@ -270,7 +272,7 @@ def _record(run: _RunModel, run_id: str, *, imported_from: str | None) -> RunRec
                      created_at=run.created_at, updated_at=run.updated_at, target=run.target,
                      output=run.output, error=run.error, usage=dict(run.usage),
                      metadata=metadata, deadline_at=run.deadline_at, tenant=run.tenant,
-                     user=run.user)
+                     user=run.user, conversation=run.conversation)
 
 
 def _entry(e: _EntryModel) -> JournalEntry:

@@ -23,6 +23,7 @@ from keel.store._base import (
     RunStore,
     TaskFilter,
     cancel_request,
+    check_conversation,
     who_acted,
 )
 from keel.store._messages import (
@@ -46,7 +47,7 @@ from keel.store._stats import StatsQuery, StatsResult, cache_hit, compute, tool_
 
 _LEASE_FIELDS = ("lease_owner", "lease_expires_at", "cancel_requested")
 #: Set when a run is created; never changed by the writes that replace its record.
-_FIXED_FIELDS = ("tenant", "user")
+_FIXED_FIELDS = ("tenant", "user", "conversation")
 
 
 def merged(old: RunRecord, new: RunRecord) -> RunRecord:
@@ -126,7 +127,8 @@ class MemoryStore(RunStore):
         rows = [r for r in self._runs.values()
                 if (f.status is None or r.status == f.status)
                 and (f.agent is None or r.agent == f.agent)
-                and (f.tenant is None or r.tenant == f.tenant)]
+                and (f.tenant is None or r.tenant == f.tenant)
+                and (f.conversation is None or r.conversation == f.conversation)]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return rows[f.offset:f.offset + f.limit]
 
@@ -158,12 +160,22 @@ class MemoryStore(RunStore):
             raise ConfigError("before", f"must be a time in epoch seconds, not {before!r}")
         doomed = [r.run_id for r in self._runs.values()
                   if r.status in statuses and r.updated_at < before]
+        self._drop_runs(doomed)
+        return len(doomed)
+
+    async def delete_conversation(self, conversation: str, *, tenant: str | None) -> int:
+        conversation, tenant = check_conversation(conversation, tenant)
+        doomed = [r.run_id for r in self._runs.values()
+                  if r.conversation == conversation and r.tenant == tenant]
+        self._drop_runs(doomed)
+        return len(doomed)
+
+    def _drop_runs(self, doomed: list[str]) -> None:
         for run_id in doomed:
             del self._runs[run_id], self._journals[run_id], self._recorded[run_id]
         gone = set(doomed)
         for task_id in [t.task_id for t in self._tasks.values() if t.run_id in gone]:
             del self._tasks[task_id]
-        return len(doomed)
 
     # ---------------------------------------------------------------------------- leases
 

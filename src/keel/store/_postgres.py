@@ -58,6 +58,7 @@ from keel.store._base import (
     RunStore,
     TaskFilter,
     cancel_request,
+    check_conversation,
     who_acted,
 )
 from keel.store._messages import (
@@ -268,7 +269,8 @@ class PostgresStore(RunStore):
         f = filt or RunFilter()
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("status", f.status), ("agent", f.agent), ("tenant", f.tenant)):
+        for column, value in (("status", f.status), ("agent", f.agent), ("tenant", f.tenant),
+                              ("conversation", f.conversation)):
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
@@ -332,6 +334,28 @@ class PostgresStore(RunStore):
                     return total
 
         return await self._with(work) if params["statuses"] else 0
+
+    async def read_journals(self, run_ids: Sequence[str]) -> dict[str, list[JournalEntry]]:
+        """The journals of several runs, read by one statement (one snapshot)."""
+        ids = list(dict.fromkeys(run_ids))
+
+        async def work(conn: Conn, q: Statements) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(q.read_journals, (ids,))).fetchall()
+
+        found: dict[str, list[JournalEntry]] = {}
+        for row in await self._with(work) if ids else []:
+            entries = found.setdefault(row[0], [])
+            if row[2] is not None:
+                entries.append(entry(row[0], row[1:]))
+        return {run_id: found[run_id] for run_id in ids if run_id in found}
+
+    async def delete_conversation(self, conversation: str, *, tenant: str | None) -> int:
+        conversation, tenant = check_conversation(conversation, tenant)
+
+        async def work(conn: Conn, q: Statements) -> int:
+            return (await conn.execute(q.delete_conversation, (conversation, tenant))).rowcount
+
+        return await self._with(work)
 
     # ---------------------------------------------------------------------------- leases
 

@@ -50,6 +50,7 @@ def run_values(r: RunRecord) -> dict[str, Any]:
         "lease_owner": r.lease_owner, "lease_expires_at": r.lease_expires_at,
         "deadline_at": r.deadline_at, "cancel_requested": r.cancel_requested,
         "schema_version": r.schema_version, "tenant": r.tenant, "user": r.user,
+        "conversation": r.conversation,
     }
 
 
@@ -63,7 +64,7 @@ def record(row: Row) -> RunRecord:
         usage=_loads(row[7], f"{of} usage"), metadata=_loads(row[8], f"{of} metadata"),
         created_at=row[9], updated_at=row[10], lease_owner=row[11], lease_expires_at=row[12],
         deadline_at=row[13], cancel_requested=row[14], schema_version=row[15],
-        tenant=row[16], user=row[17])
+        tenant=row[16], user=row[17], conversation=row[18])
 
 
 # --------------------------------------------------------------------------- journal

@@ -1,4 +1,4 @@
-"""The Postgres run store's layout (schema 3) and every statement it runs.
+"""The Postgres run store's layout (schema 4) and every statement it runs.
 
 Layout
     All tables live in one schema (``?schema=NAME`` in the URL, else the connection's current
@@ -8,7 +8,8 @@ Layout
     ``keel_meta(key, value)`` holds ``schema_version``. ``keel_runs`` holds one row per run:
     JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``; the lease
     (``lease_owner``, ``lease_expires_at``), ``deadline_at``, ``cancel_requested``, and the
-    run's ``tenant`` and ``"user"`` (quoted: ``user`` is a keyword). ``keel_journal`` holds
+    run's ``tenant``, ``"user"`` (quoted: ``user`` is a keyword) and ``conversation``.
+    ``keel_journal`` holds
     the entries: its primary key ``(run_id, key, phase)`` makes a step's
     intent and result each recordable once and finds a run's entries; ``id`` (an identity
     column) gives the append order. ``keel_tasks`` holds the human tasks, with JSON text in
@@ -25,7 +26,9 @@ Indexes
     ``claim_runs`` walk the running runs least recently updated first and serves
     ``prune_runs``; ``keel_runs_by_lease_owner`` (partial: leased runs only) serves
     ``renew_leases``; ``keel_runs_by_tenant (tenant, created_at, run_id)`` serves ``list_runs``
-    for one tenant. ``keel_tasks_by_*`` serve ``list_tasks`` filtered by status, queue or
+    for one tenant; ``keel_runs_by_conversation (conversation, created_at, run_id)`` serves
+    ``list_runs`` of one conversation and ``delete_conversation``. ``keel_tasks_by_*`` serve
+    ``list_tasks`` filtered by status, queue or
     run (oldest first), and the cascade from a pruned run.
 
 Times
@@ -46,7 +49,7 @@ NOW = "extract(epoch FROM clock_timestamp())::float8"
 #: The keel tables, in creation order.
 TABLES = ("keel_meta", "keel_runs", "keel_journal", "keel_tasks")
 
-#: Schema 3 (a new store). ``{s}`` stands for the quoted schema name and a dot.
+#: Schema 4 (a new store). ``{s}`` stands for the quoted schema name and a dot.
 DDL: tuple[str, ...] = (
     """CREATE TABLE {s}keel_meta (
         key   text PRIMARY KEY,
@@ -71,9 +74,12 @@ DDL: tuple[str, ...] = (
         cancel_requested boolean NOT NULL DEFAULT false,
         schema_version   integer NOT NULL,
         tenant           text,
-        "user"           text
+        "user"           text,
+        conversation     text
     )""",
     "CREATE INDEX keel_runs_by_tenant ON {s}keel_runs (tenant, created_at, run_id)",
+    """CREATE INDEX keel_runs_by_conversation
+        ON {s}keel_runs (conversation, created_at, run_id)""",
     "CREATE INDEX keel_runs_by_created ON {s}keel_runs (created_at, run_id)",
     "CREATE INDEX keel_runs_by_status ON {s}keel_runs (status, created_at, run_id)",
     "CREATE INDEX keel_runs_by_agent ON {s}keel_runs (agent, created_at, run_id)",
@@ -118,7 +124,8 @@ DDL: tuple[str, ...] = (
 )
 
 #: The step that takes a store from version ``v`` to ``v + 1`` (run under the advisory lock,
-#: in one transaction). 2 -> 3: each run's tenant and user, NULL for the runs stored before.
+#: in one transaction). 2 -> 3: each run's tenant and user, NULL for the runs stored before;
+#: 3 -> 4: each run's conversation, likewise.
 UPGRADES: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE {s}keel_runs ADD COLUMN tenant text",
@@ -126,12 +133,18 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "CREATE INDEX keel_runs_by_tenant ON {s}keel_runs (tenant, created_at, run_id)",
         "UPDATE {s}keel_meta SET value = '3' WHERE key = 'schema_version'",
     ),
+    3: (
+        "ALTER TABLE {s}keel_runs ADD COLUMN conversation text",
+        """CREATE INDEX keel_runs_by_conversation
+        ON {s}keel_runs (conversation, created_at, run_id)""",
+        "UPDATE {s}keel_meta SET value = '4' WHERE key = 'schema_version'",
+    ),
 }
 
 RUN_COLUMNS = (
     "run_id, agent, status, target, input, output, error, usage, metadata, created_at, "
     "updated_at, lease_owner, lease_expires_at, deadline_at, cancel_requested, schema_version, "
-    'tenant, "user"')
+    'tenant, "user", conversation')
 ENTRY_COLUMNS = (
     "seq, key, phase, kind, name, input_hash, data, created_at, latency_ms, schema_version")
 TASK_COLUMNS = (
@@ -205,8 +218,10 @@ class Statements:
     append_many_fenced: str
     stored_pairs: str
     read_journal: str
+    read_journals: str
     list_runs: str
     prune_runs: str
+    delete_conversation: str
     acquire_lease: str
     renew_leases: str
     release_lease: str
@@ -240,7 +255,7 @@ def statements(schema: str) -> Statements:
     s = _prefix(schema)
     fields = {
         "create_run": f"INSERT INTO {{s}}keel_runs ({RUN_COLUMNS}) VALUES "
-                      f"({', '.join(['%s'] * 18)})",
+                      f"({', '.join(['%s'] * 19)})",
         "get_run": f"SELECT {RUN_COLUMNS} FROM {{s}}keel_runs WHERE run_id = %s",
         "update_run": _UPDATE_RUN,
         # One statement: replace the record if the fence holds, and append the entries to
@@ -262,6 +277,16 @@ def statements(schema: str) -> Statements:
             "SELECT " + ", ".join(f"j.{c.strip()}" for c in ENTRY_COLUMNS.split(",")) +
             " FROM {s}keel_runs r LEFT JOIN {s}keel_journal j ON j.run_id = r.run_id "
             "WHERE r.run_id = %s ORDER BY j.id"),
+        # Several runs' entries: the known runs (a run with no entries gives one row of
+        # NULLs) in run order, each run's entries in append order.
+        "read_journals": (
+            "SELECT r.run_id, " + ", ".join(f"j.{c.strip()}" for c in ENTRY_COLUMNS.split(","))
+            + " FROM {s}keel_runs r LEFT JOIN {s}keel_journal j ON j.run_id = r.run_id "
+            "WHERE r.run_id = ANY(%s::text[]) ORDER BY r.run_id, j.id"),
+        # The runs of one conversation of one tenant; journals and tasks go by cascade.
+        "delete_conversation": (
+            "DELETE FROM {s}keel_runs WHERE conversation = %s "
+            "AND tenant IS NOT DISTINCT FROM %s::text"),
         # The head of the statement: the caller adds WHERE, ORDER BY, LIMIT and OFFSET.
         "list_runs": f"SELECT {RUN_COLUMNS} FROM {{s}}keel_runs",
         # Batches keep each transaction short; the outer condition is re-checked on a row

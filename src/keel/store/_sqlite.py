@@ -72,6 +72,7 @@ from keel.store._base import (
     RunStore,
     TaskFilter,
     cancel_request,
+    check_conversation,
     check_status,
     who_acted,
 )
@@ -219,6 +220,9 @@ class SQLiteStore(RunStore):
         if f.tenant is not None:
             where.append("tenant = ?")
             params.append(f.tenant)
+        if f.conversation is not None:
+            where.append("conversation = ?")
+            params.append(f.conversation)
         sql = f"SELECT {q.RUN_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -279,6 +283,47 @@ class SQLiteStore(RunStore):
                 db.execute(f"DELETE FROM {table} WHERE run_id IN "
                            f"(SELECT run_id FROM runs WHERE {doomed})", params)
             deleted: int = db.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
+        return deleted
+
+    async def read_journals(self, run_ids: Sequence[str]) -> dict[str, list[JournalEntry]]:
+        """The journals of several runs, read in one transaction (one snapshot)."""
+        ids = list(dict.fromkeys(run_ids))
+        out: dict[str, list[JournalEntry]] = {}
+        with self._reading() as db:
+            db.execute("BEGIN")
+            try:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    found = db.execute(f"SELECT run_id FROM runs WHERE run_id IN "
+                                       f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+                    out.update((row[0], []) for row in found)
+                    rows = db.execute(
+                        f"SELECT run_id, {q.ENTRY_COLUMNS} FROM journal WHERE run_id IN "
+                        f"({', '.join('?' * len(chunk))}) ORDER BY id", chunk).fetchall()
+                    for row in rows:
+                        out[row[0]].append(q.entry_from_row(row[1:], row[0], self._label))
+            finally:
+                db.execute("COMMIT")
+        return {run_id: out[run_id] for run_id in ids if run_id in out}
+
+    async def delete_conversation(self, conversation: str, *, tenant: str | None) -> int:
+        conversation, tenant = check_conversation(conversation, tenant)
+        doomed = "conversation = ? AND tenant IS ?"
+        params = [conversation, tenant]
+        with self._reading() as db:  # deleted content is overwritten, not left in free pages
+            db.execute("PRAGMA secure_delete = ON")
+        try:
+            with self._writing() as db:
+                for table in ("tasks", "journal"):
+                    db.execute(f"DELETE FROM {table} WHERE run_id IN "
+                               f"(SELECT run_id FROM runs WHERE {doomed})", params)
+                deleted: int = db.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
+        finally:
+            with self._reading() as db:
+                db.execute("PRAGMA secure_delete = OFF")
+        if deleted and not self._in_memory:
+            with self._reading() as db:  # the old pages leave the write-ahead log too
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return deleted
 
     # ---------------------------------------------------------------------------- leases

@@ -1,4 +1,4 @@
-"""How runs, journal entries and human tasks map to rows of the SQLite run store (schema 3):
+"""How runs, journal entries and human tasks map to rows of the SQLite run store (schema 4):
 the SQL that reads and writes them, and the JSON text their payloads are stored as."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ Row = tuple[Any, ...]
 RUN_COLUMNS = (
     "run_id, agent, status, target, input, output, error, usage, metadata, created_at, "
     "updated_at, schema_version, lease_owner, lease_expires_at, deadline_at, cancel_requested, "
-    'tenant, "user"'
+    'tenant, "user", conversation'
 )
-INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})"
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 RUN_EXISTS = "SELECT 1 FROM runs WHERE run_id = ?"
 SELECT_LEASE = "SELECT lease_owner FROM runs WHERE run_id = ?"
@@ -138,7 +138,7 @@ def run_row(r: RunRecord) -> Row:
         raise not_json(f"the {field} of run {r.run_id!r}", exc) from None
     return (r.run_id, r.agent, r.status, r.target, input_, output, error, usage, metadata,
             r.created_at, r.updated_at, r.schema_version, r.lease_owner, r.lease_expires_at,
-            r.deadline_at, int(r.cancel_requested), r.tenant, r.user)
+            r.deadline_at, int(r.cancel_requested), r.tenant, r.user, r.conversation)
 
 
 def update_args(r: RunRecord) -> Row:
@@ -196,7 +196,7 @@ def record_from_row(row: Row, label: str) -> RunRecord:
         metadata=loads(label, owner, "metadata", row[8]),
         created_at=row[9], updated_at=row[10], schema_version=row[11],
         lease_owner=row[12], lease_expires_at=row[13], deadline_at=row[14],
-        cancel_requested=bool(row[15]), tenant=row[16], user=row[17])
+        cancel_requested=bool(row[15]), tenant=row[16], user=row[17], conversation=row[18])
 
 
 def entry_from_row(row: Row, run_id: str, label: str) -> JournalEntry:

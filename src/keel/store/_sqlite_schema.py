@@ -1,12 +1,12 @@
 """Opening the SQLite run store's file: checking it, creating its tables, upgrading old ones.
 
-Layout (schema 3)
+Layout (schema 4)
     ``keel_meta(key, value)`` holds ``schema_version``. ``runs`` holds one row per run, with
     JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``, and the lease
     (``lease_owner``, ``lease_expires_at``), ``deadline_at``, ``cancel_requested``, and the
-    run's ``tenant`` and ``"user"`` (quoted: a keyword). ``journal`` holds the entries; its
-    rowid gives the append order and ``UNIQUE (run_id, key,
-    phase)`` makes a step's intent and result each recordable once. That unique index also
+    run's ``tenant`` and ``"user"`` (quoted: a keyword) and its ``conversation``.
+    ``journal`` holds the entries; its rowid gives the append order and ``UNIQUE (run_id,
+    key, phase)`` makes a step's intent and result each recordable once. That unique index also
     finds a run's entries for ``read_journal`` (which sorts them by rowid): one index fewer to
     update keeps ``append`` cheap. ``tasks`` holds the human tasks (approvals, escalations),
     with JSON text in ``data`` and ``resolution``.
@@ -15,8 +15,10 @@ Layout (schema 3)
     ``claim_runs`` walk the running runs oldest first and test their leases without reading
     the rows (it also serves ``prune_runs``); ``runs_by_lease_owner`` (partial: leased runs
     only) serves ``renew_leases``; ``runs_by_tenant (tenant, created_at, run_id)`` serves
-    ``list_runs`` for one tenant; the ``tasks_by_*`` indexes serve ``list_tasks`` filtered by
-    status, kind, queue or run, oldest first.
+    ``list_runs`` for one tenant; ``runs_by_conversation (conversation, created_at, run_id)``
+    serves ``list_runs`` of one conversation and ``delete_conversation``; the
+    ``tasks_by_*`` indexes serve ``list_tasks`` filtered by status, kind, queue or run,
+    oldest first.
 
 Versions
     A new file gets schema 1 and then every upgrade step, so a new file and an upgraded one
@@ -124,14 +126,23 @@ _V2_TO_V3: tuple[str, ...] = (
     "UPDATE keel_meta SET value = '3' WHERE key = 'schema_version'",
 )
 
+#: Schema 3 -> 4: each run's conversation (NULL for the runs stored before), and the index
+#: that lists one conversation's runs.
+_V3_TO_V4: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN conversation TEXT",
+    "CREATE INDEX runs_by_conversation ON runs (conversation, created_at, run_id)",
+    "UPDATE keel_meta SET value = '4' WHERE key = 'schema_version'",
+)
+
 #: The step that takes a store from version ``v`` to ``v + 1``.
-UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2, 2: _V2_TO_V3}
+UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4}
 
 #: The tables each version must have (a file missing one is damaged, not re-created).
 _TABLES: dict[int, frozenset[str]] = {
     1: frozenset({"runs", "journal"}),
     2: frozenset({"runs", "journal", "tasks"}),
     3: frozenset({"runs", "journal", "tasks"}),
+    4: frozenset({"runs", "journal", "tasks"}),
 }
 
 

@@ -2,6 +2,7 @@
 
 import warnings
 
+from keel.tools._projection import project
 from keel.tools._result import ErrorType, ToolFailure, ToolResult
 from keel.tools._schema_tool import SchemaTool, tool_from_schema
 from keel.tools._threads import run_in_worker
@@ -32,6 +33,7 @@ __all__ = [
     "ToolMeta",
     "ToolResult",
     "Toolset",
+    "project",
     "run_in_worker",
     "tool",
     "tool_from_schema",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from keel.core import ToolContext, ToolDefinitionError
+from keel.tools._projection import check_fields
 from keel.tools._result import ToolResult
 from keel.tools._tool import (
     DEFAULT_OUTPUT_LIMIT,
@@ -170,7 +171,8 @@ def tool_from_schema(name: str, description: str | None, parameters: dict[str, A
                      reconcile: Reconciler | None = None,
                      approval: bool | Callable[[dict[str, Any]], bool] | None = None,
                      compensate: Tool | Callable[..., Any] | None = None,
-                     blocking: bool = True) -> SchemaTool:
+                     blocking: bool = True, fields: Iterable[str] | None = None,
+                     paging: bool | None = None) -> SchemaTool:
     """A tool from an existing JSON Schema and a callable (an MCP server's tool, another
     framework's tool): ``parameters`` is the schema of the arguments object, offered to the
     model as it is; ``fn(arguments: dict)`` - or ``fn(arguments, ctx)`` with
@@ -190,7 +192,8 @@ def tool_from_schema(name: str, description: str | None, parameters: dict[str, A
         risk=risk or "read", risk_declared=risk is not None, scopes=frozenset(scopes),
         idempotent=(risk in (None, "read")) if idempotent is None else idempotent,
         timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
-        compensate=_compensation(compensate), blocking=blocking)
+        compensate=_compensation(compensate), blocking=blocking,
+        fields=check_fields(fields, name), paging=paging)
     built = SchemaTool(fn, meta, parameters, context=context, validators=validators,
                        reconcile=reconcile)
     if meta.compensate is not None:

@@ -20,9 +20,11 @@ from keel.core import (
     ToolDefinitionError,
     ToolError,
     ToolSpec,
+    to_text,
 )
 from keel.tools._docstring import parse_docstring
 from keel.tools._eager import await_with_timeout
+from keel.tools._projection import check_fields, project
 from keel.tools._result import ToolResult
 from keel.tools._threads import run_in_worker
 
@@ -72,6 +74,16 @@ class ToolMeta:
     #: The guard layer's taint tracking treats a tool whose risk was never declared as one
     #: with effects (a forgotten annotation must not make a tool harmless).
     risk_declared: bool = True
+    #: The fields of a JSON result the model sees (dotted paths, e.g. ``("id", "status",
+    #: "customer.name")``; a list is projected record by record): the model gets the
+    #: projection, the journal keeps the whole value. Empty: the whole result.
+    fields: tuple[str, ...] = ()
+    #: Whether a large result reaches the model as a handle with a summary and drill-down
+    #: tools, when the agent has :class:`keel.context.Paging` middleware (on by default):
+    #: True (any result over the paging threshold or ``output_limit``, text too), False
+    #: (never: cut at ``output_limit``), None (the middleware's policy: by default JSON
+    #: record lists over ``output_limit``).
+    paging: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
@@ -87,6 +99,10 @@ class ToolMeta:
             raise ToolDefinitionError(f"tool {self.name!r}: timeout must be > 0 seconds or None.")
         if self.output_limit < 100:
             raise ToolDefinitionError(f"tool {self.name!r}: output_limit must be >= 100 chars.")
+        object.__setattr__(self, "fields", check_fields(self.fields, self.name))
+        if not (self.paging is None or isinstance(self.paging, bool)):
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: paging must be True, False or None, not {self.paging!r}.")
         if self.compensate is not None and not isinstance(self.compensate, Tool):
             raise ToolDefinitionError(
                 f"tool {self.name!r}: compensate must be a tool or a typed function, not "
@@ -228,6 +244,10 @@ class CallableTool(Tool):
         except Exception as exc:
             return self._failure(exc)
         result = ToolResult.of(value)  # the journal and the model see the same data
+        if self.meta.fields:  # the model sees the declared fields; the journal the value
+            shown, found = project(result.value, self.meta.fields)
+            if found:
+                result = ToolResult(content=to_text(shown), value=result.value)
         content, cut = limit_output(result.content, self.meta.output_limit, self.meta.name)
         return ToolResult(content=content, value=result.value, truncated=cut) if cut else result
 
@@ -367,6 +387,7 @@ def tool(*, name: str | None = ..., description: str | None = ..., group: str = 
          validators: Sequence[ArgValidator] = ..., reconcile: Reconciler | None = ...,
          approval: bool | Callable[[dict[str, Any]], bool] | None = ...,
          compensate: Tool | Callable[..., Any] | None = ..., blocking: bool = ...,
+         fields: Iterable[str] | None = ..., paging: bool | None = ...,
          ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -378,6 +399,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          reconcile: Reconciler | None = None,
          approval: bool | Callable[[dict[str, Any]], bool] | None = None,
          compensate: Tool | Callable[..., Any] | None = None, blocking: bool = True,
+         fields: Iterable[str] | None = None, paging: bool | None = None,
          ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Turn a typed function (sync or async) into a :class:`Tool`.
 
@@ -391,7 +413,10 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     fails (see :attr:`ToolMeta.compensate` and docs/sagas.md). A plain ``def`` function runs
     in a worker thread; ``blocking=False`` says it returns at once (no I/O, no waiting), so
     it is called on the event loop, without the thread hop (see :attr:`ToolMeta.blocking`
-    and docs/tools.md).
+    and docs/tools.md). ``fields`` projects a JSON result to those fields (dotted paths)
+    before the model sees it, the journal keeping the whole value; ``paging`` says whether a
+    large result becomes a handle the model drills into (see :attr:`ToolMeta.paging` and
+    docs/tools.md, "Large results").
     """
 
     def build(f: Callable[..., Any]) -> FunctionTool:
@@ -405,7 +430,9 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             idempotent=(risk in (None, "read")) if idempotent is None else idempotent,
             timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
             compensate=_compensation(compensate), blocking=blocking,
-            risk_declared=risk is not None)
+            risk_declared=risk is not None,
+            fields=check_fields(fields, name or str(getattr(f, "__name__", ""))),
+            paging=paging)
         built = FunctionTool(f, meta, validators=validators, reconcile=reconcile)
         if meta.compensate is not None:
             _check_compensation(built, meta.compensate)
