@@ -361,3 +361,36 @@ async def test_a_failing_memory_store_leaves_the_run_without_memories_unless_req
     with pytest.raises(StoreError, match="closed"):
         await _run(Memory(backend, required=True), ["never"], "dog?", store=store,
                    tenant=None, user="alice")
+
+
+async def test_facts_from_conversation_a_reach_conversation_b_of_the_same_user_only(
+        backend: MemoryBackend) -> None:
+    """The issue's proof in its own words: conversations, on SQLite and Postgres."""
+    store = MemoryStore()
+    memory = Memory(backend)
+
+    async def turn(script: list[Any], text: str, conversation: str, tenant: str,
+                   user: str) -> ScriptedModel:
+        model = ScriptedModel(script)
+        agent = Agent("desk", model=model, instructions="You help customers.",
+                      tools=[memory.remember], middleware=[memory])
+        await agent.run(text, store=store, conversation=conversation, tenant=tenant,
+                        user=user)
+        return model
+
+    await turn([call("remember", {"fact": "The user is allergic to peanuts."}), "Noted."],
+               "I'm allergic to peanuts.", "conv-a", "acme", "alice")
+    # the scripted model answers by the number of assistant turns it sees: two so far
+    await turn(["-", "-", "Anything else?"], "Thanks!", "conv-a", "acme", "alice")
+    later = await turn(["No peanuts, then."], "Can you suggest a snack without nuts?",
+                       "conv-b", "acme", "alice")
+    [block] = _memory_blocks(later)
+    assert "allergic to peanuts" in block
+    assert all("I'm allergic" not in m.text for m in later.requests[0]), \
+        "conversation B does not carry A's history: only the remembered fact"
+    for conversation, tenant, user in [("conv-c", "acme", "bob"),
+                                       ("conv-d", "globex", "alice")]:
+        other = await turn(["Sure."], "Can you suggest a snack without nuts?", conversation,
+                           tenant, user)
+        assert _memory_blocks(other) == [] and all(
+            "peanuts" not in m.text for m in other.requests[0])
