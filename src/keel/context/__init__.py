@@ -7,6 +7,17 @@ from keel.context._calibration import (
     default_calibration,
     observe_usage,
 )
+from keel.context._memory import METADATA_KEY, Injected, Memory, remember_tool
+from keel.context._memory_base import (
+    MemoryBackend,
+    MemoryHit,
+    MemoryItem,
+    MemoryKind,
+    Ranking,
+)
+from keel.context._memory_inmem import InMemoryMemory
+from keel.context._memory_postgres import PostgresMemory
+from keel.context._memory_sqlite import DEFAULT_MEMORY_PATH, SQLiteMemory
 from keel.context._paging import Paging
 from keel.context._tokenizers import (
     BPETokenizer,
@@ -27,10 +38,22 @@ from keel.context._tokens import (
 )
 
 __all__ = [
+    "DEFAULT_MEMORY_PATH",
+    "METADATA_KEY",
     "BPETokenizer",
     "CalibrationState",
     "EstimateTokenizer",
+    "InMemoryMemory",
+    "Injected",
+    "Memory",
+    "MemoryBackend",
+    "MemoryHit",
+    "MemoryItem",
+    "MemoryKind",
     "Paging",
+    "PostgresMemory",
+    "Ranking",
+    "SQLiteMemory",
     "ScaledTokenizer",
     "TokenCalibration",
     "Tokenizer",
@@ -43,6 +66,7 @@ __all__ = [
     "message_tokens",
     "observe_usage",
     "register_tokenizer",
+    "remember_tool",
     "tokenizer_for",
     "tool_spec_tokens",
 ]
