@@ -12,7 +12,8 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONAL = ("openai", "anthropic", "wordllama", "typer", "rich", "click")
+OPTIONAL = ("openai", "anthropic", "wordllama", "typer", "rich", "click", "bm25s", "Stemmer",
+            "pypdf")
 
 #: Makes the optional packages unimportable, as in an environment without the extras.
 WITHOUT_EXTRAS = textwrap.dedent(f'''
@@ -93,6 +94,33 @@ def test_extras_cover_the_optional_parts_and_dev_installs_everything() -> None:
     assert {d.split(">")[0] for d in extras["otel"]} == {
         "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"}
     assert any(d.startswith("opentelemetry-api>=") for d in project["dependencies"])
-    assert extras["all"] == ["keel-agents[openai,anthropic,embed,cli,postgres,redis,otel]"]
+    assert {d.split(">")[0] for d in extras["rag"]} == {"bm25s", "PyStemmer", "pypdf",
+                                                          "wordllama"}
+    assert extras["all"] == ["keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag]"]
     assert "keel-agents[all]" in extras["dev"]
     assert project["scripts"]["keel"] == "keel.cli:main"
+
+
+def test_the_corpus_without_the_rag_extra_names_it(tmp_path: Path) -> None:
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4")
+    code = WITHOUT_EXTRAS + textwrap.dedent("""
+        import numpy as np
+        from keel import UserError
+        from keel.patterns import Corpus, Document, load_document
+
+        class Ones:
+            def embed(self, texts):
+                return np.ones((len(texts), 4), dtype=np.float32)
+
+        for attempt in (lambda: Corpus(embedder=Ones()).add([Document(id="a", text="x")]),
+                        lambda: load_document("a.pdf")):
+            try:
+                attempt()
+            except UserError as exc:
+                print(exc)
+    """)
+    proc = _python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert all("pip install 'keel-agents[rag]'" in line for line in lines)

@@ -8,6 +8,17 @@ from keel.context._calibration import (
     observe_usage,
 )
 from keel.context._history import History, Plan, Summarize, transcript
+from keel.context._memory import METADATA_KEY, Injected, Memory, remember_tool
+from keel.context._memory_base import (
+    MemoryBackend,
+    MemoryHit,
+    MemoryItem,
+    MemoryKind,
+    Ranking,
+)
+from keel.context._memory_inmem import InMemoryMemory
+from keel.context._memory_postgres import PostgresMemory
+from keel.context._memory_sqlite import DEFAULT_MEMORY_PATH, SQLiteMemory
 from keel.context._paging import Paging
 from keel.context._policies import (
     PIN_MARK,
@@ -41,16 +52,28 @@ from keel.context._tokens import (
 )
 
 __all__ = [
+    "DEFAULT_MEMORY_PATH",
+    "METADATA_KEY",
     "PIN_MARK",
     "BPETokenizer",
     "CalibrationState",
     "EstimateTokenizer",
     "History",
     "Importance",
+    "InMemoryMemory",
+    "Injected",
+    "Memory",
+    "MemoryBackend",
+    "MemoryHit",
+    "MemoryItem",
+    "MemoryKind",
     "Paging",
     "Plan",
     "Policy",
+    "PostgresMemory",
+    "Ranking",
     "RequestBudget",
+    "SQLiteMemory",
     "ScaledTokenizer",
     "SlidingWindow",
     "Summarize",
@@ -71,6 +94,7 @@ __all__ = [
     "observe_usage",
     "pin",
     "register_tokenizer",
+    "remember_tool",
     "tokenizer_for",
     "tool_spec_tokens",
     "transcript",

@@ -16,6 +16,9 @@
     │   │   ├── TaskNotFound        no approval or escalation with that id
     │   │   └── TaskConflict        the approval or escalation is already decided
     │   ├── ArgumentRefused         (keel.guard) a validator refused an argument; a ValueError too
+    │   ├── DocumentError           (keel.patterns) a document cannot be read or indexed
+    │   ├── CorpusError             (keel.patterns) the corpus index is damaged or mismatched
+    │   │   └── ChunkNotFound       (keel.patterns) no chunk with that id; a KeyError too
     │   └── CliError                (keel.cli) a bad option value on the command line
     ├── RunError                    the run failed; carries run_id and step_key
     │   ├── BudgetExceeded          steps, tokens, cost or wall time ran out

@@ -55,6 +55,44 @@ from keel.patterns._quarantine import (
     IsolatedPlanner,
     IsolatedStep,
 )
+from keel.patterns._rag import (
+    RAG,
+    Citation,
+    ClaimVerdict,
+    GroundedAnswer,
+    GroundingVerdicts,
+    RankedChunks,
+    Retriever,
+    Search,
+)
+from keel.patterns._rag_chunk import Chunk
+from keel.patterns._rag_corpus import (
+    ChunkNotFound,
+    Corpus,
+    IndexReport,
+)
+from keel.patterns._rag_decompose import (
+    SubQueries,
+    split_question,
+)
+from keel.patterns._rag_index import CorpusError
+from keel.patterns._rag_ingest import (
+    Document,
+    DocumentError,
+    load_document,
+    load_documents,
+)
+from keel.patterns._rag_search import (
+    FusedReranker,
+    Hit,
+    Reranker,
+)
+from keel.patterns._rag_verify import (
+    Claim,
+    Verification,
+    Verifier,
+    term_weights,
+)
 from keel.patterns._reflection import (
     Check,
     Criterion,
@@ -112,6 +150,7 @@ from keel.patterns._workflow import (
 from keel.patterns._workflow_types import WorstCase
 
 __all__ = [
+    "RAG",
     "Agreement",
     "AwardAttempt",
     "Bid",
@@ -119,18 +158,32 @@ __all__ = [
     "ChatResult",
     "ChatTurn",
     "Check",
+    "Chunk",
+    "ChunkNotFound",
+    "Citation",
+    "Claim",
+    "ClaimVerdict",
     "Conversation",
+    "Corpus",
+    "CorpusError",
     "Criterion",
     "DecisionRecord",
+    "Document",
+    "DocumentError",
     "Embedder",
     "EmbeddingRouter",
+    "FusedReranker",
     "Gate",
     "GateFailed",
+    "GroundedAnswer",
+    "GroundingVerdicts",
     "GroupChat",
     "HandoffLoop",
     "HandoffTeam",
     "HistoryFilter",
+    "Hit",
     "HybridRouter",
+    "IndexReport",
     "IsolatedPlan",
     "IsolatedPlanner",
     "IsolatedStep",
@@ -155,8 +208,11 @@ __all__ = [
     "PlanStepFailed",
     "Planner",
     "Predicate",
+    "RankedChunks",
     "Reflection",
     "ReflectionResult",
+    "Reranker",
+    "Retriever",
     "Round",
     "RoundRobin",
     "Route",
@@ -170,26 +226,35 @@ __all__ = [
     "Rule",
     "RuleRouter",
     "RuleSelector",
+    "Search",
     "Sequential",
     "Step",
+    "SubQueries",
     "Supervisor",
     "Tests",
     "ToolSelection",
     "ToolSelector",
+    "Verification",
+    "Verifier",
     "WordLlamaEmbedder",
     "Workflow",
     "WorkflowError",
     "WorstCase",
     "conversation_input",
     "default_score",
+    "load_document",
+    "load_documents",
     "pipeline",
     "read_plan",
     "route_decisions",
     "routes_from",
     "routing_dataset",
+    "split_question",
+    "term_weights",
 ]
 
 # Public errors print as ``keel.patterns.X``, where users import them from.
-for _error in (GateFailed, HandoffLoop, MarketplaceFailed, PlanStepFailed, WorkflowError):
+for _error in (ChunkNotFound, CorpusError, DocumentError, GateFailed, HandoffLoop,
+               MarketplaceFailed, PlanStepFailed, WorkflowError):
     _error.__module__ = __name__
 del _error

@@ -6,13 +6,15 @@ try:  # let pytest rewrite the conformance suite's asserts for readable failures
 
     pytest.register_assert_rewrite("keel.testing._store_conformance",
                                    "keel.testing._store_conformance_fleet",
-                                   "keel.testing._store_conformance_tenants")
+                                   "keel.testing._store_conformance_tenants",
+                                   "keel.testing._memory_conformance")
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
 
 from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
 from keel.testing._conformance import StoreConformance
 from keel.testing._faults import Faults, FaultyModel, FaultyTool, faulty_tool
+from keel.testing._memory_conformance import MemoryConformance
 from keel.testing._wire_anthropic import AnthropicWireServer
 from keel.testing._wire_anthropic import RecordedRequest as AnthropicRecordedRequest
 from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
@@ -24,6 +26,7 @@ __all__ = [
     "FaultyModel",
     "FaultyTool",
     "FunctionModel",
+    "MemoryConformance",
     "OpenAIWireServer",
     "ScriptItem",
     "ScriptedModel",
