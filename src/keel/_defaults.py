@@ -28,7 +28,7 @@ from dataclasses import replace
 from functools import partial
 from typing import IO, TypeVar
 
-from keel.context import History, Paging
+from keel.context import History, Memory, Paging
 from keel.core import LogScrubber
 from keel.core import configure_json_logging as core_json_logging
 from keel.guard import DataGuard, DataPolicy, TaintGuard, default_guards
@@ -104,6 +104,13 @@ class Agent(RuntimeAgent[OutputT]):
         taint = next((m for m in self.stack.middleware if isinstance(m, TaintGuard)), None)
         if taint is not None:
             taint.warn_unannotated(self.name, config.tools)
+        stack = list(self.stack.middleware)
+        history = next((m for m in stack if isinstance(m, History)), None)
+        if history is not None and history.inner_tokens == 0:
+            # Memories injected inside the history policy take room it must keep free.
+            after = stack[stack.index(history) + 1:]
+            history.inner_tokens = sum(m.budget_tokens for m in after
+                                       if isinstance(m, Memory) and m.inject)
         data = next((m for m in self.stack.middleware if isinstance(m, DataGuard)), None)
         if data is not None and self.escalation.scrub_packet is None:
             # Escalation packets leave the run for a person's queue: the agent's data policy

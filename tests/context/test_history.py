@@ -561,3 +561,21 @@ async def test_the_runs_ratio_comes_back_from_its_metadata(
     assert list(history._ratios) == ["r2", "r3"]
     assert await History.off().on_run_start(RunStartInput(
         run_id="r", agent="a", input="x", resumed=False)) is None
+
+
+def test_an_agent_keeps_room_for_memories_injected_inside_its_history(tmp_path: Any) -> None:
+    from keel.context import Memory, SQLiteMemory
+
+    memory = Memory(SQLiteMemory(tmp_path / "memory.db"), budget_tokens=300)
+    agent = keel.Agent("a", model=FunctionModel(lambda m, t, s: "x"), middleware=[memory])
+    history = next(m for m in agent.stack.middleware if isinstance(m, History))
+    assert history.inner_tokens == 300
+    assert agent.stack.middleware.index(memory) > agent.stack.middleware.index(history)
+    messages = conversation(60)
+    plain = History(TokenBudget(window=3000, reserve=200)).select(messages, model=MODEL)
+    roomy = History(TokenBudget(window=3000, reserve=200), inner_tokens=300).select(
+        messages, model=MODEL)
+    assert count_message_tokens(roomy, MODEL) <= 3000 - 200 - 300
+    assert count_message_tokens(roomy, MODEL) < count_message_tokens(plain, MODEL)
+    with pytest.raises(ConfigError):
+        History(inner_tokens=-1)

@@ -48,6 +48,7 @@ from keel.context._policies import (
 )
 from keel.context._tokenizers import Tokenizer
 from keel.context._tokens import (
+    MESSAGE_OVERHEAD,
     REPLY_PRIMING,
     TOOLS_OVERHEAD,
     context_window,
@@ -221,12 +222,14 @@ class History(Middleware):
     every request (after the system instructions). ``render`` is what a later middleware
     makes of a message before it is sent, so the count is of what is sent (it is inside
     the guards in :func:`keel.defaults`, where it counts their delimiters itself).
-    ``warn=False`` leaves out the warning; ``History.off()`` sends everything."""
+    ``warn=False`` leaves out the warning; ``History.off()`` sends everything.
+    ``inner_tokens`` keeps room for what middleware inside it adds (``keel.Agent`` sets it
+    for a :class:`~keel.context.Memory` in the stack: its ``budget_tokens``)."""
 
     def __init__(self, *policies: Policy, pinned: Sequence[str] = (),
                  calibration: TokenCalibration | None = None,
                  render: Callable[[Message], Message] | None = None,
-                 warn: bool = True, enabled: bool = True) -> None:
+                 warn: bool = True, enabled: bool = True, inner_tokens: int = 0) -> None:
         for p in policies:
             if not isinstance(p, Policy):
                 raise ConfigError("History.policies", f"each must be a keel.context policy "
@@ -240,6 +243,14 @@ class History(Middleware):
             raise ConfigError("History.render", "must be a function of a Message, or None")
         if not isinstance(warn, bool) or not isinstance(enabled, bool):
             raise ConfigError("History", "warn and enabled must be True or False")
+        if isinstance(inner_tokens, bool) or not isinstance(inner_tokens, int) or (
+                inner_tokens < 0):
+            raise ConfigError("History.inner_tokens", f"must be a whole number of tokens >= 0, "
+                              f"got {inner_tokens!r}")
+        #: Tokens that middleware inside this one adds to each request (memories injected by
+        #: ``keel.context.Memory``), kept free in the budget; ``keel.Agent`` sets it from a
+        #: ``Memory`` in its stack.
+        self.inner_tokens = inner_tokens
         self.policies: tuple[Policy, ...] = policies or (Importance(), TokenBudget())
         budgets = [p for p in self.policies if isinstance(p, TokenBudget)]
         self.budget_policy = budgets[-1] if budgets else None
@@ -499,7 +510,8 @@ class History(Middleware):
                 f"the reply reserve ({reserve} tokens) is not smaller than the context window "
                 f"({window}); lower max_tokens or choose a model with a larger window",
                 limit=window - reserve)
-        limit = window - reserve - math.ceil(conv.tool_tokens * ratio) - REPLY_PRIMING
+        limit = (window - reserve - math.ceil(conv.tool_tokens * ratio) - REPLY_PRIMING
+                 - (self.inner_tokens + MESSAGE_OVERHEAD if self.inner_tokens else 0))
         if limit <= 0:
             raise ContextTooLong(
                 f"the tool specs alone ({conv.tool_tokens} tokens) leave no room in the "
