@@ -7,6 +7,10 @@ Every pattern is a flow, so it resumes, replays and traces like a single agent, 
 sub-agents run with a share of its budget. One page per pattern in docs/patterns/.
 """
 
+from keel.patterns._context import (
+    JUDGE_TURNS,
+    judge_context,
+)
 from keel.patterns._embed import (
     Embedder,
     WordLlamaEmbedder,
@@ -112,6 +116,7 @@ from keel.patterns._workflow import (
 from keel.patterns._workflow_types import WorstCase
 
 __all__ = [
+    "JUDGE_TURNS",
     "Agreement",
     "AwardAttempt",
     "Bid",
@@ -182,6 +187,7 @@ __all__ = [
     "WorstCase",
     "conversation_input",
     "default_score",
+    "judge_context",
     "pipeline",
     "read_plan",
     "route_decisions",
