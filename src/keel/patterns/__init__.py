@@ -7,6 +7,10 @@ Every pattern is a flow, so it resumes, replays and traces like a single agent, 
 sub-agents run with a share of its budget. One page per pattern in docs/patterns/.
 """
 
+from keel.patterns._context import (
+    JUDGE_TURNS,
+    judge_context,
+)
 from keel.patterns._embed import (
     Embedder,
     WordLlamaEmbedder,
@@ -150,6 +154,7 @@ from keel.patterns._workflow import (
 from keel.patterns._workflow_types import WorstCase
 
 __all__ = [
+    "JUDGE_TURNS",
     "RAG",
     "Agreement",
     "AwardAttempt",
@@ -242,6 +247,7 @@ __all__ = [
     "WorstCase",
     "conversation_input",
     "default_score",
+    "judge_context",
     "load_document",
     "load_documents",
     "pipeline",

@@ -20,7 +20,9 @@ from typing import Any, Literal, Unpack
 
 from pydantic import BaseModel, Field
 
+from keel.context import History
 from keel.core import ConfigError, Message
+from keel.patterns._context import check_context, judge_context, with_context
 from keel.runtime import Agent, Budget, Flow, FlowContext, FlowOptions
 
 #: A share of the chat's budget for each peer turn: a Budget, a fraction of what is left, or
@@ -160,16 +162,23 @@ def _check_output(agent: object, part: str, field: str, model: type[BaseModel]) 
 class GroupChat(Flow[ChatResult]):
     """Peers (agents) take turns on one shared transcript. ``selector`` picks each speaker;
     the chat ends when any of ``until`` holds after a turn, or after ``max_turns`` turns
-    (the safety net). Each peer turn runs with ``peer_budget`` (a share of the chat's)."""
+    (the safety net). Each peer turn runs with ``peer_budget`` (a share of the chat's).
+    ``context``: the :class:`~keel.context.History` a model selector and the judges read the
+    transcript through (default :func:`~keel.patterns.judge_context`: the task and the last
+    turns, within the window; ``History.off()``: the whole transcript). Peers keep their own.
+    """
 
     kind = "group_chat"
 
     def __init__(self, name: str, peers: Sequence[Agent[Any]], *,
                  selector: Selector | None = None, until: Sequence[Termination] = (),
                  max_turns: int = 12, peer_budget: Share = None,
+                 context: History | None = None,
                  **options: Unpack[FlowOptions]) -> None:
         super().__init__(name, **options)
         self.peers = _check_peers(peers)
+        checked = check_context(context)
+        self.context = judge_context() if checked is None else checked
         self.selector: Selector = RoundRobin() if selector is None else selector
         if not isinstance(self.selector, RoundRobin | RuleSelector | ModelSelector):
             raise ConfigError("selector", f"unknown selector {type(self.selector).__name__}; "
@@ -191,11 +200,15 @@ class GroupChat(Flow[ChatResult]):
             Budget().scaled(peer_budget)  # a bad fraction fails here, naming the share
         self.peer_budget = peer_budget
         self._names = [p.name for p in self.peers]
+        # The selector and judges as they run: reading the transcript through ``context``.
+        self._selector_agent = (with_context(self.selector.agent, self.context)
+                                if isinstance(self.selector, ModelSelector) else None)
+        self._judges = {i: with_context(c.agent, self.context)
+                        for i, c in enumerate(self.until) if isinstance(c, Judge)}
 
     def agents(self) -> Sequence[Agent[Any]]:
-        extra = [self.selector.agent] if isinstance(self.selector, ModelSelector) else []
-        extra += [c.agent for c in self.until if isinstance(c, Judge)]
-        return [*self.peers, *extra]
+        extra = [] if self._selector_agent is None else [self._selector_agent]
+        return [*self.peers, *extra, *self._judges.values()]
 
     async def body(self, ctx: FlowContext, input: str) -> ChatResult:
         transcript: list[ChatTurn] = []
@@ -227,9 +240,10 @@ class GroupChat(Flow[ChatResult]):
         selector = self.selector
         choice: dict[str, Any]
         if isinstance(selector, ModelSelector):
+            assert self._selector_agent is not None
             names = ", ".join(self._names)
             answer = await turn.run_agent(
-                selector.agent, f"Who should speak next? Answer with one of: {names}.",
+                self._selector_agent, f"Who should speak next? Answer with one of: {names}.",
                 name="selector", history=self._history(task, transcript, None))
             proposed = str(getattr(answer.output, "speaker", "")).strip()
             if proposed in self._names:
@@ -265,7 +279,7 @@ class GroupChat(Flow[ChatResult]):
             if isinstance(cond, Judge) and n % cond.every == 0:
                 name = "judge" if i == 0 else f"judge{i}"
                 out = (await turn.run_agent(
-                    cond.agent, "Has this conversation reached its goal? Answer done=true "
+                    self._judges[i], "Has this conversation reached its goal? Answer done=true "
                     "or done=false with a short reason.", name=name,
                     history=self._history(task, transcript, None))).output
                 verdicts[i] = JudgeVerdict(done=bool(getattr(out, "done", False)),

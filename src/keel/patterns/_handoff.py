@@ -239,7 +239,8 @@ class HandoffTeam(Flow[Any]):
                  f"{moved.reason or '(none given)'}]")
         if packet is not None:
             brief += f"\n{packet}"
-        return _Hop(moved.target, brief, self.history.apply(moved.messages))
+        target = self.members[moved.target].config.model
+        return _Hop(moved.target, brief, self.history.apply(moved.messages, model=target))
 
 
 def _const(value: dict[str, Any]) -> Callable[[], dict[str, Any]]:

@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from keel.context import History
 from keel.core import ConfigError, Message, TextPart, ToolCallPart, ToolResultPart
+from keel.models import Model
 
-FilterMode: TypeAlias = Literal["conversation", "full", "last", "user", "packet"]
+FilterMode: TypeAlias = Literal["conversation", "full", "last", "user", "packet", "policy"]
 #: Builds the "context packet" a receiving agent (or a person) gets instead of the history.
 Packet = Callable[[Sequence[Message]], str]
 
@@ -28,11 +30,16 @@ class HistoryFilter:
     * :meth:`last`: the last ``n`` messages of the conversation (as :meth:`conversation`).
     * :meth:`user_only`: only what the user said.
     * :meth:`packet`: no history; a function writes a summary the receiver gets as its input.
+    * :meth:`within`: what a :class:`keel.context.History` keeps of the conversation (as
+      :meth:`conversation`, or :meth:`full` with ``tools=True``) for the receiving model:
+      sliding window, token budget, importance (no summarising: nothing is asked of a model).
     """
 
     mode: FilterMode = "conversation"
     n: int = 0
     summarize: Packet | None = None
+    policy: History | None = None
+    tools: bool = False
 
     @classmethod
     def conversation(cls) -> HistoryFilter:
@@ -58,8 +65,23 @@ class HistoryFilter:
             raise ConfigError("history.packet", "expected a function(messages) -> str")
         return cls("packet", summarize=summarize)
 
-    def apply(self, messages: Sequence[Message]) -> list[Message]:
-        """The history the receiving agent continues (system messages never travel)."""
+    @classmethod
+    def within(cls, history: History, *, tools: bool = False) -> HistoryFilter:
+        if not isinstance(history, History):
+            raise ConfigError("history.within", f"expected a keel.context.History (e.g. "
+                              f"History(SlidingWindow(6))), got {type(history).__name__}")
+        if not isinstance(tools, bool):
+            raise ConfigError("history.within", "tools must be True or False")
+        return cls("policy", policy=history, tools=tools)
+
+    def apply(self, messages: Sequence[Message], *,
+              model: str | Model | None = None) -> list[Message]:
+        """The history the receiving agent continues (system messages never travel);
+        ``model``: the receiving agent's (the window a :meth:`within` policy fits)."""
+        if self.mode == "policy":
+            assert self.policy is not None
+            base = HistoryFilter("full" if self.tools else "conversation").apply(messages)
+            return self.policy.select(base, model=model)
         if self.mode == "full":
             return complete_calls(messages)
         if self.mode == "packet":

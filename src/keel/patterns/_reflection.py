@@ -19,7 +19,9 @@ import jsonschema
 import pydantic
 from pydantic import BaseModel, Field
 
+from keel.context import History
 from keel.core import ConfigError, KeelError, Message, to_jsonable
+from keel.patterns._context import check_context, judge_context, with_context
 from keel.patterns._workflow import call_user
 from keel.runtime import Agent, Flow, FlowContext, FlowOptions
 
@@ -202,17 +204,22 @@ class Reflection(Flow[ReflectionResult[Any]]):
     loop stops when every check passes, when a round scores no better than the best so far
     (no improvement), or after ``max_rounds``; it returns the best version, not the last.
     The generator and the critic each run with their own budget, capped by what is left of
-    the reflection's.
+    the reflection's. ``context``: the :class:`~keel.context.History` both read their
+    conversation through (the generator its earlier rounds; default
+    :func:`~keel.patterns.judge_context`: the task and the last rounds, within the window).
     """
 
     kind = "reflection"
 
     def __init__(self, name: str, *, generator: Agent[Any],
                  criteria: Sequence[Criterion | Rubric] = (), critic: Agent[Any] | None = None,
-                 max_rounds: int = 3, **options: Unpack[FlowOptions]) -> None:
+                 max_rounds: int = 3, context: History | None = None,
+                 **options: Unpack[FlowOptions]) -> None:
         super().__init__(name, **options)
         if not isinstance(generator, Agent):
             raise ConfigError("generator", f"expected an Agent, got {type(generator).__name__}")
+        checked = check_context(context)
+        self.context = judge_context() if checked is None else checked
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
             raise ConfigError("max_rounds", f"must be a whole number >= 1, got {max_rounds!r}")
         checks: list[Criterion] = []
@@ -235,8 +242,8 @@ class Reflection(Flow[ReflectionResult[Any]]):
         if not checks and critic is None:
             raise ConfigError("criteria", "give at least one criterion or a critic; without "
                               "them nothing can tell a better version from a worse one")
-        self.generator = generator
-        self.critic = critic
+        self.generator = with_context(generator, self.context)
+        self.critic = None if critic is None else with_context(critic, self.context)
         self.criteria = tuple(checks)
         self.rubric = rubrics[0] if rubrics else (Rubric("overall quality") if critic else None)
         self.max_rounds = max_rounds

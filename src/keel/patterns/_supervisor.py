@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
+from keel.context import History
 from keel.core import (
     ConfigError,
     Message,
@@ -36,6 +37,7 @@ from keel.core import (
     ToolError,
     to_jsonable,
 )
+from keel.patterns._context import check_context, with_context
 from keel.runtime import (
     Agent,
     Budget,
@@ -65,7 +67,10 @@ class Supervisor(Flow[Any]):
     the worker's instructions). ``worker_budget``: each delegation's share of what is left of
     the supervisor's budget (a :class:`Budget`, a fraction, or None: the worker's own budget,
     capped by what is left). ``share_internals``: True, or the names of workers whose tool
-    calls the lead sees (a compact transcript) besides their output.
+    calls the lead sees (a compact transcript) besides their output. ``context``: the
+    :class:`~keel.context.History` the lead reads its conversation (the task, its
+    delegations and the workers' answers) through; default: the lead's own (keel's default
+    History fits it within the lead model's window).
     """
 
     kind = "supervisor"
@@ -74,11 +79,13 @@ class Supervisor(Flow[Any]):
                  workers: Sequence[Worker] | Mapping[str, Worker],
                  descriptions: Mapping[str, str] | None = None, worker_budget: Share = None,
                  share_internals: bool | Iterable[str] = False,
+                 context: History | None = None,
                  **options: Unpack[FlowOptions]) -> None:
         super().__init__(name, **options)
         if not isinstance(lead, Agent):
             raise ConfigError("lead", f"expected an Agent, got {type(lead).__name__}")
-        self.lead = lead
+        self.context = check_context(context)
+        self.lead = with_context(lead, self.context)
         self.workers = _workers(workers)
         clash = [n for n in self.workers if f"{_PREFIX}{n}" in lead.toolset]
         if clash:
