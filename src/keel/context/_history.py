@@ -695,7 +695,7 @@ class _Unused(Model):
 
     async def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                       settings: ModelSettings | None = None) -> ModelResponse:
-        raise AssertionError("not asked")  # pragma: no cover
+        raise UserError("History.select() asks no model")  # pragma: no cover
 
 
 _UNUSED = _Unused()
