@@ -405,7 +405,9 @@ async def test_calibration_is_fed_and_fixed_for_the_run() -> None:
     store = MemoryStore()
     first = await agent.run("go", store=store)
     state = calibration.state(model)
-    assert state is not None and state.observations == 4  # one per model response
+    # the first response of the run, counted exactly; later requests far from the window
+    # are only bounded (no tokenizing), so they teach nothing
+    assert state is not None and state.observations == 1
     assert (await store.get_run(first.run_id)).metadata.get("keel.context.ratio") is None
     model2, _ = _tool_loop(1)
     model2.name = model.name

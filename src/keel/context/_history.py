@@ -51,7 +51,9 @@ from keel.context._tokens import (
     MESSAGE_OVERHEAD,
     REPLY_PRIMING,
     TOOLS_OVERHEAD,
+    bytes_factor,
     context_window,
+    message_bound,
     message_tokens,
     tokenizer_for,
     tool_spec_tokens,
@@ -186,10 +188,52 @@ class _Conversation:
     warned: bool = False
     tools: Sequence[ToolSpec] | None = None
     tool_tokens: int = 0
+    #: ``bytes_factor`` of the tokenizer (None: it cannot be bounded, every count is exact).
+    factor: float | None = None
+    #: Messages whose count is an upper bound from the texts' sizes (no tokenizing), not
+    #: exact. A request that fits by the bounds fits; any other choice is made on exact
+    #: counts (:meth:`make_exact` first), so the bounds change no request, only what it
+    #: costs to find that a conversation fits: a new message is tokenized only when the
+    #: conversation comes near the budget.
+    pending: list[int] = field(default_factory=list)
+    calibrated: bool = False  # the calibration was fed from this conversation
+    #: The last request's budget and what it was computed from.
+    budget: tuple[tuple[object, ...], RequestBudget] | None = None
 
-    def count(self, message: Message) -> int:
+    def __post_init__(self) -> None:
+        self.factor = bytes_factor(self.tokenizer)
+
+    @property
+    def exact(self) -> bool:
+        return not self.pending
+
+    def measure(self, index: int, message: Message) -> int:
+        """The count of a new message as kept: an upper bound where one can be had."""
+        if self.factor is None:
+            return self.exact_count(message)
+        self.pending.append(index)
+        sent = self.render(message) if self.render is not None else message
+        return message_bound(sent, self.factor)
+
+    def exact_count(self, message: Message) -> int:
         sent = self.render(message) if self.render is not None else message
         return message_tokens(sent, self.tokenizer)
+
+    def make_exact(self) -> None:
+        """Count the bounded messages exactly (and the turns they are in)."""
+        if not self.pending:
+            return
+        first = self.pending[0]
+        for i in self.pending:
+            exact = self.exact_count(self.messages[i])
+            self.total += exact - self.counts[i]
+            self.counts[i] = exact
+        self.pending.clear()
+        j = len(self.turns) - 1
+        while j >= 0 and self.turns[j].end > first:
+            t = self.turns[j]
+            self.turns[j] = replace(t, tokens=sum(self.counts[t.start:t.end]))
+            j -= 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,6 +249,8 @@ class Plan:
     droppable: int = 0
     #: The messages are the conversation unchanged (the request can go as it came).
     same: bool = False
+    #: ``raw_tokens`` is an exact count (else an upper bound: the request fits by it).
+    exact: bool = True
 
 
 def _kind(message: Message) -> TurnKind:
@@ -334,6 +380,10 @@ class History(Middleware):
         try:
             response = await next(self._with(inp, plan))
         except ContextTooLong as exc:
+            if not plan.exact:  # sent as it was, counted by the bounds: count it exactly
+                conv.make_exact()
+                plan = replace(plan, raw_tokens=REPLY_PRIMING + conv.tool_tokens + conv.total,
+                               exact=True)
             if not plan.droppable:
                 raise ContextTooLong(
                     f"{exc.message}; nothing more can be left out (the request is the system "
@@ -351,9 +401,13 @@ class History(Middleware):
                 await self._warn(conv, inp.steps, plan)
             response = await next(self._with(inp, plan))
         reported = response.usage.input_tokens
-        if reported > 0:
-            (self.calibration or default_calibration()).observe(inp.model, plan.raw_tokens,
-                                                                reported)
+        if reported > 0 and (plan.exact or not conv.calibrated):
+            # Calibrate on exact counts: every request counted exactly (near the window,
+            # where it matters), and the first of each conversation otherwise.
+            raw = plan.raw_tokens if plan.exact else REPLY_PRIMING + conv.tool_tokens + sum(
+                conv.exact_count(m) for m in plan.messages)
+            conv.calibrated = True
+            (self.calibration or default_calibration()).observe(inp.model, raw, reported)
         return response
 
     @staticmethod
@@ -446,7 +500,7 @@ class History(Middleware):
             return
         message = Message.user(SUMMARY_HEAD + data["text"])
         conv.summaries.append(_Summary(upto=upto, upto_turn=upto_turn, text=data["text"],
-                                       message=message, tokens=conv.count(message)))
+                                       message=message, tokens=conv.exact_count(message)))
 
     def _sync(self, conv: _Conversation, messages: Sequence[Message]) -> None:
         """Bring ``conv`` up to ``messages`` (which extend what it saw; else start over)."""
@@ -454,7 +508,7 @@ class History(Middleware):
         if n and (len(messages) < n or messages[n - 1] is not conv.messages[-1]):
             fresh = _Conversation(tokenizer=conv.tokenizer, render=conv.render)
             for name in ("messages", "counts", "total", "turns", "fixed", "first_user",
-                         "summaries", "floor"):
+                         "summaries", "floor", "pending"):
                 setattr(conv, name, getattr(fresh, name))
             n = 0
         for i in range(n, len(messages)):
@@ -463,7 +517,7 @@ class History(Middleware):
     def _add(self, conv: _Conversation, i: int, message: Message) -> None:
         if not isinstance(message, Message):
             raise UserError(f"History takes keel Messages, got a {type(message).__name__}")
-        tokens = conv.count(message)
+        tokens = conv.measure(i, message)
         conv.messages.append(message)
         conv.counts.append(tokens)
         conv.total += tokens
@@ -500,6 +554,16 @@ class History(Middleware):
             conv.tools = tools
             conv.tool_tokens = (TOOLS_OVERHEAD + sum(tool_spec_tokens(s, conv.tokenizer)
                                                      for s in tools)) if tools else 0
+        key = (model.name if isinstance(model, Model) else model, settings.max_tokens, ratio,
+               conv.tool_tokens)
+        if conv.budget is not None and conv.budget[0] == key:
+            return conv.budget[1]  # the same model, reply reserve and tools as last time
+        budget = self._compute_budget(conv, model, settings, ratio)
+        conv.budget = (key, budget)
+        return budget
+
+    def _compute_budget(self, conv: _Conversation, model: str | Model | None,
+                        settings: ModelSettings, ratio: float) -> RequestBudget:
         tb = self.budget_policy or TokenBudget()
         window = tb.window or context_window(model)
         if window is None:
@@ -534,25 +598,33 @@ class History(Middleware):
         """Raw tokens of what History itself adds: pinned facts, the summary or the note."""
         spent = 0
         if self.pinned_message is not None:
-            spent += conv.count(self.pinned_message)
+            spent += conv.exact_count(self.pinned_message)
         if conv.summaries:
             spent += conv.summaries[-1].tokens
         elif budget.limit is not None:
-            spent += conv.count(_OMITTED)
+            spent += conv.exact_count(_OMITTED)
         return spent
 
+    def _as_is(self, conv: _Conversation, budget: RequestBudget) -> Plan | None:
+        """The conversation as it is, without a pass over it, when no policy drops by itself
+        and there is no budget or all of it fits (nothing was left out before either)."""
+        if not self._passive or (budget.limit is not None and (
+                conv.floor or conv.summaries or budget.cost(conv.total) > budget.limit)):
+            return None
+        loose = len(conv.turns) - len(conv.fixed)
+        if conv.turns and not conv.turns[-1].pinned:
+            loose -= 1  # the latest turn stays
+        return Plan(messages=conv.messages, raw_tokens=REPLY_PRIMING + conv.tool_tokens
+                    + conv.total, compacted=False, same=True, droppable=loose,
+                    exact=conv.exact)
+
     def _select(self, conv: _Conversation, budget: RequestBudget, *, moving: bool) -> Plan:
-        if self._passive and (budget.limit is None or (
-                conv.floor == 0 and not conv.summaries
-                and budget.cost(conv.total) <= budget.limit)):
-            # No policy that drops by itself, and no budget or all of it fits (nothing was
-            # left out before either): the conversation as it is, without a pass over it.
-            loose = len(conv.turns) - len(conv.fixed)
-            if conv.turns and not conv.turns[-1].pinned:
-                loose -= 1  # the latest turn stays
-            return Plan(messages=conv.messages, raw_tokens=REPLY_PRIMING
-                        + conv.tool_tokens + conv.total, compacted=False, same=True,
-                        droppable=loose)
+        plan = self._as_is(conv, budget)
+        if plan is None and not conv.exact:
+            conv.make_exact()  # it may not fit by the bounds: decide on exact counts
+            plan = self._as_is(conv, budget)
+        if plan is not None:
+            return plan
         index = self._candidates(conv)
         turns = [conv.turns[i] for i in index]
         spent = self._spent(conv, budget)
@@ -588,18 +660,18 @@ class History(Middleware):
         for t in kept:
             if facts is not None and t.kind != "system":
                 out.append(facts)
-                raw += conv.count(facts)
+                raw += conv.exact_count(facts)
                 facts = None
             if bridge is not None and not t.pinned:
                 out.append(bridge)
-                raw += conv.count(bridge)
+                raw += conv.exact_count(bridge)
                 bridge = None
             out.extend(conv.messages[t.start:t.end])
             raw += t.tokens
         for extra in (facts, bridge):
             if extra is not None:
                 out.append(extra)
-                raw += conv.count(extra)
+                raw += conv.exact_count(extra)
         last = kept[-1] if kept else None
         return Plan(messages=out, raw_tokens=raw, compacted=dropped,
                     summarised=summary is not None,
@@ -619,6 +691,9 @@ class History(Middleware):
         assert budget.limit is not None
         if not conv.summaries and budget.cost(conv.total) <= s.trigger * budget.limit:
             return  # below the trigger without a pass over the turns
+        conv.make_exact()
+        if not conv.summaries and budget.cost(conv.total) <= s.trigger * budget.limit:
+            return
         index = self._candidates(conv)
         fixed = set(conv.fixed)
         loose = [i for i in index if i not in fixed]

@@ -21,10 +21,18 @@ messages, which are frozen values: a message seen in an earlier request costs on
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 
 from keel.context._calibration import TokenCalibration
-from keel.context._tokenizers import CACHE_MAX_CHARS, CachingTokenizer, Tokenizer, get_tokenizer
+from keel.context._tokenizers import (
+    CACHE_MAX_CHARS,
+    BPETokenizer,
+    CachingTokenizer,
+    ScaledTokenizer,
+    Tokenizer,
+    get_tokenizer,
+)
 from keel.core import Message, TextPart, ToolCallPart, ToolResultPart, ToolSpec, UserError
 from keel.models import Model, model_info
 
@@ -129,6 +137,43 @@ def message_tokens(message: Message, tokenizer: Tokenizer) -> int:
     if size <= CACHE_MAX_CHARS:
         cache.put(message, count, size)
     return count
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def bytes_factor(tokenizer: Tokenizer) -> float | None:
+    """``f`` such that a text's count is at most ``ceil(utf8_bytes * f)``: 1 for a byte-level
+    BPE (every token covers at least one byte), the factor times the base's for a scaled
+    estimate; None for a tokenizer keel cannot bound (a registered one)."""
+    if isinstance(tokenizer, BPETokenizer):
+        return 1.0
+    if isinstance(tokenizer, ScaledTokenizer):
+        base = bytes_factor(tokenizer.base)
+        return None if base is None else base * tokenizer.factor
+    return None
+
+
+def message_bound(message: Message, factor: float) -> int:
+    """An upper bound of :func:`message_tokens` with a tokenizer of :func:`bytes_factor`
+    ``factor``, from the texts' UTF-8 lengths: no tokenizing. History sends a request that
+    fits by this bound without counting it exactly."""
+    total = MESSAGE_OVERHEAD
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            texts: tuple[str, ...] = (part.text,)
+        elif isinstance(part, ToolCallPart):
+            texts = (part.tool_name, part.arguments)
+            total += PART_OVERHEAD
+        elif isinstance(part, ToolResultPart):
+            texts = (part.content,)
+            total += PART_OVERHEAD
+        else:
+            raise UserError(f"cannot count a message part of type {type(part).__name__}")
+        for text in texts:
+            total += math.ceil(_utf8_len(text) * factor)
+    return total
 
 
 def tool_spec_tokens(spec: ToolSpec, tokenizer: Tokenizer) -> int:
