@@ -119,3 +119,27 @@ async def test_a_summarising_history_decides_on_exact_counts_too() -> None:
             lazy = out
     assert out == lazy
     assert any(m.text.endswith("the gist") for m in out)
+
+
+async def test_a_well_calibrated_model_is_not_counted_again_far_from_the_window() -> None:
+    import keel
+    from keel.context import TokenCalibration
+    from keel.context._history import CALIBRATION_SAMPLES
+    from keel.core import ModelResponse, Usage
+
+    def answer(messages: list[Message], tools: object, settings: object) -> ModelResponse:
+        return ModelResponse(parts=(TextPart(text="ok"),), usage=Usage(requests=1,
+                                                                        input_tokens=90))
+
+    model = FunctionModel(answer, name="test:bounds-lazy")
+    calibration = TokenCalibration()
+    for _ in range(CALIBRATION_SAMPLES - 1):
+        calibration.observe(model, 100, 90)
+    agent = keel.Agent("a", model=model, middleware=[History(calibration=calibration)])
+    store = keel.MemoryStore()
+    await agent.run("hello there", store=store)
+    state = calibration.state(model)
+    assert state is not None and state.observations == CALIBRATION_SAMPLES  # learned once more
+    await agent.run("hello again", store=store)
+    state = calibration.state(model)
+    assert state is not None and state.observations == CALIBRATION_SAMPLES  # enough: skipped

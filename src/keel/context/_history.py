@@ -403,11 +403,15 @@ class History(Middleware):
         reported = response.usage.input_tokens
         if reported > 0 and (plan.exact or not conv.calibrated):
             # Calibrate on exact counts: every request counted exactly (near the window,
-            # where it matters), and the first of each conversation otherwise.
-            raw = plan.raw_tokens if plan.exact else REPLY_PRIMING + conv.tool_tokens + sum(
-                conv.exact_count(m) for m in plan.messages)
+            # where it matters), and the first of a conversation while the model has had
+            # fewer than CALIBRATION_SAMPLES observations (then the count is not worth it).
             conv.calibrated = True
-            (self.calibration or default_calibration()).observe(inp.model, raw, reported)
+            calibration = self.calibration or default_calibration()
+            state = calibration.state(inp.model)
+            if plan.exact or state is None or state.observations < CALIBRATION_SAMPLES:
+                raw = plan.raw_tokens if plan.exact else REPLY_PRIMING + conv.tool_tokens \
+                    + sum(conv.exact_count(m) for m in plan.messages)
+                calibration.observe(inp.model, raw, reported)
         return response
 
     @staticmethod
@@ -763,6 +767,11 @@ class History(Middleware):
 
         await steps.step("context:warning", note, kind=CONTEXT_KIND, label="warning",
                          budgeted=False)
+
+
+#: Observations of a model after which a request far from the window is no longer counted
+#: exactly only to calibrate (near the window every request is, and teaches).
+CALIBRATION_SAMPLES = 20
 
 
 class _Unused(Model):
