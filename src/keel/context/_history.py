@@ -196,6 +196,7 @@ class _Conversation:
     #: costs to find that a conversation fits: a new message is tokenized only when the
     #: conversation comes near the budget.
     pending: list[int] = field(default_factory=list)
+    folded: int = 0  # messages grouped into ``turns`` (see History._fold)
     calibrated: bool = False  # the calibration was fed from this conversation
     #: The last request's budget and what it was computed from.
     budget: tuple[tuple[object, ...], RequestBudget] | None = None
@@ -245,7 +246,8 @@ class Plan:
     raw_tokens: int
     compacted: bool
     summarised: bool = False
-    #: Turns sent that a policy could still leave out (not system, pinned or the latest).
+    #: Turns sent that a policy could still leave out (not system, pinned or the latest);
+    #: -1: not counted yet (a request that went as it came: History._loose counts them).
     droppable: int = 0
     #: The messages are the conversation unchanged (the request can go as it came).
     same: bool = False
@@ -384,6 +386,8 @@ class History(Middleware):
                 conv.make_exact()
                 plan = replace(plan, raw_tokens=REPLY_PRIMING + conv.tool_tokens + conv.total,
                                exact=True)
+            if plan.droppable < 0:
+                plan = replace(plan, droppable=self._loose(conv))
             if not plan.droppable:
                 raise ContextTooLong(
                     f"{exc.message}; nothing more can be left out (the request is the system "
@@ -512,7 +516,7 @@ class History(Middleware):
         if n and (len(messages) < n or messages[n - 1] is not conv.messages[-1]):
             fresh = _Conversation(tokenizer=conv.tokenizer, render=conv.render)
             for name in ("messages", "counts", "total", "turns", "fixed", "first_user",
-                         "summaries", "floor", "pending"):
+                         "summaries", "floor", "pending", "folded"):
                 setattr(conv, name, getattr(fresh, name))
             n = 0
         for i in range(n, len(messages)):
@@ -525,6 +529,16 @@ class History(Middleware):
         conv.messages.append(message)
         conv.counts.append(tokens)
         conv.total += tokens
+
+    def _fold(self, conv: _Conversation) -> None:
+        """Group the messages not yet in turns into turns, marked by the policies. Only a
+        request that does not go as it came needs the turns, so this waits until then (the
+        marks of a turn depend only on its own messages and the first user turn)."""
+        for i in range(conv.folded, len(conv.messages)):
+            self._fold_one(conv, i, conv.messages[i], conv.counts[i])
+        conv.folded = len(conv.messages)
+
+    def _fold_one(self, conv: _Conversation, i: int, message: Message, tokens: int) -> None:
         turns = conv.turns
         last = turns[-1] if turns else None
         if (message.role == "tool" and last is not None and last.end == i
@@ -615,12 +629,16 @@ class History(Middleware):
         if not self._passive or (budget.limit is not None and (
                 conv.floor or conv.summaries or budget.cost(conv.total) > budget.limit)):
             return None
+        return Plan(messages=conv.messages, raw_tokens=REPLY_PRIMING + conv.tool_tokens
+                    + conv.total, compacted=False, same=True, droppable=-1, exact=conv.exact)
+
+    def _loose(self, conv: _Conversation) -> int:
+        """Turns of the whole conversation a policy could leave out."""
+        self._fold(conv)
         loose = len(conv.turns) - len(conv.fixed)
         if conv.turns and not conv.turns[-1].pinned:
             loose -= 1  # the latest turn stays
-        return Plan(messages=conv.messages, raw_tokens=REPLY_PRIMING + conv.tool_tokens
-                    + conv.total, compacted=False, same=True, droppable=loose,
-                    exact=conv.exact)
+        return loose
 
     def _select(self, conv: _Conversation, budget: RequestBudget, *, moving: bool) -> Plan:
         plan = self._as_is(conv, budget)
@@ -629,6 +647,7 @@ class History(Middleware):
             plan = self._as_is(conv, budget)
         if plan is not None:
             return plan
+        self._fold(conv)
         index = self._candidates(conv)
         turns = [conv.turns[i] for i in index]
         spent = self._spent(conv, budget)
@@ -698,6 +717,7 @@ class History(Middleware):
         conv.make_exact()
         if not conv.summaries and budget.cost(conv.total) <= s.trigger * budget.limit:
             return
+        self._fold(conv)
         index = self._candidates(conv)
         fixed = set(conv.fixed)
         loose = [i for i in index if i not in fixed]
