@@ -76,6 +76,6 @@ async def test_a_long_conversation_stays_within_the_window_across_runs(tmp_path:
     assert all(s["orphans"] == 0 for s in seen)
     assert all(s["task"] and s["pinned"] for s in seen)  # to the very end
     # the conversation outgrew the window (the last request would not fit otherwise) and the
-    # user was told from then on, not before
-    assert warned and warned[0] > 10 and warned == list(range(warned[0], TURNS))
+    # user was told once, in the run where it first did: not before, not again
+    assert len(warned) == 1 and warned[0] > 10
     assert report.identical, report

@@ -496,7 +496,8 @@ class History(Middleware):
         for entry in steps.earlier(SUMMARY_KIND):
             conv.summary_attempts += 1
             self._adopt(conv, entry.data)
-        conv.warned = any(e.name == "warning" for e in steps.earlier(CONTEXT_KIND))
+        conv.warned = (any(e.name == "warning" for e in steps.earlier(CONTEXT_KIND))
+                       or steps.conversation_warned())
 
     def _adopt(self, conv: _Conversation, data: Any) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("text"), str):

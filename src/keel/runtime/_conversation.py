@@ -48,6 +48,7 @@ from keel.core import (
     to_text,
 )
 from keel.runtime._journal import Journal
+from keel.runtime._substeps import CONTEXT_KIND
 from keel.store import JournalEntry, RunFilter, RunRecord, RunStore
 from keel.tools import ToolResult
 
@@ -159,8 +160,14 @@ async def conversation_history(journal: Journal, store: RunStore,
 
     async def read() -> dict[str, Any]:
         found.extend(await earlier_turns(store, record))
-        return {"conversation": conversation,
-                "runs": [[t.record.run_id, len(t.entries), t.status] for t in found]}
+        data: dict[str, Any] = {
+            "conversation": conversation,
+            "runs": [[t.record.run_id, len(t.entries), t.status] for t in found]}
+        if any(e.kind == CONTEXT_KIND and e.name == "warning" and e.phase == "result"
+               for t in found for e in t.entries):
+            # an earlier turn already told the user the conversation outgrew the window
+            data["warned"] = True
+        return data
 
     data, replayed = await journal.step(key, "conversation", str(conversation), read,
                                         input_hash=stable_hash([conversation]),

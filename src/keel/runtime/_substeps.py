@@ -78,6 +78,14 @@ class SubSteps:
         state)."""
         return _own(self.journal, self.prefix, kind)
 
+    def conversation_warned(self) -> bool:
+        """Whether an earlier run of this loop's conversation warned that it outgrew the
+        context window (recorded in the run's ``<prefix>/conversation`` step), so the user
+        is warned once per conversation, not once per run."""
+        recorded = self.journal.recorded(f"{self.prefix}/conversation")
+        data = recorded.data if recorded is not None else None
+        return isinstance(data, dict) and data.get("warned") is True
+
     async def run_agent(self, name: str, agent: Any, text: str) -> Any:
         """Run ``agent`` on ``text`` as a sub-run keyed ``<key>/<name>/<agent name>`` (see
         :func:`run_sub_agent`); needs the run's record."""
