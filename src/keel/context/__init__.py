@@ -7,7 +7,8 @@ from keel.context._calibration import (
     default_calibration,
     observe_usage,
 )
-from keel.context._history import History, Plan, Summarize, transcript
+from keel.context._history import History, Summarize, transcript
+from keel.context._history_state import Plan
 from keel.context._memory import METADATA_KEY, Injected, Memory, remember_tool
 from keel.context._memory_base import (
     MemoryBackend,

@@ -32,10 +32,11 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from keel.context._calibration import TokenCalibration, default_calibration
+from keel.context._history_state import AdoptedSummary, ConversationState, Plan
 from keel.context._policies import (
     Importance,
     Policy,
@@ -46,15 +47,11 @@ from keel.context._policies import (
     default_reserve,
     fit,
 )
-from keel.context._tokenizers import Tokenizer
 from keel.context._tokens import (
     MESSAGE_OVERHEAD,
     REPLY_PRIMING,
     TOOLS_OVERHEAD,
-    bytes_factor,
     context_window,
-    message_bound,
-    message_tokens,
     tokenizer_for,
     tool_spec_tokens,
 )
@@ -160,101 +157,6 @@ class Summarize(Policy):
                 f"target={self.target})")
 
 
-@dataclass(slots=True, kw_only=True)
-class _Summary:
-    upto: int  # messages before this index (turns before upto_turn) are summarised
-    upto_turn: int
-    text: str
-    message: Message
-    tokens: int
-
-
-@dataclass(slots=True, kw_only=True)
-class _Conversation:
-    """One agent loop's conversation as History has seen it (per run and prefix)."""
-
-    tokenizer: Tokenizer
-    render: Callable[[Message], Message] | None
-    messages: list[Message] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    total: int = 0  # sum of counts
-    turns: list[Turn] = field(default_factory=list)
-    fixed: list[int] = field(default_factory=list)  # turn indices: system and pinned
-    first_user: int | None = None
-    summaries: list[_Summary] = field(default_factory=list)
-    summary_attempts: int = 0
-    summary_failed: bool = False
-    floor: int = 0  # non-fixed turns before it are dropped for good
-    warned: bool = False
-    tools: Sequence[ToolSpec] | None = None
-    tool_tokens: int = 0
-    #: ``bytes_factor`` of the tokenizer (None: it cannot be bounded, every count is exact).
-    factor: float | None = None
-    #: Messages whose count is an upper bound from the texts' sizes (no tokenizing), not
-    #: exact. A request that fits by the bounds fits; any other choice is made on exact
-    #: counts (:meth:`make_exact` first), so the bounds change no request, only what it
-    #: costs to find that a conversation fits: a new message is tokenized only when the
-    #: conversation comes near the budget.
-    pending: list[int] = field(default_factory=list)
-    folded: int = 0  # messages grouped into ``turns`` (see History._fold)
-    calibrated: bool = False  # the calibration was fed from this conversation
-    #: The last request's budget and what it was computed from.
-    budget: tuple[tuple[object, ...], RequestBudget] | None = None
-
-    def __post_init__(self) -> None:
-        self.factor = bytes_factor(self.tokenizer)
-
-    @property
-    def exact(self) -> bool:
-        return not self.pending
-
-    def measure(self, index: int, message: Message) -> int:
-        """The count of a new message as kept: an upper bound where one can be had."""
-        if self.factor is None:
-            return self.exact_count(message)
-        self.pending.append(index)
-        sent = self.render(message) if self.render is not None else message
-        return message_bound(sent, self.factor)
-
-    def exact_count(self, message: Message) -> int:
-        sent = self.render(message) if self.render is not None else message
-        return message_tokens(sent, self.tokenizer)
-
-    def make_exact(self) -> None:
-        """Count the bounded messages exactly (and the turns they are in)."""
-        if not self.pending:
-            return
-        first = self.pending[0]
-        for i in self.pending:
-            exact = self.exact_count(self.messages[i])
-            self.total += exact - self.counts[i]
-            self.counts[i] = exact
-        self.pending.clear()
-        j = len(self.turns) - 1
-        while j >= 0 and self.turns[j].end > first:
-            t = self.turns[j]
-            self.turns[j] = replace(t, tokens=sum(self.counts[t.start:t.end]))
-            j -= 1
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Plan:
-    """What one request sends: the messages, their raw token count (with the tool specs and
-    the reply priming) and whether anything was left out or summarised."""
-
-    messages: list[Message]
-    raw_tokens: int
-    compacted: bool
-    summarised: bool = False
-    #: Turns sent that a policy could still leave out (not system, pinned or the latest);
-    #: -1: not counted yet (a request that went as it came: History._loose counts them).
-    droppable: int = 0
-    #: The messages are the conversation unchanged (the request can go as it came).
-    same: bool = False
-    #: ``raw_tokens`` is an exact count (else an upper bound: the request fits by it).
-    exact: bool = True
-
-
 def _kind(message: Message) -> TurnKind:
     return message.role
 
@@ -317,7 +219,7 @@ class History(Middleware):
         self.warn = warn
         self.enabled = enabled
         self.model: str | Model | None = None
-        self._conversations: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
+        self._conversations: OrderedDict[tuple[str, str], ConversationState] = OrderedDict()
         self._ratios: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -458,20 +360,20 @@ class History(Middleware):
                                 settings=settings or ModelSettings(), steps=steps)
         return (await self._plan(conv, inp, budget, moving=False)).messages
 
-    def _fresh(self, model: str | Model | None, messages: Sequence[Message]) -> _Conversation:
+    def _fresh(self, model: str | Model | None, messages: Sequence[Message]) -> ConversationState:
         if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
             raise UserError(f"History takes a sequence of keel Messages, got "
                             f"{type(messages).__name__}")
         bad = next((m for m in messages if not isinstance(m, Message)), None)
         if bad is not None:
             raise UserError(f"History takes keel Messages, got a {type(bad).__name__}")
-        conv = _Conversation(tokenizer=tokenizer_for(model), render=self.render)
+        conv = ConversationState(tokenizer=tokenizer_for(model), render=self.render)
         self._sync(conv, messages)
         return conv
 
     # ---------------------------------------------------------------------- the state
 
-    def _conversation(self, inp: ModelRequestInput) -> _Conversation:
+    def _conversation(self, inp: ModelRequestInput) -> ConversationState:
         prefix = inp.step_key.rsplit("/turn:", 1)[0]
         key = (inp.run_id, prefix)
         with self._lock:
@@ -479,7 +381,7 @@ class History(Middleware):
             if conv is not None:
                 self._conversations.move_to_end(key)
         if conv is None:
-            conv = _Conversation(tokenizer=tokenizer_for(inp.model), render=self.render)
+            conv = ConversationState(tokenizer=tokenizer_for(inp.model), render=self.render)
             self._sync(conv, inp.messages)
             if inp.steps is not None:
                 self._load(conv, inp.steps)
@@ -491,7 +393,7 @@ class History(Middleware):
             self._sync(conv, inp.messages)
         return conv
 
-    def _load(self, conv: _Conversation, steps: SubSteps) -> None:
+    def _load(self, conv: ConversationState, steps: SubSteps) -> None:
         """What earlier requests of this loop journaled: summaries, the warning."""
         for entry in steps.earlier(SUMMARY_KIND):
             conv.summary_attempts += 1
@@ -499,7 +401,7 @@ class History(Middleware):
         conv.warned = (any(e.name == "warning" for e in steps.earlier(CONTEXT_KIND))
                        or steps.conversation_warned())
 
-    def _adopt(self, conv: _Conversation, data: Any) -> None:
+    def _adopt(self, conv: ConversationState, data: Any) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("text"), str):
             conv.summary_failed = True
             return
@@ -508,14 +410,14 @@ class History(Middleware):
             conv.summary_failed = True
             return
         message = Message.user(SUMMARY_HEAD + data["text"])
-        conv.summaries.append(_Summary(upto=upto, upto_turn=upto_turn, text=data["text"],
+        conv.summaries.append(AdoptedSummary(upto=upto, upto_turn=upto_turn, text=data["text"],
                                        message=message, tokens=conv.exact_count(message)))
 
-    def _sync(self, conv: _Conversation, messages: Sequence[Message]) -> None:
+    def _sync(self, conv: ConversationState, messages: Sequence[Message]) -> None:
         """Bring ``conv`` up to ``messages`` (which extend what it saw; else start over)."""
         n = len(conv.messages)
         if n and (len(messages) < n or messages[n - 1] is not conv.messages[-1]):
-            fresh = _Conversation(tokenizer=conv.tokenizer, render=conv.render)
+            fresh = ConversationState(tokenizer=conv.tokenizer, render=conv.render)
             for name in ("messages", "counts", "total", "turns", "fixed", "first_user",
                          "summaries", "floor", "pending", "folded"):
                 setattr(conv, name, getattr(fresh, name))
@@ -523,7 +425,7 @@ class History(Middleware):
         for i in range(n, len(messages)):
             self._add(conv, i, messages[i])
 
-    def _add(self, conv: _Conversation, i: int, message: Message) -> None:
+    def _add(self, conv: ConversationState, i: int, message: Message) -> None:
         if not isinstance(message, Message):
             raise UserError(f"History takes keel Messages, got a {type(message).__name__}")
         tokens = conv.measure(i, message)
@@ -531,7 +433,7 @@ class History(Middleware):
         conv.counts.append(tokens)
         conv.total += tokens
 
-    def _fold(self, conv: _Conversation) -> None:
+    def _fold(self, conv: ConversationState) -> None:
         """Group the messages not yet in turns into turns, marked by the policies. Only a
         request that does not go as it came needs the turns, so this waits until then (the
         marks of a turn depend only on its own messages and the first user turn)."""
@@ -539,7 +441,7 @@ class History(Middleware):
             self._fold_one(conv, i, conv.messages[i], conv.counts[i])
         conv.folded = len(conv.messages)
 
-    def _fold_one(self, conv: _Conversation, i: int, message: Message, tokens: int) -> None:
+    def _fold_one(self, conv: ConversationState, i: int, message: Message, tokens: int) -> None:
         turns = conv.turns
         last = turns[-1] if turns else None
         if (message.role == "tool" and last is not None and last.end == i
@@ -560,14 +462,14 @@ class History(Middleware):
         if turn.pinned:
             conv.fixed.append(len(turns) - 1)
 
-    def _marked(self, conv: _Conversation, turn: Turn, index: int) -> Turn:
+    def _marked(self, conv: ConversationState, turn: Turn, index: int) -> Turn:
         for p in self.policies:
             turn = p.mark(turn, conv.messages, first_user=index == conv.first_user)
         return turn
 
     # --------------------------------------------------------------------- the budget
 
-    def _budget(self, conv: _Conversation, model: str | Model | None,
+    def _budget(self, conv: ConversationState, model: str | Model | None,
                 tools: Sequence[ToolSpec], settings: ModelSettings, ratio: float) -> RequestBudget:
         if conv.tools is not tools:
             conv.tools = tools
@@ -581,7 +483,7 @@ class History(Middleware):
         conv.budget = (key, budget)
         return budget
 
-    def _compute_budget(self, conv: _Conversation, model: str | Model | None,
+    def _compute_budget(self, conv: ConversationState, model: str | Model | None,
                         settings: ModelSettings, ratio: float) -> RequestBudget:
         tb = self.budget_policy or TokenBudget()
         window = tb.window or context_window(model)
@@ -604,7 +506,7 @@ class History(Middleware):
 
     # ------------------------------------------------------------------- the selection
 
-    def _candidates(self, conv: _Conversation) -> list[int]:
+    def _candidates(self, conv: ConversationState) -> list[int]:
         """Turn indices a request may send: fixed ones, and the rest after the floor and
         after the latest summary, in order."""
         start = conv.floor
@@ -613,7 +515,7 @@ class History(Middleware):
         fixed = [i for i in conv.fixed if i < start]
         return [*fixed, *range(start, len(conv.turns))]
 
-    def _spent(self, conv: _Conversation, budget: RequestBudget) -> int:
+    def _spent(self, conv: ConversationState, budget: RequestBudget) -> int:
         """Raw tokens of what History itself adds: pinned facts, the summary or the note."""
         spent = 0
         if self.pinned_message is not None:
@@ -624,7 +526,7 @@ class History(Middleware):
             spent += conv.exact_count(_OMITTED)
         return spent
 
-    def _as_is(self, conv: _Conversation, budget: RequestBudget) -> Plan | None:
+    def _as_is(self, conv: ConversationState, budget: RequestBudget) -> Plan | None:
         """The conversation as it is, without a pass over it, when no policy drops by itself
         and there is no budget or all of it fits (nothing was left out before either)."""
         if not self._passive or (budget.limit is not None and (
@@ -633,7 +535,7 @@ class History(Middleware):
         return Plan(messages=conv.messages, raw_tokens=REPLY_PRIMING + conv.tool_tokens
                     + conv.total, compacted=False, same=True, droppable=-1, exact=conv.exact)
 
-    def _loose(self, conv: _Conversation) -> int:
+    def _loose(self, conv: ConversationState) -> int:
         """Turns of the whole conversation a policy could leave out."""
         self._fold(conv)
         loose = len(conv.turns) - len(conv.fixed)
@@ -641,7 +543,7 @@ class History(Middleware):
             loose -= 1  # the latest turn stays
         return loose
 
-    def _select(self, conv: _Conversation, budget: RequestBudget, *, moving: bool) -> Plan:
+    def _select(self, conv: ConversationState, budget: RequestBudget, *, moving: bool) -> Plan:
         plan = self._as_is(conv, budget)
         if plan is None and not conv.exact:
             conv.make_exact()  # it may not fit by the bounds: decide on exact counts
@@ -672,7 +574,7 @@ class History(Middleware):
                 conv.floor = max(conv.floor, first)
         return self._assemble(conv, kept, dropped)
 
-    def _assemble(self, conv: _Conversation, kept: list[Turn], dropped: bool) -> Plan:
+    def _assemble(self, conv: ConversationState, kept: list[Turn], dropped: bool) -> Plan:
         """The request: system messages, the pinned facts, pinned turns that came before,
         the summary (or a note that turns were left out), then the turns kept, in order."""
         out: list[Message] = []
@@ -703,14 +605,14 @@ class History(Middleware):
 
     # ----------------------------------------------------------------- summarising
 
-    async def _plan(self, conv: _Conversation, inp: ModelRequestInput, budget: RequestBudget, *,
+    async def _plan(self, conv: ConversationState, inp: ModelRequestInput, budget: RequestBudget, *,
                     moving: bool) -> Plan:
         s = self.summarize
         if s is not None and budget.limit is not None and not conv.summary_failed:
             await self._maybe_summarise(conv, inp, budget, s)
         return self._select(conv, budget, moving=moving)
 
-    async def _maybe_summarise(self, conv: _Conversation, inp: ModelRequestInput,
+    async def _maybe_summarise(self, conv: ConversationState, inp: ModelRequestInput,
                                budget: RequestBudget, s: Summarize) -> None:
         assert budget.limit is not None
         if not conv.summaries and budget.cost(conv.total) <= s.trigger * budget.limit:
@@ -743,7 +645,7 @@ class History(Middleware):
             return
         await self._summarise(conv, inp, s, covered, upto_turn)
 
-    async def _summarise(self, conv: _Conversation, inp: ModelRequestInput, s: Summarize,
+    async def _summarise(self, conv: ConversationState, inp: ModelRequestInput, s: Summarize,
                          covered: list[int], upto_turn: int) -> None:
         upto = conv.turns[upto_turn].start
         previous = conv.summaries[-1].text if conv.summaries else ""
@@ -777,7 +679,7 @@ class History(Middleware):
             data = {"failed": "the summariser returned no text"}
         self._adopt(conv, data)
 
-    async def _warn(self, conv: _Conversation, steps: SubSteps | None, plan: Plan) -> None:
+    async def _warn(self, conv: ConversationState, steps: SubSteps | None, plan: Plan) -> None:
         conv.warned = True
         text = WARNING.format(how="summarised" if plan.summarised else "left out")
         if steps is None:
