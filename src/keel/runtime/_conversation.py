@@ -33,6 +33,8 @@ carried: they were never the conversation.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,14 +70,66 @@ def step_key(agent: str) -> str:
     return f"{agent}/conversation"
 
 
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    """A completed run's contribution to its conversation, rebuilt once per process: a
+    completed run's journal does not grow, so later turns reuse it instead of reading and
+    parsing the journal again (``updated_at`` guards against a record that changed)."""
+
+    updated_at: float
+    count: int
+    messages: tuple[Message, ...]
+    warned: bool
+
+
+#: Completed runs rebuilt in this process, by run id (least recently used dropped first).
+_REBUILT: OrderedDict[str, Rebuilt] = OrderedDict()
+_REBUILT_MAX = 4096
+_rebuilt_lock = threading.Lock()
+
+
+def _cached(record: RunRecord) -> Rebuilt | None:
+    if record.status != "completed":
+        return None
+    with _rebuilt_lock:
+        hit = _REBUILT.get(record.run_id)
+        if hit is None or hit.updated_at != record.updated_at:
+            return None
+        _REBUILT.move_to_end(record.run_id)
+        return hit
+
+
+def forget_rebuilt(run_ids: Sequence[str]) -> None:
+    """Drop these runs' rebuilt messages from the process (their conversation was deleted:
+    no copy of the user's text stays in memory)."""
+    with _rebuilt_lock:
+        for run_id in run_ids:
+            _REBUILT.pop(run_id, None)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConversationTurn:
     """One earlier run as a later turn read it: the record, the status it had then, and the
-    journal entries it had then (in append order)."""
+    journal entries it had then (in append order), or, for a completed run rebuilt earlier in
+    this process, that rebuild (``cached``) instead of the entries."""
 
     record: RunRecord
     status: str
     entries: list[JournalEntry] = field(default_factory=list)
+    cached: Rebuilt | None = None
+
+    @property
+    def count(self) -> int:
+        """How many journal entries the run had when it was read."""
+        return self.cached.count if self.cached is not None else len(self.entries)
+
+    @property
+    def warned(self) -> bool:
+        """Whether the run warned that the conversation outgrew the context window."""
+        if self.cached is not None:
+            return self.cached.warned
+        return any(e.kind == CONTEXT_KIND and e.name == "warning" and e.phase == "result"
+                   for e in self.entries)
 
 
 async def check_joinable(store: RunStore, conversation: str, *, tenant: str | None,
@@ -112,9 +166,12 @@ async def earlier_turns(store: RunStore, record: RunRecord) -> list[Conversation
     mine = (record.created_at, record.run_id)
     runs = [r for r in await _records(store, record.conversation, record.tenant)
             if r.user == record.user and (r.created_at, r.run_id) < mine]
-    journals = await store.read_journals([r.run_id for r in runs])
-    return [ConversationTurn(record=r, status=r.status, entries=journals[r.run_id])
-            for r in runs if r.run_id in journals]
+    cached = {r.run_id: hit for r in runs if (hit := _cached(r)) is not None}
+    journals = await store.read_journals([r.run_id for r in runs if r.run_id not in cached])
+    return [ConversationTurn(record=r, status=r.status, cached=cached[r.run_id])
+            if r.run_id in cached else
+            ConversationTurn(record=r, status=r.status, entries=journals[r.run_id])
+            for r in runs if r.run_id in cached or r.run_id in journals]
 
 
 async def _recorded_turns(store: RunStore, data: Any, record: RunRecord
@@ -162,9 +219,8 @@ async def conversation_history(journal: Journal, store: RunStore,
         found.extend(await earlier_turns(store, record))
         data: dict[str, Any] = {
             "conversation": conversation,
-            "runs": [[t.record.run_id, len(t.entries), t.status] for t in found]}
-        if any(e.kind == CONTEXT_KIND and e.name == "warning" and e.phase == "result"
-               for t in found for e in t.entries):
+            "runs": [[t.record.run_id, t.count, t.status] for t in found]}
+        if any(t.warned for t in found):
             # an earlier turn already told the user the conversation outgrew the window
             data["warned"] = True
         return data
@@ -180,7 +236,23 @@ async def conversation_history(journal: Journal, store: RunStore,
 
 
 def messages_of(turn: ConversationTurn) -> list[Message]:
-    """The messages one earlier run contributes (see the module docstring)."""
+    """The messages one earlier run contributes (see the module docstring); a completed
+    run's are kept for the next turns of this process."""
+    if turn.cached is not None:
+        return list(turn.cached.messages)
+    out = _messages_of(turn)
+    if turn.status == "completed" and turn.record.status == "completed":
+        rebuilt = Rebuilt(updated_at=turn.record.updated_at, count=len(turn.entries),
+                          messages=tuple(out), warned=turn.warned)
+        with _rebuilt_lock:
+            _REBUILT[turn.record.run_id] = rebuilt
+            _REBUILT.move_to_end(turn.record.run_id)
+            while len(_REBUILT) > _REBUILT_MAX:
+                _REBUILT.popitem(last=False)
+    return out
+
+
+def _messages_of(turn: ConversationTurn) -> list[Message]:
     record = turn.record
     out = [Message.user(to_text(record.input))]
     prefix = f"{record.agent}/turn:"

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from keel.core import Message, RunEvent, UserError, new_run_id
-from keel.runtime._conversation import ConversationTurn, messages_of
+from keel.runtime._conversation import ConversationTurn, forget_rebuilt, messages_of
 from keel.runtime._runner import using_store
 from keel.store import TERMINAL_STATUSES, RunFilter, RunRecord, RunStore, check_id
 
@@ -144,6 +144,7 @@ class Conversation:
             deleted = 0
             for tenant in sorted(tenants, key=lambda t: (t is not None, t or "")):
                 deleted += await store.delete_conversation(self.id, tenant=tenant)
+        forget_rebuilt([r.run_id for r in runs])  # no copy of the user's text stays here
         return deleted
 
 
