@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import re
 import shutil
 import sqlite3
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -30,15 +27,14 @@ from keel import ApprovalRequired, MemoryStore, RunStore, decide_approval, repla
 from keel.cli import app
 from keel.store import (
     SCHEMA_VERSION,
-    PostgresStore,
     SQLiteStore,
     export_run,
     import_run,
     parse_export,
 )
+from tests._stores import BACKENDS, fresh_store
 from tests.fixtures import agents, make_fixtures
 
-PG_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 FINISHED = ("plain", "team", "saga")
 
 
@@ -59,22 +55,11 @@ def load(path: Path) -> dict[str, Any]:
     return parse_export(path.read_bytes())
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    """A fresh, empty store of each backend (Postgres: a schema of its own, dropped after)."""
-    if request.param == "memory":
-        yield MemoryStore()
-    elif request.param == "sqlite":
-        async with SQLiteStore(tmp_path / "runs.db") as opened:
-            yield opened
-    else:
-        schema = f"keel_golden_{uuid.uuid4().hex[:12]}"
-        try:
-            async with PostgresStore(PG_URL, schema=schema) as opened:
-                yield opened
-        finally:
-            with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    """A fresh, empty store of each backend."""
+    async with fresh_store(request.param, tmp_path, "keel_golden") as opened:
+        yield opened
 
 
 @pytest.fixture(autouse=True)

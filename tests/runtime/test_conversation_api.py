@@ -3,35 +3,23 @@ independent conversation, delete; tenants and users; bad arguments. Every backen
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from keel import Conversation, MemoryStore, RunStore, UserError
-from keel.store import PostgresStore, RunFilter, SQLiteStore
+from keel.store import RunFilter
 from keel.testing import FunctionModel
+from tests._stores import BACKENDS, fresh_store
 from tests.runtime._conv_child import answer, support
-from tests.runtime.test_conversations import PG_URL
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-    elif request.param == "sqlite":
-        async with SQLiteStore(tmp_path / "runs.db") as opened:
-            yield opened
-    else:
-        schema = f"keel_conv_{uuid.uuid4().hex[:12]}"
-        try:
-            async with PostgresStore(PG_URL, schema=schema) as opened:
-                yield opened
-        finally:
-            with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    """A fresh, empty store of each backend."""
+    async with fresh_store(request.param, tmp_path, "keel_conv") as opened:
+        yield opened
 
 
 async def test_send_runs_list_and_messages(store: RunStore) -> None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from keel import (
@@ -36,35 +33,23 @@ from keel import (
 )
 from keel.runtime import flow, fork_run
 from keel.store import (
-    PostgresStore,
     RunFilter,
-    SQLiteStore,
     TaskFilter,
     export_run,
     import_run,
 )
 from keel.testing import FunctionModel, ScriptedModel, call
+from tests._stores import BACKENDS, fresh_store
 from tests.runtime._conv_child import answer, as_json, support
 
-PG_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-    elif request.param == "sqlite":
-        async with SQLiteStore(tmp_path / "runs.db") as opened:
-            yield opened
-    else:
-        schema = f"keel_conv_{uuid.uuid4().hex[:12]}"
-        try:
-            async with PostgresStore(PG_URL, schema=schema) as opened:
-                yield opened
-        finally:
-            with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    """A fresh, empty store of each backend."""
+    async with fresh_store(request.param, tmp_path, "keel_conv") as opened:
+        yield opened
 
 
 def _roles(messages: list[Message]) -> list[str]:

@@ -6,13 +6,10 @@ stored."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from keel import (
@@ -41,33 +38,20 @@ from keel.runtime import (
     fork_run,
 )
 from keel.store import (
-    PostgresStore,
     RunFilter,
-    SQLiteStore,
     TaskFilter,
     export_run,
     import_run,
 )
 from keel.testing import ScriptedModel, call
+from tests._stores import BACKENDS, fresh_store
 
-PG_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-    elif request.param == "sqlite":
-        async with SQLiteStore(tmp_path / "runs.db") as opened:
-            yield opened
-    else:
-        schema = f"keel_tenant_{uuid.uuid4().hex[:12]}"
-        try:
-            async with PostgresStore(PG_URL, schema=schema) as opened:
-                yield opened
-        finally:
-            with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    """A fresh, empty store of each backend."""
+    async with fresh_store(request.param, tmp_path, "keel_tenant") as opened:
+        yield opened
 
 
 class Seen:
