@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -25,9 +22,18 @@ from keel.store import _sqlite_schema as sqlite_schema
 from keel.store._postgres import PostgresStore
 from keel.store._sqlite import SQLiteStore
 from keel.testing._store_conformance import sample_entry, sample_run
-from keel.testing._store_conformance_fleet import sample_task
+from tests.store._old_postgres import (
+    TASK,
+    TASK_ROW,
+    URL,
+    create_old_store,
+    entry_row,
+    fresh_schema,
+    sql,
+)
 
-URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+schema = pytest.fixture(fresh_schema, name="schema")
+
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "stores" / "schema-3.db"
 
 #: Two runs as a schema-3 keel stored them (a tenant and a user, no conversation).
@@ -43,10 +49,6 @@ V3_ENTRIES = [sample_entry(0, "k", "intent", schema_version=3),
 V3_RUN_COLUMNS = ("run_id, agent, status, target, input, output, error, usage, metadata, "
                   "created_at, updated_at, schema_version, lease_owner, lease_expires_at, "
                   'deadline_at, cancel_requested, tenant, "user"')
-_TASK = sample_task("ap-old", "old-susp")
-_TASK_ROW = (_TASK.task_id, _TASK.run_id, _TASK.kind, _TASK.step_key, _TASK.queue,
-             _TASK.status, _TASK.created_at, json.dumps(_TASK.data), _TASK.due_at, None, None,
-             "null", None, None)
 
 
 def _run_row(r: Any) -> tuple[Any, ...]:
@@ -56,10 +58,6 @@ def _run_row(r: Any) -> tuple[Any, ...]:
             False, r.tenant, r.user)
 
 
-def _entry_row(run_id: str, e: Any) -> tuple[Any, ...]:
-    return (run_id, e.seq, e.key, e.phase, e.kind, e.name, e.input_hash, json.dumps(e.data),
-            e.created_at, e.latency_ms, 3)
-
 
 async def _check_upgraded(store: RunStore) -> None:
     """The schema-3 data reads back unchanged (no conversation); conversations now work."""
@@ -67,7 +65,7 @@ async def _check_upgraded(store: RunStore) -> None:
         got = await store.get_run(want.run_id)
         assert got == want and got.conversation is None
     assert await store.read_journal("old-done") == V3_ENTRIES
-    assert (await store.get_task("ap-old")).data == _TASK.data
+    assert (await store.get_task("ap-old")).data == TASK.data
     for i, tenant in enumerate(("acme", "globex")):
         await store.create_run(sample_run(f"new-{tenant}", created_at=1_700_000_200.0 + i,
                                           tenant=tenant, conversation="c-1"))
@@ -94,8 +92,8 @@ def make_sqlite_v3(path: Path) -> None:
         conn.executemany(
             "INSERT INTO journal (run_id, seq, key, phase, kind, name, input_hash, data, "
             "created_at, latency_ms, schema_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [_entry_row("old-done", e) for e in V3_ENTRIES])
-        conn.execute(f"INSERT INTO tasks VALUES ({', '.join('?' * 14)})", _TASK_ROW)
+            [entry_row("old-done", e, 3) for e in V3_ENTRIES])
+        conn.execute(f"INSERT INTO tasks VALUES ({', '.join('?' * 14)})", TASK_ROW)
 
 
 def _meta(path: Path) -> str:
@@ -142,47 +140,25 @@ async def test_the_golden_schema_3_sqlite_store_is_upgraded_in_place(tmp_path: P
 # -------------------------------------------------------------------------------- Postgres
 
 
-def _sql(statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(URL, autocommit=True, connect_timeout=5) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else []
 
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"keel_test_{uuid.uuid4().hex[:12]}"
-    yield name
-    _sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def make_postgres_v3(schema: str) -> None:
     """The schema-3 tables as keel 0.3 created them (today's DDL without the conversation
     column and its index), with two runs, a journal and a task."""
-    s = f'"{schema}".'
     v3 = [st.replace(',\n        conversation     text', "")
           for st in pg_sql.DDL if "keel_runs_by_conversation" not in st]
     assert not any("conversation" in st for st in v3)
-    with psycopg.connect(URL, autocommit=True, connect_timeout=5) as conn, conn.transaction():
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        for statement in v3:
-            conn.execute(statement.replace("{s}", s).encode())
-        conn.execute(f"INSERT INTO {s}keel_meta VALUES ('schema_version', '3')")
-        with conn.cursor() as cur:
-            cur.executemany(f"INSERT INTO {s}keel_runs ({V3_RUN_COLUMNS}) VALUES "
-                            f"({', '.join(['%s'] * 18)})", [_run_row(r) for r in V3_RUNS])
-            cur.executemany(
-                f"INSERT INTO {s}keel_journal (run_id, seq, key, phase, kind, name, "
-                "input_hash, data, created_at, latency_ms, schema_version) VALUES "
-                f"({', '.join(['%s'] * 11)})", [_entry_row("old-done", e) for e in V3_ENTRIES])
-        conn.execute(f"INSERT INTO {s}keel_tasks VALUES ({', '.join(['%s'] * 14)})", _TASK_ROW)
+    create_old_store(schema, version=3, ddl=v3, run_columns=V3_RUN_COLUMNS,
+                     runs=[_run_row(r) for r in V3_RUNS], entries=V3_ENTRIES)
 
 
 async def test_a_schema_3_postgres_store_is_upgraded_in_place(schema: str) -> None:
     make_postgres_v3(schema)
     async with PostgresStore(URL, schema=schema) as store:
         await _check_upgraded(store)
-    assert _sql(f'SELECT value FROM "{schema}".keel_meta') == [(str(SCHEMA_VERSION),)]
-    indexes = {r[0] for r in _sql("SELECT indexname FROM pg_indexes WHERE schemaname = %s",
+    assert sql(f'SELECT value FROM "{schema}".keel_meta') == [(str(SCHEMA_VERSION),)]
+    indexes = {r[0] for r in sql("SELECT indexname FROM pg_indexes WHERE schemaname = %s",
                                   (schema,))}
     assert "keel_runs_by_conversation" in indexes
 
@@ -197,7 +173,7 @@ async def test_stores_opening_one_schema_3_store_at_once_upgrade_it_once(schema:
     finally:
         for s in stores:
             await s.close()
-    columns = [r[0] for r in _sql(
+    columns = [r[0] for r in sql(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
         "table_name = 'keel_runs' ORDER BY ordinal_position", (schema,))]
     assert columns[-3:] == ["tenant", "user", "conversation"]

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -23,9 +20,17 @@ from keel.store import _sqlite_schema as sqlite_schema
 from keel.store._postgres import PostgresStore
 from keel.store._sqlite import SQLiteStore
 from keel.testing._store_conformance import sample_entry, sample_run
-from keel.testing._store_conformance_fleet import sample_task
+from tests.store._old_postgres import (
+    TASK,
+    TASK_ROW,
+    URL,
+    create_old_store,
+    entry_row,
+    fresh_schema,
+    sql,
+)
 
-URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+schema = pytest.fixture(fresh_schema, name="schema")
 
 #: Two runs as a schema-2 keel stored them (no tenant, no user).
 V2_RUNS = [
@@ -48,15 +53,7 @@ def _run_row(r: Any) -> tuple[Any, ...]:
             False)
 
 
-def _entry_row(run_id: str, e: Any) -> tuple[Any, ...]:
-    return (run_id, e.seq, e.key, e.phase, e.kind, e.name, e.input_hash, json.dumps(e.data),
-            e.created_at, e.latency_ms, 2)
 
-
-_TASK = sample_task("ap-old", "old-susp")
-_TASK_ROW = (_TASK.task_id, _TASK.run_id, _TASK.kind, _TASK.step_key, _TASK.queue,
-             _TASK.status, _TASK.created_at, json.dumps(_TASK.data), _TASK.due_at, None, None,
-             "null", None, None)
 
 
 async def _check_upgraded(store: RunStore) -> None:
@@ -65,7 +62,7 @@ async def _check_upgraded(store: RunStore) -> None:
         got = await store.get_run(want.run_id)
         assert got == want.__class__(**{**_fields(want), "tenant": None, "user": None})
     assert await store.read_journal("old-done") == V2_ENTRIES
-    assert (await store.get_task("ap-old")).data == _TASK.data
+    assert (await store.get_task("ap-old")).data == TASK.data
     await store.create_run(sample_run("new-acme", created_at=1_700_000_200.0, tenant="acme",
                                       user="alice"))
     await store.create_run(sample_run("new-globex", created_at=1_700_000_300.0,
@@ -97,8 +94,8 @@ def make_sqlite_v2(path: Path) -> None:
         conn.executemany(
             "INSERT INTO journal (run_id, seq, key, phase, kind, name, input_hash, data, "
             "created_at, latency_ms, schema_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [_entry_row("old-done", e) for e in V2_ENTRIES])
-        conn.execute(f"INSERT INTO tasks VALUES ({', '.join('?' * 14)})", _TASK_ROW)
+            [entry_row("old-done", e, 2) for e in V2_ENTRIES])
+        conn.execute(f"INSERT INTO tasks VALUES ({', '.join('?' * 14)})", TASK_ROW)
 
 
 def _meta(path: Path) -> str:
@@ -137,49 +134,27 @@ def _layout(path: Path) -> list[tuple[str, str]]:
 # -------------------------------------------------------------------------------- Postgres
 
 
-def _sql(statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(URL, autocommit=True, connect_timeout=5) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else []
 
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"keel_test_{uuid.uuid4().hex[:12]}"
-    yield name
-    _sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def make_postgres_v2(schema: str) -> None:
     """The schema-2 tables as keel 0.2 created them (today's DDL without the two columns and
     their index), with two runs, a journal and a task."""
-    s = f'"{schema}".'
     v2 = [st.replace(',\n        tenant           text,\n        "user"           text,\n'
                      '        conversation     text', "")
           for st in pg_sql.DDL
           if "keel_runs_by_tenant" not in st and "keel_runs_by_conversation" not in st]
     assert not any("tenant" in st or "conversation" in st for st in v2)
-    with psycopg.connect(URL, autocommit=True, connect_timeout=5) as conn, conn.transaction():
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        for statement in v2:
-            conn.execute(statement.replace("{s}", s).encode())
-        conn.execute(f"INSERT INTO {s}keel_meta VALUES ('schema_version', '2')")
-        with conn.cursor() as cur:
-            cur.executemany(f"INSERT INTO {s}keel_runs ({V2_RUN_COLUMNS}) VALUES "
-                            f"({', '.join(['%s'] * 16)})", [_run_row(r) for r in V2_RUNS])
-            cur.executemany(
-                f"INSERT INTO {s}keel_journal (run_id, seq, key, phase, kind, name, "
-                "input_hash, data, created_at, latency_ms, schema_version) VALUES "
-                f"({', '.join(['%s'] * 11)})", [_entry_row("old-done", e) for e in V2_ENTRIES])
-        conn.execute(f"INSERT INTO {s}keel_tasks VALUES ({', '.join(['%s'] * 14)})", _TASK_ROW)
+    create_old_store(schema, version=2, ddl=v2, run_columns=V2_RUN_COLUMNS,
+                     runs=[_run_row(r) for r in V2_RUNS], entries=V2_ENTRIES)
 
 
 async def test_a_schema_2_postgres_store_is_upgraded_in_place(schema: str) -> None:
     make_postgres_v2(schema)
     async with PostgresStore(URL, schema=schema) as store:
         await _check_upgraded(store)
-    assert _sql(f'SELECT value FROM "{schema}".keel_meta') == [(str(SCHEMA_VERSION),)]
-    indexes = {r[0] for r in _sql("SELECT indexname FROM pg_indexes WHERE schemaname = %s",
+    assert sql(f'SELECT value FROM "{schema}".keel_meta') == [(str(SCHEMA_VERSION),)]
+    indexes = {r[0] for r in sql("SELECT indexname FROM pg_indexes WHERE schemaname = %s",
                                   (schema,))}
     assert "keel_runs_by_tenant" in indexes
 
@@ -194,8 +169,8 @@ async def test_stores_opening_one_schema_2_store_at_once_upgrade_it_once(schema:
     finally:
         for s in stores:
             await s.close()
-    assert _sql(f'SELECT value FROM "{schema}".keel_meta') == [(str(SCHEMA_VERSION),)]
-    columns = [r[0] for r in _sql(
+    assert sql(f'SELECT value FROM "{schema}".keel_meta') == [(str(SCHEMA_VERSION),)]
+    columns = [r[0] for r in sql(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
         "table_name = 'keel_runs' ORDER BY ordinal_position", (schema,))]
     assert columns[-3:] == ["tenant", "user", "conversation"]
