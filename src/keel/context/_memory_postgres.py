@@ -18,6 +18,7 @@ Vectors
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import Sequence
@@ -140,8 +141,20 @@ class PostgresMemory(MemoryBackend):
                              "is up") from None
 
     async def _open(self) -> tuple[str, int] | None:
+        """Create (or check) the tables under a session advisory lock: two processes opening
+        a new store at once would otherwise race in CREATE TABLE IF NOT EXISTS (Postgres
+        answers the loser with a unique violation on its catalogue)."""
         if self._conn is None:
             await self._connect()
+        digest = hashlib.blake2b(f"keel.memory:{self._meta}".encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big", signed=True)
+        await self._run("SELECT pg_advisory_lock(%s)", (key,), fetch=False)
+        try:
+            return await self._create()
+        finally:
+            await self._run("SELECT pg_advisory_unlock(%s)", (key,), fetch=False)
+
+    async def _create(self) -> tuple[str, int] | None:
         if self.schema:
             await self._run(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', fetch=False)
         await self._run(f"CREATE TABLE IF NOT EXISTS {self._meta} (key TEXT PRIMARY KEY, "

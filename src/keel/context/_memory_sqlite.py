@@ -26,7 +26,7 @@ from keel.context._memory_base import (
     item_from_row,
 )
 from keel.context._memory_cache import UserVectors, VectorCache
-from keel.core import ConfigError, StoreError
+from keel.core import ConfigError, StoreError, use_wal
 from keel.models import Embedder
 
 if TYPE_CHECKING:
@@ -112,9 +112,8 @@ class SQLiteMemory(MemoryBackend):
 
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             try:
-                db.execute("PRAGMA busy_timeout = 10000")
                 if self.path != ":memory:":
-                    db.execute("PRAGMA journal_mode = WAL")
+                    use_wal(db)
                     db.execute("PRAGMA synchronous = NORMAL")
                 db.executescript(_SCHEMA)
             except sqlite3.DatabaseError as exc:

@@ -68,6 +68,7 @@ from keel.core._messages import (
     part_to_dict,
 )
 from keel.core._redact import REDACTED, mask_secret, redact, redact_text, safe_url
+from keel.core._sqlite import use_wal
 from keel.core._usage import ModelResponse, Usage
 
 __all__ = [
@@ -149,4 +150,5 @@ __all__ = [
     "stable_hash",
     "to_jsonable",
     "to_text",
+    "use_wal",
 ]

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from keel.core import ConfigError, StoreError, safe_url
+from keel.core import ConfigError, StoreError, safe_url, use_wal
 
 if TYPE_CHECKING:
     import sqlite3
@@ -137,7 +137,7 @@ class SQLiteCacheStore:
                 if self._conn is None:
                     conn = sqlite3.connect(self.path, timeout=self.timeout,
                                            check_same_thread=False, isolation_level=None)
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    use_wal(conn, timeout=self.timeout)
                     # a cache may lose its last writes in a power cut, never its integrity
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.executescript(_SCHEMA)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from keel.core import ConfigError, StoreError, safe_url
+from keel.core import ConfigError, StoreError, safe_url, use_wal
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -152,6 +152,9 @@ _SQL_TABLES = (
         PRIMARY KEY (key, mark)
     )""",
 )
+#: the advisory lock that makes concurrent openers create the tables one after another
+_DDL_LOCK = int.from_bytes(hashlib.blake2b(b"keel.caps:tables", digest_size=8).digest(),
+                           "big", signed=True)
 
 
 class SQLCapStore:
@@ -192,12 +195,19 @@ class SQLCapStore:
 
             conn = psycopg.connect(self.target, autocommit=True,
                                    connect_timeout=max(1, int(self.timeout)))
+            # two processes creating the tables at once: the loser of CREATE TABLE IF NOT
+            # EXISTS gets a unique violation on the catalogue, so they take turns
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+                for ddl in _SQL_TABLES:
+                    conn.execute(ddl)
+            return conn
         else:
             import sqlite3
 
             conn = sqlite3.connect(self.target, timeout=self.timeout,
                                    check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, timeout=self.timeout)
         for ddl in _SQL_TABLES:
             conn.execute(ddl)
         return conn

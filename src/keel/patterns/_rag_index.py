@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from keel.core import UserError
+from keel.core import UserError, use_wal
 from keel.patterns._rag_chunk import Chunk
 from keel.patterns._rag_ingest import Document
 
@@ -81,9 +81,8 @@ class IndexStorage:
 
     def _prepare(self) -> None:
         conn = self._conn
-        conn.execute("PRAGMA busy_timeout = 5000")
         if self.where != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn, timeout=5.0)
         conn.executescript(_SCHEMA)
         for table, columns in (("rag_documents", 6), ("rag_chunks", 7)):
             found = len(conn.execute(f"PRAGMA table_info({table})").fetchall())

@@ -33,7 +33,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from keel.core import StoreError, StoreUnavailable, StoreVersionError
+from keel.core import StoreError, StoreUnavailable, StoreVersionError, use_wal
 from keel.store._base import SCHEMA_VERSION
 
 #: How long a write waits for another connection's write to finish before failing.
@@ -294,7 +294,7 @@ def _prepare(conn: sqlite3.Connection, label: str, *, create: bool = True) -> No
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    conn.execute("PRAGMA journal_mode = WAL")
+    use_wal(conn, timeout=BUSY_TIMEOUT_S)
 
 
 def _create_or_upgrade(conn: sqlite3.Connection, label: str) -> None:
