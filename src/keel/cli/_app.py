@@ -35,6 +35,7 @@ from keel.cli._options import (
     StoreOption,
     store_url,
 )
+from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
 from keel.cli._text import Screen
 from keel.runtime import default_store_url
@@ -43,7 +44,7 @@ from keel.runtime import default_store_url
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
-                 "stats", "cost", "worker", "replay", "fork", "diff", "demo")
+                 "stats", "cost", "worker", "serve", "replay", "fork", "diff", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -124,6 +125,7 @@ register_audit(app)
 register_stats(app)
 register_cost(app)
 register_conversations(app)
+register_serve(app)
 
 
 def _version(value: bool) -> None:

@@ -34,7 +34,12 @@ from keel.observe._metrics import (
 )
 from keel.observe._run_stats import run_stats
 from keel.observe._semantic import SemanticCache
-from keel.observe._serve import MetricsServer, mark_process_dead, serve_metrics
+from keel.observe._serve import (
+    MetricsServer,
+    mark_process_dead,
+    scrape_registry,
+    serve_metrics,
+)
 from keel.observe._tracing import (
     TRACE_METADATA,
     Tracing,
@@ -82,6 +87,7 @@ __all__: list[str] = [
     "mark_process_dead",
     "refresh_human_tasks",
     "run_stats",
+    "scrape_registry",
     "serve_metrics",
     "setup_tracing",
     "trace_headers",

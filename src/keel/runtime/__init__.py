@@ -50,7 +50,13 @@ from keel.runtime._result import RunResult
 from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
 from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
 from keel.runtime._substeps import CONTEXT_KIND, SubSteps, run_sub_agent
-from keel.runtime._worker import Worker, WorkOutcome, cancel_run, resolve_unknown_outcome
+from keel.runtime._worker import (
+    Worker,
+    WorkOutcome,
+    cancel_run,
+    hand_back,
+    resolve_unknown_outcome,
+)
 
 __all__ = [
     "CONTEXT_KIND",
@@ -108,6 +114,7 @@ __all__ = [
     "diff_runs",
     "flow",
     "fork_run",
+    "hand_back",
     "plan_fork",
     "replay_run",
     "resolve_escalation",

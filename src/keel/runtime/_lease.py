@@ -78,7 +78,7 @@ class Hold:
 
     run_id: str
     task: asyncio.Task[object] | None
-    stop_reason: str | None = None  # "cancel" or "lease-lost"
+    stop_reason: str | None = None  # "cancel", "lease-lost" or "hand-back"
     #: For a cancel: why and who asked, as given to ``request_cancel`` (None if not said).
     cancel_reason: str | None = None
     cancel_by: str | None = None

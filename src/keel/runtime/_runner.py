@@ -334,6 +334,10 @@ async def _drive(loop: Driver, record: RunRecord, hold: Hold,
             raise LeaseLost(f"run {record.run_id}: this worker lost the run's lease (it "
                             "stalled past the expiry and another worker took the run over); "
                             "stopped here without writing.") from None
+        if reason == "hand-back":
+            raise LeaseLost(f"run {record.run_id}: this process is shutting down; the run "
+                            "stopped at its current step and goes on in another worker "
+                            "(or `keel resume`) from its journal.") from None
         raise RunCancelled(hold.cancel_reason or "the run was cancelled (`keel runs cancel`)",
                            by=hold.cancel_by, run_id=record.run_id) from None
 

@@ -158,6 +158,33 @@ class Worker:
         return WorkOutcome(run_id, agent_name, "completed")
 
 
+async def hand_back(store: RunStore, *, grace_s: float = 0.0) -> list[str]:
+    """Stop the runs this process is continuing in ``store`` without failing them, for a
+    graceful shutdown: each run gets ``grace_s`` seconds to finish (or to suspend) on its
+    own, then stops at its current step, stays ``running`` and has its lease released, so
+    that any worker (or ``keel resume``) continues it from its journal at once. Returns the
+    ids of the runs handed back."""
+    keeper = keeper_for(store)
+    tasks = {h.run_id: h.task for h in keeper.held.values()
+             if h.task is not None and not h.task.done()}
+    if tasks and grace_s > 0:
+        await asyncio.wait(set(tasks.values()), timeout=grace_s)
+    stopped: list[str] = []
+    for run_id, task in tasks.items():
+        hold = keeper.held.get(run_id)
+        if hold is None or task is None or task.done():
+            continue
+        keeper.stop(hold, "hand-back")
+        stopped.append(run_id)
+    if stopped:
+        await asyncio.wait({t for r, t in tasks.items() if r in stopped and t is not None},
+                           timeout=30)
+    for run_id in stopped:
+        with contextlib.suppress(Exception):  # the lease expires on its own anyway
+            await store.release_lease(run_id, worker_id())
+    return stopped
+
+
 def _outcome_status(exc: KeelError) -> str:
     from keel.core import LeaseLost, RunCancelled, Signal, StoreUnavailable
 

@@ -1,0 +1,146 @@
+"""Who is calling: API keys exchanged for short-lived tokens, roles, rate limits, the
+console's session cookie and its CSRF check.
+
+* ``POST /v1/auth/token`` takes an API key (``Authorization: Bearer keel_...``) and returns
+  a signed token (minutes) that every other call carries as ``Authorization: Bearer``.
+  A token names its key; a revoked or rotated key's tokens are refused at once, because
+  each request checks that the key is still active.
+* The console signs in with a key too; its session is the same token in an ``HttpOnly``,
+  ``SameSite=Strict`` cookie, renewed while the key stays active. A state-changing request
+  made with the cookie must carry ``X-CSRF-Token``, an HMAC of the token's id that the page
+  reads from a second cookie: another site can make the browser send the cookie, never read
+  it.
+* Each key has its own rate limit (requests per second with a burst); key exchanges have
+  one per client address, so keys cannot be guessed quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from aiolimiter import AsyncLimiter
+from fastapi import Request
+
+from keel.server._errors import ApiError
+from keel.server._keys import AuthError, KeyStore, allows
+from keel.server._tokens import Claims, read_token
+
+Action = Literal["read", "run", "decide", "admin"]
+SESSION_COOKIE = "keel_session"
+CSRF_COOKIE = "keel_csrf"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_LIMITERS_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of a request: its key, tenant and role, and how it authenticated."""
+
+    key_id: str
+    tenant: str
+    role: str
+    via: Literal["bearer", "cookie"]
+    claims: Claims
+
+    @property
+    def who(self) -> str:
+        """How the audit log and decisions name the caller."""
+        return f"key:{self.key_id}"
+
+
+def csrf_token(secret: bytes, jti: str) -> str:
+    return hmac.new(secret, f"csrf:{jti}".encode(), hashlib.sha256).hexdigest()
+
+
+class RateLimits:
+    """One token bucket per key (or per client address, for key exchanges)."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self.per_second = per_second
+        self.burst = max(1, burst)
+        self._limiters: OrderedDict[str, AsyncLimiter] = OrderedDict()
+
+    async def check(self, who: str) -> None:
+        """Count one request of ``who``; a 429 with ``Retry-After`` when over the limit."""
+        if self.per_second <= 0:
+            return
+        limiter = self._limiters.get(who)
+        if limiter is None:
+            limiter = AsyncLimiter(self.burst, self.burst / self.per_second)
+            self._limiters[who] = limiter
+            if len(self._limiters) > _LIMITERS_KEPT:
+                self._limiters.popitem(last=False)
+        else:
+            self._limiters.move_to_end(who)
+        if not limiter.has_capacity():
+            raise ApiError(429, "rate_limited", "too many requests for this key; slow down",
+                           headers={"Retry-After": str(max(1, round(1 / self.per_second)))})
+        await limiter.acquire()  # has capacity: returns at once (a refused request never waits)
+
+
+class Authenticator:
+    """Turns a request's credentials into a :class:`Principal`, or refuses it."""
+
+    def __init__(self, keys: KeyStore, secret: bytes, *, audience: str,
+                 limits: RateLimits) -> None:
+        self.keys = keys
+        self.secret = secret
+        self.audience = audience
+        self.limits = limits
+
+    async def principal(self, request: Request, action: Action) -> Principal:
+        token, via = self._credentials(request)
+        try:
+            claims = read_token(token, self.secret, audience=self.audience)
+        except AuthError as exc:
+            raise ApiError(401, "unauthorized", str(exc),
+                           headers={"WWW-Authenticate": "Bearer"}) from None
+        if not await self.keys.is_active(claims.key_id):
+            raise ApiError(401, "unauthorized", "the key this token was issued for has been "
+                           "revoked or rotated; exchange a current key for a new token",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if via == "cookie" and request.method not in _SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent, csrf_token(self.secret, claims.jti)):
+                raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token for this session")
+        await self.limits.check(f"key:{claims.key_id}")
+        if not allows(claims.role, action):
+            raise ApiError(403, "forbidden", f"role {claims.role!r} may not {action} here")
+        request.state.principal = Principal(claims.key_id, claims.tenant, claims.role, via,
+                                            claims)
+        return request.state.principal  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _credentials(request: Request) -> tuple[str, Literal["bearer", "cookie"]]:
+        header = request.headers.get("authorization")
+        if header:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise ApiError(401, "unauthorized", "use Authorization: Bearer TOKEN",
+                               headers={"WWW-Authenticate": "Bearer"})
+            return value.strip(), "bearer"
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return cookie, "cookie"
+        raise ApiError(401, "unauthorized", "no credentials: exchange an API key at "
+                       "POST /v1/auth/token and send Authorization: Bearer TOKEN",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+    async def key_from(self, request: Request, plaintext: str | None) -> object:
+        """The active key a token exchange presents; refused keys all get the same 401."""
+        client = request.client.host if request.client else "?"
+        await self.limits.check(f"addr:{client}")
+        if not plaintext:
+            raise ApiError(401, "unauthorized", "send the API key as Authorization: Bearer "
+                           "KEY", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return await self.keys.verify(plaintext)
+        except AuthError as exc:
+            raise ApiError(401, "unauthorized", str(exc),
+                           headers={"WWW-Authenticate": "Bearer"}) from None
+
