@@ -28,6 +28,7 @@ from keel.store import (
     RunStore,
     required_store,
     resolve_task,
+    scoped,
     store_moved,
     who_acted,
 )
@@ -247,17 +248,21 @@ async def decide_approval(approval_id: str, _old: str | None = None, /, *,
                           store: RunStore | None = None, approve: bool,
                           by: str | None = None, comment: str | None = None,
                           edited_args: Any = None,
-                          decided_by: str | None = None) -> HumanTask:
+                          decided_by: str | None = None,
+                          tenant: str | None = None) -> HumanTask:
     """Record a decision by ``by`` (who decides; audited); the run becomes runnable
     (``keel resume`` or a worker continues it). Refuses, changing nothing: an unknown id
     (TaskNotFound), a decided request or a run that no longer waits (TaskConflict), a denial
     without a comment, or edited arguments that do not match the tool's schema (UserError
-    naming the field). ``decided_by=`` is the deprecated name of ``by=``, and
-    ``decide_approval(store, approval_id, ...)`` the deprecated form of the call."""
+    naming the field). With ``tenant``, every read and write of the store is scoped to that
+    tenant's runs (in the store's queries): the approval of another tenant's run, or of a run
+    without a tenant, is TaskNotFound, as an unknown id. ``decided_by=`` is the deprecated
+    name of ``by=``, and ``decide_approval(store, approval_id, ...)`` the deprecated form of
+    the call."""
     (approval_id,), given = store_moved("decide_approval", [approval_id], _old, store)
     store = required_store("decide_approval", given)
     by = who_acted(by, decided_by, "decided_by")
-    task = await store.get_task(approval_id)
+    task = await store.get_task(approval_id, **scoped(store.get_task, tenant))
     if task.kind != "approval":
         raise UserError(f"{approval_id} is an escalation, not an approval; use `keel "
                         "escalations resolve`.")
@@ -268,14 +273,14 @@ async def decide_approval(approval_id: str, _old: str | None = None, /, *,
     decision = approval_decision(request, approve=approve, by=by or "", comment=comment,
                                  edited_args=edited_args)
     now = decision["decided_at"]
-    journal = await store.read_journal(task.run_id)
+    journal = await store.read_journal(task.run_id, **scoped(store.read_journal, tenant))
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
     entry = JournalEntry(
         seq=decision_seq(journal, intent), key=task.step_key, phase="result",
         kind="approval", name=request.get("tool", "?"),
         input_hash=intent.input_hash if intent is not None else "", data=decision,
         created_at=now)
-    return await resolve_task(store, approval_id, decision, by=by, entry=entry)
+    return await resolve_task(store, approval_id, decision, by=by, entry=entry, tenant=tenant)
 
 
 def approval_decision(request: Mapping[str, Any], *, approve: bool, by: str,

@@ -49,6 +49,7 @@ from keel.store import (
     RunStore,
     required_store,
     resolve_task,
+    scoped,
     store_moved,
     who_acted,
 )
@@ -520,36 +521,44 @@ def escalation_task(packet: Mapping[str, Any]) -> HumanTask:
 
 
 async def claim_escalation(escalation_id: str, who: str, _old: str | None = None, /, *,
-                           store: RunStore | None = None) -> HumanTask:
+                           store: RunStore | None = None,
+                           tenant: str | None = None) -> HumanTask:
     """Take an escalation for ``who`` so that colleagues see someone is on it. Raises
-    TaskNotFound, and TaskConflict if it is resolved or someone else holds it.
+    TaskNotFound, and TaskConflict if it is resolved or someone else holds it. With
+    ``tenant``, the store's reads and writes are scoped to that tenant's runs: another
+    tenant's escalation is TaskNotFound, and is left as it was.
     (``claim_escalation(store, escalation_id, who)`` is the deprecated form.)"""
     (escalation_id, who), given = store_moved("claim_escalation", [escalation_id, who], _old,
                                               store)
     store = required_store("claim_escalation", given)
-    task = await _escalation(store, escalation_id)
+    task = await _escalation(store, escalation_id, tenant)
     if task.status == "resolved":
         raise TaskConflict(f"escalation {escalation_id} was already resolved by "
                            f"{task.by}; nothing was changed.")
     _check_text("who claims it (--by)", who, required=True, limit=200)
-    return await store.claim_task(escalation_id, who.strip())
+    return await store.claim_task(escalation_id, who.strip(),
+                                  **scoped(store.claim_task, tenant))
 
 
 async def resolve_escalation(escalation_id: str, _old: str | None = None, /, *,
                              store: RunStore | None = None, by: str | None = None,
                              action: str, answer: Any = None, note: str | None = None,
                              comment: str | None = None,
-                             resolved_by: str | None = None) -> HumanTask:
+                             resolved_by: str | None = None,
+                             tenant: str | None = None) -> HumanTask:
     """Record the decision of ``by`` (who resolves it; audited) on an escalation; see the
     module docstring for what each action does to the run. Refuses, changing nothing: an
     unknown id (TaskNotFound), a resolved escalation or a finished run (TaskConflict), an
     unknown action, a missing answer or dismissal comment, ``resume`` after an exhausted
-    budget (UserError). ``resolved_by=`` is the deprecated name of ``by=``, and
-    ``resolve_escalation(store, escalation_id, ...)`` the deprecated form of the call."""
+    budget (UserError). With ``tenant``, every read and write of the store is scoped to that
+    tenant's runs (in the store's queries): another tenant's escalation, or one of a run
+    without a tenant, is TaskNotFound, as an unknown id. ``resolved_by=`` is the deprecated
+    name of ``by=``, and ``resolve_escalation(store, escalation_id, ...)`` the deprecated
+    form of the call."""
     (escalation_id,), given = store_moved("resolve_escalation", [escalation_id], _old, store)
     store = required_store("resolve_escalation", given)
     by = who_acted(by, resolved_by, "resolved_by")
-    task = await _escalation(store, escalation_id)
+    task = await _escalation(store, escalation_id, tenant)
     if task.status == "resolved":
         raise TaskConflict(f"escalation {escalation_id} was already resolved by "
                            f"{task.by}; nothing was changed.")
@@ -557,7 +566,7 @@ async def resolve_escalation(escalation_id: str, _old: str | None = None, /, *,
     packet: dict[str, Any] = task.data if isinstance(task.data, dict) else {}
     trigger = str(packet.get("trigger") or "requested")
     _check_decision(escalation_id, action, trigger, answer=answer, note=note, comment=comment)
-    record = await store.get_run(task.run_id)
+    record = await store.get_run(task.run_id, **scoped(store.get_run, tenant))
     if record.status in TERMINAL_STATUSES:
         raise TaskConflict(f"run {record.run_id} is {record.status}; nothing waits for "
                            f"escalation {escalation_id} any more. Nothing was changed.")
@@ -565,7 +574,7 @@ async def resolve_escalation(escalation_id: str, _old: str | None = None, /, *,
     by = by.strip()
     decision = {"action": action, "answer": answer, "note": note, "comment": comment,
                 "by": by, "resolved_at": now}
-    journal = await store.read_journal(task.run_id)
+    journal = await store.read_journal(task.run_id, **scoped(store.read_journal, tenant))
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)
     entry = JournalEntry(
         seq=decision_seq(journal, intent), key=task.step_key, phase="result",
@@ -579,11 +588,12 @@ async def resolve_escalation(escalation_id: str, _old: str | None = None, /, *,
         close = record.with_status("cancelled", output=None, updated_at=now, error={
             "type": "EscalationDismissed", "message": comment, "step_key": task.step_key,
             "retryable": False, "by": by})
-    return await resolve_task(store, escalation_id, decision, by=by, entry=entry, close=close)
+    return await resolve_task(store, escalation_id, decision, by=by, entry=entry, close=close,
+                              tenant=tenant)
 
 
-async def _escalation(store: RunStore, escalation_id: str) -> HumanTask:
-    task = await store.get_task(escalation_id)
+async def _escalation(store: RunStore, escalation_id: str, tenant: str | None) -> HumanTask:
+    task = await store.get_task(escalation_id, **scoped(store.get_task, tenant))
     if task.kind != "escalation":
         raise UserError(f"{escalation_id} is an approval, not an escalation; use `keel "
                         "approvals approve` or `keel approvals deny`.")

@@ -39,6 +39,7 @@ from keel.store import (
     RunRecord,
     RunStore,
     required_store,
+    scoped,
     store_moved,
 )
 
@@ -204,31 +205,34 @@ CancelOutcome = Literal["cancelled", "requested"]
 
 async def cancel_run(run_id: str, _old: str | None = None, /, *,
                      store: RunStore | None = None, reason: str = "cancelled by request",
-                     by: str = "api", agent: Runnable | None = None) -> CancelOutcome:
+                     by: str = "api", agent: Runnable | None = None,
+                     tenant: str | None = None) -> CancelOutcome:
     """Cancel run ``run_id`` of ``store``; ``reason`` and ``by`` (who asked) are journaled.
     Returns ``"cancelled"`` if it is now cancelled, ``"requested"`` if a live worker holds it
     and was asked to stop. ``agent`` (optional) gets its ``on_run_end`` middleware called for
-    an idle run, as a live run's own agent would. (``cancel_run(store, run_id)`` is the
-    deprecated form.)"""
+    an idle run, as a live run's own agent would. With ``tenant``, the run is looked up (and
+    re-read, and asked to stop) scoped to that tenant in the store's queries: another
+    tenant's run, or one without a tenant, is RunNotFound, as an unknown id, and is left as
+    it was. (``cancel_run(store, run_id)`` is the deprecated form.)"""
     (run_id,), given = store_moved("cancel_run", [run_id], _old, store)
     store = required_store("cancel_run", given)
-    record = await store.get_run(run_id)
+    record = await store.get_run(run_id, **scoped(store.get_run, tenant))
     if record.status in TERMINAL_STATUSES:
         raise UserError(f"run {run_id} is already {record.status}; there is nothing to cancel.")
     hold = keeper_for(store).held.get(run_id)
     if hold is not None:  # this very process continues it: stop it now
-        await request_cancel(store, run_id, reason=reason, by=by)
+        await request_cancel(store, run_id, reason=reason, by=by, tenant=tenant)
         keeper_for(store).stop(hold, "cancel", cancel_reason=reason, cancel_by=by)
         return "requested"
     try:
         await store.acquire_lease(run_id, worker_id(), 30.0)
     except RunLeased as exc:
         if not holder_is_dead(exc.holder):
-            await request_cancel(store, run_id, reason=reason, by=by)
+            await request_cancel(store, run_id, reason=reason, by=by, tenant=tenant)
             return "requested"
         await store.acquire_lease(run_id, worker_id(), 30.0, steal_from=exc.holder)
-    record = await store.get_run(run_id)
-    journal = await store.read_journal(run_id)
+    record = await store.get_run(run_id, **scoped(store.get_run, tenant))
+    journal = await store.read_journal(run_id, **scoped(store.read_journal, tenant))
     now = time.time()
     entry = JournalEntry(seq=max((e.seq for e in journal), default=-1) + 1,
                          key=f"{record.agent}/cancelled", phase="result", kind="cancel",
@@ -251,15 +255,18 @@ async def cancel_run(run_id: str, _old: str | None = None, /, *,
     return "cancelled"
 
 
-async def request_cancel(store: RunStore, run_id: str, *, reason: str, by: str) -> None:
+async def request_cancel(store: RunStore, run_id: str, *, reason: str, by: str,
+                         tenant: str | None = None) -> None:
     """Ask the run's lease holder to stop, with the reason and who asked (kept by the store
-    for the holder's journaled cancel step). A store written for an older keel, whose
-    ``request_cancel`` takes only the run id, gets that (its holder journals no reason)."""
+    for the holder's journaled cancel step), scoped to ``tenant`` if given. A store written
+    for an older keel, whose ``request_cancel`` takes only the run id, gets that (its holder
+    journals no reason)."""
+    scope = scoped(store.request_cancel, tenant)
     params = inspect.signature(store.request_cancel).parameters
     if "reason" in params and "by" in params:
-        await store.request_cancel(run_id, reason=reason, by=by)
+        await store.request_cancel(run_id, reason=reason, by=by, **scope)
     else:
-        await store.request_cancel(run_id)
+        await store.request_cancel(run_id, **scope)
 
 
 def _fields(entry: JournalEntry) -> dict[str, Any]:

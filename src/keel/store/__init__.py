@@ -20,8 +20,10 @@ from keel.store._base import (
     TaskKind,
     TaskStatus,
     check_status,
+    check_tenant,
     required_store,
     resolve_task,
+    scoped,
     store_moved,
     who_acted,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "TaskStatus",
     "check_id",
     "check_status",
+    "check_tenant",
     "dump_export",
     "export_run",
     "import_run",
@@ -78,6 +81,7 @@ __all__ = [
     "parse_export",
     "required_store",
     "resolve_task",
+    "scoped",
     "store_moved",
     "who_acted",
 ]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from keel.core import UserError
+from keel.core import StoreError, UserError
 from keel.store._ids import check_id
 
 if TYPE_CHECKING:
@@ -149,11 +149,16 @@ class TaskFilter:
     status: TaskStatus | None = None
     queue: str | None = None
     run_id: str | None = None
+    #: Only the tasks of this tenant's runs (filtered in the store's query, never after it;
+    #: a task of a run without a tenant is never one of them).
+    tenant: str | None = None
     limit: int = 50
     offset: int = 0
 
     def __post_init__(self) -> None:
         _check_page(self.limit, self.offset)
+        if self.tenant is not None:
+            check_id("tenant", self.tenant)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,6 +217,13 @@ class RunStore(ABC):
     * **human tasks** (approvals, escalations) are put once (``put_task`` is idempotent), and
       resolved once: ``resolve_task`` checks, appends the decision and wakes or closes the run
       in one transaction.
+    * **tenants**: the methods that read or act on one run or task by id (``get_run``,
+      ``read_journal``, ``request_cancel``, ``get_task``, ``claim_task``, ``resolve_task``)
+      take ``tenant=``. None (the default) is unscoped; a tenant id restricts the call to that
+      tenant's runs and the tasks of those runs, in the store's query: a run of another
+      tenant, or one stored without a tenant, is reported exactly like an unknown id
+      (RunNotFound / TaskNotFound, the same message) and nothing is changed. A task's tenant
+      is its run's.
     """
 
     # ------------------------------------------------------------------------------ runs
@@ -228,12 +240,15 @@ class RunStore(ABC):
         and :class:`keel.LeaseLost` if ``lease`` is given and no longer holds the run."""
 
     @abstractmethod
-    async def get_run(self, run_id: str) -> RunRecord:
-        """Raises :class:`keel.RunNotFound` for an unknown id."""
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        """Raises :class:`keel.RunNotFound` for an unknown id, and (with ``tenant``) for a
+        run that is not that tenant's."""
 
     @abstractmethod
-    async def read_journal(self, run_id: str) -> list[JournalEntry]:
-        """The run's entries in append order. Raises :class:`keel.RunNotFound`."""
+    async def read_journal(self, run_id: str, *,
+                           tenant: str | None = None) -> list[JournalEntry]:
+        """The run's entries in append order. Raises :class:`keel.RunNotFound` (with
+        ``tenant``: also for a run that is not that tenant's)."""
 
     @abstractmethod
     async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]: ...
@@ -278,8 +293,6 @@ class RunStore(ABC):
         conversation asks of the run store. Returns how many runs were deleted (0 for an
         unknown conversation). Backends written before conversations existed raise
         :class:`keel.StoreError`."""
-        from keel.core import StoreError
-
         check_conversation(conversation, tenant)
         raise StoreError(f"{type(self).__name__} cannot delete conversations; use a keel "
                          "store (memory, SQLite, Postgres) or implement delete_conversation.")
@@ -314,12 +327,13 @@ class RunStore(ABC):
 
     @abstractmethod
     async def request_cancel(self, run_id: str, *, reason: str | None = None,
-                             by: str | None = None) -> RunRecord:
+                             by: str | None = None,
+                             tenant: str | None = None) -> RunRecord:
         """Set ``cancel_requested`` on the run (for its lease holder to act on) and return
         the updated record. ``reason`` and ``by`` (who asked), when given, are kept in the
         record's metadata under :data:`CANCEL_REQUEST` (``{"reason": ..., "by": ...}``) in
         the same write, so that the worker that stops the run journals them. Raises
-        RunNotFound."""
+        RunNotFound (with ``tenant``: also for another tenant's run, changing nothing)."""
 
     # ------------------------------------------------------------------------ human tasks
 
@@ -329,24 +343,29 @@ class RunStore(ABC):
         RunNotFound if its run is unknown."""
 
     @abstractmethod
-    async def get_task(self, task_id: str) -> HumanTask:
-        """Raises :class:`keel.TaskNotFound` for an unknown id."""
+    async def get_task(self, task_id: str, *, tenant: str | None = None) -> HumanTask:
+        """Raises :class:`keel.TaskNotFound` for an unknown id, and (with ``tenant``) for a
+        task whose run is not that tenant's."""
 
     @abstractmethod
     async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]: ...
 
     @abstractmethod
-    async def claim_task(self, task_id: str, who: str) -> HumanTask:
+    async def claim_task(self, task_id: str, who: str, *,
+                         tenant: str | None = None) -> HumanTask:
         """Mark an open task claimed by ``who`` (claiming one's own claim again is allowed).
-        Raises TaskNotFound, and :class:`keel.TaskConflict` if it is resolved or claimed by
+        Raises TaskNotFound (with ``tenant``: also for a task of another tenant's run,
+        changing nothing), and :class:`keel.TaskConflict` if it is resolved or claimed by
         someone else."""
 
     @abstractmethod
     async def resolve_task(self, task_id: str, resolution: Any, *, by: str,
                            entry: JournalEntry | None = None,
-                           close: RunRecord | None = None) -> HumanTask:
-        """Decide a task (``by``: who decided), in one transaction: it must exist (TaskNotFound)
-        and not be resolved, and its run must not be finished (TaskConflict otherwise);
+                           close: RunRecord | None = None,
+                           tenant: str | None = None) -> HumanTask:
+        """Decide a task (``by``: who decided), in one transaction: it must exist (TaskNotFound;
+        with ``tenant``, also for a task of another tenant's run) and not be resolved, and its
+        run must not be finished (TaskConflict otherwise);
         ``entry`` (the decision's journal record) is appended, the task marked resolved, and
         then either the run record is replaced by ``close`` (a terminal record: the decision
         ends the run) or, if the run is ``suspended``, it becomes ``running`` with no lease
@@ -408,6 +427,26 @@ class RunStore(ABC):
         await self.close()
 
 
+def check_tenant(tenant: object) -> str | None:
+    """The ``tenant=`` of a scoped store call: None (unscoped) or a valid tenant id."""
+    return None if tenant is None else check_id("tenant", tenant)
+
+
+def scoped(method: Callable[..., Any], tenant: str | None) -> dict[str, Any]:
+    """The keyword arguments that scope a call of the store method ``method`` to ``tenant``:
+    none for an unscoped call (so a store written before keel scoped calls by tenant still
+    works), ``{"tenant": tenant}`` otherwise. A store whose method cannot scope the call
+    raises :class:`keel.StoreError`: the check is never skipped."""
+    if tenant is None:
+        return {}
+    if "tenant" not in inspect.signature(method).parameters:
+        owner = getattr(method, "__self__", None)
+        raise StoreError(f"{type(owner).__name__}.{getattr(method, '__name__', '?')} cannot "
+                         "scope a call to a tenant (tenant=); use a keel store (memory, "
+                         "SQLite, Postgres) or add tenant= to it.")
+    return {"tenant": check_id("tenant", tenant)}
+
+
 def check_conversation(conversation: object, tenant: object) -> tuple[str, str | None]:
     """The arguments of ``delete_conversation``, checked like every run id."""
     return (check_id("conversation", conversation),
@@ -442,13 +481,17 @@ def who_acted(by: str | None, old: str | None, old_name: str, *, stacklevel: int
 
 async def resolve_task(store: RunStore, task_id: str, resolution: Any, *, by: str,
                        entry: JournalEntry | None = None,
-                       close: RunRecord | None = None) -> HumanTask:
-    """``store.resolve_task`` with ``by``; a store written for an older keel, whose
-    ``resolve_task`` takes ``resolved_by=``, gets that."""
+                       close: RunRecord | None = None,
+                       tenant: str | None = None) -> HumanTask:
+    """``store.resolve_task`` with ``by`` (and, with ``tenant``, scoped to that tenant: see
+    :func:`scoped`); a store written for an older keel, whose ``resolve_task`` takes
+    ``resolved_by=``, gets that."""
+    scope = scoped(store.resolve_task, tenant)
     if "by" in inspect.signature(store.resolve_task).parameters:
-        return await store.resolve_task(task_id, resolution, by=by, entry=entry, close=close)
+        return await store.resolve_task(task_id, resolution, by=by, entry=entry, close=close,
+                                        **scope)
     return await store.resolve_task(task_id, resolution, resolved_by=by,  # type: ignore[call-arg]
-                                    entry=entry, close=close)
+                                    entry=entry, close=close, **scope)
 
 
 def store_moved(func: str, args: Sequence[Any], old: Any, store: Any) -> tuple[list[Any], Any]:

@@ -24,6 +24,7 @@ from keel.store._base import (
     TaskFilter,
     cancel_request,
     check_conversation,
+    check_tenant,
     who_acted,
 )
 from keel.store._messages import (
@@ -112,14 +113,16 @@ class MemoryStore(RunStore):
         self._check_entries(run_id, entries)
         self._add_entries(run_id, entries)
 
-    async def get_run(self, run_id: str) -> RunRecord:
-        try:
-            return self._runs[run_id]
-        except KeyError:
-            raise not_found(run_id) from None
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        tenant = check_tenant(tenant)
+        record = self._runs.get(run_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            raise not_found(run_id)
+        return record
 
-    async def read_journal(self, run_id: str) -> list[JournalEntry]:
-        await self.get_run(run_id)
+    async def read_journal(self, run_id: str, *,
+                           tenant: str | None = None) -> list[JournalEntry]:
+        await self.get_run(run_id, tenant=tenant)
         return list(self._journals[run_id])
 
     async def list_runs(self, filt: RunFilter | None = None) -> list[RunRecord]:
@@ -226,8 +229,9 @@ class MemoryStore(RunStore):
         return claimed
 
     async def request_cancel(self, run_id: str, *, reason: str | None = None,
-                             by: str | None = None) -> RunRecord:
-        record = await self.get_run(run_id)
+                             by: str | None = None,
+                             tenant: str | None = None) -> RunRecord:
+        record = await self.get_run(run_id, tenant=tenant)
         request = cancel_request(reason, by)
         metadata = record.metadata if request is None else {**record.metadata,
                                                              CANCEL_REQUEST: request}
@@ -244,11 +248,16 @@ class MemoryStore(RunStore):
         self._tasks[task.task_id] = task
         return True
 
-    async def get_task(self, task_id: str) -> HumanTask:
-        try:
-            return self._tasks[task_id]
-        except KeyError:
-            raise task_not_found(task_id) from None
+    def _tenant_of(self, task: HumanTask) -> str | None:
+        run = self._runs.get(task.run_id)
+        return None if run is None else run.tenant
+
+    async def get_task(self, task_id: str, *, tenant: str | None = None) -> HumanTask:
+        tenant = check_tenant(tenant)
+        task = self._tasks.get(task_id)
+        if task is None or (tenant is not None and self._tenant_of(task) != tenant):
+            raise task_not_found(task_id)
+        return task
 
     async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]:
         f = filt or TaskFilter()
@@ -256,12 +265,14 @@ class MemoryStore(RunStore):
                 if (f.kind is None or t.kind == f.kind)
                 and (f.status is None or t.status == f.status)
                 and (f.queue is None or t.queue == f.queue)
-                and (f.run_id is None or t.run_id == f.run_id)]
+                and (f.run_id is None or t.run_id == f.run_id)
+                and (f.tenant is None or self._tenant_of(t) == f.tenant)]
         rows.sort(key=lambda t: (t.created_at, t.task_id))
         return rows[f.offset:f.offset + f.limit]
 
-    async def claim_task(self, task_id: str, who: str) -> HumanTask:
-        task = await self.get_task(task_id)
+    async def claim_task(self, task_id: str, who: str, *,
+                         tenant: str | None = None) -> HumanTask:
+        task = await self.get_task(task_id, tenant=tenant)
         task_conflict_if_resolved(task)
         if task.status == "claimed" and task.claimed_by != who:
             raise claimed_by_other(task)
@@ -273,9 +284,10 @@ class MemoryStore(RunStore):
 
     async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
                            entry: JournalEntry | None = None, close: RunRecord | None = None,
-                           resolved_by: str | None = None) -> HumanTask:
+                           resolved_by: str | None = None,
+                           tenant: str | None = None) -> HumanTask:
         by = who_acted(by, resolved_by, "resolved_by")
-        task = await self.get_task(task_id)
+        task = await self.get_task(task_id, tenant=tenant)
         task_conflict_if_resolved(task)
         if close is not None and close.run_id != task.run_id:
             raise close_of_other_run(task, close.run_id)

@@ -59,6 +59,7 @@ from keel.store._base import (
     TaskFilter,
     cancel_request,
     check_conversation,
+    check_tenant,
     who_acted,
 )
 from keel.store._messages import (
@@ -250,15 +251,22 @@ class PostgresStore(RunStore):
         if lease is not None and row[0] != lease:
             raise lease_lost(run_id, lease, row[0])
 
-    async def get_run(self, run_id: str) -> RunRecord:
-        row = await self._fetchone(lambda q: q.get_run, (run_id,))
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        tenant = check_tenant(tenant)
+        row = await (self._fetchone(lambda q: q.get_run, (run_id,)) if tenant is None
+                     else self._fetchone(lambda q: q.get_run_of, (run_id, tenant)))
         if row is None:
             raise not_found(run_id)
         return record(row)
 
-    async def read_journal(self, run_id: str) -> list[JournalEntry]:
+    async def read_journal(self, run_id: str, *,
+                           tenant: str | None = None) -> list[JournalEntry]:
+        tenant = check_tenant(tenant)
+
         async def work(conn: Conn, q: Statements) -> list[tuple[Any, ...]]:
-            return await (await conn.execute(q.read_journal, (run_id,))).fetchall()
+            cur = await (conn.execute(q.read_journal, (run_id,)) if tenant is None
+                         else conn.execute(q.read_journal_of, (run_id, tenant)))
+            return await cur.fetchall()
 
         rows = await self._with(work)
         if not rows:
@@ -405,10 +413,14 @@ class PostgresStore(RunStore):
         return claimed
 
     async def request_cancel(self, run_id: str, *, reason: str | None = None,
-                             by: str | None = None) -> RunRecord:
+                             by: str | None = None,
+                             tenant: str | None = None) -> RunRecord:
+        tenant = check_tenant(tenant)
         request = cancel_request(reason, by)
         text = None if request is None else json.dumps({CANCEL_REQUEST: request})
-        row = await self._fetchone(lambda q: q.request_cancel, (text, text, run_id))
+        row = await (self._fetchone(lambda q: q.request_cancel, (text, text, run_id))
+                     if tenant is None else
+                     self._fetchone(lambda q: q.request_cancel_of, (text, text, run_id, tenant)))
         if row is None:
             raise not_found(run_id)
         return record(row)
@@ -418,22 +430,28 @@ class PostgresStore(RunStore):
     async def put_task(self, task: HumanTask) -> bool:
         return await self._with(lambda conn, q: tasks.put_task(conn, q, task))
 
-    async def get_task(self, task_id: str) -> HumanTask:
-        return await self._with(lambda conn, q: tasks.get_task(conn, q, task_id))
+    async def get_task(self, task_id: str, *, tenant: str | None = None) -> HumanTask:
+        tenant = check_tenant(tenant)
+        return await self._with(lambda conn, q: tasks.get_task(conn, q, task_id, tenant))
 
     async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]:
         f = filt or TaskFilter()
         return await self._with(lambda conn, q: tasks.list_tasks(conn, q, f))
 
-    async def claim_task(self, task_id: str, who: str) -> HumanTask:
-        return await self._with(lambda conn, q: tasks.claim_task(conn, q, task_id, who))
+    async def claim_task(self, task_id: str, who: str, *,
+                         tenant: str | None = None) -> HumanTask:
+        tenant = check_tenant(tenant)
+        return await self._with(lambda conn, q: tasks.claim_task(conn, q, task_id, who,
+                                                                 tenant))
 
     async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
                            entry: JournalEntry | None = None, close: RunRecord | None = None,
-                           resolved_by: str | None = None) -> HumanTask:
+                           resolved_by: str | None = None,
+                           tenant: str | None = None) -> HumanTask:
         by = who_acted(by, resolved_by, "resolved_by")
+        tenant = check_tenant(tenant)
         return await self._with(lambda conn, q: tasks.resolve_task(
-            conn, q, task_id, resolution, by=by, entry=entry, close=close),
+            conn, q, task_id, resolution, by=by, entry=entry, close=close, tenant=tenant),
             transaction=True)
 
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,

@@ -31,6 +31,12 @@ Indexes
     ``list_tasks`` filtered by status, queue or
     run (oldest first), and the cascade from a pruned run.
 
+Tenants
+    The ``*_of`` statements are the tenant-scoped forms of a read or write of one run or task
+    (the tenant bound last): the tenant is a condition of the statement itself (a task's
+    tenant is its run's, by a sub-select of ``keel_runs``), so another tenant's run or task
+    is never read, locked or changed.
+
 Times
     Lease expiries, claim and resolve times are taken from the database clock
     (``clock_timestamp()``, see :data:`NOW`), never the worker's: workers whose clocks are
@@ -176,6 +182,13 @@ _UPDATE_RUN = (
     "lease_owner = CASE WHEN %(status)s = 'running' THEN lease_owner END, "
     "lease_expires_at = CASE WHEN %(status)s = 'running' THEN lease_expires_at END "
     "WHERE run_id = %(run_id)s AND (%(lease)s::text IS NULL OR lease_owner = %(lease)s)")
+#: A run's entries (a known run with none gives one row of NULLs); the caller ends it.
+_READ_JOURNAL = (
+    "SELECT " + ", ".join(f"j.{c.strip()}" for c in ENTRY_COLUMNS.split(",")) +
+    " FROM {s}keel_runs r LEFT JOIN {s}keel_journal j ON j.run_id = r.run_id "
+    "WHERE r.run_id = %s")
+#: The tasks of one tenant's runs, as a condition on ``keel_tasks`` (binds the tenant).
+_OF_TENANT = "run_id IN (SELECT run_id FROM {s}keel_runs WHERE tenant = %s)"
 _NAMED_UNNEST = _UNNEST.replace("%s", "%(u{})s").format(*range(10))
 _INSERT_ENTRY = f"INSERT INTO {{s}}keel_journal (run_id, {ENTRY_COLUMNS})"
 
@@ -209,6 +222,7 @@ class Statements:
     schema: str
     create_run: str
     get_run: str
+    get_run_of: str
     update_run: str
     finish_run: str
     run_lease: str
@@ -218,6 +232,7 @@ class Statements:
     append_many_fenced: str
     stored_pairs: str
     read_journal: str
+    read_journal_of: str
     read_journals: str
     list_runs: str
     prune_runs: str
@@ -228,13 +243,18 @@ class Statements:
     claim_runs: str
     claim_runs_of: str
     request_cancel: str
+    request_cancel_of: str
     lock_run: str
     park_run: str
     put_task: str
     get_task: str
+    get_task_of: str
     list_tasks: str
+    of_tenant: str
     claim_task: str
+    claim_task_of: str
     lock_task_run: str
+    lock_task_run_of: str
     lock_task: str
     resolve_task: str
     wake_run: str
@@ -257,6 +277,8 @@ def statements(schema: str) -> Statements:
         "create_run": f"INSERT INTO {{s}}keel_runs ({RUN_COLUMNS}) VALUES "
                       f"({', '.join(['%s'] * 19)})",
         "get_run": f"SELECT {RUN_COLUMNS} FROM {{s}}keel_runs WHERE run_id = %s",
+        "get_run_of": (f"SELECT {RUN_COLUMNS} FROM {{s}}keel_runs WHERE run_id = %s "
+                       "AND tenant = %s"),
         "update_run": _UPDATE_RUN,
         # One statement: replace the record if the fence holds, and append the entries to
         # the updated run only. A repeated (key, phase) aborts all of it.
@@ -273,10 +295,8 @@ def statements(schema: str) -> Statements:
             f"{_FENCE} ORDER BY u.n"),
         "stored_pairs": ("SELECT key, phase FROM {s}keel_journal "
                          "WHERE run_id = %s AND key = ANY(%s::text[])"),
-        "read_journal": (
-            "SELECT " + ", ".join(f"j.{c.strip()}" for c in ENTRY_COLUMNS.split(",")) +
-            " FROM {s}keel_runs r LEFT JOIN {s}keel_journal j ON j.run_id = r.run_id "
-            "WHERE r.run_id = %s ORDER BY j.id"),
+        "read_journal": _READ_JOURNAL + " ORDER BY j.id",
+        "read_journal_of": _READ_JOURNAL + " AND r.tenant = %s ORDER BY j.id",
         # Several runs' entries: the known runs (a run with no entries gives one row of
         # NULLs) in run order, each run's entries in append order.
         "read_journals": (
@@ -310,6 +330,9 @@ def _lease_statements() -> dict[str, str]:
         f"UPDATE {{s}}keel_runs AS t SET lease_owner = %(owner)s, "
         f"lease_expires_at = {NOW} + %(seconds)s FROM c WHERE t.run_id = c.run_id "
         "RETURNING " + ", ".join(f"t.{c.strip()}" for c in RUN_COLUMNS.split(",")))
+    cancel = ("UPDATE {s}keel_runs SET cancel_requested = true, metadata = "
+              "CASE WHEN %s::jsonb IS NULL THEN metadata ELSE (metadata::jsonb "
+              "|| %s::jsonb)::text END ")
     return {
         "acquire_lease": (
             f"UPDATE {{s}}keel_runs SET lease_owner = %(owner)s, "
@@ -324,10 +347,9 @@ def _lease_statements() -> dict[str, str]:
         "claim_runs": claim.replace("{agents}", ""),
         "claim_runs_of": claim.replace("{agents}", "AND agent = ANY(%(agents)s::text[]) "),
         # With a request (JSON), also keep it in the metadata under "cancel_request".
-        "request_cancel": ("UPDATE {s}keel_runs SET cancel_requested = true, metadata = "
-                           "CASE WHEN %s::jsonb IS NULL THEN metadata ELSE (metadata::jsonb "
-                           "|| %s::jsonb)::text END "
-                           f"WHERE run_id = %s RETURNING {RUN_COLUMNS}"),
+        "request_cancel": cancel + f"WHERE run_id = %s RETURNING {RUN_COLUMNS}",
+        "request_cancel_of": (cancel + "WHERE run_id = %s AND tenant = %s "
+                              f"RETURNING {RUN_COLUMNS}"),
         "lock_run": ("SELECT status, lease_owner FROM {s}keel_runs WHERE run_id = %s "
                      "FOR UPDATE"),
         # After lock_run, in the same transaction (so it sees every decision committed
@@ -349,21 +371,27 @@ def _lease_statements() -> dict[str, str]:
 
 
 def _task_statements() -> dict[str, str]:
+    claim = (
+        "UPDATE {s}keel_tasks SET status = 'claimed', claimed_by = %(who)s, "
+        f"claimed_at = CASE WHEN claimed_by = %(who)s THEN claimed_at ELSE {NOW} END "
+        "WHERE task_id = %(task_id)s AND (status = 'open' "
+        "OR (status = 'claimed' AND claimed_by = %(who)s)) ")
+    lock_run = (f"SELECT {RUN_COLUMNS} FROM {{s}}keel_runs WHERE run_id = "
+                "(SELECT run_id FROM {s}keel_tasks WHERE task_id = %s) ")
     return {
         "put_task": (f"INSERT INTO {{s}}keel_tasks ({TASK_COLUMNS}) VALUES "
                      f"({', '.join(['%s'] * 14)}) ON CONFLICT (task_id) DO NOTHING"),
         "get_task": f"SELECT {TASK_COLUMNS} FROM {{s}}keel_tasks WHERE task_id = %s",
+        "get_task_of": (f"SELECT {TASK_COLUMNS} FROM {{s}}keel_tasks WHERE task_id = %s "
+                        f"AND {_OF_TENANT}"),
         "list_tasks": f"SELECT {TASK_COLUMNS} FROM {{s}}keel_tasks",
-        "claim_task": (
-            "UPDATE {s}keel_tasks SET status = 'claimed', claimed_by = %(who)s, "
-            f"claimed_at = CASE WHEN claimed_by = %(who)s THEN claimed_at ELSE {NOW} END "
-            "WHERE task_id = %(task_id)s AND (status = 'open' "
-            "OR (status = 'claimed' AND claimed_by = %(who)s)) "
-            f"RETURNING {TASK_COLUMNS}"),
+        "of_tenant": _OF_TENANT,
+        "claim_task": claim + f"RETURNING {TASK_COLUMNS}",
+        "claim_task_of": (claim + "AND " + _OF_TENANT.replace("%s", "%(tenant)s")
+                          + f" RETURNING {TASK_COLUMNS}"),
         # Lock order everywhere: the run, then its task.
-        "lock_task_run": (
-            f"SELECT {RUN_COLUMNS} FROM {{s}}keel_runs WHERE run_id = "
-            "(SELECT run_id FROM {s}keel_tasks WHERE task_id = %s) FOR UPDATE"),
+        "lock_task_run": lock_run + "FOR UPDATE",
+        "lock_task_run_of": lock_run + "AND tenant = %s FOR UPDATE",
         "lock_task": f"SELECT {TASK_COLUMNS} FROM {{s}}keel_tasks WHERE task_id = %s FOR UPDATE",
         "resolve_task": (
             "UPDATE {s}keel_tasks SET status = 'resolved', resolution = %s, resolved_by = %s, "

@@ -7,6 +7,10 @@ lock the run's row first (``resolve_task`` then locks the task), so one waits fo
 a decision committed before ``suspend_run`` takes the lock is seen by it (the run stays
 runnable), and one that comes after finds the run suspended and wakes it. No run is left
 suspended with every decision in.
+
+With ``tenant`` (a tenant-scoped call) each statement that reads, locks or changes the task
+carries the tenant as a condition (``*_of`` statements): a task of another tenant's run is
+not found, and nothing of it is locked or changed.
 """
 
 from __future__ import annotations
@@ -53,8 +57,11 @@ async def put_task(conn: Conn, q: Statements, t: HumanTask) -> bool:
     return False
 
 
-async def get_task(conn: Conn, q: Statements, task_id: str) -> HumanTask:
-    row = await (await conn.execute(q.get_task, (task_id,))).fetchone()
+async def get_task(conn: Conn, q: Statements, task_id: str,
+                   tenant: str | None = None) -> HumanTask:
+    cur = await (conn.execute(q.get_task, (task_id,)) if tenant is None
+                 else conn.execute(q.get_task_of, (task_id, tenant)))
+    row = await cur.fetchone()
     if row is None:
         raise task_not_found(task_id)
     return task(row)
@@ -68,27 +75,35 @@ async def list_tasks(conn: Conn, q: Statements, f: TaskFilter) -> list[HumanTask
         if value is not None:
             where.append(f"{column} = %s")
             params.append(value)
+    if f.tenant is not None:
+        where.append(q.of_tenant)
+        params.append(f.tenant)
     sql = q.list_tasks + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY created_at, task_id LIMIT %s OFFSET %s"
     cur = await conn.execute(sql, (*params, f.limit, f.offset))
     return [task(row) for row in await cur.fetchall()]
 
 
-async def claim_task(conn: Conn, q: Statements, task_id: str, who: str) -> HumanTask:
-    row = await (await conn.execute(q.claim_task, {"task_id": task_id, "who": who})).fetchone()
+async def claim_task(conn: Conn, q: Statements, task_id: str, who: str,
+                     tenant: str | None = None) -> HumanTask:
+    params = {"task_id": task_id, "who": who, "tenant": tenant}
+    cur = await conn.execute(q.claim_task if tenant is None else q.claim_task_of, params)
+    row = await cur.fetchone()
     if row is not None:
         return task(row)
-    current = await get_task(conn, q, task_id)  # TaskNotFound
+    current = await get_task(conn, q, task_id, tenant)  # TaskNotFound
     task_conflict_if_resolved(current)
     raise claimed_by_other(current)
 
 
 async def resolve_task(conn: Conn, q: Statements, task_id: str, resolution: Any, *,
                        by: str, entry: JournalEntry | None,
-                       close: RunRecord | None) -> HumanTask:
+                       close: RunRecord | None, tenant: str | None = None) -> HumanTask:
     """Decide a task; run inside a transaction (any error rolls all of it back)."""
     decided = dump_resolution(task_id, resolution)
-    run_row = await (await conn.execute(q.lock_task_run, (task_id,))).fetchone()
+    cur = await (conn.execute(q.lock_task_run, (task_id,)) if tenant is None
+                 else conn.execute(q.lock_task_run_of, (task_id, tenant)))
+    run_row = await cur.fetchone()
     task_row = await (await conn.execute(q.lock_task, (task_id,))).fetchone()
     if run_row is None or task_row is None:
         raise task_not_found(task_id)

@@ -74,6 +74,7 @@ from keel.store._base import (
     cancel_request,
     check_conversation,
     check_status,
+    check_tenant,
     who_acted,
 )
 from keel.store._messages import (
@@ -180,14 +181,21 @@ class SQLiteStore(RunStore):
             except sqlite3.Error as exc:
                 raise self._failure(exc) from exc
 
-    async def get_run(self, run_id: str) -> RunRecord:
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        tenant = check_tenant(tenant)
+        sql, params = ((q.SELECT_RUN, (run_id,)) if tenant is None
+                       else (q.SELECT_RUN_OF, (run_id, tenant)))
         with self._reading() as db:
-            row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
+            row = db.execute(sql, params).fetchone()
             if row is None:
-                raise self._miss(db, "runs", run_id) or not_found(run_id)
+                raise self._miss(db, "runs", run_id, tenant) or not_found(run_id)
         return q.record_from_row(row, self._label)
 
-    async def read_journal(self, run_id: str) -> list[JournalEntry]:
+    async def read_journal(self, run_id: str, *,
+                           tenant: str | None = None) -> list[JournalEntry]:
+        tenant = check_tenant(tenant)
+        if tenant is not None:
+            return self._read_journal_of(run_id, tenant)
         with self._reading() as db:
             rows = db.execute(q.SELECT_JOURNAL, (run_id,)).fetchall()
             # Only an empty answer needs this one more look (runs go with their journals).
@@ -197,6 +205,20 @@ class SQLiteStore(RunStore):
                     raise damage
                 if db.execute(q.RUN_EXISTS, (run_id,)).fetchone() is None:
                     raise not_found(run_id)
+        return [q.entry_from_row(row, run_id, self._label) for row in rows]
+
+    def _read_journal_of(self, run_id: str, tenant: str) -> list[JournalEntry]:
+        """``read_journal`` of a run that must be ``tenant``'s: one query tells a run that is
+        not the tenant's (no row) from an empty journal (one row of NULLs)."""
+        with self._reading() as db:
+            rows = db.execute(q.SELECT_JOURNAL_OF, (run_id, tenant)).fetchall()
+            if not rows:
+                raise self._miss(db, "runs", run_id, tenant) or not_found(run_id)
+            if rows[0][0] is None:  # the tenant's run, with an empty journal
+                damage = self._miss(db, "journal", run_id)
+                if damage is not None:
+                    raise damage
+                return []
         return [q.entry_from_row(row, run_id, self._label) for row in rows]
 
     async def check(self) -> None:
@@ -382,20 +404,25 @@ class SQLiteStore(RunStore):
                 for r in records]
 
     async def request_cancel(self, run_id: str, *, reason: str | None = None,
-                             by: str | None = None) -> RunRecord:
+                             by: str | None = None,
+                             tenant: str | None = None) -> RunRecord:
+        tenant = check_tenant(tenant)
         request = cancel_request(reason, by)
+        where, key = (("run_id = ?", (run_id,)) if tenant is None
+                      else ("run_id = ? AND tenant = ?", (run_id, tenant)))
         with self._writing() as db:
-            db.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
+            if not db.execute(f"UPDATE runs SET cancel_requested = 1 WHERE {where}",
+                              key).rowcount:
+                raise not_found(run_id)  # rolled back: nothing changed
             if request is not None:
-                found = db.execute("SELECT metadata FROM runs WHERE run_id = ?",
-                                   (run_id,)).fetchone()
+                found = db.execute(f"SELECT metadata FROM runs WHERE {where}", key).fetchone()
                 if found is not None:
                     old = q.loads(self._label, f"run {run_id!r}", "metadata", found[0])
                     metadata = {**(old if isinstance(old, dict) else {}),
                                 CANCEL_REQUEST: request}
-                    db.execute("UPDATE runs SET metadata = ? WHERE run_id = ?",
-                               (q.json_text(metadata, "the metadata of run " + run_id), run_id))
-            row = db.execute(q.SELECT_RUN, (run_id,)).fetchone()
+                    db.execute(f"UPDATE runs SET metadata = ? WHERE {where}",
+                               (q.json_text(metadata, "the metadata of run " + run_id), *key))
+            row = db.execute(f"SELECT {q.RUN_COLUMNS} FROM runs WHERE {where}", key).fetchone()
         if row is None:
             raise not_found(run_id)
         return q.record_from_row(row, self._label)
@@ -410,9 +437,10 @@ class SQLiteStore(RunStore):
             stored: bool = db.execute(q.INSERT_TASK, row).rowcount == 1
         return stored
 
-    async def get_task(self, task_id: str) -> HumanTask:
+    async def get_task(self, task_id: str, *, tenant: str | None = None) -> HumanTask:
+        tenant = check_tenant(tenant)
         with self._reading() as db:
-            return self._task(db, task_id)
+            return self._task(db, task_id, tenant)
 
     async def list_tasks(self, filt: TaskFilter | None = None) -> list[HumanTask]:
         sql, params = q.list_tasks_sql(filt or TaskFilter())
@@ -420,9 +448,11 @@ class SQLiteStore(RunStore):
             rows = db.execute(sql, params).fetchall()
         return [q.task_from_row(row, self._label) for row in rows]
 
-    async def claim_task(self, task_id: str, who: str) -> HumanTask:
+    async def claim_task(self, task_id: str, who: str, *,
+                         tenant: str | None = None) -> HumanTask:
+        tenant = check_tenant(tenant)
         with self._writing() as db:
-            task = self._task(db, task_id)
+            task = self._task(db, task_id, tenant)
             task_conflict_if_resolved(task)
             if task.status == "claimed" and task.claimed_by != who:
                 raise claimed_by_other(task)
@@ -432,11 +462,13 @@ class SQLiteStore(RunStore):
 
     async def resolve_task(self, task_id: str, resolution: Any, *, by: str | None = None,
                            entry: JournalEntry | None = None, close: RunRecord | None = None,
-                           resolved_by: str | None = None) -> HumanTask:
+                           resolved_by: str | None = None,
+                           tenant: str | None = None) -> HumanTask:
         by = who_acted(by, resolved_by, "resolved_by")
+        tenant = check_tenant(tenant)
         decision = q.json_text(resolution, f"the resolution of {task_id!r}")
         with self._writing() as db:
-            task = self._task(db, task_id)
+            task = self._task(db, task_id, tenant)
             task_conflict_if_resolved(task)
             run_id = task.run_id
             if close is not None and close.run_id != run_id:
@@ -528,8 +560,11 @@ class SQLiteStore(RunStore):
             except sqlite3.Error as exc:
                 raise self._failure(exc) from exc
 
-    def _task(self, db: sqlite3.Connection, task_id: str) -> HumanTask:
-        row = db.execute(q.SELECT_TASK, (task_id,)).fetchone()
+    def _task(self, db: sqlite3.Connection, task_id: str,
+              tenant: str | None = None) -> HumanTask:
+        """The task (with ``tenant``: only if its run is that tenant's), or TaskNotFound."""
+        row = (db.execute(q.SELECT_TASK, (task_id,)) if tenant is None
+               else db.execute(q.SELECT_TASK_OF, (task_id, tenant))).fetchone()
         if row is None:
             raise task_not_found(task_id)
         return q.task_from_row(row, self._label)
@@ -572,14 +607,18 @@ class SQLiteStore(RunStore):
                 return damage
         return failure(self._label, exc)
 
-    def _miss(self, db: sqlite3.Connection, table: str, run_id: str) -> StoreError | None:
+    def _miss(self, db: sqlite3.Connection, table: str, run_id: str,
+              tenant: str | None = None) -> StoreError | None:
         """A store opened with ``create=False`` (to read what exists) found no ``run_id`` in
-        ``table``: look again past the indexes, and check the file once, so that a damaged
-        file is reported as damaged rather than as a missing run or an empty journal."""
+        ``table`` (``runs``: of ``tenant``, if given): look again past the indexes, and check
+        the file once, so that a damaged file is reported as damaged rather than as a
+        missing run or an empty journal. (Another tenant's run is missing, not damage.)"""
         if self._create:
             return None
-        found = db.execute(f"SELECT 1 FROM {table} NOT INDEXED WHERE run_id = ? LIMIT 1",
-                           (run_id,)).fetchone()
+        where, key = (("run_id = ?", (run_id,)) if tenant is None
+                      else ("run_id = ? AND tenant = ?", (run_id, tenant)))
+        found = db.execute(f"SELECT 1 FROM {table} NOT INDEXED WHERE {where} LIMIT 1",
+                           key).fetchone()
         if found is not None:
             return damaged(self._label, [f"the {table} table holds run {run_id!r}, its index "
                                          "does not"], seen_by="a look past the index")

@@ -22,6 +22,8 @@ RUN_COLUMNS = (
 )
 INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})"
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+#: The run if it is the tenant's (``run_id, tenant``): a tenant-scoped read.
+SELECT_RUN_OF = SELECT_RUN + " AND tenant = ?"
 RUN_EXISTS = "SELECT 1 FROM runs WHERE run_id = ?"
 SELECT_LEASE = "SELECT lease_owner FROM runs WHERE run_id = ?"
 _SET_RECORD = (
@@ -58,6 +60,12 @@ INSERT_ENTRY_FENCED = (
     "WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ? AND lease_owner = ?)"
 )
 SELECT_JOURNAL = f"SELECT {ENTRY_COLUMNS} FROM journal WHERE run_id = ? ORDER BY id"
+#: A tenant's run's entries (``run_id, tenant``): no row if the run is not the tenant's, one
+#: row of NULLs if its journal is empty.
+SELECT_JOURNAL_OF = (
+    "SELECT " + ", ".join(f"j.{c.strip()}" for c in ENTRY_COLUMNS.split(",")) +
+    " FROM runs r LEFT JOIN journal j ON j.run_id = r.run_id "
+    "WHERE r.run_id = ? AND r.tenant = ? ORDER BY j.id")
 #: Batches up to this size go in as one multi-row INSERT; larger ones as a transaction.
 ROWS_PER_STATEMENT = 32
 
@@ -76,6 +84,10 @@ TASK_COLUMNS = (
 )
 INSERT_TASK = f"INSERT OR IGNORE INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?"
+#: The tasks of one tenant's runs, as a condition on ``tasks`` (binds the tenant).
+OF_TENANT = "run_id IN (SELECT run_id FROM runs WHERE tenant = ?)"
+#: The task if its run is the tenant's (``task_id, tenant``).
+SELECT_TASK_OF = f"{SELECT_TASK} AND {OF_TENANT}"
 CLAIM_TASK = ("UPDATE tasks SET status = 'claimed', claimed_by = ?, claimed_at = ? "
               "WHERE task_id = ?")
 RESOLVE_TASK = ("UPDATE tasks SET status = 'resolved', resolution = ?, resolved_by = ?, "
@@ -83,7 +95,8 @@ RESOLVE_TASK = ("UPDATE tasks SET status = 'resolved', resolution = ?, resolved_
 
 
 def list_tasks_sql(f: TaskFilter) -> tuple[str, list[Any]]:
-    """The query for ``list_tasks``: oldest first, ties by id."""
+    """The query for ``list_tasks``: oldest first, ties by id; ``tenant`` keeps the tasks
+    of that tenant's runs."""
     where: list[str] = []
     params: list[Any] = []
     for column, value in (("kind", f.kind), ("status", f.status), ("queue", f.queue),
@@ -91,6 +104,9 @@ def list_tasks_sql(f: TaskFilter) -> tuple[str, list[Any]]:
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if f.tenant is not None:
+        where.append(OF_TENANT)
+        params.append(f.tenant)
     sql = f"SELECT {TASK_COLUMNS} FROM tasks"
     if where:
         sql += " WHERE " + " AND ".join(where)

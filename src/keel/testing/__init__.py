@@ -7,6 +7,7 @@ try:  # let pytest rewrite the conformance suite's asserts for readable failures
     pytest.register_assert_rewrite("keel.testing._store_conformance",
                                    "keel.testing._store_conformance_fleet",
                                    "keel.testing._store_conformance_tenants",
+                                   "keel.testing._store_conformance_isolation",
                                    "keel.testing._memory_conformance")
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
