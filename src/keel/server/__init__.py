@@ -2,6 +2,7 @@
 approvals, escalations, stats, costs, health, metrics), API keys per tenant exchanged for
 short-lived signed tokens with roles, the audit log, and the web console and chat page."""
 
+from keel.server._app import App, create_app
 from keel.server._keys import (
     ACTIONS,
     ROLES,
@@ -24,6 +25,7 @@ __all__ = [
     "ROLES",
     "Action",
     "ApiKey",
+    "App",
     "AuditEntry",
     "AuthError",
     "Claims",
@@ -34,6 +36,7 @@ __all__ = [
     "allows",
     "check_role",
     "check_token",
+    "create_app",
     "issue_token",
     "read_token",
 ]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from keel.core import UserError
 from keel.server._api_runs import ID_PATTERN
 from keel.server._auth import Principal
-from keel.server._errors import ApiError, not_found
+from keel.server._errors import ApiError
 from keel.server._keys import ROLES, ApiKey
 from keel.server._state import allowed, state
 from keel.server._tokens import issue_token
@@ -88,7 +88,8 @@ async def costs(request: Request, who: Annotated[Principal, Depends(allowed("rea
 @router.get("/v1/audit", tags=["audit"], summary="The audit log: who did what, when")
 async def audit(request: Request, who: Annotated[Principal, Depends(allowed("admin"))],
                 limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                before: Annotated[float | None, Query(ge=0, le=1e11)] = None
+                before: Annotated[int | None, Query(ge=0, description="entries older than "
+                                                   "this entry id (paging)")] = None
                 ) -> dict[str, Any]:
     s = state(request)
     entries = await s.keys.read_audit(tenant=who.tenant, limit=limit, before=before)
@@ -126,10 +127,7 @@ async def create_key(body: NewKey, request: Request,
 async def rotate_key(key_id: KeyId, request: Request,
                      who: Annotated[Principal, Depends(allowed("admin"))]) -> dict[str, Any]:
     s = state(request)
-    try:
-        record, secret = await s.keys.rotate_key(key_id, by=who.who, tenant=who.tenant)
-    except LookupError:
-        raise not_found("key", key_id) from None
+    record, secret = await s.keys.rotate_key(key_id, by=who.who, tenant=who.tenant)
     return {"key": record.to_dict(), "api_key": secret}
 
 
@@ -137,10 +135,7 @@ async def rotate_key(key_id: KeyId, request: Request,
 async def revoke_key(key_id: KeyId, request: Request,
                      who: Annotated[Principal, Depends(allowed("admin"))]) -> dict[str, Any]:
     s = state(request)
-    try:
-        record = await s.keys.revoke_key(key_id, by=who.who, tenant=who.tenant)
-    except LookupError:
-        raise not_found("key", key_id) from None
+    record = await s.keys.revoke_key(key_id, by=who.who, tenant=who.tenant)
     return {"key": record.to_dict()}
 
 

@@ -162,7 +162,6 @@ def create_app(spec: App) -> FastAPI:
     install_handlers(app)
     for router in (runs, humans, ops):
         app.include_router(router)
-    _add_console(app)
     if spec.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(spec.cors_origins),
                            allow_credentials=True, allow_methods=["GET", "POST", "DELETE"],
@@ -222,12 +221,3 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
-
-
-def _add_console(app: FastAPI) -> None:
-    """The web console and the chat page, when their module is present."""
-    try:
-        from keel.server._console import router as console
-    except ImportError:  # pragma: no cover - the console ships with keel.server
-        return
-    app.include_router(console)

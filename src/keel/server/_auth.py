@@ -27,7 +27,7 @@ from fastapi import Request
 
 from keel.server._errors import ApiError
 from keel.server._keys import AuthError, KeyStore, allows
-from keel.server._tokens import Claims, read_token
+from keel.server._tokens import Claims, check_token
 
 Action = Literal["read", "run", "decide", "admin"]
 SESSION_COOKIE = "keel_session"
@@ -96,14 +96,11 @@ class Authenticator:
     async def principal(self, request: Request, action: Action) -> Principal:
         token, via = self._credentials(request)
         try:
-            claims = read_token(token, self.secret, audience=self.audience)
+            claims = await check_token(token, self.keys, secret=self.secret,
+                                       audience=self.audience)
         except AuthError as exc:
             raise ApiError(401, "unauthorized", str(exc),
                            headers={"WWW-Authenticate": "Bearer"}) from None
-        if not await self.keys.is_active(claims.key_id):
-            raise ApiError(401, "unauthorized", "the key this token was issued for has been "
-                           "revoked or rotated; exchange a current key for a new token",
-                           headers={"WWW-Authenticate": "Bearer"})
         if via == "cookie" and request.method not in _SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent, csrf_token(self.secret, claims.jti)):

@@ -62,9 +62,13 @@ def error_response(status: int, kind: str, message: str,
 
 def keel_error_status(exc: KeelError) -> tuple[int, str]:
     """The status and type an error of keel's gets over HTTP."""
-    if isinstance(exc, RunNotFound | TaskNotFound):
+    from keel.server._keys import AuthError, KeyNotFound, KeyRevoked
+
+    if isinstance(exc, RunNotFound | TaskNotFound | KeyNotFound):
         return 404, "not_found"
-    if isinstance(exc, TaskConflict | RunLeased):
+    if isinstance(exc, AuthError):
+        return 401, "unauthorized"
+    if isinstance(exc, TaskConflict | RunLeased | KeyRevoked):
         return 409, "conflict"
     if isinstance(exc, StoreUnavailable | StoreError):  # the store, not the request
         return 503, "store_unavailable"

@@ -172,6 +172,9 @@ class Tails:
         tail.deltas.append(Event("delta", {"run_id": run_id, "text": text}))
         self._spawn(self._notify(tail))
 
+    def _scrub_for(self, record: RunRecord) -> Callable[[Any], Any]:
+        return lambda value: self.scrub(value, record)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -196,8 +199,8 @@ class Tails:
             journal = await self.store.read_journal(tail.run_id, tenant=tail.tenant)
             self._live[tail.run_id] = tail
             known = tail.last_seq
-            fresh = [entry_event(e, lambda v: self.scrub(v, record))
-                     for e in journal if e.seq > known]
+            scrub = self._scrub_for(record)
+            fresh = [entry_event(e, scrub) for e in journal if e.seq > known]
             changed = bool(fresh) or tail.record is None \
                 or (record.status, record.updated_at) != (tail.record.status,
                                                           tail.record.updated_at)
@@ -239,18 +242,19 @@ class Tails:
             for entry in await self.store.read_journal(tail.run_id, tenant=tail.tenant):
                 if seen_seq < entry.seq < int(tail.events[0].id or 0):
                     seen_seq = entry.seq
-                    yield entry_event(entry, lambda v: self.scrub(v, first))
+                    yield entry_event(entry, self._scrub_for(first))
         while True:
             generation = tail.generation
             for event in [e for e in tail.events if int(e.id or -1) > seen_seq]:
                 seen_seq = int(event.id or seen_seq)
                 yield event
             record = tail.record
+            assert record is not None  # refreshed before the first event
             if sent_status != (record.status, record.updated_at):
                 sent_status = (record.status, record.updated_at)
                 yield status_event(record)
             if record.status in TERMINAL_STATUSES:
-                yield result_event(record, lambda v, r=record: self.scrub(v, r))
+                yield result_event(record, self._scrub_for(record))
                 return
             if len(tail.deltas) < sent_deltas:
                 sent_deltas = 0

@@ -99,9 +99,9 @@ class Executor:
         await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         if not started.is_set() and task.done():  # refused before anything was written
-            exc = task.exception()
-            if isinstance(exc, KeelError):
-                raise ApiError(400, "refused", str(exc)) from None
+            failure = task.exception()
+            if isinstance(failure, KeelError):
+                raise ApiError(400, "refused", str(failure)) from None
             raise ApiError(500, "internal", "the run could not start; see the server log")
         return run_id
 

@@ -85,7 +85,7 @@ def off_loop(store: RunStore) -> RunStore:
     """``store`` as the server should use it: a synchronous backend wrapped, others as
     they are (an in-memory store does no I/O; Postgres is asynchronous)."""
     if isinstance(store, SQLiteStore):
-        return OffLoopStore(store)
+        return OffLoopStore(store)  # type: ignore[abstract]  # methods set below the class
     return store
 
 
