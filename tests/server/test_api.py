@@ -121,7 +121,7 @@ def test_an_approval_is_listed_shown_edited_approved_and_the_run_completes(
         assert done
         assert rv.get(f"/v1/runs/{run['run_id']}").json()["output"] == (
             "Done: refunded 120.00 on A1")
-    record, entries = _stored(served, run["run_id"])
+    _, entries = _stored(served, run["run_id"])
     decision = next(e for e in entries if e.kind == "approval" and e.phase == "result")
     assert decision.data["by"].startswith("key:") and decision.data["approved"] is True
 
