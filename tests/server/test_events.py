@@ -50,8 +50,8 @@ def test_a_stream_follows_a_run_through_approval_to_its_result(served: Served) -
             events.append(event)
             if event["event"] == "status" and event["data"]["status"] == "suspended":
                 approval = c.get("/v1/approvals").json()["items"][0]["id"]
-                threading.Thread(target=lambda: c.post(
-                    f"/v1/approvals/{approval}/approve", json={})).start()
+                threading.Thread(target=c.post, args=(f"/v1/approvals/{approval}/approve",),
+                                 kwargs={"json": {}}).start()
             if event["event"] == "result":
                 break
     names = [e["event"] for e in events]
@@ -73,17 +73,17 @@ def test_a_reconnect_with_last_event_id_gets_the_rest_exactly_once(served: Serve
     run_id = _start(served, "where is order R2?")
     with served.client("acme", "viewer") as c:
         with c.stream("GET", f"/v1/runs/{run_id}/events") as stream:
-            every = [e for e in sse(stream)]
+            every = list(sse(stream))
         ids = [e["id"] for e in every if "id" in e]
         assert len(ids) >= 3
         with c.stream("GET", f"/v1/runs/{run_id}/events",
                       headers={"Last-Event-ID": ids[1]}) as stream:
-            rest = [e for e in sse(stream)]
+            rest = list(sse(stream))
         assert [e["id"] for e in rest if "id" in e] == ids[2:]
         assert rest[0]["event"] == "status" and rest[-1]["event"] == "result"
         with c.stream("GET", f"/v1/runs/{run_id}/events",
                       headers={"Last-Event-ID": ids[-1]}) as stream:
-            tail = [e for e in sse(stream)]
+            tail = list(sse(stream))
         assert [e["event"] for e in tail] == ["status", "result"]
         bad = c.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": "abc"})
         assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["error"]["message"]
