@@ -214,11 +214,11 @@ async def test_rotate_replaces_the_secret_at_once(keys: KeyStore, db: Backend) -
 
 async def test_revoke_is_immediate_and_revoking_twice_is_an_error(keys: KeyStore,
                                                                   db: Backend) -> None:
-    key, plaintext = await keys.create_key("acme", "admin", name="root", by="alice")
+    key, _ = await keys.create_key("acme", "admin", name="root", by="alice")
     revoked = await keys.revoke_key(key.key_id, by="bob")
     assert revoked.revoked_by == "bob" and not revoked.active
     assert not await keys.is_active(key.key_id)
-    with pytest.raises(KeyRevoked, match="already revoked.*'bob'"):
+    with pytest.raises(KeyRevoked, match=r"already revoked.*'bob'"):
         await keys.revoke_key(key.key_id, by="carol")
     with pytest.raises(KeyRevoked, match="nothing to rotate"):
         await keys.rotate_key(key.key_id, by="carol")
@@ -244,7 +244,7 @@ async def test_unknown_key_ids_are_no_such_key(keys: KeyStore) -> None:
 
 
 async def test_every_method_is_scoped_to_its_tenant(keys: KeyStore, db: Backend) -> None:
-    acme, acme_key = await keys.create_key("acme", "admin", name="a", by="root")
+    acme, _ = await keys.create_key("acme", "admin", name="a", by="root")
     globex, _ = await keys.create_key("globex", "viewer", name="g", by="root")
     before = db.rows("SELECT * FROM keel_api_keys ORDER BY key_id")
     for call in (lambda: keys.get_key(acme.key_id, tenant="globex"),
@@ -267,7 +267,6 @@ async def test_every_method_is_scoped_to_its_tenant(keys: KeyStore, db: Backend)
     assert len(await keys.read_audit()) == 4
     with pytest.raises(UserError, match="tenant"):
         await keys.list_keys("")
-    del acme_key
 
 
 # -------------------------------------------------------------------------------- audit

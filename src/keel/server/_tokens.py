@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt import exceptions as jwt_errors
 
 from keel.core import UserError
 from keel.server._keys import ROLES, ApiKey, AuthError, KeyStore, Role
@@ -103,8 +104,9 @@ def read_token(token: str, secret: bytes, *, audience: str = "keel",
     except jwt.InvalidSignatureError:
         raise AuthError("the token's signature is not valid (signed with another secret, "
                         "or changed).", reason="signature") from None
-    except (jwt.MissingRequiredClaimError, jwt.ImmatureSignatureError,
-            jwt.InvalidIssuedAtError):
+    except (jwt_errors.MissingRequiredClaimError, jwt_errors.ImmatureSignatureError,
+            jwt_errors.InvalidIssuedAtError, jwt_errors.InvalidSubjectError,
+            jwt_errors.InvalidJTIError):
         raise AuthError("the token's claims are not valid.", reason="claims") from None
     except jwt.PyJWTError:  # undecodable, another algorithm (none included), bad header
         raise AuthError("not a keel token.", reason="malformed") from None
