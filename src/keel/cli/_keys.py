@@ -190,8 +190,8 @@ def audit(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """The audit log of `keel serve`: key changes and what the server records, newest
-    first."""
+    """Show the audit log of `keel serve`, newest first: key changes and what the server
+    records."""
     screen = Screen()
     url = store_url(ctx, store)
     with reported(screen):
