@@ -4,6 +4,7 @@ method."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -434,3 +435,24 @@ def test_two_processes_opening_a_fresh_store_at_once(db: Backend, tmp_path: Path
 def test_api_key_records_hold_no_secret() -> None:
     fields = set(ApiKey.__dataclass_fields__)
     assert not any("secret" in f or "hash" in f for f in fields)
+
+
+async def test_sqlite_reads_do_not_wait_for_a_writer_and_writes_leave_the_loop_free(
+        tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with KeyStore(path, timeout=5) as keys:
+        key, _ = await keys.create_key("acme", "viewer", name="n", by="a")
+        with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+            writer.execute("BEGIN IMMEDIATE")  # another process writing a journal, say
+            started = time.monotonic()
+            assert await keys.is_active(key.key_id)
+            assert [k.key_id for k in await keys.list_keys()] == [key.key_id]
+            assert time.monotonic() - started < 1.0
+            waiting = asyncio.create_task(keys.revoke_key(key.key_id, by="a"))
+            ticks = 0
+            while time.monotonic() - started < 0.3:  # the loop keeps running meanwhile
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks >= 10 and not waiting.done()
+            writer.execute("COMMIT")
+        assert not (await waiting).active

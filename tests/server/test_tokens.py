@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -195,3 +196,11 @@ async def test_check_token_with_the_callers_secret(keys: KeyStore) -> None:
     assert (await check_token(token, keys, secret=mine)).key_id == key.key_id
     with pytest.raises(AuthError):
         await check_token(token, keys)
+
+
+def test_without_pyjwt_tokens_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jwt", None)
+    with pytest.raises(UserError, match=r"keel-agents\[server\]"):
+        issue_token(KEY, SECRET)
+    with pytest.raises(UserError, match=r"keel-agents\[server\]"):
+        read_token("x.y.z", SECRET)
