@@ -394,21 +394,28 @@ class KeyStore:
         with self._lock:
             conn, self._conn = self._conn, None
             pool, self._pool = self._pool, None
-        with suppress(Exception):  # closing a broken connection
-            if conn is not None:
-                conn.close()
-            if pool is not None:
-                pool.close()
+        for closing in (conn, pool):
+            if closing is not None:
+                with suppress(Exception):  # closing a broken connection
+                    closing.close()
 
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[Any]:
         """One transaction, database errors as a StoreError (a StoreUnavailable when trying
         again may work). On SQLite a writing one takes the write lock at once (``BEGIN
-        IMMEDIATE``); a reading one never waits for the run store's writers."""
+        IMMEDIATE``); a reading one never waits for the run store's writers (and on Postgres
+        is no transaction: each of its statements commits alone)."""
         try:
             if self.postgres:
-                with self._pool.connection() as conn, conn.transaction():
-                    yield conn
+                pool = self._pool
+                if pool is None:
+                    raise StoreError(f"the key store {self!r} is closed.")
+                with pool.connection() as conn:
+                    if not write:  # autocommit: one round trip per statement
+                        yield conn
+                        return
+                    with conn.transaction():
+                        yield conn
                 return
             with self._lock:
                 conn = self._conn
