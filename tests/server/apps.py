@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from keel import Agent, tool
-from keel.core import Message, ModelSettings, ToolResultPart, ToolSpec
+from keel.core import (
+    Message,
+    ModelSettings,
+    ModelStreamEvent,
+    ResponseDone,
+    TextDelta,
+    ToolResultPart,
+    ToolSpec,
+)
 from keel.server import App
 from keel.testing import FunctionModel, call
 
@@ -52,4 +62,31 @@ support = Agent("support", model=FunctionModel(_think), tools=[lookup, refund],
 
 
 def make_app(store: str, **options: Any) -> App:
-    return App([support], store=store, **options)
+    return App([support, talker], store=store, **options)
+
+
+#: the streaming test's gates: the model starts streaming when ``start`` is set, and
+#: finishes its turn when ``finish`` is set (so a follower is certain to be there)
+GATES = {"start": threading.Event(), "finish": threading.Event()}
+
+
+class _Talker(FunctionModel):
+    """Streams its answer in pieces, pausing at the gates. (Output guards show streamed text
+    a sentence at a time once it passed them, so the pieces end sentences.)"""
+
+    async def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
+                     settings: ModelSettings | None = None) -> AsyncIterator[ModelStreamEvent]:
+        response = await self.request(messages, tools, settings)
+        while not GATES["start"].is_set():
+            await asyncio.sleep(0.01)
+        for piece in ("Hello there. ", "How are ", "you? "):
+            yield TextDelta(text=piece)
+        while not GATES["finish"].is_set():
+            await asyncio.sleep(0.01)
+        yield TextDelta(text="Goodbye.")
+        yield ResponseDone(response=response)
+
+
+talker = Agent("talker", model=_Talker(lambda messages, tools, settings:
+                                       "Hello there. How are you? Goodbye."),
+               instructions="Greet.")

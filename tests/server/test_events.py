@@ -93,8 +93,8 @@ def test_a_client_that_goes_away_leaves_no_follower_behind(served: Served) -> No
     run_id = _start(served, "refund S3 10")  # suspended: its stream stays open
     with served.client("acme", "viewer") as c, c.stream(
             "GET", f"/v1/runs/{run_id}/events") as stream:
-        first = next(sse(stream))
-        assert first["event"] == "status"
+        reader = sse(stream)  # kept: a dropped reader closes its stream
+        assert next(reader)["event"] == "status"
         tails = _tails(served)
         assert sum(t.followers for t in tails._tails.values()) == 1
     deadline = time.monotonic() + 20
@@ -117,3 +117,34 @@ def test_many_followers_of_one_run_share_one_tail(served: Served) -> None:
         assert len(live) == 1 and live[0].followers == 5
         for s in streams:
             s.__exit__(None, None, None)
+
+
+def test_streamed_text_arrives_as_deltas_before_the_turn_is_journaled(served: Served) -> None:
+    from tests.server.apps import GATES
+
+    GATES["start"].clear()
+    GATES["finish"].clear()
+    with served.client("acme", "operator") as c:
+        run_id = c.post("/v1/runs", json={"agent": "talker", "input": "hi"}).json()["run_id"]
+        events = []
+        try:
+            with c.stream("GET", f"/v1/runs/{run_id}/events") as stream:
+                for event in sse(stream):
+                    events.append(event)
+                    if len(events) == 1:
+                        GATES["start"].set()  # following now: let the model stream
+                    if event["event"] == "delta" and not GATES["finish"].is_set():
+                        GATES["finish"].set()
+                    if event["event"] == "result":
+                        break
+        finally:
+            GATES["start"].set()
+            GATES["finish"].set()
+    deltas = [e["data"]["text"] for e in events if e["event"] == "delta"]
+    thought = next(e for e in events if e["event"] == "thought")
+    final = "Hello there. How are you? Goodbye."
+    assert thought["data"]["text"] == final
+    assert deltas and deltas[0].startswith("Hello there.")  # before the turn was done
+    assert final.startswith("".join(deltas))
+    assert events.index(next(e for e in events if e["event"] == "delta")) < events.index(thought)
+    assert "id" not in next(e for e in events if e["event"] == "delta")

@@ -135,6 +135,15 @@ class LeaseKeeper:
             self._loop = loop
             self._renewer = loop.create_task(self._renew_forever(), name="keel-lease-renewer")
 
+    async def stop_renewing(self) -> None:
+        """Stop the renewal task now (nothing is held: a shutdown), rather than leave it to
+        the event loop's close."""
+        task, self._renewer = self._renewer, None
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     @property
     def interval(self) -> float:
         return max(0.05, self.seconds / 3.0)

@@ -183,6 +183,8 @@ async def hand_back(store: RunStore, *, grace_s: float = 0.0) -> list[str]:
     for run_id in stopped:
         with contextlib.suppress(Exception):  # the lease expires on its own anyway
             await store.release_lease(run_id, worker_id())
+    if not keeper.held:
+        await keeper.stop_renewing()
     return stopped
 
 

@@ -254,6 +254,8 @@ async def events(run_id: RunId, request: Request,
 
 async def _stream(s: ServerState, run_id: str, tenant: str, after: int,
                   request: Request) -> AsyncIterator[bytes]:
+    """The SSE body: the tail's events, a heartbeat comment when quiet, and an end as soon
+    as the client goes away (watched on the connection itself, not at the next write)."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
 
     async def pump() -> None:
@@ -265,23 +267,32 @@ async def _stream(s: ServerState, run_id: str, tenant: str, after: int,
         finally:
             await queue.put(None)
 
-    task = asyncio.create_task(pump())
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.create_task(pump()), asyncio.create_task(gone())
     try:
         yield b"retry: 1000\n\n"
         while True:
-            try:
-                chunk = await asyncio.wait_for(queue.get(), _HEARTBEAT_S)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return
+            getting = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getting, watch}, timeout=_HEARTBEAT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if watch in done:
+                getting.cancel()
+                return
+            if getting not in done:
+                getting.cancel()
                 yield b": keep-alive\n\n"
                 continue
+            chunk = getting.result()
             if chunk is None:
                 return
             yield chunk
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        watch.cancel()
+        await asyncio.gather(task, watch, return_exceptions=True)
 
 
 # ------------------------------------------------------------------------- conversations

@@ -130,7 +130,8 @@ class RunTail:
     tenant: str | None
     events: list[Event] = field(default_factory=list)
     record: RunRecord | None = None
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    #: set (and replaced) whenever the tail changes: what idle followers wait on
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     followers: int = 0
     idle_since: float = field(default_factory=time.monotonic)
     deltas: list[Event] = field(default_factory=list)
@@ -170,7 +171,7 @@ class Tails:
         if tail is None or not tail.followers:
             return
         tail.deltas.append(Event("delta", {"run_id": run_id, "text": text}))
-        self._spawn(self._notify(tail))
+        self._notify(tail)
 
     def _scrub_for(self, record: RunRecord) -> Callable[[Any], Any]:
         return lambda value: self.scrub(value, record)
@@ -187,10 +188,11 @@ class Tails:
             _log.warning("run %s: reading its journal for a stream failed (%s)",
                          tail.run_id, type(exc).__name__)
 
-    async def _notify(self, tail: RunTail) -> None:
-        async with tail.changed:
-            tail.generation += 1
-            tail.changed.notify_all()
+    @staticmethod
+    def _notify(tail: RunTail) -> None:
+        tail.generation += 1
+        woken, tail.changed = tail.changed, asyncio.Event()
+        woken.set()
 
     async def refresh(self, tail: RunTail) -> None:
         async with tail.reading:
@@ -211,7 +213,7 @@ class Tails:
                     del tail.events[: len(tail.events) - _KEEP]
             tail.record = record
         if changed:
-            await self._notify(tail)
+            self._notify(tail)
 
     async def follow(self, run_id: str, tenant: str | None,
                      after: int) -> AsyncIterator[Event]:
@@ -265,16 +267,15 @@ class Tails:
             await self._wait(tail, generation)
 
     async def _wait(self, tail: RunTail, generation: int) -> None:
-        async with tail.changed:
-            if tail.generation != generation:
-                return
-            try:
-                await asyncio.wait_for(tail.changed.wait(), self.poll_s)
-            except TimeoutError:
-                pass
-            else:
-                return
-        await self.refresh(tail)  # nobody woke us: another process may be running it
+        """Until the tail changes after ``generation``; after ``poll_s`` without a change,
+        read the store (another process may be running the run)."""
+        if tail.generation != generation:
+            return
+        changed = tail.changed  # no await since the check: this is the next change's event
+        try:
+            await asyncio.wait_for(changed.wait(), self.poll_s)
+        except TimeoutError:
+            await self.refresh(tail)
 
     def _forget_idle(self) -> None:
         now = time.monotonic()
