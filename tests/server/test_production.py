@@ -134,3 +134,53 @@ def test_keel_serve_refuses_what_is_not_an_app(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "no attribute" in r.output
     r = CliRunner().invoke(cli, ["serve", "tests.server.apps:support", "--port", "99999"])
     assert r.exit_code != 0 and "port" in r.output
+
+
+def test_a_running_run_is_cancelled_over_the_api(tmp_path: Path) -> None:
+    gen = serve(tmp_path)
+    served = next(gen)
+    apps.DELAY["s"] = 30.0
+    try:
+        with served.client("acme", "operator") as c:
+            run_id = c.post("/v1/runs", json={"agent": "support",
+                                              "input": "order K1?"}).json()["run_id"]
+            r = c.post(f"/v1/runs/{run_id}/cancel", json={"reason": "wrong customer"})
+            assert r.status_code == 200 and r.json()["outcome"] in ("requested", "cancelled")
+            deadline = time.monotonic() + 20
+            while c.get(f"/v1/runs/{run_id}").json()["status"] != "cancelled":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            audit = c.get("/v1/runs")  # the operator may read; the audit log needs admin
+            assert audit.status_code == 200
+        with served.client("acme", "admin") as a:
+            entries = a.get("/v1/audit").json()["entries"]
+            cancel = next(e for e in entries if e["action"] == "run.cancel")
+            assert cancel["target"] == run_id and cancel["details"]["reason"] == "wrong customer"
+            assert cancel["who"].startswith("operator of acme")
+    finally:
+        apps.DELAY["s"] = 0.0
+        gen.close()
+    journal = asyncio.run(_journal(served.db, run_id))
+    stop = next(e for e in journal if e.kind == "cancel")
+    assert "wrong customer" in str(stop.data)
+
+
+async def _journal(db: str, run_id: str) -> list[Any]:
+    async with SQLiteStore(db) as store:
+        return await store.read_journal(run_id)
+
+
+def test_cors_admits_only_the_named_origins(tmp_path: Path) -> None:
+    gen = serve(tmp_path, cors_origins=["https://ops.example.com"])
+    served = next(gen)
+    try:
+        preflight = {"Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization,content-type"}
+        ok = httpx.options(f"{served.url}/v1/runs",
+                           headers={"Origin": "https://ops.example.com", **preflight})
+        assert ok.headers.get("access-control-allow-origin") == "https://ops.example.com"
+        evil = httpx.options(f"{served.url}/v1/runs",
+                             headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in evil.headers
+    finally:
+        gen.close()
