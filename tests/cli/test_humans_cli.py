@@ -560,3 +560,26 @@ def test_hostile_packets_are_printed_literally(keel: Keel, store: str) -> None:
     r = keel("--store", store, "escalations", "resolve", e, "--answer", HOSTILE)
     assert r.exit_code == 0 and "\x1b" not in r.output, r
     assert state(store, e)[1].output == HOSTILE
+
+
+def test_decisions_made_in_the_cli_land_in_the_servers_audit_log(keel: Keel,
+                                                                   store: str) -> None:
+    import asyncio
+
+    from keel.server import KeyStore
+
+    a = seed_approval(store, "run-a")
+    e = seed_escalation(store, "run-1")
+    assert keel("--store", store, "approvals", "approve", a, "--by", "ana").exit_code == 0
+    assert keel("--store", store, "escalations", "claim", e, "--by", "bo").exit_code == 0
+    assert keel("--store", store, "escalations", "resolve", e, "--answer", "done",
+                "--by", "bo").exit_code == 0
+
+    async def log() -> list[tuple[str, str, str, str]]:
+        async with KeyStore(store) as keys:
+            return [(x.action, x.who, x.target, x.details["via"])
+                    for x in await keys.read_audit()]
+
+    assert asyncio.run(log()) == [("escalation.answer", "bo", e, "cli"),
+                                  ("escalation.claim", "bo", e, "cli"),
+                                  ("approval.approve", "ana", a, "cli")]

@@ -230,11 +230,29 @@ def approvals_show(ctx: typer.Context, approval_id: IdArgument, as_json: JsonOpt
     _show_command(ctx, store, "approval", approval_id, as_json)
 
 
+async def _audit(url: str, task: HumanTask, action: str, who: str, **details: Any) -> None:
+    """The decision in the audit log that ``keel serve`` and ``keel keys`` keep as well (the
+    journal holds it already): one log of every human decision, from the API or the CLI. A
+    store that holds no keel store (memory) has no log to write to."""
+    if url.strip().lower().startswith("memory"):
+        return
+    from keel.server import KeyStore
+
+    tenant = task.data.get("tenant") if isinstance(task.data, dict) else None
+    async with KeyStore(url) as keys:
+        await keys.audit(who=who, tenant=tenant if isinstance(tenant, str) else None,
+                         action=action, target=task.task_id,
+                         details={"run_id": task.run_id, "via": "cli",
+                                  **{k: v for k, v in details.items() if v is not None}})
+
+
 async def _decide(url: str, approval_id: str, *, approve: bool, who: str,
                   comment: str | None, edit_args: str | None) -> Row:
     async with _task_store(url, "approval", approval_id) as store:
         task = await decide_approval(approval_id, store=store, approve=approve, by=who,
                                      comment=comment, edited_args=edit_args)
+        await _audit(url, task, "approval.approve" if approve else "approval.deny", who,
+                     comment=comment, edited=edit_args is not None or None)
         return await _row(store, task)
 
 
@@ -324,7 +342,9 @@ def escalations_show(ctx: typer.Context, escalation_id: IdArgument,
 
 async def _claim(url: str, escalation_id: str, who: str) -> HumanTask:
     async with _task_store(url, "escalation", escalation_id) as store:
-        return await claim_escalation(escalation_id, who, store=store)
+        task = await claim_escalation(escalation_id, who, store=store)
+        await _audit(url, task, "escalation.claim", who)
+        return task
 
 
 @escalations_app.command("claim")
@@ -351,6 +371,9 @@ def escalations_claim(
 async def _resolve(url: str, escalation_id: str, **decision: Any) -> Row:
     async with _task_store(url, "escalation", escalation_id) as store:
         task = await resolve_escalation(escalation_id, store=store, **decision)
+        await _audit(url, task, f"escalation.{decision.get('action')}",
+                     str(decision.get("by")), comment=decision.get("comment"),
+                     note=decision.get("note"))
         return await _row(store, task)
 
 

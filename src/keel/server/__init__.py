@@ -2,7 +2,8 @@
 approvals, escalations, stats, costs, health, metrics), API keys per tenant exchanged for
 short-lived signed tokens with roles, the audit log, and the web console and chat page."""
 
-from keel.server._app import App, create_app
+from typing import TYPE_CHECKING, Any
+
 from keel.server._keys import (
     ACTIONS,
     ROLES,
@@ -18,6 +19,20 @@ from keel.server._keys import (
     check_role,
 )
 from keel.server._tokens import MAX_TTL_S, Claims, check_token, issue_token, read_token
+
+if TYPE_CHECKING:
+    from keel.server._app import App, create_app
+
+
+def __getattr__(name: str) -> Any:
+    """``App`` and ``create_app`` need FastAPI (the ``server`` extra); keys, tokens and roles
+    (``keel keys``) do not, so the web parts are imported when first named."""
+    if name in ("App", "create_app"):
+        from keel.server import _app
+
+        return getattr(_app, name)
+    raise AttributeError(f"module 'keel.server' has no attribute {name!r}")
+
 
 __all__ = [
     "ACTIONS",
