@@ -77,12 +77,10 @@ class _Talker(FunctionModel):
     async def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                      settings: ModelSettings | None = None) -> AsyncIterator[ModelStreamEvent]:
         response = await self.request(messages, tools, settings)
-        while not GATES["start"].is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(GATES["start"].wait, 60)
         for piece in ("Hello there. ", "How are ", "you? "):
             yield TextDelta(text=piece)
-        while not GATES["finish"].is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(GATES["finish"].wait, 60)
         yield TextDelta(text="Goodbye.")
         yield ResponseDone(response=response)
 
