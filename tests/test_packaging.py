@@ -96,7 +96,12 @@ def test_extras_cover_the_optional_parts_and_dev_installs_everything() -> None:
     assert any(d.startswith("opentelemetry-api>=") for d in project["dependencies"])
     assert {d.split(">")[0] for d in extras["rag"]} == {"bm25s", "PyStemmer", "pypdf",
                                                           "wordllama"}
-    assert extras["all"] == ["keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag]"]
+    assert {d.split(">")[0] for d in extras["server"]} == {
+        "fastapi", "uvicorn", "pyjwt", "jinja2", "python-multipart"}
+    for web in ("fastapi", "uvicorn", "pyjwt", "jinja2"):
+        assert web not in base
+    assert extras["all"] == [
+        "keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag,server]"]
     assert "keel-agents[all]" in extras["dev"]
     assert project["scripts"]["keel"] == "keel.cli:main"
 

@@ -35,8 +35,9 @@ async def _think(messages: list[Message], tools: list[ToolSpec],
         await asyncio.sleep(DELAY["s"])
     asked = next(m.text for m in messages if m.role == "user")
     results = [p.content for m in messages for p in m.parts if isinstance(p, ToolResultPart)]
-    if results:
-        return f"Done: {results[-1]}"
+    if results:  # tool output reaches the model marked untrusted: take what is inside
+        inner = re.search(r"<untrusted[^>]*>\n?(.*?)\n?</untrusted>", results[-1], re.S)
+        return f"Done: {inner[1] if inner else results[-1]}"
     wanted = re.search(r"refund (\w+) (\d+(?:\.\d+)?)", asked)
     if wanted:
         return call("refund", {"order": wanted[1], "amount": float(wanted[2])})

@@ -29,7 +29,14 @@ class ServerThread:
         config = uvicorn.Config(app.asgi(), host="127.0.0.1", port=0, log_level="warning",
                                 lifespan="on", timeout_graceful_shutdown=20)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.exit_code: object = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit as exc:  # uvicorn exits when the app fails to start
+            self.exit_code = exc.code
 
     def start(self) -> str:
         self.thread.start()

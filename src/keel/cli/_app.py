@@ -27,6 +27,7 @@ from keel.cli._errors import EXIT_RUN_FAILED, reported
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
+from keel.cli._keys import register as register_keys
 from keel.cli._options import (
     JsonOption,
     LimitOption,
@@ -44,7 +45,7 @@ from keel.runtime import default_store_url
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
-                 "stats", "cost", "worker", "serve", "replay", "fork", "diff", "demo")
+                 "keys", "stats", "cost", "worker", "serve", "replay", "fork", "diff", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -122,6 +123,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(escalations_app, name="escalations")
 register_history(app, runs_app)
 register_audit(app)
+register_keys(app)
 register_stats(app)
 register_cost(app)
 register_conversations(app)

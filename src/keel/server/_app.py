@@ -205,23 +205,31 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        seen = 0
+        seen, refused = 0, False
 
         async def limited() -> Any:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
+                if seen > self.limit:  # answer now; the app sees the client go away
+                    refused = True
+                    await error_response(413, "too_large", f"the body is over "
+                                         f"{self.limit:,} bytes")(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded(message: Any) -> None:
+            if not refused:
+                await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            response = error_response(413, "too_large",
-                                      f"the body is over {self.limit:,} bytes")
-            await response(scope, receive, send)
+            await self.app(scope, limited, guarded)
+        except Exception:
+            if not refused:
+                raise
 
 
 class _TooLarge(Exception):

@@ -234,7 +234,8 @@ class Tails:
     async def _follow(self, tail: RunTail, after: int) -> AsyncIterator[Event]:
         first = tail.record
         assert first is not None
-        sent_status: tuple[str, float] | None = None
+        yield status_event(first)  # where the run stands, before its history
+        sent_status: tuple[str, float] | None = (first.status, first.updated_at)
         sent_deltas = 0
         seen_seq = after
         if tail.events and int(tail.events[0].id or 0) > after + 1:

@@ -383,8 +383,6 @@ class KeyStore:
             with pool.connection() as conn, conn.transaction():
                 # two processes creating the tables at once would collide in the catalogue
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self._schema),))
-                if self._schema:
-                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 for ddl in _ddl(self._s, postgres=True):
                     conn.execute(ddl)
         except BaseException:
@@ -396,26 +394,34 @@ class KeyStore:
         with self._lock:
             conn, self._conn = self._conn, None
             pool, self._pool = self._pool, None
-        with suppress(Exception):  # closing a broken connection
-            if conn is not None:
-                conn.close()
-            if pool is not None:
-                pool.close()
+        for closing in (conn, pool):
+            if closing is not None:
+                with suppress(Exception):  # closing a broken connection
+                    closing.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        """One transaction (SQLite: ``BEGIN IMMEDIATE``), database errors as a StoreError
-        (a StoreUnavailable when trying again may work)."""
+    def _tx(self, *, write: bool = True) -> Iterator[Any]:
+        """One transaction, database errors as a StoreError (a StoreUnavailable when trying
+        again may work). On SQLite a writing one takes the write lock at once (``BEGIN
+        IMMEDIATE``); a reading one never waits for the run store's writers (and on Postgres
+        is no transaction: each of its statements commits alone)."""
         try:
             if self.postgres:
-                with self._pool.connection() as conn, conn.transaction():
-                    yield conn
+                pool = self._pool
+                if pool is None:
+                    raise StoreError(f"the key store {self!r} is closed.")
+                with pool.connection() as conn:
+                    if not write:  # autocommit: one round trip per statement
+                        yield conn
+                        return
+                    with conn.transaction():
+                        yield conn
                 return
             with self._lock:
                 conn = self._conn
                 if conn is None:
                     raise StoreError(f"the key store {self!r} is closed.")
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
                     yield conn
                 except BaseException:
@@ -430,13 +436,22 @@ class KeyStore:
 
     def _failure(self, exc: Exception) -> StoreError | StoreUnavailable:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        password = urlsplit(self.url).password if self.postgres else None
-        if password:
-            reason = reason.replace(password, "***")
-        where = f"the key store at {safe_url(self.url) if self.postgres else self.path}"
         name = type(exc).__name__
-        if name in ("PoolTimeout", "OperationalError") and (
-                self.postgres or "locked" in reason or "busy" in reason):
+        if self.postgres:
+            import psycopg
+            import psycopg_pool
+
+            password = urlsplit(self.url).password
+            if password:
+                reason = reason.replace(password, "***")
+            where = f"the key store at {safe_url(self.url)}"
+            transient = isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout
+                                   | psycopg.errors.SerializationFailure
+                                   | psycopg.errors.DeadlockDetected)
+        else:
+            where = f"the key store at {self.path or ':memory:'}"
+            transient = name == "OperationalError" and ("locked" in reason or "busy" in reason)
+        if transient:
             return StoreUnavailable(f"{where} is unavailable ({name}: {reason}); retry. If "
                                     "it keeps failing, check the database.")
         return StoreError(f"{where} failed ({name}: {reason}).")
@@ -542,7 +557,7 @@ class KeyStore:
         return await self._run(self._get_key, key_id, tenant)  # type: ignore[no-any-return]
 
     def _get_key(self, key_id: str, tenant: str | None) -> ApiKey:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             return self._select(conn, key_id, tenant)
 
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
@@ -552,7 +567,7 @@ class KeyStore:
 
     def _list_keys(self, tenant: str | None) -> list[ApiKey]:
         where = "" if tenant is None else " WHERE tenant = ?"
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             rows = conn.execute(self._q(f"SELECT {_COLUMNS} FROM {{s}}keel_api_keys{where} "
                                         "ORDER BY created_at, key_id"),
                                 () if tenant is None else (tenant,)).fetchall()
@@ -595,7 +610,7 @@ class KeyStore:
         return await self._run(self._is_active, key_id, generation)  # type: ignore[no-any-return]
 
     def _is_active(self, key_id: str, generation: int | None) -> bool:
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             row = conn.execute(self._q("SELECT generation FROM {s}keel_api_keys WHERE "
                                        "key_id = ? AND revoked_at IS NULL"),
                                (key_id,)).fetchone()
@@ -659,7 +674,7 @@ class KeyStore:
             where.append("id < ?")
             args.append(before)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        with self._tx() as conn:
+        with self._tx(write=False) as conn:
             rows = conn.execute(self._q(f"SELECT {_AUDIT_COLUMNS} FROM {{s}}keel_audit"
                                         f"{clause} ORDER BY id DESC LIMIT ?"),
                                 (*args, limit)).fetchall()

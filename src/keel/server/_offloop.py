@@ -11,6 +11,7 @@ its own event loop; the server's loop only awaits the answer. Postgres needs non
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -50,7 +51,8 @@ def _delegate(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     async def method(self: OffLoopStore, *args: Any, **kwargs: Any) -> Any:
         return await self._thread.call(getattr(self.inner, name)(*args, **kwargs))
 
-    method.__name__ = name
+    # the seam's signature (keyword checks such as ``tenant=`` read it)
+    functools.update_wrapper(method, getattr(RunStore, name))
     method.__doc__ = f"``{name}`` of the wrapped store, on the store's own thread."
     return method
 

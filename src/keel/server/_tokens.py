@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from keel.core import UserError
 from keel.server._keys import ROLES, ApiKey, AuthError, KeyStore, Role
 
@@ -48,6 +46,14 @@ class Claims:
     jti: str
     generation: int = 1
     issued_at: int = 0
+
+
+def _need_pyjwt() -> None:
+    """PyJWT is imported on first use (``keel keys`` works without it); say the extra."""
+    try:
+        import jwt  # noqa: F401
+    except ImportError as exc:
+        raise UserError("keel's tokens need PyJWT: pip install 'keel-agents[server]'.") from exc
 
 
 def _check_secret(secret: object) -> bytes:
@@ -77,6 +83,9 @@ def issue_token(key: ApiKey, secret: bytes, *, ttl_s: int = 600, audience: str =
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_TTL_S:
         raise UserError(f"ttl_s= must be whole seconds from 1 to {MAX_TTL_S} (tokens are "
                         f"short-lived: exchange the key again), not {ttl_s!r}.")
+    _need_pyjwt()
+    import jwt
+
     issued = int(time.time() if now is None else now)
     claims = {"sub": key.key_id, "tenant": key.tenant, "role": key.role,
               "gen": key.generation, "aud": _check_audience(audience), "iat": issued,
@@ -89,6 +98,13 @@ def read_token(token: str, secret: bytes, *, audience: str = "keel",
     """The claims of ``token`` if it is valid (see the module); an
     :class:`~keel.server.AuthError` otherwise."""
     secret, audience = _check_secret(secret), _check_audience(audience)
+    if isinstance(leeway_s, bool) or not isinstance(leeway_s, int | float) \
+            or not 0 <= leeway_s <= 300:
+        raise UserError(f"leeway_s= must be seconds from 0 to 300, not {leeway_s!r}.")
+    _need_pyjwt()
+    import jwt
+    from jwt import exceptions as jwt_errors
+
     if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN_CHARS:
         raise AuthError("not a keel token.", reason="malformed")
     try:
@@ -103,8 +119,9 @@ def read_token(token: str, secret: bytes, *, audience: str = "keel",
     except jwt.InvalidSignatureError:
         raise AuthError("the token's signature is not valid (signed with another secret, "
                         "or changed).", reason="signature") from None
-    except (jwt.MissingRequiredClaimError, jwt.ImmatureSignatureError,
-            jwt.InvalidIssuedAtError):
+    except (jwt_errors.MissingRequiredClaimError, jwt_errors.ImmatureSignatureError,
+            jwt_errors.InvalidIssuedAtError, jwt_errors.InvalidSubjectError,
+            jwt_errors.InvalidJTIError):
         raise AuthError("the token's claims are not valid.", reason="claims") from None
     except jwt.PyJWTError:  # undecodable, another algorithm (none included), bad header
         raise AuthError("not a keel token.", reason="malformed") from None

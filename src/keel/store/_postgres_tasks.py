@@ -8,9 +8,11 @@ a decision committed before ``suspend_run`` takes the lock is seen by it (the ru
 runnable), and one that comes after finds the run suspended and wakes it. No run is left
 suspended with every decision in.
 
-With ``tenant`` (a tenant-scoped call) each statement that reads, locks or changes the task
-carries the tenant as a condition (``*_of`` statements): a task of another tenant's run is
-not found, and nothing of it is locked or changed.
+With ``tenant`` (a tenant-scoped call) the statement that first finds the task carries the
+tenant as a condition (``*_of`` statements: ``get_task_of``, ``claim_task_of``, and for
+``resolve_task`` the lock of the task's run, ``lock_task_run_of``): a task of another
+tenant's run is not found, and nothing of it is locked or changed. What ``resolve_task``
+does next acts on the task and run it locked.
 """
 
 from __future__ import annotations
