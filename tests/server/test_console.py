@@ -1,0 +1,260 @@
+"""The web console and the chat page over real HTTP: sign-in and sessions, redirects, CSRF,
+escaping of everything users, tools and models wrote, security headers, roles and tenants."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from keel.server import KeyStore
+from keel.server._auth import CSRF_COOKIE, SESSION_COOKIE
+from keel.server._tokens import issue_token
+from tests.server.conftest import Served
+
+PAGES = ("/console", "/console/runs", "/console/approvals", "/console/escalations", "/chat")
+XSS = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')
+XSS_ESCAPED = ("&lt;script&gt;alert(1)&lt;/script&gt;",
+               "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;")
+
+
+@contextmanager
+def session(served: Served, tenant: str = "acme", role: str = "reviewer") -> Iterator[httpx.Client]:
+    """A browser-like client signed in to the console with the key of ``role``."""
+    with httpx.Client(base_url=served.url, timeout=30, follow_redirects=False) as browser:
+        r = browser.post("/console/login", data={"api_key": served.keys[(tenant, role)],
+                                                 "next": "/console"})
+        assert r.status_code == 303, r.text
+        yield browser
+
+
+def start(served: Served, text: str, **extra: object) -> dict[str, object]:
+    with served.client("acme", "operator") as c:
+        r = c.post("/v1/runs", json={"agent": "support", "input": text, "wait": True, **extra})
+        assert r.status_code in (200, 202), r.text
+        return r.json()  # type: ignore[no-any-return]
+
+
+def open_approval(served: Served, text: str = "refund A1 250") -> tuple[str, str]:
+    run = start(served, text)
+    assert run["status"] == "suspended"
+    with served.client() as c:
+        items = c.get("/v1/approvals").json()["items"]
+    task = next(t for t in items if t["run_id"] == run["run_id"])
+    return str(run["run_id"]), str(task["id"])
+
+
+def test_login_with_a_good_key_sets_the_session_and_csrf_cookies(served: Served) -> None:
+    with httpx.Client(base_url=served.url, follow_redirects=False) as browser:
+        form = browser.get("/console/login")
+        assert form.status_code == 200
+        assert '<label for="api_key">' in form.text
+        r = browser.post("/console/login", data={"api_key": served.keys[("acme", "viewer")],
+                                                 "next": "/console/runs"})
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/runs"
+        cookies = {c.split("=", 1)[0]: c for c in r.headers.get_list("set-cookie")}
+        assert "HttpOnly" in cookies[SESSION_COOKIE]
+        assert "samesite=strict" in cookies[SESSION_COOKIE].lower()
+        assert "Path=/" in cookies[SESSION_COOKIE]
+        assert "HttpOnly" not in cookies[CSRF_COOKIE]
+        assert "samesite=strict" in cookies[CSRF_COOKIE].lower()
+        assert browser.get("/console/runs").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["keel_0123456789abcdef_" + "x" * 43, "not a key", ""])
+def test_a_wrong_key_gets_the_form_again_with_401_and_is_never_echoed(served: Served,
+                                                                     key: str) -> None:
+    r = httpx.post(f"{served.url}/console/login", data={"api_key": key, "next": "/console"})
+    assert r.status_code == 401
+    assert "not accepted" in r.text
+    assert '<input id="api_key"' in r.text
+    if key:
+        assert key not in r.text
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_a_revoked_key_cannot_sign_in_and_its_session_ends(served: Served) -> None:
+    with session(served, role="viewer") as browser:
+        assert browser.get("/console").status_code == 200
+        with served.client() as admin:
+            key_id = served.keys[("acme", "viewer")].split("_")[1]
+            assert admin.post(f"/v1/keys/{key_id}/revoke").status_code == 200
+        r = browser.get("/console")
+        assert r.status_code == 303
+        assert r.headers["location"].startswith("/console/login")
+    r = httpx.post(f"{served.url}/console/login",
+                   data={"api_key": served.keys[("acme", "viewer")]})
+    assert r.status_code == 401
+
+
+def test_logout_clears_both_cookies(served: Served) -> None:
+    with session(served) as browser:
+        r = browser.post("/console/logout")
+        assert r.status_code == 303
+        cleared = r.headers.get_list("set-cookie")
+        assert any(c.startswith(f"{SESSION_COOKIE}=") and "Max-Age=0" in c for c in cleared)
+        assert any(c.startswith(f"{CSRF_COOKIE}=") and "Max-Age=0" in c for c in cleared)
+        assert browser.get("/console").status_code == 303
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/console/runs/abc", "/chat/c1?agent=support"])
+def test_pages_without_a_session_redirect_to_the_login(served: Served, path: str) -> None:
+    r = httpx.get(f"{served.url}{path}", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/console/login?next=/")
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/console",
+                                    "/\\evil.example", "/console/../../evil", "javascript:1",
+                                    "/v1/runs", "http:/console"])
+def test_next_never_leaves_the_console(served: Served, target: str) -> None:
+    r = httpx.post(f"{served.url}/console/login", follow_redirects=False,
+                   data={"api_key": served.keys[("acme", "viewer")], "next": target})
+    assert r.status_code == 303
+    assert r.headers["location"] == "/console"
+    form = httpx.get(f"{served.url}/console/login", params={"next": target})
+    assert 'name="next" value="/console"' in form.text
+
+
+def test_login_from_another_origin_is_refused(served: Served) -> None:
+    r = httpx.post(f"{served.url}/console/login", headers={"Origin": "https://evil.example"},
+                   data={"api_key": served.keys[("acme", "viewer")]})
+    assert r.status_code == 403
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    with session(served) as browser:
+        r = browser.post("/console/logout", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+        assert browser.get("/console").status_code == 200
+
+
+def test_a_cookie_post_needs_the_csrf_token(served: Served) -> None:
+    run_id, task_id = open_approval(served)
+    with session(served) as browser:
+        r = browser.post(f"/v1/approvals/{task_id}/approve", json={})
+        assert r.status_code == 403
+        assert r.json()["error"]["type"] == "csrf"
+        r = browser.post(f"/v1/approvals/{task_id}/approve", json={},
+                         headers={"X-CSRF-Token": "0" * 64})
+        assert r.status_code == 403
+        with served.client() as c:
+            assert c.get(f"/v1/approvals/{task_id}").json()["status"] == "open"
+            assert c.get(f"/v1/runs/{run_id}").json()["status"] == "suspended"
+        token = browser.cookies[CSRF_COOKIE]
+        r = browser.post(f"/v1/approvals/{task_id}/approve", json={},
+                         headers={"X-CSRF-Token": token})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "resolved"
+
+
+def test_user_text_is_escaped_on_every_page(served: Served) -> None:
+    payload = f"{XSS[0]} {XSS[1]}"
+    refund = start(served, f"{payload} refund A1 250", conversation="conv-xss")
+    human = start(served, f"{payload} I want to talk to a human")
+    assert refund["status"] == human["status"] == "suspended"
+    with session(served, role="admin") as browser:
+        for path in ("/console/runs", f"/console/runs/{refund['run_id']}",
+                     f"/console/runs/{human['run_id']}", "/console/approvals",
+                     "/console/escalations", "/chat/conv-xss?agent=support"):
+            r = browser.get(path)
+            assert r.status_code == 200, path
+            for raw in XSS:
+                assert raw not in r.text, path
+            assert XSS_ESCAPED[0] in r.text, path
+            assert XSS_ESCAPED[1] in r.text, path
+
+
+def test_every_page_sends_the_security_headers(served: Served) -> None:
+    run = start(served, "where is order A1?")
+    with session(served, role="admin") as browser:
+        for path in (*PAGES, f"/console/runs/{run['run_id']}", "/console/login",
+                     "/console/static/console.css", "/console/static/run.js"):
+            r = browser.get(path)
+            assert r.status_code == 200, path
+            csp = r.headers["content-security-policy"]
+            assert "script-src 'self'" in csp
+            assert "style-src 'self'" in csp
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            if r.headers["content-type"].startswith("text/html"):
+                assert '<html lang="en">' in r.text
+                assert 'name="viewport"' in r.text
+                assert "<script>" not in r.text and " style=" not in r.text
+
+
+def test_a_viewer_sees_no_decide_buttons_and_may_not_decide(served: Served) -> None:
+    _, task_id = open_approval(served)
+    start(served, "I want to talk to a human")
+    with session(served, role="viewer") as browser:
+        page = browser.get("/console/approvals").text
+        assert task_id in page
+        assert "may read them, not decide" in page
+        assert 'class="approve' not in page and 'class="deny' not in page
+        escalations = browser.get("/console/escalations").text
+        assert 'class="claim' not in escalations and 'class="answer' not in escalations
+        r = browser.post(f"/v1/approvals/{task_id}/approve", json={},
+                         headers={"X-CSRF-Token": browser.cookies[CSRF_COOKIE]})
+        assert r.status_code == 403
+        assert r.json()["error"]["type"] == "forbidden"
+        assert browser.get("/chat?agent=support").status_code == 403
+    with session(served, role="reviewer") as browser:
+        page = browser.get("/console/approvals").text
+        assert 'class="approve stack"' in page and 'class="deny stack"' in page
+
+
+def test_another_tenant_gets_404(served: Served) -> None:
+    run_id, task_id = open_approval(served)
+    with session(served, tenant="globex", role="admin") as browser:
+        assert browser.get(f"/console/runs/{run_id}").status_code == 404
+        assert browser.get(f"/console/approvals/{task_id}").status_code == 404
+        assert browser.get(f"/v1/approvals/{task_id}").status_code == 404
+        assert task_id not in browser.get("/console/approvals").text
+        assert run_id not in browser.get("/console/runs").text
+    with session(served, role="admin") as browser:
+        assert browser.get(f"/console/runs/{run_id}").status_code == 200
+        assert browser.get(f"/console/approvals/{task_id}").status_code == 200
+
+
+def test_a_session_past_half_its_life_is_renewed(served: Served) -> None:
+    async def old_token() -> str:
+        async with KeyStore(served.db) as keys:
+            key = await keys.verify(served.keys[("acme", "viewer")])
+            secret = await keys.signing_secret()
+            return issue_token(key, secret, ttl_s=600, now=time.time() - 400)
+
+    token = asyncio.run(old_token())
+
+    def visit(session_token: str) -> dict[str, str]:
+        r = httpx.get(f"{served.url}/console/runs", follow_redirects=False,
+                      headers={"Cookie": f"{SESSION_COOKIE}={session_token}"})
+        assert r.status_code == 200
+        return dict(c.split(";", 1)[0].split("=", 1) for c in r.headers.get_list("set-cookie"))
+
+    renewed = visit(token)
+    assert renewed[SESSION_COOKIE] and renewed[SESSION_COOKIE] != token
+    assert renewed[CSRF_COOKIE]
+    assert visit(renewed[SESSION_COOKIE]) == {}  # a fresh session is left as it is
+
+
+def test_the_dashboard_draws_accessible_svg_plots(served: Served) -> None:
+    start(served, "where is order A1?")
+    start(served, "refund A1 250")
+    with session(served) as browser:
+        page = browser.get("/console").text
+    assert page.count("<svg") == 4
+    assert 'role="img"' in page and "<title" in page and "<desc" in page
+    assert "Data table: Runs per day" in page
+    assert "Cost per day by agent" in page and "Top failing tools" in page
+
+
+def test_unknown_pages_and_ids_are_404_pages(served: Served) -> None:
+    with session(served, role="admin") as browser:
+        for path in ("/console/runs/nope", "/console/approvals/ap-0", "/chat?agent=ghost",
+                     "/console/escalations/es-0"):
+            r = browser.get(path)
+            assert r.status_code == 404, path
+            assert "text/html" in r.headers["content-type"]
