@@ -122,10 +122,17 @@ def test_next_never_leaves_the_console(served: Served, target: str) -> None:
 
 
 def test_login_from_another_origin_is_refused(served: Served) -> None:
-    r = httpx.post(f"{served.url}/console/login", headers={"Origin": "https://evil.example"},
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site", "Origin": "null"},
+                    {"Sec-Fetch-Site": "same-site"}):
+        r = httpx.post(f"{served.url}/console/login", headers=headers,
+                       data={"api_key": served.keys[("acme", "viewer")]})
+        assert r.status_code == 403, headers
+        assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    r = httpx.post(f"{served.url}/console/login", follow_redirects=False,
+                   headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"},
                    data={"api_key": served.keys[("acme", "viewer")]})
-    assert r.status_code == 403
-    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    assert r.status_code == 303
     with session(served) as browser:
         r = browser.post("/console/logout", headers={"Origin": "https://evil.example"})
         assert r.status_code == 403

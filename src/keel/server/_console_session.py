@@ -48,13 +48,14 @@ def _own_origin(request: Request) -> str:
 
 
 def same_origin(request: Request) -> bool:
-    """Whether a form post comes from this site: its ``Origin`` (when sent) is ours, or the
-    browser's ``Sec-Fetch-Site`` says so. A client that sends neither (not a browser) passes."""
-    origin = request.headers.get("origin")
-    if origin is not None:
-        return origin == _own_origin(request)
+    """Whether a form post comes from this site. A browser's ``Sec-Fetch-Site`` says so
+    (``Origin`` may be ``null``: the pages send no referrer); else an ``Origin``, when sent,
+    must be ours. A client that sends neither (not a browser) passes."""
     site = request.headers.get("sec-fetch-site")
-    return site is None or site in ("same-origin", "none")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or origin == _own_origin(request)
 
 
 def set_session(request: Request, response: Response, token: str, jti: str) -> None:

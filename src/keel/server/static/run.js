@@ -31,7 +31,7 @@
   }
 
   function decision(li, data) {
-    for (const key of ["approved", "action", "by", "comment", "answer", "note", "edited_args", "reason"]) {
+    for (const key of ["approved", "edited", "arguments", "action", "by", "comment", "answer", "note", "reason"]) {
       if (data && data[key] !== undefined && data[key] !== null && data[key] !== "") block(li, key, data[key]);
     }
   }
