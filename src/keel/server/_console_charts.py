@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 _W, _H = 640, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 12, 40
 _SERIES = 6
+_MAX_BAR = 56
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,9 @@ def _fmt(value: float, unit: str) -> str:
     if unit == "$":
         return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
     if unit == "s":
-        return f"{value:.2f}s" if value < 10 else f"{value:,.0f}s"
+        if value == 0:
+            return "0"
+        return f"{value * 1000:.3g} ms" if value < 1 else f"{value:,.3g} s"
     return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
 
 
@@ -117,9 +120,11 @@ def bar_chart(chart_id: str, title: str, unit: str, labels: Sequence[str],
             if value <= 0:
                 continue
             top, bottom = _y(base + value, bound), _y(base, bound)
+            width = min(step * 0.7, _MAX_BAR)
             chart.marks.append(Mark(cls=f"s{n % _SERIES}", text=f"{label} · {name}: "
-                                    f"{_fmt(value, unit)}", x=_LEFT + step * i + step * 0.15,
-                                    y=top, w=step * 0.7, h=max(0.5, bottom - top)))
+                                    f"{_fmt(value, unit)}",
+                                    x=_LEFT + step * (i + 0.5) - width / 2,
+                                    y=top, w=width, h=max(0.5, bottom - top)))
             base += value
     return chart
 

@@ -81,6 +81,12 @@
       const last = list.querySelector(".msg-agent:last-child p");
       if (last) { button.disabled = true; follow(section.dataset.pending, last, notice, idle); }
     }
+    input.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        if (!button.disabled) form.requestSubmit();
+      }
+    });
     form.addEventListener("submit", async function (event) {
       event.preventDefault();
       const text = input.value.trim();

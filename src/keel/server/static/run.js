@@ -109,6 +109,9 @@
       const d = JSON.parse(event.data);
       setStatus(d.status);
       setUsage(d.usage);
+      const error = document.getElementById("run-error");
+      error.hidden = !(d.error && d.status === "suspended");
+      error.textContent = error.hidden ? "" : d.error.type + ": " + d.error.message;
       if (d.status === "suspended") state.textContent = "Suspended: waiting for a person. The timeline goes on when the run resumes.";
       else if (d.status === "running") state.textContent = "Live: the run is running.";
     });
@@ -118,7 +121,8 @@
       setUsage(d.usage);
       document.getElementById("run-output").textContent = keel.pretty(d.output);
       const error = document.getElementById("run-error");
-      if (d.error) { error.hidden = false; error.textContent = d.error.type + ": " + d.error.message; }
+      error.hidden = !(d.error && d.status !== "completed");
+      error.textContent = error.hidden ? "" : d.error.type + ": " + d.error.message;
       state.textContent = "The run is " + d.status + ".";
       source.close();
     });
