@@ -160,6 +160,11 @@ def test_the_dashboard_renders_its_svg_plots(served: Served, context: Any) -> No
     expect(page.locator("#runs tbody tr")).to_have_count(4)
     expect(page.locator("#runs")).to_contain_text("suspended")
     shot(page, "console-runs.png")
+    with api(served) as c:  # the list follows the run's status without a reload
+        task = c.get("/v1/approvals").json()["items"][0]
+        assert c.post(f"/v1/approvals/{task['id']}/approve", json={}).status_code == 200
+    row = page.locator(f'tr[data-run-id="{task["run_id"]}"] [data-status]')
+    expect(row).to_have_text("completed", timeout=LIVE_MS)
 
 
 def test_the_chat_streams_answers_and_says_when_a_person_must_approve(
@@ -219,3 +224,37 @@ def test_the_approve_form_works_with_the_keyboard_alone(served: Served, context:
     assert task["resolution"]["edited"] is True
     assert task["resolution"]["arguments"] == {"order": "A1", "amount": 99}
     assert task["resolution"]["comment"] == "checked the receipt"
+
+
+def test_refusals_are_shown_and_an_operator_cancels_from_the_run_page(served: Served,
+                                                                      context: Any) -> None:
+    run_id = start(served, "refund A1 250")
+    page = context.new_page()
+    sign_in(page, served, "reviewer", "/console/approvals")
+    form = page.locator("form.approve")
+    form.get_by_label("amount").fill("a lot")
+    form.get_by_role("button", name="Approve").click()
+    expect(form.locator(".msg")).to_have_text("amount must be a number")
+    with api(served) as c:  # a colleague decides first
+        task = c.get("/v1/approvals").json()["items"][0]
+        assert c.post(f"/v1/approvals/{task['id']}/deny",
+                      json={"comment": "no receipt"}).status_code == 200
+    form.get_by_label("amount").fill("100")
+    form.get_by_role("button", name="Approve").click()
+    expect(form.locator(".msg")).to_contain_text("already decided")
+
+    other = start(served, "refund B2 30")
+    operator = context.browser.new_context(viewport=LAPTOP)
+    try:
+        run_page = operator.new_page()
+        sign_in(run_page, served, "operator", f"/console/runs/{other}")
+        expect(run_page.locator("#run-status")).to_have_text("suspended")
+        run_page.get_by_label("Reason to cancel").fill("customer withdrew")
+        run_page.get_by_role("button", name="Cancel run").click()
+        expect(run_page.locator("#run-status")).to_have_text("cancelled", timeout=LIVE_MS)
+        expect(run_page.get_by_role("button", name="Cancel run")).to_be_disabled()
+    finally:
+        operator.close()
+    with api(served) as c:
+        assert c.get(f"/v1/runs/{other}").json()["status"] == "cancelled"
+        assert c.get(f"/v1/runs/{run_id}").json()["status"] != "suspended"

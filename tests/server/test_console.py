@@ -265,3 +265,30 @@ def test_unknown_pages_and_ids_are_404_pages(served: Served) -> None:
             r = browser.get(path)
             assert r.status_code == 404, path
             assert "text/html" in r.headers["content-type"]
+
+
+def test_the_runs_list_filters_and_pages_with_the_api_cursor(served: Served) -> None:
+    with served.client("acme", "operator") as c:
+        for i in range(27):
+            r = c.post("/v1/runs", json={"agent": "support", "input": f"hello {i:02d}",
+                                         "wait": True, "conversation": "conv-a" if i < 3
+                                         else None})
+            assert r.status_code == 200, r.text
+    start(served, "refund A1 250")
+    with session(served, role="viewer") as browser:
+        first = browser.get("/console/runs").text
+        assert first.count("<tr data-run-id=") == 25
+        assert "refund A1 250" in first and "hello 26" in first and "hello 02" not in first
+        nxt = first.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+        second = browser.get(nxt.replace("&amp;", "&")).text
+        assert second.count("<tr data-run-id=") == 3
+        assert "hello 00" in second and "hello 26" not in second
+        assert 'rel="next"' not in second
+        suspended = browser.get("/console/runs", params={"status": "suspended"}).text
+        assert suspended.count("<tr data-run-id=") == 1
+        assert '<option value="suspended" selected>' in suspended
+        conv = browser.get("/console/runs", params={"conversation": "conv-a"}).text
+        assert conv.count("<tr data-run-id=") == 3
+        bad = browser.get("/console/runs", params={"cursor": "garbage!"})
+        assert bad.status_code == 400
+        assert "cursor" in bad.text
