@@ -292,3 +292,29 @@ def test_the_runs_list_filters_and_pages_with_the_api_cursor(served: Served) -> 
         bad = browser.get("/console/runs", params={"cursor": "garbage!"})
         assert bad.status_code == 400
         assert "cursor" in bad.text
+
+
+def test_plots_escape_their_labels_and_cover_failing_tools_and_agents() -> None:
+    from keel.server._console import _env, charts
+
+    day = {"runs": 4, "success_rate": 0.5, "p50_s": 0.2, "p95_s": 1.5, "p99_s": 2.0}
+    daily = {"groups": [{"key": {"day": "2026-12-06"}, **day},
+                        {"key": {"day": "2026-12-07"}, **day, "runs": 7}],
+             "total": {"failing_tools": [{"tool": XSS[0], "failures": 3},
+                                         {"tool": "lookup", "failures": 1}]}}
+    costs = {"rows": [{"day": "2026-12-06", "agent": "a", "cost_usd": 0.5},
+                      {"day": "2026-12-07", "agent": XSS[1], "cost_usd": 1.25}]}
+    agents = {"groups": [{"key": {"agent": "a"}, **day}, {"key": {"agent": "b"}, **day}]}
+    plots = charts(daily, costs, agents)
+    assert [p.id for p in plots] == ["runs", "success", "latency", "cost", "latency-agent",
+                                     "failing"]
+    runs = plots[0]
+    assert [m.text for m in runs.marks] == ["12-06 · runs: 4", "12-07 · runs: 7"]
+    assert runs.bound >= 7 and all(0 <= m.y <= runs.height for m in runs.marks)
+    assert plots[3].head == ["", XSS[1], "a"]  # agents in name order
+    assert plots[3].rows == [["12-06", "$0.0000", "$0.5000"], ["12-07", "$1.25", "$0.0000"]]
+    html = _env.from_string('{% from "_chart.html" import chart %}'
+                            "{% for c in plots %}{{ chart(c) }}{% endfor %}").render(plots=plots)
+    assert XSS[0] not in html and XSS[1] not in html
+    assert XSS_ESCAPED[0] in html
+    assert html.count("<svg") == 6 and html.count("<table>") == 6

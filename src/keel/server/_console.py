@@ -153,15 +153,17 @@ async def dashboard(request: Request) -> Response:
         agents = await ops.stats(request, who, by="agent", agent=None, days=14, since=None,
                                  until=None, top=0)
         costs = await ops.costs(request, who, days=14)
-        return {"title": "Dashboard", "charts": charts(daily, costs),
+        return {"title": "Dashboard", "charts": charts(daily, costs, agents),
                 "total": daily["total"], "agents": agents["groups"],
                 "failing": daily["total"].get("failing_tools", [])}
 
     return await page(request, "dashboard.html", build)
 
 
-def charts(daily: dict[str, Any], costs: dict[str, Any]) -> list[Chart]:
-    """The dashboard's plots from ``/v1/stats?by=day`` and ``/v1/costs``."""
+def charts(daily: dict[str, Any], costs: dict[str, Any],
+           per_agent: dict[str, Any] | None = None) -> list[Chart]:
+    """The dashboard's plots from ``/v1/stats?by=day``, ``/v1/costs`` and (latency by
+    agent, when there are several) ``/v1/stats?by=agent``."""
     groups = sorted(daily["groups"], key=lambda g: str(g["key"].get("day")))
     days = [str(g["key"].get("day"))[5:] for g in groups]
     out = [
@@ -174,12 +176,23 @@ def charts(daily: dict[str, Any], costs: dict[str, Any]) -> list[Chart]:
                     for p in ("p50", "p95", "p99")}),
     ]
     cost_days = sorted({str(r["day"]) for r in costs["rows"]})
-    agents = sorted({str(r["agent"]) for r in costs["rows"]})
-    series = {a: [0.0] * len(cost_days) for a in agents}
+    names = sorted({str(r["agent"]) for r in costs["rows"]})
+    series = {a: [0.0] * len(cost_days) for a in names}
     for r in costs["rows"]:
         series[str(r["agent"])][cost_days.index(str(r["day"]))] += float(r["cost_usd"] or 0)
     out.append(bar_chart("cost", "Cost per day by agent (USD)", "$",
                          [d[5:] for d in cost_days], series))
+    by_agent = (per_agent or {}).get("groups") or []
+    if len(by_agent) > 1:
+        out.append(line_chart("latency-agent", "Latency by agent (p50, p95, p99)", "s",
+                              [str(g["key"].get("agent")) for g in by_agent],
+                              {p: [float(g.get(f"{p}_s") or 0) for g in by_agent]
+                               for p in ("p50", "p95", "p99")}))
+    failing = daily["total"].get("failing_tools") or []
+    if failing:
+        out.append(bar_chart("failing", "Top failing tools", "",
+                             [str(f["tool"]) for f in failing],
+                             {"failures": [float(f["failures"]) for f in failing]}))
     return out
 
 
