@@ -123,7 +123,7 @@ def test_an_approval_is_listed_shown_edited_approved_and_the_run_completes(
             "Done: refunded 120.00 on A1")
     _, entries = _stored(served, run["run_id"])
     decision = next(e for e in entries if e.kind == "approval" and e.phase == "result")
-    assert decision.data["by"].startswith("key:") and decision.data["approved"] is True
+    assert decision.data["by"].startswith("reviewer of acme (key ") and decision.data["approved"]
 
 
 def test_a_denial_needs_a_comment(served: Served) -> None:

@@ -14,13 +14,14 @@ from keel.runtime import claim_escalation, decide_approval, resolve_escalation
 from keel.server._api_runs import ID_PATTERN
 from keel.server._auth import Principal
 from keel.server._errors import ApiError, not_found
+from keel.server._models import ERRORS, TaskPage, TaskView, TaskWithRun
 from keel.server._state import ServerState, allowed, state
 from keel.store import HumanTask, TaskFilter
 
 TaskId = Annotated[str, Path(pattern=ID_PATTERN, description="an approval or escalation id")]
 _TEXT = 4000
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
 class Approve(BaseModel):
@@ -118,14 +119,16 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
-@router.get("/approvals", tags=["approvals"], summary="Approval requests, oldest first")
+@router.get("/approvals", tags=["approvals"], summary="Approval requests, oldest first",
+            response_model=TaskPage)
 async def approvals(request: Request, who: Annotated[Principal, Depends(allowed("read"))],
                     status: Status = "open", limit: Limit = 50,
                     offset: Offset = 0) -> dict[str, Any]:
     return await _queue(state(request), "approval", who, status, limit, offset)
 
 
-@router.get("/approvals/{task_id}", tags=["approvals"], summary="One approval request")
+@router.get("/approvals/{task_id}", tags=["approvals"], summary="One approval request",
+            response_model=TaskWithRun)
 async def approval(task_id: TaskId, request: Request,
                    who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
     s = state(request)
@@ -133,7 +136,8 @@ async def approval(task_id: TaskId, request: Request,
 
 
 @router.post("/approvals/{task_id}/approve", tags=["approvals"],
-             summary="Approve (optionally with edited arguments)")
+             summary="Approve (optionally with edited arguments)",
+             response_model=TaskView)
 async def approve(task_id: TaskId, body: Approve, request: Request,
                   who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     s = state(request)
@@ -150,7 +154,8 @@ async def approve(task_id: TaskId, body: Approve, request: Request,
                           {"comment": body.comment, "edited": body.edited_args is not None})
 
 
-@router.post("/approvals/{task_id}/deny", tags=["approvals"], summary="Deny, with a comment")
+@router.post("/approvals/{task_id}/deny", tags=["approvals"], summary="Deny, with a comment",
+             response_model=TaskView)
 async def deny(task_id: TaskId, body: Deny, request: Request,
                who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     s = state(request)
@@ -168,7 +173,8 @@ async def deny(task_id: TaskId, body: Deny, request: Request,
 # ---------------------------------------------------------------------------- escalations
 
 
-@router.get("/escalations", tags=["escalations"], summary="Escalations, oldest first")
+@router.get("/escalations", tags=["escalations"], summary="Escalations, oldest first",
+            response_model=TaskPage)
 async def escalations(request: Request, who: Annotated[Principal, Depends(allowed("read"))],
                       status: Status = None, limit: Limit = 50,
                       offset: Offset = 0) -> dict[str, Any]:
@@ -176,7 +182,8 @@ async def escalations(request: Request, who: Annotated[Principal, Depends(allowe
 
 
 @router.get("/escalations/{task_id}", tags=["escalations"],
-            summary="One escalation and its context packet")
+            summary="One escalation and its context packet",
+            response_model=TaskWithRun)
 async def escalation(task_id: TaskId, request: Request,
                      who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
     s = state(request)
@@ -184,7 +191,8 @@ async def escalation(task_id: TaskId, request: Request,
 
 
 @router.post("/escalations/{task_id}/claim", tags=["escalations"],
-             summary="Take an escalation (colleagues see someone is on it)")
+             summary="Take an escalation (colleagues see someone is on it)",
+             response_model=TaskView)
 async def claim(task_id: TaskId, request: Request,
                 who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     s = state(request)
@@ -215,21 +223,24 @@ async def _resolve(request: Request, who: Principal, task_id: str, action: str,
 
 
 @router.post("/escalations/{task_id}/answer", tags=["escalations"],
-             summary="Answer: the reply becomes the run's output")
+             summary="Answer: the reply becomes the run's output",
+             response_model=TaskView)
 async def answer(task_id: TaskId, body: Answer, request: Request,
                  who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     return await _resolve(request, who, task_id, "answer", answer=body.answer)
 
 
 @router.post("/escalations/{task_id}/resolve", tags=["escalations"],
-             summary="Hand the run back to the agent, with a note")
+             summary="Hand the run back to the agent, with a note",
+             response_model=TaskView)
 async def resolve(task_id: TaskId, body: ResumeNote, request: Request,
                   who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     return await _resolve(request, who, task_id, "resume", note=body.note)
 
 
 @router.post("/escalations/{task_id}/dismiss", tags=["escalations"],
-             summary="Close the run as cancelled, with a comment")
+             summary="Close the run as cancelled, with a comment",
+             response_model=TaskView)
 async def dismiss(task_id: TaskId, body: Dismiss, request: Request,
                   who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     return await _resolve(request, who, task_id, "dismiss", comment=body.comment)

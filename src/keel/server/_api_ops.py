@@ -16,6 +16,17 @@ from keel.server._api_runs import ID_PATTERN
 from keel.server._auth import Principal
 from keel.server._errors import ApiError
 from keel.server._keys import ROLES, ApiKey
+from keel.server._models import (
+    ERRORS,
+    AuditPage,
+    Costs,
+    Health,
+    KeyChanged,
+    KeyIssued,
+    KeyList,
+    Ready,
+    Token,
+)
 from keel.server._state import allowed, state
 from keel.server._tokens import issue_token
 from keel.store import GROUP_KEYS, StatsQuery
@@ -30,7 +41,8 @@ class TokenRequest(BaseModel):
                                 description="the key, if not sent as Authorization: Bearer")
 
 
-@router.post("/v1/auth/token", tags=["auth"], summary="Exchange an API key for a token")
+@router.post("/v1/auth/token", tags=["auth"], summary="Exchange an API key for a token",
+             response_model=Token, responses=ERRORS)
 async def token(request: Request, body: TokenRequest | None = None) -> dict[str, Any]:
     """The token is signed, names the key's tenant and role, and expires in minutes; send it
     as ``Authorization: Bearer TOKEN`` on every other call."""
@@ -52,7 +64,8 @@ def _window(days: float | None, since: float | None,
     return since, until
 
 
-@router.get("/v1/stats", tags=["stats"], summary="Runs, success, latency and cost, grouped")
+@router.get("/v1/stats", tags=["stats"], summary="Runs, success, latency and cost, grouped",
+            responses=ERRORS)
 async def stats(request: Request, who: Annotated[Principal, Depends(allowed("read"))],
                 by: Annotated[str, Query(max_length=60, description="comma-separated: "
                                          + ", ".join(GROUP_KEYS))] = "agent",
@@ -72,7 +85,8 @@ async def stats(request: Request, who: Annotated[Principal, Depends(allowed("rea
     return (await s.store.stats(query)).to_dict()
 
 
-@router.get("/v1/costs", tags=["stats"], summary="Cost and tokens per day and agent")
+@router.get("/v1/costs", tags=["stats"], summary="Cost and tokens per day and agent",
+            response_model=Costs, responses=ERRORS)
 async def costs(request: Request, who: Annotated[Principal, Depends(allowed("read"))],
                 days: Annotated[float, Query(gt=0, le=3660)] = 30) -> dict[str, Any]:
     s = state(request)
@@ -85,7 +99,8 @@ async def costs(request: Request, who: Annotated[Principal, Depends(allowed("rea
             "rows": rows}
 
 
-@router.get("/v1/audit", tags=["audit"], summary="The audit log: who did what, when")
+@router.get("/v1/audit", tags=["audit"], summary="The audit log: who did what, when",
+            response_model=AuditPage, responses=ERRORS)
 async def audit(request: Request, who: Annotated[Principal, Depends(allowed("admin"))],
                 limit: Annotated[int, Query(ge=1, le=500)] = 100,
                 before: Annotated[int | None, Query(ge=0, description="entries older than "
@@ -105,7 +120,8 @@ class NewKey(BaseModel):
 KeyId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.get("/v1/keys", tags=["keys"], summary="The tenant's API keys (never the secrets)")
+@router.get("/v1/keys", tags=["keys"], summary="The tenant's API keys (never the secrets)",
+            response_model=KeyList, responses=ERRORS)
 async def keys(request: Request,
                who: Annotated[Principal, Depends(allowed("admin"))]) -> dict[str, Any]:
     s = state(request)
@@ -113,8 +129,8 @@ async def keys(request: Request,
             "roles": list(ROLES)}
 
 
-@router.post("/v1/keys", tags=["keys"], status_code=201,
-             summary="Create a key for the tenant (its secret is shown once)")
+@router.post("/v1/keys", tags=["keys"], status_code=201, response_model=KeyIssued,
+             responses=ERRORS, summary="Create a key for the tenant (its secret is shown once)")
 async def create_key(body: NewKey, request: Request,
                      who: Annotated[Principal, Depends(allowed("admin"))]) -> dict[str, Any]:
     s = state(request)
@@ -123,7 +139,8 @@ async def create_key(body: NewKey, request: Request,
     return {"key": record.to_dict(), "api_key": secret}
 
 
-@router.post("/v1/keys/{key_id}/rotate", tags=["keys"], summary="Rotate a key's secret")
+@router.post("/v1/keys/{key_id}/rotate", tags=["keys"], summary="Rotate a key's secret",
+             response_model=KeyIssued, responses=ERRORS)
 async def rotate_key(key_id: KeyId, request: Request,
                      who: Annotated[Principal, Depends(allowed("admin"))]) -> dict[str, Any]:
     s = state(request)
@@ -131,7 +148,8 @@ async def rotate_key(key_id: KeyId, request: Request,
     return {"key": record.to_dict(), "api_key": secret}
 
 
-@router.post("/v1/keys/{key_id}/revoke", tags=["keys"], summary="Revoke a key, at once")
+@router.post("/v1/keys/{key_id}/revoke", tags=["keys"], summary="Revoke a key, at once",
+             response_model=KeyChanged, responses=ERRORS)
 async def revoke_key(key_id: KeyId, request: Request,
                      who: Annotated[Principal, Depends(allowed("admin"))]) -> dict[str, Any]:
     s = state(request)
@@ -139,12 +157,14 @@ async def revoke_key(key_id: KeyId, request: Request,
     return {"key": record.to_dict()}
 
 
-@router.get("/v1/health", tags=["health"], summary="Liveness: the process answers")
+@router.get("/v1/health", tags=["health"], summary="Liveness: the process answers",
+            response_model=Health)
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/v1/ready", tags=["health"], summary="Readiness: the stores answer")
+@router.get("/v1/ready", tags=["health"], summary="Readiness: the stores answer",
+            response_model=Ready, responses={503: {"model": Ready, "description": "not ready"}})
 async def ready(request: Request, response: Response) -> dict[str, Any]:
     s = state(request)
     checks: dict[str, str] = {}
@@ -162,7 +182,10 @@ async def ready(request: Request, response: Response) -> dict[str, Any]:
 
 
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics",
-            response_class=PlainTextResponse)
+            response_class=PlainTextResponse, responses={
+                code: {"description": spec["description"], "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+                for code, spec in ERRORS.items()})
 async def metrics(request: Request,
                   who: Annotated[Principal, Depends(allowed("admin"))]) -> PlainTextResponse:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

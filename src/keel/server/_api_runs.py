@@ -20,6 +20,19 @@ from keel.runtime import Conversation, cancel_run
 from keel.server._auth import Principal
 from keel.server._errors import ApiError, not_found
 from keel.server._events import parse_last_id
+from keel.server._models import (
+    ERRORS,
+    Agents,
+    Cancelled,
+    Conversations,
+    ConversationView,
+    Deleted,
+    RunPage,
+    RunResultView,
+    RunView,
+    StartedRun,
+    Timeline,
+)
 from keel.server._state import ServerState, allowed, state
 from keel.store import JournalEntry, RunFilter, RunRecord
 
@@ -30,7 +43,7 @@ MAX_INPUT_CHARS = 100_000
 #: heartbeat comments keep proxies from closing a quiet stream, and notice a gone client
 _HEARTBEAT_S = 15.0
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+router = APIRouter(prefix="/v1", tags=["runs"], responses=ERRORS)
 
 
 class StartRun(BaseModel):
@@ -87,7 +100,7 @@ async def _record(s: ServerState, run_id: str, who: Principal) -> RunRecord:
         raise not_found("run", run_id) from None
 
 
-@router.get("/agents", summary="The agents and flows this server runs")
+@router.get("/agents", summary="The agents and flows this server runs", response_model=Agents)
 async def agents(request: Request,
                  who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
     s = state(request)
@@ -114,7 +127,9 @@ async def _start(s: ServerState, who: Principal, agent: str, text: str, user: st
             "events": f"/v1/runs/{run_id}/events"}
 
 
-@router.post("/runs", summary="Start a run", status_code=202)
+@router.post("/runs", summary="Start a run", status_code=202, response_model=StartedRun,
+             responses={200: {"model": StartedRun, "description": "the run stopped within "
+                              "timeout_s (wait=true)"}})
 async def start_run(body: StartRun, request: Request, response: Response,
                     who: Annotated[Principal, Depends(allowed("run"))]) -> dict[str, Any]:
     return await _start(state(request), who, body.agent, body.input, body.user,
@@ -139,7 +154,8 @@ def _next_cursor(offset: int, last: RunRecord) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-@router.get("/runs", summary="List runs, newest first, a page at a time")
+@router.get("/runs", summary="List runs, newest first, a page at a time",
+            response_model=RunPage)
 async def list_runs(
         request: Request, who: Annotated[Principal, Depends(allowed("read"))],
         status: Annotated[Literal["running", "suspended", "completed", "failed", "cancelled"]
@@ -169,14 +185,15 @@ async def list_runs(
             "next_cursor": _next_cursor(page[-1][0] + 1, page[-1][1]) if more else None}
 
 
-@router.get("/runs/{run_id}", summary="A run")
+@router.get("/runs/{run_id}", summary="A run", response_model=RunView)
 async def get_run(run_id: RunId, request: Request,
                   who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
     s = state(request)
     return run_view(s, await _record(s, run_id, who))
 
 
-@router.get("/runs/{run_id}/result", summary="A run's status and result")
+@router.get("/runs/{run_id}/result", summary="A run's status and result",
+            response_model=RunResultView)
 async def get_result(run_id: RunId, request: Request,
                      who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
     s = state(request)
@@ -184,7 +201,8 @@ async def get_result(run_id: RunId, request: Request,
     return {k: view[k] for k in ("run_id", "status", "output", "error", "usage")}
 
 
-@router.get("/runs/{run_id}/timeline", summary="A run's journal, step by step")
+@router.get("/runs/{run_id}/timeline", summary="A run's journal, step by step",
+            response_model=Timeline)
 async def timeline(run_id: RunId, request: Request,
                    who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
     s = state(request)
@@ -198,7 +216,7 @@ async def timeline(run_id: RunId, request: Request,
     return {"run": run_view(s, record), "journal": view["journal"]}
 
 
-@router.post("/runs/{run_id}/cancel", summary="Cancel a run")
+@router.post("/runs/{run_id}/cancel", summary="Cancel a run", response_model=Cancelled)
 async def cancel(run_id: RunId, request: Request,
                  who: Annotated[Principal, Depends(allowed("run"))],
                  body: CancelBody | None = None) -> dict[str, Any]:
@@ -269,7 +287,8 @@ async def _stream(s: ServerState, run_id: str, tenant: str, after: int,
 # ------------------------------------------------------------------------- conversations
 
 
-@router.get("/conversations", summary="Recent conversations", tags=["conversations"])
+@router.get("/conversations", summary="Recent conversations", tags=["conversations"],
+            response_model=Conversations)
 async def conversations(request: Request,
                         who: Annotated[Principal, Depends(allowed("read"))],
                         limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
@@ -292,7 +311,7 @@ def _conversation(s: ServerState, conversation_id: str, who: Principal) -> Conve
 
 
 @router.get("/conversations/{conversation_id}", summary="A conversation's turns",
-            tags=["conversations"])
+            tags=["conversations"], response_model=ConversationView)
 async def conversation(conversation_id: ConversationId, request: Request,
                        who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
     s = state(request)
@@ -303,7 +322,8 @@ async def conversation(conversation_id: ConversationId, request: Request,
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=202,
-             summary="Continue a conversation with the next turn", tags=["conversations"])
+             summary="Continue a conversation with the next turn", tags=["conversations"],
+             response_model=StartedRun)
 async def continue_conversation(conversation_id: ConversationId, body: Continue,
                                 request: Request, response: Response,
                                 who: Annotated[Principal, Depends(allowed("run"))]
@@ -313,7 +333,8 @@ async def continue_conversation(conversation_id: ConversationId, body: Continue,
 
 
 @router.delete("/conversations/{conversation_id}", summary="Delete a conversation's "
-               "runs, journals and tasks (a data-protection request)", tags=["conversations"])
+               "runs, journals and tasks (a data-protection request)", tags=["conversations"],
+               response_model=Deleted)
 async def delete_conversation(conversation_id: ConversationId, request: Request,
                               who: Annotated[Principal, Depends(allowed("run"))]
                               ) -> dict[str, Any]:

@@ -46,11 +46,13 @@ class Principal:
     role: str
     via: Literal["bearer", "cookie"]
     claims: Claims
+    name: str = ""
 
     @property
     def who(self) -> str:
-        """How the audit log and decisions name the caller."""
-        return f"key:{self.key_id}"
+        """How the audit log and decisions name the caller: the key's name (a person's, for
+        a reviewer's own key) and its id."""
+        return f"{self.name} (key {self.key_id})" if self.name else f"key {self.key_id}"
 
 
 def csrf_token(secret: bytes, jti: str) -> str:
@@ -92,6 +94,7 @@ class Authenticator:
         self.secret = secret
         self.audience = audience
         self.limits = limits
+        self._names: dict[str, str] = {}
 
     async def principal(self, request: Request, action: Action) -> Principal:
         token, via = self._credentials(request)
@@ -108,8 +111,11 @@ class Authenticator:
         await self.limits.check(f"key:{claims.key_id}")
         if not allows(claims.role, action):
             raise ApiError(403, "forbidden", f"role {claims.role!r} may not {action} here")
+        name = self._names.get(claims.key_id)
+        if name is None:  # a key's name never changes: one look per key and process
+            name = self._names[claims.key_id] = (await self.keys.get_key(claims.key_id)).name
         request.state.principal = Principal(claims.key_id, claims.tenant, claims.role, via,
-                                            claims)
+                                            claims, name)
         return request.state.principal  # type: ignore[no-any-return]
 
     @staticmethod

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPBearer
 
 from keel.guard import DataPolicy, SensitiveDataBlocked
 from keel.server._auth import Action, Authenticator, Principal
@@ -50,10 +51,17 @@ def state(request: Request) -> ServerState:
     return request.app.state.keel  # type: ignore[no-any-return]
 
 
+#: documents bearer tokens in the OpenAPI schema; the Authenticator reads the header itself
+_BEARER = HTTPBearer(auto_error=False, scheme_name="token",
+                     description="a token from POST /v1/auth/token (the console's session "
+                     "cookie works too)")
+
+
 def allowed(action: Action) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the request's principal, if its role may do ``action``."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(request: Request,
+                         _: Annotated[Any, Security(_BEARER)] = None) -> Principal:
         return await state(request).auth.principal(request, action)
 
     dependency.__name__ = f"may_{action}"
