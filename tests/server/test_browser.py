@@ -249,6 +249,8 @@ def test_refusals_are_shown_and_an_operator_cancels_from_the_run_page(served: Se
     expect(form.locator(".msg")).to_contain_text("already decided")
 
     other = start(served, "refund B2 30")
+    expect(page.locator("#queue-live")).to_contain_text("1 new approval waiting",
+                                                        timeout=LIVE_MS)
     operator = context.browser.new_context(viewport=LAPTOP)
     try:
         run_page = operator.new_page()

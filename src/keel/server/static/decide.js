@@ -73,7 +73,25 @@
     }
   }
 
+  /* New requests arriving while the page is open: a notice with a link, never a reload
+     under the reviewer's hands. */
+  async function poll(notice) {
+    let page;
+    try { page = await keel.api("GET", notice.dataset.poll); } catch (e) { return; }
+    const shown = new Set(Array.from(document.querySelectorAll("[data-task]"), (n) => n.dataset.task));
+    const fresh = page.items.filter((t) => !shown.has(t.id)).length;
+    notice.hidden = !fresh;
+    notice.textContent = "";
+    if (!fresh) return;
+    notice.append(keel.el("span", null, fresh + " new " + notice.dataset.what + (fresh > 1 ? "s" : "") + " waiting. "));
+    const link = keel.el("a", null, "Show them");
+    link.href = location.pathname;
+    notice.append(link);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    const notice = document.getElementById("queue-live");
+    if (notice) setInterval(function () { if (!document.hidden) poll(notice); }, 5000);
     for (const form of document.querySelectorAll(".decide form[data-action]")) {
       form.addEventListener("submit", submit);
     }
