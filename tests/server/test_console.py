@@ -246,6 +246,14 @@ def test_a_session_past_half_its_life_is_renewed(served: Served) -> None:
     assert renewed[CSRF_COOKIE]
     assert visit(renewed[SESSION_COOKIE]) == {}  # a fresh session is left as it is
 
+    # an open page asks /console/session every minute: the same renewal, as JSON
+    check = httpx.get(f"{served.url}/console/session",
+                      headers={"Cookie": f"{SESSION_COOKIE}={token}"})
+    assert check.status_code == 200 and check.json()["signed_in"] is True
+    assert f"{SESSION_COOKIE}=" in check.headers["set-cookie"]
+    gone = httpx.get(f"{served.url}/console/session")
+    assert gone.status_code == 401 and gone.json()["signed_in"] is False
+
 
 def test_the_dashboard_draws_accessible_svg_plots(served: Served) -> None:
     start(served, "where is order A1?")

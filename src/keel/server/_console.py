@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import jinja2
 from fastapi import APIRouter, Form, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from keel.server import _api_humans as humans
 from keel.server import _api_ops as ops
@@ -139,6 +139,21 @@ async def logout(request: Request) -> Response:
                       message="Signing out must be done from this site.")
     response = RedirectResponse("/console/login", status_code=303)
     clear_session(response)
+    return response
+
+
+@router.get("/console/session")
+async def session_check(request: Request) -> Response:
+    """Whether the session stands, renewing it like a page does: an open page asks every
+    minute, so a reviewer who keeps one page open for an hour stays signed in while the
+    key is active, and is told at once when it is not."""
+    try:
+        who = await state(request).auth.principal(request, "read")
+    except ApiError as exc:
+        return JSONResponse({"signed_in": False, "message": exc.message},
+                            status_code=exc.status)
+    response = JSONResponse({"signed_in": True, "tenant": who.tenant, "role": who.role})
+    await renew(request, who, response)
     return response
 
 

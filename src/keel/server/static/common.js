@@ -65,7 +65,23 @@ window.keel = (function () {
     }
   }
 
+  /* Keep the session renewed while a page stays open; say so when it has ended. */
+  async function checkSession() {
+    if (document.hidden) return;
+    let response;
+    try { response = await fetch("/console/session", { credentials: "same-origin" }); } catch (e) { return; }
+    if (response.status !== 401 || document.getElementById("session-ended")) return;
+    const banner = el("p", "notice", "Your session has ended. ");
+    banner.id = "session-ended";
+    banner.setAttribute("role", "alert");
+    const link = el("a", null, "Sign in again");
+    link.href = "/console/login?next=" + encodeURIComponent(location.pathname + location.search);
+    banner.append(link);
+    document.getElementById("main").prepend(banner);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("form.who")) setInterval(checkSession, 60000);
     tickSla();
     if (document.querySelector(".sla[data-due]")) setInterval(tickSla, 1000);
   });
