@@ -172,14 +172,36 @@ def test_the_dashboard_renders_its_svg_plots(served: Served, context: Any) -> No
         pytest.fail(f"the run is not completed: {run}")
 
 
+#: records the events the page's EventSources deliver (Playwright's init scripts are not
+#: subject to the page's Content-Security-Policy)
+RECORD_EVENTS = """
+window.__events = [];
+const add = EventSource.prototype.addEventListener;
+EventSource.prototype.addEventListener = function (type, listener, options) {
+  return add.call(this, type, function (event) {
+    window.__events.push([type, event.data]);
+    return listener.call(this, event);
+  }, options);
+};
+"""
+
+
 def test_the_chat_streams_answers_and_says_when_a_person_must_approve(
-        served: Served, context: Any) -> None:
+        served: Served, context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.server import apps
+
+    monkeypatch.setitem(apps.DELAY, "s", 0.5)  # the stream is open before the model answers
+    context.add_init_script(RECORD_EVENTS)
     page = context.new_page()
     sign_in(page, served, "operator", "/chat?agent=support")
-    page.get_by_label("Message").fill("where is order A1?")
+    page.get_by_label("Message").fill("hello there")
     page.get_by_role("button", name="Send").click()
     answers = page.locator(".msg-agent p")
-    expect(answers.last).to_contain_text("shipped", timeout=LIVE_MS)
+    expect(answers.last).to_have_text("You said: hello there", timeout=LIVE_MS)
+    seen = page.evaluate("window.__events.map(e => e[0])")
+    assert "delta" in seen, seen
+    assert seen.index("delta") < seen.index("result")
+    monkeypatch.setitem(apps.DELAY, "s", 0.0)
     expect(page).to_have_url(re.compile(r"/chat/[0-9a-f]{32}\?agent=support"))
     first = page.url
 
@@ -201,7 +223,7 @@ def test_the_chat_streams_answers_and_says_when_a_person_must_approve(
         turns = c.get(f"/v1/conversations/{conversation}").json()["runs"]
     assert [(t["input"], t["status"]) for t in turns] == [("refund A1 250", "completed")]
     page.goto(first)  # an earlier conversation, rendered by the server
-    expect(page.locator(".msg-agent p").last).to_contain_text("shipped")
+    expect(page.locator(".msg-agent p").last).to_have_text("You said: hello there")
 
 
 def test_the_approve_form_works_with_the_keyboard_alone(served: Served, context: Any) -> None:

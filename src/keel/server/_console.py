@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from keel.server import _api_humans as humans
 from keel.server import _api_ops as ops
 from keel.server import _api_runs as runs
-from keel.server._auth import Action, Principal, csrf_token
+from keel.server._auth import Action, Principal
 from keel.server._console_charts import Chart, bar_chart, line_chart
 from keel.server._console_session import (
     clear_session,
@@ -75,7 +75,6 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     context.setdefault("app_title", s.title)
     context.setdefault("path", request.url.path)
     if who is not None:
-        context["csrf"] = csrf_token(s.auth.secret, who.claims.jti)
         context["can"] = {a: allows(who.role, a) for a in ("run", "decide", "admin")}
     html = _env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status)
