@@ -171,6 +171,12 @@ def test_the_dashboard_renders_its_svg_plots(served: Served, context: Any) -> No
             run = c.get(f"/v1/runs/{task['run_id']}").json()
         pytest.fail(f"the run is not completed: {run}")
 
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert not [c for c in context.cookies() if c["name"] in ("keel_session", "keel_csrf")]
+    page.goto(f"{served.url}/console/runs")
+    expect(page).to_have_url(re.compile(r"/console/login\?next=/console/runs"))
+
 
 #: records the events the page's EventSources deliver (Playwright's init scripts are not
 #: subject to the page's Content-Security-Policy)
@@ -230,6 +236,9 @@ def test_the_approve_form_works_with_the_keyboard_alone(served: Served, context:
     run_id = start(served, "refund A1 250")
     page = context.new_page()
     sign_in(page, served, "reviewer", "/console/approvals")
+    cookies = {c["name"]: c for c in context.cookies()}
+    assert cookies["keel_session"]["httpOnly"] and cookies["keel_session"]["sameSite"] == "Strict"
+    assert not cookies["keel_csrf"]["httpOnly"] and cookies["keel_csrf"]["sameSite"] == "Strict"
     page.locator("body").focus()
     for _ in range(60):
         page.keyboard.press("Tab")
