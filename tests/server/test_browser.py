@@ -228,6 +228,18 @@ def test_the_chat_streams_answers_and_says_when_a_person_must_approve(
     with api(served) as c:
         turns = c.get(f"/v1/conversations/{conversation}").json()["runs"]
     assert [(t["input"], t["status"]) for t in turns] == [("refund A1 250", "completed")]
+
+    page.goto(f"{served.url}/chat?agent=support")
+    page.get_by_label("Message").fill("I want to talk to a human")
+    page.get_by_label("Message").press("Enter")  # Enter sends
+    expect(notice).to_contain_text(re.compile("a person has taken over", re.I))
+    with api(served) as c:
+        item = c.get("/v1/escalations", params={"status": "open"}).json()["items"][0]
+        assert c.post(f"/v1/escalations/{item['id']}/answer",
+                      json={"answer": "Hi, Ana here. How can I help?"}).status_code == 200
+    expect(answers.last).to_have_text("Hi, Ana here. How can I help?", timeout=LIVE_MS)
+    expect(notice).to_be_hidden()
+
     page.goto(first)  # an earlier conversation, rendered by the server
     expect(page.locator(".msg-agent p").last).to_have_text("You said: hello there")
 
