@@ -269,10 +269,28 @@ def test_the_dashboard_draws_accessible_svg_plots(served: Served) -> None:
 def test_unknown_pages_and_ids_are_404_pages(served: Served) -> None:
     with session(served, role="admin") as browser:
         for path in ("/console/runs/nope", "/console/approvals/ap-0", "/chat?agent=ghost",
-                     "/console/escalations/es-0"):
+                     "/console/escalations/es-0", "/console/runs/not%20an%20id",
+                     "/chat/bad%20id?agent=support"):
             r = browser.get(path)
             assert r.status_code == 404, path
             assert "text/html" in r.headers["content-type"]
+
+
+def test_one_escalation_a_new_conversation_and_a_bearer_token(served: Served) -> None:
+    run = start(served, "I want to talk to a human")
+    with served.client() as c:
+        task = c.get("/v1/escalations").json()["items"][0]
+    assert task["run_id"] == run["run_id"]
+    with session(served, role="admin") as browser:
+        one = browser.get(f"/console/escalations/{task['id']}")
+        assert one.status_code == 200
+        assert "I want to talk to a human" in one.text and 'class="answer stack"' in one.text
+        fresh = browser.get("/chat/c0ffee?agent=support")  # not started yet: no turns
+        assert fresh.status_code == 200
+        assert 'data-conversation="c0ffee"' in fresh.text and "msg-user" not in fresh.text
+    with served.client("acme", "viewer") as api:  # the API's bearer token opens pages too
+        r = api.get("/console/runs")
+        assert r.status_code == 200 and "set-cookie" not in r.headers
 
 
 def test_the_runs_list_filters_and_pages_with_the_api_cursor(served: Served) -> None:
