@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from keel.core import ConfigError
 from keel.guard import DataPolicy
@@ -155,6 +156,8 @@ def create_app(spec: App) -> FastAPI:
     from keel.server._api_humans import router as humans
     from keel.server._api_ops import router as ops
     from keel.server._api_runs import router as runs
+    from keel.server._console import STATIC_DIR
+    from keel.server._console import router as console
 
     app = FastAPI(title=f"{spec.title} API", version="1", lifespan=_lifespan,
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
@@ -162,6 +165,8 @@ def create_app(spec: App) -> FastAPI:
     install_handlers(app)
     for router in (runs, humans, ops):
         app.include_router(router)
+    app.include_router(console)
+    app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     if spec.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(spec.cors_origins),
                            allow_credentials=True, allow_methods=["GET", "POST", "DELETE"],
