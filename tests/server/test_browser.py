@@ -1,10 +1,14 @@
 """The console and the chat page in real Chromium (Playwright, sync API) against a real
 server: decisions made in the browser resume runs, and open run pages follow them live.
-Each test writes screenshots of the pages it visits to docs/screenshots/."""
+Each test writes screenshots of the pages it visits to $KEEL_SCREENSHOTS (the docs' are made
+with KEEL_SCREENSHOTS=docs/screenshots), else to a folder under the system's temp directory,
+so a test run leaves the working tree as it was."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,8 @@ import pytest
 from tests.server.conftest import Served
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("KEEL_SCREENSHOTS")
+             or Path(tempfile.gettempdir()) / "keel-screenshots")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LAPTOP = {"width": 1280, "height": 860}
