@@ -21,14 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from keel.core import ConfigError, KeelError, RunLeased, StoreError, UserError, redact
+from keel.core import (
+    ConfigError,
+    KeelError,
+    RunEvent,
+    RunLeased,
+    StoreError,
+    UserError,
+    redact,
+)
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, Runnable, execute
@@ -63,8 +72,13 @@ class Worker:
 
     def __init__(self, agents: Iterable[Runnable], *, store: RunStore,
                  concurrency: int = 8, poll_seconds: float = 1.0,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 on_event: Callable[[str, RunEvent], None] | None = None) -> None:
+        """``on_event(run_id, event)`` sees the events of every run this worker continues
+        (for a server that streams them)."""
         self.agents = {a.name: a for a in agents}
+        self.on_event = on_event
+        self._woken = asyncio.Event()
         if not self.agents:
             raise ConfigError("agents", "a worker needs at least one agent to run")
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -107,10 +121,27 @@ class Worker:
                     task = asyncio.create_task(self._continue(r.run_id, r.agent))
                     running.add(task)
                     task.add_done_callback(running.discard)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_seconds)
+            await self._pause(stop)
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Claim at once instead of at the next poll (a decision just made a run runnable).
+        Use this rather than resuming the run beside the worker: in one process the two
+        would share a lease holder, and the lease could not keep them apart."""
+        self._woken.set()
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        """Until the next poll, a :meth:`wake` or ``stop``."""
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._woken.wait())}
+        try:
+            await asyncio.wait(waits, timeout=self.poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+            self._woken.clear()
 
     async def _claim(self, limit: int) -> list[RunRecord]:
         """Up to ``limit`` runs to continue: the store's runnable runs (decided, or with an
@@ -148,7 +179,8 @@ class Worker:
     async def _continue(self, run_id: str, agent_name: str) -> WorkOutcome:
         agent = self.agents[agent_name]
         try:
-            await execute(agent, self.store, Launch(resume_id=run_id, claimed=True))
+            emit = None if self.on_event is None else functools.partial(self.on_event, run_id)
+            await execute(agent, self.store, Launch(resume_id=run_id, claimed=True, emit=emit))
         except KeelError as exc:
             status = _outcome_status(exc)
             _log.info("run %s %s: %s", run_id, status, exc, extra={"run_id": run_id})

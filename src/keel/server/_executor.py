@@ -25,7 +25,7 @@ from keel.core import (
     ApprovalRequired,
     Escalate,
     KeelError,
-    RunLeased,
+    RunFinished,
     RunStarted,
     StepRecorded,
     TextDelta,
@@ -56,7 +56,8 @@ class Executor:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._stop = asyncio.Event()
         self._worker = Worker(self.agents.values(), store=store, concurrency=concurrency,
-                              poll_seconds=poll_s) if mode == "server" and agents else None
+                              poll_seconds=poll_s, on_event=self._event
+                              ) if mode == "server" and agents else None
         self._worker_task: asyncio.Task[None] | None = None
 
     def agent(self, name: str) -> Any:
@@ -146,29 +147,18 @@ class Executor:
             self.tails.wake(run_id)
 
     def resume_soon(self, run_id: str, agent_name: str) -> None:
-        """A decision made the run runnable: continue it here now rather than at the
-        worker's next poll (``server`` mode). A worker that claimed it first wins."""
-        agent = self.agents.get(agent_name)
-        if self.mode != "server" or agent is None or self.closing:
-            return
+        """A decision made the run runnable: the worker of this process claims it now rather
+        than at its next poll (``server`` mode). Resuming it here beside the worker would
+        race it: both would hold the lease as this process."""
+        if self._worker is not None and agent_name in self.agents and not self.closing:
+            self._worker.wake()
 
-        async def go() -> None:
-            def on_event(event: Any) -> None:
-                if isinstance(event, TextDelta):
-                    self.tails.delta(run_id, event.text)
-                elif isinstance(event, StepRecorded | RunStarted):
-                    self.tails.wake(run_id)
-
-            with contextlib.suppress(RunLeased, ApprovalRequired, Escalate):
-                try:
-                    await agent.resume(run_id, store=self.store, on_event=on_event)
-                except KeelError as exc:
-                    _log.info("run %s stopped: %s", run_id, type(exc).__name__)
+    def _event(self, run_id: str, event: Any) -> None:
+        """What the worker's runs emit, for their followers."""
+        if isinstance(event, TextDelta):
+            self.tails.delta(run_id, event.text)
+        elif isinstance(event, StepRecorded | RunStarted | RunFinished):
             self.tails.wake(run_id)
-
-        task = asyncio.create_task(go())
-        self._tasks[f"resume:{run_id}"] = task
-        task.add_done_callback(lambda _: self._tasks.pop(f"resume:{run_id}", None))
 
     async def wait(self, run_id: str, timeout_s: float) -> RunRecord:
         """The run's record once it is no longer ``running``, or as it is at ``timeout_s``."""
