@@ -29,12 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -76,10 +78,11 @@ def _proc_status(pid: int, field_name: str) -> int:
     return 0
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far."""
+def _proc_cpu_s(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (or of its thread ``tid``) so far."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(path) as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
@@ -189,6 +192,7 @@ class Followed:
     status: str | None = None  #: of the result event
     finished: float = 0.0
     expected: list[int] = field(default_factory=list)  #: the timeline's sequence numbers
+    after_result: int = 0  #: messages after the result event (there should be none)
     error: str | None = None
 
     def faults(self) -> dict[str, int]:
@@ -199,7 +203,8 @@ class Followed:
                 "duplicated": sum(n - 1 for n in got.values() if n > 1),
                 "out_of_order": wrong_order,
                 "gaps": gaps,
-                "unexpected": sum(1 for s in got if s not in set(self.expected))}
+                "unexpected": sum(1 for s in got if s not in set(self.expected)),
+                "after_result": self.after_result}
 
 
 def _sse_messages(lines: list[str]) -> dict[str, str]:
@@ -235,13 +240,15 @@ async def follow_one(client: httpx.AsyncClient, run_ids: list[str],
     return seen
 
 
-async def client_loop(client: httpx.AsyncClient, run_ids: list[str], until: float,
+async def client_loop(url: str, token: str, run_ids: list[str], until: float,
                       timeout_s: float) -> list[Followed]:
-    """Start a run and follow it, again and again until ``until`` (perf_counter); at
-    least once."""
-    out = [await follow_one(client, run_ids, timeout_s)]
-    while time.perf_counter() < until and out[-1].error is None:
-        out.append(await follow_one(client, run_ids, timeout_s))
+    """One client: start a run and follow it, again and again until ``until``
+    (perf_counter); at least once. Each client has its own connections (one httpx pool
+    for all of them spends more CPU finding a connection than on the requests)."""
+    async with _client(url, token, 2) as client:
+        out = [await follow_one(client, run_ids, timeout_s)]
+        while time.perf_counter() < until and out[-1].error is None:
+            out.append(await follow_one(client, run_ids, timeout_s))
     return out
 
 
@@ -257,7 +264,9 @@ async def _read_stream(client: httpx.AsyncClient, seen: Followed) -> None:
                 pending.append(line)
                 continue
             message, pending = _sse_messages(pending), []
-            if "id" in message:
+            if seen.status is not None and message:
+                seen.after_result += 1  # the stream should have ended at the result
+            elif "id" in message:
                 now = time.time()
                 data = json.loads(message["data"])
                 seen.seqs.append(int(message["id"]))
@@ -266,7 +275,8 @@ async def _read_stream(client: httpx.AsyncClient, seen: Followed) -> None:
             elif message.get("event") == "result":
                 seen.status = json.loads(message["data"])["status"]
                 seen.finished = time.time()
-                return  # the stream ends after the result; this does not wait for the close
+        if seen.status is None:
+            seen.error = "the stream ended without a result event"
 
 
 @dataclass
@@ -336,10 +346,17 @@ async def rss_sampler(pid: int, stop: asyncio.Event) -> list[int]:
     return samples
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: httpx builds one per client otherwise (loading
+    the CA bundle takes ~25 ms, which would stall this loop for seconds at start)."""
+    return ssl.create_default_context()
+
+
 def _client(url: str, token: str, connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {token}"},
-        timeout=httpx.Timeout(60.0),
+        timeout=httpx.Timeout(60.0), verify=_tls(),
         limits=httpx.Limits(max_connections=connections,
                             max_keepalive_connections=connections))
 
@@ -370,14 +387,14 @@ async def load(url: str, token: str, *, clients: int, rate: float, server_pid: i
     at least one) with the reader going on; the figures, and the faults."""
     stop_rss = asyncio.Event()
     rss_task = asyncio.create_task(rss_sampler(server_pid, stop_rss))
-    async with _client(url, token, clients + 20) as followers, \
-            _client(url, token, max(20, int(rate))) as reader:
+    async with _client(url, token, max(20, int(rate))) as reader:
         warm = await reader.post("/v1/runs", json={"agent": "support", "input": QUESTION,
                                                   "wait": True})
         warm.raise_for_status()
         run_ids = [warm.json()["run_id"]]
         rss_start = _proc_status(server_pid, "VmRSS")
         cpu_start = _proc_cpu_s(server_pid)
+        loop_cpu_start = _proc_cpu_s(server_pid, server_pid)  # the main thread: the loop
 
         stop = asyncio.Event()
         idle_task = asyncio.create_task(read_load(reader, rate, run_ids, stop))
@@ -391,7 +408,7 @@ async def load(url: str, token: str, *, clients: int, rate: float, server_pid: i
         began = time.perf_counter()
         cpu_client = time.process_time()
         until = began + duration_s
-        per_client = await asyncio.gather(*(client_loop(followers, run_ids, until, timeout_s)
+        per_client = await asyncio.gather(*(client_loop(url, token, run_ids, until, timeout_s)
                                             for _ in range(clients)))
         seen = [run for runs in per_client for run in runs]
         wall = time.perf_counter() - began
@@ -401,18 +418,20 @@ async def load(url: str, token: str, *, clients: int, rate: float, server_pid: i
         lags = await lag_task
         cpu_client = time.process_time() - cpu_client
     cpu_server = _proc_cpu_s(server_pid) - cpu_start
+    cpu_loop = _proc_cpu_s(server_pid, server_pid) - loop_cpu_start
     await asyncio.sleep(0.5)  # let the server drop what the streams held
     rss_end = _proc_status(server_pid, "VmRSS")
     stop_rss.set()
     rss = await rss_task
     return _figures(seen, idle, reads, lags, wall=wall, cpu_server=cpu_server,
-                    cpu_client=cpu_client, rss_start=rss_start, rss_end=rss_end,
+                    cpu_loop=cpu_loop, cpu_client=cpu_client, rss_start=rss_start, rss_end=rss_end,
                     rss_peak=max([rss_start, rss_end, *rss]),
                     rss_hwm=_proc_status(server_pid, "VmHWM"))
 
 
 def _figures(seen: list[Followed], idle: Reads, reads: Reads, lags: list[float], *,
-             wall: float, cpu_server: float, cpu_client: float, rss_start: int,
+             wall: float, cpu_server: float, cpu_loop: float, cpu_client: float,
+             rss_start: int,
              rss_end: int, rss_peak: int, rss_hwm: int) -> dict[str, Any]:
     faults: Counter[str] = Counter()
     for s in seen:
@@ -428,7 +447,7 @@ def _figures(seen: list[Followed], idle: Reads, reads: Reads, lags: list[float],
         "events_received": sum(len(s.seqs) for s in seen),
         "events_expected": sum(len(s.expected) for s in seen),
         "faults": {k: faults[k] for k in ("dropped", "duplicated", "out_of_order", "gaps",
-                                          "unexpected")},
+                                          "unexpected", "after_result")},
         "run_errors": dict(errors),
         "first_errors": [s.error for s in seen if s.error][:5],
         "api_read_idle": _ms(idle.all()),
@@ -443,6 +462,7 @@ def _figures(seen: list[Followed], idle: Reads, reads: Reads, lags: list[float],
                                        if s.stream_open]),
         "wall_s": round(wall, 3),
         "server_cpu_s": round(cpu_server, 2),
+        "server_loop_thread_cpu_s": round(cpu_loop, 2),
         "client_cpu_s": round(cpu_client, 2),
         "client_loop_lag": _ms(lags),
         "server_rss_mb": {"start": round(rss_start * mb, 1), "peak": round(rss_peak * mb, 1),
@@ -512,7 +532,9 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
         ("server RSS start / peak / end",
          ["{start:.0f} / {peak:.0f} / {end:.0f} MB".format(**f["server_rss_mb"])
           for f in results.values()]),
-        ("server CPU during the load", [f"{f['server_cpu_s']:.1f} s" for f in results.values()]),
+        ("server CPU (event-loop thread / other threads)",
+         [f"{f['server_cpu_s']:.1f} s ({f['server_loop_thread_cpu_s']:.1f} / "
+          f"{f['server_cpu_s'] - f['server_loop_thread_cpu_s']:.1f})" for f in results.values()]),
         ("client CPU / event-loop lag p99",
          [f"{f['client_cpu_s']:.1f} s / {f['client_loop_lag']['p99_ms']:.0f} ms"
           for f in results.values()]),
