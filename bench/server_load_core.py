@@ -105,7 +105,7 @@ async def follow_one(client: httpx.AsyncClient, run_ids: list[str],
             if r.status_code != 200:
                 seen.error = f"GET timeline: {r.status_code} {r.text[:200]}"
                 return seen
-            seen.expected = [e["seq"] for e in r.json()["journal"]]
+            seen.expected = sorted(e["seq"] for e in r.json()["journal"])  # commit order
     except TimeoutError:
         seen.error = f"gave up after {timeout_s:.0f} s"
     except httpx.HTTPError as exc:
@@ -200,6 +200,14 @@ async def read_load(client: httpx.AsyncClient, rate: float, run_ids: list[str],
     return out
 
 
+def _machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of every core of the machine so far (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 async def loop_lag(stop: asyncio.Event, every: float = 0.01) -> list[float]:
     """How late this process's event loop wakes up (seconds), every ``every`` s."""
     lags = []
@@ -270,7 +278,8 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
     at least one) with the reader going on; the figures, and the faults."""
     stop_rss = asyncio.Event()
     rss_task = asyncio.create_task(rss_sampler(server_pid, stop_rss))
-    async with _client(url, token, max(20, int(config.rate))) as reader:
+    # as many connections as reads may be waiting: a read waits in the server, not here
+    async with _client(url, token, 2000) as reader:
         warm = await reader.post("/v1/runs", json={"agent": "support", "input": QUESTION,
                                                   "wait": True})
         warm.raise_for_status()
@@ -290,6 +299,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
         reads_task = asyncio.create_task(read_load(reader, config.rate, run_ids, stop))
         began = time.perf_counter()
         cpu_client = time.process_time()
+        machine = _machine_cpu()
         until = began + config.duration_s
         per_client = await asyncio.gather(*(
             client_loop(url, token, run_ids, until, config.timeout_s)
@@ -301,6 +311,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
         stop_lag.set()
         lags = await lag_task
         cpu_client = time.process_time() - cpu_client
+        busy, total = (b - a for a, b in zip(machine, _machine_cpu(), strict=True))
     cpu_server = _proc_cpu_s(server_pid) - cpu_start
     cpu_loop = _proc_cpu_s(server_pid, server_pid) - loop_cpu_start
     await asyncio.sleep(0.5)  # let the server drop what the streams held
@@ -312,6 +323,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
                        rss_end=rss_end, rss_peak=max([rss_start, rss_end, *rss]),
                        rss_hwm=_proc_status(server_pid, "VmHWM"))
     figures["clients"] = config.clients
+    figures["machine_cpu_busy"] = round(busy / total, 3) if total else None
     return figures
 
 
