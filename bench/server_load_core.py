@@ -14,6 +14,7 @@ import random
 import ssl
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,7 +165,33 @@ class Reads:
         return [x for values in self.latencies.values() for x in values]
 
 
-async def read_load(client: httpx.AsyncClient, rate: float, run_ids: list[str],
+class Readers:
+    """HTTP clients for the reader, one connection each: a read takes an idle one or makes
+    a new one, so it never waits for a connection here (it waits in the server), and no
+    client has a pool of hundreds of connections to search."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+        self._idle: list[httpx.AsyncClient] = []
+        self._all: list[httpx.AsyncClient] = []
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._idle:
+            client = self._idle.pop()
+        else:
+            client = _client(self.url, self.token, 1)
+            self._all.append(client)
+        try:
+            yield client
+        finally:
+            self._idle.append(client)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._all))
+
+
+async def read_load(readers: Readers, rate: float, run_ids: list[str],
                     stop: asyncio.Event) -> Reads:
     """``rate`` reads a second, each sent on schedule, until ``stop``; then the stragglers."""
     out = Reads()
@@ -173,13 +200,14 @@ async def read_load(client: httpx.AsyncClient, rate: float, run_ids: list[str],
 
     async def one(kind: str) -> None:
         path = f"/v1/runs/{rng.choice(run_ids)}" if kind == "run" else kind
-        begin = time.perf_counter()
-        try:
-            r = await client.get(path)
-        except httpx.HTTPError as exc:
-            out.failures.append(f"{kind}: {type(exc).__name__}")
-            return
-        out.latencies.setdefault(kind, []).append(time.perf_counter() - begin)
+        async with readers.client() as client:
+            begin = time.perf_counter()
+            try:
+                r = await client.get(path)
+            except httpx.HTTPError as exc:
+                out.failures.append(f"{kind}: {type(exc).__name__}")
+                return
+            out.latencies.setdefault(kind, []).append(time.perf_counter() - begin)
         out.codes[r.status_code] += 1
         if r.status_code != 200:
             out.failures.append(f"{kind}: {r.status_code} {r.text[:120]}")
@@ -278,10 +306,11 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
     at least one) with the reader going on; the figures, and the faults."""
     stop_rss = asyncio.Event()
     rss_task = asyncio.create_task(rss_sampler(server_pid, stop_rss))
-    # as many connections as reads may be waiting: a read waits in the server, not here
-    async with _client(url, token, 2000) as reader:
-        warm = await reader.post("/v1/runs", json={"agent": "support", "input": QUESTION,
-                                                  "wait": True})
+    readers = Readers(url, token)
+    try:
+        async with readers.client() as client:
+            warm = await client.post("/v1/runs", json={"agent": "support", "input": QUESTION,
+                                                      "wait": True})
         warm.raise_for_status()
         run_ids = [warm.json()["run_id"]]
         rss_start = _proc_status(server_pid, "VmRSS")
@@ -289,14 +318,14 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
         loop_cpu_start = _proc_cpu_s(server_pid, server_pid)  # the main thread: the loop
 
         stop = asyncio.Event()
-        idle_task = asyncio.create_task(read_load(reader, config.rate, run_ids, stop))
+        idle_task = asyncio.create_task(read_load(readers, config.rate, run_ids, stop))
         await asyncio.sleep(config.idle_s)
         stop.set()
         idle = await idle_task
 
         stop, stop_lag = asyncio.Event(), asyncio.Event()
         lag_task = asyncio.create_task(loop_lag(stop_lag))
-        reads_task = asyncio.create_task(read_load(reader, config.rate, run_ids, stop))
+        reads_task = asyncio.create_task(read_load(readers, config.rate, run_ids, stop))
         began = time.perf_counter()
         cpu_client = time.process_time()
         machine = _machine_cpu()
@@ -312,6 +341,8 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
         lags = await lag_task
         cpu_client = time.process_time() - cpu_client
         busy, total = (b - a for a, b in zip(machine, _machine_cpu(), strict=True))
+    finally:
+        await readers.close()
     cpu_server = _proc_cpu_s(server_pid) - cpu_start
     cpu_loop = _proc_cpu_s(server_pid, server_pid) - loop_cpu_start
     await asyncio.sleep(0.5)  # let the server drop what the streams held
