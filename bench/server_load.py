@@ -203,6 +203,8 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
         ("server CPU (event-loop thread / other threads)",
          [f"{f['server_cpu_s']:.1f} s ({f['server_loop_thread_cpu_s']:.1f} / "
           f"{f['server_cpu_s'] - f['server_loop_thread_cpu_s']:.1f})" for f in results.values()]),
+        ("Postgres processes' CPU during the load",
+         [f"{f['postgres_cpu_s']:.1f} s" for f in results.values()]),
         ("machine CPU busy during the load (all cores)",
          [f"{f['machine_cpu_busy']:.0%}" for f in results.values()]),
         ("client CPU / event-loop lag p99",

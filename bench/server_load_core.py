@@ -228,6 +228,21 @@ async def read_load(readers: Readers, rate: float, run_ids: list[str],
     return out
 
 
+def _postgres_cpu_s() -> float:
+    """CPU seconds of this machine's Postgres processes so far (0 without a local one)."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    if f.read().strip() != "postgres":
+                        continue
+            except OSError:
+                continue
+            total += _proc_cpu_s(int(entry.name))
+    return total
+
+
 def _machine_cpu() -> tuple[int, int]:
     """(busy, total) jiffies of every core of the machine so far (``/proc/stat``)."""
     with open("/proc/stat") as f:
@@ -328,7 +343,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
         reads_task = asyncio.create_task(read_load(readers, config.rate, run_ids, stop))
         began = time.perf_counter()
         cpu_client = time.process_time()
-        machine = _machine_cpu()
+        machine, postgres = _machine_cpu(), _postgres_cpu_s()
         until = began + config.duration_s
         per_client = await asyncio.gather(*(
             client_loop(url, token, run_ids, until, config.timeout_s)
@@ -341,6 +356,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
         lags = await lag_task
         cpu_client = time.process_time() - cpu_client
         busy, total = (b - a for a, b in zip(machine, _machine_cpu(), strict=True))
+        postgres = _postgres_cpu_s() - postgres
     finally:
         await readers.close()
     cpu_server = _proc_cpu_s(server_pid) - cpu_start
@@ -355,6 +371,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
                        rss_hwm=_proc_status(server_pid, "VmHWM"))
     figures["clients"] = config.clients
     figures["machine_cpu_busy"] = round(busy / total, 3) if total else None
+    figures["postgres_cpu_s"] = round(postgres, 2)
     return figures
 
 
