@@ -196,13 +196,16 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
          [_pair(f, "event_delay_live") for f in results.values()]),
         ("run wall time p50 / p99 (POST to result)",
          [_pair(f, "run_wall") for f in results.values()]),
-        ("all runs done in", [f"{f['wall_s']:.2f} s" for f in results.values()]),
+        ("all runs done in / runs per second",
+         [f"{f['wall_s']:.1f} s / {f['runs'] / f['wall_s']:.0f}" for f in results.values()]),
         ("server RSS start / peak / end",
          ["{start:.0f} / {peak:.0f} / {end:.0f} MB".format(**f["server_rss_mb"])
           for f in results.values()]),
         ("server CPU (event-loop thread / other threads)",
          [f"{f['server_cpu_s']:.1f} s ({f['server_loop_thread_cpu_s']:.1f} / "
           f"{f['server_cpu_s'] - f['server_loop_thread_cpu_s']:.1f})" for f in results.values()]),
+        ("  server CPU per run", [f"{f['server_cpu_s'] / f['runs'] * 1e3:.1f} ms"
+                                  for f in results.values()]),
         ("Postgres processes' CPU during the load",
          [f"{f['postgres_cpu_s']:.1f} s" for f in results.values()]),
         ("machine CPU busy during the load (all cores)",
