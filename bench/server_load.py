@@ -176,8 +176,9 @@ def _pair(fig: dict[str, Any], key: str) -> str:
     return "-" if p50 is None else f"{p50:.1f} / {p99:.1f} ms"
 
 
-def table(results: dict[str, dict[str, Any]]) -> list[str]:
-    rows: list[tuple[str, list[str]]] = [
+def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The table's rows: a name and one value per column of ``results``."""
+    return [
         ("runs completed", [f"{f['runs_completed']:,}/{f['runs']:,}" for f in results.values()]),
         ("journal events received (expected)",
          [f"{f['events_received']:,} ({f['events_expected']:,})" for f in results.values()]),
@@ -214,13 +215,26 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
          [f"{f['client_cpu_s']:.1f} s / {f['client_loop_lag']['p99_ms']:.0f} ms"
           for f in results.values()]),
     ]
-    width = max(len(name) for name, _ in rows)
-    cols = [max(len(b), *(len(r[1][i]) for r in rows)) for i, b in enumerate(results)]
+
+
+def table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The figures as aligned text, a column per entry of ``results``."""
+    found = rows(results)
+    width = max(len(name) for name, _ in found)
+    cols = [max(len(b), *(len(r[1][i]) for r in found)) for i, b in enumerate(results)]
     out = [" " * width + "  " + "  ".join(b.rjust(w) for b, w in zip(results, cols,
                                                                       strict=True))]
     out += [name.ljust(width) + "  " + "  ".join(v.rjust(w) for v, w in zip(values, cols,
                                                                             strict=True))
-            for name, values in rows]
+            for name, values in found]
+    return out
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The figures as a Markdown table, a column per entry of ``results``."""
+    out = ["| | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
+    out += [f"| {name.strip()} | " + " | ".join(values) + " |"
+            for name, values in rows(results)]
     return out
 
 
@@ -237,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-s", type=float, default=3.0,
                         help="seconds of API reads alone before the clients start")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the table in Markdown")
     args = parser.parse_args(argv)
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     config = LoadConfig(clients=args.clients, rate=args.rate, delay_ms=args.delay_ms,
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.duration:g} s, "
           f"{args.rate:g} API reads/s, model {args.delay_ms:g} ms per request "
           f"({info['cores']} cores, load {info['load_start']:.1f} -> {info['load_end']:.1f})")
-    print("\n".join(table(results)))
+    print("\n".join(markdown(results) if args.markdown else table(results)))
     problems = {b: failed(f) for b, f in results.items()}
     for backend, found in problems.items():
         for problem in found:
