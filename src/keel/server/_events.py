@@ -24,7 +24,10 @@ journal then also reads back in commit order). So a tail sends entries in sequen
 while the run is running, only up to the first missing number: the entries after it wait
 for the late one. A number still missing after ``gap_s`` is taken as lost (a process that
 stopped between two appends) and passed over; once the run is no longer running, its journal
-is complete and everything is sent.
+is complete and everything is sent. The number after an approval request or an escalation
+is kept for a person's decision and may stay empty while the run goes on: it holds nothing
+back (and a decision written there after later entries were sent is not sent live; it is
+in the timeline).
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ _IDLE_S = 30.0
 _KEEP = 10_000
 #: how long a running run's missing sequence number holds back the entries after it
 _GAP_S = 5.0
+#: the kinds of journal intent that keep the next sequence number for a decision made
+#: elsewhere (``Journal.write(reserve_next=True)``)
+_RESERVING = frozenset({"approval", "escalation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +234,19 @@ class Tails:
     def _ready(self, tail: RunTail, record: RunRecord, journal: list[JournalEntry],
                known: int) -> list[JournalEntry]:
         """The entries after ``known`` that may be sent now, in sequence order: while the
-        run is running, up to the first missing number (for at most ``gap_s``)."""
+        run is running, up to the first missing number (for at most ``gap_s``). The number
+        after an approval request or an escalation is kept free for a person's decision and
+        may stay empty while the run goes on: it holds nothing back."""
         fresh = sorted((e for e in journal if e.seq > known), key=lambda e: e.seq)
         if record.status != "running":
             tail.gap_since = None
             return fresh
+        reserved = {e.seq + 1 for e in journal
+                    if e.phase == "intent" and e.kind in _RESERVING}
         ready = []
         for entry in fresh:
+            if entry.seq == known + 2 and known + 1 in reserved:
+                known += 1
             if entry.seq != known + 1:
                 break
             ready.append(entry)
