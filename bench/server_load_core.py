@@ -92,6 +92,7 @@ def _sse_messages(lines: list[str]) -> dict[str, str]:
 
 async def follow_one(client: httpx.AsyncClient, run_ids: list[str],
                      timeout_s: float) -> Followed:
+    """Start a run, follow its events to the end, read its timeline: what was seen."""
     seen = Followed(started=time.time())
     try:
         async with asyncio.timeout(timeout_s):
@@ -262,6 +263,7 @@ async def loop_lag(stop: asyncio.Event, every: float = 0.01) -> list[float]:
 
 
 async def rss_sampler(pid: int, stop: asyncio.Event) -> list[int]:
+    """The RSS of ``pid`` (bytes) every 100 ms until ``stop``."""
     samples = []
     while not stop.is_set():
         samples.append(_proc_status(pid, "VmRSS"))
@@ -377,8 +379,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
 
 def _figures(seen: list[Followed], idle: Reads, reads: Reads, lags: list[float], *,
              wall: float, cpu_server: float, cpu_loop: float, cpu_client: float,
-             rss_start: int,
-             rss_end: int, rss_peak: int, rss_hwm: int) -> dict[str, Any]:
+             rss_start: int, rss_end: int, rss_peak: int, rss_hwm: int) -> dict[str, Any]:
     faults: Counter[str] = Counter()
     for s in seen:
         faults.update(s.faults())
@@ -386,7 +387,7 @@ def _figures(seen: list[Followed], idle: Reads, reads: Reads, lags: list[float],
     live = [d for s in seen for d, fresh in zip(s.delays, s.live, strict=True) if fresh]
     completed = [s for s in seen if s.status == "completed" and s.error is None]
     errors = Counter(s.error.split(":")[0] if s.error else f"status {s.status}"
-                     for s in seen if s not in completed)
+                     for s in seen if s.status != "completed" or s.error is not None)
     mb = 1 / (1024 * 1024)
     return {
         "runs": len(seen), "runs_completed": len(completed),
