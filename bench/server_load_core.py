@@ -374,6 +374,7 @@ async def load(url: str, token: str, server_pid: int, config: LoadConfig) -> dic
     figures["clients"] = config.clients
     figures["machine_cpu_busy"] = round(busy / total, 3) if total else None
     figures["postgres_cpu_s"] = round(postgres, 2)
+    figures["server_rss_mb_each_s"] = [round(b / 2**20, 1) for b in rss[::10]]
     return figures
 
 
