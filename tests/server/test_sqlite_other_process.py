@@ -17,6 +17,7 @@ See "How To Corrupt An SQLite Database File", section 2.2 (sqlite.org/howtocorru
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ asyncio.run(go())
 def _in_another_process(script: str, *args: str) -> str:
     done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
                           text=True, check=True, timeout=60,
-                          env={"PYTHONPATH": ":".join(sys.path)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     return done.stdout.strip()
 
 
