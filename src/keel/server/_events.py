@@ -255,7 +255,7 @@ class Tails:
             tail.gap_since = None
             return ready
         now = time.monotonic()
-        if tail.gap_since is None:
+        if tail.gap_since is None or ready:  # (a new gap, further on, if some were ready)
             tail.gap_since = now
         if now - tail.gap_since < self.gap_s:
             return ready
