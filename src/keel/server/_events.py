@@ -17,6 +17,17 @@ The journal is the source of truth, so a stream is the same whichever process ru
 
 One :class:`RunTail` per followed run reads the journal once for all its followers, when
 the run's executor in this process reports a step, and otherwise every ``poll_s``.
+
+Entries can reach the store out of order: parallel tool calls append their results at the
+same time, each numbered before its append, and on Postgres a later one may commit first (a
+journal then also reads back in commit order). So a tail sends entries in sequence order and,
+while the run is running, only up to the first missing number: the entries after it wait
+for the late one. A number still missing after ``gap_s`` is taken as lost (a process that
+stopped between two appends) and passed over; once the run is no longer running, its journal
+is complete and everything is sent. The number after an approval request or an escalation
+is kept for a person's decision and may stay empty while the run goes on: it holds nothing
+back (and a decision written there after later entries were sent is not sent live; it is
+in the timeline).
 """
 
 from __future__ import annotations
@@ -38,6 +49,11 @@ _log = logging.getLogger("keel.server")
 _IDLE_S = 30.0
 #: the most events one run's tail keeps in memory; a longer journal is read from the store
 _KEEP = 10_000
+#: how long a running run's missing sequence number holds back the entries after it
+_GAP_S = 5.0
+#: the kinds of journal intent that keep the next sequence number for a decision made
+#: elsewhere (``Journal.write(reserve_next=True)``)
+_RESERVING = frozenset({"approval", "escalation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +154,7 @@ class RunTail:
     generation: int = 0
     pending: bool = False
     reading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    gap_since: float | None = None  #: since when a missing entry holds the others back
 
     @property
     def last_seq(self) -> int:
@@ -148,10 +165,11 @@ class Tails:
     """The tails of the runs being followed, and the wake-ups that refresh them."""
 
     def __init__(self, store: RunStore, scrub: Callable[[Any, RunRecord], Any], *,
-                 poll_s: float = 0.5) -> None:
+                 poll_s: float = 0.5, gap_s: float = _GAP_S) -> None:
         self.store = store
         self.scrub = scrub
         self.poll_s = poll_s
+        self.gap_s = gap_s
         self._tails: dict[tuple[str | None, str], RunTail] = {}
         self._live: dict[str, RunTail] = {}  # run id -> the tail whose tenant owns it
         self._tasks: set[asyncio.Task[None]] = set()
@@ -202,7 +220,7 @@ class Tails:
             self._live[tail.run_id] = tail
             known = tail.last_seq
             scrub = self._scrub_for(record)
-            fresh = [entry_event(e, scrub) for e in journal if e.seq > known]
+            fresh = [entry_event(e, scrub) for e in self._ready(tail, record, journal, known)]
             changed = bool(fresh) or tail.record is None \
                 or (record.status, record.updated_at) != (tail.record.status,
                                                           tail.record.updated_at)
@@ -214,6 +232,39 @@ class Tails:
             tail.record = record
         if changed:
             self._notify(tail)
+
+    def _ready(self, tail: RunTail, record: RunRecord, journal: list[JournalEntry],
+               known: int) -> list[JournalEntry]:
+        """The entries after ``known`` that may be sent now, in sequence order: while the
+        run is running, up to the first missing number (for at most ``gap_s``). The number
+        after an approval request or an escalation is kept free for a person's decision and
+        may stay empty while the run goes on: it holds nothing back."""
+        fresh = sorted((e for e in journal if e.seq > known), key=lambda e: e.seq)
+        if record.status != "running":
+            tail.gap_since = None
+            return fresh
+        reserved = {e.seq + 1 for e in journal
+                    if e.phase == "intent" and e.kind in _RESERVING}
+        ready = []
+        for entry in fresh:
+            if entry.seq == known + 2 and known + 1 in reserved:
+                known += 1
+            if entry.seq != known + 1:
+                break
+            ready.append(entry)
+            known = entry.seq
+        if len(ready) == len(fresh):
+            tail.gap_since = None
+            return ready
+        now = time.monotonic()
+        if tail.gap_since is None or ready:  # (a new gap, further on, if some were ready)
+            tail.gap_since = now
+        if now - tail.gap_since < self.gap_s:
+            return ready
+        _log.warning("run %s: journal entry %d is missing after %.0f s; its stream goes on "
+                     "without it", tail.run_id, known + 1, self.gap_s)
+        tail.gap_since = None
+        return fresh
 
     async def follow(self, run_id: str, tenant: str | None,
                      after: int) -> AsyncIterator[Event]:
@@ -242,7 +293,8 @@ class Tails:
         seen_seq = after
         if tail.events and int(tail.events[0].id or 0) > after + 1:
             # older than what the tail keeps: read them from the store once
-            for entry in await self.store.read_journal(tail.run_id, tenant=tail.tenant):
+            journal = await self.store.read_journal(tail.run_id, tenant=tail.tenant)
+            for entry in sorted(journal, key=lambda e: e.seq):
                 if seen_seq < entry.seq < int(tail.events[0].id or 0):
                     seen_seq = entry.seq
                     yield entry_event(entry, self._scrub_for(first))
