@@ -227,24 +227,31 @@ def open_db(path: Path | None, label: str, *, create: bool = True) -> sqlite3.Co
 
 def _check_file(path: Path, *, create: bool = True) -> None:
     """Refuse, without touching it, a file that is not an SQLite database; make the dirs
-    (with ``create=False`` refuse a missing or empty file instead)."""
+    (with ``create=False`` refuse a missing or empty file instead).
+
+    The file is never opened with a plain ``open()``: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, so a check made while another connection of
+    this process has the database open would leave that connection unlocked (another process
+    could then checkpoint and delete the write-ahead log under it). SQLite's own open shares
+    one lock per file among a process's connections; the check reads the header through it.
+    """
     try:
-        with path.open("rb") as fh:
-            head = fh.read(len(_SQLITE_HEADER))
+        size = path.stat().st_size
     except FileNotFoundError:
         if not create:
             raise StoreError(f"there is no keel run store at {path}; pass --store (or set "
                              "KEEL_STORE) to the store the runs were written to.") from None
-        head = b""
-    except IsADirectoryError:
-        raise StoreError(
-            f"{path} is a directory, not a keel run store; point keel at a file, e.g. "
-            f"{path / 'runs.db'}.") from None
+        size = 0
     except OSError as exc:
         raise StoreError(
             f"cannot read the run store {path} ({exc.strerror}); check its permissions or "
             "point keel at another file.") from None
-    if head and head != _SQLITE_HEADER:
+    if path.is_dir():
+        raise StoreError(
+            f"{path} is a directory, not a keel run store; point keel at a file, e.g. "
+            f"{path / 'runs.db'}.")
+    head = b"" if size == 0 else _SQLITE_HEADER
+    if size and not _is_sqlite(path):
         raise StoreError(
             f"{path} is not a keel run store (not an SQLite database); point keel at another "
             "file - a new path is created and initialised.")
@@ -258,6 +265,25 @@ def _check_file(path: Path, *, create: bool = True) -> None:
         raise StoreError(
             f"cannot create the directory {path.parent} for the run store ({exc.strerror}); "
             "create it or point keel at another file.") from None
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether ``path`` (not empty) holds an SQLite database, read by SQLite, read-only."""
+    try:
+        probe = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the run store {path} ({exc}); check its permissions "
+                         "or point keel at another file.") from None
+    try:
+        probe.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            return False
+        raise StoreError(f"cannot read the run store {path} ({exc}); try again, or check "
+                         "the file.") from None
+    finally:
+        probe.close()
+    return True
 
 
 def no_store(label: str, what: str) -> StoreError:
