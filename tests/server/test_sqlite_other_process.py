@@ -1,19 +1,20 @@
-"""A server on an SQLite store must see what other processes write to the same file while
-it runs: keys made with ``keel keys create``, or revoked with ``keel keys revoke``.
+"""A server on an SQLite store must see what other processes write to the same file while it
+runs: keys made with ``keel keys create``, or revoked with ``keel keys revoke``.
 
 Found by bench/server_load.py (and fixed: the check now reads the header through SQLite,
 which shares one lock per file among a process's connections): a key created by another
-process after the server started was refused ("no such key"), and ``GET /v1/keys``
-answered 503 "database disk image is malformed". The cause was in the store, not the
-server: ``keel.store._sqlite_schema._check_file`` read the file's header with a plain ``open()``/``close()`` each time a
-connection is opened, and closing any descriptor of a file drops every POSIX lock this
-process holds on it (fcntl locks are per process, not per descriptor). The server opens the
-file a second time at start-up (``KeyStore._open`` opens the run store to check it) while
-its run store's connection is already open, so from then on it holds no lock on the
-database. Another process that closes its last connection then takes the exclusive lock,
-checkpoints and deletes the write-ahead log and its index, while the server's connections
-still use the deleted ones: they read stale pages (a missing row, a "malformed" page).
-See "How To Corrupt An SQLite Database File", section 2.2 (sqlite.org/howtocorrupt.html).
+process after the server started was refused ("no such key"), and ``GET /v1/keys`` answered
+503 "database disk image is malformed". The cause was in the store, not the server:
+``keel.store._sqlite_schema._check_file`` read the file's header with a plain
+``open()``/``close()`` each time a connection is opened, and closing any descriptor of a
+file drops every POSIX lock this process holds on it (fcntl locks are per process, not per
+descriptor). The server opens the file a second time at start-up (``KeyStore._open`` opens
+the run store to check it) while its run store's connection is already open, so from then on
+it holds no lock on the database. Another process that closes its last connection then takes
+the exclusive lock, checkpoints and deletes the write-ahead log and its index, while the
+server's connections still use the deleted ones: they read stale pages (a missing row, a
+"malformed" page). See "How To Corrupt An SQLite Database File", section 2.2
+(sqlite.org/howtocorrupt.html).
 """
 
 from __future__ import annotations
