@@ -14,11 +14,15 @@
     │   │   ├── RunLeased           another worker holds the run's lease right now
     │   │   ├── LeaseLost           this worker's lease expired and another took the run over
     │   │   ├── TaskNotFound        no approval or escalation with that id
-    │   │   └── TaskConflict        the approval or escalation is already decided
+    │   │   ├── TaskConflict        the approval or escalation is already decided
+    │   │   ├── KeyNotFound         (keel.server) no API key with that id (for that tenant)
+    │   │   └── KeyRevoked          (keel.server) the API key is revoked; nothing was changed
     │   ├── ArgumentRefused         (keel.guard) a validator refused an argument; a ValueError too
     │   ├── DocumentError           (keel.patterns) a document cannot be read or indexed
     │   ├── CorpusError             (keel.patterns) the corpus index is damaged or mismatched
     │   │   └── ChunkNotFound       (keel.patterns) no chunk with that id; a KeyError too
+    │   ├── AuthError               (keel.server) an API key or token was refused (never
+    │   │                           echoes it; ``reason`` says which rule failed)
     │   └── CliError                (keel.cli) a bad option value on the command line
     ├── RunError                    the run failed; carries run_id and step_key
     │   ├── BudgetExceeded          steps, tokens, cost or wall time ran out

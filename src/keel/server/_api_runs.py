@@ -139,14 +139,19 @@ async def start_run(body: StartRun, request: Request, response: Response,
 def _cursor(value: str | None) -> tuple[int, float | None, str | None]:
     if not value:
         return 0, None, None
+    refused = ApiError(400, "invalid", "cursor is not one this server returned")
     try:
         data = json.loads(base64.urlsafe_b64decode(value.encode() + b"==").decode())
-        offset, at, run_id = int(data["o"]), float(data["t"]), str(data["r"])
-        if offset < 0 or offset > 10_000_000:
-            raise ValueError(offset)
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "invalid", "cursor is not one this server returned") from None
-    return offset, at, run_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise refused from None
+    if not isinstance(data, dict):
+        raise refused
+    offset, at, run_id = data.get("o"), data.get("t"), data.get("r")
+    if not (isinstance(offset, int) and not isinstance(offset, bool)
+            and 0 <= offset <= 10_000_000 and isinstance(at, int | float)
+            and not isinstance(at, bool) and isinstance(run_id, str) and len(run_id) <= 200):
+        raise refused
+    return offset, float(at), run_id
 
 
 def _next_cursor(offset: int, last: RunRecord) -> str:
