@@ -4,6 +4,7 @@ the caller's tenant in every store query and every decision in the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -106,6 +107,20 @@ async def _decided(s: ServerState, who: Principal, task: HumanTask, action: str,
     return task_view(s, task)
 
 
+async def _act(s: ServerState, who: Principal, task_id: str, kind: str,
+               call: Callable[[], Awaitable[HumanTask]]) -> HumanTask:
+    """``call`` (a decision on ``task_id``, a ``kind`` of the caller's tenant) with keel's
+    refusals as HTTP answers: an unknown or foreign id 404, a decided one 409, a bad
+    decision 400."""
+    await _task(s, task_id, kind, who)
+    try:
+        return await call()
+    except (TaskNotFound, RunNotFound):
+        raise not_found(kind, task_id) from None
+    except (TaskConflict, UserError) as exc:
+        raise _refused(exc) from None
+
+
 def _refused(exc: Exception) -> ApiError:
     if isinstance(exc, TaskConflict):
         return ApiError(409, "conflict", str(exc))
@@ -141,15 +156,9 @@ async def approval(task_id: TaskId, request: Request,
 async def approve(task_id: TaskId, body: Approve, request: Request,
                   who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     s = state(request)
-    await _task(s, task_id, "approval", who)
-    try:
-        task = await decide_approval(task_id, store=s.store, approve=True, by=who.who,
-                                     comment=body.comment, edited_args=body.edited_args,
-                                     tenant=who.tenant)
-    except (TaskNotFound, RunNotFound):
-        raise not_found("approval", task_id) from None
-    except (TaskConflict, UserError) as exc:
-        raise _refused(exc) from None
+    task = await _act(s, who, task_id, "approval", lambda: decide_approval(
+        task_id, store=s.store, approve=True, by=who.who, comment=body.comment,
+        edited_args=body.edited_args, tenant=who.tenant))
     return await _decided(s, who, task, "approval.approve",
                           {"comment": body.comment, "edited": body.edited_args is not None})
 
@@ -159,14 +168,9 @@ async def approve(task_id: TaskId, body: Approve, request: Request,
 async def deny(task_id: TaskId, body: Deny, request: Request,
                who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     s = state(request)
-    await _task(s, task_id, "approval", who)
-    try:
-        task = await decide_approval(task_id, store=s.store, approve=False, by=who.who,
-                                     comment=body.comment, tenant=who.tenant)
-    except (TaskNotFound, RunNotFound):
-        raise not_found("approval", task_id) from None
-    except (TaskConflict, UserError) as exc:
-        raise _refused(exc) from None
+    task = await _act(s, who, task_id, "approval", lambda: decide_approval(
+        task_id, store=s.store, approve=False, by=who.who, comment=body.comment,
+        tenant=who.tenant))
     return await _decided(s, who, task, "approval.deny", {"comment": body.comment})
 
 
@@ -196,13 +200,8 @@ async def escalation(task_id: TaskId, request: Request,
 async def claim(task_id: TaskId, request: Request,
                 who: Annotated[Principal, Depends(allowed("decide"))]) -> dict[str, Any]:
     s = state(request)
-    await _task(s, task_id, "escalation", who)
-    try:
-        task = await claim_escalation(task_id, who.who, store=s.store, tenant=who.tenant)
-    except (TaskNotFound, RunNotFound):
-        raise not_found("escalation", task_id) from None
-    except (TaskConflict, UserError) as exc:
-        raise _refused(exc) from None
+    task = await _act(s, who, task_id, "escalation", lambda: claim_escalation(
+        task_id, who.who, store=s.store, tenant=who.tenant))
     await s.audit(who, "escalation.claim", task_id, {"run_id": task.run_id})
     return task_view(s, task)
 
@@ -210,14 +209,8 @@ async def claim(task_id: TaskId, request: Request,
 async def _resolve(request: Request, who: Principal, task_id: str, action: str,
                    **decision: Any) -> dict[str, Any]:
     s = state(request)
-    await _task(s, task_id, "escalation", who)
-    try:
-        task = await resolve_escalation(task_id, store=s.store, by=who.who, action=action,
-                                        tenant=who.tenant, **decision)
-    except (TaskNotFound, RunNotFound):
-        raise not_found("escalation", task_id) from None
-    except (TaskConflict, UserError) as exc:
-        raise _refused(exc) from None
+    task = await _act(s, who, task_id, "escalation", lambda: resolve_escalation(
+        task_id, store=s.store, by=who.who, action=action, tenant=who.tenant, **decision))
     return await _decided(s, who, task, f"escalation.{action}",
                           {k: v for k, v in decision.items() if v is not None})
 
