@@ -35,7 +35,7 @@ def test_malformed_and_wrongly_typed_bodies_are_refused(served: Served) -> None:
     with served.client("acme", "operator") as c:
         raw = c.post("/v1/runs", content=b"{not json", headers={"content-type":
                                                                "application/json"})
-        assert "JSON" in _error(raw, 422)["message"] or "json" in raw.text.lower()
+        assert _error(raw, 422)["message"] == "the body is not valid JSON (at character 1)"
         _error(c.post("/v1/runs", json={"agent": "support", "input": 42}), 422)
         _error(c.post("/v1/runs", json={"agent": "support"}), 422)
         _error(c.post("/v1/runs", json={"agent": "support", "input": "hi", "extra": 1}), 422)

@@ -89,7 +89,12 @@ def install_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for err in exc.errors()[:5]:
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            loc = err.get("loc", ())
+            if err.get("type") == "json_invalid":  # loc is ("body", character)
+                at = loc[-1] if loc and isinstance(loc[-1], int) else "?"
+                problems.append(f"the body is not valid JSON (at character {at})")
+                continue
+            where = ".".join(str(p) for p in loc if p != "body") or "body"
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
         return error_response(422, "invalid", "; ".join(problems) or "invalid request")
 
