@@ -293,7 +293,16 @@ async def _stream(s: ServerState, run_id: str, tenant: str, after: int,
             chunk = getting.result()
             if chunk is None:
                 return
-            yield chunk
+            batch, ended = [chunk], False
+            while not queue.empty() and len(batch) < 64:  # what arrived together: one write
+                more = queue.get_nowait()
+                if more is None:
+                    ended = True
+                    break
+                batch.append(more)
+            yield b"".join(batch)
+            if ended:
+                return
     finally:
         task.cancel()
         watch.cancel()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
@@ -27,7 +28,7 @@ from fastapi import Request
 
 from keel.server._errors import ApiError
 from keel.server._keys import AuthError, KeyStore, allows
-from keel.server._tokens import Claims, check_token
+from keel.server._tokens import Claims, read_token
 
 Action = Literal["read", "run", "decide", "admin"]
 SESSION_COOKIE = "keel_session"
@@ -35,6 +36,10 @@ CSRF_COOKIE = "keel_csrf"
 CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LIMITERS_KEPT = 10_000
+#: verified tokens remembered per process (their signature is not checked again)
+_TOKENS_KEPT = 10_000
+#: the clock skew a token's expiry is allowed (as read_token's leeway)
+_LEEWAY_S = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +100,19 @@ class Authenticator:
         self.audience = audience
         self.limits = limits
         self._names: dict[str, str] = {}
+        self._verified: OrderedDict[str, Claims] = OrderedDict()
 
     async def principal(self, request: Request, action: Action) -> Principal:
         token, via = self._credentials(request)
         try:
-            claims = await check_token(token, self.keys, secret=self.secret,
-                                       audience=self.audience)
+            claims = self._read(token)
         except AuthError as exc:
             raise ApiError(401, "unauthorized", str(exc),
                            headers={"WWW-Authenticate": "Bearer"}) from None
+        if not await self.keys.is_active(claims.key_id, claims.generation):
+            raise ApiError(401, "unauthorized", "the token's API key was revoked or rotated; "
+                           "exchange a current key for a new token",
+                           headers={"WWW-Authenticate": "Bearer"})
         if via == "cookie" and request.method not in _SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent, csrf_token(self.secret, claims.jti)):
@@ -117,6 +126,21 @@ class Authenticator:
         request.state.principal = Principal(claims.key_id, claims.tenant, claims.role, via,
                                             claims, name)
         return request.state.principal  # type: ignore[no-any-return]
+
+    def _read(self, token: str) -> Claims:
+        """The token's claims: its signature and claims checked once per process (a client
+        sends the same token for minutes), its expiry on every request. Whether its key is
+        still active is the caller's check, every time."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = read_token(token, self.secret, audience=self.audience)
+            self._verified[token] = claims
+            if len(self._verified) > _TOKENS_KEPT:
+                self._verified.popitem(last=False)
+        elif claims.exp + _LEEWAY_S < time.time():
+            del self._verified[token]
+            return read_token(token, self.secret, audience=self.audience)  # says "expired"
+        return claims
 
     @staticmethod
     def _credentials(request: Request) -> tuple[str, Literal["bearer", "cookie"]]:
