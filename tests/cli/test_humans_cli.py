@@ -51,10 +51,11 @@ def state(url: str, task_id: str) -> tuple[HumanTask, RunRecord, list[JournalEnt
     return on_store(url, read)
 
 
-def new_run(run_id: str, text: Any, *, target: str | None = "agent.py:agent") -> RunRecord:
+def new_run(run_id: str, text: Any, *, target: str | None = "agent.py:agent",
+            tenant: str | None = None) -> RunRecord:
     now = time.time() - 120
     return RunRecord(run_id=run_id, agent="support", status="running", input=text,
-                     created_at=now, updated_at=now, target=target,
+                     created_at=now, updated_at=now, target=target, tenant=tenant,
                      usage={"requests": 1, "input_tokens": 120, "output_tokens": 30,
                             "cost_usd": 0.002, "steps": 2})
 
@@ -71,12 +72,13 @@ def model_entry(seq: int, text: str, calls: list[tuple[str, dict[str, Any]]]) ->
 def seed_approval(url: str, run_id: str, *, arguments: dict[str, Any] | None = None,
                   thought: str = "The parcel is lost; refunding.", reason: str | None = None,
                   text: Any = "My parcel never arrived, order 1234.",
-                  due_in: float = 3600.0, queue: str = "approvals") -> str:
+                  due_in: float = 3600.0, queue: str = "approvals",
+                  tenant: str | None = None) -> str:
     """A run suspended on an approval of refund(...), as the runtime writes it."""
     arguments = {"order_id": 1234, "amount": 40.0} if arguments is None else arguments
 
     async def seed(store: RunStore) -> str:
-        record = new_run(run_id, text)
+        record = new_run(run_id, text, tenant=tenant)
         await store.create_run(record)
         await store.append(run_id, [model_entry(0, thought, [("refund", arguments)])])
         gate = "support/turn:0/tool:refund#0/approval"
@@ -583,3 +585,16 @@ def test_decisions_made_in_the_cli_land_in_the_servers_audit_log(keel: Keel,
     assert asyncio.run(log()) == [("escalation.answer", "bo", e, "cli"),
                                   ("escalation.claim", "bo", e, "cli"),
                                   ("approval.approve", "ana", a, "cli")]
+
+
+def test_approvals_list_keeps_to_one_tenant(keel: Keel, store: str) -> None:
+    a = seed_approval(store, "run-a", tenant="acme")
+    g = seed_approval(store, "run-g", tenant="globex")
+    listed = json.loads(keel("--store", store, "approvals", "list", "--tenant", "acme",
+                             "--json").stdout)
+    assert [x["approval_id"] for x in listed] == [a]
+    every = json.loads(keel("--store", store, "approvals", "list", "--json").stdout)
+    assert {x["approval_id"] for x in every} == {a, g}
+    none = keel("--store", store, "escalations", "list", "--tenant", "globex")
+    assert none.exit_code == 0 and "No escalations" in none.stdout
+    assert_refused(keel("--store", store, "approvals", "list", "--tenant", ""), "tenant")

@@ -98,7 +98,8 @@ def _task_store(url: str, kind: TaskKind, task_id: str) -> RunStore:
 
 
 async def _rows(url: str, *, kind: TaskKind, statuses: Iterable[TaskStatus | None],
-                queue: str | None, limit: int, live_only: bool) -> list[Row] | None:
+                queue: str | None, limit: int, live_only: bool,
+                tenant: str | None = None) -> list[Row] | None:
     """Up to ``limit`` tasks in the given statuses, oldest first; with ``live_only`` only
     those whose run still waits (tasks of finished runs are paged past, not counted)."""
     store = open_existing(url)
@@ -109,7 +110,7 @@ async def _rows(url: str, *, kind: TaskKind, statuses: Iterable[TaskStatus | Non
         rows: list[Row] = []
         for status in statuses:
             rows += await _status_rows(store, runs, TaskFilter(
-                kind=kind, status=status, queue=queue, limit=limit), limit,
+                kind=kind, status=status, queue=queue, tenant=tenant, limit=limit), limit,
                 live_only)
         rows.sort(key=lambda r: (r.task.created_at, r.task.task_id))
         return rows[:limit]
@@ -155,6 +156,10 @@ async def _one(url: str, kind: TaskKind, task_id: str) -> Row:
 
 # ----------------------------------------------------------------------- list and show
 
+TenantOption = Annotated[str | None, typer.Option(
+    "--tenant", metavar="TENANT",
+    help="Only this tenant's (filtered in the store's query; default: every tenant's).")]
+
 _JSON: dict[TaskKind, Callable[[Row, float], dict[str, Any]]] = {
     "approval": approval_json, "escalation": escalation_json}
 _VIEW: dict[TaskKind, Callable[[Row, float], RenderableType]] = {
@@ -164,13 +169,14 @@ _VIEW: dict[TaskKind, Callable[[Row, float], RenderableType]] = {
 def _list_command(ctx: typer.Context, store: str | None, *, kind: TaskKind,
                   statuses: Callable[[], tuple[TaskStatus | None, ...]], live_only: bool,
                   queue: str | None, limit: int, as_json: bool, none: str,
-                  table: Callable[[list[Row], float, int], Table]) -> None:
+                  table: Callable[[list[Row], float, int], Table],
+                  tenant: str | None = None) -> None:
     """``keel approvals|escalations list``: JSON, a line saying there are none, or a table."""
     screen = Screen()
     url = store_url(ctx, store)
     with reported(screen):
         rows = asyncio.run(_rows(url, kind=kind, statuses=statuses(), queue=queue,
-                                 limit=limit, live_only=live_only))
+                                 limit=limit, live_only=live_only, tenant=tenant))
         now = time.time()
         if as_json:
             typer.echo(to_json([_JSON[kind](r, now) for r in rows or []]))
@@ -208,6 +214,7 @@ def approvals_list(
     limit: LimitOption = 50,
     as_json: JsonOption = False,
     store: StoreOption = None,
+    tenant: TenantOption = None,
 ) -> None:
     """List the approvals that wait for a decision, oldest first, with the agent's reasoning.
 
@@ -220,7 +227,7 @@ def approvals_list(
     _list_command(ctx, store, kind="approval",
                   statuses=lambda: (None,) if all_ else ("open", "claimed"),
                   live_only=not all_, queue=queue, limit=limit, as_json=as_json,
-                  none="none waiting", table=table)
+                  none="none waiting", table=table, tenant=tenant)
 
 
 @approvals_app.command("show")
@@ -325,12 +332,14 @@ def escalations_list(
     limit: LimitOption = 50,
     as_json: JsonOption = False,
     store: StoreOption = None,
+    tenant: TenantOption = None,
 ) -> None:
     """List the escalations, oldest first, as a queue."""
     _list_command(ctx, store, kind="escalation", statuses=lambda: _escalation_statuses(status),
                   live_only=status is None, queue=queue, limit=limit, as_json=as_json,
                   none="none match",
-                  table=lambda rows, now, width: escalations_table(rows, now, width=width))
+                  table=lambda rows, now, width: escalations_table(rows, now, width=width),
+                  tenant=tenant)
 
 
 @escalations_app.command("show")
