@@ -1,0 +1,348 @@
+"""``keel mcp serve``: a :class:`keel.server.App`'s agents and flows as an MCP server.
+
+Each agent or flow is an MCP tool of the same name taking ``{input, user?, conversation?}``.
+A call runs it through keel as ``keel serve`` would (journal, budgets, guards, approvals: every
+default) on the app's store, for the server's tenant, and answers:
+
+- a completed run: its text, and ``{run_id, status: "completed", output}`` as structured
+  content;
+- a run that waits for a person (an approval or an escalation): a normal (not ``isError``)
+  result saying so, with the run id and the approval or escalation ids. Nothing failed: the
+  run is ``suspended`` in the store, and a decision (``keel approvals approve ID``, the
+  console) lets a worker or ``keel resume RUN_ID`` finish it;
+- a failed run: an ``isError`` result with keel's normalized error (``error_type``,
+  ``message``, ``retryable``), never a stack trace;
+- arguments that do not match the schema: an ``isError`` result naming the field (the MCP
+  spec's tool execution error, which a model can correct); no run is written.
+
+With ``expose_tools`` the agents' own tools are MCP tools too. Such a call runs the tool
+alone (validated, with its timeout), outside any run: no journal, no approval gate. So by
+default (``expose_tools=True``) only ``read`` tools are exposed; name others explicitly
+(``expose_tools=["lookup", "refund"]``) to expose them anyway.
+
+There is no authentication here: stdio serves the local client that started the process;
+the HTTP transport binds to 127.0.0.1 and must sit behind the operator's own auth to go
+further. Every run started through MCP carries the ``tenant`` given here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import mcp.types as mt
+from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keel.core import (
+    ApprovalRequired,
+    ConfigError,
+    Escalate,
+    KeelError,
+    ModelTurn,
+    Observation,
+    RunError,
+    ToolCallStarted,
+    ToolContext,
+    new_run_id,
+    to_jsonable,
+)
+from keel.server._app import App, _store_url
+from keel.server._offloop import off_loop
+from keel.store import RunStore, open_store
+from keel.tools import Tool
+
+_log = logging.getLogger("keel.server.mcp")
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$"
+MAX_INPUT_CHARS = 100_000
+
+
+class AgentArgs(BaseModel):
+    """What an agent's MCP tool takes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS,
+                       description="the request for the agent")
+    user: str | None = Field(default=None, min_length=1, max_length=200,
+                             description="the user the run acts for (stored with it)")
+    conversation: str | None = Field(
+        default=None, pattern=ID_PATTERN,
+        description="continue this conversation: the agent starts from its earlier turns")
+
+
+AGENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "input": {"type": "string", "minLength": 1, "maxLength": MAX_INPUT_CHARS,
+                  "description": "the request for the agent"},
+        "user": {"type": "string", "minLength": 1, "maxLength": 200,
+                 "description": "the user the run acts for (stored with it)"},
+        "conversation": {"type": "string", "pattern": ID_PATTERN,
+                         "description": "continue this conversation: the agent starts from "
+                                        "its earlier turns"},
+    },
+    "required": ["input"],
+    "additionalProperties": False,
+}
+
+
+def risk_hints(tool: Tool) -> mt.ToolAnnotations:
+    """A keel tool's risk as MCP hints: ``read`` is read-only and idempotent,
+    ``irreversible`` destructive, ``write`` neither (the inverse of the client's mapping)."""
+    risk = tool.meta.risk
+    if risk == "read":
+        return mt.ToolAnnotations(read_only_hint=True, destructive_hint=False,
+                                  idempotent_hint=True)
+    return mt.ToolAnnotations(read_only_hint=False, destructive_hint=risk == "irreversible",
+                              idempotent_hint=tool.meta.idempotent and risk != "irreversible")
+
+
+def _description(agent: Any) -> str:
+    text = (getattr(agent, "description", None) or getattr(agent, "instructions", None)
+            or "").strip()
+    kind = type(agent).__name__.lower()
+    head = f"Run the keel {kind} {agent.name!r}"
+    return f"{head}: {text}" if text else f"{head}."
+
+
+def exposed_tools(app: App, expose: bool | Iterable[str]) -> dict[str, Tool]:
+    """The agents' tools to expose: ``True`` gives their ``read`` tools, a list of names
+    exactly those tools (whatever their risk), ``False`` none."""
+    if expose is False:
+        return {}
+    wanted = None if expose is True else set(expose)
+    found: dict[str, Tool] = {}
+    for agent in app.agents.values():
+        config = getattr(agent, "config", None)
+        for tool in getattr(config, "tools", ()):
+            if (tool.name not in wanted) if wanted is not None else tool.meta.risk != "read":
+                continue
+            if tool.name in app.agents:
+                raise ConfigError("expose_tools", f"tool {tool.name!r} has the name of an "
+                                  "agent; MCP tool names must be unique")
+            if found.get(tool.name, tool) is not tool:
+                raise ConfigError("expose_tools", f"two different tools are named "
+                                  f"{tool.name!r}")
+            found[tool.name] = tool
+    missing = sorted((wanted or set()) - set(found))
+    if missing:
+        raise ConfigError("expose_tools", f"no agent of the app has a tool named "
+                          f"{', '.join(map(repr, missing))}")
+    return found
+
+
+def _text(text: str, data: dict[str, Any], *, error: bool = False) -> mt.CallToolResult:
+    return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)],
+                             structured_content=data, is_error=error)
+
+
+def _refused(message: str) -> mt.CallToolResult:
+    error = {"error_type": "invalid_arguments", "message": message, "retryable": True}
+    return _text(f"invalid arguments: {message}", {"status": "refused", "error": error},
+                 error=True)
+
+
+def _why(err: ValidationError) -> str:
+    parts = []
+    for problem in err.errors()[:5]:
+        where = ".".join(str(p) for p in problem["loc"]) or "arguments"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def progress_message(event: object) -> str | None:
+    """What a run event says as a progress message (None: nothing worth a notification)."""
+    if isinstance(event, ModelTurn) and not event.replayed:
+        calls = ", ".join(name for name, _ in event.tool_calls)
+        return f"model turn {event.key}: calls {calls}" if calls else (
+            f"model turn {event.key}: answered")
+    if isinstance(event, ToolCallStarted) and not event.replayed:
+        return f"tool call {event.tool_name} ({event.key})"
+    if isinstance(event, Observation) and not event.replayed:
+        return f"tool {event.tool_name} {'failed' if event.is_error else 'returned'}"
+    return None
+
+
+class McpBridge:
+    """Runs the app's agents (and exposed tools) for MCP tool calls."""
+
+    def __init__(self, app: App, *, tenant: str | None = None,
+                 expose_tools: bool | Iterable[str] = False) -> None:
+        if tenant is not None and (not tenant or len(tenant) > 200):
+            raise ConfigError("tenant", "must be 1 to 200 characters")
+        self.app = app
+        self.tenant = tenant
+        self.tools = exposed_tools(app, expose_tools)
+        self.store: RunStore | None = None
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[RunStore]:
+        """The app's store for the server's lifetime (checked at start-up)."""
+        spec = self.app.store
+        given = spec if isinstance(spec, RunStore) else None
+        store = off_loop(given or open_store(_store_url(spec)))
+        try:
+            await store.list_runs()  # a bad URL or an unreadable store fails at start
+            self.store = store
+            yield store
+        finally:
+            self.store = None
+            if store is not given:
+                await store.close()
+
+    def listing(self) -> list[mt.Tool]:
+        tools = [mt.Tool(name=name, description=_description(agent),
+                         input_schema=AGENT_SCHEMA,
+                         annotations=mt.ToolAnnotations(
+                             title=name, read_only_hint=False, destructive_hint=True,
+                             idempotent_hint=False, open_world_hint=True))
+                 for name, agent in sorted(self.app.agents.items())]
+        tools += [mt.Tool(name=name, description=tool.meta.description,
+                          input_schema=tool.parameters, annotations=risk_hints(tool))
+                  for name, tool in sorted(self.tools.items())]
+        return tools
+
+    async def call(self, name: str, arguments: Mapping[str, Any] | None,
+                   report: Any = None) -> mt.CallToolResult:
+        """Answer one ``tools/call``. ``report(n, message)`` sends a progress message."""
+        if name in self.app.agents:
+            return await self._run(self.app.agents[name], dict(arguments or {}), report)
+        if name in self.tools:
+            return await self._tool(self.tools[name], dict(arguments or {}))
+        raise MCPError(mt.INVALID_PARAMS, f"no tool named {name[:80]!r} here")
+
+    async def _run(self, agent: Any, arguments: dict[str, Any],
+                   report: Any) -> mt.CallToolResult:
+        try:
+            args = AgentArgs.model_validate(arguments)
+            agent.check_input(args.input)
+        except ValidationError as exc:
+            return _refused(_why(exc))
+        except KeelError as exc:
+            return _refused(str(exc))
+        run_id = new_run_id()
+        options: dict[str, Any] = {"store": self.store, "run_id": run_id,
+                                   "tenant": self.tenant}
+        if args.user is not None:
+            options["user"] = args.user
+        if args.conversation is not None:
+            options["conversation"] = args.conversation
+        messages: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_event(event: object) -> None:
+            said = progress_message(event)
+            if said is not None and report is not None:
+                messages.put_nowait(said)
+
+        async def send() -> None:
+            count = 0
+            while (said := await messages.get()) is not None:
+                count += 1
+                with contextlib.suppress(Exception):  # a gone client does not stop the run
+                    await report(count, said)
+
+        sender = asyncio.create_task(send())
+        try:
+            result = await agent.run(args.input, on_event=on_event, **options)
+        except ApprovalRequired as exc:
+            return _waiting(run_id, "approval", list(exc.approval_ids), str(exc))
+        except Escalate as exc:
+            ids = [exc.escalation_id] if exc.escalation_id else []
+            return _waiting(run_id, "escalation", ids, exc.reason)
+        except KeelError as exc:
+            return _failed(run_id, exc)
+        except Exception:
+            _log.exception("run %s crashed", run_id, extra={"run_id": run_id})
+            return _failed(run_id, None)
+        finally:
+            messages.put_nowait(None)
+            await sender
+        data = {"run_id": result.run_id, "status": "completed",
+                "output": to_jsonable(result.output)}
+        return _text(result.text or json.dumps(data["output"]), data)
+
+    async def _tool(self, tool: Tool, arguments: dict[str, Any]) -> mt.CallToolResult:
+        call_id = new_run_id()
+        ctx = ToolContext(run_id=call_id, step_key=f"mcp/tool:{tool.name}", agent="mcp",
+                          idempotency_key=f"{call_id}/mcp/tool:{tool.name}",
+                          tenant=self.tenant)
+        try:
+            result = await tool.call(arguments, ctx)
+        except KeelError as exc:  # a signal (approval, escalation) has no run to wait in
+            error = {"error_type": "refused", "message": str(exc), "retryable": False}
+            return _text(f"{tool.name} needs a run (call an agent): {exc}",
+                         {"status": "failed", "error": error}, error=True)
+        if result.failure is not None:
+            return _text(result.content, {"status": "failed",
+                                          "error": result.failure.observation()}, error=True)
+        return _text(result.content, {"status": "completed", "value": result.value})
+
+
+def _waiting(run_id: str, kind: str, ids: list[str], why: str) -> mt.CallToolResult:
+    shown = ", ".join(ids) or f"(see `keel {kind}s list`)"
+    one = ids[0] if len(ids) == 1 else "ID"
+    how = (f"keel approvals approve {one}" if kind == "approval"
+           else f"keel escalations resolve {one}")
+    text = (f"The run {run_id} is waiting for a person ({kind} {shown}): {why}. It is "
+            f"suspended in the store; once a person decides (`{how}` or the console), a "
+            f"worker or `keel resume {run_id}` finishes it.")
+    return _text(text, {"run_id": run_id, "status": "suspended", "waiting_for": kind,
+                        f"{kind}_ids": ids})
+
+
+def _failed(run_id: str, exc: KeelError | None) -> mt.CallToolResult:
+    if exc is None:
+        error = {"error_type": "internal", "message": "the run stopped on an unexpected "
+                 "error; see the server's log", "retryable": False}
+    else:
+        kind = exc.error_type if isinstance(exc, RunError) else type(exc).__name__
+        error = {"error_type": kind, "message": exc.message, "retryable": exc.retryable}
+    return _text(f"The run {run_id} failed: {error['error_type']}: {error['message']}",
+                 {"run_id": run_id, "status": "failed", "error": error}, error=True)
+
+
+def mcp_server(app: App, *, tenant: str | None = None,
+               expose_tools: bool | Iterable[str] = False) -> Server[Any]:
+    """An MCP server (``mcp.server.lowlevel.Server``) for ``app``: serve it over stdio with
+    :func:`serve_stdio`, or over streamable HTTP with ``server.streamable_http_app()``.
+    Configuration errors (a tool name that clashes) raise ``ConfigError`` here."""
+    bridge = McpBridge(app, tenant=tenant, expose_tools=expose_tools)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        async with bridge.opened():
+            yield {"bridge": bridge}
+
+    async def list_tools(ctx: ServerRequestContext[Any],
+                         params: mt.PaginatedRequestParams | None) -> mt.ListToolsResult:
+        return mt.ListToolsResult(tools=bridge.listing())
+
+    async def call_tool(ctx: ServerRequestContext[Any],
+                        params: mt.CallToolRequestParams) -> mt.CallToolResult:
+        async def report(count: int, message: str) -> None:
+            await ctx.session.report_progress(count, None, message)
+
+        return await bridge.call(params.name, params.arguments, report)
+
+    return Server(app.title, version=_version(), lifespan=lifespan,
+                  instructions=f"keel agents: {', '.join(sorted(app.agents)) or 'none'}",
+                  on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def _version() -> str:
+    import keel
+
+    return str(keel.__version__)
+
+
+async def serve_stdio(server: Server[Any]) -> None:
+    """Serve ``server`` on this process's standard input and output."""
+    from mcp.server.stdio import stdio_server
+
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
