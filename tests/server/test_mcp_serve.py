@@ -18,20 +18,20 @@ import pytest
 
 pytest.importorskip("mcp")
 
-import mcp.types as mt  # noqa: E402
-from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-from mcp.shared.exceptions import MCPError  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import mcp.types as mt
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from typer.testing import CliRunner
 
-from keel import decide_approval  # noqa: E402
-from keel.cli._app import app as cli  # noqa: E402
-from keel.core import ConfigError  # noqa: E402
-from keel.server import App, mcp_server  # noqa: E402
-from keel.server._mcp import exposed_tools, risk_hints  # noqa: E402
-from keel.store import RunFilter, open_store  # noqa: E402
-from keel.tools import tool  # noqa: E402
-from tests.server.apps import lookup, refund, support  # noqa: E402
+from keel import decide_approval
+from keel.cli._app import app as cli
+from keel.core import ConfigError
+from keel.server import App, mcp_server
+from keel.server._mcp import exposed_tools, risk_hints
+from keel.store import RunFilter, open_store
+from keel.tools import tool
+from tests.server.apps import lookup, refund, support
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "tests.server.mcp_apps:app"
@@ -194,22 +194,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_the_http_transport_serves_the_same_tools(tmp_path: Path) -> None:
-    db, port = tmp_path / "runs.db", _free_port()
+def _start_http(db: Path, port: int) -> subprocess.Popen[bytes]:
+    """``keel mcp serve --transport http`` on 127.0.0.1:``port``, once it accepts."""
     server = subprocess.Popen(
         [sys.executable, "-m", "keel.cli", "mcp", "serve", TARGET, "--transport", "http",
          "--port", str(port), "--store", str(db), "--tenant", "web", "--log-level",
          "warning"], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return server
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            _, err = server.communicate(timeout=30)
+            raise AssertionError(f"the server did not start: {err.decode()[-2000:]}")
+        time.sleep(0.1)
+
+
+async def test_the_http_transport_serves_the_same_tools(tmp_path: Path) -> None:
+    db, port = tmp_path / "runs.db", _free_port()
+    server = _start_http(db, port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
         url = f"http://127.0.0.1:{port}/mcp"
         async with streamable_http_client(url) as (read, write), ClientSession(
                 read, write) as session:
