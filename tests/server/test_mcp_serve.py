@@ -4,6 +4,7 @@ HTTP on 127.0.0.1; the runs it starts are read back from the store."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -119,27 +120,32 @@ async def test_a_call_runs_the_agent_reports_progress_and_is_stored_for_the_tena
 async def test_a_run_that_needs_approval_says_so_and_completes_once_approved(
         tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
-    async with stdio(db, "--tenant", "acme") as session:
-        result = await session.call_tool("support", {"input": "refund A1 5"})
-    assert isinstance(result, mt.CallToolResult) and not result.is_error
-    data = result.structured_content
-    assert data is not None
-    assert data["status"] == "suspended" and data["waiting_for"] == "approval"
-    [approval] = data["approval_ids"]
-    run_id = data["run_id"]
-    assert run_id in _text(result) and approval in _text(result)
-    assert "waiting for a person" in _text(result)
     store = open_store(str(db))
     try:
-        record = await store.get_run(run_id, tenant="acme")
-        assert record.status == "suspended"
-        task = await store.get_task(approval, tenant="acme")
-        assert task.kind == "approval" and task.run_id == run_id
-        await decide_approval(approval, store=store, approve=True, by="reviewer",
-                              tenant="acme")
-        done = await support.resume(run_id, store=store)
-        assert done.text == "Done: refunded 5.00 on A1"
-        assert (await store.get_run(run_id)).status == "completed"
+        async with stdio(db, "--tenant", "acme") as session:
+            result = await session.call_tool("support", {"input": "refund A1 5"})
+            assert isinstance(result, mt.CallToolResult) and not result.is_error
+            data = result.structured_content
+            assert data is not None
+            assert data["status"] == "suspended" and data["waiting_for"] == "approval"
+            [approval] = data["approval_ids"]
+            run_id = data["run_id"]
+            assert run_id in _text(result) and approval in _text(result)
+            assert "waiting for a person" in _text(result)
+            record = await store.get_run(run_id, tenant="acme")
+            assert record.status == "suspended"
+            task = await store.get_task(approval, tenant="acme")
+            assert task.kind == "approval" and task.run_id == run_id
+            await decide_approval(approval, store=store, approve=True, by="reviewer",
+                                  tenant="acme")
+            # the MCP server's worker continues the approved run
+            deadline = time.monotonic() + 30
+            while (record := await store.get_run(run_id)).status != "completed":
+                assert record.status in ("suspended", "running"), record
+                assert time.monotonic() < deadline, "the approved run was not continued"
+                await asyncio.sleep(0.1)
+        assert record.output == "Done: refunded 5.00 on A1"
+        assert record.tenant == "acme"
     finally:
         await store.close()
 

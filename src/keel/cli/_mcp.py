@@ -62,7 +62,7 @@ def _serve_http(screen: Screen, server: Any, *, host: str, port: int, log_level:
 
 def register(app: typer.Typer) -> None:
     """Add ``keel mcp serve`` to ``keel``."""
-    mcp_app = typer.Typer(help="keel as an MCP server: its agents as tools for MCP clients.",
+    mcp_app = typer.Typer(help="Serve the agents of an app as tools for MCP clients.",
                           no_args_is_help=True)
 
     @mcp_app.command("serve")

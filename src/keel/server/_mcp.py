@@ -9,7 +9,8 @@ default) on the app's store, for the server's tenant, and answers:
 - a run that waits for a person (an approval or an escalation): a normal (not ``isError``)
   result saying so, with the run id and the approval or escalation ids. Nothing failed: the
   run is ``suspended`` in the store, and a decision (``keel approvals approve ID``, the
-  console) lets a worker or ``keel resume RUN_ID`` finish it;
+  console) makes it runnable: this server's worker continues it (``execute="server"``, the
+  default; ``keel worker`` processes with ``"workers"``), or ``keel resume RUN_ID``;
 - a failed run: an ``isError`` result with keel's normalized error (``error_type``,
   ``message``, ``retryable``), never a stack trace;
 - arguments that do not match the schema: an ``isError`` result naming the field (the MCP
@@ -52,6 +53,7 @@ from keel.core import (
     new_run_id,
     to_jsonable,
 )
+from keel.runtime import Worker
 from keel.server._app import App, _store_url
 from keel.server._offloop import off_loop
 from keel.store import RunStore, open_store
@@ -186,11 +188,21 @@ class McpBridge:
         spec = self.app.store
         given = spec if isinstance(spec, RunStore) else None
         store = off_loop(given or open_store(_store_url(spec)))
+        stop, worker = asyncio.Event(), None
         try:
             await store.list_runs()  # a bad URL or an unreadable store fails at start
             self.store = store
+            if self.app.execute == "server" and self.app.agents:
+                # runs a decision made runnable (an approval) continue here, as under
+                # `keel serve`; with execute="workers", `keel worker` processes do it
+                worker = asyncio.create_task(Worker(
+                    self.app.agents.values(), store=store, poll_seconds=0.5).serve(stop=stop))
             yield store
         finally:
+            stop.set()
+            if worker is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(worker, self.app.grace_s + 5)
             self.store = None
             if store is not given:
                 await store.close()
