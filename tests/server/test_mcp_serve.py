@@ -285,3 +285,29 @@ def test_without_the_mcp_package_it_says_what_to_install(
     out = CliRunner().invoke(cli, ["mcp", "serve", TARGET])
     assert out.exit_code == 2
     assert "pip install 'keel-agents[mcp]'" in out.output
+
+
+async def test_an_escalation_is_answered_with_its_id(tmp_path: Path) -> None:
+    bridge = _bridge(tmp_path, tenant="acme")
+    async with bridge.opened() as store:
+        result = await bridge.call("support", {"input": "let me talk to a human please"})
+        assert not result.is_error
+        data = result.structured_content
+        assert data["status"] == "suspended" and data["waiting_for"] == "escalation"
+        [escalation] = data["escalation_ids"]
+        task = await store.get_task(escalation, tenant="acme")
+        assert task.kind == "escalation" and task.run_id == data["run_id"]
+        assert "keel escalations resolve" in _text(result)
+
+
+async def test_a_conversation_continues_across_calls(tmp_path: Path) -> None:
+    bridge = _bridge(tmp_path, tenant="acme")
+    async with bridge.opened() as store:
+        first = await bridge.call("support", {"input": "hello", "user": "ann",
+                                              "conversation": "c-1"})
+        second = await bridge.call("support", {"input": "again", "user": "ann",
+                                               "conversation": "c-1"})
+        runs = await store.list_runs(RunFilter(conversation="c-1", tenant="acme"))
+    assert _text(first) == "You said: hello" and not second.is_error
+    assert sorted(r.run_id for r in runs) == sorted(
+        [first.structured_content["run_id"], second.structured_content["run_id"]])
