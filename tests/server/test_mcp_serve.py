@@ -311,3 +311,22 @@ async def test_a_conversation_continues_across_calls(tmp_path: Path) -> None:
     assert _text(first) == "You said: hello" and not second.is_error
     assert sorted(r.run_id for r in runs) == sorted(
         [first.structured_content["run_id"], second.structured_content["run_id"]])
+
+
+async def test_a_tool_that_crashes_is_an_error_result_without_a_trace(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bridge = _bridge(tmp_path, expose_tools=["lookup"])
+
+    async def crash(arguments: Any, ctx: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    bridge.tools["lookup"] = type("Crashing", (), {"name": "lookup", "call": crash,
+                                                   "meta": lookup.meta})()
+    async with bridge.opened():
+        result = await bridge.call("lookup", {"order": "A1"})
+        bad = await _bridge(tmp_path, expose_tools=True).call("lookup", {"order": 5})
+    assert result.is_error and "secret internals" not in _text(result)
+    assert result.structured_content["error"]["error_type"] == "internal"
+    assert "tool lookup crashed" in caplog.text
+    assert bad.is_error
+    assert bad.structured_content["error"]["error_type"] == "invalid_arguments"

@@ -34,8 +34,13 @@ def __getattr__(name: str) -> Any:
 
         return getattr(_app, name)
     if name in ("mcp_server", "serve_stdio"):  # needs the mcp package (the ``mcp`` extra)
-        from keel.server import _mcp
-
+        try:
+            from keel.server import _mcp
+        except ImportError as exc:
+            if exc.name is None or not exc.name.startswith("mcp"):
+                raise
+            raise ImportError(f"keel.server.{name} needs the mcp package: pip install "
+                              "'keel-agents[mcp]'", name=exc.name) from None
         return getattr(_mcp, name)
     raise AttributeError(f"module 'keel.server' has no attribute {name!r}")
 

@@ -215,7 +215,8 @@ class McpBridge:
                              idempotent_hint=False, open_world_hint=True))
                  for name, agent in sorted(self.app.agents.items())]
         tools += [mt.Tool(name=name, description=tool.meta.description,
-                          input_schema=tool.parameters, annotations=risk_hints(tool))
+                          input_schema=tool.parameters,
+                          annotations=risk_hints(tool).model_copy(update={"title": name}))
                   for name, tool in sorted(self.tools.items())]
         return tools
 
@@ -289,6 +290,11 @@ class McpBridge:
             error = {"error_type": "refused", "message": str(exc), "retryable": False}
             return _text(f"{tool.name} needs a run (call an agent): {exc}",
                          {"status": "failed", "error": error}, error=True)
+        except Exception:
+            _log.exception("tool %s crashed", tool.name)
+            said = f"{tool.name} stopped on an unexpected error; see the server's log"
+            error = {"error_type": "internal", "message": said, "retryable": False}
+            return _text(said, {"status": "failed", "error": error}, error=True)
         if result.failure is not None:
             return _text(result.content, {"status": "failed",
                                           "error": result.failure.observation()}, error=True)
