@@ -330,3 +330,15 @@ async def test_a_tool_that_crashes_is_an_error_result_without_a_trace(
     assert "tool lookup crashed" in caplog.text
     assert bad.is_error
     assert bad.structured_content["error"]["error_type"] == "invalid_arguments"
+
+
+def test_a_store_that_cannot_be_opened_is_one_clear_line(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "mcp", "serve", TARGET, "--store",
+         str(blocked / "runs.db")], cwd=ROOT, env=_env(), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: cannot read the run store" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ExceptionGroup" not in proc.stderr

@@ -362,5 +362,21 @@ async def serve_stdio(server: Server[Any]) -> None:
     """Serve ``server`` on this process's standard input and output."""
     from mcp.server.stdio import stdio_server
 
-    async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())
+    try:
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+    except BaseExceptionGroup as group:  # anyio's task groups wrap a start-up failure
+        alone = _alone(group)
+        if alone is None:
+            raise
+        raise alone from None
+
+
+def _alone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested one-member groups (a bad store URL), else None."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
