@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import mcp.types as mt
@@ -62,6 +62,8 @@ from keel.tools import Tool
 _log = logging.getLogger("keel.server.mcp")
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$"
 MAX_INPUT_CHARS = 100_000
+#: sends one progress message: ``report(count, message)``
+Report = Callable[[int, str], Awaitable[None]]
 
 
 class AgentArgs(BaseModel):
@@ -122,7 +124,8 @@ def exposed_tools(app: App, expose: bool | Iterable[str]) -> dict[str, Tool]:
     for agent in app.agents.values():
         config = getattr(agent, "config", None)
         for tool in getattr(config, "tools", ()):
-            if (tool.name not in wanted) if wanted is not None else tool.meta.risk != "read":
+            keep = tool.name in wanted if wanted is not None else tool.meta.risk == "read"
+            if not keep:
                 continue
             if tool.name in app.agents:
                 raise ConfigError("expose_tools", f"tool {tool.name!r} has the name of an "
@@ -221,16 +224,17 @@ class McpBridge:
         return tools
 
     async def call(self, name: str, arguments: Mapping[str, Any] | None,
-                   report: Any = None) -> mt.CallToolResult:
+                   report: Report | None = None) -> mt.CallToolResult:
         """Answer one ``tools/call``. ``report(n, message)`` sends a progress message."""
         if name in self.app.agents:
-            return await self._run(self.app.agents[name], dict(arguments or {}), report)
+            return await self._run(self.app.agents[name], dict(arguments or {}),
+                                   report or _no_progress)
         if name in self.tools:
             return await self._tool(self.tools[name], dict(arguments or {}))
         raise MCPError(mt.INVALID_PARAMS, f"no tool named {name[:80]!r} here")
 
     async def _run(self, agent: Any, arguments: dict[str, Any],
-                   report: Any) -> mt.CallToolResult:
+                   report: Report) -> mt.CallToolResult:
         try:
             args = AgentArgs.model_validate(arguments)
             agent.check_input(args.input)
@@ -249,7 +253,7 @@ class McpBridge:
 
         def on_event(event: object) -> None:
             said = progress_message(event)
-            if said is not None and report is not None:
+            if said is not None:
                 messages.put_nowait(said)
 
         async def send() -> None:
@@ -299,6 +303,10 @@ class McpBridge:
             return _text(result.content, {"status": "failed",
                                           "error": result.failure.observation()}, error=True)
         return _text(result.content, {"status": "completed", "value": result.value})
+
+
+async def _no_progress(count: int, message: str) -> None:
+    """A caller that wants no progress messages."""
 
 
 def _waiting(run_id: str, kind: str, ids: list[str], why: str) -> mt.CallToolResult:
