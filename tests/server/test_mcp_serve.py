@@ -342,3 +342,25 @@ def test_a_store_that_cannot_be_opened_is_one_clear_line(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stderr
     assert "error: cannot read the run store" in proc.stderr
     assert "Traceback" not in proc.stderr and "ExceptionGroup" not in proc.stderr
+
+
+async def test_a_cancelled_call_cancels_its_run(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.server import apps
+
+    monkeypatch.setitem(apps.DELAY, "s", 0.5)  # the scripted model thinks for a while
+    bridge = _bridge(tmp_path, tenant="acme")
+    async with bridge.opened() as store:
+        going = asyncio.Event()
+
+        async def report(count: int, message: str) -> None:
+            going.set()  # the first model turn is done; the second is under way
+
+        call = asyncio.create_task(bridge.call("support", {"input": "where is order A1"},
+                                               report))
+        await asyncio.wait_for(going.wait(), 30)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        [run] = await store.list_runs(RunFilter())
+    assert (run.status, run.tenant) == ("cancelled", "acme")

@@ -42,11 +42,11 @@ def mcp_serve_command(screen: Screen, *, target: str, store: str | None, transpo
             asyncio.run(serve_stdio(server))
             return
         _serve_http(screen, server, host=host, port=port, log_level=log_level, where=where,
-                    agents=len(spec.agents))
+                    agents=len(spec.agents), grace_s=spec.grace_s)
 
 
 def _serve_http(screen: Screen, server: Any, *, host: str, port: int, log_level: str,
-                where: str, agents: int) -> None:
+                where: str, agents: int, grace_s: float) -> None:
     try:
         import uvicorn
     except ImportError:
@@ -55,7 +55,10 @@ def _serve_http(screen: Screen, server: Any, *, host: str, port: int, log_level:
     asgi = server.streamable_http_app(host=host)
     screen.err.print(safe(f"keel mcp serve: {agents} agent(s) on http://{host}:{port}/mcp "
                           f"({where}; no authentication: keep it behind your own)"))
+    # on SIGTERM, calls in progress get the app's grace period to finish; then they are
+    # cancelled, and so are their runs
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=int(grace_s) + 5,
                             proxy_headers=False, server_header=False)
     uvicorn.Server(config).run()
 
