@@ -364,3 +364,32 @@ async def test_a_cancelled_call_cancels_its_run(tmp_path: Path,
             await call
         [run] = await store.list_runs(RunFilter())
     assert (run.status, run.tenant) == ("cancelled", "acme")
+
+
+async def test_a_flow_is_a_tool_too(tmp_path: Path) -> None:
+    from keel import Agent, FlowContext, flow
+    from keel.testing import ScriptedModel
+
+    writer = Agent("writer", model=ScriptedModel(["a draft"]))
+
+    @flow("drafting", agents=[writer])
+    async def drafting(ctx: FlowContext, input: str) -> dict[str, str]:
+        draft = await ctx.run_agent(writer, input)
+        return {"draft": draft.output}
+
+    from keel.server._mcp import McpBridge
+
+    bridge = McpBridge(App([drafting], store=str(tmp_path / "runs.db")))
+    [listed] = bridge.listing()
+    assert listed.name == "drafting" and "flow" in (listed.description or "")
+    said: list[str] = []
+
+    async def report(count: int, message: str) -> None:
+        said.append(message)
+
+    async with bridge.opened():
+        result = await bridge.call("drafting", {"input": "a poem"}, report)
+    assert not result.is_error
+    assert result.structured_content["output"] == {"draft": "a draft"}
+    assert _text(result) == '{"draft": "a draft"}'
+    assert said == ["model turn drafting/writer/turn:0/model: answered"]  # its agents' steps
