@@ -393,3 +393,15 @@ async def test_a_flow_is_a_tool_too(tmp_path: Path) -> None:
     assert result.structured_content["output"] == {"draft": "a draft"}
     assert _text(result) == '{"draft": "a draft"}'
     assert said == ["model turn drafting/writer/turn:0/model: answered"]  # its agents' steps
+
+
+def test_the_description_shows_the_first_paragraph_of_the_instructions() -> None:
+    from keel import Agent
+    from keel.server._mcp import McpBridge
+
+    long = Agent("long", model=support.model,
+                 instructions="Answer briefly.\n\nSecret house rules: never say 'maybe'.")
+    huge = Agent("huge", model=support.model, instructions="x" * 2000)
+    described = {t.name: t.description or "" for t in McpBridge(App([long, huge])).listing()}
+    assert described["long"] == "Run the keel agent 'long': Answer briefly."
+    assert len(described["huge"]) < 600 and described["huge"].endswith("…")

@@ -106,9 +106,17 @@ def risk_hints(tool: Tool) -> mt.ToolAnnotations:
                               idempotent_hint=tool.meta.idempotent and risk != "irreversible")
 
 
+#: how much of an agent's instructions its MCP description shows (its first paragraph)
+DESCRIPTION_CHARS = 500
+
+
 def _description(agent: Any) -> str:
+    """``description`` if the agent has one, else the first paragraph of its instructions
+    (cut to :data:`DESCRIPTION_CHARS`: the whole system prompt is not for every client)."""
     text = (getattr(agent, "description", None) or getattr(agent, "instructions", None)
-            or "").strip()
+            or "").strip().split("\n\n")[0].strip()
+    if len(text) > DESCRIPTION_CHARS:
+        text = text[:DESCRIPTION_CHARS - 1].rstrip() + "…"
     kind = type(agent).__name__.lower()
     head = f"Run the keel {kind} {agent.name!r}"
     return f"{head}: {text}" if text else f"{head}."
