@@ -405,3 +405,22 @@ def test_the_description_shows_the_first_paragraph_of_the_instructions() -> None
     described = {t.name: t.description or "" for t in McpBridge(App([long, huge])).listing()}
     assert described["long"] == "Run the keel agent 'long': Answer briefly."
     assert len(described["huge"]) < 600 and described["huge"].endswith("…")
+
+
+async def test_answers_leave_as_the_apps_data_policy_lets_runs_leave(tmp_path: Path) -> None:
+    from keel.guard import DataPolicy
+    from keel.server._mcp import McpBridge
+
+    db = str(tmp_path / "runs.db")
+    masked = McpBridge(App([support], store=db))
+    blocked = McpBridge(App([support], store=db, data_policy=DataPolicy(
+        {"exports": {"email": "block"}})))
+    async with masked.opened():
+        shown = await masked.call("support", {"input": "write to jane@example.com"})
+    async with blocked.opened():
+        refused = await blocked.call("support", {"input": "write to jane@example.com"})
+    assert _text(shown) == "You said: write to [EMAIL]"  # as keel serve's API shows runs
+    assert shown.structured_content["output"] == "You said: write to [EMAIL]"
+    assert refused.is_error and "jane" not in _text(refused)
+    assert refused.structured_content["error"]["error_type"] == "blocked"
+    assert refused.structured_content["status"] == "completed"

@@ -48,11 +48,13 @@ from keel.core import (
     ModelTurn,
     Observation,
     RunError,
+    RunNotFound,
     ToolCallStarted,
     ToolContext,
     new_run_id,
     to_jsonable,
 )
+from keel.guard import SensitiveDataBlocked
 from keel.runtime import Worker
 from keel.server._app import App, _store_url
 from keel.server._offloop import off_loop
@@ -241,8 +243,9 @@ class McpBridge:
             return await self._tool(self.tools[name], dict(arguments or {}))
         raise MCPError(mt.INVALID_PARAMS, f"no tool named {name[:80]!r} here")
 
-    async def _run(self, agent: Any, arguments: dict[str, Any],
-                   report: Report) -> mt.CallToolResult:
+    def _options(self, agent: Any, arguments: dict[str, Any]
+                 ) -> tuple[str, dict[str, Any]] | mt.CallToolResult:
+        """The run's input and options, or the answer refusing the arguments."""
         try:
             args = AgentArgs.model_validate(arguments)
             agent.check_input(args.input)
@@ -250,13 +253,23 @@ class McpBridge:
             return _refused(_why(exc))
         except KeelError as exc:
             return _refused(str(exc))
-        run_id = new_run_id()
-        options: dict[str, Any] = {"store": self.store, "run_id": run_id,
+        if self.store is None:
+            raise MCPError(mt.INTERNAL_ERROR, "the server's store is not open")
+        options: dict[str, Any] = {"store": self.store, "run_id": new_run_id(),
                                    "tenant": self.tenant}
         if args.user is not None:
             options["user"] = args.user
         if args.conversation is not None:
             options["conversation"] = args.conversation
+        return args.input, options
+
+    async def _run(self, agent: Any, arguments: dict[str, Any],
+                   report: Report) -> mt.CallToolResult:
+        given = self._options(agent, arguments)
+        if isinstance(given, mt.CallToolResult):
+            return given
+        text, options = given
+        store, run_id = options["store"], options["run_id"]
         messages: asyncio.Queue[str | None] = asyncio.Queue()
 
         def on_event(event: object) -> None:
@@ -273,14 +286,14 @@ class McpBridge:
 
         sender = asyncio.create_task(send())
         try:
-            result = await agent.run(args.input, on_event=on_event, **options)
+            result = await agent.run(text, on_event=on_event, **options)
         except ApprovalRequired as exc:
             return _waiting(run_id, "approval", list(exc.approval_ids), str(exc))
         except Escalate as exc:
             ids = [exc.escalation_id] if exc.escalation_id else []
             return _waiting(run_id, "escalation", ids, exc.reason)
         except KeelError as exc:
-            return _failed(run_id, exc)
+            return await self._shown(store, _failed(run_id, exc))
         except Exception:
             _log.exception("run %s crashed", run_id, extra={"run_id": run_id})
             return _failed(run_id, None)
@@ -289,7 +302,29 @@ class McpBridge:
             await sender
         data = {"run_id": result.run_id, "status": "completed",
                 "output": to_jsonable(result.output)}
-        return _text(result.text or json.dumps(data["output"]), data)
+        return await self._shown(store, _text(result.text or json.dumps(data["output"]), data))
+
+    async def _shown(self, store: RunStore, answer: mt.CallToolResult) -> mt.CallToolResult:
+        """``answer`` as it may leave the server: its text, output and error scrubbed by the
+        app's data policy for the ``exports`` destination, as ``keel serve`` shows runs."""
+        data = dict(answer.structured_content or {})
+        block = answer.content[0]
+        text = block.text if isinstance(block, mt.TextContent) else ""
+        try:
+            record = await store.get_run(data["run_id"])
+        except RunNotFound:  # refused before anything was written
+            return answer
+        content = {key: data[key] for key in ("output", "error") if key in data}
+        try:
+            shown = self.app.data_policy.scrub_export({"text": text, **content}, record)
+        except SensitiveDataBlocked as exc:
+            error = {"error_type": "blocked", "message": f"not shown: {exc}",
+                     "retryable": False}
+            return _text(f"The run {record.run_id} ended {record.status}; its result is not "
+                         f"shown: {exc}", {"run_id": record.run_id, "status": record.status,
+                                           "error": error}, error=True)
+        data.update({key: shown[key] for key in content})
+        return _text(str(shown["text"]), data, error=bool(answer.is_error))
 
     async def _tool(self, tool: Tool, arguments: dict[str, Any]) -> mt.CallToolResult:
         call_id = new_run_id()
