@@ -424,3 +424,22 @@ async def test_answers_leave_as_the_apps_data_policy_lets_runs_leave(tmp_path: P
     assert refused.is_error and "jane" not in _text(refused)
     assert refused.structured_content["error"]["error_type"] == "blocked"
     assert refused.structured_content["status"] == "completed"
+
+
+async def test_an_exposed_tools_result_is_scrubbed_too(tmp_path: Path) -> None:
+    from keel.server._mcp import McpBridge
+
+    @tool(risk="read")
+    def contact(customer: str) -> dict[str, str]:
+        """A customer's contact."""
+        return {"customer": customer, "email": "jane@example.com"}
+
+    from keel import Agent
+
+    agent = Agent("crm", model=support.model, tools=[contact])
+    bridge = McpBridge(App([agent], store=str(tmp_path / "runs.db")), expose_tools=True)
+    result = await bridge.call("contact", {"customer": "c1"})
+    assert not result.is_error
+    assert "jane" not in _text(result)
+    assert result.structured_content == {"status": "completed", "value": {
+        "customer": "c1", "email": "[EMAIL]"}}

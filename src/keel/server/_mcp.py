@@ -345,7 +345,18 @@ class McpBridge:
         if result.failure is not None:
             return _text(result.content, {"status": "failed",
                                           "error": result.failure.observation()}, error=True)
-        return _text(result.content, {"status": "completed", "value": result.value})
+        # what leaves is scrubbed for exports, as a run's answer is (the agent's rules first)
+        owner = next((name for name, agent in self.app.agents.items()
+                      if tool in getattr(getattr(agent, "config", None), "tools", ())), None)
+        scope = self.app.data_policy.scope(agent=owner, tenant=self.tenant)
+        try:
+            content, value = scope.scrub_value([result.content, result.value], "exports")
+        except SensitiveDataBlocked as exc:
+            error = {"error_type": "blocked", "message": f"not shown: {exc}",
+                     "retryable": False}
+            return _text(f"{tool.name}'s result is not shown: {exc}",
+                         {"status": "completed", "error": error}, error=True)
+        return _text(str(content), {"status": "completed", "value": value})
 
 
 async def _no_progress(count: int, message: str) -> None:
