@@ -28,6 +28,7 @@ from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
 from keel.cli._keys import register as register_keys
+from keel.cli._mcp import register as register_mcp
 from keel.cli._options import (
     JsonOption,
     LimitOption,
@@ -45,7 +46,8 @@ from keel.runtime import default_store_url
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
-                 "keys", "stats", "cost", "worker", "serve", "replay", "fork", "diff", "demo")
+                 "keys", "stats", "cost", "worker", "serve", "mcp", "replay", "fork", "diff",
+                 "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -128,6 +130,7 @@ register_stats(app)
 register_cost(app)
 register_conversations(app)
 register_serve(app)
+register_mcp(app)
 
 
 def _version(value: bool) -> None:

@@ -22,15 +22,26 @@ from keel.server._tokens import MAX_TTL_S, Claims, check_token, issue_token, rea
 
 if TYPE_CHECKING:
     from keel.server._app import App, create_app
+    from keel.server._mcp import mcp_server, serve_stdio
 
 
 def __getattr__(name: str) -> Any:
-    """``App`` and ``create_app`` need FastAPI (the ``server`` extra); keys, tokens and roles
-    (``keel keys``) do not, so the web parts are imported when first named."""
+    """``App`` and ``create_app`` need FastAPI (the ``server`` extra), ``mcp_server`` and
+    ``serve_stdio`` the mcp package (the ``mcp`` extra); keys, tokens and roles (``keel
+    keys``) need neither, so those parts are imported when first named."""
     if name in ("App", "create_app"):
         from keel.server import _app
 
         return getattr(_app, name)
+    if name in ("mcp_server", "serve_stdio"):  # needs the mcp package (the ``mcp`` extra)
+        try:
+            from keel.server import _mcp
+        except ImportError as exc:
+            if exc.name is None or not exc.name.startswith("mcp"):
+                raise
+            raise ImportError(f"keel.server.{name} needs the mcp package: pip install "
+                              "'keel-agents[mcp]'", name=exc.name) from None
+        return getattr(_mcp, name)
     raise AttributeError(f"module 'keel.server' has no attribute {name!r}")
 
 
@@ -53,5 +64,7 @@ __all__ = [
     "check_token",
     "create_app",
     "issue_token",
+    "mcp_server",
     "read_token",
+    "serve_stdio",
 ]
