@@ -184,3 +184,18 @@ def test_cors_admits_only_the_named_origins(tmp_path: Path) -> None:
         assert "access-control-allow-origin" not in evil.headers
     finally:
         gen.close()
+
+
+def test_keel_serve_keeps_the_apps_own_store_unless_one_is_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keel.cli._serve as serve_cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(serve_cli, "serve_command", lambda screen, **kw: seen.append(kw["store"]))
+    module = tmp_path / "served.py"
+    module.write_text("from keel.server import App\nfrom tests.server.apps import support\n"
+                      f"app = App([support], store={str(tmp_path / 'own.db')!r})\n")
+    assert CliRunner().invoke(cli, ["serve", f"{module}:app"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["serve", f"{module}:app", "--store", "x.db"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["--store", "y.db", "serve", f"{module}:app"]).exit_code == 0
+    assert seen == [None, "x.db", "y.db"]

@@ -10,7 +10,7 @@ import typer
 
 from keel.cli._errors import CliError, reported
 from keel.cli._load import is_path, load_file, load_module, split_target
-from keel.cli._options import State, StoreOption
+from keel.cli._options import StoreOption
 from keel.cli._text import Screen, safe
 from keel.runtime import Agent, Flow
 
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         Keys: create one with `keel keys create --tenant T --role admin --name me`, then sign
         in to http://HOST:PORT/console with it. Stop with Ctrl-C (SIGTERM): in-flight runs
         get the app's grace period, then go back to the store for workers."""
-        given = ctx.find_object(State)
-        url = store or (given.store if given is not None and given.store else None)
+        # only a --store actually given (before or after the command) replaces the app's
+        url = store or ctx.find_root().params.get("store")
         serve_command(Screen(), target=target, store=url, host=host, port=port,
                       log_level=log_level)
