@@ -239,6 +239,19 @@ async def test_the_circuit_breaker_is_shared_by_the_servers_tools(shop: MCPServe
     assert "circuit_open" in str(model.requests[-1][-1])
 
 
+async def test_keels_timeout_bounds_each_call(shop: MCPServer) -> None:
+    nap = by_name(await shop.tools(overrides={"nap": {"timeout": 0.5}}))["nap"]
+    out = await nap.call({"seconds": 10}, CTX)
+    assert out.failure is not None and out.failure.error_type == "timeout"
+    assert (await nap.call({"seconds": 0.01}, CTX)).content == "rested"
+
+
+async def test_a_long_answer_is_cut_to_the_output_limit(shop: MCPServer) -> None:
+    lookup = by_name(await shop.tools(overrides={"lookup": {"output_limit": 100}}))["lookup"]
+    out = await lookup.call({"sku": "X" * 300}, CTX)
+    assert out.truncated and out.content.startswith("X" * 100 + "\n[output cut")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -307,9 +307,8 @@ class MCPServer:
         if isinstance(exc, mcp.MCPError) and code != _CONNECTION_CLOSED \
                 and not _LOST_SESSION.search(str(exc)):
             return  # the server answered: a protocol-level refusal, not a broken connection
-        if isinstance(exc, RuntimeError) and not conn.dead and conn.error is None \
-                and not isinstance(exc, ConnectionError):
-            return
+        if isinstance(exc, RuntimeError | ValueError) and not conn.dead:
+            return  # an answer the SDK could not use (e.g. it asks for input): not transient
         self._drop(conn)
         raise ConnectionError(f"MCP server {self.name!r}: the connection broke during the "
                               f"call ({_describe(exc)}); it reconnects on the next call") \
