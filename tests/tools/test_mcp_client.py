@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("mcp")
 
 from keel import Agent, ApprovalRequired, MemoryStore, ToolContext, ToolDefinitionError, tool
-from keel.reliability import Retry, RetryPolicy
+from keel.reliability import Retry, RetryPolicy, retryable_tool_failure
 from keel.runtime import decide_approval
 from keel.store import TaskFilter
 from keel.testing import ScriptedModel, call
@@ -136,6 +136,13 @@ async def test_tools_keel_cannot_use_are_refused_clearly(shop: MCPServer) -> Non
         await shop.tools(include=["dangling"])
 
 
+async def test_a_server_that_cannot_start_is_a_clear_connection_error(tmp_path: Path) -> None:
+    server = MCPServer("ghost", command=str(tmp_path / "no-such-server"),
+                       reconnect_attempts=2, reconnect_backoff=0.01)
+    with pytest.raises(ConnectionError, match="MCP server 'ghost': cannot connect"):
+        await server.tools()
+
+
 def test_a_schema_that_is_not_an_object_schema_is_refused() -> None:
     from mcp import types
 
@@ -197,6 +204,9 @@ async def test_a_call_in_flight_when_the_server_dies_fails_as_transient(
     assert out.failure is not None
     assert (out.failure.error_type, out.failure.transient) == ("tool_error", "exception")
     assert "reconnects on the next call" in out.failure.message
+    # keel's retry policy: retried for a read-only tool, never for a non-idempotent one
+    assert retryable_tool_failure(tools["nap"], out.failure)
+    assert not retryable_tool_failure(tools["add_note"], out.failure)
     # the next call reconnects: a new process answers
     assert int((await tools["whoami"].call({}, CTX)).content) != pid
 

@@ -95,6 +95,7 @@ class _Connection:
         self.dead = False
         self.task: asyncio.Task[None] | None = None
         self.tools: list[mcp_types.Tool] | None = None  # the cached listing; None: stale
+        self.changes = 0  # list_changed notifications received
 
 
 class MCPServer:
@@ -302,56 +303,67 @@ class MCPServer:
 
     def _check_transport(self, conn: _Connection, exc: Exception) -> None:
         """Raise ConnectionError (transient) if ``exc`` says the connection broke."""
+        if self._broke(conn, exc):
+            raise ConnectionError(f"MCP server {self.name!r}: the connection broke during the "
+                                  f"call ({_describe(exc)}); it reconnects on the next call") \
+                from exc
+
+    def _broke(self, conn: _Connection, exc: Exception) -> bool:
+        """Whether ``exc`` says the connection broke (then it is dropped) rather than the
+        server answering with a refusal."""
         mcp = _import_mcp()
         code = getattr(getattr(exc, "error", None), "code", None)
         if isinstance(exc, mcp.MCPError) and code != _CONNECTION_CLOSED \
                 and not _LOST_SESSION.search(str(exc)):
-            return  # the server answered: a protocol-level refusal, not a broken connection
+            return False  # the server answered: a protocol-level refusal
         if isinstance(exc, RuntimeError | ValueError) and not conn.dead:
-            return  # an answer the SDK could not use (e.g. it asks for input): not transient
+            return False  # an answer the SDK could not use (e.g. it asks for input)
         self._drop(conn)
-        raise ConnectionError(f"MCP server {self.name!r}: the connection broke during the "
-                              f"call ({_describe(exc)}); it reconnects on the next call") \
-            from exc
+        return True
 
     # -- the connection ------------------------------------------------------------------------
 
     async def _list(self) -> list[mcp_types.Tool]:
-        for _ in range(2):  # once more if the connection broke while listing
+        """The server's tools: the connection's cached listing, or a new one. A connection
+        that breaks while listing is replaced once."""
+        for _ in range(2):
             conn = await self._connection()
             if conn.tools is not None:
                 return conn.tools
             assert self._lock is not None
-            async with self._lock:
+            async with self._lock:  # concurrent callers share one listing
                 if conn.tools is not None:
                     return conn.tools
-                session = conn.session
-                assert session is not None
+                changes = conn.changes
                 try:
-                    found: list[mcp_types.Tool] = []
-                    cursor: str | None = None
-                    while True:
-                        params = None
-                        if cursor is not None:
-                            params = _import_mcp().types.PaginatedRequestParams(cursor=cursor)
-                        page = await asyncio.wait_for(session.list_tools(params=params),
-                                                      self.connect_timeout)
-                        found.extend(page.tools)
-                        cursor = page.next_cursor
-                        if cursor is None:
-                            break
+                    found = await self._fetch_tools(conn)
                 except Exception as exc:
-                    with contextlib.suppress(ConnectionError):
-                        self._check_transport(conn, exc)
+                    if not self._broke(conn, exc):
                         raise UserError(f"MCP server {self.name!r}: listing its tools failed: "
                                         f"{_describe(exc)}") from exc
                     continue
                 self._listings += 1
-                if not conn.dead:
+                if not conn.dead and conn.changes == changes:  # no list_changed meanwhile
                     conn.tools = found
                 return found
         raise ConnectionError(f"MCP server {self.name!r}: the connection broke while listing "
                               "its tools")
+
+    async def _fetch_tools(self, conn: _Connection) -> list[mcp_types.Tool]:
+        session = conn.session
+        assert session is not None
+        found: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        while True:
+            params = None
+            if cursor is not None:
+                params = _import_mcp().types.PaginatedRequestParams(cursor=cursor)
+            page = await asyncio.wait_for(session.list_tools(params=params),
+                                          self.connect_timeout)
+            found.extend(page.tools)
+            cursor = page.next_cursor
+            if cursor is None:
+                return found
 
     async def _connection(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -396,6 +408,7 @@ class MCPServer:
                 conn.error = message
                 return
             if isinstance(message, mcp.types.ToolListChangedNotification):
+                conn.changes += 1
                 conn.tools = None  # the next tools() lists again, once for a whole burst
 
         async def own() -> None:
