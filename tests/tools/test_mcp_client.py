@@ -167,6 +167,11 @@ async def test_include_exclude_and_overrides_win_over_annotations(shop: MCPServe
         await shop.tools(include=["nope"])
     with pytest.raises(Exception, match="allowed"):
         await shop.tools(overrides={"lookup": {"colour": "red"}})
+    with pytest.raises(ToolDefinitionError, match="risk must be one of"):
+        await shop.tools(overrides={"lookup": {"risk": "harmless"}})
+    add_note = by_name(await shop.tools(overrides={"add_note": {"risk": "read"}}))["add_note"]
+    assert (add_note.meta.risk, add_note.meta.idempotent, add_note.meta.risk_declared) == (
+        "read", True, True)
 
 
 async def test_the_listing_is_cached_and_a_burst_of_list_changed_lists_again_once(

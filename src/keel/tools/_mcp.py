@@ -153,7 +153,6 @@ class MCPServer:
         self._lock: asyncio.Lock | None = None
         self._failures = 0  # consecutive failed connects: the backoff grows with them
         self._listings = 0  # how many times the server's tools were listed (for tests)
-        self._connects = 0
 
     def __repr__(self) -> str:
         where = self.url if self.url is not None else " ".join([self.command or "", *self.args])
@@ -191,8 +190,8 @@ class MCPServer:
         ``timeout``, ``approval``, ``name``, ``description``, ... - see ``OVERRIDE_KEYS``);
         they win over the server's annotations. A tool keel cannot use (its input schema is
         not an object schema, has a reference that points nowhere, is not JSON Schema) is
-        left out with a warning and recorded in :attr:`refused`; if ``include`` names it,
-        the ToolDefinitionError is raised instead.
+        left out with a warning and recorded in :attr:`refused`; if ``include`` or
+        ``overrides`` names it, the ToolDefinitionError is raised instead.
         """
         if isinstance(include, str) or isinstance(exclude, str):
             raise UserError(f"MCPServer {self.name!r}: include= and exclude= take lists of "
@@ -220,8 +219,8 @@ class MCPServer:
             try:
                 built.append(self._build(remote, overrides.get(remote.name, {})))
             except ToolDefinitionError as exc:
-                if wanted is not None:
-                    raise
+                if wanted is not None or remote.name in overrides:
+                    raise  # the user asked for this tool, or configured it
                 self.refused[remote.name] = exc
                 _log.warning("%s", exc)
         return built
@@ -239,6 +238,8 @@ class MCPServer:
         options: dict[str, Any] = {"risk": risk, "idempotent": idempotent,
                                    "timeout": self.timeout}
         options.update(opts)
+        if "risk" in opts and "idempotent" not in opts:  # the override's risk decides
+            options["idempotent"] = opts["risk"] == "read" or bool(hints["idempotent"])
         name = options.pop("name", remote.name)
         description = options.pop("description", remote.description)
         if options["risk"] is None:  # undeclared: keel's conservative default for effects
@@ -400,7 +401,6 @@ class MCPServer:
     async def _connect(self) -> _Connection:
         mcp = _import_mcp()
         conn = _Connection()
-        self._connects += 1
 
         async def on_message(message: Any) -> None:
             if isinstance(message, Exception):
