@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from keel.core import ToolDefinitionError, ToolError, UserError
+from keel.tools._mcp_result import describe, hints_of, observation
 from keel.tools._schema_tool import SchemaTool, tool_from_schema
 from keel.tools._tool import DEFAULT_TIMEOUT
 
@@ -226,7 +227,7 @@ class MCPServer:
         return built
 
     def _build(self, remote: mcp_types.Tool, opts: Mapping[str, Any]) -> MCPTool:
-        hints = _hints(remote.annotations)
+        hints = hints_of(remote.annotations)
         risk: Any = None
         idempotent = bool(hints["idempotent"])
         if hints["read_only"]:
@@ -299,14 +300,14 @@ class MCPServer:
         except Exception as exc:
             self._check_transport(conn, exc)
             raise ToolError(f"MCP server {self.name!r} refused the call of {tool!r}: "
-                            f"{_describe(exc)}", retryable=False) from exc
-        return _observation(self.name, tool, result)
+                            f"{describe(exc)}", retryable=False) from exc
+        return observation(self.name, tool, result)
 
     def _check_transport(self, conn: _Connection, exc: Exception) -> None:
         """Raise ConnectionError (transient) if ``exc`` says the connection broke."""
         if self._broke(conn, exc):
             raise ConnectionError(f"MCP server {self.name!r}: the connection broke during the "
-                                  f"call ({_describe(exc)}); it reconnects on the next call") \
+                                  f"call ({describe(exc)}); it reconnects on the next call") \
                 from exc
 
     def _broke(self, conn: _Connection, exc: Exception) -> bool:
@@ -341,7 +342,7 @@ class MCPServer:
                 except Exception as exc:
                     if not self._broke(conn, exc):
                         raise UserError(f"MCP server {self.name!r}: listing its tools failed: "
-                                        f"{_describe(exc)}") from exc
+                                        f"{describe(exc)}") from exc
                     continue
                 self._listings += 1
                 if not conn.dead and conn.changes == changes:  # no list_changed meanwhile
@@ -393,7 +394,7 @@ class MCPServer:
                 self._conn = conn
                 return conn
             raise ConnectionError(f"MCP server {self.name!r}: cannot connect ({self._where()}):"
-                                  f" {_describe(last)}") from last
+                                  f" {describe(last)}") from last
 
     def _where(self) -> str:
         return f"url {self.url}" if self.url else f"command {self.command!r}"
@@ -451,7 +452,7 @@ class MCPServer:
             await self._shut(conn)
             if isinstance(err, OSError | TimeoutError | ConnectionError):
                 raise err
-            raise ConnectionError(_describe(err)) from err
+            raise ConnectionError(describe(err)) from err
         _log.info("MCP server %r connected (%s)", self.name, self._where())
         return conn
 
@@ -472,52 +473,3 @@ class MCPServer:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-
-
-def _hints(annotations: Any) -> dict[str, bool | None]:
-    def get(attr: str) -> bool | None:
-        value = getattr(annotations, attr, None)
-        return value if isinstance(value, bool) else None
-    return {"read_only": get("read_only_hint"), "destructive": get("destructive_hint"),
-            "idempotent": get("idempotent_hint"), "open_world": get("open_world_hint")}
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions)
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, ToolError) else text
-
-
-def _observation(server: str, tool: str, result: Any) -> Any:
-    """What a CallToolResult shows the model; raises ToolError for an error result."""
-    blocks = [_block_text(b) for b in (getattr(result, "content", None) or [])]
-    text = "\n".join(b for b in blocks if b)
-    if getattr(result, "is_error", False):
-        raise ToolError(f"MCP server {server!r}, tool {tool!r} failed: "
-                        f"{text or 'no message'}", retryable=False)
-    structured = getattr(result, "structured_content", None)
-    if not blocks and structured is not None:
-        return structured
-    return text
-
-
-def _block_text(block: Any) -> str:
-    kind = getattr(block, "type", None)
-    if kind == "text":
-        return str(block.text)
-    if kind in ("image", "audio"):
-        size = len(getattr(block, "data", "") or "") * 3 // 4  # base64 to bytes
-        return f"[{kind}: {getattr(block, 'mime_type', '?')}, about {size} bytes]"
-    if kind == "resource_link":
-        return f"[resource link: {getattr(block, 'uri', '?')}]"
-    if kind == "resource":
-        res = getattr(block, "resource", None)
-        text = getattr(res, "text", None)
-        if isinstance(text, str):
-            return text
-        return f"[resource: {getattr(res, 'uri', '?')}, {getattr(res, 'mime_type', None)}]"
-    return f"[{kind or 'unknown'} content]"
-
