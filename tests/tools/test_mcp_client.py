@@ -326,3 +326,27 @@ async def test_mcp_server_time_is_listed_and_called(quiet: Any) -> None:
         assert (await agent.run("noon UTC in Tokyo?", store=MemoryStore())).output == (
             "21:00 in Tokyo")
         assert "21:00" in str(model.requests[-1][-1])
+
+
+def test_content_blocks_become_one_observation() -> None:
+    from mcp import types
+
+    from keel import ToolError
+    from keel.tools._mcp_result import observation
+
+    result = types.CallToolResult(content=[
+        types.TextContent(type="text", text="chart:"),
+        types.ImageContent(type="image", data="QUJD" * 100, mimeType="image/png"),
+        types.ResourceLink(type="resource_link", name="r", uri="file:///r.csv"),
+        types.EmbeddedResource(type="resource", resource=types.TextResourceContents(
+            uri="file:///n.txt", text="note text")),
+    ])
+    assert observation("s", "t", result) == (
+        "chart:\n[image: image/png, about 300 bytes]\n[resource link: file:///r.csv]\n"
+        "note text")
+    only_structured = types.CallToolResult(content=[], structuredContent={"n": 1})
+    assert observation("s", "t", only_structured) == {"n": 1}
+    failed = types.CallToolResult(content=[types.TextContent(type="text", text="nope")],
+                                  isError=True)
+    with pytest.raises(ToolError, match="MCP server 's', tool 't' failed: nope"):
+        observation("s", "t", failed)
