@@ -297,6 +297,7 @@ async def test_streamable_http_lists_calls_and_survives_a_restart(db: Path) -> N
             tools = by_name(await server.tools())
             assert tools["lookup"].meta.risk == "read"
             assert (await tools["lookup"].call({"sku": "H1"}, CTX)).content.startswith("H1:")
+            assert (await tools["header"].call({"name": "X-Test"}, CTX)).content == "1"
             proc.kill()
             proc.wait()
             proc = _serve_http(port, db)

@@ -66,6 +66,12 @@ def whoami() -> str:
 
 
 @app.tool(annotations=ToolAnnotations(read_only_hint=True))
+def header(name: str, ctx: Context) -> str:
+    """A request header as the server received it (streamable HTTP)."""
+    return (ctx.headers or {}).get(name.lower(), "(none)")
+
+
+@app.tool(annotations=ToolAnnotations(read_only_hint=True))
 async def nap(seconds: float) -> str:
     """Sleep, then answer."""
     await anyio.sleep(seconds)
