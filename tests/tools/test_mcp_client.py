@@ -181,7 +181,11 @@ async def test_the_listing_is_cached_and_a_burst_of_list_changed_lists_again_onc
     assert shop._listings == 1
     out = await tools["reshuffle"].call({"times": 25}, CTX)
     assert out.content == "reshuffled"
-    await asyncio.sleep(0.2)
+    for _ in range(200):  # the notifications are handled apart from the call's answer
+        if shop._conn is not None and shop._conn.changes == 25:
+            break
+        await asyncio.sleep(0.01)
+    assert shop._conn is not None and shop._conn.changes == 25
     await asyncio.gather(shop.tools(), shop.tools(), shop.tools())
     await shop.tools()
     assert shop._listings == 2
@@ -202,8 +206,10 @@ async def test_a_call_in_flight_when_the_server_dies_fails_as_transient(
         shop: MCPServer) -> None:
     tools = by_name(await shop.tools())
     pid = int((await tools["whoami"].call({}, CTX)).content)
+    asleep = asyncio.Event()
+    shop.on_progress = lambda *_: asleep.set()
     pending = asyncio.create_task(tools["nap"].call({"seconds": 20}, CTX))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(asleep.wait(), 10)  # the server is inside the call
     os.kill(pid, signal.SIGKILL)
     out = await asyncio.wait_for(pending, 10)
     assert out.failure is not None

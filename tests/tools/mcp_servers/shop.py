@@ -72,8 +72,9 @@ def header(name: str, ctx: Context) -> str:
 
 
 @app.tool(annotations=ToolAnnotations(read_only_hint=True))
-async def nap(seconds: float) -> str:
-    """Sleep, then answer."""
+async def nap(seconds: float, ctx: Context) -> str:
+    """Sleep, then answer (a progress notification says it started)."""
+    await ctx.report_progress(0, seconds, "asleep")
     await anyio.sleep(seconds)
     return "rested"
 
