@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONAL = ("openai", "anthropic", "wordllama", "typer", "rich", "click", "bm25s", "Stemmer",
-            "pypdf")
+            "pypdf", "mcp")
 
 #: Makes the optional packages unimportable, as in an environment without the extras.
 WITHOUT_EXTRAS = textwrap.dedent(f'''
@@ -81,6 +81,21 @@ def test_the_default_embedder_without_the_embed_extra_names_it(tmp_path: Path) -
     assert "pip install 'keel-agents[embed]'" in proc.stdout
 
 
+def test_an_mcp_server_without_the_mcp_extra_names_it(tmp_path: Path) -> None:
+    proc = _python(WITHOUT_EXTRAS + textwrap.dedent('''
+        import asyncio
+        from keel import UserError
+        from keel.tools import MCPServer
+
+        try:
+            asyncio.run(MCPServer("x", command="true").tools())
+        except UserError as exc:
+            print(exc)
+    '''), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'keel-agents[mcp]'" in proc.stdout
+
+
 def test_extras_cover_the_optional_parts_and_dev_installs_everything() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = " ".join(project["dependencies"])
@@ -101,7 +116,8 @@ def test_extras_cover_the_optional_parts_and_dev_installs_everything() -> None:
     for web in ("fastapi", "uvicorn", "pyjwt", "jinja2"):
         assert web not in base
     assert extras["all"] == [
-        "keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag,server]"]
+        "keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag,server,mcp]"]
+    assert extras["mcp"] == ["mcp>=2.0"]
     assert "keel-agents[all]" in extras["dev"]
     assert project["scripts"]["keel"] == "keel.cli:main"
 

@@ -17,7 +17,7 @@ EXPECTED = [
     "StoreUnavailable", "StoreVersionError", "Tool", "ToolContext", "ToolDefinitionError",
     "ToolError", "ToolResult", "UnknownModel", "UnknownOutcome", "Usage", "UserError",
     "__version__", "configure_json_logging", "open_store", "resolve_model", "tool",
-    "tool_from_schema",
+    "tool_from_schema", "MCPServer",
     # durable runs for fleets
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
     "Review",

@@ -100,7 +100,7 @@ from keel.runtime import (
     resolve_escalation,
 )
 from keel.store import MemoryStore, RunStore, export_run, import_run, open_store
-from keel.tools import Tool, ToolResult, tool, tool_from_schema
+from keel.tools import MCPServer, Tool, ToolResult, tool, tool_from_schema
 
 __version__ = "0.2.0.dev0"
 
@@ -139,6 +139,7 @@ __all__ = [
     "Handoff",
     "KeelError",
     "LeaseLost",
+    "MCPServer",
     "MemoryStore",
     "Message",
     "Middleware",

@@ -1,7 +1,9 @@
 """Circuit breakers: stop calling a model endpoint or a tool that keeps failing.
 
 One breaker per model endpoint (``model:<model.name>``, which includes the base URL of a
-custom endpoint) and one per tool (``tool:<meta.name>``). Each breaker moves through::
+custom endpoint) and one per tool (``tool:<meta.name>``, or the tool's
+:attr:`~keel.tools.ToolMeta.breaker_key` when set: e.g. ``mcp:<server>`` for every tool of
+one MCP server). Each breaker moves through::
 
     closed ──(failure_threshold failures within window)──▶ open
     open ──(cooldown passed)──▶ half-open
@@ -406,7 +408,7 @@ class CircuitBreaker(Middleware):
         if not self.enabled:
             return await next(inp)
         name = inp.tool.meta.name
-        key = f"tool:{name}"
+        key = inp.tool.meta.breaker_key or f"tool:{name}"
         quiet = self._quiet_store
         if quiet is not None and quiet.quiet(key):
             result = await next(inp)

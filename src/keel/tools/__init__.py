@@ -2,6 +2,7 @@
 
 import warnings
 
+from keel.tools._mcp import MCPServer, MCPTool, MCPToolInfo
 from keel.tools._projection import project
 from keel.tools._result import ErrorType, ToolFailure, ToolResult
 from keel.tools._schema_tool import SchemaTool, tool_from_schema
@@ -25,6 +26,9 @@ __all__ = [
     "ArgValidator",
     "ErrorType",
     "FunctionTool",
+    "MCPServer",
+    "MCPTool",
+    "MCPToolInfo",
     "Reconciler",
     "Risk",
     "SchemaTool",

@@ -172,14 +172,17 @@ def tool_from_schema(name: str, description: str | None, parameters: dict[str, A
                      approval: bool | Callable[[dict[str, Any]], bool] | None = None,
                      compensate: Tool | Callable[..., Any] | None = None,
                      blocking: bool = True, fields: Iterable[str] | None = None,
-                     paging: bool | None = None) -> SchemaTool:
+                     paging: bool | None = None,
+                     breaker_key: str | None = None) -> SchemaTool:
     """A tool from an existing JSON Schema and a callable (an MCP server's tool, another
     framework's tool): ``parameters`` is the schema of the arguments object, offered to the
     model as it is; ``fn(arguments: dict)`` - or ``fn(arguments, ctx)`` with
     ``context=True`` - runs with arguments that passed it. Sync or async; a plain ``def``
     runs in a worker thread unless ``blocking=False``. The other options mean what they mean
     for :func:`~keel.tools.tool`, with the same defaults (``idempotent`` is True for ``read``
-    tools only). A bad schema, name or function raises ``ToolDefinitionError`` here.
+    tools only); ``breaker_key`` names the circuit breaker the tool's calls count against
+    (default: its own, ``tool:<name>``). A bad schema, name or function raises
+    ``ToolDefinitionError`` here.
     """
     if not isinstance(name, str):
         raise ToolDefinitionError(f"tool_from_schema: name must be a string, got {name!r}.")
@@ -193,7 +196,7 @@ def tool_from_schema(name: str, description: str | None, parameters: dict[str, A
         idempotent=(risk in (None, "read")) if idempotent is None else idempotent,
         timeout=timeout, output_limit=output_limit, run_alone=run_alone, approval=approval,
         compensate=_compensation(compensate), blocking=blocking,
-        fields=check_fields(fields, name), paging=paging)
+        fields=check_fields(fields, name), paging=paging, breaker_key=breaker_key)
     built = SchemaTool(fn, meta, parameters, context=context, validators=validators,
                        reconcile=reconcile)
     if meta.compensate is not None:

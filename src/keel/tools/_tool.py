@@ -84,6 +84,10 @@ class ToolMeta:
     #: (never: cut at ``output_limit``), None (the middleware's policy: by default JSON
     #: record lists over ``output_limit``).
     paging: bool | None = None
+    #: The circuit breaker this tool's calls count against (``CircuitBreaker`` middleware).
+    #: None: the tool's own, ``tool:<name>``. Tools that share a failure domain (every tool of
+    #: one MCP server, of one remote API) can share one key, so one outage opens one breaker.
+    breaker_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").replace("-", "a").isalnum():
