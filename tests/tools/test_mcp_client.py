@@ -318,7 +318,6 @@ async def test_streamable_http_lists_calls_and_survives_a_restart(db: Path) -> N
 
 
 async def test_mcp_server_time_is_listed_and_called(quiet: Any) -> None:
-    pytest.importorskip("mcp_server_time")
     server = MCPServer("time", command=sys.executable,
                        args=["-m", "mcp_server_time", "--local-timezone", "UTC"], errlog=quiet)
     async with server:
