@@ -5,6 +5,7 @@ HTTP on 127.0.0.1; the runs it starts are read back from the store."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -314,20 +315,31 @@ async def test_a_conversation_continues_across_calls(tmp_path: Path) -> None:
 
 
 async def test_a_tool_that_crashes_is_an_error_result_without_a_trace(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path) -> None:
     bridge = _bridge(tmp_path, expose_tools=["lookup"])
 
     async def crash(arguments: Any, ctx: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    bridge.tools["lookup"] = type("Crashing", (), {"name": "lookup", "call": crash,
+    bridge.tools["lookup"] = type("Crashing", (), {"name": "lookup",
+                                                   "call": staticmethod(crash),
                                                    "meta": lookup.meta})()
-    async with bridge.opened():
-        result = await bridge.call("lookup", {"order": "A1"})
-        bad = await _bridge(tmp_path, expose_tools=True).call("lookup", {"order": 5})
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]
+    server_log = logging.getLogger("keel.server.mcp")  # its own handler: another test may
+    server_log.addHandler(handler)  # have switched propagation off
+    try:
+        async with bridge.opened():
+            result = await bridge.call("lookup", {"order": "A1"})
+            bad = await _bridge(tmp_path, expose_tools=True).call("lookup", {"order": 5})
+    finally:
+        server_log.removeHandler(handler)
     assert result.is_error and "secret internals" not in _text(result)
     assert result.structured_content["error"]["error_type"] == "internal"
-    assert "tool lookup crashed" in caplog.text
+    crashed = [r for r in logged if r.getMessage() == "tool lookup crashed"]
+    assert crashed and crashed[0].exc_info is not None
+    assert "secret internals" in str(crashed[0].exc_info[1])
     assert bad.is_error
     assert bad.structured_content["error"]["error_type"] == "invalid_arguments"
 
