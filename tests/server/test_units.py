@@ -56,3 +56,37 @@ def test_keys_live_in_the_run_stores_database(tmp_path: Path) -> None:
 def test_the_package_answers_unknown_names_with_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = keel.server.Nope  # type: ignore[attr-defined]
+
+
+async def test_an_unreachable_key_store_is_a_clear_retryable_error() -> None:
+    from keel.server import KeyStore
+
+    keys = KeyStore("postgresql://postgres:hunter2@127.0.0.1:1/test", timeout=1.0)
+    with pytest.raises(StoreUnavailable) as refused:
+        await keys.list_keys()
+    message = str(refused.value)
+    # the key store opens its run store first: that is what says it cannot connect
+    assert "cannot connect" in message and "127.0.0.1" in message
+    assert "hunter2" not in message
+    await keys.close()
+
+
+async def test_a_key_store_waiting_past_its_timeout_on_a_lock_says_so(tmp_path: Path) -> None:
+    import sqlite3
+
+    from keel.server import KeyStore
+
+    db = tmp_path / "runs.db"
+    async with KeyStore(str(db)) as keys:
+        await keys.create_key("acme", "viewer", name="first", by="t")
+    async with KeyStore(str(db), timeout=0.2) as keys:
+        await keys.list_keys()  # open before the lock is taken
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable, match="unavailable"):
+                await keys.create_key("acme", "viewer", name="second", by="t")
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        assert [k.name for k in await keys.list_keys()] == ["first"]  # nothing half-done
