@@ -23,6 +23,8 @@
     │   │   └── ChunkNotFound       (keel.patterns) no chunk with that id; a KeyError too
     │   ├── AuthError               (keel.server) an API key or token was refused (never
     │   │                           echoes it; ``reason`` says which rule failed)
+    │   ├── EventRejected           (keel.events) an event is malformed, or its payload does not
+    │   │                           validate against the trigger's type (names the event)
     │   └── CliError                (keel.cli) a bad option value on the command line
     ├── RunError                    the run failed; carries run_id and step_key
     │   ├── BudgetExceeded          steps, tokens, cost or wall time ran out
@@ -45,7 +47,10 @@
     │   ├── WorkflowError           (keel.patterns) a workflow step failed
     │   │   └── GateFailed          (keel.patterns) a gate did not pass
     │   ├── MarketplaceFailed       (keel.patterns) no valid bid, or every award failed
-    │   └── HandoffLoop             (keel.patterns) agents kept handing the conversation around
+    │   ├── HandoffLoop             (keel.patterns) agents kept handing the conversation around
+    │   ├── EventBusUnavailable     (keel.events) the event bus cannot be reached (retryable)
+    │   └── TemporalUnavailable     (keel.temporal) the Temporal server cannot be reached
+    │                               (retryable)
     ├── SensitiveDataBlocked        (keel.guard) content holds a kind of personal data or
     │                               secret that the redaction policy blocks (never the value)
     └── Signal                      raised on purpose to steer control flow

@@ -38,6 +38,7 @@ from keel.store._export import (
 from keel.store._ids import MAX_ID_CHARS, check_id
 from keel.store._memory import MemoryStore
 from keel.store._open import open_store
+from keel.store._outbox import Event, check_event_type
 from keel.store._stats import GROUP_KEYS, StatsQuery, StatsResult, StatsRow
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ __all__ = [
     "TASK_KINDS",
     "TASK_STATUSES",
     "TERMINAL_STATUSES",
+    "Event",
     "HumanTask",
     "JournalEntry",
     "MemoryStore",
@@ -71,6 +73,7 @@ __all__ = [
     "TaskFilter",
     "TaskKind",
     "TaskStatus",
+    "check_event_type",
     "check_id",
     "check_status",
     "check_tenant",

@@ -1,0 +1,20 @@
+"""L3: events. The event-bus seam (memory, Redis Streams, NATS JetStream), the relay that
+moves the journal's outbox to a bus, and triggers that start runs from events."""
+
+from keel.events._bus import Delivery, EventBus, MemoryBus, Start, Subscription
+from keel.events._errors import EventBusUnavailable, EventRejected
+from keel.store import Event
+
+EventBusUnavailable.__module__ = __name__
+EventRejected.__module__ = __name__
+
+__all__ = [
+    "Delivery",
+    "Event",
+    "EventBus",
+    "EventBusUnavailable",
+    "EventRejected",
+    "MemoryBus",
+    "Start",
+    "Subscription",
+]
