@@ -9,6 +9,7 @@ notifier received.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
@@ -530,6 +531,31 @@ async def test_disable_forces_the_tools_circuit_breaker_open_for_a_while() -> No
     await desk.run(agent, store, Plan(calls=[("lookup", {"order_id": 1})]), "after")
     assert (await breaker.state("tool:lookup")).state == "closed"
     assert alerts.kinds() == ["burst"]
+
+
+async def test_disable_opens_the_breaker_the_tools_calls_count_against() -> None:
+    """A tool that shares a breaker (an MCP server's tools share ``mcp:<server>``) is
+    switched off through that breaker, which is the one keel's CircuitBreaker checks for
+    its calls; forcing ``tool:<name>`` open would switch nothing off."""
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerPolicy(), clock=clock)
+    policy = MonitorPolicy(burst_calls=3, disable_for=120.0,
+                           actions={"burst": ("alert", "disable")})
+    desk, _ = make_desk(policy, breaker=breaker)
+    desk.clock = clock
+    desk.monitor.clock = clock
+    tools = desk.tools()
+    for t in tools:
+        t.meta = dataclasses.replace(t.meta, breaker_key="mcp:shop")
+    agent = Agent("desk", model=desk.model(), tools=tools, middleware=[breaker, desk.monitor])
+    store = MemoryStore()
+    result = await desk.run(agent, store,
+                            Plan(calls=[("lookup", {"order_id": n}) for n in range(6)]), "b")
+    assert desk.executed == {"lookup": 3}
+    assert (await breaker.state("mcp:shop")).state == "open"
+    assert (await breaker.state("tool:lookup")).state == "closed"
+    results = await tool_results(store, result.run_id)
+    assert [(failure(e) or {}).get("error_type") for e in results][4:] == ["circuit_open"] * 2
 
 
 # ----------------------------------------------------------------- the false positives

@@ -70,6 +70,12 @@ class ToolSwitch(Protocol):
     async def force_open(self, key: str, seconds: float) -> None: ...
 
 
+def _switch_key(tool: Any) -> str:
+    """The breaker key that switches ``tool`` off: the key its calls are counted under by
+    keel's circuit breaker (``ToolMeta.breaker_key``, else ``tool:<name>``)."""
+    return tool.meta.breaker_key or f"tool:{tool.meta.name}"
+
+
 class Monitor(Middleware):
     """Middleware: watch each agent's behaviour against its baseline and act on deviations.
 
@@ -235,7 +241,8 @@ class Monitor(Middleware):
                  checks.burst(name, t, now, baseline, self.policy),
                  checks.loop(name, signature, stats, self.policy)]
         stats.pending.clear()
-        acted = await self._act(found, stats, name, inp.run_id, inp.step_key)
+        acted = await self._act(found, stats, name, inp.run_id, inp.step_key,
+                                switch=_switch_key(inp.tool))
         if acted.escalate:
             return GuardDecision.escalate(acted.reason("escalated"), evidence=acted.evidence())
         if acted.disabled:
@@ -276,7 +283,8 @@ class Monitor(Middleware):
         after = [checks.volume(name, t, baseline, self.policy),
                  checks.errors(name, stats, baseline, self.policy),
                  checks.latency(name, seconds, baseline, self.policy)]
-        acted = await self._act(after, stats, name, inp.run_id, inp.step_key)
+        acted = await self._act(after, stats, name, inp.run_id, inp.step_key,
+                                switch=_switch_key(inp.tool))
         if acted.escalate:
             raise Escalate(f"{acted.reason('escalated')} (evidence: "
                            f"{canonical_json(acted.evidence())})", trigger="monitor")
@@ -298,9 +306,11 @@ class Monitor(Middleware):
     # ---------------------------------------------------------------------------- actions
 
     async def _act(self, found: Sequence[Finding | None], stats: RunStats, tool: str,
-                   run_id: str, step_key: str) -> _Acted:
+                   run_id: str, step_key: str, *, switch: str) -> _Acted:
         """Take the configured side effects (throttle, owe approvals, force the breaker open,
-        alert) of each finding not yet acted on in this run; what this call must become."""
+        alert) of each finding not yet acted on in this run; what this call must become.
+        ``switch`` is the breaker key the tool's calls count against (its ``breaker_key``,
+        e.g. ``mcp:<server>`` for an MCP server's tools, else ``tool:<name>``)."""
         acted = _Acted()
         policy = self.policy
         for f in found:
@@ -318,7 +328,7 @@ class Monitor(Middleware):
             if "approve" in actions:
                 await self.store.owe_approvals(stats.scope, policy.approve_calls)
             if "disable" in actions and self.breaker is not None:
-                await self.breaker.force_open(f"tool:{tool}", policy.disable_for)
+                await self.breaker.force_open(switch, policy.disable_for)
                 acted.disabled = True
             if "alert" in actions and f.deviation != "cost":  # cost alerted at the model turn
                 await self._notify(f, actions, stats, run_id, step_key)
