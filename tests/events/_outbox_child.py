@@ -25,7 +25,6 @@ from keel.events import Event, EventBus, EventBusUnavailable, Relay, Start, Subs
 from keel.store import open_store
 from keel.testing import FunctionModel, call
 
-
 #: How long the rows a relay read stay hidden from other relays (the restart waits it out).
 CLAIM_S = 0.3
 
