@@ -183,7 +183,8 @@ class SQLiteStore(RunStore):
         events = tool_calls(run_id, entries) if self._outbox else None
         if events:  # the entries and their events in one transaction
             with self._writing() as db:
-                _fence(db, run_id, lease)
+                if lease is not None:  # (unfenced, the entries' foreign key finds the run)
+                    _fence(db, run_id, lease)
                 self._add_entries(db, run_id, entries, rows)
                 outbox_sql.insert(db, events)
             return

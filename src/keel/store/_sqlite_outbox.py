@@ -1,8 +1,9 @@
 """The SQLite run store's outbox (schema 5): the table, and the statements that write and
 drain it. Every function runs inside the caller's transaction (or is one statement).
 
-``outbox.position`` is an ``AUTOINCREMENT`` key, so a position is never used twice, even
-after the rows before it were pruned; ``event_id`` is unique, so an event written again
+``outbox.position`` is the rowid: positions grow with each insert (one a prune emptied the
+table of may be used again, harmless: relays read every unpublished row, ``after`` is a
+hint); ``event_id`` is unique, so an event written again
 (the same write executed twice) is ignored. ``agent`` and ``tenant`` are copied from the
 run's row by the INSERT itself. A row is unpublished while ``published_at`` is NULL;
 ``claimed_until`` keeps a row a relay read from other relays until it runs out.
@@ -19,7 +20,7 @@ from keel.store._outbox import Event
 #: Schema 4 -> 5: the outbox table.
 V4_TO_V5: tuple[str, ...] = (
     """CREATE TABLE outbox (
-        position      INTEGER PRIMARY KEY AUTOINCREMENT,
+        position      INTEGER PRIMARY KEY,
         event_id      TEXT NOT NULL UNIQUE,
         type          TEXT NOT NULL,
         run_id        TEXT,
