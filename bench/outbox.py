@@ -4,9 +4,9 @@ the relay drains it.
 **Per step.** A ``keel.Agent`` with every default on (a FunctionModel that calls a plain
 ``def`` tool once per turn) runs ``--steps`` tool steps on a store with the outbox off and
 on: the in-memory store and an SQLite file. Configurations take turns within each round
-and each figure is the best of ``--rounds`` rounds (the machine is shared; the best round is
-the least disturbed one). A tool step writes one ``tool.called`` event; the run writes
-``run.started`` and ``run.completed``.
+(every other round in reverse order) and each figure is the best of ``--rounds`` rounds
+(the machine is shared; the best round is the least disturbed one). A tool step writes
+one ``tool.called`` event; the run writes ``run.started`` and ``run.completed``.
 
 **The store alone.** ``append`` of one tool result (what the journal writes for each tool
 step), outbox off against on, best of the rounds of ``--appends`` appends: the outbox's
@@ -87,8 +87,9 @@ async def steps_table(directory: Path, steps: int, rounds: int) -> dict[str, flo
     for make, on in configs.values():  # warm up
         await per_step(make, on, steps)
     best = dict.fromkeys(configs, float("inf"))
-    for _ in range(rounds):
-        for label, (make, on) in configs.items():
+    for r in range(rounds):  # every other round in reverse order: no config always first
+        for label in (list(configs) if r % 2 == 0 else list(reversed(configs))):
+            make, on = configs[label]
             best[label] = min(best[label], await per_step(make, on, steps))
     return best
 
@@ -118,8 +119,9 @@ async def appends_table(directory: Path, n: int, rounds: int) -> dict[str, float
     configs = {f"{name}, outbox {'on' if on else 'off'}": (make, on)
                for name, make in makers(directory).items() for on in (False, True)}
     best = dict.fromkeys(configs, float("inf"))
-    for _ in range(rounds):
-        for label, (make, on) in configs.items():
+    for r in range(rounds):
+        for label in (list(configs) if r % 2 == 0 else list(reversed(configs))):
+            make, on = configs[label]
             best[label] = min(best[label], await appends(make, on, n))
     return best
 
