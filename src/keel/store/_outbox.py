@@ -7,6 +7,32 @@ transaction, so an event exists exactly when its step does: a crash loses neithe
 event is published for a step that did not happen. ``keel.events.Relay`` moves the rows to
 an event bus and marks them published; delivery is at least once, and the event's ``id`` is
 stable, so consumers de-duplicate by it.
+
+The events (``data`` keys in brackets; every event also carries ``run_id``, ``agent``,
+``tenant`` and ``time``):
+
+=======================  ==================================  ===============================
+type                     written by                          id
+=======================  ==================================  ===============================
+run.started              create_run [agent, conversation]    ``<run>:started``
+tool.called              a tool step's result entry          ``<run>:<seq>:result``
+                         [tool, step_key, ok, error_type,
+                         latency_ms]
+approval.requested       put_task (approval) [task_id,       ``<task>:requested``
+                         step_key, queue, due_at, tool]
+run.escalated            put_task (escalation) [task_id,     ``<task>:requested``
+                         step_key, queue, due_at, trigger]
+run.suspended            suspend_run / a record written as   ``<run>:suspended:<digest of the
+                         suspended [waiting_on]              tasks waited on>``
+approval.decided         resolve_task [task_id, step_key,    ``<task>:decided``
+                         by, approved, edited]
+escalation.resolved      resolve_task [task_id, step_key,    ``<task>:decided``
+                         by, action]
+run.completed / failed   a record written with that status   ``<run>:<status>``
+/ cancelled              [status, usage, error_type]
+=======================  ==================================  ===============================
+
+Never in an event: tool arguments or output, the run's input or output, comments.
 """
 
 from __future__ import annotations
