@@ -271,17 +271,18 @@ class PostgresStore(RunStore):
     async def _append_with_events(self, run_id: str, entries: Sequence[JournalEntry],
                                   lease: str | None, sql: str, params: Sequence[Any],
                                   events: list[Event]) -> None:
-        """``append`` of entries that are events: the entries and the events in one
-        transaction."""
+        """``append`` of entries that are events: the entries and their events in one
+        statement (one round trip, atomic by itself)."""
         async def work(conn: Conn, q: Statements) -> None:
+            both = outbox_sql.append_with_events(sql, sql_prefix(q.schema))
             try:
-                async with conn.transaction():
-                    if (await conn.execute(sql, params)).rowcount != len(entries):
-                        raise await _refusal(conn, q, run_id, entries, lease, None)
-                    await outbox_sql.insert(conn, sql_prefix(q.schema), events)
+                row = await (await conn.execute(
+                    both, (*params, *outbox_sql.event_arrays(events, run_id)))).fetchone()
+                if row is not None and row[0] == len(entries):
                     return
+                refused: psycopg.Error | None = None
             except (errors.UniqueViolation, errors.ForeignKeyViolation) as exc:
-                refused = exc  # rolled back: say why on the same connection
+                refused = exc
             raise await _refusal(conn, q, run_id, entries, lease, refused)
 
         await self._with(work)
