@@ -16,7 +16,7 @@ from keel.core import StoreError
 from keel.store import SCHEMA_VERSION, PostgresStore, RunStore, SQLiteStore
 from keel.store import _postgres_sql as pg_sql
 from keel.store import _sqlite_schema as sqlite_schema
-from keel.testing import OutboxConformance
+from keel.testing import OutboxConformance, StoreConformance
 from keel.testing._store_conformance import sample_entry, sample_run
 from tests._stores import BACKENDS, PG_URL, fresh_store
 from tests.store._old_postgres import TASK, TASK_ROW, create_old_store, entry_row, fresh_schema, sql
@@ -32,6 +32,16 @@ class TestOutbox(OutboxConformance):
     @pytest.fixture
     async def plain_store(self, backend: str, tmp_path: Path) -> AsyncIterator[RunStore]:
         async with fresh_store(backend, tmp_path / "plain", "keel_plain") as store:
+            yield store
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+class TestStoreConformanceWithTheOutboxOn(StoreConformance):
+    """Switching the outbox on changes nothing else a store does."""
+
+    @pytest.fixture
+    async def store(self, backend: str, tmp_path: Path) -> AsyncIterator[RunStore]:
+        async with fresh_store(backend, tmp_path, "keel_outbox_on", outbox=True) as store:
             yield store
 
 
