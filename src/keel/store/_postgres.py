@@ -18,6 +18,12 @@ Writes
     Only when nothing was written does a second query tell an unknown run from a lost lease.
     ``update_run`` and ``finish_run`` are one statement each as well.
 
+Outbox
+    With ``outbox=True`` a write that is a run event (see :mod:`keel.store._outbox`) also
+    inserts the event into ``keel_outbox`` atomically with it: an ``append`` of tool results
+    by the same statement (a CTE), the other writes in one transaction. Relays claim rows
+    with ``FOR UPDATE SKIP LOCKED`` (see :mod:`keel.store._postgres_outbox`).
+
 Leases
     Expiry is decided by the database clock (``clock_timestamp()``): workers with skewed
     clocks agree on it, and ``lease_expires_at`` is in the database's epoch seconds.
