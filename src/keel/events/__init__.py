@@ -3,6 +3,7 @@ moves the journal's outbox to a bus, and triggers that start runs from events.""
 
 from keel.events._bus import Delivery, EventBus, MemoryBus, Start, Subscription
 from keel.events._errors import EventBusUnavailable, EventRejected
+from keel.events._relay import Relay, RelayStats
 from keel.store import Event
 
 EventBusUnavailable.__module__ = __name__
@@ -15,6 +16,8 @@ __all__ = [
     "EventBusUnavailable",
     "EventRejected",
     "MemoryBus",
+    "Relay",
+    "RelayStats",
     "Start",
     "Subscription",
 ]

@@ -39,7 +39,9 @@ async def prepare(conn: Conn, schema: str | None, label: str, *, create: bool = 
                 f"the Postgres run store at {label} has no schema to put its tables in (the "
                 "connection's search_path names none that exists); add ?schema=keel to the "
                 "store URL.")
-    version = await inspect(conn, schema, label)
+    async with conn.transaction():  # one snapshot: another opener may be upgrading it
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        version = await inspect(conn, schema, label)
     if version == SCHEMA_VERSION:
         return schema
     if version is not None:
@@ -115,7 +117,8 @@ async def inspect(conn: Conn, schema: str, label: str) -> int | None:
             f"{where} holds a keel_meta table without a schema version this keel knows "
             f"({row[0] if row else 'none'!r}); it is not a keel run store. Point keel at "
             "another schema (?schema=NAME in the store URL).")
-    missing = [t for t in TABLES if t not in found]
+    missing = [t for t in TABLES if t not in found
+               and (t != "keel_outbox" or version >= 5)]  # the outbox came with schema 5
     if missing:
         raise StoreError(
             f"the run store in {where} is damaged: its {', '.join(missing)} table is missing. "
