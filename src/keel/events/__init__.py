@@ -3,6 +3,9 @@ moves the journal's outbox to a bus, and triggers that start runs from events.""
 
 from keel.events._bus import Delivery, EventBus, MemoryBus, Start, Subscription
 from keel.events._errors import EventBusUnavailable, EventRejected
+from keel.events._nats import NatsBus
+from keel.events._open import open_bus
+from keel.events._redis import RedisBus
 from keel.store import Event
 
 EventBusUnavailable.__module__ = __name__
@@ -15,6 +18,9 @@ __all__ = [
     "EventBusUnavailable",
     "EventRejected",
     "MemoryBus",
+    "NatsBus",
+    "RedisBus",
     "Start",
     "Subscription",
+    "open_bus",
 ]
