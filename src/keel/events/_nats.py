@@ -130,6 +130,13 @@ class NatsBus(EventBus):
         self._closed = False
         self.generation = 0  # counts connections; subscriptions bind again when it moves
         self.server_version = (0, 0)
+        self._server_max = self._max_bytes
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event accepted: ``max_event_bytes``, or less when the server's
+        ``max_payload`` is smaller (known once connected)."""
+        return min(self._max_bytes, self._server_max)
 
     # ------------------------------------------------------------------ connection
 
@@ -172,6 +179,9 @@ class NatsBus(EventBus):
         except BaseException:
             await nc.close()
             raise
+        # the server closes a connection that sends more than its max_payload (1 MB unless
+        # configured): keep each message, headers and all, well below it
+        self._server_max = max(1024, nc.max_payload - 4096)
         version = nc.connected_server_version
         self.server_version = (version.major, version.minor)
         self._nc, self._js = nc, js
@@ -229,10 +239,11 @@ class NatsBus(EventBus):
     # ------------------------------------------------------------------ the seam
 
     async def publish(self, events: Sequence[Event]) -> None:
-        payloads = encode_events(events, self._max_bytes)
+        encode_events(events, self._max_bytes)  # refuse bad input before connecting
+        js = await self.jetstream()
+        payloads = encode_events(events, self.max_event_bytes)
         if not payloads:
             return
-        js = await self.jetstream()
         sent = await asyncio.gather(*(
             js.publish(f"{self.prefix}.{event.type}", payload, timeout=self._timeout,
                        headers={"Nats-Msg-Id": msg_id(event.id)})
