@@ -64,6 +64,7 @@ EXTRA_HINT = "pip install 'keel-agents[events]'"
 def _import_nats() -> Any:
     try:
         import nats
+        import nats.aio.client
         import nats.aio.msg
         import nats.errors
         import nats.js.api
@@ -165,13 +166,17 @@ class NatsBus(EventBus):
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.close()
+        nc = self._nats.aio.client.Client()
         try:
-            nc = await asyncio.wait_for(self._nats.connect(
+            await asyncio.wait_for(nc.connect(
                 servers=[self.url], connect_timeout=self._connect_timeout,
                 allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
-                error_cb=_log_error,
-                name="keel-events"), self._connect_timeout + 1)
-        except self.failures as exc:
+                error_cb=_log_error, name="keel-events"), self._connect_timeout + 1)
+        except (*self.failures, asyncio.CancelledError) as exc:
+            with contextlib.suppress(Exception):  # nats-py leaves the socket of a failed try
+                await asyncio.wait_for(nc.close(), 2)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise self._unavailable("connect", exc) from exc
         try:
             js = nc.jetstream(timeout=self._timeout)
