@@ -172,12 +172,12 @@ class NatsBus(EventBus):
                 servers=[self.url], connect_timeout=self._connect_timeout,
                 allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
                 error_cb=_log_error, name="keel-events"), self._connect_timeout + 1)
-        except (*self.failures, asyncio.CancelledError) as exc:
+        except BaseException as exc:
             with contextlib.suppress(Exception):  # nats-py leaves the socket of a failed try
                 await asyncio.wait_for(nc.close(), 2)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise self._unavailable("connect", exc) from exc
+            if isinstance(exc, self.failures):
+                raise self._unavailable("connect", exc) from exc
+            raise
         try:
             js = nc.jetstream(timeout=self._timeout)
             await self._ensure_stream(js)
