@@ -13,6 +13,8 @@ try:  # let pytest rewrite the conformance suite's asserts for readable failures
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
 
+from typing import TYPE_CHECKING
+
 from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
 from keel.testing._conformance import StoreConformance
 from keel.testing._faults import Faults, FaultyModel, FaultyTool, faulty_tool
@@ -20,6 +22,9 @@ from keel.testing._memory_conformance import MemoryConformance
 from keel.testing._wire_anthropic import AnthropicWireServer
 from keel.testing._wire_anthropic import RecordedRequest as AnthropicRecordedRequest
 from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
+
+if TYPE_CHECKING:
+    from keel.testing._bus_conformance import EventBusConformance
 
 __all__ = [
     "AnthropicRecordedRequest",
