@@ -3,6 +3,9 @@ moves the journal's outbox to a bus, and triggers that start runs from events.""
 
 from keel.events._bus import Delivery, EventBus, MemoryBus, Start, Subscription
 from keel.events._errors import EventBusUnavailable, EventRejected
+from keel.events._nats import NatsBus
+from keel.events._open import open_bus
+from keel.events._redis import RedisBus
 from keel.events._triggers import DEAD_LETTER_TYPE, Fired, Trigger, Triggers, TriggerStats
 from keel.store import Event
 
@@ -18,9 +21,12 @@ __all__ = [
     "EventRejected",
     "Fired",
     "MemoryBus",
+    "NatsBus",
+    "RedisBus",
     "Start",
     "Subscription",
     "Trigger",
     "TriggerStats",
     "Triggers",
+    "open_bus",
 ]

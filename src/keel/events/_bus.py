@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from keel.core import ConfigError
-from keel.events._errors import EventBusUnavailable
+from keel.core import ConfigError, UserError
+from keel.events._errors import EventBusUnavailable, EventRejected
 from keel.store import Event, check_event_type
+
+logger = logging.getLogger("keel.events")
+
+#: The largest event (its JSON form) a bus accepts by default: 1 MiB.
+DEFAULT_MAX_EVENT_BYTES = 1 << 20
 
 #: Where a new consumer group starts: with the events published after it was created
 #: (``new``), or with every event the bus still holds (``all``).
@@ -107,6 +114,94 @@ class EventBus(ABC):
         await self.close()
 
 
+def check_max_event_bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 64 << 20:
+        raise ConfigError("max_event_bytes", f"must be a whole number of bytes from 1024 to "
+                          f"{64 << 20}, not {value!r}")
+    return value
+
+
+def encode_events(events: object, max_bytes: int) -> list[bytes]:
+    """The JSON form of each event, every one checked before any is written (a batch is
+    refused whole): a list of :class:`Event` values, each at most ``max_bytes`` long."""
+    if isinstance(events, str | bytes | Event) or not isinstance(events, Sequence):
+        raise ConfigError("events", f"publish takes a list of keel.events.Event values, not "
+                          f"{type(events).__name__}")
+    out: list[bytes] = []
+    for event in events:
+        if not isinstance(event, Event):
+            raise ConfigError("events", f"publish takes keel.events.Event values, not "
+                              f"{type(event).__name__}")
+        try:
+            raw = event.to_json()
+        except (TypeError, ValueError) as exc:
+            raise EventRejected(f"event {event.id[:80]!r} cannot be written as JSON ({exc}); "
+                                "its data must hold only JSON values (no NaN, no objects)",
+                                event_id=event.id) from None
+        if len(raw) > max_bytes:
+            raise EventRejected(f"event {event.id[:80]!r} is {len(raw)} bytes as JSON, over the "
+                                f"bus's limit of {max_bytes} (max_event_bytes): store the bulk "
+                                "elsewhere and put a reference in the event", event_id=event.id)
+        out.append(raw)
+    return out
+
+
+def decode_event(raw: object) -> Event | None:
+    """The event in a message read off a bus, or None when it is not one (someone else wrote
+    to the stream): the caller drops it, logs it and counts it, never crashes on it."""
+    if not isinstance(raw, bytes | str):
+        return None
+    try:
+        return Event.from_json(raw)
+    except UserError:
+        return None
+
+
+def check_fetch(max_events: object, wait: object) -> tuple[int, float]:
+    if isinstance(max_events, bool) or not isinstance(max_events, int) or \
+            not 1 <= max_events <= 10_000:
+        raise ConfigError("max_events", f"must be a whole number from 1 to 10000, not "
+                          f"{max_events!r}")
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or math.isnan(wait) or \
+            not 0 <= wait <= 3600:
+        raise ConfigError("wait", f"must be a number of seconds from 0 to 3600, not {wait!r}")
+    return max_events, float(wait)
+
+
+def check_delay(delay: object) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or math.isnan(delay) or \
+            not 0 <= delay <= 86_400:
+        raise ConfigError("delay", f"must be a number of seconds from 0 to 86400, not {delay!r}")
+    return float(delay)
+
+
+def check_start(start: object) -> Start:
+    if start not in ("new", "all"):
+        raise ConfigError("start", f"must be 'new' or 'all', not {str(start)[:80]!r}")
+    return start
+
+
+def check_deliveries(deliveries: object, token_type: type | tuple[type, ...]) -> list[Delivery]:
+    """The deliveries to ack or nak, each one handed out by this kind of bus."""
+    if isinstance(deliveries, Delivery) or not isinstance(deliveries, Sequence):
+        raise ConfigError("deliveries", f"pass a list of Delivery values, not "
+                          f"{type(deliveries).__name__}")
+    for d in deliveries:
+        if not isinstance(d, Delivery) or not isinstance(d.token, token_type):
+            raise ConfigError("deliveries", "pass the Delivery values this subscription's "
+                              f"fetch returned, not {type(d).__name__}")
+    return list(deliveries)
+
+
+def types_mismatch(group: str, had: frozenset[str] | None,
+                   asked: frozenset[str] | None) -> ConfigError:
+    def show(types: frozenset[str] | None) -> str:
+        return "every type" if types is None else ", ".join(sorted(types))[:300]
+    return ConfigError("types", f"consumer group {group!r} already reads {show(had)}; "
+                       f"subscribe with the same types, or use another group name for "
+                       f"{show(asked)}")
+
+
 def check_ack_wait(ack_wait: object) -> float:
     if isinstance(ack_wait, bool) or not isinstance(ack_wait, int | float) or \
             not 0.05 <= ack_wait <= 86_400:
@@ -138,11 +233,12 @@ class MemoryBus(EventBus):
     """An event bus inside one process: the events live in a list, the groups in dicts.
     Nothing survives the process; for tests and for single-process applications."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._log: list[Event] = []
         self._groups: dict[str, _Group] = {}
         self._changed = asyncio.Condition()
         self._closed = False
+        self._max_bytes = check_max_event_bytes(max_event_bytes)
 
     @property
     def events(self) -> list[Event]:
@@ -155,10 +251,7 @@ class MemoryBus(EventBus):
 
     async def publish(self, events: Sequence[Event]) -> None:
         self._check_open()
-        for event in events:
-            if not isinstance(event, Event):
-                raise ConfigError("events", f"publish takes keel.events.Event values, not "
-                                  f"{type(event).__name__}")
+        encode_events(events, self._max_bytes)
         async with self._changed:
             self._log.extend(events)
             self._changed.notify_all()
@@ -169,11 +262,15 @@ class MemoryBus(EventBus):
         check_group(group)
         wanted = check_types(types)
         wait = check_ack_wait(ack_wait)
-        if start not in ("new", "all"):
-            raise ConfigError("start", f"must be 'new' or 'all', not {start!r}")
+        check_start(start)
         if group not in self._groups:
             self._groups[group] = _Group(wanted, wait, 0 if start == "all" else len(self._log))
+        elif self._groups[group].types != wanted:
+            raise types_mismatch(group, self._groups[group].types, wanted)
         return _MemorySubscription(self, self._groups[group])
+
+    async def close(self) -> None:
+        self._closed = True
 
 
 class _MemorySubscription(Subscription):
@@ -203,9 +300,8 @@ class _MemorySubscription(Subscription):
 
     async def fetch(self, max_events: int = 100, *, wait: float = 1.0) -> list[Delivery]:
         self._bus._check_open()
-        if max_events < 1:
-            raise ConfigError("max_events", f"must be at least 1, not {max_events!r}")
-        deadline = time.monotonic() + max(0.0, wait)
+        max_events, wait = check_fetch(max_events, wait)
+        deadline = time.monotonic() + wait
         cond = self._bus._changed
         async with cond:
             while True:
@@ -219,13 +315,14 @@ class _MemorySubscription(Subscription):
                     await asyncio.wait_for(cond.wait(), nap)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        for d in deliveries:
+        for d in check_deliveries(deliveries, int):
             self._group.pending.pop(d.token, None)
             self._group.acked.add(d.token)
 
     async def nak(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        delay = check_delay(delay)
         now = time.monotonic()
-        for d in deliveries:
+        for d in check_deliveries(deliveries, int):
             pending = self._group.pending.get(d.token)
             if pending is not None:
                 pending.due = now + max(0.0, delay)

@@ -1,0 +1,403 @@
+"""The event bus on NATS JetStream (nats-py, the ``events`` extra).
+
+One stream (``KEEL_EVENTS`` unless named) captures the subjects ``<prefix>.>`` (prefix
+``keel.events``); it is created, or its limits updated, when the bus connects. An event of
+type ``order.paid`` is published to ``keel.events.order.paid`` with the header
+``Nats-Msg-Id`` set from the event id, so JetStream drops a re-publish of the same id within
+its de-duplication window (``duplicate_window``, two minutes by default). A batch is
+published concurrently and every acknowledgement awaited: when the call fails, a prefix of
+the batch may be stored, and publishing it again stores each id once (within the window).
+
+A consumer group is a durable pull consumer named after the group (explicit acks,
+``ack_wait``, unlimited redeliveries, deliver policy ``new`` or ``all``), filtered to the
+subjects of its types: one type by the server; several types by the server from NATS 2.10
+(``filter_subjects``), and on the client before it (the other types are acknowledged at
+once). The attempt is JetStream's delivery count; ``nak`` takes a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import time
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from keel.core import ConfigError, UserError
+from keel.events._bus import (
+    DEFAULT_MAX_EVENT_BYTES,
+    Delivery,
+    EventBus,
+    Start,
+    Subscription,
+    check_ack_wait,
+    check_delay,
+    check_deliveries,
+    check_fetch,
+    check_group,
+    check_max_event_bytes,
+    check_start,
+    check_types,
+    decode_event,
+    encode_events,
+    logger,
+    types_mismatch,
+)
+from keel.events._errors import EventBusUnavailable
+from keel.store import Event
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+
+_STREAM = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,7}$")
+_SAFE_ID = re.compile(r"^[!-~]([ -~]*[!-~])?$")  # printable ASCII, no edge spaces
+_DESCRIPTION = "keel consumer group; types: "
+EXTRA_HINT = "pip install 'keel-agents[events]'"
+
+
+def _import_nats() -> Any:
+    try:
+        import nats
+        import nats.aio.msg
+        import nats.errors
+        import nats.js.api
+        import nats.js.errors
+    except ImportError:
+        raise UserError(f"the NATS event bus needs nats-py: {EXTRA_HINT}") from None
+    return nats
+
+
+def msg_id(event_id: str) -> str:
+    """The ``Nats-Msg-Id`` for an event id: the id itself when it is plain printable ASCII,
+    else a digest of it (a header cannot carry line breaks or other bytes)."""
+    if _SAFE_ID.match(event_id):
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _show_types(types: frozenset[str] | None) -> str:
+    return "*" if types is None else ",".join(sorted(types))
+
+
+class NatsBus(EventBus):
+    """An event bus on a JetStream stream. See the module docstring for the design.
+
+    ``max_age`` (seconds) and ``max_msgs`` bound the stream's retention (None: unbounded);
+    an event removed before a group read it is lost to that group. The connection opens on
+    first use (or ``async with``) and never reconnects by itself: a call that loses it
+    raises :class:`EventBusUnavailable`, and the next call connects again.
+    """
+
+    def __init__(self, url: str = "nats://127.0.0.1:4222", *, stream: str = "KEEL_EVENTS",
+                 prefix: str = "keel.events", max_age: float | None = 7 * 86_400,
+                 max_msgs: int | None = None, duplicate_window: float = 120.0,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 connect_timeout: float = 5.0, timeout: float = 10.0) -> None:
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("nats", "tls"):
+            raise ConfigError("url", f"a NATS URL starts nats:// or tls://, not "
+                              f"{str(url)[:80]!r}")
+        if not isinstance(stream, str) or not _STREAM.match(stream):
+            raise ConfigError("stream", "a stream name is 1-64 letters, digits, '_' or '-', "
+                              f"not {str(stream)[:80]!r}")
+        if not isinstance(prefix, str) or len(prefix) > 100 or not _PREFIX.match(prefix):
+            raise ConfigError("prefix", "a subject prefix is 1-8 dot-separated tokens of "
+                              f"letters, digits, '_' or '-', not {str(prefix)[:80]!r}")
+        _check_limits(max_age, max_msgs, duplicate_window, connect_timeout, timeout)
+        self._nats = _import_nats()
+        #: What nats-py raises when the server is away or says no.
+        self.failures: tuple[type[BaseException], ...] = (
+            self._nats.errors.Error, OSError, TimeoutError)
+        self.url = url
+        self.stream = stream
+        self.prefix = prefix
+        #: Messages on the stream that were not keel events (terminated, logged).
+        self.malformed = 0
+        self._max_age = max_age
+        self._max_msgs = max_msgs
+        self._dup_window = float(duplicate_window)
+        self._max_bytes = check_max_event_bytes(max_event_bytes)
+        self._connect_timeout = float(connect_timeout)
+        self._timeout = float(timeout)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.generation = 0  # counts connections; subscriptions bind again when it moves
+        self.server_version = (0, 0)
+
+    # ------------------------------------------------------------------ connection
+
+    def _unavailable(self, what: str, exc: BaseException) -> EventBusUnavailable:
+        detail = str(exc)[:300] or "no answer in time"
+        return EventBusUnavailable(
+            f"the NATS event bus at {_safe(self.url)} could not {what}: {type(exc).__name__}: "
+            f"{detail} (is the server running with JetStream? try again later)")
+
+
+    async def jetstream(self) -> JetStreamContext:
+        """The JetStream context of a live connection (connecting, or again, if needed)."""
+        if self._closed:
+            raise EventBusUnavailable("this NATS event bus was closed; open a new one")
+        nc, js = self._nc, self._js
+        if nc is not None and js is not None and nc.is_connected:
+            return js
+        async with self._lock:
+            if self._nc is None or not self._nc.is_connected:
+                await self._connect()
+            assert self._js is not None
+            return self._js
+
+    async def _connect(self) -> None:
+        old, self._nc, self._js = self._nc, None, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        try:
+            nc = await asyncio.wait_for(self._nats.connect(
+                servers=[self.url], connect_timeout=self._connect_timeout,
+                allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
+                error_cb=_log_error,
+                name="keel-events"), self._connect_timeout + 1)
+        except self.failures as exc:
+            raise self._unavailable("connect", exc) from exc
+        try:
+            js = nc.jetstream(timeout=self._timeout)
+            await self._ensure_stream(js)
+        except BaseException:
+            await nc.close()
+            raise
+        version = nc.connected_server_version
+        self.server_version = (version.major, version.minor)
+        self._nc, self._js = nc, js
+        self.generation += 1
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        api = self._nats.js.api
+        config = api.StreamConfig(
+            name=self.stream, subjects=[f"{self.prefix}.>"], storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS, max_age=self._max_age,
+            max_msgs=self._max_msgs if self._max_msgs is not None else -1,
+            max_msg_size=self._max_bytes + 4096, duplicate_window=self._dup_window)
+        try:
+            try:
+                await js.stream_info(self.stream)
+            except self._nats.js.errors.NotFoundError:
+                await js.add_stream(config)
+            else:
+                await js.update_stream(config)
+        except self._nats.js.errors.BadRequestError as exc:
+            raise ConfigError("stream", f"JetStream refused stream {self.stream!r} on subjects "
+                              f"{self.prefix}.>: {exc.description} (another stream may hold "
+                              "those subjects: choose another prefix or stream)") from None
+        except self.failures as exc:
+            raise self._unavailable(f"set up stream {self.stream!r}", exc) from exc
+
+    async def connect(self) -> None:
+        """Connect now (and create or update the stream), so problems show at once."""
+        await self.jetstream()
+
+    async def __aenter__(self) -> NatsBus:
+        await self.connect()
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    def is_live(self, generation: int) -> bool:
+        return self._nc is not None and self._nc.is_connected and generation == self.generation
+
+    async def flush(self) -> None:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise EventBusUnavailable(f"lost the connection to NATS at {_safe(self.url)}; "
+                                      "the events not acknowledged come back after ack_wait")
+        try:
+            await nc.flush(timeout=max(1, int(self._timeout)))
+        except self.failures as exc:
+            raise self._unavailable("send acknowledgements", exc) from exc
+
+    # ------------------------------------------------------------------ the seam
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        payloads = encode_events(events, self._max_bytes)
+        if not payloads:
+            return
+        js = await self.jetstream()
+        sent = await asyncio.gather(*(
+            js.publish(f"{self.prefix}.{event.type}", payload, timeout=self._timeout,
+                       headers={"Nats-Msg-Id": msg_id(event.id)})
+            for event, payload in zip(events, payloads, strict=True)), return_exceptions=True)
+        for result in sent:
+            if isinstance(result, BaseException):
+                if isinstance(result, self.failures):
+                    raise self._unavailable(f"publish {len(payloads)} event(s)", result) \
+                        from result
+                raise result
+
+    async def subscribe(self, group: str, *, types: Collection[str] | None = None,
+                        ack_wait: float = 30.0, start: Start = "new") -> Subscription:
+        check_group(group)
+        wanted = check_types(types)
+        wait = check_ack_wait(ack_wait)
+        check_start(start)
+        js = await self.jetstream()
+        api = self._nats.js.api
+        subjects = None if wanted is None else [f"{self.prefix}.{t}" for t in sorted(wanted)]
+        by_server = subjects is None or len(subjects) == 1 or self.server_version >= (2, 10)
+        config = api.ConsumerConfig(
+            durable_name=group, description=_DESCRIPTION + _show_types(wanted),
+            deliver_policy=api.DeliverPolicy.NEW if start == "new" else api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT, ack_wait=wait, max_deliver=-1,
+            filter_subject=subjects[0] if subjects and len(subjects) == 1 else None,
+            filter_subjects=subjects if subjects and len(subjects) > 1 and by_server else None)
+        try:
+            try:
+                info = await js.consumer_info(self.stream, group)
+            except self._nats.js.errors.NotFoundError:
+                info = await js.add_consumer(self.stream, config)
+        except self.failures as exc:
+            raise self._unavailable(f"create consumer group {group!r}", exc) from exc
+        had = (info.config.description or "").removeprefix(_DESCRIPTION)
+        if had != _show_types(wanted):
+            loaded = None if had == "*" else frozenset(had.split(","))
+            raise types_mismatch(group, loaded, wanted)
+        return _NatsSubscription(self, group, None if by_server else wanted)
+
+    def drop(self, msg: Msg, why: str) -> None:
+        self.malformed += 1
+        logger.warning("event bus %s: dropped message on %s, %s; %d dropped so far",
+                       self.stream, msg.subject[:200], why, self.malformed)
+
+
+class _NatsSubscription(Subscription):
+    def __init__(self, bus: NatsBus, group: str, types: frozenset[str] | None) -> None:
+        self._bus = bus
+        self._group = group
+        self._types = types  # filtered here (None: the server filters, or every type)
+        self._sub: Any = None
+        self._generation = -1
+        self._closed = False
+
+    async def _bound(self) -> Any:
+        if self._closed:
+            raise EventBusUnavailable("this subscription was closed; subscribe again")
+        bus = self._bus
+        js = await bus.jetstream()
+        if self._sub is None or not bus.is_live(self._generation):
+            try:
+                self._sub = await js.pull_subscribe_bind(durable=self._group, stream=bus.stream)
+            except bus.failures as exc:
+                raise bus._unavailable(f"bind to consumer group {self._group!r}", exc) from exc
+            self._generation = bus.generation
+        return self._sub
+
+    async def _sort(self, msgs: list[Msg]) -> list[Delivery]:
+        out: list[Delivery] = []
+        prefix = self._bus.prefix + "."
+        for msg in msgs:
+            event = decode_event(msg.data)
+            if event is None or msg.subject != prefix + event.type:
+                why = "not a keel event" if event is None else \
+                    f"an event of type {event.type!r} on another type's subject"
+                self._bus.drop(msg, why)
+                await msg.term()
+            elif self._types is not None and event.type not in self._types:
+                await msg.ack()
+            else:
+                out.append(Delivery(event, msg.metadata.num_delivered or 1, msg))
+        return out
+
+    async def fetch(self, max_events: int = 100, *, wait: float = 1.0) -> list[Delivery]:
+        count, wait = check_fetch(max_events, wait)
+        bus = self._bus
+        deadline = time.monotonic() + wait
+        while True:
+            sub = await self._bound()
+            left = deadline - time.monotonic()
+            try:
+                msgs = await sub.fetch(count, timeout=max(left, 0.05))
+            except bus._nats.errors.TimeoutError:
+                msgs = []
+            except bus.failures as exc:
+                raise bus._unavailable(f"read consumer group {self._group!r}", exc) from exc
+            if not msgs and not bus.is_live(self._generation):
+                raise EventBusUnavailable(f"lost the connection to NATS at {_safe(bus.url)} "
+                                          f"while reading consumer group {self._group!r}")
+            try:
+                out = await self._sort(msgs)
+            except bus.failures as exc:
+                raise bus._unavailable("acknowledge skipped messages", exc) from exc
+            if out or time.monotonic() >= deadline:
+                return out
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self._settle(deliveries, "ack", 0.0)
+
+    async def nak(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        await self._settle(deliveries, "nak", check_delay(delay))
+
+    async def _settle(self, deliveries: Sequence[Delivery], how: str, delay: float) -> None:
+        msg_type = self._bus._nats.aio.msg.Msg
+        checked = check_deliveries(deliveries, msg_type)
+        if not checked:
+            return
+        errors = self._bus._nats.errors
+        try:
+            for d in checked:
+                with contextlib.suppress(errors.MsgAlreadyAckdError):
+                    if how == "ack":
+                        await d.token.ack()
+                    else:
+                        await d.token.nak(delay=delay or None)
+        except self._bus.failures as exc:
+            raise self._bus._unavailable(f"{how} events", exc) from exc
+        await self._bus.flush()
+
+    async def close(self) -> None:
+        """Stop consuming; the group (the durable consumer) stays on the server."""
+        if self._closed:
+            return
+        self._closed = True
+        sub, self._sub = self._sub, None
+        if sub is not None and self._bus.is_live(self._generation):
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+def _check_limits(max_age: object, max_msgs: object, duplicate_window: object,
+                  connect_timeout: object, timeout: object) -> None:
+    def number(value: object) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int | float)
+    if max_age is not None and (not number(max_age) or not 1 <= max_age <= 10 * 365 * 86_400):  # type: ignore[operator]
+        raise ConfigError("max_age", f"must be seconds (at least 1) or None, not {max_age!r}")
+    if max_msgs is not None and (isinstance(max_msgs, bool) or not isinstance(max_msgs, int)
+                                 or max_msgs < 1):
+        raise ConfigError("max_msgs", f"must be a positive whole number or None, not "
+                          f"{max_msgs!r}")
+    if not number(duplicate_window) or not 0.1 <= duplicate_window <= 86_400:  # type: ignore[operator]
+        raise ConfigError("duplicate_window", f"must be seconds from 0.1 to 86400, not "
+                          f"{duplicate_window!r}")
+    for name, value in (("connect_timeout", connect_timeout), ("timeout", timeout)):
+        if not number(value) or not 0.1 <= value <= 600:  # type: ignore[operator]
+            raise ConfigError(name, f"must be seconds from 0.1 to 600, not {value!r}")
+
+
+def _safe(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return f"{parts.scheme}://***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+async def _log_error(exc: Exception) -> None:
+    logger.debug("nats: %s: %s", type(exc).__name__, exc)
