@@ -278,7 +278,8 @@ class Triggers:
         self._by_type: dict[str, list[Trigger]] = {}
         for t in self.triggers:
             self._by_type.setdefault(t.type, []).append(t)
-        self._active: dict[str, asyncio.Event] = {}  # event ids handled here right now
+        #: The events handled here right now, with their deliveries (answered together).
+        self._active: dict[str, list[Delivery]] = {}
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until ``stop`` is set (then finish the runs in flight and return), or
@@ -327,6 +328,10 @@ class Triggers:
                     continue
                 failures = 0
                 for delivery in got:
+                    same = self._active.get(delivery.event.id)
+                    if same is not None:  # handled here right now (a redelivery or a
+                        same.append(delivery)  # re-publish): answered with it, no new slot
+                        continue
                     task = asyncio.create_task(self._handle(sub, delivery))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -337,31 +342,28 @@ class Triggers:
 
     async def _handle(self, sub: Subscription, delivery: Delivery) -> None:
         event = delivery.event
-        while (busy := self._active.get(event.id)) is not None:  # the same event (a re-publish,
-            await busy.wait()  # a redelivery) handled here right now: after it, this one finds
-        self._active[event.id] = done_here = asyncio.Event()  # the run at rest
+        self._active[event.id] = answer = [delivery]
         stats = self.stats
         stats.in_flight += 1
         stats.high_water = max(stats.high_water, stats.in_flight)
         try:
             done = await self._settle(event)
-            await self._answer(sub, delivery, done)
+            await self._answer(sub, answer, done)
         finally:
             stats.in_flight -= 1
             del self._active[event.id]
-            done_here.set()
 
-    async def _answer(self, sub: Subscription, delivery: Delivery, done: bool) -> None:
+    async def _answer(self, sub: Subscription, deliveries: list[Delivery], done: bool) -> None:
         try:
             if done:
-                await sub.ack([delivery])
+                await sub.ack(deliveries)
             else:
                 self.stats.retried += 1
-                await sub.nak([delivery], delay=self.retry_delay)
+                await sub.nak(deliveries, delay=self.retry_delay)
         except EventBusUnavailable as exc:  # it comes again after ack_wait; de-dup holds
             self.stats.bus_errors += 1
             _log.warning("event %s: could not %s it (%s); it will be delivered again",
-                         delivery.event.id, "ack" if done else "nak", exc)
+                         deliveries[0].event.id, "ack" if done else "nak", exc)
 
     async def _settle(self, event: Event) -> bool:
         """True once every run this event starts is at rest (or the event was rejected)."""
