@@ -18,18 +18,20 @@ BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 @asynccontextmanager
-async def fresh_store(kind: str, tmp_path: Path, prefix: str) -> AsyncIterator[RunStore]:
+async def fresh_store(kind: str, tmp_path: Path, prefix: str, *,
+                      outbox: bool = False) -> AsyncIterator[RunStore]:
     """An empty store of ``kind``: in memory, a SQLite file in ``tmp_path``, or a Postgres
-    schema of its own (``<prefix>_<random>``), dropped afterwards."""
+    schema of its own (``<prefix>_<random>``), dropped afterwards; with ``outbox``, its
+    outbox on."""
     if kind == "memory":
-        yield MemoryStore()
+        yield MemoryStore(outbox=outbox)
     elif kind == "sqlite":
-        async with SQLiteStore(tmp_path / "runs.db") as opened:
+        async with SQLiteStore(tmp_path / "runs.db", outbox=outbox) as opened:
             yield opened
     else:
         schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
         try:
-            async with PostgresStore(PG_URL, schema=schema) as opened:
+            async with PostgresStore(PG_URL, schema=schema, outbox=outbox) as opened:
                 yield opened
         finally:
             with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:

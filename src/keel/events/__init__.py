@@ -6,6 +6,7 @@ from keel.events._errors import EventBusUnavailable, EventRejected
 from keel.events._nats import NatsBus
 from keel.events._open import open_bus
 from keel.events._redis import RedisBus
+from keel.events._relay import Relay, RelayStats
 from keel.events._triggers import DEAD_LETTER_TYPE, Fired, Trigger, Triggers, TriggerStats
 from keel.store import Event
 
@@ -23,6 +24,8 @@ __all__ = [
     "MemoryBus",
     "NatsBus",
     "RedisBus",
+    "Relay",
+    "RelayStats",
     "Start",
     "Subscription",
     "Trigger",

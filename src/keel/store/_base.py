@@ -19,14 +19,16 @@ from keel.core import StoreError, UserError
 from keel.store._ids import check_id
 
 if TYPE_CHECKING:
+    from keel.store._outbox import Event
     from keel.store._stats import StatsQuery, StatsResult
 
 #: Bump when the stored layout changes; stores refuse files written with a newer version.
 #: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
 #: escalations). 3: each run's tenant and user, in columns of their own. 4: each run's
-#: conversation (thread) id, in a column of its own. Stores of an older version are upgraded
+#: conversation (thread) id, in a column of its own. 5: the outbox table (run events written
+#: with the journal; see :mod:`keel.store._outbox`). Stores of an older version are upgraded
 #: in place when opened.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 #: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
@@ -380,6 +382,32 @@ class RunStore(ABC):
         unresolved, else with status ``running`` (every decision already arrived: the run is
         runnable); either way the lease is released. Returns the status written."""
 
+    # ---------------------------------------------------------------------------- outbox
+
+    @property
+    def outbox(self) -> bool:
+        """Whether this store writes run events to its outbox (off unless asked for:
+        ``open_store(url, outbox=True)``)."""
+        return False
+
+    async def read_outbox(self, after: int = 0, limit: int = 500, *,
+                          claim_s: float = 30.0) -> list[tuple[int, Event]]:
+        """Up to ``limit`` unpublished outbox rows with a position above ``after``, in
+        position order, as ``(position, event)``. The rows are claimed for ``claim_s``
+        seconds: a concurrent reader (another relay) skips them until the claim runs out
+        (then they are read again: at least once). Stores without an outbox raise
+        :class:`keel.StoreError`."""
+        raise no_outbox(self)
+
+    async def mark_published(self, positions: Collection[int]) -> int:
+        """Mark the rows at ``positions`` published (they are read no more); returns how
+        many were marked."""
+        raise no_outbox(self)
+
+    async def prune_outbox(self, before: float) -> int:
+        """Delete the rows published before ``before`` (epoch seconds); returns how many."""
+        raise no_outbox(self)
+
     # ------------------------------------------------------------------------- analytics
 
     async def stats(self, query: StatsQuery | None = None) -> StatsResult:
@@ -514,3 +542,9 @@ def required_store(func: str, store: RunStore | None) -> RunStore:
         raise UserError(f"{func}() needs the run store: pass store=... (a RunStore, e.g. "
                         "open_store(url)).")
     return store
+
+
+def no_outbox(store: object) -> StoreError:
+    return StoreError(f"this store ({type(store).__name__}) has no outbox: use a keel store "
+                      "(memory, SQLite, Postgres) opened with outbox=True, or implement "
+                      "read_outbox, mark_published and prune_outbox.")

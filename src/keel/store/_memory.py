@@ -44,6 +44,17 @@ from keel.store._messages import (
     task_conflict_if_resolved,
     task_not_found,
 )
+from keel.store._outbox import (
+    Event,
+    check_before,
+    check_positions,
+    check_read,
+    run_started,
+    run_status,
+    task_decided,
+    task_requested,
+    tool_calls,
+)
 from keel.store._stats import StatsQuery, StatsResult, cache_hit, compute, tool_failure
 
 _LEASE_FIELDS = ("lease_owner", "lease_expires_at", "cancel_requested")
@@ -69,11 +80,63 @@ def _scope(tenant: str | None) -> dict[str, Any]:
 class MemoryStore(RunStore):
     """Keeps runs in dicts. For tests, benchmarks and runs that need no durability."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, outbox: bool = False) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._journals: dict[str, list[JournalEntry]] = {}
         self._recorded: dict[str, set[tuple[str, str]]] = {}
         self._tasks: dict[str, HumanTask] = {}
+        self._outbox = bool(outbox)
+        self._rows: dict[int, _Row] = {}  # the outbox, by position
+        self._event_ids: set[str] = set()
+        self._position = 0
+
+    @property
+    def outbox(self) -> bool:
+        return self._outbox
+
+    def _emit(self, events: Sequence[Event | None]) -> None:
+        """Add events to the outbox (after every check of the write passed: nothing awaits
+        between here and the write, so both happen or neither); a known id is skipped."""
+        for event in events:
+            if event is None or event.id in self._event_ids:
+                continue
+            run = self._runs.get(event.run_id or "")
+            if run is not None:
+                event = dataclasses.replace(event, agent=run.agent, tenant=run.tenant)
+            self._position += 1
+            self._event_ids.add(event.id)
+            self._rows[self._position] = _Row(event)
+
+    async def read_outbox(self, after: int = 0, limit: int = 500, *,
+                          claim_s: float = 30.0) -> list[tuple[int, Event]]:
+        after, limit, claim_s = check_read(after, limit, claim_s)
+        now = time.time()
+        out: list[tuple[int, Event]] = []
+        for position in sorted(p for p in self._rows if p > after):
+            row = self._rows[position]
+            if row.published_at is None and row.claimed_until <= now:
+                row.claimed_until = now + claim_s
+                out.append((position, row.event))
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def mark_published(self, positions: Collection[int]) -> int:
+        now, marked = time.time(), 0
+        for position in check_positions(positions):
+            row = self._rows.get(position)
+            if row is not None and row.published_at is None:
+                row.published_at = now
+                marked += 1
+        return marked
+
+    async def prune_outbox(self, before: float) -> int:
+        before = check_before(before)
+        doomed = [p for p, row in self._rows.items()
+                  if row.published_at is not None and row.published_at < before]
+        for position in doomed:
+            self._event_ids.discard(self._rows.pop(position).event.id)
+        return len(doomed)
 
     # ------------------------------------------------------------------------------ runs
 
@@ -83,6 +146,8 @@ class MemoryStore(RunStore):
         self._runs[record.run_id] = record
         self._journals[record.run_id] = []
         self._recorded[record.run_id] = set()
+        if self._outbox:
+            self._emit([run_started(record)])
 
     def _fence(self, run_id: str, lease: str | None) -> RunRecord:
         record = self._runs.get(run_id)
@@ -103,6 +168,8 @@ class MemoryStore(RunStore):
     def _add_entries(self, run_id: str, entries: Sequence[JournalEntry]) -> None:
         self._recorded[run_id].update((e.key, e.phase) for e in entries)
         self._journals[run_id].extend(entries)
+        if self._outbox:
+            self._emit(tool_calls(run_id, entries))
 
     async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
                      lease: str | None = None) -> None:
@@ -115,6 +182,8 @@ class MemoryStore(RunStore):
                 raise duplicate_entry(run_id, one)
             recorded.add(one)
             self._journals[run_id].append(entry)
+            if self._outbox:
+                self._emit(tool_calls(run_id, entries))
             return
         self._check_entries(run_id, entries)
         self._add_entries(run_id, entries)
@@ -154,6 +223,8 @@ class MemoryStore(RunStore):
     async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
         old = self._fence(record.run_id, lease)
         self._runs[record.run_id] = merged(old, record)
+        if self._outbox:
+            self._emit([run_status(record)])
 
     async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                          lease: str | None = None) -> None:
@@ -161,6 +232,8 @@ class MemoryStore(RunStore):
         self._check_entries(record.run_id, entries)
         self._add_entries(record.run_id, entries)
         self._runs[record.run_id] = merged(old, record)
+        if self._outbox:
+            self._emit([run_status(record)])
 
     async def prune_runs(self, *, before: float,
                          statuses: Collection[str] = TERMINAL_STATUSES) -> int:
@@ -177,6 +250,9 @@ class MemoryStore(RunStore):
         doomed = [r.run_id for r in self._runs.values()
                   if r.conversation == conversation and r.tenant == tenant]
         self._drop_runs(doomed)
+        gone = set(doomed)
+        for position in [p for p, row in self._rows.items() if row.event.run_id in gone]:
+            self._event_ids.discard(self._rows.pop(position).event.id)
         return len(doomed)
 
     def _drop_runs(self, doomed: list[str]) -> None:
@@ -252,6 +328,8 @@ class MemoryStore(RunStore):
         if task.task_id in self._tasks:
             return False
         self._tasks[task.task_id] = task
+        if self._outbox:
+            self._emit([task_requested(task)])
         return True
 
     def _tenant_of(self, task: HumanTask) -> str | None:
@@ -310,6 +388,9 @@ class MemoryStore(RunStore):
         task = dataclasses.replace(task, status="resolved", resolution=resolution,
                                    by=by, resolved_at=now)
         self._tasks[task_id] = task
+        if self._outbox:
+            self._emit([task_decided(task, resolution, by, now),
+                        None if close is None else run_status(close)])
         if close is not None:
             self._runs[run.run_id] = merged(run, close)
         elif run.status == "suspended":
@@ -328,4 +409,13 @@ class MemoryStore(RunStore):
         self._add_entries(record.run_id, entries)
         self._runs[record.run_id] = dataclasses.replace(
             merged(old, record), status=status, lease_owner=None, lease_expires_at=None)
+        if self._outbox and status == "suspended":
+            self._emit([run_status(self._runs[record.run_id], waiting_on=waiting_on)])
         return status
+
+
+@dataclasses.dataclass(slots=True)
+class _Row:
+    event: Event
+    published_at: float | None = None
+    claimed_until: float = 0.0

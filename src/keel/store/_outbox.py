@@ -11,12 +11,15 @@ stable, so consumers de-duplicate by it.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.core import UserError
+from keel.core import ConfigError, UserError
 
 #: An event type: lower-case words joined by dots, underscores or dashes (``run.completed``,
 #: ``order_processed``); a NATS subject token and a Redis field alike.
@@ -97,3 +100,153 @@ class Event:
         except (ValueError, UnicodeDecodeError) as exc:
             raise UserError(f"an event is not valid JSON: {exc}") from None
         return cls.from_dict(decoded)
+
+
+# ------------------------------------------------------------------ the run events, derived
+#
+# One pure function per kind of store write; every backend calls these and writes what they
+# return in the write's own transaction. Event ids are a function of the write's content
+# (the run, the journal record, the task), so a write executed again can only produce ids
+# already stored: the outbox keeps the first (its event id is unique) and ignores the rest.
+# ``agent`` and ``tenant`` are filled in by the backend from the run's row.
+
+#: The event types keel itself writes.
+RUN_EVENT_TYPES = ("run.started", "run.completed", "run.failed", "run.cancelled",
+                   "run.suspended", "run.escalated", "approval.requested", "approval.decided",
+                   "escalation.resolved", "tool.called")
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+def _of(run: Any) -> dict[str, Any]:
+    return {"run_id": run.run_id, "agent": getattr(run, "agent", None),
+            "tenant": getattr(run, "tenant", None)}
+
+
+def run_started(record: Any) -> Event:
+    """``create_run``: the run exists."""
+    return Event(id=f"{record.run_id}:started", type="run.started", time=record.created_at,
+                 data={"agent": record.agent, "conversation": record.conversation},
+                 **_of(record))
+
+
+def run_status(record: Any, *, waiting_on: Collection[str] = ()) -> Event | None:
+    """A write of ``record`` (``update_run``, ``finish_run``, ``suspend_run``, the ``close``
+    of ``resolve_task``): ``run.completed|failed|cancelled`` for a terminal status (its id is
+    the run and the status, so a run reports each end once, however often the record is
+    written), ``run.suspended`` for ``suspended`` (its id names the tasks it waits for), else
+    None."""
+    status = record.status
+    if status in _TERMINAL:
+        error = record.error if isinstance(record.error, dict) else {}
+        data: dict[str, Any] = {"status": status, "usage": _small(record.usage)}
+        if status != "completed":
+            data["error_type"] = error.get("type")
+        return Event(id=f"{record.run_id}:{status}", type=f"run.{status}",
+                     time=record.updated_at, data=data, **_of(record))
+    if status == "suspended":
+        waits = sorted(waiting_on)
+        tag = hashlib.sha256("\n".join(waits).encode()).hexdigest()[:16] if waits else "signal"
+        return Event(id=f"{record.run_id}:suspended:{tag}", type="run.suspended",
+                     time=record.updated_at, data={"waiting_on": waits[:20]}, **_of(record))
+    return None
+
+
+def tool_calls(run_id: str, entries: Sequence[Any], *, agent: str | None = None,
+               tenant: str | None = None) -> list[Event]:
+    """Appended journal entries: one ``tool.called`` per tool result (the tool, the step,
+    whether it succeeded and the error type; never its arguments or output)."""
+    out: list[Event] = []
+    for e in entries:
+        if e.kind != "tool" or e.phase != "result":
+            continue
+        failure = e.data.get("failure") if isinstance(e.data, dict) else None
+        error_type = failure.get("error_type") if isinstance(failure, dict) else None
+        out.append(Event(
+            id=f"{run_id}:{e.seq}:result", type="tool.called", time=e.created_at,
+            data={"tool": e.name, "step_key": e.key, "ok": failure is None,
+                  "error_type": error_type if isinstance(error_type, str) else None,
+                  "latency_ms": e.latency_ms},
+            run_id=run_id, agent=agent, tenant=tenant))
+    return out
+
+
+def task_requested(task: Any, *, agent: str | None = None,
+                   tenant: str | None = None) -> Event:
+    """``put_task`` that stored a task: ``approval.requested`` or ``run.escalated``."""
+    request = task.data if isinstance(task.data, dict) else {}
+    data: dict[str, Any] = {"task_id": task.task_id, "step_key": task.step_key,
+                            "queue": task.queue, "due_at": task.due_at}
+    if task.kind == "approval":
+        kind, data["tool"] = "approval.requested", _text(request.get("tool"))
+    else:
+        kind, data["trigger"] = "run.escalated", _text(request.get("trigger"))
+    return Event(id=f"{task.task_id}:requested", type=kind, time=task.created_at, data=data,
+                 run_id=task.run_id, agent=agent, tenant=tenant)
+
+
+def task_decided(task: Any, resolution: Any, by: str, when: float, *,
+                 agent: str | None = None, tenant: str | None = None) -> Event:
+    """``resolve_task``: ``approval.decided`` (approved or not, edited or not, by whom) or
+    ``escalation.resolved`` (the action, by whom); never the comment or the arguments."""
+    decided = resolution if isinstance(resolution, dict) else {}
+    data: dict[str, Any] = {"task_id": task.task_id, "step_key": task.step_key, "by": by}
+    if task.kind == "approval":
+        kind = "approval.decided"
+        data["approved"] = decided.get("approved") is True
+        data["edited"] = decided.get("edited") is True
+    else:
+        kind, data["action"] = "escalation.resolved", _text(decided.get("action"))
+    return Event(id=f"{task.task_id}:decided", type=kind, time=when, data=data,
+                 run_id=task.run_id, agent=agent, tenant=tenant)
+
+
+def _text(value: Any) -> str | None:
+    return value[:200] if isinstance(value, str) else None
+
+
+def _small(usage: Any) -> dict[str, Any]:
+    """The run's totals: numbers only."""
+    if not isinstance(usage, dict):
+        return {}
+    return {k: v for k, v in usage.items()
+            if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+# ----------------------------------------------------------------- the relay's arguments
+
+MAX_READ = 10_000
+
+
+def check_read(after: object, limit: object, claim_s: object) -> tuple[int, int, float]:
+    """``read_outbox``'s arguments, checked (a ConfigError names the bad one)."""
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ConfigError("after", f"must be an outbox position (a whole number >= 0), not "
+                          f"{str(after)[:40]!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_READ:
+        raise ConfigError("limit", f"must be a whole number from 1 to {MAX_READ}, not "
+                          f"{str(limit)[:40]!r}")
+    if isinstance(claim_s, bool) or not isinstance(claim_s, int | float) or \
+            not 0 < claim_s <= 86_400:
+        raise ConfigError("claim_s", f"must be a number of seconds from 0 to 86400, not "
+                          f"{str(claim_s)[:40]!r}")
+    return after, limit, float(claim_s)
+
+
+def check_positions(positions: object) -> list[int]:
+    """``mark_published``'s positions: whole numbers (at most :data:`MAX_READ`)."""
+    if isinstance(positions, str | bytes) or not isinstance(positions, Collection):
+        raise ConfigError("positions", "must be a collection of outbox positions (ints)")
+    if len(positions) > MAX_READ:
+        raise ConfigError("positions", f"at most {MAX_READ} positions at once, not "
+                          f"{len(positions)}")
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+        raise ConfigError("positions", "every outbox position is a whole number")
+    return sorted(set(positions))
+
+
+def check_before(before: object) -> float:
+    if isinstance(before, bool) or not isinstance(before, int | float) or \
+            not math.isfinite(before):
+        raise ConfigError("before", f"must be a time in epoch seconds, not "
+                          f"{str(before)[:40]!r}")
+    return float(before)

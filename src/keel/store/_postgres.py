@@ -34,6 +34,7 @@ Errors
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
                       "pip install 'keel-agents[postgres]'") from exc
 
 from keel.core import ConfigError, StoreError
+from keel.store import _postgres_outbox as outbox_sql
 from keel.store import _postgres_tasks as tasks
 from keel.store import _stats_sql as stats_sql
 from keel.store._base import (
@@ -69,6 +71,17 @@ from keel.store._messages import (
     not_found,
     repeated_in_batch,
     run_exists,
+)
+from keel.store._outbox import (
+    Event,
+    check_before,
+    check_positions,
+    check_read,
+    run_started,
+    run_status,
+    task_decided,
+    task_requested,
+    tool_calls,
 )
 from keel.store._postgres_connect import (
     Conn,
@@ -110,7 +123,7 @@ class PostgresStore(RunStore):
     """
 
     def __init__(self, url: str, *, schema: str | None = None, min_size: int = 1,
-                 max_size: int = 10, create: bool = True) -> None:
+                 max_size: int = 10, create: bool = True, outbox: bool = False) -> None:
         if not isinstance(min_size, int) or min_size < 0:
             raise ConfigError("min_size", f"must be a whole number >= 0, not {min_size!r}")
         if not isinstance(max_size, int) or max_size < max(1, min_size):
@@ -119,6 +132,7 @@ class PostgresStore(RunStore):
         self._target = parse_target(url, schema)
         self._sizes = (min_size, max_size)
         self._create = create
+        self._outbox = bool(outbox)
         self._pool: Pool | None = None
         self._q: Statements | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +141,10 @@ class PostgresStore(RunStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._target.label!r})"
+
+    @property
+    def outbox(self) -> bool:
+        return self._outbox
 
     @property
     def schema(self) -> str | None:
@@ -209,8 +227,10 @@ class PostgresStore(RunStore):
                 await conn.execute(q.create_run, values)
             except errors.UniqueViolation:
                 raise run_exists(record.run_id) from None
+            if self._outbox:
+                await outbox_sql.insert(conn, sql_prefix(q.schema), [run_started(record)])
 
-        await self._with(work)
+        await self._with(work, transaction=self._outbox)
 
     async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
                      lease: str | None = None) -> None:
@@ -232,6 +252,10 @@ class PostgresStore(RunStore):
             columns = entry_columns(run_id, entries)
             sql, params = ((q.append_many, (run_id, *columns)) if lease is None
                            else (q.append_many_fenced, (*columns, run_id, lease)))
+        events = tool_calls(run_id, entries) if self._outbox else None
+        if events:
+            await self._append_with_events(run_id, entries, lease, sql, params, events)
+            return
         try:
             async with pool.connection() as conn:
                 try:
@@ -243,6 +267,24 @@ class PostgresStore(RunStore):
                 raise await _refusal(conn, q, run_id, entries, lease, refused)
         except psycopg.Error as exc:
             raise failure(self._target, exc) from None
+
+    async def _append_with_events(self, run_id: str, entries: Sequence[JournalEntry],
+                                  lease: str | None, sql: str, params: Sequence[Any],
+                                  events: list[Event]) -> None:
+        """``append`` of entries that are events: the entries and the events in one
+        transaction."""
+        async def work(conn: Conn, q: Statements) -> None:
+            try:
+                async with conn.transaction():
+                    if (await conn.execute(sql, params)).rowcount != len(entries):
+                        raise await _refusal(conn, q, run_id, entries, lease, None)
+                    await outbox_sql.insert(conn, sql_prefix(q.schema), events)
+                    return
+            except (errors.UniqueViolation, errors.ForeignKeyViolation) as exc:
+                refused = exc  # rolled back: say why on the same connection
+            raise await _refusal(conn, q, run_id, entries, lease, refused)
+
+        await self._with(work)
 
     async def _fence(self, run_id: str, lease: str | None) -> None:
         row = await self._fetchone(lambda q: q.run_lease, (run_id,))
@@ -305,23 +347,31 @@ class PostgresStore(RunStore):
 
     async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
         params = {**run_values(record), "lease": lease}
+        event = run_status(record) if self._outbox else None
 
         async def work(conn: Conn, q: Statements) -> None:
             if (await conn.execute(q.update_run, params)).rowcount != 1:
                 raise await _refusal(conn, q, record.run_id, (), lease, None)
+            if event is not None:
+                await outbox_sql.insert(conn, sql_prefix(q.schema), [event])
 
-        await self._with(work)
+        await self._with(work, transaction=event is not None)
 
     async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                          lease: str | None = None) -> None:
         params = {**run_values(record), "lease": lease,
                   **named_columns(record.run_id, entries)}
 
+        events = [*tool_calls(record.run_id, entries), run_status(record)] \
+            if self._outbox else []
+
         async def work(conn: Conn, q: Statements) -> None:
             try:
-                row = await (await conn.execute(q.finish_run, params)).fetchone()
-                if row is not None and row[0] == 1:
-                    return
+                async with conn.transaction() if events else contextlib.nullcontext():
+                    row = await (await conn.execute(q.finish_run, params)).fetchone()
+                    if row is not None and row[0] == 1:
+                        await outbox_sql.insert(conn, sql_prefix(q.schema), events)
+                        return
                 refused: psycopg.Error | None = None
             except (errors.UniqueViolation, errors.ForeignKeyViolation) as exc:
                 refused = exc
@@ -361,9 +411,11 @@ class PostgresStore(RunStore):
         conversation, tenant = check_conversation(conversation, tenant)
 
         async def work(conn: Conn, q: Statements) -> int:
+            await conn.execute(outbox_sql.statements(sql_prefix(q.schema)).forget_conversation,
+                               (conversation, tenant))
             return (await conn.execute(q.delete_conversation, (conversation, tenant))).rowcount
 
-        return await self._with(work)
+        return await self._with(work, transaction=True)
 
     # ---------------------------------------------------------------------------- leases
 
@@ -428,7 +480,13 @@ class PostgresStore(RunStore):
     # ------------------------------------------------------------------------ human tasks
 
     async def put_task(self, task: HumanTask) -> bool:
-        return await self._with(lambda conn, q: tasks.put_task(conn, q, task))
+        async def work(conn: Conn, q: Statements) -> bool:
+            stored = await tasks.put_task(conn, q, task)
+            if stored and self._outbox:
+                await outbox_sql.insert(conn, sql_prefix(q.schema), [task_requested(task)])
+            return stored
+
+        return await self._with(work, transaction=self._outbox)
 
     async def get_task(self, task_id: str, *, tenant: str | None = None) -> HumanTask:
         tenant = check_tenant(tenant)
@@ -450,19 +508,64 @@ class PostgresStore(RunStore):
                            tenant: str | None = None) -> HumanTask:
         by = who_acted(by, resolved_by, "resolved_by")
         tenant = check_tenant(tenant)
-        return await self._with(lambda conn, q: tasks.resolve_task(
-            conn, q, task_id, resolution, by=by, entry=entry, close=close, tenant=tenant),
-            transaction=True)
+        async def work(conn: Conn, q: Statements) -> HumanTask:
+            done = await tasks.resolve_task(conn, q, task_id, resolution, by=by, entry=entry,
+                                            close=close, tenant=tenant)
+            if self._outbox:
+                await outbox_sql.insert(conn, sql_prefix(q.schema), [
+                    task_decided(done, resolution, by, done.resolved_at or 0.0),
+                    None if close is None else run_status(close)])
+            return done
+
+        return await self._with(work, transaction=True)
 
     async def suspend_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                           waiting_on: Collection[str], lease: str | None = None) -> str:
         async def work(conn: Conn, q: Statements) -> str:
             try:
                 async with conn.transaction():
-                    return await tasks.suspend_run(conn, q, record, entries,
-                                                   waiting_on=waiting_on, lease=lease)
+                    status = await tasks.suspend_run(conn, q, record, entries,
+                                                     waiting_on=waiting_on, lease=lease)
+                    if self._outbox:
+                        await outbox_sql.insert(conn, sql_prefix(q.schema), [
+                            *tool_calls(record.run_id, entries),
+                            None if status != "suspended" else run_status(
+                                record.with_status("suspended"), waiting_on=waiting_on)])
+                    return status
             except errors.UniqueViolation as exc:  # rolled back: word it on the same conn
                 raise await _refusal(conn, q, record.run_id, entries, lease, exc) from None
+
+        return await self._with(work)
+
+    # ---------------------------------------------------------------------------- outbox
+
+    async def read_outbox(self, after: int = 0, limit: int = 500, *,
+                          claim_s: float = 30.0) -> list[tuple[int, Event]]:
+        after, limit, claim_s = check_read(after, limit, claim_s)
+
+        async def work(conn: Conn, q: Statements) -> list[tuple[Any, ...]]:
+            sql = outbox_sql.statements(sql_prefix(q.schema)).read
+            cur = await conn.execute(sql, {"after": after, "limit": limit, "claim": claim_s})
+            return await cur.fetchall()
+
+        return sorted((outbox_sql.event(row) for row in await self._with(work)),
+                      key=lambda pair: pair[0])
+
+    async def mark_published(self, positions: Collection[int]) -> int:
+        chosen = check_positions(positions)
+
+        async def work(conn: Conn, q: Statements) -> int:
+            sql = outbox_sql.statements(sql_prefix(q.schema)).mark
+            return (await conn.execute(sql, (chosen,))).rowcount
+
+        return await self._with(work) if chosen else 0
+
+    async def prune_outbox(self, before: float) -> int:
+        before = check_before(before)
+
+        async def work(conn: Conn, q: Statements) -> int:
+            sql = outbox_sql.statements(sql_prefix(q.schema)).prune
+            return (await conn.execute(sql, (before,))).rowcount
 
         return await self._with(work)
 

@@ -1,4 +1,4 @@
-"""The Postgres run store's layout (schema 4) and every statement it runs.
+"""The Postgres run store's layout (schema 5) and every statement it runs.
 
 Layout
     All tables live in one schema (``?schema=NAME`` in the URL, else the connection's current
@@ -14,7 +14,9 @@ Layout
     intent and result each recordable once and finds a run's entries; ``id`` (an identity
     column) gives the append order. ``keel_tasks`` holds the human tasks, with JSON text in
     ``data`` and ``resolution``. Journal entries and tasks go with their run
-    (``ON DELETE CASCADE``).
+    (``ON DELETE CASCADE``). ``keel_outbox`` holds the run events (schema 5; see
+    :mod:`keel.store._postgres_outbox`); its rows stay when a run is pruned, until the relay
+    has published them.
 
     Payloads are JSON *text* (``text`` columns, never ``jsonb``: jsonb reorders keys, drops
     duplicates and cannot hold ``\\u0000``), written with ``ensure_ascii`` so that NUL and lone
@@ -48,14 +50,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from keel.store import _postgres_outbox as outbox
+
 #: The database clock as epoch seconds (float8). ``clock_timestamp()`` rather than ``now()``
 #: so that a statement inside a longer transaction still sees the current time.
 NOW = "extract(epoch FROM clock_timestamp())::float8"
 
 #: The keel tables, in creation order.
-TABLES = ("keel_meta", "keel_runs", "keel_journal", "keel_tasks")
+TABLES = ("keel_meta", "keel_runs", "keel_journal", "keel_tasks", "keel_outbox")
 
-#: Schema 4 (a new store). ``{s}`` stands for the quoted schema name and a dot.
+#: Schema 5 (a new store). ``{s}`` stands for the quoted schema name and a dot.
 DDL: tuple[str, ...] = (
     """CREATE TABLE {s}keel_meta (
         key   text PRIMARY KEY,
@@ -127,11 +131,13 @@ DDL: tuple[str, ...] = (
     "CREATE INDEX keel_tasks_by_status ON {s}keel_tasks (status, created_at, task_id)",
     "CREATE INDEX keel_tasks_by_queue ON {s}keel_tasks (queue, status, created_at, task_id)",
     "CREATE INDEX keel_tasks_by_run ON {s}keel_tasks (run_id, created_at, task_id)",
+    outbox.TABLE,
+    *outbox.INDEXES,
 )
 
 #: The step that takes a store from version ``v`` to ``v + 1`` (run under the advisory lock,
 #: in one transaction). 2 -> 3: each run's tenant and user, NULL for the runs stored before;
-#: 3 -> 4: each run's conversation, likewise.
+#: 3 -> 4: each run's conversation, likewise; 4 -> 5: the outbox table.
 UPGRADES: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE {s}keel_runs ADD COLUMN tenant text",
@@ -145,6 +151,7 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         ON {s}keel_runs (conversation, created_at, run_id)""",
         "UPDATE {s}keel_meta SET value = '4' WHERE key = 'schema_version'",
     ),
+    4: outbox.V4_TO_V5,
 }
 
 RUN_COLUMNS = (

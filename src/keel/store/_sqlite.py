@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.core import ConfigError, StoreError, StoreUnavailable
+from keel.store import _sqlite_outbox as outbox_sql
 from keel.store import _sqlite_rows as q
 from keel.store import _stats_sql as stats_sql
 from keel.store._base import (
@@ -93,6 +94,17 @@ from keel.store._messages import (
     task_conflict_if_resolved,
     task_not_found,
 )
+from keel.store._outbox import (
+    Event,
+    check_before,
+    check_positions,
+    check_read,
+    run_started,
+    run_status,
+    task_decided,
+    task_requested,
+    tool_calls,
+)
 from keel.store._sqlite_schema import (
     BUSY_TIMEOUT_S,
     MEMORY,
@@ -120,9 +132,11 @@ class SQLiteStore(RunStore):
     instead of initialised (for code that only reads).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 outbox: bool = False) -> None:
         raw = os.fspath(path)
         self._create = create
+        self._outbox = bool(outbox)
         self._checked = False  # quick_check passed (see _miss)
         self._in_memory = raw == MEMORY
         self._path = Path(raw) if self._in_memory else Path(os.path.abspath(
@@ -131,6 +145,10 @@ class SQLiteStore(RunStore):
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._lock = threading.Lock()
+
+    @property
+    def outbox(self) -> bool:
+        return self._outbox
 
     @property
     def path(self) -> Path:
@@ -149,17 +167,27 @@ class SQLiteStore(RunStore):
 
     async def create_run(self, record: RunRecord) -> None:
         row = q.run_row(record)
-        with self._reading() as db:
+        with self._writing() if self._outbox else self._reading() as db:
             try:
                 db.execute(q.INSERT_RUN, row)
             except sqlite3.IntegrityError as exc:
                 if error_name(exc) in _UNIQUE:
                     raise run_exists(record.run_id) from None
                 raise
+            if self._outbox:
+                outbox_sql.insert(db, [run_started(record)])
 
     async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
                      lease: str | None = None) -> None:
         rows = [q.entry_row(run_id, entry) for entry in entries]
+        events = tool_calls(run_id, entries) if self._outbox else None
+        if events:  # the entries and their events in one transaction
+            with self._writing() as db:
+                if lease is not None:  # (unfenced, the entries' foreign key finds the run)
+                    _fence(db, run_id, lease)
+                self._add_entries(db, run_id, entries, rows)
+                outbox_sql.insert(db, events)
+            return
         if lease is not None:
             self._append_fenced(run_id, entries, rows, lease)
             return
@@ -268,7 +296,8 @@ class SQLiteStore(RunStore):
 
     async def update_run(self, record: RunRecord, *, lease: str | None = None) -> None:
         args = q.update_args(record)
-        if lease is None:
+        event = run_status(record) if self._outbox else None
+        if lease is None and event is None:
             with self._reading() as db:  # one statement: atomic by itself
                 changed = db.execute(q.UPDATE_RUN, args).rowcount
             if changed == 0:
@@ -277,6 +306,8 @@ class SQLiteStore(RunStore):
         with self._writing() as db:
             _fence(db, record.run_id, lease)
             db.execute(q.UPDATE_RUN, args)
+            if event is not None:
+                outbox_sql.insert(db, [event])
 
     async def finish_run(self, record: RunRecord, entries: Sequence[JournalEntry], *,
                          lease: str | None = None) -> None:
@@ -290,6 +321,9 @@ class SQLiteStore(RunStore):
             _fence(db, record.run_id, lease)
             self._add_entries(db, record.run_id, entries, rows)
             db.execute(q.UPDATE_RUN, args)
+            if self._outbox:
+                outbox_sql.insert(db, [*tool_calls(record.run_id, entries),
+                                       run_status(record)])
 
     async def prune_runs(self, *, before: float,
                          statuses: Collection[str] = TERMINAL_STATUSES) -> int:
@@ -336,6 +370,7 @@ class SQLiteStore(RunStore):
             db.execute("PRAGMA secure_delete = ON")
         try:
             with self._writing() as db:
+                outbox_sql.forget_runs(db, doomed, params)
                 for table in ("tasks", "journal"):
                     db.execute(f"DELETE FROM {table} WHERE run_id IN "
                                f"(SELECT run_id FROM runs WHERE {doomed})", params)
@@ -435,6 +470,8 @@ class SQLiteStore(RunStore):
             if db.execute(q.RUN_EXISTS, (task.run_id,)).fetchone() is None:
                 raise not_found(task.run_id)
             stored: bool = db.execute(q.INSERT_TASK, row).rowcount == 1
+            if stored and self._outbox:
+                outbox_sql.insert(db, [task_requested(task)])
         return stored
 
     async def get_task(self, task_id: str, *, tenant: str | None = None) -> HumanTask:
@@ -487,6 +524,9 @@ class SQLiteStore(RunStore):
                     raise entry_conflict(task, exc) from None
             now = time.time()
             db.execute(q.RESOLVE_TASK, (decision, by, now, task_id))
+            if self._outbox:
+                outbox_sql.insert(db, [task_decided(task, resolution, by, now),
+                                       None if close is None else run_status(close)])
             if close is not None:
                 db.execute(q.UPDATE_RUN, q.update_args(close))
             elif status == "suspended":
@@ -507,7 +547,32 @@ class SQLiteStore(RunStore):
                 "AND status != 'resolved' LIMIT 1", ids).fetchone() is not None
             status = "suspended" if waiting else "running"
             db.execute(q.PARK_RUN, q.park_args(record, status))
+            if self._outbox:
+                outbox_sql.insert(db, [*tool_calls(record.run_id, entries), None
+                                       if status == "running" else
+                                       run_status(record.with_status("suspended"),
+                                                  waiting_on=ids)])
         return status
+
+    # ---------------------------------------------------------------------------- outbox
+
+    async def read_outbox(self, after: int = 0, limit: int = 500, *,
+                          claim_s: float = 30.0) -> list[tuple[int, Event]]:
+        after, limit, claim_s = check_read(after, limit, claim_s)
+        with self._writing() as db:
+            return outbox_sql.read(db, after, limit, time.time(), claim_s)
+
+    async def mark_published(self, positions: Collection[int]) -> int:
+        chosen = check_positions(positions)
+        if not chosen:
+            return 0
+        with self._writing() as db:
+            return outbox_sql.mark(db, chosen, time.time())
+
+    async def prune_outbox(self, before: float) -> int:
+        before = check_before(before)
+        with self._reading() as db:  # one statement: atomic by itself
+            return outbox_sql.prune(db, before)
 
     async def close(self) -> None:
         with self._lock:

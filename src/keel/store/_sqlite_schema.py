@@ -1,6 +1,6 @@
 """Opening the SQLite run store's file: checking it, creating its tables, upgrading old ones.
 
-Layout (schema 4)
+Layout (schema 5)
     ``keel_meta(key, value)`` holds ``schema_version``. ``runs`` holds one row per run, with
     JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``, and the lease
     (``lease_owner``, ``lease_expires_at``), ``deadline_at``, ``cancel_requested``, and the
@@ -18,7 +18,8 @@ Layout (schema 4)
     ``list_runs`` for one tenant; ``runs_by_conversation (conversation, created_at, run_id)``
     serves ``list_runs`` of one conversation and ``delete_conversation``; the
     ``tasks_by_*`` indexes serve ``list_tasks`` filtered by status, kind, queue or run,
-    oldest first.
+    oldest first. ``outbox`` holds the run events (schema 5; see
+    :mod:`keel.store._sqlite_outbox`).
 
 Versions
     A new file gets schema 1 and then every upgrade step, so a new file and an upgraded one
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from keel.core import StoreError, StoreUnavailable, StoreVersionError, use_wal
 from keel.store._base import SCHEMA_VERSION
+from keel.store._sqlite_outbox import V4_TO_V5
 
 #: How long a write waits for another connection's write to finish before failing.
 BUSY_TIMEOUT_S = 5.0
@@ -134,8 +136,10 @@ _V3_TO_V4: tuple[str, ...] = (
     "UPDATE keel_meta SET value = '4' WHERE key = 'schema_version'",
 )
 
-#: The step that takes a store from version ``v`` to ``v + 1``.
-UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4}
+#: The step that takes a store from version ``v`` to ``v + 1`` (4 -> 5: the outbox table,
+#: see :mod:`keel.store._sqlite_outbox`).
+UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4,
+                                        4: V4_TO_V5}
 
 #: The tables each version must have (a file missing one is damaged, not re-created).
 _TABLES: dict[int, frozenset[str]] = {
@@ -143,6 +147,7 @@ _TABLES: dict[int, frozenset[str]] = {
     2: frozenset({"runs", "journal", "tasks"}),
     3: frozenset({"runs", "journal", "tasks"}),
     4: frozenset({"runs", "journal", "tasks"}),
+    5: frozenset({"runs", "journal", "tasks", "outbox"}),
 }
 
 

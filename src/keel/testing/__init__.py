@@ -8,6 +8,7 @@ try:  # let pytest rewrite the conformance suite's asserts for readable failures
                                    "keel.testing._store_conformance_fleet",
                                    "keel.testing._store_conformance_tenants",
                                    "keel.testing._store_conformance_isolation",
+                                   "keel.testing._store_conformance_outbox",
                                    "keel.testing._memory_conformance")
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
@@ -16,6 +17,7 @@ from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
 from keel.testing._conformance import StoreConformance
 from keel.testing._faults import Faults, FaultyModel, FaultyTool, faulty_tool
 from keel.testing._memory_conformance import MemoryConformance
+from keel.testing._store_conformance_outbox import OutboxConformance
 from keel.testing._wire_anthropic import AnthropicWireServer
 from keel.testing._wire_anthropic import RecordedRequest as AnthropicRecordedRequest
 from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
@@ -29,6 +31,7 @@ __all__ = [
     "FunctionModel",
     "MemoryConformance",
     "OpenAIWireServer",
+    "OutboxConformance",
     "ScriptItem",
     "ScriptedModel",
     "StoreConformance",
