@@ -450,16 +450,3 @@ def _at_rest(record: RunRecord) -> bool:
     error = record.error or {}
     return record.status == "cancelled" and error.get("type") == "RunCancelled"
 
-
-def triggers_from(value: object) -> list[Trigger] | Triggers:
-    """A Trigger, a list of them, or a Triggers (what ``keel events listen`` loads)."""
-    if isinstance(value, Triggers):
-        return value
-    if isinstance(value, Trigger):
-        return [value]
-    if isinstance(value, list | tuple) and value and all(isinstance(v, Trigger)
-                                                          for v in value):
-        return list(value)
-    raise ConfigError("triggers", f"expected a keel.events.Trigger, a list of them or a "
-                      f"Triggers, not {type_name(value)}")
-
