@@ -24,7 +24,7 @@ from keel.cli._load import is_path, load_file, load_module, split_target
 from keel.cli._options import StoreOption, store_url
 from keel.cli._text import Screen, safe, to_json
 from keel.events import Event, Relay, Trigger, Triggers, open_bus
-from keel.store import check_event_type, open_store
+from keel.store import check_event_type, check_id, open_store
 
 BusOption = Annotated[str | None, typer.Option(
     "--bus", metavar="URL", help="Event bus: memory://, redis://HOST:6379/0?stream=NAME or "
@@ -67,7 +67,8 @@ def publish_command(screen: Screen, *, type_: str, data: str, event_id: str | No
         url = bus_url(bus)
         check_event_type(type_)
         event = Event(id=event_id if event_id is not None else uuid.uuid4().hex, type=type_,
-                      data=parse_data(data), time=time.time(), tenant=tenant)
+                      data=parse_data(data), time=time.time(),
+                      tenant=None if tenant is None else check_id("tenant", tenant))
         open_bus(url)  # a bad URL is a usage error before anything else
         asyncio.run(_publish(url, event))
         if as_json:
