@@ -411,6 +411,9 @@ class Triggers:
             error = await self._attempt(agent.run(
                 start.input, store=self.store, run_id=start.run_id, tenant=start.tenant,
                 user=start.user, metadata=start.metadata, deps=self.deps))
+            if error is None:  # completed: at rest, no need to look again
+                self.stats.started += 1
+                return
             record = await self._record(start.run_id)
             if record is None:  # refused before anything was written (an input guard...)
                 if error is not None and not getattr(error, "retryable", False):
