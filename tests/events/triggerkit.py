@@ -4,8 +4,10 @@ keyed by the call's idempotency key, and a model that measures how many runs are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,19 +30,20 @@ class Effects:
 
     path: Path
     calls: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        with sqlite3.connect(self.path) as db:
+        with contextlib.closing(sqlite3.connect(self.path)) as db, db:
             db.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, "
                        "order_id TEXT NOT NULL)")
 
     def apply(self, key: str, order_id: str) -> None:
-        self.calls += 1
-        with sqlite3.connect(self.path, timeout=30) as db:
+        with self.lock, contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            self.calls += 1
             db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (key, order_id))
 
     def rows(self) -> list[tuple[str, str]]:
-        with sqlite3.connect(self.path) as db:
+        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db:
             return list(db.execute("SELECT key, order_id FROM effects"))
 
 
