@@ -34,6 +34,7 @@ class Effects:
 
     def __post_init__(self) -> None:
         with contextlib.closing(sqlite3.connect(self.path)) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, "
                        "order_id TEXT NOT NULL)")
 
