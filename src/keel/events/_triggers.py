@@ -416,7 +416,7 @@ class Triggers:
                 return
             record = await self._record(start.run_id)
             if record is None:  # refused before anything was written (an input guard...)
-                if error is not None and not getattr(error, "retryable", False):
+                if not getattr(error, "retryable", False):
                     raise EventRejected(f"event {start.metadata['event_id']}: trigger "
                                         f"{start.trigger.name} could not start its run "
                                         f"({type_name(error)}: {str(error)[:300]})",
@@ -431,7 +431,10 @@ class Triggers:
             return
         if _at_rest(record):
             return
-        await self._attempt(agent.resume(start.run_id, store=self.store, deps=self.deps))
+        error = await self._attempt(agent.resume(start.run_id, store=self.store,
+                                                 deps=self.deps))
+        if isinstance(error, RunLeased):  # a live worker holds it: look again later
+            raise _Retry
         self.stats.resumed += 1
         record = await self._record(start.run_id)
         if record is None or not _at_rest(record):
