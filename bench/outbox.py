@@ -4,13 +4,14 @@ the relay drains it.
 **Per step.** A ``keel.Agent`` with every default on (a FunctionModel that calls a plain
 ``def`` tool once per turn) runs ``--steps`` tool steps on a store with the outbox off and
 on: the in-memory store and an SQLite file. Configurations take turns within each round
-and each figure is the best of ``--rounds`` rounds (the machine is shared; the best round is
-the least disturbed one). A tool step writes one ``tool.called`` event; the run writes
-``run.started`` and ``run.completed``.
+(every other round in reverse order) and each figure is the best of ``--rounds`` rounds
+(the machine is shared; the best round is the least disturbed one). A tool step writes
+one ``tool.called`` event; the run writes ``run.started`` and ``run.completed``.
 
 **The store alone.** ``append`` of one tool result (what the journal writes for each tool
-step), outbox off against on, best of the rounds of ``--appends`` appends: the outbox's
-cost without the noise of a whole step.
+step), outbox off against on, best of the rounds of ``--appends`` appends, on the memory
+store, an SQLite file and (unless ``--no-postgres``) Postgres: the outbox's cost without
+the noise of a whole step.
 
 **Relay throughput.** ``--events`` events in an SQLite file's (and Postgres's, unless
 ``--no-postgres``) outbox, drained by ``keel.events.Relay`` (batches of 500) to a
@@ -87,8 +88,9 @@ async def steps_table(directory: Path, steps: int, rounds: int) -> dict[str, flo
     for make, on in configs.values():  # warm up
         await per_step(make, on, steps)
     best = dict.fromkeys(configs, float("inf"))
-    for _ in range(rounds):
-        for label, (make, on) in configs.items():
+    for r in range(rounds):  # every other round in reverse order: no config always first
+        for label in (list(configs) if r % 2 == 0 else list(reversed(configs))):
+            make, on = configs[label]
             best[label] = min(best[label], await per_step(make, on, steps))
     return best
 
@@ -114,14 +116,35 @@ async def appends(make: StoreMaker, on: bool, n: int) -> float:
         return (time.perf_counter() - t0) / n
 
 
-async def appends_table(directory: Path, n: int, rounds: int) -> dict[str, float]:
+async def appends_table(directory: Path, n: int, rounds: int, *,
+                        postgres: bool = False) -> dict[str, float]:
+    schemas: list[str] = []
+
+    def pg(on: bool) -> RunStore:
+        schemas.append(f"keel_bench_outbox_{uuid.uuid4().hex[:10]}")
+        return PostgresStore(PG_URL, schema=schemas[-1], outbox=on)
+
+    chosen = {**makers(directory), **({"postgres": pg} if postgres else {})}
     configs = {f"{name}, outbox {'on' if on else 'off'}": (make, on)
-               for name, make in makers(directory).items() for on in (False, True)}
+               for name, make in chosen.items() for on in (False, True)}
     best = dict.fromkeys(configs, float("inf"))
-    for _ in range(rounds):
-        for label, (make, on) in configs.items():
-            best[label] = min(best[label], await appends(make, on, n))
+    try:
+        for r in range(rounds):
+            for label in (list(configs) if r % 2 == 0 else list(reversed(configs))):
+                make, on = configs[label]
+                best[label] = min(best[label], await appends(make, on, n))
+    finally:
+        if schemas:
+            _drop(schemas)
     return best
+
+
+def _drop(schemas: list[str]) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+        for schema in schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def fill(store: RunStore, events: int) -> None:
@@ -152,15 +175,12 @@ async def throughput(store: RunStore, events: int) -> float:
 
 @asynccontextmanager
 async def postgres_store() -> AsyncIterator[RunStore]:
-    import psycopg
-
     schema = f"keel_bench_outbox_{uuid.uuid4().hex[:10]}"
     try:
         async with PostgresStore(PG_URL, schema=schema, outbox=True) as store:
             yield store
     finally:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        _drop([schema])
 
 
 async def relay_table(directory: Path, events: int, postgres: bool) -> dict[str, float]:
@@ -174,7 +194,9 @@ async def relay_table(directory: Path, events: int, postgres: bool) -> dict[str,
 
 
 def _pairs(best: dict[str, float], what: str) -> None:
-    for backend in ("memory", "sqlite"):
+    for backend in ("memory", "sqlite", "postgres"):
+        if f"{backend}, outbox off" not in best:
+            continue
         off, on = best[f"{backend}, outbox off"], best[f"{backend}, outbox on"]
         print(f"  {backend:<7} off {off * 1e6:9.1f} us   on {on * 1e6:9.1f} us   "
               f"overhead {(on - off) * 1e6:+8.1f} us {what}   ratio on/off {on / off:5.2f}")
@@ -188,7 +210,8 @@ async def main(args: argparse.Namespace) -> None:
         _pairs(await steps_table(directory, args.steps, args.rounds), "per step")
         print(f"store.append of one tool result (best of {args.rounds} rounds of "
               f"{args.appends})")
-        _pairs(await appends_table(directory, args.appends, args.rounds), "per append")
+        _pairs(await appends_table(directory, args.appends, args.rounds,
+                                   postgres=not args.no_postgres), "per append")
         print(f"relay throughput ({args.events} events, batches of 500)")
         for label, rate in (await relay_table(directory, args.events,
                                               not args.no_postgres)).items():

@@ -10,8 +10,8 @@ from bench import outbox
 async def test_the_outbox_bench_runs_every_configuration(tmp_path: Path) -> None:
     steps = await outbox.steps_table(tmp_path, steps=3, rounds=1)
     assert len(steps) == 4 and all(s > 0 for s in steps.values())
-    appends = await outbox.appends_table(tmp_path, n=20, rounds=1)
-    assert len(appends) == 4 and all(s > 0 for s in appends.values())
+    appends = await outbox.appends_table(tmp_path, n=20, rounds=1, postgres=True)
+    assert len(appends) == 6 and all(s > 0 for s in appends.values())
     rates = await outbox.relay_table(tmp_path, events=300, postgres=True)
     assert set(rates) == {"SQLite file -> MemoryBus", "Postgres -> MemoryBus"}
     assert all(r > 0 for r in rates.values())

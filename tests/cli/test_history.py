@@ -344,8 +344,8 @@ def test_export_to_a_file(keel: Keel, store: str, recorded: str, tmp_path: Path)
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d, "already exists in this store; nothing was imported"),
-    (lambda d: {**d, "schema_version": 5}, "exported with run schema version 5, but this keel "
-                                           "reads versions up to 4"),
+    (lambda d: {**d, "schema_version": 6}, "exported with run schema version 6, but this keel "
+                                           "reads versions up to 5"),
     (lambda d: {**d, "journal": [{**d["journal"][0], "seq": "x"}]},
      "journal.0.seq: Input should be a valid integer"),
     (lambda d: {**d, "run": {**d["run"], "status": "done"}}, "run.status: Input should be"),

@@ -25,6 +25,7 @@ from keel.events import (
 from keel.runtime import decide_approval
 from keel.store import MemoryStore, RunStore, TaskFilter
 from keel.testing import ScriptedModel, call
+from keel.testing._store_conformance import sample_entry, sample_run
 from tests._stores import BACKENDS, fresh_store
 
 
@@ -246,3 +247,34 @@ async def test_prune_deletes_old_published_rows_only() -> None:
     assert await relay.prune() == 2  # the two published rows; the new ones stay
     assert len(await store.read_outbox(0, 100)) == 2
     assert await Relay(store, MemoryBus(), prune_after_s=None).prune() == 0
+
+
+async def test_two_relays_on_one_postgres_outbox_share_it_without_overlap(
+        tmp_path: Path) -> None:
+    """Two relays (two store handles, as two processes would have) drain one Postgres outbox
+    at once: every event is published, and none by both while their claims hold."""
+    async with fresh_store("postgres", tmp_path, "keel_relays", outbox=True) as store:
+        for i in range(40):
+            await store.create_run(sample_run(f"run-{i:02d}", tenant="acme"))
+            await store.append(f"run-{i:02d}", [sample_entry(s, f"k{s}", kind="tool",
+                                                             name="lookup")
+                                                for s in range(4)])
+        schema = store.schema  # type: ignore[attr-defined]
+        from keel.store import PostgresStore
+        from tests._stores import PG_URL
+
+        async with PostgresStore(PG_URL, schema=schema, outbox=True) as other:
+            buses = [MemoryBus(), MemoryBus()]
+            relays = [Relay(store, buses[0], batch=7), Relay(other, buses[1], batch=7)]
+
+            async def drain(relay: Relay) -> None:
+                published = await relay.run_once()
+                while published:  # each call awaits the database: the relays interleave
+                    published = await relay.run_once()
+
+            await asyncio.gather(*(drain(r) for r in relays))
+        ids = [[e.id for e in bus.events] for bus in buses]
+        assert not set(ids[0]) & set(ids[1]), "an event was published by both relays"
+        assert len(ids[0]) + len(ids[1]) == 40 * 5
+        assert ids[0] and ids[1], "one relay did all the work: nothing was shared"
+        assert await store.read_outbox(0, 1000) == []

@@ -101,7 +101,7 @@ class MemoryStore(RunStore):
             if event is None or event.id in self._event_ids:
                 continue
             run = self._runs.get(event.run_id or "")
-            if run is not None:
+            if run is not None and (event.agent, event.tenant) != (run.agent, run.tenant):
                 event = dataclasses.replace(event, agent=run.agent, tenant=run.tenant)
             self._position += 1
             self._event_ids.add(event.id)
@@ -169,7 +169,8 @@ class MemoryStore(RunStore):
         self._recorded[run_id].update((e.key, e.phase) for e in entries)
         self._journals[run_id].extend(entries)
         if self._outbox:
-            self._emit(tool_calls(run_id, entries))
+            run = self._runs[run_id]
+            self._emit(tool_calls(run_id, entries, agent=run.agent, tenant=run.tenant))
 
     async def append(self, run_id: str, entries: Sequence[JournalEntry], *,
                      lease: str | None = None) -> None:
@@ -183,7 +184,8 @@ class MemoryStore(RunStore):
             recorded.add(one)
             self._journals[run_id].append(entry)
             if self._outbox:
-                self._emit(tool_calls(run_id, entries))
+                run = self._runs[run_id]
+                self._emit(tool_calls(run_id, entries, agent=run.agent, tenant=run.tenant))
             return
         self._check_entries(run_id, entries)
         self._add_entries(run_id, entries)

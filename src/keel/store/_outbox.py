@@ -7,6 +7,32 @@ transaction, so an event exists exactly when its step does: a crash loses neithe
 event is published for a step that did not happen. ``keel.events.Relay`` moves the rows to
 an event bus and marks them published; delivery is at least once, and the event's ``id`` is
 stable, so consumers de-duplicate by it.
+
+The events (``data`` keys in brackets; every event also carries ``run_id``, ``agent``,
+``tenant`` and ``time``):
+
+=======================  ==================================  ===============================
+type                     written by                          id
+=======================  ==================================  ===============================
+run.started              create_run [agent, conversation]    ``<run>:started``
+tool.called              a tool step's result entry          ``<run>:<seq>:result``
+                         [tool, step_key, ok, error_type,
+                         latency_ms]
+approval.requested       put_task (approval) [task_id,       ``<task>:requested``
+                         step_key, queue, due_at, tool]
+run.escalated            put_task (escalation) [task_id,     ``<task>:requested``
+                         step_key, queue, due_at, trigger]
+run.suspended            suspend_run / a record written as   ``<run>:suspended:<digest of the
+                         suspended [waiting_on]              tasks waited on>``
+approval.decided         resolve_task [task_id, step_key,    ``<task>:decided``
+                         by, approved, edited]
+escalation.resolved      resolve_task [task_id, step_key,    ``<task>:decided``
+                         by, action]
+run.completed / failed   a record written with that status   ``<run>:<status>``
+/ cancelled              [status, usage, error_type]
+=======================  ==================================  ===============================
+
+Never in an event: tool arguments or output, the run's input or output, comments.
 """
 
 from __future__ import annotations
@@ -117,6 +143,17 @@ RUN_EVENT_TYPES = ("run.started", "run.completed", "run.failed", "run.cancelled"
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
+def event_id(*parts: object) -> str:
+    """``parts`` joined by ``:``; an id longer than :data:`MAX_EVENT_ID_CHARS` (a run or task
+    id of a third-party caller may be long) keeps its head and ends in a digest of the
+    whole, so it stays deterministic and unique and the write it reports never fails."""
+    joined = ":".join(str(p) for p in parts)
+    if len(joined) <= MAX_EVENT_ID_CHARS:
+        return joined
+    digest = hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{joined[:MAX_EVENT_ID_CHARS - 34]}~{digest}"
+
+
 def _of(run: Any) -> dict[str, Any]:
     return {"run_id": run.run_id, "agent": getattr(run, "agent", None),
             "tenant": getattr(run, "tenant", None)}
@@ -124,7 +161,7 @@ def _of(run: Any) -> dict[str, Any]:
 
 def run_started(record: Any) -> Event:
     """``create_run``: the run exists."""
-    return Event(id=f"{record.run_id}:started", type="run.started", time=record.created_at,
+    return Event(id=event_id(record.run_id, "started"), type="run.started", time=record.created_at,
                  data={"agent": record.agent, "conversation": record.conversation},
                  **_of(record))
 
@@ -141,12 +178,12 @@ def run_status(record: Any, *, waiting_on: Collection[str] = ()) -> Event | None
         data: dict[str, Any] = {"status": status, "usage": _small(record.usage)}
         if status != "completed":
             data["error_type"] = error.get("type")
-        return Event(id=f"{record.run_id}:{status}", type=f"run.{status}",
+        return Event(id=event_id(record.run_id, status), type=f"run.{status}",
                      time=record.updated_at, data=data, **_of(record))
     if status == "suspended":
         waits = sorted(waiting_on)
         tag = hashlib.sha256("\n".join(waits).encode()).hexdigest()[:16] if waits else "signal"
-        return Event(id=f"{record.run_id}:suspended:{tag}", type="run.suspended",
+        return Event(id=event_id(record.run_id, "suspended", tag), type="run.suspended",
                      time=record.updated_at, data={"waiting_on": waits[:20]}, **_of(record))
     return None
 
@@ -162,7 +199,7 @@ def tool_calls(run_id: str, entries: Sequence[Any], *, agent: str | None = None,
         failure = e.data.get("failure") if isinstance(e.data, dict) else None
         error_type = failure.get("error_type") if isinstance(failure, dict) else None
         out.append(Event(
-            id=f"{run_id}:{e.seq}:result", type="tool.called", time=e.created_at,
+            id=event_id(run_id, e.seq, "result"), type="tool.called", time=e.created_at,
             data={"tool": e.name, "step_key": e.key, "ok": failure is None,
                   "error_type": error_type if isinstance(error_type, str) else None,
                   "latency_ms": e.latency_ms},
@@ -180,7 +217,7 @@ def task_requested(task: Any, *, agent: str | None = None,
         kind, data["tool"] = "approval.requested", _text(request.get("tool"))
     else:
         kind, data["trigger"] = "run.escalated", _text(request.get("trigger"))
-    return Event(id=f"{task.task_id}:requested", type=kind, time=task.created_at, data=data,
+    return Event(id=event_id(task.task_id, "requested"), type=kind, time=task.created_at, data=data,
                  run_id=task.run_id, agent=agent, tenant=tenant)
 
 
@@ -196,7 +233,7 @@ def task_decided(task: Any, resolution: Any, by: str, when: float, *,
         data["edited"] = decided.get("edited") is True
     else:
         kind, data["action"] = "escalation.resolved", _text(decided.get("action"))
-    return Event(id=f"{task.task_id}:decided", type=kind, time=when, data=data,
+    return Event(id=event_id(task.task_id, "decided"), type=kind, time=when, data=data,
                  run_id=task.run_id, agent=agent, tenant=tenant)
 
 

@@ -39,7 +39,9 @@ async def prepare(conn: Conn, schema: str | None, label: str, *, create: bool = 
                 f"the Postgres run store at {label} has no schema to put its tables in (the "
                 "connection's search_path names none that exists); add ?schema=keel to the "
                 "store URL.")
-    version = await inspect(conn, schema, label)
+    async with conn.transaction():  # one snapshot: another opener may be upgrading it
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        version = await inspect(conn, schema, label)
     if version == SCHEMA_VERSION:
         return schema
     if version is not None:

@@ -258,3 +258,11 @@ class OutboxConformance:
         assert all(e.tenant == tenant and e.agent == "a\u0301gent" for e in events)
         assert events[1].data["tool"] == "t\u00f6ol-\u202e" * 30
         assert Event.from_json(events[1].to_json()) == events[1]
+        # ids too long for an event id still give events, each its own, the same each time
+        long_id = "r" * 300
+        await store.create_run(sample_run(long_id))
+        await store.append(long_id, [tool_result(0), tool_result(1)])
+        await store.finish_run(sample_run(long_id).with_status("completed"), [])
+        longs = [e for e in await log.events() if e.run_id == long_id]
+        assert len(longs) == 4 and len({e.id for e in longs}) == 4
+        assert all(len(e.id) <= 256 for e in longs)
