@@ -60,6 +60,12 @@ def check_types(types: Collection[str] | None) -> frozenset[str] | None:
         return None
     if isinstance(types, str):
         types = [types]
+    if not isinstance(types, Collection) or isinstance(types, bytes | dict):
+        raise ConfigError("types", f"pass event types as a list of strings, or None, not "
+                          f"{type(types).__name__}")
+    if len(types) > 1000:
+        raise ConfigError("types", f"a subscription takes at most 1000 event types, not "
+                          f"{len(types)}")
     checked = frozenset(check_event_type(t) for t in types)
     if not checked:
         raise ConfigError("types", "subscribe to at least one event type, or pass None "
@@ -140,8 +146,9 @@ def encode_events(events: object, max_bytes: int) -> list[bytes]:
                                 event_id=event.id) from None
         if len(raw) > max_bytes:
             raise EventRejected(f"event {event.id[:80]!r} is {len(raw)} bytes as JSON, over the "
-                                f"bus's limit of {max_bytes} (max_event_bytes): store the bulk "
-                                "elsewhere and put a reference in the event", event_id=event.id)
+                                f"bus's limit of {max_bytes} (max_event_bytes, or what the "
+                                "server takes): store the bulk elsewhere and put a reference "
+                                "in the event", event_id=event.id)
         out.append(raw)
     return out
 
@@ -277,6 +284,10 @@ class _MemorySubscription(Subscription):
     def __init__(self, bus: MemoryBus, group: _Group) -> None:
         self._bus = bus
         self._group = group
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
 
     def _take(self, max_events: int) -> list[Delivery]:
         group, log, now = self._group, self._bus._log, time.monotonic()
@@ -300,6 +311,8 @@ class _MemorySubscription(Subscription):
 
     async def fetch(self, max_events: int = 100, *, wait: float = 1.0) -> list[Delivery]:
         self._bus._check_open()
+        if self._closed:
+            raise EventBusUnavailable("this subscription was closed; subscribe again")
         max_events, wait = check_fetch(max_events, wait)
         deadline = time.monotonic() + wait
         cond = self._bus._changed

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import re
 import time
 from collections.abc import Collection, Sequence
@@ -64,6 +65,7 @@ EXTRA_HINT = "pip install 'keel-agents[events]'"
 def _import_nats() -> Any:
     try:
         import nats
+        import nats.aio.client
         import nats.aio.msg
         import nats.errors
         import nats.js.api
@@ -130,6 +132,13 @@ class NatsBus(EventBus):
         self._closed = False
         self.generation = 0  # counts connections; subscriptions bind again when it moves
         self.server_version = (0, 0)
+        self._server_max = self._max_bytes
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event accepted: ``max_event_bytes``, or less when the server's
+        ``max_payload`` is smaller (known once connected)."""
+        return min(self._max_bytes, self._server_max)
 
     # ------------------------------------------------------------------ connection
 
@@ -158,20 +167,27 @@ class NatsBus(EventBus):
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.close()
+        nc = self._nats.aio.client.Client()
         try:
-            nc = await asyncio.wait_for(self._nats.connect(
+            await asyncio.wait_for(nc.connect(
                 servers=[self.url], connect_timeout=self._connect_timeout,
                 allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
-                error_cb=_log_error,
-                name="keel-events"), self._connect_timeout + 1)
-        except self.failures as exc:
-            raise self._unavailable("connect", exc) from exc
+                error_cb=_log_error, name="keel-events"), self._connect_timeout + 1)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # nats-py leaves the socket of a failed try
+                await asyncio.wait_for(nc.close(), 2)
+            if isinstance(exc, self.failures):
+                raise self._unavailable("connect", exc) from exc
+            raise
         try:
             js = nc.jetstream(timeout=self._timeout)
             await self._ensure_stream(js)
         except BaseException:
             await nc.close()
             raise
+        # the server closes a connection that sends more than its max_payload (1 MB unless
+        # configured): keep each message, headers and all, well below it
+        self._server_max = max(1024, nc.max_payload - 4096)
         version = nc.connected_server_version
         self.server_version = (version.major, version.minor)
         self._nc, self._js = nc, js
@@ -213,6 +229,11 @@ class NatsBus(EventBus):
             with contextlib.suppress(Exception):
                 await nc.close()
 
+    def connection(self) -> Client:
+        if self._nc is None:
+            raise EventBusUnavailable(f"not connected to NATS at {_safe(self.url)}")
+        return self._nc
+
     def is_live(self, generation: int) -> bool:
         return self._nc is not None and self._nc.is_connected and generation == self.generation
 
@@ -229,10 +250,11 @@ class NatsBus(EventBus):
     # ------------------------------------------------------------------ the seam
 
     async def publish(self, events: Sequence[Event]) -> None:
-        payloads = encode_events(events, self._max_bytes)
+        encode_events(events, self._max_bytes)  # refuse bad input before connecting
+        js = await self.jetstream()
+        payloads = encode_events(events, self.max_event_bytes)
         if not payloads:
             return
-        js = await self.jetstream()
         sent = await asyncio.gather(*(
             js.publish(f"{self.prefix}.{event.type}", payload, timeout=self._timeout,
                        headers={"Nats-Msg-Id": msg_id(event.id)})
@@ -284,22 +306,69 @@ class _NatsSubscription(Subscription):
         self._bus = bus
         self._group = group
         self._types = types  # filtered here (None: the server filters, or every type)
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{bus.stream}.{group}"
         self._sub: Any = None
+        self._open_left = 0  # deliveries the open pull request may still bring
+        self._open_until = 0.0  # when it expires (monotonic)
         self._generation = -1
         self._closed = False
 
     async def _bound(self) -> Any:
+        """This consumer's inbox on the live connection (subscribed again after a new one)."""
         if self._closed:
             raise EventBusUnavailable("this subscription was closed; subscribe again")
         bus = self._bus
-        js = await bus.jetstream()
+        await bus.jetstream()
         if self._sub is None or not bus.is_live(self._generation):
+            nc = bus.connection()
             try:
-                self._sub = await js.pull_subscribe_bind(durable=self._group, stream=bus.stream)
+                self._sub = await nc.subscribe(nc.new_inbox())
+                self._open_left = 0
             except bus.failures as exc:
-                raise bus._unavailable(f"bind to consumer group {self._group!r}", exc) from exc
+                raise bus._unavailable(f"read consumer group {self._group!r}", exc) from exc
             self._generation = bus.generation
         return self._sub
+
+    async def _pull(self, sub: Any, count: int, wait: float) -> list[Msg]:
+        """Up to ``count`` messages, as soon as one is there (waiting up to ``wait``).
+
+        One pull request is open at a time, for ``count`` messages until it expires; what
+        it delivers after this call returned waits in the inbox for the next call. (nats-py's
+        own ``fetch`` waits for all ``count`` once it had to wait for the first.)"""
+        out = await self._drain(sub, count)
+        deadline = time.monotonic() + wait
+        while not out and (left := deadline - time.monotonic()) > 0:
+            if self._open_left <= 0 or self._open_until <= time.monotonic() + 0.001:
+                request = {"batch": count, "expires": int(left * 1e9)}
+                await self._bus.connection().publish(
+                    self._next, json.dumps(request).encode(), reply=sub.subject)
+                self._open_left, self._open_until = count, time.monotonic() + left
+            try:
+                msg = await sub.next_msg(
+                    timeout=max(0.001, min(left, self._open_until - time.monotonic())))
+            except self._bus._nats.errors.TimeoutError:
+                continue
+            if self._note(msg):
+                out = [msg, *await self._drain(sub, count - 1)]
+        return out
+
+    def _note(self, msg: Msg) -> bool:
+        """Count a delivery against the open request; False for a status note (the request
+        expired, or the server ended it), which closes it."""
+        if msg.headers and msg.headers.get("Status") and not msg.reply:
+            self._open_left = 0
+            return False
+        self._open_left -= 1
+        return True
+
+    async def _drain(self, sub: Any, count: int) -> list[Msg]:
+        """The messages already in the inbox, at most ``count``."""
+        out: list[Msg] = []
+        while len(out) < count and sub.pending_msgs > 0:
+            msg = await sub.next_msg(timeout=1)
+            if self._note(msg):
+                out.append(msg)
+        return out
 
     async def _sort(self, msgs: list[Msg]) -> list[Delivery]:
         out: list[Delivery] = []
@@ -323,11 +392,8 @@ class _NatsSubscription(Subscription):
         deadline = time.monotonic() + wait
         while True:
             sub = await self._bound()
-            left = deadline - time.monotonic()
             try:
-                msgs = await sub.fetch(count, timeout=max(left, 0.05))
-            except bus._nats.errors.TimeoutError:
-                msgs = []
+                msgs = await self._pull(sub, count, max(deadline - time.monotonic(), 0.05))
             except bus.failures as exc:
                 raise bus._unavailable(f"read consumer group {self._group!r}", exc) from exc
             if not msgs and not bus.is_live(self._generation):

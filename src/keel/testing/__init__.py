@@ -1,5 +1,5 @@
 """keel's public test kit: scripted models, loopback servers that speak the providers' wire
-formats, fault injection, and the run-store conformance suite."""
+formats, fault injection, and the conformance suites of the run store and the event bus."""
 
 try:  # let pytest rewrite the conformance suite's asserts for readable failures
     import pytest
@@ -9,7 +9,8 @@ try:  # let pytest rewrite the conformance suite's asserts for readable failures
                                    "keel.testing._store_conformance_tenants",
                                    "keel.testing._store_conformance_isolation",
                                    "keel.testing._store_conformance_outbox",
-                                   "keel.testing._memory_conformance")
+                                   "keel.testing._memory_conformance",
+                                   "keel.testing._bus_conformance")
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
 
@@ -25,6 +26,7 @@ from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
 __all__ = [
     "AnthropicRecordedRequest",
     "AnthropicWireServer",
+    "EventBusConformance",
     "Faults",
     "FaultyModel",
     "FaultyTool",
@@ -39,3 +41,12 @@ __all__ = [
     "call",
     "faulty_tool",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the event-bus suite is built of pytest fixtures: import it (and pytest) when asked
+    if name == "EventBusConformance":
+        from keel.testing._bus_conformance import EventBusConformance
+
+        return EventBusConformance
+    raise AttributeError(f"module 'keel.testing' has no attribute {name!r}")
