@@ -4,7 +4,6 @@ keyed by the call's idempotency key, and a model that measures how many runs are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import threading
@@ -24,28 +23,29 @@ class OrderProcessed(BaseModel):
     total: float
 
 
-@dataclass
 class Effects:
-    """The outside system: one SQLite table of applied effects."""
+    """The outside system: one SQLite table of applied effects, written through one
+    connection per process (opening and closing a connection per call hung in ``close()``
+    under concurrent tool threads; see the triggers report)."""
 
-    path: Path
-    calls: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        with contextlib.closing(sqlite3.connect(self.path)) as db, db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, "
-                       "order_id TEXT NOT NULL)")
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                  isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, "
+                        "order_id TEXT NOT NULL)")
 
     def apply(self, key: str, order_id: str) -> None:
-        with self.lock, contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+        with self.lock:
             self.calls += 1
-            db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (key, order_id))
+            self.db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (key, order_id))
 
     def rows(self) -> list[tuple[str, str]]:
-        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db:
-            return list(db.execute("SELECT key, order_id FROM effects"))
+        with self.lock:
+            return list(self.db.execute("SELECT key, order_id FROM effects"))
 
 
 @dataclass
