@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from keel import ConfigError, UserError
+from keel import ConfigError, StoreUnavailable, UserError
 from keel.events import (
     Delivery,
     Event,
@@ -193,3 +193,33 @@ async def test_a_redis_bus_nobody_listens_on_is_a_clear_error_at_start(agent: An
             await triggers.run()
     finally:
         await bus.close()
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose first reads fail: as a store outage, then as a plain bug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[Exception] = [StoreUnavailable("the database went away"),
+                                          RuntimeError("an unforeseen bug")]
+
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> Any:
+        if self.failures:
+            raise self.failures.pop(0)
+        return await super().get_run(run_id, tenant=tenant)
+
+
+async def test_a_store_outage_or_a_bug_hands_the_event_back_and_it_runs_once_later(
+        agent: Any) -> None:
+    store = FlakyStore()
+    bus = MemoryBus()
+    triggers = Triggers([order_trigger(agent)], bus=bus, store=store, start="all",
+                        retry_delay=0.05)
+    await bus.publish(orders(1))
+    async with consuming(triggers):
+        async with asyncio.timeout(60):
+            while triggers.stats.started < 1:  # noqa: ASYNC110 - counters, no event
+                await asyncio.sleep(0.02)
+    assert triggers.stats.retried == 2 and store.failures == []
+    (run,) = await store.list_runs()
+    assert run.status == "completed" and run.metadata["event_id"] == "evt-0"

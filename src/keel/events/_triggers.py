@@ -375,6 +375,10 @@ class Triggers:
             return await self._reject(event, exc)
         except _Retry:
             return False
+        except Exception:  # a bug or an unforeseen failure: never lose the event over it
+            _log.exception("event %s: handling failed; it will be delivered again", event.id,
+                           extra={"event_id": event.id})
+            return False
         return True
 
     async def _reject(self, event: Event, exc: EventRejected) -> bool:
