@@ -1,4 +1,4 @@
-"""Triggers across processes on Redis: a consumer SIGKILLed mid-burst leaves runs running
+"""Triggers across processes on Redis and NATS: a consumer SIGKILLed mid-burst leaves runs running
 with a dead lease; a consumer started afterwards resumes them from their journals and starts
 the rest, every run completing once and every effect applied once. Two consumers of one
 group share a burst without a run starting twice."""
@@ -10,14 +10,15 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from keel.events import RedisBus, Triggers
 from keel.store import SQLiteStore
+from tests.events._services import REDIS_URL, drop_nats_stream, drop_redis_stream, unique
 from tests.events.test_triggers import all_runs, consuming, count_completed, until_completed
+from tests.events.trigger_child import bus_for
 from tests.events.triggerkit import Effects, make_agent, order_trigger, orders
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,16 +26,17 @@ N = 1_000
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["redis", "nats"])
 async def test_a_consumer_sigkilled_mid_burst_and_replaced_completes_every_run_once(
-        tmp_path: Path) -> None:
-    stream = f"keel:test:kill:{uuid.uuid4().hex[:10]}"
+        tmp_path: Path, kind: str) -> None:
+    name = unique()
     store_path, effects_path = tmp_path / "runs.db", tmp_path / "effects.db"
     effects = Effects(effects_path)
     store = SQLiteStore(str(store_path))
-    bus = RedisBus("redis://127.0.0.1:6379/0", stream=stream, maxlen=None)
+    bus = bus_for(kind, name)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     child = subprocess.Popen(  # noqa: ASYNC220 - killed below, not waited on for long
-        [sys.executable, "-m", "tests.events.trigger_child", stream, str(store_path),
+        [sys.executable, "-m", "tests.events.trigger_child", kind, name, str(store_path),
          str(effects_path)], cwd=ROOT, env=env)
     try:
         await bus.publish(orders(N))
@@ -61,14 +63,16 @@ async def test_a_consumer_sigkilled_mid_burst_and_replaced_completes_every_run_o
             child.wait()
         await bus.close()
         await store.close()
+        await (drop_nats_stream(f"KEEL_T_{name}") if kind == "nats"
+               else drop_redis_stream(f"keel:test:{name}"))
 
 
 async def test_two_consumers_of_one_group_share_a_burst_each_run_once(
         tmp_path: Path) -> None:
-    stream = f"keel:test:two:{uuid.uuid4().hex[:10]}"
+    stream = f"keel:test:two:{unique()}"
     effects = Effects(tmp_path / "effects.db")
     store = SQLiteStore(str(tmp_path / "runs.db"))
-    buses = [RedisBus("redis://127.0.0.1:6379/0", stream=stream, maxlen=None)
+    buses = [RedisBus(REDIS_URL, stream=stream, maxlen=None)
              for _ in range(2)]
     try:
         pair = [Triggers([order_trigger(make_agent(effects, pause=0.001))], bus=bus,
@@ -84,3 +88,4 @@ async def test_two_consumers_of_one_group_share_a_burst_each_run_once(
         for bus in buses:
             await bus.close()
         await store.close()
+        await drop_redis_stream(stream)

@@ -1,5 +1,5 @@
 """A trigger consumer in its own process (the SIGKILL test): ``python -m
-tests.events.trigger_child REDIS_STREAM STORE_PATH EFFECTS_PATH``."""
+tests.events.trigger_child redis|nats NAME STORE_PATH EFFECTS_PATH``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,23 @@ import asyncio
 import sys
 from pathlib import Path
 
-from keel.events import RedisBus, Triggers
+from keel.events import EventBus, NatsBus, RedisBus, Triggers
 from keel.store import SQLiteStore
+from tests.events._services import NATS_URL, REDIS_URL
 from tests.events.triggerkit import Effects, make_agent, order_trigger
 
 
-async def main(stream: str, store_path: str, effects_path: str) -> None:
+def bus_for(kind: str, name: str) -> EventBus:
+    """The bus the test and this child share: a Redis stream or a NATS stream by ``name``."""
+    if kind == "nats":
+        return NatsBus(NATS_URL, stream=f"KEEL_T_{name}", prefix=f"keel.t.{name}",
+                       max_age=600)
+    return RedisBus(REDIS_URL, stream=f"keel:test:{name}", maxlen=None)
+
+
+async def main(kind: str, name: str, store_path: str, effects_path: str) -> None:
     store = SQLiteStore(store_path)
-    async with RedisBus("redis://127.0.0.1:6379/0", stream=stream, maxlen=None) as bus:
+    async with bus_for(kind, name) as bus:
         triggers = Triggers([order_trigger(make_agent(Effects(Path(effects_path)),
                                                       pause=0.002))],
                             bus=bus, store=store, concurrency=32, ack_wait=1.0, start="all",
@@ -23,4 +32,4 @@ async def main(stream: str, store_path: str, effects_path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))
