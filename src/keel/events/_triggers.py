@@ -42,7 +42,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pydantic
 
@@ -57,6 +57,7 @@ from keel.core import (
 )
 from keel.events._bus import Delivery, EventBus, Start, Subscription, check_group
 from keel.events._errors import EventBusUnavailable, EventRejected
+from keel.runtime import Agent, Flow
 from keel.store import Event, RunRecord, RunStore, check_event_type, check_id
 
 _log = logging.getLogger("keel.events.triggers")
@@ -68,15 +69,8 @@ DEAD_LETTER_TYPE = "keel.dead_letter"
 MAX_INPUT_CHARS = 100_000
 
 
-class Startable(Protocol):
-    """What a trigger starts: an :class:`keel.Agent` or a flow."""
-
-    @property
-    def name(self) -> str: ...
-
-    async def run(self, input: str, **options: Any) -> Any: ...
-
-    async def resume(self, run_id: str, **options: Any) -> Any: ...
+#: What a trigger starts: an :class:`keel.Agent` or a flow (any pattern).
+Startable = Agent[Any] | Flow[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +116,7 @@ class Trigger:
                  input: Maker | None = None, tenant: str | Maker | None = None,
                  user: str | Maker | None = None, name: str | None = None) -> None:
         self.type = check_event_type(type)
-        if not callable(getattr(agent, "run", None)) or not callable(
-                getattr(agent, "resume", None)) or not isinstance(getattr(agent, "name", None),
-                                                                 str):
+        if not isinstance(agent, Agent | Flow):
             raise ConfigError("agent", f"a trigger starts an Agent or a flow, not "
                               f"{type_name(agent)}")
         self.agent = agent
