@@ -20,6 +20,8 @@ import redis
 from keel.events import Event
 from keel.store import TERMINAL_STATUSES, open_store
 
+pytestmark = pytest.mark.slow  # child processes: the crash matrix runs in CI, not by default
+
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from keel.core import StoreError
-from keel.store import SCHEMA_VERSION, PostgresStore, RunStore, SQLiteStore
+from keel.core import ConfigError, StoreError, UserError
+from keel.store import SCHEMA_VERSION, PostgresStore, RunStore, SQLiteStore, open_store
 from keel.store import _postgres_sql as pg_sql
 from keel.store import _sqlite_schema as sqlite_schema
-from keel.testing import OutboxConformance
+from keel.testing import OutboxConformance, StoreConformance
 from keel.testing._store_conformance import sample_entry, sample_run
 from tests._stores import BACKENDS, PG_URL, fresh_store
 from tests.store._old_postgres import TASK, TASK_ROW, create_old_store, entry_row, fresh_schema, sql
@@ -32,6 +32,16 @@ class TestOutbox(OutboxConformance):
     @pytest.fixture
     async def plain_store(self, backend: str, tmp_path: Path) -> AsyncIterator[RunStore]:
         async with fresh_store(backend, tmp_path / "plain", "keel_plain") as store:
+            yield store
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+class TestStoreConformanceWithTheOutboxOn(StoreConformance):
+    """Switching the outbox on changes nothing else a store does."""
+
+    @pytest.fixture
+    async def store(self, backend: str, tmp_path: Path) -> AsyncIterator[RunStore]:
+        async with fresh_store(backend, tmp_path, "keel_outbox_on", outbox=True) as store:
             yield store
 
 
@@ -147,3 +157,45 @@ async def test_a_failed_postgres_upgrade_changes_nothing(
     assert sql(f'SELECT value FROM "{schema}".keel_meta') == [("4",)]
     assert sql("SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'keel_outbox'",
                (schema,)) == []
+
+
+# ------------------------------------------------------------------------- open_store
+
+
+@pytest.mark.parametrize(("url", "on"), [
+    ("memory:?outbox=1", True), ("memory:?outbox=0", False), ("memory:", False),
+    ("runs.db?outbox=true", True), ("sqlite:///runs.db?outbox=on", True),
+    ("runs.db?outbox=off", False),
+])
+def test_open_store_reads_the_outbox_option(url: str, on: bool, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store(url)
+    assert store.outbox is on
+    if isinstance(store, SQLiteStore):
+        assert store.path == tmp_path / "runs.db", "the option is not part of the path"
+
+
+async def test_open_store_takes_the_option_off_a_postgres_url(schema: str) -> None:
+    store = open_store(f"{PG_URL}?schema={schema}&outbox=1&application_name=keel-test")
+    assert isinstance(store, PostgresStore) and store.outbox
+    async with store:
+        await store.create_run(sample_run("run-1"))
+        assert [e.id for _, e in await store.read_outbox(0, 10)] == ["run-1:started"]
+    assert open_store(f"{PG_URL}?schema={schema}", outbox=True).outbox
+
+
+@pytest.mark.parametrize(("url", "kwargs"), [
+    ("memory:?outbox=maybe", {}), ("memory:?outbox=1&outbox=1", {}),
+    ("memory:?outbox=" + "1" * 10_000, {}), ("runs.db?outbox=1", {"outbox": False}),
+    ("memory:?outbox=0", {"outbox": True}), ("memory:", {"outbox": "yes"}),
+    ("memory:", {"outbox": 1}),
+])
+def test_bad_outbox_options_are_config_errors(url: str, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="outbox"):
+        open_store(url, **kwargs)
+
+
+def test_a_store_url_that_is_not_a_string_is_a_user_error() -> None:
+    with pytest.raises(UserError):
+        open_store(None)  # type: ignore[arg-type]

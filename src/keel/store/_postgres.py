@@ -18,6 +18,12 @@ Writes
     Only when nothing was written does a second query tell an unknown run from a lost lease.
     ``update_run`` and ``finish_run`` are one statement each as well.
 
+Outbox
+    With ``outbox=True`` a write that is a run event (see :mod:`keel.store._outbox`) also
+    inserts the event into ``keel_outbox`` atomically with it: an ``append`` of tool results
+    by the same statement (a CTE), the other writes in one transaction. Relays claim rows
+    with ``FOR UPDATE SKIP LOCKED`` (see :mod:`keel.store._postgres_outbox`).
+
 Leases
     Expiry is decided by the database clock (``clock_timestamp()``): workers with skewed
     clocks agree on it, and ``lease_expires_at`` is in the database's epoch seconds.
@@ -271,17 +277,18 @@ class PostgresStore(RunStore):
     async def _append_with_events(self, run_id: str, entries: Sequence[JournalEntry],
                                   lease: str | None, sql: str, params: Sequence[Any],
                                   events: list[Event]) -> None:
-        """``append`` of entries that are events: the entries and the events in one
-        transaction."""
+        """``append`` of entries that are events: the entries and their events in one
+        statement (one round trip, atomic by itself)."""
         async def work(conn: Conn, q: Statements) -> None:
+            both = outbox_sql.append_with_events(sql, sql_prefix(q.schema))
             try:
-                async with conn.transaction():
-                    if (await conn.execute(sql, params)).rowcount != len(entries):
-                        raise await _refusal(conn, q, run_id, entries, lease, None)
-                    await outbox_sql.insert(conn, sql_prefix(q.schema), events)
+                row = await (await conn.execute(
+                    both, (*params, *outbox_sql.event_arrays(events, run_id)))).fetchone()
+                if row is not None and row[0] == len(entries):
                     return
+                refused: psycopg.Error | None = None
             except (errors.UniqueViolation, errors.ForeignKeyViolation) as exc:
-                refused = exc  # rolled back: say why on the same connection
+                refused = exc
             raise await _refusal(conn, q, run_id, entries, lease, refused)
 
         await self._with(work)

@@ -83,11 +83,34 @@ def statements(s: str) -> OutboxStatements:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def append_with_events(append_sql: str, s: str) -> str:
+    """One statement: ``append_sql`` (an INSERT of journal entries, its parameters first)
+    and, if it stored them, the events (four arrays: ids, types, data, times, then the run
+    id); it answers how many entries were stored. A repeated entry aborts all of it."""
+    return (
+        f"WITH j AS ({append_sql} RETURNING run_id), "
+        f'o AS (INSERT INTO {s}keel_outbox (event_id, type, run_id, tenant, agent, data, "time") '
+        "SELECT e.id, e.type, r.run_id, r.tenant, r.agent, e.data, e.t FROM "
+        "unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY "
+        f"AS e (id, type, data, t, n) JOIN {s}keel_runs r ON r.run_id = %s "
+        "WHERE EXISTS (SELECT 1 FROM j) ORDER BY e.n ON CONFLICT (event_id) DO NOTHING) "
+        "SELECT count(*) FROM j")
+
+
+def event_arrays(events: Sequence[Event], run_id: str) -> tuple[Any, ...]:
+    """The parameters :func:`append_with_events` takes after the append's own."""
+    return ([e.id for e in events], [e.type for e in events],
+            [_data(e) for e in events], [e.time for e in events], run_id)
+
+
+def _data(e: Event) -> str:
+    return json.dumps(e.data, separators=(",", ":"), allow_nan=False, default=str)
+
+
 async def insert(conn: Conn, s: str, events: Sequence[Event | None]) -> None:
     """Write ``events`` (None: nothing) on ``conn``, inside the caller's transaction."""
-    rows = [(e.id, e.type, json.dumps(e.data, separators=(",", ":"), allow_nan=False,
-                                      default=str), e.time, e.run_id)
-            for e in events if e is not None]
+    rows = [(e.id, e.type, _data(e), e.time, e.run_id) for e in events if e is not None]
     sql = statements(s).insert
     if len(rows) == 1:
         await conn.execute(sql, rows[0])
