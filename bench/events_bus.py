@@ -13,7 +13,7 @@ For each bus, on a fresh stream (dropped afterwards):
 Every id must arrive at least once, and exactly once after de-duplication by id, or the run
 exits 1. The table shows each figure and its ratio to MemoryBus measured in the same run.
 
-    python -m bench.events_bus [--events 10000] [--batch 100] [--rate 2000]
+    python -m bench.events_bus [--events 10000] [--batch 100] [--rate 1000]
                                [--backends memory,redis,nats] [--json PATH]
 
 Redis and NATS are the servers on 127.0.0.1 (``KEEL_BENCH_REDIS_URL``, ``KEEL_BENCH_NATS_URL``).
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--backends", default="memory,redis,nats")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

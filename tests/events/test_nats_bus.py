@@ -147,3 +147,17 @@ async def test_a_server_that_never_answers_is_unavailable_after_the_connect_time
 def test_bad_options_are_config_errors(option: str, value: object) -> None:
     with pytest.raises(ConfigError, match=option):
         NatsBus(NATS_URL, **{option: value})  # type: ignore[arg-type]
+
+
+async def test_a_deleted_group_is_unavailable_not_a_busy_loop(stream: str,
+                                                              nc: nats.NATS) -> None:
+    async with nats_bus(NATS_URL, stream) as bus:
+        sub = await bus.subscribe("workers")
+        assert await sub.fetch(1, wait=0.1) == []
+        await asyncio.sleep(0.2)  # its pull request has expired
+        await nc.jetstream().delete_consumer(stream, "workers")
+        with pytest.raises(EventBusUnavailable, match="'workers' no longer exists"):
+            await asyncio.wait_for(sub.fetch(1, wait=2), 10)
+        again = await bus.subscribe("workers")  # subscribing creates the group anew
+        await bus.publish(sample_events(1))
+        assert [d.event.id for d in await collect(again, 1)] == ["e0"]

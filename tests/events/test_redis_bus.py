@@ -148,3 +148,15 @@ async def test_a_server_that_never_answers_is_unavailable_after_the_timeouts() -
         await bus.close()
     finally:
         silent.close()
+
+
+async def test_a_group_destroyed_on_the_server_is_unavailable_until_subscribed_again(
+        stream: str, admin: aioredis.Redis) -> None:
+    async with RedisBus(REDIS_URL, stream=stream, poll_interval=0.05) as bus:
+        sub = await bus.subscribe("workers")
+        await admin.xgroup_destroy(stream, "workers")
+        with pytest.raises(EventBusUnavailable, match="NOGROUP"):
+            await asyncio.wait_for(sub.fetch(1, wait=1), 10)
+        again = await bus.subscribe("workers")
+        await bus.publish(sample_events(1))
+        assert [d.event.id for d in await collect(again, 1)] == ["e0"]

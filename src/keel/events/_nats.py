@@ -295,6 +295,19 @@ class NatsBus(EventBus):
             raise types_mismatch(group, loaded, wanted)
         return _NatsSubscription(self, group, None if by_server else wanted)
 
+    async def check_group(self, group: str) -> None:
+        """Raise :class:`EventBusUnavailable` when the group's consumer is gone (deleted on
+        the server: JetStream then leaves pull requests unanswered)."""
+        js = await self.jetstream()
+        try:
+            await js.consumer_info(self.stream, group)
+        except self._nats.js.errors.NotFoundError:
+            raise EventBusUnavailable(
+                f"consumer group {group!r} no longer exists on stream {self.stream!r} (it was "
+                "deleted on the server); subscribe again to create it") from None
+        except self.failures as exc:
+            raise self._unavailable(f"look up consumer group {group!r}", exc) from exc
+
     def drop(self, msg: Msg, why: str) -> None:
         self.malformed += 1
         logger.warning("event bus %s: dropped message on %s, %s; %d dropped so far",
@@ -310,6 +323,7 @@ class _NatsSubscription(Subscription):
         self._sub: Any = None
         self._open_left = 0  # deliveries the open pull request may still bring
         self._open_until = 0.0  # when it expires (monotonic)
+        self._expired = False  # the server said the open request ended
         self._generation = -1
         self._closed = False
 
@@ -337,16 +351,27 @@ class _NatsSubscription(Subscription):
         own ``fetch`` waits for all ``count`` once it had to wait for the first.)"""
         out = await self._drain(sub, count)
         deadline = time.monotonic() + wait
+        asked = False
         while not out and (left := deadline - time.monotonic()) > 0:
             if self._open_left <= 0 or self._open_until <= time.monotonic() + 0.001:
-                request = {"batch": count, "expires": int(left * 1e9)}
+                if asked and left < 0.1:
+                    break  # not worth another request
+                # expire a little early, so that the server's note that it expired (a 408)
+                # comes within this call: none at all means the group is gone
+                expires = max(0.001, left - 0.05) if left > 0.1 else left
+                request = {"batch": count, "expires": int(expires * 1e9)}
                 await self._bus.connection().publish(
                     self._next, json.dumps(request).encode(), reply=sub.subject)
-                self._open_left, self._open_until = count, time.monotonic() + left
+                self._open_left, self._open_until = count, time.monotonic() + expires
+                asked, self._expired = True, False
             try:
-                msg = await sub.next_msg(
-                    timeout=max(0.001, min(left, self._open_until - time.monotonic())))
+                msg = await sub.next_msg(timeout=max(0.001, min(
+                    left, self._open_until - time.monotonic() + 0.04)))
             except self._bus._nats.errors.TimeoutError:
+                if asked and not self._expired and \
+                        time.monotonic() >= self._open_until + 0.03:
+                    await self._bus.check_group(self._group)
+                    asked = False
                 continue
             if self._note(msg):
                 out = [msg, *await self._drain(sub, count - 1)]
@@ -355,8 +380,14 @@ class _NatsSubscription(Subscription):
     def _note(self, msg: Msg) -> bool:
         """Count a delivery against the open request; False for a status note (the request
         expired, or the server ended it), which closes it."""
-        if msg.headers and msg.headers.get("Status") and not msg.reply:
+        status = msg.headers.get("Status") if msg.headers and not msg.reply else None
+        if status:
             self._open_left = 0
+            self._expired = True
+            if status == "409":  # the group was deleted, or the server refuses more pulls
+                raise EventBusUnavailable(
+                    f"NATS refused to deliver to consumer group {self._group!r}: "
+                    f"{msg.headers.get('Description', '409')[:200]}")  # type: ignore[union-attr]
             return False
         self._open_left -= 1
         return True

@@ -14,6 +14,8 @@ try:  # let pytest rewrite the conformance suite's asserts for readable failures
 except ImportError:  # pragma: no cover - the kit works without pytest too
     pass
 
+from typing import TYPE_CHECKING
+
 from keel.models import FunctionModel, ScriptedModel, ScriptItem, call
 from keel.testing._conformance import StoreConformance
 from keel.testing._faults import Faults, FaultyModel, FaultyTool, faulty_tool
@@ -22,6 +24,9 @@ from keel.testing._store_conformance_outbox import OutboxConformance
 from keel.testing._wire_anthropic import AnthropicWireServer
 from keel.testing._wire_anthropic import RecordedRequest as AnthropicRecordedRequest
 from keel.testing._wire_openai import OpenAIWireServer, ToolCallSpec
+
+if TYPE_CHECKING:
+    from keel.testing._bus_conformance import EventBusConformance
 
 __all__ = [
     "AnthropicRecordedRequest",
