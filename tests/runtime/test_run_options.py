@@ -26,7 +26,7 @@ async def stored_runs(store: MemoryStore) -> int:
 def test_the_options_are_typed_dicts_naming_what_each_entry_point_takes() -> None:
     assert set(RunOptions.__optional_keys__) == {
         "store", "run_id", "deps", "target", "on_event", "deadline", "tenant", "user",
-        "conversation"}
+        "conversation", "metadata"}
     assert set(ResumeOptions.__optional_keys__) == {"store", "deps", "on_event"}
 
 
@@ -114,3 +114,23 @@ async def test_a_flow_body_decides_what_a_blank_input_means() -> None:
         return f"[{text}]"
 
     assert (await echo.run(" ", store=MemoryStore())).output == "[ ]"
+
+
+async def test_metadata_is_stored_with_the_new_run_and_keels_own_keys_win() -> None:
+    store = MemoryStore()
+    agent = Agent("meta", model=ScriptedModel(["done"]))
+    result = await agent.run("go", store=store, metadata={"event_id": "e-1", "model": "x"})
+    record = await store.get_run(result.run_id)
+    assert record.metadata["event_id"] == "e-1"
+    assert record.metadata["model"] != "x"  # keel's own key is not overwritten
+
+
+@pytest.mark.parametrize("bad", [
+    "not a mapping", {1: "int key"}, {"x": object()}, {"x": float("nan")},
+    {"big": "x" * 20_000}])
+async def test_bad_metadata_is_a_user_error_and_writes_no_run(bad: object) -> None:
+    store = MemoryStore()
+    agent = Agent("meta", model=ScriptedModel(["done"]))
+    with pytest.raises(UserError, match="metadata="):
+        await agent.run("go", store=store, metadata=bad)  # type: ignore[arg-type]
+    assert await stored_runs(store) == 0

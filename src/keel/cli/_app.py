@@ -24,6 +24,7 @@ from keel.cli._conversations import register as register_conversations
 from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
+from keel.cli._events import register as register_events
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
@@ -131,6 +132,7 @@ register_cost(app)
 register_conversations(app)
 register_serve(app)
 register_mcp(app)
+register_events(app)
 
 
 def _version(value: bool) -> None:

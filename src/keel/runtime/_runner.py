@@ -136,6 +136,7 @@ class Launch:
     tenant: str | None = None
     user: str | None = None
     conversation: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -356,7 +357,8 @@ async def _open_run(agent: Runnable, store: RunStore, launch: Launch,
         now = time.time()
         record = RunRecord(run_id=launch.run_id or new_run_id(), agent=agent.name,
                            status="running", input=launch.input, created_at=now, updated_at=now,
-                           target=launch.target, metadata=agent.run_metadata(),
+                           target=launch.target,
+                           metadata={**(launch.metadata or {}), **agent.run_metadata()},
                            lease_owner=worker_id(), lease_expires_at=now + keeper.seconds,
                            deadline_at=launch.deadline_at, tenant=launch.tenant,
                            user=launch.user, conversation=launch.conversation)

@@ -9,6 +9,7 @@ error for mypy or pyright, and a clear :class:`~keel.UserError` at run time.
 from __future__ import annotations
 
 import difflib
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -57,6 +58,9 @@ class RunOptions(ResumeOptions, total=False):
     #: ``keel runs list --conversation`` lists them. Only the same tenant and user may
     #: continue a conversation.
     conversation: str | None
+    #: Stored in the run record's ``metadata`` (a JSON object of at most 16 KB, e.g. the
+    #: event that started the run); keel's own keys (``model``, ``pattern``) win a clash.
+    metadata: Mapping[str, Any] | None
 
 
 class FlowOptions(TypedDict, total=False):
@@ -125,7 +129,8 @@ class Runs(Generic[OutputT]):
         run id; the run's journal stays in the store, so the run can be resumed. A run that
         waits for a person raises ``ApprovalRequired`` or ``Escalate`` (status
         ``suspended``). Options: :class:`RunOptions` (``store``, ``run_id``, ``deps``,
-        ``target``, ``on_event``, ``deadline``, ``tenant``, ``user``, ``conversation``)."""
+        ``target``, ``on_event``, ``deadline``, ``tenant``, ``user``, ``conversation``,
+        ``metadata``)."""
         check_options("run", options, RUN_OPTIONS)
         how = new_run(self, input, options)
         return await launch(self._runnable(), options.get("store"), how)
@@ -162,7 +167,30 @@ def new_run(runs: Runs[Any], input: object, options: RunOptions, *,
                   tenant=None if tenant is None else check_id("tenant", tenant),
                   user=None if user is None else check_id("user", user),
                   conversation=None if conversation is None
-                  else check_id("conversation", conversation))
+                  else check_id("conversation", conversation),
+                  metadata=check_metadata(options.get("metadata")))
+
+
+#: The largest ``metadata=`` a new run takes, as compact JSON.
+MAX_METADATA_BYTES = 16_384
+
+
+def check_metadata(metadata: object) -> dict[str, Any] | None:
+    """``metadata=`` as a plain JSON object, or a ``UserError`` saying what is wrong."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise UserError("metadata= must be a mapping with string keys (a JSON object), not "
+                        f"{type(metadata).__name__}")
+    try:
+        text = json.dumps(dict(metadata), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"metadata= must hold JSON values only ({exc})") from None
+    if len(text) > MAX_METADATA_BYTES:
+        raise UserError(f"metadata= is {len(text):,} bytes as JSON; a run takes at most "
+                        f"{MAX_METADATA_BYTES:,} (store the rest elsewhere and keep its id)")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def deadline_from(deadline: float | datetime | None) -> float | None:
