@@ -14,6 +14,7 @@ from keel.runtime._approvals import (
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._conversation_api import Conversation, SendOptions
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
+from keel.runtime._engines import Notifier, notify_engine, register_engine
 from keel.runtime._escalation import (
     EscalationPolicy,
     claim_escalation,
@@ -91,6 +92,7 @@ __all__ = [
     "MiddlewareStack",
     "ModelNext",
     "ModelRequestInput",
+    "Notifier",
     "Paused",
     "Place",
     "ReplayDivergence",
@@ -124,7 +126,9 @@ __all__ = [
     "flow",
     "fork_run",
     "hand_back",
+    "notify_engine",
     "plan_fork",
+    "register_engine",
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",

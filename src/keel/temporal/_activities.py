@@ -24,9 +24,10 @@ from keel.core import (
     redact,
 )
 from keel.runtime import Launch, Paused, cancel_run, execute, worker_id
-from keel.store import TERMINAL_STATUSES, JournalEntry, RunRecord, RunStore
+from keel.store import ENGINE_KEY, TERMINAL_STATUSES, JournalEntry, RunRecord, RunStore
 from keel.temporal._types import (
     ADVANCE_ACTIVITY,
+    ENGINE,
     START_ACTIVITY,
     STATUS_ACTIVITY,
     STOP_ACTIVITY,
@@ -35,8 +36,6 @@ from keel.temporal._types import (
     StopRequest,
 )
 
-#: The keys keel.start writes into a Temporal run's metadata.
-ENGINE = "temporal"
 #: How long the lease taken for a stop is held at most (it is released at once).
 _STOP_LEASE_S = 30.0
 #: Errors that are not the run's failure but the moment's: Temporal retries the activity.
@@ -60,7 +59,12 @@ class KeelActivities:
     """The activities, bound to a worker's runnables (by name) and run store."""
 
     def __init__(self, runnables: Mapping[str, Any], store: RunStore, *,
-                 targets: Mapping[str, str] | None = None) -> None:
+                 targets: Mapping[str, str] | None = None, address: str = "",
+                 namespace: str = "default") -> None:
+        """``address`` / ``namespace``: the Temporal server's, kept with each run so that a
+        decision made elsewhere (CLI, server) can signal its workflow."""
+        self.address = address
+        self.namespace = namespace
         self.runnables = dict(runnables)
         self.store = store
         self.targets = dict(targets or {})
@@ -95,8 +99,9 @@ class KeelActivities:
                     "this workflow); start the run with another run id",
                     type="RunExists", non_retryable=True)
             return outcome_of(record)
-        metadata = {"engine": ENGINE, "workflow_id": info.workflow_id,
-                    "task_queue": info.task_queue}
+        metadata = {ENGINE_KEY: ENGINE, "workflow_id": info.workflow_id,
+                    "task_queue": info.task_queue, "temporal_address": self.address,
+                    "namespace": self.namespace}
         launch = Launch(input=request.input, run_id=request.run_id, step_allowance=0,
                         target=self.targets.get(request.target), tenant=request.tenant,
                         user=request.user, conversation=request.conversation,

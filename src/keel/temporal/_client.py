@@ -33,11 +33,19 @@ from keel.core import (
     new_run_id,
     to_text,
 )
-from keel.runtime import RunResult
-from keel.store import check_id
+from keel.runtime import RunResult, register_engine
+from keel.store import RunRecord, check_id
 from keel.temporal._errors import TemporalUnavailable
 from keel.temporal._policy import retry_spec
-from keel.temporal._types import WORKFLOW_NAME, Outcome, RetrySpec, RunRequest, workflow_id_for
+from keel.temporal._types import (
+    DECIDED_SIGNAL,
+    ENGINE,
+    WORKFLOW_NAME,
+    Outcome,
+    RetrySpec,
+    RunRequest,
+    workflow_id_for,
+)
 
 #: The longest input a run started on Temporal may have (characters): it travels in the
 #: workflow's history, which Temporal limits (2 MB per payload).
@@ -57,6 +65,7 @@ async def connect(address: str = "127.0.0.1:7233", *, namespace: str = "default"
     if not isinstance(namespace, str) or not namespace.strip() or len(namespace) > 200:
         raise ConfigError("namespace", f"must be a Temporal namespace name, not "
                           f"{namespace!r:.80}")
+    register()  # decisions made in this process signal the workflows they unblock
     try:
         async with asyncio.timeout(timeout_s + 1.0):
             return await Client.connect(address, namespace=namespace,
@@ -220,3 +229,29 @@ def _keel_error(kind: str, message: str, run_id: str, details: Any) -> Exception
     error = RunError(message, run_id=run_id, step_key=step_key)
     error.recorded_type = kind  # error_type names what the run failed with
     return error
+
+
+# ------------------------------------------------------------------------------ notices
+
+#: Seconds to wait for the Temporal server when signalling (the workflow polls anyway).
+SIGNAL_CONNECT_S = 2.0
+
+
+async def notify_decided(record: RunRecord) -> None:
+    """Signal the run's workflow (named in its metadata) that a person decided something it
+    waits for, or that it was cancelled: it reads the run's status at once instead of at its
+    next poll."""
+    meta = record.metadata
+    address, namespace = meta.get("temporal_address"), meta.get("namespace")
+    workflow_id = meta.get("workflow_id")
+    if not (isinstance(address, str) and isinstance(namespace, str)
+            and isinstance(workflow_id, str)):
+        return  # not enough to find the workflow: its poll sees the decision
+    client = await connect(address, namespace=namespace, timeout_s=SIGNAL_CONNECT_S)
+    await client.get_workflow_handle(workflow_id).signal(DECIDED_SIGNAL)
+
+
+def register() -> None:
+    """Have decisions and cancels of Temporal runs in this process signal their workflows
+    (see :func:`keel.runtime.notify_engine`)."""
+    register_engine(ENGINE, notify_decided)

@@ -15,6 +15,8 @@ ADVANCE_ACTIVITY = "keel.advance"
 STATUS_ACTIVITY = "keel.status"
 STOP_ACTIVITY = "keel.stop"
 
+#: The engine name keel.start writes into a run's metadata (``keel.store.ENGINE_KEY``).
+ENGINE = "temporal"
 #: Outcome statuses that end the workflow.
 ENDED = ("completed", "failed", "cancelled")
 

@@ -17,6 +17,7 @@ from keel.core import ConfigError
 from keel.runtime import using_store
 from keel.store import RunStore
 from keel.temporal._activities import KeelActivities
+from keel.temporal._client import register
 from keel.temporal._workflow import KeelRunWorkflow
 
 #: The workflow sandbox, with keel passed through: the workflow module uses only keel's plain
@@ -68,11 +69,14 @@ class TemporalWorker:
         self.targets = dict(targets or {})
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        register()  # decisions made in this process signal the workflows they unblock
 
     async def run(self) -> None:
         """Serve until cancelled (or the worker fails)."""
         async with using_store(self.store) as store:
-            activities = KeelActivities(self.runnables, store, targets=self.targets)
+            activities = KeelActivities(
+                self.runnables, store, targets=self.targets, namespace=self.client.namespace,
+                address=self.client.service_client.config.target_host)
             worker = Worker(self.client, task_queue=self.task_queue,
                             workflows=[KeelRunWorkflow], activities=activities.all(),
                             max_concurrent_activities=self.max_concurrent_activities,
