@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from keel import Agent, Message, ToolContext, tool
+from keel import Agent, Flow, FlowContext, Message, ToolContext, flow, tool
 from keel.core import ToolResultPart
 from keel.testing import FunctionModel, call
 
@@ -38,3 +38,40 @@ def adder(name: str = "adder") -> Agent[Any]:
         return a + b
 
     return Agent(name, model=FunctionModel(adder_answer), tools=[add])
+
+
+def payer_answer(messages: list[Message], tools: Any, settings: Any) -> Any:
+    """Pay once, then report what the payment said."""
+    seen = _tool_results(messages)
+    if not seen:
+        return call("pay", {"amount": 40})
+    return f"done: {seen[0]}"
+
+
+#: Every payment made in this process: (amount, idempotency key).
+PAYMENTS: list[tuple[int, str]] = []
+
+
+def payer(name: str = "payer") -> Agent[Any]:
+    """An agent whose one tool is irreversible: every call waits for a person's approval."""
+
+    @tool(risk="irreversible")
+    def pay(amount: int, ctx: ToolContext) -> str:
+        """Pay an amount."""
+        PAYMENTS.append((amount, ctx.idempotency_key))
+        return f"paid {amount}"
+
+    return Agent(name, model=FunctionModel(payer_answer), tools=[pay])
+
+
+def escalating_flow(name: str = "triage") -> Flow[Any]:
+    """A flow that runs the adder as a sub-agent, then asks a person before it answers."""
+    sub = adder("sub")
+
+    @flow(name, agents=[sub])
+    async def body(ctx: FlowContext, text: str) -> str:
+        summed = await ctx.run_agent(sub, text)
+        note = await ctx.escalate("check the sums")
+        return f"{summed.output} / {note}"
+
+    return body
