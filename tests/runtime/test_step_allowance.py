@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, Message, MemoryStore, Signal, ToolContext, tool
+from keel import Agent, MemoryStore, Message, Signal, ToolContext, tool
 from keel.core import ToolResultPart
 from keel.runtime import Launch, Middleware, Paused, RunEndInput, execute, flow
 from keel.testing import FunctionModel, call

@@ -49,7 +49,7 @@ async def test_an_approval_suspends_the_run_and_its_decision_signals_the_workflo
         await decide_approval(task.task_id, store=store, approve=True, by="ann")
         result = await asyncio.wait_for(run_result(temporal_client, run_id), 60)
         assert result.output.startswith("done: ") and "paid 40" in result.output
-        assert _agents.PAYMENTS == [(40, f"{run_id}/payer/turn:0/tool:pay#0")]
+        assert [(40, f"{run_id}/payer/turn:0/tool:pay#0")] == _agents.PAYMENTS
         assert await _signals(temporal_client, run_id) == 1
         journal = await store.read_journal(run_id)
     decision = [e for e in journal if e.kind == "approval" and e.phase == "result"]
