@@ -114,10 +114,13 @@ class KeelActivities:
         run (or it ends, or waits for people)."""
         runnable = self._runnable(request.target)
         record = await self._read(request.run_id)
-        if record.status in TERMINAL_STATUSES or record.status == "suspended":
+        attempt = activity.info().attempt
+        retried = (record.status == "failed" and attempt > 1
+                   and bool((record.error or {}).get("retryable")))  # Temporal's retry
+        if (record.status in TERMINAL_STATUSES and not retried) or record.status == "suspended":
             return outcome_of(record)
         holder = record.lease_owner
-        if (activity.info().attempt > 1 and holder is not None and holder != worker_id()
+        if (attempt > 1 and holder is not None and holder != worker_id()
                 and (record.lease_expires_at or 0.0) > time.time()):
             # A retried step: the attempt before it timed out or its worker died. Temporal
             # runs one attempt at a time, so take the run over now; the store fences off any

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from keel.temporal._types import (
@@ -90,15 +90,32 @@ class KeelRunWorkflow:
                     result_type=Outcome, start_to_close_timeout=_QUICK,
                     retry_policy=_QUICK_RETRY)
                 break
-            outcome = await workflow.execute_activity(
-                ADVANCE_ACTIVITY, request, result_type=Outcome, start_to_close_timeout=step,
-                retry_policy=retry)
+            try:
+                outcome = await workflow.execute_activity(
+                    ADVANCE_ACTIVITY, request, result_type=Outcome,
+                    start_to_close_timeout=step, retry_policy=retry)
+            except ActivityError as failed:  # retries used up, or not retryable
+                await self._record_failure(request, failed)
+                raise
         if outcome.status != "completed":
             error = outcome.error or {}
             raise ApplicationError(str(error.get("message") or f"the run {outcome.status}"),
                                    outcome, type=str(error.get("type") or "RunError"),
                                    non_retryable=True)
         return outcome
+
+    async def _record_failure(self, request: RunRequest, failed: ActivityError) -> None:
+        """A step failed for good: the run is failed in keel's store too (a failure keel
+        recorded itself stays as it is; a store that is down leaves the run as it was)."""
+        cause = failed.cause
+        kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "RunError"
+        message = cause.message if isinstance(cause, ApplicationError) else str(failed)
+        with contextlib.suppress(ActivityError):
+            await workflow.execute_activity(
+                STOP_ACTIVITY, StopRequest(run_id=request.run_id, target=request.target,
+                                           status="failed", error_type=kind,
+                                           message=message),
+                result_type=Outcome, start_to_close_timeout=_QUICK, retry_policy=_QUICK_RETRY)
 
     async def _wait(self, request: RunRequest) -> Outcome:
         """Until a decision signal arrives or ``poll_s`` passes, then the run's status."""
