@@ -119,7 +119,7 @@ async def test_an_unknown_target_fails_the_workflow_once(temporal_client: Client
     queue = _queue()
     async with TemporalWorker(temporal_client, [_agents.adder()],
                               store=f"sqlite:///{tmp_path}/r.db", task_queue=queue):
-        with pytest.raises(ConfigError, match="no agent or flow named 'nope'.*adder"):
+        with pytest.raises(ConfigError, match=r"no agent or flow named 'nope'.*adder"):
             await run(temporal_client, "nope", "go", task_queue=queue, run_id="unk-1")
     assert await _attempts(temporal_client, "unk-1", "keel.start") == [1]
     async with SQLiteStore(tmp_path / "r.db") as store:
