@@ -154,6 +154,10 @@ class KeelActivities:
         return outcome_of(await self._read(request.run_id))
 
     async def _fail(self, record: RunRecord, request: StopRequest) -> None:
+        if record.lease_owner is not None and (record.lease_expires_at or 0.0) > time.time():
+            # a step is still running (an attempt Temporal gave up on): try again later
+            raise ApplicationError(f"run {record.run_id} is held by {record.lease_owner}",
+                                   type="RunLeased", non_retryable=False)
         try:
             await self.store.acquire_lease(record.run_id, worker_id(), _STOP_LEASE_S)
         except RunLeased as exc:

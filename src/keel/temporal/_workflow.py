@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from keel.temporal._types import (
@@ -63,7 +63,11 @@ class KeelRunWorkflow:
     async def run(self, request: RunRequest) -> Outcome:
         try:
             return await self._drive(request)
-        except asyncio.CancelledError:  # Temporal cancelled the workflow: end the keel run
+        except BaseException as exc:
+            if not (isinstance(exc, asyncio.CancelledError) or is_cancelled_exception(exc)):
+                raise
+            # Temporal cancelled the workflow (while it waited, or during a step): end the
+            # keel run as cancelled (a step still running is asked to stop), then stop too.
             await asyncio.shield(workflow.execute_activity(
                 STOP_ACTIVITY, StopRequest(run_id=request.run_id, target=request.target,
                                            status="cancelled", error_type="RunCancelled",
@@ -95,7 +99,8 @@ class KeelRunWorkflow:
                     ADVANCE_ACTIVITY, request, result_type=Outcome,
                     start_to_close_timeout=step, retry_policy=retry)
             except ActivityError as failed:  # retries used up, or not retryable
-                await self._record_failure(request, failed)
+                if not is_cancelled_exception(failed):
+                    await self._record_failure(request, failed)
                 raise
         if outcome.status != "completed":
             error = outcome.error or {}
