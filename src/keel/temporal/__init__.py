@@ -7,8 +7,9 @@ so the CLI, the server, stats and traces see it like any other run. See docs/tem
 """
 
 from keel.temporal._client import MAX_INPUT_CHARS, connect, run, run_result, start_run
-from keel.temporal._errors import TemporalUnavailable
+from keel.temporal._errors import TemporalUnavailable, WorkflowDivergence
 from keel.temporal._policy import NON_RETRYABLE, retry_spec
+from keel.temporal._replay import history_json, replay_histories
 from keel.temporal._types import (
     DECIDED_SIGNAL,
     WORKFLOW_NAME,
@@ -21,6 +22,7 @@ from keel.temporal._worker import TemporalWorker
 from keel.temporal._workflow import KeelRunWorkflow
 
 TemporalUnavailable.__module__ = __name__
+WorkflowDivergence.__module__ = __name__
 
 __all__ = [
     "DECIDED_SIGNAL",
@@ -33,7 +35,10 @@ __all__ = [
     "RunRequest",
     "TemporalUnavailable",
     "TemporalWorker",
+    "WorkflowDivergence",
     "connect",
+    "history_json",
+    "replay_histories",
     "retry_spec",
     "run",
     "run_result",
