@@ -3,6 +3,7 @@ of a run on Temporal (in-process, through typer's runner)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,11 +12,14 @@ import sys
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from keel.cli import app
+from keel.store import SQLiteStore
+from keel.temporal import connect, run_result, start_run, workflow_id_for
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -45,6 +49,30 @@ AGENT = '''
 '''
 
 
+PAYER = '''
+    import re
+
+    from keel import Agent, tool
+    from keel.core import ToolResultPart
+    from keel.testing import FunctionModel, call
+
+
+    def answer(messages, tools, settings):
+        seen = [re.sub(r"<[^>]+>", "", p.content).strip() for m in messages
+                if m.role == "tool" for p in m.parts if isinstance(p, ToolResultPart)]
+        return "paid: " + seen[0] if seen else call("pay", {"amount": 9})
+
+
+    @tool(risk="irreversible")
+    def pay(amount: int) -> str:
+        """Pay."""
+        return f"sent {amount}"
+
+
+    agent = Agent("cli-payer", model=FunctionModel(answer), tools=[pay])
+'''
+
+
 def _keel(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args), catch_exceptions=False)
     return result.exit_code, result.stdout + result.stderr
@@ -57,23 +85,43 @@ def agent_file(tmp_path: Path) -> Path:
     return path
 
 
+class _Worker:
+    """``keel worker --temporal`` in a subprocess, serving ``target`` on a fresh queue."""
+
+    def __init__(self, address: str, store: str, target: str, cwd: Path) -> None:
+        self.queue = f"keel-cli-{uuid.uuid4().hex[:8]}"
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "keel.cli", "worker", "--temporal", "--temporal-address",
+             address, "--task-queue", self.queue, "--store", store, target],
+            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()  # printed once connected, before serving
+        if "temporal worker on" not in first:
+            self.stop()
+            raise AssertionError(f"the worker did not start: {first!r}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
 def test_worker_and_run_on_temporal(temporal_address: str, agent_file: Path,
                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     store = f"sqlite:///{tmp_path / 'runs.db'}"
-    queue = f"keel-cli-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "keel.cli", "worker", "--temporal", "--temporal-address",
-         temporal_address, "--task-queue", queue, "--store", store, f"{agent_file}:agent"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = _Worker(temporal_address, store, f"{agent_file}:agent", tmp_path)
     try:
-        assert worker.stdout is not None
-        first = worker.stdout.readline()  # printed once connected, before serving
-        assert "temporal worker on" in first and "cli-adder" in first, (
-            first, worker.stderr.read() if worker.poll() is not None and worker.stderr else "")
         code, out = _keel("run", "--temporal", "--temporal-address", temporal_address,
-                          "--task-queue", queue, "--json", f"{agent_file}:agent", "add")
+                          "--task-queue", worker.queue, "--json", f"{agent_file}:agent", "add")
         assert code == 0, out
         result = json.loads(out)
         assert result["output"] == "sum: 5" and result["status"] == "completed"
@@ -83,17 +131,46 @@ def test_worker_and_run_on_temporal(temporal_address: str, agent_file: Path,
         assert "cli-adder/turn:0/tool:add#0" in out and "cli-adder/turn:1/model" in out
         assert "completed" in out
     finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            code = worker.wait(timeout=30)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-            for stream in (worker.stdout, worker.stderr):
-                if stream is not None:
-                    stream.close()
+        code = worker.stop()
     assert code == 130  # stopped by Ctrl-C, cleanly
+
+
+def test_keel_approvals_approve_signals_the_workflow(temporal_address: str,
+                                                     tmp_path: Path) -> None:
+    path = tmp_path / "cli_payer.py"
+    path.write_text(textwrap.dedent(PAYER), encoding="utf-8")
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    worker = _Worker(temporal_address, store, f"{path}:agent", tmp_path)
+    try:
+        async def start() -> str:
+            client = await connect(temporal_address)
+            return await start_run(client, "cli-payer", "pay", task_queue=worker.queue,
+                                   poll_s=3600)  # only the signal can wake it in time
+
+        async def suspended(run_id: str) -> str:
+            async with SQLiteStore(tmp_path / "runs.db") as db:
+                for _ in range(600):
+                    tasks = await db.list_tasks()
+                    if tasks and (await db.get_run(run_id)).status == "suspended":
+                        return tasks[0].task_id
+                    await asyncio.sleep(0.05)
+            raise AssertionError("the run never waited for approval")
+
+        async def result(run_id: str) -> tuple[Any, int]:
+            client = await connect(temporal_address)
+            done = await asyncio.wait_for(run_result(client, run_id), 60)
+            history = await client.get_workflow_handle(workflow_id_for(run_id)).fetch_history()
+            return done, sum(1 for e in history.events
+                             if e.HasField("workflow_execution_signaled_event_attributes"))
+
+        run_id = asyncio.run(start())
+        task_id = asyncio.run(suspended(run_id))
+        code, out = _keel("approvals", "approve", task_id, "--by", "ann", "--store", store)
+        assert code == 0, out
+        done, signals = asyncio.run(result(run_id))
+        assert done.output == "paid: sent 9" and signals == 1
+    finally:
+        worker.stop()
 
 
 def test_temporal_options_need_temporal(agent_file: Path) -> None:

@@ -6,7 +6,14 @@ journal before it. The run itself (record, journal, human tasks) lives in keel's
 so the CLI, the server, stats and traces see it like any other run. See docs/temporal.md.
 """
 
-from keel.temporal._client import MAX_INPUT_CHARS, connect, run, run_result, start_run
+from keel.temporal._client import (
+    MAX_INPUT_CHARS,
+    connect,
+    notify_decided,
+    run,
+    run_result,
+    start_run,
+)
 from keel.temporal._errors import TemporalUnavailable, WorkflowDivergence
 from keel.temporal._policy import NON_RETRYABLE, retry_spec
 from keel.temporal._replay import history_json, replay_histories
@@ -38,6 +45,7 @@ __all__ = [
     "WorkflowDivergence",
     "connect",
     "history_json",
+    "notify_decided",
     "replay_histories",
     "retry_spec",
     "run",

@@ -123,11 +123,13 @@ class KeelRunWorkflow:
                 result_type=Outcome, start_to_close_timeout=_QUICK, retry_policy=_QUICK_RETRY)
 
     async def _wait(self, request: RunRequest) -> Outcome:
-        """Until a decision signal arrives or ``poll_s`` passes, then the run's status."""
-        self._decided = False
+        """Until a decision signal arrives or ``poll_s`` passes, then the run's status. A signal
+        that arrived before the wait (a decision made while the step that suspended the run
+        was still returning) ends the wait at once; it is consumed here."""
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._decided,
                                           timeout=timedelta(seconds=request.poll_s))
+        self._decided = False
         outcome: Outcome = await workflow.execute_activity(
             STATUS_ACTIVITY, request, result_type=Outcome, start_to_close_timeout=_QUICK,
             retry_policy=_QUICK_RETRY)
