@@ -97,7 +97,8 @@ class KeelRunWorkflow:
             try:
                 outcome = await workflow.execute_activity(
                     ADVANCE_ACTIVITY, request, result_type=Outcome,
-                    start_to_close_timeout=step, retry_policy=retry)
+                    start_to_close_timeout=step, retry_policy=retry,
+                    heartbeat_timeout=timedelta(seconds=request.heartbeat_s))
             except ActivityError as failed:  # retries used up, or not retryable
                 if not is_cancelled_exception(failed):
                     await self._record_failure(request, failed)
