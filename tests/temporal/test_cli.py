@@ -149,7 +149,7 @@ def test_keel_approvals_approve_signals_the_workflow(temporal_address: str,
 
         async def suspended(run_id: str) -> str:
             async with SQLiteStore(tmp_path / "runs.db") as db:
-                for _ in range(600):
+                for _ in range(1200):
                     tasks = await db.list_tasks()
                     if tasks and (await db.get_run(run_id)).status == "suspended":
                         return tasks[0].task_id
@@ -165,6 +165,9 @@ def test_keel_approvals_approve_signals_the_workflow(temporal_address: str,
 
         run_id = asyncio.run(start())
         task_id = asyncio.run(suspended(run_id))
+        # while its workflow drives it, `keel resume` refuses it
+        code, out = _keel("resume", run_id, "--store", store)
+        assert code == 2 and "driven by temporal" in out
         code, out = _keel("approvals", "approve", task_id, "--by", "ann", "--store", store)
         assert code == 0, out
         done, signals = asyncio.run(result(run_id))

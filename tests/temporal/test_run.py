@@ -73,7 +73,7 @@ async def test_a_run_on_temporal_with_a_postgres_store(temporal_client: Client,
             TemporalWorker(temporal_client, [_agents.payer()], store=store, task_queue=queue):
         run_id = await start_run(temporal_client, "payer", "pay", task_queue=queue,
                                  poll_s=3600)
-        for _ in range(400):
+        for _ in range(1200):
             if (await store.list_tasks()):
                 break
             await asyncio.sleep(0.05)
