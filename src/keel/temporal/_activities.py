@@ -201,10 +201,15 @@ class KeelActivities:
     async def _execute(self, runnable: Any, launch: Launch, run_id: str) -> Outcome:
         """Run ``launch``; the outcome as stored. A retryable failure is raised for Temporal
         to retry the step; errors before the run was touched are raised as they are."""
+        waiting: list[str] = []
         try:
             await execute(runnable, self.store, launch)
-        except (Paused, ApprovalRequired, Escalate):
-            pass  # stored as running (paused) or suspended
+        except Paused:
+            pass  # stored as running: the next step goes on
+        except ApprovalRequired as signal:  # stored as suspended
+            waiting = list(signal.approval_ids)
+        except Escalate as signal:
+            waiting = [signal.escalation_id] if signal.escalation_id else []
         except _TRANSIENT as exc:
             raise _app_error(exc, retryable=True) from None
         except Exception as exc:
@@ -218,4 +223,4 @@ class KeelActivities:
             if record.status == "failed" and (record.error or {}).get("retryable"):
                 raise _app_error(exc, retryable=True) from None
             return outcome_of(record)
-        return outcome_of(await self._read(run_id))
+        return outcome_of(await self._read(run_id), waiting)
