@@ -126,7 +126,10 @@ class Launch:
     ``step_allowance``: start at most this many new model requests / tool calls, then stop
     with :class:`~keel.runtime.Paused` (the run stays ``running``; replayed steps never
     count; None, the default: no limit). For engines that drive a run a step at a time.
-    ``metadata``: joins a new run's metadata (e.g. which engine runs it)."""
+    ``metadata``: joins a new run's metadata (e.g. which engine runs it).
+    ``retried_later``: the caller retries a retryable failure itself (an engine's retry
+    policy, before its last attempt): such a failure is recorded without compensating (the
+    saga runs when the failure is final), unless the saga has begun already."""
 
     input: str | None = None
     resume_id: str | None = None
@@ -142,6 +145,7 @@ class Launch:
     conversation: str | None = None
     step_allowance: int | None = None
     metadata: dict[str, Any] | None = None
+    retried_later: bool = False
 
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -243,7 +247,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
         except BaseException as exc:
             ended = True
             failure = exc
-            if _compensates(agent, journal, exc):
+            if _compensates(agent, journal, exc) and not _retried_later(launch, journal, exc):
                 failure = await _compensate(agent, store, record, tracker, journal, hold,
                                             launch, exc)
             keeper.held.pop(record.run_id, None)  # no renewal may cancel the final write
@@ -268,6 +272,12 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
+
+
+def _retried_later(launch: Launch, journal: Journal, exc: BaseException) -> bool:
+    """A retryable failure that the caller retries: not compensated (yet)."""
+    return (launch.retried_later and bool(getattr(exc, "retryable", False))
+            and recorded_failure(journal) is None)
 
 
 async def _run_start(agent: Runnable, store: RunStore, record: RunRecord,

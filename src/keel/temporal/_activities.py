@@ -34,6 +34,7 @@ from keel.temporal._types import (
     STATUS_ACTIVITY,
     STOP_ACTIVITY,
     Outcome,
+    RetrySpec,
     RunRequest,
     StopRequest,
 )
@@ -140,7 +141,9 @@ class KeelActivities:
                 await self.store.release_lease(record.run_id, worker_id())
             except RunLeased as exc:  # changed hands meanwhile: try again later
                 raise _app_error(exc, retryable=True) from None
-        launch = Launch(resume_id=request.run_id, step_allowance=1)
+        limit = (request.retry or RetrySpec()).max_attempts  # 0: Temporal retries for ever
+        launch = Launch(resume_id=request.run_id, step_allowance=1,
+                        retried_later=limit == 0 or attempt < limit)
         beat = asyncio.create_task(_heartbeat(request.heartbeat_s / 3.0),
                                    name=f"keel-heartbeat-{request.run_id}")
         try:
