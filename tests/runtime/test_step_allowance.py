@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, MemoryStore, Message, ModelError, Signal, ToolContext, tool
+from keel import (
+    Agent,
+    ConfigError,
+    MemoryStore,
+    Message,
+    ModelError,
+    Signal,
+    ToolContext,
+    tool,
+)
 from keel.core import ToolResultPart
 from keel.reliability import Retry
 from keel.runtime import Launch, Middleware, Paused, RunEndInput, execute, flow
@@ -185,3 +194,9 @@ async def test_a_retried_failure_that_passes_completes_without_compensating() ->
         await execute(agent, store, Launch(input="go", run_id="s2", retried_later=True))
     result = await execute(agent, store, Launch(resume_id="s2", retried_later=True))
     assert result.output == "booked" and log == ["book"]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_a_bad_allowance_is_a_config_error(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="step_allowance"):
+        Launch(input="go", step_allowance=bad)

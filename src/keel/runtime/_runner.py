@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from keel.core import (
     ApprovalRequired,
+    ConfigError,
     DeadlineExceeded,
     Escalate,
     Handoff,
@@ -147,6 +148,12 @@ class Launch:
     metadata: dict[str, Any] | None = None
     retried_later: bool = False
 
+    def __post_init__(self) -> None:
+        n = self.step_allowance
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ConfigError("step_allowance", f"must be a whole number >= 0 or None, not "
+                              f"{n!r}")
+
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``what`` (``run_sync``, ``resume_sync``) from synchronous code: the coroutine run to
@@ -232,10 +239,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             await _interrupted(agent, record, exc)
             raise
         except Paused as paused:  # between steps: commit what ran, stay running
-            await store.finish_run(record.with_status(
-                "running", updated_at=time.time(), usage=_totals(tracker)),
-                journal.take_pending(), lease=worker_id())
-            await _interrupted(agent, record, paused)
+            await _pause(agent, store, record, tracker, journal, paused)
             raise
         except StoreUnavailable as exc:
             # The store went away (a lost connection, a deadlock, a busy pool): as after a
@@ -246,16 +250,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             raise
         except BaseException as exc:
             ended = True
-            failure = exc
-            if _compensates(agent, journal, exc) and not _retried_later(launch, journal, exc):
-                failure = await _compensate(agent, store, record, tracker, journal, hold,
-                                            launch, exc)
-            keeper.held.pop(record.run_id, None)  # no renewal may cancel the final write
-            await _record_failure(store, record, tracker, journal, failure)
-            await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
-                                                  status=_status_for(failure), output=None,
-                                                  error=failure, tenant=record.tenant,
-                                                  user=record.user))
+            failure = await _failed(agent, store, record, tracker, journal, hold, launch, exc)
             if failure is not exc:
                 raise failure from exc
             raise
@@ -272,6 +267,35 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
+
+
+async def _failed(agent: Runnable, store: RunStore, record: RunRecord,
+                  tracker: BudgetTracker, journal: Journal, hold: Hold, launch: Launch,
+                  exc: BaseException) -> BaseException:
+    """End a run that failed (or was cancelled): compensate if its saga applies, record the
+    failure, call the end hooks; returns the failure recorded (the compensation's own, if
+    it broke)."""
+    failure = exc
+    if _compensates(agent, journal, exc) and not _retried_later(launch, journal, exc):
+        failure = await _compensate(agent, store, record, tracker, journal, hold, launch, exc)
+    keeper_for(store).held.pop(record.run_id, None)  # no renewal may cancel the final write
+    await _record_failure(store, record, tracker, journal, failure)
+    await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
+                                          status=_status_for(failure), output=None,
+                                          error=failure, tenant=record.tenant,
+                                          user=record.user))
+    return failure
+
+
+async def _pause(agent: Runnable, store: RunStore, record: RunRecord, tracker: BudgetTracker,
+                 journal: Journal, paused: Paused) -> None:
+    """A run that used its step allowance: what ran is committed with its usage, the run
+    stays ``running`` (its lease is released by the caller), the end hooks hear that it
+    was interrupted."""
+    await store.finish_run(record.with_status("running", updated_at=time.time(),
+                                              usage=_totals(tracker)),
+                           journal.take_pending(), lease=worker_id())
+    await _interrupted(agent, record, paused)
 
 
 def _retried_later(launch: Launch, journal: Journal, exc: BaseException) -> bool:
