@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from keel.core import (
     ApprovalRequired,
     Escalate,
+    KeelError,
     LeaseLost,
     RunError,
     RunLeased,
@@ -27,6 +28,7 @@ from keel.core import (
 )
 from keel.runtime import Launch, Paused, cancel_run, execute, worker_id
 from keel.store import ENGINE_KEY, TERMINAL_STATUSES, JournalEntry, RunRecord, RunStore
+from keel.temporal._checks import check_request
 from keel.temporal._types import (
     ADVANCE_ACTIVITY,
     ENGINE,
@@ -96,6 +98,10 @@ class KeelActivities:
     async def start(self, request: RunRequest) -> Outcome:
         """Create the keel run (input guards, the record, the start hooks) and stop before
         its first model request or tool call. A retry finds the run it created."""
+        try:  # a workflow may be started by any client: check what arrived
+            request = check_request(request)
+        except KeelError as exc:
+            raise _app_error(exc, retryable=False) from None
         runnable = self._runnable(request.target)
         info = activity.info()
         try:
