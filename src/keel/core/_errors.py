@@ -33,6 +33,8 @@
     │   ├── RepeatedFailure         the same failing call kept being repeated
     │   ├── OutputValidationError   the final answer never matched the output type
     │   ├── Divergence              the journal no longer matches the code (both sides shown)
+    │   │   └── WorkflowDivergence  (keel.temporal) a recorded workflow history no longer
+    │   │                           replays against the workflow code (names the event)
     │   ├── DeadlineExceeded        the run's whole-run deadline passed
     │   ├── RunCancelled            the run was cancelled (reason, by)
     │   ├── UnknownOutcome          a non-idempotent tool crashed between intent and result
@@ -57,7 +59,9 @@
         ├── RetryWithFeedback       tell the model what to fix and let it try again
         ├── ApprovalRequired        a step needs a human decision
         ├── Escalate                hand the run to a human
-        └── Handoff                 hand the conversation to another agent
+        ├── Handoff                 hand the conversation to another agent
+        └── Paused                  (keel.runtime) the run used its step allowance and stopped
+                                    between steps (an engine such as keel.temporal goes on)
 
 A :class:`UserError` is a mistake to fix (the CLI exits 2); a :class:`RunError` is a failure
 of this attempt (the CLI exits 1), and one marked ``retryable`` may pass when tried again: a

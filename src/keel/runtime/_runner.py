@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from keel.core import (
     ApprovalRequired,
+    ConfigError,
     DeadlineExceeded,
     Escalate,
     Handoff,
@@ -33,7 +34,7 @@ from keel.core import (
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._conversation import check_joinable, conversation_history
 from keel.runtime._forks import fork_trusted_seq
-from keel.runtime._journal import Journal
+from keel.runtime._journal import Journal, Paused
 from keel.runtime._kept_stores import Kept, borrow, give_back
 from keel.runtime._lease import Hold, LeaseKeeper, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput, RunStartInput
@@ -122,7 +123,14 @@ class using_store:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Launch:
     """How to start one execution: a new run (``input``) or a resume (``resume_id``).
-    ``claimed``: this process already holds the run's lease (a worker's ``claim_runs``)."""
+    ``claimed``: this process already holds the run's lease (a worker's ``claim_runs``).
+    ``step_allowance``: start at most this many new model requests / tool calls, then stop
+    with :class:`~keel.runtime.Paused` (the run stays ``running``; replayed steps never
+    count; None, the default: no limit). For engines that drive a run a step at a time.
+    ``metadata``: joins a new run's metadata (e.g. which engine runs it).
+    ``retried_later``: the caller retries a retryable failure itself (an engine's retry
+    policy, before its last attempt): such a failure is recorded without compensating (the
+    saga runs when the failure is final), unless the saga has begun already."""
 
     input: str | None = None
     resume_id: str | None = None
@@ -136,7 +144,15 @@ class Launch:
     tenant: str | None = None
     user: str | None = None
     conversation: str | None = None
+    step_allowance: int | None = None
     metadata: dict[str, Any] | None = None
+    retried_later: bool = False
+
+    def __post_init__(self) -> None:
+        n = self.step_allowance
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ConfigError("step_allowance", f"must be a whole number >= 0 or None, not "
+                              f"{n!r}")
 
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -164,9 +180,10 @@ _MAX_WAKES = 100
 async def execute(agent: Runnable, store: RunStore, launch: Launch) -> RunResult[Any]:
     agent.prepare()  # fail on a bad id or a missing key before anything is written
     keeper = keeper_for(store)
+    allowance = None if launch.step_allowance is None else [launch.step_allowance]
     for _ in range(_MAX_WAKES):
         try:
-            return await _execute_once(agent, store, launch, keeper)
+            return await _execute_once(agent, store, launch, keeper, allowance)
         except _Woken as woken:  # decided while we suspended: go on in this process
             launch = replace(launch, input=None, resume_id=woken.run_id, run_id=None,
                              claimed=False)
@@ -180,7 +197,7 @@ class _Woken(Exception):
 
 
 async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
-                        keeper: LeaseKeeper) -> RunResult[Any]:
+                        keeper: LeaseKeeper, allowance: list[int] | None) -> RunResult[Any]:
     screened = None
     if launch.resume_id is None and launch.input is not None \
             and agent.stack.guards.active("input"):  # before anything is stored
@@ -194,7 +211,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     tracker = BudgetTracker(agent.budget)
     journal = Journal(store, record.run_id, agent.name, entries, tracker,
                       trusted_seq=fork_trusted_seq(record), lease=worker_id(),
-                      durability=agent.durability)
+                      durability=agent.durability, allowance=allowance)
     loop = agent.driver(journal, deps=launch.deps, emit=launch.emit,
                         streaming=launch.streaming, record=record)
     resumed = launch.resume_id is not None
@@ -221,6 +238,9 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             ended = True
             await _interrupted(agent, record, exc)
             raise
+        except Paused as paused:  # between steps: commit what ran, stay running
+            await _pause(agent, store, record, tracker, journal, paused)
+            raise
         except StoreUnavailable as exc:
             # The store went away (a lost connection, a deadlock, a busy pool): as after a
             # crash, the run stays running with its lease given back (best effort), so any
@@ -230,16 +250,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             raise
         except BaseException as exc:
             ended = True
-            failure = exc
-            if _compensates(agent, journal, exc):
-                failure = await _compensate(agent, store, record, tracker, journal, hold,
-                                            launch, exc)
-            keeper.held.pop(record.run_id, None)  # no renewal may cancel the final write
-            await _record_failure(store, record, tracker, journal, failure)
-            await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
-                                                  status=_status_for(failure), output=None,
-                                                  error=failure, tenant=record.tenant,
-                                                  user=record.user))
+            failure = await _failed(agent, store, record, tracker, journal, hold, launch, exc)
             if failure is not exc:
                 raise failure from exc
             raise
@@ -256,6 +267,41 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
+
+
+async def _failed(agent: Runnable, store: RunStore, record: RunRecord,
+                  tracker: BudgetTracker, journal: Journal, hold: Hold, launch: Launch,
+                  exc: BaseException) -> BaseException:
+    """End a run that failed (or was cancelled): compensate if its saga applies, record the
+    failure, call the end hooks; returns the failure recorded (the compensation's own, if
+    it broke)."""
+    failure = exc
+    if _compensates(agent, journal, exc) and not _retried_later(launch, journal, exc):
+        failure = await _compensate(agent, store, record, tracker, journal, hold, launch, exc)
+    keeper_for(store).held.pop(record.run_id, None)  # no renewal may cancel the final write
+    await _record_failure(store, record, tracker, journal, failure)
+    await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
+                                          status=_status_for(failure), output=None,
+                                          error=failure, tenant=record.tenant,
+                                          user=record.user))
+    return failure
+
+
+async def _pause(agent: Runnable, store: RunStore, record: RunRecord, tracker: BudgetTracker,
+                 journal: Journal, paused: Paused) -> None:
+    """A run that used its step allowance: what ran is committed with its usage, the run
+    stays ``running`` (its lease is released by the caller), the end hooks hear that it
+    was interrupted."""
+    await store.finish_run(record.with_status("running", updated_at=time.time(),
+                                              usage=_totals(tracker)),
+                           journal.take_pending(), lease=worker_id())
+    await _interrupted(agent, record, paused)
+
+
+def _retried_later(launch: Launch, journal: Journal, exc: BaseException) -> bool:
+    """A retryable failure that the caller retries: not compensated (yet)."""
+    return (launch.retried_later and bool(getattr(exc, "retryable", False))
+            and recorded_failure(journal) is None)
 
 
 async def _run_start(agent: Runnable, store: RunStore, record: RunRecord,
