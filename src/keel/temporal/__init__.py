@@ -6,6 +6,12 @@ journal before it. The run itself (record, journal, human tasks) lives in keel's
 so the CLI, the server, stats and traces see it like any other run. See docs/temporal.md.
 """
 
+try:
+    import temporalio  # noqa: F401 - only to name the extra when it is missing
+except ModuleNotFoundError as exc:  # pragma: no cover - tested in a subprocess
+    raise ImportError("keel.temporal needs the temporalio package: pip install "
+                      "'keel-agents[temporal]'", name=exc.name) from None
+
 from keel.temporal._checks import MAX_INPUT_CHARS
 from keel.temporal._client import (
     connect,
