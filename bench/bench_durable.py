@@ -66,6 +66,7 @@ class DurableConfig:
     min_batch_s: float = 0.2  #: a batch repeats its c runs until it lasts this long
     long_steps: int = 1000  #: steps of the run that is resumed and replayed
     repeats: int = 5  #: timed resumes and replays per store (median taken)
+    settle_gc: bool = True  #: a full collection before each timed batch (off: --quick)
     postgres_url: str = field(
         default_factory=lambda: os.environ.get("KEEL_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL))
 
@@ -73,7 +74,7 @@ class DurableConfig:
 def durable_config(quick: bool) -> DurableConfig:
     if quick:
         return DurableConfig(steps=3, concurrency=(1, 8), rounds=2, min_batch_s=0.0,
-                             long_steps=20, repeats=2)
+                             long_steps=20, repeats=2, settle_gc=False)
     return DurableConfig()
 
 
@@ -163,8 +164,8 @@ class _Cell:
                 "samples": len(self.walls), "steps": steps, "runs": concurrency}
 
 
-async def _batch(cell: _Cell, store: keel.RunStore, c: int, steps: int, times: int
-                 ) -> tuple[float, float, list[float]]:
+async def _batch(cell: _Cell, store: keel.RunStore, c: int, steps: int, times: int,
+                 settle_gc: bool = True) -> tuple[float, float, list[float]]:
     """``times`` rounds of ``c`` concurrent runs: (wall s, CPU s, each run's seconds)."""
     lat: list[float] = []
 
@@ -175,7 +176,7 @@ async def _batch(cell: _Cell, store: keel.RunStore, c: int, steps: int, times: i
         check(result.output == FINAL_TEXT and result.steps == 2 * steps + 1,
               f"durable {cell.store}/{cell.mode}: {result.output!r}, {result.steps}")
 
-    settle()
+    settle(settle_gc)
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(times):
         await asyncio.gather(*(one() for _ in range(c)))
@@ -193,12 +194,13 @@ async def write_cost(cfg: DurableConfig, stores: dict[str, keel.RunStore | None]
         started = time.perf_counter()
         cells = [_Cell(s, m, make_agent(n, m)) for s in stores for m in cfg.modes]
         for cell in cells:  # untimed: warm-up, and it decides the batch size
-            wall, _, _ = await _batch(cell, _store(stores, cell.store), c, n, 1)
+            wall, _, _ = await _batch(cell, _store(stores, cell.store), c, n, 1,
+                                      cfg.settle_gc)
             cell.times = max(1, math.ceil(cfg.min_batch_s / max(wall, 1e-9)))
         for _ in range(cfg.rounds):
             for cell in cells:
                 wall, cpu, lat = await _batch(cell, _store(stores, cell.store), c, n,
-                                              cell.times)
+                                              cell.times, cfg.settle_gc)
                 total = c * n * cell.times
                 cell.walls.append(wall / total)
                 cell.cpus.append(cpu / total)
@@ -228,7 +230,8 @@ async def _dead_worker_run(store: keel.RunStore, done: keel.store.RunRecord,
     return run_id
 
 
-async def resume_time(store: keel.RunStore, steps: int, repeats: int) -> dict[str, float]:
+async def resume_time(store: keel.RunStore, steps: int, repeats: int,
+                      settle_gc: bool = True) -> dict[str, float]:
     """Median seconds of ``agent.resume`` of a ``steps``-step run whose worker died before
     the final answer turn (one untimed first), and of reading its journal alone."""
     agent = make_agent(steps)
@@ -242,7 +245,7 @@ async def resume_time(store: keel.RunStore, steps: int, repeats: int) -> dict[st
     reads: list[float] = []
     for k in range(repeats + 1):
         run_id = await _dead_worker_run(store, record, entries)
-        settle()
+        settle(settle_gc)
         t0 = time.perf_counter()
         read = len(await store.read_journal(run_id))
         reads.append(time.perf_counter() - t0)
@@ -260,14 +263,15 @@ async def resume_time(store: keel.RunStore, steps: int, repeats: int) -> dict[st
             "samples": len(walls), "steps": steps}
 
 
-async def replay_time(store: keel.RunStore, steps: int, repeats: int) -> dict[str, float]:
+async def replay_time(store: keel.RunStore, steps: int, repeats: int,
+                      settle_gc: bool = True) -> dict[str, float]:
     """Median seconds of ``keel.replay_run`` of a completed ``steps``-step run."""
     agent = make_agent(steps)
     result = await agent.run("go", store=store)
     walls: list[float] = []
     cpus: list[float] = []
     for k in range(repeats + 1):
-        settle()
+        settle(settle_gc)
         t0, c0 = time.perf_counter(), time.process_time()
         report = await keel.replay_run(agent, result.run_id, store=store)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -304,7 +308,7 @@ async def measure_durable(cfg: DurableConfig, progress: Callable[[str], None] = 
                     started = time.perf_counter()
                     try:
                         out[what][kind] = await fn(_store(stores, kind), cfg.long_steps,
-                                                   cfg.repeats)
+                                                   cfg.repeats, cfg.settle_gc)
                     except Exception as exc:
                         out["errors"][f"{what} {kind}"] = f"{type(exc).__name__}: {exc}"
                         continue

@@ -53,7 +53,7 @@ def config(quick: bool) -> tuple[SuiteConfig, SuiteConfig]:
     if quick:
         small = SuiteConfig(sizes=(1, 3), concurrent_runs=20, model_delay=0.01,
                             tool_delay=0.02, repeats=2, step_budget_s=2.0, parallel_repeats=3,
-                            warmup_s=0.1, concurrent_repeats=1)
+                            warmup_s=0.1, concurrent_repeats=1, settle_gc=False)
         return small, small
     ours = SuiteConfig()
     # The other frameworks take seconds to minutes per 1000-step run: fewer rounds (a run

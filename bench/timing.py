@@ -53,6 +53,10 @@ class SuiteConfig:
     parallel_repeats: int = 11
     warmup_s: float = 1.0
     benches: tuple[str, ...] = field(default=BENCHES)
+    #: A full garbage collection before each timed batch (:func:`settle`). Off for smoke runs
+    #: at tiny sizes, whose figures are not published: it costs ~0.1 s a batch in a fresh
+    #: process, more in a test session's heap.
+    settle_gc: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,12 @@ class Timing:
     samples: int
 
 
-def settle() -> None:
+def settle(enabled: bool = True) -> None:
     """Before a timed batch: collect garbage, then freeze the survivors (e.g. runs kept by an
     earlier batch's store) so the collector does not rescan them during the batch; objects the
-    batch creates are collected as usual."""
+    batch creates are collected as usual. ``enabled=False`` does nothing (smoke runs)."""
+    if not enabled:
+        return
     gc.unfreeze()
     gc.collect()
     gc.freeze()
@@ -129,7 +135,7 @@ async def interleaved_steps(fws: Mapping[str, Framework], cfg: SuiteConfig
                 for k, run in runs.items():
                     s = samples[k]
                     if batch[k] and (not s.walls or s.spent < cfg.step_budget_s):
-                        settle()
+                        settle(cfg.settle_gc)
                         s.add(*await _timed(run, batch[k]), per=batch[k])
             for k, s in samples.items():
                 out[k][n] = s.timing()
@@ -149,7 +155,7 @@ async def interleaved_concurrent(fws: Mapping[str, Framework], cfg: SuiteConfig
                 continue
             async with fw.step_run(turns - 1, cfg.model_delay) as run:
                 await asyncio.gather(*(run() for _ in range(min(10, n))))
-                settle()
+                settle(cfg.settle_gc)
                 start, cpu = time.perf_counter(), time.process_time()
                 await asyncio.gather(*(run() for _ in range(n)))
                 s.add(time.perf_counter() - start, time.process_time() - cpu)

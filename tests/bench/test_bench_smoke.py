@@ -28,7 +28,7 @@ OPTIONAL = ("langgraph", "langchain_core", "pydantic_ai", "agents")
 
 TINY = SuiteConfig(sizes=(1, 3), concurrent_runs=5, concurrent_turns=3, model_delay=0.0,
                    parallel_tools=3, tool_delay=0.0, repeats=2, step_budget_s=1.0,
-                   concurrent_repeats=1, parallel_repeats=1, warmup_s=0.0)
+                   concurrent_repeats=1, parallel_repeats=1, warmup_s=0.0, settle_gc=False)
 
 
 @pytest.mark.parametrize("key", list(keel_frameworks()))

@@ -101,6 +101,26 @@ def test_bad_definitions_are_refused_naming_the_part(parameters: Any, fn: Any, n
         tool_from_schema(name, "d", parameters, fn)
 
 
+def test_a_schema_checked_before_still_gives_each_tool_its_own_copy() -> None:
+    # The metaschema check of a schema is remembered by its text (keel's paging tools are
+    # built with every agent): the tools built from it must not share one dict.
+    first, second = (tool_from_schema(f"f{n}", "f", WEATHER, dict) for n in range(2))
+    first.parameters["properties"]["city"]["type"] = "integer"
+    assert second.parameters["properties"]["city"]["type"] == "string"
+    assert WEATHER["properties"]["city"]["type"] == "string"
+
+
+@pytest.mark.parametrize("size", [10, 800])  # remembered when valid; too large to be
+def test_a_bad_schema_is_refused_every_time_naming_each_tool(size: int) -> None:
+    bad = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(size)}}
+    bad["properties"]["p0"] = {"type": "strin"}
+    good = {**bad, "properties": {**bad["properties"], "p0": {"type": "string"}}}
+    for name in ("first", "second"):
+        with pytest.raises(ToolDefinitionError, match=rf"tool '{name}'.* at properties/p0"):
+            tool_from_schema(name, "d", bad, dict)
+        assert tool_from_schema(name, "d", good, dict).parameters == good
+
+
 def test_local_refs_and_draft7_schemas_are_accepted() -> None:
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
               "definitions": {"id": {"type": "integer"}},

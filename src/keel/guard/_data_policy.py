@@ -23,6 +23,7 @@ folded first (detection runs on the folded text; the original span is replaced),
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import re
@@ -138,7 +139,7 @@ class _Gate:
         literals = sorted({lit for k in kinds for lit in _HINT_LITERALS.get(k, ())})
         return cls(digits=re.compile("(?a)" + "|".join(digits)) if digits else None,
                    literals=tuple(literals), keywords=bool(kinds & _KEYWORD_KINDS),
-                   colons="ip_address" in kinds, custom=custom, hints=_hints(literals))
+                   colons="ip_address" in kinds, custom=custom, hints=_hints(tuple(literals)))
 
     def __call__(self, text: str) -> bool:
         """Whether ``text`` may hold something a detector finds (False: certainly not)."""
@@ -179,12 +180,14 @@ Hints = tuple[tuple[str, tuple[str, ...], tuple[re.Pattern[str], ...]], ...]
 _RARITY = "_-:@/jqxz"
 
 
-def _hints(literals: Iterable[str]) -> Hints:
+@functools.lru_cache(maxsize=64)
+def _hints(literals: tuple[str, ...]) -> Hints:
     """``literals`` as groups of tests, each group behind a character all of its literals
     hold (one search for a character, far cheaper than one for a word, rules the group out),
     each group's literals tested alone, or as one pattern where several share a first
     character (a regex with a literal first character is scanned for it in C). Some literal
-    is in a text exactly when some group's character and one of its tests are."""
+    is in a text exactly when some group's character and one of its tests are. Cached: every
+    agent's default data guard compiles the same few sets of literals."""
     groups: dict[str, dict[str, list[str]]] = {}
     for word in literals:
         guard = next((c for c in _RARITY if c in word), "")

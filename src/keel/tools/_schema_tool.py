@@ -9,6 +9,7 @@ same call path as a ``@tool`` function (``CallableTool`` in ``_tool.py``).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
@@ -110,13 +111,17 @@ def _checked_schema(name: str, parameters: Any) -> tuple[dict[str, Any], type[An
         raise ToolDefinitionError(
             f"{where} must be a JSON Schema object (a dict), got {type(parameters).__name__}.")
     try:  # a copy the caller cannot change later, and proof it is JSON (it goes to providers)
-        schema: dict[str, Any] = json.loads(json.dumps(parameters, allow_nan=False))
+        text = json.dumps(parameters, allow_nan=False)
+        schema: dict[str, Any] = json.loads(text)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ToolDefinitionError(f"{where} must be plain JSON data: {exc}.") from exc
     cls: Any = jsonschema.validators.validator_for(schema,
                                                    default=jsonschema.Draft202012Validator)
     try:
-        cls.check_schema(schema)
+        if len(text) <= _REMEMBERED_CHARS:
+            _check_against_metaschema(text, cls)
+        else:
+            cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         at = "/".join(str(x) for x in exc.absolute_path) or "(root)"
         raise ToolDefinitionError(
@@ -128,6 +133,20 @@ def _checked_schema(name: str, parameters: Any) -> tuple[dict[str, Any], type[An
             f"tool's arguments are one JSON object, got type {schema.get('type')!r}.")
     _check_refs(where, schema, cls)
     return schema, cls
+
+
+#: Schemas up to this size that passed the metaschema check are remembered (the last
+#: _REMEMBERED of them, by their JSON text): keel's paging tools are built with every agent,
+#: and the check costs milliseconds each time. A schema that fails is never remembered.
+_REMEMBERED_CHARS = 16_384
+_REMEMBERED = 256
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _check_against_metaschema(text: str, cls: Any) -> None:
+    """``cls.check_schema`` of the schema in ``text`` (raises ``jsonschema.SchemaError``),
+    done once per text and validator class."""
+    cls.check_schema(json.loads(text))
 
 
 def _check_refs(where: str, schema: dict[str, Any], cls: Any) -> None:
