@@ -140,16 +140,16 @@ async def read_run(url: str, run_id: str) -> tuple[RunRecord, list[JournalEntry]
                 await store.list_tasks(TaskFilter(run_id=run_id)))
 
 
-async def wait_for_task(url: str, run_id: str, timeout: float = 60) -> HumanTask:
+async def wait_for_task(url: str, run_id: str, seconds: float = 60) -> HumanTask:
     """The run's first pending human task, once it is in the store (polls the store)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             _, _, tasks = await read_run(url, run_id)
-        except Exception:  # noqa: BLE001 - the run's record may not be written yet
+        except Exception:
             tasks = []
         pending = [t for t in tasks if t.status == "open"]
         if pending:
             return pending[0]
         await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id} has no pending task after {timeout} s")
+    raise AssertionError(f"run {run_id} has no pending task after {seconds} s")

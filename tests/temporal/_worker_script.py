@@ -29,11 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "crash"))
 
-import crash_agent  # noqa: E402
-from _child import configure, die_if, store_url  # noqa: E402
+import crash_agent
+from _child import configure, die_if, store_url
 
-from keel.store import JournalEntry, PostgresStore, SQLiteStore  # noqa: E402
-from keel.temporal import TemporalWorker, connect  # noqa: E402
+from keel.store import JournalEntry, PostgresStore, SQLiteStore
+from keel.temporal import TemporalWorker, connect
 
 
 def die_after_appends(cls: Any) -> None:

@@ -108,8 +108,8 @@ def world(tmp_path: Path, temporal_address: str, temporal_namespace: str
         workers.close()
 
 
-async def _wait_exit(proc: subprocess.Popen[str], timeout: float) -> int | None:
-    for _ in range(int(timeout * 10)):
+async def _wait_exit(proc: subprocess.Popen[str], seconds: float) -> int | None:
+    for _ in range(int(seconds * 10)):
         code = proc.poll()
         if code is not None:
             return code
@@ -133,7 +133,7 @@ async def crash_and_replace(harness: Harness, workers: Workers, client: Any,
     workers.start("none")
     try:
         result: Any = await asyncio.wait_for(run_result(client, harness.run_id), 120)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"no end after the replacement: {workers.log(1)}") from None
     except Exception as exc:  # an ended run's error, checked by the caller
         result = exc

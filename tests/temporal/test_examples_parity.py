@@ -119,8 +119,7 @@ async def test_an_approval_gate_decided_with_the_cli_is_the_same_on_temporal(
                               task_queue=queue):
         await start_run(temporal_client, "refunds", text, task_queue=queue, run_id=run_id)
         task = await proof.wait_for_task(there, run_id)
-        assert proof.REFUNDS == [f"{run_id}/refunds/turn:1/tool:refund#0"] or \
-            len(proof.REFUNDS) == 1  # the direct run's refund only, so far
+        assert len(proof.REFUNDS) == 1  # the direct run's refund only, so far
         await asyncio.to_thread(_approve_with_cli, there, task.task_id)
         result = await asyncio.wait_for(run_result(temporal_client, run_id), 120)
     assert (result.output, "completed") == expected
@@ -155,4 +154,4 @@ async def test_an_approval_decided_while_no_worker_runs_resumes_on_a_new_worker(
     assert result.output == "I refunded 249.00 for order A-1042."
     record, _, _ = await proof.read_run(url, run_id)
     assert record.status == "completed"
-    assert proof.REFUNDS == [f"{run_id}/refunds/turn:1/tool:refund#0"]
+    assert len(proof.REFUNDS) == 1 and run_id in proof.REFUNDS[0]  # one refund, its key
