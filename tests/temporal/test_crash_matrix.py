@@ -97,11 +97,10 @@ class Workers:
 
 
 @pytest.fixture
-def world(tmp_path: Path, temporal_address: str, temporal_namespace: str
-          ) -> Iterator[tuple[Harness, Workers]]:
+def world(tmp_path: Path, temporal_address: str) -> Iterator[tuple[Harness, Workers]]:
     run_id = f"crash-{uuid.uuid4().hex[:12]}"
     harness = Harness(None, f"sqlite:///{tmp_path / 'runs.db'}", tmp_path, "", run_id=run_id)
-    workers = Workers(harness, temporal_address, temporal_namespace, f"crash-{run_id}")
+    workers = Workers(harness, temporal_address, "default", f"crash-{run_id}")
     try:
         yield harness, workers
     finally:
