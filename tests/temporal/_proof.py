@@ -44,7 +44,9 @@ def weather_agent() -> Agent[Any]:
 
 # ---------------------------------------------------------------------------- approvals
 
-REFUNDS: list[str] = []  # what refund did, in this process (one entry per execution)
+#: what refund did in this process, one (idempotency key, ran inside a Temporal activity)
+#: per execution
+REFUNDS: list[tuple[str, bool]] = []
 
 
 @tool(risk="read")
@@ -56,7 +58,9 @@ def lookup_order(order_id: str) -> float:
 @tool(risk="write", idempotent=False)
 def refund(order_id: str, amount: float, ctx: ToolContext) -> str:
     """Refund an order."""
-    REFUNDS.append(ctx.idempotency_key)
+    from temporalio import activity
+
+    REFUNDS.append((ctx.idempotency_key, activity.in_activity()))
     return f"refunded {amount:.2f} for {order_id}"
 
 

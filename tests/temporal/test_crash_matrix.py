@@ -33,7 +33,14 @@ from typing import Any
 
 import pytest
 
-from tests.crash._harness import Harness, Snapshot, check_journal_only_grew, reexecuted
+from tests.crash._harness import (
+    POSTGRES_URL,
+    Harness,
+    Snapshot,
+    check_journal_only_grew,
+    reexecuted,
+)
+from tests.crash.conftest import _drop_schema
 
 pytestmark = pytest.mark.slow  # each case runs two worker processes and waits for a retry
 
@@ -97,9 +104,24 @@ class Workers:
 
 
 @pytest.fixture
-def world(tmp_path: Path, temporal_address: str) -> Iterator[tuple[Harness, Workers]]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """keel's run store: an SQLite file, or (``postgres``) a fresh Postgres schema."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runs.db'}"
+        return
+    schema = f"keel_tcrash_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}schema={schema}"
+    finally:
+        _drop_schema(schema)
+
+
+@pytest.fixture
+def world(tmp_path: Path, temporal_address: str, store_url: str
+          ) -> Iterator[tuple[Harness, Workers]]:
     run_id = f"crash-{uuid.uuid4().hex[:12]}"
-    harness = Harness(None, f"sqlite:///{tmp_path / 'runs.db'}", tmp_path, "", run_id=run_id)
+    harness = Harness(None, store_url, tmp_path, "", run_id=run_id)
     workers = Workers(harness, temporal_address, "default", f"crash-{run_id}")
     try:
         yield harness, workers
@@ -149,7 +171,11 @@ async def workflow_status(client: Any, harness: Harness) -> str:
     return str(description.status.name)
 
 
-@pytest.mark.parametrize("kill", list(POINTS))
+@pytest.mark.parametrize(("store_url", "kill"), [
+    *(("sqlite", k) for k in POINTS),
+    # the keel store on Postgres: a representative subset
+    *(("postgres", k) for k in ("model:0", "tool:charge:after", "tool:notify:before")),
+], indirect=["store_url"])
 async def test_a_killed_worker_is_replaced_and_every_effect_happens_once(
         world: tuple[Harness, Workers], temporal_client: Any, kill: str) -> None:
     harness, workers = world

@@ -128,7 +128,8 @@ async def test_an_approval_gate_decided_with_the_cli_is_the_same_on_temporal(
     assert record_t.status == "completed"
     assert proof.step_keys(journal_t) == proof.step_keys(journal_d)
     assert [(t.status, t.by) for t in tasks] == [("resolved", "ana")]
-    assert len(proof.REFUNDS) == 2  # once directly, once on Temporal
+    # once directly, once on Temporal (inside a keel.advance activity)
+    assert [inside for _, inside in proof.REFUNDS] == [False, True]
 
 
 async def test_an_approval_decided_while_no_worker_runs_resumes_on_a_new_worker(
@@ -154,4 +155,44 @@ async def test_an_approval_decided_while_no_worker_runs_resumes_on_a_new_worker(
     assert result.output == "I refunded 249.00 for order A-1042."
     record, _, _ = await proof.read_run(url, run_id)
     assert record.status == "completed"
-    assert len(proof.REFUNDS) == 1 and run_id in proof.REFUNDS[0]  # one refund, its key
+    assert [(run_id in key, inside) for key, inside in proof.REFUNDS] == [(True, True)]
+
+
+async def test_an_approval_decided_through_the_http_api_resumes_the_temporal_run(
+        tmp_path: Path, temporal_client: Any) -> None:
+    """``POST /v1/approvals/{id}/approve`` on a ``keel serve`` app that has the same agent:
+    the Temporal worker finishes the run, the server's own worker never claims it."""
+    import httpx
+
+    from keel.server import App
+    from keel.temporal import TemporalWorker, run_result, start_run
+    from tests.server.conftest import ServerThread, make_keys
+
+    proof.REFUNDS.clear()
+    run_id, queue = _ids("http")
+    db = str(tmp_path / "runs.db")
+    url = f"sqlite:///{db}"
+    keys = await asyncio.to_thread(make_keys, db, ("acme",))
+    server = ServerThread(App([proof.refund_agent()], store=db))
+    base = await asyncio.to_thread(server.start)
+    try:
+        async with TemporalWorker(temporal_client, [proof.refund_agent()], store=url,
+                                  task_queue=queue):
+            await start_run(temporal_client, "refunds", "Refund A-1042.", task_queue=queue,
+                            run_id=run_id, tenant="acme")
+            task = await proof.wait_for_task(url, run_id)
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                token = (await http.post("/v1/auth/token", headers={
+                    "Authorization": f"Bearer {keys[('acme', 'reviewer')]}"})).json()["token"]
+                r = await http.post(f"/v1/approvals/{task.task_id}/approve",
+                                    json={"comment": "ok"},
+                                    headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 200, r.text
+            result = await asyncio.wait_for(run_result(temporal_client, run_id), 120)
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert result.output == "I refunded 249.00 for order A-1042."
+    # the refund ran once, inside a Temporal activity (not in the server's worker)
+    assert [inside for _, inside in proof.REFUNDS] == [True]
+    _, _, tasks = await proof.read_run(url, run_id)
+    assert [t.status for t in tasks] == ["resolved"]
