@@ -40,7 +40,7 @@ from keel.cli._options import (
 from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
 from keel.cli._text import Screen
-from keel.runtime import default_store_url
+from keel.runtime import default_store_url, register_engine
 
 # The order ``keel --help`` lists commands in: the order a user meets them. Start a run, continue
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
@@ -148,6 +148,8 @@ def root(
 ) -> None:
     """keel: run, inspect and resume durable AI agent runs."""
     ctx.obj = State(store=store or default_store_url())
+    # A decision or cancel of a Temporal run signals its workflow (imported only then).
+    register_engine("temporal", "keel.temporal:notify_decided")
 
 
 @app.command("run")

@@ -57,7 +57,9 @@
         ├── RetryWithFeedback       tell the model what to fix and let it try again
         ├── ApprovalRequired        a step needs a human decision
         ├── Escalate                hand the run to a human
-        └── Handoff                 hand the conversation to another agent
+        ├── Handoff                 hand the conversation to another agent
+        └── Paused                  (keel.runtime) the run used its step allowance and stopped
+                                    between steps (an engine such as keel.temporal goes on)
 
 A :class:`UserError` is a mistake to fix (the CLI exits 2); a :class:`RunError` is a failure
 of this attempt (the CLI exits 1), and one marked ``retryable`` may pass when tried again: a

@@ -14,6 +14,7 @@ from keel.runtime._approvals import (
 from keel.runtime._budget import Budget, BudgetTracker
 from keel.runtime._conversation_api import Conversation, SendOptions
 from keel.runtime._diff import RunDiff, RunTotals, StepDiff, diff_runs, stored_number
+from keel.runtime._engines import Notifier, notify_engine, register_engine
 from keel.runtime._escalation import (
     EscalationPolicy,
     claim_escalation,
@@ -21,7 +22,7 @@ from keel.runtime._escalation import (
 )
 from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
 from keel.runtime._guarding import GuardDecision, GuardInput, Place
-from keel.runtime._journal import Durability, Journal
+from keel.runtime._journal import Durability, Journal, Paused
 from keel.runtime._lease import worker_id
 from keel.runtime._loop import FINAL_TOOL
 from keel.runtime._middleware import (
@@ -47,7 +48,13 @@ from keel.runtime._replay import (
     replay_run,
 )
 from keel.runtime._result import RunResult
-from keel.runtime._runner import DEFAULT_STORE_URL, default_store_url, using_store
+from keel.runtime._runner import (
+    DEFAULT_STORE_URL,
+    Launch,
+    default_store_url,
+    execute,
+    using_store,
+)
 from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
 from keel.runtime._substeps import CONTEXT_KIND, SubSteps, run_sub_agent
 from keel.runtime._worker import (
@@ -80,10 +87,13 @@ __all__ = [
     "GuardInput",
     "Guardrail",
     "Journal",
+    "Launch",
     "Middleware",
     "MiddlewareStack",
     "ModelNext",
     "ModelRequestInput",
+    "Notifier",
+    "Paused",
     "Place",
     "ReplayDivergence",
     "ReplayReport",
@@ -112,10 +122,13 @@ __all__ = [
     "decide_approval",
     "default_store_url",
     "diff_runs",
+    "execute",
     "flow",
     "fork_run",
     "hand_back",
+    "notify_engine",
     "plan_fork",
+    "register_engine",
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",
@@ -124,6 +137,8 @@ __all__ = [
     "using_store",
     "worker_id",
 ]
+
+Paused.__module__ = __name__
 
 
 def run_context_alias() -> type[FlowContext]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from keel.core import ConfigError, Message, TaskConflict, ToolResultPart, UserError
+from keel.runtime._engines import notify_engine
 from keel.store import (
     HumanTask,
     JournalEntry,
@@ -280,7 +281,9 @@ async def decide_approval(approval_id: str, _old: str | None = None, /, *,
         kind="approval", name=request.get("tool", "?"),
         input_hash=intent.input_hash if intent is not None else "", data=decision,
         created_at=now)
-    return await resolve_task(store, approval_id, decision, by=by, entry=entry, tenant=tenant)
+    done = await resolve_task(store, approval_id, decision, by=by, entry=entry, tenant=tenant)
+    await notify_engine(store, task.run_id)
+    return done
 
 
 def approval_decision(request: Mapping[str, Any], *, approve: bool, by: str,

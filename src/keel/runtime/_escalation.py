@@ -41,6 +41,7 @@ from keel.core import (
     to_text,
 )
 from keel.runtime._approvals import decision_seq, owner_of
+from keel.runtime._engines import notify_engine
 from keel.store import (
     TERMINAL_STATUSES,
     HumanTask,
@@ -588,8 +589,10 @@ async def resolve_escalation(escalation_id: str, _old: str | None = None, /, *,
         close = record.with_status("cancelled", output=None, updated_at=now, error={
             "type": "EscalationDismissed", "message": comment, "step_key": task.step_key,
             "retryable": False, "by": by})
-    return await resolve_task(store, escalation_id, decision, by=by, entry=entry, close=close,
+    done = await resolve_task(store, escalation_id, decision, by=by, entry=entry, close=close,
                               tenant=tenant)
+    await notify_engine(store, task.run_id)
+    return done
 
 
 async def _escalation(store: RunStore, escalation_id: str, tenant: str | None) -> HumanTask:

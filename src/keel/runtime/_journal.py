@@ -32,6 +32,7 @@ from keel.core import (
     ConfigError,
     Divergence,
     RunError,
+    Signal,
     UnknownOutcome,
     Usage,
     UserError,
@@ -96,25 +97,40 @@ class Durability:
 
 _BALANCED = Durability()
 
+#: The step kinds a step allowance counts: the steps that do work outside the run.
+ALLOWANCE_KINDS = frozenset({"model", "tool"})
+
+
+class Paused(Signal):
+    """The run used up its step allowance (``Launch.step_allowance``, for an engine that
+    drives a run a step at a time, such as keel.temporal): it stopped before its next new
+    model request or tool call, with everything before it committed; the run stays
+    ``running`` and goes on from its journal when it is resumed. Not a failure."""
+
 
 class Journal:
     """One run's journal, backed by a :class:`RunStore`."""
 
     __slots__ = ("_batch", "_cursor", "_intents", "_mode", "_pending", "_results", "_seen",
-                 "agent", "budget", "failed", "lease", "observer", "replay_only", "run_id",
-                 "store", "trusted_seq")
+                 "agent", "allowance", "budget", "failed", "lease", "observer", "replay_only",
+                 "run_id", "store", "trusted_seq")
 
     def __init__(self, store: RunStore, run_id: str, agent: str, entries: list[JournalEntry],
                  budget: BudgetTracker, *, replay_only: bool = False,
                  trusted_seq: int = -1, lease: str | None = None,
-                 durability: Durability = _BALANCED) -> None:
+                 durability: Durability = _BALANCED,
+                 allowance: list[int] | None = None) -> None:
         """``replay_only``: every step must come from the journal (a determinism check: a
         step that is not recorded raises :class:`Divergence` instead of running).
         ``trusted_seq``: entries up to this seq were copied from another run by a fork and
         are replayed without the name and input-hash checks (the fork changed the model or
         the instructions on purpose). ``lease``: the worker id whose lease fences every
-        write (see :meth:`RunStore.append`)."""
+        write (see :meth:`RunStore.append`). ``allowance``: a one-item list (shared with
+        every view, and with the caller) of how many new model/tool steps may still start;
+        the next one past it raises :class:`Paused` (None, the default: no limit; replayed
+        steps never count)."""
         self.store = store
+        self.allowance = allowance
         self.lease = lease
         self._mode = durability.mode
         self._batch = durability.batch_size
@@ -229,6 +245,8 @@ class Journal:
             self._replayed(recorded, value, usage_of, budgeted)
             return value, True
         self._may_run(key, kind, name, input_hash, budgeted)
+        if self.allowance is not None and kind in ALLOWANCE_KINDS:
+            self._spend(key)
         started_intent = self._intents.get(key)
         if started_intent is not None:
             self._check(started_intent, kind, name, input_hash)
@@ -287,6 +305,18 @@ class Journal:
                 run_id=self.run_id, step_key=key)
         if budgeted:
             self.budget.check(kind, run_id=self.run_id, step_key=key)
+
+    def _spend(self, key: str) -> None:
+        """Count one new model/tool step against the allowance, or pause before it."""
+        left = self.allowance
+        if left is None:
+            return
+        if left[0] <= 0:
+            paused = Paused(f"run {self.run_id} paused before step {key!r}: its step "
+                            "allowance is used up")
+            paused.run_id = self.run_id
+            raise paused
+        left[0] -= 1
 
     async def _reconcile(self, key: str, name: str,
                          reconcile: Callable[[], Awaitable[Any | None]] | None) -> Any | None:

@@ -33,7 +33,7 @@ from keel.core import (
 from keel.runtime._budget import BudgetTracker
 from keel.runtime._conversation import check_joinable, conversation_history
 from keel.runtime._forks import fork_trusted_seq
-from keel.runtime._journal import Journal
+from keel.runtime._journal import Journal, Paused
 from keel.runtime._kept_stores import Kept, borrow, give_back
 from keel.runtime._lease import Hold, LeaseKeeper, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput, RunStartInput
@@ -122,7 +122,11 @@ class using_store:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Launch:
     """How to start one execution: a new run (``input``) or a resume (``resume_id``).
-    ``claimed``: this process already holds the run's lease (a worker's ``claim_runs``)."""
+    ``claimed``: this process already holds the run's lease (a worker's ``claim_runs``).
+    ``step_allowance``: start at most this many new model requests / tool calls, then stop
+    with :class:`~keel.runtime.Paused` (the run stays ``running``; replayed steps never
+    count; None, the default: no limit). For engines that drive a run a step at a time.
+    ``metadata``: joins a new run's metadata (e.g. which engine runs it)."""
 
     input: str | None = None
     resume_id: str | None = None
@@ -136,6 +140,8 @@ class Launch:
     tenant: str | None = None
     user: str | None = None
     conversation: str | None = None
+    step_allowance: int | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -163,9 +169,10 @@ _MAX_WAKES = 100
 async def execute(agent: Runnable, store: RunStore, launch: Launch) -> RunResult[Any]:
     agent.prepare()  # fail on a bad id or a missing key before anything is written
     keeper = keeper_for(store)
+    allowance = None if launch.step_allowance is None else [launch.step_allowance]
     for _ in range(_MAX_WAKES):
         try:
-            return await _execute_once(agent, store, launch, keeper)
+            return await _execute_once(agent, store, launch, keeper, allowance)
         except _Woken as woken:  # decided while we suspended: go on in this process
             launch = replace(launch, input=None, resume_id=woken.run_id, run_id=None,
                              claimed=False)
@@ -179,7 +186,7 @@ class _Woken(Exception):
 
 
 async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
-                        keeper: LeaseKeeper) -> RunResult[Any]:
+                        keeper: LeaseKeeper, allowance: list[int] | None) -> RunResult[Any]:
     screened = None
     if launch.resume_id is None and launch.input is not None \
             and agent.stack.guards.active("input"):  # before anything is stored
@@ -193,7 +200,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     tracker = BudgetTracker(agent.budget)
     journal = Journal(store, record.run_id, agent.name, entries, tracker,
                       trusted_seq=fork_trusted_seq(record), lease=worker_id(),
-                      durability=agent.durability)
+                      durability=agent.durability, allowance=allowance)
     loop = agent.driver(journal, deps=launch.deps, emit=launch.emit,
                         streaming=launch.streaming, record=record)
     resumed = launch.resume_id is not None
@@ -219,6 +226,12 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
         except LeaseLost as exc:
             ended = True
             await _interrupted(agent, record, exc)
+            raise
+        except Paused as paused:  # between steps: commit what ran, stay running
+            await store.finish_run(record.with_status(
+                "running", updated_at=time.time(), usage=_totals(tracker)),
+                journal.take_pending(), lease=worker_id())
+            await _interrupted(agent, record, paused)
             raise
         except StoreUnavailable as exc:
             # The store went away (a lost connection, a deadlock, a busy pool): as after a
@@ -356,7 +369,8 @@ async def _open_run(agent: Runnable, store: RunStore, launch: Launch,
         now = time.time()
         record = RunRecord(run_id=launch.run_id or new_run_id(), agent=agent.name,
                            status="running", input=launch.input, created_at=now, updated_at=now,
-                           target=launch.target, metadata=agent.run_metadata(),
+                           target=launch.target,
+                           metadata={**agent.run_metadata(), **(launch.metadata or {})},
                            lease_owner=worker_id(), lease_expires_at=now + keeper.seconds,
                            deadline_at=launch.deadline_at, tenant=launch.tenant,
                            user=launch.user, conversation=launch.conversation)

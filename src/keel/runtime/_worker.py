@@ -38,10 +38,12 @@ from keel.core import (
     UserError,
     redact,
 )
+from keel.runtime._engines import notify_engine
 from keel.runtime._lease import DEFAULT_LEASE_SECONDS, holder_is_dead, keeper_for, worker_id
 from keel.runtime._middleware import RunEndInput
 from keel.runtime._runner import Launch, Runnable, execute
 from keel.store import (
+    ENGINE_KEY,
     TERMINAL_STATUSES,
     JournalEntry,
     RunFilter,
@@ -166,6 +168,7 @@ class Worker:
                     return found
                 holder = record.lease_owner
                 if (record.run_id in taken or holder is None
+                        or record.metadata.get(ENGINE_KEY) is not None  # another engine's
                         or (record.lease_expires_at or 0.0) <= now
                         or not holder_is_dead(holder)):
                     continue  # free or expired leases are claim_runs' part
@@ -258,6 +261,16 @@ async def cancel_run(run_id: str, _old: str | None = None, /, *,
         await request_cancel(store, run_id, reason=reason, by=by, tenant=tenant)
         keeper_for(store).stop(hold, "cancel", cancel_reason=reason, cancel_by=by)
         return "requested"
+    outcome = await _cancel_idle(store, run_id, reason=reason, by=by, agent=agent,
+                                 tenant=tenant)
+    await notify_engine(store, run_id)
+    return outcome
+
+
+async def _cancel_idle(store: RunStore, run_id: str, *, reason: str, by: str,
+                       agent: Runnable | None, tenant: str | None) -> CancelOutcome:
+    """Cancel a run this process does not hold: at once if no live worker holds it, else
+    by a request to its holder."""
     try:
         await store.acquire_lease(run_id, worker_id(), 30.0)
     except RunLeased as exc:

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from keel.core import ConfigError
 from keel.guard import DataPolicy
-from keel.runtime import default_store_url
+from keel.runtime import default_store_url, register_engine
 from keel.server._auth import Authenticator, RateLimits
 from keel.server._errors import error_response, install_handlers
 from keel.server._events import Tails
@@ -162,6 +162,8 @@ def create_app(spec: App) -> FastAPI:
     app = FastAPI(title=f"{spec.title} API", version="1", lifespan=_lifespan,
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.spec = spec
+    # A decision or cancel of a Temporal run signals its workflow (imported only then).
+    register_engine("temporal", "keel.temporal:notify_decided")
     install_handlers(app)
     for router in (runs, humans, ops):
         app.include_router(router)

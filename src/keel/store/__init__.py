@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 from keel.store._base import (
     CANCEL_REQUEST,
+    ENGINE_KEY,
     RUN_STATUSES,
     SCHEMA_VERSION,
     TASK_KINDS,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCEL_REQUEST",
+    "ENGINE_KEY",
     "EXPORT_FORMAT",
     "GROUP_KEYS",
     "MAX_EXPORT_BYTES",

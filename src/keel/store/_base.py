@@ -31,6 +31,9 @@ SCHEMA_VERSION = 4
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 #: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.
 CANCEL_REQUEST = "cancel_request"
+#: The metadata key naming the engine that drives a run other than keel's own workers
+#: (``"temporal"``): :meth:`RunStore.claim_runs` never hands such a run out.
+ENGINE_KEY = "engine"
 RUN_STATUSES: tuple[RunStatus, ...] = ("running", "suspended", "completed", "failed", "cancelled")
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 Phase: TypeAlias = Literal["intent", "result"]
@@ -323,7 +326,8 @@ class RunStore(ABC):
         """Atomically lease up to ``limit`` runnable runs for ``owner``: status ``running``
         with no live lease (a suspended run whose decision arrived, or a dead worker's run),
         of the given agents, least recently updated first. Two concurrent callers never get
-        the same run."""
+        the same run. A run whose metadata names an engine (:data:`ENGINE_KEY`, e.g. a run
+        on Temporal) is never claimed: that engine continues it."""
 
     @abstractmethod
     async def request_cancel(self, run_id: str, *, reason: str | None = None,

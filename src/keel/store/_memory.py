@@ -14,6 +14,7 @@ from typing import Any
 from keel.core import ConfigError, StoreError
 from keel.store._base import (
     CANCEL_REQUEST,
+    ENGINE_KEY,
     TERMINAL_STATUSES,
     HumanTask,
     JournalEntry,
@@ -225,7 +226,8 @@ class MemoryStore(RunStore):
         ready = sorted((r for r in self._runs.values()
                         if r.status == "running"
                         and (r.lease_owner is None or (r.lease_expires_at or 0.0) <= now)
-                        and (agents is None or r.agent in agents)),
+                        and (agents is None or r.agent in agents)
+                        and r.metadata.get(ENGINE_KEY) is None),
                        key=lambda r: (r.updated_at, r.run_id))[:max(0, limit)]
         claimed = []
         for r in ready:

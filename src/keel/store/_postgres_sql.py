@@ -325,7 +325,8 @@ def statements(schema: str) -> Statements:
 def _lease_statements() -> dict[str, str]:
     claim = (
         f"WITH c AS (SELECT run_id FROM {{s}}keel_runs WHERE status = 'running' "
-        f"AND (lease_owner IS NULL OR coalesce(lease_expires_at, 0) <= {NOW}) {{agents}}"
+        f"AND (lease_owner IS NULL OR coalesce(lease_expires_at, 0) <= {NOW}) "
+        "AND (metadata::jsonb ->> 'engine') IS NULL {agents}"
         "ORDER BY updated_at, run_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
         f"UPDATE {{s}}keel_runs AS t SET lease_owner = %(owner)s, "
         f"lease_expires_at = {NOW} + %(seconds)s FROM c WHERE t.run_id = c.run_id "

@@ -40,10 +40,12 @@ UPDATE_RUN = (
 #: Replace a record but its cancel flag, and release its lease (``suspend_run``).
 PARK_RUN = _SET_RECORD + "lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?"
 SET_LEASE = "UPDATE runs SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?"
-#: Running runs with no live lease, least recently updated first (index ``runs_runnable``).
+#: Running runs with no live lease, least recently updated first (index ``runs_runnable``);
+#: never a run another engine drives (``metadata.engine`` set, see ``RunStore.claim_runs``).
 SELECT_RUNNABLE = (
     f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' "
-    "AND (lease_owner IS NULL OR coalesce(lease_expires_at, 0) <= ?)"
+    "AND (lease_owner IS NULL OR coalesce(lease_expires_at, 0) <= ?) "
+    "AND json_extract(metadata, '$.engine') IS NULL"
 )
 
 # ------------------------------------------------------------------------------- journal

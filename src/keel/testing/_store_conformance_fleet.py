@@ -163,6 +163,15 @@ class FleetConformance:
         assert [r.run_id for r in other] == ["c-other"], "agents=None claims any agent"
         assert (await store.get_run("c-susp")).lease_owner is None
 
+    async def test_claim_runs_skips_runs_another_engine_drives(self, store: RunStore) -> None:
+        await store.create_run(sample_run("e-temporal", agent="support", metadata={
+            "engine": "temporal", "workflow_id": "keel-run-e-temporal"}))
+        await store.create_run(sample_run("e-keel", agent="support", metadata={"model": "m"}))
+        got = await store.claim_runs("w1", 60, agents=["support"], limit=10)
+        assert [r.run_id for r in got] == ["e-keel"]
+        assert await store.claim_runs("w2", 60, limit=10) == []
+        assert (await store.get_run("e-temporal")).lease_owner is None
+
     async def test_concurrent_claimers_never_share_a_run(self, store: RunStore) -> None:
         for i in range(20):
             await store.create_run(sample_run(f"q-{i:02d}", created_at=1_700_000_000.0 + i))

@@ -1,0 +1,257 @@
+"""Starting keel runs on Temporal and reading their results: :func:`connect`,
+:func:`start_run`, :func:`run_result`, :func:`run`."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.exceptions import (
+    TimeoutError as TemporalTimeout,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+import keel.core as _core
+from keel.core import (
+    ConfigError,
+    RunCancelled,
+    RunError,
+    RunNotFound,
+    Usage,
+    UserError,
+    new_run_id,
+    to_text,
+)
+from keel.runtime import RunResult, register_engine
+from keel.store import RunRecord, check_id
+from keel.temporal._errors import TemporalUnavailable
+from keel.temporal._policy import retry_spec
+from keel.temporal._types import (
+    DECIDED_SIGNAL,
+    ENGINE,
+    WORKFLOW_NAME,
+    Outcome,
+    RetrySpec,
+    RunRequest,
+    workflow_id_for,
+)
+
+#: The longest input a run started on Temporal may have (characters): it travels in the
+#: workflow's history, which Temporal limits (2 MB per payload).
+MAX_INPUT_CHARS = 256_000
+MAX_RUN_ID_CHARS = 128
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_UNREACHABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+async def connect(address: str = "127.0.0.1:7233", *, namespace: str = "default",
+                  timeout_s: float = 5.0) -> Client:
+    """A Temporal client, or :class:`TemporalUnavailable` within ``timeout_s`` if no server
+    answers at ``address``."""
+    if not isinstance(address, str) or not address.strip() or len(address) > 500:
+        raise ConfigError("address", f"must be host:port of a Temporal server, not "
+                          f"{address!r:.80}")
+    if not isinstance(namespace, str) or not namespace.strip() or len(namespace) > 200:
+        raise ConfigError("namespace", f"must be a Temporal namespace name, not "
+                          f"{namespace!r:.80}")
+    register()  # decisions made in this process signal the workflows they unblock
+    try:
+        async with asyncio.timeout(timeout_s + 1.0):
+            return await Client.connect(address, namespace=namespace,
+                                        connect_timeout=timedelta(seconds=timeout_s))
+    except (TimeoutError, RuntimeError, RPCError, OSError) as exc:
+        raise TemporalUnavailable(f"no Temporal server answered at {address} (namespace "
+                                  f"{namespace!r}): {exc}; start one (`temporal server "
+                                  "start-dev`) or check the address") from None
+
+
+def _target_name(target: Any) -> str:
+    name = target if isinstance(target, str) else getattr(target, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"the run's target must be an agent or flow (or its name), not "
+                        f"{type(target).__name__}")
+    if len(name) > 200 or not name.isprintable():
+        raise UserError(f"the target name {name[:40]!r}... is not a valid agent or flow name")
+    return name
+
+
+def _run_id(run_id: str | None) -> str:
+    if run_id is None:
+        return new_run_id()
+    if not isinstance(run_id, str):
+        raise UserError(f"run_id= must be a string, not {type(run_id).__name__}")
+    if len(run_id) > MAX_RUN_ID_CHARS or not _RUN_ID.fullmatch(run_id):
+        raise UserError(f"run_id= {run_id[:60]!r} is not a valid run id: letters, digits and "
+                        f". _ : - only, at most {MAX_RUN_ID_CHARS} characters, starting with a "
+                        "letter or digit")
+    return run_id
+
+
+def _check_input(text: Any) -> str:
+    if not isinstance(text, str):
+        raise UserError(f"the run's input must be a string, not {type(text).__name__}")
+    if len(text) > MAX_INPUT_CHARS:
+        raise UserError(f"the run's input is {len(text):,} characters; a run started on "
+                        f"Temporal takes at most {MAX_INPUT_CHARS:,} (pass a reference to "
+                        "large data, e.g. a file or a URL, instead)")
+    return text
+
+
+async def start_run(client: Client, target: Any, input: str, *, task_queue: str = "keel",
+                    run_id: str | None = None, tenant: str | None = None,
+                    user: str | None = None, conversation: str | None = None,
+                    max_steps: int | None = None, max_tokens: int | None = None,
+                    max_cost_usd: float | None = None, poll_s: float = 60.0,
+                    step_timeout_s: float = 600.0,
+                    retry: RetrySpec | None = None) -> str:
+    """Start keel run of ``target`` (an agent or flow, or its name as the workers know it)
+    on ``input`` as a ``keel.run`` workflow on ``task_queue``; returns the run id. The run's
+    record and journal are written by the worker into its run store. A run id that was used
+    before (by any run on this Temporal namespace) is refused with a UserError."""
+    request = RunRequest(
+        run_id=_run_id(run_id), target=_target_name(target), input=_check_input(input),
+        tenant=None if tenant is None else check_id("tenant", tenant),
+        user=None if user is None else check_id("user", user),
+        conversation=None if conversation is None else check_id("conversation", conversation),
+        max_steps=_limit("max_steps", max_steps, whole=True),
+        max_tokens=_limit("max_tokens", max_tokens, whole=True),
+        max_cost_usd=_limit("max_cost_usd", max_cost_usd),
+        poll_s=_positive("poll_s", poll_s), step_timeout_s=_positive("step_timeout_s",
+                                                                     step_timeout_s),
+        retry=retry or retry_spec())
+    if not isinstance(task_queue, str) or not task_queue.strip() or len(task_queue) > 200:
+        raise ConfigError("task_queue", f"must be a task queue name, not {task_queue!r:.80}")
+    try:
+        await client.start_workflow(WORKFLOW_NAME, request,
+                                    id=workflow_id_for(request.run_id), task_queue=task_queue,
+                                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    except WorkflowAlreadyStartedError:
+        raise UserError(f"run id {request.run_id!r} is already taken (a run with this id was "
+                        "started on Temporal before); leave run_id out for a new one") from None
+    except RPCError as exc:
+        raise _rpc_error(exc, request.run_id) from None
+    return request.run_id
+
+
+def _limit(name: str, value: Any, *, whole: bool = False) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            (whole and not isinstance(value, int)) or not value > 0:
+        raise ConfigError(name, f"must be a {'whole ' if whole else ''}number > 0, not "
+                          f"{value!r:.40}")
+    return value
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ConfigError(name, f"must be a number of seconds > 0, not {value!r:.40}")
+    return float(value)
+
+
+def _rpc_error(exc: RPCError, run_id: str) -> Exception:
+    if exc.status in _UNREACHABLE:
+        return TemporalUnavailable(f"the Temporal server did not answer: {exc.message}",
+                                   run_id=run_id)
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return RunNotFound(f"no run {run_id!r} on Temporal ({exc.message})")
+    return RunError(f"Temporal refused the request: {exc.message}", run_id=run_id)
+
+
+async def run_result(client: Client, run_id: str) -> RunResult[Any]:
+    """Wait for run ``run_id`` to end; its result (``output`` as stored: JSON data), or the
+    keel error it failed with (:class:`keel.RunCancelled` if it was cancelled)."""
+    run_id = _run_id(run_id)
+    handle = client.get_workflow_handle(workflow_id_for(run_id), result_type=Outcome)
+    try:
+        out: Outcome = await handle.result()
+    except WorkflowFailureError as exc:
+        raise _failure(exc, run_id) from None
+    except RPCError as exc:
+        raise _rpc_error(exc, run_id) from None
+    usage = dict(out.usage)
+    return RunResult(run_id=run_id, agent=out.agent, output=out.output,
+                     text=to_text(out.output), usage=Usage.from_dict(usage),
+                     steps=int(usage.get("steps") or 0), status=out.status)
+
+
+async def run(client: Client, target: Any, input: str, **options: Any) -> RunResult[Any]:
+    """:func:`start_run` then :func:`run_result`."""
+    run_id = await start_run(client, target, input, **options)
+    return await run_result(client, run_id)
+
+
+def _failure(exc: WorkflowFailureError, run_id: str) -> Exception:
+    """The keel error a failed ``keel.run`` workflow stands for."""
+    cause = exc.cause
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, CancelledError):
+        return RunCancelled("the run's Temporal workflow was cancelled", run_id=run_id)
+    if isinstance(cause, TerminatedError):
+        return RunError(f"the run's Temporal workflow was terminated: {cause}", run_id=run_id)
+    if isinstance(cause, TemporalTimeout):
+        return RunError(f"the run's Temporal workflow timed out: {cause}", run_id=run_id)
+    if isinstance(cause, ApplicationError):
+        return _keel_error(cause.type or "RunError", cause.message, run_id, cause.details)
+    return RunError(f"the run's Temporal workflow failed: {cause or exc}", run_id=run_id)
+
+
+def _keel_error(kind: str, message: str, run_id: str, details: Any) -> Exception:
+    step_key = None
+    for item in details or ():
+        error = item.get("error") if isinstance(item, dict) else None
+        if isinstance(error, dict):
+            step_key = error.get("step_key")
+    if kind == "UnknownTarget":
+        return ConfigError("target", message)
+    if kind in ("RunExists", "UserError"):
+        return UserError(message)
+    if kind == "RunCancelled":
+        return RunCancelled(message, run_id=run_id)
+    cls = getattr(_core, kind, None)
+    if isinstance(cls, type) and issubclass(cls, RunError) and cls is not RunCancelled:
+        try:
+            return cls(message, run_id=run_id, step_key=step_key)
+        except TypeError:
+            pass
+    error = RunError(message, run_id=run_id, step_key=step_key)
+    error.recorded_type = kind  # error_type names what the run failed with
+    return error
+
+
+# ------------------------------------------------------------------------------ notices
+
+#: Seconds to wait for the Temporal server when signalling (the workflow polls anyway).
+SIGNAL_CONNECT_S = 2.0
+
+
+async def notify_decided(record: RunRecord) -> None:
+    """Signal the run's workflow (named in its metadata) that a person decided something it
+    waits for, or that it was cancelled: it reads the run's status at once instead of at its
+    next poll."""
+    meta = record.metadata
+    address, namespace = meta.get("temporal_address"), meta.get("namespace")
+    workflow_id = meta.get("workflow_id")
+    if not (isinstance(address, str) and isinstance(namespace, str)
+            and isinstance(workflow_id, str)):
+        return  # not enough to find the workflow: its poll sees the decision
+    client = await connect(address, namespace=namespace, timeout_s=SIGNAL_CONNECT_S)
+    await client.get_workflow_handle(workflow_id).signal(DECIDED_SIGNAL)
+
+
+def register() -> None:
+    """Have decisions and cancels of Temporal runs in this process signal their workflows
+    (see :func:`keel.runtime.notify_engine`)."""
+    register_engine(ENGINE, notify_decided)
