@@ -33,17 +33,20 @@ from typing import Any
 
 import pytest
 
-from tests.crash._harness import (
+pytest.register_assert_rewrite("tests.crash._harness")
+
+from tests.crash._harness import (  # noqa: E402
     POSTGRES_URL,
     Harness,
     Snapshot,
     check_journal_only_grew,
     reexecuted,
 )
-from tests.crash.conftest import _drop_schema
 
 pytestmark = pytest.mark.slow  # each case runs two worker processes and waits for a retry
 
+#: start_to_close of each keel.advance activity: how long Temporal waits for a killed worker
+STEP_TIMEOUT_S = 4.0
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 M = [f"orders/turn:{n}/model" for n in range(5)]
@@ -63,6 +66,13 @@ POINTS = {
     "tool:notify:after": "unknown",  # effect, no result, no reconcile hook
     f"append:{NOTIFY}:result": "completes",
 }
+
+
+def _drop_schema(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 class Workers:
@@ -146,8 +156,9 @@ async def crash_and_replace(harness: Harness, workers: Workers, client: Any,
     from keel.temporal import run_result, start_run
 
     first = workers.start(kill)
+    # a short step timeout: Temporal retries the killed worker's activity after it
     await start_run(client, "orders", "Order a lamp.", task_queue=workers.queue,
-                    run_id=harness.run_id)
+                    run_id=harness.run_id, step_timeout_s=STEP_TIMEOUT_S)
     code = await _wait_exit(first, 60)
     assert code == -9, f"the worker did not die at {kill} (exit {code}): {workers.log(0)}"
     before = await harness.snapshot()
