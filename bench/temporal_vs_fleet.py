@@ -10,6 +10,9 @@ fresh schema each, dropped afterwards):
 * **fleet**: the runs' records are queued (status ``running``, no lease, as ``keel serve``'s
   workers mode does) and a ``keel.runtime.Worker`` with ``concurrency = runs`` claims and
   continues them (``claim_runs``, leases, the journal);
+* **stepwise**: each run driven as keel.temporal drives it, one new step per execution
+  (``execute(..., Launch(step_allowance=1))`` in a loop, replaying the journal each time),
+  without Temporal: what the step-at-a-time seam costs by itself;
 * **temporal**: a ``keel.temporal.TemporalWorker`` (``max_concurrent_activities = runs``)
   serves the runs started with ``start_run``; each step is one ``keel.advance`` activity of
   the ``keel.run`` workflow, on the Temporal dev server.
@@ -44,10 +47,11 @@ from typing import Any
 
 from keel import Agent, Budget, tool
 from keel.core import Message, ModelSettings, ToolSpec
-from keel.runtime import Worker
+from keel.runtime import Launch, Paused, Worker, execute
 from keel.store import RunRecord, RunStore, open_store
 from keel.testing import FunctionModel, call
 
+ENGINES = ("in-process", "fleet", "stepwise", "temporal")
 PG_URL = os.environ.get("KEEL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ANSWER = "done"
 
@@ -150,6 +154,18 @@ async def fleet(agent: Agent[Any], run_ids: list[str], store: RunStore) -> list[
     return [(await store.get_run(r)).output for r in run_ids]
 
 
+async def stepwise(agent: Agent[Any], run_ids: list[str], store: RunStore) -> list[Any]:
+    async def one(run_id: str) -> Any:
+        launch = Launch(input="go", run_id=run_id, step_allowance=1)
+        while True:
+            try:
+                return (await execute(agent, store, launch)).output
+            except Paused:
+                launch = Launch(resume_id=run_id, step_allowance=1)
+
+    return list(await asyncio.gather(*(one(r) for r in run_ids)))
+
+
 async def on_temporal(agent: Agent[Any], run_ids: list[str], client: Any, url: str,
                       queue: str) -> list[Any]:
     from keel.temporal import TemporalWorker, run_result, start_run
@@ -182,7 +198,8 @@ async def bench_engine(name: str, args: argparse.Namespace, client: Any) -> dict
         async with fresh_store() as (url, store):
             queue = f"bench-{uuid.uuid4().hex[:8]}"
             extra: tuple[Any, ...] = ((client, url, queue) if name == "temporal" else (store,))
-            go = {"in-process": in_process, "fleet": fleet, "temporal": on_temporal}[name]
+            go = {"in-process": in_process, "fleet": fleet, "stepwise": stepwise,
+                  "temporal": on_temporal}[name]
             batch.append(await measure(name, args.runs, args.tools, go, *extra))
             single.append(await measure(name, 1, args.long, go, *extra))
     steps = args.runs * (2 * args.tools + 1)
@@ -210,7 +227,7 @@ async def run_all(args: argparse.Namespace, address: str) -> dict[str, Any]:
 
     client = await connect(address)
     figures = {name: await bench_engine(name, args, client)
-               for name in ("in-process", "fleet", "temporal")}
+               for name in ENGINES}
     return {"runs": args.runs, "tools": args.tools, "long": args.long, "rounds": args.rounds,
             "temporal": address, "python": platform.python_version(),
             "cpus": os.cpu_count(), "engines": figures}

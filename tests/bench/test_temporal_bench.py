@@ -18,7 +18,7 @@ def test_the_temporal_benchmark_runs_at_a_tiny_size(capsys: pytest.CaptureFixtur
                                                     ) -> None:
     assert main(["--runs", "3", "--tools", "1", "--long", "2", "--rounds", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["engines"]) == {"in-process", "fleet", "temporal"}
+    assert set(report["engines"]) == {"in-process", "fleet", "stepwise", "temporal"}
     for figures in report["engines"].values():
         assert figures["steps"] == 3 * 3 and figures["steps_per_s"] > 0
         assert figures["step_ms"] > 0
