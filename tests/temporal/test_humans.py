@@ -92,3 +92,15 @@ async def test_an_escalation_in_a_flow_with_a_sub_agent(temporal_client: Client,
     assert steps == ["triage/sub/turn:0/model", "triage/sub/turn:0/tool:add#0",
                      "triage/sub/turn:1/model", "triage/sub/turn:1/tool:add#0",
                      "triage/sub/turn:2/model"]
+
+
+def test_the_server_registers_the_temporal_notifier(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """The HTTP server's decisions go through decide_approval / resolve_escalation /
+    cancel_run like the CLI's; building its app registers keel.temporal by name."""
+    pytest.importorskip("fastapi")
+    from keel.server import App
+
+    monkeypatch.setattr(_engines, "_NOTIFIERS", {})
+    App([_agents.adder()], store=f"sqlite:///{tmp_path}/runs.db").asgi()
+    assert _engines._NOTIFIERS == {"temporal": "keel.temporal:notify_decided"}

@@ -39,6 +39,14 @@ from keel.cli._options import (
 )
 from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
+from keel.cli._temporal import (
+    AddressOption,
+    NamespaceOption,
+    QueueOption,
+    TemporalOption,
+    TemporalOptions,
+    temporal_run_command,
+)
 from keel.cli._text import Screen
 from keel.runtime import default_store_url, register_engine
 
@@ -173,8 +181,21 @@ def run(
         "--conversation", metavar="ID",
         help="Run the next turn of this conversation: the agent starts from its earlier "
              "runs' messages (`keel conversations show ID`).")] = None,
+    temporal: TemporalOption = False,
+    temporal_address: AddressOption = None,
+    namespace: NamespaceOption = None,
+    task_queue: QueueOption = None,
 ) -> None:
-    """Run an agent, showing each step live, and store the run so it can be resumed."""
+    """Run an agent, showing each step live, and store the run so it can be resumed.
+
+    With --temporal the run is a Temporal workflow that a `keel worker --temporal` serving the
+    agent executes (into the worker's store); this waits for it and prints its result."""
+    opts = TemporalOptions(temporal, temporal_address, namespace, task_queue)
+    if opts != TemporalOptions():
+        temporal_run_command(Screen(), target=target, text=read_input(input), as_json=as_json,
+                             log_json=log_json, tenant=tenant, user=user,
+                             conversation=conversation, opts=opts)
+        return
     run_command(Screen(), store=store_url(ctx, store), target=target, text=read_input(input),
                 as_json=as_json, log_json=log_json, tenant=tenant, user=user,
                 conversation=conversation)

@@ -15,6 +15,14 @@ from keel.cli._errors import CliError, reported
 from keel.cli._load import Runnable, load_agent
 from keel.cli._observe import ObserveOptions, observing
 from keel.cli._options import ByOption, JsonOption, LogJsonOption, StoreOption, store_url
+from keel.cli._temporal import (
+    AddressOption,
+    NamespaceOption,
+    QueueOption,
+    TemporalOption,
+    TemporalOptions,
+    temporal_worker_command,
+)
 from keel.cli._text import Screen, safe, to_json
 from keel.core import RunNotFound
 from keel.runtime import Worker, cancel_run, resolve_unknown_outcome, worker_id
@@ -214,12 +222,26 @@ def _register_worker(app: typer.Typer) -> None:
             "--alert-webhook", help="POST each alert as JSON to this URL.")] = None,
         alert_interval: Annotated[float, typer.Option(
             "--alert-interval", help="Seconds between alert evaluations.")] = 30.0,
+        temporal: TemporalOption = False,
+        temporal_address: AddressOption = None,
+        namespace: NamespaceOption = None,
+        task_queue: QueueOption = None,
     ) -> None:
         """Continue the runnable runs of a shared store, as many workers as you like.
 
         Runnable: approved or answered runs, and runs whose worker died (a dead worker on this
         host at once, one elsewhere when its lease expires). Leases make sure no two workers
-        continue the same run."""
+        continue the same run.
+
+        With --temporal it is a Temporal worker instead: it executes the keel.run workflows
+        and their steps (activities) of the task queue for these agents, into --store; keel's
+        own workers never take those runs. --concurrency is then how many steps run at once."""
+        opts = TemporalOptions(temporal, temporal_address, namespace, task_queue)
+        if opts != TemporalOptions():
+            temporal_worker_command(Screen(), store=store_url(ctx, store), targets=targets,
+                                    concurrency=concurrency, once=once, log_json=log_json,
+                                    opts=opts)
+            return
         observe = ObserveOptions(metrics_port=metrics_port, metrics_host=metrics_host,
                                  alerts=alerts, alert_webhook=alert_webhook,
                                  alert_interval=alert_interval)

@@ -33,6 +33,8 @@
     │   ├── RepeatedFailure         the same failing call kept being repeated
     │   ├── OutputValidationError   the final answer never matched the output type
     │   ├── Divergence              the journal no longer matches the code (both sides shown)
+    │   │   └── WorkflowDivergence  (keel.temporal) a recorded workflow history no longer
+    │   │                           replays against the workflow code (names the event)
     │   ├── DeadlineExceeded        the run's whole-run deadline passed
     │   ├── RunCancelled            the run was cancelled (reason, by)
     │   ├── UnknownOutcome          a non-idempotent tool crashed between intent and result

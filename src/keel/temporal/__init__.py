@@ -6,9 +6,17 @@ journal before it. The run itself (record, journal, human tasks) lives in keel's
 so the CLI, the server, stats and traces see it like any other run. See docs/temporal.md.
 """
 
-from keel.temporal._client import MAX_INPUT_CHARS, connect, run, run_result, start_run
-from keel.temporal._errors import TemporalUnavailable
+from keel.temporal._client import (
+    MAX_INPUT_CHARS,
+    connect,
+    notify_decided,
+    run,
+    run_result,
+    start_run,
+)
+from keel.temporal._errors import TemporalUnavailable, WorkflowDivergence
 from keel.temporal._policy import NON_RETRYABLE, retry_spec
+from keel.temporal._replay import history_json, replay_histories
 from keel.temporal._types import (
     DECIDED_SIGNAL,
     WORKFLOW_NAME,
@@ -21,6 +29,7 @@ from keel.temporal._worker import TemporalWorker
 from keel.temporal._workflow import KeelRunWorkflow
 
 TemporalUnavailable.__module__ = __name__
+WorkflowDivergence.__module__ = __name__
 
 __all__ = [
     "DECIDED_SIGNAL",
@@ -33,7 +42,11 @@ __all__ = [
     "RunRequest",
     "TemporalUnavailable",
     "TemporalWorker",
+    "WorkflowDivergence",
     "connect",
+    "history_json",
+    "notify_decided",
+    "replay_histories",
     "retry_spec",
     "run",
     "run_result",

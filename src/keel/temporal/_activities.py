@@ -114,10 +114,13 @@ class KeelActivities:
         run (or it ends, or waits for people)."""
         runnable = self._runnable(request.target)
         record = await self._read(request.run_id)
-        if record.status in TERMINAL_STATUSES or record.status == "suspended":
+        attempt = activity.info().attempt
+        retried = (record.status == "failed" and attempt > 1
+                   and bool((record.error or {}).get("retryable")))  # Temporal's retry
+        if (record.status in TERMINAL_STATUSES and not retried) or record.status == "suspended":
             return outcome_of(record)
         holder = record.lease_owner
-        if (activity.info().attempt > 1 and holder is not None and holder != worker_id()
+        if (attempt > 1 and holder is not None and holder != worker_id()
                 and (record.lease_expires_at or 0.0) > time.time()):
             # A retried step: the attempt before it timed out or its worker died. Temporal
             # runs one attempt at a time, so take the run over now; the store fences off any
@@ -151,6 +154,10 @@ class KeelActivities:
         return outcome_of(await self._read(request.run_id))
 
     async def _fail(self, record: RunRecord, request: StopRequest) -> None:
+        if record.lease_owner is not None and (record.lease_expires_at or 0.0) > time.time():
+            # a step is still running (an attempt Temporal gave up on): try again later
+            raise ApplicationError(f"run {record.run_id} is held by {record.lease_owner}",
+                                   type="RunLeased", non_retryable=False)
         try:
             await self.store.acquire_lease(record.run_id, worker_id(), _STOP_LEASE_S)
         except RunLeased as exc:

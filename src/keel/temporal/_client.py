@@ -141,6 +141,9 @@ async def start_run(client: Client, target: Any, input: str, *, task_queue: str 
                         "started on Temporal before); leave run_id out for a new one") from None
     except RPCError as exc:
         raise _rpc_error(exc, request.run_id) from None
+    except RuntimeError as exc:  # a lazy client that cannot connect
+        raise TemporalUnavailable(f"the Temporal server did not answer: {exc}",
+                                  run_id=request.run_id) from None
     return request.run_id
 
 
@@ -180,6 +183,9 @@ async def run_result(client: Client, run_id: str) -> RunResult[Any]:
         raise _failure(exc, run_id) from None
     except RPCError as exc:
         raise _rpc_error(exc, run_id) from None
+    except RuntimeError as exc:  # a lazy client that cannot connect
+        raise TemporalUnavailable(f"the Temporal server did not answer: {exc}",
+                                  run_id=run_id) from None
     usage = dict(out.usage)
     return RunResult(run_id=run_id, agent=out.agent, output=out.output,
                      text=to_text(out.output), usage=Usage.from_dict(usage),

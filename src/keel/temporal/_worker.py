@@ -20,10 +20,13 @@ from keel.temporal._activities import KeelActivities
 from keel.temporal._client import register
 from keel.temporal._workflow import KeelRunWorkflow
 
-#: The workflow sandbox, with keel passed through: the workflow module uses only keel's plain
-#: dataclasses, and re-importing keel in every sandbox would be slow and open nothing new.
-_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("keel"))
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox, with keel passed through: the workflow module uses only keel's
+    plain dataclasses, and re-importing keel in every sandbox would be slow and open
+    nothing new."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("keel"))
 
 
 class TemporalWorker:
@@ -80,7 +83,7 @@ class TemporalWorker:
             worker = Worker(self.client, task_queue=self.task_queue,
                             workflows=[KeelRunWorkflow], activities=activities.all(),
                             max_concurrent_activities=self.max_concurrent_activities,
-                            workflow_runner=_RUNNER)
+                            workflow_runner=workflow_runner())
             async with worker:
                 self._ready.set()
                 await asyncio.Event().wait()

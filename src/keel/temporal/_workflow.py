@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from keel.temporal._types import (
@@ -63,7 +63,11 @@ class KeelRunWorkflow:
     async def run(self, request: RunRequest) -> Outcome:
         try:
             return await self._drive(request)
-        except asyncio.CancelledError:  # Temporal cancelled the workflow: end the keel run
+        except BaseException as exc:
+            if not (isinstance(exc, asyncio.CancelledError) or is_cancelled_exception(exc)):
+                raise
+            # Temporal cancelled the workflow (while it waited, or during a step): end the
+            # keel run as cancelled (a step still running is asked to stop), then stop too.
             await asyncio.shield(workflow.execute_activity(
                 STOP_ACTIVITY, StopRequest(run_id=request.run_id, target=request.target,
                                            status="cancelled", error_type="RunCancelled",
@@ -90,9 +94,14 @@ class KeelRunWorkflow:
                     result_type=Outcome, start_to_close_timeout=_QUICK,
                     retry_policy=_QUICK_RETRY)
                 break
-            outcome = await workflow.execute_activity(
-                ADVANCE_ACTIVITY, request, result_type=Outcome, start_to_close_timeout=step,
-                retry_policy=retry)
+            try:
+                outcome = await workflow.execute_activity(
+                    ADVANCE_ACTIVITY, request, result_type=Outcome,
+                    start_to_close_timeout=step, retry_policy=retry)
+            except ActivityError as failed:  # retries used up, or not retryable
+                if not is_cancelled_exception(failed):
+                    await self._record_failure(request, failed)
+                raise
         if outcome.status != "completed":
             error = outcome.error or {}
             raise ApplicationError(str(error.get("message") or f"the run {outcome.status}"),
@@ -100,12 +109,27 @@ class KeelRunWorkflow:
                                    non_retryable=True)
         return outcome
 
+    async def _record_failure(self, request: RunRequest, failed: ActivityError) -> None:
+        """A step failed for good: the run is failed in keel's store too (a failure keel
+        recorded itself stays as it is; a store that is down leaves the run as it was)."""
+        cause = failed.cause
+        kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "RunError"
+        message = cause.message if isinstance(cause, ApplicationError) else str(failed)
+        with contextlib.suppress(ActivityError):
+            await workflow.execute_activity(
+                STOP_ACTIVITY, StopRequest(run_id=request.run_id, target=request.target,
+                                           status="failed", error_type=kind,
+                                           message=message),
+                result_type=Outcome, start_to_close_timeout=_QUICK, retry_policy=_QUICK_RETRY)
+
     async def _wait(self, request: RunRequest) -> Outcome:
-        """Until a decision signal arrives or ``poll_s`` passes, then the run's status."""
-        self._decided = False
+        """Until a decision signal arrives or ``poll_s`` passes, then the run's status. A signal
+        that arrived before the wait (a decision made while the step that suspended the run
+        was still returning) ends the wait at once; it is consumed here."""
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._decided,
                                           timeout=timedelta(seconds=request.poll_s))
+        self._decided = False
         outcome: Outcome = await workflow.execute_activity(
             STATUS_ACTIVITY, request, result_type=Outcome, start_to_close_timeout=_QUICK,
             retry_policy=_QUICK_RETRY)
