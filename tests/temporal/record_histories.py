@@ -32,7 +32,7 @@ HERE = Path(__file__).with_name("histories")
 
 
 async def _suspended(store: SQLiteStore, run_id: str) -> None:
-    for _ in range(400):
+    for _ in range(1200):
         try:
             if (await store.get_run(run_id)).status == "suspended":
                 return

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -88,18 +89,22 @@ def agent_file(tmp_path: Path) -> Path:
 class _Worker:
     """``keel worker --temporal`` in a subprocess, serving ``target`` on a fresh queue."""
 
-    def __init__(self, address: str, store: str, target: str, cwd: Path) -> None:
+    def __init__(self, address: str, store: str, target: str, cwd: Path,
+                 *extra: str) -> None:
         self.queue = f"keel-cli-{uuid.uuid4().hex[:8]}"
         env = {**os.environ, "PYTHONPATH": str(SRC)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "keel.cli", "worker", "--temporal", "--temporal-address",
-             address, "--task-queue", self.queue, "--store", store, target],
+             address, "--task-queue", self.queue, "--store", store, *extra, target],
             env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()  # printed once connected, before serving
-        if "temporal worker on" not in first:
-            self.stop()
-            raise AssertionError(f"the worker did not start: {first!r}")
+        self.lines: list[str] = []
+        while not any("temporal worker on" in line for line in self.lines):
+            line = self.proc.stdout.readline()  # printed once connected, before serving
+            if not line or len(self.lines) > 5:
+                self.stop()
+                raise AssertionError(f"the worker did not start: {self.lines!r}")
+            self.lines.append(line)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
@@ -118,8 +123,11 @@ def test_worker_and_run_on_temporal(temporal_address: str, agent_file: Path,
                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     store = f"sqlite:///{tmp_path / 'runs.db'}"
-    worker = _Worker(temporal_address, store, f"{agent_file}:agent", tmp_path)
+    worker = _Worker(temporal_address, store, f"{agent_file}:agent", tmp_path,
+                     "--metrics-port", "0")
     try:
+        [metrics] = [line.split("metrics on ", 1)[1].strip() for line in worker.lines
+                     if "metrics on " in line]
         code, out = _keel("run", "--temporal", "--temporal-address", temporal_address,
                           "--task-queue", worker.queue, "--json", f"{agent_file}:agent", "add")
         assert code == 0, out
@@ -130,6 +138,10 @@ def test_worker_and_run_on_temporal(temporal_address: str, agent_file: Path,
         assert code == 0, out
         assert "cli-adder/turn:0/tool:add#0" in out and "cli-adder/turn:1/model" in out
         assert "completed" in out
+        # the worker's /metrics counts the steps it ran
+        with urllib.request.urlopen(metrics, timeout=10) as page:
+            text = page.read().decode()
+        assert 'keel_model_requests_total{' in text and 'agent="cli-adder"' in text
     finally:
         code = worker.stop()
     assert code == 130  # stopped by Ctrl-C, cleanly
@@ -149,7 +161,7 @@ def test_keel_approvals_approve_signals_the_workflow(temporal_address: str,
 
         async def suspended(run_id: str) -> str:
             async with SQLiteStore(tmp_path / "runs.db") as db:
-                for _ in range(600):
+                for _ in range(1200):
                     tasks = await db.list_tasks()
                     if tasks and (await db.get_run(run_id)).status == "suspended":
                         return tasks[0].task_id
@@ -165,6 +177,9 @@ def test_keel_approvals_approve_signals_the_workflow(temporal_address: str,
 
         run_id = asyncio.run(start())
         task_id = asyncio.run(suspended(run_id))
+        # while its workflow drives it, `keel resume` refuses it
+        code, out = _keel("resume", run_id, "--store", store)
+        assert code == 2 and "driven by temporal" in out
         code, out = _keel("approvals", "approve", task_id, "--by", "ann", "--store", store)
         assert code == 0, out
         done, signals = asyncio.run(result(run_id))

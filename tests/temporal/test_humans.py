@@ -17,7 +17,7 @@ from tests.temporal import _agents
 
 
 async def _wait_for(store: SQLiteStore, run_id: str, status: str) -> None:
-    for _ in range(400):
+    for _ in range(1200):
         try:
             if (await store.get_run(run_id)).status == status:
                 return

@@ -3,11 +3,13 @@ call, the run's record and journal in keel's store."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 from temporalio.client import Client
 
+from keel.runtime import decide_approval
 from keel.store import SQLiteStore
 from keel.temporal import TemporalWorker, run, run_result, start_run, workflow_id_for
 from tests.temporal import _agents
@@ -60,3 +62,26 @@ async def test_run_starts_and_waits(temporal_client: Client, tmp_path: Path) -> 
     async with SQLiteStore(f"{tmp_path}/r.db") as store:
         record = await store.get_run("fixed-1")
     assert (record.tenant, record.user) == ("acme", "ann")
+
+
+async def test_a_run_on_temporal_with_a_postgres_store(temporal_client: Client,
+                                                       tmp_path: Path) -> None:
+    from tests._stores import fresh_store
+
+    queue = _queue()
+    async with fresh_store("postgres", tmp_path, "keel_temporal") as store, \
+            TemporalWorker(temporal_client, [_agents.payer()], store=store, task_queue=queue):
+        run_id = await start_run(temporal_client, "payer", "pay", task_queue=queue,
+                                 poll_s=3600)
+        for _ in range(1200):
+            if (await store.list_tasks()):
+                break
+            await asyncio.sleep(0.05)
+        [task] = await store.list_tasks()
+        # a keel fleet worker on the same store never takes the Temporal run
+        assert await store.claim_runs("fleet-worker", 60, limit=10) == []
+        await decide_approval(task.task_id, store=store, approve=True, by="ann")
+        assert await store.claim_runs("fleet-worker", 60, limit=10) == []
+        result = await asyncio.wait_for(run_result(temporal_client, run_id), 60)
+        record = await store.get_run(run_id)
+    assert "paid 40" in result.output and record.status == "completed"

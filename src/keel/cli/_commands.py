@@ -23,6 +23,7 @@ from keel.cli._timeline import error_panel, record_json, record_panel, runs_tabl
 from keel.core import RunNotFound, configure_json_logging
 from keel.runtime import RunResult
 from keel.store import (
+    ENGINE_KEY,
     JournalEntry,
     MemoryStore,
     RunFilter,
@@ -120,6 +121,12 @@ def resume_command(screen: Screen, *, store: str, run_id: str, as_json: bool,
         if record.status == "completed":
             raise CliError(f"run {run_id} already completed; nothing to resume. "
                            f"`keel runs show {run_id}` prints its journal.")
+        engine = record.metadata.get(ENGINE_KEY)
+        if engine is not None and record.status in ("running", "suspended"):
+            raise CliError(f"run {run_id} is driven by {engine} (workflow "
+                           f"{record.metadata.get('workflow_id', '?')}), which continues it; "
+                           "decide what it waits for with `keel approvals` / `keel "
+                           "escalations`, or stop it with `keel runs cancel`.")
         if record.status == "running" and not as_json:
             screen.note(f"note: run {run_id} is marked running but no live worker holds it "
                         "(its process stopped, or a decision made it runnable); continuing it "

@@ -236,14 +236,14 @@ def _register_worker(app: typer.Typer) -> None:
         With --temporal it is a Temporal worker instead: it executes the keel.run workflows
         and their steps (activities) of the task queue for these agents, into --store; keel's
         own workers never take those runs. --concurrency is then how many steps run at once."""
+        observe = ObserveOptions(metrics_port=metrics_port, metrics_host=metrics_host,
+                                 alerts=alerts, alert_webhook=alert_webhook,
+                                 alert_interval=alert_interval)
         opts = TemporalOptions(temporal, temporal_address, namespace, task_queue)
         if opts != TemporalOptions():
             temporal_worker_command(Screen(), store=store_url(ctx, store), targets=targets,
                                     concurrency=concurrency, once=once, log_json=log_json,
-                                    opts=opts)
+                                    opts=opts, observe=observe)
             return
-        observe = ObserveOptions(metrics_port=metrics_port, metrics_host=metrics_host,
-                                 alerts=alerts, alert_webhook=alert_webhook,
-                                 alert_interval=alert_interval)
         worker_command(Screen(), store=store_url(ctx, store), targets=targets,
                        concurrency=concurrency, once=once, log_json=log_json, observe=observe)

@@ -13,8 +13,9 @@ import typer
 from keel.cli._commands import _print_result, json_step_logs
 from keel.cli._errors import EXIT_INTERRUPTED, CliError, reported
 from keel.cli._load import load_agent
+from keel.cli._observe import ObserveOptions, observing
 from keel.cli._text import Screen, safe
-from keel.store import check_id
+from keel.store import check_id, open_store
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
@@ -79,7 +80,8 @@ async def _connect(temporal: Any, opts: TemporalOptions) -> Any:
 
 def temporal_worker_command(screen: Screen, *, store: str, targets: list[str],
                             concurrency: int, once: bool, log_json: str | None,
-                            opts: TemporalOptions) -> None:
+                            opts: TemporalOptions,
+                            observe: ObserveOptions | None = None) -> None:
     with reported(screen), json_step_logs(log_json):
         opts.checked()
         if once:
@@ -94,23 +96,26 @@ def temporal_worker_command(screen: Screen, *, store: str, targets: list[str],
             raise CliError(f"two targets give agents with the same name ({', '.join(names)}); "
                            "a worker tells runs apart by agent name.")
         try:
-            asyncio.run(_serve(temporal, screen, store, loaded, concurrency, opts))
+            asyncio.run(_serve(temporal, screen, store, loaded, concurrency, opts,
+                               observe or ObserveOptions()))
         except KeyboardInterrupt:
             screen.note("stopped; runs in flight go on in another worker (Temporal retries "
                         "their step there).")
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-async def _serve(temporal: Any, screen: Screen, store: str, loaded: list[tuple[Any, str]],
-                 concurrency: int, opts: TemporalOptions) -> None:
+async def _serve(temporal: Any, screen: Screen, url: str, loaded: list[tuple[Any, str]],
+                 concurrency: int, opts: TemporalOptions, observe: ObserveOptions) -> None:
     client = await _connect(temporal, opts)
-    worker = temporal.TemporalWorker(
-        client, [a for a, _ in loaded], store=store, task_queue=opts.queue,
-        max_concurrent_activities=concurrency, targets={a.name: t for a, t in loaded})
-    screen.out.print(safe(f"temporal worker on {opts.address or DEFAULT_ADDRESS} (namespace "
-                          f"{opts.namespace or 'default'}, task queue {opts.queue}), store "
-                          f"{store}: agents {', '.join(a.name for a, _ in loaded)}", "dim"))
-    await worker.run()
+    async with open_store(url) as store, observing(store, observe, screen):
+        worker = temporal.TemporalWorker(
+            client, [a for a, _ in loaded], store=store, task_queue=opts.queue,
+            max_concurrent_activities=concurrency, targets={a.name: t for a, t in loaded})
+        screen.out.print(safe(f"temporal worker on {opts.address or DEFAULT_ADDRESS} "
+                              f"(namespace {opts.namespace or 'default'}, task queue "
+                              f"{opts.queue}), store {url}: agents "
+                              f"{', '.join(a.name for a, _ in loaded)}", "dim"))
+        await worker.run()
 
 
 # ---------------------------------------------------------------------------------- run

@@ -6,6 +6,8 @@ keel's own middleware (timeouts, retries, breakers, guards, the approval gate) r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -40,6 +42,13 @@ from keel.temporal._types import (
 _STOP_LEASE_S = 30.0
 #: Errors that are not the run's failure but the moment's: Temporal retries the activity.
 _TRANSIENT = (LeaseLost, RunLeased, StoreUnavailable)
+
+
+async def _heartbeat(every_s: float) -> None:
+    """Tell Temporal this step's worker is alive, until cancelled."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(max(every_s, 0.05))
 
 
 def outcome_of(record: RunRecord, waiting: list[str] | None = None) -> Outcome:
@@ -132,7 +141,14 @@ class KeelActivities:
             except RunLeased as exc:  # changed hands meanwhile: try again later
                 raise _app_error(exc, retryable=True) from None
         launch = Launch(resume_id=request.run_id, step_allowance=1)
-        return await self._execute(runnable, launch, request.run_id)
+        beat = asyncio.create_task(_heartbeat(request.heartbeat_s / 3.0),
+                                   name=f"keel-heartbeat-{request.run_id}")
+        try:
+            return await self._execute(runnable, launch, request.run_id)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
 
     @activity.defn(name=STATUS_ACTIVITY)
     async def status(self, request: RunRequest) -> Outcome:

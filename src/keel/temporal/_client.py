@@ -113,7 +113,7 @@ async def start_run(client: Client, target: Any, input: str, *, task_queue: str 
                     user: str | None = None, conversation: str | None = None,
                     max_steps: int | None = None, max_tokens: int | None = None,
                     max_cost_usd: float | None = None, poll_s: float = 60.0,
-                    step_timeout_s: float = 600.0,
+                    step_timeout_s: float = 600.0, heartbeat_s: float = 30.0,
                     retry: RetrySpec | None = None) -> str:
     """Start keel run of ``target`` (an agent or flow, or its name as the workers know it)
     on ``input`` as a ``keel.run`` workflow on ``task_queue``; returns the run id. The run's
@@ -127,8 +127,9 @@ async def start_run(client: Client, target: Any, input: str, *, task_queue: str 
         max_steps=_limit("max_steps", max_steps, whole=True),
         max_tokens=_limit("max_tokens", max_tokens, whole=True),
         max_cost_usd=_limit("max_cost_usd", max_cost_usd),
-        poll_s=_positive("poll_s", poll_s), step_timeout_s=_positive("step_timeout_s",
-                                                                     step_timeout_s),
+        poll_s=_positive("poll_s", poll_s),
+        step_timeout_s=_positive("step_timeout_s", step_timeout_s),
+        heartbeat_s=_positive("heartbeat_s", heartbeat_s),
         retry=retry or retry_spec())
     if not isinstance(task_queue, str) or not task_queue.strip() or len(task_queue) > 200:
         raise ConfigError("task_queue", f"must be a task queue name, not {task_queue!r:.80}")

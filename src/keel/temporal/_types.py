@@ -30,8 +30,10 @@ class RunRequest:
     after every step (on top of the agent's own budget, which keel checks before each call).
     ``poll_s``: how often a suspended run's status is read when no signal arrives.
     ``step_timeout_s``: how long one step (one model request or tool call, with keel's own
-    retries inside) may take before Temporal retries it. ``retry``: the activity retry
-    policy, from keel's defaults (see :func:`keel.temporal.retry_policy`)."""
+    retries inside) may take before Temporal retries it. ``heartbeat_s``: a step's worker
+    reports in this often (a third of it); a worker silent for longer (killed, hung) has
+    its step retried on another worker then, not after ``step_timeout_s``. ``retry``: the
+    activity retry policy, from keel's defaults (see :func:`keel.temporal.retry_spec`)."""
 
     run_id: str
     target: str
@@ -44,6 +46,7 @@ class RunRequest:
     max_cost_usd: float | None = None
     poll_s: float = 60.0
     step_timeout_s: float = 600.0
+    heartbeat_s: float = 30.0
     retry: RetrySpec | None = None
 
 

@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from keel.core import ConfigError
-from keel.runtime import using_store
+from keel.runtime import hand_back, using_store
 from keel.store import RunStore
 from keel.temporal._activities import KeelActivities
 from keel.temporal._client import register
@@ -40,9 +40,12 @@ class TemporalWorker:
     def __init__(self, client: Client, runnables: Iterable[Any], *,
                  store: RunStore | str | None = None, task_queue: str = "keel",
                  max_concurrent_activities: int = 64,
-                 targets: dict[str, str] | None = None) -> None:
+                 targets: dict[str, str] | None = None, grace_s: float = 10.0) -> None:
         """``targets``: name -> ``module:attr`` for each runnable loaded from one (stored
-        with the run, for ``keel runs cancel`` to load its hooks)."""
+        with the run, for ``keel runs cancel`` to load its hooks). ``grace_s``: when the
+        worker stops, how long steps in flight may take to finish; then they stop where
+        they are, their runs stay ``running`` and Temporal retries the step on another
+        worker, which goes on from the journal."""
         found: dict[str, Any] = {}
         for r in runnables:
             name = getattr(r, "name", None)
@@ -70,6 +73,9 @@ class TemporalWorker:
         self.task_queue = task_queue
         self.max_concurrent_activities = max_concurrent_activities
         self.targets = dict(targets or {})
+        if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or grace_s < 0:
+            raise ConfigError("grace_s", f"must be a number of seconds >= 0, not {grace_s!r}")
+        self.grace_s = float(grace_s)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         register()  # decisions made in this process signal the workflows they unblock
@@ -86,7 +92,11 @@ class TemporalWorker:
                             workflow_runner=workflow_runner())
             async with worker:
                 self._ready.set()
-                await asyncio.Event().wait()
+                try:
+                    await asyncio.Event().wait()
+                finally:  # before Temporal cancels the steps in flight (which would end
+                    # their runs as cancelled): hand them back, to be retried elsewhere
+                    await hand_back(store, grace_s=self.grace_s)
 
     async def __aenter__(self) -> TemporalWorker:
         self._task = asyncio.create_task(self.run(), name="keel-temporal-worker")

@@ -85,6 +85,10 @@ class KeelRunWorkflow:
             if outcome.status == "suspended":
                 outcome = await self._wait(request)
                 continue
+            if workflow.info().is_continue_as_new_suggested():
+                # a long run's history nears Temporal's limit: go on in a fresh workflow run
+                # (same workflow id); its keel.start finds the run and carries on
+                workflow.continue_as_new(request)
             over = _over_budget(request, outcome)
             if over is not None:
                 outcome = await workflow.execute_activity(
@@ -97,7 +101,8 @@ class KeelRunWorkflow:
             try:
                 outcome = await workflow.execute_activity(
                     ADVANCE_ACTIVITY, request, result_type=Outcome,
-                    start_to_close_timeout=step, retry_policy=retry)
+                    start_to_close_timeout=step, retry_policy=retry,
+                    heartbeat_timeout=timedelta(seconds=request.heartbeat_s))
             except ActivityError as failed:  # retries used up, or not retryable
                 if not is_cancelled_exception(failed):
                     await self._record_failure(request, failed)
