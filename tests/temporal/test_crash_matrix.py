@@ -45,8 +45,10 @@ from tests.crash._harness import (  # noqa: E402
 
 pytestmark = pytest.mark.slow  # each case runs two worker processes and waits for a retry
 
-#: start_to_close of each keel.advance activity: how long Temporal waits for a killed worker
-STEP_TIMEOUT_S = 4.0
+#: the steps' heartbeat timeout: how long Temporal waits for a killed worker's heartbeat
+#: before it retries its step elsewhere (short, so the replacement gets it quickly; the step
+#: timeout stays long, so only the heartbeat can notice the kill)
+HEARTBEAT_S = 3.0
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 M = [f"orders/turn:{n}/model" for n in range(5)]
@@ -156,10 +158,9 @@ async def crash_and_replace(harness: Harness, workers: Workers, client: Any,
     from keel.temporal import run_result, start_run
 
     first = workers.start(kill)
-    # a short step timeout: Temporal retries the killed worker's activity after it
     await start_run(client, "orders", "Order a lamp.", task_queue=workers.queue,
-                    run_id=harness.run_id, step_timeout_s=STEP_TIMEOUT_S)
-    code = await _wait_exit(first, 60)
+                    run_id=harness.run_id, heartbeat_s=HEARTBEAT_S, step_timeout_s=300)
+    code = await _wait_exit(first, 120)
     assert code == -9, f"the worker did not die at {kill} (exit {code}): {workers.log(0)}"
     before = await harness.snapshot()
     workers.start("none")
