@@ -18,12 +18,16 @@ result, before the activity completes):
 * every effect happened exactly once (the charge's reconcile hook decides after a kill
   between its intent and its result);
 * the journal only grew, and no step whose result was committed before the kill ran again.
+
+And kills from outside: three workers in a row SIGKILLed at random moments, a fourth ends
+the run with no effect twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import uuid
@@ -85,8 +89,8 @@ class Workers:
                                                                   namespace, queue)
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self, kill: str = "none") -> subprocess.Popen[str]:
-        env = self.harness.env(kill)
+    def start(self, kill: str = "none", **extra: str) -> subprocess.Popen[str]:
+        env = self.harness.env(kill, **extra)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
         log = (self.harness.tmp_path / f"worker-{len(self.procs)}.log").open("w")
         proc = subprocess.Popen(
@@ -214,3 +218,43 @@ async def test_a_killed_worker_is_replaced_and_every_effect_happens_once(
         assert after.effect_count("notify") == (1 if kill.endswith(":after") else 0)
         assert after.starts[NOTIFY] == 1
         assert await workflow_status(temporal_client, harness) in {"COMPLETED", "FAILED"}
+
+
+async def test_workers_killed_from_outside_at_random_moments(
+        world: tuple[Harness, Workers], temporal_client: Any) -> None:
+    """Three workers in a row are SIGKILLed from outside at a random moment of the run (each
+    kill point sleeps a little, so kills land inside steps too); a fourth finishes it. Either
+    outcome keeps every effect at most once: completed with each effect exactly once, or
+    stopped with UnknownOutcome at the notification (a kill between its intent and result)."""
+    from keel.temporal import run_result, start_run
+
+    harness, workers = world
+    rng = random.Random(harness.run_id)
+    proc = workers.start("none", KEEL_CRASH_SLOW="1")
+    await start_run(temporal_client, "orders", "Order a lamp.", task_queue=workers.queue,
+                    run_id=harness.run_id, heartbeat_s=HEARTBEAT_S, step_timeout_s=300)
+    mid_run = 0  # kills that landed while the run was still running
+    for n in range(3):
+        await asyncio.sleep(rng.uniform(0.2, 0.8) if n == 0 else rng.uniform(0.5, 3.0))
+        proc.kill()
+        proc.wait()
+        mid_run += (await harness.snapshot()).status == "running"
+        proc = workers.start("none", KEEL_CRASH_SLOW="1")
+    try:
+        result: Any = await asyncio.wait_for(run_result(temporal_client, harness.run_id), 180)
+    except TimeoutError:
+        raise AssertionError(f"no end: {workers.log(len(workers.procs) - 1)}") from None
+    except Exception as exc:
+        result = exc
+    after = await harness.snapshot()
+    assert mid_run >= 1, "no kill landed inside the run"
+    assert len(set(after.entries())) == len(after.journal)
+    assert after.effect_count("reserve") <= 1 and after.effect_count("charge") <= 1
+    assert after.effect_count("notify") <= 1 and after.starts[NOTIFY] <= 1
+    if after.status == "completed":
+        assert result.output == "Order placed."
+        assert [after.effect_count(t) for t in ("reserve", "charge", "notify")] == [1, 1, 1]
+        assert await workflow_status(temporal_client, harness) == "COMPLETED"
+    else:
+        assert after.status == "failed" and "UnknownOutcome" in str(after.record.error)
+        assert type(result).__name__ == "UnknownOutcome"
