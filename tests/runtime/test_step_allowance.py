@@ -8,8 +8,18 @@ from typing import Any
 
 import pytest
 
-from keel import Agent, MemoryStore, Message, Signal, ToolContext, tool
+from keel import (
+    Agent,
+    ConfigError,
+    MemoryStore,
+    Message,
+    ModelError,
+    Signal,
+    ToolContext,
+    tool,
+)
 from keel.core import ToolResultPart
+from keel.reliability import Retry
 from keel.runtime import Launch, Middleware, Paused, RunEndInput, execute, flow
 from keel.testing import FunctionModel, call
 
@@ -119,3 +129,74 @@ async def test_flow_steps_of_other_kinds_do_not_count() -> None:
 
     result = await execute(body, store, Launch(input="go", run_id="f1", step_allowance=0))
     assert result.output == "ok" and ran == ["n0", "n1", "n2"]
+
+
+async def test_a_failure_retried_later_is_not_compensated_until_final() -> None:
+    store = MemoryStore()
+    log: list[str] = []
+    failing = [True]
+
+    def answer(messages: list[Message], tools: Any, settings: Any) -> Any:
+        if not _results(messages):
+            return call("book", {})
+        if failing[0]:
+            return ModelError("503", status=503, retryable=True)
+        return "booked"
+
+    @tool(risk="write")
+    def cancel(result: str) -> str:
+        """Cancel."""
+        log.append("cancel")
+        return "ok"
+
+    @tool(risk="write", compensate=cancel)
+    def book() -> str:
+        """Book."""
+        log.append("book")
+        return "B-1"
+
+    agent = Agent("trip", model=FunctionModel(answer), tools=[book], middleware=[Retry.off()])
+    with pytest.raises(ModelError):  # the engine will retry: not compensated
+        await execute(agent, store, Launch(input="go", run_id="s1", retried_later=True))
+    assert log == ["book"] and (await store.get_run("s1")).status == "failed"
+    with pytest.raises(ModelError):  # the last attempt: the saga runs
+        await execute(agent, store, Launch(resume_id="s1"))
+    assert log == ["book", "cancel"]
+    assert Launch().retried_later is False
+
+
+async def test_a_retried_failure_that_passes_completes_without_compensating() -> None:
+    store = MemoryStore()
+    log: list[str] = []
+    failing = [True]
+
+    def answer(messages: list[Message], tools: Any, settings: Any) -> Any:
+        if not _results(messages):
+            return call("book", {})
+        if failing[0]:
+            failing[0] = False
+            return ModelError("503", status=503, retryable=True)
+        return "booked"
+
+    def cancel(result: str) -> str:
+        """Cancel."""
+        log.append("cancel")
+        return "ok"
+
+    @tool(risk="write", compensate=cancel)
+    def book() -> str:
+        """Book."""
+        log.append("book")
+        return "B-1"
+
+    agent = Agent("trip", model=FunctionModel(answer), tools=[book], middleware=[Retry.off()])
+    with pytest.raises(ModelError):
+        await execute(agent, store, Launch(input="go", run_id="s2", retried_later=True))
+    result = await execute(agent, store, Launch(resume_id="s2", retried_later=True))
+    assert result.output == "booked" and log == ["book"]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_a_bad_allowance_is_a_config_error(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="step_allowance"):
+        Launch(input="go", step_allowance=bad)

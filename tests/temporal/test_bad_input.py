@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from keel import ConfigError, RunNotFound, UserError
 from keel.store import RunRecord, SQLiteStore
 from keel.temporal import (
     MAX_INPUT_CHARS,
+    WORKFLOW_NAME,
+    RetrySpec,
+    RunRequest,
     TemporalUnavailable,
     TemporalWorker,
     connect,
@@ -118,3 +122,29 @@ def test_a_worker_refuses_a_bad_setup(temporal_address: str) -> None:
         TemporalWorker(client, [_agents.adder()], task_queue="")
     with pytest.raises(ConfigError):
         TemporalWorker(client, [_agents.adder()], max_concurrent_activities=0)
+
+
+@pytest.mark.parametrize("request_", [
+    RunRequest(run_id="bad id", target="adder", input="x"),
+    RunRequest(run_id="ok-1", target="adder", input="x" * (MAX_INPUT_CHARS + 1)),
+    RunRequest(run_id="ok-2", target="adder", input="x", tenant="a\x00b"),
+    RunRequest(run_id="ok-3", target="adder", input="x", max_steps=-5),
+    RunRequest(run_id="ok-4", target="adder", input="x",
+               retry=RetrySpec(max_attempts=-1)),
+])
+async def test_a_workflow_started_around_start_run_is_checked_too(
+        temporal_client: Client, tmp_path: Path, request_: RunRequest) -> None:
+    """Any client may start a keel.run workflow: keel.start checks what arrives, the
+    workflow fails once (a UserError or ConfigError) and nothing is written."""
+    queue = f"keel-test-{uuid.uuid4().hex[:8]}"
+    workflow_id = f"raw-{uuid.uuid4().hex[:8]}"
+    async with SQLiteStore(tmp_path / "runs.db") as store, \
+            TemporalWorker(temporal_client, [_agents.adder()], store=store, task_queue=queue):
+        handle = await temporal_client.start_workflow(WORKFLOW_NAME, request_, id=workflow_id,
+                                                      task_queue=queue)
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+        assert await store.list_runs() == []
+    cause = info.value.cause.cause  # the workflow failed of its keel.start activity
+    assert isinstance(cause, ApplicationError) and cause.non_retryable
+    assert cause.type in ("UserError", "ConfigError")

@@ -138,6 +138,15 @@ def test_worker_and_run_on_temporal(temporal_address: str, agent_file: Path,
         assert code == 0, out
         assert "cli-adder/turn:0/tool:add#0" in out and "cli-adder/turn:1/model" in out
         assert "completed" in out
+        # with the worker's store, each step is printed as the worker records it
+        code, out = _keel("run", "--temporal", "--temporal-address", temporal_address,
+                          "--task-queue", worker.queue, "--store", store,
+                          f"{agent_file}:agent", "add again")
+        assert code == 0, out
+        lines = [line for line in out.splitlines() if "cli-adder/turn:" in line]
+        assert [line.split()[1] for line in lines] == [
+            "cli-adder/turn:0/model", "cli-adder/turn:0/tool:add#0", "cli-adder/turn:1/model"]
+        assert "run completed" in out and "sum: 5" in out
         # the worker's /metrics counts the steps it ran
         with urllib.request.urlopen(metrics, timeout=10) as page:
             text = page.read().decode()

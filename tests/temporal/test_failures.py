@@ -144,3 +144,21 @@ async def test_the_workflow_budget_stops_the_run(temporal_client: Client,
     assert record.error["type"] == "BudgetExceeded" and record.usage["steps"] == 3
     assert len(_agents.CALLS) == 1  # model, tool, model: then it stopped
     assert journal[-1].kind == "stop" and journal[-1].data["by"] == "temporal"
+
+
+def test_the_workflow_budget_rules() -> None:
+    from keel.temporal import Outcome, RunRequest
+    from keel.temporal._workflow import _over_budget
+
+    def over(usage: dict[str, Any], **limits: Any) -> str | None:
+        return _over_budget(RunRequest(run_id="r", target="a", input="x", **limits),
+                            Outcome(run_id="r", status="running", usage=usage))
+
+    assert over({"steps": 9}) is None  # no limits: never over
+    assert over({"steps": 2}, max_steps=3) is None
+    assert "3 steps" in (over({"steps": 3}, max_steps=3) or "")
+    assert over({"input_tokens": 60, "output_tokens": 39}, max_tokens=100) is None
+    assert "100 tokens" in (over({"input_tokens": 60, "output_tokens": 40}, max_tokens=100)
+                            or "")
+    assert "$0.5000" in (over({"cost_usd": 0.5}, max_cost_usd=0.5) or "")
+    assert over({}, max_steps=1, max_tokens=1, max_cost_usd=0.1) is None  # nothing used yet

@@ -4,6 +4,7 @@ and goes on when a decision arrives (by the keel.decided signal, or by its poll)
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
@@ -46,11 +47,20 @@ async def test_an_approval_suspends_the_run_and_its_decision_signals_the_workflo
         assert _agents.PAYMENTS == []
         [task] = await store.list_tasks()
         assert task.run_id == run_id and task.kind == "approval"
+
         await decide_approval(task.task_id, store=store, approve=True, by="ann")
         result = await asyncio.wait_for(run_result(temporal_client, run_id), 60)
         assert result.output.startswith("done: ") and "paid 40" in result.output
         assert [(40, f"{run_id}/payer/turn:0/tool:pay#0")] == _agents.PAYMENTS
         assert await _signals(temporal_client, run_id) == 1
+        # the step that suspended the run told the workflow what it waits for
+        history = await temporal_client.get_workflow_handle(
+            workflow_id_for(run_id)).fetch_history()
+        outcomes = [json.loads(e.activity_task_completed_event_attributes.result.payloads[0]
+                               .data) for e in history.events
+                    if e.HasField("activity_task_completed_event_attributes")]
+        # (its status there may already be running: the decision can beat the step's return)
+        assert [o["waiting"] for o in outcomes if o["waiting"]] == [[task.task_id]]
         journal = await store.read_journal(run_id)
     decision = [e for e in journal if e.kind == "approval" and e.phase == "result"]
     assert decision[0].data["by"] == "ann" and decision[0].data["approved"] is True

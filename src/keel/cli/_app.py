@@ -189,12 +189,13 @@ def run(
     """Run an agent, showing each step live, and store the run so it can be resumed.
 
     With --temporal the run is a Temporal workflow that a `keel worker --temporal` serving the
-    agent executes (into the worker's store); this waits for it and prints its result."""
+    agent executes (into the worker's store); this waits for it and prints its result, and
+    with --store (the worker's store) each step as the worker records it."""
     opts = TemporalOptions(temporal, temporal_address, namespace, task_queue)
     if opts != TemporalOptions():
         temporal_run_command(Screen(), target=target, text=read_input(input), as_json=as_json,
                              log_json=log_json, tenant=tenant, user=user,
-                             conversation=conversation, opts=opts)
+                             conversation=conversation, opts=opts, follow=store)
         return
     run_command(Screen(), store=store_url(ctx, store), target=target, text=read_input(input),
                 as_json=as_json, log_json=log_json, tenant=tenant, user=user,

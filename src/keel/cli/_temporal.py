@@ -5,16 +5,20 @@ imported only by these commands."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
-from keel.cli._commands import _print_result, json_step_logs
+from keel.cli._commands import _print_result, json_step_logs, open_existing
 from keel.cli._errors import EXIT_INTERRUPTED, CliError, reported
 from keel.cli._load import load_agent
 from keel.cli._observe import ObserveOptions, observing
-from keel.cli._text import Screen, safe
+from keel.cli._text import SHORT, Screen, safe
+from keel.cli._timeline import describe_entry
+from keel.core import KeelError
 from keel.store import check_id, open_store
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
@@ -123,7 +127,10 @@ async def _serve(temporal: Any, screen: Screen, url: str, loaded: list[tuple[Any
 
 def temporal_run_command(screen: Screen, *, target: str, text: str, as_json: bool,
                          log_json: str | None, tenant: str | None, user: str | None,
-                         conversation: str | None, opts: TemporalOptions) -> None:
+                         conversation: str | None, opts: TemporalOptions,
+                         follow: str | None = None) -> None:
+    """``follow``: the worker's store (``--store``), read while waiting to print each step
+    as the worker records it."""
     started: list[str] = []
     with reported(screen, as_json=as_json), json_step_logs(log_json):
         opts.checked()
@@ -135,8 +142,9 @@ def temporal_run_command(screen: Screen, *, target: str, text: str, as_json: boo
         agent.check_input(text)
         temporal = _temporal()
         try:
-            result = asyncio.run(_start_and_wait(temporal, screen, agent.name, text, owner,
-                                                 opts, started, quiet=as_json))
+            result = asyncio.run(_start_and_wait(
+                temporal, screen, agent.name, text, owner, opts, started, quiet=as_json,
+                follow=None if as_json else follow))
         except KeyboardInterrupt:
             if started:
                 screen.note(f"stopped waiting; run {started[0]} goes on on Temporal "
@@ -147,7 +155,7 @@ def temporal_run_command(screen: Screen, *, target: str, text: str, as_json: boo
 
 async def _start_and_wait(temporal: Any, screen: Screen, name: str, text: str,
                           owner: dict[str, str], opts: TemporalOptions, started: list[str],
-                          *, quiet: bool) -> Any:
+                          *, quiet: bool, follow: str | None) -> Any:
     client = await _connect(temporal, opts)
     run_id = await temporal.start_run(client, name, text, task_queue=opts.queue,
                                       tenant=owner.get("tenant"), user=owner.get("user"),
@@ -158,4 +166,42 @@ async def _start_and_wait(temporal: Any, screen: Screen, name: str, text: str,
                     f"{temporal.workflow_id_for(run_id)}, task queue {opts.queue}); waiting "
                     "for it to end (a run waiting for people goes on when they decide).",
                     style="dim")
-    return await temporal.run_result(client, run_id)
+    if follow is None:
+        return await temporal.run_result(client, run_id)
+    shown: set[tuple[int, str]] = set()
+    watcher = asyncio.create_task(_follow(screen, follow, run_id, shown))
+    try:
+        return await temporal.run_result(client, run_id)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        with contextlib.suppress(KeelError):  # the last steps, recorded as it ended
+            await _show_new(screen, follow, run_id, shown)
+
+
+#: How often ``keel run --temporal --store`` reads the worker's store for new steps.
+FOLLOW_EVERY_S = 0.5
+
+
+async def _follow(screen: Screen, url: str, run_id: str, shown: set[tuple[int, str]]) -> None:
+    while True:
+        with contextlib.suppress(KeelError):  # not created yet, or a store hiccup
+            await _show_new(screen, url, run_id, shown)
+        await asyncio.sleep(FOLLOW_EVERY_S)
+
+
+async def _show_new(screen: Screen, url: str, run_id: str,
+                    shown: set[tuple[int, str]]) -> None:
+    """Print the run's journal entries not printed yet, one line each."""
+    store = open_existing(url)
+    if store is None:
+        return
+    async with store:
+        entries = await store.read_journal(run_id)
+    for e in entries:
+        if (e.seq, e.phase) in shown:
+            continue
+        shown.add((e.seq, e.phase))
+        line = Text(f"{e.seq:>3} ", style="dim") + safe(e.key, limit=SHORT)
+        line += Text(f" {e.phase} {e.kind} ", style="dim") + describe_entry(e)
+        screen.line(line)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from keel.core import (
     ApprovalRequired,
+    ConfigError,
     DeadlineExceeded,
     Escalate,
     Handoff,
@@ -126,7 +127,10 @@ class Launch:
     ``step_allowance``: start at most this many new model requests / tool calls, then stop
     with :class:`~keel.runtime.Paused` (the run stays ``running``; replayed steps never
     count; None, the default: no limit). For engines that drive a run a step at a time.
-    ``metadata``: joins a new run's metadata (e.g. which engine runs it)."""
+    ``metadata``: joins a new run's metadata (e.g. which engine runs it).
+    ``retried_later``: the caller retries a retryable failure itself (an engine's retry
+    policy, before its last attempt): such a failure is recorded without compensating (the
+    saga runs when the failure is final), unless the saga has begun already."""
 
     input: str | None = None
     resume_id: str | None = None
@@ -142,6 +146,13 @@ class Launch:
     conversation: str | None = None
     step_allowance: int | None = None
     metadata: dict[str, Any] | None = None
+    retried_later: bool = False
+
+    def __post_init__(self) -> None:
+        n = self.step_allowance
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ConfigError("step_allowance", f"must be a whole number >= 0 or None, not "
+                              f"{n!r}")
 
 
 def blocking(what: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -228,10 +239,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             await _interrupted(agent, record, exc)
             raise
         except Paused as paused:  # between steps: commit what ran, stay running
-            await store.finish_run(record.with_status(
-                "running", updated_at=time.time(), usage=_totals(tracker)),
-                journal.take_pending(), lease=worker_id())
-            await _interrupted(agent, record, paused)
+            await _pause(agent, store, record, tracker, journal, paused)
             raise
         except StoreUnavailable as exc:
             # The store went away (a lost connection, a deadlock, a busy pool): as after a
@@ -242,16 +250,7 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
             raise
         except BaseException as exc:
             ended = True
-            failure = exc
-            if _compensates(agent, journal, exc):
-                failure = await _compensate(agent, store, record, tracker, journal, hold,
-                                            launch, exc)
-            keeper.held.pop(record.run_id, None)  # no renewal may cancel the final write
-            await _record_failure(store, record, tracker, journal, failure)
-            await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
-                                                  status=_status_for(failure), output=None,
-                                                  error=failure, tenant=record.tenant,
-                                                  user=record.user))
+            failure = await _failed(agent, store, record, tracker, journal, hold, launch, exc)
             if failure is not exc:
                 raise failure from exc
             raise
@@ -268,6 +267,41 @@ async def _execute_once(agent: Runnable, store: RunStore, launch: Launch,
     if launch.emit is not None:
         launch.emit(RunFinished(run_id=record.run_id, status="completed", result=result))
     return result
+
+
+async def _failed(agent: Runnable, store: RunStore, record: RunRecord,
+                  tracker: BudgetTracker, journal: Journal, hold: Hold, launch: Launch,
+                  exc: BaseException) -> BaseException:
+    """End a run that failed (or was cancelled): compensate if its saga applies, record the
+    failure, call the end hooks; returns the failure recorded (the compensation's own, if
+    it broke)."""
+    failure = exc
+    if _compensates(agent, journal, exc) and not _retried_later(launch, journal, exc):
+        failure = await _compensate(agent, store, record, tracker, journal, hold, launch, exc)
+    keeper_for(store).held.pop(record.run_id, None)  # no renewal may cancel the final write
+    await _record_failure(store, record, tracker, journal, failure)
+    await agent.stack.run_end(RunEndInput(run_id=record.run_id, agent=agent.name,
+                                          status=_status_for(failure), output=None,
+                                          error=failure, tenant=record.tenant,
+                                          user=record.user))
+    return failure
+
+
+async def _pause(agent: Runnable, store: RunStore, record: RunRecord, tracker: BudgetTracker,
+                 journal: Journal, paused: Paused) -> None:
+    """A run that used its step allowance: what ran is committed with its usage, the run
+    stays ``running`` (its lease is released by the caller), the end hooks hear that it
+    was interrupted."""
+    await store.finish_run(record.with_status("running", updated_at=time.time(),
+                                              usage=_totals(tracker)),
+                           journal.take_pending(), lease=worker_id())
+    await _interrupted(agent, record, paused)
+
+
+def _retried_later(launch: Launch, journal: Journal, exc: BaseException) -> bool:
+    """A retryable failure that the caller retries: not compensated (yet)."""
+    return (launch.retried_later and bool(getattr(exc, "retryable", False))
+            and recorded_failure(journal) is None)
 
 
 async def _run_start(agent: Runnable, store: RunStore, record: RunRecord,

@@ -6,8 +6,8 @@ journal before it. The run itself (record, journal, human tasks) lives in keel's
 so the CLI, the server, stats and traces see it like any other run. See docs/temporal.md.
 """
 
+from keel.temporal._checks import MAX_INPUT_CHARS
 from keel.temporal._client import (
-    MAX_INPUT_CHARS,
     connect,
     notify_decided,
     run,

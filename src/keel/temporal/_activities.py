@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from keel.core import (
     ApprovalRequired,
     Escalate,
+    KeelError,
     LeaseLost,
     RunError,
     RunLeased,
@@ -27,6 +28,7 @@ from keel.core import (
 )
 from keel.runtime import Launch, Paused, cancel_run, execute, worker_id
 from keel.store import ENGINE_KEY, TERMINAL_STATUSES, JournalEntry, RunRecord, RunStore
+from keel.temporal._checks import check_request
 from keel.temporal._types import (
     ADVANCE_ACTIVITY,
     ENGINE,
@@ -34,6 +36,7 @@ from keel.temporal._types import (
     STATUS_ACTIVITY,
     STOP_ACTIVITY,
     Outcome,
+    RetrySpec,
     RunRequest,
     StopRequest,
 )
@@ -95,6 +98,10 @@ class KeelActivities:
     async def start(self, request: RunRequest) -> Outcome:
         """Create the keel run (input guards, the record, the start hooks) and stop before
         its first model request or tool call. A retry finds the run it created."""
+        try:  # a workflow may be started by any client: check what arrived
+            request = check_request(request)
+        except KeelError as exc:
+            raise _app_error(exc, retryable=False) from None
         runnable = self._runnable(request.target)
         info = activity.info()
         try:
@@ -140,7 +147,9 @@ class KeelActivities:
                 await self.store.release_lease(record.run_id, worker_id())
             except RunLeased as exc:  # changed hands meanwhile: try again later
                 raise _app_error(exc, retryable=True) from None
-        launch = Launch(resume_id=request.run_id, step_allowance=1)
+        limit = (request.retry or RetrySpec()).max_attempts  # 0: Temporal retries for ever
+        launch = Launch(resume_id=request.run_id, step_allowance=1,
+                        retried_later=limit == 0 or attempt < limit)
         beat = asyncio.create_task(_heartbeat(request.heartbeat_s / 3.0),
                                    name=f"keel-heartbeat-{request.run_id}")
         try:
@@ -201,10 +210,15 @@ class KeelActivities:
     async def _execute(self, runnable: Any, launch: Launch, run_id: str) -> Outcome:
         """Run ``launch``; the outcome as stored. A retryable failure is raised for Temporal
         to retry the step; errors before the run was touched are raised as they are."""
+        waiting: list[str] = []
         try:
             await execute(runnable, self.store, launch)
-        except (Paused, ApprovalRequired, Escalate):
-            pass  # stored as running (paused) or suspended
+        except Paused:
+            pass  # stored as running: the next step goes on
+        except ApprovalRequired as signal:  # stored as suspended
+            waiting = list(signal.approval_ids)
+        except Escalate as signal:
+            waiting = [signal.escalation_id] if signal.escalation_id else []
         except _TRANSIENT as exc:
             raise _app_error(exc, retryable=True) from None
         except Exception as exc:
@@ -218,4 +232,4 @@ class KeelActivities:
             if record.status == "failed" and (record.error or {}).get("retryable"):
                 raise _app_error(exc, retryable=True) from None
             return outcome_of(record)
-        return outcome_of(await self._read(run_id))
+        return outcome_of(await self._read(run_id), waiting)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -34,7 +33,8 @@ from keel.core import (
     to_text,
 )
 from keel.runtime import RunResult, register_engine
-from keel.store import RunRecord, check_id
+from keel.store import RunRecord
+from keel.temporal._checks import build_request, check_run_id
 from keel.temporal._errors import TemporalUnavailable
 from keel.temporal._policy import retry_spec
 from keel.temporal._types import (
@@ -43,15 +43,9 @@ from keel.temporal._types import (
     WORKFLOW_NAME,
     Outcome,
     RetrySpec,
-    RunRequest,
     workflow_id_for,
 )
 
-#: The longest input a run started on Temporal may have (characters): it travels in the
-#: workflow's history, which Temporal limits (2 MB per payload).
-MAX_INPUT_CHARS = 256_000
-MAX_RUN_ID_CHARS = 128
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _UNREACHABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
 
 
@@ -76,38 +70,6 @@ async def connect(address: str = "127.0.0.1:7233", *, namespace: str = "default"
                                   "start-dev`) or check the address") from None
 
 
-def _target_name(target: Any) -> str:
-    name = target if isinstance(target, str) else getattr(target, "name", None)
-    if not isinstance(name, str) or not name.strip():
-        raise UserError(f"the run's target must be an agent or flow (or its name), not "
-                        f"{type(target).__name__}")
-    if len(name) > 200 or not name.isprintable():
-        raise UserError(f"the target name {name[:40]!r}... is not a valid agent or flow name")
-    return name
-
-
-def _run_id(run_id: str | None) -> str:
-    if run_id is None:
-        return new_run_id()
-    if not isinstance(run_id, str):
-        raise UserError(f"run_id= must be a string, not {type(run_id).__name__}")
-    if len(run_id) > MAX_RUN_ID_CHARS or not _RUN_ID.fullmatch(run_id):
-        raise UserError(f"run_id= {run_id[:60]!r} is not a valid run id: letters, digits and "
-                        f". _ : - only, at most {MAX_RUN_ID_CHARS} characters, starting with a "
-                        "letter or digit")
-    return run_id
-
-
-def _check_input(text: Any) -> str:
-    if not isinstance(text, str):
-        raise UserError(f"the run's input must be a string, not {type(text).__name__}")
-    if len(text) > MAX_INPUT_CHARS:
-        raise UserError(f"the run's input is {len(text):,} characters; a run started on "
-                        f"Temporal takes at most {MAX_INPUT_CHARS:,} (pass a reference to "
-                        "large data, e.g. a file or a URL, instead)")
-    return text
-
-
 async def start_run(client: Client, target: Any, input: str, *, task_queue: str = "keel",
                     run_id: str | None = None, tenant: str | None = None,
                     user: str | None = None, conversation: str | None = None,
@@ -119,18 +81,11 @@ async def start_run(client: Client, target: Any, input: str, *, task_queue: str 
     on ``input`` as a ``keel.run`` workflow on ``task_queue``; returns the run id. The run's
     record and journal are written by the worker into its run store. A run id that was used
     before (by any run on this Temporal namespace) is refused with a UserError."""
-    request = RunRequest(
-        run_id=_run_id(run_id), target=_target_name(target), input=_check_input(input),
-        tenant=None if tenant is None else check_id("tenant", tenant),
-        user=None if user is None else check_id("user", user),
-        conversation=None if conversation is None else check_id("conversation", conversation),
-        max_steps=_limit("max_steps", max_steps, whole=True),
-        max_tokens=_limit("max_tokens", max_tokens, whole=True),
-        max_cost_usd=_limit("max_cost_usd", max_cost_usd),
-        poll_s=_positive("poll_s", poll_s),
-        step_timeout_s=_positive("step_timeout_s", step_timeout_s),
-        heartbeat_s=_positive("heartbeat_s", heartbeat_s),
-        retry=retry or retry_spec())
+    request = build_request(
+        run_id=new_run_id() if run_id is None else run_id, target=target, input=input,
+        tenant=tenant, user=user, conversation=conversation, max_steps=max_steps,
+        max_tokens=max_tokens, max_cost_usd=max_cost_usd, poll_s=poll_s,
+        step_timeout_s=step_timeout_s, heartbeat_s=heartbeat_s, retry=retry or retry_spec())
     if not isinstance(task_queue, str) or not task_queue.strip() or len(task_queue) > 200:
         raise ConfigError("task_queue", f"must be a task queue name, not {task_queue!r:.80}")
     try:
@@ -148,22 +103,6 @@ async def start_run(client: Client, target: Any, input: str, *, task_queue: str 
     return request.run_id
 
 
-def _limit(name: str, value: Any, *, whole: bool = False) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or \
-            (whole and not isinstance(value, int)) or not value > 0:
-        raise ConfigError(name, f"must be a {'whole ' if whole else ''}number > 0, not "
-                          f"{value!r:.40}")
-    return value
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-        raise ConfigError(name, f"must be a number of seconds > 0, not {value!r:.40}")
-    return float(value)
-
-
 def _rpc_error(exc: RPCError, run_id: str) -> Exception:
     if exc.status in _UNREACHABLE:
         return TemporalUnavailable(f"the Temporal server did not answer: {exc.message}",
@@ -176,7 +115,7 @@ def _rpc_error(exc: RPCError, run_id: str) -> Exception:
 async def run_result(client: Client, run_id: str) -> RunResult[Any]:
     """Wait for run ``run_id`` to end; its result (``output`` as stored: JSON data), or the
     keel error it failed with (:class:`keel.RunCancelled` if it was cancelled)."""
-    run_id = _run_id(run_id)
+    run_id = check_run_id(run_id)
     handle = client.get_workflow_handle(workflow_id_for(run_id), result_type=Outcome)
     try:
         out: Outcome = await handle.result()
@@ -223,11 +162,11 @@ def _keel_error(kind: str, message: str, run_id: str, details: Any) -> Exception
             step_key = error.get("step_key")
     if kind == "UnknownTarget":
         return ConfigError("target", message)
-    if kind in ("RunExists", "UserError"):
+    cls = getattr(_core, kind, None)
+    if kind == "RunExists" or (isinstance(cls, type) and issubclass(cls, UserError)):
         return UserError(message)
     if kind == "RunCancelled":
         return RunCancelled(message, run_id=run_id)
-    cls = getattr(_core, kind, None)
     if isinstance(cls, type) and issubclass(cls, RunError) and cls is not RunCancelled:
         try:
             return cls(message, run_id=run_id, step_key=step_key)
