@@ -119,6 +119,7 @@ class _Worker:
                     stream.close()
 
 
+@pytest.mark.slow  # a worker subprocess
 def test_worker_and_run_on_temporal(temporal_address: str, agent_file: Path,
                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")
@@ -156,6 +157,7 @@ def test_worker_and_run_on_temporal(temporal_address: str, agent_file: Path,
     assert code == 130  # stopped by Ctrl-C, cleanly
 
 
+@pytest.mark.slow  # a worker subprocess
 def test_keel_approvals_approve_signals_the_workflow(temporal_address: str,
                                                      tmp_path: Path) -> None:
     path = tmp_path / "cli_payer.py"

@@ -22,6 +22,7 @@ def small_history_server() -> Iterator[str]:
     yield from dev_server("limit.historyCount.suggestContinueAsNew=20")
 
 
+@pytest.mark.slow  # a second dev server of its own
 async def test_a_long_run_continues_as_new(small_history_server: str, tmp_path: Path) -> None:
     client = None
     for _ in range(150):  # the port answering does not yet mean the frontend serves

@@ -28,12 +28,16 @@ with workflow.unsafe.imports_passed_through():
         StopRequest,
     )
 
-#: Quick bookkeeping activities (start, status, stop): short timeouts, a few retries.
+#: Quick bookkeeping activities (start, status, stop): short timeouts, retried until the
+#: store answers again (an outage must not end a run that waits for days), never for a
+#: mistake that would fail again the same way.
 _QUICK = timedelta(seconds=60)
-_QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5,
+_QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
+                           maximum_interval=timedelta(seconds=60), maximum_attempts=0,
                            non_retryable_error_types=["UserError", "ConfigError",
-                                                      "StoreError", "RunNotFound",
-                                                      "UnknownTarget"])
+                                                      "StoreError", "StoreVersionError",
+                                                      "RunNotFound", "UnknownTarget",
+                                                      "RunExists"])
 
 
 def _retry(spec: RetrySpec | None) -> RetryPolicy:
@@ -68,11 +72,12 @@ class KeelRunWorkflow:
                 raise
             # Temporal cancelled the workflow (while it waited, or during a step): end the
             # keel run as cancelled (a step still running is asked to stop), then stop too.
-            await asyncio.shield(workflow.execute_activity(
-                STOP_ACTIVITY, StopRequest(run_id=request.run_id, target=request.target,
-                                           status="cancelled", error_type="RunCancelled",
-                                           message="the Temporal workflow was cancelled"),
-                start_to_close_timeout=_QUICK, retry_policy=_QUICK_RETRY))
+            with contextlib.suppress(ActivityError):  # e.g. it ended meanwhile
+                await asyncio.shield(workflow.execute_activity(
+                    STOP_ACTIVITY, StopRequest(run_id=request.run_id, target=request.target,
+                                               status="cancelled", error_type="RunCancelled",
+                                               message="the Temporal workflow was cancelled"),
+                    start_to_close_timeout=_QUICK, retry_policy=_QUICK_RETRY))
             raise
 
     async def _drive(self, request: RunRequest) -> Outcome:
