@@ -24,6 +24,7 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
@@ -99,6 +100,9 @@ _BALANCED = Durability()
 
 #: The step kinds a step allowance counts: the steps that do work outside the run.
 ALLOWANCE_KINDS = frozenset({"model", "tool"})
+#: Inside a counted step: [the allowance it was counted against, whether its unit is still
+#: free for the first new step nested in it]. Tasks a step starts share the same list.
+_UNIT: ContextVar[list[Any] | None] = ContextVar("keel_allowance_unit", default=None)
 
 
 class Paused(Signal):
@@ -246,7 +250,7 @@ class Journal:
             return value, True
         self._may_run(key, kind, name, input_hash, budgeted)
         if self.allowance is not None and kind in ALLOWANCE_KINDS:
-            self._spend(key)
+            fn = self._spend(key, fn)
         started_intent = self._intents.get(key)
         if started_intent is not None:
             self._check(started_intent, kind, name, input_hash)
@@ -306,17 +310,33 @@ class Journal:
         if budgeted:
             self.budget.check(kind, run_id=self.run_id, step_key=key)
 
-    def _spend(self, key: str) -> None:
-        """Count one new model/tool step against the allowance, or pause before it."""
+    def _spend(self, key: str, fn: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """Count one new model/tool step against the allowance, or pause before it. A step
+        inside another counted step (a sub-agent's request inside the tool call that
+        delegates to it) uses its parent's unit if no other nested step used it yet: the
+        parent only contains work, and counting both would pause before the nested step on
+        every execution (the parent never finishing, the run never moving)."""
         left = self.allowance
-        if left is None:
-            return
-        if left[0] <= 0:
+        assert left is not None
+        unit = _UNIT.get()
+        if unit is not None and unit[0] is left and unit[1]:
+            unit[1] = False
+        elif left[0] <= 0:
             paused = Paused(f"run {self.run_id} paused before step {key!r}: its step "
                             "allowance is used up")
             paused.run_id = self.run_id
             raise paused
-        left[0] -= 1
+        else:
+            left[0] -= 1
+
+        async def counted() -> T:
+            token = _UNIT.set([left, True])
+            try:
+                return await fn()
+            finally:
+                _UNIT.reset(token)
+
+        return counted
 
     async def _reconcile(self, key: str, name: str,
                          reconcile: Callable[[], Awaitable[Any | None]] | None) -> Any | None:
