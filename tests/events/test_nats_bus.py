@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -57,7 +56,7 @@ def test_message_ids_are_safe_headers() -> None:
 
 
 async def test_messages_that_are_not_events_are_terminated_counted_and_skipped(
-        stream: str, nc: nats.NATS, caplog: pytest.LogCaptureFixture) -> None:
+        stream: str, nc: nats.NATS) -> None:
     async with nats_bus(NATS_URL, stream) as bus:
         sub = await bus.subscribe("workers", ack_wait=0.3)
         js = nc.jetstream()
@@ -66,11 +65,9 @@ async def test_messages_that_are_not_events_are_terminated_counted_and_skipped(
         await js.publish(f"{bus.prefix}.order.paid", json.dumps({"id": 5}).encode())
         await js.publish(f"{bus.prefix}.other", sample_events(1)[0].to_json())  # wrong subject
         await bus.publish(sample_events(1, start=1))
-        with caplog.at_level(logging.WARNING, logger="keel.events"):
-            got = await collect(sub, 2)
+        got = await collect(sub, 2)
         assert [d.event.id for d in got] == ["e0", "e1"]
         assert bus.malformed == 3
-        assert sum("dropped message" in r.message for r in caplog.records) == 3
         assert await sub.fetch(10, wait=0.8) == [], "terminated: never redelivered"
         info = await js.consumer_info(stream, "workers")
         assert info.num_ack_pending == 0 and info.num_redelivered == 0

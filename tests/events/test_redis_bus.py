@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -33,7 +32,7 @@ async def admin() -> AsyncIterator[aioredis.Redis]:
 
 
 async def test_entries_that_are_not_events_are_acknowledged_counted_and_skipped(
-        stream: str, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+        stream: str, admin: aioredis.Redis) -> None:
     async with RedisBus(REDIS_URL, stream=stream) as bus:
         sub = await bus.subscribe("workers", ack_wait=0.2)
         await bus.publish(sample_events(1))
@@ -42,11 +41,9 @@ async def test_entries_that_are_not_events_are_acknowledged_counted_and_skipped(
         await admin.xadd(stream, {"e": json.dumps({"id": "x", "type": "Bad Type"})})
         await admin.xadd(stream, {"e": json.dumps(["a", "list"])})
         await bus.publish(sample_events(1, start=1))
-        with caplog.at_level(logging.WARNING, logger="keel.events"):
-            got = await collect(sub, 2)
+        got = await collect(sub, 2)
         assert [d.event.id for d in got] == ["e0", "e1"]
         assert bus.malformed == 4
-        assert sum("not a keel event" in r.message for r in caplog.records) == 4
         assert await sub.fetch(10, wait=0.5) == [], "dropped entries never come back"
         assert (await admin.xpending(stream, "workers"))["pending"] == 0
 
