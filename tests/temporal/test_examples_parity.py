@@ -84,11 +84,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 #: refund is the approval test's agent below; rag and routing load embedding models)
 EXAMPLES = [
     "tool_use", "supervisor", "workflow", "handoff", "reflection", "planning", "group_chat",
-    "structured_output", "self_correction", "marketplace",
-    pytest.param("budget_guard", marks=pytest.mark.xfail(strict=True, reason=(
-        "engine bug: run_result raises a plain RunError for a run that failed with "
-        "BudgetExceeded (keel.temporal._client._keel_error cannot build it: BudgetExceeded "
-        "needs limit=, used=, allowed=; the same for Divergence, RateLimited, BulkheadFull)"))),
+    "structured_output", "self_correction", "marketplace", "budget_guard",
 ]
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import timedelta
 from typing import Any
 
@@ -171,9 +172,22 @@ def _keel_error(kind: str, message: str, run_id: str, details: Any) -> Exception
         try:
             return cls(message, run_id=run_id, step_key=step_key)
         except TypeError:
-            pass
+            return _bare(cls, message, run_id, step_key)
     error = RunError(message, run_id=run_id, step_key=step_key)
     error.recorded_type = kind  # error_type names what the run failed with
+    return error
+
+
+def _bare(cls: type[RunError], message: str, run_id: str, step_key: str | None) -> RunError:
+    """A ``cls`` error whose constructor needs details that Temporal's failure does not
+    carry (``BudgetExceeded``'s limit, ``Divergence``'s two sides): the right type, so that
+    ``except BudgetExceeded`` catches it as on keel's own engine, with the message, the run
+    and the step; the missing details are None."""
+    error = cls.__new__(cls)
+    RunError.__init__(error, message, run_id=run_id, step_key=step_key)
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if param.kind is param.KEYWORD_ONLY and not hasattr(error, name):
+            setattr(error, name, None)
     return error
 
 
