@@ -187,10 +187,23 @@ async def workflow_status(client: Any, harness: Harness) -> str:
     return str(description.status.name)
 
 
+#: The kill points the default suite runs (each case costs two worker processes and a
+#: heartbeat timeout, about 15 s): one of each kind of outcome. The others run in the soak
+#: set (``scripts/check -m soak``; docs/testing.md).
+DEFAULT = {("sqlite", "model:3"), ("sqlite", "tool:charge:before"),
+           ("sqlite", "tool:charge:after"), ("sqlite", f"append:{CHARGE}:result"),
+           ("sqlite", "tool:notify:before"), ("postgres", "tool:charge:after")}
+
+
+def _case(store: str, kill: str) -> Any:
+    marks = () if (store, kill) in DEFAULT else (pytest.mark.soak,)
+    return pytest.param(store, kill, marks=marks, id=f"{store}-{kill}")
+
+
 @pytest.mark.parametrize(("store_url", "kill"), [
-    *(("sqlite", k) for k in POINTS),
+    *(_case("sqlite", k) for k in POINTS),
     # the keel store on Postgres: a representative subset
-    *(("postgres", k) for k in ("model:0", "tool:charge:after", "tool:notify:before")),
+    *(_case("postgres", k) for k in ("model:0", "tool:charge:after", "tool:notify:before")),
 ], indirect=["store_url"])
 async def test_a_killed_worker_is_replaced_and_every_effect_happens_once(
         world: tuple[Harness, Workers], temporal_client: Any, kill: str) -> None:
@@ -220,6 +233,7 @@ async def test_a_killed_worker_is_replaced_and_every_effect_happens_once(
         assert await workflow_status(temporal_client, harness) in {"COMPLETED", "FAILED"}
 
 
+@pytest.mark.soak
 async def test_workers_killed_from_outside_at_random_moments(
         world: tuple[Harness, Workers], temporal_client: Any) -> None:
     """Three workers in a row are SIGKILLed from outside at a random moment of the run (each
