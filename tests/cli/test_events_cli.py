@@ -184,3 +184,75 @@ def test_relay_once_moves_the_outbox_to_the_bus(keel: Keel, store: str, bus: str
     assert all(e["run_id"] == run_id for e in events)
     again = keel("events", "relay", "--store", store, "--bus", bus, "--once")
     assert "0 event(s) relayed" in again.stdout
+
+
+TRIGGERS_OBJECT = '''
+    from keel import Agent
+    from keel.events import MemoryBus, Trigger, Triggers
+    from keel.store import MemoryStore
+    from keel.testing import FunctionModel
+
+    agent = Agent("greeter", model=FunctionModel(lambda messages, tools, settings: "hello"))
+    # the command keeps the group and concurrency of a Triggers; its bus and store are the
+    # command's own
+    desk = Triggers([Trigger("user_signed_up", agent=agent)], bus=MemoryBus(),
+                    store=MemoryStore(), group="signups", concurrency=3)
+'''
+
+
+def test_listen_in_this_process_serves_a_triggers_with_its_group_until_sigterm(
+        keel: Keel, store: str, bus: str, write_module: Callable[[str, str], Path],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`keel events listen MODULE:TRIGGERS` in-process: the Triggers' group and concurrency
+    are kept, events published before it starts are served (--from-start), each once, and a
+    SIGTERM (sent until the command's own handler has it) stops it cleanly."""
+    import threading
+
+    write_module("desk_mod", TRIGGERS_OBJECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for i in range(2):
+        for _ in range(2):
+            published = keel("events", "publish", "user_signed_up", "--data",
+                             json.dumps({"user": f"u{i}"}), "--id", f"in-{i}", "--bus", bus)
+            assert published.exit_code == 0, published
+    done = threading.Event()
+
+    def stop_when_served() -> None:
+        while not done.is_set():
+            if len(asyncio.run(_runs(store)) if Path(store.removeprefix("sqlite:///"))
+                   .exists() else []) >= 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            done.wait(0.3)
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # early ones are harmless
+    stopper = threading.Thread(target=stop_when_served, daemon=True)
+    stopper.start()
+    try:
+        result = keel("events", "listen", "desk_mod:desk", "--store", store, "--bus", bus,
+                      "--from-start")
+    finally:
+        done.set()
+        stopper.join(10)
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 0, result
+    assert "group signups, concurrency 3" in result.output
+    # each event's two copies arrive in one fetch: the second joins the first's handler
+    # (once, a KeyError when the first finished) and is acked with it
+    assert "2 started" in result.output and "0 rejected" in result.output
+    records = asyncio.run(_runs(store))
+    assert sorted(r.metadata["event_id"] for r in records) == ["in-0", "in-1"]
+
+
+def test_listen_loads_a_single_trigger_a_list_or_a_triggers(
+        write_module: Callable[[str, str], Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.cli._events import load_triggers
+    from keel.events import Triggers
+
+    write_module("triggers_mod", TRIGGERS)
+    write_module("desk_mod", TRIGGERS_OBJECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    one, listed = load_triggers("triggers_mod:trigger"), load_triggers("triggers_mod:several")
+    assert isinstance(one, list) and isinstance(listed, list)
+    assert [t.type for t in one] == [t.type for t in listed] == ["user_signed_up"]
+    assert isinstance(load_triggers("desk_mod:desk"), Triggers)

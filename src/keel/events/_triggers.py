@@ -324,7 +324,10 @@ class Triggers:
                     if same is not None:  # handled here right now (a redelivery or a
                         same.append(delivery)  # re-publish): answered with it, no new slot
                         continue
-                    task = asyncio.create_task(self._handle(sub, delivery))
+                    # registered before the task runs, so that a copy later in this
+                    # same batch joins it instead of starting a second handler
+                    self._active[delivery.event.id] = answer = [delivery]
+                    task = asyncio.create_task(self._handle(sub, answer))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
         finally:
@@ -332,9 +335,10 @@ class Triggers:
             with contextlib.suppress(asyncio.CancelledError):
                 await stopping
 
-    async def _handle(self, sub: Subscription, delivery: Delivery) -> None:
-        event = delivery.event
-        self._active[event.id] = answer = [delivery]
+    async def _handle(self, sub: Subscription, answer: list[Delivery]) -> None:
+        """Settle ``answer[0]``'s event, then ack or nak it with every copy of it that
+        arrived meanwhile (``answer`` is the list registered in ``_active``)."""
+        event = answer[0].event
         stats = self.stats
         stats.in_flight += 1
         stats.high_water = max(stats.high_water, stats.in_flight)
@@ -343,7 +347,7 @@ class Triggers:
             await self._answer(sub, answer, done)
         finally:
             stats.in_flight -= 1
-            del self._active[event.id]
+            self._active.pop(event.id, None)
 
     async def _answer(self, sub: Subscription, deliveries: list[Delivery], done: bool) -> None:
         try:
