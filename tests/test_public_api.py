@@ -22,6 +22,7 @@ EXPECTED = [
     "ApprovalPolicy", "ApprovalRule", "DeadlineExceeded", "Durability", "EscalationPolicy",
     "Review",
     "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",
+    "SettingConflict",
     "cancel_run", "decide_approval", "resolve_escalation",
     # flows (every pattern is one)
     "Flow", "FlowContext", "flow",

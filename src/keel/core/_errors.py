@@ -15,6 +15,7 @@
     │   │   ├── LeaseLost           this worker's lease expired and another took the run over
     │   │   ├── TaskNotFound        no approval or escalation with that id
     │   │   ├── TaskConflict        the approval or escalation is already decided
+    │   │   ├── SettingConflict     a setting changed since it was read (compare-and-set)
     │   │   ├── KeyNotFound         (keel.server) no API key with that id (for that tenant)
     │   │   └── KeyRevoked          (keel.server) the API key is revoked; nothing was changed
     │   ├── ArgumentRefused         (keel.guard) a validator refused an argument; a ValueError too
@@ -25,6 +26,12 @@
     │   │                           echoes it; ``reason`` says which rule failed)
     │   ├── EventRejected           (keel.events) an event is malformed, or its payload does not
     │   │                           validate against the trigger's type (names the event)
+    │   ├── EvalError               (keel.evals) an evaluation cannot run as asked (a threshold
+    │   │   │                       out of range, a baseline from another dataset)
+    │   │   └── DatasetError        (keel.evals) a dataset file or case is malformed (names
+    │   │                           the file and line)
+    │   ├── RolloutError            (keel.rollout) a rollout or version cannot be used as asked
+    │   │                           (unknown version, overlapping shares, missing tools)
     │   └── CliError                (keel.cli) a bad option value on the command line
     ├── RunError                    the run failed; carries run_id and step_key
     │   ├── BudgetExceeded          steps, tokens, cost or wall time ran out
@@ -155,6 +162,11 @@ class TaskNotFound(StoreError):
 class TaskConflict(StoreError):
     """The approval or escalation cannot be decided now: it is already decided, or its run is
     not waiting for it. Nothing was changed."""
+
+
+class SettingConflict(StoreError):
+    """A setting was written with the version it had when it was read, but someone changed
+    it since (compare-and-set). Nothing was changed: read it again and decide again."""
 
 
 # ----------------------------------------------------------------------------- run errors
@@ -407,7 +419,8 @@ def _public(module: str, *classes: type[BaseException]) -> None:
 
 _public("keel", KeelError, UserError, ConfigError, UnknownModel, MissingCredentials,
         ToolDefinitionError, StoreError, StoreVersionError, RunNotFound, RunLeased, LeaseLost,
-        TaskNotFound, TaskConflict, RunError, BudgetExceeded, ModelError, ToolError,
+        TaskNotFound, TaskConflict, SettingConflict, RunError, BudgetExceeded, ModelError,
+        ToolError,
         RepeatedFailure, OutputValidationError, Divergence, DeadlineExceeded, RunCancelled,
         UnknownOutcome, GuardrailTripped, StoreUnavailable, CircuitOpen, BulkheadFull,
         RateLimited, ContextTooLong, Signal, RetryWithFeedback, ApprovalRequired, Escalate, Handoff)

@@ -40,6 +40,14 @@ from keel.store._ids import MAX_ID_CHARS, check_id
 from keel.store._memory import MemoryStore
 from keel.store._open import open_store
 from keel.store._outbox import Event, check_event_type
+from keel.store._records import (
+    MAX_COMMENT_CHARS,
+    Feedback,
+    Setting,
+    Thumbs,
+    check_feedback,
+    check_setting_key,
+)
 from keel.store._stats import GROUP_KEYS, StatsQuery, StatsResult, StatsRow
 
 if TYPE_CHECKING:
@@ -51,6 +59,7 @@ __all__ = [
     "ENGINE_KEY",
     "EXPORT_FORMAT",
     "GROUP_KEYS",
+    "MAX_COMMENT_CHARS",
     "MAX_EXPORT_BYTES",
     "MAX_ID_CHARS",
     "RUN_STATUSES",
@@ -59,6 +68,7 @@ __all__ = [
     "TASK_STATUSES",
     "TERMINAL_STATUSES",
     "Event",
+    "Feedback",
     "HumanTask",
     "JournalEntry",
     "MemoryStore",
@@ -69,14 +79,18 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "SQLiteStore",
+    "Setting",
     "StatsQuery",
     "StatsResult",
     "StatsRow",
     "TaskFilter",
     "TaskKind",
     "TaskStatus",
+    "Thumbs",
     "check_event_type",
+    "check_feedback",
     "check_id",
+    "check_setting_key",
     "check_status",
     "check_tenant",
     "dump_export",

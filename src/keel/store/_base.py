@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from keel.core import StoreError, UserError
 from keel.store._ids import check_id
+from keel.store._records import Feedback, Setting
 
 if TYPE_CHECKING:
     from keel.store._outbox import Event
@@ -412,6 +413,41 @@ class RunStore(ABC):
         """Delete the rows published before ``before`` (epoch seconds); returns how many."""
         raise no_outbox(self)
 
+    # ------------------------------------------------------------- feedback and settings
+
+    async def put_feedback(self, feedback: Feedback, *, tenant: str | None = None) -> Feedback:
+        """Keep a person's feedback on a run and return it as stored (with the run's tenant).
+        The run must exist (within ``tenant`` when one is given: another tenant's run raises
+        :class:`keel.RunNotFound`); a ``feedback_id`` already kept is a no-op that returns the
+        stored record (a retried call adds nothing)."""
+        raise not_kept(self, "feedback")
+
+    async def list_feedback(self, *, run_ids: Collection[str] | None = None,
+                            tenant: str | None = None, since: float | None = None,
+                            limit: int = 10_000) -> list[Feedback]:
+        """Feedback records, oldest first: of the runs ``run_ids`` (all runs when None),
+        within ``tenant``, created at or after ``since``; at most ``limit``."""
+        raise not_kept(self, "feedback")
+
+    async def get_setting(self, key: str) -> Setting | None:
+        """The newest version of the setting under ``key``, or None."""
+        raise not_kept(self, "settings")
+
+    async def put_setting(self, key: str, value: Any, *, expect_version: int,
+                          by: str | None = None, reason: str | None = None) -> Setting:
+        """Write version ``expect_version + 1`` of ``key`` if its newest version is
+        ``expect_version`` (0: the key must not exist yet), in one transaction; otherwise
+        raise :class:`keel.SettingConflict` and change nothing. Every version is kept."""
+        raise not_kept(self, "settings")
+
+    async def list_settings(self, prefix: str = "") -> list[Setting]:
+        """The newest version of every setting whose key starts with ``prefix``, by key."""
+        raise not_kept(self, "settings")
+
+    async def setting_history(self, key: str, *, limit: int = 1000) -> list[Setting]:
+        """Every kept version of ``key``, oldest first (the last ``limit``)."""
+        raise not_kept(self, "settings")
+
     # ------------------------------------------------------------------------- analytics
 
     async def stats(self, query: StatsQuery | None = None) -> StatsResult:
@@ -552,3 +588,8 @@ def no_outbox(store: object) -> StoreError:
     return StoreError(f"this store ({type(store).__name__}) has no outbox: use a keel store "
                       "(memory, SQLite, Postgres) opened with outbox=True, or implement "
                       "read_outbox, mark_published and prune_outbox.")
+
+
+def not_kept(store: object, what: str) -> StoreError:
+    return StoreError(f"{type(store).__name__} does not keep {what}: use a MemoryStore, "
+                      f"SQLiteStore or PostgresStore (schema 6 or later)")

@@ -7,6 +7,7 @@ other coroutines on the event loop (the memory store is not shared across thread
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -56,6 +57,14 @@ from keel.store._outbox import (
     task_requested,
     tool_calls,
 )
+from keel.store._records import (
+    Feedback,
+    MemoryRecords,
+    Setting,
+    check_feedback_query,
+    check_put_setting,
+    check_setting_key,
+)
 from keel.store._stats import StatsQuery, StatsResult, cache_hit, compute, tool_failure
 
 _LEASE_FIELDS = ("lease_owner", "lease_expires_at", "cancel_requested")
@@ -90,6 +99,7 @@ class MemoryStore(RunStore):
         self._rows: dict[int, _Row] = {}  # the outbox, by position
         self._event_ids: set[str] = set()
         self._position = 0
+        self._records = MemoryRecords()
 
     @property
     def outbox(self) -> bool:
@@ -190,6 +200,32 @@ class MemoryStore(RunStore):
             return
         self._check_entries(run_id, entries)
         self._add_entries(run_id, entries)
+
+    async def put_feedback(self, feedback: Feedback, *, tenant: str | None = None) -> Feedback:
+        run = await self.get_run(feedback.run_id, **_scope(tenant))
+        return self._records.put_feedback(feedback, run.tenant)
+
+    async def list_feedback(self, *, run_ids: Collection[str] | None = None,
+                            tenant: str | None = None, since: float | None = None,
+                            limit: int = 10_000) -> list[Feedback]:
+        check_feedback_query(limit, since)
+        return self._records.list_feedback(run_ids, check_tenant(tenant), since, limit)
+
+    async def get_setting(self, key: str) -> Setting | None:
+        return self._records.get_setting(check_setting_key(key))
+
+    async def put_setting(self, key: str, value: Any, *, expect_version: int,
+                          by: str | None = None, reason: str | None = None) -> Setting:
+        body = check_put_setting(key, value, expect_version, by, reason)
+        return self._records.put_setting(key, json.loads(body), expect_version, by, reason,
+                                         time.time())
+
+    async def list_settings(self, prefix: str = "") -> list[Setting]:
+        return self._records.list_settings(str(prefix))
+
+    async def setting_history(self, key: str, *, limit: int = 1000) -> list[Setting]:
+        check_feedback_query(limit, None)
+        return self._records.setting_history(check_setting_key(key), limit)
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
         tenant = check_tenant(tenant)
