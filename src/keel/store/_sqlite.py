@@ -112,6 +112,7 @@ from keel.store._outbox import (
     task_requested,
     tool_calls,
 )
+from keel.store._sqlite_records import SQLiteRecords
 from keel.store._sqlite_schema import (
     BUSY_TIMEOUT_S,
     MEMORY,
@@ -129,7 +130,7 @@ __all__ = ["BUSY_TIMEOUT_S", "SQLiteStore"]
 _UNIQUE = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
-class SQLiteStore(RunStore):
+class SQLiteStore(SQLiteRecords, RunStore):
     """Runs, journals and human tasks in one SQLite file (``":memory:"`` for a private
     in-memory one).
 
