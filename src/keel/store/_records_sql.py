@@ -1,7 +1,8 @@
 """Feedback and settings in the SQL stores (schema 6): the tables and the statements, for
 SQLite (``?`` parameters) and Postgres (``%s``, tables prefixed ``{s}keel_``).
 
-``feedback`` has one row per record, ``feedback_id`` its key (a retried write is ignored).
+``feedback`` has one row per record, ``feedback_id`` its key (a retried write is ignored);
+its rows go with their run (pruned runs and deleted conversations take their feedback along).
 ``settings`` keeps every version of every key, ``(key, version)`` its key: writing version
 ``n + 1`` twice fails on that key, so two workers racing on a compare-and-set cannot both win
 (SQLite serialises writers anyway; Postgres relies on the key).
@@ -16,7 +17,7 @@ from keel.store._records import Feedback, Setting
 
 _FEEDBACK = """CREATE TABLE {t}feedback (
         feedback_id {text} PRIMARY KEY,
-        run_id      {text} NOT NULL,
+        run_id      {text} NOT NULL REFERENCES {runs} (run_id){cascade},
         tenant      {text},
         thumbs      {text},
         score       {real},
@@ -40,18 +41,19 @@ _INDEXES = (
 )
 
 
-def _ddl(t: str, i: str, text: str, real: str) -> tuple[str, ...]:
-    return tuple(s.format(t=t, i=i, text=text, real=real)
+def _ddl(t: str, i: str, text: str, real: str, runs: str, cascade: str) -> tuple[str, ...]:
+    return tuple(s.format(t=t, i=i, text=text, real=real, runs=runs, cascade=cascade)
                  for s in (_FEEDBACK, _SETTINGS, *_INDEXES))
 
 
 #: SQLite: schema 5 -> 6.
 SQLITE_V5_TO_V6: tuple[str, ...] = (
-    *_ddl("", "", "TEXT", "REAL"),
+    *_ddl("", "", "TEXT", "REAL", "runs", ""),
     "UPDATE keel_meta SET value = '6' WHERE key = 'schema_version'",
 )
 #: Postgres: the tables of a new store (``{s}`` is the schema prefix), and schema 5 -> 6.
-POSTGRES_TABLES: tuple[str, ...] = _ddl("{s}keel_", "keel_", "text", "double precision")
+POSTGRES_TABLES: tuple[str, ...] = _ddl("{s}keel_", "keel_", "text", "double precision",
+                                        "{s}keel_runs", " ON DELETE CASCADE")
 POSTGRES_V5_TO_V6: tuple[str, ...] = (
     *POSTGRES_TABLES, "UPDATE {s}keel_meta SET value = '6' WHERE key = 'schema_version'")
 

@@ -343,7 +343,7 @@ class SQLiteStore(SQLiteRecords, RunStore):
         doomed = f"status IN ({', '.join('?' * len(chosen))}) AND updated_at < ?"
         params = [*chosen, before]
         with self._writing() as db:
-            for table in ("tasks", "journal"):
+            for table in ("tasks", "journal", "feedback"):
                 db.execute(f"DELETE FROM {table} WHERE run_id IN "
                            f"(SELECT run_id FROM runs WHERE {doomed})", params)
             deleted: int = db.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
@@ -379,7 +379,7 @@ class SQLiteStore(SQLiteRecords, RunStore):
         try:
             with self._writing() as db:
                 outbox_sql.forget_runs(db, doomed, params)
-                for table in ("tasks", "journal"):
+                for table in ("tasks", "journal", "feedback"):
                     db.execute(f"DELETE FROM {table} WHERE run_id IN "
                                f"(SELECT run_id FROM runs WHERE {doomed})", params)
                 deleted: int = db.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount

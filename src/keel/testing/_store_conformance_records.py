@@ -72,6 +72,17 @@ class RecordsConformance:
         assert [f.feedback_id for f in await store.list_feedback()] == ["f3"]
         assert await store.list_feedback(tenant="globex") == []
 
+    async def test_feedback_goes_with_its_run(self, store: RunStore) -> None:
+        await store.create_run(sample_run("old", status="completed", created_at=_T0))
+        await store.create_run(sample_run("new", status="completed", created_at=_T0 + 10,
+                                          conversation="c1", tenant="acme"))
+        await store.create_run(sample_run("keep", created_at=_T0 + 20))
+        for run_id in ("old", "new", "keep"):
+            await store.put_feedback(_fb(f"f-{run_id}", run_id, _T0, thumbs="up"))
+        assert await store.prune_runs(before=_T0 + 5) == 1
+        assert await store.delete_conversation("c1", tenant="acme") == 1
+        assert [f.run_id for f in await store.list_feedback()] == ["keep"]
+
     async def test_feedback_with_many_run_ids(self, store: RunStore) -> None:
         for i in range(3):
             await store.create_run(sample_run(f"r{i}", created_at=_T0 + i))
