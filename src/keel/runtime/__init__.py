@@ -40,6 +40,7 @@ from keel.runtime._middleware import (
     ToolCallInput,
     ToolNext,
 )
+from keel.runtime._quorum import approval_reviews, review_summary, reviewers_needed
 from keel.runtime._replay import (
     ReplayDivergence,
     ReplayReport,
@@ -116,6 +117,7 @@ __all__ = [
     "ToolNext",
     "WorkOutcome",
     "Worker",
+    "approval_reviews",
     "cancel_run",
     "check_name",
     "claim_escalation",
@@ -132,6 +134,8 @@ __all__ = [
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",
+    "review_summary",
+    "reviewers_needed",
     "run_sub_agent",
     "stored_number",
     "using_store",

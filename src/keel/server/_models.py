@@ -134,6 +134,12 @@ class TaskView(BaseModel):
     by: str | None = None
     resolved_at: float | None = None
     data: Any = None
+    #: For an approval: how many different people must approve (1 for most), and every
+    #: person's part so far (who, approved, comment, decided_at); None for an escalation.
+    reviewers: int | None = None
+    reviews: list[dict[str, Any]] | None = None
+    #: ``"1 of 2 approved (ana)"`` for an approval that needs several people, else None.
+    progress: str | None = None
 
 
 class TaskWithRun(TaskView):
