@@ -175,6 +175,33 @@ class Costs(BaseModel):
     rows: list[CostRow]
 
 
+class FailureModeView(BaseModel):
+    kind: str
+    cause: str
+    where: str
+    count: int
+    runs: int
+    share: float
+    examples: list[str]
+    first_seen: float
+    last_seen: float
+    mitigation: str
+
+
+class Failures(BaseModel):
+    """The failure-modes report of the caller's tenant (``keel runs failures``)."""
+
+    since: float | None = None
+    agent: str | None = None
+    tenant: str | None = None
+    runs: int
+    failed: int
+    blocked: int
+    escalated: int
+    complete: bool
+    modes: list[FailureModeView]
+
+
 class AuditEntryView(BaseModel):
     id: int
     at: float
