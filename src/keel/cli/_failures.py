@@ -80,7 +80,7 @@ def runs_failures(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """The failure-modes report: the top ways runs failed, were blocked or escalated.
+    """Report the top ways runs failed, were blocked or escalated (failure modes).
 
     Each mode: what happened (error type, guard, approval denied, budget, breaker, rate
     limit, escalation trigger, tool error), where (tool, model, input), how often and in how
