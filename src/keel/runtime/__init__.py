@@ -25,6 +25,7 @@ from keel.runtime._feedback import (
     feedback_summary,
     record_feedback,
     record_feedback_sync,
+    summarize_feedback,
 )
 from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
 from keel.runtime._guarding import GuardDecision, GuardInput, Place
@@ -144,6 +145,7 @@ __all__ = [
     "resolve_unknown_outcome",
     "run_sub_agent",
     "stored_number",
+    "summarize_feedback",
     "using_store",
     "worker_id",
 ]

@@ -124,7 +124,7 @@ class FeedbackSummary:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def summarize(records: Sequence[Feedback]) -> FeedbackSummary:
+def summarize_feedback(records: Sequence[Feedback]) -> FeedbackSummary:
     """The :class:`FeedbackSummary` of ``records`` (in any order)."""
     newest: dict[tuple[str, str | None], Feedback] = {}
     for f in records:
@@ -150,7 +150,8 @@ async def feedback_summary(store: RunStore, run_ids: Collection[str] | None = No
     tenant), given at or after ``since`` (epoch seconds or a datetime): thumbs up and down,
     the mean score and the negative rate, with each person's newest verdict on a run
     counting once (see :class:`FeedbackSummary`)."""
-    return summarize(await all_feedback(store, run_ids=run_ids, tenant=tenant, since=since))
+    records = await all_feedback(store, run_ids=run_ids, tenant=tenant, since=since)
+    return summarize_feedback(records)
 
 
 async def all_feedback(store: RunStore, *, run_ids: Collection[str] | None = None,
