@@ -144,14 +144,15 @@ def summarize_feedback(records: Sequence[Feedback]) -> FeedbackSummary:
 
 
 async def feedback_summary(store: RunStore, run_ids: Collection[str] | None = None,
-                           tenant: str | None = None, since: float | None = None,
-                           ) -> FeedbackSummary:
+                           tenant: str | None = None, since: float | datetime | None = None,
+                           *, until: float | datetime | None = None) -> FeedbackSummary:
     """Count the feedback on ``run_ids`` (None: every run), within ``tenant`` (None: every
-    tenant), given at or after ``since`` (epoch seconds or a datetime): thumbs up and down,
-    the mean score and the negative rate, with each person's newest verdict on a run
-    counting once (see :class:`FeedbackSummary`)."""
+    tenant), given at or after ``since`` and before ``until`` (epoch seconds or datetimes):
+    thumbs up and down, the mean score and the negative rate, with each person's newest
+    verdict on a run counting once (see :class:`FeedbackSummary`)."""
     records = await all_feedback(store, run_ids=run_ids, tenant=tenant, since=since)
-    return summarize_feedback(records)
+    end = epoch_since(until)
+    return summarize_feedback([f for f in records if end is None or f.created_at < end])
 
 
 async def all_feedback(store: RunStore, *, run_ids: Collection[str] | None = None,
