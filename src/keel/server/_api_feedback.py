@@ -5,6 +5,7 @@ is "not found"), recorded by :func:`keel.record_feedback` and counted in the
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -98,12 +99,15 @@ async def _record(s: ServerState, run_id: str, who: Principal) -> RunRecord:
 
 
 @router.post("/runs/{run_id}/feedback", summary="Give feedback on a run", status_code=201,
-             response_model=FeedbackView)
+             response_model=FeedbackView,
+             responses={200: {"model": FeedbackView, "description": "a retry: the "
+                              "feedback_id was kept already; the kept record, unchanged"}})
 async def give_feedback(run_id: RunId, body: GiveFeedback, request: Request,
                         response: Response,
                         who: Annotated[Principal, Depends(_may_give)]) -> dict[str, Any]:
     s = state(request)
     record = await _record(s, run_id, who)
+    asked_at = time.time()
     try:
         kept = await record_feedback(run_id, thumbs=body.thumbs, score=body.score,
                                      comment=body.comment, by=body.by or who.who,
@@ -113,10 +117,13 @@ async def give_feedback(run_id: RunId, body: GiveFeedback, request: Request,
         raise not_found("run", run_id) from None
     except UserError as exc:
         raise ApiError(400, "invalid", str(exc)) from None
+    response.headers["Location"] = f"/v1/runs/{run_id}/feedback"
+    if kept.created_at < asked_at:  # a retry of a feedback_id already kept: nothing new
+        response.status_code = 200
+        return feedback_view(s, kept, record)
     count_feedback(kept, agent=record.agent)
     await s.audit(who, "run.feedback", run_id, {"feedback_id": kept.feedback_id,
                                                 "thumbs": kept.thumbs, "score": kept.score})
-    response.headers["Location"] = f"/v1/runs/{run_id}/feedback"
     return feedback_view(s, kept, record)
 
 
