@@ -187,3 +187,20 @@ def test_export_of_one_run_still_works(keel: Invoke, store: str) -> None:
     assert out.exit_code == 0, out
     data: dict[str, Any] = json.loads(out.stdout)
     assert data["run"]["run_id"] == run_id
+
+
+def test_stats_shows_the_feedback_of_its_window(keel: Invoke, store: str) -> None:
+    desk = [_run(store, f"q{i}") for i in range(3)]
+    other = _run(store, "route me", agent="router")
+    for run_id, flag in ((desk[0], "--up"), (desk[1], "--down"), (other, "--down")):
+        assert keel("feedback", run_id, flag, "--store", store).exit_code == 0
+    assert keel("feedback", desk[1], "--up", "--by", "second", "--store", store).exit_code == 0
+    out = keel("stats", "--store", store)
+    assert out.exit_code == 0, out
+    assert "Feedback: 4 verdict(s) on 3 run(s): 2 up, 2 down, mean score -, negative rate " \
+        "50.0%." in out.stdout
+    data = json.loads(keel("stats", "--json", "--agent", "desk", "--store", store).stdout)
+    assert (data["feedback"]["verdicts"], data["feedback"]["down"]) == (3, 1)
+    later = json.loads(keel("stats", "--json", "--since", "2999-01-01", "--store",
+                            store).stdout)
+    assert later["feedback"]["verdicts"] == 0
