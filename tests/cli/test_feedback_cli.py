@@ -106,6 +106,9 @@ def test_an_unknown_run_or_store_is_not_found(keel: Invoke, store: str,
     assert out.exit_code == 2 and "no run store" in out.stderr, out
     assert not (tmp_path / "none.db").exists()
     assert keel("feedback", "list", "--since", "yesterday", "--store", store).exit_code == 2
+    out = keel("runs", "export", "--as-dataset", str(tmp_path / "d.jsonl"), "--store", missing)
+    assert out.exit_code == 2 and "no run store" in out.stderr, out
+    assert not (tmp_path / "d.jsonl").exists() and not (tmp_path / "none.db").exists()
 
 
 def _cases(path: Path) -> list[Case]:

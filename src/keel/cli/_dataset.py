@@ -19,6 +19,7 @@ from keel.cli._errors import CliError
 from keel.cli._scrub import data_policy
 from keel.cli._text import Screen
 from keel.evals import Case, HarvestFilter, harvest
+from keel.store import RunStore
 
 
 def dataset_filter(options: dict[str, Any], now: float) -> HarvestFilter:
@@ -46,7 +47,11 @@ def export_dataset(screen: Screen, url: str, target: str, filt: HarvestFilter, *
         raise CliError(f"{target} is a directory; give --as-dataset a file path "
                        "(e.g. dataset.jsonl).")
     policy = data_policy() if redact else None
-    cases = asyncio.run(_harvest(url, filt, redact, policy))
+    opened = open_existing(url)
+    if opened is None:
+        raise CliError(f"there is no run store at {url} yet; pass --store (or set KEEL_STORE) "
+                       "to the store the runs were written to. Nothing was written.")
+    cases = asyncio.run(_harvest(opened, filt, redact, policy))
     text = "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in cases)
     if path is None:
         typer.echo(text, nl=False)
@@ -66,9 +71,7 @@ def export_dataset(screen: Screen, url: str, target: str, filt: HarvestFilter, *
         screen.note("No runs match the filters.")
 
 
-async def _harvest(url: str, filt: HarvestFilter, redact: bool, policy: Any) -> list[Case]:
-    opened = open_existing(url)
-    if opened is None:
-        return []
+async def _harvest(opened: RunStore, filt: HarvestFilter, redact: bool,
+                   policy: Any) -> list[Case]:
     async with opened:
         return await harvest(opened, filt, redact=redact, policy=policy)

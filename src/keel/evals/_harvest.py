@@ -116,13 +116,16 @@ async def harvest(store: RunStore, filt: HarvestFilter | None = None, *, redact:
         raise EvalError(f"policy= is a keel.guard.DataPolicy, not {type(policy).__name__}")
     scrub = _Scrubber(policy or DataPolicy() if redact else None)
     cases: list[Case] = []
+    seen: set[str] = set()  # runs started while paging shift the pages: never one twice
     offset = 0
     while len(cases) < filt.limit:
         page = await store.list_runs(RunFilter(status=filt.status, agent=filt.agent,
                                                tenant=filt.tenant, limit=_PAGE,
                                                offset=offset))
         offset += len(page)
-        fresh = [r for r in page if filt.since is None or r.created_at >= filt.since]
+        recent = [r for r in page if filt.since is None or r.created_at >= filt.since]
+        fresh = [r for r in recent if r.run_id not in seen]
+        seen.update(r.run_id for r in fresh)
         facts = await _facts(store, fresh, filt)
         for record in fresh:
             fact = facts.get(record.run_id)
@@ -132,7 +135,7 @@ async def harvest(store: RunStore, filt: HarvestFilter | None = None, *, redact:
                     cases.append(case)
                     if len(cases) == filt.limit:
                         break
-        if len(page) < _PAGE or len(fresh) < len(page):  # the rest are older than since
+        if len(page) < _PAGE or len(recent) < len(page):  # the rest are older than since
             break
     return cases
 
