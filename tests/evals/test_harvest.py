@@ -36,7 +36,7 @@ class Runs:
     other_agent: str
 
 
-@pytest.fixture(params=BACKENDS[:1])
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
     async with fresh_store(request.param, tmp_path, "keel_harvest") as opened:
         yield opened

@@ -19,7 +19,7 @@ from keel.testing import ScriptedModel
 from tests._stores import BACKENDS, fresh_store
 
 
-@pytest.fixture(params=BACKENDS[:1])  # SQL backends: TODO after merge
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
     async with fresh_store(request.param, tmp_path, "keel_feedback") as opened:
         yield opened
