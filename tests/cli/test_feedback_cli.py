@@ -207,3 +207,16 @@ def test_stats_shows_the_feedback_of_its_window(keel: Invoke, store: str) -> Non
     later = json.loads(keel("stats", "--json", "--since", "2999-01-01", "--store",
                             store).stdout)
     assert later["feedback"]["verdicts"] == 0
+
+
+def test_hostile_comments_are_shown_inert(keel: Invoke, store: str) -> None:
+    run_id = _run(store, "hello")
+    hostile = "[bold red]x[/] \x1b[31mRED\x1b[0m \u202eevil"
+    assert keel("feedback", run_id, "--down", "--comment", hostile, "--store",
+                store).exit_code == 0
+    [kept] = _stored(store)
+    assert kept.comment == hostile, "kept as written"
+    out = keel("feedback", "list", "--store", store)
+    assert out.exit_code == 0, out
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout
+    assert "[bold red]x[/]" in out.stdout and "\\x1b[31mRED" in out.stdout
