@@ -15,6 +15,7 @@ import pytest
 import keel
 from keel import Agent, MemoryStore, RunNotFound, RunStore, UserError
 from keel.runtime import FeedbackSummary, feedback_summary
+from keel.store import Feedback
 from keel.testing import ScriptedModel
 from tests._stores import BACKENDS, fresh_store
 
@@ -147,3 +148,29 @@ async def test_summary_refuses_bad_arguments() -> None:
         await feedback_summary(store, since="yesterday")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="needs a RunStore"):
         await feedback_summary("memory:")  # type: ignore[arg-type]
+
+
+def test_the_default_store_is_where_runs_go(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'default.db'}"
+    monkeypatch.setenv("KEEL_STORE", url)
+    run_id = Agent("desk", model=ScriptedModel(["hi"])).run_sync("hello").run_id
+    kept = keel.record_feedback_sync(run_id, score=0.75)
+
+    async def read() -> list[keel.store.Feedback]:
+        async with keel.open_store(url) as opened:
+            return await opened.list_feedback(run_ids=[run_id])
+
+    assert [(f.feedback_id, f.score) for f in asyncio.run(read())] == [(kept.feedback_id, 0.75)]
+
+
+async def test_summary_until_leaves_out_later_feedback() -> None:
+    store = MemoryStore()
+    run_id = await _run(store)
+    for n, thumbs in ((1, "down"), (2, "up")):
+        await store.put_feedback(Feedback(feedback_id=f"f{n}", run_id=run_id,
+                                          created_at=1000.0 * n, thumbs=thumbs, by="a"))
+    before = await feedback_summary(store, until=2000.0)
+    assert (before.records, before.down, before.up) == (1, 1, 0)
+    with pytest.raises(UserError, match="since="):
+        await feedback_summary(store, until="now")  # type: ignore[arg-type]
