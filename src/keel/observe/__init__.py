@@ -31,6 +31,7 @@ from keel.observe._latency import LatencyBudget, RunTimings
 from keel.observe._metrics import (
     Metrics,
     TenantOf,
+    count_feedback,
     instruments,
     refresh_human_tasks,
     use_opentelemetry,
@@ -90,6 +91,7 @@ __all__: list[str] = [
     "TenantOf",
     "Tracing",
     "audit_events_of",
+    "count_feedback",
     "deterministic",
     "estimate_prompt_tokens",
     "failure_modes",
