@@ -220,6 +220,8 @@ def events_of_run(record: RunRecord, entries: Sequence[JournalEntry]) -> list[_E
 
 
 def _tool_event(e: JournalEntry) -> _Event | None:
+    if e.kind != "tool" or not isinstance(e.data, dict) or not e.data.get("failure"):
+        return None  # most entries: nothing failed (and no JSON to check)
     found = tool_failure(e)
     if found is None:
         return None
