@@ -2,23 +2,87 @@
 comparison, shadow runs and red teaming. Every evaluation is a set of ordinary journaled runs.
 """
 
+from keel.evals._behaviour import (
+    REFUSAL_PATTERNS,
+    Behaviour,
+    ToolTrajectory,
+    behaviour,
+    tool_trajectory,
+)
 from keel.evals._case import ARG_OPERATORS, Case, Expect, ToolExpect
+from keel.evals._dataset import Dataset, load_dataset
 from keel.evals._errors import DatasetError, EvalError
+from keel.evals._gate import Gate, GateResult, MetricCheck, check_gate
+from keel.evals._judge import LLMJudge, llm_judge, parse_score
+from keel.evals._metrics import compute_metrics
+from keel.evals._observed import Observed
 from keel.evals._results import REPORT_FORMAT, VOLATILE, CaseResult, Report, Score
+from keel.evals._run import BUDGET_SPENT, default_scorers, evaluate, evaluate_sync
+from keel.evals._scorers import (
+    Scorer,
+    contains,
+    cost,
+    exact_match,
+    fuzzy_match,
+    json_schema,
+    latency,
+    regex,
+    scorer,
+    steps,
+    typed_output,
+)
+from keel.evals._writers import load_report, save_report, to_junit_xml, to_markdown
 
-for _cls in (Case, CaseResult, DatasetError, EvalError, Expect, Report, Score, ToolExpect):
+for _cls in (Behaviour, Case, CaseResult, Dataset, DatasetError, EvalError, Expect, Gate,
+             GateResult, LLMJudge, MetricCheck, Observed, Report, Score, Scorer, ToolExpect,
+             ToolTrajectory):
     _cls.__module__ = __name__
 
 __all__ = [
     "ARG_OPERATORS",
+    "BUDGET_SPENT",
+    "REFUSAL_PATTERNS",
     "REPORT_FORMAT",
     "VOLATILE",
+    "Behaviour",
     "Case",
     "CaseResult",
+    "Dataset",
     "DatasetError",
     "EvalError",
     "Expect",
+    "Gate",
+    "GateResult",
+    "LLMJudge",
+    "MetricCheck",
+    "Observed",
     "Report",
     "Score",
+    "Scorer",
     "ToolExpect",
+    "ToolTrajectory",
+    "behaviour",
+    "check_gate",
+    "compute_metrics",
+    "contains",
+    "cost",
+    "default_scorers",
+    "evaluate",
+    "evaluate_sync",
+    "exact_match",
+    "fuzzy_match",
+    "json_schema",
+    "latency",
+    "llm_judge",
+    "load_dataset",
+    "load_report",
+    "parse_score",
+    "regex",
+    "save_report",
+    "scorer",
+    "steps",
+    "to_junit_xml",
+    "to_markdown",
+    "tool_trajectory",
+    "typed_output",
 ]
