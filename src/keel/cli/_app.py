@@ -24,6 +24,7 @@ from keel.cli._conversations import register as register_conversations
 from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
+from keel.cli._eval import register as register_eval
 from keel.cli._events import register as register_events
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
@@ -56,7 +57,7 @@ from keel.runtime import default_store_url, register_engine
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
                  "keys", "stats", "cost", "worker", "serve", "mcp", "replay", "fork", "diff",
-                 "demo")
+                 "eval", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -141,6 +142,7 @@ register_conversations(app)
 register_serve(app)
 register_mcp(app)
 register_events(app)
+register_eval(app)
 
 
 def _version(value: bool) -> None:
