@@ -208,7 +208,7 @@ def test_bad_arguments_say_what_to_pass() -> None:
     agent = make_agent()
     with pytest.raises(EvalError, match="keel Agent or Flow"):
         evaluate_sync(object(), ds)
-    with pytest.raises(EvalError, match="takes a keel.evals.Dataset"):
+    with pytest.raises(EvalError, match=r"takes a keel\.evals\.Dataset"):
         evaluate_sync(agent, [{"id": "a"}])  # type: ignore[arg-type]
     for bad in (0, 1001, 2.5, True):
         with pytest.raises(EvalError, match="concurrency is a whole number"):
@@ -217,7 +217,7 @@ def test_bad_arguments_say_what_to_pass() -> None:
         evaluate_sync(agent, ds, max_cost_usd=-1)
     with pytest.raises(EvalError, match="two scorers are named 'exact_match'"):
         evaluate_sync(agent, ds, scorers=[exact_match(), exact_match()])
-    with pytest.raises(EvalError, match="wrap a function with keel.evals.scorer"):
+    with pytest.raises(EvalError, match=r"wrap a function with keel\.evals\.scorer"):
         evaluate_sync(agent, ds, scorers=[lambda c, o: 1.0])  # type: ignore[list-item]
     with pytest.raises(EvalError, match="scores nothing"):
         evaluate_sync(agent, ds, scorers=[])

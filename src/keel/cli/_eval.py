@@ -168,8 +168,8 @@ def _table(report: Report, gate: GateResult | None) -> Table:
         check = gate.check(metric)
         if check is None:
             continue
-        verdict = ("[red]regressed[/]" if check.regressed else "[green]improved[/]"
-                   if check.improved else "not gated" if check.allowed is None else "ok")
+        verdict = ("not gated" if check.allowed is None else "[red]regressed[/]"
+                   if check.regressed else "[green]improved[/]" if check.improved else "ok")
         table.add_row(metric, "-" if check.baseline is None else f"{check.baseline:.4g}",
                       f"{value:.4g}", "-" if check.delta is None else f"{check.delta:+.4g}",
                       verdict)

@@ -120,8 +120,8 @@ def to_markdown(report: Report, gate: GateResult | None = None, *,
         for m in gate.checks:
             if m.metric == "latency_s":
                 continue
-            verdict = "regressed" if m.regressed else "improved" if m.improved else \
-                "not gated" if m.allowed is None else "ok"
+            verdict = "not gated" if m.allowed is None else "regressed" if m.regressed \
+                else "improved" if m.improved else "ok"
             lines.append(f"| {m.metric} | {_num(m.baseline)} | {_num(m.current)} | "
                          f"{_num(m.delta)} | {_num(m.allowed)} | {verdict} |")
     else:
