@@ -279,3 +279,37 @@ def test_llm_judge_arguments() -> None:
         llm_judge(judge_model([]), "rubric", threshold=2)
     as_agent = llm_judge(Agent("mine", model=judge_model([])), "rubric")
     assert as_agent.name == "llm_judge"
+
+
+def test_a_flow_is_evaluated_like_an_agent_with_its_sub_runs_tool_calls() -> None:
+    from keel import FlowContext, flow
+
+    inner = make_agent()
+
+    @flow("pipeline", agents=[inner])
+    async def pipeline(ctx: FlowContext, text: str) -> str:
+        found = await ctx.run_agent(inner, text)
+        return f"pipeline: {found.output}"
+
+    ds = Dataset.from_cases("f", [
+        {"id": "t", "input": "where is 7", "expected": "pipeline: done",
+         "expect": {"tools": [{"name": "lookup", "args": {"order": "7"}}]}},
+        {"id": "c", "input": [{"role": "user", "content": "a"},
+                              {"role": "user", "content": "b"}], "expected": "pipeline: B"}])
+    store = MemoryStore()
+    report = evaluate_sync(pipeline, ds, store=store)
+    t, c = report.cases
+    assert report.subject == {"name": "pipeline", "version": None}
+    assert t.passed and t.tool_calls == ({"name": "lookup", "args": {"order": "7"}},)
+    assert c.passed and len(c.run_ids) == 2
+
+
+def test_a_subject_that_cannot_start_fails_before_any_case() -> None:
+    from keel import MissingCredentials
+
+    agent = Agent("needs-key", model="openai:gpt-4o-mini")
+    ds = Dataset.from_cases("d", [{"id": "a", "input": "q"}])
+    store = MemoryStore()
+    with pytest.raises(MissingCredentials):
+        evaluate_sync(agent, ds, store=store)
+    assert asyncio.run(store.list_runs()) == []

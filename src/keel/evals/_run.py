@@ -111,6 +111,9 @@ async def evaluate(subject: Any, dataset: Dataset, *, scorers: Sequence[Scorer] 
     chosen = default_scorers(dataset) if scorers is None else check_scorers(scorers)
     if progress is not None and not callable(progress):
         raise EvalError("progress is a function progress(done, total, case_result)")
+    prepare = getattr(subject, "prepare", None)
+    if callable(prepare):
+        prepare()  # an unknown model id or a missing key fails here, not in every case
     eval_id = f"eval-{uuid.uuid4().hex[:16]}"
     started, clock = time.time(), time.perf_counter()
     async with using_store(store) as opened:
