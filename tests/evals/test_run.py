@@ -28,6 +28,7 @@ from keel.evals import (
 from keel.runtime import Guardrail
 from keel.store import MemoryStore, RunStore, open_store
 from keel.testing import FunctionModel, call
+from tests._stores import BACKENDS, fresh_store
 
 
 @tool(risk="read")
@@ -194,13 +195,25 @@ def test_progress_is_called_per_case_and_results_keep_dataset_order() -> None:
     assert [c.case_id for c in report.cases] == [str(i) for i in range(6)]
 
 
-def test_two_runs_give_equal_comparable_reports() -> None:
+async def _twice(kind: str, tmp_path: Path) -> tuple[Report, Report, list[str]]:
     ds = Dataset.from_cases("mixed", CASES)
-    one = evaluate_sync(make_agent(), ds, store=MemoryStore(), concurrency=4)
-    two = evaluate_sync(make_agent(), ds, store=MemoryStore(), concurrency=1)
+    async with fresh_store(kind, tmp_path, "evals") as store:
+        one = await evaluate(make_agent(), ds, store=store, concurrency=4)
+        two = await evaluate(make_agent(), ds, store=store, concurrency=1)
+        statuses = [(await store.get_run(c.run_ids[0])).status for c in two.cases
+                    if c.case_id in ("approval", "escalate")]
+    return one, two, statuses
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_two_runs_give_equal_comparable_reports_on_every_store(kind: str,
+                                                               tmp_path: Path) -> None:
+    one, two, statuses = asyncio.run(_twice(kind, tmp_path))
     assert one.comparable() == two.comparable()
     assert one.extra["eval_id"] != two.extra["eval_id"]
     assert Report.from_dict(one.to_dict()).comparable() == one.comparable()
+    assert statuses == ["cancelled", "cancelled"]
+    assert one.metrics["pass_rate"] == pytest.approx(6 / 7, abs=1e-6)  # all but "crash"
 
 
 def test_bad_arguments_say_what_to_pass() -> None:
