@@ -147,3 +147,16 @@ def test_max_cost_reports_unrun_cases(keel: Keel, target: str, data: Path, store
     assert r.exit_code == 0, r
     assert "EvalBudgetSpent: eval budget spent" in r.stdout
     assert "0 of 2 cases passed" in r.stdout
+
+
+def test_hostile_case_ids_and_names_are_printed_inert(keel: Keel, target: str,
+                                                      tmp_path: Path, store: str) -> None:
+    hostile = "[bold red]x[/] \u001b[31mred"
+    path = tmp_path / "[red]evil.jsonl"
+    path.write_text(json.dumps({"id": hostile, "input": "q", "expected": "nope"}) + "\n",
+                    encoding="utf-8")
+    r = keel("eval", target, str(path), "--store", store)
+    assert r.exit_code == 0, r
+    assert "\u001b[31m" not in r.output  # the escape is shown, never sent to the terminal
+    assert "failed [bold red]x[/] " in r.stdout  # markup shown as text, not applied
+    assert "[red]evil" in r.stdout

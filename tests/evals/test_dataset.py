@@ -170,3 +170,9 @@ def test_from_cases_checks_like_a_file() -> None:
         Dataset.from_cases("x", [])
     with pytest.raises(DatasetError, match="needs a name"):
         Dataset.from_cases("", CASES)
+
+
+def test_yaml_aliases_are_refused(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    with pytest.raises(DatasetError, match=r"bomb\.yaml:2: not valid YAML \(aliases"):
+        load_dataset(write(tmp_path, "bomb.yaml", bomb))

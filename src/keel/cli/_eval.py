@@ -152,8 +152,8 @@ async def _evaluate(subject: Any, dataset: Dataset, scorers: list[Scorer] | None
 
 
 def _table(report: Report, gate: GateResult | None) -> Table:
-    table = Table(title=f"keel eval · {report.subject.get('name')} on "
-                        f"{report.dataset.get('name')} ({len(report.cases)} cases)")
+    table = Table(title=safe(f"keel eval · {report.subject.get('name')} on "
+                             f"{report.dataset.get('name')} ({len(report.cases)} cases)"))
     table.add_column("metric")
     if gate is not None:
         table.add_column("baseline", justify="right")

@@ -177,7 +177,7 @@ def _yaml_rows(data: bytes, where: str) -> list[tuple[int, object]]:
         raise DatasetError(f"not UTF-8 text (byte {exc.start + 1}); save the file as UTF-8",
                            source=where) from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_loader(yaml))  # a SafeLoader without aliases
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -191,6 +191,22 @@ def _yaml_rows(data: bytes, where: str) -> list[tuple[int, object]]:
         raise DatasetError(f"a YAML dataset is a list of case objects (- id: ...), not a "
                            f"{type(loaded).__name__}", source=where)
     return list(enumerate(loaded, start=1))
+
+
+def _loader(yaml: Any) -> Any:
+    """PyYAML's safe loader without aliases: ``*name`` shares one object many times, and a
+    few nested aliases make a small file expand into an exponentially large dataset."""
+
+    class NoAliases(yaml.SafeLoader):  # type: ignore[misc]
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not allowed in a dataset; write the "
+                    "value out", event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliases
 
 
 def _from_rows(name: str, rows: list[tuple[int, object]], where: str) -> Dataset:
