@@ -13,6 +13,7 @@ from keel.evals._case import ARG_OPERATORS, Case, Expect, ToolExpect
 from keel.evals._dataset import Dataset, load_dataset
 from keel.evals._errors import DatasetError, EvalError
 from keel.evals._gate import Gate, GateResult, MetricCheck, check_gate
+from keel.evals._harvest import MAX_HARVEST, HarvestFilter, harvest
 from keel.evals._judge import LLMJudge, llm_judge, parse_score
 from keel.evals._metrics import compute_metrics
 from keel.evals._observed import Observed
@@ -34,13 +35,14 @@ from keel.evals._scorers import (
 from keel.evals._writers import load_report, save_report, to_junit_xml, to_markdown
 
 for _cls in (Behaviour, Case, CaseResult, Dataset, DatasetError, EvalError, Expect, Gate,
-             GateResult, LLMJudge, MetricCheck, Observed, Report, Score, Scorer, ToolExpect,
-             ToolTrajectory):
+             GateResult, HarvestFilter, LLMJudge, MetricCheck, Observed, Report, Score, Scorer,
+             ToolExpect, ToolTrajectory):
     _cls.__module__ = __name__
 
 __all__ = [
     "ARG_OPERATORS",
     "BUDGET_SPENT",
+    "MAX_HARVEST",
     "REFUSAL_PATTERNS",
     "REPORT_FORMAT",
     "VOLATILE",
@@ -53,6 +55,7 @@ __all__ = [
     "Expect",
     "Gate",
     "GateResult",
+    "HarvestFilter",
     "LLMJudge",
     "MetricCheck",
     "Observed",
@@ -71,6 +74,7 @@ __all__ = [
     "evaluate_sync",
     "exact_match",
     "fuzzy_match",
+    "harvest",
     "json_schema",
     "latency",
     "llm_judge",
