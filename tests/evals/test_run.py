@@ -326,3 +326,19 @@ def test_a_subject_that_cannot_start_fails_before_any_case() -> None:
     with pytest.raises(MissingCredentials):
         evaluate_sync(agent, ds, store=store)
     assert asyncio.run(store.list_runs()) == []
+
+
+def test_cases_harvested_from_the_journal_evaluate_as_a_dataset(tmp_path: Path) -> None:
+    from keel.evals import HarvestFilter, harvest
+
+    async def go() -> tuple[Report, Dataset]:
+        async with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            await evaluate(make_agent(), Dataset.from_cases("mixed", CASES), store=store)
+            harvested = await harvest(store, HarvestFilter(approval=True))
+            dataset = Dataset.from_cases("harvested", harvested)
+            return await evaluate(make_agent(), dataset, store=store), dataset
+
+    report, dataset = asyncio.run(go())
+    assert [c.turns for c in dataset.cases] == [["refund it"]]
+    assert dataset.cases[0].expect.approval is True
+    assert report.cases[0].passed and report.metrics["behaviour"] == 1.0
