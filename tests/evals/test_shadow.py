@@ -16,7 +16,7 @@ import pytest
 
 from keel import Agent, ApprovalRequired, MemoryStore, tool
 from keel.core import Message, ToolContext
-from keel.evals import EvalError, Shadow, ShadowTools, shadow_report
+from keel.evals import EvalError, Shadow, shadow_report
 from keel.runtime import ApprovalPolicy, ApprovalRule
 from keel.store import RunFilter, SQLiteStore, TaskFilter
 from keel.testing import FunctionModel, call

@@ -5,17 +5,20 @@ comparison, shadow runs and red teaming. Every evaluation is a set of ordinary j
 from keel.evals._case import ARG_OPERATORS, Case, Expect, ToolExpect
 from keel.evals._compare import CASE_METRICS, LOWER_IS_BETTER, Comparison, MetricDiff, compare
 from keel.evals._errors import DatasetError, EvalError
+from keel.evals._pairwise import DEFAULT_RUBRIC, PairwiseCase, PairwiseReport, pairwise
 from keel.evals._results import REPORT_FORMAT, VOLATILE, CaseResult, Report, Score
 from keel.evals._shadow import SHADOW_KEY, Shadow, ShadowStats, ShadowTools
 from keel.evals._shadow_report import ShadowReport, Spread, shadow_report
 
-for _cls in (Case, CaseResult, Comparison, DatasetError, EvalError, Expect, MetricDiff, Report,
+for _cls in (Case, CaseResult, Comparison, DatasetError, EvalError, Expect, MetricDiff,
+             PairwiseCase, PairwiseReport, Report,
              Score, Shadow, ShadowReport, ShadowStats, ShadowTools, Spread, ToolExpect):
     _cls.__module__ = __name__
 
 __all__ = [
     "ARG_OPERATORS",
     "CASE_METRICS",
+    "DEFAULT_RUBRIC",
     "LOWER_IS_BETTER",
     "REPORT_FORMAT",
     "SHADOW_KEY",
@@ -27,6 +30,8 @@ __all__ = [
     "EvalError",
     "Expect",
     "MetricDiff",
+    "PairwiseCase",
+    "PairwiseReport",
     "Report",
     "Score",
     "Shadow",
@@ -36,5 +41,6 @@ __all__ = [
     "Spread",
     "ToolExpect",
     "compare",
+    "pairwise",
     "shadow_report",
 ]

@@ -89,8 +89,9 @@ class Comparison:
         cases left out."""
         level = f"{self.confidence:.0%}"
         lines = [f"## A/B: {_subject(self.a)} (A) vs {_subject(self.b)} (B)", "",
-                 f"Dataset {self.dataset.get('name', '?')} ({str(self.dataset.get('hash', ''))[:12]}"
-                 f"), {self.paired} paired cases; {level} paired bootstrap intervals "
+                 f"Dataset {self.dataset.get('name', '?')} "
+                 f"({str(self.dataset.get('hash', ''))[:12]}), {self.paired} paired cases; "
+                 f"{level} paired bootstrap intervals "
                  f"({self.resamples} resamples, seed {self.seed}).", "",
                  f"| metric | n | A | B | B - A | {level} CI | verdict |",
                  "|---|---:|---:|---:|---:|---|---|"]

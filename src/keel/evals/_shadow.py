@@ -311,17 +311,18 @@ class Shadow:
         task.add_done_callback(self._pending.discard)
         return True
 
-    async def drain(self, timeout: float | None = None) -> None:
-        """Wait for the pending shadow runs (tests, shutdown); with ``timeout`` (seconds),
-        cancel those still running after it."""
-        if not self._pending:
-            return
-        tasks = list(self._pending)
-        done, still = await asyncio.wait(tasks, timeout=timeout)
-        for task in still:
-            task.cancel()
-        if still:
-            await asyncio.wait(still)
+    async def drain(self) -> None:
+        """Wait for the pending shadow runs (tests, shutdown). To bound the wait, wrap it:
+        ``async with asyncio.timeout(30): await shadow.drain()`` (the shadow runs still
+        pending are then cancelled, like any task at shutdown)."""
+        while self._pending:
+            tasks = list(self._pending)
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                for task in tasks:
+                    task.cancel()
+                raise
 
     async def _shadow(self, production_id: str, input: str, options: dict[str, Any]) -> None:
         where = options.get("store")

@@ -297,8 +297,9 @@ def _error_type(record: RunRecord) -> str:
 
 def _cost(record: RunRecord) -> float:
     value = record.usage.get("cost_usd") if isinstance(record.usage, dict) else None
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0
 
 
 def _spread(values: Iterable[float]) -> Spread:
