@@ -330,3 +330,25 @@ async def test_report_comparisons_fuzzy_and_callable(tmp_path: Path) -> None:
     always = await shadow_report(store, compare=lambda a, b: 0.9)
     assert always.agreement == 1.0
 
+
+
+async def test_a_shadow_a_guard_escalates_is_cancelled_and_nobody_is_asked(
+        tmp_path: Path) -> None:
+    from keel.runtime import GuardDecision, Guardrail
+
+    worried = Guardrail(lambda inp: GuardDecision.escalate("looks sensitive"), places="input")
+    candidate = Agent("v2", model=FunctionModel(candidate_model),
+                      tools=Shop(tmp_path / "c.db").tools, middleware=[worried])
+    shadow = Shadow(candidate, sample=1.0)
+    store = MemoryStore()
+    shop = Shop(tmp_path / "effects.db")
+    result = await shadow.run(production_agent(shop), "refund order 2", store=store)
+    assert result.output == "Refunded 10 on order 2."
+    await shadow.drain()
+    assert shadow.stats.suspended == 1, shadow.stats
+    [shadowed] = [r for r in await store.list_runs() if "shadow_of" in r.metadata]
+    assert shadowed.status == "cancelled"
+    assert [t for t in await store.list_tasks() if t.status != "resolved"] == []
+    [task] = await store.list_tasks()
+    assert task.by == "keel.shadow" and task.resolution["action"] == "dismiss"
+    assert (await shadow_report(store)).errors == {"cancelled": 1}

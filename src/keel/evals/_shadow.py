@@ -39,6 +39,7 @@ from keel.core import (
     ApprovalRequired,
     Escalate,
     ModelResponse,
+    TaskConflict,
     ToolContext,
     canonical_json,
     new_run_id,
@@ -56,9 +57,10 @@ from keel.runtime import (
     ToolCallInput,
     ToolNext,
     cancel_run,
+    resolve_escalation,
     using_store,
 )
-from keel.store import RunStore
+from keel.store import TERMINAL_STATUSES, RunStore, TaskFilter
 from keel.tools import Tool, ToolResult
 
 ReadTools = Literal["replay", "live"]
@@ -72,6 +74,9 @@ UNAVAILABLE = "This information is not available right now."
 #: How many shadow runs may be pending at once by default; more are skipped (and counted).
 DEFAULT_MAX_PENDING = 64
 _KEEP_ERRORS = 20
+#: Who closes a shadow run that stopped for a person, and why.
+SHADOW_BY = "keel.shadow"
+NEVER_WAITS = "a shadow run never waits for a person"
 
 
 @dataclass(slots=True)
@@ -351,10 +356,26 @@ class Shadow:
             self.stats.completed += 1
         except (ApprovalRequired, Escalate):  # a guard escalated: nobody is asked
             self.stats.suspended += 1
-            await cancel_run(run_id, store=store, by="keel.shadow",
-                             reason="a shadow run never waits for a person")
+            await close_waiting(store, run_id)
         finally:
             self.tools.end(run_id)
+
+
+async def close_waiting(store: RunStore, run_id: str) -> None:
+    """End a shadow run that stopped for a person: its open escalations are dismissed by
+    ``keel.shadow`` (which cancels the run and takes the task off the queue), and a run still
+    not finished is cancelled."""
+    tasks = await store.list_tasks(TaskFilter(run_id=run_id, limit=100))
+    for task in tasks:
+        if task.status == "resolved" or task.kind != "escalation":
+            continue
+        try:
+            await resolve_escalation(task.task_id, store=store, by=SHADOW_BY,
+                                     action="dismiss", comment=NEVER_WAITS)
+        except TaskConflict:  # the run was closed by the one before
+            continue
+    if (await store.get_run(run_id)).status not in TERMINAL_STATUSES:
+        await cancel_run(run_id, store=store, by=SHADOW_BY, reason=NEVER_WAITS)
 
 
 def _check(candidate: object, sample: object, store: object, read_tools: object,
