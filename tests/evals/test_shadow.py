@@ -352,3 +352,22 @@ async def test_a_shadow_a_guard_escalates_is_cancelled_and_nobody_is_asked(
     [task] = await store.list_tasks()
     assert task.by == "keel.shadow" and task.resolution["action"] == "dismiss"
     assert (await shadow_report(store)).errors == {"cancelled": 1}
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
+async def test_shadow_and_report_on_every_backend(backend: str, tmp_path: Path) -> None:
+    from tests._stores import fresh_store
+
+    shop = Shop(tmp_path / "effects.db")
+    async with fresh_store(backend, tmp_path, "keel_shadow") as store:
+        shadow = Shadow(candidate_agent(shop), sample=1.0)
+        prod = production_agent(shop)
+        for i in range(8):
+            await shadow.run(prod, f"refund order {i}", store=store, tenant="acme")
+        await shadow.drain()
+        assert shadow.stats.completed == 8 and shadow.stats.reads_replayed == 8
+        report = await shadow_report(store, tenant="acme")
+        assert (report.shadow_runs, report.would_calls, report.agreed) == (
+            8, {"issue_refund": 8}, 6)
+        assert (await shadow_report(store, tenant="other")).shadow_runs == 0
+    assert len(shop.effects()) == 8
