@@ -132,3 +132,9 @@ def test_shadow_report_bad_input(keel: Invoke, store: str, tmp_path: Path) -> No
             keel("shadow", "report", "--store", store, *args)
         assert out.exit_code == 2, (args, out)
         assert fix in out.stderr, (args, out)
+
+
+def test_compare_output_is_scrubbed(keel: Invoke, tmp_path: Path) -> None:
+    a = write_report(tmp_path / "a.json", BASE, name="\x1b[31mred\x1b[0m")
+    out = keel("compare", str(a), str(a))
+    assert out.exit_code == 0 and "\x1b" not in out.output

@@ -131,3 +131,11 @@ def test_large_reports_stay_bounded() -> None:
     b = report([((i + 1) % 10) / 10 for i in range(n)])
     acc = compare(a, b, resamples=500).metric("accuracy")
     assert acc.n == n and acc.ci_low is not None
+
+
+def test_hostile_names_cannot_break_the_markdown() -> None:
+    a = report(base_values(6), name="a|b\n# injected", ids=[f"x|{i}\n" for i in range(6)])
+    b = report(base_values(6), ids=[f"y{i}" for i in range(6)])
+    md = compare(a, b).to_markdown()
+    assert "\n# injected" not in md and "a\\|b" in md
+    assert "x\\|0" in md  # cases only in A are named, escaped
