@@ -371,3 +371,44 @@ async def test_shadow_and_report_on_every_backend(backend: str, tmp_path: Path) 
             8, {"issue_refund": 8}, 6)
         assert (await shadow_report(store, tenant="other")).shadow_runs == 0
     assert len(shop.effects()) == 8
+
+
+async def test_calls_a_guard_would_gate_are_refused_and_counted(tmp_path: Path) -> None:
+    sent: list[str] = []
+
+    @tool(risk="read")
+    def customer(order: str) -> dict[str, str]:
+        """The customer of an order."""
+        return {"email": "ann.lee@example.com"}
+
+    @tool(risk="write")
+    def send_receipt(to: str) -> str:
+        """E-mail a receipt."""
+        sent.append(to)
+        return "sent"
+
+    def model(messages: list[Message], tools: Any, settings: Any) -> Any:
+        turn = _turn(messages)
+        if turn == 0:
+            return call("customer", {"order": "3"})
+        if turn == 1:  # the address comes from the tool's output: tainted
+            return call("send_receipt", {"to": "ann.lee@example.com"})
+        return "done"
+
+    prod = Agent("v1", model=FunctionModel(model), tools=[customer, send_receipt])
+    candidate = Agent("v2", model=FunctionModel(model), tools=[customer, send_receipt])
+    store = MemoryStore()
+    with pytest.raises(ApprovalRequired):  # production waits for a person ...
+        await prod.run("receipt for order 3", store=store)
+    tasks = len(await store.list_tasks())
+    shadow = Shadow(candidate, sample=1.0, read_tools="live")
+    shop = Shop(tmp_path / "effects.db")
+    await shadow.run(production_agent(shop), "receipt for order 3", store=store)
+    await shadow.drain()
+    assert shadow.stats.completed == 1, shadow.stats.errors
+    # ... the shadow asks nobody, sends nothing, and the report counts the gated call
+    assert sent == [] and len(await store.list_tasks()) == tasks
+    report = await shadow_report(store)
+    assert report.would_calls == {"send_receipt": 1} and report.gated == {"send_receipt": 1}
+    assert report.approvals_requested == 0
+    assert "a guard wanted approved" in report.to_markdown()

@@ -49,11 +49,13 @@ class ShadowReport:
     agree (None when none); ``cost_*`` / ``latency_*``: dollars and seconds per run of
     production and shadow over the compared pairs, and ``*_diff`` the shadow minus
     production (of the means and of the p95s); ``would_calls``: calls of tools with effects
-    that the shadow runs did not make, by tool; ``unavailable``: reads production had no
-    recorded result for, by tool; ``errors``: shadow runs that did not complete, by error
-    type; ``compare_errors``: pairs the comparison could not judge (it raised or gave no
-    verdict); ``missing_production``: shadow runs whose production run is not in the
-    store."""
+    that the shadow runs did not make, by tool; ``gated``: those of them a guard wanted a
+    person to approve (taint: arguments from tool output), refused in the shadow;
+    ``unavailable``: reads production had no recorded result for, by tool; ``errors``:
+    shadow runs that did not complete, by error type; ``compare_errors``: pairs the
+    comparison could not judge (it raised or gave no verdict); ``missing_production``:
+    shadow runs whose production run is not in the store; ``approvals_requested``:
+    approval requests in shadow runs (0: a shadow never asks)."""
 
     since: float | None
     until: float | None
@@ -69,6 +71,7 @@ class ShadowReport:
     latency_shadow: Spread
     latency_diff: Spread
     would_calls: dict[str, int] = field(default_factory=dict)
+    gated: dict[str, int] = field(default_factory=dict)
     unavailable: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     compare_errors: int = 0
@@ -103,6 +106,9 @@ class ShadowReport:
                          f"{_fmt(diff, unit, signed=True)} |")
         lines += ["", f"Would-calls (tools with effects, never executed): "
                   f"{self.would_calls_total}" + _counts(self.would_calls)]
+        if self.gated:
+            lines.append(f"Of which a guard wanted approved (refused in the shadow): "
+                         f"{sum(self.gated.values())}" + _counts(self.gated))
         if self.unavailable:
             lines.append(f"Reads unavailable (no recorded result): "
                          f"{sum(self.unavailable.values())}" + _counts(self.unavailable))
@@ -234,19 +240,18 @@ def _build(shadows: list[RunRecord], pairs: list[tuple[RunRecord, RunRecord]],
            journals: dict[str, list[JournalEntry]], judge: CompareFn, name: str,
            start: float | None, end: float | None, missing: int) -> ShadowReport:
     would: Counter[str] = Counter()
+    gated: Counter[str] = Counter()
     unavailable: Counter[str] = Counter()
     approvals = 0
     for entries in journals.values():
-        for e in entries:
-            if e.kind == "approval" and e.phase == "intent":
-                approvals += 1
-            if e.kind != "tool" or e.phase != "result" or not isinstance(e.data, dict):
-                continue
-            value = e.data.get("value")
-            if isinstance(value, dict) and value.get(SHADOW_KEY) == "would_call":
-                would[e.name] += 1
-            elif isinstance(value, dict) and value.get(SHADOW_KEY) == "unavailable":
-                unavailable[e.name] += 1
+        approvals += sum(1 for e in entries if e.kind == "approval" and e.phase == "intent")
+        for name, what in _tool_outcomes(entries):
+            if what in ("would_call", "gated"):
+                would[name] += 1
+            if what == "gated":
+                gated[name] += 1
+            elif what == "unavailable":
+                unavailable[name] += 1
     errors = Counter(_error_type(r) for r in shadows if r.status != "completed")
     agreed = compared = compare_errors = 0
     costs: list[tuple[float, float]] = []
@@ -269,9 +274,30 @@ def _build(shadows: list[RunRecord], pairs: list[tuple[RunRecord, RunRecord]],
         cost_production=_spread(p for p, _ in costs), cost_shadow=_spread(s for _, s in costs),
         cost_diff=_diff(costs), latency_production=_spread(p for p, _ in latencies),
         latency_shadow=_spread(s for _, s in latencies), latency_diff=_diff(latencies),
-        would_calls=dict(sorted(would.items())), unavailable=dict(sorted(unavailable.items())),
+        would_calls=dict(sorted(would.items())), gated=dict(sorted(gated.items())),
+        unavailable=dict(sorted(unavailable.items())),
         errors=dict(sorted(errors.items())), compare_errors=compare_errors,
         missing_production=missing, approvals_requested=approvals)
+
+
+def _tool_outcomes(entries: list[JournalEntry]) -> list[tuple[str, str]]:
+    """(tool, what the shadow did instead) for each tool result of a shadow run's journal
+    that was not a plain call: ``would_call``, ``unavailable``, or ``gated`` (a guard asked
+    for a person's approval, which a shadow run never requests: the call was refused)."""
+    gated_steps = {e.key.rsplit("/guard:", 1)[0] for e in entries
+                   if e.kind == "guard" and isinstance(e.data, dict)
+                   and e.data.get("place") == "tool_args" and e.data.get("action") == "approve"}
+    out: list[tuple[str, str]] = []
+    for e in entries:
+        if e.kind != "tool" or e.phase != "result" or not isinstance(e.data, dict):
+            continue
+        value = e.data.get("value")
+        marker = value.get(SHADOW_KEY) if isinstance(value, dict) else None
+        if marker in ("would_call", "unavailable"):
+            out.append((e.name, str(marker)))
+        elif e.key in gated_steps and e.data.get("failure") is not None:
+            out.append((e.name, "gated"))
+    return out
 
 
 def _judge(judge: CompareFn, production: Any, shadow: Any) -> int | None:
