@@ -139,3 +139,21 @@ def test_hostile_names_cannot_break_the_markdown() -> None:
     md = compare(a, b).to_markdown()
     assert "\n# injected" not in md and "a\\|b" in md
     assert "x\\|0" in md  # cases only in A are named, escaped
+
+
+def test_case_weights_weight_the_means_and_bad_weights_are_refused() -> None:
+    def weighted(values: list[float], weights: list[float]) -> Report:
+        base = report(values)
+        cases = tuple(CaseResult(**{**{f: getattr(c, f) for f in CaseResult.__slots__},
+                                    "weight": w}) for c, w in zip(base.cases, weights,
+                                                                   strict=True))
+        return Report(subject=base.subject, dataset=base.dataset, cases=cases, metrics={})
+
+    # the heavy case improved, the light ones did not
+    a = weighted([0.5, 0.5, 0.5, 0.5], [10.0, 1.0, 1.0, 1.0])
+    b = weighted([0.9, 0.5, 0.5, 0.5], [10.0, 1.0, 1.0, 1.0])
+    acc = compare(a, b).metric("accuracy")
+    assert acc.diff == pytest.approx(0.4 * 10 / 13)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(EvalError, match="positive number"):
+            compare(weighted([0.5, 0.6], [1.0, bad]), report([0.5, 0.6]))

@@ -31,24 +31,30 @@ def check_resampling(resamples: object, confidence: object, seed: object) -> Non
                         "same interval)")
 
 
-def bootstrap_ci(values: Sequence[float], *, resamples: int, confidence: float,
-                 seed: int) -> tuple[float, float]:
-    """The ``confidence`` percentile interval of the mean of ``values`` (per-case paired
-    differences, or per-case scores) over ``resamples`` resamples with replacement, drawn
-    from a generator seeded with ``seed``. Needs at least one value."""
+def bootstrap_ci(values: Sequence[float], *, resamples: int, confidence: float, seed: int,
+                 weights: Sequence[float] | None = None) -> tuple[float, float]:
+    """The ``confidence`` percentile interval of the (``weights``-weighted) mean of
+    ``values`` (per-case paired differences, or per-case scores) over ``resamples``
+    resamples of the cases with replacement, drawn from a generator seeded with ``seed``.
+    Needs at least one value."""
     data = np.asarray(values, dtype=np.float64)
     n = len(data)
     if n == 0:
         raise EvalError("a bootstrap needs at least one case")
     if np.all(data == data[0]):
         return float(data[0]), float(data[0])  # every resample has the same mean
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_VALUES // n)
     means = np.empty(resamples, dtype=np.float64)
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
         idx = rng.integers(0, n, size=(size, n))
-        means[start:start + size] = data[idx].mean(axis=1)
+        if w is None:
+            means[start:start + size] = data[idx].mean(axis=1)
+        else:
+            picked = w[idx]
+            means[start:start + size] = (data[idx] * picked).sum(axis=1) / picked.sum(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)

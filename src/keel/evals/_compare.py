@@ -114,7 +114,8 @@ def compare(a: Report, b: Report, *, metrics: Iterable[str] | None = None,
 
     Metrics: every scorer present in both reports, and ``pass_rate``, ``cost_usd``,
     ``steps`` and ``latency_s`` per case (or only those named in ``metrics``). Each is
-    compared over the cases both reports have a value for (paired by case id), with a paired
+    compared over the cases both reports have a value for (paired by case id; means weighted
+    by the cases' ``weight`` in A, as the report's own aggregates are), with a paired
     bootstrap interval of the mean difference (``resamples`` resamples at ``confidence``,
     seeded by ``seed``: the same reports always give the same comparison). Lower is better
     for cost, latency and steps, and for the scorers named in ``lower_is_better``.
@@ -164,6 +165,11 @@ def _by_id(report: Report, label: str) -> dict[str, CaseResult]:
         if c.case_id in out:
             raise EvalError(f"report {label} has case {c.case_id!r} twice; a report holds "
                             "one result per case (make it again with keel eval)")
+        w = c.weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) \
+                or w <= 0:
+            raise EvalError(f"report {label}: case {c.case_id!r} has weight {w!r}; a weight "
+                            "is a positive number (make the report again with keel eval)")
         out[c.case_id] = c
     return out
 
@@ -204,22 +210,24 @@ def _value(case: CaseResult, name: str) -> float | None:
 
 def _metric(name: str, pairs: list[tuple[CaseResult, CaseResult]], lower: bool, *,
             resamples: int, confidence: float, seed: int) -> MetricDiff:
-    values = [(va, vb) for ca, cb in pairs
+    values = [(va, vb, ca.weight) for ca, cb in pairs
               if (va := _value(ca, name)) is not None and (vb := _value(cb, name)) is not None]
     n = len(values)
     if n == 0:
         return MetricDiff(name=name, n=0, mean_a=None, mean_b=None, diff=None, ci_low=None,
                           ci_high=None, significant=False, verdict="too few cases",
                           lower_is_better=lower)
-    mean_a = math.fsum(v[0] for v in values) / n
-    mean_b = math.fsum(v[1] for v in values) / n
+    total = math.fsum(w for _, _, w in values)
+    mean_a = math.fsum(va * w for va, _, w in values) / total
+    mean_b = math.fsum(vb * w for _, vb, w in values) / total
     diff = mean_b - mean_a
     if n < 2:
         return MetricDiff(name=name, n=n, mean_a=mean_a, mean_b=mean_b, diff=diff,
                           ci_low=None, ci_high=None, significant=False,
                           verdict="too few cases", lower_is_better=lower)
-    low, high = bootstrap_ci([vb - va for va, vb in values], resamples=resamples,
-                             confidence=confidence, seed=seed)
+    weights = None if all(w == 1.0 for _, _, w in values) else [w for _, _, w in values]
+    low, high = bootstrap_ci([vb - va for va, vb, _ in values], resamples=resamples,
+                             confidence=confidence, seed=seed, weights=weights)
     significant = low > 0 or high < 0
     verdict: Verdict = "no change"
     if significant:
