@@ -137,5 +137,9 @@ async def test_bad_input_names_the_fix() -> None:
         await pairwise(a, b, CASES, judge=judge, rubric="  ")
     with pytest.raises(EvalError, match="list of Case"):
         await pairwise(a, b, "q1", judge=judge)  # type: ignore[arg-type]
+    with pytest.raises(EvalError, match="printable"):
+        await pairwise(a, b, CASES, judge=judge, pairwise_id="x\x00y")
+    with pytest.raises(EvalError, match="from 100"):
+        await pairwise(a, b, CASES, judge=judge, resamples=3)
     with pytest.raises(EvalError, match="<cases>:1"):
         await pairwise(a, b, [{"input": "no id"}], judge=judge)

@@ -168,6 +168,10 @@ async def pairwise(a: Subject, b: Subject, cases: Iterable[Case | Mapping[str, A
             or not 1 <= concurrency <= 1000:
         raise EvalError(f"concurrency={concurrency!r}: give a whole number from 1 to 1000")
     check_resampling(resamples, confidence, seed)
+    if pairwise_id is not None and (not isinstance(pairwise_id, str) or not pairwise_id.strip()
+                                    or len(pairwise_id) > 200 or not pairwise_id.isprintable()):
+        raise EvalError("pairwise_id= names this comparison in its runs' metadata: give 1 to "
+                        "200 printable characters (or leave it out for a fresh id)")
     chosen = _cases(cases)
     pid = pairwise_id or new_run_id()
     # the rubric is the judge's instructions (trusted), the answers its input (screened)
