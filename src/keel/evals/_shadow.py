@@ -22,7 +22,8 @@ The approval gate comes before middleware in keel's loop, so the candidate's sha
 runs with approvals off and its tools' own approval demands lifted: a would-call never
 reaches the gate and no person is ever asked about a shadow run. The copy also runs without
 escalation and without saga compensation (nothing it did needs undoing); a shadow run that
-would still wait for a person (a guard escalated it) is cancelled at once.
+would still wait for a person (a guard escalated it) is closed at once (its escalation
+dismissed by ``keel.shadow``, the run cancelled).
 """
 
 from __future__ import annotations
