@@ -109,7 +109,7 @@ def test_shadow_report(keel: Invoke, store: str, tmp_path: Path) -> None:
     _fill_shadowed(store, 4)
     out = keel("shadow", "report", "--store", store, "--markdown", str(tmp_path / "s.md"))
     assert out.exit_code == 0, out
-    assert "4 shadow run(s)" in out.stdout and "agreement 25.0%" in out.stdout
+    assert "4 shadow run(s); 4 compared with production (exact): agreement 25.0%" in out.stdout
     assert "Would-calls (never executed): 4 (refund: 4)" in out.stdout
     assert "refund: 4" in (tmp_path / "s.md").read_text()
     data = json.loads(keel("shadow", "report", "--store", store, "--json",

@@ -145,6 +145,7 @@ async def test_thousand_shadowed_runs_make_no_effects_and_count_every_would_call
 
         report = await shadow_report(store)
         assert report.shadow_runs == RUNS and report.compared == RUNS
+        assert report.compare == "exact"
         assert report.would_calls == {"issue_refund": RUNS}  # 1,000 runs x 1 call each
         assert report.would_calls_total == RUNS and report.unavailable == {}
         assert report.approvals_requested == 0 and report.errors == {}
@@ -412,3 +413,16 @@ async def test_calls_a_guard_would_gate_are_refused_and_counted(tmp_path: Path) 
     assert report.would_calls == {"send_receipt": 1} and report.gated == {"send_receipt": 1}
     assert report.approvals_requested == 0
     assert "a guard wanted approved" in report.to_markdown()
+
+
+async def test_the_shadows_own_report_uses_its_store_and_comparison(tmp_path: Path) -> None:
+    shop = Shop(tmp_path / "effects.db")
+    store = MemoryStore()
+    shadow = Shadow(candidate_agent(shop), sample=1.0, store=store, compare="fuzzy")
+    for i in (1, 4):
+        await shadow.run(production_agent(shop), f"refund order {i}", store=store)
+    await shadow.drain()
+    report = await shadow.report()
+    assert report.compare == "fuzzy" and report.shadow_runs == 2
+    with pytest.raises(EvalError, match="'exact', 'fuzzy'"):
+        Shadow(candidate_agent(shop), compare="semantic")  # type: ignore[arg-type]

@@ -7,7 +7,8 @@ from keel.evals._compare import CASE_METRICS, LOWER_IS_BETTER, Comparison, Metri
 from keel.evals._errors import DatasetError, EvalError
 from keel.evals._pairwise import DEFAULT_RUBRIC, PairwiseCase, PairwiseReport, pairwise
 from keel.evals._results import REPORT_FORMAT, VOLATILE, CaseResult, Report, Score
-from keel.evals._shadow import SHADOW_KEY, Shadow, ShadowStats, ShadowTools
+from keel.evals._shadow import Shadow, ShadowStats, ShadowTools
+from keel.evals._shadow_marks import SHADOW_KEY
 from keel.evals._shadow_report import ShadowReport, Spread, shadow_report
 
 for _cls in (Case, CaseResult, Comparison, DatasetError, EvalError, Expect, MetricDiff,

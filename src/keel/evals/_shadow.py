@@ -32,8 +32,8 @@ import asyncio
 import hashlib
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal, Protocol, Unpack
 
 from keel.core import (
@@ -47,6 +47,8 @@ from keel.core import (
     redact_text,
 )
 from keel.evals._errors import EvalError
+from keel.evals._shadow_marks import SHADOW_KEY
+from keel.evals._shadow_report import CompareSpec, ShadowReport, check_compare, shadow_report
 from keel.runtime import (
     Agent,
     AgentInput,
@@ -66,8 +68,6 @@ from keel.tools import Tool, ToolResult
 
 ReadTools = Literal["replay", "live"]
 SampleBy = Literal["run", "user"]
-#: The key in a shadow tool result's value that marks what the shadow did instead of a call.
-SHADOW_KEY = "keel_shadow"
 #: What the model of a shadow run is told after a call of a tool with effects.
 DEFAULT_OBSERVATION = "The request was received."
 #: What it is told after a read that production did not make (``read_tools="replay"``).
@@ -245,15 +245,19 @@ class Shadow:
     arriving when that many are pending is skipped and counted (``stats.skipped``).
     ``observation``: what the model is told after a would-call.
 
-    The comparison with production is made afterwards, from the stored runs, by
-    :func:`shadow_report` (so the comparison can change without re-running anything).
+    ``compare``: how :meth:`report` compares answers (see :func:`shadow_report`). The
+    comparison is made afterwards, from the stored runs, so it can change without
+    re-running anything.
     """
 
     def __init__(self, candidate: Agent[Any], *, sample: float = 0.05,
                  store: RunStore | str | None = None, read_tools: ReadTools = "replay",
                  sample_by: SampleBy = "run", max_pending: int = DEFAULT_MAX_PENDING,
-                 observation: str = DEFAULT_OBSERVATION) -> None:
+                 observation: str = DEFAULT_OBSERVATION,
+                 compare: CompareSpec = "exact") -> None:
         _check(candidate, sample, store, read_tools, sample_by, max_pending, observation)
+        check_compare(compare)
+        self.compare = compare
         self.candidate = candidate
         self.sample = float(sample)
         self.store = store
@@ -330,6 +334,16 @@ class Shadow:
                     task.cancel()
                 raise
 
+    async def report(self, *, store: RunStore | str | None = None,
+                     since: float | datetime | None = None,
+                     until: float | datetime | None = None,
+                     tenant: str | None = None) -> ShadowReport:
+        """:func:`shadow_report` of this shadow's ``store`` (or ``store=``; the default store
+        if neither) with its ``compare``: every shadow run in the window, whichever
+        process made it."""
+        return await shadow_report(store if store is not None else self.store, since=since,
+                                   until=until, compare=self.compare, tenant=tenant)
+
     async def _shadow(self, production_id: str, input: str, options: dict[str, Any]) -> None:
         where = options.get("store")
         try:
@@ -403,8 +417,3 @@ def _check(candidate: object, sample: object, store: object, read_tools: object,
         raise EvalError("observation= is the text the model reads after a would-call: give "
                         "1 to 2000 characters")
 
-
-def shadow_metadata(metadata: Mapping[str, Any]) -> str | None:
-    """The production run id a run shadowed, from its metadata (None: not a shadow run)."""
-    value = metadata.get("shadow_of")
-    return value if isinstance(value, str) and value else None

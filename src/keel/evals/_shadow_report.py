@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from keel.core import RunNotFound, canonical_json
 from keel.evals._errors import EvalError
-from keel.evals._shadow import SHADOW_KEY, shadow_metadata
+from keel.evals._shadow_marks import SHADOW_KEY, shadow_metadata
 from keel.runtime import using_store
 from keel.store import JournalEntry, RunFilter, RunRecord, RunStore
 
@@ -168,6 +168,11 @@ def as_epoch(name: str, value: object) -> float | None:
     return float(value)
 
 
+def check_compare(compare: object) -> None:
+    """Refuse a ``compare=`` that is not ``"exact"``, ``"fuzzy"`` or a callable."""
+    _comparer(compare)
+
+
 def _comparer(compare: object) -> tuple[CompareFn, str]:
     if compare == "exact":
         return _exact, "exact"
@@ -245,13 +250,13 @@ def _build(shadows: list[RunRecord], pairs: list[tuple[RunRecord, RunRecord]],
     approvals = 0
     for entries in journals.values():
         approvals += sum(1 for e in entries if e.kind == "approval" and e.phase == "intent")
-        for name, what in _tool_outcomes(entries):
+        for tool, what in _tool_outcomes(entries):
             if what in ("would_call", "gated"):
-                would[name] += 1
+                would[tool] += 1
             if what == "gated":
-                gated[name] += 1
+                gated[tool] += 1
             elif what == "unavailable":
-                unavailable[name] += 1
+                unavailable[tool] += 1
     errors = Counter(_error_type(r) for r in shadows if r.status != "completed")
     agreed = compared = compare_errors = 0
     costs: list[tuple[float, float]] = []
