@@ -426,3 +426,22 @@ async def test_the_shadows_own_report_uses_its_store_and_comparison(tmp_path: Pa
     assert report.compare == "fuzzy" and report.shadow_runs == 2
     with pytest.raises(EvalError, match="'exact', 'fuzzy'"):
         Shadow(candidate_agent(shop), compare="semantic")  # type: ignore[arg-type]
+
+
+async def test_a_flow_in_production_has_its_reads_served_to_the_shadow(tmp_path: Path) -> None:
+    from keel.runtime import flow
+
+    shop = Shop(tmp_path / "effects.db")
+    inner = production_agent(shop)
+
+    @flow("desk", agents=[inner])
+    async def desk(ctx: Any, input: str) -> Any:
+        return (await ctx.run_agent(inner, input)).output
+
+    store = MemoryStore()
+    shadow = Shadow(candidate_agent(shop), sample=1.0)
+    result = await shadow.run(desk, "refund order 5", store=store)
+    assert result.output == "Refunded 10 on order 5."
+    await shadow.drain()
+    assert shadow.stats.completed == 1 and shadow.stats.reads_replayed == 1
+    assert len(shop.reads) == 1  # production's read only: the shadow's was served
