@@ -20,6 +20,7 @@ from keel.cli._commands import (
     run_command,
     show_command,
 )
+from keel.cli._compare import register as register_compare
 from keel.cli._conversations import register as register_conversations
 from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
@@ -58,7 +59,7 @@ from keel.runtime import default_store_url, register_engine
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations",
                  "feedback", "audit", "keys", "stats", "cost", "worker", "serve", "mcp", "replay",
-                 "fork", "diff", "eval", "demo")
+                 "fork", "diff", "eval", "compare", "shadow", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -145,6 +146,7 @@ register_mcp(app)
 register_events(app)
 register_eval(app)
 register_feedback(app)
+register_compare(app)
 
 
 def _version(value: bool) -> None:

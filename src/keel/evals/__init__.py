@@ -10,6 +10,7 @@ from keel.evals._behaviour import (
     tool_trajectory,
 )
 from keel.evals._case import ARG_OPERATORS, Case, Expect, ToolExpect
+from keel.evals._compare import CASE_METRICS, LOWER_IS_BETTER, Comparison, MetricDiff, compare
 from keel.evals._dataset import Dataset, load_dataset
 from keel.evals._errors import DatasetError, EvalError
 from keel.evals._gate import Gate, GateResult, MetricCheck, check_gate
@@ -17,6 +18,7 @@ from keel.evals._harvest import MAX_HARVEST, HarvestFilter, harvest
 from keel.evals._judge import LLMJudge, llm_judge, parse_score
 from keel.evals._metrics import compute_metrics
 from keel.evals._observed import Observed
+from keel.evals._pairwise import DEFAULT_RUBRIC, PairwiseCase, PairwiseReport, pairwise
 from keel.evals._results import REPORT_FORMAT, VOLATILE, CaseResult, Report, Score
 from keel.evals._run import BUDGET_SPENT, default_scorers, evaluate, evaluate_sync
 from keel.evals._scorers import (
@@ -32,23 +34,57 @@ from keel.evals._scorers import (
     steps,
     typed_output,
 )
+from keel.evals._shadow import Shadow, ShadowStats, ShadowTools
+from keel.evals._shadow_marks import SHADOW_KEY
+from keel.evals._shadow_report import ShadowReport, Spread, shadow_report
 from keel.evals._writers import load_report, save_report, to_junit_xml, to_markdown
 
-for _cls in (Behaviour, Case, CaseResult, Dataset, DatasetError, EvalError, Expect, Gate,
-             GateResult, HarvestFilter, LLMJudge, MetricCheck, Observed, Report, Score, Scorer,
-             ToolExpect, ToolTrajectory):
+for _cls in (
+    Behaviour,
+    Case,
+    CaseResult,
+    Comparison,
+    Dataset,
+    DatasetError,
+    EvalError,
+    Expect,
+    Gate,
+    GateResult,
+    HarvestFilter,
+    LLMJudge,
+    MetricCheck,
+    MetricDiff,
+    Observed,
+    PairwiseCase,
+    PairwiseReport,
+    Report,
+    Score,
+    Scorer,
+    Shadow,
+    ShadowReport,
+    ShadowStats,
+    ShadowTools,
+    Spread,
+    ToolExpect,
+    ToolTrajectory,
+):
     _cls.__module__ = __name__
 
 __all__ = [
     "ARG_OPERATORS",
     "BUDGET_SPENT",
+    "CASE_METRICS",
+    "DEFAULT_RUBRIC",
+    "LOWER_IS_BETTER",
     "MAX_HARVEST",
     "REFUSAL_PATTERNS",
     "REPORT_FORMAT",
+    "SHADOW_KEY",
     "VOLATILE",
     "Behaviour",
     "Case",
     "CaseResult",
+    "Comparison",
     "Dataset",
     "DatasetError",
     "EvalError",
@@ -58,14 +94,23 @@ __all__ = [
     "HarvestFilter",
     "LLMJudge",
     "MetricCheck",
+    "MetricDiff",
     "Observed",
+    "PairwiseCase",
+    "PairwiseReport",
     "Report",
     "Score",
     "Scorer",
+    "Shadow",
+    "ShadowReport",
+    "ShadowStats",
+    "ShadowTools",
+    "Spread",
     "ToolExpect",
     "ToolTrajectory",
     "behaviour",
     "check_gate",
+    "compare",
     "compute_metrics",
     "contains",
     "cost",
@@ -80,10 +125,12 @@ __all__ = [
     "llm_judge",
     "load_dataset",
     "load_report",
+    "pairwise",
     "parse_score",
     "regex",
     "save_report",
     "scorer",
+    "shadow_report",
     "steps",
     "to_junit_xml",
     "to_markdown",
