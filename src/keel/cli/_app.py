@@ -30,6 +30,7 @@ from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
 from keel.cli._keys import register as register_keys
 from keel.cli._mcp import register as register_mcp
+from keel.cli._redteam import register as register_redteam
 from keel.cli._options import (
     JsonOption,
     LimitOption,
@@ -56,7 +57,7 @@ from keel.runtime import default_store_url, register_engine
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
                  "keys", "stats", "cost", "worker", "serve", "mcp", "replay", "fork", "diff",
-                 "demo")
+                 "redteam", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -141,6 +142,7 @@ register_conversations(app)
 register_serve(app)
 register_mcp(app)
 register_events(app)
+register_redteam(app)
 
 
 def _version(value: bool) -> None:
