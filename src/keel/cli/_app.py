@@ -30,7 +30,6 @@ from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
 from keel.cli._keys import register as register_keys
 from keel.cli._mcp import register as register_mcp
-from keel.cli._redteam import register as register_redteam
 from keel.cli._options import (
     JsonOption,
     LimitOption,
@@ -39,6 +38,7 @@ from keel.cli._options import (
     StoreOption,
     store_url,
 )
+from keel.cli._redteam import register as register_redteam
 from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
 from keel.cli._temporal import (

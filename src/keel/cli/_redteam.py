@@ -33,8 +33,7 @@ def parse_rates(values: list[str]) -> float | dict[str, float] | None:
             rate = float(number)
         except ValueError:
             rate = math.nan
-        if not sep and not number.strip() or (sep and not key) or not math.isfinite(rate) \
-                or not 0 <= rate <= 1:
+        if (sep and not key) or not math.isfinite(rate) or not 0 <= rate <= 1:
             raise UserError(f"--max-success-rate {value!r}: give a rate from 0 to 1 (0.05 "
                             "allows 5% of attacks to succeed), or CATEGORY=RATE, e.g. "
                             "exfiltration=0")
@@ -44,6 +43,14 @@ def parse_rates(values: list[str]) -> float | dict[str, float] | None:
     if list(rates) == ["all"]:
         return rates["all"]
     return rates
+
+
+def _writable(paths: list[str | None]) -> None:
+    """Refuse an output path whose directory does not exist before any attack runs."""
+    for path in paths:
+        if path is not None and not Path(path).expanduser().resolve().parent.is_dir():
+            raise UserError(f"cannot write the report to {path!r}: its directory does not "
+                            "exist; create it or give another path")
 
 
 def _write(path: str | None, text: str, what: str) -> None:
@@ -98,6 +105,7 @@ def redteam_command(
     screen = Screen()
     with reported(screen):
         gate = parse_rates(max_success_rate or [])
+        _writable([report, markdown, junit])
         loaded, _ = load_agent(target)
         if not isinstance(loaded, Agent):
             raise UserError(f"{target} is a flow; keel redteam attacks one agent at a time "
