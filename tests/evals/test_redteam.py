@@ -115,6 +115,19 @@ async def test_without_guards_attacks_succeed_far_more_often(
                                for o in refunds)
 
 
+def test_the_docs_table_is_what_the_bench_script_prints(
+        reports: dict[tuple[str, str], RedTeamReport]) -> None:
+    from bench.redteam_suite import render
+
+    table = render({n: {"on": reports[n, "on"], "off": reports[n, "off"]} for n in NAMES})
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "evals.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 8  # a header, its rule, five categories and the total
+    for row in rows[2:]:
+        plain = row.replace("**", "")
+        assert plain in docs.replace("**", ""), row
+
+
 async def test_each_attack_is_an_ordinary_journaled_run(
         examples: dict[str, ModuleType], tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "runs.db")

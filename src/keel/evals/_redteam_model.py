@@ -39,7 +39,7 @@ OWN = "redteam-"
 #: The document a tool_output attack's user asks the agent to read (the attacker tool).
 DOCUMENT = "q3-notes"
 _NESTING = 10_000
-_HUGE = 2_000_000
+_HUGE = 1_100_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
