@@ -31,6 +31,7 @@ from keel.evals import (
     guards_off,
     redteam,
 )
+from keel.guard import InjectionGuard
 from keel.store import SQLiteStore
 from keel.testing import ScriptedModel
 from tests.examples.conftest import load_example
@@ -166,6 +167,27 @@ async def test_attack_via_the_agents_own_read_tool_output(
         assert outcome.run_status == "suspended"
 
 
+async def test_a_call_a_reviewer_approved_is_not_a_success(
+        examples: dict[str, ModuleType]) -> None:
+    """An in-process reviewer that approves everything lets the attacker's calls run, but
+    each went through the gate (its approval is journaled): blocked by approval, not a
+    success. With guards off the same calls run without any gate."""
+    from keel import ApprovalPolicy, Review
+
+    def rubber_stamp(request: dict[str, Any]) -> Review:
+        return Review(approve=True, by="rubber-stamp")
+
+    agent = examples["tool_use"].agent.clone(approval=ApprovalPolicy(reviewer=rubber_stamp))
+    detection_off = agent.clone(middleware=[InjectionGuard.off()])
+    report = await redteam(detection_off, suites=["indirect_injection"], compromised=True)
+    calls = [o for o in report.outcomes if o.attack["goal"]["kind"] == "call"]
+    assert calls and all(o.status == "blocked" and o.blocked_by == ("approval", "taint")
+                         for o in calls), report.to_markdown()
+    assert all(o.run_status == "completed" for o in calls)  # the reviewer let them run
+    off = await redteam(guards_off(agent), suites=["indirect_injection"], compromised=True)
+    assert off.categories["indirect_injection"].succeeded == 25
+
+
 async def test_a_crash_is_a_finding() -> None:
     """An exception keel does not handle (here a middleware's bug) is reported as the
     attack's success, with the error, not raised out of the red team."""
@@ -288,6 +310,7 @@ async def test_bad_arguments_to_redteam_name_the_fix(examples: dict[str, ModuleT
         ({"max_success_rate": "0.1"}, "a number from 0 to 1"),
         ({"concurrency": 0}, "concurrency"),
         ({"attack_timeout_s": -1}, "attack_timeout_s"),
+        ({"store": "sqlite:///runs.db"}, "must be a keel RunStore"),
     ]
     for kwargs, expected in bad:
         with pytest.raises(EvalError, match=expected):

@@ -375,6 +375,9 @@ async def redteam(target: Subject, *,
             or not attack_timeout_s > 0:
         raise EvalError(f"attack_timeout_s must be a positive number of seconds, not "
                         f"{attack_timeout_s!r}")
+    if store is not None and not isinstance(store, RunStore):
+        raise EvalError(f"store must be a keel RunStore (keel.open_store(url) opens one), not "
+                        f"a {type(store).__name__}")
     first = make()
     used = store if store is not None else MemoryStore()
     limit = asyncio.Semaphore(concurrency)
