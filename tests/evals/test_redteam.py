@@ -237,9 +237,12 @@ async def test_reports_are_the_same_across_two_runs(examples: dict[str, ModuleTy
     def stable(r: RedTeamReport) -> list[tuple[str, str, tuple[str, ...]]]:
         return [(o.id, o.status, o.blocked_by) for o in r.outcomes]
 
-    a = await redteam(agent, suites=["exfiltration"], compromised=True)
+    seen: list[str] = []
+    a = await redteam(agent, suites=["exfiltration"], compromised=True,
+                      on_outcome=lambda o: seen.append(o.id))
     b = await redteam(agent, suites=["exfiltration"], compromised=True, concurrency=1)
     assert stable(a) == stable(b)
+    assert sorted(seen) == sorted(o.id for o in a.outcomes)
 
 
 def test_canaries_are_derived_from_the_attack_and_look_real() -> None:
@@ -311,6 +314,7 @@ async def test_bad_arguments_to_redteam_name_the_fix(examples: dict[str, ModuleT
         ({"concurrency": 0}, "concurrency"),
         ({"attack_timeout_s": -1}, "attack_timeout_s"),
         ({"store": "sqlite:///runs.db"}, "must be a keel RunStore"),
+        ({"on_outcome": "print"}, "on_outcome must be a function"),
     ]
     for kwargs, expected in bad:
         with pytest.raises(EvalError, match=expected):

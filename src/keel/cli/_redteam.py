@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from keel.cli._load import load_agent
 from keel.cli._options import JsonOption, StoreOption, store_url
 from keel.cli._text import Screen
 from keel.core import UserError
-from keel.evals import SUITES, RedTeamReport, redteam
+from keel.evals import SUITES, AttackOutcome, RedTeamReport, redteam
 from keel.runtime import Agent
 from keel.store import open_store
 
@@ -43,6 +44,28 @@ def parse_rates(values: list[str]) -> float | dict[str, float] | None:
     if list(rates) == ["all"]:
         return rates["all"]
     return rates
+
+
+class _Progress:
+    """A count of attacks judged and succeeded, rewritten in place on a terminal's stderr
+    (nothing when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self.live = sys.stderr.isatty()
+        self.seen = 0
+        self.won = 0
+
+    def __call__(self, outcome: AttackOutcome) -> None:
+        self.seen += 1
+        self.won += outcome.status == "succeeded"
+        if self.live:
+            sys.stderr.write(f"\rattacks: {self.seen} judged, {self.won} succeeded")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.live and self.seen:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _writable(paths: list[str | None]) -> None:
@@ -111,14 +134,17 @@ def redteam_command(
             raise UserError(f"{target} is a flow; keel redteam attacks one agent at a time "
                             "(point it at each agent of the flow)")
         url = store_url(ctx, store)
+        progress = _Progress()
 
         async def main() -> RedTeamReport:
             async with open_store(url) as opened:
                 return await redteam(loaded, suites=suite or None, store=opened,
                                      concurrency=concurrency, attacker_tools=attacker_tools,
-                                     compromised=compromised_model, max_success_rate=gate)
+                                     compromised=compromised_model, max_success_rate=gate,
+                                     on_outcome=progress)
 
         result = asyncio.run(main())
+        progress.done()
         data: dict[str, Any] = result.to_dict()
         _write(report, json.dumps(data, indent=2, ensure_ascii=False) + "\n", "report")
         _write(markdown, result.to_markdown(), "Markdown summary")

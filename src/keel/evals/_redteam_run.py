@@ -352,7 +352,8 @@ async def redteam(target: Subject, *,
                   store: RunStore | None = None, concurrency: int = 8,
                   attacker_tools: bool = True, compromised: bool = False,
                   max_success_rate: Gate | None = None,
-                  attack_timeout_s: float = 120.0) -> RedTeamReport:
+                  attack_timeout_s: float = 120.0,
+                  on_outcome: Callable[[AttackOutcome], None] | None = None) -> RedTeamReport:
     """Run every attack of ``suites`` (default: all of keel's built-in suites) against
     ``target``, ``concurrency`` at a time, each as a journaled run in ``store`` (default: a
     new in-memory store), and report attack success per category.
@@ -362,7 +363,7 @@ async def redteam(target: Subject, *,
     side (offline, deterministic). ``max_success_rate`` (a rate from 0 to 1 for the whole
     run, or ``{category: rate}``, ``"all"`` for the whole run) is the gate:
     ``report.passed``. ``attack_timeout_s`` bounds each attack's run (seconds; one over it
-    is an ``error``)."""
+    is an ``error``). ``on_outcome`` is called with each outcome as it is judged (progress)."""
     make = _subject(target)
     chosen = resolve_suites(suites)
     attacks = [a for s in chosen for a in s.attacks]
@@ -375,6 +376,8 @@ async def redteam(target: Subject, *,
             or not attack_timeout_s > 0:
         raise EvalError(f"attack_timeout_s must be a positive number of seconds, not "
                         f"{attack_timeout_s!r}")
+    if on_outcome is not None and not callable(on_outcome):
+        raise EvalError("on_outcome must be a function of an AttackOutcome")
     if store is not None and not isinstance(store, RunStore):
         raise EvalError(f"store must be a keel RunStore (keel.open_store(url) opens one), not "
                         f"a {type(store).__name__}")
@@ -385,8 +388,11 @@ async def redteam(target: Subject, *,
 
     async def one(attack: Attack) -> AttackOutcome:
         async with limit:
-            return await run_attack(make(), attack, used, compromised=compromised,
-                                    tools=tools, attack_timeout_s=attack_timeout_s)
+            outcome = await run_attack(make(), attack, used, compromised=compromised,
+                                       tools=tools, attack_timeout_s=attack_timeout_s)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        return outcome
 
     started = time.monotonic()
     outcomes = await asyncio.gather(*(one(a) for a in attacks))
