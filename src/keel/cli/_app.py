@@ -25,6 +25,7 @@ from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
 from keel.cli._events import register as register_events
+from keel.cli._feedback import register as register_feedback
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
@@ -55,9 +56,9 @@ from keel.runtime import default_store_url, register_engine
 # The order ``keel --help`` lists commands in: the order a user meets them. Start a run, continue
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
-COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
-                 "keys", "stats", "cost", "worker", "serve", "mcp", "replay", "fork", "diff",
-                 "redteam", "demo")
+COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations",
+                 "feedback", "audit", "keys", "stats", "cost", "worker", "serve", "mcp", "replay",
+                 "fork", "diff", "redteam", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -142,6 +143,7 @@ register_conversations(app)
 register_serve(app)
 register_mcp(app)
 register_events(app)
+register_feedback(app)
 register_redteam(app)
 
 

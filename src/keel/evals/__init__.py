@@ -4,6 +4,7 @@ comparison, shadow runs and red teaming. Every evaluation is a set of ordinary j
 
 from keel.evals._case import ARG_OPERATORS, Case, Expect, ToolExpect
 from keel.evals._errors import DatasetError, EvalError
+from keel.evals._harvest import MAX_HARVEST, HarvestFilter, harvest
 from keel.evals._redteam import (
     ATTACKER_EMAIL,
     ATTACKER_MARKERS,
@@ -24,8 +25,8 @@ from keel.evals._redteam_run import canaries_for, guards_off, redteam
 from keel.evals._results import REPORT_FORMAT, VOLATILE, CaseResult, Report, Score
 
 for _cls in (Attack, AttackOutcome, AttackSuite, Canaries, Case, CaseResult, CategoryFigures,
-             CompromisedModel, DatasetError, EvalError, Expect, Goal, RedTeamReport, Report,
-             Score, ToolExpect):
+             CompromisedModel, DatasetError, EvalError, Expect, Goal, HarvestFilter, RedTeamReport,
+             Report, Score, ToolExpect):
     _cls.__module__ = __name__
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ATTACKER_EMAIL",
     "ATTACKER_MARKERS",
     "ATTACKER_URL",
+    "MAX_HARVEST",
     "REDTEAM_FORMAT",
     "REPORT_FORMAT",
     "SUITES",
@@ -49,11 +51,13 @@ __all__ = [
     "EvalError",
     "Expect",
     "Goal",
+    "HarvestFilter",
     "RedTeamReport",
     "Report",
     "Score",
     "ToolExpect",
     "canaries_for",
     "guards_off",
+    "harvest",
     "redteam",
 ]
