@@ -41,6 +41,7 @@ from keel.cli._options import (
     StoreOption,
     store_url,
 )
+from keel.cli._redteam import register as register_redteam
 from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
 from keel.cli._temporal import (
@@ -59,7 +60,7 @@ from keel.runtime import default_store_url, register_engine
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations",
                  "feedback", "audit", "keys", "stats", "cost", "worker", "serve", "mcp", "replay",
-                 "fork", "diff", "eval", "compare", "shadow", "demo")
+                 "fork", "diff", "eval", "compare", "shadow", "redteam", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -147,6 +148,7 @@ register_events(app)
 register_eval(app)
 register_feedback(app)
 register_compare(app)
+register_redteam(app)
 
 
 def _version(value: bool) -> None:

@@ -19,6 +19,18 @@ from keel.evals._judge import LLMJudge, llm_judge, parse_score
 from keel.evals._metrics import compute_metrics
 from keel.evals._observed import Observed
 from keel.evals._pairwise import DEFAULT_RUBRIC, PairwiseCase, PairwiseReport, pairwise
+from keel.evals._redteam import (
+    ATTACKER_EMAIL,
+    ATTACKER_MARKERS,
+    ATTACKER_URL,
+    SUITES,
+    Attack,
+    AttackSuite,
+    Goal,
+)
+from keel.evals._redteam_model import Canaries, CompromisedModel
+from keel.evals._redteam_report import REDTEAM_FORMAT, AttackOutcome, CategoryFigures, RedTeamReport
+from keel.evals._redteam_run import canaries_for, guards_off, redteam
 from keel.evals._results import REPORT_FORMAT, VOLATILE, CaseResult, Report, Score
 from keel.evals._run import BUDGET_SPENT, default_scorers, evaluate, evaluate_sync
 from keel.evals._scorers import (
@@ -40,16 +52,23 @@ from keel.evals._shadow_report import ShadowReport, Spread, shadow_report
 from keel.evals._writers import load_report, save_report, to_junit_xml, to_markdown
 
 for _cls in (
+    Attack,
+    AttackOutcome,
+    AttackSuite,
     Behaviour,
+    Canaries,
     Case,
     CaseResult,
+    CategoryFigures,
     Comparison,
+    CompromisedModel,
     Dataset,
     DatasetError,
     EvalError,
     Expect,
     Gate,
     GateResult,
+    Goal,
     HarvestFilter,
     LLMJudge,
     MetricCheck,
@@ -57,6 +76,7 @@ for _cls in (
     Observed,
     PairwiseCase,
     PairwiseReport,
+    RedTeamReport,
     Report,
     Score,
     Scorer,
@@ -72,25 +92,37 @@ for _cls in (
 
 __all__ = [
     "ARG_OPERATORS",
+    "ATTACKER_EMAIL",
+    "ATTACKER_MARKERS",
+    "ATTACKER_URL",
     "BUDGET_SPENT",
     "CASE_METRICS",
     "DEFAULT_RUBRIC",
     "LOWER_IS_BETTER",
     "MAX_HARVEST",
+    "REDTEAM_FORMAT",
     "REFUSAL_PATTERNS",
     "REPORT_FORMAT",
     "SHADOW_KEY",
+    "SUITES",
     "VOLATILE",
+    "Attack",
+    "AttackOutcome",
+    "AttackSuite",
     "Behaviour",
+    "Canaries",
     "Case",
     "CaseResult",
+    "CategoryFigures",
     "Comparison",
+    "CompromisedModel",
     "Dataset",
     "DatasetError",
     "EvalError",
     "Expect",
     "Gate",
     "GateResult",
+    "Goal",
     "HarvestFilter",
     "LLMJudge",
     "MetricCheck",
@@ -98,6 +130,7 @@ __all__ = [
     "Observed",
     "PairwiseCase",
     "PairwiseReport",
+    "RedTeamReport",
     "Report",
     "Score",
     "Scorer",
@@ -109,6 +142,7 @@ __all__ = [
     "ToolExpect",
     "ToolTrajectory",
     "behaviour",
+    "canaries_for",
     "check_gate",
     "compare",
     "compute_metrics",
@@ -119,6 +153,7 @@ __all__ = [
     "evaluate_sync",
     "exact_match",
     "fuzzy_match",
+    "guards_off",
     "harvest",
     "json_schema",
     "latency",
@@ -127,6 +162,7 @@ __all__ = [
     "load_report",
     "pairwise",
     "parse_score",
+    "redteam",
     "regex",
     "save_report",
     "scorer",
