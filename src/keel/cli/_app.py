@@ -20,10 +20,12 @@ from keel.cli._commands import (
     run_command,
     show_command,
 )
+from keel.cli._compare import register as register_compare
 from keel.cli._conversations import register as register_conversations
 from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
+from keel.cli._eval import register as register_eval
 from keel.cli._events import register as register_events
 from keel.cli._failures import register as register_failures
 from keel.cli._feedback import register as register_feedback
@@ -40,6 +42,7 @@ from keel.cli._options import (
     StoreOption,
     store_url,
 )
+from keel.cli._redteam import register as register_redteam
 from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
 from keel.cli._temporal import (
@@ -58,7 +61,7 @@ from keel.runtime import default_store_url, register_engine
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations",
                  "feedback", "audit", "keys", "stats", "cost", "worker", "serve", "mcp", "replay",
-                 "fork", "diff", "demo")
+                 "fork", "diff", "eval", "compare", "shadow", "redteam", "demo")
 RUNS_ORDER = ("list", "show", "failures", "cancel", "resolve", "export", "import")
 
 
@@ -144,7 +147,10 @@ register_conversations(app)
 register_serve(app)
 register_mcp(app)
 register_events(app)
+register_eval(app)
 register_feedback(app)
+register_compare(app)
+register_redteam(app)
 
 
 def _version(value: bool) -> None:
