@@ -76,4 +76,8 @@ def test_bad_input(keel: Any, store: str, tmp_path: Any) -> None:
     tenant = keel("runs", "failures", "--tenant", "x" * 5000, "--store", store)
     assert tenant.exit_code == 2 and "tenant" in tenant.stderr
     hostile = keel("runs", "failures", "--agent", "[bold red]x\x1b[31m", "--store", store)
-    assert hostile.exit_code in (0, 2) and "\x1b" not in hostile.output
+    assert hostile.exit_code == 2 and "control or unprintable character" in hostile.stderr
+    assert "\x1b" not in hostile.output
+    markup = json.loads(keel("runs", "failures", "--agent", "[bold]x[/]", "--json",
+                             "--store", store).stdout)
+    assert markup["agent"] == "[bold]x[/]" and markup["runs"] == 0
