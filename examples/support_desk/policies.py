@@ -170,6 +170,10 @@ RETURN_LABEL_VALID_DAYS: Final = 10
 #: Refunds reach the original payment method within this many working days of approval.
 REFUND_DAYS: Final = {"card": 5, "paypal": 2, "bank_transfer": 7, "gift_card": 1}
 PAYMENT_METHODS: Final = tuple(REFUND_DAYS)
+#: Faulty products are repaired, replaced or refunded within this many years of delivery.
+WARRANTY_YEARS: Final = 2
+#: Damage in transit must be reported within this many days of delivery, with photos.
+DAMAGE_REPORT_DAYS: Final = 7
 
 
 # --------------------------------------------------------------------------------- refunds
