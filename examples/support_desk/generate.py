@@ -257,12 +257,14 @@ class Generator:
         return order
 
     def payment(self, plan: OrderPlan, order: dict[str, Any]) -> None:
-        refunded = order["total"] if plan.status == "cancelled" else 0
-        status = "refunded" if refunded else "captured"
+        """The captured payment (``settle_payments`` later applies the refunds to it)."""
         last4 = f"{self.rng.randint(0, 9999):04d}" if plan.method == "card" else None
         self.rows.add("payments", (order["payment"], plan.order_id, plan.method,
-                                   order["total"], refunded, order["currency"], status,
+                                   order["total"], 0, order["currency"], "captured",
                                    iso(plan.placed + timedelta(minutes=2)), last4))
+        if plan.status == "cancelled":
+            self.refund(order, order["total"], "order cancelled before dispatch",
+                        plan.placed + timedelta(hours=1))
 
     def invoice_for(self, plan: OrderPlan, order: dict[str, Any]) -> None:
         status = "void" if plan.status == "cancelled" else "paid"
