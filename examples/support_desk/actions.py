@@ -226,8 +226,9 @@ def refund(db: Database, call: Call, *, order_id: str, amount_cents: int,
 
 
 def _reverse(conn: sqlite3.Connection, customer: str, refund_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM refunds WHERE id = ? AND customer_id = ?",
-                       (refund_id, customer)).fetchone()
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM refunds WHERE id = ? AND customer_id = ?", (refund_id, customer)
+    ).fetchone()
     if row is None:
         raise NotFound("refund", refund_id, "Only this customer's refunds can be reversed.")
     if row["status"] == "issued":

@@ -28,14 +28,19 @@ from .catalog import PRODUCTS
 from .generate import Generator, cents
 from .scenarios import SCENARIOS, Scenario, plant
 
-__all__ = ["COUNTS", "SCENARIOS", "Database", "Scenario", "create_database", "table_counts"]
+__all__ = ["CUSTOMERS", "ORDERS", "SCENARIOS", "TICKETS", "Database", "Scenario",
+           "create_database", "table_counts"]
 
 SCHEMA: Final = (Path(__file__).with_name("schema.sql")).read_text(encoding="utf-8")
 TABLES: Final = ("customers", "addresses", "products", "orders", "order_items", "payments",
                  "shipments", "carrier_events", "returns", "subscriptions", "invoices",
                  "tickets", "ticket_messages", "refunds", "effects")
-#: How much the generator makes (the scenario customers are part of ``customers``).
-COUNTS: Final = {"customers": 520, "orders": 2400, "tickets": 320, "subscription_share": 0.12}
+#: How much the generator makes (the scenario customers are among the customers).
+CUSTOMERS: Final = 520
+ORDERS: Final = 2400
+TICKETS: Final = 320
+#: The share of customers with a Northwind Club membership (current or past).
+SUBSCRIPTION_SHARE: Final = 0.12
 MAX_SEED: Final = 2**63 - 1
 
 
@@ -96,22 +101,22 @@ def create_database(path: str | os.PathLike[str], *, seed: int = 7,
 def _random_shop(gen: Generator) -> None:
     rng = gen.rng
     planted = len(gen.customer_orders)
-    customers = [gen.customer(n) for n in range(planted + 1, COUNTS["customers"] + 1)]
+    customers = [gen.customer(n) for n in range(planted + 1, CUSTOMERS + 1)]
     weights = itertools.accumulate(rng.paretovariate(2.0) for _ in customers)
     cumulative = list(weights)  # a few customers order a lot
-    while len(gen.orders) < COUNTS["orders"]:
+    while len(gen.orders) < ORDERS:
         cid = rng.choices(customers, cum_weights=cumulative)[0]
         plan = gen.random_plan(cid)
         order = gen.write_order(plan)
         gen.maybe_return(plan, order)
     gen.settle_payments()
     for cid in customers:
-        if rng.random() < COUNTS["subscription_share"]:
+        if rng.random() < SUBSCRIPTION_SHARE:
             status = rng.choices(("active", "past_due", "cancelled"), (75, 10, 15))[0]
             gen.subscription(cid, rng.choice(tuple(P.PLANS)), status,
                              months=rng.randint(1, 6))
     planted_tickets = gen.rows.count("tickets")
-    gen.random_tickets(COUNTS["tickets"] - planted_tickets, customers)
+    gen.random_tickets(TICKETS - planted_tickets, customers)
 
 
 def table_counts(path: str | os.PathLike[str]) -> dict[str, int]:

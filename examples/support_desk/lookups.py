@@ -48,8 +48,8 @@ def customer_row(conn: sqlite3.Connection, customer_id: str | None) -> sqlite3.R
         raise ToolError("This tool acts for a signed-in customer, and this conversation has "
                         "none.", retryable=False,
                         hint="Start the run with user=<customer id> (e.g. user='C-00001').")
-    row = conn.execute("SELECT * FROM customers WHERE id = ? AND status = 'active'",
-                       (customer_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM customers WHERE id = ? AND status = 'active'", (customer_id,)).fetchone()
     if row is None:
         raise ToolError("This conversation's customer has no active account.",
                         retryable=False, hint="Hand the conversation to a person.")
@@ -57,8 +57,9 @@ def customer_row(conn: sqlite3.Connection, customer_id: str | None) -> sqlite3.R
 
 
 def order_row(conn: sqlite3.Connection, customer_id: str, order_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM orders WHERE id = ? AND customer_id = ?",
-                       (order_id, customer_id)).fetchone()
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM orders WHERE id = ? AND customer_id = ?", (order_id, customer_id)
+    ).fetchone()
     if row is None:
         raise NotFound("order", order_id, ORDER_HINT)
     return row
@@ -344,8 +345,9 @@ def search_tickets(db: Database, customer_id: str | None, query: str, status: st
 
 
 def ticket_row(conn: sqlite3.Connection, customer_id: str, ticket_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM tickets WHERE id = ? AND customer_id = ?",
-                       (ticket_id, customer_id)).fetchone()
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM tickets WHERE id = ? AND customer_id = ?", (ticket_id, customer_id)
+    ).fetchone()
     if row is None:
         raise NotFound("ticket", ticket_id, TICKET_HINT)
     return row

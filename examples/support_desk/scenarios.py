@@ -31,11 +31,12 @@ class Scenario:
 
 
 def _s(name: str, description: str, customer: int, order: int | None = None,
-       ticket: int | None = None, **kw: object) -> Scenario:
+       ticket: int | None = None, *, invoice_id: str | None = None,
+       subscription_id: str | None = None, amount: float | None = None) -> Scenario:
     return Scenario(name=name, description=description, customer_id=f"C-{customer:05d}",
                     order_id=None if order is None else f"NW-{100000 + order}",
                     ticket_id=None if ticket is None else f"T-{50000 + ticket}",
-                    **kw)  # type: ignore[arg-type]
+                    invoice_id=invoice_id, subscription_id=subscription_id, amount=amount)
 
 
 SCENARIOS: Final = {s.name: s for s in (

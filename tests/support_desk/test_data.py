@@ -7,6 +7,7 @@ import hashlib
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from examples.support_desk import gen_articles
@@ -35,7 +36,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def rows(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+def rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as db:
         return db.execute(sql, args).fetchall()
 
