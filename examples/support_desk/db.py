@@ -31,7 +31,7 @@ from .scenarios import SCENARIOS, Scenario, plant
 __all__ = ["CUSTOMERS", "ORDERS", "SCENARIOS", "TICKETS", "Database", "Scenario",
            "create_database", "table_counts"]
 
-SCHEMA: Final = (Path(__file__).with_name("schema.sql")).read_text(encoding="utf-8")
+SCHEMA_FILE: Final = Path(__file__).with_name("schema.sql")
 TABLES: Final = ("customers", "addresses", "products", "orders", "order_items", "payments",
                  "shipments", "carrier_events", "returns", "subscriptions", "invoices",
                  "tickets", "ticket_messages", "refunds", "effects")
@@ -81,7 +81,8 @@ def create_database(path: str | os.PathLike[str], *, seed: int = 7,
     db = sqlite3.connect(tmp)
     try:
         db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
-        tables, _, indexes = SCHEMA.partition("CREATE INDEX")
+        schema = SCHEMA_FILE.read_text(encoding="utf-8")
+        tables, _, indexes = schema.partition("CREATE INDEX")
         db.executescript(tables)
         db.executemany("INSERT INTO products VALUES (?, ?, ?, ?)",
                        [(p.sku, p.name, p.category, cents(p.price_eur)) for p in PRODUCTS])

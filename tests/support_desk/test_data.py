@@ -257,3 +257,24 @@ def test_the_corpus_finds_the_article_that_answers(tmp_path: Path) -> None:
         hits = corpus.search("return window for electronics", k=5, mode="bm25")
         assert "returns-electronics-window" in [h.chunk.doc_id for h in hits]
         assert {h.chunk.metadata["help_section"] for h in hits} <= {"returns", "policies"}
+
+
+def test_the_package_works_where_the_wheel_puts_it(tmp_path: Path) -> None:
+    """In a wheel the package is keel/examples/support_desk: only relative imports, and its
+    data files beside it."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "support_desk").symlink_to(repo / "examples" / "support_desk")
+    code = ("import sys, keel; keel.__path__.append(sys.argv[1])\n"
+            "from keel.examples.support_desk import ALL_TOOLS, create_database, load_articles\n"
+            "create_database(sys.argv[1] + '/d.db')\n"
+            "print(len(ALL_TOOLS), len(load_articles()), 'examples' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["16", str(len(load_articles())), "False"]

@@ -503,3 +503,21 @@ async def test_an_agent_asking_for_another_customers_order_learns_nothing(
     assert text[0] == text[1]
     assert "2490" not in str(seen) and theirs.customer_id not in str(seen)
     assert effects(db) == []
+
+
+async def test_concurrent_refunds_and_their_retries_make_each_effect_exactly_once(
+        db: Database) -> None:
+    import asyncio
+
+    orders = q(db, "SELECT o.id, o.customer_id FROM orders o JOIN payments p ON p.order_id = "
+               "o.id WHERE o.status = 'delivered' AND p.refunded_cents = 0 ORDER BY o.id "
+               "LIMIT 25")
+    calls = [use(T.refund_order, {"order_id": oid, "amount": 1.0, "reason": "goodwill"}, db,
+                 cid, key=f"refund-{oid}") for oid, cid in orders for _ in range(2)]
+    results = await asyncio.gather(*calls)
+    assert all(r.failure is None for r in results), [r.content for r in results][:2]
+    assert len(effects(db)) == len(orders) == 25
+    assert q(db, "SELECT count(*), sum(amount_cents) FROM refunds WHERE run_id = 'run-1'") \
+        == [(25, 2500)]
+    # the twin calls got the same answer: one refund id per order
+    assert len({r.value["refund_id"] for r in results if isinstance(r.value, dict)}) == 25
