@@ -9,8 +9,15 @@ Inside the wheel it is ``keel.examples.support_desk``; from a checkout
 
 from .db import SCENARIOS, Database, Scenario, create_database
 from .help_centre import Article, build_corpus, load_articles
-from .tools import ALL_SCOPES, ALL_TOOLS, SPECIALIST_TOOLS, approval_policy, database_of
+from .tools import (
+    ALL_SCOPES,
+    ALL_TOOLS,
+    SPECIALIST_TOOLS,
+    approval_policy,
+    database_of,
+    scopes_for,
+)
 
 __all__ = ["ALL_SCOPES", "ALL_TOOLS", "SCENARIOS", "SPECIALIST_TOOLS", "Article", "Database",
            "Scenario", "approval_policy", "build_corpus", "create_database", "database_of",
-           "load_articles"]
+           "load_articles", "scopes_for"]

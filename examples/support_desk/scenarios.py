@@ -41,7 +41,8 @@ def _s(name: str, description: str, customer: int, order: int | None = None,
 
 SCENARIOS: Final = {s.name: s for s in (
     _s("in_transit", "a jacket dispatched two days ago, on its way with DHL", 1, 1),
-    _s("lost_parcel", "a backpack PostNord declared lost after 17 days without a scan", 2, 2,
+    _s("lost_parcel", "a backpack PostNord declared lost (no scan for 14 days, then 3 "
+       "days of investigation)", 2, 2,
        ticket=1),
     _s("return_eligible", "a parka delivered 10 days ago (30-day window)", 3, 3),
     _s("return_expired", "hiking boots delivered 45 days ago (30-day window passed)", 4, 4),
@@ -59,7 +60,8 @@ SCENARIOS: Final = {s.name: s for s in (
        "still returnable (60-day club window)", 10, 10, subscription_id="SUB-1001"),
     _s("unpaid_invoice", "a Trail Club membership past due with an unpaid invoice", 11,
        subscription_id="SUB-1002", invoice_id="INV-200019"),
-    _s("cancellable", "a 69.45 stove order being packed: can still be cancelled", 12, 11),
+    _s("cancellable", "a 69.45 stove order being packed: can still be cancelled", 12, 11,
+       amount=69.45),
 )}
 
 

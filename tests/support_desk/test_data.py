@@ -140,6 +140,9 @@ def test_scenario_amounts_tickets_invoices_and_subscriptions(seeded: Path) -> No
                     s.ticket_id) == [(s.customer_id, "open")]
     assert [P.reviewers_for_refund(SCENARIOS[n].amount or 0) for n in (
         "refund_small", "refund_one_approval", "refund_two_approvals")] == [0, 1, 2]
+    cancellable = SCENARIOS["cancellable"]
+    assert rows(seeded, "SELECT total_cents FROM orders WHERE id = ?",
+                cancellable.order_id) == [(round((cancellable.amount or 0) * 100),)]
     unpaid = SCENARIOS["unpaid_invoice"]
     assert rows(seeded, "SELECT customer_id, status FROM invoices WHERE id = ?",
                 unpaid.invoice_id) == [(unpaid.customer_id, "unpaid")]
