@@ -521,3 +521,21 @@ async def test_concurrent_refunds_and_their_retries_make_each_effect_exactly_onc
         == [(25, 2500)]
     # the twin calls got the same answer: one refund id per order
     assert len({r.value["refund_id"] for r in results if isinstance(r.value, dict)}) == 25
+
+
+async def test_an_amount_copied_from_a_tool_output_waits_for_a_person_whatever_its_size(
+        db: Database) -> None:
+    """keel's taint guard (on by default): the model read 59.9 in order_status's output and
+    refunds it. Under the limit, yet it waits, because a value from tool output reached an
+    irreversible call (the desk's workflows, which compute amounts in code, are not gated)."""
+    s = S["refund_small"]
+    script = [call("order_status", {"order_id": s.order_id}),
+              call("refund_order", {"order_id": s.order_id, "amount": 59.9, "reason": "small"}),
+              "Done."]
+    store = MemoryStore()
+    with pytest.raises(ApprovalRequired) as waiting:
+        await desk_agent(script).run(f"Refund {s.order_id}, it is too small", store=store,
+                                     user=s.customer_id, deps=db)
+    task = await store.get_task(waiting.value.approval_ids[0])
+    assert "taint" in task.data["reason"] and task.data["evidence"]
+    assert effects(db) == []
