@@ -4,16 +4,20 @@ and two reviewers through a real keel Agent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from examples.support_desk import tools as T
 from examples.support_desk.db import SCENARIOS, Database
+from examples.support_desk.policies import REFERENCE_TIME
 
 from keel import (
     Agent,
     ApprovalRequired,
+    ConfigError,
     MemoryStore,
     RepeatedFailure,
     TaskConflict,
@@ -507,8 +511,6 @@ async def test_an_agent_asking_for_another_customers_order_learns_nothing(
 
 async def test_concurrent_refunds_and_their_retries_make_each_effect_exactly_once(
         db: Database) -> None:
-    import asyncio
-
     orders = q(db, "SELECT o.id, o.customer_id FROM orders o JOIN payments p ON p.order_id = "
                "o.id WHERE o.status = 'delivered' AND p.refunded_cents = 0 ORDER BY o.id "
                "LIMIT 25")
@@ -539,3 +541,22 @@ async def test_an_amount_copied_from_a_tool_output_waits_for_a_person_whatever_i
     task = await store.get_task(waiting.value.approval_ids[0])
     assert "taint" in task.data["reason"] and task.data["evidence"]
     assert effects(db) == []
+
+
+async def test_the_shops_today_decides_return_windows(db: Database) -> None:
+    s = S["return_eligible"]  # delivered 10 days before the reference time: 30-day window
+    later = Database(db.path, today=REFERENCE_TIME + timedelta(days=21))
+    out = value(await use(T.return_eligibility, {"order_id": s.order_id}, later,
+                          s.customer_id))
+    assert out["eligible"] is False and out["items"][0]["deadline"] == "2026-12-20"
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        Database(db.path, today=datetime(2026, 1, 1))
+
+
+async def test_a_ticket_without_an_order_is_opened(db: Database) -> None:
+    me = S["unpaid_invoice"]
+    made = value(await use(T.create_ticket, {"subject": "Club invoice", "message": "Why "
+                           "is my membership paused?", "category": "billing"}, db,
+                           me.customer_id))
+    assert q(db, "SELECT customer_id, order_id, status FROM tickets WHERE id = ?",
+             made["ticket_id"]) == [(me.customer_id, None, "open")]
