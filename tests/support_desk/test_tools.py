@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from keel import (
     ToolContext,
     UserError,
     decide_approval,
+    open_store,
 )
 from keel.core import ToolResultPart
 from keel.runtime import ApprovalContext
@@ -419,9 +421,12 @@ async def test_a_refund_over_100_waits_for_one_reviewer(db: Database) -> None:
                            ("ticket_updated", s.customer_id, s.order_id, None)]
 
 
-async def test_a_refund_over_1000_needs_two_different_reviewers(db: Database) -> None:
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_refund_over_1000_needs_two_different_reviewers(
+        db: Database, backend: str, tmp_path: Path) -> None:
     s = S["refund_two_approvals"]
-    store = MemoryStore()
+    store = MemoryStore() if backend == "memory" else open_store(
+        f"sqlite:///{tmp_path / 'runs.db'}")
     agent = desk_agent(refund_script("refund_two_approvals"))
     with pytest.raises(ApprovalRequired) as waiting:
         await agent.run("Refund my e-bike", store=store, user=s.customer_id, deps=db,
@@ -442,6 +447,7 @@ async def test_a_refund_over_1000_needs_two_different_reviewers(db: Database) ->
     decision = next(e for e in await store.read_journal("r2") if e.kind == "approval"
                 and e.phase == "result")
     assert [r["by"] for r in decision.data["reviews"]] == ["ana", "ben"]
+    await store.close()
 
 
 async def test_a_denied_refund_pays_nothing(db: Database) -> None:

@@ -1,8 +1,8 @@
 """The help centre: Northwind Outfitters' articles, loaded, checked and made searchable.
 
-``load_articles()`` reads ``help_centre/*.md`` (front matter ``id``, ``title``, ``section``,
-``tags``; a Markdown body) into :class:`Article` records, refusing a malformed file with a
-``keel.UserError`` that names it. ``build_corpus()`` indexes them in a keel
+``load_articles()`` reads the ``*.md`` files of this folder (front matter ``id``, ``title``,
+``section``, ``tags``; a Markdown body) into :class:`Article` records, refusing a malformed
+file with a ``keel.UserError`` that names it. ``build_corpus()`` indexes them in a keel
 :class:`~keel.patterns.Corpus` (BM25 plus WordLlama embeddings, offline) for the desk's
 agentic RAG; ``sections=`` limits a corpus to what one specialist may cite.
 """
@@ -21,7 +21,7 @@ from keel import UserError
 if TYPE_CHECKING:
     from keel.patterns import Corpus, Document, Embedder
 
-FOLDER: Final = Path(__file__).with_name("help_centre")
+FOLDER: Final = Path(__file__).parent
 SECTIONS: Final = ("shipping", "returns", "billing", "accounts", "troubleshooting", "policies")
 MAX_ARTICLE_BYTES: Final = 64 * 1024
 _FRONT: Final = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
