@@ -21,6 +21,10 @@ from .catalog import APP_ERRORS, PRODUCTS, Product
 HERE = Path(__file__).with_name("help_centre")
 SYMBOL = {"EUR": "€", "GBP": "£", "USD": "$"}
 Article = tuple[str, str, str, tuple[str, ...], str]  # id, title, section, tags, body
+#: payment method -> (its name, where its refunds go)
+PAYMENT_NAMES = {"card": ("card", "the same card"), "paypal": ("PayPal", "the PayPal account"),
+                 "bank_transfer": ("bank transfer", "the bank account it came from"),
+                 "gift_card": ("gift card", "the same Northwind gift card")}
 
 
 def fmt(amount_eur: float, currency: str = "EUR") -> str:
@@ -153,7 +157,7 @@ def shipping_general() -> Iterator[Article]:
            "scan's location. If the parcel is still missing after one working day, contact us "
            "within 7 days: we open an investigation with the carrier.")
     yield ("shipping-countries", "Where we deliver", "shipping", ("countries",),
-           "We deliver to " + ", ".join(f"{c.name} ({c.currency})" for c in
+           "We deliver to " + ", ".join(f"{place(c)} ({c.currency})" for c in
                                         P.COUNTRIES.values())
            + ". Orders ship from our warehouse in Tilburg, the Netherlands.")
 
@@ -220,11 +224,12 @@ def returns() -> Iterator[Article]:
 
 def billing() -> Iterator[Article]:
     for method, days in P.REFUND_DAYS.items():
-        name = method.replace("_", " ")
-        yield (f"billing-refund-{method.replace('_', '-')}", f"Refunds to {name}", "billing",
-               (method, "refund"),
-               f"A refund to {name} reaches you within {days} working day"
-               f"{'s' if days != 1 else ''} after we issue it. {P.refund_rule_text()}")
+        name, back = PAYMENT_NAMES[method]
+        yield (f"billing-refund-{method.replace('_', '-')}", f"Refunds of {name} payments",
+               "billing", (method, "refund"),
+               f"A refund of a {name} payment goes back to {back} and reaches you within "
+               f"{days} working day{'s' if days != 1 else ''} after we issue it. "
+               f"{P.refund_rule_text()}")
     for plan in P.PLANS.values():
         perks = "\n".join(f"- {x}" for x in plan.perks)
         yield (f"billing-plan-{plan.code}", f"{plan.name}: price and perks", "billing",
@@ -241,11 +246,11 @@ def billing() -> Iterator[Article]:
                f"Orders to {place(country)} are charged in {country.currency}. {vat}. The VAT "
                "amount is shown on every invoice.")
     for method, days_ in P.REFUND_DAYS.items():
-        name = method.replace("_", " ")
+        name, back = PAYMENT_NAMES[method]
         yield (f"billing-pay-{method.replace('_', '-')}", f"Paying by {name}", "billing",
                (method, "payment"),
                f"You can pay by {name} in every country we deliver to. If the order is "
-               f"refunded, the money goes back to the same {name} within {days_} working "
+               f"refunded, the money goes back to {back} within {days_} working "
                f"day{'s' if days_ != 1 else ''}.")
     for plan in P.PLANS.values():
         yield (f"billing-cancel-{plan.code}", f"Cancelling the {plan.name}", "billing",
