@@ -277,11 +277,14 @@ def reverse_refund(result: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 @tool(risk="irreversible", scopes=["refunds:issue"], group="billing", reconcile=_reconcile,
-      compensate=reverse_refund)
+      compensate=reverse_refund,
+      description="Refund part or all of an order to its original payment method. Refunds "
+                  f"over {P.REFUND_APPROVAL_LIMIT:,.0f} wait for a reviewer's approval, over "
+                  f"{P.REFUND_TWO_REVIEWER_LIMIT:,.0f} for two reviewers'.")
 def refund_order(order_id: OrderId, amount: Amount, reason: Short,
                  ctx: ToolContext) -> dict[str, Any]:
-    """Refund part or all of an order to its original payment method. Refunds over 100 wait
-    for a reviewer's approval, over 1,000 for two reviewers'.
+    """Refund part or all of an order to its original payment method (approval limits in
+    policies.py).
 
     Args:
         amount: How much to refund, in the order's currency (at most what is left to refund).
