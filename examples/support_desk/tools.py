@@ -91,9 +91,24 @@ InvoiceId = Annotated[str, _normalised(r"INV-\d{6}", "INV-200042", "invoice numb
                       Field(description="The invoice number, e.g. INV-200042.")]
 TicketId = Annotated[str, _normalised(r"T-\d{5,6}", "T-50042", "ticket numbers"),
                      Field(description="The ticket number, e.g. T-50042.")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    """Refuse control characters (NUL, terminal escapes ...): they would reach the
+    database, the console and the reviewers' terminals."""
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"contains the control character {found.group()!r}; send plain text")
+    return value
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
+                 AfterValidator(_printable)]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+                  AfterValidator(_printable)]
+Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100),
+                 AfterValidator(_printable)]
 
 
 def _postcode(value: str) -> str:
