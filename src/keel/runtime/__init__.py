@@ -57,6 +57,7 @@ from keel.runtime._runner import (
 )
 from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
 from keel.runtime._substeps import CONTEXT_KIND, SubSteps, run_sub_agent
+from keel.runtime._version import VERSION_KEY, agent_version, tool_fingerprint
 from keel.runtime._worker import (
     Worker,
     WorkOutcome,
@@ -69,6 +70,7 @@ __all__ = [
     "CONTEXT_KIND",
     "DEFAULT_STORE_URL",
     "FINAL_TOOL",
+    "VERSION_KEY",
     "Agent",
     "AgentConfig",
     "AgentInput",
@@ -116,6 +118,7 @@ __all__ = [
     "ToolNext",
     "WorkOutcome",
     "Worker",
+    "agent_version",
     "cancel_run",
     "check_name",
     "claim_escalation",
@@ -134,6 +137,7 @@ __all__ = [
     "resolve_unknown_outcome",
     "run_sub_agent",
     "stored_number",
+    "tool_fingerprint",
     "using_store",
     "worker_id",
 ]
