@@ -57,7 +57,7 @@ from keel.runtime._runner import (
 )
 from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
 from keel.runtime._substeps import CONTEXT_KIND, SubSteps, run_sub_agent
-from keel.runtime._version import VERSION_KEY, agent_version, tool_fingerprint
+from keel.runtime._version import VERSION_KEY, agent_version, tool_fingerprint, version_digest
 from keel.runtime._worker import (
     Worker,
     WorkOutcome,
@@ -139,6 +139,7 @@ __all__ = [
     "stored_number",
     "tool_fingerprint",
     "using_store",
+    "version_digest",
     "worker_id",
 ]
 

@@ -38,7 +38,7 @@ def tool_fingerprint(tool: Tool) -> dict[str, Any]:
             "scopes": sorted(meta.scopes), "idempotent": meta.idempotent}
 
 
-def digest(value: Any) -> str:
+def version_digest(value: Any) -> str:
     """A short hex digest of a JSON-able value (keys sorted; other objects by ``str``)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
@@ -49,7 +49,7 @@ def agent_version(*, model: str, instructions: str, tools: Iterable[Tool],
                   output_schema: Any, settings: ModelSettings, scopes: Iterable[str],
                   max_repeated_failures: int, max_output_retries: int) -> str:
     """The version of an agent made of these parts (see the module docstring)."""
-    return digest({
+    return version_digest({
         "model": model, "instructions": instructions,
         "tools": sorted((tool_fingerprint(t) for t in tools), key=lambda t: t["name"]),
         "output": output_schema, "settings": asdict(settings), "scopes": sorted(scopes),
