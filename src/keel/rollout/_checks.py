@@ -13,7 +13,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 def check_name(what: str, name: object) -> str:
     """A flag, rollout or version name: 1 to 100 letters, digits, ``_``, ``-`` or ``.``."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         shown = repr(name) if isinstance(name, str) else type(name).__name__
         raise RolloutError(f"a {what} name is 1 to 100 letters, digits, '_', '-' or '.', "
                            f"starting with a letter or digit (e.g. 'v2'), not {shown:.120}")
