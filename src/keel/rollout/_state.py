@@ -223,7 +223,8 @@ async def change(store: RunStore, name: str, action: Action, *, now: float,
     return await write(store, new, expect_version=state.version)
 
 
-#: Public names (``keel.rollout``) of the store-level functions the CLI uses.
-read_rollout = read_state
+#: Public names (``keel.rollout``) of the store-level functions the CLI uses:
+#: ``read_rollout`` raises a RolloutError naming the known rollouts for an unknown name.
+read_rollout = must_read
 rollout_history = history
 change_rollout = change
