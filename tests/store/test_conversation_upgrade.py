@@ -126,7 +126,7 @@ async def test_the_golden_schema_3_sqlite_store_is_upgraded_in_place(tmp_path: P
     shutil.copyfile(GOLDEN, path)
     async with SQLiteStore(path) as store:
         await _check_upgraded(store)
-    assert _meta(path) == str(SCHEMA_VERSION) == "5"
+    assert _meta(path) == str(SCHEMA_VERSION) == "6"
     with closing(sqlite3.connect(path)) as conn:
         columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
         assert columns[-3:] == ["tenant", "user", "conversation"]
@@ -148,7 +148,8 @@ def make_postgres_v3(schema: str) -> None:
     column and its index), with two runs, a journal and a task."""
     v3 = [st.replace(',\n        conversation     text', "")
           for st in pg_sql.DDL
-          if "keel_runs_by_conversation" not in st and "keel_outbox" not in st]
+          if "keel_runs_by_conversation" not in st and "keel_outbox" not in st
+          and "keel_feedback" not in st and "keel_settings" not in st]
     assert not any("conversation" in st for st in v3)
     create_old_store(schema, version=3, ddl=v3, run_columns=V3_RUN_COLUMNS,
                      runs=[_run_row(r) for r in V3_RUNS], entries=V3_ENTRIES)

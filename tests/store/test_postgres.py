@@ -80,8 +80,8 @@ async def test_open_store_urls_strip_the_schema_parameter(schema: str) -> None:
             await store.create_run(sample_run(f"run-{scheme}"))
     target = parse_target(f"{URL}?schema={schema}&sslmode=disable", None)
     assert "schema" not in target.conninfo and "sslmode" in target.conninfo
-    assert _tables(schema) == ["keel_journal", "keel_meta", "keel_outbox", "keel_runs",
-                               "keel_tasks"]
+    assert _tables(schema) == ["keel_feedback", "keel_journal", "keel_meta", "keel_outbox",
+                               "keel_runs", "keel_settings", "keel_tasks"]
 
 
 def test_bad_schema_names_and_clashes_are_config_errors() -> None:

@@ -620,7 +620,7 @@ async def test_a_version_1_store_is_upgraded_in_place_keeping_its_data(tmp_path:
         claimed = await store.claim_runs("w1", 60)
         assert [r.run_id for r in claimed] == ["old-susp"]
         await store.append("old-susp", [sample_entry(1)], lease="w1")
-    assert meta_version(path) == str(SCHEMA_VERSION) == "5"
+    assert meta_version(path) == str(SCHEMA_VERSION) == "6"
     fresh = tmp_path / "fresh.db"
     async with SQLiteStore(fresh):
         pass
@@ -644,7 +644,7 @@ async def test_a_failed_upgrade_changes_nothing(
     monkeypatch.undo()
     async with SQLiteStore(path) as store:  # the real upgrade still goes through
         assert await store.read_journal("old-done") == V1_ENTRIES
-    assert meta_version(path) == "5"
+    assert meta_version(path) == str(SCHEMA_VERSION)
 
 
 async def test_a_damaged_version_1_store_is_refused_not_upgraded(tmp_path: Path) -> None:
@@ -682,7 +682,7 @@ def test_stores_opening_one_old_file_at_once_upgrade_it_once(tmp_path: Path) -> 
     with ThreadPoolExecutor(max_workers=4) as pool:
         counts = list(pool.map(open_and_read, range(8)))
     assert counts == [3] * 8
-    assert meta_version(path) == "5"
+    assert meta_version(path) == str(SCHEMA_VERSION)
     assert asyncio.run(_journal_sizes(path, ["old-susp"])) == [8]
 
 

@@ -109,7 +109,7 @@ async def test_a_schema_2_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> N
     assert _meta(path) == "2"
     async with SQLiteStore(path) as store:
         await _check_upgraded(store)
-    assert _meta(path) == str(SCHEMA_VERSION) == "5"
+    assert _meta(path) == str(SCHEMA_VERSION) == "6"
     with closing(sqlite3.connect(path)) as conn:
         columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
         assert columns[-3:] == ["tenant", "user", "conversation"]
@@ -144,7 +144,8 @@ def make_postgres_v2(schema: str) -> None:
                      '        conversation     text', "")
           for st in pg_sql.DDL
           if "keel_runs_by_tenant" not in st and "keel_runs_by_conversation" not in st
-          and "keel_outbox" not in st]
+          and "keel_outbox" not in st
+          and "keel_feedback" not in st and "keel_settings" not in st]
     assert not any("tenant" in st or "conversation" in st for st in v2)
     create_old_store(schema, version=2, ddl=v2, run_columns=V2_RUN_COLUMNS,
                      runs=[_run_row(r) for r in V2_RUNS], entries=V2_ENTRIES)

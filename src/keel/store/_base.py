@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 #: 2: leases, deadlines and cancel requests on runs; the human task table (approvals and
 #: escalations). 3: each run's tenant and user, in columns of their own. 4: each run's
 #: conversation (thread) id, in a column of its own. 5: the outbox table (run events written
-#: with the journal; see :mod:`keel.store._outbox`). Stores of an older version are upgraded
-#: in place when opened.
-SCHEMA_VERSION = 5
+#: with the journal; see :mod:`keel.store._outbox`). 6: feedback on runs and versioned
+#: settings (see :mod:`keel.store._records`). Stores of an older version are upgraded in
+#: place when opened.
+SCHEMA_VERSION = 6
 
 RunStatus: TypeAlias = Literal["running", "suspended", "completed", "failed", "cancelled"]
 #: The metadata key under which :meth:`RunStore.request_cancel` keeps why and by whom.

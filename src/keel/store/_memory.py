@@ -300,6 +300,7 @@ class MemoryStore(RunStore):
         gone = set(doomed)
         for task_id in [t.task_id for t in self._tasks.values() if t.run_id in gone]:
             del self._tasks[task_id]
+        self._records.forget_runs(gone)
 
     # ---------------------------------------------------------------------------- leases
 

@@ -97,6 +97,7 @@ from keel.store._postgres_connect import (
     open_pool,
     parse_target,
 )
+from keel.store._postgres_records import PostgresRecords
 from keel.store._postgres_rows import (
     entry,
     entry_columns,
@@ -118,7 +119,7 @@ T = TypeVar("T")
 _PRUNE_BATCH = 500
 
 
-class PostgresStore(RunStore):
+class PostgresStore(PostgresRecords, RunStore):
     """Runs, journals and human tasks in a Postgres database, shared by many workers.
 
     ``url`` is ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too, or a

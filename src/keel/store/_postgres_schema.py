@@ -117,8 +117,8 @@ async def inspect(conn: Conn, schema: str, label: str) -> int | None:
             f"{where} holds a keel_meta table without a schema version this keel knows "
             f"({row[0] if row else 'none'!r}); it is not a keel run store. Point keel at "
             "another schema (?schema=NAME in the store URL).")
-    missing = [t for t in TABLES if t not in found
-               and (t != "keel_outbox" or version >= 5)]  # the outbox came with schema 5
+    since = {"keel_outbox": 5, "keel_feedback": 6, "keel_settings": 6}  # later tables
+    missing = [t for t in TABLES if t not in found and version >= since.get(t, 0)]
     if missing:
         raise StoreError(
             f"the run store in {where} is damaged: its {', '.join(missing)} table is missing. "

@@ -51,15 +51,17 @@ import functools
 from dataclasses import dataclass
 
 from keel.store import _postgres_outbox as outbox
+from keel.store import _records_sql as records
 
 #: The database clock as epoch seconds (float8). ``clock_timestamp()`` rather than ``now()``
 #: so that a statement inside a longer transaction still sees the current time.
 NOW = "extract(epoch FROM clock_timestamp())::float8"
 
 #: The keel tables, in creation order.
-TABLES = ("keel_meta", "keel_runs", "keel_journal", "keel_tasks", "keel_outbox")
+TABLES = ("keel_meta", "keel_runs", "keel_journal", "keel_tasks", "keel_outbox", "keel_feedback",
+          "keel_settings")
 
-#: Schema 5 (a new store). ``{s}`` stands for the quoted schema name and a dot.
+#: Schema 6 (a new store). ``{s}`` stands for the quoted schema name and a dot.
 DDL: tuple[str, ...] = (
     """CREATE TABLE {s}keel_meta (
         key   text PRIMARY KEY,
@@ -133,11 +135,13 @@ DDL: tuple[str, ...] = (
     "CREATE INDEX keel_tasks_by_run ON {s}keel_tasks (run_id, created_at, task_id)",
     outbox.TABLE,
     *outbox.INDEXES,
+    *records.POSTGRES_TABLES,
 )
 
 #: The step that takes a store from version ``v`` to ``v + 1`` (run under the advisory lock,
 #: in one transaction). 2 -> 3: each run's tenant and user, NULL for the runs stored before;
-#: 3 -> 4: each run's conversation, likewise; 4 -> 5: the outbox table.
+#: 3 -> 4: each run's conversation, likewise; 4 -> 5: the outbox table; 5 -> 6: feedback
+#: and settings.
 UPGRADES: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE {s}keel_runs ADD COLUMN tenant text",
@@ -152,6 +156,7 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "UPDATE {s}keel_meta SET value = '4' WHERE key = 'schema_version'",
     ),
     4: outbox.V4_TO_V5,
+    5: records.POSTGRES_V5_TO_V6,
 }
 
 RUN_COLUMNS = (

@@ -118,6 +118,10 @@ class MemoryRecords:
         rows.sort(key=lambda f: (f.created_at, f.feedback_id))
         return rows[:limit]
 
+    def forget_runs(self, run_ids: Collection[str]) -> None:
+        for fid in [f.feedback_id for f in self._feedback.values() if f.run_id in run_ids]:
+            del self._feedback[fid]
+
     def get_setting(self, key: str) -> Setting | None:
         versions = self._settings.get(key)
         return versions[-1] if versions else None

@@ -112,6 +112,7 @@ from keel.store._outbox import (
     task_requested,
     tool_calls,
 )
+from keel.store._sqlite_records import SQLiteRecords
 from keel.store._sqlite_schema import (
     BUSY_TIMEOUT_S,
     MEMORY,
@@ -129,7 +130,7 @@ __all__ = ["BUSY_TIMEOUT_S", "SQLiteStore"]
 _UNIQUE = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
-class SQLiteStore(RunStore):
+class SQLiteStore(SQLiteRecords, RunStore):
     """Runs, journals and human tasks in one SQLite file (``":memory:"`` for a private
     in-memory one).
 
@@ -342,7 +343,7 @@ class SQLiteStore(RunStore):
         doomed = f"status IN ({', '.join('?' * len(chosen))}) AND updated_at < ?"
         params = [*chosen, before]
         with self._writing() as db:
-            for table in ("tasks", "journal"):
+            for table in ("tasks", "journal", "feedback"):
                 db.execute(f"DELETE FROM {table} WHERE run_id IN "
                            f"(SELECT run_id FROM runs WHERE {doomed})", params)
             deleted: int = db.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
@@ -378,7 +379,7 @@ class SQLiteStore(RunStore):
         try:
             with self._writing() as db:
                 outbox_sql.forget_runs(db, doomed, params)
-                for table in ("tasks", "journal"):
+                for table in ("tasks", "journal", "feedback"):
                     db.execute(f"DELETE FROM {table} WHERE run_id IN "
                                f"(SELECT run_id FROM runs WHERE {doomed})", params)
                 deleted: int = db.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount

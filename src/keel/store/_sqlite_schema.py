@@ -1,6 +1,6 @@
 """Opening the SQLite run store's file: checking it, creating its tables, upgrading old ones.
 
-Layout (schema 5)
+Layout (schema 6)
     ``keel_meta(key, value)`` holds ``schema_version``. ``runs`` holds one row per run, with
     JSON text in ``input``, ``output``, ``error``, ``usage`` and ``metadata``, and the lease
     (``lease_owner``, ``lease_expires_at``), ``deadline_at``, ``cancel_requested``, and the
@@ -19,7 +19,8 @@ Layout (schema 5)
     serves ``list_runs`` of one conversation and ``delete_conversation``; the
     ``tasks_by_*`` indexes serve ``list_tasks`` filtered by status, kind, queue or run,
     oldest first. ``outbox`` holds the run events (schema 5; see
-    :mod:`keel.store._sqlite_outbox`).
+    :mod:`keel.store._sqlite_outbox`). ``feedback`` and ``settings`` hold people's feedback on
+    runs and versioned settings such as rollouts (schema 6; see :mod:`keel.store._records_sql`).
 
 Versions
     A new file gets schema 1 and then every upgrade step, so a new file and an upgraded one
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from keel.core import StoreError, StoreUnavailable, StoreVersionError, use_wal
 from keel.store._base import SCHEMA_VERSION
+from keel.store._records_sql import SQLITE_V5_TO_V6
 from keel.store._sqlite_outbox import V4_TO_V5
 
 #: How long a write waits for another connection's write to finish before failing.
@@ -139,7 +141,7 @@ _V3_TO_V4: tuple[str, ...] = (
 #: The step that takes a store from version ``v`` to ``v + 1`` (4 -> 5: the outbox table,
 #: see :mod:`keel.store._sqlite_outbox`).
 UPGRADES: dict[int, tuple[str, ...]] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4,
-                                        4: V4_TO_V5}
+                                        4: V4_TO_V5, 5: SQLITE_V5_TO_V6}
 
 #: The tables each version must have (a file missing one is damaged, not re-created).
 _TABLES: dict[int, frozenset[str]] = {
@@ -148,6 +150,7 @@ _TABLES: dict[int, frozenset[str]] = {
     3: frozenset({"runs", "journal", "tasks"}),
     4: frozenset({"runs", "journal", "tasks"}),
     5: frozenset({"runs", "journal", "tasks", "outbox"}),
+    6: frozenset({"runs", "journal", "tasks", "outbox", "feedback", "settings"}),
 }
 
 
