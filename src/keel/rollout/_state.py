@@ -70,10 +70,12 @@ class RolloutState:
     @classmethod
     def of(cls, setting: Setting) -> RolloutState:
         v = setting.value
+        status = v.get("status") if isinstance(v, dict) else None
+        if status not in STATUSES:
+            raise RolloutError(f"the setting {setting.key!r} (version {setting.version}) is not "
+                               f"a rollout state (status {status!r}); it was written by "
+                               "something else: start the rollout under another name")
         try:
-            status = v["status"]
-            if status not in STATUSES:
-                raise ValueError(status)
             return cls(name=str(v["name"]), current=str(v["current"]),
                        candidate=str(v["candidate"]),
                        steps=tuple(float(s) for s in v["steps"]), stage=int(v["stage"]),
