@@ -13,7 +13,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from keel.core import SettingConflict
@@ -55,7 +55,6 @@ class Tick:
     breaches: tuple[Breach, ...] = ()
     candidate: ArmStats | None = None
     current: ArmStats | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def tag_of(run: RunRecord) -> dict[str, Any] | None:
@@ -110,11 +109,12 @@ class Rollout:
         self.step_interval_s = check_seconds("step_interval_s", step_interval_s, zero=True)
         self.window_s = check_seconds("window_s", window_s)
         self.ttl_s = check_seconds("ttl_s", ttl_s, zero=True)
-        self.gates = gates if gates is not None else Gates()
-        if not isinstance(self.gates, Gates):
+        if gates is not None and not isinstance(gates, Gates):
             raise RolloutError("gates= is a keel.rollout.Gates(...)")
-        self.min_runs = self.gates.min_runs if min_runs is None else Gates(
-            min_runs=min_runs).min_runs
+        gates = gates if gates is not None else Gates()
+        #: The gates; ``min_runs=`` given here replaces theirs (it also bounds advancing).
+        self.gates = gates if min_runs is None else replace(gates, min_runs=min_runs)
+        self.min_runs = self.gates.min_runs
         self.alert, self.clock, self.by = alert, clock, by
         self._state: RolloutState | None = None
         self._read_at = -float("inf")
@@ -188,11 +188,15 @@ class Rollout:
         """The version (its name) that serves this call: the version of the conversation's
         first run if it has one; else the candidate for the sticky key's share (cumulative:
         a user in at 1% stays in at 10%), the current version otherwise."""
+        return (await self._choose(user, tenant, conversation))[0]
+
+    async def _choose(self, user: str | None, tenant: str | None,
+                      conversation: str | None) -> tuple[str, RolloutState]:
         state = await self.state()
         if conversation is not None:
             kept = await self._conversation_version(conversation, tenant)
             if kept is not None:
-                return kept
+                return kept, state
         key = user if self.sticky == "user" else tenant
         key = key if key is not None else conversation
         share = state.candidate_share()
@@ -202,7 +206,7 @@ class Rollout:
             picked = in_share(f"rollout:{self.name}", key, share)
         version = state.candidate if picked else state.current
         self.versions.get(version)  # a state naming a version this worker lacks: say so
-        return version
+        return version, state
 
     async def _conversation_version(self, conversation: str, tenant: str | None) -> str | None:
         kept = self._conversations.get(conversation)
@@ -234,9 +238,7 @@ class Rollout:
         ``candidate``; ``at``: the rollout's clock) besides the agent's own ``"version"``
         hash. ``options`` are the agent's run options (``store`` defaults to the rollout's).
         """
-        version = await self.choose(user=user, tenant=tenant, conversation=conversation)
-        state = self._state
-        assert state is not None
+        version, state = await self._choose(user, tenant, conversation)
         arm = "candidate" if version == state.candidate else "current"
         meta = dict(options.pop("metadata", None) or {})
         meta[ROLLOUT_KEY] = {"name": self.name, "version": version, "arm": arm,
