@@ -137,3 +137,28 @@ async def test_hostile_keys_in_choose_and_run() -> None:
     with pytest.raises(UserError, match="metadata"):
         await r.run("hi", user="u1", metadata={"x": "y" * 20_000})
     assert await store.list_runs() == []  # nothing was stored
+
+
+async def test_a_paused_rollout_still_rolls_back_on_a_breach() -> None:
+    store = MemoryStore()
+    r = _rollout(store, Gates(**{**OFF, "success_rate_drop": 0.05, "min_runs": 10}))
+    await r.start()
+    await r.change("pause", by="ana")
+    await _runs(store, "v1", 20)
+    await _runs(store, "v2", 20, status="failed", error="ModelError")
+    tick = await r.tick()
+    assert tick.action == "rolled_back" and tick.state.status == "rolled_back"
+
+
+async def test_a_single_step_rollout_completes_on_its_first_healthy_tick() -> None:
+    store = MemoryStore()
+    r = Rollout("support", Versions(v1=agent("one"), v2=agent("two")), store=store,
+                current="v1", candidate="v2", steps=(100,), step_interval_s=0, ttl_s=0,
+                clock=lambda: NOW, gates=Gates(min_runs=1))
+    await r.start()
+    await _runs(store, "v1", 3)
+    await _runs(store, "v2", 3)
+    tick = await r.tick()
+    assert (tick.action, tick.state.status, tick.state.percent) == ("advanced", "completed", 100)
+    with pytest.raises(RolloutError, match="no step past 100"):
+        await r.change("advance")

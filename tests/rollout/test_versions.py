@@ -86,3 +86,29 @@ async def test_a_version_whose_tools_changed_since_it_was_registered_is_refused(
         await Versions(v1=agent("uno", tools=(lookup_tool(), refund_tool()))).register(store)
     kept = await store.get_setting("version:support:v1")
     assert kept is not None and kept.version == 1  # nothing was overwritten
+
+
+async def test_a_flow_is_a_version_too() -> None:
+    from keel.runtime import FlowContext, flow
+
+    inner = agent("one")
+
+    @flow("support", agents=[inner])
+    async def team(ctx: FlowContext, input: str) -> str:
+        return f"team: {input}"
+
+    @flow("support", agents=[agent("two")])
+    async def other(ctx: FlowContext, input: str) -> str:
+        return input
+
+    versions = Versions(v1=team, v2=other)
+    d = versions.describe()
+    assert d["v1"]["kind"] == "flow" and d["v1"]["version"] != d["v2"]["version"]
+    from keel.rollout import Rollout
+
+    store = MemoryStore()
+    r = Rollout("support", versions, store=store, current="v1", candidate="v2", steps=(100,))
+    result = await r.run("hello", user="u1")
+    assert result.output == "hello"  # at 100% every user gets the candidate
+    [run] = await store.list_runs(RunFilter())
+    assert run.metadata["rollout"]["version"] == "v2" and run.metadata["pattern"] == "flow"

@@ -305,7 +305,8 @@ class Rollout:
         if state.status != "active" or not held or not enough:
             return Tick(action="none" if state.status != "active" else "waiting",
                         state=state, candidate=cand, current=cur)
-        reason = (f"advanced to {state.steps[state.stage + 1]:g}%: healthy for "
+        target = state.steps[min(state.stage + 1, len(state.steps) - 1)]
+        reason = (f"advanced to {target:g}%: healthy for "
                   f"{when - state.stage_since:g}s with {cand.runs} candidate and {cur.runs} "
                   "current runs")
         return await self._move(state, "advance", when, reason, (), cand, cur)

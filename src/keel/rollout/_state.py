@@ -166,10 +166,7 @@ def advanced(state: RolloutState, *, now: float, by: str | None,
         raise RolloutError(f"rollout {state.name!r} was rolled back ({state.reason}); start it "
                            "again (Rollout.start(restart=True)) to send traffic to "
                            f"{state.candidate!r} again")
-    stage = state.stage + 1
-    if stage >= len(state.steps):
-        raise RolloutError(f"rollout {state.name!r} is at its last step "
-                           f"({state.percent:g}%); there is no step past 100")
+    stage = min(state.stage + 1, len(state.steps) - 1)  # a rollout at 100% completes
     percent = state.steps[stage]
     return replace(state, stage=stage, percent=percent,
                    status="completed" if percent >= 100 else state.status,
