@@ -179,6 +179,12 @@ async def drive(path: str, cfg: SimConfig) -> SimResult:
                 tick = await controller.tick(now=now[0])
                 if tick.action in ("advanced", "rolled_back"):
                     result.ticks.append((b, tick, before))
+                if tick.action == "advanced":
+                    # a batch stands for 10 s, longer than the workers' state TTL, but runs
+                    # in a fraction of a second: let the TTL pass, as it would between two
+                    # batches, so the workers serve the new share from the next batch on. A
+                    # rollback gets no such pause: its reach is what the test measures.
+                    await asyncio.sleep(cfg.ttl_s + 0.2)
             result.wall_s = time.perf_counter() - began
             result.runs = await _all_runs(store)
     finally:
