@@ -20,6 +20,13 @@ from keel.runtime._escalation import (
     claim_escalation,
     resolve_escalation,
 )
+from keel.runtime._feedback import (
+    FeedbackSummary,
+    feedback_summary,
+    record_feedback,
+    record_feedback_sync,
+    summarize_feedback,
+)
 from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
 from keel.runtime._guarding import GuardDecision, GuardInput, Place
 from keel.runtime._journal import Durability, Journal, Paused
@@ -82,6 +89,7 @@ __all__ = [
     "Conversation",
     "Durability",
     "EscalationPolicy",
+    "FeedbackSummary",
     "Flow",
     "FlowContext",
     "FlowOptions",
@@ -126,17 +134,21 @@ __all__ = [
     "default_store_url",
     "diff_runs",
     "execute",
+    "feedback_summary",
     "flow",
     "fork_run",
     "hand_back",
     "notify_engine",
     "plan_fork",
+    "record_feedback",
+    "record_feedback_sync",
     "register_engine",
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",
     "run_sub_agent",
     "stored_number",
+    "summarize_feedback",
     "tool_fingerprint",
     "using_store",
     "version_digest",

@@ -22,6 +22,15 @@ from typing import Any, TypeAlias
 
 from keel.core import ConfigError, Message, TaskConflict, ToolResultPart, UserError
 from keel.runtime._engines import notify_engine
+from keel.runtime._quorum import (
+    add_review,
+    check_reviewer,
+    check_reviewers,
+    partial_task,
+    review_of,
+    reviewers_needed,
+    reviews_of,
+)
 from keel.store import (
     HumanTask,
     JournalEntry,
@@ -98,8 +107,13 @@ class ApprovalRule:
     when: Callable[..., bool]
     reason: str = ""
     exempt: bool = False
+    #: How many different people must approve a matching call (N-of-M; see
+    #: :mod:`keel.runtime._quorum`): ``ApprovalRule("refund", lambda a: a["amount"] > 1000,
+    #: "large refunds", reviewers=2)``.
+    reviewers: int = 1
 
     def __post_init__(self) -> None:
+        check_reviewers("ApprovalRule.reviewers", self.reviewers)
         if not self.tool:
             raise ConfigError("ApprovalRule.tool", "name the tool the rule applies to")
         if not callable(self.when):
@@ -136,8 +150,11 @@ class ApprovalPolicy:
     queue: str = "approvals"
     sla_seconds: float | None = 24 * 3600.0
     enabled: bool = True
+    #: How many different people must approve each gated call (a rule may ask for more).
+    reviewers: int = 1
 
     def __post_init__(self) -> None:
+        check_reviewers("ApprovalPolicy.reviewers", self.reviewers)
         object.__setattr__(self, "risks", frozenset(self.risks))
         object.__setattr__(self, "rules", tuple(self.rules))
         unknown = self.risks - {"read", "write", "irreversible"}
@@ -189,6 +206,18 @@ class ApprovalPolicy:
         return None
 
 
+    def reviewers_for(self, tool: Tool, arguments: dict[str, Any],
+                      context: ApprovalContext | None = None) -> int:
+        """How many different people must approve this call (asked once it needs approval):
+        the policy's ``reviewers``, or more when a matching rule asks for more."""
+        n = self.reviewers
+        for rule in self.rules:
+            if rule.reviewers > n and rule.tool == tool.meta.name and not rule.exempt \
+                    and rule.matches(arguments, context):
+                n = rule.reviewers
+        return n
+
+
 @functools.lru_cache(maxsize=256)  # asked on every gated call; a signature costs ~10 µs
 def _takes_context(fn: Callable[..., Any], position: int = 3) -> bool:
     """Whether a callback takes a context parameter at ``position`` (1-based)."""
@@ -210,7 +239,8 @@ def approval_request(*, run_id: str, agent: str, gate_key: str, tool: Tool,
                      arguments: dict[str, Any], reason: str, thought: str,
                      policy: ApprovalPolicy, now: float,
                      evidence: Mapping[str, Any] | None = None,
-                     owner: Mapping[str, str] | None = None) -> dict[str, Any]:
+                     owner: Mapping[str, str] | None = None,
+                     reviewers: int = 1) -> dict[str, Any]:
     """What the reviewer sees (stored as the gate's intent and as the task's data).
     ``evidence``: why a guard asked (e.g. taint: which argument came from which tool
     output), when a guard rather than the policy routed the call here. ``owner``: the run's
@@ -228,6 +258,8 @@ def approval_request(*, run_id: str, agent: str, gate_key: str, tool: Tool,
         request["evidence"] = dict(evidence)
     if owner:
         request.update(owner)
+    if reviewers > 1:  # only then: a one-person request is written as it always was
+        request["reviewers"] = reviewers
     return request
 
 
@@ -273,6 +305,16 @@ async def decide_approval(approval_id: str, _old: str | None = None, /, *,
     request: dict[str, Any] = task.data
     decision = approval_decision(request, approve=approve, by=by or "", comment=comment,
                                  edited_args=edited_args)
+    if reviewers_needed(request) > 1:
+        reviews = await reviews_of(store, approval_id)
+        check_reviewer(request, decision["by"], decision["edited"], reviews, approve)
+        if approve:
+            reviews, enough = await add_review(store, task, decision)
+            if not enough:
+                return partial_task(task, reviews)
+        else:
+            reviews = [*reviews, review_of(decision)]
+        decision["reviews"] = reviews
     now = decision["decided_at"]
     journal = await store.read_journal(task.run_id, **scoped(store.read_journal, tenant))
     intent = next((e for e in journal if e.key == task.step_key and e.phase == "intent"), None)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from keel.core import ApprovalRequired, Escalate, Message, TaskNotFound, UserError
 from keel.runtime._approvals import (
     ApprovalContext,
+    ApprovalPolicy,
     Review,
     approval_decision,
     approval_request,
@@ -25,6 +26,7 @@ from keel.runtime._approvals import (
     owner_of,
 )
 from keel.runtime._guarding import GuardDecision
+from keel.runtime._quorum import reviewers_needed
 from keel.tools import Tool, ToolResult
 
 _log = logging.getLogger("keel.approvals")
@@ -72,25 +74,29 @@ class Gates:
                 await journal.store.put_task(approval_task(request))  # in case we crashed
                 raise _waiting(request)  # in a person's queue: a person decides
         else:
+            context: ApprovalContext | None = None
             if guard is not None:
                 if not self.agent.approval.enabled:
                     return _guard_denied(guard)
                 reason: str | None = f"{guard.reason} (guard {guard.guard})"
             else:
-                reason = self._reason(tool, arguments, ApprovalContext(
+                context = ApprovalContext(
                     run_id=journal.run_id, agent=self.agent.name, step_key=gate_key,
                     deps=self.deps, history=tuple(history),
                     tenant=None if self.record is None else self.record.tenant,
-                    user=None if self.record is None else self.record.user))
+                    user=None if self.record is None else self.record.user)
+                reason = self._reason(tool, arguments, context)
             if reason is None:
                 return None
             args = _parsed(arguments)
+            reviewers = self._reviewers(tool, args, context)
             request = approval_request(
                 run_id=journal.run_id, agent=self.agent.name, gate_key=gate_key, tool=tool,
                 arguments=args if args is not None else {"_raw": arguments}, reason=reason,
                 thought=_last_thought(history), policy=self.agent.approval, now=time.time(),
                 evidence=None if guard is None else guard.evidence,
-                owner=None if self.record is None else owner_of(self.record))
+                owner=None if self.record is None else owner_of(self.record),
+                reviewers=reviewers)
             await journal.write(gate_key, "intent", "approval", tool.name, input_hash,
                                 request, reserve_next=True)
         reviewed = await self._review(request)
@@ -105,7 +111,7 @@ class Gates:
         """The policy's in-process reviewer's decision record, or None: no reviewer, it left
         the request to a person, or it failed (fail closed: a person decides)."""
         reviewer = self.agent.approval.reviewer
-        if reviewer is None:
+        if reviewer is None or reviewers_needed(request) > 1:  # several people decide
             return None
         try:
             out = reviewer(dict(request))
@@ -123,6 +129,18 @@ class Gates:
                          "decides", request.get("approval_id"), type(exc).__name__, exc,
                          extra={"run_id": request.get("run_id")})
             return None
+
+    def _reviewers(self, tool: Tool, args: dict[str, Any] | None,
+                   context: ApprovalContext | None) -> int:
+        """How many people must approve (a rule that cannot decide asks for the policy's)."""
+        policy: ApprovalPolicy = self.agent.approval
+        if args is None or not (policy.rules or policy.reviewers > 1):
+            return policy.reviewers
+        try:
+            return policy.reviewers_for(tool, args, context)
+        except Exception:  # the rule failed in _reason too and asked for approval; fail closed
+            return max([policy.reviewers, *(r.reviewers for r in policy.rules
+                                            if r.tool == tool.meta.name)])
 
     def _reason(self, tool: Tool, arguments: str, context: ApprovalContext) -> str | None:
         policy = self.agent.approval
