@@ -26,6 +26,9 @@ from keel.rollout import Gates, Rollout, Tick, Versions
 from keel.store import RunFilter, RunRecord, SQLiteStore
 from keel.testing import FunctionModel, call
 
+#: Real seconds after a rollback during which the driver paces its batches (TTL + 3 s).
+PACED_S = 5.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class SimConfig:
@@ -167,8 +170,17 @@ async def drive(path: str, cfg: SimConfig) -> SimResult:
             await controller.start(now=now[0])
             traffic = Traffic(cfg)
             began = time.perf_counter()
+            rolled_back_at: float | None = None
+            next_at = 0.0
             for b in range(cfg.runs // cfg.batch):
                 now[0] = cfg.start + b * cfg.batch_s
+                if rolled_back_at is not None and time.time() - rolled_back_at < PACED_S:
+                    # after the rollback, batches go out at most PACED_S / 15 apart for
+                    # PACED_S (real) seconds, so that traffic outlasts the workers' TTL
+                    # however fast this machine runs them: the rollback's reach is measured
+                    # on it
+                    await asyncio.sleep(max(0.0, next_at - time.time()))
+                    next_at = time.time() + PACED_S / 15
                 items = traffic.batch(cfg.batch)
                 share = -(-len(items) // cfg.workers)
                 for i, conn in enumerate(pipes):
@@ -179,6 +191,8 @@ async def drive(path: str, cfg: SimConfig) -> SimResult:
                 tick = await controller.tick(now=now[0])
                 if tick.action in ("advanced", "rolled_back"):
                     result.ticks.append((b, tick, before))
+                if tick.action == "rolled_back":
+                    rolled_back_at = next_at = before
                 if tick.action == "advanced":
                     # a batch stands for 10 s, longer than the workers' state TTL, but runs
                     # in a fraction of a second: let the TTL pass, as it would between two

@@ -249,3 +249,16 @@ async def test_operator_changes_are_compare_and_set() -> None:
         await r.change("rollback")
     assert [s.status for s in await r.history()] == [
         "active", "paused", "active", "active", "active", "completed"]
+
+
+async def test_a_conversation_begun_before_the_rollout_stays_on_its_version() -> None:
+    store = MemoryStore()
+    vs = versions()
+    # turns served before the rollout existed: by v1 directly, and by an older agent
+    await vs["v1"].run("hi", store=store, user="early", conversation="before")
+    await agent("zero").run("hi", store=store, user="old", conversation="older")
+    r = rollout(store, steps=(100,))
+    await r.start()
+    assert await r.choose(user="early", conversation="before") == "v1"
+    assert await r.choose(user="old", conversation="older") == "v1"  # the current version
+    assert await r.choose(user="early", conversation="new") == "v2"  # 100%: new ones move

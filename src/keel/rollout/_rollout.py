@@ -215,16 +215,28 @@ class Rollout:
             return kept
         runs = await self.store.list_runs(RunFilter(conversation=conversation, tenant=tenant,
                                                     agent=self.versions.agent, limit=1))
-        tag = tag_of(runs[0]) if runs else None
-        if tag is None or tag.get("name") != self.name:
+        if not runs:
             return None
-        version = str(tag.get("version"))
+        version = self._version_of(runs[0])
         if version not in self.versions:
             raise RolloutError(f"conversation {conversation!r} runs on version {version!r}, "
                                "which this worker does not have; add it to Versions(...) "
                                "(a conversation never changes version)")
         self._remember(conversation, version)
         return version
+
+    def _version_of(self, run: RunRecord) -> str:
+        """The version (name) that served ``run``: its rollout tag; for a run this rollout
+        did not serve (it began before the rollout), the version whose hash it recorded,
+        else the current version (what served before the rollout)."""
+        tag = tag_of(run)
+        if tag is not None and tag.get("name") == self.name:
+            return str(tag.get("version"))
+        recorded = run.metadata.get("version") if isinstance(run.metadata, dict) else None
+        for name in self.versions:
+            if self.versions.info(name).version == recorded:
+                return name
+        return self.current
 
     def _remember(self, conversation: str, version: str) -> None:
         self._conversations[conversation] = version
