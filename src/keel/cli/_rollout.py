@@ -78,7 +78,7 @@ def _show(screen: Screen, state: RolloutState, as_json: bool) -> None:
                                     f"{', '.join(f'{s:g}' for s in state.steps)})")
     grid.add_row("last change", safe(f"{state.reason or '-'} (by {state.by or '?'}, "
                                      f"{_when(state.at)})"))
-    grid.add_row("version", str(state.version))
+    grid.add_row("state version", f"{state.version} (for --expect-version)")
     screen.out.print(grid)
 
 
