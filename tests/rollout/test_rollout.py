@@ -262,3 +262,22 @@ async def test_a_conversation_begun_before_the_rollout_stays_on_its_version() ->
     assert await r.choose(user="early", conversation="before") == "v1"
     assert await r.choose(user="old", conversation="older") == "v1"  # the current version
     assert await r.choose(user="early", conversation="new") == "v2"  # 100%: new ones move
+
+
+async def test_workers_trust_their_state_for_ttl_s_then_read_it_again() -> None:
+    import asyncio
+
+    store = MemoryStore()
+    cached = rollout(store, steps=(50, 100), ttl_s=3600)
+    short = rollout(store, steps=(50, 100), ttl_s=0.2)
+    await cached.start()
+    await short.state()
+    users = [f"u{i}" for i in range(100)]
+    assert {await short.choose(user=u) for u in users} == {"v1", "v2"}
+    await rollout(store).change("rollback", by="ana")
+    # within its TTL a worker still serves the share it read (runs choose without a read)
+    assert {await cached.choose(user=u) for u in users} == {"v1", "v2"}
+    await asyncio.sleep(0.25)  # the short TTL has passed: the next choice reads again
+    assert {await short.choose(user=u) for u in users} == {"v1"}
+    assert (await cached.state(fresh=True)).status == "rolled_back"
+    assert {await cached.choose(user=u) for u in users} == {"v1"}
