@@ -65,6 +65,7 @@ from keel.runtime._runner import (
 )
 from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
 from keel.runtime._substeps import CONTEXT_KIND, SubSteps, run_sub_agent
+from keel.runtime._version import VERSION_KEY, agent_version, tool_fingerprint, version_digest
 from keel.runtime._worker import (
     Worker,
     WorkOutcome,
@@ -77,6 +78,7 @@ __all__ = [
     "CONTEXT_KIND",
     "DEFAULT_STORE_URL",
     "FINAL_TOOL",
+    "VERSION_KEY",
     "Agent",
     "AgentConfig",
     "AgentInput",
@@ -125,6 +127,7 @@ __all__ = [
     "ToolNext",
     "WorkOutcome",
     "Worker",
+    "agent_version",
     "approval_reviews",
     "cancel_run",
     "check_name",
@@ -150,7 +153,9 @@ __all__ = [
     "run_sub_agent",
     "stored_number",
     "summarize_feedback",
+    "tool_fingerprint",
     "using_store",
+    "version_digest",
     "worker_id",
 ]
 
