@@ -53,6 +53,14 @@ def test_filters(keel: Any, store: str) -> None:
     top = json.loads(keel("runs", "failures", "--limit", "1", "--json", "--store", store
                           ).stdout)["modes"]
     assert len(top) == 1 and top[0]["count"] == 3  # the tool that kept failing
+    refunds = json.loads(keel("runs", "show", seeded.ids["denied"][0], "--json",
+                              "--store", store).stdout)
+    version = (refunds.get("run") or refunds)["metadata"]["version"]
+    served = json.loads(keel("runs", "failures", "--version", version, "--json",
+                             "--store", store).stdout)
+    assert served["version"] == version
+    assert [m["cause"] for m in served["modes"]] == ["approval denied"]
+    assert served["modes"][0]["versions"] == {version: 1}
     none = keel("runs", "failures", "--since", "2999-01-01", "--store", store)
     assert none.exit_code == 0 and "No runs match" in none.stdout
 

@@ -13,6 +13,7 @@ import pytest
 
 from keel import UserError
 from keel.observe import MITIGATIONS, FailureReport, failure_modes, mitigation
+from keel.store import RunFilter
 from tests._stores import fresh_store
 from tests.observe.failing_runs import Seeded, seed
 
@@ -61,6 +62,9 @@ async def test_each_way_a_run_goes_wrong_is_counted(kind: str, tmp_path: Path) -
     tool_errors = _mode(report, "tool_error", "tool_error", "tool lookup")
     assert (tool_errors.count, tool_errors.runs) == (3, 1)
 
+    for m in report.modes:  # every run of a mode is one version's
+        assert sum(m.versions.values()) == m.runs and "-" not in m.versions
+
     every = {r for m in report.modes for r in m.examples}
     assert not every & set(ids["fine"]), "a completed run is not a failure mode"
     counts = [m.count for m in report.modes]
@@ -81,6 +85,13 @@ async def test_filters_limit_and_window(tmp_path: Path) -> None:
         assert (await failure_modes(store, tenant="nobody")).runs == 0
         part = await failure_modes(store, scan=5)
         assert part.runs == 5 and not part.complete
+        refunds = (await store.get_run(seeded.ids["denied"][0])).metadata["version"]
+        served = [r for r in await store.list_runs(RunFilter(limit=100))
+                  if r.metadata.get("version") == refunds]
+        by_version = await failure_modes(store, version=refunds)
+        assert by_version.runs == len(served) >= 1 and by_version.version == refunds
+        assert [m.cause for m in by_version.modes] == ["approval denied"]
+        assert (await failure_modes(store, version="0" * 16)).runs == 0
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -92,6 +103,8 @@ async def test_filters_limit_and_window(tmp_path: Path) -> None:
     ({"since": float("nan")}, "finite"),
     ({"tenant": "x" * 5000}, "tenant"),
     ({"agent": "bad\x00agent"}, "agent"),
+    ({"version": "v\x1b[31m"}, "version"),
+    ({"version": ""}, "version"),
 ])
 async def test_bad_arguments_are_refused(kwargs: dict[str, Any], match: str,
                                          tmp_path: Path) -> None:

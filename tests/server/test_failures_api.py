@@ -30,6 +30,11 @@ def test_the_report_is_tenant_scoped(served: Served) -> None:
     modes = {(m["kind"], m["cause"], m["where"]): m for m in report["modes"]}
     guard = modes[("blocked", "guard injection", "the user's input")]
     assert guard["examples"] == [blocked["run_id"]] and guard["share"] == 1 / 3
+    (version,) = guard["versions"]
+    with served.client("acme", "viewer") as viewer:
+        same = viewer.get("/v1/failures", params={"version": version}).json()
+        assert same["version"] == version and same["runs"] == 3  # one agent, one version
+        assert viewer.get("/v1/failures", params={"version": "0" * 16}).json()["runs"] == 0
     denied = modes[("blocked", "approval denied", "tool refund")]
     assert denied["examples"] == [refund["run_id"]] and denied["mitigation"]
     with served.client("globex", "admin") as other:
@@ -43,7 +48,7 @@ def test_the_report_is_tenant_scoped(served: Served) -> None:
 def test_bad_parameters(served: Served) -> None:
     with served.client("acme", "viewer") as viewer:
         for params in ({"limit": 0}, {"limit": 1000}, {"days": -1}, {"since": "soon"},
-                       {"agent": "x" * 500}, {"days": "nan"}):
+                       {"agent": "x" * 500}, {"days": "nan"}, {"version": "v" * 300}):
             r = viewer.get("/v1/failures", params=params)
             assert r.status_code == 422, (params, r.text)
         assert viewer.get("/v1/failures", params={"agent": "bad\x01agent"}).status_code == 400

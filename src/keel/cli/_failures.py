@@ -26,12 +26,13 @@ _STYLE = {"failed": "red", "blocked": "yellow", "escalated": "magenta", "tool_er
 
 
 async def _read(url: str, since: float | None, agent: str | None, tenant: str | None,
-                limit: int) -> FailureReport | None:
+                version: str | None, limit: int) -> FailureReport | None:
     store = open_existing(url)
     if store is None:
         return None
     async with store:
-        return await failure_modes(store, since=since, agent=agent, tenant=tenant, limit=limit)
+        return await failure_modes(store, since=since, agent=agent, tenant=tenant,
+                                   version=version, limit=limit)
 
 
 def _when(epoch: float) -> str:
@@ -75,6 +76,10 @@ def runs_failures(
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's runs.")] = None,
     tenant: Annotated[str | None, typer.Option(
         "--tenant", metavar="TENANT", help="Only this tenant's runs.")] = None,
+    version: Annotated[str | None, typer.Option(
+        "--version", metavar="HASH",
+        help="Only the runs this agent version served (the hash each run records: "
+             "`keel runs show RUN_ID --json`, and each mode's versions in --json).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500,
                                        help="At most this many modes.")] = 20,
     as_json: JsonOption = False,
@@ -91,7 +96,7 @@ def runs_failures(
     with reported(screen):
         start = None if since is None else parse_since(since, time.time())
         url = store_url(ctx, store)
-        report = asyncio.run(_read(url, start, agent, tenant, limit))
+        report = asyncio.run(_read(url, start, agent, tenant, version, limit))
         if as_json:
             typer.echo(to_json(report.to_dict() if report is not None else
                                {"runs": 0, "modes": [], "note": "no run store there yet"}))

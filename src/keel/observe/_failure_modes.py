@@ -38,6 +38,7 @@ from keel.store import (
     RunRecord,
     RunStore,
     StatsQuery,
+    check_id,
     tool_failure,
 )
 
@@ -76,12 +77,17 @@ class FailureMode:
     first_seen: float
     last_seen: float
     mitigation: str
+    #: How many of its runs each agent version served (``metadata["version"]``, the hash
+    #: ``keel.rollout`` rolls out; ``"-"`` for runs that recorded none): during a rollout,
+    #: whether a mode is the candidate's.
+    versions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "cause": self.cause, "where": self.where,
                 "count": self.count, "runs": self.runs, "share": self.share,
                 "examples": list(self.examples), "first_seen": self.first_seen,
-                "last_seen": self.last_seen, "mitigation": self.mitigation}
+                "last_seen": self.last_seen, "mitigation": self.mitigation,
+                "versions": dict(self.versions)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +98,7 @@ class FailureReport:
     since: float | None
     agent: str | None
     tenant: str | None
+    version: str | None
     runs: int
     failed: int
     blocked: int
@@ -102,8 +109,8 @@ class FailureReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"since": self.since, "agent": self.agent, "tenant": self.tenant,
-                "runs": self.runs, "failed": self.failed, "blocked": self.blocked,
-                "escalated": self.escalated, "complete": self.complete,
+                "version": self.version, "runs": self.runs, "failed": self.failed,
+                "blocked": self.blocked, "escalated": self.escalated, "complete": self.complete,
                 "modes": [m.to_dict() for m in self.modes]}
 
 
@@ -120,21 +127,25 @@ class _Event:
 class _Acc:
     count: int = 0
     runs: list[str] = field(default_factory=list)  # newest first (runs are read so)
+    versions: dict[str, int] = field(default_factory=dict)
     first: float = float("inf")
     last: float = 0.0
     key: str = ""
 
 
 async def failure_modes(store: RunStore, *, since: Any = None, agent: str | None = None,
-                        tenant: str | None = None, limit: int = 20,
-                        scan: int = 20_000) -> FailureReport:
+                        tenant: str | None = None, version: str | None = None,
+                        limit: int = 20, scan: int = 20_000) -> FailureReport:
     """The top ways the runs created since ``since`` (epoch seconds or a datetime; None:
     all) failed, were blocked or escalated, from their records and journals. ``agent`` and
-    ``tenant`` narrow it to their runs (the tenant in the store's query); ``limit`` modes at
+    ``tenant`` narrow it to their runs (the tenant in the store's query), ``version`` to the
+    runs an agent version served (``metadata["version"]``); ``limit`` modes at
     most, most frequent first; ``scan`` runs at most are read, newest first
     (``complete`` says whether that was all of them). Bad arguments are a ``UserError``
     naming the fix; nothing is written."""
     query = StatsQuery(agent=agent, tenant=tenant, since=since, by=())  # checks them
+    if version is not None:
+        check_id("version", version)
     for name, value, top in (("limit", limit, MAX_MODES), ("scan", scan, MAX_SCAN)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
             raise UserError(f"{name}= must be a whole number from 1 to {top}, not {value!r}")
@@ -145,6 +156,9 @@ async def failure_modes(store: RunStore, *, since: Any = None, agent: str | None
         if record is None:
             complete = False
             break
+        served = _version_of(record)
+        if version is not None and served != version:
+            continue
         runs += 1
         kinds: set[Kind] = set()
         for ev in events_of_run(record, entries):
@@ -153,16 +167,19 @@ async def failure_modes(store: RunStore, *, since: Any = None, agent: str | None
             acc.first, acc.last = min(acc.first, ev.at), max(acc.last, ev.at)
             if record.run_id not in acc.runs:
                 acc.runs.append(record.run_id)
+                acc.versions[served] = acc.versions.get(served, 0) + 1
             kinds.add(ev.kind)
         for k in kinds:
             seen[k] += 1
     modes = [FailureMode(kind=kind, cause=cause, where=where, count=a.count,
                          runs=len(a.runs), share=len(a.runs) / runs if runs else 0.0,
                          examples=tuple(a.runs[:_EXAMPLES]), first_seen=a.first,
-                         last_seen=a.last, mitigation=mitigation(a.key, cause))
+                         last_seen=a.last, mitigation=mitigation(a.key, cause),
+                         versions=a.versions)
              for (kind, cause, where), a in accs.items()]
     modes.sort(key=lambda m: (-m.count, -m.runs, -m.last_seen, m.kind, m.cause, m.where))
-    return FailureReport(since=query.since, agent=agent, tenant=tenant, runs=runs,
+    return FailureReport(since=query.since, agent=agent, tenant=tenant, version=version,
+                         runs=runs,
                          failed=seen["failed"], blocked=seen["blocked"],
                          escalated=seen["escalated"], modes=tuple(modes[:limit]),
                          complete=complete)
@@ -187,6 +204,12 @@ async def _runs(store: RunStore, query: StatsQuery, scan: int
         if len(page) < _PAGE or len(picked) < len(page):  # newest first: the rest is older
             return
         offset += _PAGE
+
+
+def _version_of(record: RunRecord) -> str:
+    meta = record.metadata if isinstance(record.metadata, dict) else {}
+    served = meta.get("version")
+    return served if isinstance(served, str) and served else "-"
 
 
 def events_of_run(record: RunRecord, entries: Sequence[JournalEntry]) -> list[_Event]:

@@ -106,17 +106,19 @@ async def costs(request: Request, who: Annotated[Principal, Depends(allowed("rea
             response_model=Failures, responses=ERRORS)
 async def failures(request: Request, who: Annotated[Principal, Depends(allowed("read"))],
                    agent: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+                   version: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
                    days: Annotated[float | None, Query(gt=0, le=3660)] = None,
                    since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
     """The top ways the caller's tenant's runs (created in the last ``days``, or since
-    ``since``, epoch seconds) failed, were blocked or escalated: count, runs, share, first
-    and last seen, example run ids and the mitigation in place, from the journals."""
+    ``since``, epoch seconds; of one agent ``version`` if given) failed, were blocked or
+    escalated: count, runs, share, first and last seen, example run ids, the versions that
+    served them and the mitigation in place, from the journals."""
     s = state(request)
     begin, _ = _window(days, since, None)
     try:
         report = await failure_modes(s.store, since=begin, agent=agent, tenant=who.tenant,
-                                     limit=limit)
+                                     version=version, limit=limit)
     except UserError as exc:
         raise ApiError(400, "invalid", str(exc)) from None
     return report.to_dict()

@@ -186,6 +186,7 @@ class FailureModeView(BaseModel):
     first_seen: float
     last_seen: float
     mitigation: str
+    versions: dict[str, int] = {}
 
 
 class Failures(BaseModel):
@@ -194,6 +195,7 @@ class Failures(BaseModel):
     since: float | None = None
     agent: str | None = None
     tenant: str | None = None
+    version: str | None = None
     runs: int
     failed: int
     blocked: int
