@@ -91,8 +91,8 @@ def _node(b: GraphBuilder, node: Node, here: str, before: list[str]) -> list[str
             first = agent_graph(target, here, into=b)
         else:
             first = b.add(GraphNode(id=here, label=node.name, kind="step", detail=node.kind,
-                                    risk=str(getattr(target, "risk", "")) or None
-                                    if node.kind == "tool" else None,
+                                    risk=str(getattr(getattr(target, "meta", None), "risk",
+                                                     "")) or None,
                                     matches=(StepMatch(key=here),)))
         _after(b, before, first)
         return [first]

@@ -161,12 +161,23 @@ def agent_graph(agent: Any, prefix: str, *, into: GraphBuilder | None = None,
         name = getattr(t, "name", None)
         if not isinstance(name, str) or name in skipped or name == "final_result":
             continue
-        risk = str(getattr(t, "risk", "read"))
+        meta = getattr(t, "meta", None)
+        risk = str(getattr(meta, "risk", "read"))
         node = b.add(GraphNode(id=f"{prefix}/tool:{name}", label=name, kind="tool",
-                               detail=f"risk {risk}", risk=risk,
+                               detail=_tool_detail(risk, getattr(meta, "approval", None)),
+                               risk=risk,
                                matches=(StepMatch(key=f"{prefix}/*/tool:{name}#*"),)))
         b.link(root, node, "call")
     return root
+
+
+def _tool_detail(risk: str, approval: Any) -> str:
+    """``risk irreversible · approval`` (or ``approval if ...`` for a rule on arguments)."""
+    if approval is True or (approval is None and risk == "irreversible"):
+        return f"risk {risk} · approval"
+    if callable(approval):
+        return f"risk {risk} · approval if"
+    return f"risk {risk}"
 
 
 def _model_name(agent: Any) -> str:

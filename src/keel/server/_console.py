@@ -296,6 +296,42 @@ async def escalation_page(task_id: str, request: Request) -> Response:
     return await page(request, "escalations.html", build)
 
 
+# ---------------------------------------------------------------------------------- flows
+
+
+@router.get("/console/flows")
+async def flows_page(request: Request) -> Response:
+    from keel.server._api_flows import counter
+
+    async def build(who: Principal) -> Context:
+        c = counter(request)
+        rows = []
+        for name in sorted(c.agents):
+            graph = c.graph(name)
+            counts = await c.counts(name, who.tenant, 24.0)
+            rows.append({"name": name, "kind": graph.kind, "nodes": len(graph.nodes),
+                         "runs": counts["runs"]})
+        return {"title": "Flows", "flows": rows}
+
+    return await page(request, "flows.html", build)
+
+
+@router.get("/console/flows/{name}")
+async def flow_page(name: str, request: Request,
+                    hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24.0) -> Response:
+    from keel.server._api_flows import counter
+    from keel.server._console_flows import layout
+
+    async def build(who: Principal) -> Context:
+        c = counter(request)
+        graph = c.graph(name)
+        counts = await c.counts(name, who.tenant, hours)
+        return {"title": f"Flow {name}", "graph": graph, "drawing": layout(graph),
+                "counts": counts}
+
+    return await page(request, "flow.html", build)
+
+
 # ----------------------------------------------------------------------------------- chat
 
 
