@@ -258,6 +258,8 @@ def test_the_chat_page_signs_a_customer_in_and_escapes_what_it_shows(
         # a state change with the cookie needs the CSRF token
         assert browser.post("/v1/chat/messages", json={"agent": "support",
                                                        "input": "hi"}).status_code == 403
+        out = browser.post("/console/logout?to=chat", follow_redirects=False)
+        assert out.status_code == 303 and out.headers["location"] == "/chat/login"
 
 
 @pytest.mark.parametrize("token", ["", "nope", "x" * 5000, "keel_0123456789abcdef_" + "a" * 43])

@@ -137,11 +137,13 @@ async def login(request: Request, api_key: Annotated[str, Form(max_length=400)] 
 
 
 @router.post("/console/logout")
-async def logout(request: Request) -> Response:
+async def logout(request: Request,
+                 to: Annotated[str | None, Query(max_length=10)] = None) -> Response:
     if not same_origin(request):
         return render(request, "error.html", 403, who=None,
                       message="Signing out must be done from this site.")
-    response = RedirectResponse("/console/login", status_code=303)
+    back = "/chat/login" if to == "chat" else "/console/login"  # a customer's own form
+    response = RedirectResponse(back, status_code=303)
     clear_session(response)
     return response
 
