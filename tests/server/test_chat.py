@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.server.conftest import Served
+from tests.server.conftest import Served, serve
 from tests.server.test_events import sse
 
 
@@ -273,3 +274,16 @@ def test_the_chat_login_refuses_a_staff_token_and_other_sites(served: Served) ->
     assert _session(served, served.token("acme", "operator")).status_code == 401
     token = mint(served, "ana").json()["token"]
     assert _session(served, token, **{"Sec-Fetch-Site": "cross-site"}).status_code == 403
+
+
+def test_each_customer_has_a_rate_limit_of_their_own(tmp_path: Path) -> None:
+    for served in serve(tmp_path, rate_per_s=0.1, burst=3):
+        with served.client("acme", "operator") as shop:
+            tokens = [shop.post("/v1/chat/tokens", json={"user": u}).json()["token"]
+                      for u in ("cust-ana", "cust-bo")]
+        ana, bo = (httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {t}"})
+                   for t in tokens)
+        with ana, bo:
+            assert [ana.get("/v1/chat/runs/nope").status_code for _ in range(4)] == [
+                404, 404, 404, 429]
+            assert bo.get("/v1/chat/runs/nope").status_code == 404  # not ana's bucket

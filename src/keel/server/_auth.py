@@ -126,7 +126,10 @@ class Authenticator:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent, csrf_token(self.secret, claims.jti)):
                 raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token for this session")
-        await self.limits.check(f"key:{claims.key_id}")
+        # each customer of a key has a bucket of their own: one busy customer does not slow
+        # the others (nor the key's own calls)
+        await self.limits.check(f"key:{claims.key_id}" + (f":user:{claims.user}"
+                                                          if claims.user is not None else ""))
         if action is not None and not allows(claims.role, action):
             raise ApiError(403, "forbidden", f"role {claims.role!r} may not {action} here")
         name = self._names.get(claims.key_id)
