@@ -96,13 +96,16 @@ async def test_a_router_shows_its_routes_catch_all_and_clarify() -> None:
     graph, nodes, edges = await counts(router, store)
     kinds = {n.id: n.kind for n in graph.nodes}
     assert kinds["desk"] == "router" and kinds["desk#clarify"] == "clarify"
-    assert kinds["desk/shipping#route"] == "route" and kinds["desk/shipping"] == "agent"
+    # a route that runs an agent is one node: the route, with the agent's tools under it
+    assert kinds["desk/shipping"] == "route" and kinds["desk/shipping/tool:track"] == "tool"
+    assert graph.node("desk/shipping").detail == "agent shipping"
     assert kinds["desk/billing/call"] == "function"
     assert graph.node("desk/other#route").detail == "catch-all"
-    assert nodes["desk"] == 3 and nodes["desk/shipping#route"] == 1
+    assert nodes["desk"] == 3 and nodes["desk/shipping"] == 1
     assert nodes["desk/billing#route"] == 1 and nodes["desk/billing/call"] == 1
     assert nodes["desk#clarify"] == 1 and nodes["desk/other#route"] == 0
-    assert edges["desk>desk/shipping#route"] == 1 and edges["desk>desk#clarify"] == 1
+    assert edges["desk>desk/shipping"] == 1 and edges["desk>desk#clarify"] == 1
+    assert edges["desk/shipping>desk/shipping/tool:track"] == 0  # it answered without it
 
 
 def _positive(value: int) -> bool:

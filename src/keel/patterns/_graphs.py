@@ -42,14 +42,18 @@ def router_graph(router: Router, prefix: str) -> FlowGraph:
         tags = [t for t, on in (("catch-all", route.name == router.catch_all),
                                 ("fallback", route.name == router.fallback
                                  and router.on_low_confidence == "fallback")) if on]
+        target = route.target
+        runs = ""
+        if isinstance(target, Agent | Flow):  # one node: the route and what it runs
+            runs = f"{'agent' if isinstance(target, Agent) else target.kind} {target.name}"
         node = b.add(GraphNode(
-            id=f"{here}#route", label=route.name, kind="route", detail=", ".join(tags),
+            id=here if runs else f"{here}#route", label=route.name, kind="route",
+            detail=", ".join([runs, *tags] if runs else tags),
             matches=(StepMatch(key=decide, field="route", value=route.name),
                      StepMatch(key=here))))
         b.link(root, node, "route")
-        target = route.target
         if isinstance(target, Agent | Flow):
-            b.link(node, b.nest(target, here), "next")
+            b.nest(target, here)  # its root is the route's node (the first of that id)
         elif target is not None:
             fn = b.add(GraphNode(id=f"{here}/call", label=getattr(target, "__name__", "call"),
                                  kind="function", matches=(StepMatch(key=f"{here}/call"),)))

@@ -136,7 +136,8 @@ class GraphBuilder:
                                                                 kind=kind, label=label))
 
     def nest(self, target: Any, prefix: str) -> str:
-        """Add ``target``'s graph (run under the step key ``prefix``); its root's id."""
+        """Add ``target``'s graph (run under the step key ``prefix``); its root's id. A node
+        whose id is already here is kept as it is (a pattern may draw the root its own way)."""
         sub = flow_graph(target, prefix=prefix)
         for n in sub.nodes:
             self.add(n)

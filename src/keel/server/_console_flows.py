@@ -76,20 +76,41 @@ def _layers(graph: FlowGraph) -> dict[str, int]:
     return out
 
 
-def layout(graph: FlowGraph) -> Drawing:
-    layer = _layers(graph)
+def _place(graph: FlowGraph, layer: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """Each node's top-left corner: a row per layer, each node as near as it fits to the
+    middle of the nodes above that point to it (so a step sits under its step, a tool under
+    its agent), in order, never overlapping."""
     rows: dict[int, list[str]] = {}
     for n in graph.nodes:
         rows.setdefault(layer[n.id], []).append(n.id)
-    widest = max(len(r) for r in rows.values())
-    width = PAD * 2 + widest * W + (widest - 1) * GAP_X
-    height = PAD * 2 + len(rows) * H + (len(rows) - 1) * GAP_Y + 20
-    where: dict[str, tuple[float, float]] = {}
-    for depth, ids in rows.items():
-        row_w = len(ids) * W + (len(ids) - 1) * GAP_X
-        left = (width - row_w) / 2
+    parents: dict[str, list[str]] = {}
+    for e in graph.edges:
+        if layer[e.source] < layer[e.target]:
+            parents.setdefault(e.target, []).append(e.source)
+    x: dict[str, float] = {}
+    for depth in sorted(rows):
+        ids = rows[depth]
+        wanted = {}
         for i, node_id in enumerate(ids):
-            where[node_id] = (left + i * (W + GAP_X), PAD + depth * (H + GAP_Y))
+            above = [x[p] for p in parents.get(node_id, ()) if p in x]
+            wanted[node_id] = sum(above) / len(above) if above else i * (W + GAP_X)
+        ids.sort(key=lambda n: wanted[n])  # stable: ties keep their order of description
+        placed: list[float] = []
+        for node_id in ids:
+            floor = placed[-1] + W + GAP_X if placed else -1e9
+            placed.append(max(wanted[node_id], floor))
+        shift = sum(wanted[n] for n in ids) / len(ids) - sum(placed) / len(placed)
+        for node_id, at in zip(ids, placed, strict=True):
+            x[node_id] = at + shift
+    left = min(x.values())
+    return {n: (x[n] - left + PAD, PAD + layer[n] * (H + GAP_Y)) for n in x}
+
+
+def layout(graph: FlowGraph) -> Drawing:
+    layer = _layers(graph)
+    where = _place(graph, layer)
+    width = max(x for x, _ in where.values()) + W + PAD
+    height = max(y for _, y in where.values()) + H + PAD + 20
     boxes = [Box(id=n.id, index=i, x=where[n.id][0], y=where[n.id][1],
                  label=_clip(n.label, _LABEL), full_label=n.label,
                  detail=_clip(n.detail, _DETAIL), kind=n.kind, risk=n.risk or "",
