@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONAL = ("openai", "anthropic", "wordllama", "typer", "rich", "click", "bm25s", "Stemmer",
-            "pypdf", "mcp", "temporalio", "nats")
+            "pypdf", "mcp", "temporalio", "nats", "yaml")
 
 #: Makes the optional packages unimportable, as in an environment without the extras.
 WITHOUT_EXTRAS = textwrap.dedent(f'''
@@ -117,7 +117,8 @@ def test_extras_cover_the_optional_parts_and_dev_installs_everything() -> None:
         assert web not in base
     assert extras["all"] == [
         "keel-agents[openai,anthropic,embed,cli,postgres,redis,otel,rag,server,mcp,events,"
-        "temporal]"]
+        "temporal,evals]"]
+    assert extras["evals"] == ["pyyaml>=6"]
     assert extras["mcp"] == ["mcp>=2.0"]
     assert {d.split(">")[0] for d in extras["events"]} == {"redis", "nats-py"}
     assert {d.split(">")[0] for d in extras["temporal"]} == {"temporalio"}

@@ -24,6 +24,8 @@ EXPECTED = [
     "LeaseLost", "RunCancelled", "RunLeased", "TaskConflict", "TaskNotFound", "Worker",
     "SettingConflict",
     "cancel_run", "decide_approval", "resolve_escalation",
+    # user feedback on runs
+    "record_feedback", "record_feedback_sync",
     # flows (every pattern is one)
     "Flow", "FlowContext", "flow",
     # reliability

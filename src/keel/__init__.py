@@ -97,6 +97,8 @@ from keel.runtime import (
     diff_runs,
     flow,
     fork_run,
+    record_feedback,
+    record_feedback_sync,
     replay_run,
     resolve_escalation,
 )
@@ -203,6 +205,8 @@ __all__ = [
     "fork_run",
     "import_run",
     "open_store",
+    "record_feedback",
+    "record_feedback_sync",
     "replay_run",
     "resolve_escalation",
     "resolve_model",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from keel.cli._load import load_agent
-from keel.store import RunRecord, open_store
+from keel.store import SCHEMA_VERSION, RunRecord, open_store
 from keel.testing import OpenAIWireServer
 from tests.cli.conftest import InvokeResult
 from tests.cli.test_run import run_id_of, stored
@@ -344,8 +344,9 @@ def test_export_to_a_file(keel: Keel, store: str, recorded: str, tmp_path: Path)
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d, "already exists in this store; nothing was imported"),
-    (lambda d: {**d, "schema_version": 6}, "exported with run schema version 6, but this keel "
-                                           "reads versions up to 5"),
+    (lambda d: {**d, "schema_version": SCHEMA_VERSION + 1},
+     f"exported with run schema version {SCHEMA_VERSION + 1}, but this keel reads versions up "
+     f"to {SCHEMA_VERSION}"),
     (lambda d: {**d, "journal": [{**d["journal"][0], "seq": "x"}]},
      "journal.0.seq: Input should be a valid integer"),
     (lambda d: {**d, "run": {**d["run"], "status": "done"}}, "run.status: Input should be"),

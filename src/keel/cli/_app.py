@@ -20,11 +20,14 @@ from keel.cli._commands import (
     run_command,
     show_command,
 )
+from keel.cli._compare import register as register_compare
 from keel.cli._conversations import register as register_conversations
 from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
+from keel.cli._eval import register as register_eval
 from keel.cli._events import register as register_events
+from keel.cli._feedback import register as register_feedback
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
 from keel.cli._humans import approvals_app, escalations_app
@@ -38,6 +41,7 @@ from keel.cli._options import (
     StoreOption,
     store_url,
 )
+from keel.cli._redteam import register as register_redteam
 from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
 from keel.cli._temporal import (
@@ -54,9 +58,9 @@ from keel.runtime import default_store_url, register_engine
 # The order ``keel --help`` lists commands in: the order a user meets them. Start a run, continue
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
-COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations", "audit",
-                 "keys", "stats", "cost", "worker", "serve", "mcp", "replay", "fork", "diff",
-                 "demo")
+COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations",
+                 "feedback", "audit", "keys", "stats", "cost", "worker", "serve", "mcp", "replay",
+                 "fork", "diff", "eval", "compare", "shadow", "redteam", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -141,6 +145,10 @@ register_conversations(app)
 register_serve(app)
 register_mcp(app)
 register_events(app)
+register_eval(app)
+register_feedback(app)
+register_compare(app)
+register_redteam(app)
 
 
 def _version(value: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from keel.cli._commands import open_existing
+from keel.cli._dataset import dataset_filter, export_dataset
 from keel.cli._errors import EXIT_RUN_FAILED, CliError, reported
 from keel.cli._load import Runnable, load_agent
 from keel.cli._options import JsonOption, StoreOption, store_url
@@ -24,6 +26,7 @@ from keel.cli._scrub import scrubbed_export
 from keel.cli._text import LONG, SHORT, Screen, safe, to_json
 from keel.cli._timeline import label_grid
 from keel.core import RunNotFound, to_text
+from keel.evals import MAX_HARVEST
 from keel.runtime import Agent, ReplayReport, RunDiff, RunResult, plan_fork
 from keel.store import (
     MAX_EXPORT_BYTES,
@@ -352,7 +355,8 @@ def _totals_table(d: RunDiff) -> Table:
 
 def runs_export(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to export.")],
+    run_id: Annotated[str | None, typer.Argument(
+        metavar="RUN_ID", help="The run to export (not with --as-dataset).")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE",
         help="Write to FILE instead of standard output.")] = None,
@@ -360,9 +364,37 @@ def runs_export(
         "--unmasked", help="Export the run as stored, personal data in clear, for a "
                            "faithful copy: to move it to another store, or to replay it "
                            "from the file.")] = False,
+    as_dataset: Annotated[str | None, typer.Option(
+        "--as-dataset", metavar="FILE",
+        help="Write the runs the filters pick as an evaluation dataset (JSONL, one case a "
+             "line; '-' for standard output) instead of one run.")] = None,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", help="--as-dataset: only this agent's runs.")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="--as-dataset: only runs with this status.")] = None,
+    escalated: Annotated[bool, typer.Option(
+        "--escalated", help="--as-dataset: only runs that escalated to a person.")] = False,
+    approval: Annotated[bool, typer.Option(
+        "--approval", help="--as-dataset: only runs that asked for an approval.")] = False,
+    feedback: Annotated[str | None, typer.Option(
+        "--feedback", metavar="negative|positive",
+        help="--as-dataset: only runs with negative (or positive) user feedback.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="WHEN",
+        help="--as-dataset: runs created since WHEN (30m, 24h, 7d, or an ISO date).")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", metavar="TENANT", help="--as-dataset: only this tenant's runs.")] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", min=1, max=MAX_HARVEST,
+        help="--as-dataset: at most this many cases (newest runs first).")] = 1000,
+    no_redact: Annotated[bool, typer.Option(
+        "--no-redact", help="--as-dataset: keep personal data in clear (masked by "
+                            "default).")] = False,
     store: StoreOption = None,
 ) -> None:
-    """Write a run and its journal as JSON (for keel runs import, or keel replay --file).
+    """Write a run and its journal as JSON (for keel runs import, or keel replay --file), or
+    with --as-dataset FILE the runs the filters pick as dataset cases for keel eval.
 
     Personal data and secrets are masked as the data policy says for exports
     ($KEEL_DATA_POLICY; by default personal data and secrets are masked). A masked export
@@ -370,6 +402,23 @@ def runs_export(
     values. Use --unmasked for a copy that does."""
     screen = Screen()
     with reported(screen):
+        filters = {"--agent": agent, "--status": status, "--escalated": escalated,
+                   "--approval": approval, "--feedback": feedback, "--since": since,
+                   "--tenant": tenant, "--no-redact": no_redact,
+                   "--limit": None if limit == 1000 else limit}
+        if as_dataset is not None:
+            if run_id is not None or output is not None or unmasked:
+                raise CliError("--as-dataset FILE exports the runs the filters pick: give "
+                               "no RUN_ID, -o or --unmasked with it.")
+            export_dataset(screen, store_url(ctx, store), as_dataset, dataset_filter(
+                filters, time.time()), redact=not no_redact)
+            return
+        given = [name for name, value in filters.items() if value not in (None, False)]
+        if given:
+            raise CliError(f"{', '.join(given)} only go with --as-dataset FILE (an export of "
+                           "one run takes RUN_ID).")
+        if run_id is None:
+            raise CliError("give the RUN_ID to export, or --as-dataset FILE with filters.")
         data = asyncio.run(_export(store_url(ctx, store), run_id, unmasked))
         text = dump_export(data)
         if output is None or str(output) == "-":

@@ -1,6 +1,7 @@
 """``keel stats``: run analytics from the run store (success and escalation rates, latency
-percentiles, tokens, cost, failing tools), aggregated by the store's own SQL. Read-only: it
-never creates or initialises a store."""
+percentiles, tokens, cost, failing tools), aggregated by the store's own SQL, and the user
+feedback given in the window (up, down, negative rate). Read-only: it never creates or
+initialises a store."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from keel.cli._commands import open_existing
 from keel.cli._errors import CliError, reported
 from keel.cli._options import JsonOption, StoreOption, store_url
 from keel.cli._text import SHORT, Screen, safe, to_json
-from keel.store import GROUP_KEYS, RunFilter, StatsQuery, StatsResult, StatsRow
+from keel.core import StoreError
+from keel.runtime import FeedbackSummary, feedback_summary
+from keel.store import GROUP_KEYS, RunFilter, RunStore, StatsQuery, StatsResult, StatsRow
 
 GroupOption = Annotated[str, typer.Option(
     "--by", metavar="KEYS",
@@ -73,9 +76,10 @@ def stats(
         query = StatsQuery(agent=agent, tenant=tenant, by=parse_by(by),  # type: ignore[arg-type]
                            top=top, since=start, until=end)
         url = store_url(ctx, store)
-        result, notes = asyncio.run(_read(url, query))
+        result, feedback, notes = asyncio.run(_read(url, query))
         if as_json:
-            typer.echo(to_json({**result.to_dict(), "notes": notes}))
+            typer.echo(to_json({**result.to_dict(), "feedback": feedback.to_dict(),
+                                "notes": notes}))
             return
         if result.total.runs:
             screen.out.print(_table(result))
@@ -83,17 +87,20 @@ def stats(
             t = result.total
             screen.out.print(safe(f"Cache hits: {t.cache_hits:,} model steps answered from a "
                                   f"cache, ${t.cache_saved_usd:,.4f} saved."))
+            screen.out.print(safe(feedback_line(feedback)))
         for note in notes:
             screen.out.print(safe(note))
 
 
-async def _read(url: str, query: StatsQuery) -> tuple[StatsResult, list[str]]:
+async def _read(url: str, query: StatsQuery) -> tuple[StatsResult, FeedbackSummary,
+                                                        list[str]]:
     store = open_existing(url)
     if store is None:
-        return StatsResult(query=query, total=StatsRow()), [
+        return StatsResult(query=query, total=StatsRow()), FeedbackSummary(), [
             f"No runs: there is no run store at {url} yet."]
     async with store:
         result = await store.stats(query)
+        feedback = await _feedback(store, query)
         notes = []
         for name, value in (("tenant", query.tenant), ("agent", query.agent)):
             if result.total.runs or value is None:
@@ -106,7 +113,33 @@ async def _read(url: str, query: StatsQuery) -> tuple[StatsResult, list[str]]:
                              f"{name} id spelled as it was given to run()?).")
         if not result.total.runs and not notes:
             notes.append("No runs match (the window or the filters leave none).")
-    return result, notes
+    return result, feedback, notes
+
+
+async def _feedback(store: RunStore, query: StatsQuery) -> FeedbackSummary:
+    """The feedback given in the query's window on its tenant's runs (and, with an agent,
+    on that agent's newest 10,000 runs): one read of the feedback table, apart from the
+    SQL aggregates."""
+    run_ids = None
+    if query.agent is not None:
+        runs = await store.list_runs(RunFilter(agent=query.agent, tenant=query.tenant,
+                                               limit=10_000))
+        run_ids = [r.run_id for r in runs]
+    try:
+        return await feedback_summary(store, run_ids, query.tenant, query.since,
+                                      until=query.until)
+    except StoreError:  # a store that keeps no feedback (a custom backend): no line
+        return FeedbackSummary()
+
+
+def feedback_line(summary: FeedbackSummary) -> str:
+    """``keel stats``'s feedback line."""
+    if not summary.verdicts:
+        return "Feedback: none given in this window."
+    mean = "-" if summary.mean_score is None else f"{summary.mean_score:.2f}"
+    return (f"Feedback: {summary.verdicts:,} verdict(s) on {summary.runs:,} run(s): "
+            f"{summary.up:,} up, {summary.down:,} down, mean score {mean}, negative rate "
+            f"{_pct(summary.negative_rate)}.")
 
 
 def _pct(value: float | None) -> str:

@@ -2,8 +2,8 @@
 
 A report's JSON (``Report.to_dict``) is the baseline format of the CI gate. Everything in it
 is deterministic for a scripted model except what :data:`VOLATILE` names (run ids, wall-clock
-latencies and the time it was made); ``Report.comparable()`` leaves those out, so two runs of
-an unchanged agent on an unchanged dataset compare equal.
+latencies, the time it was made, the evaluation's id); ``Report.comparable()`` leaves those
+out, so two runs of an unchanged agent on an unchanged dataset compare equal.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from keel.evals._errors import EvalError
 #: The report format's name and version, written into every report.
 REPORT_FORMAT = "keel.eval/1"
 #: Report fields that differ between two runs of the same evaluation.
-VOLATILE = frozenset({"run_ids", "latency_s", "created_at", "duration_s"})
+VOLATILE = frozenset({"run_ids", "latency_s", "created_at", "duration_s", "eval_id"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

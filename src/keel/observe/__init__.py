@@ -28,6 +28,7 @@ from keel.observe._latency import LatencyBudget, RunTimings
 from keel.observe._metrics import (
     Metrics,
     TenantOf,
+    count_feedback,
     instruments,
     refresh_human_tasks,
     use_opentelemetry,
@@ -79,6 +80,7 @@ __all__: list[str] = [
     "SuccessRateBelow",
     "TenantOf",
     "Tracing",
+    "count_feedback",
     "deterministic",
     "estimate_prompt_tokens",
     "inject_trace_headers",

@@ -26,6 +26,9 @@ What it records (all names start ``keel_``):
   ``attempt`` entries).
 * ``circuit_breaker_state{agent,breaker}`` (0 closed, 1 half-open, 2 open), set through
   :meth:`Metrics.breaker_changed` (``keel.Agent`` wires the default breaker to it).
+* ``feedback_total{agent,thumbs}`` (``thumbs`` up, down or none: a score or comment only),
+  counted by :func:`count_feedback` where feedback is recorded (the server's
+  ``POST /v1/runs/{id}/feedback`` does it).
 * ``human_tasks_waiting{kind}``, ``human_tasks_overdue{kind}`` and
   ``human_task_oldest_age_seconds{kind}``, refreshed from a store by
   :func:`refresh_human_tasks` (``keel worker`` does it on every alert tick).
@@ -58,7 +61,7 @@ from keel.runtime import (
     ToolCallInput,
     ToolNext,
 )
-from keel.store import RunStore, TaskFilter, TaskKind, TaskStatus
+from keel.store import Feedback, RunStore, TaskFilter, TaskKind, TaskStatus
 from keel.tools import ToolResult
 
 if TYPE_CHECKING:  # prometheus_client is imported with the first Metrics, not with keel
@@ -140,6 +143,8 @@ class Instruments:
         self.tasks_oldest = f.gauge("keel_human_task_oldest_age_seconds",
                                     "Age of the oldest waiting task.", ["kind"])
         self.alerts = f.counter("keel_alerts", "Fleet alerts sent, by rule.", ["rule"])
+        self.feedback = f.counter("keel_feedback", "User feedback recorded on runs, by "
+                                  "thumbs (up, down, none).", ["agent", "thumbs"])
 
 
 _log = logging.getLogger("keel.observe")
@@ -482,3 +487,20 @@ async def refresh_human_tasks(store: RunStore, *, registry: CollectorRegistry | 
         i.tasks_oldest.labels(kind).set(age)
         figures[kind] = {"waiting": len(tasks), "overdue": overdue, "oldest_age": age}
     return figures
+
+
+#: The most distinct agent names ``count_feedback`` labels per registry (then ``other``).
+FEEDBACK_AGENTS = 200
+
+
+def count_feedback(feedback: Feedback, *, agent: str,
+                   registry: CollectorRegistry | None = None) -> None:
+    """Count one feedback record on a run of ``agent`` in ``keel_feedback_total{agent,thumbs}``
+    (``thumbs`` is ``up``, ``down`` or ``none``). Call it where feedback is recorded; past
+    :data:`FEEDBACK_AGENTS` distinct agents, new ones are counted as ``other``."""
+    i = instruments(registry)
+    seen = i.seen.setdefault("feedback_agent", set())
+    if agent not in seen and len(seen) >= FEEDBACK_AGENTS:
+        agent = "other"
+    seen.add(agent)
+    i.feedback.labels(agent, feedback.thumbs or "none").inc()

@@ -20,6 +20,13 @@ from keel.runtime._escalation import (
     claim_escalation,
     resolve_escalation,
 )
+from keel.runtime._feedback import (
+    FeedbackSummary,
+    feedback_summary,
+    record_feedback,
+    record_feedback_sync,
+    summarize_feedback,
+)
 from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
 from keel.runtime._graph import (
     FlowGraph,
@@ -93,6 +100,7 @@ __all__ = [
     "Conversation",
     "Durability",
     "EscalationPolicy",
+    "FeedbackSummary",
     "Flow",
     "FlowContext",
     "FlowGraph",
@@ -144,6 +152,7 @@ __all__ = [
     "default_store_url",
     "diff_runs",
     "execute",
+    "feedback_summary",
     "flow",
     "flow_graph",
     "fork_run",
@@ -152,12 +161,15 @@ __all__ = [
     "nodes_hit",
     "notify_engine",
     "plan_fork",
+    "record_feedback",
+    "record_feedback_sync",
     "register_engine",
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",
     "run_sub_agent",
     "stored_number",
+    "summarize_feedback",
     "using_store",
     "worker_id",
 ]

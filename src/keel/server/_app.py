@@ -165,6 +165,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(spec: App) -> FastAPI:
     from keel.server._api_chat import router as chat
+    from keel.server._api_feedback import router as feedback
     from keel.server._api_flows import router as flows
     from keel.server._api_humans import router as humans
     from keel.server._api_ops import router as ops
@@ -178,7 +179,7 @@ def create_app(spec: App) -> FastAPI:
     # A decision or cancel of a Temporal run signals its workflow (imported only then).
     register_engine("temporal", "keel.temporal:notify_decided")
     install_handlers(app)
-    for router in (runs, humans, ops, flows, chat):
+    for router in (runs, feedback, humans, ops, flows, chat):
         app.include_router(router)
     app.include_router(console)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")
