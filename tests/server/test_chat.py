@@ -287,3 +287,21 @@ def test_each_customer_has_a_rate_limit_of_their_own(tmp_path: Path) -> None:
             assert [ana.get("/v1/chat/runs/nope").status_code for _ in range(4)] == [
                 404, 404, 404, 429]
             assert bo.get("/v1/chat/runs/nope").status_code == 404  # not ana's bucket
+
+
+@pytest.mark.parametrize(("output", "shown"), [
+    ("hi", "hi"),
+    ({"decision": {"action": "route", "route": "billing", "confidence": 0.9},
+      "output": "routed answer"}, "routed answer"),
+    ({"decision": {"action": "clarify", "question": "Which order?"}, "output": None},
+     "Which order?"),
+    ({"decision": {"action": "route"}, "output": {"answer": "nested"}}, "nested"),
+    ({"reply": "r", "internal": 1}, "r"),
+    ({"total": 3}, {"total": 3}),
+    (None, None),
+])
+def test_a_chat_shows_the_answer_of_an_output_not_its_internals(output: Any,
+                                                                  shown: Any) -> None:
+    from keel.server._api_chat import answer_text
+
+    assert answer_text(output) == shown

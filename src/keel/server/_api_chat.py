@@ -85,6 +85,27 @@ async def customer_token(body: CustomerToken, request: Request,
             "tenant": who.tenant, "role": "customer", "user": body.user}
 
 
+#: the fields of an output object that hold its answer, in the order they are looked for
+_ANSWER_FIELDS = ("answer", "text", "reply", "message")
+
+
+def answer_text(output: Any) -> Any:
+    """What a chat shows of a run's output: a string as it is; a router's result (a
+    ``decision`` and an ``output``): the routed answer, or its clarifying question; an object
+    with an ``answer``, ``text``, ``reply`` or ``message`` string: that; anything else as it
+    is (the page shows it as JSON). Never the routing decision or other internals."""
+    if isinstance(output, dict):
+        decision = output.get("decision")
+        if isinstance(decision, dict) and "output" in output:
+            if decision.get("action") == "clarify":
+                return decision.get("question") or ""
+            return answer_text(output["output"])
+        for name in _ANSWER_FIELDS:
+            if isinstance(output.get(name), str):
+                return output[name]
+    return output
+
+
 def check_message(text: str) -> str:
     """``text`` if it is a message a person could have written; a 400 saying what is wrong."""
     if not text.strip():
@@ -120,7 +141,7 @@ def turn_view(s: ServerState, record: RunRecord, who: Principal) -> dict[str, An
                    record)
     out = {"run_id": record.run_id, "agent": record.agent, "status": record.status,
            "input": view["input"],
-           "answer": view["output"] if record.status == "completed" else None,
+           "answer": answer_text(view["output"]) if record.status == "completed" else None,
            "created_at": record.created_at}
     if record.status in ("failed", "cancelled"):
         out["notice"] = _failure(record, who)
@@ -216,7 +237,8 @@ def customer_event(event: Event, who: Principal) -> Event | None:
     if event.name == "result":
         status = d.get("status")
         out: dict[str, Any] = {"status": status,
-                               "output": d.get("output") if status == "completed" else None}
+                               "output": answer_text(d.get("output"))
+                               if status == "completed" else None}
         if status != "completed":
             raw = d.get("error")
             error: dict[str, Any] = raw if isinstance(raw, dict) else {}
