@@ -305,3 +305,21 @@ def test_a_chat_shows_the_answer_of_an_output_not_its_internals(output: Any,
     from keel.server._api_chat import answer_text
 
     assert answer_text(output) == shown
+
+
+def test_chat_agents_limits_whom_customers_may_talk_to(tmp_path: Path) -> None:
+    from keel.core import ConfigError
+    from keel.server import App
+    from tests.server.apps import support, talker
+
+    with pytest.raises(ConfigError, match="not among the agents"):
+        App([support], store=str(tmp_path / "a.db"), chat_agents=["ghost"])
+    with pytest.raises(ConfigError, match="list of agent names"):
+        App([support], store=str(tmp_path / "a.db"), chat_agents="support")
+    assert App([support, talker], store=str(tmp_path / "a.db")).chat_agents is None
+    for served in serve(tmp_path, chat_agents=["support"]):
+        with customer(served, "cust-ana") as ana:
+            refused = say(ana, "hello", agent="talker")
+            assert refused.status_code == 404
+            assert "no agent 'talker' to chat with" in refused.json()["error"]["message"]
+            assert say(ana, "hello").status_code == 202
