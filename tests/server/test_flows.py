@@ -63,6 +63,9 @@ def test_the_console_draws_the_graph_with_its_counts(served: Served) -> None:
         assert "risk irreversible · approval" in html
         assert "<script>alert" not in html
         assert browser.get("/console/flows/ghost").status_code == 404
+        hostile = browser.get("/console/flows/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        assert hostile.status_code == 404 and "<script>alert" not in hostile.text
+        assert browser.get("/console/flows/support?hours=0").status_code == 422
 
 
 @pytest.mark.parametrize(("path", "status"), [
