@@ -21,7 +21,12 @@ from keel.patterns import (
     Workflow,
 )
 from keel.runtime import (
+    Flow,
+    FlowContext,
     FlowGraph,
+    GraphBuilder,
+    GraphNode,
+    StepMatch,
     count_runs,
     flow_graph,
     key_matches,
@@ -194,3 +199,43 @@ def test_what_cannot_be_drawn_is_refused() -> None:
 
     with pytest.raises(UserError, match="must return a FlowGraph"):
         flow_graph(Liar())
+
+
+class Desk(Flow[Any]):
+    """A flow of one's own that draws itself: a router, then a follow-up workflow."""
+
+    def __init__(self, router: Router, after: Workflow) -> None:
+        super().__init__("desk")
+        self.router, self.after = router, after
+
+    async def body(self, ctx: FlowContext, input: str) -> Any:
+        routed = (await ctx.run_flow(self.router, input, name="route")).output
+        await ctx.run_flow(self.after, str(routed.text), name="follow-up")
+        return routed.text
+
+    def graph(self, prefix: str | None = None) -> FlowGraph:
+        where = prefix or self.name
+        b = GraphBuilder()
+        root = b.add(GraphNode(id=where, label=self.name, kind="flow",
+                               matches=(StepMatch(key=where),)))
+        routes = b.nest(self.router, f"{where}/route")
+        b.link(root, routes)
+        b.link(routes, b.nest(self.after, f"{where}/follow-up"))
+        return b.build(self.name, "flow", root)
+
+
+async def test_a_flow_of_ones_own_draws_itself_from_the_patterns_it_runs() -> None:
+    def note(text: str) -> str:
+        return f"noted: {text}"
+
+    router = Router("triage", RuleRouter([Rule("faq", keywords=("hours",))]),
+                    routes=[Route("faq", target=lambda text: "9 to 5"), Route("other")])
+    desk = Desk(router, Workflow("wrap", [note]))
+    store = MemoryStore()
+    await desk.run("opening hours?", store=store)
+    graph, nodes, edges = await counts(desk, store)
+    assert graph.root == "desk" and graph.node("desk/route").kind == "router"
+    assert nodes["desk/route"] == 1 and nodes["desk/route/faq#route"] == 1
+    assert nodes["desk/route/faq/call"] == 1 and nodes["desk/route/other#route"] == 0
+    assert nodes["desk/follow-up/note"] == 1
+    assert edges["desk>desk/route"] == 1 and edges["desk/route>desk/follow-up"] == 1
