@@ -363,6 +363,18 @@ def test_a_customer_chats_waits_for_approval_and_sees_the_outcome(
     assert [(r["user"], r["status"]) for r in runs] == [("cust-ana", "completed")] * 3
     assert len({r["conversation"] for r in runs}) == 3
 
+    other = context.browser.new_context(viewport=LAPTOP)  # a link signs in too
+    try:
+        with served.client("acme", "operator") as shop:
+            bo = shop.post("/v1/chat/tokens", json={"user": "cust-bo"}).json()["token"]
+        linked = other.new_page()
+        linked.goto(f"{served.url}/chat/login?next=/chat%3Fagent%3Dsupport#token={bo}")
+        expect(linked.get_by_role("heading", name="Chat with support")).to_be_visible()
+        assert bo not in linked.url
+        expect(linked.locator("header .who")).to_contain_text("cust-bo")
+    finally:
+        other.close()
+
 
 def test_a_flow_graph_is_drawn_and_its_counts_follow_new_runs(served: Served,
                                                               context: Any) -> None:
