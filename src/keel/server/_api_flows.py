@@ -3,8 +3,9 @@
 edge over a window (the console's flow graphs read it).
 
 Counts come from the journals of the agent's latest :data:`MAX_RUNS` runs started within the
-window. A run's journal is read once and what it went through remembered (until the run
-changes), so a page that asks every few seconds reads only the runs that moved since.
+window. A stopped or suspended run's journal is read once and what it went through
+remembered (until the run changes); a running run's is read each time. So a page that asks
+every few seconds reads only the runs that moved since.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class FlowCounter:
         for record in runs:
             key = (name, record.run_id)
             known = self._hits.get(key)
-            if known is None or known[0] != record.updated_at:
+            # a running run's journal grows without its record changing: read it each time
+            if known is None or known[0] != record.updated_at or record.status == "running":
                 try:
                     journal = await self.store.read_journal(record.run_id, tenant=tenant)
                 except RunNotFound:  # deleted since it was listed
