@@ -1,0 +1,430 @@
+"""The support desk: one keel flow, ``desk``, from a customer's message to an answer.
+
+::
+
+    message (+ optional uploaded note)
+      -> intake guards: empty, size, injection (message and note)   step desk/intake
+      -> memory: what the desk remembers about this customer        step desk/memory
+      -> Router "router": code rules -> embedding kNN (threshold)    step desk/router/route
+           |  below the threshold: a clarifying question back
+           v
+         shipping | returns | billing | technical | account   (specialists)
+         policy (help centre, cited)  | other (catch-all: a person)
+           each specialist: ReAct agent (model configured)
+                            -> standard workflow + template (processes.py)
+                            -> a person with a context packet (keel escalation)
+      -> the reply; what happened is journaled as step desk/outcome
+
+Build it with :func:`build_desk`; run a turn with :meth:`Desk.handle` or serve
+``desk.flows`` with ``keel.server.App``. The run's ``user`` is the customer id
+(``C-00042``); ``conversation=`` threads the turns of one chat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from keel import Agent, Flow, FlowContext, Model, RunError, RunResult, RunStore, UserError
+from keel.context import InMemoryMemory, MemoryBackend
+from keel.guard import screen_text
+from keel.observe import SpendCap, SpendCaps
+from keel.patterns import (
+    EmbeddingRouter,
+    GateFailed,
+    HybridRouter,
+    Route,
+    Router,
+    Rule,
+    RuleRouter,
+    Workflow,
+    WorkflowError,
+)
+from keel.runtime import Journal
+from keel.store import RunRecord
+
+from . import intents, processes, templates
+from .db import Database
+from .processes import HelpCentre, Reply
+from .specialists import make_agents
+
+#: The environment variable naming the specialists' model (e.g. ``openai:MODEL@URL``).
+MODEL_ENV: Final = "KEEL_DESK_MODEL"
+#: The longest message the desk reads (characters); longer ones get a polite refusal.
+MAX_MESSAGE_CHARS: Final = 4000
+#: The longest uploaded note (characters).
+MAX_NOTE_CHARS: Final = 10_000
+#: The embedding router's confidence threshold (vote share of the 7 nearest examples).
+ROUTE_THRESHOLD: Final = 0.5
+#: The human queue escalations go to.
+QUEUE: Final = "desk"
+#: Default per-tenant spend cap (dollars a day) when a model is configured.
+DAILY_CAP_USD: Final = 25.0
+
+_TEAMS: Final = {"shipping": "deliveries", "returns": "returns", "billing": "billing",
+                 "technical": "product support", "account": "accounts",
+                 "policy": "customer care", "other": "customer care"}
+
+
+def parse_message(text: str) -> tuple[str, Any]:
+    """The customer's message and the uploaded note (or None) of a desk run's input.
+
+    The input is the message itself, or JSON ``{"message": ..., "note": ...}`` when a note
+    is attached; the note is returned as found (the intake checks it)."""
+    stripped = text.lstrip()
+    if stripped.startswith("{") and '"message"' in stripped[:200]:
+        try:
+            data = json.loads(stripped)
+        except ValueError:
+            return text, None
+        if isinstance(data, dict) and isinstance(data.get("message"), str) \
+                and set(data) <= {"message", "note"}:
+            return data["message"], data.get("note")
+    return text, None
+
+
+def with_note(message: str, note: object) -> str:
+    """A desk run's input for ``message`` with an uploaded ``note`` (text) attached."""
+    return json.dumps({"message": message, "note": note})
+
+
+def intake(message: str, note: Any) -> dict[str, Any]:
+    """The intake guards' verdict on a message and its note (plain data, journaled)."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        return {"verdict": "too_long", "chars": len(message),
+                "text": templates.TOO_LONG.format(chars=len(message),
+                                                  limit=MAX_MESSAGE_CHARS)}
+    if not message.strip() and note is None:
+        return {"verdict": "empty", "text": templates.EMPTY}
+    if note is not None:
+        problem = _note_problem(note)
+        if problem:
+            return {"verdict": "bad_note", "problem": problem,
+                    "text": templates.BAD_NOTE.format(problem=problem, limit=MAX_NOTE_CHARS)}
+    flagged = screen_text(message, source="user") if message.strip() else None
+    if flagged is not None:
+        return {"verdict": "hostile", "where": "message", "score": round(flagged.score, 3),
+                "families": sorted(flagged.families), "text": templates.HOSTILE}
+    if isinstance(note, str):
+        noted = screen_text(note, source="tool")
+        if noted is not None:
+            return {"verdict": "hostile_note", "where": "note",
+                    "score": round(noted.score, 3), "families": sorted(noted.families),
+                    "text": templates.HOSTILE_NOTE}
+    return {"verdict": "ok"}
+
+
+def _note_problem(note: Any) -> str | None:
+    if not isinstance(note, str):
+        return f"a note is text, not {type(note).__name__}"
+    if len(note) > MAX_NOTE_CHARS:
+        return f"it has {len(note):,} characters"
+    if "\x00" in note or any(0xD800 <= ord(c) <= 0xDFFF for c in note):
+        return "it is not readable text"
+    if not note.strip():
+        return "it is empty"
+    return None
+
+
+def _upper(match: Any) -> str | None:
+    return None if match is None else str(match.group(0)).upper()
+
+
+def plan_for(route: str, message: str) -> tuple[str, dict[str, Any]] | None:
+    """The standard process (workflow name and its request fields) for a routed message,
+    or None when no workflow fits (a person takes it, or the agent when a model is set)."""
+    text = message.lower()
+    order = _upper(intents.ORDER_ID.search(message))
+    invoice = _upper(intents.INVOICE_ID.search(message))
+    money = any(w in text for w in ("refund", "money back", "cancel", "charged twice",
+                                    "compensation", "delete"))
+    if route == "shipping" and order:
+        if "address" in text:
+            return "address_change", {"order_id": order}
+        if "cancel" in text:
+            return None
+        return "order_status", {"order_id": order}
+    if route == "returns" and order and not money:
+        return "return_authorisation", {"order_id": order}
+    if route == "billing" and ("invoice" in text or invoice) and not money:
+        return "invoice_copy", {"invoice_id": invoice}
+    if route in ("technical", "policy", "account") and not money and not order:
+        sections = {"technical": "troubleshooting", "account": "accounts",
+                    "policy": ""}[route]
+        return "help_answer", {"section": sections or None}
+    return None
+
+
+class Specialist(Flow[Reply]):
+    """One specialist: its ReAct agent when a model is configured, else (or when the agent
+    fails) its standard workflows with templated answers, else a person."""
+
+    kind = "specialist"
+
+    def __init__(self, name: str, *, workflows: dict[str, Workflow],
+                 agent: Agent[Any] | None) -> None:
+        super().__init__(name)
+        self.agent = agent
+        self.workflows = workflows
+
+    def agents(self) -> Sequence[Agent[Any]]:
+        return [self.agent] if self.agent is not None else []
+
+    async def body(self, ctx: FlowContext, input: str) -> Reply:
+        if self.agent is not None:
+            try:
+                result = await ctx.run_agent(self.agent, input)
+            except RunError as exc:  # the fallback chain: agent -> workflow/template -> person
+                failure = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                return {"text": str(result.output), "outcome": "answered",
+                        "agent": self.agent.name}
+            reply = await run_process(ctx, self.workflows, self.name, input)
+            reply.setdefault("fallback", failure)
+            return reply
+        return await run_process(ctx, self.workflows, self.name, input)
+
+
+async def run_process(ctx: FlowContext, workflows: dict[str, Workflow], route: str,
+                      message: str) -> Reply:
+    """Run the standard process for ``message`` on ``route``; a person when none fits."""
+    plan = plan_for(route, message)
+    if plan is None:
+        return {"text": "", "outcome": "person", "reason": f"no standard process for this "
+                f"{route} request"}
+    name, fields = plan
+    customer = ctx.user or ""
+    text = processes.request(customer, message, run_id=ctx.run_id, **fields)
+    try:
+        result = await ctx.run_flow(workflows[name], text, name=name)
+    except GateFailed as exc:
+        template = processes.GATE_REPLIES.get(exc.step or "", templates.NO_ORDER)
+        return {"text": template.format(order_id=fields.get("order_id") or "",
+                                        invoice_id=fields.get("invoice_id") or ""),
+                "outcome": "refused", "workflow": name, "gate": exc.step}
+    except WorkflowError as exc:
+        return {"text": "", "outcome": "person", "workflow": name,
+                "reason": f"the {name} workflow failed: {exc}"[:300]}
+    return dict(result.output)
+
+
+def _person(message: str) -> Reply:
+    return {"text": "", "outcome": "person", "reason": "the catch-all route: a person"}
+
+
+class DeskFlow(Flow[str]):
+    """The desk's one entry point (see the module): a message in, the reply out."""
+
+    kind = "desk"
+
+    def __init__(self, desk: Desk) -> None:
+        super().__init__("desk")
+        self.desk = desk
+
+    def agents(self) -> Sequence[Agent[Any]]:
+        return list(self.desk.agents)
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.desk.router.prepare()
+
+    def driver(self, journal: Journal, *, deps: Any, emit: Any, streaming: bool,
+               record: RunRecord, prefix: str | None = None) -> Any:
+        # Served runs carry no deps: the desk's own database is their default.
+        return super().driver(journal, deps=self.desk.database if deps is None else deps,
+                              emit=emit, streaming=streaming, record=record, prefix=prefix)
+
+    async def body(self, ctx: FlowContext, input: str) -> str:
+        message, note = parse_message(input)
+        verdict = await ctx.step("intake", lambda: intake(message, note), kind="guard",
+                                 input={"chars": len(input)})
+        if verdict["verdict"] not in ("ok", "hostile_note"):
+            return await self._finish(ctx, verdict["text"], route=None, outcome="refused",
+                                      guard=verdict)
+        if ctx.user is None:
+            return await self._finish(ctx, "Please sign in so that we can see your orders.",
+                                      route=None, outcome="refused")
+        known = await ctx.step("memory", lambda: self.desk.recall(ctx.user, ctx.tenant),
+                               kind="memory")
+        if verdict["verdict"] == "hostile_note":
+            reply: Reply = {"text": verdict["text"], "outcome": "person",
+                            "reason": "instructions found in the uploaded note"}
+            route: str | None = None
+        else:
+            routed = (await ctx.run_flow(self.desk.router, message, name="router")).output
+            route = routed.decision.route
+            if routed.decision.action == "clarify":
+                return await self._finish(ctx, templates.CLARIFY, route=None,
+                                          outcome="clarify")
+            reply = dict(routed.output)
+        if reply.get("outcome") == "person":
+            note_text = await ctx.escalate(
+                _packet(message, route, reply, known, verdict), name="to_person",
+                trigger="needs_person", queue=QUEUE, proposal=reply.get("reason"))
+            text = (note_text or "").strip() or (reply.get("text") or "")
+            reply = {**reply, "text": text or templates.TO_PERSON.format(
+                team=_TEAMS.get(route or "other", "customer care"), reference=ctx.run_id),
+                "outcome": "person"}
+        await ctx.step("remember", lambda: self.desk.remember(
+            ctx.user, ctx.tenant, route, reply, ctx.run_id), kind="memory")
+        return await self._finish(ctx, reply.get("text") or "", route=route,
+                                  outcome=reply.get("outcome", "answered"), reply=reply,
+                                  guard=verdict if verdict["verdict"] != "ok" else None)
+
+    async def _finish(self, ctx: FlowContext, text: str, *, route: str | None,
+                      outcome: str, reply: Reply | None = None,
+                      guard: dict[str, Any] | None = None) -> str:
+        summary = {"route": route, "outcome": outcome,
+                   "workflow": (reply or {}).get("workflow"),
+                   "agent": (reply or {}).get("agent"),
+                   "citations": (reply or {}).get("citations", []),
+                   "guard": None if guard is None else guard["verdict"]}
+        await ctx.step("outcome", lambda: summary, kind="outcome", blocking=False)
+        return text
+
+
+def _packet(message: str, route: str | None, reply: Reply, known: list[str],
+            verdict: dict[str, Any]) -> str:
+    """What a person reads in the queue: the request, what the desk found and tried."""
+    lines = [f"Customer message: {message[:1500]}",
+             f"Route: {route or 'none'}; reason: {reply.get('reason') or 'needs a person'}"]
+    if reply.get("workflow"):
+        lines.append(f"Workflow: {reply['workflow']}")
+    if reply.get("text"):
+        lines.append(f"Desk's draft answer: {reply['text'][:800]}")
+    if reply.get("fallback"):
+        lines.append(f"The specialist agent failed: {reply['fallback']}")
+    if known:
+        lines.append("Remembered: " + "; ".join(known[:3]))
+    if verdict["verdict"] == "hostile_note":
+        lines.append(f"Guard: the uploaded note holds instructions ({verdict['families']}); "
+                     "it was not acted on.")
+    return "\n".join(lines)
+
+
+@dataclass(eq=False)
+class Desk:
+    """A built desk (see :func:`build_desk`): ``flow`` is the entry point, ``flows`` what to
+    serve, ``agents`` the specialist agents (empty without a model)."""
+
+    database: Database
+    tenant: str
+    model: str | Model | None
+    store: RunStore | str | None
+    memory: MemoryBackend
+    help_centre: HelpCentre
+    workflows: dict[str, Workflow]
+    specialists: dict[str, Specialist] = field(default_factory=dict)
+    agents: list[Agent[Any]] = field(default_factory=list)
+    router: Router = field(init=False)
+    flow: DeskFlow = field(init=False)
+
+    @property
+    def flows(self) -> list[Flow[Any]]:
+        """Everything to serve (``keel.server.App(desk.flows)``): the desk flow."""
+        return [self.flow]
+
+    async def handle(self, message: str, *, customer: str, conversation: str | None = None,
+                     store: RunStore | str | None = None, note: str | None = None,
+                     run_id: str | None = None) -> RunResult[str]:
+        """One customer turn through the desk; ``note``: text uploaded with the message."""
+        text = message if note is None else with_note(message, note)
+        options: dict[str, Any] = {"user": customer, "tenant": self.tenant,
+                                   "deps": self.database}
+        chosen = store if store is not None else self.store
+        if chosen is not None:
+            options["store"] = chosen
+        if conversation is not None:
+            options["conversation"] = conversation
+        if run_id is not None:
+            options["run_id"] = run_id
+        return await self.flow.run(text, **options)
+
+    async def recall(self, customer: str | None, tenant: str | None) -> list[str]:
+        """What the desk remembers about ``customer`` (their last issues), newest first."""
+        if not customer:
+            return []
+        hits = await self.memory.search("last issue with the desk", user=customer,
+                                        tenant=tenant, k=3)
+        return [h.item.text for h in hits]
+
+    async def remember(self, customer: str | None, tenant: str | None, route: str | None,
+                       reply: Reply, run_id: str) -> bool:
+        """Keep the customer's last issue for their next conversation."""
+        if not customer:
+            return False
+        what = reply.get("workflow") or route or "a question"
+        await self.memory.remember(f"last issue with the desk: {what} ({reply.get('outcome')})",
+                                   user=customer, tenant=tenant, kind="fact",
+                                   item_id=f"desk-{run_id}"[:120], source_run=run_id)
+        return True
+
+
+def _model_from(model: str | Model | None) -> str | Model | None:
+    if model is not None:
+        return model
+    return os.environ.get(MODEL_ENV) or None
+
+
+def _router(specialists: dict[str, Specialist], workflows: dict[str, Workflow]) -> Router:
+    targets: dict[str, Any] = dict(specialists)
+    targets["policy"] = Specialist("policy", workflows=workflows, agent=None)
+    targets["other"] = _person
+    routes = [Route(name, target=targets[name], examples=intents.EXAMPLES[name])
+              for name in intents.ROUTES]
+    rules = RuleRouter([Rule(route, regex=pattern, name=f"{route}-{i}")
+                        for i, (route, pattern) in enumerate(intents.RULES)], routes=routes)
+    return Router("router", HybridRouter([rules, EmbeddingRouter(
+        routes, k=7, threshold=ROUTE_THRESHOLD)]), routes=routes, catch_all="other",
+        on_low_confidence="clarify", question=templates.CLARIFY, queue=QUEUE)
+
+
+def build_desk(database: Database | str | os.PathLike[str], *,
+               store: RunStore | str | None = None, model: str | Model | None = None,
+               tenant: str = "northwind", memory: MemoryBackend | None = None,
+               caps: Sequence[SpendCap] | None = None, prompt_version: str = "v1",
+               help_centre: HelpCentre | None = None) -> Desk:
+    """Build the desk over ``database`` (a :class:`Database` or the path of one made by
+    ``create_database``).
+
+    ``model``: the specialists' model (a keel model id or a Model; default: the
+    ``KEEL_DESK_MODEL`` environment variable; none: the no-model desk). ``store``: where
+    :meth:`Desk.handle` journals runs (default: keel's default store). ``memory``: the
+    per-customer memory (default: in memory). ``caps``: per-tenant spend caps on the
+    specialists' model calls (default: ``DAILY_CAP_USD`` a day per tenant).
+    ``prompt_version``: the specialists' instructions (``prompts.PROMPTS``).
+    ``help_centre``: a shared, already built help-centre index (tests share one)."""
+    db = database if isinstance(database, Database) else _open(database)
+    if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 64:
+        raise UserError(f"tenant must be a name of 1 to 64 characters, not {tenant!r}")
+    helper = help_centre or HelpCentre()
+    workflows = processes.build(db, helper)
+    chosen = _model_from(model)
+    limits = list(caps) if caps is not None else [
+        SpendCap(scope="tenant", window="daily", max_usd=DAILY_CAP_USD, name="desk-daily")]
+    agents = make_agents(chosen, helper, version=prompt_version,
+                         middleware=[SpendCaps(limits)] if limits else []) \
+        if chosen is not None else {}
+    specialists = {name: Specialist(name, workflows=workflows, agent=agents.get(name))
+                   for name in intents.SPECIALISTS}
+    desk = Desk(database=db, tenant=tenant, model=chosen, store=store,
+                memory=memory if memory is not None else InMemoryMemory(),
+                help_centre=helper, workflows=workflows, specialists=specialists,
+                agents=list(agents.values()))
+    desk.router = _router(specialists, workflows)
+    desk.flow = DeskFlow(desk)
+    return desk
+
+
+def _open(path: str | os.PathLike[str]) -> Database:
+    if not isinstance(path, str | os.PathLike):
+        raise UserError(f"build_desk() takes a Database or the path of one, not "
+                        f"{type(path).__name__}")
+    if not Path(path).is_file():
+        raise UserError(f"there is no desk database at {str(path)!r}; create one with "
+                        "examples.support_desk.create_database(path)")
+    return Database(path)
