@@ -65,6 +65,11 @@ QUEUE: Final = "desk"
 #: Default per-tenant spend cap (dollars a day) when a model is configured.
 DAILY_CAP_USD: Final = 25.0
 
+#: The help-centre sections a route's questions are answered from (None: all of them).
+HELP_SECTIONS: Final[dict[str, str | None]] = {
+    "shipping": "shipping,policies", "returns": "returns,policies",
+    "billing": "billing,policies", "technical": "troubleshooting",
+    "account": "accounts,policies", "policy": None, "other": None}
 _TEAMS: Final = {"shipping": "deliveries", "returns": "returns", "billing": "billing",
                  "technical": "product support", "account": "accounts",
                  "policy": "customer care", "other": "customer care"}
@@ -152,10 +157,8 @@ def plan_for(route: str, message: str) -> tuple[str, dict[str, Any]] | None:
         return "return_authorisation", {"order_id": order}
     if route == "billing" and ("invoice" in text or invoice) and not money:
         return "invoice_copy", {"invoice_id": invoice}
-    if route in ("technical", "policy", "account") and not money and not order:
-        sections = {"technical": "troubleshooting", "account": "accounts",
-                    "policy": ""}[route]
-        return "help_answer", {"section": sections or None}
+    if not money and not order and not invoice:
+        return "help_answer", {"section": HELP_SECTIONS[route]}
     return None
 
 
@@ -254,6 +257,8 @@ class DeskFlow(Flow[str]):
             reply: Reply = {"text": verdict["text"], "outcome": "person",
                             "reason": "instructions found in the uploaded note"}
             route: str | None = None
+        elif intents.too_vague(message):
+            return await self._finish(ctx, templates.CLARIFY, route=None, outcome="clarify")
         else:
             routed = (await ctx.run_flow(self.desk.router, message, name="router")).output
             route = routed.decision.route
@@ -320,6 +325,7 @@ class Desk:
     workflows: dict[str, Workflow]
     specialists: dict[str, Specialist] = field(default_factory=dict)
     agents: list[Agent[Any]] = field(default_factory=list)
+    prompt_version: str = "v1"
     router: Router = field(init=False)
     flow: DeskFlow = field(init=False)
 
@@ -414,7 +420,7 @@ def build_desk(database: Database | str | os.PathLike[str], *,
     desk = Desk(database=db, tenant=tenant, model=chosen, store=store,
                 memory=memory if memory is not None else InMemoryMemory(),
                 help_centre=helper, workflows=workflows, specialists=specialists,
-                agents=list(agents.values()))
+                agents=list(agents.values()), prompt_version=prompt_version)
     desk.router = _router(specialists, workflows)
     desk.flow = DeskFlow(desk)
     return desk

@@ -9,7 +9,8 @@ the rest to ``evalset/dev.jsonl``. The output is deterministic; a test regenerat
 fails if the committed files differ.
 
 Each case's ``metadata``: ``customer`` (the run's user), ``route`` (expected route, None
-for messages refused before routing), ``outcome`` per path (``none``: no model;
+for messages refused before routing; ``routes`` lists the acceptable ones when a policy
+question may also go to a specialist), ``outcome`` per path (``none``: no model;
 ``scripted``: the scripted specialists) among ``answered``, ``refused``, ``clarify``,
 ``person``, ``approval``; ``reviewers`` (approvals a scripted refund needs), ``citations``
 (article ids a cited answer must name), ``effects`` per path (the effect kinds the case
@@ -70,6 +71,9 @@ POLICY: Final = (
     ("How can I contact support?", "policies-contact"),
     ("What are the Trail Club membership rules?", "policies-plan-trail"),
 )
+SECTION_ROUTES: Final = {"policies": ["shipping", "returns", "billing", "account"],
+                          "shipping": ["shipping"], "returns": ["returns"],
+                          "billing": ["billing"], "accounts": ["account"]}
 OTHER: Final = ("I want to speak to a manager", "Can I talk to a human please?",
                 "I want to file a formal complaint about your service",
                 "Are you hiring at the moment?", "Do you sponsor hiking events?",
@@ -214,9 +218,13 @@ def _help() -> Iterator[dict[str, Any]]:
     from .help_centre import load_articles
 
     for n, (text, article) in enumerate(POLICY):
+        # A policy question may be answered by the policy route or by the specialist
+        # whose help-centre sections hold the article.
+        routes = ["policy", *SECTION_ROUTES[article.split("-")[0]]]
         for k, asked in enumerate((text, f"Quick question: {text[0].lower()}{text[1:]}")):
             yield _case(f"policy-{n:03d}-{k}", asked, "C-00001", "policy", "answered",
-                        "answered", tags=("faq", "cited"), citations=[article])
+                        "answered", tags=("faq", "cited"), citations=[article],
+                        routes=routes)
     codes = [a for a in load_articles(sections=["troubleshooting"])
              if ": error " in a.title]
     for n, a in enumerate(codes):
@@ -235,10 +243,7 @@ def _bad(facts: dict[str, list[sqlite3.Row]]) -> Iterator[dict[str, Any]]:
         yield _case(f"hostile-note-{n}", json.dumps({"message": "Here is my receipt for "
                     "the return.", "note": note}), "C-00003", None, "person", "person",
                     tags=("must-escalate", "injection"))
-    yield _case("empty", "", "C-00001", None, "refused", "refused", tags=("bad-input",),
-                refuse=True)
-    yield _case("blank", "   \n  ", "C-00001", None, "refused", "refused",
-                tags=("bad-input",), refuse=True)
+    # (An empty message is not a valid evaluation case; tests/support_desk covers it.)
     yield _case("oversized", "Where is my order? " * 2800, "C-00001", None, "refused",
                 "refused", tags=("bad-input",), refuse=True)
     for n, (owner, other) in enumerate((("refund_two_approvals", "C-00001"),
@@ -278,7 +283,8 @@ def _routing() -> Iterator[dict[str, Any]]:
                  {"role": "assistant", "content": "Could you tell me more?"},
                  {"role": "user", "content": second}]
         yield _case(f"conversation-{n}", turns, customer, route, none, "answered",
-                    tags=("conversation",))
+                    tags=("conversation",), effects={"none": ["ticket_created"],
+                                                     "scripted": ["ticket_created"]})
 
 
 def cases(db: Path) -> list[dict[str, Any]]:

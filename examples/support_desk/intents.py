@@ -19,9 +19,20 @@ SPECIALISTS: Final = ("shipping", "returns", "billing", "technical", "account")
 ORDER_ID: Final = re.compile(r"\bNW-\d{6}\b", re.IGNORECASE)
 INVOICE_ID: Final = re.compile(r"\bINV-\d{6}\b", re.IGNORECASE)
 TICKET_ID: Final = re.compile(r"\bT-\d{5}\b", re.IGNORECASE)
+_WORD: Final = re.compile(r"[^\W\d_]{3,}")
+
+
+def too_vague(message: str) -> bool:
+    """Whether a message says too little to route ("hello?", "help", "hi, I have a
+    question"): no order, invoice or ticket number and fewer than three words."""
+    if ORDER_ID.search(message) or INVOICE_ID.search(message) or TICKET_ID.search(message):
+        return False
+    return len(_WORD.findall(message)) < 3
 
 #: (route, regex) in order; the first match wins with confidence 1.0.
 RULES: Final = (
+    ("policy", r"^(?!.*\b(NW|INV)-\d{6}).*\b(policy|policies|terms|warranty|rules|which "
+               r"countries|payment methods)\b"),
     ("account", r"\b(password|log ?in|sign ?in|two-factor|delete my account|close my account"
                 r"|my e-?mail address)\b"),
     ("billing", r"\bINV-\d{6}\b|\b(invoice|charged twice|double charged|club membership"
@@ -109,7 +120,7 @@ EXAMPLES: Final[dict[str, tuple[str, ...]]] = {
     "other": (
         "I want to speak to a manager", "can I talk to a human", "I have a complaint",
         "do you have a physical store", "are you hiring", "I want to give feedback",
-        "can I become a reseller", "hello", "this is urgent please call me",
+        "can I become a reseller", "this is urgent please call me",
         "I want to make a partnership proposal", "do you sponsor events",
         "what are your opening hours", "I need to speak to someone now",
         "I want to file a formal complaint", "can I get a discount code",
