@@ -37,14 +37,15 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Unpack
 
-from keel import UserError
+from keel import RunResult, UserError
 from keel.evals import Case, Dataset, Observed, Score, Scorer, load_dataset
+from keel.runtime import RunOptions
 
 from . import policies
 from .db import Database
-from .desk import Desk
+from .desk import Desk, DeskFlow
 
 Path_ = Literal["none", "scripted"]
 EVALSET: Final = Path(__file__).parent / "evalset"
@@ -58,28 +59,28 @@ def load_evalset(split: Literal["dev", "heldout"] = "dev") -> Dataset:
     return load_dataset(EVALSET / f"{split}.jsonl")
 
 
-class DeskSubject:
-    """What ``evaluate`` runs: the desk flow, each case as its labelled customer."""
+class EvalDesk(DeskFlow):
+    """The desk flow for ``evaluate`` and ``keel eval``: each case runs as the customer its
+    ``metadata.customer`` names (an evaluation passes no ``user`` itself)."""
 
-    def __init__(self, desk: Desk, dataset: Dataset) -> None:
-        self.desk = desk
-        self.name = "desk"
+    def __init__(self, desk: Desk, datasets: Sequence[Dataset]) -> None:
+        super().__init__(desk)
         self.version = desk.prompt_version
-        self._customers = {c.id: c.metadata.get("customer") for c in dataset.cases}
+        self._customers = {c.id: c.metadata.get("customer")
+                           for d in datasets for c in d.cases}
 
-    def prepare(self) -> None:
-        self.desk.flow.prepare()
-
-    async def run(self, input: str, **options: Any) -> Any:
+    async def run(self, input: str, **options: Unpack[RunOptions]) -> RunResult[str]:
         case = (options.get("metadata") or {}).get("case")
-        customer = self._customers.get(str(case)) if case is not None else None
-        return await self.desk.flow.run(input, user=customer, tenant=self.desk.tenant,
-                                        deps=self.desk.database, **options)
+        if options.get("user") is None and case is not None:
+            options["user"] = self._customers.get(str(case))
+        options.setdefault("tenant", self.desk.tenant)
+        options.setdefault("deps", self.desk.database)
+        return await super().run(input, **options)
 
 
-def desk_subject(desk: Desk, dataset: Dataset) -> DeskSubject:
-    """The desk as an evaluation subject for ``dataset`` (cases name their customer)."""
-    return DeskSubject(desk, dataset)
+def desk_subject(desk: Desk, *datasets: Dataset) -> EvalDesk:
+    """The desk as an evaluation subject for ``datasets`` (cases name their customer)."""
+    return EvalDesk(desk, datasets or (load_evalset("dev"), load_evalset("heldout")))
 
 
 # ------------------------------------------------------------------------ observations

@@ -73,6 +73,10 @@ def order_status(order: dict[str, Any]) -> str:
 
 def tracking(track: dict[str, Any]) -> str:
     """Where a parcel is, from ``lookups.track_shipment``."""
+    if "carrier" not in track:  # not handed to a carrier yet
+        advice = track.get("advice")
+        return (f"Order {track['order_id']} has not been handed to a carrier yet."
+                + (f" {advice}" if isinstance(advice, str) else ""))
     events = track.get("events") or []
     last = events[-1] if events else None
     head = (f"Your parcel for order {track['order_id']} is with {track['carrier']} "
