@@ -253,7 +253,7 @@ def effects_of(database: Database, run_ids: Sequence[str]) -> list[dict[str, Any
     conn.row_factory = sqlite3.Row
     try:
         marks = ",".join("?" * len(run_ids))
-        rows = conn.execute(f"SELECT kind, order_id, amount_cents, run_id FROM effects "  # noqa: S608 - placeholders only
+        rows = conn.execute(f"SELECT kind, order_id, amount_cents, run_id FROM effects "
                             f"WHERE run_id IN ({marks})", tuple(run_ids)).fetchall()
     finally:
         conn.close()

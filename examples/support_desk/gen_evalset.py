@@ -121,14 +121,12 @@ def _case(cid: str, text: Any, customer: str, route: str | None, none: str, scri
 
 
 def _tracking(facts: dict[str, list[sqlite3.Row]]) -> Iterator[dict[str, Any]]:
-    n = 0
-    for row in [*facts["dispatched"][:28], *facts["delivered"][:32]]:
+    for n, row in enumerate([*facts["dispatched"][:28], *facts["delivered"][:32]]):
         text = TRACK[n % len(TRACK)].format(o=row["order_id"])
         lost = row["shipment"] == "lost"
         yield _case(f"track-{n:03d}", text, row["customer_id"], "shipping",
                     "person" if lost else "answered", "answered", tags=("order_status",),
                     workflow="order_status", tools=["track_shipment", "order_status"])
-        n += 1
     s = SCENARIOS
     for name, text, none in (("in_transit", "Where is my order {o}?", "answered"),
                              ("lost_parcel", "Where is my parcel {o}? It never came.",

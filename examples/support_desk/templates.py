@@ -163,9 +163,10 @@ def address_change_refused(order: dict[str, Any]) -> str:
     ship = order.get("shipment") or {}
     number = ship.get("tracking_number")
     how = (f" with tracking number {number}" if number else "")
+    carrier = ship.get("carrier") or "the carrier"
     return (f"Order {order['order_id']} {_STATUS.get(order['status'], order['status'])}, so "
-            f"we can no longer change its address. You can ask {ship.get('carrier') or 'the carrier'} "
-            f"to redirect the parcel{how}.")
+            f"we can no longer change its address. You can ask {carrier} to redirect the "
+            f"parcel{how}.")
 
 
 def faq(title: str, passage: str, article_id: str) -> str:
