@@ -34,6 +34,7 @@ from keel.context import InMemoryMemory, MemoryBackend
 from keel.guard import screen_text
 from keel.observe import SpendCap, SpendCaps
 from keel.patterns import (
+    RAG,
     EmbeddingRouter,
     GateFailed,
     HybridRouter,
@@ -44,13 +45,16 @@ from keel.patterns import (
     Workflow,
     WorkflowError,
 )
+from keel.runtime import Agent as RuntimeAgent
 from keel.runtime import Journal
 from keel.store import RunRecord
 
 from . import intents, processes, templates
 from .db import Database
 from .processes import HelpCentre, Reply
-from .specialists import make_agents
+from .specialists import make_agents, make_policy_rag
+
+AnyAgent = RuntimeAgent[Any]
 
 #: The environment variable naming the specialists' model (e.g. ``openai:MODEL@URL``).
 MODEL_ENV: Final = "KEEL_DESK_MODEL"
@@ -157,7 +161,7 @@ def plan_for(route: str, message: str) -> tuple[str, dict[str, Any]] | None:
         return "return_authorisation", {"order_id": order}
     if route == "billing" and ("invoice" in text or invoice) and not money:
         return "invoice_copy", {"invoice_id": invoice}
-    if not money and not order and not invoice:
+    if not order and not invoice and (route == "policy" or not money):
         return "help_answer", {"section": HELP_SECTIONS[route]}
     return None
 
@@ -169,15 +173,20 @@ class Specialist(Flow[Reply]):
     kind = "specialist"
 
     def __init__(self, name: str, *, workflows: dict[str, Workflow],
-                 agent: Agent[Any] | None) -> None:
+                 agent: Agent[Any] | None, rag: RAG | None = None) -> None:
         super().__init__(name)
         self.agent = agent
+        self.rag = rag
         self.workflows = workflows
 
     def agents(self) -> Sequence[Agent[Any]]:
         return [self.agent] if self.agent is not None else []
 
     async def body(self, ctx: FlowContext, input: str) -> Reply:
+        if self.rag is not None:
+            cited = await self._grounded(ctx, input)
+            if cited is not None:
+                return cited
         if self.agent is not None:
             try:
                 result = await ctx.run_agent(self.agent, input)
@@ -190,6 +199,20 @@ class Specialist(Flow[Reply]):
             reply.setdefault("fallback", failure)
             return reply
         return await run_process(ctx, self.workflows, self.name, input)
+
+    async def _grounded(self, ctx: FlowContext, input: str) -> Reply | None:
+        """The RAG answer with verified citations, or None (refused or failed: the
+        workflow and template come next)."""
+        assert self.rag is not None
+        try:
+            answer = (await ctx.run_flow(self.rag, input, name="rag")).output
+        except RunError:
+            return None
+        if answer.refused or not answer.citations:
+            return None
+        articles = sorted({cid.split("#")[0] for c in answer.citations for cid in c.chunk_ids})
+        return {"text": answer.text, "outcome": "answered", "agent": "policy",
+                "citations": articles}
 
 
 async def run_process(ctx: FlowContext, workflows: dict[str, Workflow], route: str,
@@ -228,7 +251,7 @@ class DeskFlow(Flow[str]):
         super().__init__("desk")
         self.desk = desk
 
-    def agents(self) -> Sequence[Agent[Any]]:
+    def agents(self) -> Sequence[AnyAgent]:
         return list(self.desk.agents)
 
     def prepare(self) -> None:
@@ -324,7 +347,7 @@ class Desk:
     help_centre: HelpCentre
     workflows: dict[str, Workflow]
     specialists: dict[str, Specialist] = field(default_factory=dict)
-    agents: list[Agent[Any]] = field(default_factory=list)
+    agents: list[AnyAgent] = field(default_factory=list)
     prompt_version: str = "v1"
     router: Router = field(init=False)
     flow: DeskFlow = field(init=False)
@@ -376,9 +399,8 @@ def _model_from(model: str | Model | None) -> str | Model | None:
     return os.environ.get(MODEL_ENV) or None
 
 
-def _router(specialists: dict[str, Specialist], workflows: dict[str, Workflow]) -> Router:
+def _router(specialists: dict[str, Specialist]) -> Router:
     targets: dict[str, Any] = dict(specialists)
-    targets["policy"] = Specialist("policy", workflows=workflows, agent=None)
     targets["other"] = _person
     routes = [Route(name, target=targets[name], examples=intents.EXAMPLES[name])
               for name in intents.ROUTES]
@@ -412,16 +434,20 @@ def build_desk(database: Database | str | os.PathLike[str], *,
     chosen = _model_from(model)
     limits = list(caps) if caps is not None else [
         SpendCap(scope="tenant", window="daily", max_usd=DAILY_CAP_USD, name="desk-daily")]
-    agents = make_agents(chosen, helper, version=prompt_version,
-                         middleware=[SpendCaps(limits)] if limits else []) \
+    guards = [SpendCaps(limits)] if limits else []
+    agents = make_agents(chosen, helper, version=prompt_version, middleware=guards) \
         if chosen is not None else {}
     specialists = {name: Specialist(name, workflows=workflows, agent=agents.get(name))
                    for name in intents.SPECIALISTS}
+    rag = make_policy_rag(chosen, helper, version=prompt_version, middleware=guards) \
+        if chosen is not None else None
+    specialists["policy"] = Specialist("policy", workflows=workflows, agent=None, rag=rag)
     desk = Desk(database=db, tenant=tenant, model=chosen, store=store,
                 memory=memory if memory is not None else InMemoryMemory(),
                 help_centre=helper, workflows=workflows, specialists=specialists,
-                agents=list(agents.values()), prompt_version=prompt_version)
-    desk.router = _router(specialists, workflows)
+                agents=[*agents.values(), *([rag.agent] if rag is not None else [])],
+                prompt_version=prompt_version)
+    desk.router = _router(specialists)
     desk.flow = DeskFlow(desk)
     return desk
 

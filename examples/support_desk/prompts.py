@@ -33,6 +33,8 @@ _ROLES: Final = {
                  "and firmware, quoting the help centre.",
     "account": "You handle accounts: sign-in, profile details and account deletion (which "
                "needs the customer's e-mail address and always a reviewer).",
+    "policy": "You answer questions about the shop's policies (shipping, returns, refunds, "
+              "warranty, club memberships, privacy) from the help centre only.",
 }
 
 PROMPTS: Final[dict[str, dict[str, str]]] = {

@@ -144,11 +144,33 @@ def answer(done: list[tuple[str, Any, bool]]) -> str:
     return "Done: " + json.dumps(data, ensure_ascii=False)[:500]
 
 
+_SENTENCE: Final = re.compile(r"[^.!?\n]*[A-Za-z][^.!?\n]*[.!?]")
+
+
+def grounded(done: list[tuple[str, Any, bool]]) -> str:
+    """A RAG answer: the first sentence of the best chunk, quoted, citing its id."""
+    _, data, _ = done[-1]
+    results = data.get("results") if isinstance(data, dict) else None
+    if not results:
+        return "I don't know: the help centre does not answer this."
+    best = results[0]
+    body = "\n".join(line for line in str(best["text"]).splitlines()
+                     if line.strip() and not line.lstrip().startswith("#"))
+    sentences = [m.group(0).strip() for m in _SENTENCE.finditer(body)][:1]
+    return " ".join(f"{s[:-1]} [{best['id']}]{s[-1]}" for s in sentences) \
+        or "I don't know: the help centre does not answer this."
+
+
 def _respond(messages: list[Message], tools: list[ToolSpec],
              settings: ModelSettings) -> Any:
     names = {t.name for t in tools}
     text, after = _last_user(messages)
     done = _results(after)
+    if "search_docs" in names:  # the policy agent inside keel's RAG
+        if text.startswith("Your answer was checked"):  # a revision: the first search's best
+            return grounded(_results(messages)[:1])
+        return call("search_docs", {"query": text[:300], "k": 3}) if not done \
+            else grounded(done)
     if not done:
         return first_call(text, names)
     if len(_calls(after)) < 3:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Final
 from pydantic import StringConstraints
 
 from keel import Agent, Model, Tool, tool
+from keel.patterns import RAG
 from keel.runtime import Middleware
 
 from .processes import HelpCentre
@@ -55,3 +56,26 @@ def make_agents(model: str | Model, help_centre: HelpCentre, *, version: str = "
                              tools=tools, scopes=scopes_for(SPECIALIST_TOOLS[name]),
                              approval=approval_policy(), middleware=list(middleware))
     return agents
+
+
+class _LazyCorpus:
+    """The help centre's corpus as a RAG retriever, built on the first search."""
+
+    def __init__(self, help_centre: HelpCentre) -> None:
+        self.help_centre = help_centre
+
+    def search(self, query: str, *, k: int = 5, mode: Any = "hybrid") -> Sequence[Any]:
+        return self.help_centre.corpus.search(query, k=k, mode=mode)
+
+    def get(self, chunk_id: str) -> Any:
+        return self.help_centre.corpus.get(chunk_id)
+
+
+def make_policy_rag(model: str | Model, help_centre: HelpCentre, *, version: str = "v1",
+                    middleware: Sequence[Middleware] = ()) -> RAG:
+    """Agentic RAG over the whole help centre for policy questions: the ``policy`` agent
+    searches, answers citing chunk ids, and keel checks every sentence against the chunks
+    it cites (unsupported sentences are removed; nothing supported: a refusal)."""
+    agent: Agent[str] = Agent("policy", model=model, instructions=instructions("policy", version),
+                  middleware=list(middleware))
+    return RAG("rag", agent=agent, corpus=_LazyCorpus(help_centre), k=3, decompose=False)
