@@ -37,6 +37,8 @@ from keel.patterns import (
     RAG,
     EmbeddingRouter,
     GateFailed,
+    HandoffTeam,
+    HistoryFilter,
     HybridRouter,
     Route,
     Router,
@@ -173,28 +175,28 @@ class Specialist(Flow[Reply]):
     kind = "specialist"
 
     def __init__(self, name: str, *, workflows: dict[str, Workflow],
-                 agent: Agent[Any] | None, rag: RAG | None = None) -> None:
+                 team: HandoffTeam | None, rag: RAG | None = None) -> None:
         super().__init__(name)
-        self.agent = agent
+        self.team = team
         self.rag = rag
         self.workflows = workflows
 
-    def agents(self) -> Sequence[Agent[Any]]:
-        return [self.agent] if self.agent is not None else []
+    def agents(self) -> Sequence[AnyAgent]:
+        return list(self.team.agents()) if self.team is not None else []
 
     async def body(self, ctx: FlowContext, input: str) -> Reply:
         if self.rag is not None:
             cited = await self._grounded(ctx, input)
             if cited is not None:
                 return cited
-        if self.agent is not None:
+        if self.team is not None:
             try:
-                result = await ctx.run_agent(self.agent, input)
+                result = await ctx.run_flow(self.team, input, name="team")
             except RunError as exc:  # the fallback chain: agent -> workflow/template -> person
                 failure = f"{type(exc).__name__}: {exc}"[:300]
             else:
                 return {"text": str(result.output), "outcome": "answered",
-                        "agent": self.agent.name}
+                        "agent": self.name}
             reply = await run_process(ctx, self.workflows, self.name, input)
             reply.setdefault("fallback", failure)
             return reply
@@ -399,6 +401,16 @@ def _model_from(model: str | Model | None) -> str | Model | None:
     return os.environ.get(MODEL_ENV) or None
 
 
+def _team(agents: dict[str, Agent[Any]], start: str) -> HandoffTeam | None:
+    """The specialists as a handoff team starting at ``start``: any of them may hand the
+    conversation (filtered to what the customer and the agents said) to another, or to a
+    person (``transfer_to_human``: an escalation with the conversation as its packet)."""
+    if not agents:
+        return None
+    return HandoffTeam("team", agents=list(agents.values()), start=start,
+                       history=HistoryFilter.conversation(), human_queue=QUEUE)
+
+
 def _router(specialists: dict[str, Specialist]) -> Router:
     targets: dict[str, Any] = dict(specialists)
     targets["other"] = _person
@@ -437,11 +449,11 @@ def build_desk(database: Database | str | os.PathLike[str], *,
     guards = [SpendCaps(limits)] if limits else []
     agents = make_agents(chosen, helper, version=prompt_version, middleware=guards) \
         if chosen is not None else {}
-    specialists = {name: Specialist(name, workflows=workflows, agent=agents.get(name))
+    specialists = {name: Specialist(name, workflows=workflows, team=_team(agents, name))
                    for name in intents.SPECIALISTS}
     rag = make_policy_rag(chosen, helper, version=prompt_version, middleware=guards) \
         if chosen is not None else None
-    specialists["policy"] = Specialist("policy", workflows=workflows, agent=None, rag=rag)
+    specialists["policy"] = Specialist("policy", workflows=workflows, team=None, rag=rag)
     desk = Desk(database=db, tenant=tenant, model=chosen, store=store,
                 memory=memory if memory is not None else InMemoryMemory(),
                 help_centre=helper, workflows=workflows, specialists=specialists,

@@ -35,6 +35,19 @@ def _last_user(messages: Sequence[Message]) -> tuple[str, list[Message]]:
     return "", []
 
 
+def _request_of(messages: Sequence[Message], text: str) -> str:
+    """The customer's request: the last user message, or after a handoff (whose last user
+    turn is the handing agent's note) the latest one that names an order or invoice."""
+    if intents.ORDER_ID.search(text) or intents.INVOICE_ID.search(text):
+        return text
+    for m in reversed(messages):
+        said = "".join(p.text for p in m.parts if isinstance(p, TextPart))
+        if m.role == "user" and (intents.ORDER_ID.search(said)
+                                 or intents.INVOICE_ID.search(said)):
+            return said
+    return text
+
+
 def _results(after: list[Message]) -> list[tuple[str, Any, bool]]:
     """(tool, result as data or text, is_error) of this turn, in order."""
     out: list[tuple[str, Any, bool]] = []
@@ -54,6 +67,46 @@ def _calls(after: list[Message]) -> list[str]:
     return [p.tool_name for m in after for p in m.parts if isinstance(p, ToolCallPart)]
 
 
+#: Which specialist owns an intent, for handing over when this one lacks the tool.
+_OWNERS: Final = (("refund_order", "returns"), ("cancel_order", "shipping"),
+                  ("return_eligibility", "returns"), ("track_shipment", "shipping"),
+                  ("invoice_copy", "billing"), ("delete_account", "account"))
+
+
+def _wants_refund(low: str) -> bool:
+    return "refund" in low or "money back" in low
+
+
+def _intended(text: str) -> str | None:
+    """The tool the customer's request needs, whoever has it."""
+    low = text.lower()
+    if intents.ORDER_ID.search(text):
+        if _wants_refund(low):
+            return "refund_order"
+        if "cancel" in low:
+            return "cancel_order"
+        if "return" in low:
+            return "return_eligibility"
+        if any(w in low for w in ("where", "track", "arriv", "deliver")):
+            return "track_shipment"
+    if intents.INVOICE_ID.search(text):
+        return "invoice_copy"
+    if "delete" in low and "account" in low:
+        return "delete_account"
+    return None
+
+
+def handoff(text: str, names: set[str]) -> ToolCallPart | None:
+    """A transfer to the specialist who has the tool this request needs, if not here."""
+    needed = _intended(text)
+    if needed is None or needed in names:
+        return None
+    owner = dict(_OWNERS).get(needed)
+    if owner and f"transfer_to_{owner}" in names:
+        return call(f"transfer_to_{owner}", {"reason": f"the customer needs {needed}"})
+    return None
+
+
 def first_call(text: str, names: set[str]) -> ToolCallPart | str:
     """The first tool call for ``text`` among the offered tools (or a question back)."""
     low = text.lower()
@@ -61,7 +114,7 @@ def first_call(text: str, names: set[str]) -> ToolCallPart | str:
     oid = order.group(0).upper() if order else None
     invoice = intents.INVOICE_ID.search(text)
     amount = _AMOUNT.search(text.replace(oid or "\0", ""))
-    if oid and "refund_order" in names and ("refund" in low or "money back" in low):
+    if oid and "refund_order" in names and _wants_refund(low):
         if amount:
             value = float(amount.group(1).replace(",", "."))
             return call("refund_order", {"order_id": oid, "amount": value,
@@ -97,7 +150,7 @@ def follow_up(text: str, done: list[tuple[str, Any, bool]],
     """A second call after the first result: a refund of what is left on the order."""
     tool, data, error = done[-1]
     low = text.lower()
-    if tool == "order_status" and not error and isinstance(data, dict) and "refund" in low \
+    if tool == "order_status" and not error and isinstance(data, dict) and _wants_refund(low) \
             and "refund_order" in names and len(done) == 1:
         left = round(float(data["total"]) - float(data.get("refunded") or 0.0), 2)
         if left > 0:
@@ -172,9 +225,10 @@ def _respond(messages: list[Message], tools: list[ToolSpec],
         return call("search_docs", {"query": text[:300], "k": 3}) if not done \
             else grounded(done)
     if not done:
-        return first_call(text, names)
+        request = _request_of(messages, text)
+        return handoff(request, names) or first_call(request, names)
     if len(_calls(after)) < 3:
-        nxt = follow_up(text, done, names)
+        nxt = follow_up(_request_of(messages, text), done, names)
         if nxt is not None:
             return nxt
     return answer(done)

@@ -329,3 +329,19 @@ def test_the_app_serves_the_desk_over_http(tmp_path: Path) -> None:
             assert "JD2719888006" in r.json()["run"]["output"]
     finally:
         thread.stop()
+
+
+async def test_a_specialist_hands_the_conversation_to_the_one_with_the_tool(
+        scripted: Desk, db: Database) -> None:
+    s = S["electronics_return_expired"]
+    with pytest.raises(ApprovalRequired):  # the refund's amount came from a tool: a person
+        await scripted.handle(f"My watch {s.order_id} keeps showing error E12 and I want my "
+                              "money back", customer=s.customer_id, run_id="r1")
+    entries = await journal(scripted, "r1")
+    route = next(e.data for e in entries if e.kind == "route")
+    (handoff,) = [e.data for e in entries if e.kind == "handoff" and e.phase == "result"]
+    assert route["route"] == "technical"
+    assert (handoff["from"], handoff["to"]) == ("technical", "returns")
+    assert [e.key.rsplit("/", 1)[-1] for e in entries if e.kind == "approval"
+            and e.phase == "intent"] == ["approval"]
+    assert effects(db) == []
