@@ -274,6 +274,8 @@ def test_llm_judge_runs_as_journaled_cached_runs_and_bad_answers_are_scorer_erro
     assert bad is not None and bad.value is None and "no score from 0 to 1" in (bad.error or "")
     judge_run = by["p"].run_ids[-1]
     record = asyncio.run(store.get_run(judge_run))  # the judge's own run, in the eval's store
+    version = record.metadata.pop("version")  # the judge agent's version (keel.rollout)
+    assert isinstance(version, str) and len(version) == 16
     assert record.metadata == {"eval": report.extra["eval_id"], "case": "p",
                                "judge": "llm_judge", "model": "test:judge"}
     assert "## Reference answer\nParis" in asked[0] and "## Answer to grade\nPARIS" in asked[0]

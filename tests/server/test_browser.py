@@ -313,3 +313,84 @@ def test_refusals_are_shown_and_an_operator_cancels_from_the_run_page(served: Se
     with api(served) as c:
         assert c.get(f"/v1/runs/{other}").json()["status"] == "cancelled"
         assert c.get(f"/v1/runs/{run_id}").json()["status"] != "suspended"
+
+
+def test_a_customer_chats_waits_for_approval_and_sees_the_outcome(
+        served: Served, context: Any) -> None:
+    with served.client("acme", "operator") as shop:  # the shop's backend mints the token
+        token = shop.post("/v1/chat/tokens", json={"user": "cust-ana"}).json()["token"]
+    page = context.new_page()
+    page.goto(f"{served.url}/chat?agent=support")
+    expect(page).to_have_url(re.compile(r"/chat/login\?next=/chat"))
+    page.get_by_label("Access token").fill(token)
+    page.get_by_role("button", name="Start chatting").click()
+    expect(page.get_by_role("heading", name="Chat with support")).to_be_visible()
+    expect(page.get_by_role("link", name="Runs", exact=True)).to_have_count(0)
+
+    page.get_by_role("button", name="Send").click()  # nothing written: refused here
+    expect(page.locator("#send .msg")).to_have_text("Write a message first.")
+    page.get_by_label("Message").fill("hello <b>bold</b> <img src=x onerror=alert(1)>")
+    page.get_by_role("button", name="Send").click()
+    answers = page.locator(".msg-agent p")
+    expect(answers.last).to_have_text("You said: hello <b>bold</b> <img src=x onerror=alert(1)>")
+    assert page.locator(".messages b, .messages img").count() == 0  # text, never HTML
+
+    page.goto(f"{served.url}/chat?agent=support")  # a new conversation
+    page.get_by_label("Message").fill("refund A1 250")
+    page.get_by_role("button", name="Send").click()
+    notice = page.locator("#chat-notice")
+    expect(notice).to_contain_text("Waiting for approval")
+    shot(page, "chat-customer.png")
+    with served.client("acme", "reviewer") as staff:
+        items = staff.get("/v1/approvals").json()["items"]
+        assert len(items) == 1 and items[0]["run_id"]
+        assert staff.post(f"/v1/approvals/{items[0]['id']}/approve",
+                          json={}).status_code == 200
+    expect(answers.last).to_have_text("Done: refunded 250.00 on A1", timeout=LIVE_MS)
+    expect(notice).to_be_hidden()
+
+    page.goto(f"{served.url}/chat?agent=support")
+    page.get_by_label("Message").fill("I want to talk to a human")
+    page.get_by_label("Message").press("Enter")
+    expect(notice).to_contain_text("a person will get back to you")
+    with served.client("acme", "reviewer") as staff:
+        item = staff.get("/v1/escalations", params={"status": "open"}).json()["items"][0]
+        assert staff.post(f"/v1/escalations/{item['id']}/answer",
+                          json={"answer": "Ana here."}).status_code == 200
+    expect(answers.last).to_have_text("Ana here.", timeout=LIVE_MS)
+    with served.client("acme", "admin") as c:
+        runs = c.get("/v1/runs").json()["runs"]
+    assert [(r["user"], r["status"]) for r in runs] == [("cust-ana", "completed")] * 3
+    assert len({r["conversation"] for r in runs}) == 3
+
+    other = context.browser.new_context(viewport=LAPTOP)  # a link signs in too
+    try:
+        with served.client("acme", "operator") as shop:
+            bo = shop.post("/v1/chat/tokens", json={"user": "cust-bo"}).json()["token"]
+        linked = other.new_page()
+        linked.goto(f"{served.url}/chat/login?next=/chat%3Fagent%3Dsupport#token={bo}")
+        expect(linked.get_by_role("heading", name="Chat with support")).to_be_visible()
+        assert bo not in linked.url
+        expect(linked.locator("header .who")).to_contain_text("cust-bo")
+    finally:
+        other.close()
+
+
+def test_a_flow_graph_is_drawn_and_its_counts_follow_new_runs(served: Served,
+                                                              context: Any) -> None:
+    start(served, "where is order A1?")
+    page = context.new_page()
+    sign_in(page, served, "viewer", "/console/flows")
+    page.get_by_role("link", name="support").click()
+    graph = page.locator("figure.flow svg[role=img]")
+    expect(graph).to_be_visible()
+    lookup = page.locator('svg [data-count-node="support/tool:lookup"]')
+    expect(lookup).to_have_text("1")
+    expect(page.locator('svg [data-count-node="support"]')).to_have_text("1")
+    expect(page.locator('svg g.node.r-irreversible')).to_contain_text("refund")
+    start(served, "where is order B2?")
+    start(served, "refund A1 40")
+    expect(lookup).to_have_text("2", timeout=LIVE_MS)  # without a reload
+    expect(page.locator('svg [data-count-node="support/tool:refund"]')).to_have_text("1")
+    expect(page.locator("#flow-runs")).to_have_text("3")
+    shot(page, "console-flows.png")

@@ -106,7 +106,8 @@ def test_logout_clears_both_cookies(served: Served) -> None:
 def test_pages_without_a_session_redirect_to_the_login(served: Served, path: str) -> None:
     r = httpx.get(f"{served.url}{path}", follow_redirects=False)
     assert r.status_code == 303
-    assert r.headers["location"].startswith("/console/login?next=/")
+    form = "/chat/login" if path.startswith("/chat") else "/console/login"  # customers'
+    assert r.headers["location"].startswith(f"{form}?next=/")
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/console",

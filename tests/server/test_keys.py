@@ -33,6 +33,7 @@ from keel.server import (
     KeyRevoked,
     KeyStore,
     allows,
+    check_role,
 )
 from keel.store import RunFilter, open_store
 from tests._stores import PG_URL
@@ -102,13 +103,17 @@ def _secret(plaintext: str) -> str:
 def test_roles_matrix() -> None:
     expected = {
         "viewer": {"read"},
-        "operator": {"read", "run"},
+        "operator": {"read", "run", "chat"},
         "reviewer": {"read", "decide"},
-        "admin": {"read", "run", "decide", "admin"},
+        "admin": {"read", "run", "decide", "admin", "chat"},
     }
     assert set(ROLES) == set(expected)
     for role in ROLES:
         assert {a for a in ACTIONS if allows(role, a)} == expected[role], role
+    # a customer token (never a key's role) may only chat
+    assert {a for a in ACTIONS if allows("customer", a)} == {"chat"}
+    with pytest.raises(UserError, match="cannot have the customer role"):
+        check_role("customer")
     assert not any(allows("root", a) for a in ACTIONS)  # an unknown role is allowed nothing
     assert not allows("", "read")
     with pytest.raises(UserError, match="unknown action 'rn'"):

@@ -42,6 +42,7 @@ from keel.cli._options import (
     store_url,
 )
 from keel.cli._redteam import register as register_redteam
+from keel.cli._rollout import register as register_rollout
 from keel.cli._serve import register as register_serve
 from keel.cli._stats import register as register_stats
 from keel.cli._temporal import (
@@ -59,8 +60,8 @@ from keel.runtime import default_store_url, register_engine
 # it, look at runs; answer what waits for a person; run workers for a fleet; then what a finished
 # run is good for (replay, fork, diff); the offline demo last (the README starts with it anyway).
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations",
-                 "feedback", "audit", "keys", "stats", "cost", "worker", "serve", "mcp", "replay",
-                 "fork", "diff", "eval", "compare", "shadow", "redteam", "demo")
+                 "feedback", "audit", "keys", "stats", "cost", "rollout", "worker", "serve",
+                 "mcp", "replay", "fork", "diff", "eval", "compare", "shadow", "redteam", "demo")
 RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
 
 
@@ -141,6 +142,7 @@ register_audit(app)
 register_keys(app)
 register_stats(app)
 register_cost(app)
+register_rollout(app)
 register_conversations(app)
 register_serve(app)
 register_mcp(app)

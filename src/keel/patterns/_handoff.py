@@ -30,7 +30,7 @@ from typing import Any, Literal, Unpack
 
 from keel.core import ConfigError, Handoff, Message, RunError, ToolResultPart
 from keel.patterns._history_filter import HistoryFilter, answer_calls
-from keel.runtime import Agent, Flow, FlowContext, FlowOptions
+from keel.runtime import Agent, Flow, FlowContext, FlowGraph, FlowOptions
 from keel.tools import Tool, tool
 
 HUMAN = "human"
@@ -181,6 +181,15 @@ class HandoffTeam(Flow[Any]):
 
     def agents(self) -> Sequence[Agent[Any]]:
         return list(self.members.values())
+
+    def graph(self, prefix: str | None = None) -> FlowGraph:
+        """This handoffteam's structure as data (its agents with their tools, who may hand
+        to whom, and the person), each node with the journal keys that show a run went
+        through it; ``prefix``: the step key it runs under (default: its name). See
+        :func:`keel.runtime.flow_graph`."""
+        from keel.patterns._graphs import handoff_graph
+
+        return handoff_graph(self, prefix or self.name)
 
     # ---------------------------------------------------------------------------- the run
 

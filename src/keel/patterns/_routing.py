@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, Unpack
 
 from keel.core import ConfigError, Message, UserError, to_text
-from keel.runtime import Agent, Flow, FlowContext, FlowOptions, check_name
+from keel.runtime import Agent, Flow, FlowContext, FlowGraph, FlowOptions, check_name
 from keel.store import RunFilter, RunStore
 
 if TYPE_CHECKING:
@@ -334,6 +334,15 @@ class Router(Flow[Routed]):
 
     def agents(self) -> Sequence[Agent[Any]]:
         return [r.target for r in self.routes if isinstance(r.target, Agent)]
+
+    def graph(self, prefix: str | None = None) -> FlowGraph:
+        """This router's structure as data (its decision, its routes (the catch-all marked),
+        the low-confidence path and what each route runs), each node with the journal keys
+        that show a run went through it; ``prefix``: the step key it runs under (default:
+        its name). See :func:`keel.runtime.flow_graph`."""
+        from keel.patterns._graphs import router_graph
+
+        return router_graph(self, prefix or self.name)
 
     def prepare(self) -> None:
         super().prepare()

@@ -43,6 +43,7 @@ from keel.runtime import (
     Budget,
     Flow,
     FlowContext,
+    FlowGraph,
     FlowOptions,
     RunResult,
 )
@@ -103,6 +104,14 @@ class Supervisor(Flow[Any]):
         for worker in self.workers.values():
             found.extend([worker] if isinstance(worker, Agent) else worker.agents())
         return found
+
+    def graph(self, prefix: str | None = None) -> FlowGraph:
+        """This supervisor's structure as data (the lead, its workers and what they use),
+        each node with the journal keys that show a run went through it; ``prefix``: the
+        step key it runs under (default: its name). See :func:`keel.runtime.flow_graph`."""
+        from keel.patterns._graphs import supervisor_graph
+
+        return supervisor_graph(self, prefix or self.name)
 
     def prepare(self) -> None:
         check_hierarchy(self)  # workers can be added after construction

@@ -35,6 +35,7 @@ from keel.runtime import (
     Budget,
     Flow,
     FlowContext,
+    FlowGraph,
     FlowOptions,
     check_name,
 )
@@ -489,6 +490,15 @@ class Workflow(Flow[Any]):
 
     def agents(self) -> list[Agent[Any]]:
         return [a for node in self.steps for a in node.agents()]
+
+    def graph(self, prefix: str | None = None) -> FlowGraph:
+        """This workflow's structure as data (its steps in order, gates, parallel branches
+        and branches), each node with the journal keys that show a run went through it;
+        ``prefix``: the step key it runs under (default: its name). See
+        :func:`keel.runtime.flow_graph`."""
+        from keel.patterns._graphs import workflow_graph
+
+        return workflow_graph(self, prefix or self.name)
 
     def worst_case(self) -> WorstCase:
         """The most the workflow can spend: sequential steps add up, parallel branches add

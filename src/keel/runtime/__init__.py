@@ -28,6 +28,19 @@ from keel.runtime._feedback import (
     summarize_feedback,
 )
 from keel.runtime._flow import Flow, FlowContext, Share, check_name, flow
+from keel.runtime._graph import (
+    FlowGraph,
+    GraphBuilder,
+    GraphCounts,
+    GraphEdge,
+    GraphNode,
+    StepMatch,
+    agent_graph,
+    count_runs,
+    flow_graph,
+    key_matches,
+    nodes_hit,
+)
 from keel.runtime._guarding import GuardDecision, GuardInput, Place
 from keel.runtime._journal import Durability, Journal, Paused
 from keel.runtime._lease import worker_id
@@ -64,6 +77,7 @@ from keel.runtime._runner import (
 )
 from keel.runtime._runs import FlowOptions, ResumeOptions, RunOptions
 from keel.runtime._substeps import CONTEXT_KIND, SubSteps, run_sub_agent
+from keel.runtime._version import VERSION_KEY, agent_version, tool_fingerprint, version_digest
 from keel.runtime._worker import (
     Worker,
     WorkOutcome,
@@ -76,6 +90,7 @@ __all__ = [
     "CONTEXT_KIND",
     "DEFAULT_STORE_URL",
     "FINAL_TOOL",
+    "VERSION_KEY",
     "Agent",
     "AgentConfig",
     "AgentInput",
@@ -90,7 +105,12 @@ __all__ = [
     "FeedbackSummary",
     "Flow",
     "FlowContext",
+    "FlowGraph",
     "FlowOptions",
+    "GraphBuilder",
+    "GraphCounts",
+    "GraphEdge",
+    "GraphNode",
     "GuardDecision",
     "GuardInput",
     "Guardrail",
@@ -117,6 +137,7 @@ __all__ = [
     "SendOptions",
     "Share",
     "StepDiff",
+    "StepMatch",
     "SubRunInput",
     "SubRunNext",
     "SubSteps",
@@ -124,17 +145,23 @@ __all__ = [
     "ToolNext",
     "WorkOutcome",
     "Worker",
+    "agent_graph",
+    "agent_version",
     "cancel_run",
     "check_name",
     "claim_escalation",
+    "count_runs",
     "decide_approval",
     "default_store_url",
     "diff_runs",
     "execute",
     "feedback_summary",
     "flow",
+    "flow_graph",
     "fork_run",
     "hand_back",
+    "key_matches",
+    "nodes_hit",
     "notify_engine",
     "plan_fork",
     "record_feedback",
@@ -146,7 +173,9 @@ __all__ = [
     "run_sub_agent",
     "stored_number",
     "summarize_feedback",
+    "tool_fingerprint",
     "using_store",
+    "version_digest",
     "worker_id",
 ]
 

@@ -22,6 +22,7 @@ from keel.runtime._loop import AgentLoop, ToolPlan, model_name
 from keel.runtime._middleware import AgentInput, Middleware, MiddlewareStack, with_defaults
 from keel.runtime._runner import Launch, execute, using_store
 from keel.runtime._runs import RUN_OPTIONS, RunOptions, Runs, check_options, new_run
+from keel.runtime._version import VERSION_KEY, agent_version
 from keel.store import RunRecord
 from keel.tools import Tool, Toolset
 
@@ -192,10 +193,20 @@ class Agent(Runs[OutputT]):
         self._adapter: pydantic.TypeAdapter[Any] | None = None
         self._plan: ToolPlan | None = None
         self.output_wrapped = False
+        output_schema: Any = None if config.output_type is None else "str"
         if config.output_type is not None and config.output_type is not str:
             self._adapter = pydantic.TypeAdapter(config.output_type)
-            schema = self._adapter.json_schema()
-            self.output_wrapped = schema.get("type") != "object"
+            output_schema = self._adapter.json_schema()
+            self.output_wrapped = output_schema.get("type") != "object"
+        #: A short content hash of what defines this agent's behaviour (instructions, model,
+        #: tools and their schemas and risk, output schema, settings): equal agents have
+        #: equal versions in every process. Each run records it in its metadata
+        #: (``"version"``). See docs/rollout.md.
+        self.version: str = agent_version(
+            model=model_name(self), instructions=config.instructions, tools=config.tools,
+            output_schema=output_schema, settings=config.settings, scopes=config.scopes,
+            max_repeated_failures=config.max_repeated_failures,
+            max_output_retries=config.max_output_retries)
 
     def make_defaults(self) -> Sequence[Middleware]:
         """Fresh default middleware for this agent, outermost first. The L2 runtime has none
@@ -233,7 +244,7 @@ class Agent(Runs[OutputT]):
         return as_forked(self, record)
 
     def run_metadata(self) -> dict[str, Any]:
-        return {"model": model_name(self)}
+        return {"model": model_name(self), VERSION_KEY: self.version}
 
     def driver(self, journal: Journal, *, deps: Any, emit: Callable[[RunEvent], None] | None,
                streaming: bool, record: RunRecord, prefix: str | None = None) -> AgentLoop:

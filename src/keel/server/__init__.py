@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.server._keys import (
     ACTIONS,
+    CUSTOMER,
     ROLES,
     Action,
     ApiKey,
@@ -47,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ACTIONS",
+    "CUSTOMER",
     "MAX_TTL_S",
     "ROLES",
     "Action",

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -19,7 +19,7 @@ from keel.core import RunNotFound, UserError, to_jsonable
 from keel.runtime import Conversation, cancel_run
 from keel.server._auth import Principal
 from keel.server._errors import ApiError, not_found
-from keel.server._events import parse_last_id
+from keel.server._events import Event, parse_last_id
 from keel.server._models import (
     ERRORS,
     Agents,
@@ -252,31 +252,25 @@ async def events(run_id: RunId, request: Request,
     s = state(request)
     after = parse_last_id(last_event_id)
     await _record(s, run_id, who)  # 404 before the stream starts
-    return StreamingResponse(_stream(s, run_id, who.tenant, after, request),
+    return StreamingResponse(stream(s, run_id, who.tenant, after, request),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _stream(s: ServerState, run_id: str, tenant: str, after: int,
-                  request: Request) -> AsyncIterator[bytes]:
-    """The SSE body: the tail's events, a heartbeat comment when quiet, and an end as soon
-    as the client goes away (watched on the connection itself, not at the next write)."""
+async def stream(s: ServerState, run_id: str, tenant: str, after: int,
+                  request: Request,
+                  shown: Callable[[Event], Event | None] | None = None) -> AsyncIterator[bytes]:
+    """The SSE body: the tail's events (as ``shown`` makes them; None: left out), a
+    heartbeat comment when quiet, and an end as soon as the client goes away (watched on
+    the connection itself, not at the next write)."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
-
-    async def pump() -> None:
-        try:
-            async for event in s.tails.follow(run_id, tenant, after):
-                await queue.put(event.encode())
-        except RunNotFound:
-            await queue.put(b"event: error\ndata: {\"type\":\"not_found\"}\n\n")
-        finally:
-            await queue.put(None)
 
     async def gone() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    task, watch = asyncio.create_task(pump()), asyncio.create_task(gone())
+    task = asyncio.create_task(_pump(s, run_id, tenant, after, queue, shown))
+    watch = asyncio.create_task(gone())
     try:
         yield b"retry: 1000\n\n"
         while True:
@@ -307,6 +301,21 @@ async def _stream(s: ServerState, run_id: str, tenant: str, after: int,
         task.cancel()
         watch.cancel()
         await asyncio.gather(task, watch, return_exceptions=True)
+
+
+async def _pump(s: ServerState, run_id: str, tenant: str, after: int,
+                queue: asyncio.Queue[bytes | None],
+                shown: Callable[[Event], Event | None] | None) -> None:
+    """The tail's events into ``queue``, encoded; None at the end."""
+    try:
+        async for event in s.tails.follow(run_id, tenant, after):
+            out = event if shown is None else shown(event)
+            if out is not None:
+                await queue.put(out.encode())
+    except RunNotFound:
+        await queue.put(b"event: error\ndata: {\"type\":\"not_found\"}\n\n")
+    finally:
+        await queue.put(None)
 
 
 # ------------------------------------------------------------------------- conversations

@@ -62,7 +62,8 @@ class App:
     ``cors_origins``: browser origins other than the server's own allowed to call the API.
     ``data_policy``: what leaves the server (runs and journals are scrubbed for the
     ``exports`` destination). ``grace_s``: on shutdown, how long in-flight runs may finish
-    before they are handed back to the store for other workers.
+    before they are handed back to the store for other workers. ``chat_agents``: the
+    agents and flows customers may chat with (``/chat``, ``/v1/chat``; default: all).
     """
 
     def __init__(self, agents: Sequence[Any] = (), *, store: str | RunStore | None = None,
@@ -70,7 +71,8 @@ class App:
                  rate_per_s: float = 50.0, burst: int = 100,
                  cors_origins: Sequence[str] = (), data_policy: DataPolicy | None = None,
                  grace_s: float = 10.0, sync_timeout_s: float = 30.0,
-                 title: str = "keel", secret: bytes | None = None) -> None:
+                 title: str = "keel", secret: bytes | None = None,
+                 chat_agents: Sequence[str] | None = None) -> None:
         names: dict[str, Any] = {}
         for agent in agents:
             name = getattr(agent, "name", None)
@@ -89,6 +91,15 @@ class App:
             if origin == "*" or not origin.startswith(("http://", "https://")):
                 raise ConfigError("cors_origins", f"{origin!r}: name each origin "
                                   "(https://host:port); '*' is not allowed with credentials")
+        if chat_agents is not None:
+            if isinstance(chat_agents, str):
+                raise ConfigError("chat_agents", "must be a list of agent names, not one "
+                                  "string")
+            unknown = sorted(set(chat_agents) - set(names))
+            if unknown:
+                raise ConfigError("chat_agents", f"{unknown} are not among the agents "
+                                  f"{sorted(names)}")
+        self.chat_agents = None if chat_agents is None else frozenset(chat_agents)
         env_secret = os.environ.get(SECRET_ENV)
         if secret is None and env_secret:
             if len(env_secret) < 32:
@@ -153,7 +164,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(spec: App) -> FastAPI:
+    from keel.server._api_chat import router as chat
     from keel.server._api_feedback import router as feedback
+    from keel.server._api_flows import router as flows
     from keel.server._api_humans import router as humans
     from keel.server._api_ops import router as ops
     from keel.server._api_runs import router as runs
@@ -166,7 +179,7 @@ def create_app(spec: App) -> FastAPI:
     # A decision or cancel of a Temporal run signals its workflow (imported only then).
     register_engine("temporal", "keel.temporal:notify_decided")
     install_handlers(app)
-    for router in (runs, feedback, humans, ops):
+    for router in (runs, feedback, humans, ops, flows, chat):
         app.include_router(router)
     app.include_router(console)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")

@@ -30,7 +30,7 @@ from keel.server._errors import ApiError
 from keel.server._keys import AuthError, KeyStore, allows
 from keel.server._tokens import Claims, read_token
 
-Action = Literal["read", "run", "decide", "admin"]
+Action = Literal["read", "run", "decide", "admin", "chat"]
 SESSION_COOKIE = "keel_session"
 CSRF_COOKIE = "keel_csrf"
 CSRF_HEADER = "x-csrf-token"
@@ -54,9 +54,16 @@ class Principal:
     name: str = ""
 
     @property
+    def user(self) -> str | None:
+        """The end user of a customer token (None for a key's own token)."""
+        return self.claims.user
+
+    @property
     def who(self) -> str:
         """How the audit log and decisions name the caller: the key's name (a person's, for
-        a reviewer's own key) and its id."""
+        a reviewer's own key) and its id; a customer by their user id and the minting key."""
+        if self.claims.user is not None:
+            return f"customer {self.claims.user} (via key {self.key_id})"
         return f"{self.name} (key {self.key_id})" if self.name else f"key {self.key_id}"
 
 
@@ -102,7 +109,9 @@ class Authenticator:
         self._names: dict[str, str] = {}
         self._verified: OrderedDict[str, Claims] = OrderedDict()
 
-    async def principal(self, request: Request, action: Action) -> Principal:
+    async def principal(self, request: Request, action: Action | None) -> Principal:
+        """The caller, if its token stands and its role may do ``action`` (None: any role;
+        the caller checks)."""
         token, via = self._credentials(request)
         try:
             claims = self._read(token)
@@ -117,8 +126,11 @@ class Authenticator:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent, csrf_token(self.secret, claims.jti)):
                 raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token for this session")
-        await self.limits.check(f"key:{claims.key_id}")
-        if not allows(claims.role, action):
+        # each customer of a key has a bucket of their own: one busy customer does not slow
+        # the others (nor the key's own calls)
+        await self.limits.check(f"key:{claims.key_id}" + (f":user:{claims.user}"
+                                                          if claims.user is not None else ""))
+        if action is not None and not allows(claims.role, action):
             raise ApiError(403, "forbidden", f"role {claims.role!r} may not {action} here")
         name = self._names.get(claims.key_id)
         if name is None:  # a key's name never changes: one look per key and process

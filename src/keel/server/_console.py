@@ -20,6 +20,8 @@ import jinja2
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from keel.core import UserError
+from keel.server import _api_chat as chat
 from keel.server import _api_humans as humans
 from keel.server import _api_ops as ops
 from keel.server import _api_runs as runs
@@ -31,11 +33,13 @@ from keel.server._console_session import (
     renew,
     safe_next,
     same_origin,
+    set_session,
     start_session,
 )
 from keel.server._errors import ApiError
-from keel.server._keys import allows
+from keel.server._keys import AuthError, allows
 from keel.server._state import state
+from keel.server._tokens import read_token
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -75,7 +79,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     context.setdefault("app_title", s.title)
     context.setdefault("path", request.url.path)
     if who is not None:
-        context["can"] = {a: allows(who.role, a) for a in ("run", "decide", "admin")}
+        context["can"] = {a: allows(who.role, a) for a in ("read", "run", "decide", "admin",
+                                                            "chat")}
     html = _env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status)
 
@@ -85,7 +90,7 @@ async def page(request: Request, template: str, build: Callable[[Principal], Awa
     """A console page: the session's principal (else the login form), ``build``'s context
     rendered, the session renewed; an API refusal becomes an error page with its status."""
     try:
-        who = await state(request).auth.principal(request, "read")
+        who = await state(request).auth.principal(request, None)
     except ApiError as exc:
         if exc.status == 401:
             return login_redirect(request)
@@ -132,11 +137,13 @@ async def login(request: Request, api_key: Annotated[str, Form(max_length=400)] 
 
 
 @router.post("/console/logout")
-async def logout(request: Request) -> Response:
+async def logout(request: Request,
+                 to: Annotated[str | None, Query(max_length=10)] = None) -> Response:
     if not same_origin(request):
         return render(request, "error.html", 403, who=None,
                       message="Signing out must be done from this site.")
-    response = RedirectResponse("/console/login", status_code=303)
+    back = "/chat/login" if to == "chat" else "/console/login"  # a customer's own form
+    response = RedirectResponse(back, status_code=303)
     clear_session(response)
     return response
 
@@ -147,7 +154,7 @@ async def session_check(request: Request) -> Response:
     minute, so a reviewer who keeps one page open for an hour stays signed in while the
     key is active, and is told at once when it is not."""
     try:
-        who = await state(request).auth.principal(request, "read")
+        who = await state(request).auth.principal(request, None)
     except ApiError as exc:
         return JSONResponse({"signed_in": False, "message": exc.message},
                             status_code=exc.status)
@@ -296,7 +303,84 @@ async def escalation_page(task_id: str, request: Request) -> Response:
     return await page(request, "escalations.html", build)
 
 
+# ---------------------------------------------------------------------------------- flows
+
+
+@router.get("/console/flows")
+async def flows_page(request: Request) -> Response:
+    from keel.server._api_flows import counter
+
+    async def build(who: Principal) -> Context:
+        c = counter(request)
+        rows = []
+        for name in sorted(c.agents):
+            graph = c.graph(name)
+            counts = await c.counts(name, who.tenant, 24.0)
+            rows.append({"name": name, "kind": graph.kind, "nodes": len(graph.nodes),
+                         "runs": counts["runs"]})
+        return {"title": "Flows", "flows": rows}
+
+    return await page(request, "flows.html", build)
+
+
+@router.get("/console/flows/{name}")
+async def flow_page(name: str, request: Request,
+                    hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24.0) -> Response:
+    from keel.server._api_flows import counter
+    from keel.server._console_flows import layout
+
+    async def build(who: Principal) -> Context:
+        c = counter(request)
+        graph = c.graph(name)
+        counts = await c.counts(name, who.tenant, hours)
+        return {"title": f"Flow {name}", "graph": graph, "drawing": layout(graph),
+                "counts": counts}
+
+    return await page(request, "flow.html", build)
+
+
 # ----------------------------------------------------------------------------------- chat
+
+
+@router.get("/chat/login")
+async def chat_login_form(request: Request,
+                          next: Annotated[str | None, Query(max_length=500)] = None) -> Response:
+    return render(request, "chat_login.html", next=_chat_next(next), error=None, who=None,
+                  title="Sign in to chat")
+
+
+def _chat_next(value: str | None) -> str:
+    target = safe_next(value)
+    return target if target.startswith("/chat") else "/chat"
+
+
+@router.post("/chat/login")
+async def chat_login(request: Request, token: Annotated[str, Form(max_length=4096)] = "",
+                     next: Annotated[str, Form(max_length=500)] = "/chat") -> Response:
+    """A customer signs in with the access token their service minted for them
+    (``POST /v1/chat/tokens``): it becomes their session, as a key's token does."""
+    target = _chat_next(next)
+
+    def refused(status: int, error: str) -> Response:
+        return render(request, "chat_login.html", status, next=target, who=None, error=error,
+                      title="Sign in to chat")
+
+    if not same_origin(request):
+        return refused(403, "This form must be sent from this site.")
+    s = state(request)
+    try:
+        await s.auth.limits.check(f"addr:{request.client.host if request.client else '?'}")
+        claims = read_token(token.strip(), s.auth.secret, audience=s.auth.audience)
+        if claims.user is None or not await s.keys.is_active(claims.key_id, claims.generation):
+            raise AuthError("not a customer token", reason="claims")
+    except ApiError as exc:
+        return refused(exc.status, "Too many attempts; wait a moment and try again.")
+    except (AuthError, UserError):
+        return refused(401, "That access token was not accepted: it is unknown, expired or "
+                       "revoked. Ask for a new one where you signed in.")
+    response = RedirectResponse(target, status_code=303)
+    set_session(request, response, token.strip(), claims.jti)
+    return response
 
 
 @router.get("/chat")
@@ -313,19 +397,19 @@ async def chat_page(conversation_id: str, request: Request,
 
 async def _chat(request: Request, conversation_id: str | None, agent: str | None) -> Response:
     async def build(who: Principal) -> Context:
-        known = sorted(state(request).executor.agents)
+        s = state(request)
+        allowed_names = getattr(request.app.state.spec, "chat_agents", None)
+        known = sorted(n for n in s.executor.agents
+                       if allowed_names is None or n in allowed_names)
         turns: list[dict[str, Any]] = []
         if conversation_id is not None:
             _check_id(conversation_id, "conversation")
-            try:
-                turns = (await runs.conversation(conversation_id, request, who))["runs"]
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
+            turns = [chat.turn_view(s, r, who)
+                     for r in await chat.own_turns(s, conversation_id, who)]
         name = agent or (turns[-1]["agent"] if turns else None) or (known[0] if known else "")
-        if name not in known:
-            raise ApiError(404, "not_found", f"no agent {name[:80]!r} here")
+        chat.chat_agent(request, name)
         return {"title": f"Chat with {name}", "agent": name, "turns": turns,
-                "conversation": conversation_id or ""}
+                "conversation": conversation_id or "",
+                "max_chars": chat.MAX_MESSAGE_CHARS}
 
-    return await page(request, "chat.html", build, action="run")
+    return await page(request, "chat.html", build, action="chat")

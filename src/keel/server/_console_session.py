@@ -24,6 +24,8 @@ from keel.server._state import state
 from keel.server._tokens import issue_token
 
 LOGIN_PATH = "/console/login"
+#: where a customer signs in with the access token their service gave them
+CHAT_LOGIN_PATH = "/chat/login"
 #: a ``next`` the login follows: one of this site's own console or chat paths, nothing else
 _NEXT = re.compile(r"/(console|chat)(/[A-Za-z0-9_.:@/-]*)?(\?[A-Za-z0-9_.:@=&%+-]*)?")
 
@@ -37,9 +39,11 @@ def safe_next(value: str | None) -> str:
 
 
 def login_redirect(request: Request) -> RedirectResponse:
-    """303 to the login form, remembering the page asked for."""
+    """303 to the login form (the customers' one for the chat page), remembering the page
+    asked for."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"{LOGIN_PATH}?next={quote(safe_next(target), safe='/')}",
+    form = CHAT_LOGIN_PATH if request.url.path.startswith("/chat") else LOGIN_PATH
+    return RedirectResponse(f"{form}?next={quote(safe_next(target), safe='/')}",
                             status_code=303)
 
 
@@ -73,13 +77,15 @@ def clear_session(response: Response) -> None:
         response.delete_cookie(name, path="/", samesite="strict")
 
 
-async def start_session(request: Request, response: Response, key: object) -> None:
-    """Sign ``key`` (an active :class:`~keel.server.ApiKey`) in: a token in the cookies."""
+async def start_session(request: Request, response: Response, key: object,
+                        user: str | None = None) -> None:
+    """Sign ``key`` (an active :class:`~keel.server.ApiKey`) in: a token in the cookies (a
+    customer token for ``user``, when given)."""
     from keel.server._tokens import read_token
 
     s = state(request)
     token = issue_token(key, s.auth.secret, ttl_s=s.token_ttl_s,  # type: ignore[arg-type]
-                        audience=s.auth.audience)
+                        audience=s.auth.audience, user=user)
     claims = read_token(token, s.auth.secret, audience=s.auth.audience)
     set_session(request, response, token, claims.jti)
 
@@ -100,4 +106,4 @@ async def renew(request: Request, who: Principal, response: Response) -> None:
         return
     if not key.active or key.generation != claims.generation:
         return
-    await start_session(request, response, key)
+    await start_session(request, response, key, user=claims.user)  # a customer stays one

@@ -2,11 +2,17 @@
 
 Roles, and the actions each allows (:func:`allows`)::
 
-    action    viewer  operator  reviewer  admin
-    read        x        x         x        x     runs, events, stats, tasks
-    run                  x                  x     start and cancel runs, conversations
-    decide                         x        x     approvals and escalations
-    admin                                   x     keys and the audit log
+    action    viewer  operator  reviewer  admin  customer
+    read        x        x         x        x              runs, events, stats, tasks
+    run                  x                  x              start and cancel runs, conversations
+    decide                         x        x              approvals and escalations
+    admin                                   x              keys and the audit log
+    chat                 x                  x       x      the chat page and ``/v1/chat``
+
+``customer`` is not a role a key can have: it is the role of a *customer token*, which an
+operator's or admin's key mints for one end user (``POST /v1/chat/tokens``). The token
+carries that user's id; with it a customer may start and continue only their own
+conversations and see only their own runs' answers, through ``/v1/chat`` and the chat page.
 
 A key is ``keel_<key_id>_<secret>``: ``key_id`` is 16 hex digits (shown in lists and in
 the audit log), ``secret`` 32 random bytes (``secrets.token_urlsafe``). The plaintext is
@@ -55,16 +61,21 @@ from keel.core import (
 from keel.store import check_id, open_store
 
 Role: TypeAlias = Literal["viewer", "operator", "reviewer", "admin"]
-Action: TypeAlias = Literal["read", "run", "decide", "admin"]
-#: Every role, least to most powerful.
+#: What a token may carry: a key's role, or ``customer`` (a customer token, see the module).
+TokenRole: TypeAlias = Literal["viewer", "operator", "reviewer", "admin", "customer"]
+Action: TypeAlias = Literal["read", "run", "decide", "admin", "chat"]
+#: Every role a key may have, least to most powerful.
 ROLES: tuple[Role, ...] = ("viewer", "operator", "reviewer", "admin")
+#: The role of a customer token (never a key's).
+CUSTOMER: Literal["customer"] = "customer"
 #: Every action a role may be allowed.
-ACTIONS: tuple[Action, ...] = ("read", "run", "decide", "admin")
+ACTIONS: tuple[Action, ...] = ("read", "run", "decide", "admin", "chat")
 _ALLOWED: dict[str, frozenset[str]] = {
     "read": frozenset(ROLES),
     "run": frozenset({"operator", "admin"}),
     "decide": frozenset({"reviewer", "admin"}),
     "admin": frozenset({"admin"}),
+    "chat": frozenset({"operator", "admin", CUSTOMER}),
 }
 
 #: The longest key name (characters).
@@ -92,6 +103,9 @@ def allows(role: str, action: str) -> bool:
 
 def check_role(role: object) -> Role:
     """``role`` if it is one of :data:`ROLES`, else a :class:`~keel.UserError` naming them."""
+    if role == CUSTOMER:
+        raise UserError("a key cannot have the customer role: customers get tokens minted "
+                        "for them by an operator's key (POST /v1/chat/tokens).")
     if not isinstance(role, str) or role not in ROLES:
         shown = repr(role)[:40]
         raise UserError(f"unknown role {shown}; use one of: {', '.join(ROLES)}.")

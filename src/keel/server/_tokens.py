@@ -7,6 +7,10 @@ expires (``iat``, ``exp``: at most :data:`MAX_TTL_S` later) and a unique id (``j
 expired (``leeway_s`` of clock skew allowed), with every claim present and well typed;
 anything else is an :class:`~keel.server.AuthError` that never quotes the token.
 
+A *customer token* (``user=``) has the role ``customer`` and a ``user`` claim: the end user
+it was minted for by its key (an operator's or admin's), whose own conversations it may use
+(see :mod:`keel.server._keys`). Any other token has no ``user`` claim.
+
 A signature proves the token was issued, not that its key still stands: :func:`check_token`
 also asks the key store, so that the tokens of a revoked or rotated key are refused at once.
 The secret is the caller's (e.g. from ``KEEL_SERVER_SECRET``, at least 32 bytes) or the one
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel.core import UserError
-from keel.server._keys import ROLES, ApiKey, AuthError, KeyStore, Role
+from keel.server._keys import CUSTOMER, ROLES, ApiKey, AuthError, KeyStore, TokenRole
 
 #: The longest a token may live (seconds).
 MAX_TTL_S = 3600
@@ -32,6 +36,10 @@ _ALGORITHM = "HS256"
 _CLAIMS = ("sub", "tenant", "role", "gen", "aud", "iat", "exp", "jti")
 _MAX_TOKEN_CHARS = 4096
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
+#: a customer's user id: as a run's user id (printable, no slashes or spaces)
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,199}")
+#: the roles that may mint customer tokens
+_MINTERS = frozenset({"operator", "admin"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,11 +49,13 @@ class Claims:
 
     key_id: str
     tenant: str
-    role: Role
+    role: TokenRole
     exp: int
     jti: str
     generation: int = 1
     issued_at: int = 0
+    #: the end user of a customer token (None for any other)
+    user: str | None = None
 
 
 def _need_pyjwt() -> None:
@@ -70,10 +80,21 @@ def _check_audience(audience: object) -> str:
     return audience
 
 
+def check_user(user: object) -> str:
+    """``user`` if it is a valid end-user id (1-200 letters, digits and ``_.:@+-``, starting
+    with a letter or digit), else a :class:`~keel.UserError` saying so."""
+    if not isinstance(user, str) or not _USER.fullmatch(user):
+        raise UserError(f"user= must be 1-200 letters, digits or _.:@+- (starting with a "
+                        f"letter or digit), not {user!r:.40}.")
+    return user
+
+
 def issue_token(key: ApiKey, secret: bytes, *, ttl_s: int = 600, audience: str = "keel",
-                now: float | None = None) -> str:
+                now: float | None = None, user: str | None = None) -> str:
     """A token for ``key`` (which must be active) signed with ``secret``, valid for
-    ``ttl_s`` seconds (1 to :data:`MAX_TTL_S`) from ``now`` (default: the clock)."""
+    ``ttl_s`` seconds (1 to :data:`MAX_TTL_S`) from ``now`` (default: the clock). With
+    ``user``: a customer token for that end user (the key must be an operator's or an
+    admin's), which may only chat (see :mod:`keel.server._keys`)."""
     if not isinstance(key, ApiKey):
         raise UserError(f"issue_token needs an ApiKey (from KeyStore.verify), not "
                         f"{type(key).__name__}.")
@@ -87,9 +108,15 @@ def issue_token(key: ApiKey, secret: bytes, *, ttl_s: int = 600, audience: str =
     import jwt
 
     issued = int(time.time() if now is None else now)
-    claims = {"sub": key.key_id, "tenant": key.tenant, "role": key.role,
-              "gen": key.generation, "aud": _check_audience(audience), "iat": issued,
-              "exp": issued + ttl_s, "jti": secrets.token_urlsafe(16)}
+    claims: dict[str, Any] = {
+        "sub": key.key_id, "tenant": key.tenant, "role": key.role, "gen": key.generation,
+        "aud": _check_audience(audience), "iat": issued, "exp": issued + ttl_s,
+        "jti": secrets.token_urlsafe(16)}
+    if user is not None:
+        if key.role not in _MINTERS:
+            raise AuthError(f"a {key.role} key may not mint customer tokens (an operator's "
+                            "or admin's may).", reason="claims")
+        claims.update(role=CUSTOMER, user=check_user(user))
     return jwt.encode(claims, _check_secret(secret), algorithm=_ALGORITHM)
 
 
@@ -132,14 +159,17 @@ def _claims(payload: dict[str, Any]) -> Claims:
     sub, tenant, role = payload.get("sub"), payload.get("tenant"), payload.get("role")
     gen, exp, iat, jti = (payload.get("gen"), payload.get("exp"), payload.get("iat"),
                           payload.get("jti"))
+    user = payload.get("user")
     ints = (gen, exp, iat)
     if not (isinstance(sub, str) and _KEY_ID.fullmatch(sub) and isinstance(tenant, str)
             and tenant.strip() and tenant.isprintable() and isinstance(role, str)
-            and role in ROLES and isinstance(jti, str) and jti
+            and ((role in ROLES and user is None)
+                 or (role == CUSTOMER and isinstance(user, str) and _USER.fullmatch(user)))
+            and isinstance(jti, str) and jti
             and all(isinstance(v, int) and not isinstance(v, bool) for v in ints)):
         raise AuthError("the token's claims are not valid.", reason="claims")
     return Claims(key_id=sub, tenant=tenant, role=role, exp=exp,  # type: ignore[arg-type]
-                  jti=jti, generation=gen, issued_at=iat)  # type: ignore[arg-type]
+                  jti=jti, generation=gen, issued_at=iat, user=user)  # type: ignore[arg-type]
 
 
 async def check_token(token: str, keys: KeyStore, *, secret: bytes | None = None,

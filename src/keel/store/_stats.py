@@ -21,9 +21,10 @@ that they agree):
   (``provider_details["cache"] == "hit"``), and the cost they saved
   (``provider_details["cache_saved"]["cost_usd"]``);
 * **groups** (``by``): ``agent``, ``tenant``, ``model`` (``metadata["model"]``, the model
-  the run was started with: runs carry no agent version, the model is the nearest thing)
-  and ``day`` (the UTC day of ``created_at``, ``YYYY-MM-DD``). A run without a tenant or
-  model is in the group whose key is ``None``.
+  the run was started with) and ``day`` (the UTC day of ``created_at``, ``YYYY-MM-DD``). A
+  run without a tenant or model is in the group whose key is ``None``. (An agent's runs also
+  record its version, ``metadata["version"]``; it is not a group key: ``keel.rollout``
+  compares versions.)
 """
 
 from __future__ import annotations

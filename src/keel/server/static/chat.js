@@ -1,18 +1,14 @@
-/* The chat page: each message is the next turn of a conversation (POST
-   /v1/conversations/{id}/messages); its answer streams in from the run's events, with a
-   notice while a person approves a step or has taken over, until the run's result. */
+/* The chat page: each message is the next turn of a conversation (POST /v1/chat/messages;
+   the first one starts the conversation and the server names it); its answer streams in
+   from the turn's chat events (GET /v1/chat/runs/{id}/events: what a customer may see),
+   with a notice while it waits for approval or a person has taken over, until the result.
+   Everything shown is put in the page with textContent: answers are text, never HTML. */
 "use strict";
 (function () {
   const NOTICES = {
-    approval: "A person has been asked to approve this. The answer continues once they decide.",
-    escalation: "A person has taken over. Their reply will appear here.",
+    approval: "Waiting for approval: a person has been asked to approve this. The answer continues once they decide.",
+    escalation: "A person has taken over: a person will get back to you here.",
   };
-
-  function newId() {
-    const bytes = new Uint8Array(16);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
 
   function bubble(list, cls, who, text) {
     const li = keel.el("li", cls);
@@ -25,7 +21,7 @@
   }
 
   function follow(runId, target, notice, done) {
-    const source = new EventSource("/v1/runs/" + encodeURIComponent(runId) + "/events");
+    const source = new EventSource("/v1/chat/runs/" + encodeURIComponent(runId) + "/events");
     let streaming = false, suspended = false;
     const say = (text) => { notice.hidden = !text; notice.textContent = text || ""; };
     source.addEventListener("delta", function (event) {
@@ -58,10 +54,7 @@
       const d = JSON.parse(event.data);
       source.close();
       if (d.status === "completed") { target.textContent = keel.pretty(d.output); say(""); }
-      else {
-        target.textContent = "(" + d.status + ")";
-        say(d.error ? "The run " + d.status + ": " + d.error.message : "The run was " + d.status + ".");
-      }
+      else { target.textContent = d.notice || "(" + d.status + ")"; say(""); }
       done();
     });
   }
@@ -87,25 +80,28 @@
         if (!button.disabled) form.requestSubmit();
       }
     });
+    const max = Number(form.dataset.max);
     form.addEventListener("submit", async function (event) {
       event.preventDefault();
-      const text = input.value.trim();
-      if (!text) return;
+      const text = input.value;
+      if (!text.trim()) { msg.textContent = "Write a message first."; input.focus(); return; }
+      if (text.length > max) { msg.textContent = "The message is too long: at most " + max.toLocaleString() + " characters."; return; }
       msg.textContent = "";
-      if (!section.dataset.conversation) {
-        section.dataset.conversation = newId();
-        history.replaceState(null, "", "/chat/" + section.dataset.conversation + "?agent=" + encodeURIComponent(agent));
-      }
       button.disabled = true;
       bubble(list, "msg-user", "You", text);
       const answer = bubble(list, "msg-agent", agent, "…");
       input.value = "";
       try {
-        const run = await keel.api("POST", "/v1/conversations/" + section.dataset.conversation + "/messages", { agent: agent, input: text });
+        const run = await keel.api("POST", "/v1/chat/messages", { agent: agent, input: text, conversation: section.dataset.conversation || null });
+        if (!section.dataset.conversation) {
+          section.dataset.conversation = run.conversation;
+          history.replaceState(null, "", "/chat/" + encodeURIComponent(run.conversation) + "?agent=" + encodeURIComponent(agent));
+        }
         follow(run.run_id, answer, notice, idle);
       } catch (e) {
         answer.textContent = "(not sent)";
         msg.textContent = e.message;
+        input.value = text;
         idle();
       }
     });

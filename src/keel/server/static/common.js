@@ -75,7 +75,8 @@ window.keel = (function () {
     banner.id = "session-ended";
     banner.setAttribute("role", "alert");
     const link = el("a", null, "Sign in again");
-    link.href = "/console/login?next=" + encodeURIComponent(location.pathname + location.search);
+    const form = location.pathname.startsWith("/chat") ? "/chat/login" : "/console/login";
+    link.href = form + "?next=" + encodeURIComponent(location.pathname + location.search);
     banner.append(link);
     document.getElementById("main").prepend(banner);
   }
