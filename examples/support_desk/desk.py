@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 from keel import Agent, Flow, FlowContext, Model, RunError, RunResult, RunStore, UserError
 from keel.context import InMemoryMemory, MemoryBackend
@@ -47,9 +47,10 @@ from keel.patterns import (
     Workflow,
     WorkflowError,
 )
+from keel.rollout import Rollout, Versions
 from keel.runtime import Agent as RuntimeAgent
-from keel.runtime import Journal
-from keel.store import RunRecord
+from keel.runtime import Journal, RunOptions
+from keel.store import RunRecord, open_store
 
 from . import intents, processes, templates
 from .db import Database
@@ -68,6 +69,8 @@ MAX_NOTE_CHARS: Final = 10_000
 ROUTE_THRESHOLD: Final = 0.5
 #: The human queue escalations go to.
 QUEUE: Final = "desk"
+#: The candidate prompt version's share of customers, step by step (percent).
+ROLLOUT_STEPS: Final = (10, 50, 100)
 #: Default per-tenant spend cap (dollars a day) when a model is configured.
 DAILY_CAP_USD: Final = 25.0
 
@@ -427,7 +430,8 @@ def build_desk(database: Database | str | os.PathLike[str], *,
                store: RunStore | str | None = None, model: str | Model | None = None,
                tenant: str = "northwind", memory: MemoryBackend | None = None,
                caps: Sequence[SpendCap] | None = None, prompt_version: str = "v1",
-               help_centre: HelpCentre | None = None) -> Desk:
+               help_centre: HelpCentre | None = None, candidate: str | None = "v2",
+               rollout_steps: Sequence[float] = ROLLOUT_STEPS) -> Desk:
     """Build the desk over ``database`` (a :class:`Database` or the path of one made by
     ``create_database``).
 
@@ -437,7 +441,10 @@ def build_desk(database: Database | str | os.PathLike[str], *,
     per-customer memory (default: in memory). ``caps``: per-tenant spend caps on the
     specialists' model calls (default: ``DAILY_CAP_USD`` a day per tenant).
     ``prompt_version``: the specialists' instructions (``prompts.PROMPTS``).
-    ``help_centre``: a shared, already built help-centre index (tests share one)."""
+    ``help_centre``: a shared, already built help-centre index (tests share one).
+    ``candidate``: the prompt version being rolled out (``keel.rollout``: a sticky share
+    of customers, ``rollout_steps`` percent, starting at 10%) when a model is configured
+    and ``store`` is a RunStore or a URL; None serves ``prompt_version`` only."""
     db = database if isinstance(database, Database) else _open(database)
     if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 64:
         raise UserError(f"tenant must be a name of 1 to 64 characters, not {tenant!r}")
@@ -461,7 +468,50 @@ def build_desk(database: Database | str | os.PathLike[str], *,
                 prompt_version=prompt_version)
     desk.router = _router(specialists)
     desk.flow = DeskFlow(desk)
+    if candidate is not None and candidate != prompt_version and store is not None \
+            and chosen is not None:  # without a model the prompt versions serve alike
+        opened = store if isinstance(store, RunStore) else open_store(store)
+        desk.store = opened
+        other = build_desk(db, store=opened, model=model, tenant=tenant, memory=desk.memory,
+                           caps=caps, prompt_version=candidate, help_centre=helper,
+                           candidate=None)
+        desk.flow = RolloutDesk(desk, Rollout(
+            "desk", Versions({prompt_version: desk.flow, candidate: other.flow}),
+            store=opened, current=prompt_version, candidate=candidate,
+            steps=rollout_steps))
     return desk
+
+
+class RolloutDesk(DeskFlow):
+    """The desk served through a ``keel.rollout.Rollout``: each new conversation runs the
+    current or the candidate prompt version (sticky per customer), its run tagged with the
+    rollout; a resumed run continues on the version that started it."""
+
+    def __init__(self, desk: Desk, rollout: Rollout) -> None:
+        super().__init__(desk)
+        self.rollout = rollout
+        self._started = False
+
+    async def run(self, input: str, **options: Unpack[RunOptions]) -> RunResult[str]:
+        if not self._started:
+            await self.rollout.start()  # idempotent: every process may call it
+            self._started = True
+        opts: dict[str, Any] = dict(options)
+        user, tenant = opts.pop("user", None), opts.pop("tenant", None)
+        conversation = opts.pop("conversation", None)
+        opts.setdefault("deps", self.desk.database)
+        result: RunResult[str] = await self.rollout.run(
+            input, user=user, tenant=tenant, conversation=conversation, **opts)
+        return result
+
+    def for_record(self, record: RunRecord) -> Flow[str]:
+        tag = (record.metadata or {}).get("rollout")
+        version = tag.get("version") if isinstance(tag, dict) else None
+        if isinstance(version, str) and version in self.rollout.versions:
+            chosen = self.rollout.versions.get(version)
+            if isinstance(chosen, Flow):
+                return chosen
+        return self
 
 
 def _open(path: str | os.PathLike[str]) -> Database:

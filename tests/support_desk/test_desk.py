@@ -345,3 +345,28 @@ async def test_a_specialist_hands_the_conversation_to_the_one_with_the_tool(
     assert [e.key.rsplit("/", 1)[-1] for e in entries if e.kind == "approval"
             and e.phase == "intent"] == ["approval"]
     assert effects(db) == []
+
+
+async def test_with_a_model_prompt_v2_is_rolled_out_to_a_sticky_share_of_customers(
+        scripted: Desk) -> None:
+    from examples.support_desk.desk import RolloutDesk
+
+    flow = scripted.flow
+    assert isinstance(flow, RolloutDesk)
+    store = scripted.store
+    assert isinstance(store, MemoryStore)
+    arms: dict[str, str] = {}
+    for n in range(1, 41):
+        customer = f"C-{n:05d}"
+        await scripted.handle("What is your shipping policy?", customer=customer,
+                              run_id=f"r{n}")
+        tag = (await store.get_run(f"r{n}")).metadata["rollout"]
+        arms[customer] = tag["version"]
+        assert tag["version"] == await flow.rollout.choose(user=customer)  # sticky
+    assert (await flow.rollout.state()).percent == 10
+    assert set(arms.values()) == {"v1", "v2"}
+    assert sum(v == "v2" for v in arms.values()) < 20
+    await flow.rollout.change("rollback", by="ana", reason="test")
+    moved = next(c for c, v in arms.items() if v == "v2")
+    await scripted.handle("What is your shipping policy?", customer=moved, run_id="after")
+    assert (await store.get_run("after")).metadata["rollout"]["version"] == "v1"
