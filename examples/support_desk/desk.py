@@ -49,7 +49,7 @@ from keel.patterns import (
 )
 from keel.rollout import Rollout, Versions
 from keel.runtime import Agent as RuntimeAgent
-from keel.runtime import Journal, RunOptions
+from keel.runtime import FlowGraph, GraphBuilder, GraphNode, Journal, RunOptions, StepMatch
 from keel.store import RunRecord, open_store
 
 from . import intents, processes, templates
@@ -69,6 +69,12 @@ MAX_NOTE_CHARS: Final = 10_000
 ROUTE_THRESHOLD: Final = 0.5
 #: The human queue escalations go to.
 QUEUE: Final = "desk"
+#: The standard workflows each route may run (drawn in the desk's graph).
+WORKFLOWS_OF: Final = {
+    "shipping": ("order_status", "address_change", "help_answer"),
+    "returns": ("return_authorisation", "help_answer"),
+    "billing": ("invoice_copy", "help_answer"), "technical": ("help_answer",),
+    "account": ("help_answer",), "policy": ("help_answer",)}
 #: The candidate prompt version's share of customers, step by step (percent).
 ROLLOUT_STEPS: Final = (10, 50, 100)
 #: Default per-tenant spend cap (dollars a day) when a model is configured.
@@ -205,6 +211,24 @@ class Specialist(Flow[Reply]):
             return reply
         return await run_process(ctx, self.workflows, self.name, input)
 
+    def graph(self, prefix: str | None = None) -> FlowGraph:
+        """This specialist as a graph: its handoff team or RAG (with a model), then its
+        standard workflows with their gates, then a person (see ``keel.runtime``)."""
+        where = prefix or self.name
+        b = GraphBuilder()
+        root = b.add(GraphNode(id=where, label=self.name, kind="flow", detail="specialist",
+                               matches=(StepMatch(key=where),)))
+        if self.team is not None:
+            team = b.add(GraphNode(id=f"{where}/team", label="handoff team", kind="agent",
+                                   detail=f"ReAct agents, start: {self.name}",
+                                   matches=(StepMatch(key=f"{where}/team"),)))
+            b.link(root, team, "call", "model")
+        if self.rag is not None:
+            b.link(root, b.nest(self.rag, f"{where}/rag"), "call", "model")
+        for name in WORKFLOWS_OF.get(self.name, ()):
+            b.link(root, b.nest(self.workflows[name], f"{where}/{name}"), "next", "workflow")
+        return b.build(self.name, self.kind, root)
+
     async def _grounded(self, ctx: FlowContext, input: str) -> Reply | None:
         """The RAG answer with verified citations, or None (refused or failed: the
         workflow and template come next)."""
@@ -268,6 +292,29 @@ class DeskFlow(Flow[str]):
         # Served runs carry no deps: the desk's own database is their default.
         return super().driver(journal, deps=self.desk.database if deps is None else deps,
                               emit=emit, streaming=streaming, record=record, prefix=prefix)
+
+    def graph(self, prefix: str | None = None) -> FlowGraph:
+        """The desk as a graph for the console: intake guards, routing and its specialists,
+        the human queue, with the journal keys that count each node's runs."""
+        where = prefix or self.name
+        b = GraphBuilder()
+        root = b.add(GraphNode(id=where, label=self.name, kind="flow", detail="support desk",
+                               matches=(StepMatch(key=where),)))
+        intake_node = b.add(GraphNode(id=f"{where}/intake", label="intake guards",
+                                      kind="gate", detail="empty, size, injection",
+                                      matches=(StepMatch(key=f"{where}/intake"),)))
+        refused = b.add(GraphNode(id=f"{where}#refused", label="refused", kind="end",
+                                  matches=(StepMatch(key=f"{where}/outcome", field="outcome",
+                                                     value="refused"),)))
+        router = b.nest(self.desk.router, f"{where}/router")
+        person = b.add(GraphNode(id=f"{where}/to_person", label="a person", kind="human",
+                                 detail=f"queue {QUEUE}, with a context packet",
+                                 matches=(StepMatch(key=f"{where}/to_person"),)))
+        b.link(root, intake_node)
+        b.link(intake_node, refused, "next", "blocked")
+        b.link(intake_node, router)
+        b.link(router, person, "human", "needs a person")
+        return b.build(self.name, self.kind, root)
 
     async def body(self, ctx: FlowContext, input: str) -> str:
         message, note = parse_message(input)

@@ -370,3 +370,21 @@ async def test_with_a_model_prompt_v2_is_rolled_out_to_a_sticky_share_of_custome
     moved = next(c for c, v in arms.items() if v == "v2")
     await scripted.handle("What is your shipping policy?", customer=moved, run_id="after")
     assert (await store.get_run("after")).metadata["rollout"]["version"] == "v1"
+
+
+async def test_the_desk_draws_itself_for_the_console_and_counts_what_runs_went_through(
+        desk: Desk) -> None:
+    from keel.runtime import flow_graph, nodes_hit
+
+    graph = flow_graph(desk.flow)
+    kinds = {n.id: n.kind for n in graph.nodes}
+    assert kinds["desk/intake"] == "gate" and kinds["desk/to_person"] == "human"
+    assert kinds["desk/router"] == "router"
+    assert kinds["desk/router/returns/return_authorisation/order_on_account"] == "gate"
+    s = S["in_transit"]
+    await desk.handle(f"Where is my order {s.order_id}?", customer=s.customer_id,
+                      run_id="r1")
+    hit = nodes_hit(graph, await journal(desk, "r1"))
+    assert {"desk/intake", "desk/router", "desk/router/shipping",
+            "desk/router/shipping/order_status/order_on_account"} <= hit
+    assert "desk/to_person" not in hit and "desk#refused" not in hit
