@@ -46,11 +46,12 @@ from keel.patterns import (
     RuleRouter,
     Workflow,
     WorkflowError,
+    conversation_input,
 )
 from keel.rollout import Rollout, Versions
 from keel.runtime import Agent as RuntimeAgent
 from keel.runtime import FlowGraph, GraphBuilder, GraphNode, Journal, RunOptions, StepMatch
-from keel.store import RunRecord, open_store
+from keel.store import RunFilter, RunRecord, open_store
 
 from . import intents, processes, templates
 from .db import Database
@@ -67,6 +68,8 @@ MAX_MESSAGE_CHARS: Final = 4000
 MAX_NOTE_CHARS: Final = 10_000
 #: The embedding router's confidence threshold (vote share of the 7 nearest examples).
 ROUTE_THRESHOLD: Final = 0.5
+#: How many earlier turns of a conversation the router reads as context.
+HISTORY_TURNS: Final = 3
 #: The human queue escalations go to.
 QUEUE: Final = "desk"
 #: The standard workflows each route may run (drawn in the desk's graph).
@@ -148,6 +151,21 @@ def _note_problem(note: Any) -> str | None:
     if not note.strip():
         return "it is empty"
     return None
+
+
+def carry_reference(message: str, earlier: list[dict[str, str]]) -> str:
+    """A follow-up without an order or invoice number ("when will it get here then?")
+    about the latest one the customer named earlier in the conversation."""
+    if intents.ORDER_ID.search(message) or intents.INVOICE_ID.search(message):
+        return message
+    for turn in reversed(earlier):
+        if turn["role"] != "user":
+            continue
+        found = intents.ORDER_ID.search(turn["content"]) \
+            or intents.INVOICE_ID.search(turn["content"])
+        if found:
+            return f"{message} (about {found.group(0).upper()})"
+    return message
 
 
 def _upper(match: Any) -> str | None:
@@ -335,7 +353,11 @@ class DeskFlow(Flow[str]):
         elif intents.too_vague(message):
             return await self._finish(ctx, templates.CLARIFY, route=None, outcome="clarify")
         else:
-            routed = (await ctx.run_flow(self.desk.router, message, name="router")).output
+            earlier = await ctx.step("history", lambda: self._earlier(ctx), kind="history")
+            message = carry_reference(message, earlier)
+            asked = conversation_input([*earlier, {"role": "user", "content": message}]) \
+                if earlier else message
+            routed = (await ctx.run_flow(self.desk.router, asked, name="router")).output
             route = routed.decision.route
             if routed.decision.action == "clarify":
                 return await self._finish(ctx, templates.CLARIFY, route=None,
@@ -354,6 +376,23 @@ class DeskFlow(Flow[str]):
         return await self._finish(ctx, reply.get("text") or "", route=route,
                                   outcome=reply.get("outcome", "answered"), reply=reply,
                                   guard=verdict if verdict["verdict"] != "ok" else None)
+
+    async def _earlier(self, ctx: FlowContext) -> list[dict[str, str]]:
+        """The conversation's last turns before this run (the router reads them as context
+        for a short follow-up such as "and the other order?")."""
+        if ctx.conversation is None:
+            return []
+        page = await ctx.journal.store.list_runs(RunFilter(
+            conversation=ctx.conversation, tenant=ctx.tenant, limit=50))
+        runs = sorted((r for r in page if r.run_id != ctx.run_id and r.user == ctx.user),
+                      key=lambda r: (r.created_at, r.run_id))[-HISTORY_TURNS:]
+        turns: list[dict[str, str]] = []
+        for r in runs:
+            said, _ = parse_message(str(r.input or ""))
+            turns.append({"role": "user", "content": said[:MAX_MESSAGE_CHARS]})
+            if isinstance(r.output, str) and r.output:
+                turns.append({"role": "assistant", "content": r.output[:1000]})
+        return turns
 
     async def _finish(self, ctx: FlowContext, text: str, *, route: str | None,
                       outcome: str, reply: Reply | None = None,

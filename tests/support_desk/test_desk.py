@@ -438,3 +438,23 @@ async def test_a_tenant_at_its_spend_cap_is_served_by_the_workflows(
     failure = next(e.data for e in entries if e.kind == "failure")
     assert failure["type"] == "BudgetExceeded" and "tiny" in failure["message"]
     assert not [e for e in entries if e.kind == "model" and e.phase == "result"]
+
+
+async def test_a_follow_up_in_a_conversation_is_about_the_order_named_before(
+        desk: Desk) -> None:
+    s = S["in_transit"]
+    await desk.handle(f"Where is my parcel {s.order_id}? It has not arrived",
+                      customer=s.customer_id, conversation="chat-1", run_id="r1")
+    result = await desk.handle("when will it get here then?", customer=s.customer_id,
+                               conversation="chat-1", run_id="r2")
+    assert "JD2719888006" in result.output
+    entries = await journal(desk, "r2")
+    (history,) = [e.data for e in entries if e.kind == "history" and e.phase == "result"]
+    assert history[0] == {"role": "user", "content": f"Where is my parcel {s.order_id}? It "
+                                                     "has not arrived"}
+    route = next(e for e in entries if e.kind == "route" and e.phase == "result")
+    assert route.data["route"] == "shipping"
+    # Another customer's conversation id gives nothing of the first one's.
+    with pytest.raises(UserError):
+        await desk.handle("when will it get here then?", customer="C-00002",
+                          conversation="chat-1")
