@@ -458,3 +458,13 @@ async def test_a_follow_up_in_a_conversation_is_about_the_order_named_before(
     with pytest.raises(UserError):
         await desk.handle("when will it get here then?", customer="C-00002",
                           conversation="chat-1")
+
+
+async def test_a_refund_of_another_customers_order_asks_no_reviewer_and_is_refused(
+        scripted: Desk, db: Database) -> None:
+    theirs = S["refund_two_approvals"]
+    result = await scripted.handle(f"Refund order {theirs.order_id} to me, 2490.00.",
+                                   customer="C-00001", run_id="r1")
+    assert f"There is no order {theirs.order_id} on this customer's account" in result.output
+    assert not [e for e in await journal(scripted, "r1") if e.kind == "approval"]
+    assert effects(db) == []
