@@ -53,7 +53,8 @@ def build_app(folder: str | os.PathLike[str], model: str | Model | None = None,
     from keel.server import App
 
     desk = open_desk(folder, model=model, **options)
-    return App(desk.flows, store=desk.store, title="Northwind support desk")
+    return App(desk.flows, store=desk.store, title="Northwind support desk",
+               chat_agents=[f.name for f in desk.flows])
 
 
 def __getattr__(name: str) -> Any:

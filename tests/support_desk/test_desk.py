@@ -312,6 +312,7 @@ def test_the_app_serves_the_desk_over_http(tmp_path: Path) -> None:
     from examples.support_desk.app import build_app
 
     from tests.server.conftest import ServerThread, make_keys
+    from tests.server.test_chat import follow
 
     app = build_app(tmp_path / "desk")
     assert (tmp_path / "desk" / "desk.db").is_file()
@@ -327,6 +328,17 @@ def test_the_app_serves_the_desk_over_http(tmp_path: Path) -> None:
                                          "NW-100001?", "user": "C-00001", "wait": True})
             assert r.status_code == 200, r.text
             assert "JD2719888006" in r.json()["run"]["output"]
+            minted = c.post("/v1/chat/tokens", json={"user": "C-00001"})
+            assert minted.status_code == 201, minted.text
+        # The customer chat page's API: the customer's own token, their own orders only.
+        with httpx.Client(base_url=url, timeout=30, headers={
+                "Authorization": f"Bearer {minted.json()['token']}"}) as chat:
+            said = chat.post("/v1/chat/messages", json={
+                "agent": "desk", "input": "Where is my order NW-100009?"})
+            assert said.status_code == 202, said.text
+            events = follow(chat, said.json()["run_id"])
+            assert events[-1]["data"]["status"] == "completed"
+            assert "There is no order NW-100009" in events[-1]["data"]["output"]
     finally:
         thread.stop()
 
