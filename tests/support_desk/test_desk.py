@@ -480,3 +480,46 @@ async def test_a_refund_of_another_customers_order_asks_no_reviewer_and_is_refus
     assert f"There is no order {theirs.order_id} on this customer's account" in result.output
     assert not [e for e in await journal(scripted, "r1") if e.kind == "approval"]
     assert effects(db) == []
+
+
+def test_with_a_model_a_served_refund_waits_for_a_reviewer_then_completes(
+        tmp_path: Path) -> None:
+    import time
+
+    from examples.support_desk.app import build_app
+
+    from tests.server.conftest import ServerThread, make_keys
+
+    s = S["refund_one_approval"]
+    app = build_app(tmp_path / "desk", model=specialist_model())
+    keys = make_keys(str(tmp_path / "desk" / "runs.db"), tenants=("northwind",))
+    thread = ServerThread(app)
+    url = thread.start()
+
+    def client(role: str) -> httpx.Client:
+        token = httpx.post(f"{url}/v1/auth/token", headers={
+            "Authorization": f"Bearer {keys[('northwind', role)]}"}).json()["token"]
+        return httpx.Client(base_url=url, timeout=30,
+                            headers={"Authorization": f"Bearer {token}"})
+
+    try:
+        with client("operator") as staff, client("reviewer") as reviewer:
+            r = staff.post("/v1/runs", json={"agent": "desk", "user": s.customer_id,
+                                             "input": f"I want a refund for order "
+                                                      f"{s.order_id}.", "wait": True})
+            assert r.json()["status"] == "suspended", r.text
+            run_id = r.json()["run"]["run_id"]
+            (waiting,) = staff.get("/v1/approvals").json()["items"]
+            assert waiting["run_id"] == run_id
+            assert reviewer.post(f"/v1/approvals/{waiting['id']}/approve",
+                                 json={}).status_code == 200
+            deadline = time.monotonic() + 30
+            while (run := staff.get(f"/v1/runs/{run_id}").json())["status"] in (
+                    "suspended", "running") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert run["status"] == "completed", run
+            assert f"refund of 399.0 EUR for order {s.order_id} is issued" in run["output"]
+    finally:
+        thread.stop()
+    db = Database(tmp_path / "desk" / "desk.db")
+    assert effects(db) == [("refund", s.customer_id, s.order_id, 39900)]
