@@ -1,10 +1,11 @@
 """The desk as a keel server: ``keel serve examples.support_desk.app:app``.
 
-``build_app(folder, model=None)`` creates (once) the shop's database ``desk.db`` and the
-run store ``runs.db`` in ``folder`` and returns a ``keel.server.App`` serving the desk
-flow. ``app`` is the same for the folder named by ``KEEL_DESK_DIR`` (default: ``keel-desk``
-under the user's temporary folder), built when the server first asks for it, so importing
-this module creates nothing.
+``build_app(folder, model=None)`` creates (once) the shop's database ``desk.db``, the
+run store ``runs.db`` and the customers' memory ``memory.db`` in ``folder`` and returns a
+``keel.server.App`` serving the desk flow (customers may chat with it). ``app`` is the
+same for the folder named by ``KEEL_DESK_DIR`` (default: ``keel-desk`` under the user's
+temporary folder), built when the server first asks for it, so importing this module
+creates nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from keel import Model, UserError
+from keel.context import SQLiteMemory
 
 from .db import Database, create_database
 from .desk import Desk, build_desk
@@ -44,6 +46,7 @@ def open_desk(folder: str | os.PathLike[str], *, model: str | Model | None = Non
     if not db_path.exists():
         create_database(db_path)
     store = f"sqlite:///{(base / 'runs.db').resolve()}"
+    options.setdefault("memory", SQLiteMemory(base / "memory.db"))
     return build_desk(Database(db_path), store=store, model=model, **options)
 
 
