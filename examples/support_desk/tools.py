@@ -394,6 +394,22 @@ def _order_total(arguments: dict[str, Any], context: ApprovalContext | None) -> 
     return None if row is None else row[0] / 100
 
 
+def _not_theirs(arguments: dict[str, Any], context: ApprovalContext | None) -> bool:
+    """Whether the order a refund names is certainly not this run's customer's (then no
+    reviewer is asked: the tool refuses it as a number that does not exist)."""
+    if context is None:
+        return False
+    try:
+        db = database_of(context.deps)
+        with db.read() as conn:
+            row = conn.execute("SELECT 1 FROM orders WHERE id = ? AND customer_id = ?",
+                               (str(arguments["order_id"]).strip().upper(),
+                                context.user)).fetchone()
+    except (ToolError, KeyError, OSError):
+        return False  # unreadable: fail closed, ask
+    return row is None
+
+
 def approval_policy(*, queue: str = "approvals",
                     sla_seconds: float | None = 4 * 3600.0) -> ApprovalPolicy:
     """keel's :class:`ApprovalPolicy` with the shop's limits (``policies.py``).
@@ -401,9 +417,16 @@ def approval_policy(*, queue: str = "approvals",
     A refund up to 100 runs at once, above 100 waits for one reviewer, above 1,000 for two
     different reviewers; a cancellation likewise by the order's total (one reviewer when the
     order cannot be read); account deletion (and any other irreversible tool) always waits
-    for one. An amount that cannot be read fails closed (approval is asked).
+    for one. An amount that cannot be read fails closed (approval is asked). A refund of an
+    order that is not the customer's asks nobody: the tool refuses it, as it refuses a number
+    that does not exist, so reviewers are never shown another customer's order.
     """
     low, high = P.REFUND_APPROVAL_LIMIT, P.REFUND_TWO_REVIEWER_LIMIT
+
+    def refund_over(limit: float) -> Any:
+        def when(a: dict[str, Any], c: ApprovalContext | None) -> bool:
+            return float(a["amount"]) > limit and not _not_theirs(a, c)
+        return when
 
     def cancel_over(limit: float, unknown: bool) -> Any:
         def when(a: dict[str, Any], c: ApprovalContext | None) -> bool:
@@ -412,9 +435,9 @@ def approval_policy(*, queue: str = "approvals",
         return when
 
     rules = (
-        ApprovalRule("refund_order", lambda a: float(a["amount"]) > high,
+        ApprovalRule("refund_order", refund_over(high),
                      f"refunds over {high:,.0f} need two reviewers", reviewers=2),
-        ApprovalRule("refund_order", lambda a: float(a["amount"]) > low,
+        ApprovalRule("refund_order", refund_over(low),
                      f"refunds over {low:,.0f} need a reviewer"),
         ApprovalRule("cancel_order", cancel_over(high, unknown=False),
                      f"cancelling an order over {high:,.0f} needs two reviewers", reviewers=2),

@@ -19,3 +19,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def db(seeded: Path, tmp_path: Path) -> Database:
     """A fresh copy of the seeded database, for one test."""
     return Database(shutil.copyfile(seeded, tmp_path / "desk.db"))
+
+
+@pytest.fixture(scope="session")
+def help_centre() -> object:
+    """The help centre's search index, built once (2-3 s) and shared by the desk tests."""
+    from examples.support_desk.processes import HelpCentre
+
+    built = HelpCentre()
+    built.corpus  # noqa: B018 - build it now, not inside the first test's timing
+    return built
