@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,7 @@ from keel.cli._compare import register as register_compare
 from keel.cli._conversations import register as register_conversations
 from keel.cli._cost import register as register_cost
 from keel.cli._demo import demo_command
+from keel.cli._desk_demo import run_desk_demo
 from keel.cli._errors import EXIT_RUN_FAILED, reported
 from keel.cli._eval import register as register_eval
 from keel.cli._events import register as register_events
@@ -233,11 +235,33 @@ def resume(
 
 
 @app.command("demo")
-def demo() -> None:
-    """Run the examples offline on scripted models (no LLM is called, nothing is kept)."""
+def demo(
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Leave the desk's server running after the day (until Ctrl-C), to "
+                       "click through its console and chat page.")] = False,
+    examples: Annotated[bool, typer.Option(
+        "--examples", help="Run the small examples in examples/ instead of the desk.")
+    ] = False,
+    folder: Annotated[Path | None, typer.Option(
+        "--dir", metavar="FOLDER", help="Keep the desk's database and run store in this new "
+                                        "(or empty) folder instead of a temporary one.")
+    ] = None,
+) -> None:
+    """A day at the support desk, served on 127.0.0.1 and played offline (no LLM is called).
+
+    Serves the flagship support desk with its console and chat page, plays a scripted day of
+    customer conversations through the HTTP API (approvals by two reviewers, escalations to a
+    person) and prints a summary. `--examples` runs the small examples instead."""
     screen = Screen()
+    if examples and (keep or folder is not None):
+        screen.error("--examples runs the small examples and keeps nothing; use --keep and "
+                     "--dir with the desk demo (plain `keel demo`)")
+        raise typer.Exit(2)
     with reported(screen):
-        ok = demo_command(screen)
+        if examples:
+            ok = demo_command(screen)
+        else:
+            ok = bool(run_desk_demo(screen, keep=keep, folder=folder)["ok"])
     if not ok:
         raise typer.Exit(EXIT_RUN_FAILED)
 
