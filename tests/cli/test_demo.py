@@ -26,7 +26,7 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_demo_runs_every_example_and_says_the_model_is_scripted(
         keel: Keel, tmp_path: Path, private_tmp: Path) -> None:
-    r = keel("demo")
+    r = keel("demo", "--examples")
     assert r.exit_code == 0, r
     out = r.stdout
     assert "The model is scripted" in out and "no LLM is" in out
@@ -52,7 +52,7 @@ def test_demo_runs_every_example_and_says_the_model_is_scripted(
 
 def test_demo_ignores_keel_model(keel: Keel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_MODEL", "openai:gpt-4o-mini")  # no key is set: it would fail
-    r = keel("demo")
+    r = keel("demo", "--examples")
     assert r.exit_code == 0, r
     assert "KEEL_MODEL is set but ignored" in r.stdout
     assert os.environ["KEEL_MODEL"] == "openai:gpt-4o-mini"  # restored
@@ -61,7 +61,7 @@ def test_demo_ignores_keel_model(keel: Keel, monkeypatch: pytest.MonkeyPatch) ->
 def test_demo_without_examples_says_how_to_get_them(
         keel: Keel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_demo, "examples_dir", lambda: None)
-    r = keel("demo")
+    r = keel("demo", "--examples")
     assert r.exit_code != 0, r
     assert "no examples found" in r.stderr and "reinstall keel-agents" in r.stderr
 
@@ -100,7 +100,7 @@ def test_a_broken_example_fails_the_demo(keel: Keel, tmp_path: Path,
     for name, source in BROKEN.items():
         (examples / name).write_text(source)
     monkeypatch.setattr(_demo, "examples_dir", lambda: examples)
-    r = keel("demo")
+    r = keel("demo", "--examples")
     assert r.exit_code == 1, r
     assert "examples/broken.py does not load" in r.stderr
     assert "skipping examples/hosted.py: its agent calls a real model" in r.stdout
@@ -110,7 +110,7 @@ def test_a_broken_example_fails_the_demo(keel: Keel, tmp_path: Path,
 
 
 def test_demo_plays_the_pattern_examples_without_false_alarms(keel: Keel) -> None:
-    r = keel("demo")
+    r = keel("demo", "--examples")
     assert r.exit_code == 0, r
     for name in ("planning", "reflection", "workflow", "routing", "supervisor", "handoff",
                  "group_chat", "marketplace"):

@@ -18,7 +18,7 @@ Keel = Callable[..., InvokeResult]
 
 def test_the_suggested_command_runs_outside_a_checkout(keel: Keel, tmp_path: Path) -> None:
     assert not (tmp_path / "examples").exists()  # the cwd is not a checkout
-    demo = keel("demo")
+    demo = keel("demo", "--examples")
     assert demo.exit_code == 0, demo
     line = next(x for x in demo.stdout.splitlines() if x.strip().startswith("keel run "))
     args = shlex.split(line.strip())[2:]
@@ -73,7 +73,7 @@ def test_in_a_wheel_layout_the_demo_and_its_suggestion_work(tmp_path: Path) -> N
         return subprocess.run([sys.executable, "-m", "keel.cli", *args], capture_output=True,
                               text=True, env=env, cwd=home, timeout=300)
 
-    demo = keel_cmd("demo")
+    demo = keel_cmd("demo", "--examples")
     assert demo.returncode == 0, demo.stderr
     line = next(x for x in demo.stdout.splitlines() if x.strip().startswith("keel run "))
     args = shlex.split(line.strip())[2:]
@@ -81,3 +81,6 @@ def test_in_a_wheel_layout_the_demo_and_its_suggestion_work(tmp_path: Path) -> N
     ran = keel_cmd("--store", f"sqlite:///{tmp_path / 'runs.db'}", "run", *args)
     assert ran.returncode == 0, ran.stderr
     assert "Tokyo" in ran.stdout
+    desk = keel_cmd("demo")  # the support desk, imported as keel.examples.support_desk
+    assert desk.returncode == 0, desk.stderr
+    assert "12 (13 turns)" in desk.stdout

@@ -148,10 +148,42 @@ def test_a_corrupt_store_exits_2_and_is_left_unchanged(keel: Keel, tmp_path: Pat
 
 
 def test_demo_exits_0_and_says_the_model_is_scripted(keel: Keel, tmp_path: Path) -> None:
-    r = keel("demo")
+    r = keel("demo")  # the README's quick start: the support desk's day
+    assert r.returncode == 0, r.stderr
+    assert "no LLM or network is used" in r.stdout and "12 (13 turns)" in r.stdout
+    assert list(tmp_path.iterdir()) == []
+    r = keel("demo", "--examples")
     assert r.returncode == 0, r.stderr
     assert "The model is scripted" in r.stdout and "no LLM is" in r.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_demo_keep_serves_until_ctrl_c(tmp_path: Path) -> None:
+    import httpx
+
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "demo", "--keep", "--dir",
+                             str(tmp_path / "desk")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C to stop it" in line:
+                break
+        url = next(x.split("console", 1)[1].split()[0] for x in lines if "console  http" in x)
+        assert httpx.get(f"{url.removesuffix('/console')}/console/login",
+                         timeout=30).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (tmp_path / "desk" / "desk.db").is_file()  # --dir keeps the files
 
 
 def test_hostile_and_huge_input(keel: Keel, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -119,7 +120,8 @@ class Board:
             self.live.update(self.render())
 
     def render(self) -> Table:
-        table = Table(title="the day, live", title_justify="left", expand=True)
+        table = Table(title="the day, live", title_justify="left", expand=True,
+                      caption="  ".join(self.staff[-2:]) or None, caption_justify="left")
         table.add_column("conversation", no_wrap=True)
         table.add_column("state", no_wrap=True)
         table.add_column("latest", overflow="ellipsis", no_wrap=True, ratio=1)
@@ -187,17 +189,15 @@ def _where_to_look(screen: Screen, url: str, keep: bool) -> None:
 
 
 def run_desk_demo(screen: Screen, *, keep: bool = False, folder: Path | None = None,
-                  wait: Any = None) -> dict[str, Any]:
+                  wait: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Serve the desk, play the day, print the summary; the summary (with ``ok``: every
     conversation ended as scripted). ``folder``: where to keep the files (a new or empty
-    folder; default: a temporary one, deleted at the end). ``wait``: called while the
-    server stays up with ``keep`` (default: until Ctrl-C)."""
+    folder; default: a temporary one, deleted at the end). ``wait``: called with the
+    server's URL while it stays up with ``keep`` (default: waits for Ctrl-C)."""
     app_module, day = desk_module("app"), desk_module("day")
     scripted = desk_module("scripted")
-    if folder is not None and folder.exists() and (not folder.is_dir()
-                                                   or any(folder.iterdir())):
-        raise UserError(f"{str(folder)!r} is not an empty folder; give --dir a new or "
-                        "empty folder (the demo creates a fresh database in it)")
+    if folder is not None:
+        _check_folder(folder)
     base = folder or Path(tempfile.mkdtemp(prefix="keel-desk-demo-"))
     try:
         return _serve_and_play(screen, app_module, day, scripted, base, keep, wait)
@@ -206,8 +206,24 @@ def run_desk_demo(screen: Screen, *, keep: bool = False, folder: Path | None = N
             shutil.rmtree(base, ignore_errors=True)
 
 
+def _check_folder(folder: Path) -> None:
+    """``folder`` if the demo may create its files there: new, or an empty folder."""
+    shown = repr(str(folder))[:200]
+    try:
+        used = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+        if not folder.exists():
+            folder.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"cannot use {shown} for the demo's files ({exc.strerror or exc}); "
+                        "give --dir a new or empty folder you can write to") from None
+    if used:
+        raise UserError(f"{shown} is not an empty folder; give --dir a new or empty folder "
+                        "(the demo creates a fresh database in it)")
+
+
 def _serve_and_play(screen: Screen, app_module: ModuleType, day: ModuleType,
-                    scripted: ModuleType, base: Path, keep: bool, wait: Any) -> dict[str, Any]:
+                    scripted: ModuleType, base: Path, keep: bool,
+                    wait: Callable[[str], None] | None) -> dict[str, Any]:
     base.mkdir(parents=True, exist_ok=True)
     app = app_module.build_app(base, model=scripted.specialist_model(), caps=[])
     day.warm_up(app)
@@ -235,7 +251,7 @@ def _serve_and_play(screen: Screen, app_module: ModuleType, day: ModuleType,
         if keep:
             screen.out.print(safe(f"The desk is still being served at {url} (files in "
                                   f"{base}). Press Ctrl-C to stop it.", "bold yellow"))
-            (wait or _until_interrupted)()
+            (wait or _until_interrupted)(url)
         return {**summary, "ok": not wrong, "latency": timing}
     finally:
         server.stop()
@@ -247,7 +263,7 @@ async def _summarise(day: ModuleType, log: Any, base: Path) -> dict[str, Any]:
     return summary
 
 
-def _until_interrupted() -> None:
+def _until_interrupted(url: str) -> None:
     try:
         while True:
             time.sleep(0.5)
