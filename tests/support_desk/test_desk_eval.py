@@ -71,6 +71,9 @@ async def test_the_desk_passes_its_evaluation(db: Database, help_centre: HelpCen
         assert metrics[metric] >= floor, (metric, metrics[metric])
     assert metrics["forbidden_effects"] == 0.0
     assert metrics["error_rate"] == 0.0
+    assert ("tool_calls" in metrics) is (path == "scripted")
+    if path == "scripted":
+        assert metrics["tool_calls"] >= 0.95
     # Every effect in the database came from a case that was allowed to write it.
     run_ids = [r for c in report.cases for r in c.run_ids]
     kinds = {e["kind"] for e in effects_of(db, run_ids)}
