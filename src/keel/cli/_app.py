@@ -27,6 +27,7 @@ from keel.cli._demo import demo_command
 from keel.cli._errors import EXIT_RUN_FAILED, reported
 from keel.cli._eval import register as register_eval
 from keel.cli._events import register as register_events
+from keel.cli._failures import register as register_failures
 from keel.cli._feedback import register as register_feedback
 from keel.cli._fleet import register as register_fleet
 from keel.cli._history import register as register_history
@@ -62,7 +63,7 @@ from keel.runtime import default_store_url, register_engine
 COMMAND_ORDER = ("run", "resume", "runs", "conversations", "approvals", "escalations",
                  "feedback", "audit", "keys", "stats", "cost", "rollout", "worker", "serve",
                  "mcp", "replay", "fork", "diff", "eval", "compare", "shadow", "redteam", "demo")
-RUNS_ORDER = ("list", "show", "cancel", "resolve", "export", "import")
+RUNS_ORDER = ("list", "show", "failures", "cancel", "resolve", "export", "import")
 
 
 def _ordered(names: list[str], order: Sequence[str]) -> list[str]:
@@ -132,7 +133,8 @@ app = typer.Typer(
     cls=KeelGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-runs_app = typer.Typer(help="List, inspect, cancel, resolve, export and import stored runs.",
+runs_app = typer.Typer(help="List, inspect, cancel, resolve, export and import stored runs; "
+                            "report how they failed.",
                        no_args_is_help=True, epilog=EPILOG, cls=RunsGroup)
 app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
@@ -273,6 +275,7 @@ def runs_show(
 
 
 register_fleet(runs_app, app)
+register_failures(runs_app)
 
 
 def main() -> None:

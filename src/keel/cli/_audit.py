@@ -1,24 +1,16 @@
 """``keel audit``: every gated, approved, denied and blocked high-impact call, read from the
-run store's journals (nothing else is kept: the journal is the audit trail).
-
-Outcomes:
-
-- ``gated``: a call waited for approval (the approval gate's request, key ``…/approval``);
-- ``approved`` / ``denied``: the decision on it, with who decided and their comment;
-- ``denied`` also: a call a tool policy refused (a ``permission_denied`` result, by
-  ``tool-policy``);
-- ``blocked``: a call a guardrail stopped (a ``guardrail_blocked`` result, by ``guardrail``).
-"""
+run store's journals (nothing else is kept: the journal is the audit trail). What each
+outcome means, and how a journal is read for them, is :mod:`keel.observe`'s
+``audit_events_of``."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich import box
@@ -28,36 +20,12 @@ from keel.cli._commands import open_existing
 from keel.cli._errors import CliError, reported
 from keel.cli._options import JsonOption, LimitOption, StoreOption, store_url
 from keel.cli._text import SHORT, Screen, safe, to_json
-from keel.store import JournalEntry, RunFilter, RunRecord, RunStore
+from keel.observe import AUDIT_OUTCOMES, AuditEvent, audit_events_of
+from keel.store import RunFilter, RunStore
 
-OUTCOMES = ("approved", "denied", "blocked", "gated")
-_FAILURES = {"permission_denied": ("denied", "tool-policy"),
-             "guardrail_blocked": ("blocked", "guardrail"),
-             "approval_denied": ("denied", "reviewer")}
 _PAGE = 500
 _RELATIVE = re.compile(r"^(\d{1,7})\s*([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuditEvent:
-    """One row of the audit trail."""
-
-    at: float
-    run_id: str
-    agent: str
-    step_key: str
-    tool: str
-    outcome: str
-    by: str
-    reason: str
-    approval_id: str | None = None
-    arguments: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["at_iso"] = datetime.fromtimestamp(self.at, UTC).isoformat()
-        return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,66 +55,6 @@ def parse_since(text: str, now: float, option: str = "--since") -> float:
     return when.timestamp()
 
 
-def events_of(record: RunRecord, entries: Iterable[JournalEntry]) -> list[AuditEvent]:
-    """The audit events in one run's journal."""
-    entries = list(entries)
-    decided = {e.key.removesuffix("/approval") for e in entries
-               if e.phase == "result" and e.key.endswith("/approval")}
-    ids = {e.key: e.data.get("approval_id") for e in entries
-           if e.phase == "intent" and e.kind == "approval" and isinstance(e.data, dict)}
-    out: list[AuditEvent] = []
-    for e in entries:
-        if e.key.endswith("/approval") and e.kind == "approval":
-            event = _approval_event(record, e, _str_or_none(ids.get(e.key)))
-        elif e.kind == "tool" and e.phase == "result":
-            event = _failure_event(record, e, decided)
-        else:
-            event = None
-        if event is not None:
-            out.append(event)
-    return out
-
-
-def _approval_event(record: RunRecord, e: JournalEntry,
-                    approval_id: str | None) -> AuditEvent | None:
-    data = e.data if isinstance(e.data, dict) else {}
-    step = e.key.removesuffix("/approval")
-    common: dict[str, Any] = {"at": e.created_at, "run_id": record.run_id,
-                              "agent": record.agent, "step_key": step, "tool": e.name,
-                              "approval_id": approval_id}
-    if e.phase == "intent":
-        return AuditEvent(**common, outcome="gated", by="approval-policy",
-                          reason=str(data.get("reason") or ""),
-                          arguments=data.get("arguments"))
-    if e.phase == "result":
-        approved = bool(data.get("approved"))
-        return AuditEvent(**common, outcome="approved" if approved else "denied",
-                          by=str(data.get("by") or data.get("decided_by") or "?"),
-                          reason=str(data.get("comment") or ""),
-                          arguments=data.get("arguments") if approved else None)
-    return None
-
-
-def _failure_event(record: RunRecord, e: JournalEntry, decided: set[str]) -> AuditEvent | None:
-    data = e.data if isinstance(e.data, dict) else {}
-    failure = data.get("failure")
-    if not isinstance(failure, dict):
-        return None
-    kind = _FAILURES.get(str(failure.get("error_type")))
-    if kind is None:
-        return None
-    if failure.get("error_type") == "approval_denied" and e.key in decided:
-        return None  # the decision itself is the event
-    outcome, by = kind
-    return AuditEvent(at=e.created_at, run_id=record.run_id, agent=record.agent,
-                      step_key=e.key, tool=e.name, outcome=outcome, by=by,
-                      reason=str(failure.get("message") or ""))
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 async def audit_events(store: RunStore, filt: AuditFilter) -> list[AuditEvent]:
     """The events matching ``filt``, newest first, at most ``filt.limit``."""
     events: list[AuditEvent] = []
@@ -156,7 +64,7 @@ async def audit_events(store: RunStore, filt: AuditFilter) -> list[AuditEvent]:
         for record in page:
             if filt.since is not None and record.updated_at < filt.since:
                 continue  # nothing written to it since
-            for ev in events_of(record, await store.read_journal(record.run_id)):
+            for ev in audit_events_of(record, await store.read_journal(record.run_id)):
                 if _matches(ev, filt):
                     events.append(ev)
         if len(page) < _PAGE:
@@ -216,8 +124,9 @@ def audit(
     tool policy refused (permission_denied) and calls a guardrail blocked."""
     screen = Screen()
     with reported(screen):
-        if outcome is not None and outcome not in OUTCOMES:
-            raise CliError(f"--outcome {outcome[:40]!r} is not one of: {', '.join(OUTCOMES)}.")
+        if outcome is not None and outcome not in AUDIT_OUTCOMES:
+            raise CliError(f"--outcome {outcome[:40]!r} is not one of: "
+                           f"{', '.join(AUDIT_OUTCOMES)}.")
         filt = AuditFilter(agent=agent, tool=tool, outcome=outcome, limit=limit,
                            since=None if since is None else parse_since(since, time.time()))
         url = store_url(ctx, store)

@@ -36,7 +36,12 @@ from keel.cli._humans_render import (
 from keel.cli._options import ByOption, JsonOption, LimitOption, StoreOption, store_url
 from keel.cli._text import Screen, printable, safe, to_json
 from keel.core import RunNotFound, TaskNotFound, UserError
-from keel.runtime import claim_escalation, decide_approval, resolve_escalation
+from keel.runtime import (
+    approval_reviews,
+    claim_escalation,
+    decide_approval,
+    resolve_escalation,
+)
 from keel.store import (
     TERMINAL_STATUSES,
     HumanTask,
@@ -126,7 +131,7 @@ async def _status_rows(store: RunStore, runs: dict[str, RunRecord | None], filt:
                 runs[task.run_id] = await _run_or_none(store, task.run_id)
             run = runs[task.run_id]
             if not live_only or (run is not None and run.status not in TERMINAL_STATUSES):
-                rows.append(Row(task, run))
+                rows.append(await _made_row(store, task, run))
         if len(page) < filt.limit:
             break
         filt = dataclasses.replace(filt, offset=filt.offset + filt.limit)
@@ -141,7 +146,13 @@ async def _run_or_none(store: RunStore, run_id: str) -> RunRecord | None:
 
 
 async def _row(store: RunStore, task: HumanTask) -> Row:
-    return Row(task, await _run_or_none(store, task.run_id))
+    return await _made_row(store, task, await _run_or_none(store, task.run_id))
+
+
+async def _made_row(store: RunStore, task: HumanTask, run: RunRecord | None) -> Row:
+    """The row of ``task``: with an approval's reviews so far when it needs several people."""
+    reviews = await approval_reviews(store, task) if task.kind == "approval" else []
+    return Row(task, run, reviews)
 
 
 async def _one(url: str, kind: TaskKind, task_id: str) -> Row:

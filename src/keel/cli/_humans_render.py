@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rich import box
@@ -22,15 +22,28 @@ from rich.text import Text
 from keel.cli._text import LONG, SHORT, one_line, safe
 from keel.cli._timeline import label_grid, status_text, when
 from keel.core import to_jsonable, to_text
+from keel.runtime import review_summary, reviewers_needed
 from keel.store import HumanTask, RunRecord
 
 
 @dataclass(slots=True)
 class Row:
-    """A task and its run (None if the run was pruned)."""
+    """A task and its run (None if the run was pruned); for an approval that needs several
+    people, the reviews so far (``keel.runtime.approval_reviews``)."""
 
     task: HumanTask
     run: RunRecord | None
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def reviewers(self) -> int:
+        """How many different people must approve (1 for most requests)."""
+        return reviewers_needed(task_data(self.task)) if self.task.kind == "approval" else 1
+
+    @property
+    def progress(self) -> str:
+        """``"1 of 2 approved (ana)"``, or ``""`` for a one-person request."""
+        return review_summary(self.reviewers, self.reviews) if self.reviewers > 1 else ""
 
 
 # ------------------------------------------------------------------------------- pieces
@@ -136,7 +149,12 @@ def decided_line(row: Row, *, approve: bool, who: str) -> Text:
                      style="bold green" if approve else "bold red",
                      tool=str(task_data(row.task).get("tool", "?")))
     resolution = row.task.resolution if isinstance(row.task.resolution, dict) else {}
-    if approve and resolution.get("edited"):
+    if approve and row.task.status != "resolved" and row.reviewers > 1:
+        left = row.reviewers - sum(1 for r in row.reviews if r.get("approved"))
+        line.append(": ")
+        line.append_text(safe(f"{row.progress}; it waits for {left} more reviewer"
+                              f"{'s' if left != 1 else ''}", "yellow", limit=LONG))
+    elif approve and resolution.get("edited"):
         line.append(" with arguments ")
         line.append_text(safe(one_line(to_text(resolution.get("arguments"))), limit=None))
     elif not approve:
@@ -171,6 +189,8 @@ def approval_json(row: Row, now: float) -> dict[str, Any]:
         "requested_at": task.created_at, "due_at": task.due_at,
         "overdue": _overdue(task, now), "claimed_by": task.claimed_by, **_outcome_json(row),
         "run_input": None if row.run is None else to_jsonable(row.run.input),
+        "reviewers": row.reviewers, "reviews": to_jsonable(row.reviews),
+        "progress": row.progress or None,
     }
 
 
@@ -287,6 +307,9 @@ def approvals_table(rows: list[Row], now: float, *, with_status: bool, width: in
         Column("reason", _data_cells(rows, "reason", ""), flex=3, wrap=True),
         Column("reasoning", _data_cells(rows, "thought", "", "italic"), flex=3,
                optional=True, merge_into="reason")]
+    if any(r.reviewers > 1 for r in rows):  # N-of-M: how far each request has got
+        columns.append(Column("approvals", _cells(rows, lambda r: r.progress or "-"),
+                              flex=2))
     if with_status:
         columns.append(Column("status", _cells(rows, lambda r: _status(r.task)), flex=1))
     return _task_table(rows, now, columns, width)
@@ -346,6 +369,9 @@ def approval_panel(row: Row, now: float) -> Panel:
         grid.add_row("run input", safe(to_text(row.run.input, indent=2)))
     grid.add_row("step", safe(task.step_key, limit=SHORT))
     grid.add_row("queue", safe(task.queue, limit=SHORT))
+    if row.reviewers > 1:
+        grid.add_row("reviewers", safe(f"{row.reviewers} different people must approve · "
+                                       f"{row.progress}", "bold", limit=LONG))
     _time_rows(grid, "requested", task, now)
     if task.status == "resolved":
         grid.add_row("decision", _decision_text(task))

@@ -15,6 +15,7 @@ from keel.observe._alerts import (
     Rule,
     SuccessRateBelow,
 )
+from keel.observe._audit import AUDIT_OUTCOMES, AuditEvent, audit_events_of
 from keel.observe._cache import ModelCache, deterministic
 from keel.observe._cache_stores import (
     CacheStore,
@@ -24,6 +25,8 @@ from keel.observe._cache_stores import (
 )
 from keel.observe._caps import SpendAlert, SpendCap, SpendCaps, estimate_prompt_tokens
 from keel.observe._caps_stores import CapStore, MemoryCapStore, RedisCapStore, SQLCapStore
+from keel.observe._failure_modes import KINDS as FAILURE_KINDS
+from keel.observe._failure_modes import FailureMode, FailureReport, failure_modes
 from keel.observe._latency import LatencyBudget, RunTimings
 from keel.observe._metrics import (
     Metrics,
@@ -33,6 +36,7 @@ from keel.observe._metrics import (
     refresh_human_tasks,
     use_opentelemetry,
 )
+from keel.observe._mitigations import MITIGATIONS, mitigation
 from keel.observe._run_stats import run_stats
 from keel.observe._semantic import SemanticCache
 from keel.observe._serve import (
@@ -51,12 +55,18 @@ from keel.observe._tracing import (
 from keel.observe._tracing_setup import setup_tracing
 
 __all__: list[str] = [
+    "AUDIT_OUTCOMES",
+    "FAILURE_KINDS",
+    "MITIGATIONS",
     "TRACE_METADATA",
     "ApprovalsOverdue",
+    "AuditEvent",
     "CacheStore",
     "CapStore",
     "CostSpike",
     "ErrorRateAbove",
+    "FailureMode",
+    "FailureReport",
     "FleetAlert",
     "FleetAlerts",
     "LatencyAbove",
@@ -80,13 +90,16 @@ __all__: list[str] = [
     "SuccessRateBelow",
     "TenantOf",
     "Tracing",
+    "audit_events_of",
     "count_feedback",
     "deterministic",
     "estimate_prompt_tokens",
+    "failure_modes",
     "inject_trace_headers",
     "inject_trace_headers_async",
     "instruments",
     "mark_process_dead",
+    "mitigation",
     "refresh_human_tasks",
     "run_stats",
     "scrape_registry",

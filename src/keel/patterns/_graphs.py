@@ -12,7 +12,8 @@ nodes and edges, each node with the journal keys that show a run went through it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from keel.runtime import (
     Agent,
@@ -24,11 +25,25 @@ from keel.runtime import (
     agent_graph,
 )
 
-if TYPE_CHECKING:
-    from keel.patterns._handoff import HandoffTeam
-    from keel.patterns._routing import Router
-    from keel.patterns._supervisor import Supervisor
-    from keel.patterns._workflow import Node, Workflow
+# The patterns call these functions from their ``graph()`` methods and hand in what they need
+# (their node classes, their key prefixes): this module imports none of them, so the package
+# keeps no import cycle. The pattern objects are typed ``Any`` here for the same reason.
+Router: TypeAlias = Any
+HandoffTeam: TypeAlias = Any
+Supervisor: TypeAlias = Any
+Workflow: TypeAlias = Any
+Node: TypeAlias = Any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowKinds:
+    """The workflow node classes, handed in by ``Workflow.graph``."""
+
+    step: Any
+    gate: Any
+    sequential: Any
+    parallel: Any
+    branch: Any
 
 
 def router_graph(router: Router, prefix: str) -> FlowGraph:
@@ -71,25 +86,25 @@ def router_graph(router: Router, prefix: str) -> FlowGraph:
     return b.build(router.name, "router", root)
 
 
-def workflow_graph(workflow: Workflow, prefix: str) -> FlowGraph:
+def workflow_graph(workflow: Workflow, prefix: str, kinds: WorkflowKinds) -> FlowGraph:
     b = GraphBuilder()
     root = b.add(GraphNode(id=prefix, label=workflow.name, kind="workflow",
                            matches=(StepMatch(key=prefix),)))
-    _sequence(b, workflow.steps, prefix, [root])
+    _sequence(b, workflow.steps, prefix, [root], kinds)
     return b.build(workflow.name, "workflow", root)
 
 
-def _sequence(b: GraphBuilder, nodes: Any, prefix: str, before: list[str]) -> list[str]:
+def _sequence(b: GraphBuilder, nodes: Any, prefix: str, before: list[str],
+              k: WorkflowKinds) -> list[str]:
     for node in nodes:
-        before = _node(b, node, f"{prefix}/{node.name}", before)
+        before = _node(b, node, f"{prefix}/{node.name}", before, k)
     return before
 
 
-def _node(b: GraphBuilder, node: Node, here: str, before: list[str]) -> list[str]:
+def _node(b: GraphBuilder, node: Node, here: str, before: list[str],
+          k: WorkflowKinds) -> list[str]:
     """Add one workflow node (run under ``here``) after ``before``; the ids it ends at."""
-    from keel.patterns._workflow import Branch, Gate, Parallel, Sequential, Step
-
-    if isinstance(node, Step):
+    if isinstance(node, k.step):
         target = node.target
         if isinstance(target, Agent):
             first = agent_graph(target, here, into=b)
@@ -100,7 +115,7 @@ def _node(b: GraphBuilder, node: Node, here: str, before: list[str]) -> list[str
                                     matches=(StepMatch(key=here),)))
         _after(b, before, first)
         return [first]
-    if isinstance(node, Gate):
+    if isinstance(node, k.gate):
         gate = b.add(GraphNode(id=here, label=node.name, kind="gate", detail="must pass",
                                matches=(StepMatch(key=here),)))
         _after(b, before, gate)
@@ -109,18 +124,18 @@ def _node(b: GraphBuilder, node: Node, here: str, before: list[str]) -> list[str
                                matches=(StepMatch(key=here, field="passed", value=False),)))
         b.link(gate, stop, "next", "fails")
         return [gate]
-    if isinstance(node, Sequential):
-        return _sequence(b, node.steps, here, before)
-    if isinstance(node, Parallel):
+    if isinstance(node, k.sequential):
+        return _sequence(b, node.steps, here, before, k)
+    if isinstance(node, k.parallel):
         fan = b.add(GraphNode(id=here, label=node.name, kind="parallel",
                               detail="branches run at once", matches=(StepMatch(key=here),)))
         _after(b, before, fan)
         fanned = [e for label, child in node.branches.items()
-                  for e in _node(b, child, f"{here}/{label}", [fan])]
+                  for e in _node(b, child, f"{here}/{label}", [fan], k)]
         if node.join is None:
             return fanned
-        return _node(b, node.join, f"{here}/join", fanned)
-    if isinstance(node, Branch):
+        return _node(b, node.join, f"{here}/join", fanned, k)
+    if isinstance(node, k.branch):
         choose = b.add(GraphNode(id=here, label=node.name, kind="branch", detail="chooses one",
                                  matches=(StepMatch(key=f"{here}/route"),)))
         _after(b, before, choose)
@@ -133,7 +148,7 @@ def _node(b: GraphBuilder, node: Node, here: str, before: list[str]) -> list[str
                 b.link(choose, skip, "route", label)
                 ends.append(skip)
                 continue
-            ends += _node(b, child, f"{here}/{label}", [choose])
+            ends += _node(b, child, f"{here}/{label}", [choose], k)
         return ends
     other = b.add(GraphNode(id=here, label=node.name, kind="step",
                             matches=(StepMatch(key=here),)))
@@ -146,8 +161,8 @@ def _after(b: GraphBuilder, before: list[str], node: str) -> None:
         b.link(source, node, "next")
 
 
-def handoff_graph(team: HandoffTeam, prefix: str) -> FlowGraph:
-    from keel.patterns._handoff import _PREFIX, HUMAN
+def handoff_graph(team: HandoffTeam, prefix: str, transfer: str, human: str) -> FlowGraph:
+    _PREFIX, HUMAN = transfer, human
 
     b = GraphBuilder()
     root = b.add(GraphNode(id=prefix, label=team.name, kind="handoff",
@@ -169,8 +184,8 @@ def handoff_graph(team: HandoffTeam, prefix: str) -> FlowGraph:
     return b.build(team.name, "handoff", root)
 
 
-def supervisor_graph(supervisor: Supervisor, prefix: str) -> FlowGraph:
-    from keel.patterns._supervisor import _PREFIX
+def supervisor_graph(supervisor: Supervisor, prefix: str, call: str) -> FlowGraph:
+    _PREFIX = call
 
     b = GraphBuilder()
     root = b.add(GraphNode(id=prefix, label=supervisor.name, kind="supervisor",

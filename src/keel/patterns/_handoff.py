@@ -189,7 +189,7 @@ class HandoffTeam(Flow[Any]):
         :func:`keel.runtime.flow_graph`."""
         from keel.patterns._graphs import handoff_graph
 
-        return handoff_graph(self, prefix or self.name)
+        return handoff_graph(self, prefix or self.name, _PREFIX, HUMAN)
 
     # ---------------------------------------------------------------------------- the run
 

@@ -111,7 +111,7 @@ class Supervisor(Flow[Any]):
         step key it runs under (default: its name). See :func:`keel.runtime.flow_graph`."""
         from keel.patterns._graphs import supervisor_graph
 
-        return supervisor_graph(self, prefix or self.name)
+        return supervisor_graph(self, prefix or self.name, _PREFIX)
 
     def prepare(self) -> None:
         check_hierarchy(self)  # workers can be added after construction

@@ -496,9 +496,11 @@ class Workflow(Flow[Any]):
         and branches), each node with the journal keys that show a run went through it;
         ``prefix``: the step key it runs under (default: its name). See
         :func:`keel.runtime.flow_graph`."""
-        from keel.patterns._graphs import workflow_graph
+        from keel.patterns._graphs import WorkflowKinds, workflow_graph
 
-        return workflow_graph(self, prefix or self.name)
+        kinds = WorkflowKinds(step=Step, gate=Gate, sequential=Sequential, parallel=Parallel,
+                              branch=Branch)
+        return workflow_graph(self, prefix or self.name, kinds)
 
     def worst_case(self) -> WorstCase:
         """The most the workflow can spend: sequential steps add up, parallel branches add

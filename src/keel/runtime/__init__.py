@@ -60,6 +60,7 @@ from keel.runtime._middleware import (
     ToolCallInput,
     ToolNext,
 )
+from keel.runtime._quorum import approval_reviews, review_summary, reviewers_needed
 from keel.runtime._replay import (
     ReplayDivergence,
     ReplayReport,
@@ -147,6 +148,7 @@ __all__ = [
     "Worker",
     "agent_graph",
     "agent_version",
+    "approval_reviews",
     "cancel_run",
     "check_name",
     "claim_escalation",
@@ -170,6 +172,8 @@ __all__ = [
     "replay_run",
     "resolve_escalation",
     "resolve_unknown_outcome",
+    "review_summary",
+    "reviewers_needed",
     "run_sub_agent",
     "stored_number",
     "summarize_feedback",

@@ -94,6 +94,36 @@ async def add_review(store: RunStore, task: HumanTask, decision: dict[str, Any]
                        "try again. Nothing was changed.")
 
 
+async def approval_reviews(store: RunStore, task: HumanTask) -> list[dict[str, Any]]:
+    """Every person's part of an approval so far, oldest first (``by``, ``approved``,
+    ``comment``, ``decided_at``): for a decided request, the reviews its journaled decision
+    lists; for an open one, the approvals recorded short of the last. ``[]`` for a request
+    that needs one person (its decision is the task's own ``by`` and ``resolution``)."""
+    resolution = task.resolution if isinstance(task.resolution, dict) else {}
+    data = task.data if isinstance(task.data, dict) else {}
+    if isinstance(resolution.get("reviews"), list):
+        return [r for r in resolution["reviews"] if isinstance(r, dict)]
+    if isinstance(data.get("reviews"), list):  # as decide_approval returns a partial one
+        return [r for r in data["reviews"] if isinstance(r, dict)]
+    if reviewers_needed(data) <= 1 or task.status == "resolved":
+        return []
+    return [r for r in await reviews_of(store, task.task_id) if isinstance(r, dict)]
+
+
+def review_summary(needed: int, reviews: list[dict[str, Any]]) -> str:
+    """``"1 of 2 approved (ana)"``: how far a multi-reviewer request has got, naming who
+    approved (a denial, which decides it, is named too: ``"1 of 2 approved (ana); denied
+    by bob"``)."""
+    approved = [str(r.get("by")) for r in reviews if r.get("approved")]
+    text = f"{len(approved)} of {needed} approved"
+    if approved:
+        text += f" ({', '.join(approved)})"
+    denied = [str(r.get("by")) for r in reviews if not r.get("approved")]
+    if denied:
+        text += f"; denied by {', '.join(denied)}"
+    return text
+
+
 def review_of(decision: Mapping[str, Any]) -> dict[str, Any]:
     """One person's part of a multi-reviewer decision, as kept and journaled."""
     return {"by": decision["by"], "approved": decision["approved"],

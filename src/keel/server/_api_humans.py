@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.core import RunNotFound, TaskConflict, TaskNotFound, UserError, to_jsonable
-from keel.runtime import claim_escalation, decide_approval, resolve_escalation
+from keel.runtime import (
+    approval_reviews,
+    claim_escalation,
+    decide_approval,
+    resolve_escalation,
+    review_summary,
+    reviewers_needed,
+)
 from keel.server._api_runs import ID_PATTERN
 from keel.server._auth import Principal
 from keel.server._errors import ApiError, not_found
@@ -55,7 +62,18 @@ class Dismiss(BaseModel):
     comment: str = Field(min_length=1, max_length=_TEXT)
 
 
-def task_view(s: ServerState, task: HumanTask) -> dict[str, Any]:
+async def task_view(s: ServerState, task: HumanTask) -> dict[str, Any]:
+    """A task as the API shows it; an approval with its reviewers and the reviews so far."""
+    view = _plain_view(task)
+    if task.kind == "approval":
+        needed = reviewers_needed(task.data if isinstance(task.data, dict) else {})
+        reviews = await approval_reviews(s.store, task)
+        view.update(reviewers=needed, reviews=to_jsonable(reviews),
+                    progress=review_summary(needed, reviews) if needed > 1 else None)
+    return view
+
+
+def _plain_view(task: HumanTask) -> dict[str, Any]:
     return {"id": task.task_id, "kind": task.kind, "run_id": task.run_id,
             "status": task.status, "queue": task.queue, "step_key": task.step_key,
             "created_at": task.created_at, "due_at": task.due_at,
@@ -80,13 +98,13 @@ async def _queue(s: ServerState, kind: Literal["approval", "escalation"], who: P
     tasks = await s.store.list_tasks(TaskFilter(kind=kind, status=status, tenant=who.tenant,
                                                 limit=limit + 1, offset=offset))
     more = len(tasks) > limit
-    return {"items": [task_view(s, t) for t in tasks[:limit]],
+    return {"items": [await task_view(s, t) for t in tasks[:limit]],
             "next_offset": offset + limit if more else None}
 
 
 async def _with_run(s: ServerState, task: HumanTask, who: Principal) -> dict[str, Any]:
     """A task with what the reviewer needs of its run: the run's input and status."""
-    view = task_view(s, task)
+    view = await task_view(s, task)
     try:
         record = await s.store.get_run(task.run_id, tenant=who.tenant)
     except RunNotFound:
@@ -104,7 +122,7 @@ async def _decided(s: ServerState, who: Principal, task: HumanTask, action: str,
     if record.status == "running":
         s.executor.resume_soon(record.run_id, record.agent)
     s.tails.wake(task.run_id)
-    return task_view(s, task)
+    return await task_view(s, task)
 
 
 async def _act(s: ServerState, who: Principal, task_id: str, kind: str,
@@ -203,7 +221,7 @@ async def claim(task_id: TaskId, request: Request,
     task = await _act(s, who, task_id, "escalation", lambda: claim_escalation(
         task_id, who.who, store=s.store, tenant=who.tenant))
     await s.audit(who, "escalation.claim", task_id, {"run_id": task.run_id})
-    return task_view(s, task)
+    return await task_view(s, task)
 
 
 async def _resolve(request: Request, who: Principal, task_id: str, action: str,

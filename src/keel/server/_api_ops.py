@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.core import UserError
+from keel.observe import failure_modes
 from keel.server._api_runs import ID_PATTERN
 from keel.server._auth import Principal
 from keel.server._errors import ApiError
@@ -20,6 +21,7 @@ from keel.server._models import (
     ERRORS,
     AuditPage,
     Costs,
+    Failures,
     Health,
     KeyChanged,
     KeyIssued,
@@ -97,6 +99,29 @@ async def costs(request: Request, who: Annotated[Principal, Depends(allowed("rea
              "output_tokens": r.output_tokens} for r in result.groups]
     return {"tenant": who.tenant, "days": days, "total_usd": result.total.cost_usd,
             "rows": rows}
+
+
+@router.get("/v1/failures", tags=["stats"],
+            summary="The failure-modes report: how runs failed, were blocked or escalated",
+            response_model=Failures, responses=ERRORS)
+async def failures(request: Request, who: Annotated[Principal, Depends(allowed("read"))],
+                   agent: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+                   version: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+                   days: Annotated[float | None, Query(gt=0, le=3660)] = None,
+                   since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+                   limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
+    """The top ways the caller's tenant's runs (created in the last ``days``, or since
+    ``since``, epoch seconds; of one agent ``version`` if given) failed, were blocked or
+    escalated: count, runs, share, first and last seen, example run ids, the versions that
+    served them and the mitigation in place, from the journals."""
+    s = state(request)
+    begin, _ = _window(days, since, None)
+    try:
+        report = await failure_modes(s.store, since=begin, agent=agent, tenant=who.tenant,
+                                     version=version, limit=limit)
+    except UserError as exc:
+        raise ApiError(400, "invalid", str(exc)) from None
+    return report.to_dict()
 
 
 @router.get("/v1/audit", tags=["audit"], summary="The audit log: who did what, when",

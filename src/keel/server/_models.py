@@ -134,6 +134,12 @@ class TaskView(BaseModel):
     by: str | None = None
     resolved_at: float | None = None
     data: Any = None
+    #: For an approval: how many different people must approve (1 for most), and every
+    #: person's part so far (who, approved, comment, decided_at); None for an escalation.
+    reviewers: int | None = None
+    reviews: list[dict[str, Any]] | None = None
+    #: ``"1 of 2 approved (ana)"`` for an approval that needs several people, else None.
+    progress: str | None = None
 
 
 class TaskWithRun(TaskView):
@@ -167,6 +173,35 @@ class Costs(BaseModel):
     days: float
     total_usd: float
     rows: list[CostRow]
+
+
+class FailureModeView(BaseModel):
+    kind: str
+    cause: str
+    where: str
+    count: int
+    runs: int
+    share: float
+    examples: list[str]
+    first_seen: float
+    last_seen: float
+    mitigation: str
+    versions: dict[str, int] = {}
+
+
+class Failures(BaseModel):
+    """The failure-modes report of the caller's tenant (``keel runs failures``)."""
+
+    since: float | None = None
+    agent: str | None = None
+    tenant: str | None = None
+    version: str | None = None
+    runs: int
+    failed: int
+    blocked: int
+    escalated: int
+    complete: bool
+    modes: list[FailureModeView]
 
 
 class AuditEntryView(BaseModel):

@@ -48,7 +48,7 @@ from keel.store._records import (
     check_feedback,
     check_setting_key,
 )
-from keel.store._stats import GROUP_KEYS, StatsQuery, StatsResult, StatsRow
+from keel.store._stats import GROUP_KEYS, StatsQuery, StatsResult, StatsRow, tool_failure
 
 if TYPE_CHECKING:
     from keel.store._postgres import PostgresStore
@@ -102,6 +102,7 @@ __all__ = [
     "resolve_task",
     "scoped",
     "store_moved",
+    "tool_failure",
     "who_acted",
 ]
 

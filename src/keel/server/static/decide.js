@@ -58,6 +58,17 @@
       const status = card.querySelector("[data-task-status]");
       if (status) status.textContent = task.status + (task.claimed_by ? " by " + task.claimed_by : "");
       if (kind === "claim") { msg.textContent = DONE.claim; return; }
+      if (kind === "approve" && task.status !== "resolved" && task.reviewers > 1) {
+        /* N-of-M: this approval counted; the request waits for another person. */
+        const given = (task.reviews || []).filter((r) => r.approved).length;
+        const left = task.reviewers - given;
+        const progress = card.querySelector("[data-progress]");
+        if (progress) progress.textContent = task.progress;
+        msg.textContent = "Approved: " + task.progress + ". It waits for " + left +
+          " more reviewer" + (left === 1 ? "" : "s") + ".";
+        button.disabled = true;
+        return;
+      }
       const done = keel.el("p", "done");
       done.setAttribute("role", "status");
       done.append(keel.el("strong", null, DONE[kind] + " "));
