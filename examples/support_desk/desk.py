@@ -279,7 +279,7 @@ async def run_process(ctx: FlowContext, workflows: dict[str, Workflow], route: s
         return {"text": template.format(order_id=fields.get("order_id") or "",
                                         invoice_id=fields.get("invoice_id") or ""),
                 "outcome": "refused", "workflow": name, "gate": exc.step}
-    except WorkflowError as exc:
+    except RunError as exc:  # a failed step, or no active account: a person takes it
         return {"text": "", "outcome": "person", "workflow": name,
                 "reason": f"the {name} workflow failed: {exc}"[:300]}
     return dict(result.output)

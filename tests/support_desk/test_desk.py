@@ -523,3 +523,25 @@ def test_with_a_model_a_served_refund_waits_for_a_reviewer_then_completes(
         thread.stop()
     db = Database(tmp_path / "desk" / "desk.db")
     assert effects(db) == [("refund", s.customer_id, s.order_id, 39900)]
+
+
+@pytest.mark.parametrize(("message", "customer", "error"), [
+    (None, "C-00001", "must be a string"),
+    (123, "C-00001", "must be a string"),
+    ("Where is my order NW-100001?", "x" * 500, "at most 200"),
+    ("Where is my order NW-100001?", "", "empty"),
+])
+async def test_handle_refuses_what_is_not_a_message_or_a_customer(
+        desk: Desk, db: Database, message: Any, customer: str, error: str) -> None:
+    with pytest.raises(UserError, match=error):
+        await desk.handle(message, customer=customer)
+    assert effects(db) == []
+
+
+@pytest.mark.parametrize("customer", ["C-99999", "C-00001'; DROP TABLE orders;--"])
+async def test_an_unknown_customer_goes_to_a_person_and_changes_nothing(
+        desk: Desk, db: Database, customer: str) -> None:
+    before = counts(db)
+    with pytest.raises(Escalate, match="no active account"):
+        await desk.handle("Where is my order NW-100001?", customer=customer)
+    assert counts(db) == before
