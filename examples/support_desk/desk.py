@@ -45,7 +45,6 @@ from keel.patterns import (
     Rule,
     RuleRouter,
     Workflow,
-    WorkflowError,
     conversation_input,
 )
 from keel.rollout import Rollout, Versions
