@@ -545,3 +545,12 @@ async def test_an_unknown_customer_goes_to_a_person_and_changes_nothing(
     with pytest.raises(Escalate, match="no active account"):
         await desk.handle("Where is my order NW-100001?", customer=customer)
     assert counts(db) == before
+
+
+def test_the_model_comes_from_the_environment_and_scripted_names_the_offline_one(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_DESK_MODEL", "scripted")
+    desk = build_desk(db, caps=[])
+    assert isinstance(desk.model, FunctionModel) and len(desk.agents) == 6
+    monkeypatch.delenv("KEEL_DESK_MODEL")
+    assert build_desk(db).agents == []
