@@ -2,12 +2,14 @@
 
 This package holds the business the desk serves: its policies (``policies``), a seeded
 SQLite database (``db``), a help centre of articles (``help_centre``) and the keel tools
-over them (``tools``). Import the parts you need; importing this package opens nothing.
+over them (``tools``), and the desk itself (``desk.build_desk``). Import the parts you
+need; importing this package opens nothing.
 Inside the wheel it is ``keel.examples.support_desk``; from a checkout
 ``examples.support_desk``.
 """
 
 from .db import SCENARIOS, Database, Scenario, create_database
+from .desk import Desk, build_desk
 from .help_centre import Article, build_corpus, load_articles
 from .tools import (
     ALL_SCOPES,
@@ -19,5 +21,5 @@ from .tools import (
 )
 
 __all__ = ["ALL_SCOPES", "ALL_TOOLS", "SCENARIOS", "SPECIALIST_TOOLS", "Article", "Database",
-           "Scenario", "approval_policy", "build_corpus", "create_database", "database_of",
-           "load_articles", "scopes_for"]
+           "Desk", "Scenario", "approval_policy", "build_corpus", "build_desk",
+           "create_database", "database_of", "load_articles", "scopes_for"]

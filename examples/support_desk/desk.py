@@ -45,7 +45,6 @@ from keel.patterns import (
     Rule,
     RuleRouter,
     Workflow,
-    WorkflowError,
     conversation_input,
 )
 from keel.rollout import Rollout, Versions
@@ -62,6 +61,9 @@ AnyAgent = RuntimeAgent[Any]
 
 #: The environment variable naming the specialists' model (e.g. ``openai:MODEL@URL``).
 MODEL_ENV: Final = "KEEL_DESK_MODEL"
+#: The model name that selects the scripted specialist (``scripted.specialist_model``),
+#: for demos and tests without an LLM: ``KEEL_DESK_MODEL=scripted``.
+SCRIPTED: Final = "scripted"
 #: The longest message the desk reads (characters); longer ones get a polite refusal.
 MAX_MESSAGE_CHARS: Final = 4000
 #: The longest uploaded note (characters).
@@ -279,7 +281,7 @@ async def run_process(ctx: FlowContext, workflows: dict[str, Workflow], route: s
         return {"text": template.format(order_id=fields.get("order_id") or "",
                                         invoice_id=fields.get("invoice_id") or ""),
                 "outcome": "refused", "workflow": name, "gate": exc.step}
-    except WorkflowError as exc:
+    except RunError as exc:  # a failed step, or no active account: a person takes it
         return {"text": "", "outcome": "person", "workflow": name,
                 "reason": f"the {name} workflow failed: {exc}"[:300]}
     return dict(result.output)
@@ -485,9 +487,12 @@ class Desk:
 
 
 def _model_from(model: str | Model | None) -> str | Model | None:
-    if model is not None:
-        return model
-    return os.environ.get(MODEL_ENV) or None
+    chosen = model if model is not None else (os.environ.get(MODEL_ENV) or None)
+    if chosen == SCRIPTED:
+        from .scripted import specialist_model
+
+        return specialist_model()
+    return chosen
 
 
 def _team(agents: dict[str, Agent[Any]], start: str) -> HandoffTeam | None:
@@ -521,8 +526,9 @@ def build_desk(database: Database | str | os.PathLike[str], *,
     """Build the desk over ``database`` (a :class:`Database` or the path of one made by
     ``create_database``).
 
-    ``model``: the specialists' model (a keel model id or a Model; default: the
-    ``KEEL_DESK_MODEL`` environment variable; none: the no-model desk). ``store``: where
+    ``model``: the specialists' model (a keel model id or a Model; ``"scripted"``: the
+    offline scripted specialist; default: the ``KEEL_DESK_MODEL`` environment variable;
+    none: the no-model desk). ``store``: where
     :meth:`Desk.handle` journals runs (default: keel's default store). ``memory``: the
     per-customer memory (default: in memory). ``caps``: per-tenant spend caps on the
     specialists' model calls (default: ``DAILY_CAP_USD`` a day per tenant).

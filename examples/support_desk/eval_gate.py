@@ -8,13 +8,15 @@
         --baseline examples/support_desk/evalset/baseline-none.json
 
 ``desk`` is the no-model desk (``scripted_desk`` the scripted-model one) over a new
-database in a temporary folder, and ``scorers`` / ``scripted_scorers`` the desk's scorers
-over that same database; both are built on first access, so importing this module creates
-nothing.
+database in a temporary folder (removed when the process exits), and ``scorers`` /
+``scripted_scorers`` the desk's scorers over that same database; both are built on first
+access, so importing this module creates nothing.
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +32,7 @@ _BUILT: Final[dict[str, Any]] = {}
 def _database() -> Database:
     if "db" not in _BUILT:
         folder = Path(tempfile.mkdtemp(prefix="keel-desk-eval-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         _BUILT["db"] = Database(create_database(folder / "desk.db"))
     db: Database = _BUILT["db"]
     return db

@@ -77,6 +77,10 @@ def _wants_refund(low: str) -> bool:
     return "refund" in low or "money back" in low
 
 
+def _wants_return(low: str) -> bool:
+    return "return" in low or "send back" in low or "send it back" in low
+
+
 def _intended(text: str) -> str | None:
     """The tool the customer's request needs, whoever has it."""
     low = text.lower()
@@ -85,7 +89,7 @@ def _intended(text: str) -> str | None:
             return "refund_order"
         if "cancel" in low:
             return "cancel_order"
-        if "return" in low:
+        if _wants_return(low):
             return "return_eligibility"
         if any(w in low for w in ("where", "track", "arriv", "deliver")):
             return "track_shipment"
@@ -122,7 +126,7 @@ def first_call(text: str, names: set[str]) -> ToolCallPart | str:
         return call("order_status", {"order_id": oid})
     if oid and "cancel_order" in names and "cancel" in low:
         return call("cancel_order", {"order_id": oid, "reason": "customer asked to cancel"})
-    if oid and "return_eligibility" in names and "return" in low:
+    if oid and "return_eligibility" in names and _wants_return(low):
         return call("return_eligibility", {"order_id": oid})
     if oid and "track_shipment" in names and any(w in low for w in ("where", "track",
                                                                     "arriv", "deliver")):

@@ -523,3 +523,58 @@ def test_with_a_model_a_served_refund_waits_for_a_reviewer_then_completes(
         thread.stop()
     db = Database(tmp_path / "desk" / "desk.db")
     assert effects(db) == [("refund", s.customer_id, s.order_id, 39900)]
+
+
+@pytest.mark.parametrize(("message", "customer", "error"), [
+    (None, "C-00001", "must be a string"),
+    (123, "C-00001", "must be a string"),
+    ("Where is my order NW-100001?", "x" * 500, "at most 200"),
+    ("Where is my order NW-100001?", "", "empty"),
+])
+async def test_handle_refuses_what_is_not_a_message_or_a_customer(
+        desk: Desk, db: Database, message: Any, customer: str, error: str) -> None:
+    with pytest.raises(UserError, match=error):
+        await desk.handle(message, customer=customer)
+    assert effects(db) == []
+
+
+@pytest.mark.parametrize("customer", ["C-99999", "C-00001'; DROP TABLE orders;--"])
+async def test_an_unknown_customer_goes_to_a_person_and_changes_nothing(
+        desk: Desk, db: Database, customer: str) -> None:
+    before = counts(db)
+    with pytest.raises(Escalate, match="no active account"):
+        await desk.handle("Where is my order NW-100001?", customer=customer)
+    assert counts(db) == before
+
+
+def test_the_model_comes_from_the_environment_and_scripted_names_the_offline_one(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_DESK_MODEL", "scripted")
+    desk = build_desk(db, caps=[])
+    assert isinstance(desk.model, FunctionModel) and len(desk.agents) == 6
+    monkeypatch.delenv("KEEL_DESK_MODEL")
+    assert build_desk(db).agents == []
+
+
+def test_the_desk_works_where_the_wheel_puts_it(tmp_path: Path) -> None:
+    """Inside the wheel the desk is keel.examples.support_desk.desk (relative imports, its
+    data files beside it): build one and answer a customer from there."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "support_desk").symlink_to(repo / "examples" / "support_desk")
+    code = ("import asyncio, sys, keel; keel.__path__.append(sys.argv[1])\n"
+            "from keel.examples.support_desk import build_desk, create_database\n"
+            "from keel.store import MemoryStore\n"
+            "desk = build_desk(create_database(sys.argv[1] + '/d.db'), store=MemoryStore())\n"
+            "r = asyncio.run(desk.handle('Where is my order NW-100001?', customer='C-00001'))\n"
+            "print('JD2719888006' in r.output, 'examples' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    env.pop("KEEL_DESK_MODEL", None)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False"]

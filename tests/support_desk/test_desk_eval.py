@@ -71,6 +71,9 @@ async def test_the_desk_passes_its_evaluation(db: Database, help_centre: HelpCen
         assert metrics[metric] >= floor, (metric, metrics[metric])
     assert metrics["forbidden_effects"] == 0.0
     assert metrics["error_rate"] == 0.0
+    assert ("tool_calls" in metrics) is (path == "scripted")
+    if path == "scripted":
+        assert metrics["tool_calls"] >= 0.95
     # Every effect in the database came from a case that was allowed to write it.
     run_ids = [r for c in report.cases for r in c.run_ids]
     kinds = {e["kind"] for e in effects_of(db, run_ids)}
@@ -92,15 +95,30 @@ def test_load_evalset_refuses_an_unknown_split() -> None:
         desk_scorers(Database.__new__(Database), path="model")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("subject", "scorers", "baseline"), [
+    ("desk", "scorers", "baseline-none.json"),
+    ("scripted_desk", "scripted_scorers", "baseline-scripted.json"),
+])
 def test_keel_eval_gates_the_held_out_split_against_the_committed_baseline(
-        tmp_path: Path) -> None:
+        tmp_path: Path, subject: str, scorers: str, baseline: str) -> None:
     out = tmp_path / "report.json"
     result = CliRunner().invoke(cli_app, [
-        "eval", "examples.support_desk.eval_gate:desk", str(EVALSET / "heldout.jsonl"),
-        "--scorer", "examples.support_desk.eval_gate:scorers", "--store", "memory:",
-        "--baseline", str(EVALSET / "baseline-none.json"), "--concurrency", "16",
-        "--report", str(out)])
+        "eval", f"examples.support_desk.eval_gate:{subject}", str(EVALSET / "heldout.jsonl"),
+        "--scorer", f"examples.support_desk.eval_gate:{scorers}", "--store", "memory:",
+        "--baseline", str(EVALSET / baseline), "--concurrency", "16", "--report", str(out)])
     assert result.exit_code == 0, result.output
     report: dict[str, Any] = json.loads(out.read_text())
     assert report["metrics"]["forbidden_effects"] == 0.0
     assert report["dataset"]["cases"] == len(load_evalset("heldout").cases)
+
+
+def test_the_gate_fails_when_a_metric_drops_below_the_baseline(tmp_path: Path) -> None:
+    better = json.loads((EVALSET / "baseline-none.json").read_text())
+    better["metrics"]["routing"] = 1.0  # a baseline the desk does not reach
+    (tmp_path / "better.json").write_text(json.dumps(better))
+    result = CliRunner().invoke(cli_app, [
+        "eval", "examples.support_desk.eval_gate:desk", str(EVALSET / "heldout.jsonl"),
+        "--scorer", "examples.support_desk.eval_gate:scorers", "--store", "memory:",
+        "--baseline", str(tmp_path / "better.json"), "--concurrency", "16"])
+    assert result.exit_code == 1, result.output
+    assert "routing" in result.output
