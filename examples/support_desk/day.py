@@ -175,8 +175,27 @@ async def token_for(url: str, key: str) -> str:
     return str(r.json()["token"])
 
 
+async def _follow(chat: httpx.AsyncClient, run_id: str, within: float) -> str:
+    """Follow a turn's chat events (``/v1/chat/runs/{id}/events``) until its result
+    (``"done"``) or its hand-off to people (``"waiting"``)."""
+    async with asyncio.timeout(within), \
+            chat.stream("GET", f"/v1/chat/runs/{run_id}/events") as r:
+        r.raise_for_status()
+        name = ""
+        async for line in r.aiter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                if name == "result":
+                    return "done"
+                if name in ("approval", "escalation") or (
+                        name == "status" and '"suspended"' in line):
+                    return "waiting"
+    return "ended"
+
+
 async def _wait_turn(chat: httpx.AsyncClient, run_id: str, settled: Sequence[str],
-                     within: float) -> dict[str, Any]:
+                     within: float, every: float = POLL_S) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while True:
         r = await chat.get(f"/v1/chat/runs/{run_id}")
@@ -187,7 +206,7 @@ async def _wait_turn(chat: httpx.AsyncClient, run_id: str, settled: Sequence[str
         if time.monotonic() > deadline:
             raise UserError(f"turn {run_id} did not finish in {within:.0f} s "
                             f"(status {view['status']})")
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(every)
 
 
 async def _customer(url: str, staff: httpx.AsyncClient, visit: Visit, log: DayLog,
@@ -210,14 +229,16 @@ async def _customer(url: str, staff: httpx.AsyncClient, visit: Visit, log: DayLo
                               run_id=sent.json()["run_id"])
             runs[turn.run_id] = visit
             log.turns.append(turn)
+            await _follow(chat, turn.run_id, TURN_TIMEOUT_S)
+            turn.latency_s = time.monotonic() - started
             view = await _wait_turn(chat, turn.run_id, ("completed", "suspended", "failed",
                                                         "cancelled"), TURN_TIMEOUT_S)
-            turn.latency_s = time.monotonic() - started
             if view["status"] == "suspended":
                 turn.waited = "approval" if visit.reviewers else "person"
                 progress(visit.name, "waiting", f"waits for {turn.waited}")
                 view = await _wait_turn(chat, turn.run_id, ("completed", "failed",
-                                                            "cancelled"), TURN_TIMEOUT_S)
+                                                            "cancelled"), TURN_TIMEOUT_S,
+                                        every=POLL_S * 5)
             turn.status, turn.answer = view["status"], view.get("answer")
             progress(visit.name, "answered" if i == len(visit.turns) - 1 else "asking",
                      str(turn.answer or view.get("notice") or ""))
