@@ -175,6 +175,17 @@ async def token_for(url: str, key: str) -> str:
     return str(r.json()["token"])
 
 
+def _refused(r: httpx.Response, what: str) -> None:
+    """A :class:`~keel.UserError` with the desk's own reason when it refused a request."""
+    if r.status_code >= 400:
+        try:
+            reason = str(r.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            reason = r.text
+        raise UserError(f"the desk refused {what} ({r.status_code}: {reason[:300]}); fix "
+                        "the visit in the day's script")
+
+
 async def _follow(chat: httpx.AsyncClient, run_id: str, within: float) -> str:
     """Follow a turn's chat events (``/v1/chat/runs/{id}/events``) until its result
     (``"done"``) or its hand-off to people (``"waiting"``)."""
@@ -212,7 +223,7 @@ async def _wait_turn(chat: httpx.AsyncClient, run_id: str, settled: Sequence[str
 async def _customer(url: str, staff: httpx.AsyncClient, visit: Visit, log: DayLog,
                     runs: dict[str, Visit], progress: Progress) -> None:
     minted = await staff.post("/v1/chat/tokens", json={"user": visit.customer})
-    minted.raise_for_status()
+    _refused(minted, f"a customer token for {visit.customer[:40]!r}")
     conversation: str | None = None
     async with _client(url, minted.json()["token"]) as chat:
         for i, message in enumerate(visit.turns):
@@ -223,7 +234,7 @@ async def _customer(url: str, staff: httpx.AsyncClient, visit: Visit, log: DayLo
             progress(visit.name, "asking", message)
             started = time.monotonic()
             sent = await chat.post("/v1/chat/messages", json=body)
-            sent.raise_for_status()
+            _refused(sent, f"{visit.name[:40]!r}'s message")
             conversation = sent.json()["conversation"]
             turn = TurnResult(visit=visit.name, customer=visit.customer,
                               run_id=sent.json()["run_id"])

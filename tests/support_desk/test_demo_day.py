@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from examples.support_desk import SCENARIOS as S
 from examples.support_desk import templates
-from examples.support_desk.day import DAY
+from examples.support_desk.day import DAY, Visit, play_day
 
+from keel import UserError
 from keel.cli._desk_demo import run_desk_demo
 from keel.cli._text import Screen
 from keel.store import RunFilter, TaskFilter, open_store
@@ -55,16 +57,44 @@ async def answers(folder: Path) -> dict[str, list[Any]]:
     return out
 
 
+def bad_days(url: str, keys: dict[str, str]) -> list[str]:
+    """play_day's answers to a bad key and to visits the desk refuses."""
+    good = {"operator": keys["demo operator"], "person": keys["sam"],
+            "reviewers": {"ana": keys["ana"], "ben": keys["ben"]}}
+    cases: list[tuple[dict[str, Any], list[Visit]]] = [
+        ({**good, "operator": "keel_0000000000000000_not-a-key"}, list(DAY[:1])),
+        (good, [Visit(name="long_id", title="t", customer="x" * 500, turns=("hi there",),
+                      expect=("answered",))]),
+        (good, [Visit(name="huge", title="t", customer="C-00001", turns=("z" * 20_000,),
+                      expect=("refused",))]),
+        (good, [Visit(name="blank", title="t", customer="C-00001", turns=("   ",),
+                      expect=("refused",))])]
+    out = []
+    for options, day in cases:
+        with pytest.raises(UserError) as refused:
+            asyncio.run(play_day(url, day=day, **options))
+        out.append(str(refused.value))
+    with pytest.raises(UserError, match="two reviewer keys"):
+        asyncio.run(play_day(url, operator="k", reviewers={"ana": "k"}, person="k"))
+    return out
+
+
 def test_the_demo_day_ends_as_scripted_and_a_second_day_gives_the_same_summary(
         tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
 
-    def while_kept(url: str) -> None:  # --keep: the server is still up after the day
+    def while_kept(url: str, keys: dict[str, str]) -> None:  # --keep: still served
         seen["console"] = httpx.get(f"{url}/console/login", timeout=30).status_code
         seen["health"] = httpx.get(f"{url}/v1/approvals", timeout=30).status_code
+        seen["bad"] = bad_days(url, keys)
 
     first = run_desk_demo(Screen(), folder=tmp_path / "a", keep=True, wait=while_kept)
-    assert seen == {"console": 200, "health": 401}  # served, and the API wants a key
+    assert seen["console"] == 200 and seen["health"] == 401  # served; the API wants a key
+    starts = ["the desk refused the key (401",
+              "the desk refused a customer token for 'xxxxxxxx",
+              "the desk refused 'huge''s message (400: the message is 20,000 characters",
+              "the desk refused 'blank''s message (400: the message is empty"]
+    assert [m[:len(s)] for m, s in zip(seen["bad"], starts, strict=True)] == starts
     assert first["ok"], first
     assert first["outcomes"] == {v.name: list(v.expect) for v in DAY}
     assert (first["conversations"], first["turns"]) == (12, 13)

@@ -189,11 +189,13 @@ def _where_to_look(screen: Screen, url: str, keep: bool) -> None:
 
 
 def run_desk_demo(screen: Screen, *, keep: bool = False, folder: Path | None = None,
-                  wait: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  wait: Callable[[str, dict[str, str]], None] | None = None
+                  ) -> dict[str, Any]:
     """Serve the desk, play the day, print the summary; the summary (with ``ok``: every
     conversation ended as scripted). ``folder``: where to keep the files (a new or empty
     folder; default: a temporary one, deleted at the end). ``wait``: called with the
-    server's URL while it stays up with ``keep`` (default: waits for Ctrl-C)."""
+    server's URL and the keys (by name) while it stays up with ``keep`` (default: waits
+    for Ctrl-C)."""
     app_module, day = desk_module("app"), desk_module("day")
     scripted = desk_module("scripted")
     if folder is not None:
@@ -223,7 +225,7 @@ def _check_folder(folder: Path) -> None:
 
 def _serve_and_play(screen: Screen, app_module: ModuleType, day: ModuleType,
                     scripted: ModuleType, base: Path, keep: bool,
-                    wait: Callable[[str], None] | None) -> dict[str, Any]:
+                    wait: Callable[[str, dict[str, str]], None] | None) -> dict[str, Any]:
     base.mkdir(parents=True, exist_ok=True)
     app = app_module.build_app(base, model=scripted.specialist_model(), caps=[])
     day.warm_up(app)
@@ -251,7 +253,7 @@ def _serve_and_play(screen: Screen, app_module: ModuleType, day: ModuleType,
         if keep:
             screen.out.print(safe(f"The desk is still being served at {url} (files in "
                                   f"{base}). Press Ctrl-C to stop it.", "bold yellow"))
-            (wait or _until_interrupted)(url)
+            (wait or _until_interrupted)(url, keys)
         return {**summary, "ok": not wrong, "latency": timing}
     finally:
         server.stop()
@@ -263,7 +265,7 @@ async def _summarise(day: ModuleType, log: Any, base: Path) -> dict[str, Any]:
     return summary
 
 
-def _until_interrupted(url: str) -> None:
+def _until_interrupted(url: str, keys: dict[str, str]) -> None:
     try:
         while True:
             time.sleep(0.5)
