@@ -174,6 +174,8 @@ def test_demo_keep_serves_until_ctrl_c(tmp_path: Path) -> None:
             if "Press Ctrl-C to stop it" in line:
                 break
         url = next(x.split("console", 1)[1].split()[0] for x in lines if "console  http" in x)
+        link = next(x for x in lines if x.startswith("Chat as customer C-00003"))
+        assert "/chat/login?next=/chat%3Fagent%3Ddesk#token=" in link
         assert httpx.get(f"{url.removesuffix('/console')}/console/login",
                          timeout=30).status_code == 200
         proc.send_signal(signal.SIGINT)

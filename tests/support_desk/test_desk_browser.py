@@ -6,8 +6,10 @@ tests/server/test_browser.py puts its own."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LAPTOP = {"width": 1280, "height": 860}
 LIVE_MS = 20_000
+SHOTS = Path(os.environ.get("KEEL_SCREENSHOTS")
+             or Path(tempfile.gettempdir()) / "keel-screenshots")
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = sync_api.expect
@@ -58,6 +62,11 @@ def desk(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
         yield url, keys, folder
     finally:
         thread.stop()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
 
 
 def sign_in(page: Any, url: str, key: str) -> None:
@@ -97,6 +106,7 @@ def test_a_refund_two_reviewers_approve_in_the_console_reaches_the_customer(
             expect(card.locator("form.approve .msg")).to_contain_text("1 of 2 approved (ana")
             expect(chat.locator("#chat-notice")).to_contain_text("Waiting for approval")
             assert refunds(folder) == []  # one reviewer is not enough
+            shot(first, "desk-approval-1-of-2.png")
 
             second = ben.new_page()
             sign_in(second, url, keys["ben"])
@@ -109,6 +119,7 @@ def test_a_refund_two_reviewers_approve_in_the_console_reaches_the_customer(
             expect(answers.last).to_contain_text(
                 f"refund of 2490.0 EUR for order {who.order_id} is issued", timeout=LIVE_MS)
             expect(chat.locator("#chat-notice")).to_be_hidden()
+            shot(chat, "desk-chat-refund.png")
         finally:
             browser.close()
     assert refunds(folder) == [(who.customer_id, who.order_id, 249000)]

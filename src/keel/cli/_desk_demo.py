@@ -37,6 +37,8 @@ from keel.store import open_store
 #: The names the demo's keys carry (the console and the journal show who decided what).
 OPERATOR, REVIEWERS, PERSON = "demo operator", ("ana", "ben"), "sam"
 _TENANT = "northwind"
+#: The customer the --keep chat link signs in (a parcel on its way, a return, a refund...).
+_CUSTOMER = "C-00003"
 
 
 def desk_module(name: str) -> ModuleType:
@@ -176,7 +178,20 @@ def _banner(screen: Screen, url: str, keys: dict[str, str], folder: Path) -> Non
                            border_style="yellow"))
 
 
-def _where_to_look(screen: Screen, url: str, keep: bool) -> None:
+async def _customer_link(url: str, operator: str, customer: str) -> str:
+    """A link that signs ``customer`` in to the chat page (a customer token, one hour)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        r = await c.post("/v1/auth/token", headers={"Authorization": f"Bearer {operator}"})
+        r.raise_for_status()
+        minted = await c.post("/v1/chat/tokens", json={"user": customer, "ttl_s": 3600},
+                              headers={"Authorization": f"Bearer {r.json()['token']}"})
+        minted.raise_for_status()
+    return f"{url}/chat/login?next=/chat%3Fagent%3Ddesk#token={minted.json()['token']}"
+
+
+def _where_to_look(screen: Screen, url: str, keep: bool, chat_link: str) -> None:
     lines = [f"{url}/console/runs         every turn, its steps and the journal",
              f"{url}/console/approvals    the refunds, with who approved (ana, ben)",
              f"{url}/console/escalations  what went to a person, with its context packet",
@@ -186,6 +201,9 @@ def _where_to_look(screen: Screen, url: str, keep: bool) -> None:
     screen.out.print(safe(head, "bold"))
     for line in lines:
         screen.out.print(safe("  " + line))
+    if keep:
+        screen.out.print(safe(f"Chat as customer {_CUSTOMER} (an hour): ", "bold")
+                         + safe(chat_link), soft_wrap=True)
 
 
 def run_desk_demo(screen: Screen, *, keep: bool = False, folder: Path | None = None,
@@ -249,7 +267,8 @@ def _serve_and_play(screen: Screen, app_module: ModuleType, day: ModuleType,
         wrong = day.mismatches(summary)
         for problem in wrong:
             screen.error(f"the day did not go as scripted: {problem}")
-        _where_to_look(screen, url, keep)
+        link = asyncio.run(_customer_link(url, keys[OPERATOR], _CUSTOMER)) if keep else ""
+        _where_to_look(screen, url, keep, link)
         if keep:
             screen.out.print(safe(f"The desk is still being served at {url} (files in "
                                   f"{base}). Press Ctrl-C to stop it.", "bold yellow"))
