@@ -124,7 +124,8 @@ class App:
 
 def _store_url(store: str | RunStore | None) -> str:
     if isinstance(store, RunStore):
-        target = getattr(store, "target", None) or getattr(store, "path", None)
+        target = getattr(store, "target", None) or getattr(store, "path", None) \
+            or getattr(store, "url", None)
         if target is None:
             raise ConfigError("store", "the server keeps API keys in the run store's "
                               "database; pass a store URL (SQLite path or postgresql://)")

@@ -44,6 +44,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 try:
     import psycopg
@@ -137,6 +138,7 @@ class PostgresStore(PostgresRecords, RunStore):
             raise ConfigError("max_size", f"must be a whole number >= max(1, min_size), not "
                                           f"{max_size!r}")
         self._target = parse_target(url, schema)
+        self._url, self._schema_arg = url, schema
         self._sizes = (min_size, max_size)
         self._create = create
         self._outbox = bool(outbox)
@@ -152,6 +154,18 @@ class PostgresStore(PostgresRecords, RunStore):
     @property
     def outbox(self) -> bool:
         return self._outbox
+
+    @property
+    def url(self) -> str | None:
+        """A URL that opens this same store (with ``?schema=`` when the schema was given
+        apart), for what keeps its own tables beside the runs (the server's API keys); None
+        for a libpq ``key=value`` string given with a separate schema."""
+        url, schema = self._url, self._schema_arg
+        if schema is None or "schema=" in url:
+            return url
+        if "://" not in url:
+            return None
+        return f"{url}{'&' if '?' in url else '?'}schema={quote(schema, safe='')}"
 
     @property
     def schema(self) -> str | None:
