@@ -35,7 +35,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import httpx
 from examples.support_desk import create_database
 from examples.support_desk.day import DayLog, Visit, play_day
 
-from bench.server_load import fresh_store
+from bench.server_load import _free_port, fresh_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = {"operator": "operator", "ana": "reviewer", "ben": "reviewer", "sam": "reviewer"}
@@ -78,12 +77,6 @@ def conversations(database: Path, n: int) -> list[Visit]:
         visits.append(Visit(name=f"c{i:03d}", title=first, customer=customer,
                             turns=(first, second), expect=()))
     return visits
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DeskServer:

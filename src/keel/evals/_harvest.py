@@ -24,17 +24,15 @@ output and the feedback comments; a string holding a kind the policy blocks is w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from keel.core import to_text
+from keel.core import UserError, to_text
 from keel.evals._case import Case, Expect
 from keel.evals._errors import EvalError
 from keel.guard import DataPolicy
-from keel.runtime import FeedbackSummary, summarize_feedback
+from keel.runtime import FeedbackSummary, epoch_since, summarize_feedback
 from keel.store import (
     RUN_STATUSES,
     Feedback,
@@ -244,11 +242,7 @@ def _text(value: Any) -> str:
 
 
 def _epoch(since: object) -> float | None:
-    if since is None:
-        return None
-    if isinstance(since, datetime):
-        return (since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp()
-    if isinstance(since, bool) or not isinstance(since, int | float) \
-            or not math.isfinite(since):
-        raise EvalError(f"since= is epoch seconds or a datetime, not {since!r:.60}")
-    return float(since)
+    try:
+        return epoch_since(since)
+    except UserError as exc:  # this layer's own error type, the same message
+        raise EvalError(str(exc)) from None

@@ -22,6 +22,7 @@ from keel.runtime._escalation import (
 )
 from keel.runtime._feedback import (
     FeedbackSummary,
+    epoch_since,
     feedback_summary,
     record_feedback,
     record_feedback_sync,
@@ -156,6 +157,7 @@ __all__ = [
     "decide_approval",
     "default_store_url",
     "diff_runs",
+    "epoch_since",
     "execute",
     "feedback_summary",
     "flow",
